@@ -1,0 +1,31 @@
+"""One error taxonomy for the whole library.
+
+Every error raised on purpose by p2pfl derives from :class:`P2PFLError`, so a host application can catch
+one type. Messages say what was wrong and, where it helps, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class P2PFLError(Exception):
+    """Root of every error p2pfl raises on purpose."""
+
+
+class IdentityError(P2PFLError):
+    """A key or key file is missing, malformed, unsafe, or would be overwritten."""
+
+
+class ConfigError(P2PFLError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class AggregationError(P2PFLError):
+    """An aggregator was given inputs it cannot work with (shape, too few rows for f, bad weights)."""
+
+
+class TransportError(P2PFLError):
+    """The network layer failed: dial, stream, timeout, or a peer that broke the protocol."""
+
+
+class StateError(P2PFLError):
+    """A checkpoint or version log on disk is missing, corrupt, or fails verification."""

@@ -1,0 +1,86 @@
+"""The transport seam: the one small interface every transport satisfies.
+
+The peer only speaks to this interface, so the same peer code runs over real libp2p (``libp2p.py``) and over
+the in-process ``memory.py`` transport used for very large simulations and for users' own tests.
+
+Two primitives are enough for the protocol:
+
+* **broadcast**: small signed announcements to every subscriber of the network's topic (gossipsub on libp2p).
+  Oversize announcements are refused loudly, never dropped silently.
+* **request**: one request/response exchange over a direct stream with a named protocol (payload fetch by
+  digest, snapshot fetch). Both sides bound sizes and time.
+
+Transports never interpret the bytes they carry: validation is the protocol layer's job. A transport may
+still drop a message whose envelope it cannot parse when it acts as a gossip validator, see
+``Transport.set_gossip_validator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Handler for an incoming request on a stream protocol: (remote peer id, request bytes) -> response bytes.
+RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
+#: Handler for an incoming gossip message: (peer id of the forwarder that delivered it, message bytes).
+GossipHandler = Callable[[str, bytes], Awaitable[None]]
+#: Synchronous gossip validator: (forwarder peer id, message bytes) -> accept?  Must be cheap and never block.
+GossipValidator = Callable[[str, bytes], bool]
+
+
+@dataclass
+class TransportStats:
+    """Byte and message counters, for status lines and simulation reports."""
+
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    requests_served: int = 0
+    requests_failed: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+
+class Transport(Protocol):
+    """What the peer needs from a network. All methods run on the caller's trio loop."""
+
+    @property
+    def peer_id(self) -> str:
+        """This node's peer id string (``12D3KooW...`` on libp2p)."""
+        ...
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        """Addresses others can dial, as multiaddr strings including ``/p2p/<peer id>``."""
+        ...
+
+    @property
+    def stats(self) -> TransportStats: ...
+
+    def set_gossip_handler(self, handler: GossipHandler) -> None: ...
+
+    def set_gossip_validator(self, validator: GossipValidator) -> None: ...
+
+    def set_request_handler(self, protocol: str, handler: RequestHandler) -> None: ...
+
+    async def broadcast(self, data: bytes) -> None:
+        """Publish ``data`` on the network topic. Raises ``TransportError`` if it exceeds the gossip cap."""
+        ...
+
+    async def request(self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float) -> bytes:
+        """Send one request to ``peer_id`` over ``protocol`` and return its response (bounded, timed)."""
+        ...
+
+    async def connect(self, addr: str) -> str:
+        """Dial a multiaddr (with ``/p2p/<id>``); return the remote peer id."""
+        ...
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close connections to ``peer_id`` (used on eviction)."""
+        ...
+
+    def connected_peers(self) -> list[str]: ...
