@@ -1,5 +1,10 @@
 """The p2pfl bootstrap registry: helps peers of a network find each other, and holds no model data.
 
-The registry service itself (``p2pfl-bootstrap``) is tracked as its own issue; this package exists so that
-installs and imports are stable while it is built.
+Run it with ``p2pfl-bootstrap --key registry.key --listen /ip4/0.0.0.0/tcp/4001`` (or ``python -m
+bootstrap``); peers use :class:`p2pfl.discovery.BootstrapClient`. Protocol and operations:
+``docs/bootstrap.md``.
 """
+
+from bootstrap.service import BootstrapService, Registry, RegistryConfig, serve
+
+__all__ = ["BootstrapService", "Registry", "RegistryConfig", "serve"]

@@ -105,10 +105,65 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import importlib
+
+    try:  # imported by name: the simulations package sits above p2pfl and is optional
+        runner = importlib.import_module("simulations.runner")
+    except ImportError as exc:
+        print(f"error: `p2pfl sim` needs the simulations package and the [sim] extra: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    code: int = runner.run_cli(args.scenario, Path(args.out), quiet=args.quiet)
+    return code
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from p2pfl.demo import run_demo
 
     return run_demo(Path(args.out) if args.out else None)
+
+
+def _cmd_peer(args: argparse.Namespace) -> int:
+    from p2pfl.node import run_node
+
+    return run_node(args.config)
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from p2pfl.state import read_log, verify_log
+
+    report = verify_log(Path(args.dir), args.peer)
+    if args.json:
+        out: dict[str, Any] = {
+            "ok": report.ok,
+            "records": report.records,
+            "peer_id": report.peer_id,
+            "last_seq": report.last_seq,
+            "problem": None
+            if report.problem is None
+            else {
+                "index": report.problem.index,
+                "kind": report.problem.kind,
+                "reason": report.problem.reason,
+            },
+        }
+        print(json.dumps(out, indent=2))
+    elif report.ok:
+        print(
+            f"OK: {report.records} records, chain and signatures verify (peer {report.peer_id}, "
+            f"last seq {report.last_seq})"
+        )
+        if args.verbose:
+            for r in read_log(Path(args.dir)):
+                print(
+                    f"  #{r.index} {r.event:8} seq={r.seq} round={r.round} digest={r.digest.hex()[:16]} "
+                    f"mixed={len(r.contributions)} metrics={r.metrics} {r.reason}"
+                )
+    else:
+        p = report.problem
+        assert p is not None
+        print(f"BROKEN at record {p.index} ({p.kind}): {p.reason}; {report.records} records before it verify")
+    return EXIT_OK if report.ok else EXIT_REJECTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,9 +186,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sender", help="also require this sender peer id")
     p.set_defaults(func=_cmd_inspect)
 
+    p = sub.add_parser("peer", help="run a long-lived peer node")
+    p.add_argument("--config", required=True, help="peer TOML file (see docs/peer.md)")
+    p.set_defaults(func=_cmd_peer)
+
+    p = sub.add_parser("audit", help="check a peer's signed, hash-chained version log")
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    v = audit.add_parser("verify", help="verify the chain and signatures; report the first broken record")
+    v.add_argument("dir", help="the peer's state directory")
+    v.add_argument("--peer", help="also require records to be signed by this peer id")
+    v.add_argument("--json", action="store_true")
+    v.add_argument("-v", "--verbose", action="store_true", help="list the records")
+    v.set_defaults(func=_cmd_audit)
+
     p = sub.add_parser("demo", help="two identities exchange a signed delta; a tampered copy is rejected")
     p.add_argument("--out", help="directory to keep the keys and envelope files in (default: a temp dir)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("sim", help="run a local multi-peer simulation scenario and write a report")
+    p.add_argument("scenario", help="scenario TOML, e.g. simulations/scenarios/default.toml")
+    p.add_argument("--out", required=True, help="output directory (results.json, report.md, plots)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sim)
     return parser
 
 

@@ -246,8 +246,8 @@ class Header:
             value = getattr(self, name)
             if type(value) is not int or not 0 <= value <= _MAX_UINT64:
                 raise WrongTypeError(f"{name} must be an unsigned 64-bit integer, got {value!r}")
-        if self.seq < 1:
-            raise SchemaError("seq starts at 1")
+        if self.seq < 1 and self.kind == "delta":
+            raise SchemaError("a delta's seq starts at 1 (version 0 is the initial model)")
         for name in ("base", "result", "arch", "payload_digest"):
             value = getattr(self, name)
             if type(value) is not bytes or len(value) != DIGEST_SIZE:

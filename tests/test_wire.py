@@ -293,7 +293,8 @@ def test_wrong_type_is_reported_as_such(alice: Identity) -> None:
 
 
 @pytest.mark.parametrize(
-    "changes", [{"kind": "gradient"}, {"codec": "zip"}, {"net": "bad net!"}, {"sender": "alice"}, {"seq": 0}]
+    "changes",
+    [{"kind": "gradient"}, {"codec": "zip"}, {"net": "bad net!"}, {"sender": "alice"}, {"seq": 0}],
 )
 def test_rejects_invalid_values(alice: Identity, changes: dict[str, Any]) -> None:
     with pytest.raises(SchemaError):

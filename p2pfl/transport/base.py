@@ -71,7 +71,9 @@ class Transport(Protocol):
         """Publish ``data`` on the network topic. Raises ``TransportError`` if it exceeds the gossip cap."""
         ...
 
-    async def request(self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float) -> bytes:
+    async def request(
+        self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float
+    ) -> bytes:
         """Send one request to ``peer_id`` over ``protocol`` and return its response (bounded, timed)."""
         ...
 

@@ -1,0 +1,167 @@
+"""``p2pfl-bootstrap`` / ``python -m bootstrap``: run a registry, or query one with ``--health``.
+
+Serving prints the registry's full multiaddr (with ``/p2p/<peer id>``) as the first line on stdout, then logs
+to stderr (warnings only by default; ``--log-level info`` shows registrations and expiries). SIGINT and
+SIGTERM close the host and exit 0. ``--health ADDR`` prints the status of a running registry as JSON and
+exits 0, or prints why it could not and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from bootstrap.service import Registry, RegistryConfig, serve
+from p2pfl.discovery import BootstrapClient, DiscoveryError
+from p2pfl.errors import P2PFLError
+from p2pfl.identity import Identity, load_or_create_key
+
+log = logging.getLogger("bootstrap")
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RegistryConfig()
+    p = argparse.ArgumentParser(
+        prog="p2pfl-bootstrap",
+        description="p2pfl bootstrap registry: peers register per network id and discover each other.",
+    )
+    p.add_argument("--key", help="key file of the registry (created with mode 0600 if absent)")
+    p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/4001", help="multiaddr to listen on")
+    p.add_argument("--max-networks", type=_positive(int), default=d.max_networks)
+    p.add_argument("--max-per-network", type=_positive(int), default=d.max_per_network)
+    p.add_argument("--max-total", type=_positive(int), default=d.max_total, help="registrations in total")
+    p.add_argument("--max-per-peer", type=_positive(int), default=d.max_per_peer, help="networks per peer")
+    p.add_argument("--max-ttl", type=_positive(float), default=d.max_ttl, help="seconds")
+    p.add_argument("--rate", type=_positive(float), default=d.rate_per_second, help="requests/s per peer")
+    p.add_argument("--burst", type=_positive(float), default=d.burst, help="request burst per peer")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--status-interval", type=float, default=0.0, help="log a status line every S seconds (0: never)"
+    )
+    # Test knobs: a shorter minimum ttl and sweep period make expiry testable in seconds.
+    p.add_argument("--min-ttl", type=_positive(float), default=d.min_ttl, help=argparse.SUPPRESS)
+    p.add_argument("--sweep-interval", type=_positive(float), default=1.0, help=argparse.SUPPRESS)
+    p.add_argument("--health", metavar="ADDR", help="query the registry at ADDR, print its status, exit 0/1")
+    p.add_argument("--timeout", type=_positive(float), default=5.0, help="--health timeout in seconds")
+    return p
+
+
+def _setup_logging(level: str, status: bool) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if status:  # status lines were asked for explicitly: show them whatever the log level
+        logging.getLogger("bootstrap.status").setLevel(logging.INFO)
+
+
+async def _health(addr: str, timeout: float) -> dict[str, Any]:
+    from p2pfl.transport.libp2p import Libp2pTransport
+
+    identity = Identity.generate()
+    async with Libp2pTransport.open(
+        seed=identity.seed, network_id=f"health-{secrets.token_hex(4)}", listen="/ip4/127.0.0.1/tcp/0"
+    ) as transport:
+        client = BootstrapClient(transport, identity, "health", [addr], timeout=timeout)
+        with trio.fail_after(timeout):
+            resp = await client.status(addr)
+    status = resp.get("status")
+    if not isinstance(status, dict):
+        raise DiscoveryError("registry answered without a status map")
+    return status
+
+
+async def _serve(args: argparse.Namespace, config: RegistryConfig) -> None:
+    identity, created = load_or_create_key(args.key)
+    if created:
+        log.warning("event=key_created path=%s peer=%s", args.key, identity.peer_id)
+
+    def ready(addr: str) -> None:
+        print(addr, flush=True)
+
+    registry = Registry(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await nursery.start(
+                lambda task_status: serve(
+                    identity,
+                    args.listen,
+                    registry,
+                    ready=ready,
+                    sweep_interval=args.sweep_interval,
+                    status_interval=args.status_interval,
+                    task_status=task_status,
+                )
+            )
+            async for signum in signals:
+                log.warning(
+                    "event=shutdown signal=%s registrations=%d", signal.Signals(signum).name, registry.total
+                )
+                break
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level, args.status_interval > 0)
+    if args.health:
+        try:
+            status = trio.run(_health, args.health, args.timeout)
+        except (P2PFLError, trio.TooSlowError, OSError) as exc:
+            print(f"p2pfl-bootstrap: registry {args.health} is not healthy: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(status, indent=1, sort_keys=True))
+        return 0
+    if not args.key:
+        parser.error("--key is required to serve (or use --health ADDR)")
+    try:
+        config = RegistryConfig(
+            max_networks=args.max_networks,
+            max_per_network=args.max_per_network,
+            max_total=args.max_total,
+            max_per_peer=args.max_per_peer,
+            min_ttl=args.min_ttl,
+            max_ttl=args.max_ttl,
+            rate_per_second=args.rate,
+            burst=args.burst,
+        )
+        config.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        trio.run(_serve, args, config)
+    except P2PFLError as exc:
+        print(f"p2pfl-bootstrap: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

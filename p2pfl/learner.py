@@ -1,0 +1,322 @@
+"""Learners: the model and private data of one peer, behind one small protocol.
+
+The peer never sees data, only named float arrays (``get_params``/``set_params``), a training call and an
+evaluation. ``train`` and ``evaluate`` are blocking and CPU-bound: the peer runs them in a worker thread so
+the network loop never stalls (a libp2p Yamux write fails after 5 s if the reader is blocked).
+
+``evaluate(params)`` scores *someone else's* parameters on this peer's own validation split without disturbing
+the local model: that is how the peer's own data serves as the trusted root when scoring neighbours.
+
+Two implementations ship: :class:`NumpySoftmaxLearner` (multinomial logistic regression or a one-hidden-layer
+MLP in plain numpy: fast, deterministic, no torch; used by tests and large simulations) and
+:class:`TorchLearner` (any ``torch.nn.Module``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import torch
+
+Params = dict[str, npt.NDArray[np.float32]]
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    loss: float
+    samples: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float | None
+    samples: int
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What a peer needs from a model and its private data."""
+
+    def get_params(self) -> Params:
+        """A copy of the current parameters as named float32 arrays."""
+        ...
+
+    def set_params(self, params: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Replace the parameters (names and shapes must match)."""
+        ...
+
+    def train(self, steps: int) -> TrainResult:
+        """Run ``steps`` optimisation steps on local data."""
+        ...
+
+    def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
+        """Loss/accuracy on the local validation split, of ``params`` if given (without adopting them)."""
+        ...
+
+
+def _check_same_layout(current: Mapping[str, npt.NDArray[Any]], new: Mapping[str, npt.NDArray[Any]]) -> None:
+    if set(current) != set(new):
+        raise ValueError(f"parameter names differ: expected {sorted(current)}, got {sorted(new)}")
+    for name, arr in current.items():
+        if tuple(new[name].shape) != tuple(arr.shape):
+            raise ValueError(
+                f"parameter {name!r} has shape {tuple(new[name].shape)}, expected {tuple(arr.shape)}"
+            )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A peer's private data: features (n, f) float32 and integer labels (n,)."""
+
+    x: FloatArray
+    y: IntArray
+
+    def __post_init__(self) -> None:
+        if self.x.ndim != 2 or self.y.ndim != 1 or len(self.x) != len(self.y):
+            raise ValueError(
+                f"Dataset needs x of shape (n, f) and y of shape (n,), got {self.x.shape}, {self.y.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class NumpySoftmaxLearner:
+    """Softmax regression (``hidden=0``) or a one-hidden-layer ReLU MLP, SGD with momentum, in numpy.
+
+    Deterministic for a given seed. Thread-safe: a lock serialises training, evaluation and parameter access,
+    so the peer may read parameters while a worker thread trains.
+    """
+
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset,
+        n_classes: int,
+        *,
+        hidden: int = 0,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        batch_size: int = 16,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if len(train) == 0:
+            raise ValueError("a learner needs at least one training example")
+        self.train_data, self.val_data = train, val
+        self.n_classes, self.hidden = n_classes, hidden
+        self.lr, self.momentum, self.batch_size, self.weight_decay = lr, momentum, batch_size, weight_decay
+        self._rng = np.random.default_rng(seed)
+        f = train.x.shape[1]
+        init = np.random.default_rng(1_000_003)  # same initial model on every peer: seed-independent
+        if hidden:
+            self._params: Params = {
+                "fc1.weight": (init.standard_normal((f, hidden)) * np.sqrt(2.0 / f)).astype(np.float32),
+                "fc1.bias": np.zeros(hidden, np.float32),
+                "fc2.weight": (init.standard_normal((hidden, n_classes)) * np.sqrt(1.0 / hidden)).astype(
+                    np.float32
+                ),
+                "fc2.bias": np.zeros(n_classes, np.float32),
+            }
+        else:
+            self._params = {
+                "fc.weight": np.zeros((f, n_classes), np.float32),
+                "fc.bias": np.zeros(n_classes, np.float32),
+            }
+        self._velocity = {k: np.zeros_like(v) for k, v in self._params.items()}
+        self._order = np.empty(0, np.int64)
+        self._cursor = 0
+        self._lock = threading.Lock()
+
+    def get_params(self) -> Params:
+        with self._lock:
+            return {k: v.copy() for k, v in self._params.items()}
+
+    def set_params(self, params: Mapping[str, npt.NDArray[Any]]) -> None:
+        with self._lock:
+            _check_same_layout(self._params, params)
+            self._params = {k: np.array(params[k], dtype=np.float32, copy=True) for k in self._params}
+
+    def _forward(
+        self, p: Mapping[str, npt.NDArray[Any]], x: FloatArray
+    ) -> tuple[FloatArray, FloatArray | None]:
+        if self.hidden:
+            h = np.maximum(x @ p["fc1.weight"] + p["fc1.bias"], 0.0)
+            return h @ p["fc2.weight"] + p["fc2.bias"], h
+        return x @ p["fc.weight"] + p["fc.bias"], None
+
+    @staticmethod
+    def _softmax_xent(logits: FloatArray, y: IntArray) -> tuple[float, FloatArray]:
+        z = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        prob = e / e.sum(axis=1, keepdims=True)
+        n = len(y)
+        loss = float(-np.log(prob[np.arange(n), y] + 1e-12).mean())
+        grad = prob
+        grad[np.arange(n), y] -= 1.0
+        return loss, (grad / n).astype(np.float32)
+
+    def _next_batch(self) -> IntArray:
+        if self._cursor >= len(self._order):
+            self._order = self._rng.permutation(len(self.train_data))
+            self._cursor = 0
+        idx = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return idx
+
+    def train(self, steps: int) -> TrainResult:
+        with self._lock:
+            p, v = self._params, self._velocity
+            total = 0.0
+            seen = 0
+            for _ in range(steps):
+                idx = self._next_batch()
+                x, y = self.train_data.x[idx], self.train_data.y[idx]
+                logits, h = self._forward(p, x)
+                loss, g = self._softmax_xent(logits, y)
+                total += loss
+                seen += len(idx)
+                grads: Params
+                if self.hidden:
+                    assert h is not None
+                    gh = (g @ p["fc2.weight"].T) * (h > 0)
+                    grads = {
+                        "fc2.weight": h.T @ g,
+                        "fc2.bias": g.sum(axis=0),
+                        "fc1.weight": x.T @ gh,
+                        "fc1.bias": gh.sum(axis=0),
+                    }
+                else:
+                    grads = {"fc.weight": x.T @ g, "fc.bias": g.sum(axis=0)}
+                for k, grad in grads.items():
+                    gk = grad + self.weight_decay * p[k] if self.weight_decay else grad
+                    v[k] = (self.momentum * v[k] + gk).astype(np.float32)
+                    p[k] = (p[k] - self.lr * v[k]).astype(np.float32)
+            return TrainResult(loss=total / max(steps, 1), samples=seen, steps=steps)
+
+    def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
+        with self._lock:
+            p = self._params if params is None else params
+            return self._evaluate_on(p, self.val_data)
+
+    def evaluate_on(self, data: Dataset, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
+        """Evaluate on any dataset (e.g. a simulation's global test set)."""
+        with self._lock:
+            return self._evaluate_on(self._params if params is None else params, data)
+
+    def _evaluate_on(self, p: Mapping[str, npt.NDArray[Any]], data: Dataset) -> EvalResult:
+        if len(data) == 0:
+            return EvalResult(loss=float("nan"), accuracy=None, samples=0)
+        logits, _ = self._forward(p, data.x)
+        loss, _ = self._softmax_xent(logits, data.y)
+        acc = float((logits.argmax(axis=1) == data.y).mean())
+        return EvalResult(loss=loss, accuracy=acc, samples=len(data))
+
+
+class TorchLearner:
+    """Any ``torch.nn.Module`` with a loss, an optimiser factory and in-memory tensors.
+
+    Parameters cross the boundary as float32 numpy arrays named by ``module.state_dict()`` keys (floating
+    tensors only; integer buffers such as BatchNorm's counters stay local).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        train: tuple[torch.Tensor, torch.Tensor],
+        val: tuple[torch.Tensor, torch.Tensor],
+        *,
+        optimizer: Callable[[Any], torch.optim.Optimizer] | None = None,
+        batch_size: int = 16,
+        seed: int = 0,
+        accuracy: bool = True,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.module = module
+        self.loss_fn = loss_fn
+        self.train_x, self.train_y = train
+        self.val_x, self.val_y = val
+        if len(self.train_x) == 0:
+            raise ValueError("a learner needs at least one training example")
+        self.batch_size = batch_size
+        self.accuracy = accuracy
+        self.optimizer = (
+            optimizer(module.parameters())
+            if optimizer is not None
+            else torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+        )
+        self._gen = torch.Generator().manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        self._lock = threading.Lock()
+        self._names = [k for k, v in module.state_dict().items() if v.is_floating_point()]
+
+    def get_params(self) -> Params:
+        with self._lock:
+            sd = self.module.state_dict()
+            return {k: sd[k].detach().cpu().numpy().astype(np.float32, copy=True) for k in self._names}
+
+    def set_params(self, params: Mapping[str, npt.NDArray[Any]]) -> None:
+        with self._lock:
+            sd = self.module.state_dict()
+            _check_same_layout({k: sd[k].numpy() for k in self._names}, params)
+            with self._torch.no_grad():
+                for k in self._names:
+                    sd[k].copy_(self._torch.from_numpy(np.asarray(params[k], dtype=np.float32)))
+
+    def train(self, steps: int) -> TrainResult:
+        torch = self._torch
+        with self._lock:
+            self.module.train()
+            total, seen = 0.0, 0
+            for _ in range(steps):
+                if self._cursor >= len(self._order):
+                    self._order = torch.randperm(len(self.train_x), generator=self._gen)
+                    self._cursor = 0
+                idx = self._order[self._cursor : self._cursor + self.batch_size]
+                self._cursor += self.batch_size
+                self.optimizer.zero_grad()
+                loss = self.loss_fn(self.module(self.train_x[idx]), self.train_y[idx])
+                loss.backward()  # type: ignore[no-untyped-call]
+                self.optimizer.step()
+                total += float(loss.detach())
+                seen += len(idx)
+            return TrainResult(loss=total / max(steps, 1), samples=seen, steps=steps)
+
+    def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
+        torch = self._torch
+        with self._lock:
+            saved = None
+            if params is not None:
+                sd = self.module.state_dict()
+                saved = {k: sd[k].clone() for k in self._names}
+                with torch.no_grad():
+                    for k in self._names:
+                        sd[k].copy_(torch.from_numpy(np.asarray(params[k], dtype=np.float32)))
+            try:
+                self.module.eval()
+                with torch.no_grad():
+                    out = self.module(self.val_x)
+                    loss = float(self.loss_fn(out, self.val_y))
+                    acc = float((out.argmax(dim=1) == self.val_y).float().mean()) if self.accuracy else None
+                return EvalResult(loss=loss, accuracy=acc, samples=len(self.val_x))
+            finally:
+                if saved is not None:
+                    sd = self.module.state_dict()
+                    with torch.no_grad():
+                        for k, v in saved.items():
+                            sd[k].copy_(v)

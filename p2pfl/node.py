@@ -1,0 +1,59 @@
+"""``p2pfl peer --config FILE``: a long-running peer node process.
+
+Prints one line ``peer <peer id> <multiaddr> ...`` on stdout once online (scripts read it), then logs status
+lines to stderr. SIGINT/SIGTERM stop it cleanly after the current round: the checkpoint and the version log
+are already written at that point, so a restart with the same config resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import trio
+
+from p2pfl.config import NodeConfig, load_config
+from p2pfl.identity import load_or_create_key
+from p2pfl.peer import Peer
+
+log = logging.getLogger("p2pfl.node")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+async def serve(node: NodeConfig) -> int:
+    identity, created = load_or_create_key(node.key_file)
+    if created:
+        log.info("created key file %s", node.key_file)
+    learner = node.build_learner()
+    async with Peer(node.peer, learner, identity) as peer:
+        print("peer", peer.peer_id, *peer.listen_addrs, flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_signal() -> None:
+                    async for sig in signals:
+                        log.info("received %s: stopping after the current round", signal.Signals(sig).name)
+                        peer.stop()
+                        return
+
+                nursery.start_soon(on_signal)
+                await peer.run(node.rounds)
+                if node.rounds is not None:
+                    log.info("completed %d rounds; serving neighbours until stopped", node.rounds)
+                    await peer._stopped.wait()
+                nursery.cancel_scope.cancel()
+    return 0
+
+
+def run_node(config_path: str) -> int:
+    node = load_config(config_path)
+    setup_logging(node.log_level)
+    return trio.run(serve, node)

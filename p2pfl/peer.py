@@ -1,0 +1,755 @@
+"""The peer: protocol engine + transport + learner + durable state, on trio.
+
+``Peer`` is the one place where the network, the clock, threads and the disk meet the pure engine. Use it as
+an async context manager from trio code::
+
+    async with p2pfl.Peer(config, learner) as peer:
+        await peer.run(rounds=20)
+
+or, from any other program (threads, asyncio), through :class:`PeerHandle`, which runs the same ``Peer`` in
+its own trio thread and exposes thread-safe ``start``/``stop``/``status``/``params``.
+
+Each round: start from the own (mixed) model, train ``local_steps`` in a worker thread (the trio loop keeps
+serving the network meanwhile), optionally evaluate the fresh replicas on the own validation split, let the
+engine publish the trained model and mix it with the replicas, check for a rollback, write the checkpoint and
+the version log (before broadcasting: a crash can never reuse a version number), then broadcast and evict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import trio
+
+from p2pfl.aggregation import AggregationConfig
+from p2pfl.errors import ConfigError, P2PFLError, TransportError
+from p2pfl.identity import Identity
+from p2pfl.learner import EvalResult, Learner
+from p2pfl.protocol import (
+    DELTA_PROTOCOL,
+    SNAPSHOT_PROTOCOL,
+    Action,
+    Evict,
+    FetchPayload,
+    GossipEngine,
+    ProtocolConfig,
+    Publish,
+    RequestSnapshot,
+    RoundOutcome,
+)
+from p2pfl.scoring import ScoringConfig
+from p2pfl.state import (
+    Checkpoint,
+    RollbackGuard,
+    VersionLog,
+    atomic_write,
+    load_checkpoint,
+    save_checkpoint,
+)
+from p2pfl.transport.base import Transport
+from p2pfl.wire import Meta
+
+log = logging.getLogger("p2pfl.peer")
+
+Params = dict[str, npt.NDArray[np.float32]]
+TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Everything a peer needs besides its learner; see ``docs/peer.md`` for the TOML form."""
+
+    network_id: str
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    static_peers: tuple[str, ...] = ()
+    bootstrap: tuple[str, ...] = ()
+    state_dir: Path | None = None
+    local_steps: int = 20
+    round_interval_s: float = 0.0
+    wait_fraction: float = 0.5
+    max_round_wait_s: float = 10.0
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    scoring_enabled: bool = True
+    val_scoring: bool = True
+    inline_limit: int = 192 * 1024
+    max_staleness_s: float = 120.0
+    max_delta_norm: float | None = None
+    codec: str = "raw"
+    allow: frozenset[str] | None = None
+    mix_scope: str = "connected"
+    rollback_margin: float | None = None
+    rollback_warmup: int = 5
+    join_on_start: bool = True
+    join_quorum: int = 2
+    request_timeout_s: float = 30.0
+    max_model_bytes: int = 256 * 1024 * 1024
+    status_interval_s: float = 10.0
+    reconnect_interval_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.local_steps, int) or self.local_steps < 1:
+            raise ConfigError(f"local_steps: must be an integer >= 1, got {self.local_steps!r}")
+        if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:
+            raise ConfigError(f"wait_fraction: must be in [0, 1], got {self.wait_fraction!r}")
+        if self.mix_scope not in ("connected", "all"):
+            raise ConfigError(f"mix_scope: must be 'connected' or 'all', got {self.mix_scope!r}")
+        if self.rollback_margin is not None and not 0 < self.rollback_margin < 1:
+            raise ConfigError(f"rollback_margin: must be in (0, 1) or unset, got {self.rollback_margin!r}")
+        for name in (
+            "round_interval_s",
+            "max_round_wait_s",
+            "request_timeout_s",
+            "status_interval_s",
+            "reconnect_interval_s",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                raise ConfigError(f"{name}: must be a number >= 0, got {value!r}")
+        self.protocol()  # validates the protocol fields too
+
+    def protocol(self) -> ProtocolConfig:
+        return ProtocolConfig(
+            network_id=self.network_id,
+            inline_limit=self.inline_limit,
+            max_staleness_s=self.max_staleness_s,
+            max_delta_norm=self.max_delta_norm,
+            codec=self.codec,
+            join_quorum=self.join_quorum,
+        )
+
+
+@dataclass
+class RoundReport:
+    """What one round did, for status lines, simulations and tests."""
+
+    round: int
+    seq: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    neighbours: int
+    mixed: int
+    evicted: list[str]
+    rolled_back: bool
+    duration_s: float
+
+
+def _libp2p_factory(config: PeerConfig) -> TransportFactory:
+    def factory(identity: Identity) -> Any:
+        from p2pfl.transport.libp2p import Libp2pTransport
+
+        return Libp2pTransport.open(seed=identity.seed, network_id=config.network_id, listen=config.listen)
+
+    return factory
+
+
+class Peer:
+    """A p2pfl peer node. Enter it (``async with``) to go online; leave it to shut down cleanly."""
+
+    def __init__(
+        self,
+        config: PeerConfig,
+        learner: Learner,
+        identity: Identity | None = None,
+        *,
+        transport: TransportFactory | None = None,
+    ) -> None:
+        self.config = config
+        self.learner = learner
+        self.identity = identity or Identity.generate()
+        self._transport_factory = transport or _libp2p_factory(config)
+        self.engine = GossipEngine(
+            self.identity,
+            config.protocol(),
+            learner.get_params(),
+            aggregation=config.aggregation,
+            scoring=config.scoring,
+            scoring_enabled=config.scoring_enabled,
+            allowed=(config.allow.__contains__ if config.allow is not None else None),
+            mix_filter=self._may_mix if config.mix_scope == "connected" else None,
+        )
+        self.round = 0
+        self.reports: list[RoundReport] = []
+        self.last_eval: EvalResult | None = None
+        self._transport: Transport | None = None
+        self._nursery: trio.Nursery | None = None
+        self._log: VersionLog | None = None
+        self._guard = (
+            RollbackGuard(margin=config.rollback_margin, warmup=config.rollback_warmup)
+            if config.rollback_margin
+            else None
+        )
+        self._round_lock = trio.Lock()
+        self._stopped = trio.Event()
+        self._started_at = time.monotonic()
+        self._last_status = 0.0
+        self._rejection_logged: dict[str, float] = {}
+        self._replica_updated = trio.Event()
+        self._last_mix = -math.inf
+        self.local_divergences = 0
+
+    # --------------------------------------------------------------------------------- lifecycle
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise P2PFLError("the peer is not running: use `async with Peer(...) as peer`")
+        return self._transport
+
+    async def __aenter__(self) -> Peer:
+        self._stack = AsyncExitStack()
+        await self._stack.__aenter__()
+        try:
+            self._restore()
+            t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
+            self._transport = t
+            t.set_gossip_validator(lambda via, data: self.engine.accept_gossip(data))
+            t.set_gossip_handler(self._on_gossip)
+            t.set_request_handler(DELTA_PROTOCOL, self._serve_delta)
+            t.set_request_handler(SNAPSHOT_PROTOCOL, self._serve_snapshot)
+            if self.config.allow is not None and hasattr(t, "set_peer_filter"):
+                t.set_peer_filter(self._peer_allowed)
+            self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+            await self._connect_static()
+            if self.config.join_on_start and self.engine.seq == 0 and self.round == 0:
+                await self._join()
+            self._nursery.start_soon(self._housekeeping)
+            log.info("peer online peer=%s listen=%s", self.peer_id, " ".join(t.listen_addrs))
+        except BaseException:
+            await self._stack.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stopped.set()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        try:
+            await self._stack.__aexit__(None, None, None)
+        finally:
+            self._transport = None
+            self._nursery = None
+            log.info("peer stopped peer=%s round=%d seq=%d", self.peer_id, self.round, self.engine.seq)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""
+        self._stopped.set()
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        return self.transport.listen_addrs
+
+    # ------------------------------------------------------------------------------- persistence
+
+    def _restore(self) -> None:
+        directory = self.config.state_dir
+        if directory is None:
+            return
+        self._log = VersionLog(directory, self.identity)
+        if self._log.repaired_bytes:
+            log.warning(
+                "version log had a torn tail of %d bytes after a crash: truncated", self._log.repaired_bytes
+            )
+        ckpt = load_checkpoint(directory)
+        if ckpt is None:
+            return
+        if ckpt.peer_id != self.peer_id or ckpt.network_id != self.config.network_id:
+            raise ConfigError(
+                f"state_dir {directory} belongs to peer {ckpt.peer_id} in network {ckpt.network_id!r}; "
+                "use another state_dir or the matching key and network id"
+            )
+        self.engine.restore(ckpt.own, ckpt.public, ckpt.seq)
+        self.learner.set_params(ckpt.own)
+        self.round = ckpt.round
+        self._log.append(
+            event="restart",
+            seq=ckpt.seq,
+            round=ckpt.round,
+            digest=self.engine.public_digest,
+            reason="resumed from checkpoint",
+            timestamp_ms=_now_ms(),
+        )
+        log.info("resumed from checkpoint round=%d seq=%d", ckpt.round, ckpt.seq)
+
+    def _checkpoint(self, report_metrics: dict[str, float]) -> None:
+        directory = self.config.state_dir
+        if directory is None:
+            return
+        save_checkpoint(
+            directory,
+            Checkpoint(
+                peer_id=self.peer_id,
+                network_id=self.config.network_id,
+                seq=self.engine.seq,
+                round=self.round,
+                own=self.engine.own_params(),
+                public=self.engine.public_params(),
+                metrics=report_metrics,
+                timestamp_ms=_now_ms(),
+            ),
+        )
+
+    # ---------------------------------------------------------------------------------- network
+
+    def _peer_allowed(self, peer_id: str) -> bool:
+        return self.config.allow is None or peer_id in self.config.allow
+
+    def _may_mix(self, peer_id: str) -> bool:
+        return self._transport is None or peer_id in self._transport.connected_peers()
+
+    async def connect(self, addr: str) -> str:
+        return await self.transport.connect(addr)
+
+    async def _connect_static(self) -> None:
+        for addr in self.config.static_peers:
+            try:
+                await self.transport.connect(addr)
+            except TransportError as exc:
+                log.info("static peer not reachable yet addr=%s reason=%s", addr, exc)
+
+    async def _join(self) -> None:
+        """Fetch snapshots from the connected peers and start from their median (if enough answer)."""
+        peers = self.transport.connected_peers()
+        if not peers:
+            return
+        snaps: dict[str, bytes] = {}
+
+        async def fetch(peer: str) -> None:
+            try:
+                snaps[peer] = await self.transport.request(
+                    peer,
+                    SNAPSHOT_PROTOCOL,
+                    b"",
+                    max_response=self.config.max_model_bytes,
+                    timeout=self.config.request_timeout_s,
+                )
+            except TransportError as exc:
+                log.debug("join: no snapshot from %s: %s", peer, exc)
+
+        async with trio.open_nursery() as n:
+            for peer in peers:
+                n.start_soon(fetch, peer)
+        used = self.engine.join_from_snapshots(snaps, trio.current_time())
+        if used >= self.config.join_quorum:
+            self.learner.set_params(self.engine.own_params())
+            log.info("joined from the median of %d snapshots", used)
+
+    async def _on_gossip(self, via: str, data: bytes) -> None:
+        applied = self.engine.applied
+        actions = self.engine.handle_announce(data, via, trio.current_time())
+        self._log_rejections()
+        if self.engine.applied != applied:
+            self._replica_updated.set()
+        await self._execute(actions)
+
+    async def _serve_delta(self, peer: str, request: bytes) -> bytes:
+        payload = self.engine.serve_payload(request)
+        if payload is None:
+            raise TransportError("unknown payload digest (evicted from the cache or never seen)")
+        return payload
+
+    async def _serve_snapshot(self, peer: str, request: bytes) -> bytes:
+        return self.engine.serve_snapshot(_now_ms())
+
+    async def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Publish):
+                try:
+                    await self.transport.broadcast(action.envelope)
+                except TransportError as exc:
+                    log.warning("publish failed seq=%d reason=%s", action.seq, exc)
+            elif isinstance(action, FetchPayload | RequestSnapshot):
+                assert self._nursery is not None
+                self._nursery.start_soon(self._fetch, action)
+            elif isinstance(action, Evict):
+                log.warning("evicting peer=%s reason=%s", action.peer, action.reason)
+                t: Any = self.transport
+                if hasattr(t, "penalise"):
+                    t.penalise(action.peer)
+                if hasattr(t, "block"):
+                    await t.block(action.peer)
+
+    async def _fetch(self, action: FetchPayload | RequestSnapshot) -> None:
+        peers = [action.peer] if action.via == action.peer else [action.peer, action.via]
+        protocol = DELTA_PROTOCOL if isinstance(action, FetchPayload) else SNAPSHOT_PROTOCOL
+        body = action.header.payload_digest if isinstance(action, FetchPayload) else b""
+        connected = set(self.transport.connected_peers())
+        for peer in peers:
+            if peer not in connected:
+                continue
+            if isinstance(action, RequestSnapshot) and peer != action.peer:
+                continue  # a snapshot is signed by its owner: only the owner can serve it
+            try:
+                data = await self.transport.request(
+                    peer,
+                    protocol,
+                    body,
+                    max_response=self.config.max_model_bytes,
+                    timeout=self.config.request_timeout_s,
+                )
+            except TransportError as exc:
+                log.debug("fetch from %s failed: %s", peer, exc)
+                continue
+            now = trio.current_time()
+            if isinstance(action, FetchPayload):
+                follow = self.engine.handle_payload(action.header, data, now)
+            else:
+                follow = self.engine.handle_snapshot(data, action.peer, now)
+            self._replica_updated.set()
+            await self._execute(follow)
+            return
+
+    def _log_rejections(self) -> None:
+        now = time.monotonic()
+        for peer, counts in self.engine.rejections_by_peer.items():
+            if now - self._rejection_logged.get(peer, -math.inf) >= 10.0 and counts:
+                self._rejection_logged[peer] = now
+                log.info("rejected messages peer=%s counts=%s", peer, dict(counts))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(
+                min(self.config.reconnect_interval_s or 5.0, self.config.status_interval_s or 5.0)
+            )
+            connected = set(self.transport.connected_peers())
+            if self.config.static_peers and len(connected) < len(self.config.static_peers):
+                await self._connect_static()
+            if (
+                self.config.status_interval_s
+                and time.monotonic() - self._last_status >= self.config.status_interval_s
+            ):
+                self._last_status = time.monotonic()
+                log.info("status %s", _format_status(self.status()))
+            await self.write_status()
+
+    # ------------------------------------------------------------------------------------ rounds
+
+    async def run(
+        self, rounds: int | None = None, *, until: Callable[[], bool] | None = None
+    ) -> list[RoundReport]:
+        """Run rounds until ``rounds`` more are done, ``until()`` is true, or :meth:`stop` is called."""
+        done: list[RoundReport] = []
+        while not self._stopped.is_set() and (rounds is None or len(done) < rounds):
+            if until is not None and until():
+                break
+            if done or self.round > 0:
+                await self._wait_for_neighbours()
+            started = trio.current_time()
+            done.append(await self.step())
+            wait = self.config.round_interval_s - (trio.current_time() - started)
+            if wait > 0:
+                with trio.move_on_after(wait):
+                    await self._stopped.wait()
+        return done
+
+    def _fresh_neighbours(self) -> tuple[int, int, int]:
+        """(neighbours updated since the last mix, neighbours still publishing, connected neighbours).
+
+        A neighbour whose last update is older than ``max_round_wait_s`` counts as quiet (stopped, slow or
+        finished its rounds) and is not waited for; one we have no replica of yet is expected to publish.
+        """
+        now = trio.current_time()
+        peers = [p for p in self.transport.connected_peers() if not self.engine.is_evicted(p)]
+        fresh = active = 0
+        for p in peers:
+            rep = self.engine.replicas.get(p)
+            if rep is None or now - rep.updated_at <= self.config.max_round_wait_s:
+                active += 1
+            if rep is not None and rep.updated_at > self._last_mix:
+                fresh += 1
+        return fresh, active, len(peers)
+
+    async def _wait_for_neighbours(self) -> None:
+        """Self-clocking without global rounds: wait until ``wait_fraction`` of the publishing neighbours sent
+        a new version since our last mix (at most ``max_round_wait_s``), so a fast peer does not race ahead
+        on its own data while its neighbours' updates are in flight. A peer with no neighbour at all waits
+        the full ``max_round_wait_s`` per round: training alone gains little and would leave it far from the
+        network it is about to join."""
+        with trio.move_on_after(self.config.max_round_wait_s):
+            while not self._stopped.is_set():
+                fresh, active, connected = self._fresh_neighbours()
+                if connected and fresh >= math.ceil(self.config.wait_fraction * active):
+                    return
+                self._replica_updated = trio.Event()
+                with trio.move_on_after(0.5):  # re-check now and then: connections and quiet peers change
+                    await self._replica_updated.wait()
+
+    async def step(self) -> RoundReport:
+        """One round: train, score, mix, persist, publish."""
+        async with self._round_lock:
+            return await self._step()
+
+    async def _step(self) -> RoundReport:
+        t0 = trio.current_time()
+        learner = self.learner
+        start = self.engine.own_params()
+        learner.set_params(start)
+        train = await trio.to_thread.run_sync(learner.train, self.config.local_steps)
+        trained = learner.get_params()
+        if not all(np.isfinite(v).all() for v in trained.values()):
+            # a diverged local step must never reach the network (the wire would refuse it anyway)
+            self.local_divergences += 1
+            log.error("local training diverged (non-finite parameters): this round's update is discarded")
+            trained = start
+            learner.set_params(start)
+        now = trio.current_time()
+        candidates = self.engine.mixing_candidates(now)
+        val_losses: dict[str, float] | None = None
+        own_val: float | None = None
+        if self.config.scoring_enabled and self.config.val_scoring and candidates:
+            layout = self.engine.layout
+            vecs = {r.peer: r.vec for r in candidates}
+
+            def evaluate_all() -> tuple[dict[str, float], float]:
+                losses = {p: learner.evaluate(layout.unflatten(v)).loss for p, v in vecs.items()}
+                return losses, learner.evaluate(trained).loss
+
+            losses, own = await trio.to_thread.run_sync(evaluate_all)
+            if math.isfinite(own):
+                val_losses, own_val = losses, own
+        self.round += 1
+        outcome: RoundOutcome = self.engine.finish_round(
+            trained,
+            trio.current_time(),
+            meta=Meta(samples=train.samples, loss=_finite_or_none(train.loss), round=self.round),
+            timestamp_ms=_now_ms(),
+            val_losses=val_losses,
+            own_val_loss=own_val,
+            candidates=self.engine.mixing_candidates(trio.current_time()),
+        )
+        self._last_mix = trio.current_time()
+        mixed = self.engine.own_params()
+        learner.set_params(mixed)
+        ev = await trio.to_thread.run_sync(learner.evaluate)
+        self.last_eval = ev
+        rolled_back = False
+        if self._guard is not None and ev.accuracy is not None:
+            back = self._guard.observe(self.round, ev.accuracy, mixed)
+            if back is not None:
+                best_round, best_acc, params = back
+                self.engine.set_own(params)
+                learner.set_params(params)
+                rolled_back = True
+                log.warning(
+                    "rollback round=%d accuracy=%.4f best_round=%d best_accuracy=%.4f",
+                    self.round,
+                    ev.accuracy,
+                    best_round,
+                    best_acc,
+                )
+        metrics = {"train_loss": train.loss, "val_loss": ev.loss}
+        if ev.accuracy is not None:
+            metrics["val_accuracy"] = ev.accuracy
+        await trio.to_thread.run_sync(self._persist, outcome, metrics, rolled_back)
+        await self._execute(outcome.actions)
+        await self.write_status()
+        report = RoundReport(
+            round=self.round,
+            seq=outcome.seq,
+            train_loss=train.loss,
+            val_loss=ev.loss,
+            val_accuracy=ev.accuracy,
+            neighbours=len(self.transport.connected_peers()),
+            mixed=len(outcome.contributions),
+            evicted=outcome.evicted,
+            rolled_back=rolled_back,
+            duration_s=trio.current_time() - t0,
+        )
+        self.reports.append(report)
+        return report
+
+    async def write_status(self) -> None:
+        """``state_dir/status.json``: the status line as JSON, for operators and scripts (atomic)."""
+        if self.config.state_dir is not None:
+            data = json.dumps(self.status(), indent=2, sort_keys=True).encode()  # on the loop: consistent
+            await trio.to_thread.run_sync(atomic_write, self.config.state_dir / "status.json", data)
+
+    def _persist(self, outcome: RoundOutcome, metrics: dict[str, float], rolled_back: bool) -> None:
+        self._checkpoint(metrics)
+        if self._log is None:
+            return
+        contributions = [
+            {"peer": c.peer, "seq": c.seq, "weight": c.weight, "score": c.score, "status": c.status}
+            for c in outcome.contributions
+        ]
+        self._log.append(
+            event="version",
+            seq=outcome.seq,
+            round=self.round,
+            digest=outcome.digest,
+            contributions=contributions,
+            metrics=metrics,
+            timestamp_ms=_now_ms(),
+        )
+        if rolled_back:
+            self._log.append(
+                event="rollback",
+                seq=outcome.seq,
+                round=self.round,
+                digest=outcome.digest,
+                metrics=metrics,
+                reason=f"validation accuracy fell over {self.config.rollback_margin} below a recent version",
+                timestamp_ms=_now_ms(),
+            )
+
+    # ------------------------------------------------------------------------------------ status
+
+    def params(self) -> Params:
+        """The current own (mixed) model."""
+        return self.engine.own_params()
+
+    def status(self) -> dict[str, Any]:
+        stats = self._transport.stats if self._transport is not None else None
+        ev = self.last_eval
+        return {
+            "peer_id": self.peer_id,
+            "network_id": self.config.network_id,
+            "round": self.round,
+            "seq": self.engine.seq,
+            "val_loss": ev.loss if ev else None,
+            "val_accuracy": ev.accuracy if ev else None,
+            "neighbours": len(self._transport.connected_peers()) if self._transport else 0,
+            "replicas": len(self.engine.replicas),
+            "bytes_sent": stats.bytes_sent if stats else 0,
+            "bytes_received": stats.bytes_received if stats else 0,
+            "rejected": dict(self.engine.rejections),
+            "evicted": sorted(self.engine.scorer.evicted()) if self.engine.scorer else [],
+        }
+
+
+def _format_status(s: Mapping[str, Any]) -> str:
+    acc = s["val_accuracy"]
+    return (
+        f"round={s['round']} seq={s['seq']} val_acc={'-' if acc is None else f'{acc:.4f}'} "
+        f"neighbours={s['neighbours']} replicas={s['replicas']} bytes_out={s['bytes_sent']} "
+        f"bytes_in={s['bytes_received']} rejected={sum(s['rejected'].values())} evicted={len(s['evicted'])}"
+    )
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# ---------------------------------------------------------------------------------- sync handle
+
+
+class PeerHandle:
+    """A running :class:`Peer` for non-trio programs: trio runs in a thread of its own.
+
+    All methods are thread-safe. ``start`` returns once the peer is online (or raises its start-up error).
+    """
+
+    def __init__(self, peer: Peer, rounds: int | None) -> None:
+        self.peer = peer
+        self._rounds = rounds
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._main, name=f"p2pfl-peer-{peer.peer_id[-8:]}", daemon=True
+        )
+        self._finished = threading.Event()
+
+    @classmethod
+    def start(
+        cls,
+        config: PeerConfig,
+        learner: Learner,
+        identity: Identity | None = None,
+        *,
+        rounds: int | None = None,
+        transport: TransportFactory | None = None,
+        timeout: float = 60.0,
+    ) -> PeerHandle:
+        handle = cls(Peer(config, learner, identity, transport=transport), rounds)
+        handle._thread.start()
+        if not handle._ready.wait(timeout):
+            raise P2PFLError(f"peer did not come online within {timeout} s")
+        if handle._error is not None:
+            raise handle._error
+        return handle
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._token = trio.lowlevel.current_trio_token()
+            try:
+                async with self.peer:
+                    self._ready.set()
+                    await self.peer.run(self._rounds)
+                    await self.peer._stopped.wait()
+            except BaseException as exc:
+                self._error = exc
+                raise
+
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            self._error = self._error or exc
+        finally:
+            self._ready.set()
+            self._finished.set()
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        if self._token is None or self._finished.is_set():
+            raise P2PFLError("the peer is not running")
+        return trio.from_thread.run_sync(fn, trio_token=self._token)
+
+    @property
+    def peer_id(self) -> str:
+        return self.peer.peer_id
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        return list(self._call(lambda: self.peer.listen_addrs))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._call(self.peer.status))
+
+    def params(self) -> Params:
+        return dict(self._call(self.peer.params))
+
+    def connect(self, addr: str) -> str:
+        if self._token is None:
+            raise P2PFLError("the peer is not running")
+        return str(trio.from_thread.run(self.peer.connect, addr, trio_token=self._token))
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the peer stops (its rounds are done and it was stopped); True if it did."""
+        return self._finished.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if not self._finished.is_set() and self._token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(self.peer.stop, trio_token=self._token)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise P2PFLError(f"peer did not stop within {timeout} s")
+        if self._error is not None and not isinstance(self._error, trio.Cancelled | KeyboardInterrupt):
+            raise self._error
+
+    def __enter__(self) -> PeerHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,642 @@
+"""The sans-I/O gossip-learning engine: events in, decisions out.
+
+The engine owns a peer's learning state (own model, public model, replicas of other peers' public models,
+scores) and decides, for each event, what to apply, fetch, publish or evict. It never touches a socket, a file
+or a clock: the caller passes ``now`` with every event and carries out the returned :class:`Action` values.
+That keeps every protocol decision testable exactly and fast, and lets the same engine run over libp2p and
+over the in-memory transport.
+
+Versions. A peer's *public model* has a version ``seq``: version 0 is the initial model, and every published
+delta (``kind="delta"``, ``seq`` s, ``base`` = digest of version s-1, ``result`` = digest of version s)
+moves it one step. A receiver keeps a replica per sender and applies a delta only when it is exactly the
+next version of that replica; on a gap or a digest mismatch it asks the sender for a snapshot (a signed full
+model). Deltas that arrive while that snapshot is on its way are buffered and applied after it.
+
+Validation order for a received announcement (cheap first; nothing rejected reaches a model; every rejection
+is counted by reason): size, schema, network id, sender allowed, signature (all in ``wire.open_envelope``),
+then sender evicted, architecture, replay (seq not newer than the replica), base/gap (-> snapshot), payload
+digest, tensor names/shapes/dtypes, finiteness, norm bound, and finally the resulting replica digest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from p2pfl.aggregation import AggregationConfig, aggregate, median
+from p2pfl.errors import ConfigError
+from p2pfl.identity import Identity
+from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
+from p2pfl.wire import (
+    ZERO_DIGEST,
+    Envelope,
+    Header,
+    Limits,
+    Meta,
+    WireError,
+    apply_codec,
+    arch_digest,
+    check_payload,
+    decode_tensors,
+    model_digest,
+    open_envelope,
+    payload_parts,
+    seal,
+    undo_codec,
+)
+
+FloatVec = npt.NDArray[np.float32]
+Params = dict[str, npt.NDArray[np.float32]]
+
+PENDING_PER_PEER = 16
+DELTA_PROTOCOL = "/p2pfl/delta/1"
+SNAPSHOT_PROTOCOL = "/p2pfl/snapshot/1"
+
+
+# ------------------------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names, shapes and offsets of a model's float32 tensors: named tensors <-> one flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    size: int
+    arch: bytes
+
+    @classmethod
+    def of(cls, params: Mapping[str, npt.NDArray[Any]]) -> Layout:
+        names = tuple(sorted(params, key=lambda n: n.encode("utf-8")))
+        shapes = tuple(tuple(int(d) for d in params[n].shape) for n in names)
+        offsets, total = [], 0
+        for shape in shapes:
+            offsets.append(total)
+            total += math.prod(shape)
+        spec = {n: np.zeros(s, np.float32) for n, s in zip(names, shapes, strict=True)}
+        return cls(names, shapes, tuple(offsets), total, arch_digest(spec))
+
+    def flatten(self, params: Mapping[str, npt.NDArray[Any]]) -> FloatVec:
+        out = np.empty(self.size, np.float32)
+        for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True):
+            arr = params[name]
+            if tuple(arr.shape) != shape:
+                raise ValueError(f"tensor {name!r} has shape {tuple(arr.shape)}, expected {shape}")
+            out[off : off + math.prod(shape)] = np.asarray(arr, dtype=np.float32).reshape(-1)
+        return out
+
+    def unflatten(self, vec: FloatVec) -> Params:
+        """Named views into ``vec`` (no copy)."""
+        return {
+            name: vec[off : off + math.prod(shape)].reshape(shape)
+            for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True)
+        }
+
+    def matches(self, tensors: Mapping[str, npt.NDArray[Any]]) -> str | None:
+        """None if ``tensors`` have exactly this layout's names and shapes (float dtypes), else why not."""
+        if set(tensors) != set(self.names):
+            return f"tensor names {sorted(tensors)} differ from the model's"
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            arr = tensors[name]
+            if tuple(arr.shape) != shape:
+                return f"tensor {name!r} has shape {tuple(arr.shape)}, the model's is {shape}"
+            if arr.dtype.kind != "f":
+                return f"tensor {name!r} has dtype {arr.dtype}, the model's is float32"
+        return None
+
+    def digest(self, vec: FloatVec) -> bytes:
+        return model_digest(self.unflatten(vec))
+
+
+# ------------------------------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Broadcast ``envelope`` on the network topic."""
+
+    envelope: bytes
+    seq: int
+
+
+@dataclass(frozen=True)
+class FetchPayload:
+    """Fetch the payload named by ``header`` (by digest) from ``peer`` (sender first, then ``via``)."""
+
+    peer: str
+    via: str
+    header: Header
+
+
+@dataclass(frozen=True)
+class RequestSnapshot:
+    """Ask ``peer`` for a signed snapshot of its public model (``via`` may relay it if the sender is far)."""
+
+    peer: str
+    via: str
+
+
+@dataclass(frozen=True)
+class Evict:
+    """Stop listening to ``peer``: disconnect it and penalise it in the transport."""
+
+    peer: str
+    reason: str
+
+
+Action = Publish | FetchPayload | RequestSnapshot | Evict
+
+
+# ------------------------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Protocol knobs; validated at construction (``ConfigError`` names the key)."""
+
+    network_id: str
+    inline_limit: int = 192 * 1024
+    max_staleness_s: float = 120.0
+    max_delta_norm: float | None = None
+    codec: str = "raw"
+    payload_cache: int = 32
+    snapshot_retry_s: float = 5.0
+    join_quorum: int = 2
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.inline_limit, int) or self.inline_limit < 0:
+            raise ConfigError(f"protocol.inline_limit: must be an integer >= 0, got {self.inline_limit!r}")
+        for name in ("max_staleness_s", "snapshot_retry_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"protocol.{name}: must be a positive number, got {value!r}")
+        if self.max_delta_norm is not None and not (
+            isinstance(self.max_delta_norm, int | float) and self.max_delta_norm > 0
+        ):
+            raise ConfigError(
+                f"protocol.max_delta_norm: must be positive or unset, got {self.max_delta_norm!r}"
+            )
+        if self.codec not in ("raw", "fp16"):
+            raise ConfigError(f"protocol.codec: must be 'raw' or 'fp16', got {self.codec!r}")
+        if not isinstance(self.payload_cache, int) or self.payload_cache < 1:
+            raise ConfigError(f"protocol.payload_cache: must be an integer >= 1, got {self.payload_cache!r}")
+        if not isinstance(self.join_quorum, int) or self.join_quorum < 1:
+            raise ConfigError(f"protocol.join_quorum: must be an integer >= 1, got {self.join_quorum!r}")
+
+
+# ------------------------------------------------------------------------------------------ replicas
+
+
+@dataclass
+class Replica:
+    """Our copy of another peer's public model at version ``seq``."""
+
+    peer: str
+    vec: FloatVec
+    seq: int
+    digest: bytes
+    updated_at: float
+    meta: Meta = field(default_factory=Meta)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One input of a mixing step, for the version log."""
+
+    peer: str
+    seq: int
+    weight: float
+    score: float | None
+    reputation: float
+    status: str
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a local round produced: actions to carry out and facts for the version log."""
+
+    actions: list[Action]
+    seq: int
+    digest: bytes
+    contributions: list[Contribution]
+    scores: dict[str, ScoreRecord]
+    evicted: list[str]
+
+
+# ------------------------------------------------------------------------------------------- engine
+
+
+class GossipEngine:
+    """One peer's protocol state machine. Not thread-safe: drive it from one task."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: ProtocolConfig,
+        initial: Mapping[str, npt.NDArray[Any]],
+        *,
+        aggregation: AggregationConfig | None = None,
+        scoring: ScoringConfig | None = None,
+        scoring_enabled: bool = True,
+        allowed: Callable[[str], bool] | None = None,
+        mix_filter: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.layout = Layout.of(initial)
+        self.aggregation = aggregation or AggregationConfig()
+        self.scorer = ContributionScorer(scoring) if scoring_enabled else None
+        self.allowed = allowed
+        self.mix_filter = mix_filter
+        self.own: FloatVec = self.layout.flatten(initial)
+        self.public: FloatVec = self.own.copy()
+        self.public_digest = self.layout.digest(self.public)
+        self.seq = 0
+        self.replicas: dict[str, Replica] = {}
+        self.rejections: Counter[str] = Counter()
+        self.rejections_by_peer: dict[str, Counter[str]] = {}
+        self.applied = 0
+        self.snapshot_requests = 0
+        self._payloads: OrderedDict[bytes, bytes] = OrderedDict()
+        self._snapshot_wanted: dict[str, float] = {}
+        self._fetching: dict[bytes, float] = {}
+        self._snapshot_cache: bytes | None = None
+        # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
+        self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
+
+    # -------------------------------------------------------------------------------- properties
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    def own_params(self) -> Params:
+        return {k: v.copy() for k, v in self.layout.unflatten(self.own).items()}
+
+    def public_params(self) -> Params:
+        return {k: v.copy() for k, v in self.layout.unflatten(self.public).items()}
+
+    def is_evicted(self, peer: str) -> bool:
+        return self.scorer is not None and self.scorer.status(peer) == "evicted"
+
+    # ------------------------------------------------------------------------------------ restore
+
+    def restore(
+        self, own: Mapping[str, npt.NDArray[Any]], public: Mapping[str, npt.NDArray[Any]], seq: int
+    ) -> None:
+        """Resume from a checkpoint (own model, last published public model and its version)."""
+        if self.layout.matches(own) or self.layout.matches(public):
+            raise ConfigError("checkpoint does not match the model's architecture")
+        self.own = self.layout.flatten(own)
+        self.public = self.layout.flatten(public)
+        self.public_digest = self.layout.digest(self.public)
+        self.seq = seq
+        self._snapshot_cache = None
+
+    def set_own(self, params: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Replace the own model (e.g. a rollback); the public model changes at the next round."""
+        self.own = self.layout.flatten(params)
+
+    # -------------------------------------------------------------------------------- rejections
+
+    def _reject(self, reason: str, peer: str | None) -> list[Action]:
+        self.rejections[reason] += 1
+        if peer is not None:
+            self.rejections_by_peer.setdefault(peer, Counter())[reason] += 1
+        return []
+
+    # ----------------------------------------------------------------------------------- inbound
+
+    def accept_gossip(self, data: bytes) -> bool:
+        """Cheap synchronous check for the transport's gossip validator: forward only well-signed envelopes
+        of this network from allowed, non-evicted senders. (Full checks happen in :meth:`handle_announce`.)"""
+        try:
+            env = open_envelope(
+                data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
+            )
+        except WireError:
+            return False
+        return env.header.kind == "delta" and not self.is_evicted(env.header.sender)
+
+    def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
+        """A gossip message arrived (delivered by ``via``)."""
+        try:
+            env = open_envelope(
+                data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
+            )
+        except WireError as exc:
+            return self._reject(exc.reason, via)
+        h = env.header
+        if h.sender == self.peer_id:
+            return []
+        if h.kind != "delta":
+            return self._reject("unexpected_kind", h.sender)
+        return self._consider_delta(h, env.payload, via, now)
+
+    def _consider_delta(
+        self, h: Header, payload: memoryview | bytes | None, via: str, now: float
+    ) -> list[Action]:
+        if self.is_evicted(h.sender):
+            return self._reject("evicted", h.sender)
+        if h.arch != self.layout.arch:
+            return self._reject("wrong_arch", h.sender)
+        rep = self.replicas.get(h.sender)
+        if rep is not None and h.seq <= rep.seq:
+            return self._reject("replay", h.sender)
+        if rep is None or h.seq != rep.seq + 1 or h.base != rep.digest:
+            if payload is not None:
+                self._buffer(h, payload)
+            return self._want_snapshot(h.sender, via, now)
+        if payload is None:
+            started = self._fetching.get(h.payload_digest)
+            if started is not None and now - started < self.config.snapshot_retry_s:
+                return []
+            self._fetching[h.payload_digest] = now
+            return [FetchPayload(peer=h.sender, via=via, header=h)]
+        return self._apply_delta(rep, h, payload, now)
+
+    def _buffer(self, h: Header, payload: memoryview | bytes) -> None:
+        pending = self._pending.setdefault(h.sender, {})
+        pending[h.seq] = (h, bytes(payload))
+        while len(pending) > PENDING_PER_PEER:
+            del pending[min(pending)]
+
+    def _drain(self, peer: str, now: float) -> list[Action]:
+        """Apply buffered deltas that continue the (new) replica of ``peer``; forget older ones."""
+        pending = self._pending.pop(peer, {})
+        rep = self.replicas.get(peer)
+        actions: list[Action] = []
+        while rep is not None and rep.seq + 1 in pending:
+            h, payload = pending.pop(rep.seq + 1)
+            if h.base != rep.digest:
+                break
+            actions += self._apply_delta(rep, h, payload, now)
+            if rep.seq != h.seq:
+                break
+        return actions
+
+    def _want_snapshot(self, peer: str, via: str, now: float) -> list[Action]:
+        self.snapshot_requests += 1
+        asked = self._snapshot_wanted.get(peer)
+        if asked is not None and now - asked < self.config.snapshot_retry_s:
+            return []
+        self._snapshot_wanted[peer] = now
+        return [RequestSnapshot(peer=peer, via=via)]
+
+    def _decode_model(self, h: Header, payload: memoryview | bytes) -> FloatVec | str:
+        """Decode a payload into a flat float32 vector, or return the rejection reason."""
+        try:
+            tensors = decode_tensors(payload, limits=self.config.limits)
+            like = self.layout.unflatten(self.own)
+            tensors = undo_codec(tensors, h.codec, like)
+        except WireError as exc:
+            return exc.reason
+        if self.layout.matches(tensors) is not None:
+            return "wrong_shape"
+        return self.layout.flatten(tensors)
+
+    def _apply_delta(self, rep: Replica, h: Header, payload: memoryview | bytes, now: float) -> list[Action]:
+        delta = self._decode_model(h, payload)
+        if isinstance(delta, str):
+            return self._reject(delta, h.sender)
+        if self.config.max_delta_norm is not None:
+            norm = float(np.linalg.norm(delta.astype(np.float64)))
+            if norm > self.config.max_delta_norm:
+                return self._reject("norm_bound", h.sender)
+        new = rep.vec + delta
+        if not np.isfinite(new).all():
+            return self._reject("non_finite", h.sender)
+        if self.layout.digest(new) != h.result:
+            self._reject("result_mismatch", h.sender)
+            return self._want_snapshot(h.sender, h.sender, now)
+        rep.vec, rep.seq, rep.digest, rep.updated_at, rep.meta = new, h.seq, h.result, now, h.meta
+        self._fetching.pop(h.payload_digest, None)
+        self._remember_payload(h.payload_digest, bytes(payload))
+        self.applied += 1
+        return []
+
+    def handle_payload(self, h: Header, payload: bytes, now: float) -> list[Action]:
+        """A payload fetched by digest arrived for a header we accepted earlier."""
+        try:
+            check_payload(payload, h)
+        except WireError as exc:
+            self._fetching.pop(h.payload_digest, None)
+            return self._reject(exc.reason, h.sender)
+        return self._consider_delta(h, payload, h.sender, now)
+
+    def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:
+        """A snapshot of ``expected_sender``'s public model arrived (signed by that peer)."""
+        self._snapshot_wanted.pop(expected_sender, None)
+        env = self._open_snapshot(data, expected_sender)
+        if isinstance(env, str):
+            return self._reject(env, expected_sender)
+        h = env[0].header
+        rep = self.replicas.get(h.sender)
+        if rep is not None and h.seq < rep.seq:
+            return self._reject("stale_snapshot", h.sender)
+        self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
+        return self._drain(h.sender, now)
+
+    def _open_snapshot(self, data: bytes, expected_sender: str) -> tuple[Envelope, FloatVec] | str:
+        try:
+            env = open_envelope(
+                data,
+                limits=self.config.limits,
+                network_id=self.config.network_id,
+                allowed=self.allowed,
+                expected_sender=expected_sender,
+            )
+        except WireError as exc:
+            return exc.reason
+        h = env.header
+        if h.kind != "snapshot":
+            return "unexpected_kind"
+        if self.is_evicted(h.sender):
+            return "evicted"
+        if h.arch != self.layout.arch:
+            return "wrong_arch"
+        if env.payload is None:
+            return "missing_payload"
+        vec = self._decode_model(h, env.payload)
+        if isinstance(vec, str):
+            return vec
+        if h.codec != "raw":
+            return "unexpected_codec"
+        if self.layout.digest(vec) != h.result:
+            return "result_mismatch"
+        return env, vec
+
+    def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float) -> int:
+        """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
+
+        Returns how many snapshots were usable; the own model changes only if at least ``join_quorum`` were.
+        The snapshots also seed the replicas, so deltas from those peers apply at once.
+        """
+        good: list[FloatVec] = []
+        for peer, data in snapshots.items():
+            opened = self._open_snapshot(data, peer)
+            if isinstance(opened, str):
+                self._reject(opened, peer)
+                continue
+            h = opened[0].header
+            self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)
+            good.append(opened[1])
+        if len(good) >= self.config.join_quorum:
+            self.own = median(np.stack(good))
+        return len(good)
+
+    # ----------------------------------------------------------------------------------- serving
+
+    def _remember_payload(self, digest: bytes, payload: bytes) -> None:
+        self._payloads[digest] = payload
+        self._payloads.move_to_end(digest)
+        while len(self._payloads) > self.config.payload_cache:
+            self._payloads.popitem(last=False)
+
+    def serve_payload(self, digest: bytes) -> bytes | None:
+        """A payload we published or applied, by digest (for peers fetching large deltas)."""
+        return self._payloads.get(digest)
+
+    def serve_snapshot(self, now_ms: int) -> bytes:
+        """A signed snapshot of our public model at its current version."""
+        if self._snapshot_cache is None:
+            tensors = apply_codec(self.layout.unflatten(self.public), "raw")
+            parts, pdigest, psize = payload_parts(tensors)
+            header = Header(
+                kind="snapshot",
+                network_id=self.config.network_id,
+                sender=self.peer_id,
+                seq=self.seq,
+                base=ZERO_DIGEST,
+                result=self.public_digest,
+                arch=self.layout.arch,
+                payload_digest=pdigest,
+                payload_size=psize,
+                codec="raw",
+                timestamp_ms=now_ms,
+            )
+            self._snapshot_cache = seal(self.identity, header, parts)
+        return self._snapshot_cache
+
+    # ------------------------------------------------------------------------------------ rounds
+
+    def mixing_candidates(self, now: float) -> list[Replica]:
+        """Fresh, non-evicted replicas that may enter this round's mix (sorted by peer id: deterministic)."""
+        out = []
+        for peer in sorted(self.replicas):
+            rep = self.replicas[peer]
+            if now - rep.updated_at > self.config.max_staleness_s or self.is_evicted(peer):
+                continue
+            if self.mix_filter is not None and not self.mix_filter(peer):
+                continue
+            out.append(rep)
+        return out
+
+    def finish_round(
+        self,
+        trained: Mapping[str, npt.NDArray[Any]],
+        now: float,
+        *,
+        meta: Meta | None = None,
+        timestamp_ms: int = 0,
+        val_losses: Mapping[str, float] | None = None,
+        own_val_loss: float | None = None,
+        candidates: Sequence[Replica] | None = None,
+    ) -> RoundOutcome:
+        """Publish the freshly trained model, then mix it with the replicas and score them.
+
+        ``trained`` is the own model after local training, which started from :meth:`own_params`. It becomes
+        the new public version as it is (others mix *trained* models, so every peer's step reaches the
+        network in full); the own model becomes the robust mix, and the next round trains from it. Mixing
+        trained with not-yet-trained models instead would divide the learning speed by the number of peers.
+        The engine's state moves to the new version at once; persist it before broadcasting.
+        """
+        before = self.own
+        after = self.layout.flatten(trained)
+        publish = self._publish(after, meta or Meta(), timestamp_ms)
+        reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
+        peers = [r.peer for r in reps]
+        stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)
+        weights = self.scorer.weights_for(peers) if self.scorer is not None else None
+        centre = aggregate(self.aggregation, after, stack, weights)
+        scores: dict[str, ScoreRecord] = {}
+        evicted: list[str] = []
+        actions: list[Action] = []
+        if self.scorer is not None and reps:
+            was_evicted = self.scorer.evicted()
+            scores = self.scorer.evaluate(
+                before, after, {r.peer: r.vec for r in reps}, centre, val_losses, own_val_loss
+            )
+            for peer in sorted(self.scorer.evicted() - was_evicted):
+                evicted.append(peer)
+                self.replicas.pop(peer, None)
+                actions.append(Evict(peer, scores[peer].reason if peer in scores else "evicted"))
+        contributions = [
+            Contribution(
+                peer=r.peer,
+                seq=r.seq,
+                weight=float(weights[i]) if weights is not None else 1.0,
+                score=scores[r.peer].combined if r.peer in scores else None,
+                reputation=scores[r.peer].reputation if r.peer in scores else 1.0,
+                status=scores[r.peer].status if r.peer in scores else "active",
+            )
+            for i, r in enumerate(reps)
+        ]
+        self.own = centre
+        actions.insert(0, publish)
+        return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
+
+    def _publish(self, model: FloatVec, meta: Meta, timestamp_ms: int) -> Publish:
+        delta_vec = model - self.public
+        new_public = self.public + delta_vec  # what every receiver computes: bit-identical float32 arithmetic
+        tensors = apply_codec(self.layout.unflatten(delta_vec), self.config.codec)
+        if self.config.codec != "raw":
+            # receivers apply the decoded (lossy) delta: track exactly what they will compute
+            decoded = self.layout.flatten(
+                undo_codec(tensors, self.config.codec, self.layout.unflatten(delta_vec))
+            )
+            new_public = self.public + decoded
+        parts, pdigest, psize = payload_parts(tensors)
+        new_digest = self.layout.digest(new_public)
+        header = Header(
+            kind="delta",
+            network_id=self.config.network_id,
+            sender=self.peer_id,
+            seq=self.seq + 1,
+            base=self.public_digest,
+            result=new_digest,
+            arch=self.layout.arch,
+            payload_digest=pdigest,
+            payload_size=psize,
+            codec=self.config.codec,
+            meta=meta,
+            timestamp_ms=timestamp_ms,
+        )
+        inline = psize <= self.config.inline_limit
+        envelope = seal(self.identity, header, parts if inline else None)
+        payload = b"".join(parts)
+        self._remember_payload(pdigest, payload)
+        self.seq += 1
+        self.public, self.public_digest = new_public, new_digest
+        self._snapshot_cache = None
+        return Publish(envelope=envelope, seq=self.seq)
+
+    # ----------------------------------------------------------------------------------- reports
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "peer_id": self.peer_id,
+            "seq": self.seq,
+            "replicas": len(self.replicas),
+            "applied": self.applied,
+            "rejected": dict(self.rejections),
+            "evicted": sorted(self.scorer.evicted()) if self.scorer is not None else [],
+        }

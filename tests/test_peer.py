@@ -1,0 +1,132 @@
+"""The Peer over the in-memory transport: the real peer code, many peers in one process, fast."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+
+from p2pfl.identity import Identity
+from p2pfl.learner import NumpySoftmaxLearner
+from p2pfl.peer import Peer, PeerConfig
+from p2pfl.state import verify_log
+from p2pfl.transport.memory import MemoryNetwork
+from simulations.data import Split, peer_splits
+
+
+def learner_for(split: Split, seed: int, hidden: int = 32) -> NumpySoftmaxLearner:
+    return NumpySoftmaxLearner(split.train, split.val, split.n_classes, hidden=hidden, lr=0.1, seed=seed)
+
+
+@asynccontextmanager
+async def memory_peers(
+    n: int, splits: list[Split], net: MemoryNetwork, **cfg: Any
+) -> AsyncIterator[list[Peer]]:
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(n):
+            ident = Identity(bytes([i + 1]) * 32)
+            config = PeerConfig(network_id="digits", local_steps=10, status_interval_s=0, **cfg)
+            peer = Peer(
+                config,
+                learner_for(splits[i], i),
+                ident,
+                transport=lambda ident, net=net: net.open(network_id="digits", seed=ident.seed),
+            )
+            peers.append(await stack.enter_async_context(peer))
+        for i, a in enumerate(peers):
+            for b in peers[i + 1 :]:
+                await a.connect(f"memory/{b.peer_id}")
+        yield peers
+
+
+def test_accuracy(peer: Peer, split: Split) -> float:
+    learner = peer.learner
+    assert isinstance(learner, NumpySoftmaxLearner)
+    acc = learner.evaluate_on(split.test, peer.params()).accuracy
+    assert acc is not None
+    return acc
+
+
+test_accuracy.__test__ = False  # type: ignore[attr-defined]
+
+
+async def run_all(peers: list[Peer], rounds: int) -> None:
+    async with trio.open_nursery() as n:
+        for p in peers:
+            n.start_soon(p.run, rounds)
+
+
+async def test_four_peers_on_non_iid_digits_all_reach_high_accuracy() -> None:
+    splits = peer_splits("digits", 4, partition_kind="dirichlet", alpha=0.5, seed=3)
+    alone = []
+    for i, s in enumerate(splits):
+        lone = learner_for(s, i)
+        lone.train(300)
+        alone.append(lone.evaluate_on(s.test).accuracy)
+    async with memory_peers(4, splits, MemoryNetwork()) as peers:
+        with trio.fail_after(120):
+            await run_all(peers, 40)
+        accs = [test_accuracy(p, s) for p, s in zip(peers, splits, strict=True)]
+        assert min(accs) >= 0.93, (accs, alone)
+        assert all(p.engine.rejections.total() == 0 for p in peers)
+        assert all(p.status()["evicted"] == [] for p in peers)
+    assert min(accs) > max(a or 0 for a in alone), "collaboration must beat training alone on skewed data"
+
+
+async def test_checkpoint_resume_keeps_versions_and_log_verifies(tmp_path: Path) -> None:
+    splits = peer_splits("digits", 2, partition_kind="iid", seed=1)
+    net = MemoryNetwork()
+    async with memory_peers(2, splits, net, state_dir=None) as _:
+        pass
+    ident = Identity(bytes([7]) * 32)
+    cfg = PeerConfig(
+        network_id="digits",
+        local_steps=5,
+        state_dir=tmp_path / "p",
+        status_interval_s=0,
+        max_round_wait_s=0.1,
+    )
+    async with Peer(
+        cfg, learner_for(splits[0], 0), ident, transport=lambda i: net.open(network_id="digits", seed=i.seed)
+    ) as p:
+        await p.run(3)
+        seq, params = p.engine.seq, p.params()
+    async with Peer(
+        cfg, learner_for(splits[0], 0), ident, transport=lambda i: net.open(network_id="digits", seed=i.seed)
+    ) as p2:
+        assert (3, seq) == (p2.round, p2.engine.seq)
+        assert all(np.array_equal(params[k], p2.params()[k]) for k in params)
+        await p2.run(2)
+        assert 5 == p2.engine.seq
+    report = verify_log(tmp_path / "p")
+    assert report.ok, report.problem
+    assert (6, 5) == (report.records, report.last_seq)  # 5 versions + 1 restart record
+
+
+async def test_a_peer_refuses_a_state_dir_of_another_identity(tmp_path: Path) -> None:
+    splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
+    net = MemoryNetwork()
+    cfg = PeerConfig(network_id="digits", local_steps=2, state_dir=tmp_path, status_interval_s=0)
+    async with Peer(
+        cfg,
+        learner_for(splits[0], 0),
+        Identity(bytes([1]) * 32),
+        transport=lambda i: net.open(network_id="digits", seed=i.seed),
+    ) as p:
+        await p.run(1)
+    from p2pfl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="belongs to peer"):
+        async with Peer(
+            cfg,
+            learner_for(splits[0], 0),
+            Identity(bytes([2]) * 32),
+            transport=lambda i: net.open(network_id="digits", seed=i.seed),
+        ):
+            pass

@@ -1,0 +1,281 @@
+"""The sans-I/O engine, driven directly: exact, fast, no network."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import msgpack
+import numpy as np
+
+from p2pfl.aggregation import AggregationConfig
+from p2pfl.identity import Identity
+from p2pfl.protocol import (
+    Action,
+    Evict,
+    FetchPayload,
+    GossipEngine,
+    ProtocolConfig,
+    Publish,
+    RequestSnapshot,
+)
+from p2pfl.wire import SIGNING_DOMAIN, Limits, Meta, digest, encode_header, open_envelope
+
+SHAPES = {"b": (3,), "w": (3, 4)}
+
+
+def model(value: float = 0.0) -> dict[str, np.ndarray]:
+    return {k: np.full(s, value, np.float32) for k, s in SHAPES.items()}
+
+
+def engine(i: int, net: str = "t", **cfg: object) -> GossipEngine:
+    return GossipEngine(
+        Identity(bytes([i]) * 32),
+        ProtocolConfig(network_id=net, **cfg),  # type: ignore[arg-type]
+        model(),
+        aggregation=AggregationConfig(rule="mean", nnm=False, self_clip_scale=None),
+        scoring_enabled=False,
+    )
+
+
+class Net:
+    """Delivers every engine's actions to the others, like gossip plus direct requests, synchronously."""
+
+    def __init__(self, engines: list[GossipEngine]) -> None:
+        self.by_id = {e.peer_id: e for e in engines}
+        self.now = 0.0
+
+    def run(self, origin: GossipEngine, actions: list[Action], max_steps: int = 100) -> None:
+        queue = [(origin, a) for a in actions]
+        for _ in range(max_steps):
+            if not queue:
+                return
+            src, action = queue.pop(0)
+            if isinstance(action, Publish):
+                for e in self.by_id.values():
+                    if e is not src:
+                        queue += [(e, a) for a in e.handle_announce(action.envelope, src.peer_id, self.now)]
+            elif isinstance(action, RequestSnapshot):
+                snap = self.by_id[action.peer].serve_snapshot(0)
+                queue += [(src, a) for a in src.handle_snapshot(snap, action.peer, self.now)]
+            elif isinstance(action, FetchPayload):
+                payload = self.by_id[action.peer].serve_payload(action.header.payload_digest)
+                assert payload is not None
+                queue += [(src, a) for a in src.handle_payload(action.header, payload, self.now)]
+        raise AssertionError("actions did not settle")
+
+
+def train_step(e: GossipEngine, delta: float) -> dict[str, np.ndarray]:
+    return {k: v + np.float32(delta) for k, v in e.own_params().items()}
+
+
+def test_receiver_catches_up_by_snapshot_then_applies_deltas_exactly() -> None:
+    a, b = engine(1), engine(2)
+    net = Net([a, b])
+    for r in range(1, 4):
+        net.now = r
+        net.run(a, a.finish_round(train_step(a, 0.5), net.now).actions)
+    rep = b.replicas[a.peer_id]
+    assert (3, a.public_digest) == (rep.seq, rep.digest)
+    assert np.array_equal(a.public, rep.vec)
+    assert 1 == b.snapshot_requests  # once, for the first delta; then deltas applied in order
+    assert 2 == b.applied
+
+
+def test_replayed_delta_is_rejected_and_changes_nothing() -> None:
+    a, b = engine(1), engine(2)
+    net = Net([a, b])
+    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    out = a.finish_round(train_step(a, 1.0), 2)
+    net.run(a, out.actions)
+    before = b.replicas[a.peer_id].vec.copy()
+    publish = out.actions[0]
+    assert isinstance(publish, Publish)
+    assert [] == b.handle_announce(publish.envelope, a.peer_id, 3)
+    assert 1 == b.rejections["replay"]
+    assert np.array_equal(before, b.replicas[a.peer_id].vec)
+
+
+def test_gap_triggers_a_snapshot_request_once_per_retry_interval() -> None:
+    a, b = engine(1), engine(2)
+    net = Net([a, b])
+    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    a.finish_round(train_step(a, 1.0), 2)  # seq 2 lost
+    third = a.finish_round(train_step(a, 1.0), 3).actions[0]
+    assert isinstance(third, Publish)
+    actions = b.handle_announce(third.envelope, a.peer_id, 3.0)
+    assert [RequestSnapshot(peer=a.peer_id, via=a.peer_id)] == actions
+    assert [] == b.handle_announce(third.envelope, a.peer_id, 3.5)  # already asked
+
+
+def test_large_deltas_are_fetched_by_digest() -> None:
+    a, b = engine(1, inline_limit=0), engine(2)
+    net = Net([a, b])
+    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    pub = a.finish_round(train_step(a, 1.0), 2).actions[0]
+    assert isinstance(pub, Publish)
+    assert open_envelope(pub.envelope).payload is None
+    actions = b.handle_announce(pub.envelope, a.peer_id, 2)
+    assert isinstance(actions[0], FetchPayload)
+    net.run(b, actions)
+    assert np.array_equal(a.public, b.replicas[a.peer_id].vec)
+
+
+def test_tampered_fetched_payload_is_rejected() -> None:
+    a, b = engine(1, inline_limit=0), engine(2)
+    net = Net([a, b])
+    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    pub = a.finish_round(train_step(a, 1.0), 2).actions[0]
+    assert isinstance(pub, Publish)
+    (fetch,) = b.handle_announce(pub.envelope, a.peer_id, 2)
+    assert isinstance(fetch, FetchPayload)
+    payload = bytearray(a.serve_payload(fetch.header.payload_digest) or b"")
+    payload[-1] ^= 1
+    b.handle_payload(fetch.header, bytes(payload), 2)
+    assert 1 == b.rejections["digest_mismatch"]
+    assert 1 == b.replicas[a.peer_id].seq
+
+
+def test_other_network_wrong_arch_and_forgeries_are_rejected_by_reason() -> None:
+    a, b, other = engine(1), engine(2), engine(3, net="elsewhere")
+    net = Net([a, b])
+    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    pub = other.finish_round(train_step(other, 1.0), 1).actions[0]
+    assert isinstance(pub, Publish)
+    b.handle_announce(pub.envelope, other.peer_id, 1)
+    assert 1 == b.rejections["wrong_network"]
+
+    odd = GossipEngine(
+        Identity(bytes([4]) * 32), ProtocolConfig(network_id="t"), {"z": np.zeros(2, np.float32)}
+    )
+    pub = odd.finish_round({"z": np.ones(2, np.float32)}, 1).actions[0]
+    assert isinstance(pub, Publish)
+    b.handle_announce(pub.envelope, odd.peer_id, 1)
+    assert 1 == b.rejections["wrong_arch"]
+
+    good = a.finish_round(train_step(a, 1.0), 2).actions[0]
+    assert isinstance(good, Publish)
+    forged = bytearray(good.envelope)
+    forged[40] ^= 1
+    b.handle_announce(bytes(forged), a.peer_id, 2)
+    assert 1 == b.replicas[a.peer_id].seq
+    assert 1 == sum(b.rejections.values()) - 2
+
+
+def test_oversize_and_non_finite_updates_never_reach_a_replica() -> None:
+    a, b = engine(1), engine(2, limits=Limits(max_envelope=600))
+    net = Net([a, b])
+    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    big = GossipEngine(a.identity, ProtocolConfig(network_id="t"), model())
+    big.restore(a.own_params(), a.public_params(), a.seq)
+    pub = big.finish_round(train_step(big, 1.0), 2, meta=Meta(loss=1.0)).actions[0]
+    assert isinstance(pub, Publish)
+    padded = pub.envelope + b"\x00" * 600
+    b.handle_announce(padded, a.peer_id, 2)
+    assert 1 == b.rejections["oversize"]
+
+    # a NaN delta signed by a's key, built by hand (the sealing side refuses to make one)
+    env = open_envelope(pub.envelope)
+    payload = msgpack.packb(
+        [
+            ["b", "float32", [3], np.array([np.nan, 0, 0], np.float32).tobytes()],
+            ["w", "float32", [3, 4], np.zeros(12, np.float32).tobytes()],
+        ],
+        use_bin_type=True,
+    )
+    header = replace(env.header, payload_digest=digest(payload), payload_size=len(payload))
+    hb = encode_header(header)
+    sig = a.identity.sign(SIGNING_DOMAIN + hb)
+    pack = lambda o: msgpack.packb(o, use_bin_type=True)  # noqa: E731
+    data = b"\x94\x01" + pack(hb) + pack(sig) + pack(payload)
+    b2 = engine(2)
+    b2.handle_snapshot(a.serve_snapshot(0), a.peer_id, 1)
+    b2.handle_announce(data, a.peer_id, 2)
+    assert 1 == b2.rejections["non_finite"]
+    assert 1 == b2.replicas[a.peer_id].seq
+
+
+def test_snapshot_from_the_wrong_peer_is_rejected() -> None:
+    a, b, c = engine(1), engine(2), engine(3)
+    b.handle_snapshot(a.serve_snapshot(0), c.peer_id, 0)
+    assert 1 == b.rejections["sender_mismatch"]
+    assert {} == b.replicas
+
+
+def test_fp16_codec_keeps_replicas_exactly_in_sync() -> None:
+    a, b = engine(1, codec="fp16"), engine(2)
+    net = Net([a, b])
+    rng = np.random.default_rng(0)
+    for r in range(1, 5):
+        trained = {
+            k: v + rng.standard_normal(v.shape).astype(np.float32) * 0.01 for k, v in a.own_params().items()
+        }
+        net.run(a, a.finish_round(trained, r).actions)
+    assert a.public_digest == b.replicas[a.peer_id].digest
+    assert 0 == sum(b.rejections.values())
+
+
+def test_join_uses_the_median_of_several_snapshots_not_one_peers_word() -> None:
+    peers = [engine(i) for i in (1, 2, 3)]
+    for e, v in zip(peers, (1.0, 2.0, 100.0), strict=True):
+        e.finish_round(model(v), 1)
+    newcomer = engine(9, join_quorum=2)
+    used = newcomer.join_from_snapshots({e.peer_id: e.serve_snapshot(0) for e in peers}, 0)
+    assert 3 == used
+    assert np.allclose(newcomer.own, 2.0)
+
+
+def test_join_below_quorum_keeps_the_own_model() -> None:
+    a = engine(1)
+    a.finish_round(model(5.0), 1)
+    newcomer = engine(9, join_quorum=2)
+    assert 1 == newcomer.join_from_snapshots({a.peer_id: a.serve_snapshot(0)}, 0)
+    assert np.allclose(newcomer.own, 0.0)
+
+
+def test_attacker_is_evicted_and_its_announcements_rejected_afterwards() -> None:
+    ident = [Identity(bytes([i]) * 32) for i in range(1, 6)]
+    engines = [
+        GossipEngine(i, ProtocolConfig(network_id="t"), model(), aggregation=AggregationConfig())
+        for i in ident
+    ]
+    honest, attacker = engines[:4], engines[4]
+    net = Net(engines)
+    rng = np.random.default_rng(1)
+    target = {k: np.ones(s, np.float32) for k, s in SHAPES.items()}
+    evictions: list[Evict] = []
+    for r in range(1, 26):
+        net.now = float(r)
+        for e in honest:
+            step = {
+                k: v + 0.2 * (target[k] - v) + rng.standard_normal(v.shape).astype(np.float32) * 0.01
+                for k, v in e.own_params().items()
+            }
+            out = e.finish_round(step, net.now)
+            evictions += [a for a in out.actions if isinstance(a, Evict)]
+            net.run(e, [a for a in out.actions if isinstance(a, Publish)])
+        evil = {k: -50.0 * np.ones_like(v) for k, v in attacker.own_params().items()}
+        net.run(attacker, attacker.finish_round(evil, net.now).actions)
+    assert {attacker.peer_id} == {ev.peer for ev in evictions}
+    assert all(e.is_evicted(attacker.peer_id) for e in honest)
+    assert all(e.rejections["evicted"] > 0 for e in honest)
+    for e in honest:
+        assert np.allclose(e.own, 1.0, atol=0.1), e.own
+
+
+def test_deltas_arriving_while_a_snapshot_is_pending_are_applied_after_it() -> None:
+    a, b = engine(1), engine(2)
+    pubs = []
+    for r in range(1, 4):
+        out = a.finish_round(train_step(a, 0.5), r).actions[0]
+        assert isinstance(out, Publish)
+        pubs.append(out.envelope)
+    # b hears seq 2 and 3 first (gap: no replica), then gets a snapshot taken at seq 1
+    fresh = engine(1)
+    fresh.finish_round(train_step(fresh, 0.5), 1)
+    snapshot_at_1 = fresh.serve_snapshot(0)
+    assert [RequestSnapshot(a.peer_id, a.peer_id)] == b.handle_announce(pubs[1], a.peer_id, 1)
+    assert [] == b.handle_announce(pubs[2], a.peer_id, 1)
+    b.handle_snapshot(snapshot_at_1, a.peer_id, 2)
+    rep = b.replicas[a.peer_id]
+    assert (3, a.public_digest) == (rep.seq, rep.digest)
+    assert 2 == b.applied

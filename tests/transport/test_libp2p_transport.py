@@ -1,0 +1,420 @@
+"""Libp2pTransport against real py-libp2p hosts on 127.0.0.1 (no other interface, no internet).
+
+Every wait is bounded by ``trio.fail_after``; the whole file runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import replace
+
+import multiaddr
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.utils import encode_varint_prefixed
+
+from p2pfl.errors import TransportError
+from p2pfl.transport import Libp2pConfig, Libp2pTransport
+from p2pfl.transport.base import Transport
+from p2pfl.transport.memory import peer_id_from_seed
+
+LOOPBACK = "/ip4/127.0.0.1/tcp/0"
+PROTO = "/p2pfl/delta/1"
+FAST = Libp2pConfig(request_read_timeout=0.5, handler_timeout=5.0)
+
+
+def seed(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+class Inbox:
+    """Collects (forwarder, data) pairs delivered to a gossip handler."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, bytes]] = []
+
+    async def __call__(self, forwarder: str, data: bytes) -> None:
+        self.items.append((forwarder, data))
+
+    async def wait_for(self, n: int, timeout: float = 5.0) -> None:
+        with trio.fail_after(timeout):
+            while len(self.items) < n:
+                await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def transports(
+    n: int, config: Libp2pConfig = FAST, *, first: int = 1
+) -> AsyncIterator[list[Libp2pTransport]]:
+    async with AsyncExitStack() as stack:
+        ts = [
+            await stack.enter_async_context(
+                Libp2pTransport.open(seed=seed(first + i), network_id="test", listen=LOOPBACK, config=config)
+            )
+            for i in range(n)
+        ]
+        yield ts
+
+
+async def wait_mesh(t: Libp2pTransport, peers: list[str], timeout: float = 5.0) -> None:
+    with trio.fail_after(timeout):
+        while not set(peers) <= set(t.mesh_peers()):
+            await trio.sleep(0.02)
+
+
+@asynccontextmanager
+async def line(config: Libp2pConfig = FAST) -> AsyncIterator[tuple[Libp2pTransport, ...]]:
+    """A - B - C connected in a line, meshes formed."""
+    async with transports(3, config) as (a, b, c):
+        await a.connect(b.listen_addrs[0])
+        await b.connect(c.listen_addrs[0])
+        await wait_mesh(a, [b.peer_id])
+        await wait_mesh(b, [a.peer_id, c.peer_id])
+        await wait_mesh(c, [b.peer_id])
+        yield a, b, c
+
+
+@asynccontextmanager
+async def raw_host(i: int, target: Libp2pTransport) -> AsyncIterator[IHost]:
+    """A bare py-libp2p host (no hardening) connected to ``target``: plays the hostile peer."""
+    kp = create_new_key_pair(seed(i))
+    host = new_host(key_pair=kp, connection_config=ConnectionConfig(max_connections_per_peer=1))
+    try:
+        async with host.run([multiaddr.Multiaddr(LOOPBACK)]):
+            await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(target.listen_addrs[0])))
+            yield host
+    finally:
+        await host.close()
+
+
+# ---------------------------------------------------------------------------------------------- identity
+async def test_identity_addrs_and_interface() -> None:
+    async with transports(1) as (a,):
+        _typed: Transport = a  # satisfies the protocol (checked by mypy)
+        assert a.peer_id.startswith("12D3KooW")
+        assert a.peer_id == str(ID.from_pubkey(create_new_key_pair(seed(1)).public_key))
+        assert a.peer_id == peer_id_from_seed(seed(1))
+        (addr,) = a.listen_addrs
+        assert addr.startswith("/ip4/127.0.0.1/tcp/") and addr.endswith(f"/p2p/{a.peer_id}")
+        assert int(addr.split("/")[4]) > 0
+        assert a.topic == "p2pfl/test/deltas/1"
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TransportError, match="32 bytes"):
+        Libp2pTransport(seed=b"short", network_id="x", config=None)
+    with pytest.raises(TransportError, match="network_id"):
+        Libp2pTransport(seed=seed(1), network_id="a/b", config=None)
+    with pytest.raises(TransportError, match="gossip_max_bytes"):
+        Libp2pTransport(seed=seed(1), network_id="x", config=Libp2pConfig(gossip_max_bytes=2 << 20))
+    with pytest.raises(TransportError, match="publish_rate"):
+        Libp2pConfig(publish_rate_per_second=500).validate()
+
+
+async def test_not_running_raises() -> None:
+    t = Libp2pTransport(seed=seed(1), network_id="x", config=None)
+    with pytest.raises(TransportError, match="not running"):
+        await t.broadcast(b"x")
+
+
+async def test_connect_errors_and_disconnect() -> None:
+    async with transports(2) as (a, b):
+        with pytest.raises(TransportError, match="invalid peer multiaddr"):
+            await a.connect("/ip4/127.0.0.1/tcp/1")
+        with pytest.raises(TransportError, match="ourselves"):
+            await a.connect(a.listen_addrs[0])
+        # A closed port: nothing listens on the port of a socket we bound and closed.
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with pytest.raises(TransportError, match="dial"):
+            await a.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{b.peer_id}")
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+        assert a.connected_peers() == [b.peer_id]
+        with trio.fail_after(5):
+            while a.peer_id not in b.connected_peers():
+                await trio.sleep(0.01)
+        await a.disconnect(b.peer_id)
+        with trio.fail_after(5):
+            while a.connected_peers() or b.connected_peers():
+                await trio.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------------------ gossip
+async def test_line_broadcast_reaches_end_exactly_once() -> None:
+    async with line() as (a, b, c):
+        inboxes = [Inbox() for _ in range(3)]
+        for t, box in zip((a, b, c), inboxes, strict=True):
+            t.set_gossip_handler(box)
+        with trio.fail_after(5):
+            await a.broadcast(b"hello")
+            await inboxes[2].wait_for(1)
+        await trio.sleep(1.5)  # > one heartbeat: IHAVE/IWANT gossip must not re-deliver
+        assert inboxes[0].items == []  # never to ourselves
+        assert inboxes[1].items == [(a.peer_id, b"hello")]
+        assert inboxes[2].items == [(b.peer_id, b"hello")]  # forwarder, not origin
+        assert c.stats.messages_received == 1 and c.stats.bytes_received == 5
+        assert a.stats.messages_sent == 1 and a.stats.bytes_sent == 5
+
+
+async def test_validator_rejects_are_not_delivered_nor_forwarded() -> None:
+    async with line() as (a, b, c):
+        seen_by_validator: list[tuple[str, bytes]] = []
+
+        def validator(forwarder: str, data: bytes) -> bool:
+            seen_by_validator.append((forwarder, data))
+            if data == b"boom":
+                raise ValueError("validator bug")
+            return data != b"bad"
+
+        b.set_gossip_validator(validator)
+        box_b, box_c = Inbox(), Inbox()
+        b.set_gossip_handler(box_b)
+        c.set_gossip_handler(box_c)
+        await a.broadcast(b"bad")
+        await a.broadcast(b"boom")
+        await a.broadcast(b"good")
+        await box_c.wait_for(1)
+        await trio.sleep(1.2)
+        assert box_b.items == [(a.peer_id, b"good")]
+        assert box_c.items == [(b.peer_id, b"good")]
+        assert (a.peer_id, b"bad") in seen_by_validator
+        assert b.stats.dropped["gossip_invalid"] == 1
+        assert b.stats.dropped["gossip_validator_error"] == 1
+        assert b.peer_score(a.peer_id) < 0  # invalid messages cost the forwarder
+        assert b.host.get_network().get_connections(ID.from_base58(c.peer_id))  # the host lives on
+        # Gossip whose *origin* the access filter refuses is dropped even when relayed by an allowed peer.
+        c.set_peer_filter(lambda pid: pid != a.peer_id)
+        await a.broadcast(b"from a")
+        await box_b.wait_for(2)
+        with trio.fail_after(3):
+            while c.stats.dropped.get("peer_filter", 0) < 1:
+                await trio.sleep(0.01)
+        assert box_c.items == [(b.peer_id, b"good")]
+
+
+async def test_oversize_broadcast_raises() -> None:
+    async with transports(1, replace(FAST, gossip_max_bytes=1024)) as (a,):
+        await a.broadcast(b"x" * 1024)
+        with pytest.raises(TransportError, match="exceeds the gossip cap"):
+            await a.broadcast(b"x" * 1025)
+
+
+async def test_burst_of_broadcasts_all_arrive() -> None:
+    """40 quick publishes exceed the library's default 10 msg/s spam limit and its 32-RPC queue."""
+    async with line() as (a, _b, c):
+        box = Inbox()
+        c.set_gossip_handler(box)
+        with trio.fail_after(10):
+            for i in range(40):
+                await a.broadcast(i.to_bytes(2, "big"))
+            await box.wait_for(40, timeout=8)
+        assert sorted(int.from_bytes(d, "big") for _, d in box.items) == list(range(40))
+
+
+# ------------------------------------------------------------------------------------------------ requests
+async def test_request_response_exact_bytes() -> None:
+    async with transports(2) as (a, b):
+        big = bytes(range(256)) * (16 * 4096)  # 16 MiB, not all zeros
+        assert len(big) == 16 << 20
+
+        async def handler(peer: str, req: bytes) -> bytes:
+            assert peer == a.peer_id
+            return big if req == b"big" else req[::-1]
+
+        b.set_request_handler(PROTO, handler)
+        await a.connect(b.listen_addrs[0])
+        small = bytes(range(256)) * 4
+        assert await a.request(b.peer_id, PROTO, small, max_response=1 << 20, timeout=5) == small[::-1]
+        t0 = trio.current_time()
+        got = await a.request(b.peer_id, PROTO, b"big", max_response=64 << 20, timeout=30)
+        elapsed = trio.current_time() - t0
+        assert got == big
+        print(f"16 MiB request: {elapsed:.3f} s, {16 * 1.048576 / elapsed:.0f} MB/s")
+        assert b.stats.requests_served == 2
+        assert a.stats.bytes_received == len(small) + len(big)
+        assert b.stats.bytes_received == len(small) + 3
+        with pytest.raises(TransportError, match="exceeds max_response"):
+            await a.request(b.peer_id, PROTO, b"big", max_response=1 << 20, timeout=10)
+        with pytest.raises(TransportError, match="exceeds max_request_bytes"):
+            await a.request(b.peer_id, PROTO, bytes(65 * 1024), max_response=1, timeout=5)
+        # The connection is still usable after the refused response.
+        assert await a.request(b.peer_id, PROTO, b"ab", max_response=10, timeout=5) == b"ba"
+
+
+async def test_request_errors() -> None:
+    async with transports(2) as (a, b):
+
+        async def failing(peer: str, req: bytes) -> bytes:
+            raise ValueError("no such digest: abc123")
+
+        async def stalled(peer: str, req: bytes) -> bytes:
+            await trio.sleep_forever()
+            raise AssertionError
+
+        b.set_request_handler("/fail/1", failing)
+        b.set_request_handler("/stall/1", stalled)
+        with pytest.raises(TransportError, match="unknown"):
+            await a.request(b.peer_id, "/fail/1", b"", max_response=100, timeout=5)
+        await a.connect(b.listen_addrs[0])
+        with pytest.raises(TransportError, match="remote handler failed: ValueError: no such digest: abc123"):
+            await a.request(b.peer_id, "/fail/1", b"", max_response=100, timeout=5)
+        with pytest.raises(TransportError, match=r"timed out after 0\.3 s"):
+            await a.request(b.peer_id, "/stall/1", b"", max_response=100, timeout=0.3)
+        with pytest.raises(TransportError, match="protocol unsupported"):
+            await a.request(b.peer_id, "/nope/1", b"", max_response=100, timeout=5)
+        with pytest.raises(TransportError, match="invalid peer id"):
+            await a.request("not-a-peer", "/fail/1", b"", max_response=100, timeout=5)
+        assert a.stats.requests_failed == 5
+        # The server's handler deadline answers with an error frame instead of holding the stream.
+        b_short = replace(FAST, handler_timeout=0.2)
+        async with transports(1, b_short, first=50) as (c,):
+            c.set_request_handler("/stall/1", stalled)
+            await a.connect(c.listen_addrs[0])
+            with pytest.raises(TransportError, match="handler timed out"):
+                await a.request(c.peer_id, "/stall/1", b"", max_response=100, timeout=5)
+
+
+# --------------------------------------------------------------------------------------------- hardening
+async def test_malformed_meshsub_rpc_does_not_crash_host() -> None:
+    async with line() as (a, b, c):
+        box = Inbox()
+        c.set_gossip_handler(box)
+        async with raw_host(9, b) as evil:
+            stream = await evil.new_stream(ID.from_base58(b.peer_id), [TProtocol("/meshsub/1.2.0")])
+            # A correctly framed body that is not a protobuf RPC (truncated length-delimited field).
+            await stream.write(encode_varint_prefixed(b"\x0a\xff\xff\xff\xff\x0f garbage"))
+            with trio.fail_after(5):
+                while b.stats.dropped.get("malformed_rpc", 0) < 1:
+                    await trio.sleep(0.01)
+        # B still relays gossip and serves requests.
+        await a.broadcast(b"after")
+        await box.wait_for(1)
+        assert box.items == [(b.peer_id, b"after")]
+
+        async def echo(peer: str, req: bytes) -> bytes:
+            return req
+
+        b.set_request_handler(PROTO, echo)
+        assert await a.request(b.peer_id, PROTO, b"ok", max_response=10, timeout=5) == b"ok"
+
+
+async def test_slow_loris_and_stream_cap() -> None:
+    cfg = replace(FAST, request_read_timeout=0.5, max_inbound_streams_per_peer=3)
+    async with transports(1, cfg) as (b,):
+
+        async def echo(peer: str, req: bytes) -> bytes:
+            return req
+
+        b.set_request_handler(PROTO, echo)
+        async with raw_host(9, b) as evil:
+            pid = ID.from_base58(b.peer_id)
+            streams = []
+            for _ in range(3):
+                s = await evil.new_stream(pid, [TProtocol(PROTO)])
+                await s.write((1000).to_bytes(8, "big"))  # a length prefix and no body
+                streams.append(s)
+            # The 4th concurrent stream is reset right after negotiation (the open itself may fail).
+            with trio.fail_after(5), pytest.raises(Exception):  # noqa: B017
+                s = await evil.new_stream(pid, [TProtocol(PROTO)])
+                await s.write((2).to_bytes(8, "big") + b"hi")
+                if not await s.read(100):
+                    raise EOFError
+            assert b.stats.dropped["inbound_stream_limit"] == 1
+            t0 = trio.current_time()
+            for s in streams:
+                with trio.fail_after(3), pytest.raises(Exception):  # reset by the server  # noqa: B017
+                    data = await s.read(100)
+                    if not data:
+                        raise EOFError
+            assert trio.current_time() - t0 < 2.0
+            assert b.stats.dropped["request_read_timeout"] == 3
+            assert b.stats.dropped["inbound_stream_limit"] == 1
+            # The slots are free again: a well-behaved request from the same peer is served.
+            s = await evil.new_stream(pid, [TProtocol(PROTO)])
+            await s.write((2).to_bytes(8, "big") + b"hi")
+            with trio.fail_after(3):
+                reply = b""
+                while len(reply) < 11:
+                    reply += await s.read(11 - len(reply))
+            assert reply == (3).to_bytes(8, "big") + b"\x00hi"
+            # An oversize declared length is refused without reading the body.
+            s = await evil.new_stream(pid, [TProtocol(PROTO)])
+            await s.write((1 << 30).to_bytes(8, "big"))
+            with trio.fail_after(5):
+                while b.stats.dropped.get("request_too_large", 0) < 1:
+                    await trio.sleep(0.01)
+
+
+async def test_peer_filter_refuses_disallowed_peer() -> None:
+    async with transports(3) as (a, b, c):
+        b.set_peer_filter(lambda pid: pid != a.peer_id)
+
+        async def echo(peer: str, req: bytes) -> bytes:
+            return req
+
+        b.set_request_handler(PROTO, echo)
+        with trio.fail_after(5):
+            with suppress(TransportError):  # the connection may be gone before connect() returns
+                await a.connect(b.listen_addrs[0])
+            while b.peer_id in a.connected_peers() or a.peer_id in b.connected_peers():
+                await trio.sleep(0.01)
+        assert b.stats.dropped["peer_filter"] >= 1
+        with pytest.raises(TransportError):
+            await a.request(b.peer_id, PROTO, b"x", max_response=10, timeout=3)
+        # Allowed peers are unaffected; B refuses to dial A itself.
+        await c.connect(b.listen_addrs[0])
+        assert await c.request(b.peer_id, PROTO, b"x", max_response=10, timeout=5) == b"x"
+        with pytest.raises(TransportError, match="refused"):
+            await b.connect(a.listen_addrs[0])
+
+
+async def test_block_disconnects_and_refuses() -> None:
+    async with transports(2) as (a, b):
+        await a.connect(b.listen_addrs[0])
+        await b.block(a.peer_id)
+        assert b.peer_score(a.peer_id) < 0
+        with trio.fail_after(5):
+            while b.connected_peers():
+                await trio.sleep(0.01)
+        with trio.fail_after(5):
+            with suppress(TransportError):
+                await a.connect(b.listen_addrs[0])
+            while a.peer_id in b.connected_peers():
+                await trio.sleep(0.01)
+        b.unblock(a.peer_id)
+        await a.connect(b.listen_addrs[0])
+        assert a.connected_peers() == [b.peer_id]
+
+
+async def test_close_releases_port() -> None:
+    async with transports(1) as (a,):
+        port = int(a.listen_addrs[0].split("/")[4])
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    async with Libp2pTransport.open(
+        seed=seed(1), network_id="test", listen=f"/ip4/127.0.0.1/tcp/{port}", config=FAST
+    ) as again:
+        assert again.listen_addrs[0].split("/")[4] == str(port)
+
+
+async def test_busy_port_is_refused() -> None:
+    """py-libp2p listens with SO_REUSEPORT: without our check a second host would share the port."""
+    async with transports(1) as (a,):
+        port = int(a.listen_addrs[0].split("/")[4])
+        with pytest.raises(TransportError, match="cannot listen"):
+            async with Libp2pTransport.open(
+                seed=seed(2), network_id="test", listen=f"/ip4/127.0.0.1/tcp/{port}", config=FAST
+            ):
+                pass
