@@ -34,12 +34,18 @@ _PEER_KEYS = {
     "round_interval_s": (int, float),
     "status_interval_s": (int, float),
     "request_timeout_s": (int, float),
+    "wait_fraction": (int, float),
+    "max_round_wait_s": (int, float),
+    "min_neighbours": int,
+    "start_timeout_s": (int, float),
 }
+#: [peer] keys handed to PeerConfig as they are (after int -> float for the float knobs)
+_PEER_PASSTHROUGH = ("wait_fraction", "max_round_wait_s", "min_neighbours", "start_timeout_s")
 _PROTOCOL_KEYS = {
     "inline_limit": int,
     "max_staleness_s": (int, float),
-    "wait_fraction": (int, float),
-    "max_round_wait_s": (int, float),
+    "min_neighbours": int,
+    "start_timeout_s": (int, float),
     "max_delta_norm": (int, float),
     "codec": str,
     "mix_scope": str,
@@ -183,6 +189,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
             val_scoring=val_scoring,
             allow=allow,
             **_protocol_kwargs(protocol),
+            **_protocol_kwargs({k: peer[k] for k in _PEER_PASSTHROUGH if k in peer}),
         )
     except P2PFLError as exc:
         raise ConfigError(f"[peer/protocol] {exc}") from None

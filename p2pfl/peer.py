@@ -78,7 +78,9 @@ class PeerConfig:
     state_dir: Path | None = None
     local_steps: int = 20
     round_interval_s: float = 0.0
-    wait_fraction: float = 0.5
+    wait_fraction: float = 1.0
+    min_neighbours: int = 1
+    start_timeout_s: float = 60.0
     max_round_wait_s: float = 10.0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -102,6 +104,8 @@ class PeerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
             raise ConfigError(f"local_steps: must be an integer >= 1, got {self.local_steps!r}")
+        if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
+            raise ConfigError(f"min_neighbours: must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:
             raise ConfigError(f"wait_fraction: must be in [0, 1], got {self.wait_fraction!r}")
         if self.mix_scope not in ("connected", "all"):
@@ -111,6 +115,7 @@ class PeerConfig:
         for name in (
             "round_interval_s",
             "max_round_wait_s",
+            "start_timeout_s",
             "request_timeout_s",
             "status_interval_s",
             "reconnect_interval_s",
@@ -200,6 +205,7 @@ class Peer:
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
         self.local_divergences = 0
+        self._started = False
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -228,8 +234,6 @@ class Peer:
                 t.set_peer_filter(self._peer_allowed)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             await self._connect_static()
-            if self.config.join_on_start and self.engine.seq == 0 and self.round == 0:
-                await self._join()
             self._nursery.start_soon(self._housekeeping)
             log.info("peer online peer=%s listen=%s", self.peer_id, " ".join(t.listen_addrs))
         except BaseException:
@@ -446,6 +450,11 @@ class Peer:
     ) -> list[RoundReport]:
         """Run rounds until ``rounds`` more are done, ``until()`` is true, or :meth:`stop` is called."""
         done: list[RoundReport] = []
+        if self.round == 0 and not self._started:
+            self._started = True
+            await self._await_neighbours()
+            if self.config.join_on_start and self.engine.seq == 0:
+                await self._join()
         while not self._stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
                 break
@@ -459,21 +468,34 @@ class Peer:
                     await self._stopped.wait()
         return done
 
+    async def _await_neighbours(self) -> None:
+        """Before the first round, wait (at most ``start_timeout_s``) for ``min_neighbours`` connections:
+        a peer that starts learning alone drifts away on its own data before the others come online."""
+        with trio.move_on_after(self.config.start_timeout_s) as scope:
+            while len(self.transport.connected_peers()) < self.config.min_neighbours:
+                await trio.sleep(0.1)
+        if scope.cancelled_caught:
+            log.warning(
+                "starting with %d of min_neighbours=%d neighbours after %.0f s",
+                len(self.transport.connected_peers()),
+                self.config.min_neighbours,
+                self.config.start_timeout_s,
+            )
+
     def _fresh_neighbours(self) -> tuple[int, int, int]:
         """(neighbours updated since the last mix, neighbours still publishing, connected neighbours).
 
-        A neighbour whose last update is older than ``max_round_wait_s`` counts as quiet (stopped, slow or
-        finished its rounds) and is not waited for; one we have no replica of yet is expected to publish.
+        A neighbour counts as publishing if we applied a version of it within ``max_round_wait_s``; one that
+        went quiet (stopped, finished its rounds, or of another network) is not waited for.
         """
         now = trio.current_time()
         peers = [p for p in self.transport.connected_peers() if not self.engine.is_evicted(p)]
         fresh = active = 0
         for p in peers:
             rep = self.engine.replicas.get(p)
-            if rep is None or now - rep.updated_at <= self.config.max_round_wait_s:
+            if rep is not None and now - rep.updated_at <= self.config.max_round_wait_s:
                 active += 1
-            if rep is not None and rep.updated_at > self._last_mix:
-                fresh += 1
+                fresh += rep.updated_at > self._last_mix
         return fresh, active, len(peers)
 
     async def _wait_for_neighbours(self) -> None:
@@ -485,7 +507,7 @@ class Peer:
         with trio.move_on_after(self.config.max_round_wait_s):
             while not self._stopped.is_set():
                 fresh, active, connected = self._fresh_neighbours()
-                if connected and fresh >= math.ceil(self.config.wait_fraction * active):
+                if connected and fresh >= max(1, math.ceil(self.config.wait_fraction * active)):
                     return
                 self._replica_updated = trio.Event()
                 with trio.move_on_after(0.5):  # re-check now and then: connections and quiet peers change

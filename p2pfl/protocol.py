@@ -322,9 +322,16 @@ class GossipEngine:
             env = open_envelope(
                 data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
             )
-        except WireError:
+        except WireError as exc:
+            self.rejections[exc.reason] += 1  # never delivered: count it here, by reason
             return False
-        return env.header.kind == "delta" and not self.is_evicted(env.header.sender)
+        if env.header.kind != "delta":
+            self.rejections["unexpected_kind"] += 1
+            return False
+        if self.is_evicted(env.header.sender):
+            self.rejections["evicted"] += 1
+            return False
+        return True
 
     def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
         """A gossip message arrived (delivered by ``via``)."""

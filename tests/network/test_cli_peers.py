@@ -19,7 +19,7 @@ DATA = {"alpha": 0.5, "seed": 3}
 
 def learner_sections(i: int, n: int, **peer: object) -> dict[str, dict[str, object]]:
     return {
-        "peer": {"local_steps": 10, **peer},
+        "peer": {"local_steps": 10, "min_neighbours": n - 1, **peer},
         "learner": {"entry": "simulations.entry:digits", "params": {"peer_index": i, "num_peers": n, **DATA}},
     }
 
@@ -42,7 +42,7 @@ def full_mesh(cluster: Cluster, i: int) -> list[str]:
 
 
 def test_four_cli_peers_learn_non_iid_digits_together(tmp_path: Path) -> None:
-    n, rounds = 4, 40
+    n, rounds = 4, 80
     cluster = Cluster(tmp_path, n)
     try:
         for i in range(n):

@@ -1,0 +1,268 @@
+"""Attacks as wrappers around the real peer, never as flags inside ``p2pfl``.
+
+A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; what differs is
+
+* its **learner** (model-poisoning attacks): the wrapper returns a poisoned model from ``get_params`` right
+  after local training, and that is what the peer publishes as its new version:
+
+  - ``signflip``: ``start - scale * (trained - start)`` (the local update reversed and amplified);
+  - ``gaussian``: ``trained + sigma * N(0, 1)`` per coordinate;
+  - ``labelflip``: honest training on flipped labels (``y -> C - 1 - y``) of its own private data;
+  - ``alie`` ("a little is enough", Baruch et al. 2019): ``mean - z * std`` of the neighbours' models,
+    coordinate-wise, which hides inside the spread of honest models;
+  - ``ipm`` (inner-product manipulation, Xie et al. 2020): ``start - epsilon * (mean - start)``, i.e. the
+    neighbours' average update reversed and scaled by ``epsilon``.
+
+  ``alie`` and ``ipm`` are **omniscient within the neighbourhood**: they read the attacker peer's replicas of
+  its neighbours' public models (exactly what that peer legitimately receives; colluders' models included)
+  through a read-only callable set by :meth:`Behaviour.bind` after the peer is created. They do not see
+  models of peers they are not connected to, nor honest models before they are published.
+
+* its **behaviour on the network** (protocol attacks), as a background task using the peer's transport:
+
+  - ``replay``: re-broadcasts its own old, validly signed envelopes every ``interval_s``; receivers must
+    reject them (``replay``: the seq is not newer than their replica);
+  - ``forge``: re-broadcasts its newest envelope with the sender rewritten to a neighbour's peer id, i.e.
+    signed with the wrong key; the transports' gossip validators drop it (counted as
+    ``transport:gossip_invalid``; the engine never sees it);
+  - ``crash``: the peer stops for good after ``crash_round`` rounds (the runner enforces it).
+
+  Replay and forge attackers train honestly: they test the protocol's defences, not the aggregator's.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import trio
+
+from p2pfl.learner import Dataset, EvalResult, Learner, TrainResult
+from simulations.scenario import AttackSpec
+
+Params = dict[str, npt.NDArray[np.float32]]
+ReplicaView = Callable[[], list[Params]]
+
+
+class _Wrapper:
+    """Delegates everything to the honest learner; subclasses poison what ``get_params`` returns."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self._start: Params | None = None
+        self._trained = False
+
+    def set_params(self, params: Mapping[str, npt.NDArray[Any]]) -> None:
+        self._start = {k: np.array(v, dtype=np.float32) for k, v in params.items()}
+        self._trained = False
+        self.inner.set_params(params)
+
+    def train(self, steps: int) -> TrainResult:
+        result: TrainResult = self.inner.train(steps)
+        self._trained = True
+        return result
+
+    def get_params(self) -> Params:
+        params: Params = self.inner.get_params()
+        if self._start is None or not self._trained:
+            return params  # the initial model, or a read outside a round: nothing to poison
+        return self.poison(self._start, params)
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        return trained
+
+    def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
+        result: EvalResult = self.inner.evaluate(params)
+        return result
+
+    def evaluate_on(self, data: Dataset, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
+        result: EvalResult = self.inner.evaluate_on(data, params)
+        return result
+
+
+class SignFlip(_Wrapper):
+    def __init__(self, inner: Any, scale: float = 4.0) -> None:
+        super().__init__(inner)
+        self.scale = scale
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        return {k: (start[k] - self.scale * (trained[k] - start[k])).astype(np.float32) for k in trained}
+
+
+class Gaussian(_Wrapper):
+    def __init__(self, inner: Any, sigma: float = 1.0, seed: int = 0) -> None:
+        super().__init__(inner)
+        self.sigma = sigma
+        self._rng = np.random.default_rng(seed)
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        return {
+            k: (v + self.sigma * self._rng.standard_normal(v.shape)).astype(np.float32)
+            for k, v in trained.items()
+        }
+
+
+class LabelFlip(_Wrapper):
+    """Trains on its own data with labels flipped ``y -> C - 1 - y`` (needs a learner with ``train_data``
+    and ``n_classes``, like :class:`p2pfl.learner.NumpySoftmaxLearner`); publishes what it trained."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        data: Dataset = inner.train_data
+        inner.train_data = Dataset(data.x, (inner.n_classes - 1 - data.y).astype(np.int64))
+
+
+class _Omniscient(_Wrapper):
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.view: ReplicaView | None = None
+
+    def _neighbours(self) -> list[Params]:
+        return self.view() if self.view is not None else []
+
+
+class ALIE(_Omniscient):
+    def __init__(self, inner: Any, z: float = 1.0) -> None:
+        super().__init__(inner)
+        self.z = z
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        models = self._neighbours()
+        if len(models) < 2:
+            return trained
+        out = {}
+        for k in trained:
+            stack = np.stack([m[k] for m in models])
+            out[k] = (stack.mean(axis=0) - self.z * stack.std(axis=0)).astype(np.float32)
+        return out
+
+
+class IPM(_Omniscient):
+    def __init__(self, inner: Any, epsilon: float = 0.5) -> None:
+        super().__init__(inner)
+        self.epsilon = epsilon
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        models = self._neighbours()
+        if not models:
+            return trained
+        out = {}
+        for k in trained:
+            mean = np.mean([m[k] for m in models], axis=0)
+            out[k] = (start[k] - self.epsilon * (mean - start[k])).astype(np.float32)
+        return out
+
+
+# ------------------------------------------------------------------------------------- transport side
+
+
+class _RecordingTransport:
+    """Proxy of a transport that remembers the envelopes this peer broadcast (for replay and forge)."""
+
+    def __init__(self, inner: Any, sink: deque[bytes]) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def broadcast(self, data: bytes) -> None:
+        self._sink.append(bytes(data))
+        await self._inner.broadcast(data)
+
+
+class Behaviour:
+    """One attacker's wrappers and background behaviour; see the module docstring."""
+
+    def __init__(self, spec: AttackSpec, seed: int = 0) -> None:
+        self.spec = spec
+        self.kind = spec.kind
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.sent: deque[bytes] = deque(maxlen=64)
+        self.bad_envelopes_sent = 0
+        self._learner: _Wrapper | None = None
+
+    @property
+    def crash_round(self) -> int | None:
+        return self.spec.crash_round if self.kind == "crash" else None
+
+    @property
+    def poisons_model(self) -> bool:
+        return self.kind in ("signflip", "gaussian", "labelflip", "alie", "ipm")
+
+    def wrap_learner(self, learner: Learner) -> Learner:
+        s = self.spec
+        wrapped: _Wrapper | None = None
+        if self.kind == "signflip":
+            wrapped = SignFlip(learner, s.scale)
+        elif self.kind == "gaussian":
+            wrapped = Gaussian(learner, s.sigma, self.seed)
+        elif self.kind == "labelflip":
+            wrapped = LabelFlip(learner)
+        elif self.kind == "alie":
+            wrapped = ALIE(learner, s.z)
+        elif self.kind == "ipm":
+            wrapped = IPM(learner, s.epsilon)
+        if wrapped is None:
+            return learner
+        self._learner = wrapped
+        return wrapped
+
+    def wrap_transport(self, factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if self.kind not in ("replay", "forge"):
+            return factory
+        sink = self.sent
+
+        @asynccontextmanager
+        async def opened(identity: Any) -> AsyncIterator[Any]:
+            async with factory(identity) as t:
+                yield _RecordingTransport(t, sink)
+
+        return opened
+
+    def bind(self, peer: Any) -> None:
+        """Give omniscient wrappers a read-only view of ``peer``'s replicas (after the Peer is created)."""
+        if isinstance(self._learner, _Omniscient):
+            engine = peer.engine
+
+            def view() -> list[Params]:
+                return [
+                    {k: v.copy() for k, v in engine.layout.unflatten(r.vec).items()}
+                    for r in list(engine.replicas.values())
+                ]
+
+            self._learner.view = view
+
+    async def run(self, peer: Any) -> None:
+        """The background behaviour (replay, forge); runs until cancelled."""
+        if self.kind not in ("replay", "forge"):
+            return
+        me = peer.peer_id.encode()
+        while True:
+            await trio.sleep(self.spec.interval_s)
+            t = peer.transport
+            if self.kind == "replay" and len(self.sent) >= 2:
+                old = self.sent[self.rng.randrange(len(self.sent) - 1)]  # anything but the newest
+                await t.broadcast(old)
+                self.sent.pop()  # do not replay replays
+                self.bad_envelopes_sent += 1
+            elif self.kind == "forge" and self.sent:
+                victims = [p for p in t.connected_peers() if len(p) == len(me.decode())]
+                if not victims:
+                    continue
+                victim = self.rng.choice(sorted(victims)).encode()
+                forged = self.sent[-1].replace(me, victim, 1)
+                if forged != self.sent[-1]:
+                    await t.broadcast(forged)
+                    self.sent.pop()
+                    self.bad_envelopes_sent += 1
+
+
+def make_behaviour(spec: AttackSpec, seed: int) -> Behaviour:
+    return Behaviour(spec, seed)

@@ -1,0 +1,741 @@
+"""Run a scenario: many real :class:`p2pfl.peer.Peer` objects on one machine.
+
+Two engines share everything but the transport and the process layout:
+
+* ``memory``: every peer in one trio loop over :class:`p2pfl.transport.memory.MemoryNetwork` (``flood=False``:
+  a broadcast reaches the direct neighbours only, like gossip restricted to the topology).
+* ``libp2p``: one OS process per peer (``python -m simulations.worker``), real libp2p on 127.0.0.1, each peer
+  dialling only its topology neighbours. Workers report through files in ``DIR/peers/<i>/`` (``status.json``
+  and the checkpoint written by the peer itself, ``result.json`` and ``vectors.npy`` written by the worker);
+  the parent evaluates every final checkpoint on the global test set.
+
+Each peer is driven by :class:`PeerRunner`: start, wait for the start signal (a start gate, not a round
+barrier: peers pace themselves with ``wait_fraction``), run one peer-local round at a time recording a trace
+(test accuracy, bytes, reputations it gives its neighbours, evictions), leave and rejoin under churn (resuming
+from its checkpoint), and keep serving its neighbours after its last round until every honest peer is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import numpy.typing as npt
+import trio
+
+from p2pfl.identity import Identity
+from p2pfl.learner import Dataset, Learner, NumpySoftmaxLearner
+from p2pfl.peer import Peer, PeerConfig
+from p2pfl.state import load_checkpoint
+from simulations import topology
+from simulations.attacks import Behaviour, make_behaviour
+from simulations.data import Split, peer_splits
+from simulations.scenario import Scenario
+
+REPO = Path(__file__).resolve().parents[1]
+#: At most this many honest peers keep their model vector per round (for the consensus-distance plot).
+VECTOR_SAMPLE = 64
+#: The libp2p worker copies its checkpoint here when it completes its rounds (the model the report scores).
+FINAL_CHECKPOINT = "final.p2ck"
+
+
+# ------------------------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class PeerPlan:
+    index: int
+    seed: bytes
+    honest: bool
+    kind: str  # "honest" or the attack kind
+    neighbours: tuple[int, ...]
+    port: int = 0
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.seed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    scenario: Scenario
+    peers: tuple[PeerPlan, ...]
+    peer_ids: tuple[str, ...]
+
+    @property
+    def honest(self) -> list[int]:
+        return [p.index for p in self.peers if p.honest]
+
+
+def make_plan(scenario: Scenario, ports: list[int] | None = None) -> Plan:
+    """Topology, attacker placement and identities, deterministic in ``[run] seed``."""
+    n = scenario.topology.peers
+    rng = random.Random(scenario.run.seed)
+    topo = scenario.topology
+    graph = topology.build(topo.kind, n, rng, degree=topo.degree, fanout=topo.fanout)
+    bad = topology.place_attackers(graph, scenario.attack.count(n), scenario.attack.placement, rng)
+    plans, ids = [], []
+    for i in range(n):
+        seed = hashlib.blake2b(f"p2pfl-sim:{scenario.run.seed}:{i}".encode(), digest_size=32).digest()
+        plans.append(
+            PeerPlan(
+                index=i,
+                seed=seed,
+                honest=i not in bad,
+                kind="honest" if i not in bad else scenario.attack.kind,
+                neighbours=tuple(sorted(graph[i])),
+                port=ports[i] if ports else 0,
+            )
+        )
+        ids.append(Identity(seed).peer_id)
+    return Plan(scenario, tuple(plans), tuple(ids))
+
+
+def load_splits(scenario: Scenario) -> list[Split]:
+    d = scenario.data
+    return peer_splits(
+        d.dataset,
+        scenario.topology.peers,
+        partition_kind=d.partition,
+        alpha=d.alpha,
+        classes_per_peer=d.classes_per_peer,
+        test_fraction=d.test_fraction,
+        val_fraction=d.val_fraction,
+        seed=scenario.run.seed,
+    )
+
+
+def save_splits(splits: list[Split], path: Path) -> None:
+    """All peers' data in one ``.npz`` so worker processes load arrays instead of importing scikit-learn."""
+    arrays: dict[str, Any] = {
+        "test_x": splits[0].test.x,
+        "test_y": splits[0].test.y,
+        "meta": np.array([splits[0].n_classes, splits[0].n_features]),
+    }
+    for i, s in enumerate(splits):
+        arrays |= {
+            f"{i}_train_x": s.train.x,
+            f"{i}_train_y": s.train.y,
+            f"{i}_val_x": s.val.x,
+            f"{i}_val_y": s.val.y,
+        }
+    np.savez(path, **arrays)
+
+
+def load_split(path: Path, index: int) -> Split:
+    with np.load(path) as z:
+        n_classes, n_features = (int(v) for v in z["meta"])
+        return Split(
+            train=Dataset(z[f"{index}_train_x"], z[f"{index}_train_y"]),
+            val=Dataset(z[f"{index}_val_x"], z[f"{index}_val_y"]),
+            test=Dataset(z["test_x"], z["test_y"]),
+            n_classes=n_classes,
+            n_features=n_features,
+        )
+
+
+def build_learner(scenario: Scenario, split: Split, index: int) -> NumpySoftmaxLearner:
+    m = scenario.model
+    return NumpySoftmaxLearner(
+        split.train,
+        split.val,
+        split.n_classes,
+        hidden=m.hidden if m.kind == "mlp" else 0,
+        lr=m.lr,
+        momentum=m.momentum,
+        batch_size=m.batch_size,
+        weight_decay=m.weight_decay,
+        seed=scenario.run.seed * 100_003 + index,
+    )
+
+
+def peer_config(
+    scenario: Scenario,
+    *,
+    state_dir: Path | None,
+    listen: str = "/ip4/127.0.0.1/tcp/0",
+    static_peers: tuple[str, ...] = (),
+    status_interval_s: float = 0.0,
+) -> PeerConfig:
+    return PeerConfig(
+        network_id=scenario.run.network_id,
+        listen=listen,
+        static_peers=static_peers,
+        state_dir=state_dir,
+        local_steps=scenario.model.local_steps,
+        wait_fraction=scenario.run.wait_fraction,
+        max_round_wait_s=scenario.run.max_round_wait_s,
+        aggregation=scenario.aggregation.config(),
+        scoring=scenario.scoring.config(),
+        scoring_enabled=scenario.scoring.enabled,
+        val_scoring=scenario.scoring.val_scoring,
+        join_on_start=False,  # every peer starts from the same initial model
+        status_interval_s=status_interval_s,
+        reconnect_interval_s=1.0,
+    )
+
+
+def flat(params: dict[str, npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+    return np.concatenate([params[k].reshape(-1) for k in sorted(params)]).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+
+@dataclass
+class PeerRunner:
+    """Drives one peer through a scenario (used in-process by the memory engine and by each worker)."""
+
+    plan: Plan
+    me: PeerPlan
+    split: Split
+    transport: Callable[[Identity], Any]
+    addr_of: Callable[[int], str]
+    state_dir: Path | None
+    t0: float
+    keep_vectors: bool = True
+    listen: str = "/ip4/127.0.0.1/tcp/0"
+    status_interval_s: float = 0.0
+    peer: Peer | None = None
+    behaviour: Behaviour | None = None
+    trace: list[dict[str, Any]] = field(default_factory=list)
+    vectors: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    rounds_done: int = 0
+    restarts: int = 0
+    finished: bool = False
+    final: dict[str, Any] | None = None
+    _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    _rejected: Counter[str] = field(default_factory=Counter)
+    _evicted: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        sc = self.plan.scenario
+        self.rng = random.Random(sc.run.seed * 7919 + self.me.index)
+        learner: Learner = build_learner(sc, self.split, self.me.index)
+        if not self.me.honest:
+            self.behaviour = make_behaviour(sc.attack, seed=sc.run.seed * 31 + self.me.index)
+            learner = self.behaviour.wrap_learner(learner)
+            self.transport = self.behaviour.wrap_transport(self.transport)
+        self.learner = learner
+        self._test: Dataset = self.split.test
+        self.crashes = {c.round: c.downtime_s for c in sc.churn.crashes if c.peer == self.me.index}
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def _new_peer(self) -> Peer:
+        sc = self.plan.scenario
+        static = tuple(self.addr_of(j) for j in self.me.neighbours) if self.listen.startswith("/ip4") else ()
+        cfg = peer_config(
+            sc,
+            state_dir=self.state_dir,
+            listen=self.listen,
+            static_peers=static,
+            status_interval_s=self.status_interval_s,
+        )
+        peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
+        if self.behaviour is not None:
+            self.behaviour.bind(peer)
+        return peer
+
+    async def connect_neighbours(self, peer: Peer, timeout: float = 0.0) -> None:
+        """Dial every topology neighbour (retrying for up to ``timeout`` s for those not up yet)."""
+        deadline = trio.current_time() + timeout
+        missing = set(self.me.neighbours)
+        for _attempt in range(1000):
+            connected = set(peer.transport.connected_peers())
+            for j in sorted(missing):
+                if self.plan.peer_ids[j] in connected:
+                    missing.discard(j)
+                    continue
+                try:
+                    await peer.connect(self.addr_of(j))
+                    missing.discard(j)
+                except Exception:  # not up yet, gone, or evicted us: retried or ignored
+                    pass
+            if not missing or trio.current_time() >= deadline:
+                return
+            await trio.sleep(0.2)
+
+    def _absorb(self, peer: Peer) -> None:
+        """Keep counters of a peer incarnation that is about to go away (churn)."""
+        stats = peer.transport.stats
+        self._bytes[0] += stats.bytes_sent
+        self._bytes[1] += stats.bytes_received
+        self._rejected.update(peer.engine.rejections)
+        for reason, count in stats.dropped.items():
+            self._rejected[f"transport:{reason}"] += count
+        if peer.engine.scorer is not None:
+            self._evicted |= peer.engine.scorer.evicted()
+
+    def snapshot_counters(self) -> dict[str, Any]:
+        peer = self.peer
+        sent, received = self._bytes
+        rejected = Counter(self._rejected)
+        evicted = set(self._evicted)
+        if peer is not None and peer._transport is not None:
+            stats = peer.transport.stats
+            sent += stats.bytes_sent
+            received += stats.bytes_received
+            for reason, count in stats.dropped.items():
+                rejected[f"transport:{reason}"] += count
+        if peer is not None:
+            rejected.update(peer.engine.rejections)
+            if peer.engine.scorer is not None:
+                evicted |= peer.engine.scorer.evicted()
+        return {
+            "bytes_sent": sent,
+            "bytes_received": received,
+            "rejected": dict(sorted(rejected.items())),
+            "evicted": sorted(evicted),
+        }
+
+    def _record(self, peer: Peer, evicted_now: list[str]) -> None:
+        params = peer.params()
+        acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
+        counters = self.snapshot_counters()
+        reps: dict[str, float] = {}
+        if peer.engine.scorer is not None:
+            for j in self.me.neighbours:
+                pid = self.plan.peer_ids[j]
+                reps[pid] = round(peer.engine.scorer.reputation(pid), 4)
+        self.trace.append(
+            {
+                "round": peer.round,
+                "t": round(time.time() - self.t0, 3),
+                "acc": acc,
+                "bytes_sent": counters["bytes_sent"],
+                "bytes_received": counters["bytes_received"],
+                "evicted": evicted_now,
+                "rep": reps,
+            }
+        )
+        if self.keep_vectors:
+            self.vectors.append(flat(params))
+
+    async def run(
+        self,
+        go: Callable[[], Any],
+        all_done: Callable[[], bool],
+        on_finished: Callable[[PeerRunner], None],
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Enter the peer, report started, ``await go()``, run rounds until ``all_done()``.
+
+        ``on_finished`` is called once the peer completed ``[run] rounds`` rounds; what the results report
+        (trace, counters, model) is frozen at that point, while the peer keeps running so that slower peers
+        still mix with it instead of waiting ``max_round_wait_s`` for a silent neighbour."""
+        sc = self.plan.scenario
+        target = sc.run.rounds
+        crash_at = self.behaviour.crash_round if self.behaviour is not None else None
+        started = False
+        while True:
+            peer = self._new_peer()
+            async with peer:
+                self.peer = peer
+                if not started:
+                    started = True
+                    task_status.started()
+                    await go()
+                    await self.connect_neighbours(peer, timeout=15.0)
+                else:
+                    await self.connect_neighbours(peer, timeout=2.0)
+                leave_for: float | None = None
+                async with trio.open_nursery() as nursery:
+                    if self.behaviour is not None:
+                        nursery.start_soon(self.behaviour.run, peer)
+                    while not all_done():
+                        if crash_at is not None and peer.round >= crash_at:
+                            break  # a crash attacker: gone for good
+                        if (
+                            not self.me.honest or peer.round >= target
+                        ) and not peer.transport.connected_peers():
+                            await trio.sleep(0.5)  # isolated (e.g. an evicted attacker): idle, leave the CPU
+                            continue
+                        reports = await peer.run(1)
+                        if not reports:
+                            break
+                        if peer.round > target:
+                            continue  # done: keeps learning and publishing so slower peers never wait for it
+                        self.rounds_done = peer.round
+                        self._record(peer, reports[-1].evicted)
+                        if peer.round == target and not self.finished:
+                            self.finished = True
+                            self.final = self.result()
+                            on_finished(self)
+                        if self.me.honest and peer.round < target:
+                            if peer.round in self.crashes:
+                                leave_for = self.crashes[peer.round]
+                                break
+                            if sc.churn.leave > 0 and self.rng.random() < sc.churn.leave:
+                                leave_for = -1.0  # rejoin at random
+                                break
+                    nursery.cancel_scope.cancel()
+                self._absorb(peer)
+                self.peer = None
+            if leave_for is None:
+                return
+            self.restarts += 1
+            if leave_for >= 0:
+                await trio.sleep(leave_for)
+            else:
+                for _ in range(10_000):
+                    await trio.sleep(sc.churn.tick_s)
+                    if all_done() or self.rng.random() < sc.churn.rejoin:
+                        break
+
+    def result(self) -> dict[str, Any]:
+        """This peer's results, as frozen when it finished its rounds (or now, if it did not)."""
+        if self.final is not None:
+            return self.final
+        counters = self.snapshot_counters()
+        return {
+            "index": self.me.index,
+            "id": self.plan.peer_ids[self.me.index],
+            "honest": self.me.honest,
+            "kind": self.me.kind,
+            "neighbours": list(self.me.neighbours),
+            "rounds": self.rounds_done,
+            "restarts": self.restarts,
+            "bad_envelopes_sent": self.behaviour.bad_envelopes_sent if self.behaviour else 0,
+            **counters,
+            "trace": self.trace,
+        }
+
+
+# -------------------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A one-line progress bar on stderr (silent with ``quiet``)."""
+
+    def __init__(self, total: int, quiet: bool, stream: TextIO | None = None) -> None:
+        self.total = max(total, 1)
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.t0 = time.monotonic()
+        self._last = ""
+
+    def update(self, done: int, extra: str = "") -> None:
+        if self.quiet:
+            return
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
+        elapsed = time.monotonic() - self.t0
+        line = f"\r[{bar}] {100 * frac:5.1f}% rounds {done}/{self.total} {elapsed:6.1f}s {extra}"
+        if line != self._last:
+            self.stream.write(line)
+            self.stream.flush()
+            self._last = line
+
+    def close(self) -> None:
+        if not self.quiet:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# ---------------------------------------------------------------------------------- memory engine
+
+
+@dataclass
+class RunOutput:
+    plan: Plan
+    peers: list[dict[str, Any]]
+    vectors: dict[int, npt.NDArray[np.float32]]  # honest peer index -> (rounds, d) own models
+    wall_s: float
+    timed_out: bool
+
+
+async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
+    from p2pfl.transport.memory import MemoryNetwork
+
+    plan = make_plan(scenario)
+    splits = load_splits(scenario)
+    net = MemoryNetwork(flood=False)
+    nid = scenario.run.network_id
+    t0 = time.time()
+    honest = plan.honest
+    sample = set(honest[:VECTOR_SAMPLE])
+    runners = [
+        PeerRunner(
+            plan=plan,
+            me=p,
+            split=splits[p.index],
+            transport=lambda ident: net.open(network_id=nid, seed=ident.seed),
+            addr_of=lambda j: f"memory/{plan.peer_ids[j]}",
+            state_dir=(out / "peers" / str(p.index)) if scenario.churn.enabled else None,
+            t0=t0,
+            keep_vectors=p.index in sample,
+            listen="memory",
+        )
+        for p in plan.peers
+    ]
+    go = trio.Event()
+    done_event = trio.Event()
+    finished: set[int] = set()
+
+    def on_finished(r: PeerRunner) -> None:
+        if r.me.honest:
+            finished.add(r.me.index)
+            if len(finished) == len(honest):
+                done_event.set()
+
+    progress = Progress(len(honest) * scenario.run.rounds, quiet)
+    timed_out = False
+    async with trio.open_nursery() as nursery:
+        for r in runners:
+            await nursery.start(r.run, go.wait, done_event.is_set, on_finished)
+        # wire the topology once everybody is online (each edge dialled once, by its lower end)
+        for r in runners:
+            assert r.peer is not None
+            for j in r.me.neighbours:
+                if j > r.me.index:
+                    await r.peer.connect(f"memory/{plan.peer_ids[j]}")
+        go.set()
+        with trio.move_on_after(scenario.run.time_limit_s) as limit:
+            while not done_event.is_set():
+                progress.update(sum(min(r.rounds_done, scenario.run.rounds) for r in runners if r.me.honest))
+                with trio.move_on_after(0.5):
+                    await done_event.wait()
+        progress.update(sum(min(r.rounds_done, scenario.run.rounds) for r in runners if r.me.honest))
+        if limit.cancelled_caught:
+            timed_out = True
+            done_event.set()
+            with trio.move_on_after(30):
+                while any(r.peer is not None for r in runners):
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    progress.close()
+    wall = time.time() - t0
+    results = []
+    for r in runners:
+        res = r.result()
+        res["final_accuracy"] = r.trace[-1]["acc"] if r.trace else None
+        results.append(res)
+    vectors = {r.me.index: np.stack(r.vectors) for r in runners if r.vectors}
+    return RunOutput(plan, results, vectors, wall, timed_out)
+
+
+# ---------------------------------------------------------------------------------- libp2p engine
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(int(s.getsockname()[1]))
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def libp2p_addr(plan: Plan, j: int) -> str:
+    return f"/ip4/127.0.0.1/tcp/{plan.peers[j].port}/p2p/{plan.peer_ids[j]}"
+
+
+def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
+    """One worker process per peer; the parent only starts, watches, signals and evaluates."""
+    n = scenario.topology.peers
+    plan = make_plan(scenario, _free_ports(n))
+    peers_dir = out / "peers"
+    if peers_dir.exists():
+        shutil.rmtree(peers_dir)
+    peers_dir.mkdir(parents=True)
+    (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
+    control = out / "control"
+    control.mkdir(exist_ok=True)
+    for f in ("go", "stop"):
+        (control / f).unlink(missing_ok=True)
+    ports = [p.port for p in plan.peers]
+    t0 = time.time()
+    splits = load_splits(scenario)
+    save_splits(splits, out / "data.npz")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        for i in range(n):
+            d = peers_dir / str(i)
+            d.mkdir()
+            log = open(d / "worker.log", "wb")  # noqa: SIM115 - closed below
+            logs.append(log)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "simulations.worker",
+                        "--out",
+                        str(out),
+                        "--index",
+                        str(i),
+                        "--ports",
+                        ",".join(map(str, ports)),
+                        "--t0",
+                        repr(t0),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    env=env,
+                    cwd=str(REPO),
+                )
+            )
+        progress = Progress(len(plan.honest) * scenario.run.rounds, quiet)
+        deadline = time.monotonic() + scenario.run.time_limit_s
+        timed_out = False
+
+        def check_alive() -> None:
+            for i, proc in enumerate(procs):
+                code = proc.poll()
+                if code is not None and not (peers_dir / str(i) / "result.json").exists():
+                    tail = (peers_dir / str(i) / "worker.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
+
+        # start gate: everyone online (listening) before anyone trains
+        while not all((peers_dir / str(i) / "online").exists() for i in range(n)):
+            check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("peer workers did not come online within the time limit")
+            progress.update(
+                0, f"online {sum((peers_dir / str(i) / 'online').exists() for i in range(n))}/{n}"
+            )
+            time.sleep(0.2)
+        (control / "go").touch()
+        honest = plan.honest
+        while True:
+            rounds = 0
+            for i in honest:
+                st = _read_json(peers_dir / str(i) / "status.json")
+                rounds += min(int(st.get("round", 0)), scenario.run.rounds) if st else 0
+            progress.update(rounds)
+            if all((peers_dir / str(i) / "finished").exists() for i in honest):
+                break
+            check_alive()
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            time.sleep(0.25)
+        progress.close()
+        (control / "stop").touch()
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(5.0, deadline + 30 - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        wall = time.time() - t0
+    finally:
+        (out / "data.npz").unlink(missing_ok=True)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for log in logs:
+            log.close()
+    results, vectors = [], {}
+    for p in plan.peers:
+        d = peers_dir / str(p.index)
+        res = _read_json(d / "result.json") or {
+            "index": p.index,
+            "id": plan.peer_ids[p.index],
+            "honest": p.honest,
+            "kind": p.kind,
+            "neighbours": list(p.neighbours),
+            "rounds": 0,
+            "trace": [],
+            "error": "no result.json (worker crashed or was killed)",
+        }
+        ckpt = load_checkpoint(d, FINAL_CHECKPOINT) or load_checkpoint(d)
+        if ckpt is not None:
+            with np.errstate(all="ignore"):
+                res["final_accuracy"] = (
+                    build_learner(scenario, splits[p.index], p.index)
+                    .evaluate_on(splits[p.index].test, ckpt.own)
+                    .accuracy
+                )
+            res["rounds"] = max(int(res.get("rounds", 0)), ckpt.round)
+        else:
+            res["final_accuracy"] = None
+        results.append(res)
+        if (d / "vectors.npy").exists():
+            vectors[p.index] = np.load(d / "vectors.npy")
+    return RunOutput(plan, results, vectors, wall, timed_out)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# --------------------------------------------------------------------------------------------- API
+
+
+def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True) -> dict[str, Any]:
+    """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
+    from simulations.report import write_outputs
+
+    out.mkdir(parents=True, exist_ok=True)
+    # the peers' own log lines (evictions, rejections) go to a file, not over the progress bar
+    handler = logging.FileHandler(out / "peers.log", mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    p2pfl_log = logging.getLogger("p2pfl")
+    p2pfl_log.addHandler(handler)
+    propagate, p2pfl_log.propagate = p2pfl_log.propagate, False
+    try:
+        if scenario.run.transport == "memory":
+            output = trio.run(lambda: run_memory(scenario, out, quiet=quiet))
+        else:
+            output = run_libp2p(scenario, out, quiet=quiet)
+    finally:
+        p2pfl_log.removeHandler(handler)
+        p2pfl_log.propagate = propagate
+        handler.close()
+    return write_outputs(output, out, plots=plots)
+
+
+def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:
+    """``p2pfl sim SCENARIO --out DIR``: run, print the headline numbers, exit 0 (1 on a bad scenario)."""
+    from simulations.scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(scenario_path)
+    except (ScenarioError, ImportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        results = run_scenario(scenario, out, quiet=quiet)
+    except (ImportError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    acc = results["honest_accuracy"]
+    ev = results["evictions"]
+    print(
+        f"{scenario.name}: {results['wall_s']:.1f} s, honest accuracy mean {acc['mean']} min {acc['min']}, "
+        f"evictions {ev['true_positive']}/{ev['expected']} (false positives {ev['false_positive']}); "
+        f"report: {out / 'report.md'}"
+    )
+    if results["timed_out"]:
+        print("error: the scenario hit its [run] time_limit_s", file=sys.stderr)
+        return 1
+    return 0

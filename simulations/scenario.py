@@ -1,0 +1,452 @@
+"""Simulation scenarios: a TOML file -> frozen, validated dataclasses.
+
+Every key has a default and is checked; an error names the section and the key (``[attack] fraction: ...``).
+The resolved scenario (:meth:`Scenario.to_dict`) is valid input again, so it can be written next to the
+results and handed to worker processes as it is.
+
+Sections: ``[run]``, ``[data]``, ``[model]``, ``[topology]``, ``[aggregation]``, ``[scoring]``,
+``[attack]``, ``[churn]``. See ``docs/simulation.md`` for every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from p2pfl.aggregation import AggregationConfig
+from p2pfl.errors import ConfigError, P2PFLError
+from p2pfl.scoring import ScoringConfig
+
+TRANSPORTS = ("libp2p", "memory")
+DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic")
+PARTITIONS = ("iid", "dirichlet", "shards")
+MODELS = ("logreg", "mlp")
+OPTIMISERS = ("sgd",)
+TOPOLOGIES = ("complete", "ring", "random-regular", "peer-sampling", "dumbbell")
+ATTACKS = ("none", "signflip", "gaussian", "labelflip", "alie", "ipm", "replay", "forge", "crash")
+#: Attacks whose published models are poisoned: honest peers are expected to evict them.
+MODEL_ATTACKS = ("signflip", "gaussian", "labelflip", "alie", "ipm")
+PLACEMENTS = ("random", "targeted")
+SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attack", "churn")
+
+
+class ScenarioError(ConfigError):
+    """A scenario file is invalid; the message names ``[section] key``."""
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+
+def _type_name(expected: type | tuple[type, ...]) -> str:
+    if isinstance(expected, type):
+        return expected.__name__
+    return " or ".join(t.__name__ for t in expected)
+
+
+def _get(
+    table: Mapping[str, Any], section: str, key: str, expected: type | tuple[type, ...], default: Any
+) -> Any:
+    value = table.get(key, default)
+    if value is None and default is None:
+        return None
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in _as_tuple(expected))
+    if not ok:
+        raise ScenarioError(
+            f"[{section}] {key}: expected {_type_name(expected)}, got {type(value).__name__} {value!r}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ScenarioError(f"[{section}] {key}: must be finite, got {value!r}")
+    return float(value) if expected == (int, float) else value
+
+
+def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
+    return expected if isinstance(expected, tuple) else (expected,)
+
+
+def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ScenarioError(f"[{section}] {key}: must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _range(
+    section: str, key: str, value: float, lo: float, hi: float = math.inf, *, lo_open: bool = False
+) -> None:
+    if value < lo or value > hi or (lo_open and value == lo):
+        bracket = "(" if lo_open else "["
+        raise ScenarioError(f"[{section}] {key}: must be in {bracket}{lo}, {hi}], got {value!r}")
+
+
+def _known(table: Mapping[str, Any], section: str, keys: tuple[str, ...] | set[str]) -> None:
+    for key in table:
+        if key not in keys:
+            raise ScenarioError(f"[{section}] {key}: unknown key; known keys: {', '.join(sorted(keys))}")
+
+
+# ----------------------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    seed: int = 0
+    rounds: int = 20
+    transport: str = "libp2p"
+    time_limit_s: float = 600.0
+    wait_fraction: float = 1.0
+    max_round_wait_s: float = 5.0
+    network_id: str = "sim"
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> RunSpec:
+        s = "run"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        out = cls(
+            seed=_get(t, s, "seed", int, 0),
+            rounds=_get(t, s, "rounds", int, 20),
+            transport=_choice(s, "transport", _get(t, s, "transport", str, "libp2p"), TRANSPORTS),
+            time_limit_s=_get(t, s, "time_limit_s", (int, float), 600.0),
+            wait_fraction=_get(t, s, "wait_fraction", (int, float), 1.0),
+            max_round_wait_s=_get(t, s, "max_round_wait_s", (int, float), 5.0),
+            network_id=_get(t, s, "network_id", str, "sim"),
+        )
+        _range(s, "seed", out.seed, 0)
+        _range(s, "rounds", out.rounds, 1, 100_000)
+        _range(s, "time_limit_s", out.time_limit_s, 0, lo_open=True)
+        _range(s, "wait_fraction", out.wait_fraction, 0, 1)
+        _range(s, "max_round_wait_s", out.max_round_wait_s, 0)
+        return out
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = "digits"
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_peer: int = 2
+    test_fraction: float = 0.2
+    val_fraction: float = 0.15
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> DataSpec:
+        s = "data"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        out = cls(
+            dataset=_choice(s, "dataset", _get(t, s, "dataset", str, "digits"), DATASETS),
+            partition=_choice(s, "partition", _get(t, s, "partition", str, "dirichlet"), PARTITIONS),
+            alpha=_get(t, s, "alpha", (int, float), 0.5),
+            classes_per_peer=_get(t, s, "classes_per_peer", int, 2),
+            test_fraction=_get(t, s, "test_fraction", (int, float), 0.2),
+            val_fraction=_get(t, s, "val_fraction", (int, float), 0.15),
+        )
+        _range(s, "alpha", out.alpha, 0, lo_open=True)
+        _range(s, "classes_per_peer", out.classes_per_peer, 1)
+        _range(s, "test_fraction", out.test_fraction, 0, 0.9, lo_open=True)
+        _range(s, "val_fraction", out.val_fraction, 0, 0.9, lo_open=True)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str = "mlp"
+    hidden: int = 32
+    optimiser: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    local_steps: int = 10
+    batch_size: int = 16
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> ModelSpec:
+        s = "model"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        out = cls(
+            kind=_choice(s, "kind", _get(t, s, "kind", str, "mlp"), MODELS),
+            hidden=_get(t, s, "hidden", int, 32),
+            optimiser=_choice(s, "optimiser", _get(t, s, "optimiser", str, "sgd"), OPTIMISERS),
+            lr=_get(t, s, "lr", (int, float), 0.1),
+            momentum=_get(t, s, "momentum", (int, float), 0.9),
+            weight_decay=_get(t, s, "weight_decay", (int, float), 0.0),
+            local_steps=_get(t, s, "local_steps", int, 10),
+            batch_size=_get(t, s, "batch_size", int, 16),
+        )
+        _range(s, "hidden", out.hidden, 1, 100_000)
+        _range(s, "lr", out.lr, 0, 100, lo_open=True)
+        _range(s, "momentum", out.momentum, 0, 0.999)
+        _range(s, "weight_decay", out.weight_decay, 0, 1)
+        _range(s, "local_steps", out.local_steps, 1, 100_000)
+        _range(s, "batch_size", out.batch_size, 1, 100_000)
+        return out
+
+
+@dataclass(frozen=True)
+class TopologySpec:
+    peers: int = 8
+    kind: str = "complete"
+    degree: int = 4
+    fanout: int = 3
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> TopologySpec:
+        s = "topology"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        out = cls(
+            peers=_get(t, s, "peers", int, 8),
+            kind=_choice(s, "kind", _get(t, s, "kind", str, "complete"), TOPOLOGIES),
+            degree=_get(t, s, "degree", int, 4),
+            fanout=_get(t, s, "fanout", int, 3),
+        )
+        _range(s, "peers", out.peers, 2, 100_000)
+        if out.kind == "random-regular":
+            _range(s, "degree", out.degree, 1, out.peers - 1)
+            if out.peers * out.degree % 2:
+                raise ScenarioError(
+                    f"[topology] degree: peers * degree must be even, got {out.peers} * {out.degree}"
+                )
+        if out.kind == "peer-sampling":
+            _range(s, "fanout", out.fanout, 1, out.peers - 1)
+        if out.kind == "dumbbell" and out.peers < 4:
+            raise ScenarioError(f"[topology] peers: a dumbbell needs at least 4 peers, got {out.peers}")
+        return out
+
+
+def _dataclass_params(
+    cls: Any, table: Mapping[str, Any], section: str, skip: tuple[str, ...]
+) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    params = {k: v for k, v in table.items() if k not in skip}
+    for key in params:
+        if key not in names:
+            raise ScenarioError(
+                f"[{section}] {key}: unknown key; known keys: {', '.join(sorted({*names, *skip}))}"
+            )
+    try:
+        cls(**params)
+    except (P2PFLError, TypeError, ValueError) as exc:
+        raise ScenarioError(f"[{section}] {exc}") from None
+    return params
+
+
+@dataclass(frozen=True)
+class AggregationSpec:
+    """``rule`` plus any :class:`p2pfl.aggregation.AggregationConfig` field (validated there)."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> AggregationSpec:
+        return cls(_dataclass_params(AggregationConfig, t, "aggregation", ()))
+
+    def config(self) -> AggregationConfig:
+        return AggregationConfig(**self.params)
+
+    @property
+    def rule(self) -> str:
+        return str(self.params.get("rule", AggregationConfig().rule))
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """``enabled``, ``val_scoring`` and any :class:`p2pfl.scoring.ScoringConfig` field (the thresholds)."""
+
+    enabled: bool = True
+    val_scoring: bool = True
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> ScoringSpec:
+        s = "scoring"
+        enabled = _get(t, s, "enabled", bool, True)
+        val_scoring = _get(t, s, "val_scoring", bool, True)
+        return cls(enabled, val_scoring, _dataclass_params(ScoringConfig, t, s, ("enabled", "val_scoring")))
+
+    def config(self) -> ScoringConfig:
+        return ScoringConfig(**self.params)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    kind: str = "none"
+    fraction: float = 0.0
+    placement: str = "random"
+    scale: float = 4.0
+    sigma: float = 1.0
+    z: float = 1.0
+    epsilon: float = 0.5
+    crash_round: int = 3
+    interval_s: float = 0.5
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
+        s = "attack"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        out = cls(
+            kind=_choice(s, "kind", _get(t, s, "kind", str, "none"), ATTACKS),
+            fraction=_get(t, s, "fraction", (int, float), 0.0),
+            placement=_choice(s, "placement", _get(t, s, "placement", str, "random"), PLACEMENTS),
+            scale=_get(t, s, "scale", (int, float), 4.0),
+            sigma=_get(t, s, "sigma", (int, float), 1.0),
+            z=_get(t, s, "z", (int, float), 1.0),
+            epsilon=_get(t, s, "epsilon", (int, float), 0.5),
+            crash_round=_get(t, s, "crash_round", int, 3),
+            interval_s=_get(t, s, "interval_s", (int, float), 0.5),
+        )
+        _range(s, "fraction", out.fraction, 0, 0.5)
+        _range(s, "scale", out.scale, 0)
+        _range(s, "sigma", out.sigma, 0)
+        _range(s, "z", out.z, 0)
+        _range(s, "epsilon", out.epsilon, 0)
+        _range(s, "crash_round", out.crash_round, 0)
+        _range(s, "interval_s", out.interval_s, 0.01)
+        return out
+
+    def count(self, peers: int) -> int:
+        """How many of ``peers`` attack (``fraction`` rounded to the nearest peer; 0 for ``none``)."""
+        return 0 if self.kind == "none" else round(self.fraction * peers)
+
+
+@dataclass(frozen=True)
+class CrashEvent:
+    peer: int
+    round: int
+    downtime_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ChurnSpec:
+    """Honest peers leave after a round with probability ``leave``; an absent peer comes back with
+    probability ``rejoin`` per ``tick_s`` (resuming from its checkpoint). ``crashes`` are scripted events."""
+
+    leave: float = 0.0
+    rejoin: float = 0.5
+    tick_s: float = 0.5
+    crashes: tuple[CrashEvent, ...] = ()
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any], peers: int) -> ChurnSpec:
+        s = "churn"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        leave = _get(t, s, "leave", (int, float), 0.0)
+        rejoin = _get(t, s, "rejoin", (int, float), 0.5)
+        tick = _get(t, s, "tick_s", (int, float), 0.5)
+        _range(s, "leave", leave, 0, 1)
+        _range(s, "rejoin", rejoin, 0, 1, lo_open=True)
+        _range(s, "tick_s", tick, 0.01, 60)
+        raw = _get(t, s, "crashes", list, [])
+        crashes = []
+        for i, ev in enumerate(raw):
+            where = f"crashes[{i}]"
+            if not isinstance(ev, dict):
+                raise ScenarioError(f"[churn] {where}: must be a table {{peer, round, downtime_s}}")
+            _known(ev, f"churn] [{where}", {"peer", "round", "downtime_s"})
+            for key in ("peer", "round"):
+                if key not in ev:
+                    raise ScenarioError(f"[churn] {where}.{key}: required")
+            c = CrashEvent(
+                peer=_get(ev, s, "peer", int, 0),
+                round=_get(ev, s, "round", int, 0),
+                downtime_s=_get(ev, s, "downtime_s", (int, float), 2.0),
+            )
+            if not 0 <= c.peer < peers:
+                raise ScenarioError(f"[churn] {where}.peer: must be in [0, {peers}), got {c.peer}")
+            _range(s, f"{where}.round", c.round, 1)
+            _range(s, f"{where}.downtime_s", c.downtime_s, 0, 600)
+            crashes.append(c)
+        return cls(leave, rejoin, tick, tuple(crashes))
+
+    @property
+    def enabled(self) -> bool:
+        return self.leave > 0 or bool(self.crashes)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    run: RunSpec = field(default_factory=RunSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    model: ModelSpec = field(default_factory=ModelSpec)
+    topology: TopologySpec = field(default_factory=TopologySpec)
+    aggregation: AggregationSpec = field(default_factory=AggregationSpec)
+    scoring: ScoringSpec = field(default_factory=ScoringSpec)
+    attack: AttackSpec = field(default_factory=AttackSpec)
+    churn: ChurnSpec = field(default_factory=ChurnSpec)
+    name: str = "scenario"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario (every default filled in); ``parse_scenario`` accepts it again."""
+        agg = dict(self.aggregation.params)
+        agg.setdefault("rule", self.aggregation.rule)
+        return {
+            "run": dataclasses.asdict(self.run),
+            "data": dataclasses.asdict(self.data),
+            "model": dataclasses.asdict(self.model),
+            "topology": dataclasses.asdict(self.topology),
+            "aggregation": agg,
+            "scoring": {
+                "enabled": self.scoring.enabled,
+                "val_scoring": self.scoring.val_scoring,
+                **self.scoring.params,
+            },
+            "attack": dataclasses.asdict(self.attack),
+            "churn": {
+                "leave": self.churn.leave,
+                "rejoin": self.churn.rejoin,
+                "tick_s": self.churn.tick_s,
+                "crashes": [dataclasses.asdict(c) for c in self.churn.crashes],
+            },
+        }
+
+    def replace(self, **sections: Mapping[str, Any]) -> Scenario:
+        """A copy with some keys overridden, e.g. ``replace(attack={"kind": "gaussian"})`` (re-validated)."""
+        data = self.to_dict()
+        for name, table in sections.items():
+            data[name] = {**data.get(name, {}), **table}
+        return parse_scenario(data, name=self.name)
+
+
+def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenario:
+    """Validate a scenario mapping (parsed TOML); raises :class:`ScenarioError` naming the bad key."""
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ScenarioError(f"[{section}]: unknown section; known sections: {', '.join(SECTIONS)}")
+        if not isinstance(table, dict):
+            raise ScenarioError(f"[{section}]: must be a table")
+    topology = TopologySpec.parse(data.get("topology", {}))
+    scenario = Scenario(
+        run=RunSpec.parse(data.get("run", {})),
+        data=DataSpec.parse(data.get("data", {})),
+        model=ModelSpec.parse(data.get("model", {})),
+        topology=topology,
+        aggregation=AggregationSpec.parse(data.get("aggregation", {})),
+        scoring=ScoringSpec.parse(data.get("scoring", {})),
+        attack=AttackSpec.parse(data.get("attack", {})),
+        churn=ChurnSpec.parse(data.get("churn", {}), topology.peers),
+        name=name,
+    )
+    n_bad = scenario.attack.count(topology.peers)
+    if scenario.attack.kind != "none" and n_bad == 0:
+        raise ScenarioError(
+            f"[attack] fraction: {scenario.attack.fraction} of {topology.peers} peers is no attacker; "
+            'raise it or use kind = "none"'
+        )
+    if n_bad >= topology.peers:
+        raise ScenarioError("[attack] fraction: at least one honest peer is needed")
+    return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario TOML file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {p}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
+    return parse_scenario(data, name=p.stem)

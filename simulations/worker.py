@@ -1,0 +1,96 @@
+"""One peer of the libp2p engine, as its own OS process (started by :func:`simulations.runner.run_libp2p`).
+
+``python -m simulations.worker --out DIR --index I --ports P0,P1,... --t0 T``
+
+Reads ``DIR/scenario.json``, runs the real :class:`p2pfl.peer.Peer` over libp2p on ``127.0.0.1:P_I`` with its
+topology neighbours as static peers, and talks to the parent through files in ``DIR/peers/I/``: ``online``
+(listening), ``status.json`` and the checkpoint (written by the peer every round), ``finished`` (its rounds
+are done, with ``result.json`` and ``final.p2ck`` frozen then; it keeps running rounds so that slower
+neighbours never wait for a silent peer), ``vectors.npy`` (at exit). It waits for
+``DIR/control/go`` before its first round and stops when ``DIR/control/stop`` appears. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from p2pfl.state import atomic_write
+from simulations.runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
+from simulations.scenario import parse_scenario
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="simulations.worker")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--index", type=int, required=True)
+    ap.add_argument("--ports", required=True)
+    ap.add_argument("--t0", type=float, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    out = Path(args.out)
+    scenario = parse_scenario(json.loads((out / "scenario.json").read_text()), name="worker")
+    plan = make_plan(scenario, [int(p) for p in args.ports.split(",")])
+    me = plan.peers[args.index]
+    split = load_split(out / "data.npz", args.index)
+    d = out / "peers" / str(args.index)
+    control = out / "control"
+
+    def factory(identity: object) -> object:
+        from p2pfl.transport.libp2p import Libp2pTransport
+
+        return Libp2pTransport.open(
+            seed=me.seed, network_id=scenario.run.network_id, listen=f"/ip4/127.0.0.1/tcp/{me.port}"
+        )
+
+    runner = PeerRunner(
+        plan=plan,
+        me=me,
+        split=split,
+        transport=factory,
+        addr_of=lambda j: libp2p_addr(plan, j),
+        state_dir=d,
+        t0=args.t0,
+        keep_vectors=me.honest,
+        listen=f"/ip4/127.0.0.1/tcp/{me.port}",
+        status_interval_s=1.0,
+    )
+
+    async def go() -> None:
+        (d / "online").touch()
+        for _ in range(int(scenario.run.time_limit_s * 20) + 1):
+            if (control / "go").exists():
+                return
+            await trio.sleep(0.05)
+        raise RuntimeError("no start signal from the parent")
+
+    def all_done() -> bool:
+        return (control / "stop").exists()
+
+    def finished(r: PeerRunner) -> None:
+        # the checkpoint of the round just completed (written before publishing) is the model to score
+        shutil.copyfile(d / "checkpoint.p2ck", d / FINAL_CHECKPOINT)
+        atomic_write(d / "result.json", json.dumps(r.result()).encode())
+        (d / "finished").touch()
+
+    try:
+        trio.run(runner.run, go, all_done, finished)
+    finally:
+        if runner.vectors:
+            np.save(d / "vectors.npy", np.stack(runner.vectors))
+        if not (d / "result.json").exists():
+            atomic_write(d / "result.json", json.dumps(runner.result()).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
