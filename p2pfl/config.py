@@ -38,9 +38,20 @@ _PEER_KEYS = {
     "max_round_wait_s": (int, float),
     "min_neighbours": int,
     "start_timeout_s": (int, float),
+    "max_neighbours": int,
+    "discover_interval_s": (int, float),
+    "bootstrap_ttl": int,
 }
 #: [peer] keys handed to PeerConfig as they are (after int -> float for the float knobs)
-_PEER_PASSTHROUGH = ("wait_fraction", "max_round_wait_s", "min_neighbours", "start_timeout_s")
+_PEER_PASSTHROUGH = (
+    "wait_fraction",
+    "max_round_wait_s",
+    "min_neighbours",
+    "start_timeout_s",
+    "max_neighbours",
+    "discover_interval_s",
+    "bootstrap_ttl",
+)
 _PROTOCOL_KEYS = {
     "inline_limit": int,
     "max_staleness_s": (int, float),

@@ -80,6 +80,9 @@ class PeerConfig:
     round_interval_s: float = 0.0
     wait_fraction: float = 1.0
     min_neighbours: int = 1
+    max_neighbours: int = 16
+    discover_interval_s: float = 10.0
+    bootstrap_ttl: int = 120
     start_timeout_s: float = 60.0
     max_round_wait_s: float = 10.0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
@@ -116,6 +119,7 @@ class PeerConfig:
             "round_interval_s",
             "max_round_wait_s",
             "start_timeout_s",
+            "discover_interval_s",
             "request_timeout_s",
             "status_interval_s",
             "reconnect_interval_s",
@@ -206,6 +210,7 @@ class Peer:
         self._last_mix = -math.inf
         self.local_divergences = 0
         self._started = False
+        self._discovery: Any = None
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -234,6 +239,8 @@ class Peer:
                 t.set_peer_filter(self._peer_allowed)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             await self._connect_static()
+            if self.config.bootstrap:
+                await self._start_discovery(self._nursery)
             self._nursery.start_soon(self._housekeeping)
             log.info("peer online peer=%s listen=%s", self.peer_id, " ".join(t.listen_addrs))
         except BaseException:
@@ -327,6 +334,64 @@ class Peer:
                 await self.transport.connect(addr)
             except TransportError as exc:
                 log.info("static peer not reachable yet addr=%s reason=%s", addr, exc)
+
+    async def _start_discovery(self, nursery: trio.Nursery) -> None:
+        """Register with the bootstrap registries (renewed in the background) and dial the peers they, or
+        the peer cache when every registry is down, know of. Only signed peer records are dialled."""
+        from p2pfl.discovery import BootstrapClient, PeerCache
+
+        cache = None
+        if self.config.state_dir is not None:
+            cache = PeerCache.in_state_dir(
+                self.config.state_dir, network_id=self.config.network_id, own_peer_id=self.peer_id
+            )
+        self._discovery = BootstrapClient(
+            self.transport,
+            self.identity,
+            self.config.network_id,
+            self.config.bootstrap,
+            ttl=self.config.bootstrap_ttl,
+            cache=cache,
+        )
+        await nursery.start(self._discovery.run_renewal)
+        await self.discover()
+        nursery.start_soon(self._discovery_loop)
+
+    async def discover(self) -> int:
+        """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
+        from p2pfl.discovery import dial_record
+
+        if self._discovery is None:
+            return 0
+        records = await self._discovery.find_peers()
+        connected = set(self.transport.connected_peers())
+        dialled = 0
+        for record in records:
+            if len(connected) >= self.config.max_neighbours:
+                break
+            pid = record.peer_id
+            if (
+                pid in connected
+                or pid == self.peer_id
+                or self.engine.is_evicted(pid)
+                or not self._peer_allowed(pid)
+            ):
+                continue
+            if await dial_record(self.transport, record) is not None:
+                connected.add(pid)
+                dialled += 1
+        return dialled
+
+    async def _discovery_loop(self) -> None:
+        while True:
+            await trio.sleep(self.config.discover_interval_s)
+            try:
+                new = await self.discover()
+            except P2PFLError as exc:
+                log.info("discovery failed: %s", exc)
+                continue
+            if new:
+                log.info("discovery: dialled %d new peers", new)
 
     async def _join(self) -> None:
         """Fetch snapshots from the connected peers and start from their median (if enough answer)."""
