@@ -21,14 +21,12 @@ neither libp2p nor numpy, so the registry service and the peer share it cheaply.
 from __future__ import annotations
 
 import base64
-import contextlib
 import ipaddress
 import json
 import logging
 import math
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ import msgpack
 import trio
 
 from p2pfl.errors import IdentityError, P2PFLError, TransportError
+from p2pfl.fsutil import atomic_write
 from p2pfl.identity import SIGNATURE_SIZE, Identity, public_key_from_peer_id, verify
 
 if TYPE_CHECKING:
@@ -459,26 +458,7 @@ class PeerCache:
                 for e in entries
             ],
         }
-        data = json.dumps(doc, indent=1).encode("utf-8")
-        directory = self.path.parent
-        tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        with contextlib.suppress(OSError):
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        atomic_write(self.path, json.dumps(doc, indent=1).encode("utf-8"))
 
     def _trim(self) -> None:
         if len(self._entries) <= self.max_entries:

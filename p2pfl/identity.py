@@ -23,6 +23,7 @@ import nacl.exceptions
 import nacl.signing
 
 from p2pfl.errors import IdentityError
+from p2pfl.fsutil import fsync_dir, write_temp
 
 if TYPE_CHECKING:
     from libp2p.crypto.keys import KeyPair
@@ -143,15 +144,6 @@ def _format_key_file(identity: Identity) -> bytes:
     ).encode("ascii")
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_key(identity: Identity, path: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Write ``identity`` to ``path`` atomically with mode 0600.
 
@@ -167,20 +159,16 @@ def save_key(identity: Identity, path: str | os.PathLike[str], *, force: bool = 
         raise IdentityError(
             f"key file {target} already exists; refusing to overwrite it (use --force to replace it)"
         )
-    tmp = directory / f".{target.name}.{secrets.token_hex(6)}.tmp"
-    data = _format_key_file(identity)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        tmp = write_temp(directory, target.name, _format_key_file(identity))
+    except OSError as exc:
+        raise IdentityError(f"cannot write key file {target}: {exc.strerror or exc}") from exc
+    try:
         if force:
             os.replace(tmp, target)
         else:
             try:
-                os.link(tmp, target)
+                os.link(tmp, target)  # refuses if target exists: no check-then-write race
             except FileExistsError:
                 raise IdentityError(
                     f"key file {target} already exists; refusing to overwrite it (use --force to replace it)"
@@ -190,7 +178,7 @@ def save_key(identity: Identity, path: str | os.PathLike[str], *, force: bool = 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return target
 
 

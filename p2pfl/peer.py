@@ -35,6 +35,7 @@ import trio
 
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError, P2PFLError, TransportError
+from p2pfl.fsutil import atomic_write
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
 from p2pfl.protocol import (
@@ -50,14 +51,7 @@ from p2pfl.protocol import (
     RoundOutcome,
 )
 from p2pfl.scoring import ScoringConfig
-from p2pfl.state import (
-    Checkpoint,
-    RollbackGuard,
-    VersionLog,
-    atomic_write,
-    load_checkpoint,
-    save_checkpoint,
-)
+from p2pfl.state import Checkpoint, RollbackGuard, VersionLog, load_checkpoint, save_checkpoint
 from p2pfl.transport.base import Transport
 from p2pfl.wire import Meta
 

@@ -14,10 +14,8 @@ This module does file I/O but no networking and reads no clock: callers pass tim
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import secrets
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from p2pfl.errors import StateError
+from p2pfl.fsutil import atomic_write
 from p2pfl.identity import Identity, public_key_from_peer_id, verify
 from p2pfl.wire import WireError, decode_tensors, encode_tensors
 
@@ -50,26 +49,6 @@ def _h(data: bytes) -> bytes:
 
 def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old content or the new, never a mix."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 # --------------------------------------------------------------------------------------- checkpoints

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
-from p2pfl.state import atomic_write
+from p2pfl.fsutil import atomic_write
 from simulations.runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
 from simulations.scenario import parse_scenario
 

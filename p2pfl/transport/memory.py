@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
-from p2pfl.errors import TransportError
+from p2pfl.errors import IdentityError, TransportError
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
 
 __all__ = ["MemoryConfig", "MemoryNetwork", "MemoryTransport", "peer_id_from_seed"]
@@ -36,28 +36,16 @@ __all__ = ["MemoryConfig", "MemoryNetwork", "MemoryTransport", "peer_id_from_see
 log = logging.getLogger(__name__)
 
 _ADDR_PREFIX = "memory/"
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def peer_id_from_seed(seed: bytes) -> str:
-    """The libp2p peer id (``12D3KooW...``) of the Ed25519 key with this 32-byte seed, without libp2p.
+    """The libp2p peer id (``12D3KooW...``) of the Ed25519 key with this 32-byte seed, without libp2p."""
+    from p2pfl.identity import Identity
 
-    Identity multihash of the protobuf ``PublicKey{Type: Ed25519, Data: pk}``, base58btc-encoded: the
-    same string ``libp2p.peer.id.ID.from_pubkey`` produces, so signatures verify against memory peer ids.
-    """
-    from nacl.signing import SigningKey
-
-    if len(seed) != 32:
-        raise TransportError("seed must be exactly 32 bytes (an Ed25519 seed)")
-    pk = bytes(SigningKey(seed).verify_key)
-    raw = b"\x00\x24" + b"\x08\x01\x12\x20" + pk
-    n = int.from_bytes(raw, "big")
-    out = []
-    while n:
-        n, r = divmod(n, 58)
-        out.append(_B58[r])
-    pad = len(raw) - len(raw.lstrip(b"\x00"))
-    return "1" * pad + "".join(reversed(out))
+    try:
+        return Identity(seed).peer_id
+    except IdentityError as exc:
+        raise TransportError(f"seed must be exactly 32 bytes (an Ed25519 seed): {exc}") from None
 
 
 @dataclass(frozen=True)
