@@ -71,7 +71,7 @@ async def test_four_peers_on_non_iid_digits_all_reach_high_accuracy() -> None:
         alone.append(lone.evaluate_on(s.test).accuracy)
     async with memory_peers(4, splits, MemoryNetwork()) as peers:
         with trio.fail_after(120):
-            await run_all(peers, 40)
+            await run_all(peers, 80)
         accs = [test_accuracy(p, s) for p, s in zip(peers, splits, strict=True)]
         assert min(accs) >= 0.93, (accs, alone)
         assert all(p.engine.rejections.total() == 0 for p in peers)

@@ -72,14 +72,18 @@ def test_peers_find_each_other_through_the_registry_and_survive_its_outage(tmp_p
         assert 0 == cluster.stop(4)
         assert (cluster.specs[4].state / "peer-cache.json").exists()
         cluster.start(4)
-        wait_until(lambda: (s := cluster.status(4)) is not None and s["neighbours"] >= 2, 60, "peer 4 to rejoin")
+        wait_until(
+            lambda: (s := cluster.status(4)) is not None and s["neighbours"] >= 2, 60, "peer 4 to rejoin"
+        )
         round4 = cluster.status(4)["round"]  # type: ignore[index]
         cluster.wait_rounds([4], round4 + 5, timeout=60)
 
         # the registry comes back (same key, same port): a brand-new peer can join again
         reg = registry(tmp_path, port)
         cluster.start(n)
-        wait_until(lambda: (s := cluster.status(n)) is not None and s["neighbours"] >= 2, 60, "the new peer to join")
+        wait_until(
+            lambda: (s := cluster.status(n)) is not None and s["neighbours"] >= 2, 60, "the new peer to join"
+        )
         cluster.wait_rounds([n], 5, timeout=60)
         for i in range(n + 1):
             cluster.stop(i)
