@@ -44,6 +44,7 @@ from p2pfl.wire import (
     arch_digest,
     check_payload,
     decode_tensors,
+    is_network_id,
     model_digest,
     open_envelope,
     payload_parts,
@@ -172,6 +173,10 @@ class ProtocolConfig:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
+        if not is_network_id(self.network_id):
+            raise ConfigError(
+                f"network_id: must be 1-64 characters of [A-Za-z0-9._-], got {self.network_id!r}"
+            )
         if not isinstance(self.inline_limit, int) or self.inline_limit < 0:
             raise ConfigError(f"protocol.inline_limit: must be an integer >= 0, got {self.inline_limit!r}")
         for name in ("max_staleness_s", "snapshot_retry_s"):

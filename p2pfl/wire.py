@@ -234,7 +234,7 @@ class Header:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise SchemaError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if not isinstance(self.network_id, str) or not _NETWORK_ID_RE.fullmatch(self.network_id):
+        if not is_network_id(self.network_id):
             raise SchemaError(f"net must be 1-64 characters of [A-Za-z0-9._-], got {self.network_id!r}")
         if not isinstance(self.sender, str):
             raise WrongTypeError("sender must be a peer id string")
@@ -291,6 +291,11 @@ Tensors = Mapping[str, npt.NDArray[Any]]
 
 
 # ---------------------------------------------------------------------------------------- primitives
+
+
+def is_network_id(value: object) -> bool:
+    """1-64 characters of ``[A-Za-z0-9._-]``: the only network ids the wire format carries."""
+    return isinstance(value, str) and _NETWORK_ID_RE.fullmatch(value) is not None
 
 
 def digest(data: bytes | bytearray | memoryview) -> bytes:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import trio
 
+from p2pfl.errors import TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
@@ -130,3 +131,39 @@ async def test_a_peer_refuses_a_state_dir_of_another_identity(tmp_path: Path) ->
             transport=lambda i: net.open(network_id="digits", seed=i.seed),
         ):
             pass
+
+
+async def test_a_closed_network_refuses_and_counts_peers_off_its_allow_list() -> None:
+    splits = peer_splits("digits", 3, partition_kind="iid", seed=2)
+    net = MemoryNetwork()  # flooding: an open peer relays the outsider's gossip to the closed one
+    ids = [Identity(bytes([i + 1]) * 32) for i in range(3)]
+    allowed = frozenset({ids[0].peer_id, ids[1].peer_id})
+    configs = [
+        PeerConfig(
+            network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1, allow=allowed
+        ),
+        PeerConfig(network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1),
+        PeerConfig(network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1),
+    ]
+    peers = [
+        Peer(
+            c,
+            learner_for(s, i),
+            ident,
+            transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+        )
+        for i, (c, s, ident) in enumerate(zip(configs, splits, ids, strict=True))
+    ]
+    async with peers[0] as closed, peers[1] as open_, peers[2] as outsider:
+        await open_.connect(f"memory/{closed.peer_id}")
+        await outsider.connect(f"memory/{open_.peer_id}")
+        with pytest.raises(TransportError):
+            await outsider.connect(f"memory/{closed.peer_id}")
+        with trio.fail_after(60):
+            await run_all([closed, open_, outsider], 5)
+        assert set(closed.engine.replicas) == {open_.peer_id}
+        refused = closed.engine.rejections["sender_not_allowed"] + closed.transport.stats.dropped.get(
+            "peer_filter", 0
+        )
+        assert refused >= 5, (closed.engine.rejections, closed.transport.stats.dropped)
+        assert outsider.peer_id in open_.engine.replicas  # the open peer mixes with anyone

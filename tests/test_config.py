@@ -1,0 +1,93 @@
+"""Peer TOML configs: every mistake is reported with its key and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2pfl.config import load_config
+from p2pfl.errors import ConfigError
+from p2pfl.identity import Identity
+
+GOOD = """
+[peer]
+network_id = "digits"
+key_file = "node.key"
+state_dir = "state"
+static_peers = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"]
+rounds = 5
+local_steps = 7
+max_round_wait_s = 3
+[learner]
+entry = "simulations.entry:digits"
+params = { peer_index = 0, num_peers = 2 }
+[aggregation]
+rule = "median"
+[scoring]
+enabled = true
+evict_after = 5
+[protocol]
+max_staleness_s = 60
+[access]
+allow = ["12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "peer.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_complete_config_resolves_paths_and_values(tmp_path: Path) -> None:
+    node = load_config(write(tmp_path, GOOD))
+    assert (tmp_path / "node.key", tmp_path / "state") == (node.key_file, node.peer.state_dir)
+    assert (5, 7, 3.0, "median", 5) == (
+        node.rounds,
+        node.peer.local_steps,
+        node.peer.max_round_wait_s,
+        node.peer.aggregation.rule,
+        node.peer.scoring.evict_after,
+    )
+    assert frozenset({Identity(bytes(range(32))).peer_id}) == node.peer.allow
+    assert 60.0 == node.peer.max_staleness_s
+    learner = node.build_learner()
+    assert "fc1.weight" in learner.get_params()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('network_id = "digits"', ""), r"\[peer\] network_id: required"),
+        (("local_steps = 7", "local_stepz = 7"), r"\[peer\] local_stepz: unknown key"),
+        (("local_steps = 7", 'local_steps = "7"'), r"\[peer\] local_steps: expected int"),
+        (("local_steps = 7", "local_steps = 0"), r"local_steps: must be an integer >= 1"),
+        (("rounds = 5", "rounds = -1"), r"\[peer\] rounds: must be >= 0"),
+        (('rule = "median"', 'rule = "mode"'), r"\[aggregation\] rule: unknown rule"),
+        (("evict_after = 5", "evict_after = 0"), r"\[scoring\] evict_after"),
+        (("max_staleness_s = 60", "max_staleness = 60"), r"\[protocol\] max_staleness: unknown key"),
+        (('allow = ["12D3', 'allow = ["QmNot'), r"\[access\] allow"),
+        (
+            ('entry = "simulations.entry:digits"', 'entry = "nowhere"'),
+            r"\[learner\] entry: expected 'module:function'",
+        ),
+        (
+            ('entry = "simulations.entry:digits"', 'entry = "no_such_mod:f"'),
+            r"\[learner\] entry: cannot import",
+        ),
+        (("[access]", "[acess]"), r"\[acess\]: unknown section"),
+        (('network_id = "digits"', 'network_id = "bad id!"'), r"network_id|net"),
+    ],
+)
+def test_every_mistake_names_its_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    assert change[0] in GOOD
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, GOOD.replace(change[0], change[1], 1))).build_learner()
+
+
+def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[peer\n"))
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "absent.toml")
