@@ -41,6 +41,7 @@ _PEER_KEYS = {
     "max_neighbours": int,
     "discover_interval_s": (int, float),
     "bootstrap_ttl": int,
+    "advertise": list,
 }
 #: [peer] keys handed to PeerConfig as they are (after int -> float for the float knobs)
 _PEER_PASSTHROUGH = (
@@ -147,7 +148,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     for key in ("network_id", "key_file"):
         if key not in peer:
             raise ConfigError(f"[peer] {key}: required")
-    for key in ("static_peers", "bootstrap"):
+    for key in ("static_peers", "bootstrap", "advertise"):
         if not all(isinstance(a, str) for a in peer.get(key, [])):
             raise ConfigError(f"[peer] {key}: must be a list of multiaddr strings")
     log_level = peer.get("log_level", "info")
@@ -189,6 +190,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
             listen=peer.get("listen", "/ip4/127.0.0.1/tcp/0"),
             static_peers=tuple(peer.get("static_peers", ())),
             bootstrap=tuple(peer.get("bootstrap", ())),
+            advertise=tuple(peer.get("advertise", ())),
             state_dir=_path(base, peer["state_dir"]) if "state_dir" in peer else None,
             local_steps=peer.get("local_steps", 20),
             round_interval_s=float(peer.get("round_interval_s", 0.0)),

@@ -27,5 +27,9 @@ class TransportError(P2PFLError):
     """The network layer failed: dial, stream, timeout, or a peer that broke the protocol."""
 
 
+class ResponseTooLargeError(TransportError):
+    """A peer answered a request with more bytes than the caller allowed (``max_response``)."""
+
+
 class StateError(P2PFLError):
     """A checkpoint or version log on disk is missing, corrupt, or fails verification."""

@@ -18,9 +18,11 @@ the version log (before broadcasting: a crash can never reuse a version number),
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -34,7 +36,7 @@ import numpy.typing as npt
 import trio
 
 from p2pfl.aggregation import AggregationConfig
-from p2pfl.errors import ConfigError, P2PFLError, TransportError
+from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, TransportError
 from p2pfl.fsutil import atomic_write
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
@@ -77,6 +79,7 @@ class PeerConfig:
     max_neighbours: int = 16
     discover_interval_s: float = 10.0
     bootstrap_ttl: int = 120
+    advertise: tuple[str, ...] = ()
     start_timeout_s: float = 60.0
     max_round_wait_s: float = 10.0
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
@@ -101,6 +104,12 @@ class PeerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
             raise ConfigError(f"local_steps: must be an integer >= 1, got {self.local_steps!r}")
+        if not isinstance(self.max_neighbours, int) or self.max_neighbours < 1:
+            raise ConfigError(f"max_neighbours: must be an integer >= 1, got {self.max_neighbours!r}")
+        if not isinstance(self.bootstrap_ttl, int) or not 1 <= self.bootstrap_ttl <= 7200:
+            raise ConfigError(
+                f"bootstrap_ttl: must be an integer in 1..7200 (seconds), got {self.bootstrap_ttl!r}"
+            )
         if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
             raise ConfigError(f"min_neighbours: must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:
@@ -204,6 +213,7 @@ class Peer:
         self._last_mix = -math.inf
         self.local_divergences = 0
         self._started = False
+        self._lock_fd: int | None = None
         self._discovery: Any = None
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -221,6 +231,8 @@ class Peer:
     async def __aenter__(self) -> Peer:
         self._stack = AsyncExitStack()
         await self._stack.__aenter__()
+        self._lock_state_dir()
+        self._stack.callback(self._unlock_state_dir)
         try:
             self._restore()
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
@@ -262,6 +274,25 @@ class Peer:
         return self.transport.listen_addrs
 
     # ------------------------------------------------------------------------------- persistence
+
+    def _lock_state_dir(self) -> None:
+        """One running peer per state directory: a second one would interleave the version log."""
+        directory = self.config.state_dir
+        if directory is None:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"state_dir {directory} is in use by another running peer") from None
+        self._lock_fd = fd
+
+    def _unlock_state_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
 
     def _restore(self) -> None:
         directory = self.config.state_dir
@@ -345,6 +376,7 @@ class Peer:
             self.config.network_id,
             self.config.bootstrap,
             ttl=self.config.bootstrap_ttl,
+            advertise=list(self.config.advertise) or None,
             cache=cache,
         )
         await nursery.start(self._discovery.run_renewal)
@@ -387,8 +419,10 @@ class Peer:
             if new:
                 log.info("discovery: dialled %d new peers", new)
 
-    async def _join(self) -> None:
-        """Fetch snapshots from the connected peers and start from their median (if enough answer)."""
+    async def _join(self, adopt: bool) -> None:
+        """Fetch snapshots from the connected peers: they seed the replicas, and with ``adopt`` (a fresh
+        peer) the own model starts from their median if at least ``join_quorum`` answered. A peer resuming
+        from its checkpoint only seeds its replicas, so it mixes with its neighbours from its first round."""
         peers = self.transport.connected_peers()
         if not peers:
             return
@@ -409,7 +443,12 @@ class Peer:
         async with trio.open_nursery() as n:
             for peer in peers:
                 n.start_soon(fetch, peer)
-        used = self.engine.join_from_snapshots(snaps, trio.current_time())
+        now = trio.current_time()
+        if not adopt:
+            for peer, data in snaps.items():
+                await self._execute(self.engine.handle_snapshot(data, peer, now))
+            return
+        used = self.engine.join_from_snapshots(snaps, now)
         if used >= self.config.join_quorum:
             self.learner.set_params(self.engine.own_params())
             log.info("joined from the median of %d snapshots", used)
@@ -453,6 +492,11 @@ class Peer:
         peers = [action.peer] if action.via == action.peer else [action.peer, action.via]
         protocol = DELTA_PROTOCOL if isinstance(action, FetchPayload) else SNAPSHOT_PROTOCOL
         body = action.header.payload_digest if isinstance(action, FetchPayload) else b""
+        # a payload's exact size is signed (and checked against the model); a snapshot is bounded by config
+        limit = (
+            action.header.payload_size if isinstance(action, FetchPayload) else self.config.max_model_bytes
+        )
+        failure = "unavailable"
         connected = set(self.transport.connected_peers())
         for peer in peers:
             if peer not in connected:
@@ -461,12 +505,12 @@ class Peer:
                 continue  # a snapshot is signed by its owner: only the owner can serve it
             try:
                 data = await self.transport.request(
-                    peer,
-                    protocol,
-                    body,
-                    max_response=self.config.max_model_bytes,
-                    timeout=self.config.request_timeout_s,
+                    peer, protocol, body, max_response=limit, timeout=self.config.request_timeout_s
                 )
+            except ResponseTooLargeError as exc:
+                log.info("fetch from %s refused: %s", peer, exc)
+                failure = "oversize"
+                continue
             except TransportError as exc:
                 log.debug("fetch from %s failed: %s", peer, exc)
                 continue
@@ -478,6 +522,10 @@ class Peer:
             self._replica_updated.set()
             await self._execute(follow)
             return
+        if isinstance(action, FetchPayload):
+            self.engine.fetch_failed(action.header, failure)
+        else:
+            self.engine.snapshot_failed(action.peer, failure)
 
     def _log_rejections(self) -> None:
         now = time.monotonic()
@@ -509,11 +557,11 @@ class Peer:
     ) -> list[RoundReport]:
         """Run rounds until ``rounds`` more are done, ``until()`` is true, or :meth:`stop` is called."""
         done: list[RoundReport] = []
-        if self.round == 0 and not self._started:
+        if not self._started:
             self._started = True
             await self._await_neighbours()
-            if self.config.join_on_start and self.engine.seq == 0:
-                await self._join()
+            if self.config.join_on_start:
+                await self._join(adopt=self.engine.seq == 0)
         while not self._stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
                 break
@@ -532,6 +580,8 @@ class Peer:
         a peer that starts learning alone drifts away on its own data before the others come online."""
         with trio.move_on_after(self.config.start_timeout_s) as scope:
             while len(self.transport.connected_peers()) < self.config.min_neighbours:
+                if self._stopped.is_set():
+                    return
                 await trio.sleep(0.1)
         if scope.cancelled_caught:
             log.warning(
@@ -811,9 +861,12 @@ class PeerHandle:
         return dict(self._call(self.peer.params))
 
     def connect(self, addr: str) -> str:
-        if self._token is None:
+        if self._token is None or self._finished.is_set():
             raise P2PFLError("the peer is not running")
-        return str(trio.from_thread.run(self.peer.connect, addr, trio_token=self._token))
+        try:
+            return str(trio.from_thread.run(self.peer.connect, addr, trio_token=self._token))
+        except trio.RunFinishedError:
+            raise P2PFLError("the peer is not running") from None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the peer stops (its rounds are done and it was stopped); True if it did."""

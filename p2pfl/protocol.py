@@ -34,6 +34,7 @@ from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
 from p2pfl.wire import (
+    CODECS,
     ZERO_DIGEST,
     Envelope,
     Header,
@@ -44,6 +45,7 @@ from p2pfl.wire import (
     arch_digest,
     check_payload,
     decode_tensors,
+    encode_tensors,
     is_network_id,
     model_digest,
     open_envelope,
@@ -274,6 +276,8 @@ class GossipEngine:
         self._snapshot_wanted: dict[str, float] = {}
         self._fetching: dict[bytes, float] = {}
         self._snapshot_cache: bytes | None = None
+        zeros = self.layout.unflatten(np.zeros(self.layout.size, np.float32))
+        self._payload_sizes = {codec: len(encode_tensors(apply_codec(zeros, codec))) for codec in CODECS}
         # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
 
@@ -347,8 +351,8 @@ class GossipEngine:
         except WireError as exc:
             return self._reject(exc.reason, via)
         h = env.header
-        if h.sender == self.peer_id:
-            return []
+        if h.sender == self.peer_id:  # transports never echo our own messages: someone re-sent it
+            return self._reject("replay", via)
         if h.kind != "delta":
             return self._reject("unexpected_kind", h.sender)
         return self._consider_delta(h, env.payload, via, now)
@@ -360,6 +364,10 @@ class GossipEngine:
             return self._reject("evicted", h.sender)
         if h.arch != self.layout.arch:
             return self._reject("wrong_arch", h.sender)
+        if h.payload_size != self._payload_sizes.get(h.codec):
+            # the size of a delta follows from the model's layout: anything else is refused before any
+            # byte is fetched (an announcement cannot make us download more than a model)
+            return self._reject("bad_size", h.sender)
         rep = self.replicas.get(h.sender)
         if rep is not None and h.seq <= rep.seq:
             return self._reject("replay", h.sender)
@@ -435,6 +443,15 @@ class GossipEngine:
         self.applied += 1
         return []
 
+    def fetch_failed(self, h: Header, reason: str) -> list[Action]:
+        """A payload fetch failed (``reason``: ``oversize`` or ``unavailable``): count it, allow a retry."""
+        self._fetching.pop(h.payload_digest, None)
+        return self._reject(reason, h.sender)
+
+    def snapshot_failed(self, peer: str, reason: str) -> list[Action]:
+        """A snapshot request failed: count it (the retry interval still applies)."""
+        return self._reject(f"snapshot_{reason}", peer)
+
     def handle_payload(self, h: Header, payload: bytes, now: float) -> list[Action]:
         """A payload fetched by digest arrived for a header we accepted earlier."""
         try:
@@ -454,6 +471,10 @@ class GossipEngine:
         rep = self.replicas.get(h.sender)
         if rep is not None and h.seq < rep.seq:
             return self._reject("stale_snapshot", h.sender)
+        if rep is not None and h.seq == rep.seq:
+            if h.result != rep.digest:  # two different models signed as the same version
+                return self._reject("equivocation", h.sender)
+            return self._drain(h.sender, now)  # nothing new: the replica does not count as fresh
         self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
         return self._drain(h.sender, now)
 

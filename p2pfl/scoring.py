@@ -19,10 +19,11 @@ Every neighbour gets three component scores in ``[0, 1]``:
   worse than the peer itself on the peer's own split; a poisoned model is worse than the honest majority.
   A non-finite loss scores 0.
 
-The combined score is the weighted mean of the components present, capped by the distance and loss
-scores (those with non-zero weight): they are hard evidence, while the cosine is soft evidence because
-honest non-IID neighbours regularly pull against the peer's own update (the simulation in
-docs/aggregation.md measured cosines down to -0.5 between honest peers), so it only lowers the mean.
+The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
+loss 2: the own-data loss is the strongest evidence, the cosine the weakest, because honest non-IID
+neighbours regularly pull against the peer's own update). ``cap_by_hard_evidence`` instead caps the mean by
+the distance and loss scores; measured with the real peer on Dirichlet(0.5) digits, capping evicted honest
+peers whenever one component was noisy, so it is off by default (docs/aggregation.md).
 Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy
 round does not decide anything.
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trio
 
-from p2pfl.errors import TransportError
+from p2pfl.errors import ConfigError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
@@ -92,6 +92,7 @@ async def test_checkpoint_resume_keeps_versions_and_log_verifies(tmp_path: Path)
         state_dir=tmp_path / "p",
         status_interval_s=0,
         max_round_wait_s=0.1,
+        min_neighbours=0,  # a lone peer: do not wait for company
     )
     async with Peer(
         cfg, learner_for(splits[0], 0), ident, transport=lambda i: net.open(network_id="digits", seed=i.seed)
@@ -113,7 +114,9 @@ async def test_checkpoint_resume_keeps_versions_and_log_verifies(tmp_path: Path)
 async def test_a_peer_refuses_a_state_dir_of_another_identity(tmp_path: Path) -> None:
     splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
     net = MemoryNetwork()
-    cfg = PeerConfig(network_id="digits", local_steps=2, state_dir=tmp_path, status_interval_s=0)
+    cfg = PeerConfig(
+        network_id="digits", local_steps=2, state_dir=tmp_path, status_interval_s=0, min_neighbours=0
+    )
     async with Peer(
         cfg,
         learner_for(splits[0], 0),
@@ -121,7 +124,15 @@ async def test_a_peer_refuses_a_state_dir_of_another_identity(tmp_path: Path) ->
         transport=lambda i: net.open(network_id="digits", seed=i.seed),
     ) as p:
         await p.run(1)
-    from p2pfl.errors import ConfigError
+        # one running peer per state directory
+        with pytest.raises(ConfigError, match="in use by another running peer"):
+            async with Peer(
+                cfg,
+                learner_for(splits[0], 0),
+                Identity(bytes([1]) * 32),
+                transport=lambda i: net.open(network_id="digits", seed=i.seed),
+            ):
+                pass
 
     with pytest.raises(ConfigError, match="belongs to peer"):
         async with Peer(
@@ -167,3 +178,21 @@ async def test_a_closed_network_refuses_and_counts_peers_off_its_allow_list() ->
         )
         assert refused >= 5, (closed.engine.rejections, closed.transport.stats.dropped)
         assert outsider.peer_id in open_.engine.replicas  # the open peer mixes with anyone
+
+
+async def test_stop_is_honoured_while_waiting_for_the_first_neighbours() -> None:
+    splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
+    net = MemoryNetwork()
+    cfg = PeerConfig(network_id="digits", status_interval_s=0, min_neighbours=3, start_timeout_s=60)
+    async with Peer(
+        cfg,
+        learner_for(splits[0], 0),
+        Identity(bytes([5]) * 32),
+        transport=lambda i: net.open(network_id="digits", seed=i.seed),
+    ) as p:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as n:
+                n.start_soon(p.run)
+                await trio.sleep(0.3)
+                p.stop()
+        assert 0 == p.round

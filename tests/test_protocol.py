@@ -279,3 +279,35 @@ def test_deltas_arriving_while_a_snapshot_is_pending_are_applied_after_it() -> N
     rep = b.replicas[a.peer_id]
     assert (3, a.public_digest) == (rep.seq, rep.digest)
     assert 2 == b.applied
+
+
+def test_a_delta_whose_declared_size_is_not_the_models_is_refused_before_any_fetch() -> None:
+    a, b = engine(1, inline_limit=0), engine(2)
+    Net([a, b]).run(a, a.finish_round(train_step(a, 1.0), 1).actions)
+    pub = a.finish_round(train_step(a, 1.0), 2).actions[0]
+    assert isinstance(pub, Publish)
+    env = open_envelope(pub.envelope)
+    bomb = replace(env.header, payload_size=2**40)
+    hb = encode_header(bomb)
+    data = (
+        b"\x94\x01"
+        + msgpack.packb(hb, use_bin_type=True)
+        + msgpack.packb(a.identity.sign(SIGNING_DOMAIN + hb), use_bin_type=True)
+        + b"\xc0"
+    )
+    assert [] == b.handle_announce(data, a.peer_id, 2)
+    assert 1 == b.rejections["bad_size"]
+
+
+def test_a_snapshot_at_the_same_version_neither_refreshes_nor_replaces_the_replica() -> None:
+    a, b = engine(1), engine(2)
+    a.finish_round(train_step(a, 1.0), 1)
+    b.handle_snapshot(a.serve_snapshot(0), a.peer_id, 1.0)
+    b.handle_snapshot(a.serve_snapshot(0), a.peer_id, 9.0)
+    assert 1.0 == b.replicas[a.peer_id].updated_at  # a silent peer cannot look fresh by re-serving it
+    # a different model signed as the same version is equivocation
+    twin = GossipEngine(a.identity, ProtocolConfig(network_id="t"), model())
+    twin.finish_round(train_step(twin, 2.0), 1)
+    b.handle_snapshot(twin.serve_snapshot(0), a.peer_id, 10.0)
+    assert 1 == b.rejections["equivocation"]
+    assert a.public_digest == b.replicas[a.peer_id].digest

@@ -68,7 +68,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pfl.errors import TransportError
+from p2pfl.errors import ResponseTooLargeError, TransportError
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
 
 __all__ = ["Libp2pConfig", "Libp2pTransport", "PeerFilter", "gossip_topic"]
@@ -643,7 +643,7 @@ class Libp2pTransport:
                 try:
                     body = await _read_frame(stream, max_response + 1)
                 except _FrameTooLarge as exc:
-                    raise TransportError(
+                    raise ResponseTooLargeError(
                         f"{what}: response of {exc.size - 1} bytes exceeds max_response={max_response}"
                     ) from exc
         except trio.TooSlowError as exc:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import trio
 
-from p2pfl.errors import IdentityError, TransportError
+from p2pfl.errors import IdentityError, ResponseTooLargeError, TransportError
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
 
 __all__ = ["MemoryConfig", "MemoryNetwork", "MemoryTransport", "peer_id_from_seed"]
@@ -247,7 +247,7 @@ class MemoryTransport:
         remote._stats.requests_served += 1
         remote._stats.bytes_sent += len(response)
         if len(response) > max_response:
-            raise TransportError(
+            raise ResponseTooLargeError(
                 f"{what}: response of {len(response)} bytes exceeds max_response={max_response}"
             )
         self._stats.bytes_received += len(response)
