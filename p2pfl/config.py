@@ -228,15 +228,23 @@ def _protocol_kwargs(protocol: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path) -> NodeConfig:
-    """Read and validate a peer TOML file."""
+def read_toml(
+    path: str | Path, what: str = "config", error: type[ConfigError] = ConfigError
+) -> dict[str, Any]:
+    """Parse a TOML file; unreadable or invalid files raise ``error`` saying which and why."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from exc
+        raise error(f"cannot read {what} {p}: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        raise error(f"{p}: not valid TOML: {exc}") from None
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a peer TOML file."""
+    p = Path(path)
+    data = read_toml(p)
     return parse_config(data, p.resolve().parent, p)

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from p2pfl.aggregation import AggregationConfig
+from p2pfl.config import read_toml
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.scoring import ScoringConfig
 
@@ -441,12 +441,4 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario TOML file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {p}: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{p}: not valid TOML: {exc}") from None
-    return parse_scenario(data, name=p.stem)
+    return parse_scenario(read_toml(p, "scenario", ScenarioError), name=p.stem)
