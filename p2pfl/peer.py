@@ -761,6 +761,7 @@ class Peer:
             "bytes_sent": stats.bytes_sent if stats else 0,
             "bytes_received": stats.bytes_received if stats else 0,
             "rejected": dict(self.engine.rejections),
+            "duplicates": self.engine.duplicates,
             "evicted": sorted(self.engine.scorer.evicted()) if self.engine.scorer else [],
         }
 

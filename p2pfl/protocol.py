@@ -271,6 +271,7 @@ class GossipEngine:
         self.rejections: Counter[str] = Counter()
         self.rejections_by_peer: dict[str, Counter[str]] = {}
         self.applied = 0
+        self.duplicates = 0
         self.snapshot_requests = 0
         self._payloads: OrderedDict[bytes, bytes] = OrderedDict()
         self._snapshot_wanted: dict[str, float] = {}
@@ -369,6 +370,9 @@ class GossipEngine:
             # byte is fetched (an announcement cannot make us download more than a model)
             return self._reject("bad_size", h.sender)
         rep = self.replicas.get(h.sender)
+        if rep is not None and h.seq == rep.seq and h.result == rep.digest:
+            self.duplicates += 1  # the version we hold (e.g. a snapshot overtook it): nothing is wrong
+            return []
         if rep is not None and h.seq <= rep.seq:
             return self._reject("replay", h.sender)
         if rep is None or h.seq != rep.seq + 1 or h.base != rep.digest:
@@ -520,7 +524,9 @@ class GossipEngine:
                 self._reject(opened, peer)
                 continue
             h = opened[0].header
-            self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)
+            rep = self.replicas.get(peer)
+            if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
+                self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)
             good.append(opened[1])
         if len(good) >= self.config.join_quorum:
             self.own = median(np.stack(good))

@@ -84,14 +84,18 @@ def test_receiver_catches_up_by_snapshot_then_applies_deltas_exactly() -> None:
 def test_replayed_delta_is_rejected_and_changes_nothing() -> None:
     a, b = engine(1), engine(2)
     net = Net([a, b])
-    net.run(a, a.finish_round(train_step(a, 1.0), 1).actions)
-    out = a.finish_round(train_step(a, 1.0), 2)
-    net.run(a, out.actions)
+    envelopes = []
+    for r in (1, 2, 3):
+        out = a.finish_round(train_step(a, 1.0), r)
+        net.run(a, out.actions)
+        assert isinstance(out.actions[0], Publish)
+        envelopes.append(out.actions[0].envelope)
     before = b.replicas[a.peer_id].vec.copy()
-    publish = out.actions[0]
-    assert isinstance(publish, Publish)
-    assert [] == b.handle_announce(publish.envelope, a.peer_id, 3)
+    assert [] == b.handle_announce(envelopes[1], a.peer_id, 4)  # an older version: a replay
     assert 1 == b.rejections["replay"]
+    # the version we already hold again (e.g. delivered late after a snapshot): a harmless duplicate
+    assert [] == b.handle_announce(envelopes[2], a.peer_id, 4)
+    assert (1, 1) == (b.rejections["replay"], b.duplicates)
     assert np.array_equal(before, b.replicas[a.peer_id].vec)
 
 
