@@ -23,8 +23,8 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
   - ``replay``: re-broadcasts its own old, validly signed envelopes every ``interval_s``; receivers must
     reject them (``replay``: the seq is not newer than their replica);
   - ``forge``: re-broadcasts its newest envelope with the sender rewritten to a neighbour's peer id, i.e.
-    signed with the wrong key; the transports' gossip validators drop it (counted as
-    ``transport:gossip_invalid``; the engine never sees it);
+    signed with the wrong key; the peers' gossip validators drop it before forwarding (counted as
+    ``bad_signature`` by the engine and ``transport:gossip_invalid`` by the transport);
   - ``crash``: the peer stops for good after ``crash_round`` rounds (the runner enforces it).
 
   Replay and forge attackers train honestly: they test the protocol's defences, not the aggregator's.
