@@ -272,6 +272,7 @@ class GossipEngine:
         self.rejections_by_peer: dict[str, Counter[str]] = {}
         self.applied = 0
         self.duplicates = 0
+        self.ignored = 0
         self.snapshot_requests = 0
         self._payloads: OrderedDict[bytes, bytes] = OrderedDict()
         self._snapshot_wanted: dict[str, float] = {}
@@ -363,6 +364,9 @@ class GossipEngine:
     ) -> list[Action]:
         if self.is_evicted(h.sender):
             return self._reject("evicted", h.sender)
+        if self.mix_filter is not None and not self.mix_filter(h.sender):
+            self.ignored += 1  # relayed from a peer we never mix with (not a neighbour): no replica needed
+            return []
         if h.arch != self.layout.arch:
             return self._reject("wrong_arch", h.sender)
         if h.payload_size != self._payload_sizes.get(h.codec):

@@ -635,9 +635,10 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
             time.sleep(0.25)
         progress.close()
         (control / "stop").touch()
+        stop_deadline = time.monotonic() + 60.0  # workers get a bounded grace period, then are killed
         for proc in procs:
             try:
-                proc.wait(timeout=max(5.0, deadline + 30 - time.monotonic()))
+                proc.wait(timeout=max(1.0, stop_deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
