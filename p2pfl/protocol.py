@@ -551,7 +551,7 @@ class GossipEngine:
     def serve_snapshot(self, now_ms: int) -> bytes:
         """A signed snapshot of our public model at its current version."""
         if self._snapshot_cache is None:
-            tensors = apply_codec(self.layout.unflatten(self.public), "raw")
+            tensors = self.layout.unflatten(self.public)
             parts, pdigest, psize = payload_parts(tensors)
             header = Header(
                 kind="snapshot",
