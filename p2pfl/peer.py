@@ -354,7 +354,10 @@ class Peer:
         return await self.transport.connect(addr)
 
     async def _connect_static(self) -> None:
+        connected = set(self.transport.connected_peers())
         for addr in self.config.static_peers:
+            if addr.rpartition("/p2p/")[2] in connected:
+                continue  # dialling a connected peer again could race its own dial into a duplicate link
             try:
                 await self.transport.connect(addr)
             except TransportError as exc:
@@ -540,7 +543,7 @@ class Peer:
                 min(self.config.reconnect_interval_s or 5.0, self.config.status_interval_s or 5.0)
             )
             connected = set(self.transport.connected_peers())
-            if self.config.static_peers and len(connected) < len(self.config.static_peers):
+            if any(a.rpartition("/p2p/")[2] not in connected for a in self.config.static_peers):
                 await self._connect_static()
             if (
                 self.config.status_interval_s

@@ -29,8 +29,9 @@ class Split:
     n_features: int
 
 
-def load(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
-    """Features (float32, scaled to about unit range) and labels of a bundled dataset."""
+def load(name: str, seed: int = 0, *, samples: int = 3000) -> tuple[np.ndarray, np.ndarray, int]:
+    """Features (float32, scaled to about unit range) and labels of a bundled dataset (``samples``: size of
+    the generated ``synthetic`` set; the bundled sets have their own)."""
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -54,7 +55,7 @@ def load(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
         return x.astype(np.float32), y, int(y.max()) + 1
     if name == "synthetic":
         rng = np.random.default_rng(seed)
-        n, f, c = 3000, 20, 5
+        n, f, c = samples, 20, 5
         centres = rng.standard_normal((c, f)) * 1.5
         y = rng.integers(0, c, n)
         x = centres[y] + rng.standard_normal((n, f))
@@ -129,9 +130,10 @@ def peer_splits(
     test_fraction: float = 0.2,
     val_fraction: float = 0.15,
     seed: int = 0,
+    synthetic_samples: int = 3000,
 ) -> list[Split]:
     """Deterministic per-peer splits for a scenario (same seed, same data everywhere)."""
-    x, y, n_classes = load(dataset, seed)
+    x, y, n_classes = load(dataset, seed, samples=synthetic_samples)
     rng = np.random.default_rng(seed)
     pool, test_idx = _stratified_holdout(y, test_fraction, rng)
     test = Dataset(x[test_idx], y[test_idx])

@@ -115,6 +115,7 @@ def load_splits(scenario: Scenario) -> list[Split]:
         test_fraction=d.test_fraction,
         val_fraction=d.val_fraction,
         seed=scenario.run.seed,
+        synthetic_samples=d.synthetic_samples,
     )
 
 
@@ -237,7 +238,14 @@ class PeerRunner:
 
     def _new_peer(self) -> Peer:
         sc = self.plan.scenario
-        static = tuple(self.addr_of(j) for j in self.me.neighbours) if self.listen.startswith("/ip4") else ()
+        # Each link is dialled by its lower-indexed end only: py-libp2p 0.8.1 keeps both connections of a
+        # simultaneous dial (max_connections_per_peer is not enforced inbound), and streams opened on the
+        # extra one were measured to stall (multiselect timeouts) on 2-core 32-peer runs.
+        static = (
+            tuple(self.addr_of(j) for j in self.me.neighbours if j > self.me.index)
+            if self.listen.startswith("/ip4")
+            else ()
+        )
         cfg = peer_config(
             sc,
             state_dir=self.state_dir,
@@ -251,14 +259,18 @@ class PeerRunner:
         return peer
 
     async def connect_neighbours(self, peer: Peer, timeout: float = 0.0) -> None:
-        """Dial every topology neighbour (retrying for up to ``timeout`` s for those not up yet)."""
+        """Dial the topology neighbours with a higher index, wait for the others to dial us (retrying for up
+        to ``timeout`` s for those not up yet). On the memory transport links are dialled from both ends."""
         deadline = trio.current_time() + timeout
         missing = set(self.me.neighbours)
+        one_sided = self.listen.startswith("/ip4")
         for _attempt in range(1000):
             connected = set(peer.transport.connected_peers())
             for j in sorted(missing):
                 if self.plan.peer_ids[j] in connected:
                     missing.discard(j)
+                    continue
+                if one_sided and j < self.me.index:
                     continue
                 try:
                     await peer.connect(self.addr_of(j))

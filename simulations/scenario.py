@@ -130,6 +130,7 @@ class DataSpec:
     classes_per_peer: int = 2
     test_fraction: float = 0.2
     val_fraction: float = 0.15
+    synthetic_samples: int = 3000
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> DataSpec:
@@ -142,11 +143,13 @@ class DataSpec:
             classes_per_peer=_get(t, s, "classes_per_peer", int, 2),
             test_fraction=_get(t, s, "test_fraction", (int, float), 0.2),
             val_fraction=_get(t, s, "val_fraction", (int, float), 0.15),
+            synthetic_samples=_get(t, s, "synthetic_samples", int, 3000),
         )
         _range(s, "alpha", out.alpha, 0, lo_open=True)
         _range(s, "classes_per_peer", out.classes_per_peer, 1)
         _range(s, "test_fraction", out.test_fraction, 0, 0.9, lo_open=True)
         _range(s, "val_fraction", out.val_fraction, 0, 0.9, lo_open=True)
+        _range(s, "synthetic_samples", out.synthetic_samples, 10, 10_000_000)
         return out
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # P2PFL_SIM_LOG=DEBUG (or INFO) makes p2pfl's own loggers verbose in every worker's log, for diagnosis
+    logging.getLogger("p2pfl").setLevel(os.environ.get("P2PFL_SIM_LOG", "WARNING").upper())
     out = Path(args.out)
     scenario = parse_scenario(json.loads((out / "scenario.json").read_text()), name="worker")
     plan = make_plan(scenario, [int(p) for p in args.ports.split(",")])
@@ -82,8 +85,26 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write(d / "result.json", json.dumps(r.result()).encode())
         (d / "finished").touch()
 
+    async def lag_monitor() -> None:
+        """Diagnosis (P2PFL_SIM_LOG=DEBUG): how late the event loop wakes a 0.1 s sleeper, worst per 5 s."""
+        worst, since = 0.0, trio.current_time()
+        while True:
+            t = trio.current_time()
+            await trio.sleep(0.1)
+            worst = max(worst, trio.current_time() - t - 0.1)
+            if trio.current_time() - since >= 5.0:
+                logging.getLogger("p2pfl.sim").debug("event loop lag: worst %.3f s", worst)
+                worst, since = 0.0, trio.current_time()
+
+    async def main_task() -> None:
+        async with trio.open_nursery() as nursery:
+            if logging.getLogger("p2pfl.sim").isEnabledFor(logging.DEBUG):
+                nursery.start_soon(lag_monitor)
+            await runner.run(go, all_done, finished)
+            nursery.cancel_scope.cancel()
+
     try:
-        trio.run(runner.run, go, all_done, finished)
+        trio.run(main_task)
     finally:
         if runner.vectors:
             np.save(d / "vectors.npy", np.stack(runner.vectors))

@@ -4,12 +4,13 @@ A :class:`MemoryNetwork` is a registry of :class:`MemoryTransport` objects shari
 are explicit and symmetric: ``await t.connect("memory/<peer id>")``. Semantics follow the libp2p transport
 closely enough that the same peer code runs on both:
 
-* **broadcast floods like gossip** (``MemoryNetwork(flood=True)``, the default): a message goes to the
-  directly connected peers of the same ``network_id``; each receiver runs its validator with the forwarder's
-  id, and only if it accepts, delivers the message to its gossip handler once and forwards it to its own
-  neighbours (except the forwarder and the origin). Duplicates are recognised by (origin, sequence number),
-  like gossipsub's default message id. A rejected message is neither delivered nor forwarded.
-  With ``flood=False`` a broadcast reaches only the sender's direct neighbours (cheapest; no relaying).
+* **broadcast reaches the sender's connected peers**, like the libp2p transport's per-publisher topics that
+  exactly those peers subscribe to. With ``MemoryNetwork(flood=True)`` (the default) receivers also relay, as
+  gossipsub's mesh does: each receiver runs its validator with the forwarder's id, and only if it accepts,
+  delivers the message to its gossip handler once and forwards it to those of its own neighbours that are
+  also connected to the origin (the origin's topic's other subscribers), except the forwarder. Duplicates are
+  recognised by (origin, sequence number), like gossipsub's default message id. A rejected message is
+  neither delivered nor forwarded. With ``flood=False`` there is no relaying (cheapest).
 * **request** calls the remote handler directly (same task), bounded by ``timeout``, the remote's request
   size cap, its per-peer concurrency cap and the caller's ``max_response``; a remote exception becomes a
   ``TransportError`` carrying its message. Both peers must be connected (libp2p would need a dial).
@@ -328,12 +329,15 @@ class MemoryTransport:
         return True
 
     def _forward(self, origin: str, forwarder: str, seq: int, data: bytes) -> None:
-        """Queue the message at every neighbour of the same network except the forwarder and the origin."""
+        """Queue the message at every neighbour of the same network subscribed to the origin's topic
+        (connected to the origin), except the forwarder and the origin."""
         for pid in self._neighbours:
             if pid in (forwarder, origin):
                 continue
             remote = self._net.get(pid)
             if remote is None or remote._network_id != self._network_id:
+                continue
+            if origin != self._peer_id and origin not in remote._neighbours:
                 continue
             try:
                 remote._inbox_send.send_nowait((self._peer_id, origin, seq, data))

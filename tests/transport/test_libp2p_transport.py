@@ -25,6 +25,7 @@ from libp2p.utils import encode_varint_prefixed
 from p2pfl.errors import TransportError
 from p2pfl.transport import Libp2pConfig, Libp2pTransport
 from p2pfl.transport.base import Transport
+from p2pfl.transport.libp2p import gossip_topic
 from p2pfl.transport.memory import peer_id_from_seed
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
@@ -106,7 +107,7 @@ async def test_identity_addrs_and_interface() -> None:
         (addr,) = a.listen_addrs
         assert addr.startswith("/ip4/127.0.0.1/tcp/") and addr.endswith(f"/p2p/{a.peer_id}")
         assert int(addr.split("/")[4]) > 0
-        assert a.topic == "p2pfl/test/deltas/1"
+        assert a.topic == f"p2pfl/test/deltas/2/{a.peer_id}"
 
 
 def test_bad_arguments() -> None:
@@ -150,20 +151,62 @@ async def test_connect_errors_and_disconnect() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ gossip
-async def test_line_broadcast_reaches_end_exactly_once() -> None:
+async def test_broadcast_reaches_connected_peers_exactly_once() -> None:
+    """Per-publisher topics: a broadcast reaches the sender's connected peers, never peers two hops away."""
     async with line() as (a, b, c):
+        assert sorted(b.subscribed_peers()) == sorted([a.peer_id, c.peer_id])
+        assert a.subscribed_peers() == [b.peer_id]
         inboxes = [Inbox() for _ in range(3)]
         for t, box in zip((a, b, c), inboxes, strict=True):
             t.set_gossip_handler(box)
         with trio.fail_after(5):
             await a.broadcast(b"hello")
+            await b.broadcast(b"mid")
+            await inboxes[1].wait_for(1)
             await inboxes[2].wait_for(1)
         await trio.sleep(1.5)  # > one heartbeat: IHAVE/IWANT gossip must not re-deliver
-        assert inboxes[0].items == []  # never to ourselves
+        assert inboxes[0].items == [(b.peer_id, b"mid")]  # never our own message back
         assert inboxes[1].items == [(a.peer_id, b"hello")]
-        assert inboxes[2].items == [(b.peer_id, b"hello")]  # forwarder, not origin
-        assert c.stats.messages_received == 1 and c.stats.bytes_received == 5
+        assert inboxes[2].items == [(b.peer_id, b"mid")]  # not subscribed to a's topic
+        assert c.stats.messages_received == 1 and c.stats.bytes_received == 3
         assert a.stats.messages_sent == 1 and a.stats.bytes_sent == 5
+
+
+async def test_triangle_each_message_once() -> None:
+    async with transports(3) as (a, b, c):
+        await a.connect(b.listen_addrs[0])
+        await b.connect(c.listen_addrs[0])
+        await c.connect(a.listen_addrs[0])
+        for t, others in ((a, (b, c)), (b, (a, c)), (c, (a, b))):
+            await wait_mesh(t, [o.peer_id for o in others])
+        boxes = [Inbox() for _ in range(3)]
+        for t, box in zip((a, b, c), boxes, strict=True):
+            t.set_gossip_handler(box)
+        for i, t in enumerate((a, b, c)):
+            await t.broadcast(bytes([i]))
+        for box in boxes:
+            await box.wait_for(2)
+        await trio.sleep(1.5)
+        for i, box in enumerate(boxes):
+            assert sorted(d for _, d in box.items) == [bytes([j]) for j in range(3) if j != i]
+
+
+async def test_only_the_owner_publishes_on_its_topic() -> None:
+    """A peer that publishes on another peer's topic is refused at the validator (and scored down)."""
+    async with transports(3) as (a, b, evil):
+        await b.connect(a.listen_addrs[0])
+        await b.connect(evil.listen_addrs[0])
+        await wait_mesh(a, [b.peer_id])
+        box = Inbox()
+        b.set_gossip_handler(box)
+        evil._topic = gossip_topic("test", a.peer_id)  # hijack: publish under a's topic
+        await evil.broadcast(b"forged")
+        with trio.fail_after(5):
+            while b.stats.dropped.get("gossip_wrong_topic", 0) < 1:
+                await trio.sleep(0.01)
+        await a.broadcast(b"real")
+        await box.wait_for(1)
+        assert box.items == [(a.peer_id, b"real")]
 
 
 async def test_validator_rejects_are_not_delivered_nor_forwarded() -> None:
@@ -183,23 +226,21 @@ async def test_validator_rejects_are_not_delivered_nor_forwarded() -> None:
         await a.broadcast(b"bad")
         await a.broadcast(b"boom")
         await a.broadcast(b"good")
-        await box_c.wait_for(1)
+        await box_b.wait_for(1)
         await trio.sleep(1.2)
         assert box_b.items == [(a.peer_id, b"good")]
-        assert box_c.items == [(b.peer_id, b"good")]
+        assert box_c.items == []
         assert (a.peer_id, b"bad") in seen_by_validator
         assert b.stats.dropped["gossip_invalid"] == 1
         assert b.stats.dropped["gossip_validator_error"] == 1
         assert b.peer_score(a.peer_id) < 0  # invalid messages cost the forwarder
         assert b.host.get_network().get_connections(ID.from_base58(c.peer_id))  # the host lives on
-        # Gossip whose *origin* the access filter refuses is dropped even when relayed by an allowed peer.
-        c.set_peer_filter(lambda pid: pid != a.peer_id)
-        await a.broadcast(b"from a")
-        await box_b.wait_for(2)
-        with trio.fail_after(3):
-            while c.stats.dropped.get("peer_filter", 0) < 1:
+        # A peer the access filter refuses is disconnected and its topic left: nothing more arrives from it.
+        b.set_peer_filter(lambda pid: pid != a.peer_id)
+        with trio.fail_after(5):
+            while a.peer_id in b.subscribed_peers() or b.connected_peers() != [c.peer_id]:
                 await trio.sleep(0.01)
-        assert box_c.items == [(b.peer_id, b"good")]
+        assert b.stats.dropped["peer_filter"] >= 1
 
 
 async def test_oversize_broadcast_raises() -> None:
@@ -211,14 +252,17 @@ async def test_oversize_broadcast_raises() -> None:
 
 async def test_burst_of_broadcasts_all_arrive() -> None:
     """40 quick publishes exceed the library's default 10 msg/s spam limit and its 32-RPC queue."""
-    async with line() as (a, _b, c):
-        box = Inbox()
-        c.set_gossip_handler(box)
+    async with line() as (a, b, c):
+        boxes = [Inbox(), Inbox()]
+        a.set_gossip_handler(boxes[0])
+        c.set_gossip_handler(boxes[1])
         with trio.fail_after(10):
             for i in range(40):
-                await a.broadcast(i.to_bytes(2, "big"))
-            await box.wait_for(40, timeout=8)
-        assert sorted(int.from_bytes(d, "big") for _, d in box.items) == list(range(40))
+                await b.broadcast(i.to_bytes(2, "big"))
+            for box in boxes:
+                await box.wait_for(40, timeout=8)
+        for box in boxes:
+            assert sorted(int.from_bytes(d, "big") for _, d in box.items) == list(range(40))
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -296,8 +340,8 @@ async def test_malformed_meshsub_rpc_does_not_crash_host() -> None:
             with trio.fail_after(5):
                 while b.stats.dropped.get("malformed_rpc", 0) < 1:
                     await trio.sleep(0.01)
-        # B still relays gossip and serves requests.
-        await a.broadcast(b"after")
+        # B still publishes gossip and serves requests.
+        await b.broadcast(b"after")
         await box.wait_for(1)
         assert box.items == [(b.peer_id, b"after")]
 
