@@ -65,6 +65,8 @@ _PROTOCOL_KEYS = {
     "join_quorum": int,
     "rollback_margin": (int, float),
     "rollback_warmup": int,
+    "mix_guard_margin": (int, float),
+    "mix_guard_warmup": int,
     "max_model_bytes": int,
 }
 _SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access")

@@ -183,6 +183,7 @@ def peer_config(
         scoring=scenario.scoring.config(),
         scoring_enabled=scenario.scoring.enabled,
         val_scoring=scenario.scoring.val_scoring,
+        mix_guard_margin=scenario.scoring.mix_guard,
         join_on_start=False,  # every peer starts from the same initial model
         status_interval_s=status_interval_s,
         reconnect_interval_s=1.0,

@@ -255,18 +255,25 @@ class AggregationSpec:
 
 @dataclass(frozen=True)
 class ScoringSpec:
-    """``enabled``, ``val_scoring`` and any :class:`p2pfl.scoring.ScoringConfig` field (the thresholds)."""
+    """``enabled``, ``val_scoring``, ``mix_guard`` (the peer's ``mix_guard_margin``; absent: off) and any
+    :class:`p2pfl.scoring.ScoringConfig` field (the thresholds)."""
 
     enabled: bool = True
     val_scoring: bool = True
     params: dict[str, Any] = field(default_factory=dict)
+    mix_guard: float | None = None
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> ScoringSpec:
         s = "scoring"
         enabled = _get(t, s, "enabled", bool, True)
         val_scoring = _get(t, s, "val_scoring", bool, True)
-        return cls(enabled, val_scoring, _dataclass_params(ScoringConfig, t, s, ("enabled", "val_scoring")))
+        guard = t.get("mix_guard")
+        if guard is not None:
+            guard = _get(t, s, "mix_guard", (int, float), 0.5)
+            _range(s, "mix_guard", guard, 0, 1, lo_open=True)
+        own = ("enabled", "val_scoring", "mix_guard")
+        return cls(enabled, val_scoring, _dataclass_params(ScoringConfig, t, s, own), guard)
 
     def config(self) -> ScoringConfig:
         return ScoringConfig(**self.params)
@@ -392,6 +399,7 @@ class Scenario:
             "scoring": {
                 "enabled": self.scoring.enabled,
                 "val_scoring": self.scoring.val_scoring,
+                **({} if self.scoring.mix_guard is None else {"mix_guard": self.scoring.mix_guard}),
                 **self.scoring.params,
             },
             "attack": dataclasses.asdict(self.attack),

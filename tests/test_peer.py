@@ -200,3 +200,55 @@ async def test_stop_is_honoured_while_waiting_for_the_first_neighbours() -> None
                 await trio.sleep(0.3)
                 p.stop()
         assert 0 == p.round
+
+
+async def _outnumbered_peer_accuracy(guard: float | None) -> tuple[float, int]:
+    """Peer 0 is honest; its three neighbours publish sign-flipped (x4) updates; scoring is off, so only the
+    own-data guard stands between peer 0 and the poison."""
+    from simulations.attacks import SignFlip
+
+    splits = peer_splits("digits", 4, partition_kind="iid", seed=4)
+    net = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(4):
+            config = PeerConfig(
+                network_id="digits",
+                local_steps=10,
+                status_interval_s=0,
+                max_round_wait_s=2,
+                scoring_enabled=False,
+                mix_guard_margin=guard,
+                mix_guard_warmup=0,
+            )
+            learner: Any = learner_for(splits[i], i)
+            if i:
+                learner = SignFlip(learner, scale=4.0)
+            peer = Peer(
+                config,
+                learner,
+                Identity(bytes([i + 1]) * 32),
+                transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+            )
+            peers.append(await stack.enter_async_context(peer))
+        for b in peers[1:]:
+            await peers[0].connect(f"memory/{b.peer_id}")
+        with trio.fail_after(120):
+            await run_all(peers, 8)
+        return test_accuracy(peers[0], splits[0]), peers[0].mixes_refused
+
+
+async def test_the_own_data_guard_protects_a_peer_outnumbered_by_poisoners() -> None:
+    guarded, refused = await _outnumbered_peer_accuracy(0.5)
+    unguarded, never = await _outnumbered_peer_accuracy(None)
+    assert never == 0
+    assert refused >= 4  # every round after the warm-up
+    assert guarded >= 0.8, (guarded, unguarded)  # it learns from its own data alone
+    assert unguarded < 0.5, (guarded, unguarded)  # without the guard the poison wins
+
+
+def test_mix_guard_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match="mix_guard_margin"):
+        PeerConfig(network_id="x", mix_guard_margin=0.0)
+    with pytest.raises(ConfigError, match="mix_guard_warmup"):
+        PeerConfig(network_id="x", mix_guard_warmup=-1)

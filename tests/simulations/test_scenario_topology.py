@@ -43,6 +43,9 @@ def test_shipped_scenarios_are_valid(path: Path) -> None:
         ({"aggregation": {"rule": "avg"}}, r"\[aggregation\] rule"),
         ({"aggregation": {"bogus": 1}}, r"\[aggregation\] bogus: unknown key"),
         ({"scoring": {"ema": 2.0}}, r"\[scoring\] ema"),
+        ({"scoring": {"mix_guard": 0}}, r"\[scoring\] mix_guard"),
+        ({"scoring": {"mix_guard": "on"}}, r"\[scoring\] mix_guard"),
+        ({"data": {"synthetic_samples": 5}}, r"\[data\] synthetic_samples"),
         ({"churn": {"crashes": [{"peer": 99, "round": 2}]}}, r"\[churn\] crashes\[0\].peer"),
         ({"model": {"kind": "cnn"}}, r"\[model\] kind"),
         ({"nope": {}}, r"\[nope\]: unknown section"),
@@ -126,3 +129,12 @@ def test_behaviour_kinds() -> None:
     assert Behaviour(AttackSpec(kind="crash", crash_round=4)).crash_round == 4
     assert Behaviour(AttackSpec(kind="signflip")).poisons_model
     assert not Behaviour(AttackSpec(kind="replay")).poisons_model
+
+
+def test_mix_guard_round_trips_and_reaches_the_peer_config() -> None:
+    from simulations.runner import peer_config
+
+    sc = parse_scenario({"scoring": {"mix_guard": 0.4}})
+    assert parse_scenario(sc.to_dict()).scoring.mix_guard == 0.4
+    assert peer_config(sc, state_dir=None).mix_guard_margin == 0.4
+    assert peer_config(parse_scenario({}), state_dir=None).mix_guard_margin is None
