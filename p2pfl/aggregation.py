@@ -425,14 +425,21 @@ def _pairwise_sq_dists(x: F32) -> F64:
 
     Each column block is centred on its own mean before its float32 Gram matrix is formed, so a large
     common component (all models are close to each other) does not cancel catastrophically; block Gram
-    matrices are accumulated in float64.
+    matrices are accumulated in float64. A block whose float32 Gram overflows (coordinates beyond ~1e19, e.g.
+    a sign-flipper compounding its scale every round) is recomputed in float64.
     """
     k, d = x.shape
     gram = np.zeros((k, k), dtype=np.float64)
     for s in range(0, d, _LA_BLOCK):
         blk = x[:, s : s + _LA_BLOCK]
-        c = blk - blk.mean(axis=0, keepdims=True)
-        gram += (c @ c.T).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            c = blk - blk.mean(axis=0, keepdims=True)
+            g = (c @ c.T).astype(np.float64)
+        if not np.isfinite(g).all():
+            c64 = blk.astype(np.float64)
+            c64 -= c64.mean(axis=0, keepdims=True)
+            g = c64 @ c64.T
+        gram += g
     sq = np.diag(gram)
     dist = sq[:, None] + sq[None, :] - 2.0 * gram
     np.fill_diagonal(dist, 0.0)

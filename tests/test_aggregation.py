@@ -431,6 +431,33 @@ def test_every_rule_runs_through_the_pipeline_for_small_and_large_k(rule: str) -
         assert float(np.max(np.abs(out - own))) < 1.0
 
 
+@pytest.mark.parametrize("rule", agg.RULES)
+def test_huge_finite_poison_does_not_overflow_distances(rule: str) -> None:
+    """Coordinates of 1e20 (a sign-flipper compounding x4 per round gets there) square past float32's range:
+    every rule still returns a finite aggregate next to the honest rows, without warnings."""
+    rng = np.random.default_rng(5)
+    own = rng.standard_normal(300).astype(np.float32)
+    honest = own + 0.1 * rng.standard_normal((5, 300))
+    bad = np.full((2, 300), 1e20) * np.sign(rng.standard_normal((2, 300)))
+    nb = np.vstack([honest, bad]).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = agg.aggregate(agg.AggregationConfig(rule=rule, f=2), own, nb)
+    assert np.isfinite(out).all()
+    if rule != "mean":
+        assert float(np.max(np.abs(out - own))) < 1.0
+
+
+def test_pairwise_distances_of_huge_rows_match_float64() -> None:
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((4, 1000)) * 1e20).astype(np.float32)
+    x64 = x.astype(np.float64)
+    ref = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(axis=2)
+    got = agg._pairwise_sq_dists(x)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("own", "nb", "weights", "message"),
     [

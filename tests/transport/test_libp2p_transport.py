@@ -462,3 +462,23 @@ async def test_busy_port_is_refused() -> None:
                 seed=seed(2), network_id="test", listen=f"/ip4/127.0.0.1/tcp/{port}", config=FAST
             ):
                 pass
+
+
+async def test_a_disconnected_peers_topic_lingers_then_is_left() -> None:
+    """A reconnect within ``topic_linger_s`` finds the subscription intact; later the topic is left."""
+    async with transports(3, replace(FAST, topic_linger_s=1.5)) as (a, b, c):
+        await a.connect(b.listen_addrs[0])
+        await a.connect(c.listen_addrs[0])
+        with trio.fail_after(5):
+            while sorted(a.subscribed_peers()) != sorted([b.peer_id, c.peer_id]):
+                await trio.sleep(0.02)
+        await a.disconnect(b.peer_id)
+        with trio.fail_after(5):
+            while b.peer_id in a.connected_peers():
+                await trio.sleep(0.02)
+        await trio.sleep(0.5)
+        assert b.peer_id in a.subscribed_peers()  # lingering
+        with trio.fail_after(5):
+            while b.peer_id in a.subscribed_peers():
+                await trio.sleep(0.05)
+        assert a.subscribed_peers() == [c.peer_id]
