@@ -218,9 +218,11 @@ class NumpySoftmaxLearner:
     def _evaluate_on(self, p: Mapping[str, npt.NDArray[Any]], data: Dataset) -> EvalResult:
         if len(data) == 0:
             return EvalResult(loss=float("nan"), accuracy=None, samples=0)
-        logits, _ = self._forward(p, data.x)
-        loss, _ = self._softmax_xent(logits, data.y)
-        acc = float((logits.argmax(axis=1) == data.y).mean())
+        # a neighbour's (maybe poisoned) model may overflow: a non-finite loss (scored 0), not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits, _ = self._forward(p, data.x)
+            loss, _ = self._softmax_xent(logits, data.y)
+            acc = float((logits.argmax(axis=1) == data.y).mean())
         return EvalResult(loss=loss, accuracy=acc, samples=len(data))
 
 
