@@ -131,7 +131,7 @@ def load_checkpoint(directory: Path, name: str = CHECKPOINT_NAME) -> Checkpoint 
 
 @dataclass(frozen=True)
 class LogRecord:
-    """One entry of the version log (``event``: "version", "rollback" or "restart")."""
+    """One entry of the version log (``event``: "version", "rollback", "mix_refused" or "restart")."""
 
     index: int
     peer_id: str

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     # P2PFL_SIM_LOG=DEBUG (or INFO) makes p2pfl's own loggers verbose in every worker's log, for diagnosis
-    logging.getLogger("p2pfl").setLevel(os.environ.get("P2PFL_SIM_LOG", "WARNING").upper())
+    level = os.environ.get("P2PFL_SIM_LOG", "WARNING").upper()
+    logging.getLogger("p2pfl").setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
     out = Path(args.out)
     scenario = parse_scenario(json.loads((out / "scenario.json").read_text()), name="worker")
     plan = make_plan(scenario, [int(p) for p in args.ports.split(",")])

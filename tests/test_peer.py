@@ -202,7 +202,7 @@ async def test_stop_is_honoured_while_waiting_for_the_first_neighbours() -> None
         assert 0 == p.round
 
 
-async def _outnumbered_peer_accuracy(guard: float | None) -> tuple[float, int]:
+async def _outnumbered_peer_accuracy(guard: float | None, state_dir: Path | None = None) -> tuple[float, int]:
     """Peer 0 is honest; its three neighbours publish sign-flipped (x4) updates; scoring is off, so only the
     own-data guard stands between peer 0 and the poison."""
     from simulations.attacks import SignFlip
@@ -220,6 +220,7 @@ async def _outnumbered_peer_accuracy(guard: float | None) -> tuple[float, int]:
                 scoring_enabled=False,
                 mix_guard_margin=guard,
                 mix_guard_warmup=0,
+                state_dir=state_dir if i == 0 else None,
             )
             learner: Any = learner_for(splits[i], i)
             if i:
@@ -238,13 +239,17 @@ async def _outnumbered_peer_accuracy(guard: float | None) -> tuple[float, int]:
         return test_accuracy(peers[0], splits[0]), peers[0].mixes_refused
 
 
-async def test_the_own_data_guard_protects_a_peer_outnumbered_by_poisoners() -> None:
-    guarded, refused = await _outnumbered_peer_accuracy(0.5)
+async def test_the_own_data_guard_protects_a_peer_outnumbered_by_poisoners(tmp_path: Path) -> None:
+    guarded, refused = await _outnumbered_peer_accuracy(0.5, tmp_path / "p0")
     unguarded, never = await _outnumbered_peer_accuracy(None)
     assert never == 0
     assert refused >= 4  # every round after the warm-up
     assert guarded >= 0.8, (guarded, unguarded)  # it learns from its own data alone
     assert unguarded < 0.5, (guarded, unguarded)  # without the guard the poison wins
+    # every refusal is in the signed version log, next to the version it concerns
+    report = verify_log(tmp_path / "p0")
+    assert report.ok, report.problem
+    assert report.records == 8 + refused
 
 
 def test_mix_guard_config_is_validated() -> None:
