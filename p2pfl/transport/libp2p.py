@@ -368,8 +368,17 @@ def _cause_chain(exc: BaseException, depth: int = 4) -> str:
     return " <- ".join(parts)
 
 
+#: Cleanup (stream reset/close, host close) is shielded from cancellation but never unbounded: a close that
+#: waits on a stalled connection must not hang the caller (a restarted peer's join once hung past 60 s).
+_CLEANUP_S = 5.0
+
+
+def _cleanup_scope(seconds: float = _CLEANUP_S) -> trio.CancelScope:
+    return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
+
+
 async def _reset_quietly(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True), suppress(Exception):
+    with _cleanup_scope(), suppress(Exception):
         await stream.reset()
 
 
@@ -561,7 +570,7 @@ class Libp2pTransport:
         finally:
             self._running = False
             self._nursery = None
-            with trio.CancelScope(shield=True):
+            with _cleanup_scope(4 * _CLEANUP_S):
                 # Leaving host.run() does not close the host: listener and connections would survive.
                 try:
                     await self._host.close()
@@ -700,7 +709,7 @@ class Libp2pTransport:
             if stream is not None:
                 await _reset_quietly(stream)
             raise TransportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
-        with trio.CancelScope(shield=True), suppress(Exception):
+        with _cleanup_scope(), suppress(Exception):
             await stream.close()
         if not body:
             raise TransportError(f"{what}: empty response frame (protocol violation)")
