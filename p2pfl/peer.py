@@ -563,9 +563,7 @@ class Peer:
             await trio.sleep(
                 min(self.config.reconnect_interval_s or 5.0, self.config.status_interval_s or 5.0)
             )
-            connected = set(self.transport.connected_peers())
-            if any(a.rpartition("/p2p/")[2] not in connected for a in self.config.static_peers):
-                await self._connect_static()
+            await self._connect_static()  # re-dials the static peers that are not connected
             if (
                 self.config.status_interval_s
                 and time.monotonic() - self._last_status >= self.config.status_interval_s
@@ -780,24 +778,26 @@ class Peer:
             metrics=metrics,
             timestamp_ms=_now_ms(),
         )
+        notes = []  # what else happened to this version, each its own signed record
         if mix_refused:
-            self._log.append(
-                event="mix_refused",
-                seq=outcome.seq,
-                round=self.round,
-                digest=outcome.digest,
-                metrics=metrics,
-                reason=f"the mix scored over {self.config.mix_guard_margin} below the trained model",
-                timestamp_ms=_now_ms(),
+            notes.append(
+                ("mix_refused", f"the mix scored over {self.config.mix_guard_margin} below the trained model")
             )
         if rolled_back:
+            notes.append(
+                (
+                    "rollback",
+                    f"validation accuracy fell over {self.config.rollback_margin} below a recent version",
+                )
+            )
+        for event, reason in notes:
             self._log.append(
-                event="rollback",
+                event=event,
                 seq=outcome.seq,
                 round=self.round,
                 digest=outcome.digest,
                 metrics=metrics,
-                reason=f"validation accuracy fell over {self.config.rollback_margin} below a recent version",
+                reason=reason,
                 timestamp_ms=_now_ms(),
             )
 

@@ -239,11 +239,8 @@ class PeerRunner:
 
     def _new_peer(self) -> Peer:
         sc = self.plan.scenario
-        # Each link is dialled by its lower-indexed end only: py-libp2p 0.8.1 keeps both connections of a
-        # simultaneous dial (max_connections_per_peer is not enforced inbound), and streams opened on the
-        # extra one were measured to stall (multiselect timeouts) on 2-core 32-peer runs.
         static = (
-            tuple(self.addr_of(j) for j in self.me.neighbours if j > self.me.index)
+            tuple(self.addr_of(j) for j in self.me.neighbours if self._dials(j))
             if self.listen.startswith("/ip4")
             else ()
         )
@@ -259,19 +256,25 @@ class PeerRunner:
             self.behaviour.bind(peer)
         return peer
 
+    def _dials(self, j: int) -> bool:
+        """Whether this peer dials its neighbour ``j``. Over libp2p each link is dialled by its lower-indexed
+        end only: py-libp2p 0.8.1 keeps both connections of a simultaneous dial (max_connections_per_peer is
+        not enforced inbound), and streams opened on the extra one were measured to stall (multiselect
+        timeouts) on 2-core 32-peer runs. In memory links are dialled from both ends."""
+        return not self.listen.startswith("/ip4") or j > self.me.index
+
     async def connect_neighbours(self, peer: Peer, timeout: float = 0.0) -> None:
         """Dial the topology neighbours with a higher index, wait for the others to dial us (retrying for up
         to ``timeout`` s for those not up yet). On the memory transport links are dialled from both ends."""
         deadline = trio.current_time() + timeout
         missing = set(self.me.neighbours)
-        one_sided = self.listen.startswith("/ip4")
         for _attempt in range(1000):
             connected = set(peer.transport.connected_peers())
             for j in sorted(missing):
                 if self.plan.peer_ids[j] in connected:
                     missing.discard(j)
                     continue
-                if one_sided and j < self.me.index:
+                if not self._dials(j):
                     continue
                 try:
                     await peer.connect(self.addr_of(j))

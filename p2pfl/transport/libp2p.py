@@ -863,7 +863,8 @@ class Libp2pTransport:
         """Called by pubsub once per accepted, first-seen message (ours included)."""
         if msg.from_id == self._id.to_bytes() or len(msg.topicIDs) != 1:
             return
-        if msg.topicIDs[0] not in self._topics.values():
+        topic = msg.topicIDs[0]
+        if self._topics.get(topic.rpartition("/")[2]) != topic:
             return  # a topic we no longer subscribe to (left meanwhile)
         fwd = self._forwarders.pop(self._pubsub.get_message_id(msg), None)
         if fwd is None:
