@@ -63,6 +63,7 @@ _PROTOCOL_KEYS = {
     "mix_scope": str,
     "join_on_start": bool,
     "join_quorum": int,
+    "join_timeout_s": (int, float),
     "rollback_margin": (int, float),
     "rollback_warmup": int,
     "mix_guard_margin": (int, float),

@@ -110,6 +110,10 @@ class PeerConfig:
     mix_guard_warmup: int = 0
     join_on_start: bool = True
     join_quorum: int = 2
+    #: Bound of the join's snapshot requests: the join holds up the first round, and a request stuck on a
+    #: stalled connection otherwise waits the whole ``request_timeout_s`` (a peer started 40 s late and
+    #: never caught up in a registry test).
+    join_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
     max_model_bytes: int = 256 * 1024 * 1024
     status_interval_s: float = 10.0
@@ -142,6 +146,7 @@ class PeerConfig:
             "start_timeout_s",
             "discover_interval_s",
             "request_timeout_s",
+            "join_timeout_s",
             "status_interval_s",
             "reconnect_interval_s",
         ):
@@ -459,7 +464,7 @@ class Peer:
                     SNAPSHOT_PROTOCOL,
                     b"",
                     max_response=self.config.max_model_bytes,
-                    timeout=self.config.request_timeout_s,
+                    timeout=min(self.config.join_timeout_s, self.config.request_timeout_s),
                 )
             except TransportError as exc:
                 log.debug("join: no snapshot from %s: %s", peer, exc)
