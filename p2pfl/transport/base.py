@@ -39,6 +39,8 @@ class TransportStats:
     messages_received: int = 0
     requests_served: int = 0
     requests_failed: int = 0
+    #: duplicate or half-closed connection pairs torn down and redialled (libp2p only)
+    connections_resynced: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
 
     def drop(self, reason: str) -> None:

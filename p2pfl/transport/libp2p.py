@@ -32,6 +32,13 @@ checked against the library's source, see /work/shared/LIBP2P_NOTES.md):
   failure only by return value: a fixed port is probed first and an empty listener set raises.
 * A failed dial puts the peer in a 60 s negative cache and only one stored TCP address per peer is tried:
   an explicit :meth:`Libp2pTransport.connect` clears both for that peer first.
+* Two peers dialling each other at once both keep their connection (``max_connections_per_peer`` trims
+  only after a 20 s grace period). Gossip works over such a pair until one of the two closes; then pubsub,
+  which keeps one stream and one subscription set per *peer*, forgets the peer's subscriptions on one side
+  while the other side keeps a dead stream, and gossip between the two stops for good (measured: 0 of 8
+  messages either way, stable). Every duplicate or partially closed pair is therefore *resynced*: both ends
+  close the old connections and the end that can (the dialler; the lower peer id when both dialled)
+  dials again, so pubsub starts over on one clean connection.
 * Importing libp2p sets its logger to ``propagate=False`` without handlers (warnings land on stderr via
   logging's last resort): see :func:`_quiet_libp2p_logging`.
 """
@@ -39,8 +46,10 @@ checked against the library's source, see /work/shared/LIBP2P_NOTES.md):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
@@ -56,12 +65,13 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pa
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, OutBoundQueueSize
 from libp2p.pubsub.score import PeerScorer, ScoreParams, TopicScoreParams
+from libp2p.rcmgr import Direction
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -341,6 +351,7 @@ class _FilterNotifee(INotifee):
             self._t._refuse(pid)
             return
         self._t._topics_changed.set()
+        self._t._on_connection_change(conn, closed=False)
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         return None
@@ -350,6 +361,7 @@ class _FilterNotifee(INotifee):
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         self._t._topics_changed.set()
+        self._t._on_connection_change(conn, closed=True)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         return None
@@ -505,6 +517,11 @@ class Libp2pTransport:
         self._inbound_total = 0
         self._publish_lock = trio.Lock()
         self._next_publish = 0.0
+        #: when each live connection was registered (trio clock), to tell old connections from redials
+        self._conn_born: weakref.WeakKeyDictionary[INetConn, float] = weakref.WeakKeyDictionary()
+        #: peers being resynced now; peer -> until when a redial by the other end is awaited
+        self._resyncing: set[str] = set()
+        self._redial_expected: dict[str, float] = {}
         self._running = False
         self._nursery: trio.Nursery | None = None
         self._deliver_send, self._deliver_recv = trio.open_memory_channel[tuple[str, bytes]](
@@ -733,6 +750,12 @@ class Libp2pTransport:
         if not self._peer_allowed(pid):
             raise TransportError(f"peer {pid} is refused by the peer filter or blocked")
         network = self._host.get_network()
+        expected = self._redial_expected.get(pid, -1.0) - trio.current_time()
+        if expected > 0 and not network.get_connections(info.peer_id):
+            # The other end of a resynced pair is dialling us: dialling it too would duplicate the link again.
+            with trio.move_on_after(expected):
+                while not network.get_connections(info.peer_id):
+                    await trio.sleep(0.05)
         if not network.get_connections(info.peer_id):
             # An explicit connect dials exactly this address, now: the swarm otherwise refuses for 60 s a
             # peer whose last dial failed (negative cache) and tries only one stored TCP address per peer.
@@ -794,6 +817,66 @@ class Libp2pTransport:
     def peer_score(self, peer_id: str) -> float:
         """Current gossipsub score of ``peer_id`` over our topics (diagnostics)."""
         return float(self._scorer.score(self._parse_peer(peer_id), [self._topic, *self._topics.values()]))
+
+    # ------------------------------------------------------------------------------ duplicate connections
+    def _on_connection_change(self, conn: INetConn, *, closed: bool) -> None:
+        """Schedule a resync when a peer has two connections, or loses one of two (see the module notes)."""
+        try:
+            pid = conn.muxed_conn.peer_id
+        except Exception:
+            return
+        now = trio.current_time()
+        if not closed:
+            self._conn_born.setdefault(conn, now)
+        others = [c for c in self._host.get_network().get_connections(pid) if c is not conn]
+        if not others or self._nursery is None or not self._running:
+            return
+        peer = str(pid)
+        if peer in self._resyncing or not self._peer_allowed(peer):
+            return
+        self._resyncing.add(peer)
+        self._nursery.start_soon(self._resync, pid, now)
+
+    async def _resync(self, pid: ID, trigger: float) -> None:
+        """Close every connection to ``pid`` registered up to ``trigger``; redial if this end should.
+
+        Connections made after the trigger are the other end's redial and are kept. The redialling end is
+        the one holding an outbound connection (it knows a dialable address), the lower peer id if both do;
+        the other end waits for it (:meth:`connect` holds off a while) so the pair does not duplicate again.
+        """
+        peer = str(pid)
+        try:
+            conns = [
+                c
+                for c in self._host.get_network().get_connections(pid)
+                if self._conn_born.get(c, -math.inf) <= trigger
+            ]
+            if not conns:
+                return
+            dirs = {getattr(c, "direction", Direction.UNKNOWN) for c in conns}
+            we_dialled = Direction.OUTBOUND in dirs
+            they_dialled = Direction.INBOUND in dirs
+            redial = we_dialled and (not they_dialled or self._peer_id < peer)
+            addrs = self._known_addrs(pid) if redial else []
+            self._stats.connections_resynced += 1
+            log.info("resyncing %d connections to %s (redial: %s)", len(conns), peer, redial)
+            if not redial:
+                self._redial_expected[peer] = trio.current_time() + self._config.dial_timeout
+            for conn in conns:
+                with _cleanup_scope(), suppress(Exception):
+                    await conn.close()
+            # pubsub forgets the peer once its last connection is gone; a redial before that would be ignored
+            with trio.move_on_after(_CLEANUP_S):
+                while pid in self._pubsub.peers and not self._host.get_network().get_connections(pid):
+                    await trio.sleep(0.02)
+            if redial and addrs and self._peer_allowed(peer):
+                try:
+                    with trio.fail_after(self._config.dial_timeout):
+                        await self._host.connect(PeerInfo(pid, addrs))
+                except Exception as exc:  # the peer layer's reconnect logic takes over
+                    log.info("redial after resync to %s failed: %s: %s", peer, type(exc).__name__, exc)
+        finally:
+            self._resyncing.discard(peer)
 
     # ---------------------------------------------------------------------------------------- internals
     def _require_running(self) -> None:

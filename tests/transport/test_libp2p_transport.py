@@ -482,3 +482,71 @@ async def test_a_disconnected_peers_topic_lingers_then_is_left() -> None:
             while b.peer_id in a.subscribed_peers():
                 await trio.sleep(0.05)
         assert a.subscribed_peers() == [c.peer_id]
+
+
+# ------------------------------------------------------------------------------------ duplicate connections
+def _conns(t: Libp2pTransport, other: Libp2pTransport) -> int:
+    return len(t.host.get_network().get_connections(ID.from_base58(other.peer_id)))
+
+
+async def _gossip_and_requests_flow(a: Libp2pTransport, b: Libp2pTransport, n: int = 5) -> None:
+    boxes = Inbox(), Inbox()
+    a.set_gossip_handler(boxes[0])
+    b.set_gossip_handler(boxes[1])
+
+    async def echo(peer: str, body: bytes) -> bytes:
+        return body
+
+    a.set_request_handler(PROTO, echo)
+    b.set_request_handler(PROTO, echo)
+    for i in range(n):
+        await a.broadcast(b"a%d" % i)
+        await b.broadcast(b"b%d" % i)
+    await boxes[0].wait_for(n)
+    await boxes[1].wait_for(n)
+    assert sorted(d for _, d in boxes[1].items) == [b"a%d" % i for i in range(n)]
+    assert await a.request(b.peer_id, PROTO, b"ping", max_response=16, timeout=5) == b"ping"
+    assert await b.request(a.peer_id, PROTO, b"pong", max_response=16, timeout=5) == b"pong"
+
+
+async def _settle(a: Libp2pTransport, b: Libp2pTransport) -> None:
+    """Until each end has exactly one connection to the other and both see it in their gossip mesh."""
+    with trio.fail_after(10):
+        while not (
+            _conns(a, b) == 1
+            and _conns(b, a) == 1
+            and b.peer_id in a.mesh_peers()
+            and a.peer_id in b.mesh_peers()
+        ):
+            await trio.sleep(0.02)
+
+
+async def test_simultaneous_dials_end_in_one_connection_that_carries_gossip() -> None:
+    """Both ends dialling at once left two connections (py-libp2p keeps both); they are resynced to one."""
+    async with transports(2) as (a, b):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.connect, b.listen_addrs[0])
+            nursery.start_soon(b.connect, a.listen_addrs[0])
+        await _settle(a, b)
+        assert a.stats.connections_resynced + b.stats.connections_resynced >= 1
+        await trio.sleep(1.0)  # no resync loop: the pair stays at one connection
+        assert _conns(a, b) == _conns(b, a) == 1
+        await _gossip_and_requests_flow(a, b)
+
+
+async def test_gossip_survives_one_of_two_connections_closing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When one of two connections closes, pubsub used to forget the peer on one end only and gossip stopped
+    for good (0 of 8 messages either way); the half-closed pair is resynced instead."""
+    async with transports(2) as (a, b):
+        with monkeypatch.context() as patch:  # let the duplicate pair form, as without the resync
+            patch.setattr(Libp2pTransport, "_on_connection_change", lambda self, conn, closed: None)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(a.connect, b.listen_addrs[0])
+                nursery.start_soon(b.connect, a.listen_addrs[0])
+            with trio.fail_after(5):
+                while _conns(a, b) < 2 or b.peer_id not in a.mesh_peers() or a.peer_id not in b.mesh_peers():
+                    await trio.sleep(0.02)
+        await a.host.get_network().get_connections(ID.from_base58(b.peer_id))[0].close()
+        await _settle(a, b)
+        assert a.stats.connections_resynced + b.stats.connections_resynced >= 1
+        await _gossip_and_requests_flow(a, b)
