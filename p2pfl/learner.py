@@ -178,32 +178,38 @@ class NumpySoftmaxLearner:
     def train(self, steps: int) -> TrainResult:
         with self._lock:
             p, v = self._params, self._velocity
-            total = 0.0
-            seen = 0
-            for _ in range(steps):
-                idx = self._next_batch()
-                x, y = self.train_data.x[idx], self.train_data.y[idx]
-                logits, h = self._forward(p, x)
-                loss, g = self._softmax_xent(logits, y)
-                total += loss
-                seen += len(idx)
-                grads: Params
-                if self.hidden:
-                    assert h is not None
-                    gh = (g @ p["fc2.weight"].T) * (h > 0)
-                    grads = {
-                        "fc2.weight": h.T @ g,
-                        "fc2.bias": g.sum(axis=0),
-                        "fc1.weight": x.T @ gh,
-                        "fc1.bias": gh.sum(axis=0),
-                    }
-                else:
-                    grads = {"fc.weight": x.T @ g, "fc.bias": g.sum(axis=0)}
-                for k, grad in grads.items():
-                    gk = grad + self.weight_decay * p[k] if self.weight_decay else grad
-                    v[k] = (self.momentum * v[k] + gk).astype(np.float32)
-                    p[k] = (p[k] - self.lr * v[k]).astype(np.float32)
+            # a poisoned model may overflow here: the peer discards non-finite results, no warning needed
+            with np.errstate(over="ignore", invalid="ignore"):
+                total, seen = self._train_steps(p, v, steps)
             return TrainResult(loss=total / max(steps, 1), samples=seen, steps=steps)
+
+    def _train_steps(self, p: Params, v: Params, steps: int) -> tuple[float, int]:
+        total = 0.0
+        seen = 0
+        for _ in range(steps):
+            idx = self._next_batch()
+            x, y = self.train_data.x[idx], self.train_data.y[idx]
+            logits, h = self._forward(p, x)
+            loss, g = self._softmax_xent(logits, y)
+            total += loss
+            seen += len(idx)
+            grads: Params
+            if self.hidden:
+                assert h is not None
+                gh = (g @ p["fc2.weight"].T) * (h > 0)
+                grads = {
+                    "fc2.weight": h.T @ g,
+                    "fc2.bias": g.sum(axis=0),
+                    "fc1.weight": x.T @ gh,
+                    "fc1.bias": gh.sum(axis=0),
+                }
+            else:
+                grads = {"fc.weight": x.T @ g, "fc.bias": g.sum(axis=0)}
+            for k, grad in grads.items():
+                gk = grad + self.weight_decay * p[k] if self.weight_decay else grad
+                v[k] = (self.momentum * v[k] + gk).astype(np.float32)
+                p[k] = (p[k] - self.lr * v[k]).astype(np.float32)
+        return total, seen
 
     def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
         with self._lock:
