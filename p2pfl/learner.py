@@ -110,13 +110,20 @@ class NumpySoftmaxLearner:
         momentum: float = 0.9,
         batch_size: int = 16,
         weight_decay: float = 0.0,
+        lr_decay: float = 1.0,
+        lr_min: float = 0.0,
         seed: int = 0,
     ) -> None:
         if len(train) == 0:
             raise ValueError("a learner needs at least one training example")
+        if not 0.0 < lr_decay <= 1.0 or not 0.0 <= lr_min <= lr:
+            raise ValueError(f"need 0 < lr_decay <= 1 and 0 <= lr_min <= lr, got {lr_decay}, {lr_min}, {lr}")
         self.train_data, self.val_data = train, val
         self.n_classes, self.hidden = n_classes, hidden
         self.lr, self.momentum, self.batch_size, self.weight_decay = lr, momentum, batch_size, weight_decay
+        #: the learning rate shrinks by ``lr_decay`` after every ``train`` call (one per round), never below
+        #: ``lr_min``: late rounds then move the model less, so local drift stops pulling peers apart
+        self.lr_decay, self.lr_min = lr_decay, lr_min
         self._rng = np.random.default_rng(seed)
         f = train.x.shape[1]
         init = np.random.default_rng(1_000_003)  # same initial model on every peer: seed-independent
@@ -181,6 +188,7 @@ class NumpySoftmaxLearner:
             # a poisoned model may overflow here: the peer discards non-finite results, no warning needed
             with np.errstate(over="ignore", invalid="ignore"):
                 total, seen = self._train_steps(p, v, steps)
+            self.lr = max(self.lr_min, self.lr * self.lr_decay)
             return TrainResult(loss=total / max(steps, 1), samples=seen, steps=steps)
 
     def _train_steps(self, p: Params, v: Params, steps: int) -> tuple[float, int]:

@@ -615,9 +615,26 @@ class GossipEngine:
         actions: list[Action] = []
         if self.scorer is not None and reps:
             was_evicted = self.scorer.evicted()
+            reference = centre
+            if self.scorer.config.reference == "median":
+                # the mix may be a plain mean that the very models under test dragged off: score them
+                # against a reference they cannot move while they are a minority
+                reference = median(np.vstack([after[None, :], stack]))
             scores = self.scorer.evaluate(
-                before, after, {r.peer: r.vec for r in reps}, centre, val_losses, own_val_loss
+                before, after, {r.peer: r.vec for r in reps}, reference, val_losses, own_val_loss
             )
+            if weights is not None and self.scorer.config.drop_bad_at_once:
+                # A model scored bad this round leaves this round's mix at once: waiting for its reputation
+                # to fall (two rounds at the defaults) let a fresh sign-flipper wreck a plain mean first.
+                drop = [
+                    i
+                    for i, p in enumerate(peers)
+                    if weights[i] > 0 and p in scores and scores[p].combined < self.scorer.config.bad_score
+                ]
+                if drop:
+                    weights = weights.copy()
+                    weights[drop] = 0.0
+                    centre = aggregate(self.aggregation, after, stack, weights)
             for peer in sorted(self.scorer.evicted() - was_evicted):
                 evicted.append(peer)
                 self.replicas.pop(peer, None)

@@ -1,13 +1,15 @@
 """Per-neighbour contribution scores, reputation and eviction.
 
 Each time a peer aggregates it calls :meth:`ContributionScorer.evaluate` with its own model before and
-after local training, the neighbours' models it is about to mix, and the robust centre (the aggregate).
+after local training, the neighbours' models it is about to mix, and a reference centre: by default the
+coordinate-wise median of the own trained model and the neighbours' (``reference = "median"``), not the mix
+itself, which a plain-mean rule lets the models under test drag towards them.
 Every neighbour gets three component scores in ``[0, 1]``:
 
 * **distance** — ``r = |x_i - centre| / median distance`` (the median is taken over the neighbours *and*
   the peer's own trained model, so one trusted distance is always in it). Honest non-IID neighbours sit
   around ``r ~ 1``; ``r <= dist_ok`` scores 1, falling linearly to 0 at ``r = dist_cutoff``. Catches scaled,
-  Gaussian and far-away models.
+  Gaussian and far-away models. Beyond ``r = dist_hard`` the combined score is 0 outright.
 * **cosine** — ``cos(x_i - own_before, own_after - own_before)``: does the neighbour pull the peer the
   way its own data does? ``cos >= cos_ok`` scores 1, falling linearly to 0 at ``cos_bad``. Catches
   sign-flip and inner-product-manipulation models that hide close to the centre. Skipped (``None``) when
@@ -70,6 +72,10 @@ class ScoringConfig:
     probation_reputation: float = 0.5
     dist_ok: float = 2.0
     dist_cutoff: float = 5.0
+    #: ``r >= dist_hard`` makes the combined score 0 whatever the other components say (``None``: off).
+    #: Measured on Dirichlet(0.3) digits: honest neighbours reach r 6.8 at most, Gaussian models sit at 10-30
+    #: yet keep a fine loss on a skewed validation split, which averaged their distance score away.
+    dist_hard: float | None = 10.0
     cos_ok: float = 0.0
     cos_bad: float = -0.5
     loss_ok: float = 3.0
@@ -80,6 +86,12 @@ class ScoringConfig:
     use_val_loss: bool = True
     weighting: Literal["binary", "reputation"] = "binary"
     cap_by_hard_evidence: bool = False
+    #: leave a neighbour scored below ``bad_score`` out of the very mix it was scored against (the peer
+    #: aggregates again without it), instead of only lowering its reputation for later rounds
+    drop_bad_at_once: bool = True
+    #: what distances are measured from: ``median`` (coordinate-wise, over the own trained model and every
+    #: candidate) or ``aggregate`` (the mix itself, which a non-robust rule lets the attackers move)
+    reference: Literal["median", "aggregate"] = "median"
 
     def __post_init__(self) -> None:
         unit = ("ema", "initial_reputation", "exclude_below", "bad_score", "probation_reputation")
@@ -95,6 +107,9 @@ class ScoringConfig:
                 raise AggregationError(f"{name}: must be an integer >= 1, got {value!r}")
         if not _is_real(self.dist_cutoff) or not 1.0 < self.dist_cutoff < math.inf:
             raise AggregationError(f"dist_cutoff: must be a finite number > 1, got {self.dist_cutoff!r}")
+        hard = self.dist_hard
+        if hard is not None and (not _is_real(hard) or hard <= self.dist_cutoff):
+            raise AggregationError(f"dist_hard: must be None or a number > dist_cutoff, got {hard!r}")
         if not _is_real(self.dist_ok) or not 0.0 < self.dist_ok < self.dist_cutoff:
             raise AggregationError(f"dist_ok: must be in (0, dist_cutoff), got {self.dist_ok!r}")
         if not (
@@ -116,8 +131,11 @@ class ScoringConfig:
                 raise AggregationError(f"{name}: must be a finite number >= 0, got {value!r}")
         if self.w_distance + self.w_cosine + self.w_loss == 0:
             raise AggregationError("w_distance/w_cosine/w_loss: at least one component weight must be > 0")
-        if not isinstance(self.use_val_loss, bool):
-            raise AggregationError(f"use_val_loss: must be a bool, got {self.use_val_loss!r}")
+        for name in ("use_val_loss", "cap_by_hard_evidence", "drop_bad_at_once"):
+            if not isinstance(getattr(self, name), bool):
+                raise AggregationError(f"{name}: must be a bool, got {getattr(self, name)!r}")
+        if self.reference not in ("median", "aggregate"):
+            raise AggregationError(f"reference: must be 'median' or 'aggregate', got {self.reference!r}")
         if self.weighting not in ("binary", "reputation"):
             raise AggregationError(f"weighting: must be 'binary' or 'reputation', got {self.weighting!r}")
 
@@ -322,6 +340,8 @@ class ContributionScorer:
             if cfg.cap_by_hard_evidence:
                 hard = [s for w, s in (parts[0], parts[2]) if w > 0 and s is not None]
                 combined = min([combined, *hard])
+            if cfg.dist_hard is not None and r >= cfg.dist_hard:
+                combined = 0.0  # far outside any honest spread: no other component may average it away
             state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
             bad = combined < cfg.bad_score
             state.consecutive_bad = state.consecutive_bad + 1 if bad else 0

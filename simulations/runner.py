@@ -159,6 +159,8 @@ def build_learner(scenario: Scenario, split: Split, index: int) -> NumpySoftmaxL
         momentum=m.momentum,
         batch_size=m.batch_size,
         weight_decay=m.weight_decay,
+        lr_decay=m.lr_decay,
+        lr_min=m.lr_min,
         seed=scenario.run.seed * 100_003 + index,
     )
 

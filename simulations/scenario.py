@@ -161,6 +161,8 @@ class ModelSpec:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0
+    lr_decay: float = 1.0
+    lr_min: float = 0.0
     local_steps: int = 10
     batch_size: int = 16
 
@@ -175,6 +177,8 @@ class ModelSpec:
             lr=_get(t, s, "lr", (int, float), 0.1),
             momentum=_get(t, s, "momentum", (int, float), 0.9),
             weight_decay=_get(t, s, "weight_decay", (int, float), 0.0),
+            lr_decay=_get(t, s, "lr_decay", (int, float), 1.0),
+            lr_min=_get(t, s, "lr_min", (int, float), 0.0),
             local_steps=_get(t, s, "local_steps", int, 10),
             batch_size=_get(t, s, "batch_size", int, 16),
         )
@@ -182,6 +186,8 @@ class ModelSpec:
         _range(s, "lr", out.lr, 0, 100, lo_open=True)
         _range(s, "momentum", out.momentum, 0, 0.999)
         _range(s, "weight_decay", out.weight_decay, 0, 1)
+        _range(s, "lr_decay", out.lr_decay, 0, 1, lo_open=True)
+        _range(s, "lr_min", out.lr_min, 0, out.lr)
         _range(s, "local_steps", out.local_steps, 1, 100_000)
         _range(s, "batch_size", out.batch_size, 1, 100_000)
         return out

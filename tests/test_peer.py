@@ -257,3 +257,25 @@ def test_mix_guard_config_is_validated() -> None:
         PeerConfig(network_id="x", mix_guard_margin=0.0)
     with pytest.raises(ConfigError, match="mix_guard_warmup"):
         PeerConfig(network_id="x", mix_guard_warmup=-1)
+
+
+def test_the_learning_rate_decays_per_round_down_to_its_floor() -> None:
+    split = peer_splits("digits", 2, seed=0)[0]
+    learner = NumpySoftmaxLearner(split.train, split.val, split.n_classes, lr=0.1, lr_decay=0.5, lr_min=0.02)
+    rates = []
+    for _ in range(4):
+        learner.train(1)
+        rates.append(learner.lr)
+    assert rates == pytest.approx([0.05, 0.025, 0.02, 0.02])
+    # a decayed rate moves the model less: after a near-total decay, training barely changes it
+    frozen = NumpySoftmaxLearner(
+        split.train, split.val, split.n_classes, momentum=0.0, lr=0.1, lr_decay=1e-6, lr_min=0.0
+    )
+    frozen.train(5)
+    before = frozen.get_params()
+    frozen.train(5)
+    moved = max(float(np.abs(frozen.get_params()[k] - before[k]).max()) for k in before)
+    assert moved < 1e-5
+    for bad in ({"lr_decay": 0.0}, {"lr_decay": 1.5}, {"lr_min": 0.5}):
+        with pytest.raises(ValueError, match="lr_decay"):
+            NumpySoftmaxLearner(split.train, split.val, split.n_classes, lr=0.1, **bad)

@@ -18,6 +18,7 @@ from p2pfl.protocol import (
     Publish,
     RequestSnapshot,
 )
+from p2pfl.scoring import ScoringConfig
 from p2pfl.wire import SIGNING_DOMAIN, Limits, Meta, digest, encode_header, open_envelope
 
 SHAPES = {"b": (3,), "w": (3, 4)}
@@ -315,3 +316,43 @@ def test_a_snapshot_at_the_same_version_neither_refreshes_nor_replaces_the_repli
     b.handle_snapshot(twin.serve_snapshot(0), a.peer_id, 10.0)
     assert 1 == b.rejections["equivocation"]
     assert a.public_digest == b.replicas[a.peer_id].digest
+
+
+def _first_mix_with_a_fresh_poisoner(drop_bad_at_once: bool) -> np.ndarray:
+    """Four honest engines agree on ~1.0; a fifth, trusted so far, suddenly publishes -50. Returns the first
+    honest engine's mix of the round it first sees the poisoned model (a plain mean: no robust rule)."""
+    scoring = ScoringConfig(drop_bad_at_once=drop_bad_at_once)
+    agg = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
+    engines = [
+        GossipEngine(
+            Identity(bytes([i]) * 32),
+            ProtocolConfig(network_id="t"),
+            model(),
+            aggregation=agg,
+            scoring=scoring,
+        )
+        for i in range(1, 6)
+    ]
+    net = Net(engines)
+    for r in (1, 2):
+        net.now = float(r)
+        for e in engines:
+            out = e.finish_round(train_step(e, 0.5), net.now)
+            net.run(e, [a for a in out.actions if isinstance(a, Publish)])
+    attacker = engines[4]
+    net.now = 3.0
+    net.run(attacker, attacker.finish_round(model(-50.0), net.now).actions)
+    first = engines[0]
+    out = first.finish_round(train_step(first, 0.5), net.now)
+    assert out.scores[attacker.peer_id].combined < scoring.bad_score  # scored bad, yet still trusted...
+    assert out.scores[attacker.peer_id].status == "active"  # ...by reputation
+    weight = {c.peer: c.weight for c in out.contributions}[attacker.peer_id]
+    assert weight == (0.0 if drop_bad_at_once else 1.0)
+    return first.own
+
+
+def test_a_model_scored_bad_leaves_the_mix_it_was_scored_against() -> None:
+    kept = _first_mix_with_a_fresh_poisoner(drop_bad_at_once=True)
+    assert np.all(kept > 1.0), kept  # the honest models only
+    pulled = _first_mix_with_a_fresh_poisoner(drop_bad_at_once=False)
+    assert np.all(pulled < -5.0), pulled  # what waiting for the reputation to fall let through

@@ -100,6 +100,10 @@ def run(
         ("w_distance", -1.0),
         ("use_val_loss", 1),
         ("weighting", "softmax"),
+        ("dist_hard", 4.0),
+        ("dist_hard", "far"),
+        ("drop_bad_at_once", "yes"),
+        ("reference", "mean"),
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
@@ -217,6 +221,27 @@ def test_validation_loss_component_penalises_a_model_that_hurts_own_data() -> No
     recs = scorer.evaluate(before, after, models, np.zeros(3), losses, 1.0)
     assert (recs["ok"].loss_score, recs["hurts"].loss_score, recs["nan"].loss_score) == (1.0, 0.0, 0.0)
     assert [recs["hurts"].combined, recs["ok"].combined] == [0.0, 1.0]
+
+
+def test_a_model_beyond_dist_hard_scores_zero_whatever_its_loss_and_cosine() -> None:
+    """A Gaussian-noised model keeps a fine loss on a skewed validation split; averaged, its distance score
+    alone never made it bad. Beyond ``dist_hard`` it is bad outright; just inside, the average still rules."""
+    before, after = np.zeros(2), np.array([1.0, 0.0])
+    models = {f"h{i}": np.array([1.0, float(i)]) for i in range(4)}  # distances 0..3, the median 2
+    models["far"] = np.array([1.0, 24.0])  # r = 12; cosine and loss fine
+    models["near"] = np.array([1.0, 16.0])  # r = 8: beyond dist_cutoff, inside dist_hard
+    losses = dict.fromkeys(models, 1.0)
+    centre = np.array([1.0, 0.0])
+
+    def combined(cfg: ScoringConfig) -> dict[str, float]:
+        recs = ContributionScorer(cfg).evaluate(before, after, models, centre, losses, 1.0)
+        return {p: r.combined for p, r in recs.items()}
+
+    hard = combined(ScoringConfig(dist_hard=10.0))
+    soft = combined(ScoringConfig(dist_hard=None))
+    assert hard["far"] == 0.0 < ScoringConfig().bad_score < soft["far"]
+    assert hard["near"] == soft["near"] > ScoringConfig().bad_score
+    assert all(hard[f"h{i}"] == 1.0 for i in range(4))
 
 
 def test_validation_loss_is_relative_to_the_neighbours_median_not_to_the_own_loss() -> None:

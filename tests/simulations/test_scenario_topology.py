@@ -48,6 +48,9 @@ def test_shipped_scenarios_are_valid(path: Path) -> None:
         ({"data": {"synthetic_samples": 5}}, r"\[data\] synthetic_samples"),
         ({"churn": {"crashes": [{"peer": 99, "round": 2}]}}, r"\[churn\] crashes\[0\].peer"),
         ({"model": {"kind": "cnn"}}, r"\[model\] kind"),
+        ({"model": {"lr_decay": 0}}, r"\[model\] lr_decay"),
+        ({"model": {"lr": 0.1, "lr_min": 0.2}}, r"\[model\] lr_min"),
+        ({"scoring": {"drop_bad_at_once": 1}}, r"\[scoring\] drop_bad_at_once"),
         ({"nope": {}}, r"\[nope\]: unknown section"),
     ],
 )
