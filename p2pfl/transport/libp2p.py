@@ -519,7 +519,8 @@ class Libp2pTransport:
         self._next_publish = 0.0
         #: when each live connection was registered (trio clock), to tell old connections from redials
         self._conn_born: weakref.WeakKeyDictionary[INetConn, float] = weakref.WeakKeyDictionary()
-        #: peers being resynced now; peer -> until when a redial by the other end is awaited
+        #: peers being resynced now; peer -> until when a redial by the other end is awaited (expired entries
+        #: are pruned, so it holds only peers resynced within the last dial_timeout)
         self._resyncing: set[str] = set()
         self._redial_expected: dict[str, float] = {}
         self._running = False
@@ -750,7 +751,7 @@ class Libp2pTransport:
         if not self._peer_allowed(pid):
             raise TransportError(f"peer {pid} is refused by the peer filter or blocked")
         network = self._host.get_network()
-        expected = self._redial_expected.get(pid, -1.0) - trio.current_time()
+        expected = self._redial_expected.pop(pid, -1.0) - trio.current_time()
         if expected > 0 and not network.get_connections(info.peer_id):
             # The other end of a resynced pair is dialling us: dialling it too would duplicate the link again.
             with trio.move_on_after(expected):
@@ -861,7 +862,9 @@ class Libp2pTransport:
             self._stats.connections_resynced += 1
             log.info("resyncing %d connections to %s (redial: %s)", len(conns), peer, redial)
             if not redial:
-                self._redial_expected[peer] = trio.current_time() + self._config.dial_timeout
+                now = trio.current_time()
+                self._redial_expected = {p: t for p, t in self._redial_expected.items() if t > now}
+                self._redial_expected[peer] = now + self._config.dial_timeout
             for conn in conns:
                 with _cleanup_scope(), suppress(Exception):
                     await conn.close()
