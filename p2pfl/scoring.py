@@ -1,15 +1,15 @@
 """Per-neighbour contribution scores, reputation and eviction.
 
 Each time a peer aggregates it calls :meth:`ContributionScorer.evaluate` with its own model before and
-after local training, the neighbours' models it is about to mix, and a reference centre: by default the
-coordinate-wise median of the own trained model and the neighbours' (``reference = "median"``), not the mix
-itself, which a plain-mean rule lets the models under test drag towards them.
+after local training, the neighbours' models it is about to mix, and a reference centre: the mix itself
+(robust under the default geomed rule) or, with ``reference = "median"``, the coordinate-wise median of the
+own trained model and the neighbours' (a plain-mean mix lets the models under test drag it towards them).
 Every neighbour gets three component scores in ``[0, 1]``:
 
 * **distance** — ``r = |x_i - centre| / median distance`` (the median is taken over the neighbours *and*
   the peer's own trained model, so one trusted distance is always in it). Honest non-IID neighbours sit
   around ``r ~ 1``; ``r <= dist_ok`` scores 1, falling linearly to 0 at ``r = dist_cutoff``. Catches scaled,
-  Gaussian and far-away models. Beyond ``r = dist_hard`` the combined score is 0 outright.
+  Gaussian and far-away models. Beyond ``r = dist_hard`` (off by default) the combined score is 0 outright.
 * **cosine** — ``cos(x_i - own_before, own_after - own_before)``: does the neighbour pull the peer the
   way its own data does? ``cos >= cos_ok`` scores 1, falling linearly to 0 at ``cos_bad``. Catches
   sign-flip and inner-product-manipulation models that hide close to the centre. Skipped (``None``) when
@@ -74,8 +74,10 @@ class ScoringConfig:
     dist_cutoff: float = 5.0
     #: ``r >= dist_hard`` makes the combined score 0 whatever the other components say (``None``: off).
     #: Measured on Dirichlet(0.3) digits: honest neighbours reach r 6.8 at most, Gaussian models sit at 10-30
-    #: yet keep a fine loss on a skewed validation split, which averaged their distance score away.
-    dist_hard: float | None = 10.0
+    #: yet keep a fine loss on a skewed validation split, which averaged their distance score away. Off by
+    #: default: a peer restarted from an old checkpoint, or joining late, is that far from a converged
+    #: neighbourhood too, and was evicted by its honest neighbours in a registry-outage test (2 of 3 runs).
+    dist_hard: float | None = None
     cos_ok: float = 0.0
     cos_bad: float = -0.5
     loss_ok: float = 3.0
@@ -89,9 +91,10 @@ class ScoringConfig:
     #: leave a neighbour scored below ``bad_score`` out of the very mix it was scored against (the peer
     #: aggregates again without it), instead of only lowering its reputation for later rounds
     drop_bad_at_once: bool = True
-    #: what distances are measured from: ``median`` (coordinate-wise, over the own trained model and every
-    #: candidate) or ``aggregate`` (the mix itself, which a non-robust rule lets the attackers move)
-    reference: Literal["median", "aggregate"] = "median"
+    #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default geomed rule)
+    #: or ``median`` (coordinate-wise, over the own trained model and every candidate), which attackers cannot
+    #: drag along when the rule is a plain mean (simulations/scenarios/attacks16.toml uses it)
+    reference: Literal["median", "aggregate"] = "aggregate"
 
     def __post_init__(self) -> None:
         unit = ("ema", "initial_reputation", "exclude_below", "bad_score", "probation_reputation")
