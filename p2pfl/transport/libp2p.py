@@ -51,7 +51,7 @@ import os
 import socket
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
@@ -338,35 +338,6 @@ class _HardenedPubsub(Pubsub):
         self._forget_all_subscriptions(peer_id)
 
 
-class _FloodOwnGossipSub(GossipSub):
-    """Our own messages go to every peer subscribed to our topic (score permitting), not only to the mesh.
-
-    With one topic per publisher, the subscribers are exactly our connected neighbours; a neighbour that has
-    subscribed but is not grafted yet (a heartbeat away) would otherwise miss our first versions, and a
-    fresh peer's first mixes then held only whichever neighbours' models did arrive (once: only a
-    sign-flipper's, which poisoned all three honest peers of a 4-peer run). go-libp2p floods its own
-    publishes by default for the same reason. Forwarding others' messages still follows the mesh.
-    """
-
-    def _get_peers_to_send(
-        self,
-        topic_ids: Iterable[str],
-        msg_forwarder: ID,
-        origin: ID,
-        msg_id: bytes | None = None,
-    ) -> Iterable[ID]:
-        topics = list(topic_ids)
-        peers = set(super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id))
-        pubsub = self.pubsub
-        if pubsub is not None and origin == pubsub.my_id:
-            scorer = self.scorer
-            for topic in topics:
-                for peer in pubsub.peer_topics.get(topic, ()):
-                    if peer != origin and (scorer is None or scorer.allow_publish(peer, [topic])):
-                        peers.add(peer)
-        return peers
-
-
 class _FilterNotifee(INotifee):
     """Close connections from peers the access filter (or the block list) refuses, right after Noise."""
 
@@ -509,7 +480,7 @@ class Libp2pTransport:
             graylist_threshold=cfg.graylist_threshold,
             accept_px_threshold=0.0,
         )
-        self._gossipsub = _FloodOwnGossipSub(
+        self._gossipsub = GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
             degree=cfg.mesh_degree,
             degree_low=cfg.mesh_degree_low,
