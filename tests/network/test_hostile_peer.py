@@ -141,7 +141,7 @@ def test_hostile_peer_is_rejected_counted_and_never_changes_honest_models(tmp_pa
         rejected: dict[str, int] = s["rejected"]
         counts[i] = rejected
         for attack, (reasons, least) in EXPECTED.items():
-            assert sum(rejected.get(r, 0) for r in reasons) >= least, (i, attack, reasons, rejected)
+            assert sum(rejected.get(r, 0) for r in reasons) >= least, (i, attack, reasons, s, report)
         # honest peers never evicted one another (evicting the hostile is allowed)
         assert set(s["evicted"]) <= {HOSTILE.peer_id}, (i, s)
 
