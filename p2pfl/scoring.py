@@ -15,9 +15,9 @@ Every neighbour gets three component scores in ``[0, 1]``:
   sign-flip and inner-product-manipulation models that hide close to the centre. Skipped (``None``) when
   either vector is zero.
 * **loss** (optional) — the neighbour's model's loss on the peer's own validation split, relative to
-  ``L_ref = max(L_own, median of the neighbours' losses)``: ``q = L_i / L_ref``; ``q <= loss_ok`` scores 1,
-  falling to 0 at ``loss_bad``. The peer's own data is the trusted root: no other peer can fake it. The
-  median (not ``L_own`` alone) is the reference because on non-IID data every honest neighbour is much
+  ``L_ref = max(L_own, lower median of the neighbours' losses)``: ``q = L_i / L_ref``; ``q <= loss_ok``
+  scores 1, falling to 0 at ``loss_bad``. The peer's own data is the trusted root: no other peer can fake
+  it. The median (not ``L_own`` alone) is the reference because on non-IID data every honest neighbour is much
   worse than the peer itself on the peer's own split; a poisoned model is worse than the honest majority.
   A non-finite loss scores 0.
 
@@ -171,6 +171,12 @@ class _PeerState:
     probation_left: int = 0
 
 
+def _lower_median(values: list[float]) -> float:
+    """The median of an odd count; of an even count, the lower of the two middle values."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def _ramp_down(value: float, ok: float, bad: float) -> float:
     """1 at ``value <= ok``, 0 at ``value >= bad``, linear between (``ok < bad``)."""
     if value <= ok:
@@ -301,7 +307,9 @@ class ContributionScorer:
             finite = [
                 float(val_losses[p]) for p in scored if p in val_losses and math.isfinite(val_losses[p])
             ]
-            loss_ref = max(own_val_loss, float(np.median(finite)) if finite else own_val_loss)
+            # The *lower* median: with two neighbours, one poisoned model must not set half its own reference
+            # (the mean of the two middle losses let a sign-flipper beside one honest neighbour score 1).
+            loss_ref = max(own_val_loss, _lower_median(finite) if finite else own_val_loss)
 
         records: dict[str, ScoreRecord] = {}
         for p, model in models.items():

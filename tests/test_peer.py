@@ -63,6 +63,59 @@ async def run_all(peers: list[Peer], rounds: int) -> None:
             n.start_soon(p.run, rounds)
 
 
+async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[int, float]:
+    """Peer A has neighbours B and C (and, with ``lurker``, D, which never publishes). B starts at once, C
+    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's wall time."""
+    splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(4 if lurker else 3):
+            config = PeerConfig(
+                network_id="digits",
+                local_steps=5,
+                status_interval_s=0,
+                max_round_wait_s=30,
+                join_on_start=False,  # no snapshot of each neighbour before the first round
+            )
+            peer = Peer(
+                config,
+                learner_for(splits[i], i),
+                Identity(bytes([i + 1]) * 32),
+                transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+            )
+            peers.append(peer)
+        net = MemoryNetwork()
+        peers = [await stack.enter_async_context(p) for p in peers]
+        a, b, c = peers[:3]
+        for other in peers[1:]:
+            await a.connect(f"memory/{other.peer_id}")
+
+        async def late(p: Peer) -> None:
+            await trio.sleep(delay_c)
+            await p.run(3)
+
+        t0 = trio.current_time()
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                n.start_soon(a.run, 3)
+                n.start_soon(b.run, 3)
+                n.start_soon(late, c)
+        return a.reports[1].mixed, trio.current_time() - t0
+
+
+async def test_a_peer_does_not_mix_a_lone_neighbour_model_while_other_learners_are_expected() -> None:
+    """A's second round waits for the first version of C too (connected, subscribed, still training):
+    mixing B's model alone would leave it unjudged, poisoned or not."""
+    mixed, _ = await _second_round_mix(1.0)
+    assert mixed == 2
+
+
+async def test_a_lurking_neighbour_does_not_hold_up_rounds_once_two_neighbours_publish() -> None:
+    mixed, wall = await _second_round_mix(0.0, lurker=True)
+    assert mixed == 2
+    assert wall < 20  # D is expected for max_round_wait_s = 30 s only while fewer than two neighbours publish
+
+
 async def test_four_peers_on_non_iid_digits_all_reach_high_accuracy() -> None:
     splits = peer_splits("digits", 4, partition_kind="dirichlet", alpha=0.5, seed=3)
     alone = []

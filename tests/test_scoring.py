@@ -254,6 +254,17 @@ def test_validation_loss_is_relative_to_the_neighbours_median_not_to_the_own_los
     assert [1.0, 1.0, 1.0, 0.0] == [recs[p].loss_score for p in ("a", "b", "c", "bad")]
 
 
+def test_one_poisoned_model_beside_one_honest_neighbour_cannot_set_its_own_loss_reference() -> None:
+    """Two neighbours: the reference is the lower of their losses, not their mean (which a poisoned model
+    with loss 8 would drag to 4.5, making its own q < 2 and its loss score 1)."""
+    scorer = ContributionScorer(ScoringConfig(w_distance=0.0, w_cosine=0.0, w_loss=1.0))
+    before, after = np.zeros(2), np.array([1.0, 0.0])
+    models = {p: np.array([1.0, 0.0]) for p in ("honest", "poisoned")}
+    recs = scorer.evaluate(before, after, models, after, {"honest": 1.0, "poisoned": 8.0}, 0.5)
+    assert recs["honest"].loss_score == 1.0
+    assert recs["poisoned"].loss_score == pytest.approx(2 / 7)  # q = 8: 3 -> 1 ... 10 -> 0
+
+
 def test_validation_loss_is_ignored_when_disabled_or_own_loss_missing() -> None:
     before, after = np.zeros(2), np.array([1.0, 0.0])
     models = {"a": np.array([1.0, 0.0])}

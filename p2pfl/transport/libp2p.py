@@ -811,6 +811,14 @@ class Libp2pTransport:
         """Peers in our gossipsub mesh for our own topic: those our publishes reach directly (diagnostics)."""
         return [str(p) for p in self._gossipsub.mesh.get(self._topic, ())]
 
+    def listeners(self) -> list[str]:
+        """Connected peers subscribed to our announcements: the ones that learn from us (a bootstrap registry
+        or a peer of another network never subscribes). Gossipsub learns a subscription ~1 RPC after the
+        connection, so a freshly connected learner shows up here a moment later."""
+        subscribers = self._pubsub.peer_topics.get(self._topic, set())
+        connected = set(self.connected_peers())
+        return [str(p) for p in subscribers if str(p) in connected]
+
     def subscribed_peers(self) -> list[str]:
         """Peers whose announcements we subscribe to (connected now, or lately; diagnostics and tests)."""
         return list(self._topics)

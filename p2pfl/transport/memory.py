@@ -281,6 +281,10 @@ class MemoryTransport:
     def connected_peers(self) -> list[str]:
         return list(self._neighbours)
 
+    def listeners(self) -> list[str]:
+        """Connected peers that receive our announcements: every neighbour (links carry gossip at once)."""
+        return list(self._neighbours)
+
     def penalise(self, peer_id: str, amount: float | None = None) -> None:
         """Record a score penalty (kept for parity with libp2p; see :meth:`peer_score`)."""
         self._scores[peer_id] = self._scores.get(peer_id, 0.0) - (50.0 if amount is None else amount)

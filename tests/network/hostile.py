@@ -88,23 +88,19 @@ def frame(header_bytes: bytes, signature: bytes, payload: bytes | None) -> bytes
 
 @dataclass
 class Captured:
-    """Honest envelopes seen on gossip, per sender: the first one (to replay), the newest version number
-    with when it was seen, and how many."""
+    """Honest envelopes seen on gossip, per sender: the first one (to replay) and how many."""
 
     first: dict[str, tuple[float, Envelope, bytes]] = field(default_factory=dict)
-    newest: dict[str, tuple[float, int]] = field(default_factory=dict)
+    #: when a version two above the first one was first seen, per sender
+    passed: dict[str, float] = field(default_factory=dict)
     count: dict[str, int] = field(default_factory=dict)
 
     def superseded(self, sender: str, now: float, settle_s: float) -> bool:
-        """Whether two later versions than the first captured one were seen, the second ``settle_s`` ago:
-        every honest replica of ``sender`` is then past the first version, so re-sending it is a replay
-        (re-sending the version a replica still holds is a harmless duplicate, counted as such)."""
-        first = self.first.get(sender)
-        newest = self.newest.get(sender)
-        if first is None or newest is None:
-            return False
-        seen_at, seq = newest
-        return seq >= first[1].header.seq + 2 and now - seen_at >= settle_s
+        """Whether a version two above the first captured one was seen ``settle_s`` ago: every honest replica
+        of ``sender`` is then past the first version, so re-sending it is a replay (re-sending the version a
+        replica still holds is a harmless duplicate, and counted as such)."""
+        seen_at = self.passed.get(sender)
+        return seen_at is not None and now - seen_at >= settle_s
 
 
 @dataclass
@@ -156,8 +152,9 @@ class Hostile:
         self.captured.count[sender] = self.captured.count.get(sender, 0) + 1
         if sender not in self.captured.first:
             self.captured.first[sender] = (now, env, bytes(data))
-        if env.header.seq > self.captured.newest.get(sender, (0.0, -1))[1]:
-            self.captured.newest[sender] = (now, env.header.seq)
+        first_seq = self.captured.first[sender][1].header.seq
+        if sender not in self.captured.passed and env.header.seq >= first_seq + 2:
+            self.captured.passed[sender] = now
 
     async def serve_snapshot(self, peer: str, request: bytes) -> bytes:
         self.report.snapshots_served[peer] = self.report.snapshots_served.get(peer, 0) + 1

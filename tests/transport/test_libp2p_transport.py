@@ -172,6 +172,33 @@ async def test_broadcast_reaches_connected_peers_exactly_once() -> None:
         assert a.stats.messages_sent == 1 and a.stats.bytes_sent == 5
 
 
+async def test_listeners_are_the_connected_peers_that_subscribe_to_our_announcements() -> None:
+    """A peer of our network subscribes to our topic; a host of another network (like a bootstrap registry,
+    which speaks no gossip of ours) stays connected but never becomes a listener."""
+    async with AsyncExitStack() as stack:
+        a, b = [
+            await stack.enter_async_context(
+                Libp2pTransport.open(seed=seed(70 + i), network_id="test", listen=LOOPBACK, config=FAST)
+            )
+            for i in range(2)
+        ]
+        other = await stack.enter_async_context(
+            Libp2pTransport.open(seed=seed(72), network_id="other", listen=LOOPBACK, config=FAST)
+        )
+        await a.connect(b.listen_addrs[0])
+        await a.connect(other.listen_addrs[0])
+        with trio.fail_after(5):
+            while a.listeners() != [b.peer_id]:
+                await trio.sleep(0.02)
+        await trio.sleep(2.5)  # two topic syncs later: still connected, still not a listener
+        assert sorted(a.connected_peers()) == sorted([b.peer_id, other.peer_id])
+        assert a.listeners() == [b.peer_id]
+        await a.disconnect(b.peer_id)
+        with trio.fail_after(5):
+            while a.listeners():  # a listener must be connected (its subscription may linger)
+                await trio.sleep(0.02)
+
+
 async def test_triangle_each_message_once() -> None:
     async with transports(3) as (a, b, c):
         await a.connect(b.listen_addrs[0])
