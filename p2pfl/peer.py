@@ -627,7 +627,7 @@ class Peer:
             return
         # Then let every connected learner subscribe to our announcements (bounded): a first version
         # published before a neighbour subscribed never reaches it, and a neighbour that hears only one of its
-        # peers in its first rounds mixes that one alone, poisoner or not (measured: 2 of 5 runs of a 4-peer
+        # peers in its first rounds mixes that one alone, poisoner or not (measured: 2 of 6 runs of a 4-peer
         # libp2p scenario where honest peers mixed only a sign-flipper's model for 3 rounds and ended < 50%).
         with trio.move_on_after(SUBSCRIBE_GRACE_S + 1.0):
             while not self._stopped.is_set() and self._unsubscribed(trio.current_time()):
