@@ -52,7 +52,7 @@ from p2pfl.protocol import (
     RequestSnapshot,
     RoundOutcome,
 )
-from p2pfl.scoring import ScoringConfig
+from p2pfl.scoring import ScoreRecord, ScoringConfig
 from p2pfl.state import Checkpoint, RollbackGuard, VersionLog, load_checkpoint, save_checkpoint
 from p2pfl.transport.base import Transport
 from p2pfl.wire import Meta
@@ -815,7 +815,14 @@ class Peer:
         if self._log is None:
             return
         contributions = [
-            {"peer": c.peer, "seq": c.seq, "weight": c.weight, "score": c.score, "status": c.status}
+            {
+                "peer": c.peer,
+                "seq": c.seq,
+                "weight": c.weight,
+                "score": c.score,
+                "status": c.status,
+                **_components(outcome.scores.get(c.peer)),
+            }
             for c in outcome.contributions
         ]
         self._log.append(
@@ -887,6 +894,18 @@ def _format_status(s: Mapping[str, Any]) -> str:
         f"neighbours={s['neighbours']} replicas={s['replicas']} bytes_out={s['bytes_sent']} "
         f"bytes_in={s['bytes_received']} rejected={sum(s['rejected'].values())} evicted={len(s['evicted'])}"
     )
+
+
+def _components(record: ScoreRecord | None) -> dict[str, float | None]:
+    """A score's evidence for the version log, so an eviction can be explained afterwards: the distance ratio,
+    the cosine and the loss score (``None`` where not computed)."""
+    if record is None:
+        return {}
+    return {
+        "r": _finite_or_none(record.distance),
+        "cos": None if record.cosine is None else _finite_or_none(record.cosine),
+        "loss": record.loss_score,
+    }
 
 
 def _finite_or_none(x: float) -> float | None:

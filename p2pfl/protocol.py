@@ -638,7 +638,7 @@ class GossipEngine:
             for peer in sorted(self.scorer.evicted() - was_evicted):
                 evicted.append(peer)
                 self.replicas.pop(peer, None)
-                actions.append(Evict(peer, scores[peer].reason if peer in scores else "evicted"))
+                actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
         contributions = [
             Contribution(
                 peer=r.peer,
@@ -700,3 +700,10 @@ class GossipEngine:
             "rejected": dict(self.rejections),
             "evicted": sorted(self.scorer.evicted()) if self.scorer is not None else [],
         }
+
+
+def _evidence(record: ScoreRecord) -> str:
+    """The eviction reason with the last score's components, so a log line says why."""
+    cos = "-" if record.cosine is None else f"{record.cosine:.2f}"
+    loss = "-" if record.loss_score is None else f"{record.loss_score:.2f}"
+    return f"{record.reason} (last: r={record.distance:.2f} cos={cos} loss_score={loss})"

@@ -116,6 +116,44 @@ async def test_a_lurking_neighbour_does_not_hold_up_rounds_once_two_neighbours_p
     assert wall < 20  # D is expected for max_round_wait_s = 30 s only while fewer than two neighbours publish
 
 
+async def test_the_version_log_records_each_score_s_evidence(tmp_path: Path) -> None:
+    """Distance ratio, cosine and loss score sit next to each combined score, so an eviction can be explained
+    from the signed log afterwards."""
+    from p2pfl.state import read_log
+
+    splits = peer_splits("digits", 3, partition_kind="iid", seed=6)
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(3):
+            config = PeerConfig(
+                network_id="digits",
+                local_steps=5,
+                status_interval_s=0,
+                max_round_wait_s=5,
+                state_dir=tmp_path if i == 0 else None,
+            )
+            peer = Peer(
+                config,
+                learner_for(splits[i], i),
+                Identity(bytes([i + 1]) * 32),
+                transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+            )
+            peers.append(peer)
+        net = MemoryNetwork()
+        peers = [await stack.enter_async_context(p) for p in peers]
+        for i, a in enumerate(peers):
+            for b in peers[i + 1 :]:
+                await a.connect(f"memory/{b.peer_id}")
+        with trio.fail_after(60):
+            await run_all(peers, 4)
+    scored = [c for rec in read_log(tmp_path) for c in rec.contributions if c["score"] is not None]
+    assert scored
+    for c in scored:
+        assert isinstance(c["r"], float) and c["r"] >= 0
+        assert c["cos"] is None or -1.0 <= c["cos"] <= 1.0
+        assert 0.0 <= c["loss"] <= 1.0
+
+
 async def test_four_peers_on_non_iid_digits_all_reach_high_accuracy() -> None:
     splits = peer_splits("digits", 4, partition_kind="dirichlet", alpha=0.5, seed=3)
     alone = []
