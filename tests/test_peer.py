@@ -24,6 +24,17 @@ def learner_for(split: Split, seed: int, hidden: int = 32) -> NumpySoftmaxLearne
     return NumpySoftmaxLearner(split.train, split.val, split.n_classes, hidden=hidden, lr=0.1, seed=seed)
 
 
+def memory_peer(i: int, learner: Any, net: MemoryNetwork, **cfg: Any) -> Peer:
+    """Peer ``i`` of a test network on ``net`` (10 local steps unless ``cfg`` says otherwise)."""
+    config = PeerConfig(network_id="digits", status_interval_s=0, **{"local_steps": 10, **cfg})
+    return Peer(
+        config,
+        learner,
+        Identity(bytes([i + 1]) * 32),
+        transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+    )
+
+
 @asynccontextmanager
 async def memory_peers(
     n: int, splits: list[Split], net: MemoryNetwork, **cfg: Any
@@ -31,14 +42,7 @@ async def memory_peers(
     async with AsyncExitStack() as stack:
         peers = []
         for i in range(n):
-            ident = Identity(bytes([i + 1]) * 32)
-            config = PeerConfig(network_id="digits", local_steps=10, status_interval_s=0, **cfg)
-            peer = Peer(
-                config,
-                learner_for(splits[i], i),
-                ident,
-                transport=lambda ident, net=net: net.open(network_id="digits", seed=ident.seed),
-            )
+            peer = memory_peer(i, learner_for(splits[i], i), net, **cfg)
             peers.append(await stack.enter_async_context(peer))
         for i, a in enumerate(peers):
             for b in peers[i + 1 :]:
@@ -67,25 +71,15 @@ async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[in
     """Peer A has neighbours B and C (and, with ``lurker``, D, which never publishes). B starts at once, C
     ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's wall time."""
     splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
+    net = MemoryNetwork()
     async with AsyncExitStack() as stack:
         peers = []
         for i in range(4 if lurker else 3):
-            config = PeerConfig(
-                network_id="digits",
-                local_steps=5,
-                status_interval_s=0,
-                max_round_wait_s=30,
-                join_on_start=False,  # no snapshot of each neighbour before the first round
+            # no join_on_start: no snapshot of each neighbour before the first round
+            peer = memory_peer(
+                i, learner_for(splits[i], i), net, local_steps=5, max_round_wait_s=30, join_on_start=False
             )
-            peer = Peer(
-                config,
-                learner_for(splits[i], i),
-                Identity(bytes([i + 1]) * 32),
-                transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
-            )
-            peers.append(peer)
-        net = MemoryNetwork()
-        peers = [await stack.enter_async_context(p) for p in peers]
+            peers.append(await stack.enter_async_context(peer))
         a, b, c = peers[:3]
         for other in peers[1:]:
             await a.connect(f"memory/{other.peer_id}")
@@ -122,25 +116,15 @@ async def test_the_version_log_records_each_score_s_evidence(tmp_path: Path) -> 
     from p2pfl.state import read_log
 
     splits = peer_splits("digits", 3, partition_kind="iid", seed=6)
+    net = MemoryNetwork()
     async with AsyncExitStack() as stack:
         peers = []
         for i in range(3):
-            config = PeerConfig(
-                network_id="digits",
-                local_steps=5,
-                status_interval_s=0,
-                max_round_wait_s=5,
-                state_dir=tmp_path if i == 0 else None,
+            state_dir = tmp_path if i == 0 else None
+            peer = memory_peer(
+                i, learner_for(splits[i], i), net, local_steps=5, max_round_wait_s=5, state_dir=state_dir
             )
-            peer = Peer(
-                config,
-                learner_for(splits[i], i),
-                Identity(bytes([i + 1]) * 32),
-                transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
-            )
-            peers.append(peer)
-        net = MemoryNetwork()
-        peers = [await stack.enter_async_context(p) for p in peers]
+            peers.append(await stack.enter_async_context(peer))
         for i, a in enumerate(peers):
             for b in peers[i + 1 :]:
                 await a.connect(f"memory/{b.peer_id}")
@@ -303,24 +287,18 @@ async def _outnumbered_peer_accuracy(guard: float | None, state_dir: Path | None
     async with AsyncExitStack() as stack:
         peers = []
         for i in range(4):
-            config = PeerConfig(
-                network_id="digits",
-                local_steps=10,
-                status_interval_s=0,
+            learner: Any = learner_for(splits[i], i)
+            if i:
+                learner = SignFlip(learner, scale=4.0)
+            peer = memory_peer(
+                i,
+                learner,
+                net,
                 max_round_wait_s=2,
                 scoring_enabled=False,
                 mix_guard_margin=guard,
                 mix_guard_warmup=0,
                 state_dir=state_dir if i == 0 else None,
-            )
-            learner: Any = learner_for(splits[i], i)
-            if i:
-                learner = SignFlip(learner, scale=4.0)
-            peer = Peer(
-                config,
-                learner,
-                Identity(bytes([i + 1]) * 32),
-                transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
             )
             peers.append(await stack.enter_async_context(peer))
         for b in peers[1:]:
