@@ -69,6 +69,7 @@ _PROTOCOL_KEYS = {
     "mix_guard_margin": (int, float),
     "mix_guard_warmup": int,
     "max_model_bytes": int,
+    "readmit_after_s": (int, float),
 }
 _SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access")
 LOG_LEVELS = ("debug", "info", "warning", "error")

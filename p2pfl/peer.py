@@ -49,6 +49,7 @@ from p2pfl.protocol import (
     GossipEngine,
     ProtocolConfig,
     Publish,
+    Readmit,
     RequestSnapshot,
     RoundOutcome,
 )
@@ -126,6 +127,8 @@ class PeerConfig:
     max_model_bytes: int = 256 * 1024 * 1024
     status_interval_s: float = 10.0
     reconnect_interval_s: float = 5.0
+    #: How long an eviction lasts (doubling per repeat, up to a day); ``inf``: evictions are final.
+    readmit_after_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
@@ -171,6 +174,7 @@ class PeerConfig:
             max_delta_norm=self.max_delta_norm,
             codec=self.codec,
             join_quorum=self.join_quorum,
+            readmit_after_s=self.readmit_after_s,
         )
 
 
@@ -526,6 +530,15 @@ class Peer:
                     t.penalise(action.peer)
                 if hasattr(t, "block"):
                     await t.block(action.peer)
+            elif isinstance(action, Readmit):
+                log.warning(
+                    "readmitting peer=%s on probation: its eviction (number %d) expired",
+                    action.peer,
+                    action.evictions,
+                )
+                t = self.transport
+                if hasattr(t, "unblock"):
+                    t.unblock(action.peer)
 
     async def _fetch(self, action: FetchPayload | RequestSnapshot) -> None:
         peers = [action.peer] if action.via == action.peer else [action.peer, action.via]
@@ -700,6 +713,7 @@ class Peer:
 
     async def _step(self) -> RoundReport:
         t0 = trio.current_time()
+        await self._execute(list(self.engine.readmissions(t0)))
         learner = self.learner
         start = self.engine.own_params()
         learner.set_params(start)

@@ -154,10 +154,21 @@ class Evict:
     reason: str
 
 
-Action = Publish | FetchPayload | RequestSnapshot | Evict
+@dataclass(frozen=True)
+class Readmit:
+    """An eviction expired: accept ``peer`` again (its models are scored, not mixed, while on probation)."""
+
+    peer: str
+    evictions: int
+
+
+Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit
 
 
 # ------------------------------------------------------------------------------------------- config
+
+#: The longest eviction (unless ``readmit_after_s`` itself is longer): repeat offenders wait a day per try.
+_MAX_BAN_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,9 @@ class ProtocolConfig:
     payload_cache: int = 32
     snapshot_retry_s: float = 5.0
     join_quorum: int = 2
+    #: An eviction lasts this long (seconds), doubling with each repeat eviction of the same peer up to a day
+    #: (or to this value, if longer); then the peer is readmitted on probation (``inf``: evictions are final).
+    readmit_after_s: float = 1800.0
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -190,6 +204,11 @@ class ProtocolConfig:
         ):
             raise ConfigError(
                 f"protocol.max_delta_norm: must be positive or unset, got {self.max_delta_norm!r}"
+            )
+        if not isinstance(self.readmit_after_s, int | float) or not self.readmit_after_s > 0:
+            raise ConfigError(
+                "protocol.readmit_after_s: must be a positive number (inf: never), "
+                f"got {self.readmit_after_s!r}"
             )
         if self.codec not in ("raw", "fp16"):
             raise ConfigError(f"protocol.codec: must be 'raw' or 'fp16', got {self.codec!r}")
@@ -282,6 +301,8 @@ class GossipEngine:
         self._payload_sizes = {codec: len(encode_tensors(apply_codec(zeros, codec))) for codec in CODECS}
         # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
+        # evicted peers: (evictions so far, when the current one expires); the count survives readmission
+        self._bans: dict[str, tuple[int, float]] = {}
 
     # -------------------------------------------------------------------------------- properties
 
@@ -297,6 +318,32 @@ class GossipEngine:
 
     def is_evicted(self, peer: str) -> bool:
         return self.scorer is not None and self.scorer.status(peer) == "evicted"
+
+    def _ban(self, peer: str, now: float) -> None:
+        """Start an eviction's clock: ``readmit_after_s``, doubled per earlier eviction, capped at a day."""
+        base = self.config.readmit_after_s
+        count = self._bans.get(peer, (0, 0.0))[0] + 1
+        length = min(base * 2.0 ** min(count - 1, 32), max(base, _MAX_BAN_S))
+        self._bans[peer] = (count, now + length)
+
+    def evictions_of(self, peer: str) -> int:
+        """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""
+        return self._bans.get(peer, (0, 0.0))[0]
+
+    def readmissions(self, now: float) -> list[Readmit]:
+        """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until
+        ``probation_length`` good scores; one bad score evicts it again, for twice as long).
+
+        A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
+        not forever, and a poisoner costs one scored, unmixed model per expiry."""
+        out: list[Readmit] = []
+        if self.scorer is None:
+            return out
+        for peer, (count, until) in sorted(self._bans.items()):
+            if until <= now and self.scorer.status(peer) == "evicted":
+                self.scorer.readmit(peer)
+                out.append(Readmit(peer, count))
+        return out
 
     # ------------------------------------------------------------------------------------ restore
 
@@ -638,6 +685,7 @@ class GossipEngine:
             for peer in sorted(self.scorer.evicted() - was_evicted):
                 evicted.append(peer)
                 self.replicas.pop(peer, None)
+                self._ban(peer, now)
                 actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
         contributions = [
             Contribution(

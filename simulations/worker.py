@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
+from p2pfl.diag import task_tree
 from p2pfl.fsutil import atomic_write
 from simulations.runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
 from simulations.scenario import parse_scenario
@@ -97,7 +98,17 @@ def main(argv: list[str] | None = None) -> int:
                 logging.getLogger("p2pfl.sim").debug("event loop lag: worst %.3f s", worst)
                 worst, since = 0.0, trio.current_time()
 
+    async def stop_watchdog() -> None:
+        """A worker still alive 10 s after the stop signal logs what each of its tasks waits on, once."""
+        for _ in range(int(scenario.run.time_limit_s * 2) + 600):
+            if all_done():
+                break
+            await trio.sleep(0.5)
+        await trio.sleep(10.0)
+        logging.getLogger("p2pfl.sim").warning("still running 10 s after the stop signal:\n%s", task_tree())
+
     async def main_task() -> None:
+        trio.lowlevel.spawn_system_task(stop_watchdog)  # a system task: cancelled only once main_task returns
         async with trio.open_nursery() as nursery:
             if logging.getLogger("p2pfl.sim").isEnabledFor(logging.DEBUG):
                 nursery.start_soon(lag_monitor)

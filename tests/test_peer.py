@@ -348,3 +348,45 @@ def test_the_learning_rate_decays_per_round_down_to_its_floor() -> None:
     for bad in ({"lr_decay": 0.0}, {"lr_decay": 1.5}, {"lr_min": 0.5}):
         with pytest.raises(ValueError, match="lr_decay"):
             NumpySoftmaxLearner(split.train, split.val, split.n_classes, lr=0.1, **bad)
+
+
+async def test_an_evicted_poisoner_is_readmitted_on_probation_and_evicted_again_without_being_mixed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Evictions expire (``readmit_after_s``, doubling per repeat): the transport accepts the peer again, its
+    next model is scored but not mixed, and one bad score evicts it once more."""
+    from simulations.attacks import SignFlip
+
+    caplog.set_level("WARNING", logger="p2pfl.peer")
+    splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
+    net = MemoryNetwork()
+    ids = [Identity(bytes([i + 1]) * 32).peer_id for i in range(4)]
+    attacker = ids[3]
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(4):
+            learner: Any = learner_for(splits[i], i)
+            cfg: dict[str, Any] = {"max_round_wait_s": 2, "readmit_after_s": 0.5}
+            if i == 3:  # the poisoner redials its victims whenever they let it
+                learner = SignFlip(learner, scale=4.0)
+                cfg |= {"static_peers": tuple(f"memory/{p}" for p in ids[:3]), "reconnect_interval_s": 0.1}
+            peers.append(await stack.enter_async_context(memory_peer(i, learner, net, **cfg)))
+        for i, a in enumerate(peers):
+            for b in peers[i + 1 :]:
+                await a.connect(f"memory/{b.peer_id}")
+        honest = peers[:3]
+        async with trio.open_nursery() as n:
+            for p in peers:
+                n.start_soon(p.run)
+            with trio.move_on_after(60):
+                while not all(p.engine.evictions_of(attacker) >= 2 for p in honest):
+                    await trio.sleep(0.1)
+            for p in peers:
+                p.stop()
+    lines = [r.getMessage() for r in caplog.records]
+    assert [p.engine.evictions_of(attacker) >= 2 for p in honest] == [True] * 3, lines
+    assert sum(f"readmitting peer={attacker}" in m for m in lines) >= 3, lines
+    assert sum("bad evaluation on probation" in m for m in lines) >= 3, lines
+    assert not any("evicting peer=" in m and attacker not in m for m in lines), lines
+    for p, s in zip(honest, splits[:3], strict=True):
+        assert test_accuracy(p, s) >= 0.9

@@ -16,6 +16,7 @@ from p2pfl.protocol import (
     GossipEngine,
     ProtocolConfig,
     Publish,
+    Readmit,
     RequestSnapshot,
 )
 from p2pfl.scoring import ScoringConfig
@@ -265,6 +266,86 @@ def test_attacker_is_evicted_and_its_announcements_rejected_afterwards() -> None
     assert all(e.rejections["evicted"] > 0 for e in honest)
     for e in honest:
         assert np.allclose(e.own, 1.0, atol=0.1), e.own
+
+
+def _run_with_readmission(
+    bad_rounds: int, rounds: int, readmit_after_s: float
+) -> tuple[list[GossipEngine], GossipEngine, dict[str, list[tuple[float, Action]]], dict[str, list[float]]]:
+    """Four honest engines converging on 1.0 and a fifth that sends -50 for its first ``bad_rounds`` rounds
+    (a poisoner, or an honest peer restarted far off) and then trains honestly. One round per second; each
+    honest engine readmits expired evictions before its round. Returns the engines, each honest engine's
+    evictions and readmissions with their times, and the weight it gave the fifth peer each round."""
+    ident = [Identity(bytes([i]) * 32) for i in range(1, 6)]
+    engines = [
+        GossipEngine(
+            i,
+            ProtocolConfig(network_id="t", readmit_after_s=readmit_after_s),
+            model(),
+            aggregation=AggregationConfig(),
+        )
+        for i in ident
+    ]
+    honest, other = engines[:4], engines[4]
+    net = Net(engines)
+    rng = np.random.default_rng(1)
+    target = {k: np.ones(s, np.float32) for k, s in SHAPES.items()}
+    events: dict[str, list[tuple[float, Action]]] = {e.peer_id: [] for e in honest}
+    weights: dict[str, list[float]] = {e.peer_id: [] for e in honest}
+
+    def honest_step(e: GossipEngine) -> dict[str, np.ndarray]:
+        return {
+            k: v + 0.2 * (target[k] - v) + rng.standard_normal(v.shape).astype(np.float32) * 0.01
+            for k, v in e.own_params().items()
+        }
+
+    for r in range(1, rounds + 1):
+        net.now = float(r)
+        for e in honest:
+            events[e.peer_id] += [(net.now, a) for a in e.readmissions(net.now)]
+            out = e.finish_round(honest_step(e), net.now)
+            events[e.peer_id] += [(net.now, a) for a in out.actions if isinstance(a, Evict)]
+            weights[e.peer_id] += [c.weight for c in out.contributions if c.peer == other.peer_id]
+            net.run(e, [a for a in out.actions if isinstance(a, Publish)])
+        step = (
+            {k: -50.0 * np.ones_like(v) for k, v in other.own_params().items()}
+            if r <= bad_rounds
+            else honest_step(other)
+        )
+        net.run(other, other.finish_round(step, net.now).actions)
+    return honest, other, events, weights
+
+
+def test_an_eviction_expires_into_probation_and_a_repeat_offender_waits_twice_as_long() -> None:
+    honest, _, events, weights = _run_with_readmission(bad_rounds=60, rounds=60, readmit_after_s=5.0)
+    for e in honest:
+        log = events[e.peer_id]
+        kinds = [type(a).__name__ for _, a in log]
+        assert kinds[:6] == ["Evict", "Readmit", "Evict", "Readmit", "Evict", "Readmit"], kinds
+        times = [t for t, _ in log]
+        # each readmission comes readmit_after_s x 2^(n-1) after the n-th eviction (rounds are 1 s apart)
+        assert [times[1] - times[0], times[3] - times[2], times[5] - times[4]] == [5.0, 10.0, 20.0]
+        assert [a.evictions for _, a in log if isinstance(a, Readmit)][:3] == [1, 2, 3]
+        # on probation the poisoner is scored, never mixed: one bad score evicts it again, for twice as long
+        first = weights[e.peer_id].index(0.0)
+        assert all(w == 0.0 for w in weights[e.peer_id][first:])
+        assert np.allclose(e.own, 1.0, atol=0.1), e.own
+
+
+def test_a_peer_evicted_while_far_off_is_mixed_again_once_it_behaves() -> None:
+    honest, other, events, weights = _run_with_readmission(bad_rounds=12, rounds=40, readmit_after_s=5.0)
+    for e in honest:
+        kinds = [type(a).__name__ for _, a in events[e.peer_id]]
+        assert kinds[0] == "Evict" and "Readmit" in kinds, kinds
+        assert e.scorer is not None and e.scorer.status(other.peer_id) == "active"
+        assert weights[e.peer_id][-1] == 1.0
+        assert np.allclose(e.own, 1.0, atol=0.1), e.own
+
+
+def test_with_readmit_after_inf_an_eviction_is_final() -> None:
+    honest, other, events, _ = _run_with_readmission(bad_rounds=5, rounds=40, readmit_after_s=float("inf"))
+    for e in honest:
+        assert [type(a).__name__ for _, a in events[e.peer_id]] == ["Evict"]
+        assert e.is_evicted(other.peer_id)
 
 
 def test_deltas_arriving_while_a_snapshot_is_pending_are_applied_after_it() -> None:
