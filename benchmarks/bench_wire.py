@@ -5,6 +5,9 @@ least any signed msgpack format must do. Target: both directions >= 50% of the r
 most
 two copies of the payload alive at once (peak traced allocation / payload size, the input excluded).
 
+Second table: the per-message cost of opening a small signed delta (10 KB, the default scenario's model),
+against the crypto floor of the same bytes (one Ed25519 verify plus one BLAKE2b, measured in the same run).
+
     python benchmarks/bench_wire.py [--mb 40] [--repeat 5] [--json]
 """
 
@@ -128,8 +131,10 @@ def main() -> None:
         }
         for op in ("seal", "open")
     ]
+    small = small_message(identity, args.repeat)
     if args.json:
-        print(json.dumps({"payload_bytes": nbytes, "envelope_bytes": len(envelope), "rows": rows}, indent=2))
+        out = {"payload_bytes": nbytes, "envelope_bytes": len(envelope), "rows": rows, "small": small}
+        print(json.dumps(out, indent=2))
         return
     print(
         f"payload {nbytes / 1e6:.1f} MB float32 in {len(delta)} tensors;"
@@ -143,6 +148,49 @@ def main() -> None:
             f" {r['peak_copies']:12.2f}"
         )
     print("target: ratio >= 0.50 and peak copies <= 2.0")
+    print(
+        f"\nopen one {small['envelope_bytes'] / 1e3:.0f} KB envelope: {small['us']:.0f} us;"
+        f" crypto floor (Ed25519 verify + BLAKE2b) {small['ref_us']:.0f} us;"
+        f" ratio {small['ratio_to_ref']:.2f}"
+    )
+
+
+def small_message(identity: Identity, repeat: int, n: int = 2410, per_call: int = 200) -> dict[str, float]:
+    """Per-message open cost of a small inline delta (the default scenario's MLP: 2,410 float32) against the
+    crypto floor of the same bytes."""
+    import nacl.signing
+
+    delta = {"w": np.random.default_rng(1).standard_normal(n, dtype=np.float32)}
+    parts, pdigest, psize = payload_parts(delta)
+    digest = model_digest(delta)
+    header = Header(
+        kind="delta",
+        network_id="bench",
+        sender=identity.peer_id,
+        seq=1,
+        base=digest,
+        result=digest,
+        arch=arch_digest(delta),
+        payload_digest=pdigest,
+        payload_size=psize,
+        meta=Meta(samples=1),
+        timestamp_ms=0,
+    )
+    envelope = seal(identity, header, parts)
+    key = nacl.signing.VerifyKey(identity.public_key)
+    key_sig = nacl.signing.SigningKey(identity.seed).sign(b"x" * 300)  # a header-sized signed message
+
+    def ours() -> None:
+        for _ in range(per_call):
+            open_envelope(envelope)
+
+    def floor() -> None:
+        for _ in range(per_call):
+            key.verify(key_sig)
+            hashlib.blake2b(envelope, digest_size=32).digest()
+
+    us, ref_us = (best_of(fn, repeat) / per_call * 1e6 for fn in (ours, floor))
+    return {"envelope_bytes": len(envelope), "us": us, "ref_us": ref_us, "ratio_to_ref": ref_us / us}
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ log = logging.getLogger("p2pfl.peer")
 #: runs every second.
 SUBSCRIBE_GRACE_S = 3.0
 
+#: How long a stopping peer waits for its cancelled tasks before it aborts the transport's connections.
+EXIT_GRACE_S = 3.0
+
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
 
@@ -258,6 +261,26 @@ class Peer:
 
     # --------------------------------------------------------------------------------- lifecycle
 
+    async def _unstick(self, nursery: trio.Nursery) -> None:
+        """Give the cancelled tasks ``EXIT_GRACE_S`` to finish, then abort the transport's connections.
+
+        A task may sit in a libp2p cleanup that is shielded from cancellation and waits on a deadlocked
+        connection (``Libp2pTransport.abort`` explains it); without this the peer would never exit."""
+        with trio.CancelScope(shield=True):  # runs even when the peer is left by cancellation
+            with trio.move_on_after(EXIT_GRACE_S):
+                while nursery.child_tasks:
+                    await trio.sleep(0.05)
+            abort = getattr(self._transport, "abort", None)
+            if nursery.child_tasks and abort is not None:
+                names = sorted({t.name.rpartition(".")[2] for t in nursery.child_tasks})
+                log.warning(
+                    "%d task(s) still running %.0f s after stop (%s): aborting the connections",
+                    len(nursery.child_tasks),
+                    EXIT_GRACE_S,
+                    ", ".join(names),
+                )
+                abort()
+
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
@@ -298,6 +321,7 @@ class Peer:
         self._stopped.set()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+            await self._unstick(self._nursery)
         try:
             await self._stack.__aexit__(None, None, None)
         finally:

@@ -390,3 +390,28 @@ async def test_an_evicted_poisoner_is_readmitted_on_probation_and_evicted_again_
     assert not any("evicting peer=" in m and attacker not in m for m in lines), lines
     for p, s in zip(honest, splits[:3], strict=True):
         assert test_accuracy(p, s) >= 0.9
+
+
+async def test_a_stopping_peer_aborts_the_connections_a_shielded_task_still_waits_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cancelled task stuck in a cleanup that cancellation cannot reach (py-libp2p resets a stream in a
+    shielded scope, and a deadlocked connection never lets it finish) would keep the peer from exiting."""
+    from p2pfl import peer as peer_module
+
+    splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
+    aborted = trio.Event()
+    with trio.fail_after(peer_module.EXIT_GRACE_S + 5):
+        async with memory_peer(0, learner_for(splits[0], 0), MemoryNetwork()) as p:
+            p.transport.abort = aborted.set  # type: ignore[attr-defined]
+
+            async def stuck_cleanup() -> None:
+                # ends when the connection is torn down under it (bounded: a regression fails, not hangs)
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 30):
+                    await aborted.wait()
+
+            assert p._nursery is not None
+            p._nursery.start_soon(stuck_cleanup)
+            await trio.sleep(0.1)
+    assert aborted.is_set()
+    assert any("aborting the connections" in r.getMessage() for r in caplog.records)

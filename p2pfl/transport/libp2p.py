@@ -389,6 +389,29 @@ def _cleanup_scope(seconds: float = _CLEANUP_S) -> trio.CancelScope:
     return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
 
 
+#: How long a request may outlive its own timeout before its connection is taken for deadlocked and closed.
+_STUCK_GRACE_S = 5.0
+
+
+def _socket_of(conn: object) -> trio.socket.SocketType | None:
+    """The TCP socket under a py-libp2p connection. The layers (swarm conn, yamux, secure session, noise
+    reader-writer, raw connection, trio stream) differ between py-libp2p versions, so follow the attributes
+    they use for "the layer below", a few levels deep, until a trio ``SocketStream``."""
+    node: object = conn
+    for _ in range(10):
+        if isinstance(node, trio.SocketStream):
+            return node.socket
+        below = None
+        for attr in ("muxed_conn", "secured_conn", "conn", "stream", "read_writer"):
+            below = getattr(node, attr, None)
+            if below is not None:
+                break
+        if below is None:
+            return None
+        node = below
+    return None
+
+
 async def _reset_quietly(stream: INetStream) -> None:
     with _cleanup_scope(), suppress(Exception):
         await stream.reset()
@@ -511,6 +534,9 @@ class Libp2pTransport:
         self._validator: GossipValidator | None = None
         self._peer_filter: PeerFilter | None = None
         self._blocked: set[str] = set()
+        # requests in flight: token -> (peer id, when it is overdue); see _abort_stuck
+        self._inflight: dict[int, tuple[str, float]] = {}
+        self._next_token = 0
         self._handlers: dict[str, RequestHandler] = {}
         self._forwarders: OrderedDict[bytes, str] = OrderedDict()
         self._inbound: dict[str, int] = {}
@@ -697,6 +723,18 @@ class Libp2pTransport:
         if not self._host.get_network().get_connections(pid) and not self._known_addrs(pid):
             raise TransportError(f"peer {peer_id} is unknown: not connected and no address known")
         what = f"request to {peer_id} over {protocol}"
+        token = self._next_token = self._next_token + 1
+        self._inflight[token] = (peer_id, trio.current_time() + timeout + _STUCK_GRACE_S)
+        try:
+            return await self._request_on(
+                pid, protocol, data, what=what, max_response=max_response, timeout=timeout
+            )
+        finally:
+            del self._inflight[token]
+
+    async def _request_on(
+        self, pid: ID, protocol: str, data: bytes, *, what: str, max_response: int, timeout: float
+    ) -> bytes:
         stream: INetStream | None = None
         try:
             with trio.fail_after(timeout):
@@ -783,6 +821,39 @@ class Libp2pTransport:
     def connected_peers(self) -> list[str]:
         net = self._host.get_network()
         return [str(p) for p in self._host.get_connected_peers() if net.get_connections(p)]
+
+    def abort(self, peer_id: str | None = None) -> int:
+        """Close the TCP sockets of ``peer_id``'s connections (of every connection if None) at once.
+
+        py-libp2p can deadlock a connection: when both ends' send buffers fill, each end's yamux reader waits
+        for the write lock that a blocked ``send_all`` holds, so neither reads again, and a stream reset it
+        runs in a shielded scope (``new_stream``'s cleanup) then waits forever, outliving any timeout
+        (seen as a simulation worker that never exited). Closing the socket wakes the blocked send with an
+        error; everything waiting behind it finishes. Returns how many connections were closed."""
+        net = self._host.get_network()
+        conns = net.get_connections(None if peer_id is None else self._parse_peer(peer_id))
+        closed = 0
+        for conn in conns:
+            sock = _socket_of(conn)
+            if sock is not None and sock.fileno() != -1:
+                sock.close()  # trio's close wakes every task blocked on the socket
+                closed += 1
+        self._stats.connections_aborted += closed
+        return closed
+
+    def _abort_stuck(self) -> None:
+        now = trio.current_time()
+        for peer_id in sorted({p for p, overdue in self._inflight.values() if overdue <= now}):
+            closed = self.abort(peer_id)
+            log.warning(
+                "a request to %s outlived its timeout by %.1f s: closed %d deadlocked connection(s)",
+                peer_id,
+                _STUCK_GRACE_S,
+                closed,
+            )
+            for token, (p, _) in list(self._inflight.items()):
+                if p == peer_id:
+                    self._inflight[token] = (p, now + _STUCK_GRACE_S)  # once per grace period, not per tick
 
     def penalise(self, peer_id: str, amount: float | None = None) -> None:
         """Lower ``peer_id``'s gossipsub score (a behaviour penalty; it decays each heartbeat).
@@ -986,7 +1057,8 @@ class Libp2pTransport:
 
     async def _maintenance_loop(self) -> None:
         while True:
-            await trio.sleep(self._config.maintenance_interval)
+            await trio.sleep(min(self._config.maintenance_interval, _STUCK_GRACE_S))
+            self._abort_stuck()
             # Whole messages are kept here until >1000 entries: clear it (memory trap).
             eq = getattr(self._gossipsub, "equivocation_detection", None)
             if isinstance(eq, dict):

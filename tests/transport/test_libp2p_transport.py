@@ -9,6 +9,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import replace
+from typing import Any
 
 import multiaddr
 import pytest
@@ -588,3 +589,75 @@ async def test_gossip_survives_one_of_two_connections_closing(monkeypatch: pytes
         resynced = (a.stats.connections_resynced, b.stats.connections_resynced)
         assert sum(resynced) >= 1, ("the two dials did not overlap: nothing was tested", resynced)
         await _gossip_and_requests_flow(a, b)
+
+
+async def _shielded_request(a: Libp2pTransport, b: Libp2pTransport, timeout: float) -> TransportError | None:
+    """A request cancellation cannot end, like a py-libp2p stream cleanup waiting on a dead connection."""
+    with trio.CancelScope(shield=True):
+        try:
+            await a.request(b.peer_id, PROTO, b"x", max_response=10, timeout=timeout)
+        except TransportError as exc:
+            return exc
+    return None
+
+
+async def test_abort_closes_a_connection_and_frees_what_waits_on_it() -> None:
+    async with transports(2) as (a, b):
+        answer = trio.Event()
+
+        async def silent(peer: str, req: bytes) -> bytes:
+            await answer.wait()
+            return b""
+
+        b.set_request_handler(PROTO, silent)
+        await a.connect(b.listen_addrs[0])
+        outcome: list[TransportError | None] = []
+
+        async def ask() -> None:
+            outcome.append(await _shielded_request(a, b, timeout=60))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ask)
+            await trio.sleep(0.5)
+            assert a.abort(b.peer_id) == 1
+            with trio.fail_after(5):  # not the request's 60 s
+                while not outcome:
+                    await trio.sleep(0.02)
+        answer.set()
+        assert isinstance(outcome[0], TransportError)
+        assert a.stats.connections_aborted == 1
+        with trio.fail_after(5):
+            while a.connected_peers():
+                await trio.sleep(0.02)
+
+
+async def test_a_request_stuck_past_its_timeout_gets_its_connection_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog behind it: a request that its own timeout cannot end (here: shielded, with a long inner
+    timeout) is ended by closing its connection once it is overdue by the grace period."""
+    import p2pfl.transport.libp2p as mod
+
+    monkeypatch.setattr(mod, "_STUCK_GRACE_S", 0.5)
+    async with transports(2, replace(FAST, maintenance_interval=0.2)) as (a, b):
+        answer = trio.Event()
+
+        async def silent(peer: str, req: bytes) -> bytes:
+            await answer.wait()
+            return b""
+
+        b.set_request_handler(PROTO, silent)
+        await a.connect(b.listen_addrs[0])
+        inner = a._request_on
+
+        async def unending(*args: Any, **kw: Any) -> bytes:
+            with trio.CancelScope(shield=True):
+                return await inner(*args, **{**kw, "timeout": 60.0})
+
+        monkeypatch.setattr(a, "_request_on", unending)
+        t0 = trio.current_time()
+        with trio.fail_after(10), pytest.raises(TransportError):
+            await a.request(b.peer_id, PROTO, b"x", max_response=10, timeout=1.0)
+        answer.set()
+        assert 1.0 + 0.5 <= trio.current_time() - t0 < 5.0
+        assert a.stats.connections_aborted == 1
