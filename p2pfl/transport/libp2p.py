@@ -845,7 +845,8 @@ class Libp2pTransport:
         now = trio.current_time()
         for peer_id in sorted({p for p, overdue in self._inflight.values() if overdue <= now}):
             closed = self.abort(peer_id)
-            log.warning(
+            log.log(
+                logging.WARNING if closed else logging.DEBUG,
                 "a request to %s outlived its timeout by %.1f s: closed %d deadlocked connection(s)",
                 peer_id,
                 _STUCK_GRACE_S,
