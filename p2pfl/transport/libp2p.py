@@ -389,8 +389,13 @@ def _cleanup_scope(seconds: float = _CLEANUP_S) -> trio.CancelScope:
     return trio.CancelScope(deadline=trio.current_time() + seconds, shield=True)
 
 
-#: How long a request may outlive its own timeout before its connection is taken for deadlocked and closed.
+#: How long a request may outlive its own timeout and its bounded cleanup (a reset or close, ``_CLEANUP_S``)
+#: before its connection is taken for deadlocked and closed.
 _STUCK_GRACE_S = 5.0
+
+
+def _overdue_after() -> float:
+    return _CLEANUP_S + _STUCK_GRACE_S
 
 
 def _socket_of(conn: object) -> trio.socket.SocketType | None:
@@ -724,7 +729,7 @@ class Libp2pTransport:
             raise TransportError(f"peer {peer_id} is unknown: not connected and no address known")
         what = f"request to {peer_id} over {protocol}"
         token = self._next_token = self._next_token + 1
-        self._inflight[token] = (peer_id, trio.current_time() + timeout + _STUCK_GRACE_S)
+        self._inflight[token] = (peer_id, trio.current_time() + timeout + _overdue_after())
         try:
             return await self._request_on(
                 pid, protocol, data, what=what, max_response=max_response, timeout=timeout
@@ -849,7 +854,7 @@ class Libp2pTransport:
                 logging.WARNING if closed else logging.DEBUG,
                 "a request to %s outlived its timeout by %.1f s: closed %d deadlocked connection(s)",
                 peer_id,
-                _STUCK_GRACE_S,
+                _overdue_after(),
                 closed,
             )
             for token, (p, _) in list(self._inflight.items()):

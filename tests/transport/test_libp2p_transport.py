@@ -635,10 +635,11 @@ async def test_a_request_stuck_past_its_timeout_gets_its_connection_closed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The watchdog behind it: a request that its own timeout cannot end (here: shielded, with a long inner
-    timeout) is ended by closing its connection once it is overdue by the grace period."""
+    timeout) is ended by closing its connection once it is overdue past its cleanup and a grace period."""
     import p2pfl.transport.libp2p as mod
 
     monkeypatch.setattr(mod, "_STUCK_GRACE_S", 0.5)
+    monkeypatch.setattr(mod, "_CLEANUP_S", 0.5)  # the bounded cleanup a request may still be in
     async with transports(2, replace(FAST, maintenance_interval=0.2)) as (a, b):
         answer = trio.Event()
 
@@ -659,5 +660,5 @@ async def test_a_request_stuck_past_its_timeout_gets_its_connection_closed(
         with trio.fail_after(10), pytest.raises(TransportError):
             await a.request(b.peer_id, PROTO, b"x", max_response=10, timeout=1.0)
         answer.set()
-        assert 1.0 + 0.5 <= trio.current_time() - t0 < 5.0
+        assert 1.0 + 0.5 + 0.5 <= trio.current_time() - t0 < 5.0
         assert a.stats.connections_aborted == 1
