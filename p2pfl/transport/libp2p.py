@@ -149,6 +149,12 @@ class Libp2pConfig:
     dial_timeout: float = 10.0
     #: Period of housekeeping (equivocation cache, forwarder map).
     maintenance_interval: float = 5.0
+    #: Gossipsub queues every message for each connected peer not (yet) subscribed to its topic, in case the
+    #: subscription is in flight, and keeps it this long (py-libp2p's default: 30 s, at most 100 per peer).
+    #: With one topic per publisher most connected peers never subscribe to most topics (a bootstrap registry
+    #: to none): the queue then held 30 s of traffic per such peer and logged a warning for every message past
+    #: 100. A missed message costs us nothing (a gap makes the receiver fetch a snapshot), so keep it short.
+    pending_gossip_ttl: float = 1.0
     #: How often subscriptions are reconciled with the connected peers (a connection change also triggers it).
     topic_sync_interval: float = 1.0
     #: A disconnected peer's topic stays subscribed this long, so a reconnect finds the mesh intact (gossipsub
@@ -520,6 +526,7 @@ class Libp2pTransport:
             adaptive_gossip_enabled=False,  # it raises the heartbeat to 30-60 s on "poor health"
             spam_protection_enabled=True,
             max_messages_per_topic_per_second=cfg.spam_limit_per_second,
+            pending_messages_ttl=cfg.pending_gossip_ttl,
         )
         self._pubsub = _HardenedPubsub(
             self._host,

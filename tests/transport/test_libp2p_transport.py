@@ -662,3 +662,23 @@ async def test_a_request_stuck_past_its_timeout_gets_its_connection_closed(
         answer.set()
         assert 1.0 + 0.5 + 0.5 <= trio.current_time() - t0 < 5.0
         assert a.stats.connections_aborted == 1
+
+
+async def test_gossip_to_a_peer_that_never_subscribes_is_not_hoarded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connected peer of another network (a bootstrap registry runs one) never subscribes to our topic.
+    Gossipsub queues our messages for it in case its subscription is on the way; with its default 30 s
+    that grew past its limit of 100 and logged a warning for every further message."""
+    caplog.set_level("WARNING")
+    async with (
+        Libp2pTransport.open(seed=seed(1), network_id="test", listen=LOOPBACK, config=FAST) as a,
+        Libp2pTransport.open(seed=seed(2), network_id="other", listen=LOOPBACK, config=FAST) as r,
+    ):
+        await a.connect(r.listen_addrs[0])
+        with trio.fail_after(10):
+            for i in range(150):  # 3 s at the publish rate ceiling of 50 per second
+                await a.broadcast(b"m%d" % i)
+        assert a.stats.messages_sent == 150
+    warnings = [rec.getMessage() for rec in caplog.records if "pending message queue" in rec.getMessage()]
+    assert warnings == []
