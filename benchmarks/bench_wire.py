@@ -75,21 +75,7 @@ def main() -> None:
     base = model_digest(delta)
 
     def do_seal() -> bytes:
-        parts, pdigest, psize = payload_parts(delta)
-        header = Header(
-            kind="delta",
-            network_id="bench",
-            sender=identity.peer_id,
-            seq=1,
-            base=base,
-            result=base,
-            arch=arch,
-            payload_digest=pdigest,
-            payload_size=psize,
-            meta=Meta(samples=1),
-            timestamp_ms=0,
-        )
-        return seal(identity, header, parts)
+        return seal_delta(identity, delta, arch=arch, base=base)
 
     envelope = do_seal()
 
@@ -155,28 +141,32 @@ def main() -> None:
     )
 
 
+def seal_delta(identity: Identity, delta: dict[str, Any], *, arch: bytes, base: bytes) -> bytes:
+    """What a peer does to publish ``delta``: encode and digest the payload, sign a header naming it."""
+    parts, pdigest, psize = payload_parts(delta)
+    header = Header(
+        kind="delta",
+        network_id="bench",
+        sender=identity.peer_id,
+        seq=1,
+        base=base,
+        result=base,
+        arch=arch,
+        payload_digest=pdigest,
+        payload_size=psize,
+        meta=Meta(samples=1),
+        timestamp_ms=0,
+    )
+    return seal(identity, header, parts)
+
+
 def small_message(identity: Identity, repeat: int, n: int = 2410, per_call: int = 200) -> dict[str, float]:
     """Per-message open cost of a small inline delta (the default scenario's MLP: 2,410 float32) against the
     crypto floor of the same bytes."""
     import nacl.signing
 
     delta = {"w": np.random.default_rng(1).standard_normal(n, dtype=np.float32)}
-    parts, pdigest, psize = payload_parts(delta)
-    digest = model_digest(delta)
-    header = Header(
-        kind="delta",
-        network_id="bench",
-        sender=identity.peer_id,
-        seq=1,
-        base=digest,
-        result=digest,
-        arch=arch_digest(delta),
-        payload_digest=pdigest,
-        payload_size=psize,
-        meta=Meta(samples=1),
-        timestamp_ms=0,
-    )
-    envelope = seal(identity, header, parts)
+    envelope = seal_delta(identity, delta, arch=arch_digest(delta), base=model_digest(delta))
     key = nacl.signing.VerifyKey(identity.public_key)
     key_sig = nacl.signing.SigningKey(identity.seed).sign(b"x" * 300)  # a header-sized signed message
 

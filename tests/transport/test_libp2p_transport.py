@@ -547,7 +547,8 @@ async def _settle(a: Libp2pTransport, b: Libp2pTransport) -> None:
             "resynced": (a.stats.connections_resynced, b.stats.connections_resynced),
         }
 
-    with trio.move_on_after(10) as scope:
+    # a resync's fallback redial comes after dial_timeout (the other end was expected to redial)
+    with trio.move_on_after(FAST.dial_timeout + 10) as scope:
         while not (
             _conns(a, b) == 1
             and _conns(b, a) == 1
@@ -555,7 +556,7 @@ async def _settle(a: Libp2pTransport, b: Libp2pTransport) -> None:
             and a.peer_id in b.mesh_peers()
         ):
             await trio.sleep(0.02)
-    assert not scope.cancelled_caught, ("not settled after 10 s", state())
+    assert not scope.cancelled_caught, ("not settled", state())
 
 
 async def test_simultaneous_dials_end_in_one_connection_that_carries_gossip() -> None:
@@ -569,6 +570,20 @@ async def test_simultaneous_dials_end_in_one_connection_that_carries_gossip() ->
         assert sum(resynced) >= 1, ("the two dials did not overlap: nothing was tested", resynced)
         await trio.sleep(1.0)  # no resync loop: the pair stays at one connection
         assert _conns(a, b) == _conns(b, a) == 1
+        await _gossip_and_requests_flow(a, b)
+
+
+async def test_a_resync_whose_other_end_never_redials_ends_connected(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The end that waits for the other to redial dials itself once ``dial_timeout`` passed: the other end may
+    never have resynced (it saw one connection only), and both were left with none."""
+    caplog.set_level("INFO", logger="p2pfl.transport.libp2p")
+    async with transports(2, replace(FAST, dial_timeout=1.0)) as (a, b):
+        await b.connect(a.listen_addrs[0])  # a holds only an inbound connection: it is not the one to redial
+        await _settle(a, b)
+        await a._resync(ID.from_base58(b.peer_id), trio.current_time())
+        await _settle(a, b)
         await _gossip_and_requests_flow(a, b)
 
 
@@ -601,16 +616,22 @@ async def _shielded_request(a: Libp2pTransport, b: Libp2pTransport, timeout: flo
     return None
 
 
+async def _connect_to_a_silent_handler(a: Libp2pTransport, b: Libp2pTransport) -> trio.Event:
+    """Connect ``a`` to ``b``, whose request handler answers only once the returned event is set."""
+    answer = trio.Event()
+
+    async def silent(peer: str, req: bytes) -> bytes:
+        await answer.wait()
+        return b""
+
+    b.set_request_handler(PROTO, silent)
+    await a.connect(b.listen_addrs[0])
+    return answer
+
+
 async def test_abort_closes_a_connection_and_frees_what_waits_on_it() -> None:
     async with transports(2) as (a, b):
-        answer = trio.Event()
-
-        async def silent(peer: str, req: bytes) -> bytes:
-            await answer.wait()
-            return b""
-
-        b.set_request_handler(PROTO, silent)
-        await a.connect(b.listen_addrs[0])
+        answer = await _connect_to_a_silent_handler(a, b)
         outcome: list[TransportError | None] = []
 
         async def ask() -> None:
@@ -641,14 +662,7 @@ async def test_a_request_stuck_past_its_timeout_gets_its_connection_closed(
     monkeypatch.setattr(mod, "_STUCK_GRACE_S", 0.5)
     monkeypatch.setattr(mod, "_CLEANUP_S", 0.5)  # the bounded cleanup a request may still be in
     async with transports(2, replace(FAST, maintenance_interval=0.2)) as (a, b):
-        answer = trio.Event()
-
-        async def silent(peer: str, req: bytes) -> bytes:
-            await answer.wait()
-            return b""
-
-        b.set_request_handler(PROTO, silent)
-        await a.connect(b.listen_addrs[0])
+        answer = await _connect_to_a_silent_handler(a, b)
         inner = a._request_on
 
         async def unending(*args: Any, **kw: Any) -> bytes:
