@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -537,7 +537,7 @@ class Peer:
     async def _serve_snapshot(self, peer: str, request: bytes) -> bytes:
         return self.engine.serve_snapshot(_now_ms())
 
-    async def _execute(self, actions: list[Action]) -> None:
+    async def _execute(self, actions: Sequence[Action]) -> None:
         for action in actions:
             if isinstance(action, Publish):
                 try:
@@ -737,7 +737,7 @@ class Peer:
 
     async def _step(self) -> RoundReport:
         t0 = trio.current_time()
-        await self._execute(list(self.engine.readmissions(t0)))
+        await self._execute(self.engine.readmissions(t0))
         learner = self.learner
         start = self.engine.own_params()
         learner.set_params(start)

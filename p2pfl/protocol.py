@@ -322,7 +322,7 @@ class GossipEngine:
     def _ban(self, peer: str, now: float) -> None:
         """Start an eviction's clock: ``readmit_after_s``, doubled per earlier eviction, capped at a day."""
         base = self.config.readmit_after_s
-        count = self._bans.get(peer, (0, 0.0))[0] + 1
+        count = self.evictions_of(peer) + 1
         length = min(base * 2.0 ** min(count - 1, 32), max(base, _MAX_BAN_S))
         self._bans[peer] = (count, now + length)
 

@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             if all_done():
                 break
             await trio.sleep(0.5)
+        else:
+            return  # never told to stop (the parent is gone): nothing to explain
         await trio.sleep(10.0)
         logging.getLogger("p2pfl.sim").warning("still running 10 s after the stop signal:\n%s", task_tree())
 

@@ -802,11 +802,9 @@ class Libp2pTransport:
             raise TransportError(f"peer {pid} is refused by the peer filter or blocked")
         network = self._host.get_network()
         expected = self._redial_expected.pop(pid, -1.0) - trio.current_time()
-        if expected > 0 and not network.get_connections(info.peer_id):
+        if expected > 0:
             # The other end of a resynced pair is dialling us: dialling it too would duplicate the link again.
-            with trio.move_on_after(expected):
-                while not network.get_connections(info.peer_id):
-                    await trio.sleep(0.05)
+            await self._await_connection(info.peer_id, expected)
         if not network.get_connections(info.peer_id):
             # An explicit connect dials exactly this address, now: the swarm otherwise refuses for 60 s a
             # peer whose last dial failed (negative cache) and tries only one stored TCP address per peer.
@@ -967,10 +965,7 @@ class Libp2pTransport:
             if not redial:
                 # The other end should redial; if it does not (it saw only one connection, so never resynced;
                 # measured: both ends left with none, ~1 run in 10 of the simultaneous-dial test), we do.
-                with trio.move_on_after(self._config.dial_timeout):
-                    while not self._host.get_network().get_connections(pid):
-                        await trio.sleep(0.05)
-                redial = not self._host.get_network().get_connections(pid)
+                redial = not await self._await_connection(pid, self._config.dial_timeout)
                 addrs = self._known_addrs(pid) if redial else []
                 if redial:
                     log.info("no redial from %s after resync: dialling it", peer)
@@ -984,6 +979,14 @@ class Libp2pTransport:
             self._resyncing.discard(peer)
 
     # ---------------------------------------------------------------------------------------- internals
+    async def _await_connection(self, pid: ID, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a connection to ``pid`` (the other end dials); whether there is one."""
+        network = self._host.get_network()
+        with trio.move_on_after(seconds):
+            while not network.get_connections(pid):
+                await trio.sleep(0.05)
+        return bool(network.get_connections(pid))
+
     def _require_running(self) -> None:
         if not self._running:
             raise TransportError("transport is not running (use `async with Libp2pTransport.open(...)`)")
