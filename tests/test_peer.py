@@ -35,6 +35,13 @@ def memory_peer(i: int, learner: Any, net: MemoryNetwork, **cfg: Any) -> Peer:
     )
 
 
+async def connect_all(peers: list[Peer]) -> None:
+    """Connect every pair of ``peers`` (a complete graph), each pair once."""
+    for i, a in enumerate(peers):
+        for b in peers[i + 1 :]:
+            await a.connect(f"memory/{b.peer_id}")
+
+
 @asynccontextmanager
 async def memory_peers(
     n: int, splits: list[Split], net: MemoryNetwork, **cfg: Any
@@ -44,9 +51,7 @@ async def memory_peers(
         for i in range(n):
             peer = memory_peer(i, learner_for(splits[i], i), net, **cfg)
             peers.append(await stack.enter_async_context(peer))
-        for i, a in enumerate(peers):
-            for b in peers[i + 1 :]:
-                await a.connect(f"memory/{b.peer_id}")
+        await connect_all(peers)
         yield peers
 
 
@@ -125,9 +130,7 @@ async def test_the_version_log_records_each_score_s_evidence(tmp_path: Path) -> 
                 i, learner_for(splits[i], i), net, local_steps=5, max_round_wait_s=5, state_dir=state_dir
             )
             peers.append(await stack.enter_async_context(peer))
-        for i, a in enumerate(peers):
-            for b in peers[i + 1 :]:
-                await a.connect(f"memory/{b.peer_id}")
+        await connect_all(peers)
         with trio.fail_after(60):
             await run_all(peers, 4)
     scored = [c for rec in read_log(tmp_path) for c in rec.contributions if c["score"] is not None]
@@ -371,9 +374,7 @@ async def test_an_evicted_poisoner_is_readmitted_on_probation_and_evicted_again_
                 learner = SignFlip(learner, scale=4.0)
                 cfg |= {"static_peers": tuple(f"memory/{p}" for p in ids[:3]), "reconnect_interval_s": 0.1}
             peers.append(await stack.enter_async_context(memory_peer(i, learner, net, **cfg)))
-        for i, a in enumerate(peers):
-            for b in peers[i + 1 :]:
-                await a.connect(f"memory/{b.peer_id}")
+        await connect_all(peers)
         honest = peers[:3]
         async with trio.open_nursery() as n:
             for p in peers:

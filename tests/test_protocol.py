@@ -239,28 +239,8 @@ def test_join_below_quorum_keeps_the_own_model() -> None:
 
 
 def test_attacker_is_evicted_and_its_announcements_rejected_afterwards() -> None:
-    ident = [Identity(bytes([i]) * 32) for i in range(1, 6)]
-    engines = [
-        GossipEngine(i, ProtocolConfig(network_id="t"), model(), aggregation=AggregationConfig())
-        for i in ident
-    ]
-    honest, attacker = engines[:4], engines[4]
-    net = Net(engines)
-    rng = np.random.default_rng(1)
-    target = {k: np.ones(s, np.float32) for k, s in SHAPES.items()}
-    evictions: list[Evict] = []
-    for r in range(1, 26):
-        net.now = float(r)
-        for e in honest:
-            step = {
-                k: v + 0.2 * (target[k] - v) + rng.standard_normal(v.shape).astype(np.float32) * 0.01
-                for k, v in e.own_params().items()
-            }
-            out = e.finish_round(step, net.now)
-            evictions += [a for a in out.actions if isinstance(a, Evict)]
-            net.run(e, [a for a in out.actions if isinstance(a, Publish)])
-        evil = {k: -50.0 * np.ones_like(v) for k, v in attacker.own_params().items()}
-        net.run(attacker, attacker.finish_round(evil, net.now).actions)
+    honest, attacker, events, _ = _run_with_readmission(bad_rounds=25, rounds=25, readmit_after_s=1800.0)
+    evictions = [a for log in events.values() for _, a in log if isinstance(a, Evict)]
     assert {attacker.peer_id} == {ev.peer for ev in evictions}
     assert all(e.is_evicted(attacker.peer_id) for e in honest)
     assert all(e.rejections["evicted"] > 0 for e in honest)
