@@ -67,6 +67,9 @@ SUBSCRIBE_GRACE_S = 3.0
 
 #: How long a stopping peer waits for its cancelled tasks before it aborts the transport's connections.
 EXIT_GRACE_S = 3.0
+#: the join asks peers that did not answer again, this often and this long apart (within join_timeout_s)
+_JOIN_ATTEMPTS = 3
+_JOIN_RETRY_S = 1.0
 
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
@@ -487,38 +490,37 @@ class Peer:
                 log.info("discovery: dialled %d new peers", new)
 
     async def _join(self, adopt: bool) -> None:
-        """Fetch snapshots from the connected peers: they seed the replicas, and with ``adopt`` (a fresh
-        peer) the own model starts from their median if at least ``join_quorum`` answered. A peer resuming
-        from its checkpoint only seeds its replicas, so it mixes with its neighbours from its first round."""
-        peers = self.transport.connected_peers()
-        if not peers:
-            return
+        """Fetch snapshots from the connected peers: they seed the replicas, and the own model starts from
+        their median (a fresh peer, ``adopt``) or from the median of theirs and its own (a peer resuming from
+        its checkpoint) if at least ``join_quorum`` answered. Peers that did not answer are asked again
+        (a connection resynced at start-up loses its requests) until ``join_timeout_s`` has passed."""
         snaps: dict[str, bytes] = {}
+        timeout = min(self.config.join_timeout_s, self.config.request_timeout_s)
 
         async def fetch(peer: str) -> None:
             try:
                 snaps[peer] = await self.transport.request(
-                    peer,
-                    SNAPSHOT_PROTOCOL,
-                    b"",
-                    max_response=self.config.max_model_bytes,
-                    timeout=min(self.config.join_timeout_s, self.config.request_timeout_s),
+                    peer, SNAPSHOT_PROTOCOL, b"", max_response=self.config.max_model_bytes, timeout=timeout
                 )
             except TransportError as exc:
                 log.debug("join: no snapshot from %s: %s", peer, exc)
 
-        async with trio.open_nursery() as n:
-            for peer in peers:
-                n.start_soon(fetch, peer)
-        now = trio.current_time()
-        if not adopt:
-            for peer, data in snaps.items():
-                await self._execute(self.engine.handle_snapshot(data, peer, now))
+        with trio.move_on_after(self.config.join_timeout_s):
+            for attempt in range(_JOIN_ATTEMPTS):
+                missing = [p for p in self.transport.connected_peers() if p not in snaps]
+                if not missing or (attempt and len(snaps) >= self.config.join_quorum):
+                    break
+                if attempt:
+                    await trio.sleep(_JOIN_RETRY_S)
+                async with trio.open_nursery() as n:
+                    for peer in missing:
+                        n.start_soon(fetch, peer)
+        if not snaps:
             return
-        used = self.engine.join_from_snapshots(snaps, now)
+        used = self.engine.join_from_snapshots(snaps, trio.current_time(), resume=not adopt)
         if used >= self.config.join_quorum:
             self.learner.set_params(self.engine.own_params())
-            log.info("joined from the median of %d snapshots", used)
+            log.info("%s from the median of %d snapshots", "joined" if adopt else "resumed", used)
 
     async def _on_gossip(self, via: str, data: bytes) -> None:
         applied = self.engine.applied

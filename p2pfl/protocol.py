@@ -232,6 +232,10 @@ class Replica:
     updated_at: float
     meta: Meta = field(default_factory=Meta)
 
+    @property
+    def version(self) -> tuple[int, bytes]:
+        return self.seq, self.digest
+
 
 @dataclass(frozen=True)
 class Contribution:
@@ -303,6 +307,13 @@ class GossipEngine:
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
         # evicted peers: (evictions so far, when the current one expires); the count survives readmission
         self._bans: dict[str, tuple[int, float]] = {}
+        #: per peer, the replica version (seq, digest) last scored and its record: each version is scored
+        #: once. Rescoring an unchanged replica every own round made a neighbour that is slower than us, or
+        #: just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
+        #: (measured: a restarted peer evicted by both neighbours within 1 s, before it published again).
+        self._last_scored: dict[str, tuple[tuple[int, bytes], ScoreRecord]] = {}
+        #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
+        self._heard_at: dict[str, int] = {}
 
     # -------------------------------------------------------------------------------- properties
 
@@ -562,11 +573,14 @@ class GossipEngine:
             return "result_mismatch"
         return env, vec
 
-    def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float) -> int:
+    def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float, *, resume: bool = False) -> int:
         """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
 
         Returns how many snapshots were usable; the own model changes only if at least ``join_quorum`` were.
-        The snapshots also seed the replicas, so deltas from those peers apply at once.
+        The snapshots also seed the replicas, so deltas from those peers apply at once. A peer resuming from
+        a checkpoint (``resume``) keeps its own model in the median: after a short outage it is near the
+        neighbours' and changes little; after a long one the network moved on, and training from the stale
+        model would publish versions its neighbours score as outliers and evict.
         """
         good: list[FloatVec] = []
         for peer, data in snapshots.items():
@@ -580,7 +594,7 @@ class GossipEngine:
                 self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)
             good.append(opened[1])
         if len(good) >= self.config.join_quorum:
-            self.own = median(np.stack(good))
+            self.own = median(np.stack([self.own, *good] if resume else good))
         return len(good)
 
     # ----------------------------------------------------------------------------------- serving
@@ -667,16 +681,36 @@ class GossipEngine:
                 # the mix may be a plain mean that the very models under test dragged off: score them
                 # against a reference they cannot move while they are a minority
                 reference = median(np.vstack([after[None, :], stack]))
+            fresh = {r.peer for r in reps if self._scored_version(r.peer) != r.version}
+            gap = self.scorer.config.return_gap_rounds
+            for peer in sorted(fresh):
+                # self.seq already counts this round's version
+                if self.seq - self._heard_at.get(peer, 1) > gap:
+                    self.scorer.grant_grace(peer)
+                self._heard_at[peer] = self.seq
             scores = self.scorer.evaluate(
-                before, after, {r.peer: r.vec for r in reps}, reference, val_losses, own_val_loss
+                before,
+                after,
+                {r.peer: r.vec for r in reps},
+                reference,
+                val_losses,
+                own_val_loss,
+                only=fresh,
             )
+            for r in reps:
+                if r.peer in scores:
+                    self._last_scored[r.peer] = (r.version, scores[r.peer])
             if weights is not None and self.scorer.config.drop_bad_at_once:
-                # A model scored bad this round leaves this round's mix at once: waiting for its reputation
-                # to fall (two rounds at the defaults) let a fresh sign-flipper wreck a plain mean first.
+                # A model scored bad leaves the mix at once, for as long as it is the peer's current version:
+                # waiting for its reputation to fall (two scores at the defaults) let a fresh sign-flipper
+                # wreck a plain mean first.
+                bad = self.scorer.config.bad_score
                 drop = [
                     i
-                    for i, p in enumerate(peers)
-                    if weights[i] > 0 and p in scores and scores[p].combined < self.scorer.config.bad_score
+                    for i, r in enumerate(reps)
+                    if weights[i] > 0
+                    and self._scored_version(r.peer) == r.version
+                    and self._last_scored[r.peer][1].combined < bad
                 ]
                 if drop:
                     weights = weights.copy()
@@ -685,22 +719,28 @@ class GossipEngine:
             for peer in sorted(self.scorer.evicted() - was_evicted):
                 evicted.append(peer)
                 self.replicas.pop(peer, None)
+                self._last_scored.pop(peer, None)
                 self._ban(peer, now)
                 actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
+        scorer = self.scorer
         contributions = [
             Contribution(
                 peer=r.peer,
                 seq=r.seq,
                 weight=float(weights[i]) if weights is not None else 1.0,
                 score=scores[r.peer].combined if r.peer in scores else None,
-                reputation=scores[r.peer].reputation if r.peer in scores else 1.0,
-                status=scores[r.peer].status if r.peer in scores else "active",
+                reputation=scorer.reputation(r.peer) if scorer is not None else 1.0,
+                status=scorer.status(r.peer) if scorer is not None else "active",
             )
             for i, r in enumerate(reps)
         ]
         self.own = centre
         actions.insert(0, publish)
         return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
+
+    def _scored_version(self, peer: str) -> tuple[int, bytes] | None:
+        last = self._last_scored.get(peer)
+        return None if last is None else last[0]
 
     def _publish(self, model: FloatVec, meta: Meta, timestamp_ms: int) -> Publish:
         delta_vec = model - self.public

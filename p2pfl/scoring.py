@@ -42,7 +42,7 @@ Everything is deterministic: no clock, no randomness, results in sorted peer ord
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -96,6 +96,14 @@ class ScoringConfig:
     #: or ``median`` (coordinate-wise, over the own trained model and every candidate), which attackers cannot
     #: drag along when the rule is a plain mean (simulations/scenarios/attacks16.toml uses it)
     reference: Literal["median", "aggregate"] = "aggregate"
+    #: A neighbour heard again after ``return_gap_rounds`` own rounds of silence (restarted, reconnected, or
+    #: first heard only then: it joined late) gets ``return_grace`` versions whose bad scores do not count
+    #: towards eviction: the neighbourhood converged without its data, so its first trained versions are far
+    #: off however honest it is (measured: a peer restarted after ~30 of its neighbours' rounds scored r 10-20
+    #: for 6 versions, then r 1.0). A bad version still leaves the mix at once and lowers the reputation, so
+    #: the grace lets no poison in; it only delays an eviction. Peers heard from the first rounds get none.
+    return_grace: int = 8
+    return_gap_rounds: int = 5
 
     def __post_init__(self) -> None:
         unit = ("ema", "initial_reputation", "exclude_below", "bad_score", "probation_reputation")
@@ -105,10 +113,13 @@ class ScoringConfig:
                 raise AggregationError(f"{name}: must be a number in [0, 1], got {value!r}")
         if self.ema == 0.0:
             raise AggregationError("ema: must be > 0, or reputations never move")
-        for name in ("evict_after", "probation_length"):
+        for name in ("evict_after", "probation_length", "return_gap_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise AggregationError(f"{name}: must be an integer >= 1, got {value!r}")
+        grace = self.return_grace
+        if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
+            raise AggregationError(f"return_grace: must be an integer >= 0, got {grace!r}")
         if not _is_real(self.dist_cutoff) or not 1.0 < self.dist_cutoff < math.inf:
             raise AggregationError(f"dist_cutoff: must be a finite number > 1, got {self.dist_cutoff!r}")
         hard = self.dist_hard
@@ -170,6 +181,7 @@ class _PeerState:
     status: Status = "active"
     consecutive_bad: int = 0
     probation_left: int = 0
+    grace_left: int = 0
 
 
 def _robust_median(values: list[float]) -> float:
@@ -261,6 +273,15 @@ class ContributionScorer:
         state.consecutive_bad = 0
         state.probation_left = self.config.probation_length
 
+    def grant_grace(self, peer: str) -> None:
+        """``peer`` comes back after a silence (or joins late): its next ``return_grace`` scores do not count
+        towards eviction (see :class:`ScoringConfig`). No-op for an evicted peer or one on probation."""
+        state = self._peers.setdefault(peer, self._state(peer))
+        if state.status in ("evicted", "probation"):
+            return
+        state.grace_left = self.config.return_grace
+        state.consecutive_bad = 0
+
     def forget(self, peer: str) -> None:
         """Drop everything known about ``peer`` (e.g. it left the network for good)."""
         self._peers.pop(peer, None)
@@ -273,12 +294,16 @@ class ContributionScorer:
         centre: ArrayLike,
         val_losses: Mapping[str, float] | None = None,
         own_val_loss: float | None = None,
+        *,
+        only: Collection[str] | None = None,
     ) -> dict[str, ScoreRecord]:
         """Score every neighbour once, update reputations and statuses, return the records by peer.
 
         Evicted neighbours are not scored (their record repeats the eviction); pass ``readmit`` first to
         give them another chance. ``val_losses`` is used when ``config.use_val_loss`` and
         ``own_val_loss`` is a positive finite number; a neighbour missing from it just has no loss score.
+        With ``only``, the other neighbours still set the honest spread (the median distance) but get no
+        score: a model already scored is no new evidence, however often the caller mixes it.
         """
         cfg = self.config
         before = _as_vec(own_before, "own_before")
@@ -314,6 +339,8 @@ class ContributionScorer:
 
         records: dict[str, ScoreRecord] = {}
         for p, model in models.items():
+            if only is not None and p not in only:
+                continue
             state = self._peers.setdefault(p, self._state(p))
             if state.status == "evicted":
                 records[p] = ScoreRecord(
@@ -356,7 +383,11 @@ class ContributionScorer:
                 combined = 0.0  # far outside any honest spread: no other component may average it away
             state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
             bad = combined < cfg.bad_score
-            state.consecutive_bad = state.consecutive_bad + 1 if bad else 0
+            if state.grace_left > 0:
+                state.grace_left -= 1
+                state.consecutive_bad = 0
+            else:
+                state.consecutive_bad = state.consecutive_bad + 1 if bad else 0
             reason = self._transition(state, bad, combined)
             records[p] = ScoreRecord(
                 p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, state.status, reason
@@ -380,6 +411,8 @@ class ContributionScorer:
         state.status = self._standing(state.reputation)
         if state.status == "excluded":
             return f"excluded: reputation {state.reputation:.3f} < {cfg.exclude_below}"
+        if bad and state.consecutive_bad == 0:
+            return f"active: bad score {combined:.3f} (returning: {state.grace_left} versions of grace left)"
         if bad:
             return f"active: bad score {combined:.3f} ({state.consecutive_bad}/{cfg.evict_after} to eviction)"
         return "active"

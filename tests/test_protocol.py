@@ -417,3 +417,66 @@ def test_a_model_scored_bad_leaves_the_mix_it_was_scored_against() -> None:
     assert np.all(kept > 1.0), kept  # the honest models only
     pulled = _first_mix_with_a_fresh_poisoner(drop_bad_at_once=False)
     assert np.all(pulled < -5.0), pulled  # what waiting for the reputation to fall let through
+
+
+def test_a_replica_is_scored_once_per_version_and_a_bad_one_stays_out_of_the_mix() -> None:
+    """A neighbour that stops publishing (slow, or restarted from an old checkpoint) leaves one stale model:
+    scoring it again every own round counted one model as many "consecutive" bad scores and evicted it.
+    Each version is evidence once; while the bad version is current it still stays out of the mix."""
+    agg = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
+    engines = [
+        GossipEngine(Identity(bytes([i]) * 32), ProtocolConfig(network_id="t"), model(), aggregation=agg)
+        for i in range(1, 6)
+    ]
+    net = Net(engines)
+    first, honest, stale = engines[0], engines[:4], engines[4]
+    for r in (1, 2):
+        net.now = float(r)
+        for e in engines:
+            net.run(
+                e, [a for a in e.finish_round(train_step(e, 0.5), net.now).actions if isinstance(a, Publish)]
+            )
+    net.run(stale, stale.finish_round(model(-50.0), net.now).actions)  # far off, then silent
+    scored, weights = [], []
+    for r in range(3, 15):
+        net.now = float(r)
+        for e in honest:
+            out = e.finish_round(train_step(e, 0.1), net.now)
+            net.run(e, [a for a in out.actions if isinstance(a, Publish)])
+            if e is first:
+                (c,) = [c for c in out.contributions if c.peer == stale.peer_id]
+                scored.append(c.score)
+                weights.append(c.weight)
+    assert scored[0] is not None and scored[0] < ScoringConfig().bad_score
+    assert scored[1:] == [None] * 11
+    assert weights == [0.0] * 12
+    assert not any(e.is_evicted(stale.peer_id) for e in honest)
+    assert np.all(first.own > 1.0), first.own  # kept learning, never dragged towards -50
+    # The same model published again as new versions is new evidence. It comes back after 12 silent rounds, so
+    # its first return_grace bad versions do not count: evict_after more evict it, never earlier.
+    cfg = ScoringConfig()
+    versions = 0
+    for r in range(15, 15 + cfg.return_grace + cfg.evict_after + 1):
+        net.now = float(r)
+        net.run(stale, stale.finish_round(model(-50.0), net.now).actions)
+        versions += 1
+        for e in honest:
+            net.run(
+                e, [a for a in e.finish_round(train_step(e, 0.1), net.now).actions if isinstance(a, Publish)]
+            )
+        if any(e.is_evicted(stale.peer_id) for e in honest):
+            break
+    assert versions == cfg.return_grace + cfg.evict_after
+    assert all(e.is_evicted(stale.peer_id) for e in honest)
+
+
+def test_a_resuming_peer_keeps_its_own_model_in_the_join_median() -> None:
+    peers = [engine(i) for i in (1, 2, 3)]
+    for e, v in zip(peers, (1.0, 2.0, 100.0), strict=True):
+        e.finish_round(model(v), 1)
+    snaps = {e.peer_id: e.serve_snapshot(0) for e in peers}
+    fresh, resumed = engine(8, join_quorum=2), engine(9, join_quorum=2)
+    assert 3 == fresh.join_from_snapshots(snaps, 0)
+    assert 3 == resumed.join_from_snapshots(snaps, 0, resume=True)
+    assert np.allclose(fresh.own, 2.0)  # the neighbours' median
+    assert np.allclose(resumed.own, 1.5)  # the median of (0, 1, 2, 100): the own stale 0 is one vote

@@ -104,6 +104,8 @@ def run(
         ("dist_hard", "far"),
         ("drop_bad_at_once", "yes"),
         ("reference", "mean"),
+        ("return_grace", -1),
+        ("return_gap_rounds", 0),
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
@@ -187,6 +189,32 @@ def test_bad_evaluation_on_probation_evicts_again_at_once() -> None:
     rec = scorer.evaluate(before, after, models, centre, *world.val_losses(models))["x"]
     assert rec.status == "evicted"
     assert rec.reason.startswith("evicted: bad evaluation on probation")
+
+
+def test_a_returning_peers_grace_delays_eviction_but_not_exclusion() -> None:
+    cfg = ScoringConfig(return_grace=3)
+    rounds = cfg.return_grace + cfg.evict_after
+    without = [s["x"] for s in run(ContributionScorer(cfg), World(seed=5), {"x": "scaled"}, rounds=rounds)]
+    assert without.index("evicted") == cfg.evict_after - 1
+    scorer = ContributionScorer(cfg)
+    scorer.grant_grace("x")
+    statuses = [s["x"] for s in run(scorer, World(seed=5), {"x": "scaled"}, rounds=rounds)]
+    assert statuses.index("evicted") == rounds - 1  # evict_after bad scores after the grace
+    # out of the mix (excluded by reputation) from its second bad score on, grace or not
+    assert statuses[2:-1] == ["excluded"] * (rounds - 3), statuses
+
+
+def test_grace_is_not_granted_to_evicted_peers_or_on_probation() -> None:
+    scorer = ContributionScorer()
+    world = World(seed=6)
+    run(scorer, world, {"x": "scaled"}, rounds=8)
+    scorer.grant_grace("x")
+    assert scorer.status("x") == "evicted"
+    scorer.readmit("x")
+    scorer.grant_grace("x")
+    before, after, models, centre = world.round({"x": "scaled"})
+    rec = scorer.evaluate(before, after, models, centre, *world.val_losses(models))["x"]
+    assert rec.status == "evicted"  # one bad score on probation still evicts
 
 
 def test_readmit_is_a_no_op_for_peers_that_are_not_evicted() -> None:

@@ -117,6 +117,19 @@ class Cluster:
         path = self.directory / f"peer{i}.log"
         return path.read_text() if path.exists() else ""
 
+    def events(self, i: int, limit: int = 15) -> list[str]:
+        """The peer's last connection, eviction and warning log lines: what a failed assertion needs."""
+        keys = ("WARNING", "ERROR p2pfl", "evict", "resync", "readmit", "joined", "resumed", "redial")
+        return [line[:300] for line in self.log(i).splitlines() if any(k in line for k in keys)][-limit:]
+
+    def explain(self, indices: list[int] | None = None) -> str:
+        """Each peer's full status and its last events, for an assertion message."""
+        out = []
+        for i in range(len(self.specs)) if indices is None else indices:
+            out.append(f"peer {i} status: {self.status(i)}")
+            out += [f"  {line}" for line in self.events(i)]
+        return "\n".join(out)
+
     def status(self, i: int) -> dict[str, Any] | None:
         path = self.specs[i].state / "status.json"
         try:
@@ -134,10 +147,8 @@ class Cluster:
                 if self.procs[i].poll() is not None:
                     raise AssertionError(f"peer {i} exited early: {self.log(i)[-3000:]}")
             time.sleep(0.25)
-        raise AssertionError(
-            f"peers {indices} did not reach round {rounds} in {timeout} s: "
-            f"{[self.status(i) for i in indices]}"
-        )
+        explained = self.explain()
+        raise AssertionError(f"peers {indices} did not reach round {rounds} in {timeout} s:\n{explained}")
 
     def stop(self, i: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         proc = self.procs[i]

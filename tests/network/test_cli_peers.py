@@ -51,7 +51,7 @@ def test_four_cli_peers_learn_non_iid_digits_together(tmp_path: Path) -> None:
             cluster.start(i)
         cluster.wait_rounds(list(range(n)), rounds, timeout=240)
         statuses = [cluster.status(i) for i in range(n)]
-        assert all(s is not None and s["neighbours"] == n - 1 for s in statuses), statuses
+        assert all(s is not None and s["neighbours"] == n - 1 for s in statuses), cluster.explain()
         assert [0] * n == [cluster.stop(i) for i in range(n)]  # SIGTERM: clean exit
     finally:
         cluster.stop_all()
@@ -79,13 +79,13 @@ def test_kill_9_then_restart_resumes_from_checkpoint_and_catches_up(tmp_path: Pa
         cluster.start(2)
         cluster.wait_rounds([2], before.round + 5, timeout=120)
         after = cluster.status(2)
-        assert after is not None and after["replicas"] == 2, after
+        assert after is not None and after["replicas"] == 2, cluster.explain()
         restarted = load_checkpoint(cluster.specs[2].state)
         assert restarted is not None and restarted.seq > before.seq
         # its neighbours caught up with its new versions (snapshot after the gap, then deltas)
         for i in (0, 1):
             s = cluster.status(i)
-            assert s is not None and s["rejected"].get("result_mismatch", 0) == 0, s
+            assert s is not None and s["rejected"].get("result_mismatch", 0) == 0, cluster.explain()
         for i in range(n):
             cluster.stop(i)
     finally:
