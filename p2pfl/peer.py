@@ -258,6 +258,10 @@ class Peer:
         self._first_seen: dict[str, float] = {}
         self.local_divergences = 0
         self.mixes_refused = 0
+        #: each candidate replica's loss on the own validation split, by its version (see _step)
+        self._val_losses: dict[str, tuple[tuple[int, bytes], float]] = {}
+        #: how many neighbour models have been evaluated for scoring (one per new version)
+        self.val_evaluations = 0
         self._started = False
         self._lock_fd: int | None = None
         self._discovery: Any = None
@@ -758,13 +762,21 @@ class Peer:
         trained_eval: EvalResult | None = None
         if self.config.scoring_enabled and self.config.val_scoring and candidates:
             layout = self.engine.layout
-            vecs = {r.peer: r.vec for r in candidates}
+            # A replica's loss on our (fixed) validation split changes only with its version: an unchanged
+            # one is not evaluated again (a neighbour slower than us would otherwise cost one evaluation
+            # per own round).
+            known = {p: v for p, v in self._val_losses.items() if p in {r.peer for r in candidates}}
+            todo = {r.peer: r for r in candidates if known.get(r.peer, (None,))[0] != r.version}
 
             def evaluate_all() -> tuple[dict[str, float], EvalResult]:
-                losses = {p: learner.evaluate(layout.unflatten(v)).loss for p, v in vecs.items()}
+                losses = {p: learner.evaluate(layout.unflatten(r.vec)).loss for p, r in todo.items()}
                 return losses, learner.evaluate(trained)
 
-            losses, evaluated = await trio.to_thread.run_sync(evaluate_all)
+            fresh_losses, evaluated = await trio.to_thread.run_sync(evaluate_all)
+            known.update({p: (todo[p].version, loss) for p, loss in fresh_losses.items()})
+            self._val_losses = known
+            self.val_evaluations += len(todo)
+            losses = {r.peer: known[r.peer][1] for r in candidates}
             trained_eval = evaluated
             if math.isfinite(evaluated.loss):
                 val_losses, own_val = losses, evaluated.loss

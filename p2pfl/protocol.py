@@ -58,6 +58,10 @@ FloatVec = npt.NDArray[np.float32]
 Params = dict[str, npt.NDArray[np.float32]]
 
 PENDING_PER_PEER = 16
+#: validated envelopes kept for their delivery (see GossipEngine.accept_gossip): at most this many, each of
+#: at most this size (a delta announcement with its payload inline; larger payloads are fetched)
+_VALIDATED_MAX = 64
+_VALIDATED_MAX_BYTES = 1 << 20
 DELTA_PROTOCOL = "/p2pfl/delta/1"
 SNAPSHOT_PROTOCOL = "/p2pfl/snapshot/1"
 
@@ -314,6 +318,10 @@ class GossipEngine:
         self._last_scored: dict[str, tuple[tuple[int, bytes], ScoreRecord]] = {}
         #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
         self._heard_at: dict[str, int] = {}
+        #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each
+        #: message's signature is checked once, not twice. Small messages only, few of them (a message
+        #: validated but never delivered ages out).
+        self._validated: OrderedDict[bytes, Envelope] = OrderedDict()
 
     # -------------------------------------------------------------------------------- properties
 
@@ -400,16 +408,24 @@ class GossipEngine:
         if self.is_evicted(env.header.sender):
             self.rejections["evicted"] += 1
             return False
+        if len(data) <= _VALIDATED_MAX_BYTES:
+            self._validated[bytes(data)] = env
+            while len(self._validated) > _VALIDATED_MAX:
+                self._validated.popitem(last=False)
         return True
 
     def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
         """A gossip message arrived (delivered by ``via``)."""
-        try:
-            env = open_envelope(
-                data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
-            )
-        except WireError as exc:
-            return self._reject(exc.reason, via)
+        env = self._validated.pop(data, None)
+        if env is not None and self.allowed is not None and not self.allowed(env.header.sender):
+            return self._reject("sender_not_allowed", via)  # the access list changed since validation
+        if env is None:
+            try:
+                env = open_envelope(
+                    data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
+                )
+            except WireError as exc:
+                return self._reject(exc.reason, via)
         h = env.header
         if h.sender == self.peer_id:  # transports never echo our own messages: someone re-sent it
             return self._reject("replay", via)

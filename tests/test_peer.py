@@ -141,6 +141,29 @@ async def test_the_version_log_records_each_score_s_evidence(tmp_path: Path) -> 
         assert 0.0 <= c["loss"] <= 1.0
 
 
+async def test_neighbours_that_stop_publishing_are_neither_evaluated_nor_scored_again() -> None:
+    """A keeps going after B and C stop: their unchanged models stay in its mix, but an unchanged model is no
+    new evidence (not scored, so never evicted for being stale) and its loss is not computed again."""
+    splits = peer_splits("digits", 3, partition_kind="iid", seed=6)
+    net = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(3):
+            peer = memory_peer(i, learner_for(splits[i], i), net, local_steps=5, max_round_wait_s=0.3)
+            peers.append(await stack.enter_async_context(peer))
+        await connect_all(peers)
+        a = peers[0]
+        with trio.fail_after(60):
+            await run_all(peers, 3)
+            await a.run(1)  # the neighbours' last versions may arrive after A's third round
+            evaluations = a.val_evaluations
+            assert 4 <= evaluations <= 2 * 4  # each version (join snapshot, 3 rounds) at most once
+            await a.run(5)
+        assert a.val_evaluations == evaluations
+        assert [r.mixed for r in a.reports[-5:]] == [2] * 5
+        assert not a.engine.scorer or not a.engine.scorer.evicted()
+
+
 async def test_four_peers_on_non_iid_digits_all_reach_high_accuracy() -> None:
     splits = peer_splits("digits", 4, partition_kind="dirichlet", alpha=0.5, seed=3)
     alone = []

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import msgpack
 import numpy as np
+import pytest
 
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.identity import Identity
@@ -480,3 +481,31 @@ def test_a_resuming_peer_keeps_its_own_model_in_the_join_median() -> None:
     assert 3 == resumed.join_from_snapshots(snaps, 0, resume=True)
     assert np.allclose(fresh.own, 2.0)  # the neighbours' median
     assert np.allclose(resumed.own, 1.5)  # the median of (0, 1, 2, 100): the own stale 0 is one vote
+
+
+def test_a_validated_announcement_is_opened_once_and_the_access_list_is_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from p2pfl import protocol
+
+    calls = []
+
+    def counting_open(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return open_envelope(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(protocol, "open_envelope", counting_open)
+    a, b = engine(1), engine(2)
+    announcement = a.finish_round(train_step(a, 0.5), 1).actions[0]
+    assert isinstance(announcement, Publish)
+    assert b.accept_gossip(announcement.envelope)
+    b.handle_announce(announcement.envelope, a.peer_id, 1)
+    assert len(calls) == 1  # the validator's check served the handler
+    b.handle_announce(announcement.envelope, a.peer_id, 1)
+    assert len(calls) == 2  # not validated this time: opened again
+    banned: set[str] = set()
+    b.allowed = lambda peer: peer not in banned
+    assert b.accept_gossip(announcement.envelope)
+    banned.add(a.peer_id)  # the access list changes between validation and delivery
+    assert [] == b.handle_announce(announcement.envelope, a.peer_id, 1)
+    assert b.rejections["sender_not_allowed"] == 1
