@@ -106,6 +106,7 @@ def run(
         ("reference", "mean"),
         ("return_grace", -1),
         ("return_gap_rounds", 0),
+        ("loss_floor", -0.1),
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
@@ -280,6 +281,24 @@ def test_validation_loss_is_relative_to_the_neighbours_median_not_to_the_own_los
     losses = {"a": 10.0, "b": 12.0, "c": 9.0, "bad": 200.0}
     recs = scorer.evaluate(before, after, models, after, losses, 1.0)
     assert [1.0, 1.0, 1.0, 0.0] == [recs[p].loss_score for p in ("a", "b", "c", "bad")]
+
+
+def test_the_loss_reference_has_a_floor_so_near_perfect_fits_make_no_honest_loss_look_poisoned() -> None:
+    """Long runs: the own and most neighbours' losses approach 0, and a skewed honest neighbour's 1.2 nats
+    read as 24x the reference. Against the floor (0.25) it is 4.8x: a fair score. 8 nats is poison."""
+    models = {p: np.array([1.0, 0.0]) for p in ("a", "b", "c", "skewed", "bad")}
+    losses = {"a": 0.04, "b": 0.05, "c": 0.06, "skewed": 1.2, "bad": 8.0}
+    before, after = np.zeros(2), np.array([1.0, 0.0])
+
+    def loss_scores(floor: float) -> list[float | None]:
+        cfg = ScoringConfig(w_distance=0.0, w_cosine=0.0, w_loss=1.0, loss_floor=floor)
+        recs = ContributionScorer(cfg).evaluate(before, after, models, after, losses, 0.02)
+        return [recs[p].loss_score for p in ("a", "skewed", "bad")]
+
+    a, skewed, bad = loss_scores(ScoringConfig().loss_floor)
+    assert (a, bad) == (1.0, 0.0)
+    assert skewed is not None and skewed > 0.7
+    assert loss_scores(0.0) == [1.0, 0.0, 0.0]
 
 
 def test_one_poisoned_model_beside_one_honest_neighbour_cannot_set_its_own_loss_reference() -> None:
