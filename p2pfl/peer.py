@@ -765,7 +765,8 @@ class Peer:
             # A replica's loss on our (fixed) validation split changes only with its version: an unchanged
             # one is not evaluated again (a neighbour slower than us would otherwise cost one evaluation
             # per own round).
-            known = {p: v for p, v in self._val_losses.items() if p in {r.peer for r in candidates}}
+            peers = {r.peer for r in candidates}
+            known = {p: v for p, v in self._val_losses.items() if p in peers}
             todo = {r.peer: r for r in candidates if known.get(r.peer, (None,))[0] != r.version}
 
             def evaluate_all() -> tuple[dict[str, float], EvalResult]:
