@@ -40,6 +40,7 @@ from p2pfl.wire import (
     Header,
     Limits,
     Meta,
+    SenderNotAllowedError,
     WireError,
     apply_codec,
     arch_digest,
@@ -311,11 +312,11 @@ class GossipEngine:
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
         # evicted peers: (evictions so far, when the current one expires); the count survives readmission
         self._bans: dict[str, tuple[int, float]] = {}
-        #: per peer, the replica version (seq, digest) last scored and its record: each version is scored
-        #: once. Rescoring an unchanged replica every own round made a neighbour that is slower than us, or
-        #: just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
+        #: per peer, the replica version (seq, digest) last scored and its combined score: each version is
+        #: scored once. Rescoring an unchanged replica every own round made a neighbour that is slower than
+        #: us, or just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
         #: (measured: a restarted peer evicted by both neighbours within 1 s, before it published again).
-        self._last_scored: dict[str, tuple[tuple[int, bytes], ScoreRecord]] = {}
+        self._last_scored: dict[str, tuple[tuple[int, bytes], float]] = {}
         #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
         self._heard_at: dict[str, int] = {}
         #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each
@@ -418,7 +419,7 @@ class GossipEngine:
         """A gossip message arrived (delivered by ``via``)."""
         env = self._validated.pop(data, None)
         if env is not None and self.allowed is not None and not self.allowed(env.header.sender):
-            return self._reject("sender_not_allowed", via)  # the access list changed since validation
+            return self._reject(SenderNotAllowedError.reason, via)  # the access list changed since validation
         if env is None:
             try:
                 env = open_envelope(
@@ -715,19 +716,15 @@ class GossipEngine:
             )
             for r in reps:
                 if r.peer in scores:
-                    self._last_scored[r.peer] = (r.version, scores[r.peer])
+                    self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
             if weights is not None and self.scorer.config.drop_bad_at_once:
                 # A model scored bad leaves the mix at once, for as long as it is the peer's current version:
                 # waiting for its reputation to fall (two scores at the defaults) let a fresh sign-flipper
                 # wreck a plain mean first.
+                # (every candidate's current version has a score by now: scored this round or before)
                 bad = self.scorer.config.bad_score
-                drop = [
-                    i
-                    for i, r in enumerate(reps)
-                    if weights[i] > 0
-                    and self._scored_version(r.peer) == r.version
-                    and self._last_scored[r.peer][1].combined < bad
-                ]
+                last = self._last_scored
+                drop = [i for i, r in enumerate(reps) if weights[i] > 0 and last[r.peer][1] < bad]
                 if drop:
                     weights = weights.copy()
                     weights[drop] = 0.0
