@@ -52,6 +52,8 @@ DTYPES: Final[Mapping[str, np.dtype[Any]]] = {
 _FLOAT_DTYPES: Final = frozenset({"float16", "float32", "float64"})
 _NETWORK_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_UINT64: Final = (1 << 64) - 1
+_NUMPY_MAX_NDIM: Final = 32
+_NUMPY_MAX_ELEMENTS: Final = 1 << 48
 
 HEADER_FIELDS: Final = frozenset(
     {
@@ -182,6 +184,11 @@ class Limits:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+        # numpy's own bounds, so no shape that passes the limits can make numpy raise
+        if self.max_ndim > _NUMPY_MAX_NDIM:
+            raise ValueError(f"Limits.max_ndim must be at most {_NUMPY_MAX_NDIM}, got {self.max_ndim}")
+        if self.max_elements > _NUMPY_MAX_ELEMENTS:
+            raise ValueError(f"Limits.max_elements must be at most 2**48, got {self.max_elements}")
 
 
 DEFAULT_LIMITS: Final = Limits()
@@ -410,11 +417,17 @@ def arch_digest(tensors: Tensors) -> bytes:
 def decode_tensors(
     payload: bytes | memoryview, *, limits: Limits = DEFAULT_LIMITS
 ) -> dict[str, npt.NDArray[Any]]:
-    """Decode and check payload bytes. Arrays are read-only, little-endian, C order."""
-    if len(payload) > limits.max_envelope:
-        raise OversizeError(f"payload of {len(payload)} bytes exceeds the limit of {limits.max_envelope}")
+    """Decode and check payload bytes. Arrays are read-only, little-endian, C order.
+
+    Checks, the first failure wins: payload size; msgpack framing; each entry in order (form, name, dtype,
+    shape, element count, byte count); names unique and sorted; the canonical encoding of the whole payload;
+    finite float values. No array exists before every entry's shape and size have passed.
+    """
+    view = memoryview(payload).cast("B")
+    if view.nbytes > limits.max_envelope:
+        raise OversizeError(f"payload of {view.nbytes} bytes exceeds the limit of {limits.max_envelope}")
     entries = _unpack(
-        payload,
+        view,
         "payload",
         max_array_len=max(limits.max_tensors, limits.max_ndim, 4),
         max_map_len=16,
@@ -424,21 +437,38 @@ def decode_tensors(
         raise WrongTypeError("payload must be a msgpack array of tensors")
     if len(entries) > limits.max_tensors:
         raise OversizeError(f"payload has {len(entries)} tensors; the limit is {limits.max_tensors}")
-    out: dict[str, npt.NDArray[Any]] = {}
+    checked: list[_Entry] = []
     previous: bytes | None = None
-    for entry in entries:
-        name, array = _decode_tensor(entry, limits)
-        if name in out:
-            raise DuplicateNameError(f"tensor {name!r} appears twice in the payload")
-        key = name.encode("utf-8")
+    for raw_entry in entries:
+        entry = _check_entry(raw_entry, limits)
+        key = entry.name.encode("utf-8")
+        if key == previous:
+            raise DuplicateNameError(f"tensor {entry.name!r} appears twice in the payload")
         if previous is not None and key < previous:
             raise NonCanonicalError("tensors must be sorted by the UTF-8 bytes of their names")
         previous = key
-        out[name] = array
+        checked.append(entry)
+    _check_canonical_payload(view, checked)
+    out: dict[str, npt.NDArray[Any]] = {}
+    for entry in checked:
+        array = np.frombuffer(entry.data, dtype=DTYPES[entry.dtype]).reshape(entry.shape)
+        if entry.dtype in _FLOAT_DTYPES and not _all_finite(array):
+            raise NonFiniteError(f"tensor {entry.name!r} contains NaN or infinity")
+        out[entry.name] = array
     return out
 
 
-def _decode_tensor(entry: Any, limits: Limits) -> tuple[str, npt.NDArray[Any]]:
+@dataclass(frozen=True)
+class _Entry:
+    """One payload entry whose fields have passed every check that needs no allocation."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+    data: bytes
+
+
+def _check_entry(entry: Any, limits: Limits) -> _Entry:
     if not isinstance(entry, list) or len(entry) != 4:
         raise WrongTypeError("each tensor must be a 4-element array [name, dtype, shape, data]")
     name, dtype_name, shape, data = entry
@@ -460,19 +490,44 @@ def _decode_tensor(entry: Any, limits: Limits) -> tuple[str, npt.NDArray[Any]]:
         raise ShapeError(f"tensor {name!r}: negative dimension in shape {shape}")
     if not isinstance(data, bytes):
         raise WrongTypeError(f"tensor {name!r}: data must be msgpack bin")
+    # The extent (product of the dimensions, a 0 counted as 1) is capped, not just the element count: numpy
+    # refuses shapes like [0, 2**63] or [0, 2**61, 4] although they hold no element.
+    extent = 1
+    for d in shape:
+        extent *= max(d, 1)
+        if extent > limits.max_elements:
+            raise OversizeError(
+                f"tensor {name!r}: shape {shape} spans more than the limit of {limits.max_elements} elements"
+            )
     count = math.prod(shape)
-    if count > limits.max_elements:
-        raise OversizeError(f"tensor {name!r}: {count} elements exceed the limit of {limits.max_elements}")
-    dtype = DTYPES[dtype_name]
-    if count * dtype.itemsize != len(data):
+    nbytes = count * DTYPES[dtype_name].itemsize
+    if nbytes != len(data):
         raise ShapeError(
-            f"tensor {name!r}: shape {shape} of {dtype_name} needs {count * dtype.itemsize} bytes,"
-            f" got {len(data)}"
+            f"tensor {name!r}: shape {shape} of {dtype_name} needs {nbytes} bytes, got {len(data)}"
         )
-    array = np.frombuffer(data, dtype=dtype).reshape(shape)
-    if dtype_name in _FLOAT_DTYPES and not _all_finite(array):
-        raise NonFiniteError(f"tensor {name!r} contains NaN or infinity")
-    return name, array
+    return _Entry(name, dtype_name, shape, data)
+
+
+def _check_canonical_payload(view: memoryview, entries: list[_Entry]) -> None:
+    """The payload bytes must be exactly what :func:`encode_tensors` makes of the decoded tensors.
+
+    Only the framing is compared (array headers, names, dtypes, shapes, bin length prefixes), at the offsets
+    the canonical encoding puts them: equal framing at equal offsets means equal data, so the tensor bytes
+    are neither re-packed nor copied.
+    """
+    pos = len(_array_prefix(len(entries)))
+    if view[:pos] != _array_prefix(len(entries)):
+        raise NonCanonicalError("payload: the tensor array's length is not in its shortest encoding")
+    for e in entries:
+        prefix = b"\x94" + _pack(e.name) + _pack(e.dtype) + _pack(e.shape) + _bin_prefix(len(e.data))
+        if view[pos : pos + len(prefix)] != prefix:
+            raise NonCanonicalError(
+                f"payload: tensor {e.name!r} is not canonically encoded (shortest integer, string, bin and"
+                " array forms)"
+            )
+        pos += len(prefix) + len(e.data)
+    if pos != view.nbytes:  # unreachable after a successful unpack; kept so the check stands alone
+        raise NonCanonicalError("payload: length differs from the canonical encoding")
 
 
 # ------------------------------------------------------------------------------------------- codecs
@@ -504,7 +559,16 @@ def undo_codec(tensors: Tensors, codec: str, like: Tensors) -> dict[str, npt.NDA
     out: dict[str, npt.NDArray[Any]] = {}
     for name, arr in tensors.items():
         target = like[name].dtype if name in like else arr.dtype
-        out[name] = arr if arr.dtype == target else arr.astype(target)
+        if arr.dtype == target:
+            out[name] = arr
+            continue
+        if arr.dtype.kind == "f" and target.kind != "f":
+            raise DtypeError(f"tensor {name!r}: {arr.dtype} values cannot stand for the model's {target}")
+        with np.errstate(all="ignore"):
+            converted = arr.astype(target)
+        if target.kind == "f" and not _all_finite(converted):
+            raise NonFiniteError(f"tensor {name!r}: a value overflows the model's {target}")
+        out[name] = converted
     return out
 
 
@@ -593,11 +657,20 @@ def _check_type(value: Any, kind: type | tuple[type, ...], what: str) -> None:
         raise WrongTypeError(f"{what} has the wrong type ({type(value).__name__})")
 
 
+def _check_str_keys(mapping: dict[Any, Any], what: str) -> None:
+    """Map keys are str: a bin key (msgpack allows str and bin keys) is refused before any set arithmetic or
+    sorting mixes the two types."""
+    for key in mapping:
+        if type(key) is not str:
+            raise WrongTypeError(f"{what} keys must be msgpack str, got {type(key).__name__} {key!r:.40}")
+
+
 def decode_header(header_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
     """Parse and validate header bytes; they must be the canonical encoding of what they contain."""
     raw = _unpack(header_bytes, "header", max_str_len=256, max_bin_len=64, max_array_len=16, max_map_len=16)
     if not isinstance(raw, dict):
         raise WrongTypeError("header must be a msgpack map")
+    _check_str_keys(raw, "header")
     missing = HEADER_FIELDS - raw.keys()
     if missing:
         raise MissingFieldError(f"header lacks field(s) {sorted(missing)}")
@@ -612,6 +685,7 @@ def decode_header(header_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> Heade
         _check_type(raw[key], int, f"header.{key}")
     meta_raw = raw["meta"]
     _check_type(meta_raw, dict, "header.meta")
+    _check_str_keys(meta_raw, "header.meta")
     unknown_meta = meta_raw.keys() - META_FIELDS
     if unknown_meta:
         raise UnknownFieldError(f"header.meta has unknown field(s) {sorted(unknown_meta)}")

@@ -506,3 +506,56 @@ def test_replacing_the_payload_of_a_valid_envelope_is_rejected(alice: Identity) 
 def test_header_round_trip_preserves_meta(alice: Identity) -> None:
     h = replace(decode_header(pack(header_map(alice))), meta=Meta(samples=3, loss=1.5, round=7))
     assert h == decode_header(encode_header(h))
+
+
+# ------------------------------------------------------------------------------ totality (issue 13)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{b"arch": b"\x00" * 32, "zzz": 1}, {b"zzz": 1, "zzy": 2}, {"meta": {b"loss": 0.5, "round": 1}}],
+)
+def test_header_with_a_bin_key_is_wrong_type_before_the_signature(alice: Identity, changes: Any) -> None:
+    header = pack(header_map(alice, **{}) | changes)
+    data = b"\x94\x01" + pack(header) + pack(b"\x00" * 64) + b"\xc0"  # no valid signature needed
+    with pytest.raises(WrongTypeError, match="keys must be msgpack str"):
+        open_envelope(data)
+    with pytest.raises(WrongTypeError):
+        decode_header(header)
+
+
+@pytest.mark.parametrize(
+    "shape", [[0, 2**63], [0, 2**62], [0, 2**61, 4], [2**64 - 1, 0], [0, 2**31 + 1], [0] * 8]
+)
+def test_zero_element_shapes_beyond_the_element_limit_are_oversize(alice: Identity, shape: list[int]) -> None:
+    payload = pack([tensor_entry("w", "float32", shape, b"")])
+    if shape == [0] * 8:
+        assert decode_tensors(payload)["w"].shape == (0,) * 8  # within the limits: a valid empty tensor
+        return
+    with pytest.raises(OversizeError):
+        decode_tensors(payload)
+    # the same bytes validly signed and inline: still one WireError, never numpy's ValueError
+    data = frame(
+        alice, pack(header_map(alice, payload_digest=digest(payload), payload_size=len(payload))), payload
+    )
+    env = open_envelope(data)
+    assert env.payload is not None
+    with pytest.raises(OversizeError):
+        decode_tensors(env.payload)
+
+
+def test_limits_refuse_bounds_numpy_cannot_honour() -> None:
+    with pytest.raises(ValueError, match="max_ndim"):
+        Limits(max_ndim=65)
+    with pytest.raises(ValueError, match="max_elements"):
+        Limits(max_elements=1 << 62)
+
+
+def test_undo_codec_refuses_values_the_model_dtype_cannot_hold() -> None:
+    like = {"w": np.zeros(2, np.float32), "i": np.zeros(2, np.int32)}
+    with pytest.raises(NonFiniteError):
+        undo_codec({"w": np.array([1e300, 0.0])}, "raw", like)
+    with pytest.raises(DtypeError):
+        undo_codec({"i": np.array([1.5, 0.0])}, "raw", like)
+    out = undo_codec({"w": np.array([1.5, 0.0], np.float16)}, "fp16", like)
+    assert np.float32 == out["w"].dtype
