@@ -54,7 +54,7 @@ from p2pfl.wire import (
     undo_codec,
 )
 from tests.conftest import make_envelope
-from tests.strategies import assert_tensors_equal, float_tensor_dicts, tensor_dicts
+from tests.strategies import assert_tensors_equal, float_tensor_dicts, loose_encodings, tensor_dicts
 
 Factory = Callable[..., bytes]
 
@@ -559,3 +559,70 @@ def test_undo_codec_refuses_values_the_model_dtype_cannot_hold() -> None:
         undo_codec({"i": np.array([1.5, 0.0])}, "raw", like)
     out = undo_codec({"w": np.array([1.5, 0.0], np.float16)}, "fp16", like)
     assert np.float32 == out["w"].dtype
+
+
+# ------------------------------------------------------------------------- canonical form (issue 13)
+
+CAROL = Identity(bytes(range(32)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tensor_dicts, st.data())
+def test_a_payload_is_accepted_exactly_in_its_canonical_encoding(
+    tensors: dict[str, np.ndarray], data: st.DataObject
+) -> None:
+    canonical = encode_tensors(tensors)
+    encoded, widened = data.draw(loose_encodings(msgpack.unpackb(canonical, raw=False)))
+    if widened:
+        with pytest.raises(NonCanonicalError):
+            decode_tensors(encoded)
+    else:
+        assert canonical == encoded
+        assert_tensors_equal(tensors, decode_tensors(encoded))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 2**64 - 1),
+    st.integers(0, 2**64 - 1),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "loss": st.floats(allow_nan=False, allow_infinity=False),
+            "round": st.integers(0, 2**64 - 1),
+            "samples": st.integers(0, 2**64 - 1),
+        },
+    ),
+    st.data(),
+)
+def test_a_header_is_accepted_exactly_in_its_canonical_encoding(
+    seq: int, ts: int, meta: dict[str, Any], data: st.DataObject
+) -> None:
+    h = header_map(CAROL, seq=seq, ts=ts, meta=dict(sorted(meta.items())))
+    encoded, widened = data.draw(loose_encodings(h))
+    if widened:
+        with pytest.raises(NonCanonicalError):
+            open_envelope(frame(CAROL, encoded))
+    else:
+        assert pack(h) == encoded
+        assert seq == open_envelope(frame(CAROL, encoded)).header.seq
+
+
+@pytest.mark.parametrize(
+    ("canonical", "wide"),
+    [
+        (b"\x91", b"\xdc\x00\x01"),  # the tensor array's length as array16
+        (b"\x94", b"\xdc\x00\x04"),  # an entry's 4-element array as array16
+        (b"\xa1w", b"\xd9\x01w"),  # the name as str8
+        (b"\xa7float32", b"\xd9\x07float32"),  # the dtype as str8
+        (b"\x91\x02", b"\x91\xcc\x02"),  # a dimension as uint8
+        (b"\x91\x02", b"\x91\xd0\x02"),  # a dimension as int8
+        (b"\x91\x02", b"\x91\xcf" + (2).to_bytes(8, "big")),  # a dimension as uint64
+        (b"\xc4\x08", b"\xc5\x00\x08"),  # the data's length as bin16
+    ],
+)
+def test_each_non_shortest_payload_form_is_non_canonical(canonical: bytes, wide: bytes) -> None:
+    payload = encode_tensors({"w": np.array([1.0, -2.0], np.float32)})
+    assert canonical in payload
+    with pytest.raises(NonCanonicalError):
+        decode_tensors(payload.replace(canonical, wide, 1))
