@@ -50,6 +50,7 @@ DTYPES: Final[Mapping[str, np.dtype[Any]]] = {
     "int64": np.dtype("<i8"),
 }
 _FLOAT_DTYPES: Final = frozenset({"float16", "float32", "float64"})
+_DTYPE_BYTES: Final = {name: msgpack.packb(name) for name in DTYPES}
 _NETWORK_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_UINT64: Final = (1 << 64) - 1
 _NUMPY_MAX_NDIM: Final = 32
@@ -324,6 +325,29 @@ def _bin_prefix(n: int) -> bytes:
     raise OversizeError(f"a msgpack bin holds at most 4 GiB, got {n} bytes")
 
 
+def _str_prefix(n: int) -> bytes:
+    if n < 32:
+        return bytes([0xA0 | n])
+    if n < 1 << 8:
+        return b"\xd9" + bytes([n])
+    if n < 1 << 16:
+        return b"\xda" + struct.pack(">H", n)
+    return b"\xdb" + struct.pack(">I", n)
+
+
+def _uint_bytes(n: int) -> bytes:
+    """The shortest msgpack form of an unsigned integer below 2**64 (what msgpack.packb produces)."""
+    if n < 0x80:
+        return bytes([n])
+    if n < 1 << 8:
+        return b"\xcc" + bytes([n])
+    if n < 1 << 16:
+        return b"\xcd" + struct.pack(">H", n)
+    if n < 1 << 32:
+        return b"\xce" + struct.pack(">I", n)
+    return b"\xcf" + struct.pack(">Q", n)
+
+
 def _array_prefix(n: int) -> bytes:
     if n < 16:
         return bytes([0x90 | n])
@@ -519,7 +543,11 @@ def _check_canonical_payload(view: memoryview, entries: list[_Entry]) -> None:
     if view[:pos] != _array_prefix(len(entries)):
         raise NonCanonicalError("payload: the tensor array's length is not in its shortest encoding")
     for e in entries:
-        prefix = b"\x94" + _pack(e.name) + _pack(e.dtype) + _pack(e.shape) + _bin_prefix(len(e.data))
+        name = e.name.encode("utf-8")
+        shape = _array_prefix(len(e.shape)) + b"".join(map(_uint_bytes, e.shape))
+        prefix = (
+            b"\x94" + _str_prefix(len(name)) + name + _DTYPE_BYTES[e.dtype] + shape + _bin_prefix(len(e.data))
+        )
         if view[pos : pos + len(prefix)] != prefix:
             raise NonCanonicalError(
                 f"payload: tensor {e.name!r} is not canonically encoded (shortest integer, string, bin and"
