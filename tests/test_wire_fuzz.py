@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from p2pfl.identity import Identity
 from p2pfl.wire import Limits, WireError, decode_header, decode_tensors, encode_tensors, open_envelope
 from tests.conftest import make_envelope
+from tests.fuzzing import run
 
 SMALL = Limits(max_envelope=1 << 20, max_elements=1 << 20)
 
@@ -107,3 +108,27 @@ def test_arbitrary_msgpack_values_raise_only_wire_errors(value: object) -> None:
     data = msgpack.packb(value, use_bin_type=True)
     decode_all(data)
     decode_all(b"\x94\x01" + data)
+
+
+def test_a_fixed_seed_slice_of_the_fuzz_benchmark_finds_no_bug() -> None:
+    """25,000 inputs of ``benchmarks/bench_fuzz.py --seed 20261204``: nothing wrongly accepted, nothing
+    outside the taxonomy, and the mutants reach every stage (signature, payload, record checks)."""
+    report = run(25_000, 20261204, max_bugs=3)
+    assert [] == [(case.target, case.mutation, label, detail) for case, label, detail in report.bugs]
+    assert 0 == report.bug_count
+    reached = {label for _, label in report.counts}
+    expected = {
+        "accepted",
+        "rejected:bad_signature",
+        "rejected:sender_not_allowed",
+        "rejected:digest_mismatch",
+        "rejected:non_canonical",
+        "rejected:bad_shape",
+        "rejected:oversize",
+        "rejected:bad_dtype",
+        "rejected:non_finite",
+        "rejected:duplicate_name",
+        "rejected:peer_mismatch",
+        "rejected:wrong_network",
+    }
+    assert expected <= reached
