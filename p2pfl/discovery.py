@@ -201,6 +201,8 @@ def decode_message(data: bytes, *, max_len: int = MAX_RESPONSE_BYTES) -> dict[st
     msg = _unpack(data, "message", max_len=max_len)
     if not isinstance(msg, dict):
         raise RecordSchemaError(f"message must be a msgpack map, got {type(msg).__name__}")
+    if not all(type(k) is str for k in msg):  # bin keys next to str keys would break sorting and lookups
+        raise RecordSchemaError("message keys must be msgpack str")
     return msg
 
 

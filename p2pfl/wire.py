@@ -208,8 +208,10 @@ class Meta:
             value = getattr(self, name)
             if value is not None and (type(value) is not int or not 0 <= value <= _MAX_UINT64):
                 raise WrongTypeError(f"meta.{name} must be an unsigned 64-bit integer, got {value!r}")
-        if self.loss is not None and (type(self.loss) is not float or not math.isfinite(self.loss)):
-            raise WrongTypeError(f"meta.loss must be a finite float, got {self.loss!r}")
+        if self.loss is not None and type(self.loss) is not float:
+            raise WrongTypeError(f"meta.loss must be a float, got {self.loss!r}")
+        if self.loss is not None and not math.isfinite(self.loss):
+            raise NonFiniteError(f"meta.loss must be finite, got {self.loss!r}")
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -626,3 +626,11 @@ def test_each_non_shortest_payload_form_is_non_canonical(canonical: bytes, wide:
     assert canonical in payload
     with pytest.raises(NonCanonicalError):
         decode_tensors(payload.replace(canonical, wide, 1))
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_meta_loss_is_non_finite(loss: float) -> None:
+    with pytest.raises(NonFiniteError, match=r"meta\.loss"):
+        open_envelope(frame(CAROL, pack(header_map(CAROL, meta={"loss": loss}))))
+    with pytest.raises(NonFiniteError):
+        Meta(loss=loss)

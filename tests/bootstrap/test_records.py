@@ -10,6 +10,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pfl.discovery import (
     MAX_ADDRS,
@@ -22,9 +24,11 @@ from p2pfl.discovery import (
     RecordError,
     RecordSchemaError,
     RecordSignatureError,
+    decode_message,
     normalize_addr,
 )
 from p2pfl.identity import Identity
+from tests.strategies import loose_encodings
 
 ALICE = Identity(bytes(range(32)))
 BOB = Identity(bytes(range(32, 64)))
@@ -220,3 +224,28 @@ def test_cache_drops_tampered_entries_and_survives_corrupt_files(tmp_path: Path)
     for junk in (b"\xff\xfe", b"{", b"[]", json.dumps({"format": "other"}).encode()):
         path.write_bytes(junk)
         assert len(PeerCache(path, network_id="A")) == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 2**64 - 1), st.integers(1, 7 * 24 * 3600), st.data())
+def test_a_record_is_accepted_exactly_in_its_canonical_encoding(
+    seq: int, ttl: int, data: st.DataObject
+) -> None:
+    rec = record(seq=seq, ttl=ttl)
+    _, body, _ = msgpack.unpackb(rec.encoded)
+    loose_body, body_widened = data.draw(loose_encodings(msgpack.unpackb(body)))
+    signed = [1, loose_body, ALICE.sign(SIGNING_DOMAIN + loose_body)]
+    encoded, outer_widened = data.draw(loose_encodings(signed))
+    if body_widened or outer_widened:
+        with pytest.raises(NonCanonicalRecordError):
+            PeerRecord.decode(encoded)
+    else:
+        assert rec == PeerRecord.decode(encoded)
+
+
+@pytest.mark.parametrize(
+    "fields", [{b"op": "discover", "net": "A"}, {"ok": True, b"error": "x"}, {b"zzz": 1, "aaa": 2}]
+)
+def test_a_protocol_message_with_bin_keys_is_a_schema_error(fields: dict[object, object]) -> None:
+    with pytest.raises(RecordSchemaError, match="keys must be msgpack str"):
+        decode_message(msgpack.packb(fields))
