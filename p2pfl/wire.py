@@ -6,8 +6,11 @@ sender, whose public key is embedded in its peer ID. ``payload`` (optional: larg
 by digest) is a msgpack array of named tensors bound to the header by its BLAKE2b-256 digest and size.
 
 Decoding is strict and cheap checks come first: size, outer framing, header schema and canonical form,
-network, sender allowed, signature, then payload digest. Every malformed input raises a specific
-:class:`WireError` subclass; nothing else escapes. The module is pure: no clocks, no I/O.
+network, sender allowed, signature, then payload digest; a payload's shapes are all capped before any array
+exists, then its canonical framing, then its values. An accepted input is the one canonical encoding of what
+it decodes to. Every malformed input raises a specific :class:`WireError` subclass; nothing else escapes.
+Which reason wins when several apply is specified in ``docs/wire-format.md`` section 9. The module is pure:
+no clocks, no I/O.
 
 Performance: sealing hashes the tensors in place and copies them once (``bytes.join`` over buffer views);
 opening takes the payload as a zero-copy view of the input and copies tensor bytes once while decoding, so at
