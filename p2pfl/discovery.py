@@ -184,7 +184,7 @@ def _unpack(data: bytes, what: str, *, max_len: int) -> Any:
     except UnicodeDecodeError:
         raise MalformedRecordError(f"{what}: a string is not valid UTF-8") from None
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise MalformedRecordError(f"{what}: not valid msgpack ({exc or type(exc).__name__})") from None
+        raise MalformedRecordError(f"{what}: not valid msgpack ({str(exc) or type(exc).__name__})") from None
 
 
 def _pack(obj: Any) -> bytes:

@@ -382,7 +382,7 @@ def _unpack(data: bytes | memoryview, what: str, **limits: int) -> Any:
             raise TruncatedError(f"{what}: input ends before the msgpack value does") from None
         if "exceeds max_" in str(exc):
             raise OversizeError(f"{what}: a value exceeds its size limit ({exc})") from None
-        raise MalformedError(f"{what}: not valid msgpack ({exc or type(exc).__name__})") from None
+        raise MalformedError(f"{what}: not valid msgpack ({str(exc) or type(exc).__name__})") from None
     except (TypeError, OverflowError, RecursionError) as exc:  # e.g. unhashable map keys
         raise MalformedError(f"{what}: not valid msgpack ({exc})") from None
 
