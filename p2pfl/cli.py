@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet",
         action="store_true",
-        help="no progress output (default: a bar on a terminal, one line per 10%% otherwise)",
+        help="no progress output (default: a bar on a terminal, one line per round when redirected)",
     )
     p.set_defaults(func=_cmd_sim)
     return parser
