@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     p.add_argument(
-        "--key", help="key file of the registry (created with mode 0600 if absent); required to serve"
+        "--key",
+        help="key file of the registry, created with mode 0600 if absent (default: none; required to serve)",
     )
     p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/4001", help="multiaddr to listen on")
     p.add_argument("--max-networks", type=_positive(int), default=d.max_networks, help="network ids at most")
@@ -84,7 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Test knobs: a shorter minimum ttl and sweep period make expiry testable in seconds.
     p.add_argument("--min-ttl", type=_positive(float), default=d.min_ttl, help=argparse.SUPPRESS)
     p.add_argument("--sweep-interval", type=_positive(float), default=1.0, help=argparse.SUPPRESS)
-    p.add_argument("--health", metavar="ADDR", help="query the registry at ADDR, print its status, exit 0/1")
+    p.add_argument(
+        "--health",
+        metavar="ADDR",
+        help="query the registry at ADDR, print its status, exit 0/1 (default: serve instead)",
+    )
     p.add_argument("--timeout", type=_positive(float), default=5.0, help="--health timeout in seconds")
     return p
 

@@ -11,6 +11,7 @@ Every expected failure ends as one line ``error: <what>: <why>`` on stderr and o
 3     the environment refused: disk full, read-only or unwritable path, address in use (an ``OSError``)
 130   interrupted (Ctrl-C)
 141   stdout was closed early (``p2pfl ... | head``): output stops quietly, as for SIGPIPE
+      (``--help`` and ``--version`` exit 0 then: argparse ignores the closed pipe itself)
 ====  ==========================================================================================
 
 A traceback means a bug: only unexpected exceptions are left to propagate.
