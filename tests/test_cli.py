@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -332,3 +334,35 @@ def test_peer_stops_in_one_line_with_exit_3_when_the_disk_refuses_its_checkpoint
     assert "Traceback" not in out.stderr
     assert "persisted_seq=None" in out.stderr  # the stop line says what is on disk: nothing yet
     assert [] == [p.name for p in (tmp_path / "state").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_peer_on_a_read_only_state_dir_fails_in_one_line_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root ignores permission bits, so the read-only filesystem is simulated where the peer opens files."""
+    from p2pfl.cli import main
+
+    state = str(tmp_path / "state")
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).startswith(state) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    code = main(["peer", "--config", str(peer_toml(tmp_path, rounds=1, min_neighbours=0))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert 3 == code
+    assert f"error: {state}/.lock: Read-only file system" == err[-1]
+
+
+def test_the_docs_examples_use_ports_that_do_not_clash() -> None:
+    """Followed in order, the registry (docs/bootstrap.md) and the three peers (docs/peer.md) all start."""
+    repo = Path(__file__).resolve().parent.parent
+    registry = set(
+        re.findall(r"--listen /ip4/[\d.]+/tcp/(\d+)", (repo / "docs" / "bootstrap.md").read_text())
+    )
+    peers = set(re.findall(r'listen = "/ip4/[\d.]+/tcp/(\d+)"', (repo / "docs" / "peer.md").read_text()))
+    assert registry and peers
+    assert set() == (registry & peers) - {"0"}
