@@ -309,8 +309,8 @@ class VersionLog:
                 continue
             if record.index != self.count or record.prev != self.last_hash or record.encoded() != data:
                 raise StateError(
-                    f"version log {self.path} ends at record {self.count - 1}, but the checkpoint carries "
-                    f"record {record.index} that does not follow it"
+                    f"version log {self.path} holds {self.count} records, but the checkpoint carries record "
+                    f"{record.index} that does not follow them: the log was replaced or truncated by hand"
                 )
             if record.peer_id != self.identity.peer_id or not _signature_ok(record):
                 raise StateError("checkpoint carries a version record not signed by this peer")

@@ -372,3 +372,15 @@ async def test_a_state_dir_of_another_network_is_refused(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"belongs to peer .* in network 'digits'"):
         async with lone_peer(tmp_path, network_id="other"):
             pass
+
+
+def test_a_checkpoint_record_that_does_not_follow_the_log_is_refused(tmp_path: Path) -> None:
+    """A log replaced by hand (here: emptied) no longer matches the checkpoint: say so, do not guess."""
+    log = a_log(tmp_path, 2)
+    [record] = log.prepare([{"event": "version", "seq": 3, "round": 3, "digest": bytes(32)}])
+    (tmp_path / LOG_NAME).write_bytes(b"")
+    with pytest.raises(StateError, match="holds 0 records, but the checkpoint carries record 2"):
+        VersionLog(tmp_path, IDENT).reconcile([record.encoded()])
+    log = VersionLog(tmp_path, IDENT)
+    with pytest.raises(StateError, match="malformed version record"):
+        log.reconcile([b"\xc1"])
