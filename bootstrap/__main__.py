@@ -4,6 +4,10 @@ Serving prints the registry's full multiaddr (with ``/p2p/<peer id>``) as the fi
 to stderr (warnings only by default; ``--log-level info`` shows registrations and expiries). SIGINT and
 SIGTERM close the host and exit 0. ``--health ADDR`` prints the status of a running registry as JSON and
 exits 0, or prints why it could not and exits 1.
+
+Arguments are checked before anything touches the disk (a bad ``--listen`` creates no key file). Failures are
+one line on stderr with the exit codes of ``p2pfl`` (see ``p2pfl.cli``): 1 invalid input (a bad key file),
+2 usage error, 3 the environment refused (address in use, unwritable key path), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from typing import Any
 import trio
 
 from bootstrap.service import Registry, RegistryConfig, serve
+from p2pfl.cli import EXIT_REJECTED, HelpFormatter, run_guarded, version
+from p2pfl.config import check_multiaddr
 from p2pfl.discovery import BootstrapClient, DiscoveryError
-from p2pfl.errors import P2PFLError
+from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import Identity, load_or_create_key
 
 log = logging.getLogger("bootstrap")
@@ -46,24 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="p2pfl-bootstrap",
         description="p2pfl bootstrap registry: peers register per network id and discover each other.",
+        epilog="exit codes: 0 success, 1 invalid input or unhealthy registry, 2 usage error, "
+        "3 address in use or disk refused, 130 interrupted",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--key", help="key file of the registry (created with mode 0600 if absent)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    p.add_argument(
+        "--key",
+        help="key file of the registry, created with mode 0600 if absent (default: none; required to serve)",
+    )
     p.add_argument("--listen", default="/ip4/127.0.0.1/tcp/4001", help="multiaddr to listen on")
-    p.add_argument("--max-networks", type=_positive(int), default=d.max_networks)
-    p.add_argument("--max-per-network", type=_positive(int), default=d.max_per_network)
+    p.add_argument("--max-networks", type=_positive(int), default=d.max_networks, help="network ids at most")
+    p.add_argument(
+        "--max-per-network", type=_positive(int), default=d.max_per_network, help="registrations per network"
+    )
     p.add_argument("--max-total", type=_positive(int), default=d.max_total, help="registrations in total")
     p.add_argument("--max-per-peer", type=_positive(int), default=d.max_per_peer, help="networks per peer")
-    p.add_argument("--max-ttl", type=_positive(float), default=d.max_ttl, help="seconds")
+    p.add_argument(
+        "--max-ttl", type=_positive(float), default=d.max_ttl, help="longest registration, seconds"
+    )
     p.add_argument("--rate", type=_positive(float), default=d.rate_per_second, help="requests/s per peer")
     p.add_argument("--burst", type=_positive(float), default=d.burst, help="request burst per peer")
-    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level",
+    )
     p.add_argument(
         "--status-interval", type=float, default=0.0, help="log a status line every S seconds (0: never)"
     )
     # Test knobs: a shorter minimum ttl and sweep period make expiry testable in seconds.
     p.add_argument("--min-ttl", type=_positive(float), default=d.min_ttl, help=argparse.SUPPRESS)
     p.add_argument("--sweep-interval", type=_positive(float), default=1.0, help=argparse.SUPPRESS)
-    p.add_argument("--health", metavar="ADDR", help="query the registry at ADDR, print its status, exit 0/1")
+    p.add_argument(
+        "--health",
+        metavar="ADDR",
+        help="query the registry at ADDR, print its status, exit 0/1 (default: serve instead)",
+    )
     p.add_argument("--timeout", type=_positive(float), default=5.0, help="--health timeout in seconds")
     return p
 
@@ -125,7 +151,11 @@ async def _serve(args: argparse.Namespace, config: RegistryConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code (every expected failure is one line on stderr)."""
+    return run_guarded(lambda: _main(argv), prefix="p2pfl-bootstrap")
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level, args.status_interval > 0)
@@ -134,11 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = trio.run(_health, args.health, args.timeout)
         except (P2PFLError, trio.TooSlowError, OSError) as exc:
             print(f"p2pfl-bootstrap: registry {args.health} is not healthy: {exc}", file=sys.stderr)
-            return 1
+            return EXIT_REJECTED
         print(json.dumps(status, indent=1, sort_keys=True))
         return 0
     if not args.key:
         parser.error("--key is required to serve (or use --health ADDR)")
+    try:  # before the key file is created
+        check_multiaddr(args.listen, "--listen", with_peer_id=False)
+    except ConfigError as exc:
+        parser.error(str(exc))
     try:
         config = RegistryConfig(
             max_networks=args.max_networks,
@@ -153,13 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.validate()
     except ValueError as exc:
         parser.error(str(exc))
-    try:
-        trio.run(_serve, args, config)
-    except P2PFLError as exc:
-        print(f"p2pfl-bootstrap: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # a Ctrl-C before the signal handler was installed
-        return 130
+    trio.run(_serve, args, config)  # failures: one line and an exit code, from run_guarded
     return 0
 
 

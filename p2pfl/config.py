@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -56,8 +57,6 @@ _PEER_PASSTHROUGH = (
 _PROTOCOL_KEYS = {
     "inline_limit": int,
     "max_staleness_s": (int, float),
-    "min_neighbours": int,
-    "start_timeout_s": (int, float),
     "max_delta_norm": (int, float),
     "codec": str,
     "mix_scope": str,
@@ -72,6 +71,8 @@ _PROTOCOL_KEYS = {
     "readmit_after_s": (int, float),
 }
 _SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access")
+#: keys that used to be accepted in [protocol] too; each is accepted in [peer] only now (one value, one place)
+_PEER_ONLY = ("min_neighbours", "start_timeout_s")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -88,7 +89,57 @@ class NodeConfig:
     source: Path
 
     def build_learner(self) -> Learner:
-        return load_entry(self.learner_entry)(**self.learner_params)
+        """Call the entry with the params; a refusal is a ``ConfigError`` naming ``[learner.params]``."""
+        fn = load_entry(self.learner_entry)
+        check_learner_params(fn, self.learner_params, self.learner_entry)
+        try:
+            return fn(**self.learner_params)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[learner.params]: {self.learner_entry} refused them: {exc}") from None
+
+
+_SIMPLE_TYPES: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (int, float),
+    str: (str,),
+    bool: (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+}
+
+
+def check_learner_params(fn: Callable[..., Any], params: Mapping[str, Any], entry: str) -> None:
+    """Check ``params`` against the entry's signature before calling it: unknown, missing and mistyped
+    (for ``int``/``float``/``str``/``bool`` annotations) keys are ``ConfigError``s naming the key."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin or C callable: nothing to check against
+    accepted = {
+        name: p
+        for name, p in sig.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    for key in params:
+        if key not in accepted and not open_ended:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise ConfigError(f"[learner.params] {key}: unknown parameter of {entry}; known: {known}")
+    for name, p in accepted.items():
+        if p.default is inspect.Parameter.empty and name not in params:
+            raise ConfigError(f"[learner.params] {name}: required by {entry}")
+    for key, value in params.items():
+        if key not in accepted:
+            continue
+        kinds = _SIMPLE_TYPES.get(accepted[key].annotation)
+        if kinds is None:
+            continue
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise ConfigError(
+                f"[learner.params] {key}: expected {kinds[-1].__name__}, got {type(value).__name__} {value!r}"
+            )
 
 
 def _check(table: Mapping[str, Any], allowed: Mapping[str, Any], section: str) -> None:
@@ -136,6 +187,30 @@ def load_entry(entry: str) -> Callable[..., Learner]:
     return fn  # type: ignore[no-any-return]
 
 
+def check_multiaddr(addr: str, where: str, *, with_peer_id: bool) -> None:
+    """``addr`` must parse as a multiaddr and, ``with_peer_id``, end in ``/p2p/<Ed25519 peer id>``."""
+    import multiaddr  # libp2p's own parser, so what passes here dials there
+
+    try:
+        parsed = multiaddr.Multiaddr(addr)
+    except Exception as exc:  # the package's errors share no base class beyond Exception
+        raise ConfigError(f"{where}: {addr!r} is not a multiaddr: {_first_line(exc)}") from None
+    if not with_peer_id:
+        return
+    names = [p.name for p in parsed.protocols()]
+    if names.count("p2p") != 1 or names[-1] != "p2p":
+        raise ConfigError(f"{where}: {addr!r} must end in /p2p/<peer id> (the peer to expect there)")
+    try:
+        public_key_from_peer_id(parsed.value_for_protocol("p2p"))
+    except P2PFLError as exc:
+        raise ConfigError(f"{where}: {addr!r}: {exc}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _path(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
@@ -155,6 +230,10 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     for key in ("static_peers", "bootstrap", "advertise"):
         if not all(isinstance(a, str) for a in peer.get(key, [])):
             raise ConfigError(f"[peer] {key}: must be a list of multiaddr strings")
+        for addr in peer.get(key, []):
+            check_multiaddr(addr, f"[peer] {key}", with_peer_id=key != "advertise")
+    if "listen" in peer:
+        check_multiaddr(peer["listen"], "[peer] listen", with_peer_id=False)
     log_level = peer.get("log_level", "info")
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"[peer] log_level: must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -176,6 +255,9 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     scoring = _dataclass_section(ScoringConfig, scoring_table, "scoring", {})
 
     protocol = data.get("protocol", {})
+    for key in _PEER_ONLY:
+        if key in protocol:
+            raise ConfigError(f"[protocol] {key}: give it in [peer] (a key is accepted in one section only)")
     _check(protocol, _PROTOCOL_KEYS, "protocol")
     access = data.get("access", {})
     _check(access, {"allow": list}, "access")

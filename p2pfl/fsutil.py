@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from pathlib import Path
+
+#: the names :func:`write_temp` gives: ``.<name>.<12 hex digits>.tmp``
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
 
 
 def write_temp(directory: Path, name: str, data: bytes) -> Path:
@@ -36,9 +40,33 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files that a killed process left in ``directory``; the ones removed.
+
+    Only safe while no other process writes there (the peer holds the state directory's lock).
+    """
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if _TEMP_NAME.match(entry.name) and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: readers and crashes see the old content or the new, never a mix."""
-    tmp = write_temp(path.parent, path.name, data)
+    """Replace ``path`` with ``data``: readers and crashes see the old content or the new, never a mix.
+
+    On failure no temp file is left, and the ``OSError`` names ``path`` (not the temp file).
+    """
+    try:
+        tmp = write_temp(path.parent, path.name, data)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     try:
         os.replace(tmp, path)
     except BaseException:

@@ -2,7 +2,9 @@
 
 Prints one line ``peer <peer id> <multiaddr> ...`` on stdout once online (scripts read it), then logs status
 lines to stderr. SIGINT/SIGTERM stop it cleanly after the current round: the checkpoint and the version log
-are already written at that point, so a restart with the same config resumes where it stopped.
+are already written at that point, so a restart with the same config resumes where it stopped. A state write
+that fails (disk full, read-only directory) stops the peer: ``p2pfl`` prints one ``error:`` line naming the
+file, the reason and the persisted seq, and exits 3 (see ``p2pfl.cli``).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ def setup_logging(level: str) -> None:
 
 
 async def serve(node: NodeConfig) -> int:
+    learner = node.build_learner()  # first: a bad [learner.params] is refused before anything is written
     identity, created = load_or_create_key(node.key_file)
     if created:
         log.info("created key file %s", node.key_file)
-    learner = node.build_learner()
     async with Peer(node.peer, learner, identity) as peer:
         print("peer", peer.peer_id, *peer.listen_addrs, flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -36,8 +36,8 @@ import numpy.typing as npt
 import trio
 
 from p2pfl.aggregation import AggregationConfig
-from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, TransportError
-from p2pfl.fsutil import atomic_write
+from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, StateError, TransportError
+from p2pfl.fsutil import atomic_write, remove_stale_temps
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
 from p2pfl.protocol import (
@@ -242,6 +242,7 @@ class Peer:
         self._transport: Transport | None = None
         self._nursery: trio.Nursery | None = None
         self._log: VersionLog | None = None
+        self.persisted_seq: int | None = None  # the version the checkpoint holds (None: none yet)
         self._guard = (
             RollbackGuard(margin=config.rollback_margin, warmup=config.rollback_warmup)
             if config.rollback_margin
@@ -334,7 +335,13 @@ class Peer:
         finally:
             self._transport = None
             self._nursery = None
-            log.info("peer stopped peer=%s round=%d seq=%d", self.peer_id, self.round, self.engine.seq)
+            log.info(
+                "peer stopped peer=%s round=%d seq=%d persisted_seq=%s",
+                self.peer_id,
+                self.round,
+                self.engine.seq,
+                self.persisted_seq,
+            )
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""
@@ -369,6 +376,8 @@ class Peer:
         directory = self.config.state_dir
         if directory is None:
             return
+        for stale in remove_stale_temps(directory):  # left by a kill -9; we hold the directory's lock
+            log.info("removed a stale temp file %s", stale.name)
         self._log = VersionLog(directory, self.identity)
         if self._log.repaired_bytes:
             log.warning(
@@ -382,6 +391,12 @@ class Peer:
                 f"state_dir {directory} belongs to peer {ckpt.peer_id} in network {ckpt.network_id!r}; "
                 "use another state_dir or the matching key and network id"
             )
+        recovered = self._log.reconcile(ckpt.pending_log)
+        if recovered:
+            log.warning(
+                "version log lacked %d record(s) of seq %d: appended from the checkpoint", recovered, ckpt.seq
+            )
+        self.persisted_seq = ckpt.seq
         self.engine.restore(ckpt.own, ckpt.public, ckpt.seq)
         self.learner.set_params(ckpt.own)
         self.round = ckpt.round
@@ -395,7 +410,7 @@ class Peer:
         )
         log.info("resumed from checkpoint round=%d seq=%d", ckpt.round, ckpt.seq)
 
-    def _checkpoint(self, report_metrics: dict[str, float]) -> None:
+    def _checkpoint(self, report_metrics: dict[str, float], pending_log: tuple[bytes, ...] = ()) -> None:
         directory = self.config.state_dir
         if directory is None:
             return
@@ -410,8 +425,10 @@ class Peer:
                 public=self.engine.public_params(),
                 metrics=report_metrics,
                 timestamp_ms=_now_ms(),
+                pending_log=pending_log,
             ),
         )
+        self.persisted_seq = self.engine.seq
 
     # ---------------------------------------------------------------------------------- network
 
@@ -859,13 +876,21 @@ class Peer:
         """``state_dir/status.json``: the status line as JSON, for operators and scripts (atomic)."""
         if self.config.state_dir is not None:
             data = json.dumps(self.status(), indent=2, sort_keys=True).encode()  # on the loop: consistent
-            await trio.to_thread.run_sync(atomic_write, self.config.state_dir / "status.json", data)
+            path = self.config.state_dir / "status.json"
+            try:
+                await trio.to_thread.run_sync(atomic_write, path, data)
+            except OSError as exc:
+                raise StateError(
+                    f"cannot write {path}: {exc.strerror or exc}; state holds seq {self.persisted_seq}"
+                ) from exc
 
     def _persist(
         self, outcome: RoundOutcome, metrics: dict[str, float], rolled_back: bool, mix_refused: bool
     ) -> None:
-        self._checkpoint(metrics)
+        """Checkpoint, then version log; the checkpoint carries the signed records, so a failed log append
+        loses nothing (the next start appends them: ``VersionLog.reconcile``)."""
         if self._log is None:
+            self._checkpoint(metrics)
             return
         contributions = [
             {
@@ -878,15 +903,17 @@ class Peer:
             }
             for c in outcome.contributions
         ]
-        self._log.append(
-            event="version",
-            seq=outcome.seq,
-            round=self.round,
-            digest=outcome.digest,
-            contributions=contributions,
-            metrics=metrics,
-            timestamp_ms=_now_ms(),
-        )
+        entries: list[dict[str, Any]] = [
+            {
+                "event": "version",
+                "seq": outcome.seq,
+                "round": self.round,
+                "digest": outcome.digest,
+                "contributions": contributions,
+                "metrics": metrics,
+                "timestamp_ms": _now_ms(),
+            }
+        ]
         notes = []  # what else happened to this version, each its own signed record
         if mix_refused:
             notes.append(
@@ -903,15 +930,26 @@ class Peer:
                 )
             )
         for event, reason in notes:
-            self._log.append(
-                event=event,
-                seq=outcome.seq,
-                round=self.round,
-                digest=outcome.digest,
-                metrics=metrics,
-                reason=reason,
-                timestamp_ms=_now_ms(),
+            entries.append(
+                {
+                    "event": event,
+                    "seq": outcome.seq,
+                    "round": self.round,
+                    "digest": outcome.digest,
+                    "metrics": metrics,
+                    "reason": reason,
+                    "timestamp_ms": _now_ms(),
+                }
             )
+        records = self._log.prepare(entries)
+        self._checkpoint(metrics, tuple(r.encoded() for r in records))
+        try:
+            self._log.commit(records)
+        except StateError as exc:
+            raise StateError(
+                f"{exc}; the checkpoint holds seq {self.persisted_seq} and its records, which the next "
+                "start appends"
+            ) from exc.__cause__
 
     # ------------------------------------------------------------------------------------ status
 

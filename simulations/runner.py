@@ -437,21 +437,39 @@ class PeerRunner:
 
 
 class Progress:
-    """A one-line progress bar on stderr (silent with ``quiet``)."""
+    """Progress on stderr: a redrawn bar on a terminal, plain lines when redirected (silent with ``quiet``).
 
-    def __init__(self, total: int, quiet: bool, stream: TextIO | None = None) -> None:
+    A log file gets no carriage-return frames: one line each time another of ``steps`` (the rounds) is
+    complete on average, and none for the extra text (online counts) that only animates the bar.
+    """
+
+    def __init__(
+        self, total: int, quiet: bool, stream: TextIO | None = None, steps: int = 10, tty: bool | None = None
+    ) -> None:
         self.total = max(total, 1)
         self.quiet = quiet
         self.stream = stream or sys.stderr
+        self.tty = _isatty(self.stream) if tty is None else tty
+        self.steps = max(steps, 1)
         self.t0 = time.monotonic()
         self._last = ""
+        self._last_step = 0
 
     def update(self, done: int, extra: str = "") -> None:
         if self.quiet:
             return
         frac = min(done / self.total, 1.0)
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
         elapsed = time.monotonic() - self.t0
+        if not self.tty:
+            step = int(frac * self.steps)
+            if step > self._last_step:
+                self._last_step = step
+                self.stream.write(
+                    f"progress: {step}/{self.steps} rounds ({100 * frac:.0f}%) {elapsed:.1f}s\n"
+                )
+                self.stream.flush()
+            return
+        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
         line = f"\r[{bar}] {100 * frac:5.1f}% rounds {done}/{self.total} {elapsed:6.1f}s {extra}"
         if line != self._last:
             self.stream.write(line)
@@ -459,9 +477,16 @@ class Progress:
             self._last = line
 
     def close(self) -> None:
-        if not self.quiet:
+        if not self.quiet and self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-like stream
+        return False
 
 
 # ---------------------------------------------------------------------------------- memory engine
@@ -510,7 +535,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
             if len(finished) == len(honest):
                 done_event.set()
 
-    progress = Progress(len(honest) * scenario.run.rounds, quiet)
+    progress = Progress(len(honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
     timed_out = False
     async with trio.open_nursery() as nursery:
         for r in runners:
@@ -616,7 +641,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                     cwd=str(REPO),
                 )
             )
-        progress = Progress(len(plan.honest) * scenario.run.rounds, quiet)
+        progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
         deadline = time.monotonic() + scenario.run.time_limit_s
         timed_out = False
 

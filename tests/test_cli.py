@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import errno
 import json
 import os
+import re
+import resource
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +112,257 @@ def test_inspect_missing_file_fails_cleanly(tmp_path: Path) -> None:
 def test_usage_errors_exit_2() -> None:
     assert p2pfl("keygen").returncode == 2
     assert p2pfl().returncode == 2
+
+
+# ------------------------------------------------------------------------- one line, exit codes
+
+
+def one_error_line(out: subprocess.CompletedProcess[str]) -> str:
+    """stderr holds exactly one line (no traceback); returns it."""
+    lines = out.stderr.strip().splitlines()
+    assert 1 == len(lines), out.stderr
+    assert "Traceback" not in out.stderr
+    return lines[0]
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    out = p2pfl("--version")
+    assert (0, f"p2pfl {version('p2pfl-gossip')}") == (out.returncode, out.stdout.strip())
+
+
+def _options_without_a_described_default(parser: argparse.ArgumentParser) -> list[str]:
+    """Options whose --help line lacks a description, or (unless required) a default."""
+    missing = []
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                missing += _options_without_a_described_default(sub)
+            continue
+        if not action.option_strings or action.help == argparse.SUPPRESS:
+            continue
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        text = formatter._expand_help(action) if action.help else ""
+        if not text or not (action.required or "default" in text):
+            missing.append(f"{parser.prog} {action.option_strings[0]}")
+    return missing
+
+
+def test_every_option_of_both_commands_has_a_description_and_its_default() -> None:
+    from bootstrap.__main__ import build_parser as bootstrap_parser
+    from p2pfl.cli import build_parser
+
+    assert [] == _options_without_a_described_default(build_parser())
+    assert [] == _options_without_a_described_default(bootstrap_parser())
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(("id", "KEY"), 141), (("audit", "verify", "DIR", "-v"), 141), (("--help",), 0)],
+    ids=["id", "audit", "help"],
+)
+def test_a_reader_that_went_away_ends_the_command_quietly(
+    tmp_path: Path, args: tuple[str, ...], code: int
+) -> None:
+    """`p2pfl ... | head`: stdout is a pipe whose reader is gone before anything is written (argparse's own
+    --help output ignores the closed pipe and exits 0)."""
+    p2pfl("keygen", "--out", str(tmp_path / "k.key"))
+    state = tmp_path / "state"
+    from p2pfl.identity import load_key
+    from p2pfl.state import VersionLog
+
+    log = VersionLog(state, load_key(tmp_path / "k.key"))
+    for seq in range(1, 200):
+        log.append(event="version", seq=seq, round=seq, digest=bytes(32))
+    args = tuple(str(tmp_path / "k.key") if a == "KEY" else str(state) if a == "DIR" else a for a in args)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "p2pfl.cli", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (code, "") == (out.returncode, out.stderr)
+
+
+def test_inspect_refuses_a_device_without_reading_it(tmp_path: Path) -> None:
+    out = p2pfl("inspect", "/dev/urandom")  # reading it whole would never end
+    assert 1 == out.returncode
+    assert "/dev/urandom: not a regular file or a pipe" in one_error_line(out)
+
+
+def test_inspect_refuses_a_file_over_the_envelope_limit_by_its_size(tmp_path: Path) -> None:
+    from p2pfl.wire import Limits
+
+    big = tmp_path / "big.env"
+    with open(big, "wb") as fh:
+        fh.truncate(Limits().max_envelope + 1)  # sparse: no disk used, and never read
+    out = p2pfl("inspect", str(big), "--json")
+    report = json.loads(out.stdout)
+    assert (1, False, "oversize", None) == (out.returncode, report["valid"], report["reason"], report["size"])
+
+
+def test_read_bounded_reads_at_most_one_byte_past_the_limit_from_a_pipe(tmp_path: Path) -> None:
+    from p2pfl.cli import read_bounded
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed(n: int) -> None:
+        with open(fifo, "wb") as fh, contextlib.suppress(BrokenPipeError):
+            fh.write(b"x" * n)
+
+    for n, expected in ((10, b"x" * 10), (11, None), (100_000, None)):
+        writer = threading.Thread(target=feed, args=(n,))
+        writer.start()
+        assert expected == read_bounded(fifo, 10)
+        writer.join(timeout=10)
+        assert not writer.is_alive()
+
+
+def test_audit_reports_an_empty_log_and_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "versions.log").write_bytes(b"")
+    out = p2pfl("audit", "verify", str(tmp_path))
+    assert (1, "") == (out.returncode, out.stderr)
+    assert out.stdout.startswith("EMPTY:") and "holds no records" in out.stdout
+    report = json.loads(p2pfl("audit", "verify", str(tmp_path), "--json").stdout)
+    assert (False, "empty") == (report["ok"], report["problem"]["kind"])
+
+
+def test_audit_names_a_record_that_is_not_utf8(tmp_path: Path) -> None:
+    frame = b"\x81\xa3\xff\xfe\xfd\x01"
+    (tmp_path / "versions.log").write_bytes(len(frame).to_bytes(4, "big") + frame)
+    out = p2pfl("audit", "verify", str(tmp_path))
+    assert 1 == out.returncode
+    assert out.stdout.startswith(
+        "BROKEN at record 0 (broken): malformed record: record holds text that is not UTF-8"
+    )
+    assert "UnicodeDecodeError" not in out.stdout + out.stderr
+
+
+def test_audit_refuses_a_peer_that_is_not_a_peer_id(tmp_path: Path) -> None:
+    out = p2pfl("audit", "verify", str(tmp_path), "--peer", "garbage")
+    assert 2 == out.returncode
+    assert "argument --peer: 'garbage' is not an Ed25519 peer id" in out.stderr.splitlines()[-1]
+    assert "Traceback" not in out.stderr
+
+
+def test_an_unexpected_failure_inside_a_nursery_is_unwrapped_to_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from p2pfl.cli import EXIT_ENVIRONMENT, run_guarded
+
+    def disk_full() -> int:
+        raise ExceptionGroup("nursery", [OSError(errno.ENOSPC, "No space left on device", "/s/checkpoint")])
+
+    assert EXIT_ENVIRONMENT == run_guarded(disk_full)
+    assert "error: /s/checkpoint: No space left on device\n" == capsys.readouterr().err
+
+    def bug() -> int:
+        raise ExceptionGroup("nursery", [OSError(errno.ENOSPC, "full"), ZeroDivisionError()])
+
+    with pytest.raises(ExceptionGroup):  # a bug among them: the traceback is shown
+        run_guarded(bug)
+
+
+# ------------------------------------------------------------------------------- p2pfl peer
+
+
+def peer_toml(tmp_path: Path, **peer: object) -> Path:
+    lines = ["[peer]", 'network_id = "cli-test"', 'key_file = "node.key"', 'state_dir = "state"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in peer.items()]
+    lines += ["[learner]", 'entry = "simulations.entry:digits"', "params = { peer_index = 0, num_peers = 1 }"]
+    path = tmp_path / "peer.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_peer_refuses_a_bad_learner_param_in_one_line_before_writing_anything(tmp_path: Path) -> None:
+    config = peer_toml(tmp_path)
+    config.write_text(config.read_text().replace("num_peers = 1", 'num_peers = "1"'))
+    out = p2pfl("peer", "--config", str(config))
+    assert 1 == out.returncode
+    assert "error: [learner.params] num_peers: expected int, got str '1'" == one_error_line(out)
+    assert not (tmp_path / "node.key").exists()
+
+
+def test_peer_on_an_address_in_use_fails_in_one_line_with_exit_3(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = p2pfl("peer", "--config", str(peer_toml(tmp_path, listen=f"/ip4/127.0.0.1/tcp/{port}")))
+    assert 3 == out.returncode, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == f"error: cannot listen on /ip4/127.0.0.1/tcp/{port}: Address already in use"
+    assert "Traceback" not in out.stderr
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_peer_stops_in_one_line_with_exit_3_when_the_disk_refuses_its_checkpoint(tmp_path: Path) -> None:
+    """A real write error (EFBIG from RLIMIT_FSIZE): the checkpoint (about 19 KB) does not fit in 8 KB."""
+    config = peer_toml(tmp_path, rounds=2, min_neighbours=0, status_interval_s=0)
+    out = subprocess.run(
+        [sys.executable, "-m", "p2pfl.cli", "peer", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_file_size_limit(8192),
+    )
+    assert 3 == out.returncode, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"error: cannot write checkpoint {tmp_path / 'state' / 'checkpoint.p2ck'}: File too large"
+    )
+    assert "Traceback" not in out.stderr
+    assert "persisted_seq=None" in out.stderr  # the stop line says what is on disk: nothing yet
+    assert [] == [p.name for p in (tmp_path / "state").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_peer_on_a_read_only_state_dir_fails_in_one_line_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root ignores permission bits, so the read-only filesystem is simulated where the peer opens files."""
+    from p2pfl.cli import main
+
+    state = str(tmp_path / "state")
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).startswith(state) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    code = main(["peer", "--config", str(peer_toml(tmp_path, rounds=1, min_neighbours=0))])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert 3 == code
+    assert f"error: {state}/.lock: Read-only file system" == err[-1]
+
+
+def test_the_docs_examples_use_ports_that_do_not_clash() -> None:
+    """Followed in order, the registry (docs/bootstrap.md) and the three peers (docs/peer.md) all start."""
+    repo = Path(__file__).resolve().parent.parent
+    registry = set(
+        re.findall(r"--listen /ip4/[\d.]+/tcp/(\d+)", (repo / "docs" / "bootstrap.md").read_text())
+    )
+    peers = set(re.findall(r'listen = "/ip4/[\d.]+/tcp/(\d+)"', (repo / "docs" / "peer.md").read_text()))
+    assert registry and peers
+    assert set() == (registry & peers) - {"0"}

@@ -34,6 +34,9 @@ allow = ["12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"]
 """
 
 
+RSA_PEER = "QmYyQSo1c1Ym7orWxLYvCrM2EmxFTANf8wXmmE7DWjhx5N"  # a valid libp2p id, but p2pfl needs Ed25519
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "peer.toml"
     path.write_text(text)
@@ -78,6 +81,56 @@ def test_a_complete_config_resolves_paths_and_values(tmp_path: Path) -> None:
         ),
         (("[access]", "[acess]"), r"\[acess\]: unknown section"),
         (('network_id = "digits"', 'network_id = "bad id!"'), r"network_id|net"),
+        # addresses are checked when the config is loaded, not retried at INFO forever
+        (
+            ("/tcp/4001/p2p/12D3", "/tcp/x/p2p/12D3"),
+            r"\[peer\] static_peers: '/ip4/127.0.0.1/tcp/x/p2p/.*' is not",
+        ),
+        (
+            (
+                "/tcp/4001/p2p/12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB",
+                "/tcp/4001",
+            ),
+            r"\[peer\] static_peers: '/ip4/127.0.0.1/tcp/4001' must end in /p2p/<peer id>",
+        ),
+        (
+            (
+                "static_peers = [",
+                f'bootstrap = ["/ip4/127.0.0.1/tcp/4001/p2p/{RSA_PEER}"]\nstatic_peers = [',
+            ),
+            r"\[peer\] bootstrap: .*not an Ed25519 peer id",
+        ),
+        (
+            ("rounds = 5", 'rounds = 5\nlisten = "/ip4/127.0.0.1/tcp"'),
+            r"\[peer\] listen: '/ip4/127.0.0.1/tcp' is not a multiaddr",
+        ),
+        # one key, one section
+        (
+            ("max_staleness_s = 60", "max_staleness_s = 60\nmin_neighbours = 2"),
+            r"\[protocol\] min_neighbours: give it in \[peer\]",
+        ),
+        (
+            ("max_staleness_s = 60", "max_staleness_s = 60\nstart_timeout_s = 9"),
+            r"\[protocol\] start_timeout_s: give it in \[peer\]",
+        ),
+        # learner params are checked against the entry's signature
+        (("num_peers = 2", 'num_peers = "2"'), r"\[learner.params\] num_peers: expected int, got str '2'"),
+        (
+            ("num_peers = 2", "num_peers = 2, lr = true"),
+            r"\[learner.params\] lr: expected float, got bool True",
+        ),
+        (
+            ("num_peers = 2", "num_peers = 2, learning_rate = 0.1"),
+            r"\[learner.params\] learning_rate: unknown parameter of simulations.entry:digits",
+        ),
+        (
+            ("peer_index = 0, num_peers = 2", "peer_index = 0"),
+            r"\[learner.params\] num_peers: required by simulations.entry:digits",
+        ),
+        (
+            ("num_peers = 2", "num_peers = 2, partition = 'nope'"),
+            r"\[learner.params\]: simulations.entry:digits refused them",
+        ),
     ],
 )
 def test_every_mistake_names_its_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
@@ -91,3 +144,10 @@ def test_invalid_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None
         load_config(write(tmp_path, "[peer\n"))
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_min_neighbours_in_peer_reaches_the_peer_config(tmp_path: Path) -> None:
+    node = load_config(
+        write(tmp_path, GOOD.replace("rounds = 5", "rounds = 5\nmin_neighbours = 3\nstart_timeout_s = 7"))
+    )
+    assert (3, 7.0) == (node.peer.min_neighbours, node.peer.start_timeout_s)

@@ -200,3 +200,44 @@ def test_sigterm_shuts_down_gracefully_and_releases_the_port(tmp_path: Path) -> 
         assert again.addr.rsplit("/", 1)[1] == reg.addr.rsplit("/", 1)[1]
     finally:
         assert again.stop() == 0
+
+
+def run_bootstrap(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootstrap", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+
+
+def test_a_bad_listen_address_is_a_usage_error_and_creates_no_key(tmp_path: Path) -> None:
+    out = run_bootstrap("--key", str(tmp_path / "r.key"), "--listen", "/ip4/1.2.3/tcp/x")
+    assert 2 == out.returncode
+    assert "Traceback" not in out.stderr
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("p2pfl-bootstrap: error: --listen: '/ip4/1.2.3/tcp/x' is not a multiaddr")
+    )
+    assert not (tmp_path / "r.key").exists()
+
+
+def test_a_port_in_use_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = run_bootstrap("--key", str(tmp_path / "r.key"), "--listen", f"/ip4/127.0.0.1/tcp/{port}")
+    assert 3 == out.returncode, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "event=key_created" not in line]
+    assert [f"p2pfl-bootstrap: cannot listen on /ip4/127.0.0.1/tcp/{port}: Address already in use"] == lines
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    out = run_bootstrap("--version")
+    assert (0, f"p2pfl-bootstrap {version('p2pfl-gossip')}") == (out.returncode, out.stdout.strip())
