@@ -610,6 +610,11 @@ class BootstrapClient:
             self.identity, self.network_id, usable[:MAX_ADDRS], ttl=self.ttl, seq=self._last_seq
         )
 
+    @property
+    def registry_peer_ids(self) -> frozenset[str]:
+        """Peer ids of the registries dialled so far: connections that are not learning neighbours."""
+        return frozenset(self._registry_ids.values())
+
     # --------------------------------------------------------------------------------------- requests
     async def _call(self, registry: str, fields: dict[str, Any]) -> dict[str, Any]:
         """One request to one registry: dial if needed, send, decode; error responses raise RegistryError."""

@@ -276,7 +276,7 @@ class Peer:
         self._discovery: Any = None
         self._discovery_scope = trio.CancelScope()
         #: peer ids of the bootstrap registries: connected, but never learning neighbours
-        self._registries = frozenset(a.rpartition("/p2p/")[2] for a in config.bootstrap if "/p2p/" in a)
+        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
         self._fault_logged: dict[tuple[str | None, str], float] = {}
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -463,7 +463,10 @@ class Peer:
     def neighbours(self) -> list[str]:
         """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it
         is dialled to register and discover, never learns, and must not satisfy ``min_neighbours``)."""
-        return [p for p in self.transport.connected_peers() if p not in self._registries]
+        registries = self._registries
+        if self._discovery is not None:
+            registries = registries | self._discovery.registry_peer_ids
+        return [p for p in self.transport.connected_peers() if p not in registries]
 
     def _may_mix(self, peer_id: str) -> bool:
         return self._transport is None or peer_id in self._transport.connected_peers()
@@ -525,6 +528,7 @@ class Peer:
                 pid in connected
                 or pid == self.peer_id
                 or pid in self._registries
+                or pid in self._discovery.registry_peer_ids
                 or self.engine.is_evicted(pid)
                 or not self._peer_allowed(pid)
             ):
