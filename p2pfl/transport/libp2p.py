@@ -269,7 +269,10 @@ async def _read_exactly(stream: INetStream, n: int) -> bytes:
     """``stream.read(n)`` may return fewer bytes: loop until ``n`` arrived (EOF: a truncated frame)."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = await stream.read(n - len(buf))
+        try:
+            chunk = await stream.read(n - len(buf))
+        except EOFError:  # py-libp2p's StreamEOF: the remote closed its side
+            chunk = b""
         if not chunk:
             raise ProtocolViolationError(f"stream ended after {len(buf)} of {n} bytes (truncated frame)")
         buf += chunk
