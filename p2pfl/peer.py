@@ -79,6 +79,13 @@ _JOIN_RETRY_S = 1.0
 UNREGISTER_TIMEOUT_S = 3.0
 #: An unexpected exception from one peer's input is logged once per (peer, exception type) per this interval.
 _FAULT_LOG_INTERVAL_S = 10.0
+#: Gossipsub behaviour penalty for a fetched response that provably breaks the protocol (bad framing, bytes
+#: that fail their own signed claims): what one invalid gossip message costs its forwarder (P4 weight 10).
+INVALID_RESPONSE_PENALTY = 10.0
+#: Rejections of a fetched response that do not prove the responder wrong (a race, our own policy or bug).
+_NOT_PROVABLE = frozenset(
+    {"timeout", "unavailable", "stale_snapshot", "evicted", "replay", "norm_bound", INTERNAL_ERROR}
+)
 
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
@@ -736,11 +743,17 @@ class Peer:
                     self.engine.fetch_failed(action.header, exc.reason, peer)
                 else:
                     self.engine.snapshot_failed(peer, exc.reason)
+                # a framing violation, or more bytes than the signed size, is provably the responder's
+                if exc.reason == "bad_response" or (
+                    exc.reason == "oversize" and isinstance(action, FetchPayload)
+                ):
+                    self._penalise(peer)
                 continue
             now = trio.current_time()
+            before = dict(self.engine.rejections_by_peer.get(peer, {}))
             try:
                 if isinstance(action, FetchPayload):
-                    follow = self.engine.handle_payload(action.header, data, now)
+                    follow = self.engine.handle_payload(action.header, data, now, peer)
                 else:
                     follow = self.engine.handle_snapshot(data, action.peer, now)
             except Exception as exc:  # the engine refuses bad bytes by reason; this is a bug of ours
@@ -750,6 +763,9 @@ class Peer:
                 else:
                     self._unexpected(peer, f"{protocol} response", exc)
                 return
+            after: Mapping[str, int] = self.engine.rejections_by_peer.get(peer, {})
+            if any(n > before.get(r, 0) for r, n in after.items() if r not in _NOT_PROVABLE):
+                self._penalise(peer)
             self._replica_updated.set()
             await self._execute(follow)
             return
@@ -758,6 +774,13 @@ class Peer:
                 self.engine.fetch_failed(action.header, "unavailable")
             else:
                 self.engine.snapshot_failed(action.peer, "unavailable")
+
+    def _penalise(self, peer: str) -> None:
+        """Lower ``peer``'s gossipsub score for an invalid response, as gossipsub does for invalid gossip: a
+        neighbour that keeps serving bad bytes falls below the gossip, publish and graylist thresholds."""
+        penalise = getattr(self.transport, "penalise", None)
+        if penalise is not None:
+            penalise(peer, INVALID_RESPONSE_PENALTY)
 
     def _log_rejections(self) -> None:
         now = time.monotonic()

@@ -612,16 +612,21 @@ class GossipEngine:
         """A snapshot request failed: count it (the retry interval still applies)."""
         return self._reject(f"snapshot_{reason}", peer)
 
-    def handle_payload(self, h: Header, payload: bytes, now: float) -> list[Action]:
-        """A payload fetched by digest arrived for a header we accepted earlier."""
+    def handle_payload(
+        self, h: Header, payload: bytes, now: float, source: str | None = None
+    ) -> list[Action]:
+        """A payload fetched by digest (from ``source``, default the sender) arrived for a header we accepted
+        earlier. Bytes that are not the signed payload count against ``source``; a payload that is the signed
+        one but fails to decode or apply counts against its signer."""
+        source = source or h.sender
         try:
             check_payload(payload, h)
         except WireError as exc:
             self._fetching.pop(h.payload_digest, None)
-            return self._reject(exc.reason, h.sender)
+            return self._reject(exc.reason, source)
         except Exception as exc:
             self._fetching.pop(h.payload_digest, None)
-            return self._reject(self.fault(h.sender, "check_payload", exc), h.sender)
+            return self._reject(self.fault(source, "check_payload", exc), source)
         return self._consider_delta(h, payload, h.sender, now)
 
     def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:

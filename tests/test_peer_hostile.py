@@ -29,7 +29,7 @@ from p2pfl.protocol import (
 from p2pfl.transport.memory import MemoryNetwork
 from p2pfl.wire import encode_tensors, model_digest
 from simulations.data import peer_splits
-from tests.hostile_bytes import bytes_key_envelope, header_for, huge_shape_payload, signed
+from tests.hostile_bytes import bytes_key_envelope, header_for, huge_shape_payload, pack, signed
 from tests.test_peer import learner_for, memory_peers, run_all
 
 HOSTILE = Identity(bytes([0xEE]) * 32)
@@ -119,6 +119,19 @@ async def test_a_peer_survives_crafted_snapshots_gossip_and_payloads_and_counts_
             await h.broadcast(delta(1, model_digest(zeros), bad, inline=False))
             await wait_for(lambda: "delta" in server.requests, "the payload fetch")
             await wait_for(lambda: rejected_from(a, h.peer_id) >= 4, "the fetched payload's rejection")
+            # (5) a fetched payload that is the signed one but holds NaN: provably the sender's fault, so
+            # it also costs the responder what an invalid gossip message costs (gossipsub's score)
+            score = peers[0].transport.peer_score(h.peer_id)  # type: ignore[attr-defined]
+            nan = np.zeros(layout.size, np.float32)
+            nan[0] = np.nan
+            entries = sorted(layout.unflatten(nan).items())
+            server.payload = pack([[n, "float32", list(v.shape), v.tobytes()] for n, v in entries])
+            await h.broadcast(delta(1, model_digest(zeros), server.payload, inline=False))
+            await wait_for(lambda: a.rejections_by_peer[h.peer_id]["non_finite"] >= 1, "the NaN payload")
+            await wait_for(
+                lambda: peers[0].transport.peer_score(h.peer_id) <= score - 10,  # type: ignore[attr-defined]
+                "the responder's penalty",
+            )
         assert "delta" in server.requests and server.requests.count("snapshot") >= 3, (
             server.requests,
             a.rejections_by_peer,

@@ -240,3 +240,18 @@ def test_any_exception_while_decoding_tensors_is_an_internal_error_counted_again
     faults = b.take_faults()
     assert faults and all((a.peer_id, error) == (f.peer, f.error) for f in faults)
     assert b.replicas[a.peer_id].seq in (1, 2)
+
+
+def test_bytes_that_are_not_the_signed_payload_count_against_the_peer_that_served_them() -> None:
+    """A relay that serves a wrong payload is blamed, not the sender whose signed digest it fails."""
+    a, b = synced_pair(inline_limit=0)
+    relay = engine(3).peer_id
+    pub = a.finish_round(train_step(a, 1.0), 2).actions[0]
+    assert isinstance(pub, Publish)
+    (fetch,) = b.handle_announce(pub.envelope, relay, 2)
+    assert isinstance(fetch, FetchPayload)
+    payload = bytearray(a.serve_payload(fetch.header.payload_digest) or b"")
+    payload[-1] ^= 1
+    assert [] == b.handle_payload(fetch.header, bytes(payload), 2, relay)
+    assert {"digest_mismatch": 1} == dict(b.rejections_by_peer[relay])
+    assert 0 == rejected_from(b, a.peer_id)
