@@ -337,7 +337,8 @@ class GossipEngine:
         #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each
         #: message's signature is checked once, not twice. Small messages only, few of them (a message
         #: validated but never delivered ages out).
-        self._validated: OrderedDict[bytes, Envelope] = OrderedDict()
+        #: The inline delta the validator decoded rides along, so it is decoded once too.
+        self._validated: OrderedDict[bytes, tuple[Envelope, FloatVec | None]] = OrderedDict()
         #: unexpected exceptions met while handling remote input, for the caller to log (bounded)
         self.faults: deque[Fault] = deque(maxlen=_FAULTS_MAX)
 
@@ -456,18 +457,19 @@ class GossipEngine:
             self._reject(env, via)
             return False
         h = env.header
-        reason = self._inline_check(h, env.payload)
-        if reason is not None:
-            self._reject(reason, h.sender)
+        checked = self._inline_check(h, env.payload)
+        if isinstance(checked, str):
+            self._reject(checked, h.sender)
             return False
         if len(data) <= _VALIDATED_MAX_BYTES:
-            self._validated[bytes(data)] = env
+            self._validated[bytes(data)] = (env, checked)
             while len(self._validated) > _VALIDATED_MAX:
                 self._validated.popitem(last=False)
         return True
 
-    def _inline_check(self, h: Header, payload: memoryview | None) -> str | None:
-        """Why a validated delta announcement must not be relayed, or None (see :meth:`accept_gossip`)."""
+    def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
+        """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its
+        decoded inline delta, or None if it has no payload inline."""
         if h.kind != "delta":
             return "unexpected_kind"
         if self.is_evicted(h.sender):
@@ -481,7 +483,7 @@ class GossipEngine:
         delta = self._decode_model(h, payload)
         if isinstance(delta, str):
             return delta
-        return self._norm_check(delta)
+        return self._norm_check(delta) or delta
 
     def _norm_check(self, delta: FloatVec) -> str | None:
         if self.config.max_delta_norm is not None:
@@ -492,10 +494,13 @@ class GossipEngine:
 
     def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
         """A gossip message arrived (delivered by ``via``)."""
-        env = self._validated.pop(data, None)
-        if env is not None and self.allowed is not None and not self.allowed(env.header.sender):
-            return self._reject(SenderNotAllowedError.reason, via)  # the access list changed since validation
-        if env is None:
+        validated = self._validated.pop(data, None)
+        decoded: FloatVec | None = None
+        if validated is not None:
+            env, decoded = validated
+            if self.allowed is not None and not self.allowed(env.header.sender):
+                return self._reject(SenderNotAllowedError.reason, via)  # the access list changed meanwhile
+        else:
             opened = self._open(data, via)
             if isinstance(opened, str):
                 return self._reject(opened, via)
@@ -505,10 +510,15 @@ class GossipEngine:
             return self._reject("replay", via)
         if h.kind != "delta":
             return self._reject("unexpected_kind", h.sender)
-        return self._consider_delta(h, env.payload, via, now)
+        return self._consider_delta(h, env.payload, via, now, decoded)
 
     def _consider_delta(
-        self, h: Header, payload: memoryview | bytes | None, via: str, now: float
+        self,
+        h: Header,
+        payload: memoryview | bytes | None,
+        via: str,
+        now: float,
+        decoded: FloatVec | None = None,
     ) -> list[Action]:
         if self.is_evicted(h.sender):
             return self._reject("evicted", h.sender)
@@ -537,7 +547,7 @@ class GossipEngine:
                 return []
             self._fetching[h.payload_digest] = now
             return [FetchPayload(peer=h.sender, via=via, header=h)]
-        return self._apply_delta(rep, h, payload, now)
+        return self._apply_delta(rep, h, payload, now, decoded)
 
     def _buffer(self, h: Header, payload: memoryview | bytes) -> None:
         pending = self._pending.setdefault(h.sender, {})
@@ -584,13 +594,24 @@ class GossipEngine:
             return "non_finite"
         return vec
 
-    def _apply_delta(self, rep: Replica, h: Header, payload: memoryview | bytes, now: float) -> list[Action]:
-        delta = self._decode_model(h, payload)
-        if isinstance(delta, str):
-            return self._reject(delta, h.sender)
-        bound = self._norm_check(delta)
-        if bound is not None:
-            return self._reject(bound, h.sender)
+    def _apply_delta(
+        self,
+        rep: Replica,
+        h: Header,
+        payload: memoryview | bytes,
+        now: float,
+        decoded: FloatVec | None = None,
+    ) -> list[Action]:
+        """Apply the next version; ``decoded``: the payload as the gossip validator decoded and checked it."""
+        if decoded is None:
+            delta = self._decode_model(h, payload)
+            if isinstance(delta, str):
+                return self._reject(delta, h.sender)
+            bound = self._norm_check(delta)
+            if bound is not None:
+                return self._reject(bound, h.sender)
+        else:
+            delta = decoded
         new = rep.vec + delta
         if not np.isfinite(new).all():
             return self._reject("non_finite", h.sender)
