@@ -255,3 +255,20 @@ def test_bytes_that_are_not_the_signed_payload_count_against_the_peer_that_serve
     assert [] == b.handle_payload(fetch.header, bytes(payload), 2, relay)
     assert {"digest_mismatch": 1} == dict(b.rejections_by_peer[relay])
     assert 0 == rejected_from(b, a.peer_id)
+
+
+def test_an_inline_delta_the_validator_decoded_is_not_decoded_again_on_delivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = synced_pair()
+    pub = a.finish_round(train_step(a, 1.0), 2).actions[0]
+    assert isinstance(pub, Publish)
+    calls: list[int] = []
+    real = wire.decode_tensors
+    monkeypatch.setattr(
+        p2pfl.protocol, "decode_tensors", lambda data, **kw: calls.append(1) or real(data, **kw)
+    )
+    assert b.accept_gossip(pub.envelope, a.peer_id) is True
+    assert [] == b.handle_announce(pub.envelope, a.peer_id, 2)
+    assert (2, a.public_digest) == (b.replicas[a.peer_id].seq, b.replicas[a.peer_id].digest)
+    assert [1] == calls
