@@ -187,7 +187,8 @@ class Registry:
         except RecordError as exc:
             return self._error(exc.reason, str(exc))
         except Exception as exc:  # a bug must not take the service down; the peer gets a generic error
-            log.exception("event=internal_error peer=%s", requester)
+            log.error("event=internal_error peer=%s error=%s: %s", requester, type(exc).__name__, exc)
+            log.debug("traceback of the internal error", exc_info=exc)
             return self._error("internal", type(exc).__name__)
 
     def _error(self, reason: str, detail: str, *, retry_after: float | None = None) -> bytes:

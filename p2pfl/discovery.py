@@ -545,6 +545,19 @@ async def dial_record(transport: DiscoveryTransport, record: PeerRecord) -> str 
     return None
 
 
+def _log_unexpected(registry: str, op: str, exc: Exception) -> None:
+    """A registry's answer raised something other than a DiscoveryError/TransportError: a bug of ours (every
+    refusal has a reason). One line at ERROR with the registry and the exception type; the call fails only."""
+    log.error(
+        "event=registry_unexpected_error registry=%s op=%s error=%s: %s",
+        registry,
+        op,
+        type(exc).__name__,
+        exc,
+    )
+    log.debug("traceback of the unexpected registry error", exc_info=exc)
+
+
 class BootstrapClient:
     """Registers this peer with bootstrap registries and discovers its network's peers through them.
 
@@ -599,6 +612,11 @@ class BootstrapClient:
             self.identity, self.network_id, usable[:MAX_ADDRS], ttl=self.ttl, seq=self._last_seq
         )
 
+    @property
+    def registry_peer_ids(self) -> frozenset[str]:
+        """Peer ids of the registries dialled so far: connections that are not learning neighbours."""
+        return frozenset(self._registry_ids.values())
+
     # --------------------------------------------------------------------------------------- requests
     async def _call(self, registry: str, fields: dict[str, Any]) -> dict[str, Any]:
         """One request to one registry: dial if needed, send, decode; error responses raise RegistryError."""
@@ -635,6 +653,11 @@ class BootstrapClient:
             log.info("event=registry_failed registry=%s op=%s error=%s", registry, fields.get("op"), exc)
             if errors is not None:
                 errors[registry] = str(exc) or type(exc).__name__
+            return None
+        except Exception as exc:  # whatever a registry answers, the peer goes on (a bug of ours: one line)
+            _log_unexpected(registry, str(fields.get("op")), exc)
+            if errors is not None:
+                errors[registry] = f"{type(exc).__name__}: {exc}"
             return None
 
     async def _each(self, fn: Callable[[str], Any]) -> dict[str, Any]:
@@ -702,6 +725,9 @@ class BootstrapClient:
             except (TransportError, RecordError, trio.TooSlowError) as exc:
                 log.info("event=registry_failed registry=%s op=discover error=%s", registry, exc)
                 return records or None
+            except Exception as exc:  # whatever a registry answers, the peer goes on (a bug of ours)
+                _log_unexpected(registry, "discover", exc)
+                return records or None
             page = resp.get("records")
             if not isinstance(page, list):
                 log.info("event=registry_bad_response registry=%s", registry)
@@ -713,6 +739,8 @@ class BootstrapClient:
                     log.warning(
                         "event=record_rejected registry=%s reason=%s error=%s", registry, exc.reason, exc
                     )
+                except Exception as exc:  # a decoder that is not total: skip the record all the same
+                    _log_unexpected(registry, "record", exc)
             nxt = resp.get("next")
             if not isinstance(nxt, str) or not page or nxt == cursor:
                 break

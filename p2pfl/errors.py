@@ -24,11 +24,29 @@ class AggregationError(P2PFLError):
 
 
 class TransportError(P2PFLError):
-    """The network layer failed: dial, stream, timeout, or a peer that broke the protocol."""
+    """The network layer failed: dial, stream, timeout, or a peer that broke the protocol.
+
+    ``reason`` is the slug a failed fetch is counted under (subclasses name the specific failures)."""
+
+    reason = "unavailable"
 
 
 class ResponseTooLargeError(TransportError):
     """A peer answered a request with more bytes than the caller allowed (``max_response``)."""
+
+    reason = "oversize"
+
+
+class RequestTimeoutError(TransportError):
+    """A request got no complete response within its timeout (a stalled or overloaded peer)."""
+
+    reason = "timeout"
+
+
+class ProtocolViolationError(TransportError):
+    """A response broke the stream protocol's framing: truncated or empty frame, unknown status byte."""
+
+    reason = "bad_response"
 
 
 class StateError(P2PFLError):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,7 @@ from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
 from p2pfl.protocol import (
     DELTA_PROTOCOL,
+    INTERNAL_ERROR,
     SNAPSHOT_PROTOCOL,
     Action,
     Evict,
@@ -56,7 +57,11 @@ from p2pfl.protocol import (
 from p2pfl.scoring import ScoreRecord, ScoringConfig
 from p2pfl.state import Checkpoint, RollbackGuard, VersionLog, load_checkpoint, save_checkpoint
 from p2pfl.transport.base import Transport
-from p2pfl.wire import Meta
+from p2pfl.wire import DIGEST_SIZE, Meta
+
+if TYPE_CHECKING:
+    # trio's own TaskStatus is shadowed by the trio-typing stubs that libp2p pulls in.
+    from trio_typing import TaskStatus
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -70,6 +75,17 @@ EXIT_GRACE_S = 3.0
 #: the join asks peers that did not answer again, this often and this long apart (within join_timeout_s)
 _JOIN_ATTEMPTS = 3
 _JOIN_RETRY_S = 1.0
+#: A stopping peer withdraws its registration from the bootstrap registries for at most this long.
+UNREGISTER_TIMEOUT_S = 3.0
+#: An unexpected exception from one peer's input is logged once per (peer, exception type) per this interval.
+_FAULT_LOG_INTERVAL_S = 10.0
+#: Gossipsub behaviour penalty for a fetched response that provably breaks the protocol (bad framing, bytes
+#: that fail their own signed claims): what one invalid gossip message costs its forwarder (P4 weight 10).
+INVALID_RESPONSE_PENALTY = 10.0
+#: Rejections of a fetched response that do not prove the responder wrong (a race, our own policy or bug).
+_NOT_PROVABLE = frozenset(
+    {"timeout", "unavailable", "stale_snapshot", "evicted", "replay", "norm_bound", INTERNAL_ERROR}
+)
 
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
@@ -266,6 +282,10 @@ class Peer:
         self._started = False
         self._lock_fd: int | None = None
         self._discovery: Any = None
+        self._discovery_scope = trio.CancelScope()
+        #: peer ids of the bootstrap registries: connected, but never learning neighbours
+        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
+        self._fault_logged: dict[tuple[str | None, str], float] = {}
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -308,7 +328,7 @@ class Peer:
             self._restore()
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
-            t.set_gossip_validator(lambda via, data: self.engine.accept_gossip(data))
+            t.set_gossip_validator(self._validate_gossip)
             t.set_gossip_handler(self._on_gossip)
             t.set_request_handler(DELTA_PROTOCOL, self._serve_delta)
             t.set_request_handler(SNAPSHOT_PROTOCOL, self._serve_snapshot)
@@ -327,21 +347,46 @@ class Peer:
 
     async def __aexit__(self, *exc: object) -> None:
         self._stopped.set()
+        error = exc[1] if len(exc) > 1 and isinstance(exc[1], BaseException) else None
+        if error is None and self._nursery is not None and not self._nursery.cancel_scope.cancel_called:
+            await self._unregister()  # a clean stop: leave the registries' listings at once
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
             await self._unstick(self._nursery)
         try:
             await self._stack.__aexit__(None, None, None)
+        except BaseException as crash:
+            error = crash
+            raise
         finally:
             self._transport = None
             self._nursery = None
-            log.info(
-                "peer stopped peer=%s round=%d seq=%d persisted_seq=%s",
-                self.peer_id,
-                self.round,
-                self.engine.seq,
-                self.persisted_seq,
-            )
+            self._log_stop(error)
+
+    def _log_stop(self, error: BaseException | None) -> None:
+        """One last line: INFO for a clean stop; a crash (a bug, or an error the host app raised inside the
+        ``async with``) is CRITICAL with its type, so it never reads like a clean stop."""
+        where = (
+            f"peer={self.peer_id} round={self.round} seq={self.engine.seq} persisted_seq={self.persisted_seq}"
+        )
+        if error is None or _only_cancelled(error):
+            log.info("peer stopped %s", where)
+            return
+        leaf = _leaf(error)
+        log.critical("peer crashed %s error=%s: %s", where, type(leaf).__name__, leaf)
+
+    async def _unregister(self) -> None:
+        """Withdraw our record from the registries (bounded; failures only logged): a stopped peer should not
+        be handed out to others until its registration expires."""
+        if self._discovery is None:
+            return
+        self._discovery_scope.cancel()  # no renewal may race the withdrawal
+        with trio.move_on_after(UNREGISTER_TIMEOUT_S):
+            try:
+                n = await self._discovery.unregister()
+                log.info("unregistered from %d of %d registries", n, len(self.config.bootstrap))
+            except Exception as exc:
+                log.info("unregister failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""
@@ -435,6 +480,14 @@ class Peer:
     def _peer_allowed(self, peer_id: str) -> bool:
         return self.config.allow is None or peer_id in self.config.allow
 
+    def neighbours(self) -> list[str]:
+        """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it
+        is dialled to register and discover, never learns, and must not satisfy ``min_neighbours``)."""
+        registries = self._registries
+        if self._discovery is not None:
+            registries = registries | self._discovery.registry_peer_ids
+        return [p for p in self.transport.connected_peers() if p not in registries]
+
     def _may_mix(self, peer_id: str) -> bool:
         return self._transport is None or peer_id in self._transport.connected_peers()
 
@@ -470,9 +523,13 @@ class Peer:
             advertise=list(self.config.advertise) or None,
             cache=cache,
         )
-        await nursery.start(self._discovery.run_renewal)
+        await nursery.start(self._renewal)
         await self.discover()
         nursery.start_soon(self._discovery_loop)
+
+    async def _renewal(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self._discovery_scope:  # cancelled first on a clean stop (see _unregister)
+            await self._discovery.run_renewal(task_status=task_status)
 
     async def discover(self) -> int:
         """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
@@ -481,7 +538,7 @@ class Peer:
         if self._discovery is None:
             return 0
         records = await self._discovery.find_peers()
-        connected = set(self.transport.connected_peers())
+        connected = set(self.neighbours())
         dialled = 0
         for record in records:
             if len(connected) >= self.config.max_neighbours:
@@ -490,6 +547,8 @@ class Peer:
             if (
                 pid in connected
                 or pid == self.peer_id
+                or pid in self._registries
+                or pid in self._discovery.registry_peer_ids
                 or self.engine.is_evicted(pid)
                 or not self._peer_allowed(pid)
             ):
@@ -506,6 +565,9 @@ class Peer:
                 new = await self.discover()
             except P2PFLError as exc:
                 log.info("discovery failed: %s", exc)
+                continue
+            except Exception as exc:  # a registry's answer must never end the peer: retried next interval
+                self._unexpected(None, "discovery", exc)
                 continue
             if new:
                 log.info("discovery: dialled %d new peers", new)
@@ -525,10 +587,13 @@ class Peer:
                 )
             except TransportError as exc:
                 log.debug("join: no snapshot from %s: %s", peer, exc)
+                self.engine.snapshot_failed(peer, exc.reason)
+            except Exception as exc:
+                self._unexpected(peer, "join snapshot fetch", exc)
 
         with trio.move_on_after(self.config.join_timeout_s):
             for attempt in range(_JOIN_ATTEMPTS):
-                missing = [p for p in self.transport.connected_peers() if p not in snaps]
+                missing = [p for p in self.neighbours() if p not in snaps]
                 if not missing or (attempt and len(snaps) >= self.config.join_quorum):
                     break
                 if attempt:
@@ -538,27 +603,86 @@ class Peer:
                         n.start_soon(fetch, peer)
         if not snaps:
             return
-        used = self.engine.join_from_snapshots(snaps, trio.current_time(), resume=not adopt)
+        try:
+            used = self.engine.join_from_snapshots(snaps, trio.current_time(), resume=not adopt)
+        except Exception as exc:  # each snapshot is checked on its own (never raises): this is a bug
+            self._unexpected(None, "join", exc)
+            return
+        finally:
+            self._log_faults()
+            self._log_rejections()
         if used >= self.config.join_quorum:
             self.learner.set_params(self.engine.own_params())
             log.info("%s from the median of %d snapshots", "joined" if adopt else "resumed", used)
 
+    def _validate_gossip(self, via: str, data: bytes) -> bool:
+        """The transport's gossip validator: the engine's check, which must never raise (see _unexpected)."""
+        try:
+            return self.engine.accept_gossip(data, via)
+        except Exception as exc:
+            self._unexpected(via, "gossip validation", exc)
+            return False
+        finally:
+            self._log_faults()
+
     async def _on_gossip(self, via: str, data: bytes) -> None:
-        applied = self.engine.applied
-        actions = self.engine.handle_announce(data, via, trio.current_time())
-        self._log_rejections()
-        if self.engine.applied != applied:
-            self._replica_updated.set()
-        await self._execute(actions)
+        try:
+            applied = self.engine.applied
+            actions = self.engine.handle_announce(data, via, trio.current_time())
+            if self.engine.applied != applied:
+                self._replica_updated.set()
+            await self._execute(actions)
+        except Exception as exc:
+            self._unexpected(via, "gossip delivery", exc)
+        finally:
+            self._log_faults()
+            self._log_rejections()
 
     async def _serve_delta(self, peer: str, request: bytes) -> bytes:
+        if len(request) != DIGEST_SIZE:
+            raise TransportError(
+                f"a delta request is a {DIGEST_SIZE}-byte payload digest, got {len(request)}"
+            )
         payload = self.engine.serve_payload(request)
         if payload is None:
             raise TransportError("unknown payload digest (evicted from the cache or never seen)")
         return payload
 
     async def _serve_snapshot(self, peer: str, request: bytes) -> bytes:
+        if request:
+            raise TransportError(f"a snapshot request is empty, got {len(request)} bytes")
         return self.engine.serve_snapshot(_now_ms())
+
+    def _unexpected(self, peer: str | None, where: str, exc: Exception) -> None:
+        """An exception escaped the handling of ``peer``'s input (every expected refusal is a counted reason,
+        so this is a bug of ours or a decoder that is not total): count ``internal_error`` against the peer,
+        log one line, and go on. Only that message, stream or fetch is lost."""
+        self.engine.reject(INTERNAL_ERROR, peer)
+        self._log_fault(peer, where, exc)
+
+    def _log_faults(self) -> None:
+        for fault in self.engine.take_faults():
+            self._log_fault(fault.peer, fault.where, fault.error)
+
+    def _log_fault(self, peer: str | None, where: str, exc: BaseException) -> None:
+        key = (peer, type(exc).__name__)
+        now = time.monotonic()
+        if now - self._fault_logged.get(key, -math.inf) < _FAULT_LOG_INTERVAL_S:
+            return
+        if len(self._fault_logged) >= 1024:  # bounded however many identities send bad input
+            self._fault_logged.clear()
+        self._fault_logged[key] = now
+        level = logging.WARNING if isinstance(exc, P2PFLError) else logging.ERROR
+        log.log(
+            level,
+            "unexpected error in %s peer=%s error=%s: %s (input refused, counted as %s)",
+            where,
+            peer or "-",
+            type(exc).__name__,
+            exc,
+            INTERNAL_ERROR,
+        )
+        log.debug("traceback of the unexpected error in %s", where, exc_info=exc)
 
     async def _execute(self, actions: Sequence[Action]) -> None:
         for action in actions:
@@ -588,6 +712,21 @@ class Peer:
                     t.unblock(action.peer)
 
     async def _fetch(self, action: FetchPayload | RequestSnapshot) -> None:
+        """Carry out one fetch; whatever the remote sends, this ends as a count, never as an exception (it
+        runs in the peer's nursery, where an exception would stop the peer)."""
+        try:
+            await self._fetch_from(action)
+        except Exception as exc:
+            if isinstance(action, FetchPayload):  # counted once, and a later announcement may retry
+                self.engine.fetch_failed(action.header, INTERNAL_ERROR, action.peer)
+                self._log_fault(action.peer, "fetch", exc)
+            else:
+                self._unexpected(action.peer, "fetch", exc)
+        finally:
+            self._log_faults()
+            self._log_rejections()
+
+    async def _fetch_from(self, action: FetchPayload | RequestSnapshot) -> None:
         peers = [action.peer] if action.via == action.peer else [action.peer, action.via]
         protocol = DELTA_PROTOCOL if isinstance(action, FetchPayload) else SNAPSHOT_PROTOCOL
         body = action.header.payload_digest if isinstance(action, FetchPayload) else b""
@@ -595,36 +734,66 @@ class Peer:
         limit = (
             action.header.payload_size if isinstance(action, FetchPayload) else self.config.max_model_bytes
         )
-        failure = "unavailable"
         connected = set(self.transport.connected_peers())
+        tried = False
         for peer in peers:
             if peer not in connected:
                 continue
             if isinstance(action, RequestSnapshot) and peer != action.peer:
                 continue  # a snapshot is signed by its owner: only the owner can serve it
+            tried = True
             try:
                 data = await self.transport.request(
                     peer, protocol, body, max_response=limit, timeout=self.config.request_timeout_s
                 )
-            except ResponseTooLargeError as exc:
-                log.info("fetch from %s refused: %s", peer, exc)
-                failure = "oversize"
-                continue
             except TransportError as exc:
-                log.debug("fetch from %s failed: %s", peer, exc)
+                # counted against the peer that failed, by what failed (oversize, timeout, bad_response,
+                # unavailable); the next peer, if any, is tried
+                (log.info if isinstance(exc, ResponseTooLargeError) else log.debug)(
+                    "fetch from %s failed: %s", peer, exc
+                )
+                if isinstance(action, FetchPayload):
+                    self.engine.fetch_failed(action.header, exc.reason, peer)
+                else:
+                    self.engine.snapshot_failed(peer, exc.reason)
+                # a framing violation, or more bytes than the signed size, is provably the responder's
+                if exc.reason == "bad_response" or (
+                    exc.reason == "oversize" and isinstance(action, FetchPayload)
+                ):
+                    self._penalise(peer)
                 continue
             now = trio.current_time()
-            if isinstance(action, FetchPayload):
-                follow = self.engine.handle_payload(action.header, data, now)
-            else:
-                follow = self.engine.handle_snapshot(data, action.peer, now)
+            before = dict(self.engine.rejections_by_peer.get(peer, {}))
+            try:
+                if isinstance(action, FetchPayload):
+                    follow = self.engine.handle_payload(action.header, data, now, peer)
+                else:
+                    follow = self.engine.handle_snapshot(data, action.peer, now)
+            except Exception as exc:  # the engine refuses bad bytes by reason; this is a bug of ours
+                if isinstance(action, FetchPayload):
+                    self.engine.fetch_failed(action.header, INTERNAL_ERROR, peer)
+                    self._log_fault(peer, f"{protocol} response", exc)
+                else:
+                    self._unexpected(peer, f"{protocol} response", exc)
+                return
+            after: Mapping[str, int] = self.engine.rejections_by_peer.get(peer, {})
+            if any(n > before.get(r, 0) for r, n in after.items() if r not in _NOT_PROVABLE):
+                self._penalise(peer)
             self._replica_updated.set()
             await self._execute(follow)
             return
-        if isinstance(action, FetchPayload):
-            self.engine.fetch_failed(action.header, failure)
-        else:
-            self.engine.snapshot_failed(action.peer, failure)
+        if not tried:  # nobody to ask: neither the sender nor the relay is connected
+            if isinstance(action, FetchPayload):
+                self.engine.fetch_failed(action.header, "unavailable")
+            else:
+                self.engine.snapshot_failed(action.peer, "unavailable")
+
+    def _penalise(self, peer: str) -> None:
+        """Lower ``peer``'s gossipsub score for an invalid response, as gossipsub does for invalid gossip: a
+        neighbour that keeps serving bad bytes falls below the gossip, publish and graylist thresholds."""
+        penalise = getattr(self.transport, "penalise", None)
+        if penalise is not None:
+            penalise(peer, INVALID_RESPONSE_PENALTY)
 
     def _log_rejections(self) -> None:
         now = time.monotonic()
@@ -676,14 +845,14 @@ class Peer:
         """Before the first round, wait (at most ``start_timeout_s``) for ``min_neighbours`` connections:
         a peer that starts learning alone drifts away on its own data before the others come online."""
         with trio.move_on_after(self.config.start_timeout_s) as scope:
-            while len(self.transport.connected_peers()) < self.config.min_neighbours:
+            while len(self.neighbours()) < self.config.min_neighbours:
                 if self._stopped.is_set():
                     return
                 await trio.sleep(0.1)
         if scope.cancelled_caught:
             log.warning(
                 "starting with %d of min_neighbours=%d neighbours after %.0f s",
-                len(self.transport.connected_peers()),
+                len(self.neighbours()),
                 self.config.min_neighbours,
                 self.config.start_timeout_s,
             )
@@ -707,7 +876,7 @@ class Peer:
     def _unsubscribed(self, now: float) -> list[str]:
         """Connected peers not (yet) subscribed to our announcements that connected less than
         ``SUBSCRIBE_GRACE_S`` ago; after that a peer is taken for a non-learner (e.g. a registry)."""
-        connected = self.transport.connected_peers()
+        connected = self.neighbours()
         self._note_connected(connected, now)
         listeners = set(self.transport.listeners())
         return [p for p in connected if p not in listeners and now - self._first_seen[p] < SUBSCRIBE_GRACE_S]
@@ -719,7 +888,7 @@ class Peer:
         went quiet (stopped, finished its rounds, or of another network) is not waited for.
         """
         now = trio.current_time()
-        connected = self.transport.connected_peers()
+        connected = self.neighbours()
         self._note_connected(connected, now)
         listeners = set(self.transport.listeners())
         peers = [p for p in connected if not self.engine.is_evicted(p)]
@@ -862,7 +1031,7 @@ class Peer:
             train_loss=train.loss,
             val_loss=ev.loss,
             val_accuracy=ev.accuracy,
-            neighbours=len(self.transport.connected_peers()),
+            neighbours=len(self.neighbours()),
             mixed=len(outcome.contributions),
             evicted=outcome.evicted,
             rolled_back=rolled_back,
@@ -967,7 +1136,7 @@ class Peer:
             "seq": self.engine.seq,
             "val_loss": ev.loss if ev else None,
             "val_accuracy": ev.accuracy if ev else None,
-            "neighbours": len(self._transport.connected_peers()) if self._transport else 0,
+            "neighbours": len(self.neighbours()) if self._transport else 0,
             "replicas": len(self.engine.replicas),
             "bytes_sent": stats.bytes_sent if stats else 0,
             "bytes_received": stats.bytes_received if stats else 0,
@@ -997,6 +1166,20 @@ def _components(record: ScoreRecord | None) -> dict[str, float | None]:
         "cos": None if record.cosine is None else _finite_or_none(record.cosine),
         "loss": record.loss_score,
     }
+
+
+def _leaf(error: BaseException) -> BaseException:
+    """The first non-group exception inside ``error`` (nurseries wrap a task's crash in groups)."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
+def _only_cancelled(error: BaseException) -> bool:
+    """True if ``error`` is (a group of) cancellations or an interrupt: a stop, not a crash."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_cancelled(e) for e in error.exceptions)
+    return isinstance(error, trio.Cancelled | KeyboardInterrupt | SystemExit | GeneratorExit)
 
 
 def _finite_or_none(x: float) -> float | None:

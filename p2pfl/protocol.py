@@ -21,7 +21,7 @@ digest, tensor names/shapes/dtypes, finiteness, norm bound, and finally the resu
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +63,11 @@ PENDING_PER_PEER = 16
 #: at most this size (a delta announcement with its payload inline; larger payloads are fetched)
 _VALIDATED_MAX = 64
 _VALIDATED_MAX_BYTES = 1 << 20
+#: the reason under which an input is counted when handling it raised an exception other than a WireError
+#: (a bug of ours, or a decoder that is not total yet): the input is refused, the fault kept for the log
+INTERNAL_ERROR = "internal_error"
+#: faults kept until the caller takes them (see GossipEngine.take_faults); older ones are dropped
+_FAULTS_MAX = 64
 DELTA_PROTOCOL = "/p2pfl/delta/1"
 SNAPSHOT_PROTOCOL = "/p2pfl/snapshot/1"
 
@@ -168,6 +173,16 @@ class Readmit:
 
 
 Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Handling an input from ``peer`` raised ``error`` (not a WireError): the input was refused and
+    counted as ``internal_error``. The engine never logs; the caller takes these (``take_faults``)."""
+
+    peer: str | None
+    where: str
+    error: BaseException
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -322,7 +337,10 @@ class GossipEngine:
         #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each
         #: message's signature is checked once, not twice. Small messages only, few of them (a message
         #: validated but never delivered ages out).
-        self._validated: OrderedDict[bytes, Envelope] = OrderedDict()
+        #: The inline delta the validator decoded rides along, so it is decoded once too.
+        self._validated: OrderedDict[bytes, tuple[Envelope, FloatVec | None]] = OrderedDict()
+        #: unexpected exceptions met while handling remote input, for the caller to log (bounded)
+        self.faults: deque[Fault] = deque(maxlen=_FAULTS_MAX)
 
     # -------------------------------------------------------------------------------- properties
 
@@ -391,51 +409,116 @@ class GossipEngine:
             self.rejections_by_peer.setdefault(peer, Counter())[reason] += 1
         return []
 
-    # ----------------------------------------------------------------------------------- inbound
+    def reject(self, reason: str, peer: str | None) -> None:
+        """Count a rejection found outside the engine (a failed fetch, an exception in a handler)."""
+        self._reject(reason, peer)
 
-    def accept_gossip(self, data: bytes) -> bool:
-        """Cheap synchronous check for the transport's gossip validator: forward only well-signed envelopes
-        of this network from allowed, non-evicted senders. (Full checks happen in :meth:`handle_announce`.)"""
+    def fault(self, peer: str | None, where: str, error: BaseException) -> str:
+        """Keep an unexpected exception met while handling ``peer``'s input; returns ``internal_error``."""
+        self.faults.append(Fault(peer, where, error))
+        return INTERNAL_ERROR
+
+    def take_faults(self) -> list[Fault]:
+        """The faults kept since the last call (oldest first), for the caller to log."""
+        out = list(self.faults)
+        self.faults.clear()
+        return out
+
+    def _open(
+        self, data: bytes | memoryview, peer: str | None, *, expected_sender: str | None = None
+    ) -> Envelope | str:
+        """``open_envelope`` with this network's rules, or the rejection reason. Total: whatever the bytes,
+        a reason comes back (a non-WireError is kept as a fault and named ``internal_error``)."""
         try:
-            env = open_envelope(
-                data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
+            return open_envelope(
+                data,
+                limits=self.config.limits,
+                network_id=self.config.network_id,
+                allowed=self.allowed,
+                expected_sender=expected_sender,
             )
         except WireError as exc:
-            self.rejections[exc.reason] += 1  # never delivered: count it here, by reason
+            return exc.reason
+        except Exception as exc:
+            return self.fault(peer, "open_envelope", exc)
+
+    # ----------------------------------------------------------------------------------- inbound
+
+    def accept_gossip(self, data: bytes, via: str | None = None) -> bool:
+        """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
+        network from allowed, non-evicted senders whose inline payload (if any) would apply: the right
+        architecture and size, and tensors that decode to the model's names and shapes, finite and within
+        the norm bound. What depends on the replica (replay, base, result digest) is checked on delivery
+        (:meth:`handle_announce`). A refused message is never delivered nor relayed: it is counted here, by
+        reason, against ``via`` (the forwarder) while the sender is unproven, else against the sender.
+        Never raises."""
+        env = self._open(data, via)
+        if isinstance(env, str):
+            self._reject(env, via)
             return False
-        if env.header.kind != "delta":
-            self.rejections["unexpected_kind"] += 1
-            return False
-        if self.is_evicted(env.header.sender):
-            self.rejections["evicted"] += 1
+        h = env.header
+        checked = self._inline_check(h, env.payload)
+        if isinstance(checked, str):
+            self._reject(checked, h.sender)
             return False
         if len(data) <= _VALIDATED_MAX_BYTES:
-            self._validated[bytes(data)] = env
+            self._validated[bytes(data)] = (env, checked)
             while len(self._validated) > _VALIDATED_MAX:
                 self._validated.popitem(last=False)
         return True
 
+    def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
+        """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its
+        decoded inline delta, or None if it has no payload inline."""
+        if h.kind != "delta":
+            return "unexpected_kind"
+        if self.is_evicted(h.sender):
+            return "evicted"
+        if payload is None:
+            return None  # fetched by digest later: its size is checked before any byte is fetched
+        if h.arch != self.layout.arch:
+            return "wrong_arch"
+        if h.payload_size != self._payload_sizes.get(h.codec):
+            return "bad_size"
+        delta = self._decode_model(h, payload)
+        if isinstance(delta, str):
+            return delta
+        return self._norm_check(delta) or delta
+
+    def _norm_check(self, delta: FloatVec) -> str | None:
+        if self.config.max_delta_norm is not None:
+            norm = float(np.linalg.norm(delta.astype(np.float64)))
+            if not norm <= self.config.max_delta_norm:
+                return "norm_bound"
+        return None
+
     def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
         """A gossip message arrived (delivered by ``via``)."""
-        env = self._validated.pop(data, None)
-        if env is not None and self.allowed is not None and not self.allowed(env.header.sender):
-            return self._reject(SenderNotAllowedError.reason, via)  # the access list changed since validation
-        if env is None:
-            try:
-                env = open_envelope(
-                    data, limits=self.config.limits, network_id=self.config.network_id, allowed=self.allowed
-                )
-            except WireError as exc:
-                return self._reject(exc.reason, via)
+        validated = self._validated.pop(data, None)
+        decoded: FloatVec | None = None
+        if validated is not None:
+            env, decoded = validated
+            if self.allowed is not None and not self.allowed(env.header.sender):
+                return self._reject(SenderNotAllowedError.reason, via)  # the access list changed meanwhile
+        else:
+            opened = self._open(data, via)
+            if isinstance(opened, str):
+                return self._reject(opened, via)
+            env = opened
         h = env.header
         if h.sender == self.peer_id:  # transports never echo our own messages: someone re-sent it
             return self._reject("replay", via)
         if h.kind != "delta":
             return self._reject("unexpected_kind", h.sender)
-        return self._consider_delta(h, env.payload, via, now)
+        return self._consider_delta(h, env.payload, via, now, decoded)
 
     def _consider_delta(
-        self, h: Header, payload: memoryview | bytes | None, via: str, now: float
+        self,
+        h: Header,
+        payload: memoryview | bytes | None,
+        via: str,
+        now: float,
+        decoded: FloatVec | None = None,
     ) -> list[Action]:
         if self.is_evicted(h.sender):
             return self._reject("evicted", h.sender)
@@ -464,7 +547,7 @@ class GossipEngine:
                 return []
             self._fetching[h.payload_digest] = now
             return [FetchPayload(peer=h.sender, via=via, header=h)]
-        return self._apply_delta(rep, h, payload, now)
+        return self._apply_delta(rep, h, payload, now, decoded)
 
     def _buffer(self, h: Header, payload: memoryview | bytes) -> None:
         pending = self._pending.setdefault(h.sender, {})
@@ -495,25 +578,40 @@ class GossipEngine:
         return [RequestSnapshot(peer=peer, via=via)]
 
     def _decode_model(self, h: Header, payload: memoryview | bytes) -> FloatVec | str:
-        """Decode a payload into a flat float32 vector, or return the rejection reason."""
+        """Decode a payload into a flat float32 vector, or return the rejection reason (never raises)."""
         try:
             tensors = decode_tensors(payload, limits=self.config.limits)
             like = self.layout.unflatten(self.own)
             tensors = undo_codec(tensors, h.codec, like)
+            if self.layout.matches(tensors) is not None:
+                return "wrong_shape"
+            vec = self.layout.flatten(tensors)
         except WireError as exc:
             return exc.reason
-        if self.layout.matches(tensors) is not None:
-            return "wrong_shape"
-        return self.layout.flatten(tensors)
+        except Exception as exc:
+            return self.fault(h.sender, "decode_tensors", exc)
+        if not np.isfinite(vec).all():  # e.g. a finite float64 beyond float32's range
+            return "non_finite"
+        return vec
 
-    def _apply_delta(self, rep: Replica, h: Header, payload: memoryview | bytes, now: float) -> list[Action]:
-        delta = self._decode_model(h, payload)
-        if isinstance(delta, str):
-            return self._reject(delta, h.sender)
-        if self.config.max_delta_norm is not None:
-            norm = float(np.linalg.norm(delta.astype(np.float64)))
-            if norm > self.config.max_delta_norm:
-                return self._reject("norm_bound", h.sender)
+    def _apply_delta(
+        self,
+        rep: Replica,
+        h: Header,
+        payload: memoryview | bytes,
+        now: float,
+        decoded: FloatVec | None = None,
+    ) -> list[Action]:
+        """Apply the next version; ``decoded``: the payload as the gossip validator decoded and checked it."""
+        if decoded is None:
+            delta = self._decode_model(h, payload)
+            if isinstance(delta, str):
+                return self._reject(delta, h.sender)
+            bound = self._norm_check(delta)
+            if bound is not None:
+                return self._reject(bound, h.sender)
+        else:
+            delta = decoded
         new = rep.vec + delta
         if not np.isfinite(new).all():
             return self._reject("non_finite", h.sender)
@@ -526,22 +624,30 @@ class GossipEngine:
         self.applied += 1
         return []
 
-    def fetch_failed(self, h: Header, reason: str) -> list[Action]:
-        """A payload fetch failed (``reason``: ``oversize`` or ``unavailable``): count it, allow a retry."""
+    def fetch_failed(self, h: Header, reason: str, peer: str | None = None) -> list[Action]:
+        """A payload fetch from ``peer`` (default: the sender) failed: count ``reason``, allow a retry."""
         self._fetching.pop(h.payload_digest, None)
-        return self._reject(reason, h.sender)
+        return self._reject(reason, peer or h.sender)
 
     def snapshot_failed(self, peer: str, reason: str) -> list[Action]:
         """A snapshot request failed: count it (the retry interval still applies)."""
         return self._reject(f"snapshot_{reason}", peer)
 
-    def handle_payload(self, h: Header, payload: bytes, now: float) -> list[Action]:
-        """A payload fetched by digest arrived for a header we accepted earlier."""
+    def handle_payload(
+        self, h: Header, payload: bytes, now: float, source: str | None = None
+    ) -> list[Action]:
+        """A payload fetched by digest (from ``source``, default the sender) arrived for a header we accepted
+        earlier. Bytes that are not the signed payload count against ``source``; a payload that is the signed
+        one but fails to decode or apply counts against its signer."""
+        source = source or h.sender
         try:
             check_payload(payload, h)
         except WireError as exc:
             self._fetching.pop(h.payload_digest, None)
-            return self._reject(exc.reason, h.sender)
+            return self._reject(exc.reason, source)
+        except Exception as exc:
+            self._fetching.pop(h.payload_digest, None)
+            return self._reject(self.fault(source, "check_payload", exc), source)
         return self._consider_delta(h, payload, h.sender, now)
 
     def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:
@@ -562,16 +668,9 @@ class GossipEngine:
         return self._drain(h.sender, now)
 
     def _open_snapshot(self, data: bytes, expected_sender: str) -> tuple[Envelope, FloatVec] | str:
-        try:
-            env = open_envelope(
-                data,
-                limits=self.config.limits,
-                network_id=self.config.network_id,
-                allowed=self.allowed,
-                expected_sender=expected_sender,
-            )
-        except WireError as exc:
-            return exc.reason
+        env = self._open(data, expected_sender, expected_sender=expected_sender)
+        if isinstance(env, str):
+            return env
         h = env.header
         if h.kind != "snapshot":
             return "unexpected_kind"

@@ -78,7 +78,13 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pfl.errors import ResponseTooLargeError, TransportError
+from p2pfl.errors import (
+    P2PFLError,
+    ProtocolViolationError,
+    RequestTimeoutError,
+    ResponseTooLargeError,
+    TransportError,
+)
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
 
 __all__ = ["Libp2pConfig", "Libp2pTransport", "PeerFilter", "gossip_topic"]
@@ -260,12 +266,15 @@ class _FrameTooLarge(Exception):
 
 
 async def _read_exactly(stream: INetStream, n: int) -> bytes:
-    """``stream.read(n)`` may return fewer bytes: loop until ``n`` arrived (EOF -> TransportError)."""
+    """``stream.read(n)`` may return fewer bytes: loop until ``n`` arrived (EOF: a truncated frame)."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = await stream.read(n - len(buf))
+        try:
+            chunk = await stream.read(n - len(buf))
+        except EOFError:  # py-libp2p's StreamEOF: the remote closed its side
+            chunk = b""
         if not chunk:
-            raise TransportError(f"stream ended after {len(buf)} of {n} bytes")
+            raise ProtocolViolationError(f"stream ended after {len(buf)} of {n} bytes (truncated frame)")
         buf += chunk
     return bytes(buf)
 
@@ -768,7 +777,7 @@ class Libp2pTransport:
         except trio.TooSlowError as exc:
             if stream is not None:
                 await _reset_quietly(stream)
-            raise TransportError(f"{what} timed out after {timeout} s") from exc
+            raise RequestTimeoutError(f"{what} timed out after {timeout} s") from exc
         except TransportError:
             if stream is not None:
                 await _reset_quietly(stream)
@@ -780,14 +789,14 @@ class Libp2pTransport:
         with _cleanup_scope(), suppress(Exception):
             await stream.close()
         if not body:
-            raise TransportError(f"{what}: empty response frame (protocol violation)")
+            raise ProtocolViolationError(f"{what}: empty response frame (no status byte)")
         self._stats.bytes_received += len(body) - 1
         if body[0] == _STATUS_OK:
             return body[1:]
         if body[0] == _STATUS_ERROR:
             text = body[1 : 1 + _MAX_ERROR_TEXT].decode("utf-8", "replace")
             raise TransportError(f"{what}: remote handler failed: {text}")
-        raise TransportError(f"{what}: unknown response status {body[0]}")
+        raise ProtocolViolationError(f"{what}: unknown response status byte {body[0]}")
 
     async def connect(self, addr: str) -> str:
         self._require_running()
@@ -1077,8 +1086,9 @@ class Libp2pTransport:
                 continue
             try:
                 await handler(fwd, data)
-            except Exception:
-                log.exception("gossip handler failed on a message forwarded by %s", fwd)
+            except Exception as exc:  # the handler should never raise (Peer's does not): one line, go on
+                log.error("gossip handler failed peer=%s error=%s: %s", fwd, type(exc).__name__, exc)
+                log.debug("traceback of the failed gossip handler", exc_info=exc)
                 self._stats.drop("gossip_handler_error")
 
     async def _maintenance_loop(self) -> None:
@@ -1185,7 +1195,17 @@ class Libp2pTransport:
         except trio.TooSlowError:
             status, body = _STATUS_ERROR, f"handler timed out after {cfg.handler_timeout} s".encode()
         except Exception as exc:
-            log.debug("request handler for %s failed: %s", protocol, exc)
+            if isinstance(exc, P2PFLError):  # an expected refusal (unknown digest): the requester is told
+                log.debug("request handler for %s refused peer=%s: %s", protocol, pid, exc)
+            else:  # a bug of ours: one line, the stream closes with an error frame, the host keeps serving
+                log.error(
+                    "request handler for %s failed peer=%s error=%s: %s",
+                    protocol,
+                    pid,
+                    type(exc).__name__,
+                    exc,
+                )
+                log.debug("traceback of the failed %s handler", protocol, exc_info=exc)
             text = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:_MAX_ERROR_TEXT]
             status, body = _STATUS_ERROR, text
         try:

@@ -4,9 +4,10 @@ It speaks the real protocol over its own :class:`Libp2pTransport` (same network 
 topic), dials the honest peers given on the command line and, within bounded time, sends every kind of bad
 update an honest peer must refuse:
 
-* ``nan``: a delta signed by the hostile's own key whose payload holds NaN. It names a base the honest peers
-  have never seen, so each of them first fetches the hostile's snapshot (a valid model, served on
-  ``SNAPSHOT_PROTOCOL``) and then applies the buffered delta: that is where it must be refused;
+* ``gap``: a valid delta on a base the honest peers have never seen, so each of them fetches the hostile's
+  snapshot (a valid model, served on ``SNAPSHOT_PROTOCOL``): the hostile is then a replica;
+* ``nan``: a delta signed by the hostile's own key whose inline payload holds NaN: refused by every honest
+  peer's gossip validator (so never relayed);
 * ``wrong_shape``: deltas with transposed/flattened tensors, and with renamed tensors;
 * ``oversize_elements``: a tiny payload declaring a tensor of 2^32 elements (a decompression-bomb shape);
 * ``digest_mismatch``: a delta announced without its payload; the hostile serves bytes that do not match the
@@ -65,6 +66,8 @@ Params = dict[str, npt.NDArray[np.float32]]
 
 #: Size of the payload served for ``oversize_fetch``: above the honest peers' configured max_model_bytes.
 OVERSIZE_FETCH_BYTES = 2 * 1024 * 1024
+#: Pause between bursts of invalid messages, for the honest peers' gossipsub score of us to recover (x0.9/s).
+COOL_S = 12.0
 
 
 def _pack(obj: Any) -> bytes:
@@ -316,6 +319,12 @@ class Hostile:
             payload = bytes(env.payload) if env.payload is not None else None
             await self.send("forged", frame(hb, self.identity.sign(SIGNING_DOMAIN + hb), payload))
 
+    async def announce_gap(self) -> None:
+        """A valid zero delta on top of a version nobody has: each honest peer requests our snapshot."""
+        payload = raw_payload(self.zero_entries())
+        header = dataclasses.replace(self.delta_header(payload, seq=900), base=digest(b"gap"))
+        await self.send("gap", seal(self.identity, header, payload))
+
     async def stall(self, seconds: float, period: float) -> None:
         """Liveness probe (not used by the test): every ``period`` s, a delta with a gap makes each honest
         peer fetch our unchanged snapshot again, which refreshes our replica there as if we had published."""
@@ -357,14 +366,18 @@ class Hostile:
         phase("captured")
         await self.make_snapshot()
         phase("snapshot")
-        await self.attack_nan()  # makes every honest peer fetch our snapshot first
+        await self.announce_gap()  # a valid delta with a gap: every honest peer fetches our snapshot
         served = self.report.snapshots_served
         await self.wait_for("snapshot fetches", lambda: all(p in served for p in self.honest), 10.0)
-        await trio.sleep(0.5)  # the buffered NaN delta is drained right after the snapshot
-        phase("nan")
-        await self.attack_wrong_shape()
-        await self.attack_oversize_elements()
-        phase("wrong_shape+oversize_elements")
+        phase("gap")
+        # replay only versions every honest replica is provably past (a slow CI machine stalls the peers)
+        await self.wait_for(
+            "newer honest versions",
+            lambda: all(self.captured.superseded(p, time.monotonic(), 1.0) for p in self.honest),
+            20.0,
+        )
+        await self.attack_replay()
+        phase("replay")
         await self.attack_by_digest()
         requests = self.report.payload_requests
 
@@ -377,15 +390,17 @@ class Hostile:
 
         await self.wait_for("payload fetches", fetched, 10.0)
         phase("by_digest")
-        # replay only versions every honest replica is provably past (a slow CI machine stalls the peers)
-        await self.wait_for(
-            "newer honest versions",
-            lambda: all(self.captured.superseded(p, time.monotonic(), 1.0) for p in self.honest),
-            20.0,
-        )
-        await self.attack_replay()
-        phase("replay")
-        await self.attack_forged()  # last: each invalid message costs us gossipsub score
+        # From here each message (and the bad payload above) is refused as invalid and costs us 10 points of
+        # gossipsub score at every honest peer (decaying x0.9 per second); below -40 they drop our messages
+        # unseen. Pace the invalid ones so that each reaches the checks it targets.
+        await trio.sleep(COOL_S / 2)
+        await self.attack_nan()  # refused by the honest peers' gossip validators (never relayed)
+        phase("nan")
+        await self.attack_wrong_shape()
+        await self.attack_oversize_elements()
+        phase("wrong_shape+oversize_elements")
+        await trio.sleep(COOL_S)
+        await self.attack_forged()
         phase("forged")
         await trio.sleep(1.5)  # let the last messages be delivered and counted
         phase("done")

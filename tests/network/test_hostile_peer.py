@@ -26,8 +26,9 @@ from tests.network.cluster import REPO, Cluster
 pytestmark = pytest.mark.slow
 
 N = 3
-ROUNDS = 70
-#: non-IID shares (Dirichlet alpha 1): 3 honest peers reach ~0.97 test accuracy in 70 rounds, unattacked
+ROUNDS = 200
+#: non-IID shares (Dirichlet alpha 1): 3 honest peers reach ~0.97 test accuracy in 70 rounds, unattacked; the
+#: paced attack (invalid messages cost the hostile gossipsub score: see hostile.py) lasts ~30 s, hence 200
 DATA = {"alpha": 1.0, "seed": 3}
 #: The honest peers' cap on a fetched payload or snapshot (their model is ~10 KB); the hostile serves more.
 MAX_MODEL_BYTES = 1024 * 1024
@@ -107,7 +108,7 @@ def test_hostile_peer_is_rejected_counted_and_never_changes_honest_models(tmp_pa
             cluster.start(i)
         cluster.wait_rounds(list(range(N)), 3, timeout=60)  # learning together before the hostile arrives
 
-        report = run_hostile(cluster, timeout=45)
+        report = run_hostile(cluster, timeout=90)
         print(f"\nhostile report: {json.dumps(report, sort_keys=True)}")
         assert "done" in report["phases"] and not report["problems"], report
         assert 0 == report["exit"], report
@@ -129,7 +130,7 @@ def test_hostile_peer_is_rejected_counted_and_never_changes_honest_models(tmp_pa
         }, report
         assert N == report["sent"]["replay"] == report["sent"]["forged"], report
 
-        cluster.wait_rounds(list(range(N)), ROUNDS, timeout=120)
+        cluster.wait_rounds(list(range(N)), ROUNDS, timeout=180)
         statuses = [cluster.status(i) for i in range(N)]
         assert [0] * N == [cluster.stop(i) for i in range(N)]  # SIGTERM: clean exit, no crash
     finally:
