@@ -214,8 +214,16 @@ class Malicious:
         base = model_digest(self.values)
         for what in DELTA_PLAN:
             payload = self.delta_payloads.get(what, zero)
-            await t.broadcast(self.announcement(1, base, payload, inline=False))
-            await self.wait(lambda w=what: ("delta", w) in self.served, 10, f"the {what} delta fetch")
+            # Each bad answer costs us gossipsub score at the victim; below its publish threshold our
+            # announcements are dropped unseen until the score decays (once per heartbeat, slower on a loaded
+            # machine), so announce again until the fetch comes, within a bound.
+            for _ in range(15):
+                await t.broadcast(self.announcement(1, base, payload, inline=False))
+                if await self.wait(lambda w=what: ("delta", w) in self.served, 4, "", required=False):
+                    break
+            else:
+                self.problems.append(f"timed out waiting for the {what} delta fetch")
+                return
             await trio.sleep(REQUEST_TIMEOUT_S + 1.0 if what == "stall" else 0.5)
         await trio.sleep(1.0)
 
@@ -242,7 +250,7 @@ def test_a_peer_survives_every_class_of_bad_response_and_keeps_learning(tmp_path
     t0 = time.monotonic()
     cluster = Cluster(tmp_path, 3, seed_base=40)
     bad = Malicious(cluster.specs[0].identity.peer_id)
-    thread = threading.Thread(target=trio.run, args=(bad.main, 240.0), daemon=True)
+    thread = threading.Thread(target=trio.run, args=(bad.main, 360.0), daemon=True)
     thread.start()
     assert bad.ready.wait(30), "the malicious host did not start"
     try:
@@ -250,7 +258,7 @@ def test_a_peer_survives_every_class_of_bad_response_and_keeps_learning(tmp_path
             cluster.configure(i, sections(cluster, i, bad.addr))
         for i in range(3):
             cluster.start(i)
-        assert bad.done.wait(240), ("the attack did not finish", bad.served, bad.problems)
+        assert bad.done.wait(360), ("the attack did not finish", bad.served, bad.problems)
         assert not bad.problems, (bad.problems, bad.served, cluster.explain([0]))
         assert [("snapshot", w) for w in SNAPSHOT_PLAN] == [s for s in bad.served if s[0] == "snapshot"][:7]
         assert [("delta", w) for w in DELTA_PLAN] == [s for s in bad.served if s[0] == "delta"][:6]
@@ -268,8 +276,9 @@ def test_a_peer_survives_every_class_of_bad_response_and_keeps_learning(tmp_path
     for (kind, what), reason in TRANSPORT_REASONS.items():
         least = sum(1 for r in TRANSPORT_REASONS.values() if r == reason)
         assert rejected.get(reason, 0) >= least, (kind, what, reason, rejected)
-    # the crafted envelope and the two [0, 2**63] tensors: counted under the decoder's reasons
-    decoded = sum(rejected.values()) - sum(rejected.get(r, 0) for r in set(TRANSPORT_REASONS.values()))
+    # the crafted envelope and the two [0, 2**63] tensors: counted under the decoder's reasons, which may
+    # share a slug with a transport class (a too-large shape is ``oversize``), so count beyond those classes
+    decoded = sum(rejected.values()) - len(TRANSPORT_REASONS)
     assert decoded >= 3, rejected
     assert after["val_accuracy"] is not None and after["val_accuracy"] >= 0.8, after
     log = cluster.log(0)
