@@ -15,9 +15,10 @@ request (``op`` = ``register`` | ``unregister`` | ``discover`` | ``status``), on
 (``ok`` true with results, or ``ok`` false with a stable ``error`` slug and a ``detail`` text).
 
 The package, by concern: :mod:`.errors` (every refusal, with a reason slug), :mod:`.codec` (the protocol's
-bounds and strict msgpack), :mod:`.records` (signed records and addresses; pure), :mod:`.cache` (the peer
-cache file) and :mod:`.client` (the registry client, the only part that uses a transport). It imports
-neither libp2p nor torch, so the registry service and the peer share it cheaply.
+bounds and strict msgpack), :mod:`.records` (signed records and addresses; pure), :mod:`.policy` (which
+discovered peers to dial; pure), :mod:`.cache` (the peer cache file) and :mod:`.client` (the registry client,
+the only part that uses a transport). It imports neither libp2p nor torch, so the registry service and the
+peer share it cheaply.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from p2pfl.discovery.errors import (
     RegistryError,
     RegistryUnavailableError,
 )
+from p2pfl.discovery.policy import select_dials
 from p2pfl.discovery.records import PeerRecord, normalize_addr
 from p2pfl.discovery.records import _body_bytes as _body_bytes  # for the fuzz harness
 
@@ -86,4 +88,5 @@ __all__ = [
     "dial_record",
     "encode_message",
     "normalize_addr",
+    "select_dials",
 ]

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 import p2pfl.discovery
-from p2pfl.discovery import cache, client, codec, errors, records
+from p2pfl.discovery import cache, client, codec, errors, policy, records
 
 PACKAGE = Path(p2pfl.discovery.__file__).parent
 REPO = PACKAGE.parents[1]
+MODULES = (errors, codec, records, policy, cache, client)
 
 #: Every name another part of the repository imports from ``p2pfl.discovery`` (service, CLI, peer, tests).
 IMPORTED_ELSEWHERE = (
@@ -58,7 +59,7 @@ def _imports(module: object) -> set[str]:
 @pytest.mark.parametrize("name", IMPORTED_ELSEWHERE)
 def test_the_old_import_paths_resolve_to_the_submodules_objects(name: str) -> None:
     obj = getattr(p2pfl.discovery, name)
-    homes = [m for m in (errors, codec, records, cache, client) if getattr(m, name, None) is obj]
+    homes = [m for m in MODULES if getattr(m, name, None) is obj]
     assert homes, name
 
 
@@ -67,7 +68,7 @@ def test_every_public_name_resolves() -> None:
         assert getattr(p2pfl.discovery, name) is not None
 
 
-@pytest.mark.parametrize("module", [errors, codec, records], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [errors, codec, records, policy], ids=lambda m: m.__name__)
 def test_records_codec_and_errors_are_pure(module: object) -> None:
     """No transport, no event loop, no files: records are checked the same in the registry and the peer."""
     banned = {"trio", "os", "pathlib", "socket", "p2pfl.fsutil", "p2pfl.transport", "p2pfl.discovery.client"}
@@ -75,14 +76,14 @@ def test_records_codec_and_errors_are_pure(module: object) -> None:
 
 
 def test_only_the_client_uses_the_event_loop_and_only_the_cache_writes_files() -> None:
-    users = {m.__name__ for m in (errors, codec, records, cache, client) if "trio" in _imports(m)}
-    writers = {m.__name__ for m in (errors, codec, records, cache, client) if "p2pfl.fsutil" in _imports(m)}
+    users = {m.__name__ for m in MODULES if "trio" in _imports(m)}
+    writers = {m.__name__ for m in MODULES if "p2pfl.fsutil" in _imports(m)}
     assert ({"p2pfl.discovery.client"}, {"p2pfl.discovery.cache"}) == (users, writers)
 
 
 def test_no_discovery_module_imports_numpy_libp2p_or_torch() -> None:
     heavy = {"numpy", "libp2p", "torch"}
-    for module in (errors, codec, records, cache, client):
+    for module in MODULES:
         assert set() == {m for m in _imports(module) if m.split(".")[0] in heavy}, module.__name__
 
 
