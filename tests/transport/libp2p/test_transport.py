@@ -120,6 +120,9 @@ def test_bad_arguments() -> None:
         Libp2pTransport(seed=seed(1), network_id="x", config=Libp2pConfig(gossip_max_bytes=2 << 20))
     with pytest.raises(TransportError, match="publish_rate"):
         Libp2pConfig(publish_rate_per_second=500).validate()
+    for bounded in ("cleanup_s", "stuck_grace_s"):
+        with pytest.raises(TransportError, match=bounded):
+            replace(Libp2pConfig(), **{bounded: 0.0}).validate()
 
 
 async def test_not_running_raises() -> None:
