@@ -1,7 +1,7 @@
 """The transport seam: the one small interface every transport satisfies.
 
-The peer only speaks to this interface, so the same peer code runs over real libp2p (``libp2p.py``) and over
-the in-process ``memory.py`` transport used for very large simulations and for users' own tests.
+The peer only speaks to this interface, so the same peer code runs over real libp2p (package ``libp2p``) and
+over the in-process ``memory.py`` transport used for very large simulations and for users' own tests.
 
 Two primitives are enough for the protocol:
 

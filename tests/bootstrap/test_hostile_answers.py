@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import bootstrap.service
-import p2pfl.discovery
+import p2pfl.discovery.client
 from bootstrap.service import Registry
 from p2pfl.discovery import RegistryUnavailableError, decode_message, encode_message
 from p2pfl.transport.memory import MemoryNetwork
@@ -43,7 +43,7 @@ async def test_any_exception_decoding_a_registry_answer_fails_that_call_only(
     net = MemoryNetwork()
     async with registry(net) as (rt, _), clients(net, range(1, 2), "n", [f"memory/{rt.peer_id}"]) as (c,):
         assert 1 == await c.register()
-        monkeypatch.setattr(p2pfl.discovery, "decode_message", _raise)
+        monkeypatch.setattr(p2pfl.discovery.client, "decode_message", _raise)
         with pytest.raises(RegistryUnavailableError, match="RuntimeError"):
             await c.register()
         assert [] == await c.find_peers()  # no raise: the registry's answer is dropped

@@ -120,6 +120,9 @@ def test_bad_arguments() -> None:
         Libp2pTransport(seed=seed(1), network_id="x", config=Libp2pConfig(gossip_max_bytes=2 << 20))
     with pytest.raises(TransportError, match="publish_rate"):
         Libp2pConfig(publish_rate_per_second=500).validate()
+    for bounded in ("cleanup_s", "stuck_grace_s"):
+        with pytest.raises(TransportError, match=bounded):
+            replace(Libp2pConfig(), **{bounded: 0.0}).validate()
 
 
 async def test_not_running_raises() -> None:
@@ -657,11 +660,9 @@ async def test_a_request_stuck_past_its_timeout_gets_its_connection_closed(
 ) -> None:
     """The watchdog behind it: a request that its own timeout cannot end (here: shielded, with a long inner
     timeout) is ended by closing its connection once it is overdue past its cleanup and a grace period."""
-    import p2pfl.transport.libp2p as mod
-
-    monkeypatch.setattr(mod, "_STUCK_GRACE_S", 0.5)
-    monkeypatch.setattr(mod, "_CLEANUP_S", 0.5)  # the bounded cleanup a request may still be in
-    async with transports(2, replace(FAST, maintenance_interval=0.2)) as (a, b):
+    # cleanup_s: the bounded cleanup a request may still be in
+    config = replace(FAST, maintenance_interval=0.2, cleanup_s=0.5, stuck_grace_s=0.5)
+    async with transports(2, config) as (a, b):
         answer = await _connect_to_a_silent_handler(a, b)
         inner = a._request_on
 

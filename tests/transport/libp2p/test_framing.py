@@ -15,7 +15,7 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from p2pfl.errors import ProtocolViolationError, RequestTimeoutError, ResponseTooLargeError, TransportError
-from tests.transport.test_libp2p_transport import raw_host, transports
+from tests.transport.libp2p.test_transport import raw_host, transports
 
 
 async def _read_request(stream: INetStream) -> bytes:

@@ -1,0 +1,82 @@
+"""The real-network transport: a py-libp2p 0.8.1 host with gossipsub and length-prefixed request streams.
+
+Usage::
+
+    async with Libp2pTransport.open(seed=seed32, network_id="demo", listen="/ip4/127.0.0.1/tcp/0") as t:
+        t.set_gossip_handler(on_gossip)
+        await t.connect("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooW...")
+        await t.broadcast(b"...")
+        resp = await t.request(peer_id, "/p2pfl/delta/1", b"req", max_response=64 << 20, timeout=10.0)
+
+The package, by concern:
+
+* :mod:`.host`: identity, host construction and lifecycle; :class:`Libp2pTransport` combines the three
+  mixins below.
+* :mod:`.streams`: stream framing and the request/response protocols (bounded count, size and time).
+* :mod:`.gossip`: one topic per publisher, validation, paced publishing, score parameters.
+* :mod:`.connections`: the access filter and block list, dialling, duplicate-pair resync, the watchdog.
+* :mod:`.config`: :class:`Libp2pConfig`, every tunable, validated in one place.
+* :mod:`.compat`: the one module that touches py-libp2p internals; it refuses an unsupported version at
+  import.
+
+What the defaults of py-libp2p 0.8.1 get wrong for us, and where it is handled (each point was checked
+against the library's source):
+
+* ``new_host`` offers Noise, TLS, SECIO *and plaintext* security and Yamux *and* Mplex; we pass Noise and
+  Yamux only, so a peer cannot negotiate a weaker channel (:func:`.host._build_host`).
+* Dialing waits 250 ms (happy eyeballs) unless ``max_connections_per_peer=1`` (:func:`.host._build_host`).
+* The swarm's auto-connector dials peerstore entries toward (low+high watermark)/2 = 150 connections; its
+  ``start`` is replaced by a no-op so the topology stays the one the application chose
+  (:func:`.compat.disable_auto_connector`).
+* Gossipsub's heartbeat defaults to 120 s, and with adaptive gossip on it is *raised* to 30-60 s whenever the
+  router judges the network unhealthy: adaptive gossip is off and the heartbeat is 1 s
+  (:func:`.gossip.make_gossipsub`).
+* Score parameters are subtracted in ``score.py`` (``s -= weight * count``): a penalty weight must be
+  *positive* here, unlike go-libp2p. Defaults are all 0 and thresholds ``-inf`` (scoring does nothing)
+  (:func:`.gossip.score_params`).
+* A sync topic validator that raises escapes ``push_msg`` and can stop the pubsub service; a malformed RPC
+  raises protobuf's ``DecodeError`` out of the pubsub stream handler and takes the host down. Both are
+  wrapped (:class:`.compat.HardenedPubsub`), which also makes the eviction teardown idempotent.
+* ``Pubsub.publish`` delivers our own messages to our own subscription; they are filtered out
+  (:meth:`.gossip.GossipMixin._on_accepted`).
+* Spam protection (10 msg/s per forwarder per topic, own publishes included) drops *forwarding* silently and
+  penalises the forwarder: one honest relay in a small network passes that easily. The limit is raised to
+  100/s and our own publishes are paced well below it and below the 32-RPC outbound queue per peer
+  (:meth:`.gossip.GossipMixin.broadcast`, :func:`.compat.outbound_queue_lengths`).
+* ``equivocation_detection`` keeps whole messages until it holds >1000: cleared every few seconds
+  (:func:`.compat.clear_equivocation_cache`).
+* Listeners use SO_REUSEPORT (a busy port "works" and shares connections) and ``Swarm.listen`` reports
+  failure only by return value: a fixed port is probed first and an empty listener set raises
+  (:func:`.host._check_port_free`, :meth:`.host.Libp2pTransport._run`).
+* A failed dial puts the peer in a 60 s negative cache and only one stored TCP address per peer is tried:
+  an explicit :meth:`Libp2pTransport.connect` clears both for that peer first
+  (:func:`.compat.evict_negative_dial_cache`).
+* Two peers dialling each other at once both keep their connection (``max_connections_per_peer`` trims
+  only after a 20 s grace period). Gossip works over such a pair until one of the two closes; then pubsub,
+  which keeps one stream and one subscription set per *peer*, forgets the peer's subscriptions on one side
+  while the other side keeps a dead stream, and gossip between the two stops for good. Every duplicate or
+  partially closed pair is therefore *resynced*: both ends close the old connections and the end that can
+  (the dialler; the lower peer id when both dialled) dials again, so pubsub starts over on one clean
+  connection (:meth:`.connections.ConnectionsMixin._resync`).
+* A yamux connection can deadlock with both ends' send buffers full, and a shielded stream reset then waits
+  forever: a request overdue past its timeout, cleanup and a grace period gets its connection's socket
+  closed (:meth:`.connections.ConnectionsMixin.abort`, :func:`.compat.tcp_socket_of`).
+* Importing libp2p sets its logger to ``propagate=False`` without handlers (warnings land on stderr via
+  logging's last resort): see :func:`.compat.quiet_libp2p_logging`.
+
+Every submodule logs to the ``p2pfl.transport.libp2p`` logger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from p2pfl.transport.libp2p.compat import UnsupportedLibp2pError
+from p2pfl.transport.libp2p.config import Libp2pConfig
+from p2pfl.transport.libp2p.gossip import gossip_topic
+from p2pfl.transport.libp2p.host import Libp2pTransport
+
+__all__ = ["Libp2pConfig", "Libp2pTransport", "PeerFilter", "UnsupportedLibp2pError", "gossip_topic"]
+
+#: Access-control hook: peer id -> allowed?
+PeerFilter = Callable[[str], bool]

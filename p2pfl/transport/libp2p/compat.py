@@ -1,0 +1,326 @@
+"""Every touch of py-libp2p internals, in one place, for the one py-libp2p version we support.
+
+py-libp2p is young and renames its internals between releases; the transport needs a few of them to fix what
+the library gets wrong (see the package docstring). Each workaround is a named function or class here with
+the reason it exists. At import this module checks that the installed version is one it was written for and
+that every private name it patches or reads exists, so an upgrade fails at once with
+:class:`UnsupportedLibp2pError` instead of silently at run time. No other module of p2pfl reaches into
+py-libp2p's private attributes (a test enforces it).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from functools import partial
+from typing import Final, Literal
+
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork
+from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, OutBoundQueueSize
+from libp2p.pubsub.score import PeerScorer
+from libp2p.rcmgr import Direction
+
+from p2pfl.errors import TransportError
+
+__all__ = [
+    "MAX_RPC_BYTES",
+    "OUTBOUND_QUEUE_SIZE",
+    "REQUIRED_ATTRS",
+    "REQUIRED_INSTANCE_ATTRS",
+    "SUPPORTED",
+    "HardenedPubsub",
+    "UnsupportedLibp2pError",
+    "check_instances",
+    "clear_equivocation_cache",
+    "connection_direction",
+    "disable_auto_connector",
+    "evict_negative_dial_cache",
+    "has_pubsub_stream",
+    "mesh_members",
+    "outbound_queue_lengths",
+    "peer_scorer",
+    "quiet_libp2p_logging",
+    "tcp_socket_of",
+    "topic_subscribers",
+]
+
+log = logging.getLogger("p2pfl.transport.libp2p")
+
+#: py-libp2p releases whose internals this module was checked against.
+SUPPORTED: Final = frozenset({"0.8.1"})
+
+
+class UnsupportedLibp2pError(TransportError):
+    """The installed py-libp2p is not a version p2pfl supports (its internals may differ)."""
+
+    reason = "unsupported_libp2p"
+
+
+#: (class, attribute) pairs this module overrides or reads; checked with ``hasattr`` at import.
+REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
+    (Pubsub, "stream_handler"),
+    (Pubsub, "push_msg"),
+    (Pubsub, "notify_subscriptions"),
+    (Pubsub, "_teardown_if_connected"),
+    (Pubsub, "_handle_dead_peer"),
+    (Pubsub, "_forget_all_subscriptions"),
+    (Pubsub, "get_message_id"),
+    (SwarmConn, "direction"),
+    (PeerScorer, "penalize_behavior"),
+    (PeerScorer, "score"),
+)
+
+#: Attributes set in ``__init__`` (not visible on the class): checked on every host built, by
+#: :func:`check_instances`, as (what, attribute).
+REQUIRED_INSTANCE_ATTRS: Final[tuple[tuple[Literal["network", "pubsub", "gossipsub"], str], ...]] = (
+    ("network", "auto_connector"),
+    ("network", "_negative_peer_cache"),
+    ("pubsub", "peers"),
+    ("pubsub", "peer_queues"),
+    ("pubsub", "peer_topics"),
+    ("gossipsub", "mesh"),
+    ("gossipsub", "scorer"),
+    ("gossipsub", "equivocation_detection"),
+)
+
+#: Largest RPC gossipsub accepts (larger publishes are dropped silently).
+MAX_RPC_BYTES: Final[int] = DefaultMaxMessageSize
+#: RPCs queued per peer before pubsub drops new ones silently.
+OUTBOUND_QUEUE_SIZE: Final[int] = OutBoundQueueSize
+
+
+def _unsupported(found: str) -> UnsupportedLibp2pError:
+    return UnsupportedLibp2pError(
+        f"p2pfl supports py-libp2p {', '.join(sorted(SUPPORTED))}, found {found}; "
+        f"pin libp2p=={max(SUPPORTED)} or upgrade p2pfl"
+    )
+
+
+def _check_version() -> None:
+    try:
+        version = importlib.metadata.version("libp2p")
+    except importlib.metadata.PackageNotFoundError:
+        version = "no installed distribution"
+    if version not in SUPPORTED:
+        raise _unsupported(version)
+    missing = [f"{cls.__name__}.{name}" for cls, name in REQUIRED_ATTRS if not hasattr(cls, name)]
+    if missing:
+        raise _unsupported(f"{version} without {', '.join(missing)}")
+
+
+_check_version()
+
+
+def check_instances(network: INetwork, pubsub: Pubsub, gossipsub: GossipSub) -> None:
+    """Raise :class:`UnsupportedLibp2pError` unless the instance attributes we use exist on a built host."""
+    objs: dict[str, object] = {"network": network, "pubsub": pubsub, "gossipsub": gossipsub}
+    missing = [f"{what}.{name}" for what, name in REQUIRED_INSTANCE_ATTRS if not hasattr(objs[what], name)]
+    if missing:
+        raise _unsupported(f"{importlib.metadata.version('libp2p')} without {', '.join(missing)}")
+
+
+# ------------------------------------------------------------------------------------------------ logging
+def quiet_libp2p_logging() -> None:
+    """Stop libp2p's WARNING spam reaching stderr without hiding it from an application's own handlers.
+
+    Importing libp2p (without ``LIBP2P_DEBUG``) sets the ``libp2p`` logger to WARNING, ``propagate=False``
+    and no handler, so its warnings go to Python's last-resort stderr handler and never to the app's
+    handlers. We restore propagation and add a NullHandler; ``LIBP2P_DEBUG`` setups are left alone.
+    """
+    if os.environ.get("LIBP2P_DEBUG"):
+        return
+    root = logging.getLogger("libp2p")
+    if not any(isinstance(h, logging.NullHandler) for h in root.handlers):
+        root.addHandler(logging.NullHandler())
+    root.propagate = True
+    if root.level == logging.NOTSET or root.level < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    # It sets INFO on itself; we disable it anyway.
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
+    # Failed dials and stream opens are logged at ERROR *and* raised; we raise them as TransportError.
+    for name, prefix in (
+        ("libp2p.host.basic_host", "Failed to open stream"),
+        ("libp2p.transport.tcp.tcp", "Failed to open TCP stream"),
+    ):
+        logging.getLogger(name).addFilter(partial(_not_prefixed, prefix))
+
+
+def _not_prefixed(prefix: str, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(prefix)
+
+
+quiet_libp2p_logging()
+
+
+# ------------------------------------------------------------------------------------------------- pubsub
+class HardenedPubsub(Pubsub):
+    """Pubsub that survives hostile input and hands accepted messages (with their forwarder) to the transport.
+
+    * a malformed RPC raises protobuf's ``DecodeError`` out of the library's ``stream_handler`` and stops
+      the pubsub service (the host with it): here it drops that peer's stream, never the host;
+    * ``push_msg`` failures (an undecodable key, a raising sync validator) drop the message, never the
+      service;
+    * ``notify_subscriptions`` delivers straight to the transport instead of a 32-slot channel that drops
+      silently when full;
+    * the private ``_teardown_if_connected`` is made idempotent (see its docstring).
+
+    The transport calls :meth:`bind` right after construction, before the service runs.
+    """
+
+    #: peer id -> may it talk to us (the access filter and block list)
+    allow: Callable[[str], bool]
+    #: count a dropped message or stream under a reason
+    drop: Callable[[str], None]
+    #: called once per accepted, first-seen message (ours included)
+    on_accepted: Callable[[rpc_pb2.Message], None]
+    #: reset a stream, bounded and quietly
+    reset_stream: Callable[[INetStream], Awaitable[None]]
+
+    def bind(
+        self,
+        *,
+        allow: Callable[[str], bool],
+        drop: Callable[[str], None],
+        on_accepted: Callable[[rpc_pb2.Message], None],
+        reset_stream: Callable[[INetStream], Awaitable[None]],
+    ) -> None:
+        """Connect the hooks to the transport."""
+        self.allow, self.drop, self.on_accepted, self.reset_stream = allow, drop, on_accepted, reset_stream
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        if not self.allow(str(peer_id)):
+            self.drop("peer_filter")
+            await self.reset_stream(stream)
+            return
+        try:
+            await super().stream_handler(stream)
+        except Exception as exc:  # hostile or broken peer: drop it, keep the host
+            log.info("dropping pubsub stream from %s: %s: %s", peer_id, type(exc).__name__, exc)
+            self.drop("malformed_rpc")
+            await self.reset_stream(stream)
+            self._handle_dead_peer(peer_id)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except Exception as exc:
+            log.info("dropping pubsub message from %s: %s: %s", msg_forwarder, type(exc).__name__, exc)
+            self.drop("pubsub_error")
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        self.on_accepted(publish_message)
+
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        """Blacklisting tears the peer down in a background task; the library's version ``del``s the peer
+        after an ``await``, by which time the dead-peer handler may have removed it: the ``KeyError`` then
+        stopped the whole pubsub service (seen when evicting a peer). Remove it idempotently instead."""
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            with suppress(Exception):
+                await stream.reset()
+            if self.peers.get(peer_id) is stream:
+                self._handle_dead_peer(peer_id)
+        self._forget_all_subscriptions(peer_id)
+
+
+def has_pubsub_stream(pubsub: Pubsub, pid: ID) -> bool:
+    """Whether pubsub still holds a stream for ``pid``: it forgets the peer only once its last connection is
+    gone, and ignores a redial made before that (the resync waits for it)."""
+    return pid in pubsub.peers
+
+
+def outbound_queue_lengths(pubsub: Pubsub) -> list[int]:
+    """RPCs waiting in each peer's outbound queue. A full queue (:data:`OUTBOUND_QUEUE_SIZE`) drops new RPCs
+    silently, so ``broadcast`` waits for room first (back-pressure)."""
+    return [len(q) for q in pubsub.peer_queues.values()]
+
+
+def topic_subscribers(pubsub: Pubsub, topic: str) -> set[ID]:
+    """Peers that told us they subscribe to ``topic`` (pubsub keeps it in a public-looking dict)."""
+    return set(pubsub.peer_topics.get(topic, ()))
+
+
+def mesh_members(gossipsub: GossipSub, topic: str) -> set[ID]:
+    """Our gossipsub mesh for ``topic``: the peers our publishes reach directly."""
+    return set(gossipsub.mesh.get(topic, ()))
+
+
+def peer_scorer(gossipsub: GossipSub) -> PeerScorer:
+    """The router's peer scorer (GossipSub always builds one; the attribute is typed Optional)."""
+    scorer = gossipsub.scorer
+    if scorer is None:
+        raise TransportError("gossipsub has no peer scorer")
+    return scorer
+
+
+def clear_equivocation_cache(gossipsub: GossipSub) -> None:
+    """Gossipsub's equivocation detection keeps whole messages until it holds more than 1000 entries (30
+    messages of 900 KB per router: memory grows without bound in practice); it is cleared periodically."""
+    eq = getattr(gossipsub, "equivocation_detection", None)
+    if isinstance(eq, dict):
+        eq.clear()
+
+
+# ------------------------------------------------------------------------------------------------- swarm
+async def _noop() -> None:
+    return None
+
+
+def disable_auto_connector(network: INetwork) -> None:
+    """The swarm's auto-connector dials peerstore entries every 30 s toward (low + high watermark) / 2 = 150
+    connections, densifying the topology the application chose; it never starts if ``start`` does nothing."""
+    auto = getattr(network, "auto_connector", None)
+    if auto is not None:
+        auto.start = _noop
+
+
+def evict_negative_dial_cache(network: INetwork, peer_id: str) -> None:
+    """A failed dial puts the peer in the swarm's negative cache, which refuses dials to it for 60 s; an
+    explicit connect clears it so that dialling a peer that came back works at once."""
+    negative = getattr(network, "_negative_peer_cache", None)
+    if negative is not None:
+        negative.evict(peer_id)
+
+
+def connection_direction(conn: INetConn) -> Literal["inbound", "outbound", "unknown"]:
+    """Who dialled: the resync lets the dialler (who knows a dialable address) redial."""
+    direction = getattr(conn, "direction", Direction.UNKNOWN)
+    if direction == Direction.INBOUND:
+        return "inbound"
+    if direction == Direction.OUTBOUND:
+        return "outbound"
+    return "unknown"
+
+
+def tcp_socket_of(conn: object) -> trio.socket.SocketType | None:
+    """The TCP socket under a py-libp2p connection, so ``abort`` can close it.
+
+    py-libp2p can deadlock a yamux connection (both ends' send buffers full, each reader waiting for the
+    write lock a blocked ``send_all`` holds) and a shielded stream reset then waits forever; closing the
+    socket is the one thing that wakes it. The layers (swarm conn, yamux, secure session, noise
+    reader-writer, raw connection, trio stream) differ between versions, so follow the attributes they use
+    for "the layer below", a few levels deep, until a trio ``SocketStream``.
+    """
+    node: object = conn
+    for _ in range(10):
+        if isinstance(node, trio.SocketStream):
+            return node.socket
+        below = None
+        for attr in ("muxed_conn", "secured_conn", "conn", "stream", "read_writer"):
+            below = getattr(node, attr, None)
+            if below is not None:
+                break
+        if below is None:
+            return None
+        node = below
+    return None
