@@ -364,9 +364,9 @@ class Peer:
             self._log_stop(error)
 
     def _log_stop(self, error: BaseException | None) -> None:
-        """One last line: INFO for a clean stop; ERROR for an expected failure (a :class:`P2PFLError` such as a
-        full disk); a crash (a bug, or an error the host app raised inside the ``async with``) is CRITICAL with
-        its type, so neither reads like a clean stop."""
+        """One last line: INFO for a clean stop; ERROR for an expected failure (a :class:`P2PFLError` such as
+        a full disk); a crash (a bug, or an error the host app raised inside the ``async with``) is CRITICAL
+        with its type, so neither reads like a clean stop."""
         where = (
             f"peer={self.peer_id} round={self.round} seq={self.engine.seq} persisted_seq={self.persisted_seq}"
         )
@@ -374,7 +374,7 @@ class Peer:
             log.info("peer stopped %s", where)
             return
         leaf = _leaf(error)
-        if isinstance(leaf, P2PFLError):  # an expected failure (disk full, bad state): no bug, but no clean stop
+        if isinstance(leaf, P2PFLError):  # expected (disk full, bad state): no bug, but no clean stop
             log.error("peer failed %s error=%s: %s", where, type(leaf).__name__, leaf)
             return
         log.critical("peer crashed %s error=%s: %s", where, type(leaf).__name__, leaf)
