@@ -54,8 +54,9 @@ from p2pfl.protocol import (
     RequestSnapshot,
     RoundOutcome,
 )
+from p2pfl.protocol.guards import GuardConfig, RollbackGuard, decide_round
 from p2pfl.scoring import ScoreRecord, ScoringConfig
-from p2pfl.state import Checkpoint, RollbackGuard, VersionLog, load_checkpoint, save_checkpoint
+from p2pfl.state import Checkpoint, VersionLog, load_checkpoint, save_checkpoint
 from p2pfl.transport.base import Transport
 from p2pfl.wire import DIGEST_SIZE, Meta
 
@@ -259,6 +260,12 @@ class Peer:
         self._nursery: trio.Nursery | None = None
         self._log: VersionLog | None = None
         self.persisted_seq: int | None = None  # the version the checkpoint holds (None: none yet)
+        self._guard_config = GuardConfig(
+            mix_guard_margin=config.mix_guard_margin,
+            mix_guard_warmup=config.mix_guard_warmup,
+            rollback_margin=config.rollback_margin,
+            rollback_warmup=config.rollback_warmup,
+        )
         self._guard = (
             RollbackGuard(margin=config.rollback_margin, warmup=config.rollback_warmup)
             if config.rollback_margin
@@ -986,47 +993,22 @@ class Peer:
         self._last_mix = trio.current_time()
         mixed = self.engine.own_params()
         learner.set_params(mixed)
-        ev = await trio.to_thread.run_sync(learner.evaluate)
-        mix_refused = False
-        margin = self.config.mix_guard_margin
-        if (
-            margin is not None
-            and self.round > self.config.mix_guard_warmup
-            and trained_eval is not None
-            and trained_eval.accuracy is not None
-            and (ev.accuracy is None or ev.accuracy < trained_eval.accuracy * (1.0 - margin))
-        ):
-            self.engine.set_own(trained)
-            learner.set_params(trained)
-            log.warning(
-                "mix refused round=%d mix_accuracy=%s trained_accuracy=%.4f: keeping the trained model",
-                self.round,
-                "-" if ev.accuracy is None else f"{ev.accuracy:.4f}",
-                trained_eval.accuracy,
-            )
-            ev = trained_eval
-            mix_refused = True
-            self.mixes_refused += 1
-        self.last_eval = ev
-        rolled_back = False
-        if self._guard is not None and ev.accuracy is not None:
-            back = self._guard.observe(self.round, ev.accuracy, mixed)
-            if back is not None:
-                best_round, best_acc, params = back
-                self.engine.set_own(params)
-                learner.set_params(params)
-                rolled_back = True
-                log.warning(
-                    "rollback round=%d accuracy=%.4f best_round=%d best_accuracy=%.4f",
-                    self.round,
-                    ev.accuracy,
-                    best_round,
-                    best_acc,
-                )
+        mixed_eval = await trio.to_thread.run_sync(learner.evaluate)
+        decision = decide_round(
+            self.round, trained_eval, mixed_eval, trained, mixed, cfg=self._guard_config, rollback=self._guard
+        )
+        if decision.params_source != "mixed":
+            self.engine.set_own(decision.params)
+            learner.set_params(decision.params)
+        for line in decision.logs:
+            log.warning("%s", line)
+        self.mixes_refused += decision.mix_refused
+        ev = self.last_eval = decision.evaluation
+        rolled_back, mix_refused = decision.rolled_back, decision.mix_refused
         metrics = {"train_loss": train.loss, "val_loss": ev.loss}
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
-        await trio.to_thread.run_sync(self._persist, outcome, metrics, rolled_back, mix_refused)
+        await trio.to_thread.run_sync(self._persist, outcome, metrics, decision.notes)
         await self._execute(outcome.actions)
         await self.write_status()
         report = RoundReport(
@@ -1058,7 +1040,7 @@ class Peer:
                 ) from exc
 
     def _persist(
-        self, outcome: RoundOutcome, metrics: dict[str, float], rolled_back: bool, mix_refused: bool
+        self, outcome: RoundOutcome, metrics: dict[str, float], notes: Sequence[tuple[str, str]] = ()
     ) -> None:
         """Checkpoint, then version log; the checkpoint carries the signed records, so a failed log append
         loses nothing (the next start appends them: ``VersionLog.reconcile``)."""
@@ -1087,21 +1069,6 @@ class Peer:
                 "timestamp_ms": _now_ms(),
             }
         ]
-        notes = []  # what else happened to this version, each its own signed record
-        if mix_refused:
-            notes.append(
-                (
-                    "mix_refused",
-                    f"the mix lost over {self.config.mix_guard_margin:.0%} of the trained accuracy",
-                ),
-            )
-        if rolled_back:
-            notes.append(
-                (
-                    "rollback",
-                    f"validation accuracy fell over {self.config.rollback_margin} below a recent version",
-                )
-            )
         for event, reason in notes:
             entries.append(
                 {
