@@ -25,9 +25,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +53,7 @@ from p2pfl.protocol import (
     Readmit,
     RequestSnapshot,
     RoundOutcome,
+    ValLossCache,
 )
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, decide_round
 from p2pfl.scoring import ScoreRecord, ScoringConfig
@@ -90,6 +91,8 @@ _NOT_PROVABLE = frozenset(
 
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
+#: how a peer runs blocking work (``trio.to_thread.run_sync`` unless a test runs it inline)
+RunSync = Callable[..., Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -238,8 +241,11 @@ class Peer:
         identity: Identity | None = None,
         *,
         transport: TransportFactory | None = None,
+        run_sync: RunSync | None = None,
     ) -> None:
         self.config = config
+        #: runs blocking work (training, evaluation, disk) off the event loop; tests may run it inline
+        self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
         self.learner = learner
         self.identity = identity or Identity.generate()
         self._transport_factory = transport or _libp2p_factory(config)
@@ -283,7 +289,7 @@ class Peer:
         self.local_divergences = 0
         self.mixes_refused = 0
         #: each candidate replica's loss on the own validation split, by its version (see _step)
-        self._val_losses: dict[str, tuple[tuple[int, bytes], float]] = {}
+        self._val_cache = ValLossCache()
         #: how many neighbour models have been evaluated for scoring (one per new version)
         self.val_evaluations = 0
         self._started = False
@@ -944,7 +950,7 @@ class Peer:
         learner = self.learner
         start = self.engine.own_params()
         learner.set_params(start)
-        train = await trio.to_thread.run_sync(learner.train, self.config.local_steps)
+        train = await self._run_sync(learner.train, self.config.local_steps)
         trained = learner.get_params()
         if not all(np.isfinite(v).all() for v in trained.values()):
             # a diverged local step must never reach the network (the wire would refuse it anyway)
@@ -952,34 +958,27 @@ class Peer:
             log.error("local training diverged (non-finite parameters): this round's update is discarded")
             trained = start
             learner.set_params(start)
-        now = trio.current_time()
-        candidates = self.engine.mixing_candidates(now)
+        # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
+        candidates = [replace(r) for r in self.engine.mixing_candidates(trio.current_time())]
         val_losses: dict[str, float] | None = None
         own_val: float | None = None
         trained_eval: EvalResult | None = None
         if self.config.scoring_enabled and self.config.val_scoring and candidates:
+            jobs = self._val_cache.plan(candidates)
             layout = self.engine.layout
-            # A replica's loss on our (fixed) validation split changes only with its version: an unchanged
-            # one is not evaluated again (a neighbour slower than us would otherwise cost one evaluation
-            # per own round).
-            peers = {r.peer for r in candidates}
-            known = {p: v for p, v in self._val_losses.items() if p in peers}
-            todo = {r.peer: r for r in candidates if known.get(r.peer, (None,))[0] != r.version}
 
-            def evaluate_all() -> tuple[dict[str, float], EvalResult]:
-                losses = {p: learner.evaluate(layout.unflatten(r.vec)).loss for p, r in todo.items()}
+            def evaluate_all() -> tuple[list[float], EvalResult]:
+                losses = [learner.evaluate(layout.unflatten(j.vec)).loss for j in jobs]
                 return losses, learner.evaluate(trained)
 
-            fresh_losses, evaluated = await trio.to_thread.run_sync(evaluate_all)
-            known.update({p: (todo[p].version, loss) for p, loss in fresh_losses.items()})
-            self._val_losses = known
-            self.val_evaluations += len(todo)
-            losses = {r.peer: known[r.peer][1] for r in candidates}
+            fresh_losses, evaluated = await self._run_sync(evaluate_all)
+            self._val_cache.record(jobs, fresh_losses)
+            self.val_evaluations += len(jobs)
             trained_eval = evaluated
             if math.isfinite(evaluated.loss):
-                val_losses, own_val = losses, evaluated.loss
+                val_losses, own_val = self._val_cache.losses(candidates), evaluated.loss
         elif self.config.mix_guard_margin is not None and candidates:
-            trained_eval = await trio.to_thread.run_sync(learner.evaluate, trained)
+            trained_eval = await self._run_sync(learner.evaluate, trained)
         self.round += 1
         outcome: RoundOutcome = self.engine.finish_round(
             trained,
@@ -988,12 +987,12 @@ class Peer:
             timestamp_ms=_now_ms(),
             val_losses=val_losses,
             own_val_loss=own_val,
-            candidates=self.engine.mixing_candidates(trio.current_time()),
+            candidates=candidates,
         )
         self._last_mix = trio.current_time()
         mixed = self.engine.own_params()
         learner.set_params(mixed)
-        mixed_eval = await trio.to_thread.run_sync(learner.evaluate)
+        mixed_eval = await self._run_sync(learner.evaluate)
         decision = decide_round(
             self.round, trained_eval, mixed_eval, trained, mixed, cfg=self._guard_config, rollback=self._guard
         )
@@ -1008,7 +1007,7 @@ class Peer:
         metrics = {"train_loss": train.loss, "val_loss": ev.loss}
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
-        await trio.to_thread.run_sync(self._persist, outcome, metrics, decision.notes)
+        await self._run_sync(self._persist, outcome, metrics, decision.notes)
         await self._execute(outcome.actions)
         await self.write_status()
         report = RoundReport(
@@ -1033,7 +1032,7 @@ class Peer:
             data = json.dumps(self.status(), indent=2, sort_keys=True).encode()  # on the loop: consistent
             path = self.config.state_dir / "status.json"
             try:
-                await trio.to_thread.run_sync(atomic_write, path, data)
+                await self._run_sync(atomic_write, path, data)
             except OSError as exc:
                 raise StateError(
                     f"cannot write {path}: {exc.strerror or exc}; state holds seq {self.persisted_seq}"

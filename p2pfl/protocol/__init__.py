@@ -21,7 +21,7 @@ from p2pfl.protocol.bans import BanBook
 from p2pfl.protocol.config import _MAX_BAN_S, ProtocolConfig
 from p2pfl.protocol.engine import PENDING_PER_PEER, GossipEngine
 from p2pfl.protocol.layout import FloatVec, Layout, Params
-from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
+from p2pfl.protocol.replicas import Contribution, EvalJob, Replica, RoundOutcome, ValLossCache
 
 __all__ = [
     "DELTA_PROTOCOL",
@@ -32,6 +32,7 @@ __all__ = [
     "Action",
     "BanBook",
     "Contribution",
+    "EvalJob",
     "Evict",
     "Fault",
     "FetchPayload",
@@ -45,4 +46,5 @@ __all__ = [
     "Replica",
     "RequestSnapshot",
     "RoundOutcome",
+    "ValLossCache",
 ]
