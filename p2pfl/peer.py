@@ -53,9 +53,19 @@ from p2pfl.protocol import (
     Readmit,
     RequestSnapshot,
     RoundOutcome,
+    Start,
     ValLossCache,
 )
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, decide_round
+from p2pfl.protocol.pacing import (
+    ConnectionClock,
+    NeighbourView,
+    PacingConfig,
+    RoundPacer,
+    StartGate,
+    next_round_at,
+    unsubscribed,
+)
 from p2pfl.scoring import ScoreRecord, ScoringConfig
 from p2pfl.state import Checkpoint, VersionLog, load_checkpoint, save_checkpoint
 from p2pfl.transport.base import Transport
@@ -284,8 +294,17 @@ class Peer:
         self._rejection_logged: dict[str, float] = {}
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
-        #: connected neighbour -> when we first saw it connected (trio clock); dropped when it disconnects
-        self._first_seen: dict[str, float] = {}
+        self._pacing = PacingConfig(
+            wait_fraction=config.wait_fraction,
+            max_round_wait_s=config.max_round_wait_s,
+            min_neighbours=config.min_neighbours,
+            start_timeout_s=config.start_timeout_s,
+            round_interval_s=config.round_interval_s,
+            subscribe_grace_s=SUBSCRIBE_GRACE_S,
+        )
+        self._pacer = RoundPacer(self._pacing)
+        #: connected neighbour -> when we first saw it connected (trio clock)
+        self._connections = ConnectionClock()
         self.local_divergences = 0
         self.mixes_refused = 0
         #: each candidate replica's loss on the own validation split, by its version (see _step)
@@ -852,92 +871,53 @@ class Peer:
                 await self._wait_for_neighbours()
             started = trio.current_time()
             done.append(await self.step())
-            wait = self.config.round_interval_s - (trio.current_time() - started)
-            if wait > 0:
-                with trio.move_on_after(wait):
+            next_at = next_round_at(started, self._pacing)
+            if next_at > trio.current_time():
+                with trio.move_on_at(next_at):
                     await self._stopped.wait()
         return done
 
-    async def _await_neighbours(self) -> None:
-        """Before the first round, wait (at most ``start_timeout_s``) for ``min_neighbours`` connections:
-        a peer that starts learning alone drifts away on its own data before the others come online."""
-        with trio.move_on_after(self.config.start_timeout_s) as scope:
-            while len(self.neighbours()) < self.config.min_neighbours:
-                if self._stopped.is_set():
-                    return
-                await trio.sleep(0.1)
-        if scope.cancelled_caught:
-            log.warning(
-                "starting with %d of min_neighbours=%d neighbours after %.0f s",
-                len(self.neighbours()),
-                self.config.min_neighbours,
-                self.config.start_timeout_s,
-            )
-            return
-        # Then let every connected learner subscribe to our announcements (bounded): a first version
-        # published before a neighbour subscribed never reaches it, and a neighbour that hears only one of its
-        # peers in its first rounds mixes that one alone, poisoner or not (measured: 2 of 6 runs of a 4-peer
-        # libp2p scenario where honest peers mixed only a sign-flipper's model for 3 rounds and ended < 50%).
-        with trio.move_on_after(SUBSCRIBE_GRACE_S + 1.0):
-            while not self._stopped.is_set() and self._unsubscribed(trio.current_time()):
-                await trio.sleep(0.05)
-
-    def _note_connected(self, peers: list[str], now: float) -> None:
-        for p in peers:
-            self._first_seen.setdefault(p, now)
-        if len(self._first_seen) > len(peers):
-            live = set(peers)
-            for p in [p for p in self._first_seen if p not in live]:
-                del self._first_seen[p]
-
-    def _unsubscribed(self, now: float) -> list[str]:
-        """Connected peers not (yet) subscribed to our announcements that connected less than
-        ``SUBSCRIBE_GRACE_S`` ago; after that a peer is taken for a non-learner (e.g. a registry)."""
+    def _views(self, now: float) -> list[NeighbourView]:
+        """What the pacing sees of the connected neighbours at ``now``."""
         connected = self.neighbours()
-        self._note_connected(connected, now)
+        first_seen = self._connections.observe(connected, now)
         listeners = set(self.transport.listeners())
-        return [p for p in connected if p not in listeners and now - self._first_seen[p] < SUBSCRIBE_GRACE_S]
-
-    def _fresh_neighbours(self) -> tuple[int, int, int]:
-        """(neighbours updated since the last mix, neighbours still publishing, connected neighbours).
-
-        A neighbour counts as publishing if we applied a version of it within ``max_round_wait_s``; one that
-        went quiet (stopped, finished its rounds, or of another network) is not waited for.
-        """
-        now = trio.current_time()
-        connected = self.neighbours()
-        self._note_connected(connected, now)
-        listeners = set(self.transport.listeners())
-        peers = [p for p in connected if not self.engine.is_evicted(p)]
-        fresh = active = pending = 0
-        for p in peers:
+        views = []
+        for p in connected:
             rep = self.engine.replicas.get(p)
-            if rep is not None and now - rep.updated_at <= self.config.max_round_wait_s:
-                active += 1
-                fresh += rep.updated_at > self._last_mix
-            elif rep is None and p in listeners and now - self._first_seen[p] <= self.config.max_round_wait_s:
-                pending += 1  # a learner whose first version is on its way
-        if active < 2:
-            # Mixing a lone neighbour model leaves it unjudged (no score can tell one model from its peers):
-            # wait for the first versions of the other learners too. Only then: with two or more publishing
-            # neighbours a newcomer (or a lurker that never publishes) does not hold up the rounds.
-            active += pending
-        return fresh, active, len(peers)
+            last = None if rep is None else rep.updated_at
+            views.append(NeighbourView(p, first_seen[p], p in listeners, last, self.engine.is_evicted(p)))
+        return views
+
+    async def _await_neighbours(self) -> None:
+        """Before the first round: neighbours, then their subscriptions (see p2pfl.protocol.pacing)."""
+        gate = StartGate(self._pacing, trio.current_time())
+        while not self._stopped.is_set():
+            now = trio.current_time()
+            views = self._views(now)
+            decision = gate.decide(now, len(views), len(unsubscribed(now, views, self._pacing)))
+            if isinstance(decision, Start):
+                if decision.reason == "timeout":
+                    log.warning(
+                        "starting with %d of min_neighbours=%d neighbours after %.0f s",
+                        len(views),
+                        self.config.min_neighbours,
+                        self.config.start_timeout_s,
+                    )
+                return
+            await trio.sleep_until(decision.until)
 
     async def _wait_for_neighbours(self) -> None:
-        """Self-clocking without global rounds: wait until ``wait_fraction`` of the publishing neighbours sent
-        a new version since our last mix (at most ``max_round_wait_s``), so a fast peer does not race ahead
-        on its own data while its neighbours' updates are in flight. A peer with no neighbour at all waits
-        the full ``max_round_wait_s`` per round: training alone gains little and would leave it far from the
-        network it is about to join."""
-        with trio.move_on_after(self.config.max_round_wait_s):
-            while not self._stopped.is_set():
-                fresh, active, connected = self._fresh_neighbours()
-                if connected and fresh >= max(1, math.ceil(self.config.wait_fraction * active)):
-                    return
-                self._replica_updated = trio.Event()
-                with trio.move_on_after(0.5):  # re-check now and then: connections and quiet peers change
-                    await self._replica_updated.wait()
+        """Before a round: until enough neighbours sent a new version (see p2pfl.protocol.pacing)."""
+        self._pacer.begin_wait(trio.current_time(), self._last_mix)
+        while True:
+            now = trio.current_time()
+            decision = self._pacer.decide(now, self._views(now), stopped=self._stopped.is_set())
+            if isinstance(decision, Start):
+                return
+            self._replica_updated = trio.Event()
+            with trio.move_on_at(decision.until):  # or earlier, when a replica is updated
+                await self._replica_updated.wait()
 
     async def step(self) -> RoundReport:
         """One round: train, score, mix, persist, publish."""

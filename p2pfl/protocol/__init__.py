@@ -2,7 +2,8 @@
 
 Modules: ``layout`` (model <-> flat vector), ``actions`` (decisions and faults), ``config``
 (ProtocolConfig), ``replicas`` (replicas and round outcomes), ``bans`` (evictions that expire), ``engine``
-(GossipEngine). Everything is re-exported here: ``from p2pfl.protocol import X`` is the public path.
+(GossipEngine), and the pure policies a peer applies: ``guards`` (what a round keeps),
+``pacing`` (when to start). The engine's names are re-exported here: ``from p2pfl.protocol import X``.
 """
 
 from p2pfl.protocol.actions import (
@@ -16,6 +17,8 @@ from p2pfl.protocol.actions import (
     Publish,
     Readmit,
     RequestSnapshot,
+    Start,
+    Wait,
 )
 from p2pfl.protocol.bans import BanBook
 from p2pfl.protocol.config import _MAX_BAN_S, ProtocolConfig
@@ -46,5 +49,7 @@ __all__ = [
     "Replica",
     "RequestSnapshot",
     "RoundOutcome",
+    "Start",
     "ValLossCache",
+    "Wait",
 ]

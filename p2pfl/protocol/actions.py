@@ -65,3 +65,23 @@ class Fault:
     peer: str | None
     where: str
     error: BaseException
+
+
+# --------------------------------------------------------------------------------- pacing decisions
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Not yet: look again at ``until`` (or earlier, when something changes)."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Start:
+    """Go ahead; ``reason`` says why now (for logs and tests)."""
+
+    reason: str
+
+
+Decision = Wait | Start
