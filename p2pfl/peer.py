@@ -57,6 +57,7 @@ from p2pfl.protocol import (
     ValLossCache,
 )
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, decide_round
+from p2pfl.protocol.logs import RateLimiter
 from p2pfl.protocol.pacing import (
     ConnectionClock,
     NeighbourView,
@@ -91,6 +92,8 @@ _JOIN_RETRY_S = 1.0
 UNREGISTER_TIMEOUT_S = 3.0
 #: An unexpected exception from one peer's input is logged once per (peer, exception type) per this interval.
 _FAULT_LOG_INTERVAL_S = 10.0
+#: The rejections counted against one peer are logged at most once per this interval.
+_REJECTION_LOG_INTERVAL_S = 10.0
 #: Gossipsub behaviour penalty for a fetched response that provably breaks the protocol (bad framing, bytes
 #: that fail their own signed claims): what one invalid gossip message costs its forwarder (P4 weight 10).
 INVALID_RESPONSE_PENALTY = 10.0
@@ -289,9 +292,9 @@ class Peer:
         )
         self._round_lock = trio.Lock()
         self._stopped = trio.Event()
-        self._started_at = time.monotonic()
-        self._last_status = 0.0
-        self._rejection_logged: dict[str, float] = {}
+        self._last_status = -math.inf
+        #: a remote peer can trigger these lines at will: one per peer (and error type) per interval
+        self._rejection_log = RateLimiter(_REJECTION_LOG_INTERVAL_S)
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
         self._pacing = PacingConfig(
@@ -317,7 +320,7 @@ class Peer:
         self._discovery_scope = trio.CancelScope()
         #: peer ids of the bootstrap registries: connected, but never learning neighbours
         self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
-        self._fault_logged: dict[tuple[str | None, str], float] = {}
+        self._fault_log = RateLimiter(_FAULT_LOG_INTERVAL_S)
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -701,13 +704,8 @@ class Peer:
             self._log_fault(fault.peer, fault.where, fault.error)
 
     def _log_fault(self, peer: str | None, where: str, exc: BaseException) -> None:
-        key = (peer, type(exc).__name__)
-        now = time.monotonic()
-        if now - self._fault_logged.get(key, -math.inf) < _FAULT_LOG_INTERVAL_S:
+        if not self._fault_log.allow((peer, type(exc).__name__), trio.current_time()):
             return
-        if len(self._fault_logged) >= 1024:  # bounded however many identities send bad input
-            self._fault_logged.clear()
-        self._fault_logged[key] = now
         level = logging.WARNING if isinstance(exc, P2PFLError) else logging.ERROR
         log.log(
             level,
@@ -832,10 +830,9 @@ class Peer:
             penalise(peer, INVALID_RESPONSE_PENALTY)
 
     def _log_rejections(self) -> None:
-        now = time.monotonic()
+        now = trio.current_time()
         for peer, counts in self.engine.rejections_by_peer.items():
-            if now - self._rejection_logged.get(peer, -math.inf) >= 10.0 and counts:
-                self._rejection_logged[peer] = now
+            if counts and self._rejection_log.allow(peer, now):
                 log.info("rejected messages peer=%s counts=%s", peer, dict(counts))
 
     async def _housekeeping(self) -> None:
@@ -846,9 +843,9 @@ class Peer:
             await self._connect_static()  # re-dials the static peers that are not connected
             if (
                 self.config.status_interval_s
-                and time.monotonic() - self._last_status >= self.config.status_interval_s
+                and trio.current_time() - self._last_status >= self.config.status_interval_s
             ):
-                self._last_status = time.monotonic()
+                self._last_status = trio.current_time()
                 log.info("status %s", _format_status(self.status()))
             await self.write_status()
 
