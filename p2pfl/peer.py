@@ -17,14 +17,9 @@ the version log (before broadcasting: a crash can never reuse a version number),
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import math
-import os
-import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
@@ -36,10 +31,11 @@ import numpy.typing as npt
 import trio
 
 from p2pfl.aggregation import AggregationConfig
-from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, StateError, TransportError
-from p2pfl.fsutil import atomic_write, remove_stale_temps
+from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
+from p2pfl.peer_handle import PeerHandle as PeerHandle  # noqa: PLC0414 (re-export)
+from p2pfl.peer_store import PeerStore, finite_or_none, format_status, now_ms
 from p2pfl.protocol import (
     DELTA_PROTOCOL,
     INTERNAL_ERROR,
@@ -67,8 +63,7 @@ from p2pfl.protocol.pacing import (
     next_round_at,
     unsubscribed,
 )
-from p2pfl.scoring import ScoreRecord, ScoringConfig
-from p2pfl.state import Checkpoint, VersionLog, load_checkpoint, save_checkpoint
+from p2pfl.scoring import ScoringConfig
 from p2pfl.transport.base import Transport
 from p2pfl.wire import DIGEST_SIZE, Meta
 
@@ -277,8 +272,7 @@ class Peer:
         self.last_eval: EvalResult | None = None
         self._transport: Transport | None = None
         self._nursery: trio.Nursery | None = None
-        self._log: VersionLog | None = None
-        self.persisted_seq: int | None = None  # the version the checkpoint holds (None: none yet)
+        self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self._guard_config = GuardConfig(
             mix_guard_margin=config.mix_guard_margin,
             mix_guard_warmup=config.mix_guard_warmup,
@@ -315,7 +309,6 @@ class Peer:
         #: how many neighbour models have been evaluated for scoring (one per new version)
         self.val_evaluations = 0
         self._started = False
-        self._lock_fd: int | None = None
         self._discovery: Any = None
         self._discovery_scope = trio.CancelScope()
         #: peer ids of the bootstrap registries: connected, but never learning neighbours
@@ -357,8 +350,8 @@ class Peer:
     async def __aenter__(self) -> Peer:
         self._stack = AsyncExitStack()
         await self._stack.__aenter__()
-        self._lock_state_dir()
-        self._stack.callback(self._unlock_state_dir)
+        self.store.lock()
+        self._stack.callback(self.store.unlock)
         try:
             self._restore()
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
@@ -437,82 +430,20 @@ class Peer:
 
     # ------------------------------------------------------------------------------- persistence
 
-    def _lock_state_dir(self) -> None:
-        """One running peer per state directory: a second one would interleave the version log."""
-        directory = self.config.state_dir
-        if directory is None:
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise ConfigError(f"state_dir {directory} is in use by another running peer") from None
-        self._lock_fd = fd
-
-    def _unlock_state_dir(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = None
+    @property
+    def persisted_seq(self) -> int | None:
+        """The version the checkpoint holds (None: none yet)."""
+        return self.store.persisted_seq
 
     def _restore(self) -> None:
-        directory = self.config.state_dir
-        if directory is None:
-            return
-        for stale in remove_stale_temps(directory):  # left by a kill -9; we hold the directory's lock
-            log.info("removed a stale temp file %s", stale.name)
-        self._log = VersionLog(directory, self.identity)
-        if self._log.repaired_bytes:
-            log.warning(
-                "version log had a torn tail of %d bytes after a crash: truncated", self._log.repaired_bytes
-            )
-        ckpt = load_checkpoint(directory)
+        ckpt = self.store.restore()
         if ckpt is None:
             return
-        if ckpt.peer_id != self.peer_id or ckpt.network_id != self.config.network_id:
-            raise ConfigError(
-                f"state_dir {directory} belongs to peer {ckpt.peer_id} in network {ckpt.network_id!r}; "
-                "use another state_dir or the matching key and network id"
-            )
-        recovered = self._log.reconcile(ckpt.pending_log)
-        if recovered:
-            log.warning(
-                "version log lacked %d record(s) of seq %d: appended from the checkpoint", recovered, ckpt.seq
-            )
-        self.persisted_seq = ckpt.seq
         self.engine.restore(ckpt.own, ckpt.public, ckpt.seq)
         self.learner.set_params(ckpt.own)
         self.round = ckpt.round
-        self._log.append(
-            event="restart",
-            seq=ckpt.seq,
-            round=ckpt.round,
-            digest=self.engine.public_digest,
-            reason="resumed from checkpoint",
-            timestamp_ms=_now_ms(),
-        )
+        self.store.note_restart(ckpt, self.engine.public_digest)
         log.info("resumed from checkpoint round=%d seq=%d", ckpt.round, ckpt.seq)
-
-    def _checkpoint(self, report_metrics: dict[str, float], pending_log: tuple[bytes, ...] = ()) -> None:
-        directory = self.config.state_dir
-        if directory is None:
-            return
-        save_checkpoint(
-            directory,
-            Checkpoint(
-                peer_id=self.peer_id,
-                network_id=self.config.network_id,
-                seq=self.engine.seq,
-                round=self.round,
-                own=self.engine.own_params(),
-                public=self.engine.public_params(),
-                metrics=report_metrics,
-                timestamp_ms=_now_ms(),
-                pending_log=pending_log,
-            ),
-        )
-        self.persisted_seq = self.engine.seq
 
     # ---------------------------------------------------------------------------------- network
 
@@ -690,7 +621,7 @@ class Peer:
     async def _serve_snapshot(self, peer: str, request: bytes) -> bytes:
         if request:
             raise TransportError(f"a snapshot request is empty, got {len(request)} bytes")
-        return self.engine.serve_snapshot(_now_ms())
+        return self.engine.serve_snapshot(now_ms())
 
     def _unexpected(self, peer: str | None, where: str, exc: Exception) -> None:
         """An exception escaped the handling of ``peer``'s input (every expected refusal is a counted reason,
@@ -846,7 +777,7 @@ class Peer:
                 and trio.current_time() - self._last_status >= self.config.status_interval_s
             ):
                 self._last_status = trio.current_time()
-                log.info("status %s", _format_status(self.status()))
+                log.info("status %s", format_status(self.status()))
             await self.write_status()
 
     # ------------------------------------------------------------------------------------ rounds
@@ -945,7 +876,8 @@ class Peer:
             layout = self.engine.layout
 
             def evaluate_all() -> tuple[list[float], EvalResult]:
-                losses = [learner.evaluate(layout.unflatten(j.vec)).loss for j in jobs]
+                # the learner gets a writable copy of each read-only job (torch warns on read-only arrays)
+                losses = [learner.evaluate(layout.unflatten(j.vec.copy())).loss for j in jobs]
                 return losses, learner.evaluate(trained)
 
             fresh_losses, evaluated = await self._run_sync(evaluate_all)
@@ -960,8 +892,8 @@ class Peer:
         outcome: RoundOutcome = self.engine.finish_round(
             trained,
             trio.current_time(),
-            meta=Meta(samples=train.samples, loss=_finite_or_none(train.loss), round=self.round),
-            timestamp_ms=_now_ms(),
+            meta=Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round),
+            timestamp_ms=now_ms(),
             val_losses=val_losses,
             own_val_loss=own_val,
             candidates=candidates,
@@ -984,7 +916,7 @@ class Peer:
         metrics = {"train_loss": train.loss, "val_loss": ev.loss}
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
-        await self._run_sync(self._persist, outcome, metrics, decision.notes)
+        await self._run_sync(self.store.persist, self.engine, self.round, outcome, metrics, decision.notes)
         await self._execute(outcome.actions)
         await self.write_status()
         report = RoundReport(
@@ -1007,65 +939,7 @@ class Peer:
         """``state_dir/status.json``: the status line as JSON, for operators and scripts (atomic)."""
         if self.config.state_dir is not None:
             data = json.dumps(self.status(), indent=2, sort_keys=True).encode()  # on the loop: consistent
-            path = self.config.state_dir / "status.json"
-            try:
-                await self._run_sync(atomic_write, path, data)
-            except OSError as exc:
-                raise StateError(
-                    f"cannot write {path}: {exc.strerror or exc}; state holds seq {self.persisted_seq}"
-                ) from exc
-
-    def _persist(
-        self, outcome: RoundOutcome, metrics: dict[str, float], notes: Sequence[tuple[str, str]] = ()
-    ) -> None:
-        """Checkpoint, then version log; the checkpoint carries the signed records, so a failed log append
-        loses nothing (the next start appends them: ``VersionLog.reconcile``)."""
-        if self._log is None:
-            self._checkpoint(metrics)
-            return
-        contributions = [
-            {
-                "peer": c.peer,
-                "seq": c.seq,
-                "weight": c.weight,
-                "score": c.score,
-                "status": c.status,
-                **_components(outcome.scores.get(c.peer)),
-            }
-            for c in outcome.contributions
-        ]
-        entries: list[dict[str, Any]] = [
-            {
-                "event": "version",
-                "seq": outcome.seq,
-                "round": self.round,
-                "digest": outcome.digest,
-                "contributions": contributions,
-                "metrics": metrics,
-                "timestamp_ms": _now_ms(),
-            }
-        ]
-        for event, reason in notes:
-            entries.append(
-                {
-                    "event": event,
-                    "seq": outcome.seq,
-                    "round": self.round,
-                    "digest": outcome.digest,
-                    "metrics": metrics,
-                    "reason": reason,
-                    "timestamp_ms": _now_ms(),
-                }
-            )
-        records = self._log.prepare(entries)
-        self._checkpoint(metrics, tuple(r.encoded() for r in records))
-        try:
-            self._log.commit(records)
-        except StateError as exc:
-            raise StateError(
-                f"{exc}; the checkpoint holds seq {self.persisted_seq} and its records, which the next "
-                "start appends"
-            ) from exc.__cause__
+            await self._run_sync(self.store.write_status, data)
 
     # ------------------------------------------------------------------------------------ status
 
@@ -1094,27 +968,6 @@ class Peer:
         }
 
 
-def _format_status(s: Mapping[str, Any]) -> str:
-    acc = s["val_accuracy"]
-    return (
-        f"round={s['round']} seq={s['seq']} val_acc={'-' if acc is None else f'{acc:.4f}'} "
-        f"neighbours={s['neighbours']} replicas={s['replicas']} bytes_out={s['bytes_sent']} "
-        f"bytes_in={s['bytes_received']} rejected={sum(s['rejected'].values())} evicted={len(s['evicted'])}"
-    )
-
-
-def _components(record: ScoreRecord | None) -> dict[str, float | None]:
-    """A score's evidence for the version log, so an eviction can be explained afterwards: the distance ratio,
-    the cosine and the loss score (``None`` where not computed)."""
-    if record is None:
-        return {}
-    return {
-        "r": _finite_or_none(record.distance),
-        "cos": None if record.cosine is None else _finite_or_none(record.cosine),
-        "loss": record.loss_score,
-    }
-
-
 def _leaf(error: BaseException) -> BaseException:
     """The first non-group exception inside ``error`` (nurseries wrap a task's crash in groups)."""
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
@@ -1127,118 +980,3 @@ def _only_cancelled(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return all(_only_cancelled(e) for e in error.exceptions)
     return isinstance(error, trio.Cancelled | KeyboardInterrupt | SystemExit | GeneratorExit)
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# ---------------------------------------------------------------------------------- sync handle
-
-
-class PeerHandle:
-    """A running :class:`Peer` for non-trio programs: trio runs in a thread of its own.
-
-    All methods are thread-safe. ``start`` returns once the peer is online (or raises its start-up error).
-    """
-
-    def __init__(self, peer: Peer, rounds: int | None) -> None:
-        self.peer = peer
-        self._rounds = rounds
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._main, name=f"p2pfl-peer-{peer.peer_id[-8:]}", daemon=True
-        )
-        self._finished = threading.Event()
-
-    @classmethod
-    def start(
-        cls,
-        config: PeerConfig,
-        learner: Learner,
-        identity: Identity | None = None,
-        *,
-        rounds: int | None = None,
-        transport: TransportFactory | None = None,
-        timeout: float = 60.0,
-    ) -> PeerHandle:
-        handle = cls(Peer(config, learner, identity, transport=transport), rounds)
-        handle._thread.start()
-        if not handle._ready.wait(timeout):
-            raise P2PFLError(f"peer did not come online within {timeout} s")
-        if handle._error is not None:
-            raise handle._error
-        return handle
-
-    def _main(self) -> None:
-        async def main() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            try:
-                async with self.peer:
-                    self._ready.set()
-                    await self.peer.run(self._rounds)
-                    await self.peer._stopped.wait()
-            except BaseException as exc:
-                self._error = exc
-                raise
-
-        try:
-            trio.run(main)
-        except BaseException as exc:
-            self._error = self._error or exc
-        finally:
-            self._ready.set()
-            self._finished.set()
-
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        if self._token is None or self._finished.is_set():
-            raise P2PFLError("the peer is not running")
-        return trio.from_thread.run_sync(fn, trio_token=self._token)
-
-    @property
-    def peer_id(self) -> str:
-        return self.peer.peer_id
-
-    @property
-    def listen_addrs(self) -> list[str]:
-        return list(self._call(lambda: self.peer.listen_addrs))
-
-    def status(self) -> dict[str, Any]:
-        return dict(self._call(self.peer.status))
-
-    def params(self) -> Params:
-        return dict(self._call(self.peer.params))
-
-    def connect(self, addr: str) -> str:
-        if self._token is None or self._finished.is_set():
-            raise P2PFLError("the peer is not running")
-        try:
-            return str(trio.from_thread.run(self.peer.connect, addr, trio_token=self._token))
-        except trio.RunFinishedError:
-            raise P2PFLError("the peer is not running") from None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the peer stops (its rounds are done and it was stopped); True if it did."""
-        return self._finished.wait(timeout)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if not self._finished.is_set() and self._token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self.peer.stop, trio_token=self._token)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise P2PFLError(f"peer did not stop within {timeout} s")
-        if self._error is not None and not isinstance(self._error, trio.Cancelled | KeyboardInterrupt):
-            raise self._error
-
-    def __enter__(self) -> PeerHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
