@@ -33,7 +33,7 @@ import trio
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, TransportError
 from p2pfl.identity import Identity
-from p2pfl.learner import EvalResult, Learner
+from p2pfl.learner import EvalResult, Learner, TrainResult
 from p2pfl.peer_handle import PeerHandle as PeerHandle  # noqa: PLC0414 (re-export)
 from p2pfl.peer_store import PeerStore, finite_or_none, format_status, now_ms
 from p2pfl.protocol import (
@@ -47,12 +47,13 @@ from p2pfl.protocol import (
     ProtocolConfig,
     Publish,
     Readmit,
+    Replica,
     RequestSnapshot,
     RoundOutcome,
     Start,
     ValLossCache,
 )
-from p2pfl.protocol.guards import GuardConfig, RollbackGuard, decide_round
+from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.logs import RateLimiter
 from p2pfl.protocol.pacing import (
     ConnectionClock,
@@ -855,39 +856,10 @@ class Peer:
     async def _step(self) -> RoundReport:
         t0 = trio.current_time()
         await self._execute(self.engine.readmissions(t0))
-        learner = self.learner
-        start = self.engine.own_params()
-        learner.set_params(start)
-        train = await self._run_sync(learner.train, self.config.local_steps)
-        trained = learner.get_params()
-        if not all(np.isfinite(v).all() for v in trained.values()):
-            # a diverged local step must never reach the network (the wire would refuse it anyway)
-            self.local_divergences += 1
-            log.error("local training diverged (non-finite parameters): this round's update is discarded")
-            trained = start
-            learner.set_params(start)
+        train, trained = await self._train()
         # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
         candidates = [replace(r) for r in self.engine.mixing_candidates(trio.current_time())]
-        val_losses: dict[str, float] | None = None
-        own_val: float | None = None
-        trained_eval: EvalResult | None = None
-        if self.config.scoring_enabled and self.config.val_scoring and candidates:
-            jobs = self._val_cache.plan(candidates)
-            layout = self.engine.layout
-
-            def evaluate_all() -> tuple[list[float], EvalResult]:
-                # the learner gets a writable copy of each read-only job (torch warns on read-only arrays)
-                losses = [learner.evaluate(layout.unflatten(j.vec.copy())).loss for j in jobs]
-                return losses, learner.evaluate(trained)
-
-            fresh_losses, evaluated = await self._run_sync(evaluate_all)
-            self._val_cache.record(jobs, fresh_losses)
-            self.val_evaluations += len(jobs)
-            trained_eval = evaluated
-            if math.isfinite(evaluated.loss):
-                val_losses, own_val = self._val_cache.losses(candidates), evaluated.loss
-        elif self.config.mix_guard_margin is not None and candidates:
-            trained_eval = await self._run_sync(learner.evaluate, trained)
+        trained_eval, val_losses, own_val = await self._evaluate(candidates, trained)
         self.round += 1
         outcome: RoundOutcome = self.engine.finish_round(
             trained,
@@ -899,20 +871,8 @@ class Peer:
             candidates=candidates,
         )
         self._last_mix = trio.current_time()
-        mixed = self.engine.own_params()
-        learner.set_params(mixed)
-        mixed_eval = await self._run_sync(learner.evaluate)
-        decision = decide_round(
-            self.round, trained_eval, mixed_eval, trained, mixed, cfg=self._guard_config, rollback=self._guard
-        )
-        if decision.params_source != "mixed":
-            self.engine.set_own(decision.params)
-            learner.set_params(decision.params)
-        for line in decision.logs:
-            log.warning("%s", line)
-        self.mixes_refused += decision.mix_refused
-        ev = self.last_eval = decision.evaluation
-        rolled_back, mix_refused = decision.rolled_back, decision.mix_refused
+        decision = await self._guard_round(trained, trained_eval)
+        ev = decision.evaluation
         metrics = {"train_loss": train.loss, "val_loss": ev.loss}
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
@@ -928,12 +888,70 @@ class Peer:
             neighbours=len(self.neighbours()),
             mixed=len(outcome.contributions),
             evicted=outcome.evicted,
-            rolled_back=rolled_back,
+            rolled_back=decision.rolled_back,
             duration_s=trio.current_time() - t0,
-            mix_refused=mix_refused,
+            mix_refused=decision.mix_refused,
         )
         self.reports.append(report)
         return report
+
+    async def _train(self) -> tuple[TrainResult, Params]:
+        """Local training from the own model; a diverged step is discarded (the round keeps the start)."""
+        start = self.engine.own_params()
+        self.learner.set_params(start)
+        train = await self._run_sync(self.learner.train, self.config.local_steps)
+        trained = self.learner.get_params()
+        if not check_trained(trained):
+            # a diverged local step must never reach the network (the wire would refuse it anyway)
+            self.local_divergences += 1
+            log.error("local training diverged (non-finite parameters): this round's update is discarded")
+            trained = start
+            self.learner.set_params(start)
+        return train, trained
+
+    async def _evaluate(
+        self, candidates: Sequence[Replica], trained: Params
+    ) -> tuple[EvalResult | None, dict[str, float] | None, float | None]:
+        """(the trained model's evaluation, the candidates' validation losses, the trained model's loss):
+        what scoring by validation loss and the mix guard need, evaluated in a worker thread."""
+        learner = self.learner
+        if self.config.scoring_enabled and self.config.val_scoring and candidates:
+            jobs = self._val_cache.plan(candidates)  # on the loop: versions and read-only copies
+            layout = self.engine.layout
+
+            def evaluate_all() -> tuple[list[float], EvalResult]:
+                # the learner gets a writable copy of each read-only job (torch warns on read-only arrays)
+                losses = [learner.evaluate(layout.unflatten(j.vec.copy())).loss for j in jobs]
+                return losses, learner.evaluate(trained)
+
+            fresh_losses, evaluated = await self._run_sync(evaluate_all)
+            self._val_cache.record(jobs, fresh_losses)
+            self.val_evaluations += len(jobs)
+            if math.isfinite(evaluated.loss):
+                return evaluated, self._val_cache.losses(candidates), evaluated.loss
+            return evaluated, None, None
+        if self.config.mix_guard_margin is not None and candidates:
+            return await self._run_sync(learner.evaluate, trained), None, None
+        return None, None, None
+
+    async def _guard_round(
+        self, trained: Params, trained_eval: EvalResult | None
+    ) -> RoundDecision[EvalResult]:
+        """Evaluate the mix, then let the guards decide what the round keeps (p2pfl.protocol.guards)."""
+        mixed = self.engine.own_params()
+        self.learner.set_params(mixed)
+        mixed_eval = await self._run_sync(self.learner.evaluate)
+        decision = decide_round(
+            self.round, trained_eval, mixed_eval, trained, mixed, cfg=self._guard_config, rollback=self._guard
+        )
+        if decision.params_source != "mixed":
+            self.engine.set_own(decision.params)
+            self.learner.set_params(decision.params)
+        for line in decision.logs:
+            log.warning("%s", line)
+        self.mixes_refused += decision.mix_refused
+        self.last_eval = decision.evaluation
+        return decision
 
     async def write_status(self) -> None:
         """``state_dir/status.json``: the status line as JSON, for operators and scripts (atomic)."""
