@@ -52,8 +52,10 @@ from p2pfl.protocol import (
     RoundOutcome,
     Start,
     ValLossCache,
+    Wait,
 )
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
+from p2pfl.protocol.join import Finish, JoinPlan
 from p2pfl.protocol.logs import RateLimiter
 from p2pfl.protocol.pacing import (
     ConnectionClock,
@@ -81,9 +83,6 @@ SUBSCRIBE_GRACE_S = 3.0
 
 #: How long a stopping peer waits for its cancelled tasks before it aborts the transport's connections.
 EXIT_GRACE_S = 3.0
-#: the join asks peers that did not answer again, this often and this long apart (within join_timeout_s)
-_JOIN_ATTEMPTS = 3
-_JOIN_RETRY_S = 1.0
 #: A stopping peer withdraws its registration from the bootstrap registries for at most this long.
 UNREGISTER_TIMEOUT_S = 3.0
 #: An unexpected exception from one peer's input is logged once per (peer, exception type) per this interval.
@@ -544,47 +543,53 @@ class Peer:
                 log.info("discovery: dialled %d new peers", new)
 
     async def _join(self, adopt: bool) -> None:
-        """Fetch snapshots from the connected peers: they seed the replicas, and the own model starts from
-        their median (a fresh peer, ``adopt``) or from the median of theirs and its own (a peer resuming from
-        its checkpoint) if at least ``join_quorum`` answered. Peers that did not answer are asked again
-        (a connection resynced at start-up loses its requests) until ``join_timeout_s`` has passed."""
+        """Fetch snapshots from the connected peers and start from their median (``adopt``: a fresh peer) or
+        from the median of theirs and its own (resuming from a checkpoint); see p2pfl.protocol.join."""
+        plan = JoinPlan(
+            quorum=self.config.join_quorum,
+            timeout_s=self.config.join_timeout_s,
+            request_timeout_s=self.config.request_timeout_s,
+            adopt=adopt,
+            started_at=trio.current_time(),
+        )
         snaps: dict[str, bytes] = {}
-        timeout = min(self.config.join_timeout_s, self.config.request_timeout_s)
-
-        async def fetch(peer: str) -> None:
-            try:
-                snaps[peer] = await self.transport.request(
-                    peer, SNAPSHOT_PROTOCOL, b"", max_response=self.config.max_model_bytes, timeout=timeout
-                )
-            except TransportError as exc:
-                log.debug("join: no snapshot from %s: %s", peer, exc)
-                self.engine.snapshot_failed(peer, exc.reason)
-            except Exception as exc:
-                self._unexpected(peer, "join snapshot fetch", exc)
-
-        with trio.move_on_after(self.config.join_timeout_s):
-            for attempt in range(_JOIN_ATTEMPTS):
-                missing = [p for p in self.neighbours() if p not in snaps]
-                if not missing or (attempt and len(snaps) >= self.config.join_quorum):
+        with trio.move_on_at(plan.deadline):
+            while True:
+                step = plan.next(trio.current_time(), self.neighbours(), snaps)
+                if isinstance(step, Finish):
                     break
-                if attempt:
-                    await trio.sleep(_JOIN_RETRY_S)
+                if isinstance(step, Wait):
+                    await trio.sleep_until(step.until)
+                    continue
                 async with trio.open_nursery() as n:
-                    for peer in missing:
-                        n.start_soon(fetch, peer)
-        if not snaps:
-            return
+                    for peer in step.peers:
+                        n.start_soon(self._join_fetch, peer, step.timeout, snaps)
+        if snaps:
+            self._join_from(plan, snaps)
+
+    async def _join_fetch(self, peer: str, timeout: float, snaps: dict[str, bytes]) -> None:
         try:
-            used = self.engine.join_from_snapshots(snaps, trio.current_time(), resume=not adopt)
+            snaps[peer] = await self.transport.request(
+                peer, SNAPSHOT_PROTOCOL, b"", max_response=self.config.max_model_bytes, timeout=timeout
+            )
+        except TransportError as exc:
+            log.debug("join: no snapshot from %s: %s", peer, exc)
+            self.engine.snapshot_failed(peer, exc.reason)
+        except Exception as exc:
+            self._unexpected(peer, "join snapshot fetch", exc)
+
+    def _join_from(self, plan: JoinPlan, snaps: Mapping[str, bytes]) -> None:
+        try:
+            used = self.engine.join_from_snapshots(snaps, trio.current_time(), resume=not plan.adopt)
         except Exception as exc:  # each snapshot is checked on its own (never raises): this is a bug
             self._unexpected(None, "join", exc)
             return
         finally:
             self._log_faults()
             self._log_rejections()
-        if used >= self.config.join_quorum:
+        if plan.apply(used):
             self.learner.set_params(self.engine.own_params())
-            log.info("%s from the median of %d snapshots", "joined" if adopt else "resumed", used)
+            log.info("%s from the median of %d snapshots", "joined" if plan.adopt else "resumed", used)
 
     def _validate_gossip(self, via: str, data: bytes) -> bool:
         """The transport's gossip validator: the engine's check, which must never raise (see _unexpected)."""
