@@ -31,24 +31,18 @@ import numpy.typing as npt
 import trio
 
 from p2pfl.aggregation import AggregationConfig
-from p2pfl.errors import ConfigError, P2PFLError, ResponseTooLargeError, TransportError
+from p2pfl.errors import ConfigError, P2PFLError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner, TrainResult
+from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_handle import PeerHandle as PeerHandle  # noqa: PLC0414 (re-export)
 from p2pfl.peer_store import PeerStore, finite_or_none, format_status, now_ms
 from p2pfl.protocol import (
     DELTA_PROTOCOL,
-    INTERNAL_ERROR,
     SNAPSHOT_PROTOCOL,
-    Action,
-    Evict,
-    FetchPayload,
     GossipEngine,
     ProtocolConfig,
-    Publish,
-    Readmit,
     Replica,
-    RequestSnapshot,
     RoundOutcome,
     Start,
     ValLossCache,
@@ -56,7 +50,6 @@ from p2pfl.protocol import (
 )
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.join import Finish, JoinPlan
-from p2pfl.protocol.logs import RateLimiter
 from p2pfl.protocol.pacing import (
     ConnectionClock,
     NeighbourView,
@@ -68,7 +61,7 @@ from p2pfl.protocol.pacing import (
 )
 from p2pfl.scoring import ScoringConfig
 from p2pfl.transport.base import Transport
-from p2pfl.wire import DIGEST_SIZE, Meta
+from p2pfl.wire import Meta
 
 if TYPE_CHECKING:
     # trio's own TaskStatus is shadowed by the trio-typing stubs that libp2p pulls in.
@@ -85,18 +78,6 @@ SUBSCRIBE_GRACE_S = 3.0
 EXIT_GRACE_S = 3.0
 #: A stopping peer withdraws its registration from the bootstrap registries for at most this long.
 UNREGISTER_TIMEOUT_S = 3.0
-#: An unexpected exception from one peer's input is logged once per (peer, exception type) per this interval.
-_FAULT_LOG_INTERVAL_S = 10.0
-#: The rejections counted against one peer are logged at most once per this interval.
-_REJECTION_LOG_INTERVAL_S = 10.0
-#: Gossipsub behaviour penalty for a fetched response that provably breaks the protocol (bad framing, bytes
-#: that fail their own signed claims): what one invalid gossip message costs its forwarder (P4 weight 10).
-INVALID_RESPONSE_PENALTY = 10.0
-#: Rejections of a fetched response that do not prove the responder wrong (a race, our own policy or bug).
-_NOT_PROVABLE = frozenset(
-    {"timeout", "unavailable", "stale_snapshot", "evicted", "replay", "norm_bound", INTERNAL_ERROR}
-)
-
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
 #: how a peer runs blocking work (``trio.to_thread.run_sync`` unless a test runs it inline)
@@ -287,8 +268,6 @@ class Peer:
         self._round_lock = trio.Lock()
         self._stopped = trio.Event()
         self._last_status = -math.inf
-        #: a remote peer can trigger these lines at will: one per peer (and error type) per interval
-        self._rejection_log = RateLimiter(_REJECTION_LOG_INTERVAL_S)
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
         self._pacing = PacingConfig(
@@ -313,7 +292,14 @@ class Peer:
         self._discovery_scope = trio.CancelScope()
         #: peer ids of the bootstrap registries: connected, but never learning neighbours
         self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
-        self._fault_log = RateLimiter(_FAULT_LOG_INTERVAL_S)
+        self.exchange = Exchange(
+            self.engine,
+            lambda: self.transport,
+            self._running_nursery,
+            self._note_update,
+            max_model_bytes=config.max_model_bytes,
+            request_timeout_s=config.request_timeout_s,
+        )
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -337,6 +323,14 @@ class Peer:
                 )
                 abort()
 
+    def _note_update(self) -> None:
+        self._replica_updated.set()  # the event is replaced for each wait: look it up now
+
+    def _running_nursery(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise P2PFLError("the peer is not running: use `async with Peer(...) as peer`")
+        return self._nursery
+
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
@@ -356,10 +350,10 @@ class Peer:
             self._restore()
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
-            t.set_gossip_validator(self._validate_gossip)
-            t.set_gossip_handler(self._on_gossip)
-            t.set_request_handler(DELTA_PROTOCOL, self._serve_delta)
-            t.set_request_handler(SNAPSHOT_PROTOCOL, self._serve_snapshot)
+            t.set_gossip_validator(self.exchange.validate_gossip)
+            t.set_gossip_handler(self.exchange.on_gossip)
+            t.set_request_handler(DELTA_PROTOCOL, self.exchange.serve_delta)
+            t.set_request_handler(SNAPSHOT_PROTOCOL, self.exchange.serve_snapshot)
             if self.config.allow is not None and hasattr(t, "set_peer_filter"):
                 t.set_peer_filter(self._peer_allowed)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
@@ -537,7 +531,7 @@ class Peer:
                 log.info("discovery failed: %s", exc)
                 continue
             except Exception as exc:  # a registry's answer must never end the peer: retried next interval
-                self._unexpected(None, "discovery", exc)
+                self.exchange.unexpected(None, "discovery", exc)
                 continue
             if new:
                 log.info("discovery: dialled %d new peers", new)
@@ -576,201 +570,20 @@ class Peer:
             log.debug("join: no snapshot from %s: %s", peer, exc)
             self.engine.snapshot_failed(peer, exc.reason)
         except Exception as exc:
-            self._unexpected(peer, "join snapshot fetch", exc)
+            self.exchange.unexpected(peer, "join snapshot fetch", exc)
 
     def _join_from(self, plan: JoinPlan, snaps: Mapping[str, bytes]) -> None:
         try:
             used = self.engine.join_from_snapshots(snaps, trio.current_time(), resume=not plan.adopt)
         except Exception as exc:  # each snapshot is checked on its own (never raises): this is a bug
-            self._unexpected(None, "join", exc)
+            self.exchange.unexpected(None, "join", exc)
             return
         finally:
-            self._log_faults()
-            self._log_rejections()
+            self.exchange.log_faults()
+            self.exchange.log_rejections()
         if plan.apply(used):
             self.learner.set_params(self.engine.own_params())
             log.info("%s from the median of %d snapshots", "joined" if plan.adopt else "resumed", used)
-
-    def _validate_gossip(self, via: str, data: bytes) -> bool:
-        """The transport's gossip validator: the engine's check, which must never raise (see _unexpected)."""
-        try:
-            return self.engine.accept_gossip(data, via)
-        except Exception as exc:
-            self._unexpected(via, "gossip validation", exc)
-            return False
-        finally:
-            self._log_faults()
-
-    async def _on_gossip(self, via: str, data: bytes) -> None:
-        try:
-            applied = self.engine.applied
-            actions = self.engine.handle_announce(data, via, trio.current_time())
-            if self.engine.applied != applied:
-                self._replica_updated.set()
-            await self._execute(actions)
-        except Exception as exc:
-            self._unexpected(via, "gossip delivery", exc)
-        finally:
-            self._log_faults()
-            self._log_rejections()
-
-    async def _serve_delta(self, peer: str, request: bytes) -> bytes:
-        if len(request) != DIGEST_SIZE:
-            raise TransportError(
-                f"a delta request is a {DIGEST_SIZE}-byte payload digest, got {len(request)}"
-            )
-        payload = self.engine.serve_payload(request)
-        if payload is None:
-            raise TransportError("unknown payload digest (evicted from the cache or never seen)")
-        return payload
-
-    async def _serve_snapshot(self, peer: str, request: bytes) -> bytes:
-        if request:
-            raise TransportError(f"a snapshot request is empty, got {len(request)} bytes")
-        return self.engine.serve_snapshot(now_ms())
-
-    def _unexpected(self, peer: str | None, where: str, exc: Exception) -> None:
-        """An exception escaped the handling of ``peer``'s input (every expected refusal is a counted reason,
-        so this is a bug of ours or a decoder that is not total): count ``internal_error`` against the peer,
-        log one line, and go on. Only that message, stream or fetch is lost."""
-        self.engine.reject(INTERNAL_ERROR, peer)
-        self._log_fault(peer, where, exc)
-
-    def _log_faults(self) -> None:
-        for fault in self.engine.take_faults():
-            self._log_fault(fault.peer, fault.where, fault.error)
-
-    def _log_fault(self, peer: str | None, where: str, exc: BaseException) -> None:
-        if not self._fault_log.allow((peer, type(exc).__name__), trio.current_time()):
-            return
-        level = logging.WARNING if isinstance(exc, P2PFLError) else logging.ERROR
-        log.log(
-            level,
-            "unexpected error in %s peer=%s error=%s: %s (input refused, counted as %s)",
-            where,
-            peer or "-",
-            type(exc).__name__,
-            exc,
-            INTERNAL_ERROR,
-        )
-        log.debug("traceback of the unexpected error in %s", where, exc_info=exc)
-
-    async def _execute(self, actions: Sequence[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Publish):
-                try:
-                    await self.transport.broadcast(action.envelope)
-                except TransportError as exc:
-                    log.warning("publish failed seq=%d reason=%s", action.seq, exc)
-            elif isinstance(action, FetchPayload | RequestSnapshot):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._fetch, action)
-            elif isinstance(action, Evict):
-                log.warning("evicting peer=%s reason=%s", action.peer, action.reason)
-                t: Any = self.transport
-                if hasattr(t, "penalise"):
-                    t.penalise(action.peer)
-                if hasattr(t, "block"):
-                    await t.block(action.peer)
-            elif isinstance(action, Readmit):
-                log.warning(
-                    "readmitting peer=%s on probation: its eviction (number %d) expired",
-                    action.peer,
-                    action.evictions,
-                )
-                t = self.transport
-                if hasattr(t, "unblock"):
-                    t.unblock(action.peer)
-
-    async def _fetch(self, action: FetchPayload | RequestSnapshot) -> None:
-        """Carry out one fetch; whatever the remote sends, this ends as a count, never as an exception (it
-        runs in the peer's nursery, where an exception would stop the peer)."""
-        try:
-            await self._fetch_from(action)
-        except Exception as exc:
-            if isinstance(action, FetchPayload):  # counted once, and a later announcement may retry
-                self.engine.fetch_failed(action.header, INTERNAL_ERROR, action.peer)
-                self._log_fault(action.peer, "fetch", exc)
-            else:
-                self._unexpected(action.peer, "fetch", exc)
-        finally:
-            self._log_faults()
-            self._log_rejections()
-
-    async def _fetch_from(self, action: FetchPayload | RequestSnapshot) -> None:
-        peers = [action.peer] if action.via == action.peer else [action.peer, action.via]
-        protocol = DELTA_PROTOCOL if isinstance(action, FetchPayload) else SNAPSHOT_PROTOCOL
-        body = action.header.payload_digest if isinstance(action, FetchPayload) else b""
-        # a payload's exact size is signed (and checked against the model); a snapshot is bounded by config
-        limit = (
-            action.header.payload_size if isinstance(action, FetchPayload) else self.config.max_model_bytes
-        )
-        connected = set(self.transport.connected_peers())
-        tried = False
-        for peer in peers:
-            if peer not in connected:
-                continue
-            if isinstance(action, RequestSnapshot) and peer != action.peer:
-                continue  # a snapshot is signed by its owner: only the owner can serve it
-            tried = True
-            try:
-                data = await self.transport.request(
-                    peer, protocol, body, max_response=limit, timeout=self.config.request_timeout_s
-                )
-            except TransportError as exc:
-                # counted against the peer that failed, by what failed (oversize, timeout, bad_response,
-                # unavailable); the next peer, if any, is tried
-                (log.info if isinstance(exc, ResponseTooLargeError) else log.debug)(
-                    "fetch from %s failed: %s", peer, exc
-                )
-                if isinstance(action, FetchPayload):
-                    self.engine.fetch_failed(action.header, exc.reason, peer)
-                else:
-                    self.engine.snapshot_failed(peer, exc.reason)
-                # a framing violation, or more bytes than the signed size, is provably the responder's
-                if exc.reason == "bad_response" or (
-                    exc.reason == "oversize" and isinstance(action, FetchPayload)
-                ):
-                    self._penalise(peer)
-                continue
-            now = trio.current_time()
-            before = dict(self.engine.rejections_by_peer.get(peer, {}))
-            try:
-                if isinstance(action, FetchPayload):
-                    follow = self.engine.handle_payload(action.header, data, now, peer)
-                else:
-                    follow = self.engine.handle_snapshot(data, action.peer, now)
-            except Exception as exc:  # the engine refuses bad bytes by reason; this is a bug of ours
-                if isinstance(action, FetchPayload):
-                    self.engine.fetch_failed(action.header, INTERNAL_ERROR, peer)
-                    self._log_fault(peer, f"{protocol} response", exc)
-                else:
-                    self._unexpected(peer, f"{protocol} response", exc)
-                return
-            after: Mapping[str, int] = self.engine.rejections_by_peer.get(peer, {})
-            if any(n > before.get(r, 0) for r, n in after.items() if r not in _NOT_PROVABLE):
-                self._penalise(peer)
-            self._replica_updated.set()
-            await self._execute(follow)
-            return
-        if not tried:  # nobody to ask: neither the sender nor the relay is connected
-            if isinstance(action, FetchPayload):
-                self.engine.fetch_failed(action.header, "unavailable")
-            else:
-                self.engine.snapshot_failed(action.peer, "unavailable")
-
-    def _penalise(self, peer: str) -> None:
-        """Lower ``peer``'s gossipsub score for an invalid response, as gossipsub does for invalid gossip: a
-        neighbour that keeps serving bad bytes falls below the gossip, publish and graylist thresholds."""
-        penalise = getattr(self.transport, "penalise", None)
-        if penalise is not None:
-            penalise(peer, INVALID_RESPONSE_PENALTY)
-
-    def _log_rejections(self) -> None:
-        now = trio.current_time()
-        for peer, counts in self.engine.rejections_by_peer.items():
-            if counts and self._rejection_log.allow(peer, now):
-                log.info("rejected messages peer=%s counts=%s", peer, dict(counts))
 
     async def _housekeeping(self) -> None:
         while True:
@@ -860,7 +673,7 @@ class Peer:
 
     async def _step(self) -> RoundReport:
         t0 = trio.current_time()
-        await self._execute(self.engine.readmissions(t0))
+        await self.exchange.execute(self.engine.readmissions(t0))
         train, trained = await self._train()
         # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
         candidates = [replace(r) for r in self.engine.mixing_candidates(trio.current_time())]
@@ -882,7 +695,7 @@ class Peer:
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
         await self._run_sync(self.store.persist, self.engine, self.round, outcome, metrics, decision.notes)
-        await self._execute(outcome.actions)
+        await self.exchange.execute(outcome.actions)
         await self.write_status()
         report = RoundReport(
             round=self.round,
