@@ -199,46 +199,52 @@ class Exchange:
                     peer, protocol, body, max_response=limit, timeout=self.request_timeout_s
                 )
             except TransportError as exc:
-                # counted against the peer that failed, by what failed (oversize, timeout, bad_response,
-                # unavailable); the next peer, if any, is tried
-                (log.info if isinstance(exc, ResponseTooLargeError) else log.debug)(
-                    "fetch from %s failed: %s", peer, exc
-                )
-                if isinstance(action, FetchPayload):
-                    self.engine.fetch_failed(action.header, exc.reason, peer)
-                else:
-                    self.engine.snapshot_failed(peer, exc.reason)
-                # a framing violation, or more bytes than the signed size, is provably the responder's
-                if exc.reason == "bad_response" or (
-                    exc.reason == "oversize" and isinstance(action, FetchPayload)
-                ):
-                    self._penalise(peer)
-                continue
-            now = trio.current_time()
-            before = dict(self.engine.rejections_by_peer.get(peer, {}))
-            try:
-                if isinstance(action, FetchPayload):
-                    follow = self.engine.handle_payload(action.header, data, now, peer)
-                else:
-                    follow = self.engine.handle_snapshot(data, action.peer, now)
-            except Exception as exc:  # the engine refuses bad bytes by reason; this is a bug of ours
-                if isinstance(action, FetchPayload):
-                    self.engine.fetch_failed(action.header, INTERNAL_ERROR, peer)
-                    self.log_fault(peer, f"{protocol} response", exc)
-                else:
-                    self.unexpected(peer, f"{protocol} response", exc)
-                return
-            after: Mapping[str, int] = self.engine.rejections_by_peer.get(peer, {})
-            if any(n > before.get(r, 0) for r, n in after.items() if r not in _NOT_PROVABLE):
-                self._penalise(peer)
-            self._on_update()
-            await self.execute(follow)
+                self._request_failed(action, peer, exc)
+                continue  # the next peer, if any, is tried
+            await self._handle_response(action, peer, data)
             return
         if not tried:  # nobody to ask: neither the sender nor the relay is connected
             if isinstance(action, FetchPayload):
                 self.engine.fetch_failed(action.header, "unavailable")
             else:
                 self.engine.snapshot_failed(action.peer, "unavailable")
+
+    def _request_failed(self, action: FetchPayload | RequestSnapshot, peer: str, exc: TransportError) -> None:
+        """Counted against the peer that failed, by what failed (oversize, timeout, bad_response,
+        unavailable)."""
+        (log.info if isinstance(exc, ResponseTooLargeError) else log.debug)(
+            "fetch from %s failed: %s", peer, exc
+        )
+        if isinstance(action, FetchPayload):
+            self.engine.fetch_failed(action.header, exc.reason, peer)
+        else:
+            self.engine.snapshot_failed(peer, exc.reason)
+        # a framing violation, or more bytes than the signed size, is provably the responder's
+        if exc.reason == "bad_response" or (exc.reason == "oversize" and isinstance(action, FetchPayload)):
+            self._penalise(peer)
+
+    async def _handle_response(self, action: FetchPayload | RequestSnapshot, peer: str, data: bytes) -> None:
+        """Hand ``peer``'s response to the engine; a rejection that proves the responder wrong costs it."""
+        now = trio.current_time()
+        before = dict(self.engine.rejections_by_peer.get(peer, {}))
+        try:
+            if isinstance(action, FetchPayload):
+                follow = self.engine.handle_payload(action.header, data, now, peer)
+            else:
+                follow = self.engine.handle_snapshot(data, action.peer, now)
+        except Exception as exc:  # the engine refuses bad bytes by reason; this is a bug of ours
+            where = f"{DELTA_PROTOCOL if isinstance(action, FetchPayload) else SNAPSHOT_PROTOCOL} response"
+            if isinstance(action, FetchPayload):
+                self.engine.fetch_failed(action.header, INTERNAL_ERROR, peer)
+                self.log_fault(peer, where, exc)
+            else:
+                self.unexpected(peer, where, exc)
+            return
+        after: Mapping[str, int] = self.engine.rejections_by_peer.get(peer, {})
+        if any(n > before.get(r, 0) for r, n in after.items() if r not in _NOT_PROVABLE):
+            self._penalise(peer)
+        self._on_update()
+        await self.execute(follow)
 
     def _penalise(self, peer: str) -> None:
         """Lower ``peer``'s gossipsub score for an invalid response, as gossipsub does for invalid gossip: a
