@@ -34,6 +34,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError, P2PFLError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner, TrainResult
+from p2pfl.peer_discovery import PeerDiscovery
 from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_handle import PeerHandle as PeerHandle  # noqa: PLC0414 (re-export)
 from p2pfl.peer_store import PeerStore, finite_or_none, format_status, now_ms
@@ -65,7 +66,7 @@ from p2pfl.wire import Meta
 
 if TYPE_CHECKING:
     # trio's own TaskStatus is shadowed by the trio-typing stubs that libp2p pulls in.
-    from trio_typing import TaskStatus
+    pass
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -76,8 +77,6 @@ SUBSCRIBE_GRACE_S = 3.0
 
 #: How long a stopping peer waits for its cancelled tasks before it aborts the transport's connections.
 EXIT_GRACE_S = 3.0
-#: A stopping peer withdraws its registration from the bootstrap registries for at most this long.
-UNREGISTER_TIMEOUT_S = 3.0
 Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
 #: how a peer runs blocking work (``trio.to_thread.run_sync`` unless a test runs it inline)
@@ -288,10 +287,6 @@ class Peer:
         #: how many neighbour models have been evaluated for scoring (one per new version)
         self.val_evaluations = 0
         self._started = False
-        self._discovery: Any = None
-        self._discovery_scope = trio.CancelScope()
-        #: peer ids of the bootstrap registries: connected, but never learning neighbours
-        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
         self.exchange = Exchange(
             self.engine,
             lambda: self.transport,
@@ -299,6 +294,13 @@ class Peer:
             self._note_update,
             max_model_bytes=config.max_model_bytes,
             request_timeout_s=config.request_timeout_s,
+        )
+        self.discovery = PeerDiscovery(
+            config,
+            self.identity,
+            lambda: self.transport,
+            may_dial=lambda pid: not self.engine.is_evicted(pid) and self._peer_allowed(pid),
+            unexpected=self.exchange.unexpected,
         )
 
     # --------------------------------------------------------------------------------- lifecycle
@@ -359,7 +361,7 @@ class Peer:
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             await self._connect_static()
             if self.config.bootstrap:
-                await self._start_discovery(self._nursery)
+                await self.discovery.start(self._nursery)
             self._nursery.start_soon(self._housekeeping)
             log.info("peer online peer=%s listen=%s", self.peer_id, " ".join(t.listen_addrs))
         except BaseException:
@@ -371,7 +373,7 @@ class Peer:
         self._stopped.set()
         error = exc[1] if len(exc) > 1 and isinstance(exc[1], BaseException) else None
         if error is None and self._nursery is not None and not self._nursery.cancel_scope.cancel_called:
-            await self._unregister()  # a clean stop: leave the registries' listings at once
+            await self.discovery.unregister()  # a clean stop: leave the registries' listings at once
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
             await self._unstick(self._nursery)
@@ -400,19 +402,6 @@ class Peer:
             log.error("peer failed %s error=%s: %s", where, type(leaf).__name__, leaf)
             return
         log.critical("peer crashed %s error=%s: %s", where, type(leaf).__name__, leaf)
-
-    async def _unregister(self) -> None:
-        """Withdraw our record from the registries (bounded; failures only logged): a stopped peer should not
-        be handed out to others until its registration expires."""
-        if self._discovery is None:
-            return
-        self._discovery_scope.cancel()  # no renewal may race the withdrawal
-        with trio.move_on_after(UNREGISTER_TIMEOUT_S):
-            try:
-                n = await self._discovery.unregister()
-                log.info("unregistered from %d of %d registries", n, len(self.config.bootstrap))
-            except Exception as exc:
-                log.info("unregister failed: %s: %s", type(exc).__name__, exc)
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""
@@ -447,10 +436,11 @@ class Peer:
     def neighbours(self) -> list[str]:
         """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it
         is dialled to register and discover, never learns, and must not satisfy ``min_neighbours``)."""
-        registries = self._registries
-        if self._discovery is not None:
-            registries = registries | self._discovery.registry_peer_ids
-        return [p for p in self.transport.connected_peers() if p not in registries]
+        return self.discovery.neighbours()
+
+    async def discover(self) -> int:
+        """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
+        return await self.discovery.discover()
 
     def _may_mix(self, peer_id: str) -> bool:
         return self._transport is None or peer_id in self._transport.connected_peers()
@@ -467,74 +457,6 @@ class Peer:
                 await self.transport.connect(addr)
             except TransportError as exc:
                 log.info("static peer not reachable yet addr=%s reason=%s", addr, exc)
-
-    async def _start_discovery(self, nursery: trio.Nursery) -> None:
-        """Register with the bootstrap registries (renewed in the background) and dial the peers they, or
-        the peer cache when every registry is down, know of. Only signed peer records are dialled."""
-        from p2pfl.discovery import BootstrapClient, PeerCache
-
-        cache = None
-        if self.config.state_dir is not None:
-            cache = PeerCache.in_state_dir(
-                self.config.state_dir, network_id=self.config.network_id, own_peer_id=self.peer_id
-            )
-        self._discovery = BootstrapClient(
-            self.transport,
-            self.identity,
-            self.config.network_id,
-            self.config.bootstrap,
-            ttl=self.config.bootstrap_ttl,
-            advertise=list(self.config.advertise) or None,
-            cache=cache,
-        )
-        await nursery.start(self._renewal)
-        await self.discover()
-        nursery.start_soon(self._discovery_loop)
-
-    async def _renewal(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with self._discovery_scope:  # cancelled first on a clean stop (see _unregister)
-            await self._discovery.run_renewal(task_status=task_status)
-
-    async def discover(self) -> int:
-        """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
-        from p2pfl.discovery import dial_record
-
-        if self._discovery is None:
-            return 0
-        records = await self._discovery.find_peers()
-        connected = set(self.neighbours())
-        dialled = 0
-        for record in records:
-            if len(connected) >= self.config.max_neighbours:
-                break
-            pid = record.peer_id
-            if (
-                pid in connected
-                or pid == self.peer_id
-                or pid in self._registries
-                or pid in self._discovery.registry_peer_ids
-                or self.engine.is_evicted(pid)
-                or not self._peer_allowed(pid)
-            ):
-                continue
-            if await dial_record(self.transport, record) is not None:
-                connected.add(pid)
-                dialled += 1
-        return dialled
-
-    async def _discovery_loop(self) -> None:
-        while True:
-            await trio.sleep(self.config.discover_interval_s)
-            try:
-                new = await self.discover()
-            except P2PFLError as exc:
-                log.info("discovery failed: %s", exc)
-                continue
-            except Exception as exc:  # a registry's answer must never end the peer: retried next interval
-                self.exchange.unexpected(None, "discovery", exc)
-                continue
-            if new:
-                log.info("discovery: dialled %d new peers", new)
 
     async def _join(self, adopt: bool) -> None:
         """Fetch snapshots from the connected peers and start from their median (``adopt``: a fresh peer) or
