@@ -47,10 +47,9 @@ from p2pfl.protocol import (
     RoundOutcome,
     Start,
     ValLossCache,
-    Wait,
 )
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
-from p2pfl.protocol.join import Finish, JoinPlan
+from p2pfl.protocol.join import JoinPlan
 from p2pfl.protocol.pacing import (
     ConnectionClock,
     NeighbourView,
@@ -253,12 +252,7 @@ class Peer:
         self._transport: Transport | None = None
         self._nursery: trio.Nursery | None = None
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
-        self._guard_config = GuardConfig(
-            mix_guard_margin=config.mix_guard_margin,
-            mix_guard_warmup=config.mix_guard_warmup,
-            rollback_margin=config.rollback_margin,
-            rollback_warmup=config.rollback_warmup,
-        )
+        self._guard_config = guard_config(config)
         self._guard = (
             RollbackGuard(margin=config.rollback_margin, warmup=config.rollback_warmup)
             if config.rollback_margin
@@ -269,14 +263,7 @@ class Peer:
         self._last_status = -math.inf
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
-        self._pacing = PacingConfig(
-            wait_fraction=config.wait_fraction,
-            max_round_wait_s=config.max_round_wait_s,
-            min_neighbours=config.min_neighbours,
-            start_timeout_s=config.start_timeout_s,
-            round_interval_s=config.round_interval_s,
-            subscribe_grace_s=SUBSCRIBE_GRACE_S,
-        )
+        self._pacing = pacing_config(config)
         self._pacer = RoundPacer(self._pacing)
         #: connected neighbour -> when we first saw it connected (trio clock)
         self._connections = ConnectionClock()
@@ -304,26 +291,6 @@ class Peer:
         )
 
     # --------------------------------------------------------------------------------- lifecycle
-
-    async def _unstick(self, nursery: trio.Nursery) -> None:
-        """Give the cancelled tasks ``EXIT_GRACE_S`` to finish, then abort the transport's connections.
-
-        A task may sit in a libp2p cleanup that is shielded from cancellation and waits on a deadlocked
-        connection (``Libp2pTransport.abort`` explains it); without this the peer would never exit."""
-        with trio.CancelScope(shield=True):  # runs even when the peer is left by cancellation
-            with trio.move_on_after(EXIT_GRACE_S):
-                while nursery.child_tasks:
-                    await trio.sleep(0.05)
-            abort = getattr(self._transport, "abort", None)
-            if nursery.child_tasks and abort is not None:
-                names = sorted({t.name.rpartition(".")[2] for t in nursery.child_tasks})
-                log.warning(
-                    "%d task(s) still running %.0f s after stop (%s): aborting the connections",
-                    len(nursery.child_tasks),
-                    EXIT_GRACE_S,
-                    ", ".join(names),
-                )
-                abort()
 
     def _note_update(self) -> None:
         self._replica_updated.set()  # the event is replaced for each wait: look it up now
@@ -376,7 +343,7 @@ class Peer:
             await self.discovery.unregister()  # a clean stop: leave the registries' listings at once
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
-            await self._unstick(self._nursery)
+            await _unstick(self._nursery, self._transport)
         try:
             await self._stack.__aexit__(None, None, None)
         except BaseException as crash:
@@ -468,31 +435,9 @@ class Peer:
             adopt=adopt,
             started_at=trio.current_time(),
         )
-        snaps: dict[str, bytes] = {}
-        with trio.move_on_at(plan.deadline):
-            while True:
-                step = plan.next(trio.current_time(), self.neighbours(), snaps)
-                if isinstance(step, Finish):
-                    break
-                if isinstance(step, Wait):
-                    await trio.sleep_until(step.until)
-                    continue
-                async with trio.open_nursery() as n:
-                    for peer in step.peers:
-                        n.start_soon(self._join_fetch, peer, step.timeout, snaps)
+        snaps = await self.exchange.fetch_snapshots(plan, self.neighbours)
         if snaps:
             self._join_from(plan, snaps)
-
-    async def _join_fetch(self, peer: str, timeout: float, snaps: dict[str, bytes]) -> None:
-        try:
-            snaps[peer] = await self.transport.request(
-                peer, SNAPSHOT_PROTOCOL, b"", max_response=self.config.max_model_bytes, timeout=timeout
-            )
-        except TransportError as exc:
-            log.debug("join: no snapshot from %s: %s", peer, exc)
-            self.engine.snapshot_failed(peer, exc.reason)
-        except Exception as exc:
-            self.exchange.unexpected(peer, "join snapshot fetch", exc)
 
     def _join_from(self, plan: JoinPlan, snaps: Mapping[str, bytes]) -> None:
         try:
@@ -724,6 +669,49 @@ class Peer:
             "mixes_refused": self.mixes_refused,
             "evicted": sorted(self.engine.scorer.evicted()) if self.engine.scorer else [],
         }
+
+
+async def _unstick(nursery: trio.Nursery, transport: Transport | None) -> None:
+    """Give the cancelled tasks ``EXIT_GRACE_S`` to finish, then abort the transport's connections.
+
+    A task may sit in a libp2p cleanup that is shielded from cancellation and waits on a deadlocked
+    connection (``Libp2pTransport.abort`` explains it); without this the peer would never exit."""
+    with trio.CancelScope(shield=True):  # runs even when the peer is left by cancellation
+        with trio.move_on_after(EXIT_GRACE_S):
+            while nursery.child_tasks:
+                await trio.sleep(0.05)
+        abort = getattr(transport, "abort", None)
+        if nursery.child_tasks and abort is not None:
+            names = sorted({t.name.rpartition(".")[2] for t in nursery.child_tasks})
+            log.warning(
+                "%d task(s) still running %.0f s after stop (%s): aborting the connections",
+                len(nursery.child_tasks),
+                EXIT_GRACE_S,
+                ", ".join(names),
+            )
+            abort()
+
+
+def pacing_config(config: PeerConfig) -> PacingConfig:
+    """The round pacing's knobs of ``config``."""
+    return PacingConfig(
+        wait_fraction=config.wait_fraction,
+        max_round_wait_s=config.max_round_wait_s,
+        min_neighbours=config.min_neighbours,
+        start_timeout_s=config.start_timeout_s,
+        round_interval_s=config.round_interval_s,
+        subscribe_grace_s=SUBSCRIBE_GRACE_S,
+    )
+
+
+def guard_config(config: PeerConfig) -> GuardConfig:
+    """The own-data guards' knobs of ``config``."""
+    return GuardConfig(
+        mix_guard_margin=config.mix_guard_margin,
+        mix_guard_warmup=config.mix_guard_warmup,
+        rollback_margin=config.rollback_margin,
+        rollback_warmup=config.rollback_warmup,
+    )
 
 
 def _leaf(error: BaseException) -> BaseException:

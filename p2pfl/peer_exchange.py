@@ -27,7 +27,9 @@ from p2pfl.protocol import (
     Publish,
     Readmit,
     RequestSnapshot,
+    Wait,
 )
+from p2pfl.protocol.join import Finish, JoinPlan
 from p2pfl.protocol.logs import RateLimiter
 from p2pfl.transport.base import Transport
 from p2pfl.wire import DIGEST_SIZE
@@ -208,6 +210,33 @@ class Exchange:
                 self.engine.fetch_failed(action.header, "unavailable")
             else:
                 self.engine.snapshot_failed(action.peer, "unavailable")
+
+    async def fetch_snapshots(self, plan: JoinPlan, neighbours: Callable[[], list[str]]) -> dict[str, bytes]:
+        """The join's snapshots, fetched as ``plan`` says (asked, asked again, bounded by its deadline)."""
+        snaps: dict[str, bytes] = {}
+        with trio.move_on_at(plan.deadline):
+            while True:
+                step = plan.next(trio.current_time(), neighbours(), snaps)
+                if isinstance(step, Finish):
+                    break
+                if isinstance(step, Wait):
+                    await trio.sleep_until(step.until)
+                    continue
+                async with trio.open_nursery() as n:
+                    for peer in step.peers:
+                        n.start_soon(self._fetch_snapshot, peer, step.timeout, snaps)
+        return snaps
+
+    async def _fetch_snapshot(self, peer: str, timeout: float, snaps: dict[str, bytes]) -> None:
+        try:
+            snaps[peer] = await self.transport.request(
+                peer, SNAPSHOT_PROTOCOL, b"", max_response=self.max_model_bytes, timeout=timeout
+            )
+        except TransportError as exc:
+            log.debug("join: no snapshot from %s: %s", peer, exc)
+            self.engine.snapshot_failed(peer, exc.reason)
+        except Exception as exc:
+            self.unexpected(peer, "join snapshot fetch", exc)
 
     def _request_failed(self, action: FetchPayload | RequestSnapshot, peer: str, exc: TransportError) -> None:
         """Counted against the peer that failed, by what failed (oversize, timeout, bad_response,
