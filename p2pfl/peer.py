@@ -9,10 +9,17 @@ an async context manager from trio code::
 or, from any other program (threads, asyncio), through :class:`PeerHandle`, which runs the same ``Peer`` in
 its own trio thread and exposes thread-safe ``start``/``stop``/``status``/``params``.
 
-Each round: start from the own (mixed) model, train ``local_steps`` in a worker thread (the trio loop keeps
-serving the network meanwhile), optionally evaluate the fresh replicas on the own validation split, let the
-engine publish the trained model and mix it with the replicas, check for a rollback, write the checkpoint and
-the version log (before broadcasting: a crash can never reuse a version number), then broadcast and evict.
+Each round: wait for the neighbours' new versions (``protocol.pacing``), start from the own (mixed) model,
+train ``local_steps`` in a worker thread (the trio loop keeps serving the network meanwhile), evaluate the new
+replica versions on the own validation split (``ValLossCache``), let the engine publish the trained model and
+mix it with one snapshot of the replicas, let the own-data guards decide what the round keeps
+(``protocol.guards``), write the checkpoint and the version log (``PeerStore``; before broadcasting: a crash
+can never reuse a version number), then broadcast and evict (``Exchange``).
+
+The policies are pure and live in ``p2pfl.protocol`` (pacing, guards, join, logs); this module asks them
+with trio's clock, so a test's MockClock drives every wait. Around the class: ``peer_exchange`` (the
+network side), ``peer_discovery`` (bootstrap registries), ``peer_store`` (disk), ``peer_handle`` (non-trio
+host programs).
 """
 
 from __future__ import annotations
