@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgpack
-import numpy as np
 import numpy.typing as npt
 
 from p2pfl.errors import P2PFLError, StateError
 from p2pfl.fsutil import atomic_write
 from p2pfl.identity import Identity, public_key_from_peer_id, verify
+from p2pfl.protocol.guards import RollbackGuard as RollbackGuard  # noqa: PLC0414 (re-export)
 from p2pfl.wire import WireError, decode_tensors, encode_tensors
 
 CHECKPOINT_NAME: Final = "checkpoint.p2ck"
@@ -548,35 +548,3 @@ def read_log(directory: Path) -> list[LogRecord]:
     """The verified records (up to the first problem, if any)."""
     records, _, _ = _scan(directory / LOG_NAME)
     return records
-
-
-# ----------------------------------------------------------------------------------------- rollback
-
-
-@dataclass
-class RollbackGuard:
-    """Reverts to the best recent version when validation accuracy falls more than ``margin`` below it.
-
-    Keeps the best version of the last ``window`` rounds in memory (a copy of its parameters). Pure logic:
-    the peer logs the rollback and writes the checkpoint.
-    """
-
-    margin: float = 0.15
-    window: int = 10
-    warmup: int = 5
-    _history: list[tuple[int, float, Params]] = field(default_factory=list)
-    _seen: int = 0
-
-    def observe(self, round_: int, accuracy: float, params: Params) -> tuple[int, float, Params] | None:
-        """Record this round's accuracy; return (round, accuracy, params) of the version to revert to, if any.
-
-        Nothing is reverted during the first ``warmup`` observations: early mixing of non-IID neighbours moves
-        the local validation accuracy a lot without anything being wrong.
-        """
-        self._seen += 1
-        best = max(self._history, key=lambda t: t[1], default=None)
-        if self._seen > self.warmup and best is not None and accuracy < best[1] - self.margin:
-            return best
-        self._history.append((round_, accuracy, {k: np.array(v, copy=True) for k, v in params.items()}))
-        self._history = self._history[-self.window :]
-        return None

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 from p2pfl.errors import ConfigError, TransportError
 from p2pfl.identity import Identity
@@ -24,7 +25,19 @@ def learner_for(split: Split, seed: int, hidden: int = 32) -> NumpySoftmaxLearne
     return NumpySoftmaxLearner(split.train, split.val, split.n_classes, hidden=hidden, lr=0.1, seed=seed)
 
 
-def memory_peer(i: int, learner: Any, net: MemoryNetwork, **cfg: Any) -> Peer:
+async def inline(fn: Any, *args: Any) -> Any:
+    """A synchronous ``run_sync``: training and evaluation run on the event loop, so a MockClock moves only
+    when every task waits (with worker threads, an autojumping clock would race ahead of the training).
+    Each call takes 1 ms of mock time: work takes time, and an update that arrives right after a mix must
+    not carry the mix's own timestamp (it would not count as newer)."""
+    result = fn(*args)
+    clock = trio.lowlevel.current_clock()
+    if isinstance(clock, trio.testing.MockClock):
+        clock.jump(0.001)
+    return result
+
+
+def memory_peer(i: int, learner: Any, net: MemoryNetwork, *, run_sync: Any = None, **cfg: Any) -> Peer:
     """Peer ``i`` of a test network on ``net`` (10 local steps unless ``cfg`` says otherwise)."""
     config = PeerConfig(network_id="digits", status_interval_s=0, **{"local_steps": 10, **cfg})
     return Peer(
@@ -32,6 +45,7 @@ def memory_peer(i: int, learner: Any, net: MemoryNetwork, **cfg: Any) -> Peer:
         learner,
         Identity(bytes([i + 1]) * 32),
         transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+        run_sync=run_sync,
     )
 
 
@@ -74,7 +88,8 @@ async def run_all(peers: list[Peer], rounds: int) -> None:
 
 async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[int, float]:
     """Peer A has neighbours B and C (and, with ``lurker``, D, which never publishes). B starts at once, C
-    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's wall time."""
+    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's time for its three
+    rounds. Run it on a MockClock: the peers train inline, so the times are exact, not raced."""
     splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
     net = MemoryNetwork()
     async with AsyncExitStack() as stack:
@@ -82,7 +97,13 @@ async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[in
         for i in range(4 if lurker else 3):
             # no join_on_start: no snapshot of each neighbour before the first round
             peer = memory_peer(
-                i, learner_for(splits[i], i), net, local_steps=5, max_round_wait_s=30, join_on_start=False
+                i,
+                learner_for(splits[i], i),
+                net,
+                local_steps=5,
+                max_round_wait_s=30,
+                join_on_start=False,
+                run_sync=inline,
             )
             peers.append(await stack.enter_async_context(peer))
         a, b, c = peers[:3]
@@ -102,17 +123,24 @@ async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[in
         return a.reports[1].mixed, trio.current_time() - t0
 
 
-async def test_a_peer_does_not_mix_a_lone_neighbour_model_while_other_learners_are_expected() -> None:
+async def test_a_peer_does_not_mix_a_lone_neighbour_model_while_other_learners_are_expected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     """A's second round waits for the first version of C too (connected, subscribed, still training):
     mixing B's model alone would leave it unjudged, poisoned or not."""
-    mixed, _ = await _second_round_mix(1.0)
+    mixed, took = await _second_round_mix(1.0)
     assert mixed == 2
+    assert took < 30  # and C's version ended the wait, not max_round_wait_s
 
 
-async def test_a_lurking_neighbour_does_not_hold_up_rounds_once_two_neighbours_publish() -> None:
-    mixed, wall = await _second_round_mix(0.0, lurker=True)
+async def test_a_lurking_neighbour_does_not_hold_up_rounds_once_two_neighbours_publish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    mixed, took = await _second_round_mix(0.0, lurker=True)
     assert mixed == 2
-    assert wall < 20  # D is expected for max_round_wait_s = 30 s only while fewer than two neighbours publish
+    # D is expected (for max_round_wait_s = 30 s) only while fewer than two neighbours publish: no round of A
+    # waited for it (the three rounds take no time on the mock clock but the wait for B's and C's versions)
+    assert took < 30
 
 
 async def test_the_version_log_records_each_score_s_evidence(tmp_path: Path) -> None:
@@ -285,7 +313,9 @@ async def test_a_closed_network_refuses_and_counts_peers_off_its_allow_list() ->
         assert set(closed.engine.replicas) == {open_.peer_id}
 
 
-async def test_stop_is_honoured_while_waiting_for_the_first_neighbours() -> None:
+async def test_stop_is_honoured_while_waiting_for_the_first_neighbours(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
     net = MemoryNetwork()
     cfg = PeerConfig(network_id="digits", status_interval_s=0, min_neighbours=3, start_timeout_s=60)
@@ -295,11 +325,12 @@ async def test_stop_is_honoured_while_waiting_for_the_first_neighbours() -> None
         Identity(bytes([5]) * 32),
         transport=lambda i: net.open(network_id="digits", seed=i.seed),
     ) as p:
-        with trio.fail_after(5):
+        with trio.fail_after(5):  # on the mock clock: far below start_timeout_s, so the stop ended the wait
             async with trio.open_nursery() as n:
                 n.start_soon(p.run)
                 await trio.sleep(0.3)
                 p.stop()
+        assert trio.current_time() < 1.0
         assert 0 == p.round
 
 

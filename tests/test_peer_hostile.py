@@ -165,7 +165,7 @@ async def test_an_exception_in_a_handler_closes_that_input_only_and_is_logged_on
         with caplog.at_level(logging.INFO, logger="p2pfl"), trio.fail_after(60):
             await run_all(peers, 5)
             engine._snapshot_wanted[bad] = -1e9  # allow a snapshot request at once
-            await a._fetch(RequestSnapshot(bad, bad))
+            await a.exchange.fetch(RequestSnapshot(bad, bad))
         assert [5, 5, 5] == [p.round for p in peers]
         assert engine.rejections_by_peer[bad][INTERNAL_ERROR] >= 2
         assert all(rejected_from(engine, p.peer_id) == 0 for p in peers[1:2])

@@ -20,10 +20,8 @@ digest, tensor names/shapes/dtypes, finiteness, norm bound, and finally the resu
 
 from __future__ import annotations
 
-import math
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,256 +30,46 @@ import numpy.typing as npt
 from p2pfl.aggregation import AggregationConfig, aggregate, median
 from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
+from p2pfl.protocol.actions import (
+    INTERNAL_ERROR,
+    Action,
+    Evict,
+    Fault,
+    FetchPayload,
+    Publish,
+    Readmit,
+    RequestSnapshot,
+)
+from p2pfl.protocol.bans import BanBook
+from p2pfl.protocol.config import ProtocolConfig
+from p2pfl.protocol.layout import FloatVec, Layout, Params
+from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
 from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
 from p2pfl.wire import (
     CODECS,
     ZERO_DIGEST,
     Envelope,
     Header,
-    Limits,
     Meta,
     SenderNotAllowedError,
     WireError,
     apply_codec,
-    arch_digest,
     check_payload,
     decode_tensors,
     encode_tensors,
-    is_network_id,
-    model_digest,
     open_envelope,
     payload_parts,
     seal,
     undo_codec,
 )
 
-FloatVec = npt.NDArray[np.float32]
-Params = dict[str, npt.NDArray[np.float32]]
-
 PENDING_PER_PEER = 16
 #: validated envelopes kept for their delivery (see GossipEngine.accept_gossip): at most this many, each of
 #: at most this size (a delta announcement with its payload inline; larger payloads are fetched)
 _VALIDATED_MAX = 64
 _VALIDATED_MAX_BYTES = 1 << 20
-#: the reason under which an input is counted when handling it raised an exception other than a WireError
-#: (a bug of ours, or a decoder that is not total yet): the input is refused, the fault kept for the log
-INTERNAL_ERROR = "internal_error"
 #: faults kept until the caller takes them (see GossipEngine.take_faults); older ones are dropped
 _FAULTS_MAX = 64
-DELTA_PROTOCOL = "/p2pfl/delta/1"
-SNAPSHOT_PROTOCOL = "/p2pfl/snapshot/1"
-
-
-# ------------------------------------------------------------------------------------------- layout
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Names, shapes and offsets of a model's float32 tensors: named tensors <-> one flat vector."""
-
-    names: tuple[str, ...]
-    shapes: tuple[tuple[int, ...], ...]
-    offsets: tuple[int, ...]
-    size: int
-    arch: bytes
-
-    @classmethod
-    def of(cls, params: Mapping[str, npt.NDArray[Any]]) -> Layout:
-        names = tuple(sorted(params, key=lambda n: n.encode("utf-8")))
-        shapes = tuple(tuple(int(d) for d in params[n].shape) for n in names)
-        offsets, total = [], 0
-        for shape in shapes:
-            offsets.append(total)
-            total += math.prod(shape)
-        spec = {n: np.zeros(s, np.float32) for n, s in zip(names, shapes, strict=True)}
-        return cls(names, shapes, tuple(offsets), total, arch_digest(spec))
-
-    def flatten(self, params: Mapping[str, npt.NDArray[Any]]) -> FloatVec:
-        out = np.empty(self.size, np.float32)
-        for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True):
-            arr = params[name]
-            if tuple(arr.shape) != shape:
-                raise ValueError(f"tensor {name!r} has shape {tuple(arr.shape)}, expected {shape}")
-            out[off : off + math.prod(shape)] = np.asarray(arr, dtype=np.float32).reshape(-1)
-        return out
-
-    def unflatten(self, vec: FloatVec) -> Params:
-        """Named views into ``vec`` (no copy)."""
-        return {
-            name: vec[off : off + math.prod(shape)].reshape(shape)
-            for name, shape, off in zip(self.names, self.shapes, self.offsets, strict=True)
-        }
-
-    def matches(self, tensors: Mapping[str, npt.NDArray[Any]]) -> str | None:
-        """None if ``tensors`` have exactly this layout's names and shapes (float dtypes), else why not."""
-        if set(tensors) != set(self.names):
-            return f"tensor names {sorted(tensors)} differ from the model's"
-        for name, shape in zip(self.names, self.shapes, strict=True):
-            arr = tensors[name]
-            if tuple(arr.shape) != shape:
-                return f"tensor {name!r} has shape {tuple(arr.shape)}, the model's is {shape}"
-            if arr.dtype.kind != "f":
-                return f"tensor {name!r} has dtype {arr.dtype}, the model's is float32"
-        return None
-
-    def digest(self, vec: FloatVec) -> bytes:
-        return model_digest(self.unflatten(vec))
-
-
-# ------------------------------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class Publish:
-    """Broadcast ``envelope`` on the network topic."""
-
-    envelope: bytes
-    seq: int
-
-
-@dataclass(frozen=True)
-class FetchPayload:
-    """Fetch the payload named by ``header`` (by digest) from ``peer`` (sender first, then ``via``)."""
-
-    peer: str
-    via: str
-    header: Header
-
-
-@dataclass(frozen=True)
-class RequestSnapshot:
-    """Ask ``peer`` for a signed snapshot of its public model (``via`` may relay it if the sender is far)."""
-
-    peer: str
-    via: str
-
-
-@dataclass(frozen=True)
-class Evict:
-    """Stop listening to ``peer``: disconnect it and penalise it in the transport."""
-
-    peer: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Readmit:
-    """An eviction expired: accept ``peer`` again (its models are scored, not mixed, while on probation)."""
-
-    peer: str
-    evictions: int
-
-
-Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit
-
-
-@dataclass(frozen=True)
-class Fault:
-    """Handling an input from ``peer`` raised ``error`` (not a WireError): the input was refused and
-    counted as ``internal_error``. The engine never logs; the caller takes these (``take_faults``)."""
-
-    peer: str | None
-    where: str
-    error: BaseException
-
-
-# ------------------------------------------------------------------------------------------- config
-
-#: The longest eviction (unless ``readmit_after_s`` itself is longer): repeat offenders wait a day per try.
-_MAX_BAN_S = 86_400.0
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    """Protocol knobs; validated at construction (``ConfigError`` names the key)."""
-
-    network_id: str
-    inline_limit: int = 192 * 1024
-    max_staleness_s: float = 120.0
-    max_delta_norm: float | None = None
-    codec: str = "raw"
-    payload_cache: int = 32
-    snapshot_retry_s: float = 5.0
-    join_quorum: int = 2
-    #: An eviction lasts this long (seconds), doubling with each repeat eviction of the same peer up to a day
-    #: (or to this value, if longer); then the peer is readmitted on probation (``inf``: evictions are final).
-    readmit_after_s: float = 1800.0
-    limits: Limits = field(default_factory=Limits)
-
-    def __post_init__(self) -> None:
-        if not is_network_id(self.network_id):
-            raise ConfigError(
-                f"network_id: must be 1-64 characters of [A-Za-z0-9._-], got {self.network_id!r}"
-            )
-        if not isinstance(self.inline_limit, int) or self.inline_limit < 0:
-            raise ConfigError(f"protocol.inline_limit: must be an integer >= 0, got {self.inline_limit!r}")
-        for name in ("max_staleness_s", "snapshot_retry_s"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"protocol.{name}: must be a positive number, got {value!r}")
-        if self.max_delta_norm is not None and not (
-            isinstance(self.max_delta_norm, int | float) and self.max_delta_norm > 0
-        ):
-            raise ConfigError(
-                f"protocol.max_delta_norm: must be positive or unset, got {self.max_delta_norm!r}"
-            )
-        if not isinstance(self.readmit_after_s, int | float) or not self.readmit_after_s > 0:
-            raise ConfigError(
-                "protocol.readmit_after_s: must be a positive number (inf: never), "
-                f"got {self.readmit_after_s!r}"
-            )
-        if self.codec not in ("raw", "fp16"):
-            raise ConfigError(f"protocol.codec: must be 'raw' or 'fp16', got {self.codec!r}")
-        if not isinstance(self.payload_cache, int) or self.payload_cache < 1:
-            raise ConfigError(f"protocol.payload_cache: must be an integer >= 1, got {self.payload_cache!r}")
-        if not isinstance(self.join_quorum, int) or self.join_quorum < 1:
-            raise ConfigError(f"protocol.join_quorum: must be an integer >= 1, got {self.join_quorum!r}")
-
-
-# ------------------------------------------------------------------------------------------ replicas
-
-
-@dataclass
-class Replica:
-    """Our copy of another peer's public model at version ``seq``."""
-
-    peer: str
-    vec: FloatVec
-    seq: int
-    digest: bytes
-    updated_at: float
-    meta: Meta = field(default_factory=Meta)
-
-    @property
-    def version(self) -> tuple[int, bytes]:
-        return self.seq, self.digest
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """One input of a mixing step, for the version log."""
-
-    peer: str
-    seq: int
-    weight: float
-    score: float | None
-    reputation: float
-    status: str
-
-
-@dataclass(frozen=True)
-class RoundOutcome:
-    """What a local round produced: actions to carry out and facts for the version log."""
-
-    actions: list[Action]
-    seq: int
-    digest: bytes
-    contributions: list[Contribution]
-    scores: dict[str, ScoreRecord]
-    evicted: list[str]
-
-
-# ------------------------------------------------------------------------------------------- engine
 
 
 class GossipEngine:
@@ -325,8 +113,8 @@ class GossipEngine:
         self._payload_sizes = {codec: len(encode_tensors(apply_codec(zeros, codec))) for codec in CODECS}
         # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
-        # evicted peers: (evictions so far, when the current one expires); the count survives readmission
-        self._bans: dict[str, tuple[int, float]] = {}
+        #: evicted peers and when their evictions expire
+        self.bans = BanBook(config.readmit_after_s)
         #: per peer, the replica version (seq, digest) last scored and its combined score: each version is
         #: scored once. Rescoring an unchanged replica every own round made a neighbour that is slower than
         #: us, or just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
@@ -358,15 +146,11 @@ class GossipEngine:
         return self.scorer is not None and self.scorer.status(peer) == "evicted"
 
     def _ban(self, peer: str, now: float) -> None:
-        """Start an eviction's clock: ``readmit_after_s``, doubled per earlier eviction, capped at a day."""
-        base = self.config.readmit_after_s
-        count = self.evictions_of(peer) + 1
-        length = min(base * 2.0 ** min(count - 1, 32), max(base, _MAX_BAN_S))
-        self._bans[peer] = (count, now + length)
+        self.bans.ban(peer, now)
 
     def evictions_of(self, peer: str) -> int:
         """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""
-        return self._bans.get(peer, (0, 0.0))[0]
+        return self.bans.evictions_of(peer)
 
     def readmissions(self, now: float) -> list[Readmit]:
         """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until
@@ -374,14 +158,9 @@ class GossipEngine:
 
         A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
         not forever, and a poisoner costs one scored, unmixed model per expiry."""
-        out: list[Readmit] = []
         if self.scorer is None:
-            return out
-        for peer, (count, until) in sorted(self._bans.items()):
-            if until <= now and self.scorer.status(peer) == "evicted":
-                self.scorer.readmit(peer)
-                out.append(Readmit(peer, count))
-        return out
+            return []
+        return self.bans.readmissions(now, self.scorer)
 
     # ------------------------------------------------------------------------------------ restore
 

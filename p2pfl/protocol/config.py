@@ -1,0 +1,58 @@
+"""The protocol's knobs, validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pfl.errors import ConfigError
+from p2pfl.wire import Limits, is_network_id
+
+#: The longest eviction (unless ``readmit_after_s`` itself is longer): repeat offenders wait a day per try.
+_MAX_BAN_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Protocol knobs; validated at construction (``ConfigError`` names the key)."""
+
+    network_id: str
+    inline_limit: int = 192 * 1024
+    max_staleness_s: float = 120.0
+    max_delta_norm: float | None = None
+    codec: str = "raw"
+    payload_cache: int = 32
+    snapshot_retry_s: float = 5.0
+    join_quorum: int = 2
+    #: An eviction lasts this long (seconds), doubling with each repeat eviction of the same peer up to a day
+    #: (or to this value, if longer); then the peer is readmitted on probation (``inf``: evictions are final).
+    readmit_after_s: float = 1800.0
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not is_network_id(self.network_id):
+            raise ConfigError(
+                f"network_id: must be 1-64 characters of [A-Za-z0-9._-], got {self.network_id!r}"
+            )
+        if not isinstance(self.inline_limit, int) or self.inline_limit < 0:
+            raise ConfigError(f"protocol.inline_limit: must be an integer >= 0, got {self.inline_limit!r}")
+        for name in ("max_staleness_s", "snapshot_retry_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"protocol.{name}: must be a positive number, got {value!r}")
+        if self.max_delta_norm is not None and not (
+            isinstance(self.max_delta_norm, int | float) and self.max_delta_norm > 0
+        ):
+            raise ConfigError(
+                f"protocol.max_delta_norm: must be positive or unset, got {self.max_delta_norm!r}"
+            )
+        if not isinstance(self.readmit_after_s, int | float) or not self.readmit_after_s > 0:
+            raise ConfigError(
+                "protocol.readmit_after_s: must be a positive number (inf: never), "
+                f"got {self.readmit_after_s!r}"
+            )
+        if self.codec not in ("raw", "fp16"):
+            raise ConfigError(f"protocol.codec: must be 'raw' or 'fp16', got {self.codec!r}")
+        if not isinstance(self.payload_cache, int) or self.payload_cache < 1:
+            raise ConfigError(f"protocol.payload_cache: must be an integer >= 1, got {self.payload_cache!r}")
+        if not isinstance(self.join_quorum, int) or self.join_quorum < 1:
+            raise ConfigError(f"protocol.join_quorum: must be an integer >= 1, got {self.join_quorum!r}")
