@@ -10,6 +10,7 @@ import dataclasses
 import importlib
 import inspect
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,14 @@ def load_entry(entry: str) -> Callable[..., Learner]:
     module_name, sep, attr = entry.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"[learner] entry: expected 'module:function', got {entry!r}")
+    if module_name == "simulations" or module_name.startswith("simulations."):
+        new = "p2pfl.sim" + module_name.removeprefix("simulations")
+        warnings.warn(
+            f"[learner] entry: {module_name!r} is now {new!r} (the simulations folder installs as p2pfl.sim)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        module_name = new
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -1,4 +1,4 @@
-"""Learner entry points for ``p2pfl peer`` configs (``[learner] entry = "simulations.entry:digits"``).
+"""Learner entry points for ``p2pfl peer`` configs (``[learner] entry = "p2pfl.sim.entry:digits"``).
 
 Each builds one peer's learner from a deterministic share of a bundled dataset, so several peer processes
 started with the same ``seed`` and ``num_peers`` and different ``peer_index`` hold disjoint private data.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from p2pfl.learner import NumpySoftmaxLearner, TorchLearner
-from simulations.data import peer_splits
+
+from .data import peer_splits
 
 
 def digits(

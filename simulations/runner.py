@@ -4,7 +4,7 @@ Two engines share everything but the transport and the process layout:
 
 * ``memory``: every peer in one trio loop over :class:`p2pfl.transport.memory.MemoryNetwork` (``flood=False``:
   a broadcast reaches the direct neighbours only, like gossip restricted to the topology).
-* ``libp2p``: one OS process per peer (``python -m simulations.worker``), real libp2p on 127.0.0.1, each peer
+* ``libp2p``: one OS process per peer (``python -m p2pfl.sim.worker``), real libp2p on 127.0.0.1, each peer
   dialling only its topology neighbours. Workers report through files in ``DIR/peers/<i>/`` (``status.json``
   and the checkpoint written by the peer itself, ``result.json`` and ``vectors.npy`` written by the worker);
   the parent evaluates every final checkpoint on the global test set.
@@ -36,16 +36,20 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+import p2pfl
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner, NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.state import load_checkpoint
-from simulations import topology
-from simulations.attacks import Behaviour, make_behaviour
-from simulations.data import Split, peer_splits
-from simulations.scenario import Scenario
 
-REPO = Path(__file__).resolve().parents[1]
+from . import topology
+from .attacks import Behaviour, make_behaviour
+from .data import Split, peer_splits
+from .scenario import Scenario
+
+#: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
+#: PYTHONPATH, so it runs the same code as this process.
+IMPORT_ROOT = Path(p2pfl.__file__).resolve().parents[1]
 #: At most this many honest peers keep their model vector per round (for the consensus-distance plot).
 VECTOR_SAMPLE = 64
 #: The libp2p worker copies its checkpoint here when it completes its rounds (the model the report scores).
@@ -611,7 +615,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
     t0 = time.time()
     splits = load_splits(scenario)
     save_splits(splits, out / "data.npz")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])}
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     try:
@@ -625,7 +629,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                     [
                         sys.executable,
                         "-m",
-                        "simulations.worker",
+                        "p2pfl.sim.worker",
                         "--out",
                         str(out),
                         "--index",
@@ -638,7 +642,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                     env=env,
-                    cwd=str(REPO),
+                    cwd=str(IMPORT_ROOT),
                 )
             )
         progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
@@ -737,7 +741,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True) -> dict[str, Any]:
     """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
-    from simulations.report import write_outputs
+    from .report import write_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     # the peers' own log lines (evictions, rejections) go to a file, not over the progress bar
@@ -760,7 +764,7 @@ def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: b
 
 def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:
     """``p2pfl sim SCENARIO --out DIR``: run, print the headline numbers, exit 0 (1 on a bad scenario)."""
-    from simulations.scenario import ScenarioError, load_scenario
+    from .scenario import ScenarioError, load_scenario
 
     try:
         scenario = load_scenario(scenario_path)

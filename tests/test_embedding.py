@@ -19,7 +19,7 @@ import trio
 
 import p2pfl
 from p2pfl.config import parse_config
-from simulations.data import Split, peer_splits
+from p2pfl.sim.data import Split, peer_splits
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "docs" / "examples").glob("[!_]*.py"))
