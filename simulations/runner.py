@@ -17,6 +17,7 @@ from its checkpoint), and keep serving its neighbours after its last round until
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -177,23 +178,14 @@ def peer_config(
     static_peers: tuple[str, ...] = (),
     status_interval_s: float = 0.0,
 ) -> PeerConfig:
-    return PeerConfig(
+    base = PeerConfig(
         network_id=scenario.run.network_id,
         listen=listen,
         static_peers=static_peers,
         state_dir=state_dir,
-        local_steps=scenario.model.local_steps,
-        wait_fraction=scenario.run.wait_fraction,
-        max_round_wait_s=scenario.run.max_round_wait_s,
-        aggregation=scenario.aggregation.config(),
-        scoring=scenario.scoring.config(),
-        scoring_enabled=scenario.scoring.enabled,
-        val_scoring=scenario.scoring.val_scoring,
-        mix_guard_margin=scenario.scoring.mix_guard,
-        join_on_start=False,  # every peer starts from the same initial model
         status_interval_s=status_interval_s,
-        reconnect_interval_s=1.0,
     )
+    return dataclasses.replace(base, **scenario.peer_overrides())
 
 
 def flat(params: dict[str, npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
