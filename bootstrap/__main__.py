@@ -186,7 +186,7 @@ def _main(argv: Sequence[str] | None) -> int:
             burst=args.burst,
         )
         config.validate()
-    except ValueError as exc:
+    except ConfigError as exc:
         parser.error(str(exc))
     trio.run(_serve, args, config)  # failures: one line and an exit code, from run_guarded
     return 0

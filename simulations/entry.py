@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2pfl.errors import ConfigError
 from p2pfl.learner import NumpySoftmaxLearner, TorchLearner
 
 from .data import peer_splits
@@ -29,7 +30,7 @@ def digits(
 ) -> NumpySoftmaxLearner:
     """A numpy MLP (``hidden`` > 0) or softmax regression (``hidden`` = 0) on this peer's share."""
     if not 0 <= peer_index < num_peers:
-        raise ValueError(f"peer_index must be in [0, {num_peers}), got {peer_index}")
+        raise ConfigError("learner.params", "peer_index", f"must be in [0, {num_peers}), got {peer_index}")
     split = peer_splits(
         dataset,
         num_peers,

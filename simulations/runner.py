@@ -38,6 +38,7 @@ import numpy.typing as npt
 import trio
 
 import p2pfl
+from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner, NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
@@ -46,7 +47,7 @@ from p2pfl.state import load_checkpoint
 from . import topology
 from .attacks import Behaviour, make_behaviour
 from .data import Split, peer_splits
-from .scenario import Scenario
+from .scenario import Scenario, SimulationError
 
 #: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
 #: PYTHONPATH, so it runs the same code as this process.
@@ -646,13 +647,13 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                 code = proc.poll()
                 if code is not None and not (peers_dir / str(i) / "result.json").exists():
                     tail = (peers_dir / str(i) / "worker.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
+                    raise SimulationError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
 
         # start gate: everyone online (listening) before anyone trains
         while not all((peers_dir / str(i) / "online").exists() for i in range(n)):
             check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError("peer workers did not come online within the time limit")
+                raise SimulationError("peer workers did not come online within the time limit")
             progress.update(
                 0, f"online {sum((peers_dir / str(i) / 'online').exists() for i in range(n))}/{n}"
             )
@@ -760,12 +761,12 @@ def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:
 
     try:
         scenario = load_scenario(scenario_path)
-    except (ScenarioError, ImportError, ValueError) as exc:
+    except (ScenarioError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
         results = run_scenario(scenario, out, quiet=quiet)
-    except (ImportError, ValueError, RuntimeError) as exc:
+    except (ImportError, P2PFLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     acc = results["honest_accuracy"]

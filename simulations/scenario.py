@@ -40,6 +40,10 @@ class ScenarioError(ConfigError):
     """A scenario file is invalid; the message names ``[section] key``."""
 
 
+class SimulationError(P2PFLError):
+    """A simulation run failed: a peer worker died or never came online, or never got the start signal."""
+
+
 # ------------------------------------------------------------------------------------------- checks
 
 

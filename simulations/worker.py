@@ -27,7 +27,7 @@ from p2pfl.diag import task_tree
 from p2pfl.fsutil import atomic_write
 
 from .runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
-from .scenario import parse_scenario
+from .scenario import SimulationError, parse_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             if (control / "go").exists():
                 return
             await trio.sleep(0.05)
-        raise RuntimeError("no start signal from the parent")
+        raise SimulationError("no start signal from the parent")
 
     def all_done() -> bool:
         return (control / "stop").exists()

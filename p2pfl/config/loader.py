@@ -49,7 +49,11 @@ class NodeConfig:
         check_learner_params(fn, self.learner_params, self.learner_entry)
         try:
             return fn(**self.learner_params)
-        except (TypeError, ValueError) as exc:
+        except ConfigError as exc:
+            if exc.section == "learner.params":
+                raise
+            raise ConfigError(f"[learner.params]: {self.learner_entry} refused them: {exc}") from None
+        except (TypeError, ValueError, P2PFLError) as exc:
             raise ConfigError(f"[learner.params]: {self.learner_entry} refused them: {exc}") from None
 
 
