@@ -55,7 +55,7 @@ ALLOWED: dict[tuple[str, str], str] = {
 
 
 def _builtin_raises() -> list[tuple[str, str, str]]:
-    """``(where, exception, source)`` of every ``raise <builtin>(...)`` under p2pfl, bootstrap, simulations."""
+    """``(where, exception, source)`` of each ``raise <builtin>(...)`` in p2pfl, bootstrap, simulations."""
     out = []
     for folder in ("p2pfl", "bootstrap", "simulations"):
         for path in sorted((ROOT / folder).rglob("*.py")):
