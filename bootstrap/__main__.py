@@ -1,4 +1,4 @@
-"""``p2pfl-bootstrap`` / ``python -m bootstrap``: run a registry, or query one with ``--health``.
+"""``p2pfl-bootstrap`` / ``python -m p2pfl.bootstrap``: run a registry, or query one with ``--health``.
 
 Serving prints the registry's full multiaddr (with ``/p2p/<peer id>``) as the first line on stdout, then logs
 to stderr (warnings only by default; ``--log-level info`` shows registrations and expiries). SIGINT and
@@ -24,12 +24,13 @@ from typing import Any
 
 import trio
 
-from bootstrap.service import Registry, RegistryConfig, serve
 from p2pfl.cli import EXIT_REJECTED, HelpFormatter, run_guarded, version
 from p2pfl.config import check_multiaddr
 from p2pfl.discovery import BootstrapClient, DiscoveryError
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import Identity, load_or_create_key
+
+from .service import Registry, RegistryConfig, serve
 
 log = logging.getLogger("bootstrap")
 
@@ -185,7 +186,7 @@ def _main(argv: Sequence[str] | None) -> int:
             burst=args.burst,
         )
         config.validate()
-    except ValueError as exc:
+    except ConfigError as exc:
         parser.error(str(exc))
     trio.run(_serve, args, config)  # failures: one line and an exit code, from run_guarded
     return 0

@@ -40,7 +40,7 @@ from p2pfl.discovery import (
     decode_message,
     encode_message,
 )
-from p2pfl.errors import TransportError
+from p2pfl.errors import ConfigError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.transport.base import RequestHandler
 
@@ -82,14 +82,14 @@ class RegistryConfig:
     max_rate_entries: int = 10_000
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first inconsistent field."""
+        """Raise ``ConfigError`` naming the first inconsistent field (``[registry] field: reason``)."""
         for name in ("max_networks", "max_per_network", "max_total", "max_per_peer", "max_rate_entries"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+                raise ConfigError("registry", name, "must be >= 1")
         if not 0 < self.min_ttl <= self.max_ttl:
-            raise ValueError("need 0 < min_ttl <= max_ttl")
+            raise ConfigError("registry", "min_ttl/max_ttl", "need 0 < min_ttl <= max_ttl")
         if self.rate_per_second <= 0 or self.burst < 1:
-            raise ValueError("need rate_per_second > 0 and burst >= 1")
+            raise ConfigError("registry", "rate_per_second/burst", "need rate_per_second > 0 and burst >= 1")
 
 
 class _Refused(Exception):

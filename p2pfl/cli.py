@@ -239,10 +239,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _cmd_sim(args: argparse.Namespace) -> int:
     import importlib
 
-    try:  # imported by name: the simulations package sits above p2pfl and is optional
-        runner = importlib.import_module("simulations.runner")
+    try:  # imported by name: p2pfl.sim needs the optional [sim] extra
+        runner = importlib.import_module("p2pfl.sim.runner")
     except ImportError as exc:
-        print(f"error: `p2pfl sim` needs the simulations package and the [sim] extra: {exc}", file=sys.stderr)
+        print(f"error: `p2pfl sim` needs the [sim] extra ('p2pfl-gossip[sim]'): {exc}", file=sys.stderr)
         return EXIT_REJECTED
     code: int = runner.run_cli(args.scenario, Path(args.out), quiet=args.quiet)
     return code

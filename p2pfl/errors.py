@@ -16,7 +16,29 @@ class IdentityError(P2PFLError):
 
 
 class ConfigError(P2PFLError):
-    """A configuration value is missing or invalid; the message names the key."""
+    """A configuration value is missing or invalid; the message names the key.
+
+    ``ConfigError(section, key, reason)`` reads ``[section] key: reason`` and keeps the three parts as
+    attributes (``section`` is ``None`` for a setting that has no TOML form); ``ConfigError(message)`` is a
+    message as it is (the parts are then ``None``)."""
+
+    section: str | None
+    key: str | None
+    reason: str | None
+
+    def __init__(self, *args: object) -> None:
+        self.section = self.key = self.reason = None
+        if len(args) == 3:
+            section, key, reason = args
+            if (
+                (section is None or isinstance(section, str))
+                and isinstance(key, str)
+                and isinstance(reason, str)
+            ):
+                self.section, self.key, self.reason = section, key, reason
+                super().__init__(f"[{section}] {key}: {reason}" if section else f"{key}: {reason}")
+                return
+        super().__init__(*args)
 
 
 class AggregationError(P2PFLError):

@@ -29,16 +29,15 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import trio
 
-from p2pfl.aggregation import AggregationConfig
-from p2pfl.errors import ConfigError, P2PFLError, TransportError
+from p2pfl.config.schema import PeerConfig as PeerConfig  # noqa: PLC0414 - re-exported from its old home
+from p2pfl.errors import P2PFLError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner, TrainResult
 from p2pfl.peer_discovery import PeerDiscovery
@@ -49,7 +48,6 @@ from p2pfl.protocol import (
     DELTA_PROTOCOL,
     SNAPSHOT_PROTOCOL,
     GossipEngine,
-    ProtocolConfig,
     Replica,
     RoundOutcome,
     Start,
@@ -66,7 +64,6 @@ from p2pfl.protocol.pacing import (
     next_round_at,
     unsubscribed,
 )
-from p2pfl.scoring import ScoringConfig
 from p2pfl.transport.base import Transport
 from p2pfl.wire import Meta
 
@@ -87,115 +84,6 @@ Params = dict[str, npt.NDArray[np.float32]]
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
 #: how a peer runs blocking work (``trio.to_thread.run_sync`` unless a test runs it inline)
 RunSync = Callable[..., Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class PeerConfig:
-    """Everything a peer needs besides its learner; see ``docs/peer.md`` for the TOML form."""
-
-    network_id: str
-    listen: str = "/ip4/127.0.0.1/tcp/0"
-    static_peers: tuple[str, ...] = ()
-    bootstrap: tuple[str, ...] = ()
-    state_dir: Path | None = None
-    local_steps: int = 20
-    round_interval_s: float = 0.0
-    wait_fraction: float = 1.0
-    min_neighbours: int = 1
-    max_neighbours: int = 16
-    discover_interval_s: float = 10.0
-    bootstrap_ttl: int = 120
-    advertise: tuple[str, ...] = ()
-    start_timeout_s: float = 60.0
-    max_round_wait_s: float = 10.0
-    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    scoring_enabled: bool = True
-    val_scoring: bool = True
-    inline_limit: int = 192 * 1024
-    max_staleness_s: float = 120.0
-    max_delta_norm: float | None = None
-    codec: str = "raw"
-    allow: frozenset[str] | None = None
-    mix_scope: str = "connected"
-    rollback_margin: float | None = None
-    rollback_warmup: int = 5
-    #: Refuse a mix that loses more than this fraction of the freshly trained model's validation accuracy
-    #: (keep the trained model for the round instead). The own data is the one thing no neighbour can fake: a
-    #: peer whose neighbourhood is mostly hostile (4 of 6 sign-flippers, measured: accuracy 0.0 without the
-    #: guard) falls back to learning alone rather than adopting a poisoned model. Honest non-IID mixes were
-    #: measured up to 25 points below the trained model on the own split, hence 0.5 where it is used. A
-    #: fraction, not a number of points: after one round the trained model may be at 43%, and a poisoned mix
-    #: at 10% was then within 0.5 points of it, so the guard let the first poisoned mix in and never tripped
-    #: again (the model it protects was gone; 2 of 6 runs of the outnumbered-peer test). Off (``None``) by
-    #: default: on very skewed data a peer whose validation split holds one class keeps refusing the general
-    #: mix and learns alone (docs/protocol.md has the numbers).
-    mix_guard_margin: float | None = None
-    #: Rounds (since start) before the guard acts. In the first rounds a mix of barely trained non-IID models
-    #: is often far worse on the own split than the overfit trained model (measured: 17% vs 83% at round 2,
-    #: no attack), so the guard then refuses some honest mixes for a few rounds. A warm-up avoids that but
-    #: lets a hostile majority ruin the model before the guard acts (then the trained model is as bad as the
-    #: mix and the guard never trips: measured 10% with a warm-up of 2, 89% with none), hence 0.
-    mix_guard_warmup: int = 0
-    join_on_start: bool = True
-    join_quorum: int = 2
-    #: Bound of the join's snapshot requests: the join holds up the first round, and a request stuck on a
-    #: stalled connection otherwise waits the whole ``request_timeout_s`` (a peer started 40 s late and
-    #: never caught up in a registry test).
-    join_timeout_s: float = 10.0
-    request_timeout_s: float = 30.0
-    max_model_bytes: int = 256 * 1024 * 1024
-    status_interval_s: float = 10.0
-    reconnect_interval_s: float = 5.0
-    #: How long an eviction lasts (doubling per repeat, up to a day); ``inf``: evictions are final.
-    readmit_after_s: float = 1800.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.local_steps, int) or self.local_steps < 1:
-            raise ConfigError(f"local_steps: must be an integer >= 1, got {self.local_steps!r}")
-        if not isinstance(self.max_neighbours, int) or self.max_neighbours < 1:
-            raise ConfigError(f"max_neighbours: must be an integer >= 1, got {self.max_neighbours!r}")
-        if not isinstance(self.bootstrap_ttl, int) or not 1 <= self.bootstrap_ttl <= 7200:
-            raise ConfigError(
-                f"bootstrap_ttl: must be an integer in 1..7200 (seconds), got {self.bootstrap_ttl!r}"
-            )
-        if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
-            raise ConfigError(f"min_neighbours: must be an integer >= 0, got {self.min_neighbours!r}")
-        if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:
-            raise ConfigError(f"wait_fraction: must be in [0, 1], got {self.wait_fraction!r}")
-        if self.mix_scope not in ("connected", "all"):
-            raise ConfigError(f"mix_scope: must be 'connected' or 'all', got {self.mix_scope!r}")
-        if self.rollback_margin is not None and not 0 < self.rollback_margin < 1:
-            raise ConfigError(f"rollback_margin: must be in (0, 1) or unset, got {self.rollback_margin!r}")
-        if not isinstance(self.mix_guard_warmup, int) or self.mix_guard_warmup < 0:
-            raise ConfigError(f"mix_guard_warmup: must be an integer >= 0, got {self.mix_guard_warmup!r}")
-        if self.mix_guard_margin is not None and not 0 < self.mix_guard_margin <= 1:
-            raise ConfigError(f"mix_guard_margin: must be in (0, 1] or unset, got {self.mix_guard_margin!r}")
-        for name in (
-            "round_interval_s",
-            "max_round_wait_s",
-            "start_timeout_s",
-            "discover_interval_s",
-            "request_timeout_s",
-            "join_timeout_s",
-            "status_interval_s",
-            "reconnect_interval_s",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
-                raise ConfigError(f"{name}: must be a number >= 0, got {value!r}")
-        self.protocol()  # validates the protocol fields too
-
-    def protocol(self) -> ProtocolConfig:
-        return ProtocolConfig(
-            network_id=self.network_id,
-            inline_limit=self.inline_limit,
-            max_staleness_s=self.max_staleness_s,
-            max_delta_norm=self.max_delta_norm,
-            codec=self.codec,
-            join_quorum=self.join_quorum,
-            readmit_after_s=self.readmit_after_s,
-        )
 
 
 @dataclass

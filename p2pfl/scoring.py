@@ -49,7 +49,7 @@ from typing import Final, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from p2pfl.errors import AggregationError
+from p2pfl.errors import AggregationError, ConfigError
 
 __all__ = ["STATUSES", "ContributionScorer", "ScoreRecord", "ScoringConfig", "Status"]
 
@@ -117,49 +117,60 @@ class ScoringConfig:
         for name in unit:
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
-                raise AggregationError(f"{name}: must be a number in [0, 1], got {value!r}")
+                raise ConfigError("scoring", name, f"must be a number in [0, 1], got {value!r}")
         if self.ema == 0.0:
-            raise AggregationError("ema: must be > 0, or reputations never move")
+            raise ConfigError("scoring", "ema", "must be > 0, or reputations never move")
         for name in ("evict_after", "probation_length", "return_gap_rounds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise AggregationError(f"{name}: must be an integer >= 1, got {value!r}")
+                raise ConfigError("scoring", name, f"must be an integer >= 1, got {value!r}")
         grace = self.return_grace
         if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
-            raise AggregationError(f"return_grace: must be an integer >= 0, got {grace!r}")
+            raise ConfigError("scoring", "return_grace", f"must be an integer >= 0, got {grace!r}")
         if not _is_real(self.dist_cutoff) or not 1.0 < self.dist_cutoff < math.inf:
-            raise AggregationError(f"dist_cutoff: must be a finite number > 1, got {self.dist_cutoff!r}")
+            raise ConfigError(
+                "scoring", "dist_cutoff", f"must be a finite number > 1, got {self.dist_cutoff!r}"
+            )
         hard = self.dist_hard
         if hard is not None and (not _is_real(hard) or hard <= self.dist_cutoff):
-            raise AggregationError(f"dist_hard: must be None or a number > dist_cutoff, got {hard!r}")
+            raise ConfigError("scoring", "dist_hard", f"must be None or a number > dist_cutoff, got {hard!r}")
         if not _is_real(self.dist_ok) or not 0.0 < self.dist_ok < self.dist_cutoff:
-            raise AggregationError(f"dist_ok: must be in (0, dist_cutoff), got {self.dist_ok!r}")
+            raise ConfigError("scoring", "dist_ok", f"must be in (0, dist_cutoff), got {self.dist_ok!r}")
         if not (
             _is_real(self.cos_ok) and _is_real(self.cos_bad) and -1.0 <= self.cos_bad < self.cos_ok <= 1.0
         ):
-            raise AggregationError(
-                f"cos_bad/cos_ok: need -1 <= cos_bad < cos_ok <= 1, got {self.cos_bad!r}, {self.cos_ok!r}"
+            raise ConfigError(
+                "scoring",
+                "cos_bad/cos_ok",
+                f"need -1 <= cos_bad < cos_ok <= 1, got {self.cos_bad!r}, {self.cos_ok!r}",
             )
         if not (
             _is_real(self.loss_ok) and _is_real(self.loss_bad) and 0 < self.loss_ok < self.loss_bad < math.inf
         ):
-            raise AggregationError(
-                "loss_ok/loss_bad: need 0 < loss_ok < loss_bad < inf, "
-                f"got {self.loss_ok!r}, {self.loss_bad!r}"
+            raise ConfigError(
+                "scoring",
+                "loss_ok/loss_bad",
+                f"need 0 < loss_ok < loss_bad < inf, got {self.loss_ok!r}, {self.loss_bad!r}",
             )
         for name in ("w_distance", "w_cosine", "w_loss", "loss_floor"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value < math.inf:
-                raise AggregationError(f"{name}: must be a finite number >= 0, got {value!r}")
+                raise ConfigError("scoring", name, f"must be a finite number >= 0, got {value!r}")
         if self.w_distance + self.w_cosine + self.w_loss == 0:
-            raise AggregationError("w_distance/w_cosine/w_loss: at least one component weight must be > 0")
+            raise ConfigError(
+                "scoring", "w_distance/w_cosine/w_loss", "at least one component weight must be > 0"
+            )
         for name in ("use_val_loss", "cap_by_hard_evidence", "drop_bad_at_once"):
             if not isinstance(getattr(self, name), bool):
-                raise AggregationError(f"{name}: must be a bool, got {getattr(self, name)!r}")
+                raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
         if self.reference not in ("median", "aggregate"):
-            raise AggregationError(f"reference: must be 'median' or 'aggregate', got {self.reference!r}")
+            raise ConfigError(
+                "scoring", "reference", f"must be 'median' or 'aggregate', got {self.reference!r}"
+            )
         if self.weighting not in ("binary", "reputation"):
-            raise AggregationError(f"weighting: must be 'binary' or 'reputation', got {self.weighting!r}")
+            raise ConfigError(
+                "scoring", "weighting", f"must be 'binary' or 'reputation', got {self.weighting!r}"
+            )
 
 
 def _is_real(value: object) -> bool:

@@ -1,4 +1,4 @@
-"""``python -m simulations SCENARIO --out DIR [--quiet]``: the same as ``p2pfl sim``."""
+"""``python -m p2pfl.sim SCENARIO --out DIR [--quiet]``: the same as ``p2pfl sim``."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from simulations.runner import run_cli
+from .runner import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m simulations", description="run a p2pfl simulation scenario")
+    ap = argparse.ArgumentParser(prog="python -m p2pfl.sim", description="run a p2pfl simulation scenario")
     ap.add_argument("scenario")
     ap.add_argument("--out", required=True)
     ap.add_argument("--quiet", action="store_true")

@@ -43,7 +43,8 @@ import numpy.typing as npt
 import trio
 
 from p2pfl.learner import Dataset, EvalResult, Learner, TrainResult
-from simulations.scenario import AttackSpec
+
+from .scenario import AttackSpec
 
 Params = dict[str, npt.NDArray[np.float32]]
 ReplicaView = Callable[[], list[Params]]

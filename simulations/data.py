@@ -14,6 +14,8 @@ import numpy as np
 
 from p2pfl.learner import Dataset
 
+from .scenario import ScenarioError
+
 DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "shards")
 
@@ -60,7 +62,7 @@ def load(name: str, seed: int = 0, *, samples: int = 3000) -> tuple[np.ndarray, 
         y = rng.integers(0, c, n)
         x = centres[y] + rng.standard_normal((n, f))
         return x.astype(np.float32), y.astype(np.int64), c
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    raise ScenarioError("data", "dataset", f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def _stratified_holdout(
@@ -86,7 +88,7 @@ def partition(
 ) -> list[np.ndarray]:
     """Indices of ``y`` for each peer. Every peer gets at least a few examples."""
     if peers < 1:
-        raise ValueError("peers must be >= 1")
+        raise ScenarioError("topology", "peers", "must be >= 1")
     n = len(y)
     classes = np.unique(y)
     if kind == "iid":
@@ -102,7 +104,11 @@ def partition(
                     parts[p].extend(chunk.tolist())
             if min(len(p) for p in parts) >= max(10, n // (peers * 20)):
                 return [np.sort(np.array(p, dtype=np.int64)) for p in parts]
-        raise ValueError(f"could not draw a dirichlet(alpha={alpha}) partition giving every peer enough data")
+        raise ScenarioError(
+            "data",
+            "alpha",
+            f"could not draw a dirichlet(alpha={alpha}) partition giving every peer enough data",
+        )
     if kind == "shards":
         k = min(classes_per_peer, len(classes))
         owners: dict[int, list[int]] = {int(c): [] for c in classes}
@@ -117,7 +123,9 @@ def partition(
             for p, chunk in zip(ps, np.array_split(idx, len(ps)), strict=True):
                 out[p].extend(chunk.tolist())
         return [np.sort(np.array(p, dtype=np.int64)) for p in out]
-    raise ValueError(f"unknown partition {kind!r}; choose one of {', '.join(PARTITIONS)}")
+    raise ScenarioError(
+        "data", "partition", f"unknown partition {kind!r}; choose one of {', '.join(PARTITIONS)}"
+    )
 
 
 def peer_splits(

@@ -1,4 +1,4 @@
-"""Learner entry points for ``p2pfl peer`` configs (``[learner] entry = "simulations.entry:digits"``).
+"""Learner entry points for ``p2pfl peer`` configs (``[learner] entry = "p2pfl.sim.entry:digits"``).
 
 Each builds one peer's learner from a deterministic share of a bundled dataset, so several peer processes
 started with the same ``seed`` and ``num_peers`` and different ``peer_index`` hold disjoint private data.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2pfl.errors import ConfigError
 from p2pfl.learner import NumpySoftmaxLearner, TorchLearner
-from simulations.data import peer_splits
+
+from .data import peer_splits
 
 
 def digits(
@@ -28,7 +30,7 @@ def digits(
 ) -> NumpySoftmaxLearner:
     """A numpy MLP (``hidden`` > 0) or softmax regression (``hidden`` = 0) on this peer's share."""
     if not 0 <= peer_index < num_peers:
-        raise ValueError(f"peer_index must be in [0, {num_peers}), got {peer_index}")
+        raise ConfigError("learner.params", "peer_index", f"must be in [0, {num_peers}), got {peer_index}")
     split = peer_splits(
         dataset,
         num_peers,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from simulations.scenario import MODEL_ATTACKS
+from .scenario import MODEL_ATTACKS
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:

@@ -4,7 +4,7 @@ Two engines share everything but the transport and the process layout:
 
 * ``memory``: every peer in one trio loop over :class:`p2pfl.transport.memory.MemoryNetwork` (``flood=False``:
   a broadcast reaches the direct neighbours only, like gossip restricted to the topology).
-* ``libp2p``: one OS process per peer (``python -m simulations.worker``), real libp2p on 127.0.0.1, each peer
+* ``libp2p``: one OS process per peer (``python -m p2pfl.sim.worker``), real libp2p on 127.0.0.1, each peer
   dialling only its topology neighbours. Workers report through files in ``DIR/peers/<i>/`` (``status.json``
   and the checkpoint written by the peer itself, ``result.json`` and ``vectors.npy`` written by the worker);
   the parent evaluates every final checkpoint on the global test set.
@@ -17,6 +17,7 @@ from its checkpoint), and keep serving its neighbours after its last round until
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,16 +37,21 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+import p2pfl
+from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner, NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.state import load_checkpoint
-from simulations import topology
-from simulations.attacks import Behaviour, make_behaviour
-from simulations.data import Split, peer_splits
-from simulations.scenario import Scenario
 
-REPO = Path(__file__).resolve().parents[1]
+from . import topology
+from .attacks import Behaviour, make_behaviour
+from .data import Split, peer_splits
+from .scenario import Scenario, SimulationError
+
+#: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
+#: PYTHONPATH, so it runs the same code as this process.
+IMPORT_ROOT = Path(p2pfl.__file__).resolve().parents[1]
 #: At most this many honest peers keep their model vector per round (for the consensus-distance plot).
 VECTOR_SAMPLE = 64
 #: The libp2p worker copies its checkpoint here when it completes its rounds (the model the report scores).
@@ -173,23 +179,14 @@ def peer_config(
     static_peers: tuple[str, ...] = (),
     status_interval_s: float = 0.0,
 ) -> PeerConfig:
-    return PeerConfig(
+    base = PeerConfig(
         network_id=scenario.run.network_id,
         listen=listen,
         static_peers=static_peers,
         state_dir=state_dir,
-        local_steps=scenario.model.local_steps,
-        wait_fraction=scenario.run.wait_fraction,
-        max_round_wait_s=scenario.run.max_round_wait_s,
-        aggregation=scenario.aggregation.config(),
-        scoring=scenario.scoring.config(),
-        scoring_enabled=scenario.scoring.enabled,
-        val_scoring=scenario.scoring.val_scoring,
-        mix_guard_margin=scenario.scoring.mix_guard,
-        join_on_start=False,  # every peer starts from the same initial model
         status_interval_s=status_interval_s,
-        reconnect_interval_s=1.0,
     )
+    return dataclasses.replace(base, **scenario.peer_overrides())
 
 
 def flat(params: dict[str, npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
@@ -611,7 +608,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
     t0 = time.time()
     splits = load_splits(scenario)
     save_splits(splits, out / "data.npz")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])}
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     try:
@@ -625,7 +622,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                     [
                         sys.executable,
                         "-m",
-                        "simulations.worker",
+                        "p2pfl.sim.worker",
                         "--out",
                         str(out),
                         "--index",
@@ -638,7 +635,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                     env=env,
-                    cwd=str(REPO),
+                    cwd=str(IMPORT_ROOT),
                 )
             )
         progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
@@ -650,13 +647,13 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
                 code = proc.poll()
                 if code is not None and not (peers_dir / str(i) / "result.json").exists():
                     tail = (peers_dir / str(i) / "worker.log").read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
+                    raise SimulationError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
 
         # start gate: everyone online (listening) before anyone trains
         while not all((peers_dir / str(i) / "online").exists() for i in range(n)):
             check_alive()
             if time.monotonic() > deadline:
-                raise RuntimeError("peer workers did not come online within the time limit")
+                raise SimulationError("peer workers did not come online within the time limit")
             progress.update(
                 0, f"online {sum((peers_dir / str(i) / 'online').exists() for i in range(n))}/{n}"
             )
@@ -737,7 +734,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True) -> dict[str, Any]:
     """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
-    from simulations.report import write_outputs
+    from .report import write_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     # the peers' own log lines (evictions, rejections) go to a file, not over the progress bar
@@ -760,16 +757,16 @@ def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: b
 
 def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:
     """``p2pfl sim SCENARIO --out DIR``: run, print the headline numbers, exit 0 (1 on a bad scenario)."""
-    from simulations.scenario import ScenarioError, load_scenario
+    from .scenario import ScenarioError, load_scenario
 
     try:
         scenario = load_scenario(scenario_path)
-    except (ScenarioError, ImportError, ValueError) as exc:
+    except (ScenarioError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
         results = run_scenario(scenario, out, quiet=quiet)
-    except (ImportError, ValueError, RuntimeError) as exc:
+    except (ImportError, P2PFLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     acc = results["honest_accuracy"]

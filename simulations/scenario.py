@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from p2pfl.aggregation import AggregationConfig
-from p2pfl.config import read_toml
+from p2pfl.config import PeerConfig, read_toml
+from p2pfl.config.schema import default_of, sim_fields, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.scoring import ScoringConfig
 
@@ -37,6 +38,10 @@ SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attac
 
 class ScenarioError(ConfigError):
     """A scenario file is invalid; the message names ``[section] key``."""
+
+
+class SimulationError(P2PFLError):
+    """A simulation run failed: a peer worker died or never came online, or never got the start signal."""
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -88,18 +93,53 @@ def _known(table: Mapping[str, Any], section: str, keys: tuple[str, ...] | set[s
             raise ScenarioError(f"[{section}] {key}: unknown key; known keys: {', '.join(sorted(keys))}")
 
 
+def _peer_settings(table: Mapping[str, Any], section: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The PeerConfig knobs a scenario ``[section]`` sets (``sim=`` in the schema), by scenario key: typed and
+    range-checked by PeerConfig itself, so a scenario accepts exactly what a peer config accepts."""
+    keys = toml_keys()
+    kinds = {spec.field: (spec.kinds, spec.to_float) for spec in keys.values()}
+    out: dict[str, Any] = {}
+    for key, name in sim_fields(section).items():
+        kind, to_float = kinds[name]
+        value = table.get(key, defaults.get(key, default_of(PeerConfig, name)))
+        if value is None:
+            out[key] = None
+            continue
+        value = _get({key: value}, section, key, kind, None)
+        out[key] = float(value) if to_float else value
+    try:
+        PeerConfig(**{"network_id": "sim", **{sim_fields(section)[k]: v for k, v in out.items()}})
+    except ConfigError as exc:
+        if exc.key is None or exc.reason is None:
+            raise ScenarioError(f"[{section}] {exc}") from None
+        key = next((k for k, n in sim_fields(section).items() if exc.key in (n, k)), exc.key)
+        raise ScenarioError(section, key, exc.reason) from None
+    return out
+
+
+#: Scenario defaults that differ from a peer config's: shorter rounds for a simulation's small models
+RUN_DEFAULTS: dict[str, Any] = {"network_id": "sim", "max_round_wait_s": 5.0}
+#: PeerConfig settings every simulated peer gets, whatever the scenario
+SIM_PEER_SETTINGS: dict[str, Any] = {
+    "join_on_start": False,  # every peer starts from the same initial model
+    "reconnect_interval_s": 1.0,  # churned peers come back within a round or two
+}
+
+
 # ----------------------------------------------------------------------------------------- sections
 
 
 @dataclass(frozen=True)
 class RunSpec:
+    """The run's own keys, plus the PeerConfig knobs with ``sim="run"`` (pacing, network id)."""
+
     seed: int = 0
     rounds: int = 20
     transport: str = "libp2p"
     time_limit_s: float = 600.0
-    wait_fraction: float = 1.0
-    max_round_wait_s: float = 5.0
-    network_id: str = "sim"
+    wait_fraction: float = default_of(PeerConfig, "wait_fraction")
+    max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
+    network_id: str = RUN_DEFAULTS["network_id"]
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> RunSpec:
@@ -110,15 +150,11 @@ class RunSpec:
             rounds=_get(t, s, "rounds", int, 20),
             transport=_choice(s, "transport", _get(t, s, "transport", str, "libp2p"), TRANSPORTS),
             time_limit_s=_get(t, s, "time_limit_s", (int, float), 600.0),
-            wait_fraction=_get(t, s, "wait_fraction", (int, float), 1.0),
-            max_round_wait_s=_get(t, s, "max_round_wait_s", (int, float), 5.0),
-            network_id=_get(t, s, "network_id", str, "sim"),
+            **_peer_settings(t, s, RUN_DEFAULTS),
         )
         _range(s, "seed", out.seed, 0)
         _range(s, "rounds", out.rounds, 1, 100_000)
         _range(s, "time_limit_s", out.time_limit_s, 0, lo_open=True)
-        _range(s, "wait_fraction", out.wait_fraction, 0, 1)
-        _range(s, "max_round_wait_s", out.max_round_wait_s, 0)
         return out
 
 
@@ -236,6 +272,10 @@ def _dataclass_params(
             )
     try:
         cls(**params)
+    except ConfigError as exc:
+        if exc.section == section and exc.key is not None and exc.reason is not None:
+            raise ScenarioError(section, exc.key, exc.reason) from None
+        raise ScenarioError(f"[{section}] {exc}") from None
     except (P2PFLError, TypeError, ValueError) as exc:
         raise ScenarioError(f"[{section}] {exc}") from None
     return params
@@ -264,22 +304,16 @@ class ScoringSpec:
     """``enabled``, ``val_scoring``, ``mix_guard`` (the peer's ``mix_guard_margin``; absent: off) and any
     :class:`p2pfl.scoring.ScoringConfig` field (the thresholds)."""
 
-    enabled: bool = True
-    val_scoring: bool = True
+    enabled: bool = default_of(PeerConfig, "scoring_enabled")
+    val_scoring: bool = default_of(PeerConfig, "val_scoring")
     params: dict[str, Any] = field(default_factory=dict)
-    mix_guard: float | None = None
+    mix_guard: float | None = default_of(PeerConfig, "mix_guard_margin")
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> ScoringSpec:
         s = "scoring"
-        enabled = _get(t, s, "enabled", bool, True)
-        val_scoring = _get(t, s, "val_scoring", bool, True)
-        guard = t.get("mix_guard")
-        if guard is not None:
-            guard = _get(t, s, "mix_guard", (int, float), 0.5)
-            _range(s, "mix_guard", guard, 0, 1, lo_open=True)
-        own = ("enabled", "val_scoring", "mix_guard")
-        return cls(enabled, val_scoring, _dataclass_params(ScoringConfig, t, s, own), guard)
+        own = tuple(sim_fields(s))
+        return cls(**_peer_settings(t, s, {}), params=_dataclass_params(ScoringConfig, t, s, own))
 
     def config(self) -> ScoringConfig:
         return ScoringConfig(**self.params)
@@ -391,6 +425,20 @@ class Scenario:
     attack: AttackSpec = field(default_factory=AttackSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
     name: str = "scenario"
+
+    def peer_overrides(self) -> dict[str, Any]:
+        """The PeerConfig settings this scenario gives every peer (by field name)."""
+        out: dict[str, Any] = dict(SIM_PEER_SETTINGS)
+        for spec in (self.run, self.scoring):
+            section = "run" if spec is self.run else "scoring"
+            for key, name in sim_fields(section).items():
+                out[name] = getattr(spec, key)
+        out.update(
+            local_steps=self.model.local_steps,
+            aggregation=self.aggregation.config(),
+            scoring=self.scoring.config(),
+        )
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved scenario (every default filled in); ``parse_scenario`` accepts it again."""

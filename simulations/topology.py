@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 
+from .scenario import ScenarioError
+
 Graph = list[set[int]]
 
 
@@ -26,14 +28,18 @@ def ring(n: int) -> Graph:
 def random_regular(n: int, degree: int, rng: random.Random, attempts: int = 200) -> Graph:
     """A connected ``degree``-regular simple graph (pairing model with restarts; bounded attempts)."""
     if degree >= n or n * degree % 2:
-        raise ValueError(f"no {degree}-regular graph on {n} nodes")
+        raise ScenarioError("topology", "degree", f"no {degree}-regular graph on {n} nodes")
     if degree == n - 1:
         return complete(n)
     for _ in range(attempts):
         g = _try_pairing(n, degree, rng)
         if g is not None and is_connected(g):
             return g
-    raise ValueError(f"could not draw a connected {degree}-regular graph on {n} nodes in {attempts} attempts")
+    raise ScenarioError(
+        "topology",
+        "degree",
+        f"could not draw a connected {degree}-regular graph on {n} nodes in {attempts} tries",
+    )
 
 
 def _try_pairing(n: int, degree: int, rng: random.Random) -> Graph | None:
@@ -92,7 +98,7 @@ def build(kind: str, n: int, rng: random.Random, *, degree: int = 4, fanout: int
         return peer_sampling(n, fanout, rng)
     if kind == "dumbbell":
         return dumbbell(n)
-    raise ValueError(f"unknown topology {kind!r}")
+    raise ScenarioError("topology", "kind", f"unknown topology {kind!r}")
 
 
 def place_attackers(graph: Graph, count: int, placement: str, rng: random.Random) -> set[int]:
@@ -110,7 +116,7 @@ def place_attackers(graph: Graph, count: int, placement: str, rng: random.Random
 
         order = sorted(range(n), key=lambda i: (-len(graph[i]), -reach(i), i))
         return set(order[:count])
-    raise ValueError(f"unknown placement {placement!r}")
+    raise ScenarioError("attack", "placement", f"unknown placement {placement!r}")
 
 
 def is_connected(g: Graph) -> bool:

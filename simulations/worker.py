@@ -1,6 +1,6 @@
 """One peer of the libp2p engine, as its own OS process (started by :func:`simulations.runner.run_libp2p`).
 
-``python -m simulations.worker --out DIR --index I --ports P0,P1,... --t0 T``
+``python -m p2pfl.sim.worker --out DIR --index I --ports P0,P1,... --t0 T``
 
 Reads ``DIR/scenario.json``, runs the real :class:`p2pfl.peer.Peer` over libp2p on ``127.0.0.1:P_I`` with its
 topology neighbours as static peers, and talks to the parent through files in ``DIR/peers/I/``: ``online``
@@ -25,12 +25,13 @@ import trio
 
 from p2pfl.diag import task_tree
 from p2pfl.fsutil import atomic_write
-from simulations.runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
-from simulations.scenario import parse_scenario
+
+from .runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
+from .scenario import SimulationError, parse_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="simulations.worker")
+    ap = argparse.ArgumentParser(prog="p2pfl.sim.worker")
     ap.add_argument("--out", required=True)
     ap.add_argument("--index", type=int, required=True)
     ap.add_argument("--ports", required=True)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             if (control / "go").exists():
                 return
             await trio.sleep(0.05)
-        raise RuntimeError("no start signal from the parent")
+        raise SimulationError("no start signal from the parent")
 
     def all_done() -> bool:
         return (control / "stop").exists()

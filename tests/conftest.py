@@ -1,12 +1,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from p2pfl.identity import Identity
 from p2pfl.wire import Header, Meta, arch_digest, model_digest, payload_parts, seal
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, with the fix, when the tests would run another checkout's p2pfl.sim/p2pfl.bootstrap
+    (an editable install made from elsewhere, or one made before they moved under p2pfl)."""
+    import importlib
+
+    for name, folder in (("p2pfl", "p2pfl"), ("p2pfl.sim", "simulations"), ("p2pfl.bootstrap", "bootstrap")):
+        try:
+            where = Path(importlib.import_module(name).__file__ or "").resolve().parent
+        except ImportError as exc:
+            where = None
+            why = f"cannot import {name} ({exc})"
+        else:
+            why = f"{name} resolves to {where}"
+        if where != ROOT / folder:
+            pytest.exit(
+                f"{why}, not to {ROOT / folder}: run `pip install -e .` from this checkout ({ROOT})",
+                returncode=pytest.ExitCode.USAGE_ERROR,
+            )
+
 
 ALICE_SEED = bytes(range(32))
 BOB_SEED = bytes(range(32, 64))

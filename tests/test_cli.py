@@ -152,7 +152,7 @@ def _options_without_a_described_default(parser: argparse.ArgumentParser) -> lis
 
 
 def test_every_option_of_both_commands_has_a_description_and_its_default() -> None:
-    from bootstrap.__main__ import build_parser as bootstrap_parser
+    from p2pfl.bootstrap.__main__ import build_parser as bootstrap_parser
     from p2pfl.cli import build_parser
 
     assert [] == _options_without_a_described_default(build_parser())
@@ -280,7 +280,7 @@ def test_an_unexpected_failure_inside_a_nursery_is_unwrapped_to_one_line(
 def peer_toml(tmp_path: Path, **peer: object) -> Path:
     lines = ["[peer]", 'network_id = "cli-test"', 'key_file = "node.key"', 'state_dir = "state"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in peer.items()]
-    lines += ["[learner]", 'entry = "simulations.entry:digits"', "params = { peer_index = 0, num_peers = 1 }"]
+    lines += ["[learner]", 'entry = "p2pfl.sim.entry:digits"', "params = { peer_index = 0, num_peers = 1 }"]
     path = tmp_path / "peer.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -19,7 +19,7 @@ import trio
 
 import p2pfl
 from p2pfl.config import parse_config
-from simulations.data import Split, peer_splits
+from p2pfl.sim.data import Split, peer_splits
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "docs" / "examples").glob("[!_]*.py"))
@@ -278,9 +278,10 @@ def test_example_runs(example: Path) -> None:
 
 
 def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> None:
-    """docs/peer.md's full example parses, and names every key config.py accepts."""
-    from p2pfl import config as cfg
+    """docs/peer.md's full example parses, and names every key the loader accepts."""
     from p2pfl.aggregation import AggregationConfig
+    from p2pfl.config.loader import NODE_KEYS
+    from p2pfl.config.schema import toml_keys
     from p2pfl.scoring import ScoringConfig
 
     text = (REPO / "docs" / "peer.md").read_text()
@@ -292,8 +293,8 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     node = parse_config(data, tmp_path)
     assert node.peer.network_id and node.learner_entry
     keys = {(section, key) for section, table in data.items() for key in table}
-    expected = {("peer", k) for k in cfg._PEER_KEYS} | {("protocol", k) for k in cfg._PROTOCOL_KEYS}
-    expected |= {("learner", "entry"), ("learner", "params"), ("access", "allow")}
+    expected = set(toml_keys()) | {("peer", k) for k in NODE_KEYS}
+    expected |= {("learner", "entry"), ("learner", "params")}
     expected |= {("aggregation", f) for f in AggregationConfig.__dataclass_fields__}
     expected |= {("scoring", f) for f in ScoringConfig.__dataclass_fields__} | {
         ("scoring", "enabled"),

@@ -16,9 +16,9 @@ from p2pfl.errors import ConfigError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
+from p2pfl.sim.data import Split, peer_splits
 from p2pfl.state import verify_log
 from p2pfl.transport.memory import MemoryNetwork
-from simulations.data import Split, peer_splits
 
 
 def learner_for(split: Split, seed: int, hidden: int = 32) -> NumpySoftmaxLearner:
@@ -337,7 +337,7 @@ async def test_stop_is_honoured_while_waiting_for_the_first_neighbours(
 async def _outnumbered_peer_accuracy(guard: float | None, state_dir: Path | None = None) -> tuple[float, int]:
     """Peer 0 is honest; its three neighbours publish sign-flipped (x4) updates; scoring is off, so only the
     own-data guard stands between peer 0 and the poison."""
-    from simulations.attacks import SignFlip
+    from p2pfl.sim.attacks import SignFlip
 
     splits = peer_splits("digits", 4, partition_kind="iid", seed=4)
     net = MemoryNetwork()
@@ -412,7 +412,7 @@ async def test_an_evicted_poisoner_is_readmitted_on_probation_and_evicted_again_
 ) -> None:
     """Evictions expire (``readmit_after_s``, doubling per repeat): the transport accepts the peer again, its
     next model is scored but not mixed, and one bad score evicts it once more."""
-    from simulations.attacks import SignFlip
+    from p2pfl.sim.attacks import SignFlip
 
     caplog.set_level("WARNING", logger="p2pfl.peer")
     splits = peer_splits("digits", 4, partition_kind="iid", seed=5)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import trio
 
-from bootstrap.service import BootstrapService, Registry, RegistryConfig
+from p2pfl.bootstrap.service import BootstrapService, Registry, RegistryConfig
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.protocol import (
@@ -26,9 +26,9 @@ from p2pfl.protocol import (
     GossipEngine,
     RequestSnapshot,
 )
+from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
 from p2pfl.wire import encode_tensors, model_digest
-from simulations.data import peer_splits
 from tests.hostile_bytes import bytes_key_envelope, header_for, huge_shape_payload, pack, signed
 from tests.test_peer import learner_for, memory_peers, run_all
 

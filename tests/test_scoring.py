@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from p2pfl import aggregation as agg
-from p2pfl.errors import AggregationError
+from p2pfl.errors import AggregationError, ConfigError
 from p2pfl.scoring import ContributionScorer, ScoringConfig
 
 DIM = 40
@@ -110,12 +110,12 @@ def run(
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
-    with pytest.raises(AggregationError, match=field):
+    with pytest.raises(ConfigError, match=rf"\[scoring\] [\w/]*{field}"):
         ScoringConfig(**{field: value})  # type: ignore[arg-type]
 
 
 def test_config_rejects_all_component_weights_zero() -> None:
-    with pytest.raises(AggregationError, match="at least one"):
+    with pytest.raises(ConfigError, match="at least one"):
         ScoringConfig(w_distance=0.0, w_cosine=0.0, w_loss=0.0)
 
 

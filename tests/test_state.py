@@ -22,6 +22,7 @@ from p2pfl import state as state_mod
 from p2pfl.errors import ConfigError, StateError
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
+from p2pfl.sim.data import peer_splits
 from p2pfl.state import (
     CHECKPOINT_NAME,
     LOG_NAME,
@@ -33,7 +34,6 @@ from p2pfl.state import (
     verify_log,
 )
 from p2pfl.transport.memory import MemoryNetwork
-from simulations.data import peer_splits
 from tests.test_peer import learner_for
 
 IDENT = Identity(bytes([5]) * 32)

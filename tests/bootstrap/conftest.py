@@ -48,7 +48,8 @@ def start_registry(directory: Path, *args: str, timeout: float = 30.0) -> Regist
     """Start a registry and wait (bounded) for the multiaddr it prints as its first stdout line."""
     key = directory / "registry.key"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "bootstrap", "--key", str(key), "--listen", "/ip4/127.0.0.1/tcp/0", *args]
+    listen = "/ip4/127.0.0.1/tcp/0"
+    cmd = [sys.executable, "-m", "p2pfl.bootstrap", "--key", str(key), "--listen", listen, *args]
     with open(directory / "registry.log", "wb") as log_file:  # the child keeps its own descriptor
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, env=env)
     assert proc.stdout is not None

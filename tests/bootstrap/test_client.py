@@ -10,7 +10,7 @@ import msgpack
 import pytest
 import trio
 
-from bootstrap.service import BootstrapService, Registry, RegistryConfig
+from p2pfl.bootstrap.service import BootstrapService, Registry, RegistryConfig
 from p2pfl.discovery import (
     PROTOCOL_ID,
     BootstrapClient,

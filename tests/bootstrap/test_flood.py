@@ -13,7 +13,7 @@ import msgpack
 import pytest
 import trio
 
-from bootstrap.service import Registry, RegistryConfig
+from p2pfl.bootstrap.service import Registry, RegistryConfig
 from p2pfl.discovery import (
     MAX_RECORD_BYTES,
     PROTOCOL_ID,

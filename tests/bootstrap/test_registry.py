@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from bootstrap.service import Registry, RegistryConfig
+from p2pfl.bootstrap.service import Registry, RegistryConfig
 from p2pfl.discovery import PeerRecord, decode_message, encode_message
 from p2pfl.identity import Identity
 

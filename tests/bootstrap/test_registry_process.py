@@ -164,7 +164,7 @@ async def test_client_uses_whichever_registry_answers(registry_proc: RegistryPro
 
 def run_health(addr: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bootstrap", "--health", addr, "--timeout", "5"],
+        [sys.executable, "-m", "p2pfl.bootstrap", "--health", addr, "--timeout", "5"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -204,7 +204,7 @@ def test_sigterm_shuts_down_gracefully_and_releases_the_port(tmp_path: Path) -> 
 
 def run_bootstrap(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bootstrap", *args],
+        [sys.executable, "-m", "p2pfl.bootstrap", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -32,7 +32,7 @@ def sections(i: int, n_data: int, addr: str) -> dict[str, dict[str, object]]:
             "max_round_wait_s": 2,
         },
         "learner": {
-            "entry": "simulations.entry:digits",
+            "entry": "p2pfl.sim.entry:digits",
             "params": {"peer_index": i % n_data, "num_peers": n_data, "alpha": 0.5, "seed": 3},
         },
     }

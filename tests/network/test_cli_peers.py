@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from p2pfl.learner import NumpySoftmaxLearner
+from p2pfl.sim.data import peer_splits
 from p2pfl.state import load_checkpoint, verify_log
-from simulations.data import peer_splits
 from tests.network.cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ DATA = {"alpha": 0.5, "seed": 3}
 def learner_sections(i: int, n: int, **peer: object) -> dict[str, dict[str, object]]:
     return {
         "peer": {"local_steps": 10, "min_neighbours": n - 1, **peer},
-        "learner": {"entry": "simulations.entry:digits", "params": {"peer_index": i, "num_peers": n, **DATA}},
+        "learner": {"entry": "p2pfl.sim.entry:digits", "params": {"peer_index": i, "num_peers": n, **DATA}},
     }
 
 

@@ -19,8 +19,8 @@ import pytest
 
 from p2pfl.identity import Identity
 from p2pfl.learner import NumpySoftmaxLearner
+from p2pfl.sim.data import peer_splits
 from p2pfl.state import load_checkpoint, read_log, verify_log
-from simulations.data import peer_splits
 from tests.network.cluster import REPO, Cluster
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def sections(cluster: Cluster, i: int) -> dict[str, dict[str, object]]:
             "rounds": ROUNDS,
             "round_interval_s": 0.25,
         },
-        "learner": {"entry": "simulations.entry:digits", "params": {"peer_index": i, "num_peers": N, **DATA}},
+        "learner": {"entry": "p2pfl.sim.entry:digits", "params": {"peer_index": i, "num_peers": N, **DATA}},
         "protocol": {"max_model_bytes": MAX_MODEL_BYTES},
     }
 

@@ -240,7 +240,7 @@ def sections(cluster: Cluster, i: int, malicious: str) -> dict[str, dict[str, ob
             "request_timeout_s": REQUEST_TIMEOUT_S,
         },
         "learner": {
-            "entry": "simulations.entry:digits",
+            "entry": "p2pfl.sim.entry:digits",
             "params": {"peer_index": i, "num_peers": 3, "seed": 3},
         },
     }

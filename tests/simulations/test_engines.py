@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from p2pfl.cli import main as cli_main
-from simulations.runner import run_scenario
-from simulations.scenario import parse_scenario
+from p2pfl.sim.runner import run_scenario
+from p2pfl.sim.scenario import parse_scenario
 
 SMALL: dict[str, dict[str, Any]] = {
     "run": {"seed": 3, "rounds": 12, "transport": "memory", "time_limit_s": 120},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from simulations.runner import Progress
+from p2pfl.sim.runner import Progress
 
 
 def test_redirected_progress_is_one_line_per_round_without_carriage_returns() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simulations import topology
-from simulations.attacks import ALIE, IPM, Behaviour, LabelFlip, SignFlip
-from simulations.data import peer_splits
-from simulations.runner import build_learner, make_plan
-from simulations.scenario import AttackSpec, ScenarioError, load_scenario, parse_scenario
+from p2pfl.sim import topology
+from p2pfl.sim.attacks import ALIE, IPM, Behaviour, LabelFlip, SignFlip
+from p2pfl.sim.data import peer_splits
+from p2pfl.sim.runner import build_learner, make_plan
+from p2pfl.sim.scenario import AttackSpec, ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "simulations" / "scenarios"
 
@@ -135,7 +135,7 @@ def test_behaviour_kinds() -> None:
 
 
 def test_mix_guard_round_trips_and_reaches_the_peer_config() -> None:
-    from simulations.runner import peer_config
+    from p2pfl.sim.runner import peer_config
 
     sc = parse_scenario({"scoring": {"mix_guard": 0.4}})
     assert parse_scenario(sc.to_dict()).scoring.mix_guard == 0.4

@@ -20,7 +20,7 @@ rounds = 5
 local_steps = 7
 max_round_wait_s = 3
 [learner]
-entry = "simulations.entry:digits"
+entry = "p2pfl.sim.entry:digits"
 params = { peer_index = 0, num_peers = 2 }
 [aggregation]
 rule = "median"
@@ -72,11 +72,11 @@ def test_a_complete_config_resolves_paths_and_values(tmp_path: Path) -> None:
         (("max_staleness_s = 60", "max_staleness = 60"), r"\[protocol\] max_staleness: unknown key"),
         (('allow = ["12D3', 'allow = ["QmNot'), r"\[access\] allow"),
         (
-            ('entry = "simulations.entry:digits"', 'entry = "nowhere"'),
+            ('entry = "p2pfl.sim.entry:digits"', 'entry = "nowhere"'),
             r"\[learner\] entry: expected 'module:function'",
         ),
         (
-            ('entry = "simulations.entry:digits"', 'entry = "no_such_mod:f"'),
+            ('entry = "p2pfl.sim.entry:digits"', 'entry = "no_such_mod:f"'),
             r"\[learner\] entry: cannot import",
         ),
         (("[access]", "[acess]"), r"\[acess\]: unknown section"),
@@ -121,15 +121,15 @@ def test_a_complete_config_resolves_paths_and_values(tmp_path: Path) -> None:
         ),
         (
             ("num_peers = 2", "num_peers = 2, learning_rate = 0.1"),
-            r"\[learner.params\] learning_rate: unknown parameter of simulations.entry:digits",
+            r"\[learner.params\] learning_rate: unknown parameter of p2pfl.sim.entry:digits",
         ),
         (
             ("peer_index = 0, num_peers = 2", "peer_index = 0"),
-            r"\[learner.params\] num_peers: required by simulations.entry:digits",
+            r"\[learner.params\] num_peers: required by p2pfl.sim.entry:digits",
         ),
         (
             ("num_peers = 2", "num_peers = 2, partition = 'nope'"),
-            r"\[learner.params\]: simulations.entry:digits refused them",
+            r"\[learner.params\]: p2pfl.sim.entry:digits refused them",
         ),
     ],
 )
@@ -151,3 +151,10 @@ def test_min_neighbours_in_peer_reaches_the_peer_config(tmp_path: Path) -> None:
         write(tmp_path, GOOD.replace("rounds = 5", "rounds = 5\nmin_neighbours = 3\nstart_timeout_s = 7"))
     )
     assert (3, 7.0) == (node.peer.min_neighbours, node.peer.start_timeout_s)
+
+
+def test_an_old_simulations_entry_still_loads_with_a_deprecation_warning(tmp_path: Path) -> None:
+    old = GOOD.replace('entry = "p2pfl.sim.entry:digits"', 'entry = "simulations.entry:digits"')
+    with pytest.warns(DeprecationWarning, match="p2pfl.sim.entry"):
+        learner = load_config(write(tmp_path, old)).build_learner()
+    assert "fc1.weight" in learner.get_params()

@@ -1,4 +1,4 @@
-"""TOML configuration of a peer node, validated key by key (``ConfigError`` names the key and the reason).
+"""TOML configuration of a peer node, validated key by key (``ConfigError`` names ``[section] key``).
 
 See ``docs/peer.md`` for a complete, commented example. Relative paths are resolved against the directory
 of the config file, so a config and its key/state can move together.
@@ -10,69 +10,24 @@ import dataclasses
 import importlib
 import inspect
 import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from p2pfl.aggregation import AggregationConfig
+from p2pfl.config.schema import PeerConfig, TomlKey, check_kind, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import public_key_from_peer_id
 from p2pfl.learner import Learner
-from p2pfl.peer import PeerConfig
 from p2pfl.scoring import ScoringConfig
 
-_PEER_KEYS = {
-    "network_id": str,
-    "key_file": str,
-    "listen": str,
-    "state_dir": str,
-    "static_peers": list,
-    "bootstrap": list,
-    "log_level": str,
-    "rounds": int,
-    "local_steps": int,
-    "round_interval_s": (int, float),
-    "status_interval_s": (int, float),
-    "request_timeout_s": (int, float),
-    "wait_fraction": (int, float),
-    "max_round_wait_s": (int, float),
-    "min_neighbours": int,
-    "start_timeout_s": (int, float),
-    "max_neighbours": int,
-    "discover_interval_s": (int, float),
-    "bootstrap_ttl": int,
-    "advertise": list,
-}
-#: [peer] keys handed to PeerConfig as they are (after int -> float for the float knobs)
-_PEER_PASSTHROUGH = (
-    "wait_fraction",
-    "max_round_wait_s",
-    "min_neighbours",
-    "start_timeout_s",
-    "max_neighbours",
-    "discover_interval_s",
-    "bootstrap_ttl",
-)
-_PROTOCOL_KEYS = {
-    "inline_limit": int,
-    "max_staleness_s": (int, float),
-    "max_delta_norm": (int, float),
-    "codec": str,
-    "mix_scope": str,
-    "join_on_start": bool,
-    "join_quorum": int,
-    "join_timeout_s": (int, float),
-    "rollback_margin": (int, float),
-    "rollback_warmup": int,
-    "mix_guard_margin": (int, float),
-    "mix_guard_warmup": int,
-    "max_model_bytes": int,
-    "readmit_after_s": (int, float),
-}
+#: [peer] keys of the node around the peer (the CLI's), not of PeerConfig
+NODE_KEYS: dict[str, tuple[type, ...]] = {"key_file": (str,), "log_level": (str,), "rounds": (int,)}
+#: the [learner] section
+_LEARNER_KEYS: dict[str, tuple[type, ...]] = {"entry": (str,), "params": (dict,)}
 _SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access")
-#: keys that used to be accepted in [protocol] too; each is accepted in [peer] only now (one value, one place)
-_PEER_ONLY = ("min_neighbours", "start_timeout_s")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -94,7 +49,11 @@ class NodeConfig:
         check_learner_params(fn, self.learner_params, self.learner_entry)
         try:
             return fn(**self.learner_params)
-        except (TypeError, ValueError) as exc:
+        except ConfigError as exc:
+            if exc.section == "learner.params":
+                raise
+            raise ConfigError(f"[learner.params]: {self.learner_entry} refused them: {exc}") from None
+        except (TypeError, ValueError, P2PFLError) as exc:
             raise ConfigError(f"[learner.params]: {self.learner_entry} refused them: {exc}") from None
 
 
@@ -142,20 +101,6 @@ def check_learner_params(fn: Callable[..., Any], params: Mapping[str, Any], entr
             )
 
 
-def _check(table: Mapping[str, Any], allowed: Mapping[str, Any], section: str) -> None:
-    for key, value in table.items():
-        if key not in allowed:
-            raise ConfigError(f"[{section}] {key}: unknown key; known keys: {', '.join(sorted(allowed))}")
-        expected = allowed[key]
-        if expected is not None and (
-            not isinstance(value, expected) or (isinstance(value, bool) and expected in (int, (int, float)))
-        ):
-            names = (
-                expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            )
-            raise ConfigError(f"[{section}] {key}: expected {names}, got {type(value).__name__} {value!r}")
-
-
 def _dataclass_section(cls: Any, table: Mapping[str, Any], section: str, renames: Mapping[str, str]) -> Any:
     names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
     kwargs: dict[str, Any] = {}
@@ -166,6 +111,10 @@ def _dataclass_section(cls: Any, table: Mapping[str, Any], section: str, renames
         kwargs[field_name] = value
     try:
         return cls(**kwargs)
+    except ConfigError as exc:
+        if exc.section == section:
+            raise
+        raise ConfigError(f"[{section}] {exc}") from None
     except P2PFLError as exc:
         raise ConfigError(f"[{section}] {exc}") from None
     except TypeError as exc:
@@ -177,6 +126,14 @@ def load_entry(entry: str) -> Callable[..., Learner]:
     module_name, sep, attr = entry.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"[learner] entry: expected 'module:function', got {entry!r}")
+    if module_name == "simulations" or module_name.startswith("simulations."):
+        new = "p2pfl.sim" + module_name.removeprefix("simulations")
+        warnings.warn(
+            f"[learner] entry: {module_name!r} is now {new!r} (the simulations folder installs as p2pfl.sim)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        module_name = new
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -217,83 +174,64 @@ def _path(base: Path, value: str) -> Path:
 
 
 def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None) -> NodeConfig:
+    """Validate a parsed peer TOML document; every error is a ``ConfigError`` naming ``[section] key``."""
     for section in data:
         if section not in _SECTIONS:
             raise ConfigError(f"[{section}]: unknown section; known sections: {', '.join(_SECTIONS)}")
         if not isinstance(data[section], dict):
             raise ConfigError(f"[{section}]: must be a table")
+    schema = toml_keys()
+    fields: dict[str, Any] = {}
+    node: dict[str, Any] = {}
+    scoring_params: dict[str, Any] = {}
+    scoring_names = {f.name for f in dataclasses.fields(ScoringConfig)}
+    for section in ("peer", "protocol", "scoring", "access"):
+        for key, value in data.get(section, {}).items():
+            spec = schema.get((section, key))
+            if spec is not None:
+                check_kind(value, spec.kinds, section, key)
+                fields[spec.field] = _convert(spec, value, base)
+            elif section == "peer" and key in NODE_KEYS:
+                check_kind(value, NODE_KEYS[key], section, key)
+                node[key] = value
+            elif section == "scoring" and key in scoring_names:
+                scoring_params[key] = value  # validated by ScoringConfig below
+            else:
+                _misplaced_or_unknown(schema, section, key, scoring_names)
     peer = data.get("peer", {})
-    _check(peer, _PEER_KEYS, "peer")
     for key in ("network_id", "key_file"):
         if key not in peer:
-            raise ConfigError(f"[peer] {key}: required")
+            raise ConfigError("peer", key, "required")
     for key in ("static_peers", "bootstrap", "advertise"):
-        if not all(isinstance(a, str) for a in peer.get(key, [])):
-            raise ConfigError(f"[peer] {key}: must be a list of multiaddr strings")
         for addr in peer.get(key, []):
             check_multiaddr(addr, f"[peer] {key}", with_peer_id=key != "advertise")
     if "listen" in peer:
         check_multiaddr(peer["listen"], "[peer] listen", with_peer_id=False)
-    log_level = peer.get("log_level", "info")
+    log_level = node.get("log_level", "info")
     if log_level not in LOG_LEVELS:
-        raise ConfigError(f"[peer] log_level: must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-    rounds = peer.get("rounds", 0)
+        raise ConfigError("peer", "log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    rounds = node.get("rounds", 0)
     if rounds < 0:
-        raise ConfigError(f"[peer] rounds: must be >= 0 (0 runs until stopped), got {rounds}")
+        raise ConfigError("peer", "rounds", f"must be >= 0 (0 runs until stopped), got {rounds}")
+    for pid in fields.get("allow", ()):
+        try:
+            public_key_from_peer_id(pid)
+        except P2PFLError as exc:
+            raise ConfigError("access", "allow", str(exc)) from None
 
     learner = data.get("learner", {})
-    _check(learner, {"entry": str, "params": dict}, "learner")
+    for key, value in learner.items():
+        if key not in _LEARNER_KEYS:
+            raise ConfigError("learner", key, f"unknown key; known keys: {', '.join(sorted(_LEARNER_KEYS))}")
+        check_kind(value, _LEARNER_KEYS[key], "learner", key)
     if "entry" not in learner:
-        raise ConfigError("[learner] entry: required ('module:function' returning a p2pfl Learner)")
+        raise ConfigError("learner", "entry", "required ('module:function' returning a p2pfl Learner)")
 
-    aggregation = _dataclass_section(AggregationConfig, data.get("aggregation", {}), "aggregation", {})
-    scoring_table = dict(data.get("scoring", {}))
-    scoring_enabled = scoring_table.pop("enabled", True)
-    val_scoring = scoring_table.pop("val_scoring", True)
-    if not isinstance(scoring_enabled, bool) or not isinstance(val_scoring, bool):
-        raise ConfigError("[scoring] enabled/val_scoring: must be true or false")
-    scoring = _dataclass_section(ScoringConfig, scoring_table, "scoring", {})
-
-    protocol = data.get("protocol", {})
-    for key in _PEER_ONLY:
-        if key in protocol:
-            raise ConfigError(f"[protocol] {key}: give it in [peer] (a key is accepted in one section only)")
-    _check(protocol, _PROTOCOL_KEYS, "protocol")
-    access = data.get("access", {})
-    _check(access, {"allow": list}, "access")
-    allow: frozenset[str] | None = None
-    if "allow" in access:
-        for pid in access["allow"]:
-            try:
-                public_key_from_peer_id(pid)
-            except P2PFLError as exc:
-                raise ConfigError(f"[access] allow: {exc}") from None
-        allow = frozenset(access["allow"])
-
-    try:
-        peer_config = PeerConfig(
-            network_id=peer["network_id"],
-            listen=peer.get("listen", "/ip4/127.0.0.1/tcp/0"),
-            static_peers=tuple(peer.get("static_peers", ())),
-            bootstrap=tuple(peer.get("bootstrap", ())),
-            advertise=tuple(peer.get("advertise", ())),
-            state_dir=_path(base, peer["state_dir"]) if "state_dir" in peer else None,
-            local_steps=peer.get("local_steps", 20),
-            round_interval_s=float(peer.get("round_interval_s", 0.0)),
-            status_interval_s=float(peer.get("status_interval_s", 10.0)),
-            request_timeout_s=float(peer.get("request_timeout_s", 30.0)),
-            aggregation=aggregation,
-            scoring=scoring,
-            scoring_enabled=scoring_enabled,
-            val_scoring=val_scoring,
-            allow=allow,
-            **_protocol_kwargs(protocol),
-            **_protocol_kwargs({k: peer[k] for k in _PEER_PASSTHROUGH if k in peer}),
-        )
-    except P2PFLError as exc:
-        raise ConfigError(f"[peer/protocol] {exc}") from None
-    except TypeError as exc:
-        raise ConfigError(f"[peer/protocol] {exc}") from None
+    fields["aggregation"] = _dataclass_section(
+        AggregationConfig, data.get("aggregation", {}), "aggregation", {}
+    )
+    fields["scoring"] = _dataclass_section(ScoringConfig, scoring_params, "scoring", {})
+    peer_config = PeerConfig(**fields)  # its errors name [section] key (p2pfl.config.schema)
     return NodeConfig(
         peer=peer_config,
         key_file=_path(base, peer["key_file"]),
@@ -305,13 +243,30 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     )
 
 
-def _protocol_kwargs(protocol: Mapping[str, Any]) -> dict[str, Any]:
-    """Integers given for float knobs become floats (TOML has ``1`` and ``1.0``; both mean the same here)."""
-    out: dict[str, Any] = {}
-    for key, value in protocol.items():
-        is_float_knob = key.endswith(("_s", "_norm", "_margin", "_fraction"))
-        out[key] = float(value) if is_float_knob and not isinstance(value, bool) else value
-    return out
+def _convert(spec: TomlKey, value: Any, base: Path) -> Any:
+    """A checked TOML value in its field's type: int -> float, list -> tuple/frozenset, str -> Path."""
+    if spec.container in (tuple, frozenset):
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(spec.section, spec.key, "must be a list of strings")
+        return spec.container(value)
+    if spec.container is Path:
+        return _path(base, value)
+    return float(value) if spec.to_float else value
+
+
+def _misplaced_or_unknown(
+    schema: Mapping[tuple[str, str], TomlKey], section: str, key: str, scoring_names: set[str]
+) -> None:
+    """A key the section does not hold: name the section that does, or list the section's keys."""
+    homes = sorted({s for (s, k) in schema if k == key} | ({"scoring"} if key in scoring_names else set()))
+    if homes:
+        raise ConfigError(section, key, f"give it in [{homes[0]}] (a key is accepted in one section only)")
+    known = sorted(
+        {k for (s, k) in schema if s == section}
+        | (set(NODE_KEYS) if section == "peer" else set())
+        | (scoring_names if section == "scoring" else set())
+    )
+    raise ConfigError(section, key, f"unknown key; known keys: {', '.join(known)}")
 
 
 def read_toml(
