@@ -115,7 +115,9 @@ def test_every_error_class_of_the_library_is_a_p2pfl_error() -> None:
         obj
         for module in (errors, wire, discovery, scenario)
         for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == module.__name__
+        if isinstance(obj, type)
+        and issubclass(obj, Exception)
+        and (obj.__module__ == module.__name__ or obj.__module__.startswith(module.__name__ + "."))
     ]
     names = {c.__name__ for c in classes}
     assert {"WireError", "ConfigError", "ScenarioError", "SimulationError", "RecordError"} <= names
