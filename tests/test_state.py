@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from p2pfl import state as state_mod
 from p2pfl.errors import ConfigError, StateError
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
@@ -33,6 +32,7 @@ from p2pfl.state import (
     save_checkpoint,
     verify_log,
 )
+from p2pfl.state import versionlog as versionlog_mod
 from p2pfl.transport.memory import MemoryNetwork
 from tests.test_peer import learner_for
 
@@ -283,7 +283,7 @@ def test_a_failed_log_append_is_cut_back_and_the_log_still_verifies(
 ) -> None:
     log = a_log(tmp_path, 2)
     size = (tmp_path / LOG_NAME).stat().st_size
-    monkeypatch.setattr(state_mod, "open", _open_failing_appends, raising=False)
+    monkeypatch.setattr(versionlog_mod, "open", _open_failing_appends, raising=False)
     with pytest.raises(StateError, match=r"No space left on device; it ends at record 1 \(seq 2\)") as caught:
         log.append(event="version", seq=3, round=3, digest=bytes(32))
     assert isinstance(caught.value.__cause__, OSError)
@@ -320,7 +320,7 @@ async def test_a_log_append_that_fails_after_the_checkpoint_loses_no_record(
     """The checkpoint carries the round's signed records: a restart appends the ones the log lacks."""
     async with lone_peer(tmp_path) as p:
         await p.run(2)
-        monkeypatch.setattr(state_mod, "open", _open_failing_appends, raising=False)
+        monkeypatch.setattr(versionlog_mod, "open", _open_failing_appends, raising=False)
         with pytest.raises(StateError, match="the checkpoint holds seq 3 and its records"):
             await p.run(1)
         assert 3 == p.persisted_seq
