@@ -16,7 +16,7 @@ from p2pfl.aggregation.coordinatewise import mean, median, trimmed_mean
 from p2pfl.aggregation.geomed import geometric_median
 from p2pfl.aggregation.krum import krum, max_krum_f, multi_krum
 from p2pfl.aggregation.mixing import nearest_neighbour_mixing
-from p2pfl.errors import AggregationError
+from p2pfl.errors import AggregationError, ConfigError
 
 RULES: Final[tuple[str, ...]] = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geomed", "cclip")
 DEFAULT_RULE: Final[str] = "geomed"
@@ -24,7 +24,7 @@ DEFAULT_RULE: Final[str] = "geomed"
 
 @dataclass(frozen=True)
 class AggregationConfig:
-    """How a peer aggregates; validated at construction (``AggregationError`` names the bad field).
+    """How a peer aggregates; validated at construction (``ConfigError("aggregation", field, reason)``).
 
     Pipeline run by :func:`aggregate`: (1) self-centred clipping: clip each neighbour's difference from
     the peer's own model to norm ``self_clip_tau`` if set, else (scale-free, needs no knowledge of the
@@ -53,36 +53,46 @@ class AggregationConfig:
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
-            raise AggregationError(f"rule: unknown rule {self.rule!r}; choose one of {', '.join(RULES)}")
+            raise ConfigError(
+                "aggregation", "rule", f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}"
+            )
         if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or not 0 <= self.beta < 0.5:
-            raise AggregationError(f"beta: must be in [0, 0.5), got {self.beta!r}")
+            raise ConfigError("aggregation", "beta", f"must be in [0, 0.5), got {self.beta!r}")
         for name, lo in (("f", 0), ("cclip_iters", 1), ("gm_max_iter", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise AggregationError(f"{name}: must be an integer >= {lo}, got {value!r}")
+                raise ConfigError("aggregation", name, f"must be an integer >= {lo}, got {value!r}")
         if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
-            raise AggregationError(f"m: must be None or an integer >= 1, got {self.m!r}")
+            raise ConfigError("aggregation", "m", f"must be None or an integer >= 1, got {self.m!r}")
         for name in ("tau", "gm_eps"):
             if not _positive_finite(getattr(self, name)):
-                raise AggregationError(
-                    f"{name}: must be a positive finite number, got {getattr(self, name)!r}"
+                raise ConfigError(
+                    "aggregation", name, f"must be a positive finite number, got {getattr(self, name)!r}"
                 )
         if self.self_clip_tau is not None and not _positive_finite(self.self_clip_tau):
-            raise AggregationError(
-                f"self_clip_tau: must be None or positive and finite, got {self.self_clip_tau!r}"
+            raise ConfigError(
+                "aggregation",
+                "self_clip_tau",
+                f"must be None or positive and finite, got {self.self_clip_tau!r}",
             )
         if self.self_clip_scale is not None and not _positive_finite(self.self_clip_scale):
-            raise AggregationError(
-                f"self_clip_scale: must be None or positive and finite, got {self.self_clip_scale!r}"
+            raise ConfigError(
+                "aggregation",
+                "self_clip_scale",
+                f"must be None or positive and finite, got {self.self_clip_scale!r}",
             )
         if not _positive_finite(self.own_weight):
-            raise AggregationError(f"own_weight: must be positive and finite, got {self.own_weight!r}")
+            raise ConfigError(
+                "aggregation", "own_weight", f"must be positive and finite, got {self.own_weight!r}"
+            )
         if (
             isinstance(self.gm_tol, bool)
             or not isinstance(self.gm_tol, int | float)
             or not (0 <= self.gm_tol < math.inf)
         ):
-            raise AggregationError(f"gm_tol: must be a non-negative finite number, got {self.gm_tol!r}")
+            raise ConfigError(
+                "aggregation", "gm_tol", f"must be a non-negative finite number, got {self.gm_tol!r}"
+            )
 
 
 def _positive_finite(value: object) -> bool:
