@@ -59,7 +59,7 @@ STATUSES: Final[tuple[Status, ...]] = ("active", "excluded", "evicted", "probati
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """Scoring parameters, validated at construction (``AggregationError`` names the bad field).
+    """Scoring parameters, validated at construction (``ConfigError("scoring", field, reason)``).
 
     Defaults come from the attack simulation recorded in docs/aggregation.md.
     """

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pfl import aggregation as agg
-from p2pfl.errors import AggregationError
+from p2pfl.errors import AggregationError, ConfigError
 from tests.strategies_agg import clustered_with_outliers, honest_and_bad, permutations_of, stacks
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -394,8 +394,12 @@ def test_config_defaults_are_valid_and_named_rules_exist() -> None:
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
-    with pytest.raises(AggregationError, match=field):
+    # A config value is a ConfigError like every other setting ([aggregation] is its TOML section);
+    # AggregationError stays for inputs that are bad at aggregation time.
+    with pytest.raises(ConfigError, match=rf"^\[aggregation\] {field}: ") as info:
         agg.AggregationConfig(**{field: value})  # type: ignore[arg-type]
+    assert (info.value.section, info.value.key) == ("aggregation", field)
+    assert not isinstance(info.value, AggregationError)
 
 
 def test_aggregate_with_no_neighbours_returns_own_model() -> None:

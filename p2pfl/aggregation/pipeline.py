@@ -1,0 +1,181 @@
+"""The peer's pipeline: :class:`AggregationConfig` and :func:`aggregate`, which composes the steps."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from p2pfl.aggregation._distances import _sq_dists_to
+from p2pfl.aggregation._inputs import F32, F64, _as_stack, _as_vector
+from p2pfl.aggregation.clipping import centered_clip, self_centred_clip
+from p2pfl.aggregation.coordinatewise import mean, median, trimmed_mean
+from p2pfl.aggregation.geomed import geometric_median
+from p2pfl.aggregation.krum import krum, max_krum_f, multi_krum
+from p2pfl.aggregation.mixing import nearest_neighbour_mixing
+from p2pfl.errors import AggregationError, ConfigError
+
+RULES: Final[tuple[str, ...]] = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geomed", "cclip")
+DEFAULT_RULE: Final[str] = "geomed"
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """How a peer aggregates; validated at construction (``ConfigError("aggregation", field, reason)``).
+
+    Pipeline run by :func:`aggregate`: (1) self-centred clipping: clip each neighbour's difference from
+    the peer's own model to norm ``self_clip_tau`` if set, else (scale-free, needs no knowledge of the
+    model's scale) to ``self_clip_scale`` times the median neighbour distance from the own model, else
+    not at all; (2) put the own model in the stack as row 0 with weight
+    ``own_weight`` (it is the trusted root); (3) drop zero-weight rows; (4) if ``nnm``, nearest-neighbour
+    mixing with ``f``; (5) the ``rule``. ``f`` is an upper bound: with few rows it is lowered to the
+    largest value the step accepts (Krum: ``k >= 2f+3``; NNM: ``f < k/2``) instead of failing, because a
+    peer must keep learning while neighbours come and go. Defaults come from the attack simulation in
+    docs/aggregation.md.
+    """
+
+    rule: str = DEFAULT_RULE
+    beta: float = 0.2
+    f: int = 4
+    m: int | None = None
+    tau: float = 1.0
+    cclip_iters: int = 3
+    nnm: bool = True
+    self_clip_tau: float | None = None
+    self_clip_scale: float | None = 1.0
+    own_weight: float = 1.0
+    gm_eps: float = 1e-8
+    gm_tol: float = 1e-6
+    gm_max_iter: int = 100
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ConfigError(
+                "aggregation", "rule", f"unknown rule {self.rule!r}; choose one of {', '.join(RULES)}"
+            )
+        if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or not 0 <= self.beta < 0.5:
+            raise ConfigError("aggregation", "beta", f"must be in [0, 0.5), got {self.beta!r}")
+        for name, lo in (("f", 0), ("cclip_iters", 1), ("gm_max_iter", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ConfigError("aggregation", name, f"must be an integer >= {lo}, got {value!r}")
+        if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
+            raise ConfigError("aggregation", "m", f"must be None or an integer >= 1, got {self.m!r}")
+        for name in ("tau", "gm_eps"):
+            if not _positive_finite(getattr(self, name)):
+                raise ConfigError(
+                    "aggregation", name, f"must be a positive finite number, got {getattr(self, name)!r}"
+                )
+        if self.self_clip_tau is not None and not _positive_finite(self.self_clip_tau):
+            raise ConfigError(
+                "aggregation",
+                "self_clip_tau",
+                f"must be None or positive and finite, got {self.self_clip_tau!r}",
+            )
+        if self.self_clip_scale is not None and not _positive_finite(self.self_clip_scale):
+            raise ConfigError(
+                "aggregation",
+                "self_clip_scale",
+                f"must be None or positive and finite, got {self.self_clip_scale!r}",
+            )
+        if not _positive_finite(self.own_weight):
+            raise ConfigError(
+                "aggregation", "own_weight", f"must be positive and finite, got {self.own_weight!r}"
+            )
+        if (
+            isinstance(self.gm_tol, bool)
+            or not isinstance(self.gm_tol, int | float)
+            or not (0 <= self.gm_tol < math.inf)
+        ):
+            raise ConfigError(
+                "aggregation", "gm_tol", f"must be a non-negative finite number, got {self.gm_tol!r}"
+            )
+
+
+def _positive_finite(value: object) -> bool:
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
+def aggregate(
+    config: AggregationConfig,
+    own: ArrayLike,
+    neighbours: ArrayLike,
+    weights: ArrayLike | None = None,
+) -> F32:
+    """Mix the peer's own model ``(d,)`` with its neighbours' ``(k, d)`` through ``config``'s pipeline.
+
+    ``weights`` (one per neighbour, e.g. ``ContributionScorer.weights_for``) are applied after the own
+    row, which gets ``config.own_weight``; neighbours of weight 0 are left out entirely (also of NNM).
+    With no neighbours (``k = 0``, or all of weight 0) the own model is returned. See
+    :class:`AggregationConfig` for the steps.
+    """
+    own_v = np.asarray(own)
+    if own_v.ndim != 1:
+        raise AggregationError(f"own must be 1-D (d,), got shape {own_v.shape}")
+    d = own_v.shape[0]
+    own_v = _as_vector(own_v, d, "own")
+    nb = np.asarray(neighbours)
+    if nb.ndim == 2 and nb.shape[0] == 0:
+        return own_v.copy()
+    nb = _as_stack(nb, "neighbours")
+    k = nb.shape[0]
+    if nb.shape[1] != d:
+        raise AggregationError(f"neighbours have d={nb.shape[1]} but own has d={d}")
+    if weights is not None:
+        w_nb = np.asarray(weights, dtype=np.float64)
+        if w_nb.ndim != 1 or w_nb.shape[0] != k:
+            raise AggregationError(f"weights must have shape ({k},), got {w_nb.shape}")
+        if not np.all(np.isfinite(w_nb)) or np.any(w_nb < 0):
+            raise AggregationError("weights must be finite and non-negative")
+        keep = w_nb > 0
+        if not np.any(keep):
+            return own_v.copy()
+        nb, w_nb = nb[keep], w_nb[keep]
+        w: F64 | None = np.concatenate(([config.own_weight], w_nb))
+    else:
+        w = None if config.own_weight == 1.0 else np.concatenate(([config.own_weight], np.ones(k)))
+    if config.self_clip_tau is not None:
+        nb = self_centred_clip(own_v, nb, config.self_clip_tau)
+    elif config.self_clip_scale is not None:
+        radius = config.self_clip_scale * float(np.median(np.sqrt(_sq_dists_to(nb, own_v))))
+        if radius > 0:
+            nb = self_centred_clip(own_v, nb, radius)
+    x = np.empty((nb.shape[0] + 1, d), dtype=np.float32)
+    x[0] = own_v
+    x[1:] = nb
+    n = x.shape[0]
+    if w is not None and np.all(w == w[0]):
+        w = None
+    if config.nnm and n > 1:
+        f_nnm = min(config.f, (n - 1) // 2)
+        if f_nnm > 0:
+            x = nearest_neighbour_mixing(x, f_nnm)
+    return _apply_rule(config, x, w, own_v)
+
+
+def _apply_rule(config: AggregationConfig, x: F32, w: F64 | None, own: F32) -> F32:
+    n = x.shape[0]
+    rule = config.rule
+    if rule == "mean":
+        return mean(x, w)
+    if rule == "median":
+        return median(x, w)
+    if rule == "trimmed-mean":
+        return trimmed_mean(x, config.beta, w)
+    if rule == "geomed":
+        return geometric_median(x, w, eps=config.gm_eps, tol=config.gm_tol, max_iter=config.gm_max_iter)
+    if rule == "cclip":
+        return centered_clip(x, own, config.tau, config.cclip_iters, w)
+    # Krum ignores weights (it selects rows), so only the zero-weight drop above applies.
+    f = min(config.f, max_krum_f(n))
+    if f < 0:  # fewer than 3 rows: nothing to select from robustly
+        return median(x)
+    if rule == "krum":
+        return krum(x, f)
+    m = None if config.m is None else min(config.m, n)
+    return multi_krum(x, f, m)
