@@ -13,7 +13,7 @@ from p2pfl.protocol.actions import Action, Evict, Publish
 from p2pfl.protocol.core import EngineCore
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
-from p2pfl.scoring import ScoreRecord
+from p2pfl.scoring import ContributionScorer, ScoreRecord
 from p2pfl.wire import ZERO_DIGEST, Header, Meta, apply_codec, payload_parts, seal, undo_codec
 
 
@@ -92,45 +92,101 @@ class RoundSide(EngineCore):
                 # the mix may be a plain mean that the very models under test dragged off: score them
                 # against a reference they cannot move while they are a minority
                 reference = median(np.vstack([after[None, :], stack]))
-            fresh = {r.peer for r in reps if self._scored_version(r.peer) != r.version}
-            gap = self.scorer.config.return_gap_rounds
-            for peer in sorted(fresh):
-                # self.seq already counts this round's version
-                if self.seq - self._heard_at.get(peer, 1) > gap:
-                    self.scorer.grant_grace(peer)
-                self._heard_at[peer] = self.seq
-            scores = self.scorer.evaluate(
-                before,
-                after,
-                {r.peer: r.vec for r in reps},
-                reference,
-                val_losses,
-                own_val_loss,
-                only=fresh,
+            scores = self._score(
+                self.scorer,
+                reps,
+                before=before,
+                after=after,
+                reference=reference,
+                val_losses=val_losses,
+                own_val_loss=own_val_loss,
             )
-            for r in reps:
-                if r.peer in scores:
-                    self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
             if weights is not None and self.scorer.config.drop_bad_at_once:
-                # A model scored bad leaves the mix at once, for as long as it is the peer's current version:
-                # waiting for its reputation to fall (two scores at the defaults) let a fresh sign-flipper
-                # wreck a plain mean first.
-                # (every candidate's current version has a score by now: scored this round or before)
                 bad = self.scorer.config.bad_score
-                last = self._last_scored
-                drop = [i for i, r in enumerate(reps) if weights[i] > 0 and last[r.peer][1] < bad]
-                if drop:
-                    weights = weights.copy()
-                    weights[drop] = 0.0
-                    centre = aggregate(self.aggregation, after, stack, weights)
-            for peer in sorted(self.scorer.evicted() - was_evicted):
-                evicted.append(peer)
-                self.replicas.pop(peer, None)
-                self._last_scored.pop(peer, None)
-                self._ban(peer, now)
-                actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
+                weights, centre = self._drop_bad(
+                    reps, weights, bad=bad, after=after, stack=stack, centre=centre
+                )
+            evicted, actions = self._evict(sorted(self.scorer.evicted() - was_evicted), scores, now)
+        contributions = self._contributions(reps, weights, scores)
+        self.own = centre
+        actions.insert(0, publish)
+        return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
+
+    def _score(
+        self,
+        scorer: ContributionScorer,
+        reps: Sequence[Replica],
+        *,
+        before: FloatVec,
+        after: FloatVec,
+        reference: FloatVec,
+        val_losses: Mapping[str, float] | None,
+        own_val_loss: float | None,
+    ) -> dict[str, ScoreRecord]:
+        """Score each candidate's version not scored yet (each version once) and remember the scores."""
+        fresh = {r.peer for r in reps if self._scored_version(r.peer) != r.version}
+        gap = scorer.config.return_gap_rounds
+        for peer in sorted(fresh):
+            # self.seq already counts this round's version
+            if self.seq - self._heard_at.get(peer, 1) > gap:
+                scorer.grant_grace(peer)
+            self._heard_at[peer] = self.seq
+        scores = scorer.evaluate(
+            before,
+            after,
+            {r.peer: r.vec for r in reps},
+            reference,
+            val_losses,
+            own_val_loss,
+            only=fresh,
+        )
+        for r in reps:
+            if r.peer in scores:
+                self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
+        return scores
+
+    def _drop_bad(
+        self,
+        reps: Sequence[Replica],
+        weights: npt.NDArray[np.float64],
+        *,
+        bad: float,
+        after: FloatVec,
+        stack: FloatVec,
+        centre: FloatVec,
+    ) -> tuple[npt.NDArray[np.float64], FloatVec]:
+        """A model scored bad leaves the mix at once, for as long as it is the peer's current version:
+        waiting for its reputation to fall (two scores at the defaults) let a fresh sign-flipper wreck a
+        plain mean first. Returns the weights and the mix, recomputed if a model left it."""
+        # (every candidate's current version has a score by now: scored this round or before)
+        last = self._last_scored
+        drop = [i for i, r in enumerate(reps) if weights[i] > 0 and last[r.peer][1] < bad]
+        if drop:
+            weights = weights.copy()
+            weights[drop] = 0.0
+            centre = aggregate(self.aggregation, after, stack, weights)
+        return weights, centre
+
+    def _evict(
+        self, peers: Sequence[str], scores: Mapping[str, ScoreRecord], now: float
+    ) -> tuple[list[str], list[Action]]:
+        """Forget and ban the peers the scorer just evicted; one ``Evict`` each, with the evidence."""
+        actions: list[Action] = []
+        for peer in peers:
+            self.replicas.pop(peer, None)
+            self._last_scored.pop(peer, None)
+            self._ban(peer, now)
+            actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
+        return list(peers), actions
+
+    def _contributions(
+        self,
+        reps: Sequence[Replica],
+        weights: npt.NDArray[np.float64] | None,
+        scores: Mapping[str, ScoreRecord],
+    ) -> list[Contribution]:
         scorer = self.scorer
-        contributions = [
+        return [
             Contribution(
                 peer=r.peer,
                 seq=r.seq,
@@ -141,9 +197,6 @@ class RoundSide(EngineCore):
             )
             for i, r in enumerate(reps)
         ]
-        self.own = centre
-        actions.insert(0, publish)
-        return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
 
     def _scored_version(self, peer: str) -> tuple[int, bytes] | None:
         last = self._last_scored.get(peer)
