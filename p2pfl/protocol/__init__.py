@@ -2,7 +2,8 @@
 
 Modules: ``layout`` (model <-> flat vector), ``actions`` (decisions and faults), ``config``
 (ProtocolConfig), ``replicas`` (replicas and round outcomes), ``bans`` (evictions that expire), ``engine``
-(GossipEngine), and the pure policies a peer applies: ``guards`` (what a round keeps),
+(GossipEngine, composed of ``core`` (state), ``receive`` (what arrives) and ``rounds`` (publish, mix,
+score)), and the pure policies a peer applies: ``guards`` (what a round keeps),
 ``pacing`` (when to start). The engine's names are re-exported here: ``from p2pfl.protocol import X``.
 """
 

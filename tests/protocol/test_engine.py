@@ -486,7 +486,7 @@ def test_a_resuming_peer_keeps_its_own_model_in_the_join_median() -> None:
 def test_a_validated_announcement_is_opened_once_and_the_access_list_is_checked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from p2pfl.protocol import engine as protocol
+    from p2pfl.protocol import receive as protocol
 
     calls = []
 

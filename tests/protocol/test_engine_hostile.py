@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 
-import p2pfl.protocol.engine
+import p2pfl.protocol.receive
 from p2pfl import wire
 from p2pfl.protocol import INTERNAL_ERROR, FetchPayload, GossipEngine, Publish, RequestSnapshot
 from p2pfl.wire import Header, open_envelope
@@ -184,7 +184,7 @@ def test_any_exception_while_opening_an_envelope_is_an_internal_error_counted_ag
     pub = a.finish_round(train_step(a, 1.0), 2).actions[0]
     assert isinstance(pub, Publish)
     snapshot = a.serve_snapshot(0)
-    monkeypatch.setattr(p2pfl.protocol.engine, "open_envelope", raising(error))
+    monkeypatch.setattr(p2pfl.protocol.receive, "open_envelope", raising(error))
     if entry == "accept_gossip":
         assert b.accept_gossip(pub.envelope, a.peer_id) is False
     elif entry == "handle_announce":
@@ -214,7 +214,7 @@ def test_any_exception_while_decoding_tensors_is_an_internal_error_counted_again
     snapshot = a.serve_snapshot(0)
     later = a.finish_round(train_step(a, 1.0), 3).actions[0]
     assert isinstance(later, Publish)
-    monkeypatch.setattr(p2pfl.protocol.engine, "decode_tensors", raising(error))
+    monkeypatch.setattr(p2pfl.protocol.receive, "decode_tensors", raising(error))
     if entry == "inline":
         assert b.accept_gossip(pub.envelope, a.peer_id) is False
     elif entry == "fetched":
@@ -228,7 +228,7 @@ def test_any_exception_while_decoding_tensors_is_an_internal_error_counted_again
         assert buffered is not None
         real = wire.decode_tensors
         monkeypatch.setattr(
-            p2pfl.protocol.engine,
+            p2pfl.protocol.receive,
             "decode_tensors",
             lambda data, **kw: raising(error)() if bytes(data) == bytes(buffered) else real(data, **kw),
         )
@@ -266,7 +266,7 @@ def test_an_inline_delta_the_validator_decoded_is_not_decoded_again_on_delivery(
     calls: list[int] = []
     real = wire.decode_tensors
     monkeypatch.setattr(
-        p2pfl.protocol.engine, "decode_tensors", lambda data, **kw: calls.append(1) or real(data, **kw)
+        p2pfl.protocol.receive, "decode_tensors", lambda data, **kw: calls.append(1) or real(data, **kw)
     )
     assert b.accept_gossip(pub.envelope, a.peer_id) is True
     assert [] == b.handle_announce(pub.envelope, a.peer_id, 2)

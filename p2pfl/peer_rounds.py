@@ -1,0 +1,367 @@
+"""The peer's round loop: the start gate, the join, the pacing waits, and each round's steps.
+
+Each round: wait for the neighbours' new versions (``protocol.pacing``), start from the own (mixed) model,
+train ``local_steps`` in a worker thread (the trio loop keeps serving the network meanwhile), evaluate the new
+replica versions on the own validation split (``ValLossCache``), let the engine publish the trained model and
+mix it with one snapshot of the replicas, let the own-data guards decide what the round keeps
+(``protocol.guards``), write the checkpoint and the version log (``PeerStore``; before broadcasting: a crash
+can never reuse a version number), then broadcast and evict (``Exchange``).
+
+The policies are pure and live in ``p2pfl.protocol``; :class:`RoundLoop` asks them with trio's clock, so a
+test's MockClock drives every wait. It holds the parts of the :class:`~p2pfl.peer.Peer` it needs (engine,
+learner, store, exchange) the way ``Exchange`` and ``PeerDiscovery`` do, and owns the round's counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import trio
+
+from p2pfl.config.schema import derive
+from p2pfl.learner import EvalResult, Learner, TrainResult
+from p2pfl.peer_exchange import Exchange
+from p2pfl.peer_store import PeerStore, finite_or_none, now_ms
+from p2pfl.protocol import GossipEngine, Replica, RoundOutcome, Start, ValLossCache
+from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
+from p2pfl.protocol.join import JoinPlan
+from p2pfl.protocol.pacing import (
+    ConnectionClock,
+    NeighbourView,
+    PacingConfig,
+    RoundPacer,
+    StartGate,
+    next_round_at,
+    unsubscribed,
+)
+from p2pfl.transport.base import Transport
+from p2pfl.wire import Meta
+
+if TYPE_CHECKING:
+    from p2pfl.config.schema import PeerConfig
+
+log = logging.getLogger("p2pfl.peer")
+
+#: How long a connected peer may take to subscribe to our announcements before it is taken for a non-learner
+#: (a bootstrap registry never subscribes). Gossipsub carries a subscription in its first RPC; the topic sync
+#: runs every second.
+SUBSCRIBE_GRACE_S = 3.0
+
+Params = dict[str, npt.NDArray[np.float32]]
+#: how a peer runs blocking work (``trio.to_thread.run_sync`` unless a test runs it inline)
+RunSync = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class RoundReport:
+    """What one round did, for status lines, simulations and tests."""
+
+    round: int
+    seq: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    neighbours: int
+    mixed: int
+    evicted: list[str]
+    rolled_back: bool
+    duration_s: float
+    #: the mix failed the own-data guard (``mix_guard_margin``): the round kept the trained model
+    mix_refused: bool = False
+
+
+def pacing_config(config: PeerConfig) -> PacingConfig:
+    """The round pacing's knobs of ``config`` (its fields of the same names)."""
+    return derive(PacingConfig, config, subscribe_grace_s=SUBSCRIBE_GRACE_S)
+
+
+def guard_config(config: PeerConfig) -> GuardConfig:
+    """The own-data guards' knobs of ``config`` (its fields of the same names)."""
+    return derive(GuardConfig, config)
+
+
+@dataclass
+class RoundParts:
+    """What the round loop uses of its peer: the shared parts, and callables for what the peer owns."""
+
+    config: PeerConfig
+    engine: GossipEngine
+    learner: Learner
+    store: PeerStore
+    exchange: Exchange
+    run_sync: RunSync
+    #: the connected learning neighbours (``Peer.neighbours``)
+    neighbours: Callable[[], list[str]]
+    #: the running transport (raises when the peer is not running)
+    transport: Callable[[], Transport]
+    #: writes ``status.json`` (``Peer.write_status``)
+    write_status: Callable[[], Awaitable[None]]
+    #: set by ``Peer.stop`` and on leaving the peer
+    stopped: trio.Event
+
+
+class RoundLoop:
+    """Runs the peer's rounds; owns the round counter, the reports and the guards' state."""
+
+    def __init__(self, parts: RoundParts) -> None:
+        self._p = parts
+        config = parts.config
+        self.round = 0
+        self.reports: list[RoundReport] = []
+        self.last_eval: EvalResult | None = None
+        self.local_divergences = 0
+        self.mixes_refused = 0
+        #: how many neighbour models have been evaluated for scoring (one per new version)
+        self.val_evaluations = 0
+        #: each candidate replica's loss on the own validation split, by its version (see _step)
+        self._val_cache = ValLossCache()
+        self._guard_config = guard_config(config)
+        self._guard = (
+            RollbackGuard(margin=config.rollback_margin, warmup=config.rollback_warmup)
+            if config.rollback_margin
+            else None
+        )
+        self._pacing = pacing_config(config)
+        self._pacer = RoundPacer(self._pacing)
+        #: connected neighbour -> when we first saw it connected (trio clock)
+        self._connections = ConnectionClock()
+        self._round_lock = trio.Lock()
+        self._replica_updated = trio.Event()
+        self._last_mix = -math.inf
+        self._started = False
+
+    def note_update(self) -> None:
+        """A replica got a new version: wake a pacing wait."""
+        self._replica_updated.set()  # the event is replaced for each wait: look it up now
+
+    # ------------------------------------------------------------------------------ the loop
+
+    async def run(self, rounds: int | None, until: Callable[[], bool] | None) -> list[RoundReport]:
+        """Run rounds until ``rounds`` more are done, ``until()`` is true, or the peer is stopped."""
+        done: list[RoundReport] = []
+        stopped = self._p.stopped
+        if not self._started:
+            self._started = True
+            await self._await_neighbours()
+            if self._p.config.join_on_start:
+                await self.join(adopt=self._p.engine.seq == 0)
+        while not stopped.is_set() and (rounds is None or len(done) < rounds):
+            if until is not None and until():
+                break
+            if done or self.round > 0:
+                await self._wait_for_neighbours()
+            started = trio.current_time()
+            done.append(await self.step())
+            next_at = next_round_at(started, self._pacing)
+            if next_at > trio.current_time():
+                with trio.move_on_at(next_at):
+                    await stopped.wait()
+        return done
+
+    def _views(self, now: float) -> list[NeighbourView]:
+        """What the pacing sees of the connected neighbours at ``now``."""
+        connected = self._p.neighbours()
+        first_seen = self._connections.observe(connected, now)
+        listeners = set(self._p.transport().listeners())
+        engine = self._p.engine
+        views = []
+        for p in connected:
+            rep = engine.replicas.get(p)
+            last = None if rep is None else rep.updated_at
+            views.append(NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p)))
+        return views
+
+    async def _await_neighbours(self) -> None:
+        """Before the first round: neighbours, then their subscriptions (see p2pfl.protocol.pacing)."""
+        gate = StartGate(self._pacing, trio.current_time())
+        while not self._p.stopped.is_set():
+            now = trio.current_time()
+            views = self._views(now)
+            decision = gate.decide(now, len(views), len(unsubscribed(now, views, self._pacing)))
+            if isinstance(decision, Start):
+                if decision.reason == "timeout":
+                    log.warning(
+                        "starting with %d of min_neighbours=%d neighbours after %.0f s",
+                        len(views),
+                        self._p.config.min_neighbours,
+                        self._p.config.start_timeout_s,
+                    )
+                return
+            await trio.sleep_until(decision.until)
+
+    async def _wait_for_neighbours(self) -> None:
+        """Before a round: until enough neighbours sent a new version (see p2pfl.protocol.pacing)."""
+        self._pacer.begin_wait(trio.current_time(), self._last_mix)
+        while True:
+            now = trio.current_time()
+            decision = self._pacer.decide(now, self._views(now), stopped=self._p.stopped.is_set())
+            if isinstance(decision, Start):
+                return
+            self._replica_updated = trio.Event()
+            with trio.move_on_at(decision.until):  # or earlier, when a replica is updated
+                await self._replica_updated.wait()
+
+    # ------------------------------------------------------------------------------ the join
+
+    async def join(self, adopt: bool) -> None:
+        """Fetch snapshots from the connected peers and start from their median (``adopt``: a fresh peer) or
+        from the median of theirs and its own (resuming from a checkpoint); see p2pfl.protocol.join."""
+        config = self._p.config
+        plan = JoinPlan(
+            quorum=config.join_quorum,
+            timeout_s=config.join_timeout_s,
+            request_timeout_s=config.request_timeout_s,
+            adopt=adopt,
+            started_at=trio.current_time(),
+        )
+        snaps = await self._p.exchange.fetch_snapshots(plan, self._p.neighbours)
+        if snaps:
+            self._join_from(plan, snaps)
+
+    def _join_from(self, plan: JoinPlan, snaps: Mapping[str, bytes]) -> None:
+        exchange = self._p.exchange
+        try:
+            used = self._p.engine.join_from_snapshots(snaps, trio.current_time(), resume=not plan.adopt)
+        except Exception as exc:  # each snapshot is checked on its own (never raises): this is a bug
+            exchange.unexpected(None, "join", exc)
+            return
+        finally:
+            exchange.log_faults()
+            exchange.log_rejections()
+        if plan.apply(used):
+            self._p.learner.set_params(self._p.engine.own_params())
+            log.info("%s from the median of %d snapshots", "joined" if plan.adopt else "resumed", used)
+
+    # ------------------------------------------------------------------------------ one round
+
+    async def step(self) -> RoundReport:
+        """One round: train, score, mix, persist, publish."""
+        async with self._round_lock:
+            return await self._step()
+
+    async def _step(self) -> RoundReport:
+        engine, exchange = self._p.engine, self._p.exchange
+        t0 = trio.current_time()
+        await exchange.execute(engine.readmissions(t0))
+        train, trained = await self._train()
+        # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
+        candidates = [replace(r) for r in engine.mixing_candidates(trio.current_time())]
+        trained_eval, val_losses, own_val = await self._evaluate(candidates, trained)
+        self.round += 1
+        outcome: RoundOutcome = engine.finish_round(
+            trained,
+            trio.current_time(),
+            meta=Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round),
+            timestamp_ms=now_ms(),
+            val_losses=val_losses,
+            own_val_loss=own_val,
+            candidates=candidates,
+        )
+        self._last_mix = trio.current_time()
+        decision = await self._guard_round(trained, trained_eval)
+        await self._persist(train, outcome, decision)
+        await exchange.execute(outcome.actions)
+        await self._p.write_status()
+        report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0)
+        self.reports.append(report)
+        return report
+
+    async def _persist(
+        self, train: TrainResult, outcome: RoundOutcome, decision: RoundDecision[EvalResult]
+    ) -> None:
+        """The checkpoint and the version log, before the broadcast (a crash never reuses a version)."""
+        ev = decision.evaluation
+        metrics = {"train_loss": train.loss, "val_loss": ev.loss}
+        if ev.accuracy is not None:
+            metrics["val_accuracy"] = ev.accuracy
+        p = self._p
+        await p.run_sync(p.store.persist, p.engine, self.round, outcome, metrics, decision.notes)
+
+    def _report(
+        self,
+        train: TrainResult,
+        outcome: RoundOutcome,
+        decision: RoundDecision[EvalResult],
+        *,
+        duration_s: float,
+    ) -> RoundReport:
+        ev = decision.evaluation
+        return RoundReport(
+            round=self.round,
+            seq=outcome.seq,
+            train_loss=train.loss,
+            val_loss=ev.loss,
+            val_accuracy=ev.accuracy,
+            neighbours=len(self._p.neighbours()),
+            mixed=len(outcome.contributions),
+            evicted=outcome.evicted,
+            rolled_back=decision.rolled_back,
+            duration_s=duration_s,
+            mix_refused=decision.mix_refused,
+        )
+
+    async def _train(self) -> tuple[TrainResult, Params]:
+        """Local training from the own model; a diverged step is discarded (the round keeps the start)."""
+        learner = self._p.learner
+        start = self._p.engine.own_params()
+        learner.set_params(start)
+        train = await self._p.run_sync(learner.train, self._p.config.local_steps)
+        trained = learner.get_params()
+        if not check_trained(trained):
+            # a diverged local step must never reach the network (the wire would refuse it anyway)
+            self.local_divergences += 1
+            log.error("local training diverged (non-finite parameters): this round's update is discarded")
+            trained = start
+            learner.set_params(start)
+        return train, trained
+
+    async def _evaluate(
+        self, candidates: Sequence[Replica], trained: Params
+    ) -> tuple[EvalResult | None, dict[str, float] | None, float | None]:
+        """(the trained model's evaluation, the candidates' validation losses, the trained model's loss):
+        what scoring by validation loss and the mix guard need, evaluated in a worker thread."""
+        learner, config, run_sync = self._p.learner, self._p.config, self._p.run_sync
+        if config.scoring_enabled and config.val_scoring and candidates:
+            jobs = self._val_cache.plan(candidates)  # on the loop: versions and read-only copies
+            layout = self._p.engine.layout
+
+            def evaluate_all() -> tuple[list[float], EvalResult]:
+                # the learner gets a writable copy of each read-only job (torch warns on read-only arrays)
+                losses = [learner.evaluate(layout.unflatten(j.vec.copy())).loss for j in jobs]
+                return losses, learner.evaluate(trained)
+
+            fresh_losses, evaluated = await run_sync(evaluate_all)
+            self._val_cache.record(jobs, fresh_losses)
+            self.val_evaluations += len(jobs)
+            if math.isfinite(evaluated.loss):
+                return evaluated, self._val_cache.losses(candidates), evaluated.loss
+            return evaluated, None, None
+        if config.mix_guard_margin is not None and candidates:
+            return await run_sync(learner.evaluate, trained), None, None
+        return None, None, None
+
+    async def _guard_round(
+        self, trained: Params, trained_eval: EvalResult | None
+    ) -> RoundDecision[EvalResult]:
+        """Evaluate the mix, then let the guards decide what the round keeps (p2pfl.protocol.guards)."""
+        engine, learner = self._p.engine, self._p.learner
+        mixed = engine.own_params()
+        learner.set_params(mixed)
+        mixed_eval = await self._p.run_sync(learner.evaluate)
+        decision = decide_round(
+            self.round, trained_eval, mixed_eval, trained, mixed, cfg=self._guard_config, rollback=self._guard
+        )
+        if decision.params_source != "mixed":
+            engine.set_own(decision.params)
+            learner.set_params(decision.params)
+        for line in decision.logs:
+            log.warning("%s", line)
+        self.mixes_refused += decision.mix_refused
+        self.last_eval = decision.evaluation
+        return decision

@@ -1,0 +1,179 @@
+"""The engine's state and bookkeeping, shared by its receive side and its round side.
+
+:class:`EngineCore` holds a peer's learning state (own model, public model and its version, replicas,
+rejection counters, faults, the payload cache) and the small operations both sides use; the
+:class:`~p2pfl.protocol.engine.GossipEngine` composes it with :mod:`p2pfl.protocol.receive` and
+:mod:`p2pfl.protocol.rounds`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from p2pfl.aggregation import AggregationConfig
+from p2pfl.errors import ConfigError
+from p2pfl.identity import Identity
+from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Readmit
+from p2pfl.protocol.bans import BanBook
+from p2pfl.protocol.config import ProtocolConfig
+from p2pfl.protocol.layout import FloatVec, Layout, Params
+from p2pfl.protocol.replicas import Replica
+from p2pfl.scoring import ContributionScorer, ScoringConfig
+from p2pfl.wire import CODECS, Envelope, Header, apply_codec, encode_tensors
+
+PENDING_PER_PEER = 16
+#: validated envelopes kept for their delivery (see GossipEngine.accept_gossip): at most this many, each of
+#: at most this size (a delta announcement with its payload inline; larger payloads are fetched)
+_VALIDATED_MAX = 64
+_VALIDATED_MAX_BYTES = 1 << 20
+#: faults kept until the caller takes them (see GossipEngine.take_faults); older ones are dropped
+_FAULTS_MAX = 64
+
+
+class EngineCore:
+    """One peer's protocol state. Not thread-safe: drive it from one task."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: ProtocolConfig,
+        initial: Mapping[str, npt.NDArray[Any]],
+        *,
+        aggregation: AggregationConfig | None = None,
+        scoring: ScoringConfig | None = None,
+        scoring_enabled: bool = True,
+        allowed: Callable[[str], bool] | None = None,
+        mix_filter: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.layout = Layout.of(initial)
+        self.aggregation = aggregation or AggregationConfig()
+        self.scorer = ContributionScorer(scoring) if scoring_enabled else None
+        self.allowed = allowed
+        self.mix_filter = mix_filter
+        self.own: FloatVec = self.layout.flatten(initial)
+        self.public: FloatVec = self.own.copy()
+        self.public_digest = self.layout.digest(self.public)
+        self.seq = 0
+        self.replicas: dict[str, Replica] = {}
+        self.rejections: Counter[str] = Counter()
+        self.rejections_by_peer: dict[str, Counter[str]] = {}
+        self.applied = 0
+        self.duplicates = 0
+        self.ignored = 0
+        self.snapshot_requests = 0
+        self._payloads: OrderedDict[bytes, bytes] = OrderedDict()
+        self._snapshot_wanted: dict[str, float] = {}
+        self._fetching: dict[bytes, float] = {}
+        self._snapshot_cache: bytes | None = None
+        zeros = self.layout.unflatten(np.zeros(self.layout.size, np.float32))
+        self._payload_sizes = {codec: len(encode_tensors(apply_codec(zeros, codec))) for codec in CODECS}
+        # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
+        self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
+        #: evicted peers and when their evictions expire
+        self.bans = BanBook(config.readmit_after_s)
+        #: per peer, the replica version (seq, digest) last scored and its combined score: each version is
+        #: scored once. Rescoring an unchanged replica every own round made a neighbour that is slower than
+        #: us, or just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
+        #: (measured: a restarted peer evicted by both neighbours within 1 s, before it published again).
+        self._last_scored: dict[str, tuple[tuple[int, bytes], float]] = {}
+        #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
+        self._heard_at: dict[str, int] = {}
+        #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each
+        #: message's signature is checked once, not twice. Small messages only, few of them (a message
+        #: validated but never delivered ages out).
+        #: The inline delta the validator decoded rides along, so it is decoded once too.
+        self._validated: OrderedDict[bytes, tuple[Envelope, FloatVec | None]] = OrderedDict()
+        #: unexpected exceptions met while handling remote input, for the caller to log (bounded)
+        self.faults: deque[Fault] = deque(maxlen=_FAULTS_MAX)
+
+    # -------------------------------------------------------------------------------- properties
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    def own_params(self) -> Params:
+        return {k: v.copy() for k, v in self.layout.unflatten(self.own).items()}
+
+    def public_params(self) -> Params:
+        return {k: v.copy() for k, v in self.layout.unflatten(self.public).items()}
+
+    def is_evicted(self, peer: str) -> bool:
+        return self.scorer is not None and self.scorer.status(peer) == "evicted"
+
+    def _ban(self, peer: str, now: float) -> None:
+        self.bans.ban(peer, now)
+
+    def evictions_of(self, peer: str) -> int:
+        """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""
+        return self.bans.evictions_of(peer)
+
+    def readmissions(self, now: float) -> list[Readmit]:
+        """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until
+        ``probation_length`` good scores; one bad score evicts it again, for twice as long).
+
+        A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
+        not forever, and a poisoner costs one scored, unmixed model per expiry."""
+        if self.scorer is None:
+            return []
+        return self.bans.readmissions(now, self.scorer)
+
+    # ------------------------------------------------------------------------------------ restore
+
+    def restore(
+        self, own: Mapping[str, npt.NDArray[Any]], public: Mapping[str, npt.NDArray[Any]], seq: int
+    ) -> None:
+        """Resume from a checkpoint (own model, last published public model and its version)."""
+        if self.layout.matches(own) or self.layout.matches(public):
+            raise ConfigError("checkpoint does not match the model's architecture")
+        self.own = self.layout.flatten(own)
+        self.public = self.layout.flatten(public)
+        self.public_digest = self.layout.digest(self.public)
+        self.seq = seq
+        self._snapshot_cache = None
+
+    def set_own(self, params: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Replace the own model (e.g. a rollback); the public model changes at the next round."""
+        self.own = self.layout.flatten(params)
+
+    # -------------------------------------------------------------------------------- rejections
+
+    def _reject(self, reason: str, peer: str | None) -> list[Action]:
+        self.rejections[reason] += 1
+        if peer is not None:
+            self.rejections_by_peer.setdefault(peer, Counter())[reason] += 1
+        return []
+
+    def reject(self, reason: str, peer: str | None) -> None:
+        """Count a rejection found outside the engine (a failed fetch, an exception in a handler)."""
+        self._reject(reason, peer)
+
+    def fault(self, peer: str | None, where: str, error: BaseException) -> str:
+        """Keep an unexpected exception met while handling ``peer``'s input; returns ``internal_error``."""
+        self.faults.append(Fault(peer, where, error))
+        return INTERNAL_ERROR
+
+    def take_faults(self) -> list[Fault]:
+        """The faults kept since the last call (oldest first), for the caller to log."""
+        out = list(self.faults)
+        self.faults.clear()
+        return out
+
+    # ----------------------------------------------------------------------------------- serving
+
+    def _remember_payload(self, digest: bytes, payload: bytes) -> None:
+        self._payloads[digest] = payload
+        self._payloads.move_to_end(digest)
+        while len(self._payloads) > self.config.payload_cache:
+            self._payloads.popitem(last=False)
+
+    def serve_payload(self, digest: bytes) -> bytes | None:
+        """A payload we published or applied, by digest (for peers fetching large deltas)."""
+        return self._payloads.get(digest)

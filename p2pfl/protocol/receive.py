@@ -1,0 +1,324 @@
+"""The engine's receive side: gossip validation, announcements, deltas, payloads and snapshots.
+
+Validation order for a received announcement (cheap first; nothing rejected reaches a model; every rejection
+is counted by reason): size, schema, network id, sender allowed, signature (all in ``wire.open_envelope``,
+called from here only), then sender evicted, architecture, replay (seq not newer than the replica),
+base/gap (-> snapshot), payload digest, tensor names/shapes/dtypes, finiteness, norm bound, and finally the
+resulting replica digest. Deltas that arrive while a snapshot of their sender is on its way are buffered and
+applied after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from p2pfl.aggregation import median
+from p2pfl.protocol.actions import Action, FetchPayload, RequestSnapshot
+from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PER_PEER, EngineCore
+from p2pfl.protocol.layout import FloatVec
+from p2pfl.protocol.replicas import Replica
+from p2pfl.wire import (
+    Envelope,
+    Header,
+    SenderNotAllowedError,
+    WireError,
+    check_payload,
+    decode_tensors,
+    open_envelope,
+    undo_codec,
+)
+
+
+class ReceiveSide(EngineCore):
+    """What the engine does with bytes from the network (never raises, whatever the bytes)."""
+
+    def _open(
+        self, data: bytes | memoryview, peer: str | None, *, expected_sender: str | None = None
+    ) -> Envelope | str:
+        """``open_envelope`` with this network's rules, or the rejection reason. Total: whatever the bytes,
+        a reason comes back (a non-WireError is kept as a fault and named ``internal_error``)."""
+        try:
+            return open_envelope(
+                data,
+                limits=self.config.limits,
+                network_id=self.config.network_id,
+                allowed=self.allowed,
+                expected_sender=expected_sender,
+            )
+        except WireError as exc:
+            return exc.reason
+        except Exception as exc:
+            return self.fault(peer, "open_envelope", exc)
+
+    # ----------------------------------------------------------------------------------- inbound
+
+    def accept_gossip(self, data: bytes, via: str | None = None) -> bool:
+        """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
+        network from allowed, non-evicted senders whose inline payload (if any) would apply: the right
+        architecture and size, and tensors that decode to the model's names and shapes, finite and within
+        the norm bound. What depends on the replica (replay, base, result digest) is checked on delivery
+        (:meth:`handle_announce`). A refused message is never delivered nor relayed: it is counted here, by
+        reason, against ``via`` (the forwarder) while the sender is unproven, else against the sender.
+        Never raises."""
+        env = self._open(data, via)
+        if isinstance(env, str):
+            self._reject(env, via)
+            return False
+        h = env.header
+        checked = self._inline_check(h, env.payload)
+        if isinstance(checked, str):
+            self._reject(checked, h.sender)
+            return False
+        if len(data) <= _VALIDATED_MAX_BYTES:
+            self._validated[bytes(data)] = (env, checked)
+            while len(self._validated) > _VALIDATED_MAX:
+                self._validated.popitem(last=False)
+        return True
+
+    def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
+        """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its
+        decoded inline delta, or None if it has no payload inline."""
+        if h.kind != "delta":
+            return "unexpected_kind"
+        if self.is_evicted(h.sender):
+            return "evicted"
+        if payload is None:
+            return None  # fetched by digest later: its size is checked before any byte is fetched
+        if h.arch != self.layout.arch:
+            return "wrong_arch"
+        if h.payload_size != self._payload_sizes.get(h.codec):
+            return "bad_size"
+        delta = self._decode_model(h, payload)
+        if isinstance(delta, str):
+            return delta
+        return self._norm_check(delta) or delta
+
+    def _norm_check(self, delta: FloatVec) -> str | None:
+        if self.config.max_delta_norm is not None:
+            norm = float(np.linalg.norm(delta.astype(np.float64)))
+            if not norm <= self.config.max_delta_norm:
+                return "norm_bound"
+        return None
+
+    def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
+        """A gossip message arrived (delivered by ``via``)."""
+        validated = self._validated.pop(data, None)
+        decoded: FloatVec | None = None
+        if validated is not None:
+            env, decoded = validated
+            if self.allowed is not None and not self.allowed(env.header.sender):
+                return self._reject(SenderNotAllowedError.reason, via)  # the access list changed meanwhile
+        else:
+            opened = self._open(data, via)
+            if isinstance(opened, str):
+                return self._reject(opened, via)
+            env = opened
+        h = env.header
+        if h.sender == self.peer_id:  # transports never echo our own messages: someone re-sent it
+            return self._reject("replay", via)
+        if h.kind != "delta":
+            return self._reject("unexpected_kind", h.sender)
+        return self._consider_delta(h, env.payload, via, now, decoded)
+
+    def _consider_delta(
+        self,
+        h: Header,
+        payload: memoryview | bytes | None,
+        via: str,
+        now: float,
+        decoded: FloatVec | None = None,
+    ) -> list[Action]:
+        if self.is_evicted(h.sender):
+            return self._reject("evicted", h.sender)
+        if self.mix_filter is not None and not self.mix_filter(h.sender):
+            self.ignored += 1  # relayed from a peer we never mix with (not a neighbour): no replica needed
+            return []
+        if h.arch != self.layout.arch:
+            return self._reject("wrong_arch", h.sender)
+        if h.payload_size != self._payload_sizes.get(h.codec):
+            # the size of a delta follows from the model's layout: anything else is refused before any
+            # byte is fetched (an announcement cannot make us download more than a model)
+            return self._reject("bad_size", h.sender)
+        rep = self.replicas.get(h.sender)
+        if rep is not None and h.seq == rep.seq and h.result == rep.digest:
+            self.duplicates += 1  # the version we hold (e.g. a snapshot overtook it): nothing is wrong
+            return []
+        if rep is not None and h.seq <= rep.seq:
+            return self._reject("replay", h.sender)
+        if rep is None or h.seq != rep.seq + 1 or h.base != rep.digest:
+            if payload is not None:
+                self._buffer(h, payload)
+            return self._want_snapshot(h.sender, via, now)
+        if payload is None:
+            started = self._fetching.get(h.payload_digest)
+            if started is not None and now - started < self.config.snapshot_retry_s:
+                return []
+            self._fetching[h.payload_digest] = now
+            return [FetchPayload(peer=h.sender, via=via, header=h)]
+        return self._apply_delta(rep, h, payload, now, decoded)
+
+    def _buffer(self, h: Header, payload: memoryview | bytes) -> None:
+        pending = self._pending.setdefault(h.sender, {})
+        pending[h.seq] = (h, bytes(payload))
+        while len(pending) > PENDING_PER_PEER:
+            del pending[min(pending)]
+
+    def _drain(self, peer: str, now: float) -> list[Action]:
+        """Apply buffered deltas that continue the (new) replica of ``peer``; forget older ones."""
+        pending = self._pending.pop(peer, {})
+        rep = self.replicas.get(peer)
+        actions: list[Action] = []
+        while rep is not None and rep.seq + 1 in pending:
+            h, payload = pending.pop(rep.seq + 1)
+            if h.base != rep.digest:
+                break
+            actions += self._apply_delta(rep, h, payload, now)
+            if rep.seq != h.seq:
+                break
+        return actions
+
+    def _want_snapshot(self, peer: str, via: str, now: float) -> list[Action]:
+        self.snapshot_requests += 1
+        asked = self._snapshot_wanted.get(peer)
+        if asked is not None and now - asked < self.config.snapshot_retry_s:
+            return []
+        self._snapshot_wanted[peer] = now
+        return [RequestSnapshot(peer=peer, via=via)]
+
+    def _decode_model(self, h: Header, payload: memoryview | bytes) -> FloatVec | str:
+        """Decode a payload into a flat float32 vector, or return the rejection reason (never raises)."""
+        try:
+            tensors = decode_tensors(payload, limits=self.config.limits)
+            like = self.layout.unflatten(self.own)
+            tensors = undo_codec(tensors, h.codec, like)
+            if self.layout.matches(tensors) is not None:
+                return "wrong_shape"
+            vec = self.layout.flatten(tensors)
+        except WireError as exc:
+            return exc.reason
+        except Exception as exc:
+            return self.fault(h.sender, "decode_tensors", exc)
+        if not np.isfinite(vec).all():  # e.g. a finite float64 beyond float32's range
+            return "non_finite"
+        return vec
+
+    def _apply_delta(
+        self,
+        rep: Replica,
+        h: Header,
+        payload: memoryview | bytes,
+        now: float,
+        decoded: FloatVec | None = None,
+    ) -> list[Action]:
+        """Apply the next version; ``decoded``: the payload as the gossip validator decoded and checked it."""
+        if decoded is None:
+            delta = self._decode_model(h, payload)
+            if isinstance(delta, str):
+                return self._reject(delta, h.sender)
+            bound = self._norm_check(delta)
+            if bound is not None:
+                return self._reject(bound, h.sender)
+        else:
+            delta = decoded
+        new = rep.vec + delta
+        if not np.isfinite(new).all():
+            return self._reject("non_finite", h.sender)
+        if self.layout.digest(new) != h.result:
+            self._reject("result_mismatch", h.sender)
+            return self._want_snapshot(h.sender, h.sender, now)
+        rep.vec, rep.seq, rep.digest, rep.updated_at, rep.meta = new, h.seq, h.result, now, h.meta
+        self._fetching.pop(h.payload_digest, None)
+        self._remember_payload(h.payload_digest, bytes(payload))
+        self.applied += 1
+        return []
+
+    def fetch_failed(self, h: Header, reason: str, peer: str | None = None) -> list[Action]:
+        """A payload fetch from ``peer`` (default: the sender) failed: count ``reason``, allow a retry."""
+        self._fetching.pop(h.payload_digest, None)
+        return self._reject(reason, peer or h.sender)
+
+    def snapshot_failed(self, peer: str, reason: str) -> list[Action]:
+        """A snapshot request failed: count it (the retry interval still applies)."""
+        return self._reject(f"snapshot_{reason}", peer)
+
+    def handle_payload(
+        self, h: Header, payload: bytes, now: float, source: str | None = None
+    ) -> list[Action]:
+        """A payload fetched by digest (from ``source``, default the sender) arrived for a header we accepted
+        earlier. Bytes that are not the signed payload count against ``source``; a payload that is the signed
+        one but fails to decode or apply counts against its signer."""
+        source = source or h.sender
+        try:
+            check_payload(payload, h)
+        except WireError as exc:
+            self._fetching.pop(h.payload_digest, None)
+            return self._reject(exc.reason, source)
+        except Exception as exc:
+            self._fetching.pop(h.payload_digest, None)
+            return self._reject(self.fault(source, "check_payload", exc), source)
+        return self._consider_delta(h, payload, h.sender, now)
+
+    def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:
+        """A snapshot of ``expected_sender``'s public model arrived (signed by that peer)."""
+        self._snapshot_wanted.pop(expected_sender, None)
+        env = self._open_snapshot(data, expected_sender)
+        if isinstance(env, str):
+            return self._reject(env, expected_sender)
+        h = env[0].header
+        rep = self.replicas.get(h.sender)
+        if rep is not None and h.seq < rep.seq:
+            return self._reject("stale_snapshot", h.sender)
+        if rep is not None and h.seq == rep.seq:
+            if h.result != rep.digest:  # two different models signed as the same version
+                return self._reject("equivocation", h.sender)
+            return self._drain(h.sender, now)  # nothing new: the replica does not count as fresh
+        self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
+        return self._drain(h.sender, now)
+
+    def _open_snapshot(self, data: bytes, expected_sender: str) -> tuple[Envelope, FloatVec] | str:
+        env = self._open(data, expected_sender, expected_sender=expected_sender)
+        if isinstance(env, str):
+            return env
+        h = env.header
+        if h.kind != "snapshot":
+            return "unexpected_kind"
+        if self.is_evicted(h.sender):
+            return "evicted"
+        if h.arch != self.layout.arch:
+            return "wrong_arch"
+        if env.payload is None:
+            return "missing_payload"
+        vec = self._decode_model(h, env.payload)
+        if isinstance(vec, str):
+            return vec
+        if h.codec != "raw":
+            return "unexpected_codec"
+        if self.layout.digest(vec) != h.result:
+            return "result_mismatch"
+        return env, vec
+
+    def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float, *, resume: bool = False) -> int:
+        """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
+
+        Returns how many snapshots were usable; the own model changes only if at least ``join_quorum`` were.
+        The snapshots also seed the replicas, so deltas from those peers apply at once. A peer resuming from
+        a checkpoint (``resume``) keeps its own model in the median: after a short outage it is near the
+        neighbours' and changes little; after a long one the network moved on, and training from the stale
+        model would publish versions its neighbours score as outliers and evict.
+        """
+        good: list[FloatVec] = []
+        for peer, data in snapshots.items():
+            opened = self._open_snapshot(data, peer)
+            if isinstance(opened, str):
+                self._reject(opened, peer)
+                continue
+            h = opened[0].header
+            rep = self.replicas.get(peer)
+            if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
+                self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)
+            good.append(opened[1])
+        if len(good) >= self.config.join_quorum:
+            self.own = median(np.stack([self.own, *good] if resume else good))
+        return len(good)

@@ -1,0 +1,245 @@
+"""The engine's round side: mixing candidates, publishing, robust mixing, scoring and eviction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from p2pfl.aggregation import aggregate, median
+from p2pfl.protocol.actions import Action, Evict, Publish
+from p2pfl.protocol.core import EngineCore
+from p2pfl.protocol.layout import FloatVec
+from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
+from p2pfl.scoring import ContributionScorer, ScoreRecord
+from p2pfl.wire import ZERO_DIGEST, Header, Meta, apply_codec, payload_parts, seal, undo_codec
+
+
+class RoundSide(EngineCore):
+    """What the engine does at the end of a local round, and the snapshot it serves of its public model."""
+
+    def serve_snapshot(self, now_ms: int) -> bytes:
+        """A signed snapshot of our public model at its current version."""
+        if self._snapshot_cache is None:
+            tensors = self.layout.unflatten(self.public)
+            parts, pdigest, psize = payload_parts(tensors)
+            header = Header(
+                kind="snapshot",
+                network_id=self.config.network_id,
+                sender=self.peer_id,
+                seq=self.seq,
+                base=ZERO_DIGEST,
+                result=self.public_digest,
+                arch=self.layout.arch,
+                payload_digest=pdigest,
+                payload_size=psize,
+                codec="raw",
+                timestamp_ms=now_ms,
+            )
+            self._snapshot_cache = seal(self.identity, header, parts)
+        return self._snapshot_cache
+
+    # ------------------------------------------------------------------------------------ rounds
+
+    def mixing_candidates(self, now: float) -> list[Replica]:
+        """Fresh, non-evicted replicas that may enter this round's mix (sorted by peer id: deterministic)."""
+        out = []
+        for peer in sorted(self.replicas):
+            rep = self.replicas[peer]
+            if now - rep.updated_at > self.config.max_staleness_s or self.is_evicted(peer):
+                continue
+            if self.mix_filter is not None and not self.mix_filter(peer):
+                continue
+            out.append(rep)
+        return out
+
+    def finish_round(
+        self,
+        trained: Mapping[str, npt.NDArray[Any]],
+        now: float,
+        *,
+        meta: Meta | None = None,
+        timestamp_ms: int = 0,
+        val_losses: Mapping[str, float] | None = None,
+        own_val_loss: float | None = None,
+        candidates: Sequence[Replica] | None = None,
+    ) -> RoundOutcome:
+        """Publish the freshly trained model, then mix it with the replicas and score them.
+
+        ``trained`` is the own model after local training, which started from :meth:`own_params`. It becomes
+        the new public version as it is (others mix *trained* models, so every peer's step reaches the
+        network in full); the own model becomes the robust mix, and the next round trains from it. Mixing
+        trained with not-yet-trained models instead would divide the learning speed by the number of peers.
+        The engine's state moves to the new version at once; persist it before broadcasting.
+        """
+        before = self.own
+        after = self.layout.flatten(trained)
+        publish = self._publish(after, meta or Meta(), timestamp_ms)
+        reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
+        peers = [r.peer for r in reps]
+        stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)
+        weights = self.scorer.weights_for(peers) if self.scorer is not None else None
+        centre = aggregate(self.aggregation, after, stack, weights)
+        scores: dict[str, ScoreRecord] = {}
+        evicted: list[str] = []
+        actions: list[Action] = []
+        if self.scorer is not None and reps:
+            was_evicted = self.scorer.evicted()
+            reference = centre
+            if self.scorer.config.reference == "median":
+                # the mix may be a plain mean that the very models under test dragged off: score them
+                # against a reference they cannot move while they are a minority
+                reference = median(np.vstack([after[None, :], stack]))
+            scores = self._score(
+                self.scorer,
+                reps,
+                before=before,
+                after=after,
+                reference=reference,
+                val_losses=val_losses,
+                own_val_loss=own_val_loss,
+            )
+            if weights is not None and self.scorer.config.drop_bad_at_once:
+                bad = self.scorer.config.bad_score
+                weights, centre = self._drop_bad(
+                    reps, weights, bad=bad, after=after, stack=stack, centre=centre
+                )
+            evicted, actions = self._evict(sorted(self.scorer.evicted() - was_evicted), scores, now)
+        contributions = self._contributions(reps, weights, scores)
+        self.own = centre
+        actions.insert(0, publish)
+        return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
+
+    def _score(
+        self,
+        scorer: ContributionScorer,
+        reps: Sequence[Replica],
+        *,
+        before: FloatVec,
+        after: FloatVec,
+        reference: FloatVec,
+        val_losses: Mapping[str, float] | None,
+        own_val_loss: float | None,
+    ) -> dict[str, ScoreRecord]:
+        """Score each candidate's version not scored yet (each version once) and remember the scores."""
+        fresh = {r.peer for r in reps if self._scored_version(r.peer) != r.version}
+        gap = scorer.config.return_gap_rounds
+        for peer in sorted(fresh):
+            # self.seq already counts this round's version
+            if self.seq - self._heard_at.get(peer, 1) > gap:
+                scorer.grant_grace(peer)
+            self._heard_at[peer] = self.seq
+        scores = scorer.evaluate(
+            before,
+            after,
+            {r.peer: r.vec for r in reps},
+            reference,
+            val_losses,
+            own_val_loss,
+            only=fresh,
+        )
+        for r in reps:
+            if r.peer in scores:
+                self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
+        return scores
+
+    def _drop_bad(
+        self,
+        reps: Sequence[Replica],
+        weights: npt.NDArray[np.float64],
+        *,
+        bad: float,
+        after: FloatVec,
+        stack: FloatVec,
+        centre: FloatVec,
+    ) -> tuple[npt.NDArray[np.float64], FloatVec]:
+        """A model scored bad leaves the mix at once, for as long as it is the peer's current version:
+        waiting for its reputation to fall (two scores at the defaults) let a fresh sign-flipper wreck a
+        plain mean first. Returns the weights and the mix, recomputed if a model left it."""
+        # (every candidate's current version has a score by now: scored this round or before)
+        last = self._last_scored
+        drop = [i for i, r in enumerate(reps) if weights[i] > 0 and last[r.peer][1] < bad]
+        if drop:
+            weights = weights.copy()
+            weights[drop] = 0.0
+            centre = aggregate(self.aggregation, after, stack, weights)
+        return weights, centre
+
+    def _evict(
+        self, peers: Sequence[str], scores: Mapping[str, ScoreRecord], now: float
+    ) -> tuple[list[str], list[Action]]:
+        """Forget and ban the peers the scorer just evicted; one ``Evict`` each, with the evidence."""
+        actions: list[Action] = []
+        for peer in peers:
+            self.replicas.pop(peer, None)
+            self._last_scored.pop(peer, None)
+            self._ban(peer, now)
+            actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
+        return list(peers), actions
+
+    def _contributions(
+        self,
+        reps: Sequence[Replica],
+        weights: npt.NDArray[np.float64] | None,
+        scores: Mapping[str, ScoreRecord],
+    ) -> list[Contribution]:
+        scorer = self.scorer
+        return [
+            Contribution(
+                peer=r.peer,
+                seq=r.seq,
+                weight=float(weights[i]) if weights is not None else 1.0,
+                score=scores[r.peer].combined if r.peer in scores else None,
+                reputation=scorer.reputation(r.peer) if scorer is not None else 1.0,
+                status=scorer.status(r.peer) if scorer is not None else "active",
+            )
+            for i, r in enumerate(reps)
+        ]
+
+    def _scored_version(self, peer: str) -> tuple[int, bytes] | None:
+        last = self._last_scored.get(peer)
+        return None if last is None else last[0]
+
+    def _publish(self, model: FloatVec, meta: Meta, timestamp_ms: int) -> Publish:
+        delta_vec = model - self.public
+        new_public = self.public + delta_vec  # what every receiver computes: bit-identical float32 arithmetic
+        tensors = apply_codec(self.layout.unflatten(delta_vec), self.config.codec)
+        if self.config.codec != "raw":
+            # receivers apply the decoded (lossy) delta: track exactly what they will compute
+            decoded = self.layout.flatten(
+                undo_codec(tensors, self.config.codec, self.layout.unflatten(delta_vec))
+            )
+            new_public = self.public + decoded
+        parts, pdigest, psize = payload_parts(tensors)
+        new_digest = self.layout.digest(new_public)
+        header = Header(
+            kind="delta",
+            network_id=self.config.network_id,
+            sender=self.peer_id,
+            seq=self.seq + 1,
+            base=self.public_digest,
+            result=new_digest,
+            arch=self.layout.arch,
+            payload_digest=pdigest,
+            payload_size=psize,
+            codec=self.config.codec,
+            meta=meta,
+            timestamp_ms=timestamp_ms,
+        )
+        inline = psize <= self.config.inline_limit
+        envelope = seal(self.identity, header, parts if inline else None)
+        payload = b"".join(parts)
+        self._remember_payload(pdigest, payload)
+        self.seq += 1
+        self.public, self.public_digest = new_public, new_digest
+        self._snapshot_cache = None
+        return Publish(envelope=envelope, seq=self.seq)
+
+
+def _evidence(record: ScoreRecord) -> str:
+    """The eviction reason with the last score's components, so a log line says why."""
+    cos = "-" if record.cosine is None else f"{record.cosine:.2f}"
+    loss = "-" if record.loss_score is None else f"{record.loss_score:.2f}"
+    return f"{record.reason} (last: r={record.distance:.2f} cos={cos} loss_score={loss})"
