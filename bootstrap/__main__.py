@@ -122,6 +122,9 @@ async def _health(addr: str, timeout: float) -> dict[str, Any]:
 
 
 async def _serve(args: argparse.Namespace, config: RegistryConfig) -> None:
+    from p2pfl.transport.libp2p import check_listen_port
+
+    check_listen_port(args.listen)  # a port in use is refused before the key file is created
     identity, created = load_or_create_key(args.key)
     if created:
         log.warning("event=key_created path=%s peer=%s", args.key, identity.peer_id)

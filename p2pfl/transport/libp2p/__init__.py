@@ -74,9 +74,16 @@ from collections.abc import Callable
 from p2pfl.transport.libp2p.compat import UnsupportedLibp2pError
 from p2pfl.transport.libp2p.config import Libp2pConfig
 from p2pfl.transport.libp2p.gossip import gossip_topic
-from p2pfl.transport.libp2p.host import Libp2pTransport
+from p2pfl.transport.libp2p.host import Libp2pTransport, check_listen_port
 
-__all__ = ["Libp2pConfig", "Libp2pTransport", "PeerFilter", "UnsupportedLibp2pError", "gossip_topic"]
+__all__ = [
+    "Libp2pConfig",
+    "Libp2pTransport",
+    "PeerFilter",
+    "UnsupportedLibp2pError",
+    "check_listen_port",
+    "gossip_topic",
+]
 
 #: Access-control hook: peer id -> allowed?
 PeerFilter = Callable[[str], bool]

@@ -62,6 +62,12 @@ def _check_port_free(addr: multiaddr.Multiaddr) -> None:
         raise TransportError(f"cannot listen on {addr}: {exc.strerror or exc}") from exc
 
 
+def check_listen_port(listen: str) -> None:
+    """Refuse a ``listen`` multiaddr whose fixed TCP port is taken (``TransportError`` caused by the
+    ``OSError``), so a command can fail before it writes anything; the same check runs when a host opens."""
+    _check_port_free(multiaddr.Multiaddr(listen))
+
+
 def _build_host(key_pair: KeyPair, listen: multiaddr.Multiaddr, cfg: Libp2pConfig) -> IHost:
     """A host offering only Noise and Yamux (``new_host`` also offers TLS, SECIO, plaintext and Mplex)."""
     conn_cfg = ConnectionConfig(
