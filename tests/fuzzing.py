@@ -1,6 +1,6 @@
 """Structure-aware fuzzing of every decoder of remote bytes: envelopes, headers, payloads, peer records.
 
-Shared by ``tests/test_wire_fuzz.py`` (a fixed-seed slice) and ``benchmarks/bench_fuzz.py`` (the 1M run).
+Shared by ``tests/wire/test_fuzz.py`` (a fixed-seed slice) and ``benchmarks/bench_fuzz.py`` (the 1M run).
 Inputs start from valid sealed envelopes, payloads and records signed by real identities, then are mutated:
 
 * byte level (not re-signed): bit flips, interesting bytes, truncation, extension, insertion, deletion,

@@ -2,7 +2,8 @@
 
 Each vector is an input (hex), the context a receiver needs, and the exact outcome; the format is described in
 ``docs/wire-format.md`` section 13. Every vector states the outcome it is meant to have; writing fails if the
-reference implementation disagrees, and ``tests/test_vectors.py`` replays the written files against the code.
+reference implementation disagrees, and ``tests/wire/test_vectors.py`` replays the written files against the
+code.
 """
 
 from __future__ import annotations

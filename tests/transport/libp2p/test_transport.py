@@ -310,11 +310,8 @@ async def test_request_response_exact_bytes() -> None:
         await a.connect(b.listen_addrs[0])
         small = bytes(range(256)) * 4
         assert await a.request(b.peer_id, PROTO, small, max_response=1 << 20, timeout=5) == small[::-1]
-        t0 = trio.current_time()
         got = await a.request(b.peer_id, PROTO, b"big", max_response=64 << 20, timeout=30)
-        elapsed = trio.current_time() - t0
-        assert got == big
-        print(f"16 MiB request: {elapsed:.3f} s, {16 * 1.048576 / elapsed:.0f} MB/s")
+        assert got == big  # throughput is benchmarks/bench_transfer.py's job
         assert b.stats.requests_served == 2
         assert a.stats.bytes_received == len(small) + len(big)
         assert b.stats.bytes_received == len(small) + 3

@@ -12,7 +12,7 @@ import pytest
 
 from p2pfl.wire import iter_reasons
 
-VECTORS = Path(__file__).resolve().parent.parent / "docs" / "vectors"
+VECTORS = Path(__file__).resolve().parents[2] / "docs" / "vectors"
 KINDS = ("envelopes", "payloads", "records")
 
 
