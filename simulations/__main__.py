@@ -1,21 +1,15 @@
-"""``python -m p2pfl.sim SCENARIO --out DIR [--quiet]``: the same as ``p2pfl sim``."""
+"""``python -m p2pfl.sim SCENARIO --out DIR [--quiet]``: the same command as ``p2pfl sim`` (same help, checks,
+one-line errors and exit codes), for environments where the console script is not on PATH."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from .runner import run_cli
+from p2pfl.cli import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m p2pfl.sim", description="run a p2pfl simulation scenario")
-    ap.add_argument("scenario")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    return run_cli(args.scenario, Path(args.out), quiet=args.quiet)
+    return cli_main(["sim", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
