@@ -370,9 +370,8 @@ def test_the_docs_examples_use_ports_that_do_not_clash() -> None:
 
 def test_python_m_p2pfl_sim_is_the_same_command_as_p2pfl_sim(tmp_path: Path) -> None:
     def sim(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "p2pfl.sim", *args], capture_output=True, text=True, timeout=60, check=False
-        )
+        cmd = [sys.executable, "-m", "p2pfl.sim", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
     assert p2pfl("sim", "--help").stdout == sim("--help").stdout  # same options, same descriptions
     out = sim(str(tmp_path / "missing.toml"), "--out", str(tmp_path / "out"))
