@@ -1,0 +1,204 @@
+"""A peer's metrics over the in-memory transport: several peers in one process, each with its own registry;
+the values move with the events they count; nothing the metrics layer does can stop the peer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from p2pfl.errors import ConfigError
+from p2pfl.identity import Identity
+from p2pfl.metrics.peer_metrics import PeerMetrics
+from p2pfl.peer import Peer, PeerConfig
+from p2pfl.protocol.actions import Evict, Readmit
+from p2pfl.sim.data import peer_splits
+from p2pfl.transport.memory import MemoryNetwork
+from tests.test_peer import connect_all, inline, learner_for, run_all
+
+#: every metric family a peer exports from its first scrape (name as the parser reports it: no ``_total``)
+FAMILIES = {
+    "p2pfl_peer_info",
+    "p2pfl_sent_bytes",
+    "p2pfl_received_bytes",
+    "p2pfl_envelopes_accepted",
+    "p2pfl_envelopes_duplicate",
+    "p2pfl_envelopes_rejected",
+    "p2pfl_snapshot_failures",
+    "p2pfl_round",
+    "p2pfl_model_seq",
+    "p2pfl_neighbours",
+    "p2pfl_evicted_peers",
+    "p2pfl_neighbour_reputation",
+    "p2pfl_neighbour_rejections",
+    "p2pfl_metrics_errors",
+    "p2pfl_rounds",
+    "p2pfl_round_duration_seconds",
+    "p2pfl_evictions",
+    "p2pfl_readmissions",
+    "p2pfl_snapshot_fetches",
+    "p2pfl_fetch_duration_seconds",
+    "p2pfl_train_duration_seconds",
+    "p2pfl_evaluate_duration_seconds",
+}
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of ``registry`` by (sample name, sorted labels)."""
+    text = generate_latest(registry).decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def families(registry: CollectorRegistry) -> set[str]:
+    return {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}
+
+
+def metered_peer(i: int, net: MemoryNetwork, registry: Any, **cfg: Any) -> Peer:
+    splits = peer_splits("digits", 3, partition_kind="iid", seed=0)
+    config = PeerConfig(network_id="digits", status_interval_s=0, local_steps=5, **cfg)
+    return Peer(
+        config,
+        learner_for(splits[i], i),
+        Identity(bytes([i + 1]) * 32),
+        transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+        run_sync=inline,
+        metrics=registry,
+    )
+
+
+async def test_two_peers_in_one_process_export_their_own_metrics_and_they_move_with_rounds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = MemoryNetwork()
+    regs = [CollectorRegistry(), CollectorRegistry()]
+    async with metered_peer(0, net, regs[0]) as a, metered_peer(1, net, regs[1]) as b:
+        await connect_all([a, b])
+        before = [scrape(r) for r in regs]
+        assert FAMILIES <= families(regs[0])
+        await run_all([a, b], 3)
+        after = [scrape(r) for r in regs]
+    for peer, s0, s1 in zip((a, b), before, after, strict=True):
+        assert s1[("p2pfl_peer_info", (("network_id", "digits"), ("peer_id", peer.peer_id)))] == 1
+        assert s1[("p2pfl_rounds_total", ())] - s0[("p2pfl_rounds_total", ())] == 3
+        assert s1[("p2pfl_round_duration_seconds_count", ())] == 3
+        assert s1[("p2pfl_train_duration_seconds_count", ())] == 3
+        assert s1[("p2pfl_evaluate_duration_seconds_count", ())] >= 3
+        assert s1[("p2pfl_round", ())] == 3
+        sent = ("p2pfl_sent_bytes_total", (("kind", "gossip"),))
+        assert s1[sent] > s0[sent]
+        assert s1[("p2pfl_envelopes_accepted_total", ())] >= 1
+        assert s1[("p2pfl_neighbours", (("state", "connected"),))] == 1
+        assert s1[("p2pfl_validation_accuracy", ())] > 0
+        assert s1[("p2pfl_metrics_errors_total", ())] == 0
+        # the memory transport has no wire: every byte is accounted to a kind
+        assert s1[("p2pfl_sent_bytes_total", (("kind", "libp2p_control"),))] == 0
+
+
+async def test_evictions_readmissions_and_snapshot_fetches_are_counted() -> None:
+    net = MemoryNetwork()
+    registry = CollectorRegistry()
+    peer = metered_peer(0, net, registry)
+    metrics = peer.metrics
+    assert metrics is not None
+    async with peer:
+        metrics.on_action(Evict("12D3KooWx", "bad scores"))
+        metrics.on_action(Readmit("12D3KooWx", 1))
+        metrics.on_request("/p2pfl/snapshot/1", 0.02, False)
+        metrics.on_request("/p2pfl/snapshot/1", 0.01, True)
+        metrics.on_request("/p2pfl/delta/1", 0.01, True)
+        metrics.on_request("/p2pfl/bootstrap/1", 0.01, True)  # not a fetch: no series
+        s = scrape(registry)
+    assert s[("p2pfl_evictions_total", ())] == 1
+    assert s[("p2pfl_readmissions_total", ())] == 1
+    assert s[("p2pfl_snapshot_fetches_total", (("outcome", "failed"),))] == 1
+    assert s[("p2pfl_snapshot_fetches_total", (("outcome", "ok"),))] == 1
+    assert s[("p2pfl_fetch_duration_seconds_count", (("kind", "snapshot"),))] == 2
+    assert s[("p2pfl_fetch_duration_seconds_count", (("kind", "model_payload"),))] == 1
+
+
+async def test_a_forged_envelope_increments_its_rejection_reason() -> None:
+    from p2pfl.wire import seal
+    from tests.hostile_bytes import header_for
+
+    net = MemoryNetwork()
+    registry = CollectorRegistry()
+    forger = Identity(bytes([9]) * 32)
+    env = seal(forger, header_for(forger, "digits", b"x" * 16), None)
+    forged = env[:-2] + bytes([env[-2] ^ 1]) + env[-1:]  # the signature's last byte
+    async with metered_peer(0, net, registry) as peer:
+        before = scrape(registry).get(("p2pfl_envelopes_rejected_total", (("reason", "bad_signature"),)), 0)
+        assert not peer.exchange.validate_gossip(forger.peer_id, forged)
+        after = scrape(registry)
+    assert after[("p2pfl_envelopes_rejected_total", (("reason", "bad_signature"),))] == before + 1
+    assert after[("p2pfl_neighbour_rejections_total", (("peer", forger.peer_id),))] == 1
+
+
+async def test_a_failing_metric_source_costs_a_count_not_the_peer() -> None:
+    net = MemoryNetwork()
+    registry = CollectorRegistry()
+    peer = metered_peer(0, net, registry, min_neighbours=0)
+    metrics = peer.metrics
+    assert metrics is not None
+
+    def broken() -> float:
+        raise ValueError("the privacy accountant is broken")
+
+    metrics.set_privacy_budget_source(broken)
+    async with peer:
+        s = scrape(registry)
+        assert s[("p2pfl_metrics_errors_total", ())] == 1
+        assert "p2pfl_sent_bytes" not in families(registry)  # that scrape ended: its counters are absent
+        metrics.set_privacy_budget_source(lambda: 1.5)
+        assert scrape(registry)[("p2pfl_privacy_epsilon_spent", ())] == 1.5
+        metrics.set_privacy_budget_source(None)
+        assert "p2pfl_privacy_epsilon_spent" not in families(registry)
+        await peer.run(1)  # the peer goes on
+    assert peer.round == 1
+
+
+def test_a_peer_without_metrics_has_none() -> None:
+    net = MemoryNetwork()
+    config = PeerConfig(network_id="digits")
+    splits = peer_splits("digits", 3, partition_kind="iid", seed=0)
+    peer = Peer(
+        config, learner_for(splits[0], 0), transport=lambda i: net.open(network_id="digits", seed=i.seed)
+    )
+    assert peer.metrics is None
+
+
+@pytest.mark.parametrize("listen", ["9464", "127.0.0.1", "127.0.0.1:99999", "host.example:9464", "::1:9464"])
+def test_a_bad_metrics_address_is_a_config_error_naming_the_key(listen: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        PeerConfig(network_id="digits", metrics_listen=listen)
+    assert (err.value.section, err.value.key) == ("metrics", "listen")
+
+
+async def test_the_endpoint_serves_the_registry_and_a_port_in_use_is_one_transport_error() -> None:
+    import urllib.request
+
+    from p2pfl.errors import TransportError
+
+    net = MemoryNetwork()
+    async with metered_peer(0, net, None, metrics_listen="127.0.0.1:0") as peer:
+        assert peer.metrics is not None and peer.metrics.address is not None
+        host, port = peer.metrics.address
+
+        def get() -> str:
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as resp:
+                return str(resp.read().decode())
+
+        text = await trio.to_thread.run_sync(get)
+        assert "p2pfl_sent_bytes_total" in text
+        other = metered_peer(1, net, None, metrics_listen=f"127.0.0.1:{port}")
+        with pytest.raises(TransportError, match=r"\[metrics\] listen .*cannot listen") as err:
+            async with other:
+                pass
+        assert isinstance(err.value.__cause__, OSError)
+    assert isinstance(peer.metrics, PeerMetrics) and peer.metrics.address is None  # closed with the peer
