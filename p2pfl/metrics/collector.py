@@ -79,6 +79,8 @@ class SnapshotCollector(Collector):
         self._snapshot = snapshot
         self.privacy_budget: Callable[[], float | None] | None = None
         self.errors = 0
+        #: scrapes answered with the previous snapshot (the peer's loop was busy)
+        self.stale = 0
         self._peers = LabelCap(NEIGHBOUR_LABEL_CAP)
         self._reasons = LabelCap(REASON_LABEL_CAP)
         #: high-water marks of the derived control bytes (a counter never goes down)
@@ -98,7 +100,12 @@ class SnapshotCollector(Collector):
             "p2pfl_metrics_errors", "Scrapes or metric sources that failed (the peer is unaffected)."
         )
         errors.add_metric([], self.errors)
-        return [*families, errors]
+        stale = CounterMetricFamily(
+            "p2pfl_metrics_stale_scrapes",
+            "Scrapes answered with the previous snapshot because the peer's loop was busy.",
+        )
+        stale.add_metric([], self.stale)
+        return [*families, errors, stale]
 
     # ------------------------------------------------------------------------------------ families
     def _families(self, s: Snapshot) -> Iterator[Metric]:

@@ -10,6 +10,7 @@ the HTTP server runs in daemon threads of ``prometheus_client``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,10 @@ ROUND_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 FETCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WORK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _FETCH_KINDS = {DELTA_PROTOCOL: "model_payload", SNAPSHOT_PROTOCOL: "snapshot"}
+#: how long a scrape waits for the peer's loop to take a fresh snapshot before it serves the previous one
+FRESH_WAIT_S = 0.010
+#: ... unless there is none yet
+STARTUP_WAIT_S = 5.0
 
 
 class PeerMetrics:
@@ -49,6 +54,8 @@ class PeerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
         self._token: trio.lowlevel.TrioToken | None = None
         self._server: WSGIServer | None = None
+        #: the latest snapshot taken (served when the loop is too busy for a fresh one)
+        self._last: Snapshot | None = None
         self.collector = SnapshotCollector(self._snapshot)
         self.registry.register(self.collector)
         r = self.registry
@@ -136,17 +143,44 @@ class PeerMetrics:
         transport = self._peer._transport
         if transport is not None:
             transport.stats.request_observer = self.on_request
+        self._guarded(self._take, _Pending())
 
     def _snapshot(self) -> Snapshot:
+        """A fresh snapshot if the peer's loop takes one within ``FRESH_WAIT_S``, else the previous one.
+
+        The loop may be busy for a while (a large model's aggregation runs on it); a scrape then answers at
+        once with the snapshot the previous scrape asked for, and this one's lands for the next (counted in
+        ``p2pfl_metrics_stale_scrapes_total``). ``run_sync_soon`` never blocks the scraping thread."""
         token = self._token
         if token is None:
             raise P2PFLError("the peer is not running")
         try:
             if trio.lowlevel.current_trio_token() is token:  # scraped from the peer's own loop
-                return take_snapshot(self._peer)
+                snap = self._last = take_snapshot(self._peer)
+                return snap
         except RuntimeError:
             pass  # not in a trio thread: the usual case (the HTTP server's thread)
-        return trio.from_thread.run_sync(take_snapshot, self._peer, trio_token=token)
+        pending = _Pending()
+        token.run_sync_soon(self._take, pending)  # RunFinishedError once the peer is gone
+        if pending.done.wait(FRESH_WAIT_S) or (self._last is None and pending.done.wait(STARTUP_WAIT_S)):
+            if pending.error is not None:
+                raise pending.error
+            assert pending.value is not None
+            return pending.value
+        if self._last is None:
+            raise P2PFLError(f"the peer's loop took no snapshot within {STARTUP_WAIT_S} s")
+        self.collector.stale += 1
+        return self._last
+
+    def _take(self, pending: _Pending) -> None:
+        """On the peer's loop: a snapshot, kept for a scrape that cannot wait for the next one. Never raises
+        (an exception in a ``run_sync_soon`` callback would crash the peer's trio run)."""
+        try:
+            pending.value = self._last = take_snapshot(self._peer)
+        except BaseException as exc:
+            pending.error = exc
+        finally:
+            pending.done.set()
 
     # --------------------------------------------------------------------------------- serving
     def serve(self, listen: str) -> tuple[str, int]:
@@ -182,6 +216,15 @@ class PeerMetrics:
             return None
         bound = self._server.server_address
         return str(bound[0]), int(bound[1])
+
+
+class _Pending:
+    """A snapshot asked of the peer's loop by a scraping thread."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Snapshot | None = None
+        self.error: BaseException | None = None
 
 
 class _TimedLearner:

@@ -35,6 +35,7 @@ FAMILIES = {
     "p2pfl_neighbour_reputation",
     "p2pfl_neighbour_rejections",
     "p2pfl_metrics_errors",
+    "p2pfl_metrics_stale_scrapes",
     "p2pfl_rounds",
     "p2pfl_round_duration_seconds",
     "p2pfl_evictions",
@@ -202,3 +203,44 @@ async def test_the_endpoint_serves_the_registry_and_a_port_in_use_is_one_transpo
                 pass
         assert isinstance(err.value.__cause__, OSError)
     assert isinstance(peer.metrics, PeerMetrics) and peer.metrics.address is None  # closed with the peer
+
+
+async def test_a_scrape_while_the_peer_s_loop_is_busy_serves_the_previous_snapshot() -> None:
+    """The loop blocked (as by a long aggregation): the scrape does not wait for it, it answers with the
+    last snapshot and counts it stale; the snapshot it asked for serves the next scrape."""
+    import threading
+    import time
+
+    net = MemoryNetwork()
+    registry = CollectorRegistry()
+    async with metered_peer(0, net, registry) as peer:
+        assert peer.metrics is not None
+        first = await trio.to_thread.run_sync(scrape, registry)  # a fresh snapshot: the loop is waiting
+        assert first[("p2pfl_metrics_stale_scrapes_total", ())] == 0
+        peer.engine.rejections["replay"] += 5
+        done = trio.Event()
+        result: dict[str, Any] = {}
+
+        go = threading.Event()
+
+        def scrape_in_thread() -> None:
+            go.wait(10)
+            result["s"] = scrape(registry)
+
+        async def scraper() -> None:
+            await trio.to_thread.run_sync(scrape_in_thread)
+            done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scraper)
+            await trio.sleep(0.01)  # the thread is started
+            go.set()  # from here on the loop is blocked until the scrape has answered
+            deadline = time.monotonic() + 10
+            while "s" not in result and time.monotonic() < deadline:
+                time.sleep(0.01)  # blocks the loop, on purpose
+            await done.wait()
+        stale = result["s"]
+        assert stale[("p2pfl_metrics_stale_scrapes_total", ())] == 1
+        assert ("p2pfl_envelopes_rejected_total", (("reason", "replay"),)) not in stale
+        fresh = await trio.to_thread.run_sync(scrape, registry)
+        assert fresh[("p2pfl_envelopes_rejected_total", (("reason", "replay"),))] == 5
