@@ -244,3 +244,53 @@ async def test_a_scrape_while_the_peer_s_loop_is_busy_serves_the_previous_snapsh
         assert ("p2pfl_envelopes_rejected_total", (("reason", "replay"),)) not in stale
         fresh = await trio.to_thread.run_sync(scrape, registry)
         assert fresh[("p2pfl_envelopes_rejected_total", (("reason", "replay"),))] == 5
+
+
+async def test_a_poisoner_s_eviction_and_readmission_move_their_counters_and_log_their_events(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A sign-flipping neighbour is evicted, readmitted on probation and evicted again (``readmit_after_s``
+    0.5 s): the honest peer's counters follow, and each is a log event with its fields."""
+    from contextlib import AsyncExitStack
+
+    from p2pfl.sim.attacks import SignFlip
+    from tests.test_peer import memory_peer
+
+    caplog.set_level("INFO", logger="p2pfl.peer")
+    splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
+    net = MemoryNetwork()
+    ids = [Identity(bytes([i + 1]) * 32).peer_id for i in range(4)]
+    attacker = ids[3]
+    registry = CollectorRegistry()
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(4):
+            learner: Any = learner_for(splits[i], i)
+            cfg: dict[str, Any] = {"max_round_wait_s": 2, "readmit_after_s": 0.5}
+            if i == 3:
+                learner = SignFlip(learner, scale=4.0)
+                cfg |= {"static_peers": tuple(f"memory/{p}" for p in ids[:3]), "reconnect_interval_s": 0.1}
+            peer = memory_peer(i, learner, net, **cfg)
+            if i == 0:
+                peer = Peer(
+                    peer.config, learner, peer.identity, transport=peer._transport_factory, metrics=registry
+                )
+            peers.append(await stack.enter_async_context(peer))
+        await connect_all(peers)
+        async with trio.open_nursery() as n:
+            for p in peers:
+                n.start_soon(p.run)
+            with trio.move_on_after(60):
+                while peers[0].engine.evictions_of(attacker) < 2:
+                    await trio.sleep(0.1)
+            for p in peers:
+                p.stop()
+    s = scrape(registry)
+    assert s[("p2pfl_evictions_total", ())] >= 2
+    assert s[("p2pfl_readmissions_total", ())] >= 1
+    events = [(getattr(r, "event", None), getattr(r, "event_fields", {})) for r in caplog.records]
+    evictions = [f for e, f in events if e == "eviction" and f["peer"] == attacker]
+    readmissions = [f for e, f in events if e == "readmission" and f["peer"] == attacker]
+    assert evictions and all(f["reason"] for f in evictions)
+    assert readmissions and all(f["evictions"] >= 1 for f in readmissions)
+    assert sum(1 for e, _ in events if e == "round") >= 3
