@@ -81,8 +81,9 @@ class Peer:
         run_sync: RunSync | None = None,
         metrics: Any = None,
     ) -> None:
-        """``metrics``: None (the config's ``[metrics] listen``, if any), ``"HOST:PORT"`` (serve there), or a
-        ``prometheus_client.CollectorRegistry`` to register the peer's metrics in (docs/operations.md)."""
+        """``metrics``: None (the config's ``[metrics] listen``, if any), ``"HOST:PORT"`` (serve there), a
+        ``prometheus_client.CollectorRegistry`` to register the peer's metrics in, True (collect, serve only
+        what the config says) or False (off, whatever the config says); see docs/operations.md."""
         self.config = config
         #: runs blocking work (training, evaluation, disk) off the event loop; tests may run it inline
         self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
@@ -145,7 +146,7 @@ class Peer:
     def _build_metrics(self, option: Any) -> str | None:
         """Set up ``self.metrics`` as ``option`` (see ``__init__``) asks; returns where to serve (or None)."""
         listen = option if isinstance(option, str) else self.config.metrics_listen
-        if option is None and listen is None:
+        if option is False or (option is None and listen is None):
             return None
         from p2pfl.metrics import parse_listen
         from p2pfl.metrics.peer_metrics import PeerMetrics

@@ -166,12 +166,15 @@ async def test_a_failing_metric_source_costs_a_count_not_the_peer() -> None:
 
 def test_a_peer_without_metrics_has_none() -> None:
     net = MemoryNetwork()
-    config = PeerConfig(network_id="digits")
     splits = peer_splits("digits", 3, partition_kind="iid", seed=0)
-    peer = Peer(
-        config, learner_for(splits[0], 0), transport=lambda i: net.open(network_id="digits", seed=i.seed)
-    )
-    assert peer.metrics is None
+
+    def peer(config: PeerConfig, metrics: Any = None) -> Peer:
+        factory = lambda i: net.open(network_id="digits", seed=i.seed)  # noqa: E731
+        return Peer(config, learner_for(splits[0], 0), transport=factory, metrics=metrics)
+
+    assert peer(PeerConfig(network_id="digits")).metrics is None
+    assert peer(PeerConfig(network_id="digits", metrics_listen="127.0.0.1:0"), metrics=False).metrics is None
+    assert peer(PeerConfig(network_id="digits"), metrics=True).metrics is not None
 
 
 @pytest.mark.parametrize("listen", ["9464", "127.0.0.1", "127.0.0.1:99999", "host.example:9464", "::1:9464"])
