@@ -29,6 +29,7 @@ from p2pfl.config import check_multiaddr
 from p2pfl.discovery import BootstrapClient, DiscoveryError
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import Identity, load_or_create_key
+from p2pfl.logs import PeerIdFilter, add_log_arguments, options_from_args, setup_logging
 
 from .service import Registry, RegistryConfig, serve
 
@@ -78,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default="warning",
         choices=["debug", "info", "warning", "error"],
-        help="stderr log level",
+        help="log level",
     )
+    add_log_arguments(p)
     p.add_argument(
         "--status-interval", type=float, default=0.0, help="log a status line every S seconds (0: never)"
     )
@@ -95,14 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str, status: bool) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+def _setup_logging(args: argparse.Namespace, status: bool) -> PeerIdFilter:
+    log_filter = setup_logging(options_from_args(args, args.log_level))
     if status:  # status lines were asked for explicitly: show them whatever the log level
         logging.getLogger("bootstrap.status").setLevel(logging.INFO)
+    return log_filter
 
 
 async def _health(addr: str, timeout: float) -> dict[str, Any]:
@@ -121,11 +120,12 @@ async def _health(addr: str, timeout: float) -> dict[str, Any]:
     return status
 
 
-async def _serve(args: argparse.Namespace, config: RegistryConfig) -> None:
+async def _serve(args: argparse.Namespace, config: RegistryConfig, log_filter: PeerIdFilter) -> None:
     from p2pfl.transport.libp2p import check_listen_port
 
     check_listen_port(args.listen)  # a port in use is refused before the key file is created
     identity, created = load_or_create_key(args.key)
+    log_filter.peer_id = identity.peer_id
     if created:
         log.warning("event=key_created path=%s peer=%s", args.key, identity.peer_id)
 
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level, args.status_interval > 0)
+    log_filter = _setup_logging(args, args.status_interval > 0)
     if args.health:
         try:
             status = trio.run(_health, args.health, args.timeout)
@@ -191,7 +191,7 @@ def _main(argv: Sequence[str] | None) -> int:
         config.validate()
     except ConfigError as exc:
         parser.error(str(exc))
-    trio.run(_serve, args, config)  # failures: one line and an exit code, from run_guarded
+    trio.run(_serve, args, config, log_filter)  # failures: one line and an exit code, from run_guarded
     return 0
 
 

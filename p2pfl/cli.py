@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pfl.errors import P2PFLError
+from p2pfl.logs import add_log_arguments
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -255,9 +256,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_peer(args: argparse.Namespace) -> int:
+    from p2pfl.logs import options_from_args
     from p2pfl.node import run_node
 
-    return run_node(args.config)
+    return run_node(args.config, options_from_args(args, "info"))
 
 
 def _peer_id(text: str) -> str:
@@ -354,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("peer", "run a long-lived peer node")
     p.add_argument("--config", required=True, help="peer TOML file (see docs/peer.md)")
+    add_log_arguments(p)
     p.set_defaults(func=_cmd_peer)
 
     p = command("audit", "check a peer's signed, hash-chained version log")

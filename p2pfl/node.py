@@ -9,30 +9,25 @@ file, the reason and the persisted seq, and exits 3 (see ``p2pfl.cli``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
-import sys
 
 import trio
 
 from p2pfl.config import NodeConfig, load_config
 from p2pfl.identity import load_or_create_key
+from p2pfl.logs import LogOptions, PeerIdFilter, setup_logging
 from p2pfl.peer import Peer
 
 log = logging.getLogger("p2pfl.node")
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-
-
-async def serve(node: NodeConfig) -> int:
+async def serve(node: NodeConfig, log_filter: PeerIdFilter | None = None) -> int:
     learner = node.build_learner()  # first: a bad [learner.params] is refused before anything is written
     identity, created = load_or_create_key(node.key_file)
+    if log_filter is not None:
+        log_filter.peer_id = identity.peer_id  # every line from here on carries it
     if created:
         log.info("created key file %s", node.key_file)
     async with Peer(node.peer, learner, identity) as peer:
@@ -55,7 +50,9 @@ async def serve(node: NodeConfig) -> int:
     return 0
 
 
-def run_node(config_path: str) -> int:
+def run_node(config_path: str, log_options: LogOptions | None = None) -> int:
+    """Run the peer of ``config_path``; ``log_options`` (the ``--log-*`` flags) say where and how it logs,
+    at the config's ``log_level``."""
     node = load_config(config_path)
-    setup_logging(node.log_level)
-    return trio.run(serve, node)
+    log_filter = setup_logging(dataclasses.replace(log_options or LogOptions(), level=node.log_level))
+    return trio.run(serve, node, log_filter)

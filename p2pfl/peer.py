@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -34,6 +34,7 @@ from p2pfl.config.schema import PeerConfig as PeerConfig  # noqa: PLC0414 - re-e
 from p2pfl.errors import P2PFLError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
+from p2pfl.logs import event, round_event
 from p2pfl.peer_discovery import PeerDiscovery
 from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_handle import PeerHandle as PeerHandle  # noqa: PLC0414 (re-export)
@@ -47,6 +48,9 @@ from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (r
 from p2pfl.peer_store import PeerStore, format_status
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
 from p2pfl.transport.base import Transport
+
+if TYPE_CHECKING:
+    from p2pfl.metrics.peer_metrics import PeerMetrics
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -75,7 +79,11 @@ class Peer:
         *,
         transport: TransportFactory | None = None,
         run_sync: RunSync | None = None,
+        metrics: Any = None,
     ) -> None:
+        """``metrics``: None (the config's ``[metrics] listen``, if any), ``"HOST:PORT"`` (serve there), a
+        ``prometheus_client.CollectorRegistry`` to register the peer's metrics in, True (collect, serve only
+        what the config says) or False (off, whatever the config says); see docs/operations.md."""
         self.config = config
         #: runs blocking work (training, evaluation, disk) off the event loop; tests may run it inline
         self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
@@ -89,6 +97,9 @@ class Peer:
         self.engine = self._build_engine()
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = self._build_exchange()
+        #: the peer's Prometheus metrics (None: off); ``docs/operations.md``
+        self.metrics: PeerMetrics | None = None
+        self._metrics_listen = self._build_metrics(metrics)
         self.discovery = self._build_discovery()
         #: the round loop: owns the round counter, the reports and the guards' state
         self.rounds = self._build_rounds()
@@ -120,7 +131,7 @@ class Peer:
         parts = RoundParts(
             self.config,
             self.engine,
-            self.learner,
+            self.metrics.timed(self.learner) if self.metrics is not None else self.learner,
             self.store,
             self.exchange,
             self._run_sync,
@@ -128,8 +139,34 @@ class Peer:
             transport=lambda: self.transport,
             write_status=self.write_status,
             stopped=self._stopped,
+            on_round=self._on_round,
         )
         return RoundLoop(parts)
+
+    def _build_metrics(self, option: Any) -> str | None:
+        """Set up ``self.metrics`` as ``option`` (see ``__init__``) asks; returns where to serve (or None)."""
+        listen = option if isinstance(option, str) else self.config.metrics_listen
+        if option is False or (option is None and listen is None):
+            return None
+        from p2pfl.metrics import parse_listen
+        from p2pfl.metrics.peer_metrics import PeerMetrics
+
+        if listen is not None:
+            parse_listen(listen)
+        self.metrics = PeerMetrics(self, None if isinstance(option, str | bool) else option)
+        self.exchange.observers.append(self.metrics.on_action)
+        return listen
+
+    def _on_round(self, report: RoundReport) -> None:
+        log.info(
+            "round done round=%d seq=%d duration_s=%.3f",
+            report.round,
+            report.seq,
+            report.duration_s,
+            extra=round_event(report),
+        )
+        if self.metrics is not None:
+            self.metrics.on_round(report)
 
     def _build_discovery(self) -> PeerDiscovery:
         return PeerDiscovery(
@@ -164,6 +201,10 @@ class Peer:
         self._stack.callback(self.store.unlock)
         try:
             self._restore()
+            if self.metrics is not None and self._metrics_listen is not None:
+                host, port = self.metrics.serve(self._metrics_listen)  # a port in use stops the start here
+                self._stack.push_async_callback(self.metrics.aclose)
+                log.info("metrics endpoint http://%s:%d/metrics", host, port)
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
             t.set_gossip_validator(self.exchange.validate_gossip)
@@ -177,7 +218,14 @@ class Peer:
             if self.config.bootstrap:
                 await self.discovery.start(self._nursery)
             self._nursery.start_soon(self._housekeeping)
-            log.info("peer online peer=%s listen=%s", self.peer_id, " ".join(t.listen_addrs))
+            if self.metrics is not None:
+                self.metrics.bind()
+            log.info(
+                "peer online peer=%s listen=%s",
+                self.peer_id,
+                " ".join(t.listen_addrs),
+                extra=event("start", listen=t.listen_addrs),
+            )
         except BaseException:
             await self._stack.__aexit__(None, None, None)
             raise
@@ -208,14 +256,28 @@ class Peer:
         where = (
             f"peer={self.peer_id} round={self.round} seq={self.engine.seq} persisted_seq={self.persisted_seq}"
         )
+        fields = {"round": self.round, "seq": self.engine.seq, "persisted_seq": self.persisted_seq}
         if error is None or _only_cancelled(error):
-            log.info("peer stopped %s", where)
+            log.info("peer stopped %s", where, extra=event("stop", outcome="stopped", error=None, **fields))
             return
         leaf = _leaf(error)
+        what = f"{type(leaf).__name__}: {leaf}"
         if isinstance(leaf, P2PFLError):  # expected (disk full, bad state): no bug, but no clean stop
-            log.error("peer failed %s error=%s: %s", where, type(leaf).__name__, leaf)
+            log.error(
+                "peer failed %s error=%s: %s",
+                where,
+                type(leaf).__name__,
+                leaf,
+                extra=event("stop", outcome="failed", error=what, **fields),
+            )
             return
-        log.critical("peer crashed %s error=%s: %s", where, type(leaf).__name__, leaf)
+        log.critical(
+            "peer crashed %s error=%s: %s",
+            where,
+            type(leaf).__name__,
+            leaf,
+            extra=event("stop", outcome="crashed", error=what, **fields),
+        )
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""

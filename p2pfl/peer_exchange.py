@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from p2pfl.errors import P2PFLError, ResponseTooLargeError, TransportError
+from p2pfl.logs import event
 from p2pfl.peer_store import now_ms
 from p2pfl.protocol import (
     DELTA_PROTOCOL,
@@ -72,6 +73,8 @@ class Exchange:
         #: a remote peer can trigger these lines at will: one per peer (and error type) per interval
         self._rejection_log = RateLimiter(_REJECTION_LOG_INTERVAL_S)
         self._fault_log = RateLimiter(_FAULT_LOG_INTERVAL_S)
+        #: told of every action before it is carried out (metrics); an observer must not raise
+        self.observers: list[Callable[[Action], None]] = []
 
     @property
     def transport(self) -> Transport:
@@ -143,6 +146,8 @@ class Exchange:
 
     async def execute(self, actions: Sequence[Action]) -> None:
         for action in actions:
+            for observe in self.observers:
+                observe(action)
             if isinstance(action, Publish):
                 try:
                     await self.transport.broadcast(action.envelope)
@@ -151,7 +156,12 @@ class Exchange:
             elif isinstance(action, FetchPayload | RequestSnapshot):
                 self._nursery().start_soon(self.fetch, action)
             elif isinstance(action, Evict):
-                log.warning("evicting peer=%s reason=%s", action.peer, action.reason)
+                log.warning(
+                    "evicting peer=%s reason=%s",
+                    action.peer,
+                    action.reason,
+                    extra=event("eviction", peer=action.peer, reason=action.reason),
+                )
                 t: Any = self.transport
                 if hasattr(t, "penalise"):
                     t.penalise(action.peer)
@@ -162,6 +172,7 @@ class Exchange:
                     "readmitting peer=%s on probation: its eviction (number %d) expired",
                     action.peer,
                     action.evictions,
+                    extra=event("readmission", peer=action.peer, evictions=action.evictions),
                 )
                 t = self.transport
                 if hasattr(t, "unblock"):
@@ -286,4 +297,9 @@ class Exchange:
         now = trio.current_time()
         for peer, counts in self.engine.rejections_by_peer.items():
             if counts and self._rejection_log.allow(peer, now):
-                log.info("rejected messages peer=%s counts=%s", peer, dict(counts))
+                log.info(
+                    "rejected messages peer=%s counts=%s",
+                    peer,
+                    dict(counts),
+                    extra=event("rejection", peer=peer, counts=dict(counts)),
+                )

@@ -44,10 +44,12 @@ class PeerHandle:
         rounds: int | None = None,
         transport: TransportFactory | None = None,
         timeout: float = 60.0,
+        metrics: Any = None,
     ) -> PeerHandle:
+        """``metrics``: as :class:`~p2pfl.peer.Peer`'s (``"HOST:PORT"`` to serve, or a registry)."""
         from p2pfl.peer import Peer  # the peer module re-exports this one
 
-        handle = cls(Peer(config, learner, identity, transport=transport), rounds)
+        handle = cls(Peer(config, learner, identity, transport=transport, metrics=metrics), rounds)
         handle._thread.start()
         if not handle._ready.wait(timeout):
             raise P2PFLError(f"peer did not come online within {timeout} s")

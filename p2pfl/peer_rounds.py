@@ -104,6 +104,8 @@ class RoundParts:
     write_status: Callable[[], Awaitable[None]]
     #: set by ``Peer.stop`` and on leaving the peer
     stopped: trio.Event
+    #: told of each finished round (``Peer``: the round's log event and metrics; must not raise)
+    on_round: Callable[[RoundReport], None] | None = None
 
 
 class RoundLoop:
@@ -270,6 +272,8 @@ class RoundLoop:
         await self._p.write_status()
         report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0)
         self.reports.append(report)
+        if self._p.on_round is not None:
+            self._p.on_round(report)
         return report
 
     async def _persist(

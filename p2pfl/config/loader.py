@@ -27,7 +27,7 @@ from p2pfl.scoring import ScoringConfig
 NODE_KEYS: dict[str, tuple[type, ...]] = {"key_file": (str,), "log_level": (str,), "rounds": (int,)}
 #: the [learner] section
 _LEARNER_KEYS: dict[str, tuple[type, ...]] = {"entry": (str,), "params": (dict,)}
-_SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access")
+_SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access", "metrics")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -185,7 +185,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     node: dict[str, Any] = {}
     scoring_params: dict[str, Any] = {}
     scoring_names = {f.name for f in dataclasses.fields(ScoringConfig)}
-    for section in ("peer", "protocol", "scoring", "access"):
+    for section in ("peer", "protocol", "scoring", "access", "metrics"):
         for key, value in data.get(section, {}).items():
             spec = schema.get((section, key))
             if spec is not None:
@@ -260,7 +260,8 @@ def _misplaced_or_unknown(
     """A key the section does not hold: name the section that does, or list the section's keys."""
     homes = sorted({s for (s, k) in schema if k == key} | ({"scoring"} if key in scoring_names else set()))
     if homes:
-        raise ConfigError(section, key, f"give it in [{homes[0]}] (a key is accepted in one section only)")
+        where = " or ".join(f"[{h}]" for h in homes)
+        raise ConfigError(section, key, f"give it in {where} (a key is accepted in its own section only)")
     known = sorted(
         {k for (s, k) in schema if s == section}
         | (set(NODE_KEYS) if section == "peer" else set())

@@ -26,7 +26,7 @@ from p2pfl.scoring import ScoringConfig
 T = TypeVar("T")
 
 #: TOML sections holding PeerConfig keys ([aggregation] and the [scoring] thresholds are the nested configs)
-SECTIONS = ("peer", "protocol", "scoring", "access")
+SECTIONS = ("peer", "protocol", "scoring", "access", "metrics")
 
 #: ProtocolConfig fields a PeerConfig does not set (the engine's own default is used), and why
 PROTOCOL_EXCLUDED = {
@@ -118,6 +118,8 @@ class PeerConfig:
     reconnect_interval_s: float = setting(5.0, section=None)
     #: How long an eviction lasts (doubling per repeat, up to a day); ``inf``: evictions are final.
     readmit_after_s: float = setting(default_of(ProtocolConfig, "readmit_after_s"), section="protocol")
+    #: ``HOST:PORT`` of the Prometheus endpoint (``[metrics] listen``); None: no metrics (docs/operations.md)
+    metrics_listen: str | None = setting(None, section="metrics", key="listen")
 
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
@@ -153,6 +155,10 @@ class PeerConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
                 raise _bad(name, f"must be a number >= 0, got {value!r}")
+        if self.metrics_listen is not None:
+            from p2pfl.metrics.listen import parse_listen
+
+            parse_listen(self.metrics_listen)
         try:
             self.protocol()  # validates the protocol fields too
         except ConfigError as exc:

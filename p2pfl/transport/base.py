@@ -17,6 +17,7 @@ still drop a message whose envelope it cannot parse when it acts as a gossip val
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,6 +28,11 @@ RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 GossipHandler = Callable[[str, bytes], Awaitable[None]]
 #: Synchronous gossip validator: (forwarder peer id, message bytes) -> accept?  Must be cheap and never block.
 GossipValidator = Callable[[str, bytes], bool]
+#: Told of every outbound request when it ends: (protocol, seconds it took, succeeded?). Must not raise.
+RequestObserver = Callable[[str, float, bool], None]
+#: The key of gossip (application) messages in ``TransportStats.sent_by``/``received_by``; requests are
+#: counted under their protocol id.
+GOSSIP = "gossip"
 
 
 @dataclass
@@ -44,9 +50,39 @@ class TransportStats:
     #: connections closed at the socket because a request on them outlived its deadline (libp2p only)
     connections_aborted: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
+    #: ``bytes_sent``/``bytes_received`` split by what carried them: ``GOSSIP`` or a request protocol id
+    #: (a transport's own protocols only, so the keys stay few)
+    sent_by: dict[str, int] = field(default_factory=dict)
+    received_by: dict[str, int] = field(default_factory=dict)
+    #: every byte on the connections, framing, encryption and protocol control included (libp2p only;
+    #: 0 for the memory transport, which has no wire)
+    wire_sent: int = 0
+    wire_received: int = 0
+    #: set by a metrics layer to time outbound requests; None: nobody listens
+    request_observer: RequestObserver | None = None
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def add_sent(self, key: str, n: int) -> None:
+        """``n`` application bytes sent over ``key`` (``GOSSIP`` or a protocol id)."""
+        self.bytes_sent += n
+        self.sent_by[key] = self.sent_by.get(key, 0) + n
+
+    def add_received(self, key: str, n: int) -> None:
+        """``n`` application bytes received over ``key`` (``GOSSIP`` or a protocol id)."""
+        self.bytes_received += n
+        self.received_by[key] = self.received_by.get(key, 0) + n
+
+    def observe_request(self, protocol: str, started: float, ok: bool) -> None:
+        """Tell the observer (if any) that a request begun at ``started`` (``time.perf_counter()``) ended;
+        an observer's failure never reaches the request."""
+        observer = self.request_observer
+        if observer is not None:
+            try:
+                observer(protocol, time.perf_counter() - started, ok)
+            except Exception:  # the observer is diagnostics: it must not fail a request
+                self.drop("request_observer_error")
 
 
 class Transport(Protocol):

@@ -22,6 +22,7 @@ closely enough that the same peer code runs on both:
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,7 +37,7 @@ from p2pfl.errors import (
     ResponseTooLargeError,
     TransportError,
 )
-from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
+from p2pfl.transport.base import GOSSIP, GossipHandler, GossipValidator, RequestHandler, TransportStats
 
 __all__ = ["MemoryConfig", "MemoryNetwork", "MemoryTransport", "peer_id_from_seed"]
 
@@ -193,18 +194,22 @@ class MemoryTransport:
         self._seq += 1
         self._remember((self._peer_id, self._seq))
         self._stats.messages_sent += 1
-        self._stats.bytes_sent += len(data)
+        self._stats.add_sent(GOSSIP, len(data))
         self._forward(self._peer_id, self._peer_id, self._seq, bytes(data))
         await trio.lowlevel.checkpoint()
 
     async def request(
         self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float
     ) -> bytes:
+        started = time.perf_counter()
         try:
-            return await self._request(peer_id, protocol, data, max_response=max_response, timeout=timeout)
+            body = await self._request(peer_id, protocol, data, max_response=max_response, timeout=timeout)
         except TransportError:
             self._stats.requests_failed += 1
+            self._stats.observe_request(protocol, started, False)
             raise
+        self._stats.observe_request(protocol, started, True)
+        return body
 
     async def _request(
         self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float
@@ -232,8 +237,8 @@ class MemoryTransport:
         if remote._inbound.get(self._peer_id, 0) >= rcfg.max_inbound_streams_per_peer:
             remote._stats.drop("inbound_stream_limit")
             raise TransportError(f"{what} failed: stream reset by remote (too many concurrent streams)")
-        self._stats.bytes_sent += len(data)
-        remote._stats.bytes_received += len(data)
+        self._stats.add_sent(protocol, len(data))
+        remote._stats.add_received(protocol, len(data))
         remote._inbound[self._peer_id] = remote._inbound.get(self._peer_id, 0) + 1
         try:
             with trio.fail_after(timeout):
@@ -260,12 +265,12 @@ class MemoryTransport:
                 del remote._inbound[self._peer_id]
         response = bytes(response)
         remote._stats.requests_served += 1
-        remote._stats.bytes_sent += len(response)
+        remote._stats.add_sent(protocol, len(response))
         if len(response) > max_response:
             raise ResponseTooLargeError(
                 f"{what}: response of {len(response)} bytes exceeds max_response={max_response}"
             )
-        self._stats.bytes_received += len(response)
+        self._stats.add_received(protocol, len(response))
         return response
 
     async def connect(self, addr: str) -> str:
@@ -382,7 +387,7 @@ class MemoryTransport:
                 continue
             self._remember((origin, seq))
             self._stats.messages_received += 1
-            self._stats.bytes_received += len(data)
+            self._stats.add_received(GOSSIP, len(data))
             if self._net.flood:
                 self._forward(origin, forwarder, seq, data)
             handler = self._gossip_handler

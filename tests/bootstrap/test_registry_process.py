@@ -242,3 +242,19 @@ def test_version_is_the_installed_distributions() -> None:
 
     out = run_bootstrap("--version")
     assert (0, f"p2pfl-bootstrap {version('p2pfl-gossip')}") == (out.returncode, out.stdout.strip())
+
+
+def test_the_registry_logs_json_lines_with_its_peer_id_to_a_rotated_file(tmp_path: Path) -> None:
+    log_file = tmp_path / "registry.jsonl"
+    reg = start_registry(
+        tmp_path, "--log-format", "json", "--log-file", str(log_file), "--log-level", "info",
+        "--log-max-bytes", "4096",
+    )  # fmt: skip
+    try:
+        registry_id = reg.addr.rpartition("/p2p/")[2]
+    finally:
+        assert reg.stop() == 0
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert records, "the registry logged nothing"
+    assert all(r["peer_id"] == registry_id for r in records)
+    assert any("shutdown" in r["msg"] for r in records)

@@ -92,12 +92,12 @@ class Cluster:
         peer.update(sections.pop("peer", {}))
         write_config(spec, {"peer": peer, **sections})
 
-    def start(self, i: int, timeout: float = 60.0) -> str:
+    def start(self, i: int, timeout: float = 60.0, args: tuple[str, ...] = ()) -> str:
         spec = self.specs[i]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         log = open(self.directory / f"peer{i}.log", "a")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "p2pfl.cli", "peer", "--config", str(spec.config)],
+            [sys.executable, "-m", "p2pfl.cli", "peer", "--config", str(spec.config), *args],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,

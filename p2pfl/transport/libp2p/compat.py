@@ -30,6 +30,7 @@ from libp2p.pubsub.score import PeerScorer
 from libp2p.rcmgr import Direction
 
 from p2pfl.errors import TransportError
+from p2pfl.transport.base import TransportStats
 
 __all__ = [
     "MAX_RPC_BYTES",
@@ -42,6 +43,7 @@ __all__ = [
     "check_instances",
     "clear_equivocation_cache",
     "connection_direction",
+    "count_wire_bytes",
     "disable_auto_connector",
     "evict_negative_dial_cache",
     "has_pubsub_stream",
@@ -84,6 +86,7 @@ REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
 REQUIRED_INSTANCE_ATTRS: Final[tuple[tuple[Literal["network", "pubsub", "gossipsub"], str], ...]] = (
     ("network", "auto_connector"),
     ("network", "_negative_peer_cache"),
+    ("network", "upgrader"),
     ("pubsub", "peers"),
     ("pubsub", "peer_queues"),
     ("pubsub", "peer_topics"),
@@ -324,3 +327,45 @@ def tcp_socket_of(conn: object) -> trio.socket.SocketType | None:
             return None
         node = below
     return None
+
+
+# ----------------------------------------------------------------------------------------- wire bytes
+class _CountingStream:
+    """A raw connection's byte stream that adds what it reads and writes to ``stats.wire_*``. It keeps the
+    stream below as ``stream``, so :func:`tcp_socket_of` still finds the socket."""
+
+    def __init__(self, stream: object, stats: TransportStats) -> None:
+        self.stream = stream
+        self._stats = stats
+
+    async def write(self, data: bytes) -> None:
+        await self.stream.write(data)  # type: ignore[attr-defined]
+        self._stats.wire_sent += len(data)
+
+    async def read(self, n: int | None = None) -> bytes:
+        data: bytes = await self.stream.read(n)  # type: ignore[attr-defined]
+        self._stats.wire_received += len(data)
+        return data
+
+    async def close(self) -> None:
+        await self.stream.close()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:  # get_remote_address and whatever else a version adds
+        return getattr(self.stream, name)
+
+
+def count_wire_bytes(network: INetwork, stats: TransportStats) -> None:
+    """Count every byte of every connection of ``network`` (handshakes, yamux and gossipsub control, relayed
+    messages) in ``stats.wire_sent``/``wire_received``: the swarm hands each new raw connection, inbound or
+    outbound, to ``upgrader.upgrade_security`` first, where its byte stream is wrapped. Per network (the
+    upgrader is the swarm's own), so several hosts in one process count apart."""
+    upgrader = network.upgrader  # type: ignore[attr-defined]
+    inner = upgrader.upgrade_security
+
+    async def upgrade_security(raw_conn: object, *args: object, **kwargs: object) -> object:
+        stream = getattr(raw_conn, "stream", None)
+        if stream is not None and not isinstance(stream, _CountingStream):
+            raw_conn.stream = _CountingStream(stream, stats)  # type: ignore[attr-defined]
+        return await inner(raw_conn, *args, **kwargs)
+
+    upgrader.upgrade_security = upgrade_security

@@ -14,7 +14,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.score import PeerScorer, ScoreParams, TopicScoreParams
 
 from p2pfl.errors import TransportError
-from p2pfl.transport.base import GossipHandler, GossipValidator, TransportStats
+from p2pfl.transport.base import GOSSIP, GossipHandler, GossipValidator, TransportStats
 from p2pfl.transport.libp2p import compat
 from p2pfl.transport.libp2p.config import Libp2pConfig
 
@@ -134,7 +134,7 @@ class GossipMixin:
             except Exception as exc:
                 raise TransportError(f"publish failed: {type(exc).__name__}: {exc}") from exc
         self._stats.messages_sent += 1
-        self._stats.bytes_sent += len(data)
+        self._stats.add_sent(GOSSIP, len(data))
 
     def penalise(self, peer_id: str, amount: float | None = None) -> None:
         """Lower ``peer_id``'s gossipsub score (a behaviour penalty; it decays each heartbeat).
@@ -210,7 +210,7 @@ class GossipMixin:
             return
         data = bytes(msg.data)
         self._stats.messages_received += 1
-        self._stats.bytes_received += len(data)
+        self._stats.add_received(GOSSIP, len(data))
         try:
             self._deliver_send.send_nowait((fwd, data))
         except trio.WouldBlock:

@@ -137,6 +137,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         self._host = _build_host(key_pair, self._listen, cfg)
         network = self._host.get_network()
         compat.disable_auto_connector(network)
+        compat.count_wire_bytes(network, self._stats)
         network.register_notifee(_FilterNotifee(self))
         self._gossipsub = make_gossipsub(cfg)
         self._pubsub = compat.HardenedPubsub(

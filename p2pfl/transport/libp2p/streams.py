@@ -9,6 +9,7 @@ body is read.
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import suppress
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -135,11 +136,15 @@ class StreamsMixin:
     async def request(
         self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float
     ) -> bytes:
+        started = time.perf_counter()
         try:
-            return await self._request(peer_id, protocol, data, max_response=max_response, timeout=timeout)
+            body = await self._request(peer_id, protocol, data, max_response=max_response, timeout=timeout)
         except TransportError:
             self._stats.requests_failed += 1
+            self._stats.observe_request(protocol, started, False)
             raise
+        self._stats.observe_request(protocol, started, True)
+        return body
 
     async def _request(
         self, peer_id: str, protocol: str, data: bytes, *, max_response: int, timeout: float
@@ -178,7 +183,7 @@ class StreamsMixin:
                         f"{cause_chain(exc)}"
                     ) from exc
                 await write_frame(stream, [data], self._config.write_chunk)
-                self._stats.bytes_sent += len(data)
+                self._stats.add_sent(protocol, len(data))
                 try:
                     body = await read_frame(stream, max_response + 1)
                 except FrameTooLarge as exc:
@@ -201,7 +206,7 @@ class StreamsMixin:
             await stream.close()
         if not body:
             raise ProtocolViolationError(f"{what}: empty response frame (no status byte)")
-        self._stats.bytes_received += len(body) - 1
+        self._stats.add_received(protocol, len(body) - 1)
         if body[0] == STATUS_OK:
             return body[1:]
         if body[0] == STATUS_ERROR:
@@ -254,7 +259,7 @@ class StreamsMixin:
             self._stats.drop("request_stream_error")
             await self._reset_quietly(stream)
             return
-        self._stats.bytes_received += len(request)
+        self._stats.add_received(protocol, len(request))
         status, body = await self._handle(protocol, pid, request)
         try:
             with trio.fail_after(cfg.io_grace + len(body) / cfg.min_write_rate):
@@ -267,7 +272,7 @@ class StreamsMixin:
             return
         if status == STATUS_OK:
             self._stats.requests_served += 1
-            self._stats.bytes_sent += len(body)
+            self._stats.add_sent(protocol, len(body))
         else:
             self._stats.requests_failed += 1
 

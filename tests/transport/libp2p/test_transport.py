@@ -694,3 +694,34 @@ async def test_gossip_to_a_peer_that_never_subscribes_is_not_hoarded(
         assert a.stats.messages_sent == 150
     warnings = [rec.getMessage() for rec in caplog.records if "pending message queue" in rec.getMessage()]
     assert warnings == []
+
+
+async def test_bytes_are_counted_by_protocol_and_on_the_wire_with_request_timings() -> None:
+    """The split ``sent_by``/``received_by`` sums to ``bytes_*``; the wire count holds every byte on the
+    connection (handshake, framing, gossip control), so it exceeds the application bytes; each outbound
+    request is reported to the observer with its outcome."""
+    seen: list[tuple[str, bool]] = []
+    async with transports(2) as (a, b):
+
+        async def handler(peer: str, request: bytes) -> bytes:
+            return b"r" * 1000
+
+        b.set_request_handler(PROTO, handler)
+        a.stats.request_observer = lambda protocol, seconds, ok: seen.append((protocol, ok and seconds >= 0))
+        await a.connect(b.listen_addrs[0])
+        await wait_mesh(a, [b.peer_id])
+        assert await a.request(b.peer_id, PROTO, b"q" * 10, max_response=2000, timeout=5) == b"r" * 1000
+        with pytest.raises(TransportError):
+            await a.request(b.peer_id, "/p2pfl/none/1", b"q", max_response=10, timeout=5)
+        await a.broadcast(b"hello")
+        with trio.fail_after(5):
+            while b.stats.received_by.get("gossip", 0) < 5:
+                await trio.sleep(0.02)
+        assert a.stats.sent_by == {PROTO: 10, "gossip": 5}
+        assert a.stats.received_by == {PROTO: 1000}
+        assert b.stats.sent_by == {PROTO: 1000}
+        assert b.stats.received_by == {PROTO: 10, "gossip": 5}
+        for t in (a, b):
+            assert sum(t.stats.sent_by.values()) == t.stats.bytes_sent
+            assert t.stats.wire_sent > t.stats.bytes_sent and t.stats.wire_received > t.stats.bytes_received
+        assert seen == [(PROTO, True), ("/p2pfl/none/1", False)]
