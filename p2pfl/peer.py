@@ -46,6 +46,7 @@ from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_store import PeerStore, format_status
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
+from p2pfl.roster.service import ROSTER_PROTOCOL, Access
 from p2pfl.transport.base import Transport
 
 log = logging.getLogger("p2pfl.peer")
@@ -86,6 +87,8 @@ class Peer:
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self._last_status = -math.inf
+        #: membership of a closed network (``[access] roster``); None: open network
+        self.access = _build_access(config)
         self.engine = self._build_engine()
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = self._build_exchange()
@@ -102,7 +105,7 @@ class Peer:
             aggregation=config.aggregation,
             scoring=config.scoring,
             scoring_enabled=config.scoring_enabled,
-            allowed=(config.allow.__contains__ if config.allow is not None else None),
+            allowed=self._peer_allowed if self._gated() else None,
             mix_filter=self._may_mix if config.mix_scope == "connected" else None,
         )
 
@@ -170,13 +173,17 @@ class Peer:
             t.set_gossip_handler(self.exchange.on_gossip)
             t.set_request_handler(DELTA_PROTOCOL, self.exchange.serve_delta)
             t.set_request_handler(SNAPSHOT_PROTOCOL, self.exchange.serve_snapshot)
-            if self.config.allow is not None and hasattr(t, "set_peer_filter"):
+            if self._gated() and hasattr(t, "set_peer_filter"):
                 t.set_peer_filter(self._peer_allowed)
+            if self.access is not None:
+                t.set_request_handler(ROSTER_PROTOCOL, self.access.serve)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             await self._connect_static()
             if self.config.bootstrap:
                 await self.discovery.start(self._nursery)
             self._nursery.start_soon(self._housekeeping)
+            if self.access is not None:
+                self._nursery.start_soon(self._refresh_access)
             log.info("peer online peer=%s listen=%s", self.peer_id, " ".join(t.listen_addrs))
         except BaseException:
             await self._stack.__aexit__(None, None, None)
@@ -244,8 +251,37 @@ class Peer:
 
     # ---------------------------------------------------------------------------------- network
 
+    def _gated(self) -> bool:
+        return self.config.allow is not None or self.access is not None
+
     def _peer_allowed(self, peer_id: str) -> bool:
-        return self.config.allow is None or peer_id in self.config.allow
+        if self.config.allow is not None and peer_id not in self.config.allow:
+            return False
+        return self.access is None or self.access.allowed(peer_id)
+
+    async def _refresh_access(self) -> None:
+        """Every ``roster_refresh_s``: adopt a newer roster (file or neighbours) and drop whoever the roster
+        no longer admits (revoked, removed, or everyone once it has expired)."""
+        access = self.access
+        assert access is not None
+        self._feed_groups()
+        while True:
+            adopted = access.reload()
+            adopted |= await access.poll(self.transport, self.neighbours())
+            if adopted:
+                self._feed_groups()
+            access.note_expiry()
+            t = self.transport
+            if access.refused_among(t.connected_peers()) and hasattr(t, "set_peer_filter"):
+                t.set_peer_filter(self._peer_allowed)  # re-checks the connected peers: refused ones go
+            await trio.sleep(self.config.roster_refresh_s or 30.0)
+
+    def _feed_groups(self) -> None:
+        """The roster's orgs and their share caps, for the engine's per-group mixing cap (when it has one)."""
+        assert self.access is not None
+        set_groups = getattr(self.engine, "set_groups", None)
+        if set_groups is not None:
+            set_groups(*self.access.groups())
 
     def neighbours(self) -> list[str]:
         """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it
@@ -355,7 +391,16 @@ class Peer:
             "duplicates": self.engine.duplicates,
             "mixes_refused": self.mixes_refused,
             "evicted": sorted(self.engine.scorer.evicted()) if self.engine.scorer else [],
+            "access": self.access.status() if self.access is not None else None,
         }
+
+
+def _build_access(config: PeerConfig) -> Access | None:
+    if config.roster is None:
+        return None
+    return Access(
+        config.roster, config.network_id, certificates=config.certificates, state_dir=config.state_dir
+    )
 
 
 async def _unstick(nursery: trio.Nursery, transport: Transport | None) -> None:
