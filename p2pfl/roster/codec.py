@@ -107,7 +107,7 @@ def _load(data: object, what: str, limit: int) -> Any:
             max_str_len=1024,
             max_bin_len=limit,
             max_array_len=_MAX_ARRAY,
-            max_map_len=0,
+            max_map_len=16,  # no map is valid: a small one is refused by its type, a big one here
             max_ext_len=0,
         )
     except WireError as exc:
