@@ -18,6 +18,7 @@ import trio
 from p2pfl.config import NodeConfig, load_config
 from p2pfl.identity import load_or_create_key
 from p2pfl.peer import Peer
+from p2pfl.roster.service import check_roster_file
 
 log = logging.getLogger("p2pfl.node")
 
@@ -32,6 +33,8 @@ def setup_logging(level: str) -> None:
 
 async def serve(node: NodeConfig) -> int:
     learner = node.build_learner()  # first: a bad [learner.params] is refused before anything is written
+    if node.peer.roster is not None:  # and a missing, foreign or unsigned roster
+        check_roster_file(node.peer.roster, node.peer.network_id)
     identity, created = load_or_create_key(node.key_file)
     if created:
         log.info("created key file %s", node.key_file)

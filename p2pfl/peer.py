@@ -88,7 +88,7 @@ class Peer:
         self._stopped = trio.Event()
         self._last_status = -math.inf
         #: membership of a closed network (``[access] roster``); None: open network
-        self.access = _build_access(config)
+        self.access = _build_access(config, self.identity.peer_id)
         self.engine = self._build_engine()
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = self._build_exchange()
@@ -395,12 +395,18 @@ class Peer:
         }
 
 
-def _build_access(config: PeerConfig) -> Access | None:
+def _build_access(config: PeerConfig, peer_id: str) -> Access | None:
     if config.roster is None:
         return None
-    return Access(
+    access = Access(
         config.roster, config.network_id, certificates=config.certificates, state_dir=config.state_dir
     )
+    why = access.gate.reason(peer_id, access.now_ms())
+    if why is not None:  # it still runs: a newer roster may admit it; its neighbours refuse it until then
+        log.warning(
+            "this peer %s is not admitted by its own roster (%s): members will refuse it", peer_id, why
+        )
+    return access
 
 
 async def _unstick(nursery: trio.Nursery, transport: Transport | None) -> None:

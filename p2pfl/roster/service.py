@@ -51,6 +51,11 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
+def check_roster_file(path: Path, network_id: str) -> Roster:
+    """The verified roster in ``path`` (its expiry aside: an expired roster is reported, not fatal)."""
+    return verify(load_roster(path), network_id=network_id, now_ms=None)
+
+
 class Access:
     """Membership enforcement for one peer; ``now_ms``: the wall clock in unix ms (tests swap it)."""
 
@@ -66,7 +71,7 @@ class Access:
         self.path = roster_path
         self.now_ms = now_ms
         self._state_path = state_dir / STATE_FILE if state_dir is not None else None
-        roster = verify(load_roster(roster_path), network_id=network_id, now_ms=None)
+        roster = check_roster_file(roster_path, network_id)
         self.gate = Gate(roster, network_id=network_id)
         self._mtime = self._file_mtime()
         if self._state_path is not None and self._state_path.exists():

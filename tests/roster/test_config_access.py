@@ -55,3 +55,4 @@ def test_p2pfl_peer_refuses_a_missing_roster_file(tmp_path: Path, capsys: pytest
     _, err = capsys.readouterr()
     assert (3, 1) == (code, len(err.strip().splitlines()))
     assert "nope.bin" in err
+    assert not (tmp_path / "node.key").exists()  # refused before the key file is created
