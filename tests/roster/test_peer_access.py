@@ -153,3 +153,53 @@ def test_an_embedded_peer_runs_open_without_saying_so() -> None:
     assert (None, None) == (config.roster, config.open_network)
     splits = peer_splits("digits", 1, partition_kind="iid", seed=8)
     assert closed_peer(0, splits[0], memory(MemoryNetwork()), None).access is None
+
+
+async def test_a_certified_member_is_admitted_where_its_certificate_has_spread(tmp_path: Path) -> None:
+    from p2pfl.roster import save_certificate
+    from tests.roster.strategies import cert_for
+
+    splits = peer_splits("digits", 6, partition_kind="iid", seed=9)
+    net = MemoryNetwork()
+    path = write_roster(tmp_path / "roster.bin", roster_of([0, 1], max_nodes=3))  # 2 listed + 1 certified
+    certs = {}
+    for i in (4, 5):
+        certs[i] = tmp_path / f"peer{i}.cert"
+        save_certificate(certs[i], cert_for(ident(i).peer_id, expires_ms=wall_ms() + 86_400_000))
+    async with AsyncExitStack() as stack:
+
+        async def start(i: int, held: tuple[Path, ...]) -> Any:
+            peer = closed_peer(i, splits[i], memory(net), path, certificates=held)
+            return await stack.enter_async_context(peer)
+
+        gateway = await start(0, (certs[4], certs[5]))  # org a's gateway holds its nodes' certificates
+        b = await start(1, ())
+        e = await start(4, (certs[4],))
+        f = await start(5, (certs[5],))
+        with pytest.raises(TransportError):  # b has not seen e's certificate (it knows no one yet)
+            await e.connect(f"memory/{b.peer_id}")
+        assert b.status()["access"]["refused"]["not_member"] >= 1
+        await gateway.connect(f"memory/{b.peer_id}")
+        await e.connect(f"memory/{gateway.peer_id}")
+        with pytest.raises(TransportError):  # a valid certificate, but org a is full (max_nodes = 3)
+            await f.connect(f"memory/{gateway.peer_id}")
+        assert gateway.status()["access"]["refused"]["org_full"] >= 1
+        # b learns e's certificate from the gateway's roster exchange, then admits e
+        assert b.access is not None
+        await wait_for(lambda: b.access.gate.reason(e.peer_id, wall_ms()) is None)
+        await e.connect(f"memory/{b.peer_id}")
+        assert e.peer_id in b.transport.connected_peers()
+        assert (1, 1) == (b.status()["access"]["certified"], gateway.status()["access"]["certified"])
+
+
+async def test_a_restart_keeps_the_newest_adopted_roster_not_the_older_file(tmp_path: Path) -> None:
+    splits = peer_splits("digits", 1, partition_kind="iid", seed=10)
+    path = write_roster(tmp_path / "roster.bin", roster_of([0, 1, 2]))
+    state = tmp_path / "state"
+    async with closed_peer(0, splits[0], memory(MemoryNetwork()), path, state_dir=state) as peer:
+        write_roster(path, roster_of([0, 1], version=2, revoked=(2,)))
+        await wait_for(lambda: peer.status()["access"]["version"] == 2)
+    write_roster(path, roster_of([0, 1, 2]))  # the old file is back (a restored backup, a stale deploy)
+    async with closed_peer(0, splits[0], memory(MemoryNetwork()), path, state_dir=state) as peer:
+        assert peer.status()["access"]["version"] == 2
+        assert peer.access is not None and peer.access.gate.reason(ident(2).peer_id, wall_ms()) == "revoked"
