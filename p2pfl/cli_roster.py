@@ -253,10 +253,20 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     a.add_argument("roster", help="the roster file")
     a.add_argument("kind", choices=("org", "member"))
     a.add_argument("name", help="the org's name, or the member's peer id")
-    a.add_argument("--public-key", help="org: its public key (hex, or `p2pfl id ORG_KEY`'s output)")
-    a.add_argument("--max-share", help="org: the most its nodes may weigh in any peer's mix, in (0, 1]")
-    a.add_argument("--max-nodes", type=int, help="org: the most nodes it may have (listed + certified)")
-    a.add_argument("--org", help="member: the org it belongs to")
+    a.add_argument(
+        "--public-key",
+        help="org: its public key (hex, or `p2pfl id ORG_KEY`'s output; default: required for an org)",
+    )
+    a.add_argument(
+        "--max-share",
+        help="org: the most its nodes may weigh in any peer's mix, in (0, 1] (default: 1, or unchanged)",
+    )
+    a.add_argument(
+        "--max-nodes",
+        type=int,
+        help="org: the most nodes it may have, listed + certified (default: 10000, or unchanged)",
+    )
+    a.add_argument("--org", help="member: the org it belongs to (default: required for a member)")
     a.add_argument("--role", action="append", default=[], help="member: a role (repeatable)")
     a.set_defaults(func=_cmd_add)
 
@@ -280,8 +290,10 @@ def register(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
 
     a = action("verify", "check a roster's signature and expiry (exit 0 valid, 1 not)")
     a.add_argument("roster", help="the roster file")
-    a.add_argument("--network", help="also require this network id")
-    a.add_argument("--operator", help="also require this operator public key (hex)")
+    a.add_argument("--network", help="also require this network id (default: any)")
+    a.add_argument(
+        "--operator", help="also require this operator public key, hex (default: the roster's own)"
+    )
     a.set_defaults(func=_cmd_verify)
 
     a = action("certify", "issue a member certificate signed by an org key")

@@ -89,6 +89,7 @@ class Peer:
         self._last_status = -math.inf
         #: membership of a closed network (``[access] roster``); None: open network
         self.access = _build_access(config, self.identity.peer_id)
+        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
         self.engine = self._build_engine()
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = self._build_exchange()
@@ -105,8 +106,8 @@ class Peer:
             aggregation=config.aggregation,
             scoring=config.scoring,
             scoring_enabled=config.scoring_enabled,
-            allowed=self._peer_allowed if self._gated() else None,
-            mix_filter=self._may_mix if config.mix_scope == "connected" else None,
+            allowed=self._sender_allowed if self._gated() else None,
+            mix_filter=self._may_mix if config.mix_scope == "connected" or self.access else None,
         )
 
     def _build_exchange(self) -> Exchange:
@@ -254,10 +255,18 @@ class Peer:
     def _gated(self) -> bool:
         return self.config.allow is not None or self.access is not None
 
-    def _peer_allowed(self, peer_id: str) -> bool:
+    def _sender_allowed(self, peer_id: str) -> bool:
+        """May ``peer_id``'s announcements be accepted (the allow-list and the roster)."""
         if self.config.allow is not None and peer_id not in self.config.allow:
             return False
         return self.access is None or self.access.allowed(peer_id)
+
+    def _peer_allowed(self, peer_id: str) -> bool:
+        """May ``peer_id`` connect: a sender we accept, or one of the configured bootstrap registries (the
+        roster lists learners; a registry is connected to register and discover, never learns)."""
+        if self.access is not None and peer_id in self._registries:
+            return self.config.allow is None or peer_id in self.config.allow
+        return self._sender_allowed(peer_id)
 
     async def _refresh_access(self) -> None:
         """Every ``roster_refresh_s``: adopt a newer roster (file or neighbours) and drop whoever the roster
@@ -293,6 +302,12 @@ class Peer:
         return await self.discovery.discover()
 
     def _may_mix(self, peer_id: str) -> bool:
+        """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
+        never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected."""
+        if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
+            return False
+        if self.config.mix_scope != "connected":
+            return True
         return self._transport is None or peer_id in self._transport.connected_peers()
 
     async def connect(self, addr: str) -> str:

@@ -66,19 +66,27 @@ async def test_a_revocation_spreads_from_one_peer_and_disconnects_the_revoked(tm
     files = [write_roster(tmp_path / f"roster{i}.bin", roster_of([0, 1, 2])) for i in range(3)]
     async with AsyncExitStack() as stack:
         a, b, c = [
-            await stack.enter_async_context(closed_peer(i, splits[i], memory(net), files[i]))
+            await stack.enter_async_context(
+                closed_peer(i, splits[i], memory(net), files[i], mix_scope="all", max_staleness_s=3600)
+            )
             for i in range(3)
         ]
         await a.connect(f"memory/{b.peer_id}")
         await b.connect(f"memory/{c.peer_id}")
         await a.connect(f"memory/{c.peer_id}")
         assert c.peer_id in b.transport.connected_peers()
+        with trio.fail_after(60):
+            await run_all([a, b, c], 1)
+        assert c.peer_id in {r.peer for r in b.engine.mixing_candidates(trio.current_time())}
         # the operator revokes c and drops version 2 at a only; b learns it from a, not from its file
         write_roster(files[0], roster_of([0, 1], version=2, revoked=(2,)))
         await wait_for(lambda: b.status()["access"]["version"] == 2)
         await wait_for(lambda: c.peer_id not in b.transport.connected_peers())
         await wait_for(lambda: c.peer_id not in a.transport.connected_peers())
         assert b.access is not None and files[1].read_bytes() != files[0].read_bytes()  # b's file untouched
+        # b still holds c's last model, but never mixes it again (even with mix_scope = "all")
+        assert c.peer_id in b.engine.replicas
+        assert c.peer_id not in {r.peer for r in b.engine.mixing_candidates(trio.current_time())}
         with pytest.raises(TransportError):
             await c.connect(f"memory/{b.peer_id}")
         assert b.status()["access"]["refused"]["revoked"] >= 1
@@ -203,3 +211,15 @@ async def test_a_restart_keeps_the_newest_adopted_roster_not_the_older_file(tmp_
     async with closed_peer(0, splits[0], memory(MemoryNetwork()), path, state_dir=state) as peer:
         assert peer.status()["access"]["version"] == 2
         assert peer.access is not None and peer.access.gate.reason(ident(2).peer_id, wall_ms()) == "revoked"
+
+
+def test_configured_registries_may_connect_but_never_announce(tmp_path: Path) -> None:
+    splits = peer_splits("digits", 1, partition_kind="iid", seed=11)
+    path = write_roster(tmp_path / "roster.bin", roster_of([0]))
+    registry = ident(9).peer_id
+    peer = closed_peer(
+        0, splits[0], memory(MemoryNetwork()), path, bootstrap=(f"/ip4/127.0.0.1/tcp/1/p2p/{registry}",)
+    )
+    assert peer._peer_allowed(registry)  # the transport lets the registry connect
+    assert peer.engine.allowed is not None and not peer.engine.allowed(registry)  # its envelopes are refused
+    assert not peer._peer_allowed(ident(8).peer_id)
