@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from p2pfl.errors import P2PFLError
+from p2pfl.identity import verify as verify_signature
 from p2pfl.roster.codec import (
     MAX_EXCHANGE_BYTES,
     MAX_EXCHANGE_CERTS,
@@ -29,6 +30,7 @@ from p2pfl.roster.codec import (
     encode_request,
     encode_response,
     encode_roster,
+    peek_roster,
 )
 from p2pfl.roster.errors import RosterError
 from p2pfl.roster.files import load_certificate, load_roster, save_roster
@@ -171,7 +173,11 @@ class Access:
         adopted = False
         if roster_bytes is not None:
             try:
-                adopted = self._adopt(decode_roster(roster_bytes), f"peer {peer}")
+                why = self._precheck(roster_bytes)
+                if why is None:
+                    adopted = self._adopt(decode_roster(roster_bytes), f"peer {peer}")
+                elif why != "stale_version":
+                    self.gate.rosters_refused[why] += 1
             except RosterError as exc:
                 self.gate.rosters_refused[exc.reason] += 1
         now = self.now_ms()
@@ -181,6 +187,20 @@ class Access:
             except RosterError as exc:
                 self.gate.certs_refused[exc.reason] += 1
         return adopted
+
+    def _precheck(self, data: bytes) -> str | None:
+        """The adoption rule's cheap part, on the raw bytes: operator, network, version, signature."""
+        network_id, version, operator, body, signature = peek_roster(data)
+        current = self.gate.roster
+        if operator != current.operator:
+            return "wrong_operator"
+        if network_id != current.network_id:
+            return "wrong_network"
+        if version <= current.version:
+            return "stale_version"
+        if not verify_signature(operator, body, signature):
+            return "bad_signature"
+        return None
 
     async def poll(self, transport: Transport, peers: list[str]) -> bool:
         """Ask up to ``POLL_FANOUT`` of ``peers`` for their roster; whether a newer one was adopted."""

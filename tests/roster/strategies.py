@@ -32,7 +32,7 @@ ints = st.integers(0, MAX_INT)
 def rosters(draw: st.DrawFn, signed: bool | None = None) -> Roster:
     org_list = draw(
         st.lists(
-            st.builds(Org, names, keys, st.integers(1, PPM), st.integers(5, 100)),
+            st.builds(Org, names, keys, st.integers(1, PPM), st.integers(8, 100)),
             max_size=4,
             unique_by=lambda o: o.name,
         )

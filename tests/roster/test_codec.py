@@ -199,3 +199,12 @@ def test_exchange_messages_round_trip_and_bound_their_contents() -> None:
     with pytest.raises(RosterError) as err:
         decode_response(too_many)
     assert err.value.reason == "oversize"
+
+
+@given(rosters())
+def test_peek_gives_the_signed_body_without_decoding_the_roster(roster: Roster) -> None:
+    from p2pfl.roster.codec import peek_roster
+
+    assert (roster.network_id, roster.version, roster.operator, roster_body(roster), roster.signature) == (
+        peek_roster(encode_roster(roster))
+    )
