@@ -283,7 +283,7 @@ class Peer:
             t = self.transport
             if access.refused_among(t.connected_peers()) and hasattr(t, "set_peer_filter"):
                 t.set_peer_filter(self._peer_allowed)  # re-checks the connected peers: refused ones go
-            await trio.sleep(self.config.roster_refresh_s or 30.0)
+            await trio.sleep(self.config.roster_refresh_s)
 
     def _feed_groups(self) -> None:
         """The roster's orgs and their share caps, for the engine's per-group mixing cap (when it has one)."""

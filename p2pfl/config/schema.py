@@ -167,6 +167,8 @@ class PeerConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
                 raise _bad(name, f"must be a number >= 0, got {value!r}")
+        if not self.roster_refresh_s > 0:
+            raise _bad("roster_refresh_s", f"must be a number > 0, got {self.roster_refresh_s!r}")
         if self.roster is not None and self.open_network:
             raise _bad("open_network", "cannot be true when a roster is given (a roster closes the network)")
         if self.certificates and self.roster is None:

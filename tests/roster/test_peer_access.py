@@ -223,3 +223,8 @@ def test_configured_registries_may_connect_but_never_announce(tmp_path: Path) ->
     assert peer._peer_allowed(registry)  # the transport lets the registry connect
     assert peer.engine.allowed is not None and not peer.engine.allowed(registry)  # its envelopes are refused
     assert not peer._peer_allowed(ident(8).peer_id)
+
+
+def test_the_roster_refresh_interval_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"\[access\] roster_refresh_s: must be a number > 0"):
+        PeerConfig(network_id="net", roster_refresh_s=0)
