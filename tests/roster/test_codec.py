@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pfl.roster import (
@@ -38,6 +38,7 @@ REASONS = {
 }
 
 
+@settings(deadline=None)  # no wall-clock limit: the machine is shared
 @given(rosters())
 def test_a_roster_round_trips_through_its_encoding(roster: Roster) -> None:
     data = encode_roster(roster)
@@ -45,11 +46,13 @@ def test_a_roster_round_trips_through_its_encoding(roster: Roster) -> None:
     assert data == encode_roster(decode_roster(data))
 
 
+@settings(deadline=None)  # no wall-clock limit: the machine is shared
 @given(certificates())
 def test_a_certificate_round_trips_through_its_encoding(cert: Certificate) -> None:
     assert cert == decode_cert(encode_cert(cert))
 
 
+@settings(deadline=None)  # no wall-clock limit: the machine is shared
 @given(rosters(), st.data())
 def test_any_change_to_a_roster_encoding_is_refused_or_decodes_to_something_else(
     roster: Roster, data: st.DataObject
@@ -66,6 +69,7 @@ def test_any_change_to_a_roster_encoding_is_refused_or_decodes_to_something_else
         assert other != roster
 
 
+@settings(deadline=None)  # no wall-clock limit: the machine is shared
 @given(st.binary(max_size=400))
 def test_the_roster_decoder_is_total_on_random_bytes(data: bytes) -> None:
     for decode in (decode_roster, decode_cert, decode_request, decode_response):
@@ -88,6 +92,7 @@ values = st.recursive(
 )
 
 
+@settings(deadline=None)  # no wall-clock limit: the machine is shared
 @given(values, st.sampled_from(["p2pfl/roster", "p2pfl/cert", "p2pfl/roster-resp"]))
 def test_the_decoders_are_total_on_any_msgpack_value_behind_the_right_magic(
     value: object, magic: str
@@ -201,6 +206,7 @@ def test_exchange_messages_round_trip_and_bound_their_contents() -> None:
     assert err.value.reason == "oversize"
 
 
+@settings(deadline=None)  # no wall-clock limit: the machine is shared
 @given(rosters())
 def test_peek_gives_the_signed_body_without_decoding_the_roster(roster: Roster) -> None:
     from p2pfl.roster.codec import peek_roster
