@@ -65,7 +65,7 @@ class Gate:
         roster = self.roster
         if roster.expired(now_ms):
             return "roster_expired"
-        if peer_id in roster.revoked:
+        if roster.is_revoked(peer_id):
             return "revoked"
         if roster.member(peer_id) is not None:
             return None

@@ -126,6 +126,8 @@ class Roster:
     signature: bytes = field(default=b"", repr=False)
     _orgs: dict[str, Org] = field(init=False, repr=False, compare=False)
     _members: dict[str, Member] = field(init=False, repr=False, compare=False)
+    _revoked: frozenset[str] = field(init=False, repr=False, compare=False)
+    _listed: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_network_id(self.network_id)
@@ -168,6 +170,8 @@ class Roster:
                 raise _invalid(f"org {name} lists {n} members, above its max_nodes {orgs[name].max_nodes}")
         object.__setattr__(self, "_orgs", orgs)
         object.__setattr__(self, "_members", {m.peer_id: m for m in self.members})
+        object.__setattr__(self, "_revoked", frozenset(self.revoked))
+        object.__setattr__(self, "_listed", counts)
 
     # ------------------------------------------------------------------------------------ queries
     def org(self, name: str) -> Org | None:
@@ -176,8 +180,11 @@ class Roster:
     def member(self, peer_id: str) -> Member | None:
         return self._members.get(peer_id)
 
+    def is_revoked(self, peer_id: str) -> bool:
+        return peer_id in self._revoked
+
     def listed_nodes(self, org: str) -> int:
-        return sum(1 for m in self.members if m.org == org)
+        return self._listed.get(org, 0)
 
     def expired(self, now_ms: int) -> bool:
         return now_ms >= self.expires_ms

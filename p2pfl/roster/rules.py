@@ -81,7 +81,7 @@ def verify_certificate(cert: Certificate, roster: Roster, now_ms: int) -> Org:
     org = roster.org(cert.org)
     if org is None:
         raise RosterError("unknown_org", f"the roster lists no org {cert.org!r}")
-    if cert.peer_id in roster.revoked:
+    if roster.is_revoked(cert.peer_id):
         raise RosterError("revoked", f"peer {cert.peer_id} is revoked")
     if not cert.signature or not verify_signature(org.public_key, cert_body(cert), cert.signature):
         raise RosterError("bad_signature", f"the certificate is not signed by org {cert.org}'s key")
