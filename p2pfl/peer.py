@@ -273,24 +273,24 @@ class Peer:
         no longer admits (revoked, removed, or everyone once it has expired)."""
         access = self.access
         assert access is not None
-        self._feed_groups()
+        fed: object = None
         while True:
-            adopted = access.reload()
-            adopted |= await access.poll(self.transport, self.neighbours())
-            if adopted:
-                self._feed_groups()
+            access.reload()
+            await access.poll(self.transport, self.neighbours())
+            if (groups := access.groups()) != fed:  # a new roster, or a peer admitted by certificate
+                self._feed_groups(*groups)
+                fed = groups
             access.note_expiry()
             t = self.transport
             if access.refused_among(t.connected_peers()) and hasattr(t, "set_peer_filter"):
                 t.set_peer_filter(self._peer_allowed)  # re-checks the connected peers: refused ones go
             await trio.sleep(self.config.roster_refresh_s)
 
-    def _feed_groups(self) -> None:
+    def _feed_groups(self, groups: dict[str, str], caps: dict[str, float]) -> None:
         """The roster's orgs and their share caps, for the engine's per-group mixing cap (when it has one)."""
-        assert self.access is not None
         set_groups = getattr(self.engine, "set_groups", None)
         if set_groups is not None:
-            set_groups(*self.access.groups())
+            set_groups(groups, caps)
 
     def neighbours(self) -> list[str]:
         """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it

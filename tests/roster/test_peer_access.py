@@ -134,7 +134,17 @@ async def test_the_orgs_and_share_caps_reach_the_engine(tmp_path: Path) -> None:
     peer.engine.set_groups = lambda groups, caps: fed.append((dict(groups), dict(caps)))  # type: ignore[attr-defined]
     async with peer:
         await wait_for(lambda: bool(fed))
-    assert ({ident(0).peer_id: "a", ident(1).peer_id: "a"}, {"a": 0.25}) == fed[0]
+        assert ({ident(0).peer_id: "a", ident(1).peer_id: "a"}, {"a": 0.25}) == fed[0]
+        # a node admitted later by its org's certificate joins its org's group at the next refresh
+        from p2pfl.roster.codec import encode_cert, encode_response
+        from tests.roster.strategies import cert_for
+
+        cert = cert_for(ident(5).peer_id, expires_ms=wall_ms() + 10**6)
+        assert peer.access is not None
+        peer.access.take_response("n", encode_response(None, [encode_cert(cert)]))
+        assert peer.access.allowed(ident(5).peer_id)
+        await wait_for(lambda: ident(5).peer_id in fed[-1][0])
+        assert "a" == fed[-1][0][ident(5).peer_id]
 
 
 def test_a_roster_and_open_true_contradict_and_certificates_need_a_roster(tmp_path: Path) -> None:
