@@ -1,4 +1,4 @@
-"""The ``p2pfl`` command: ``keygen``, ``id``, ``inspect``, ``peer``, ``audit``, ``demo``, ``sim``.
+"""The ``p2pfl`` command: ``keygen``, ``id``, ``inspect``, ``peer``, ``audit``, ``demo``, ``sim``, ``roster``.
 
 Subcommands import what they need lazily so that ``p2pfl id`` answers instantly (no torch, no libp2p).
 Every expected failure ends as one line ``error: <what>: <why>`` on stderr and one of these exit codes:
@@ -391,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress output (default: a bar on a terminal, one line per round when redirected)",
     )
     p.set_defaults(func=_cmd_sim)
+
+    from p2pfl.cli_roster import register as register_roster
+
+    register_roster(sub, HelpFormatter)
     return parser
 
 

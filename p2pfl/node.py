@@ -19,12 +19,15 @@ from p2pfl.config import NodeConfig, load_config
 from p2pfl.identity import load_or_create_key
 from p2pfl.logs import LogOptions, PeerIdFilter, setup_logging
 from p2pfl.peer import Peer
+from p2pfl.roster.service import check_roster_file
 
 log = logging.getLogger("p2pfl.node")
 
 
 async def serve(node: NodeConfig, log_filter: PeerIdFilter | None = None) -> int:
     learner = node.build_learner()  # first: a bad [learner.params] is refused before anything is written
+    if node.peer.roster is not None:  # and a missing, foreign or unsigned roster
+        check_roster_file(node.peer.roster, node.peer.network_id)
     identity, created = load_or_create_key(node.key_file)
     if log_filter is not None:
         log_filter.peer_id = identity.peer_id  # every line from here on carries it

@@ -47,6 +47,7 @@ from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_store import PeerStore, format_status
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
+from p2pfl.roster.service import ROSTER_PROTOCOL, Access
 from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class Peer:
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self._last_status = -math.inf
+        #: membership of a closed network (``[access] roster``); None: open network
+        self.access = _build_access(config, self.identity.peer_id)
+        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
         self.engine = self._build_engine()
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = self._build_exchange()
@@ -113,8 +117,8 @@ class Peer:
             aggregation=config.aggregation,
             scoring=config.scoring,
             scoring_enabled=config.scoring_enabled,
-            allowed=(config.allow.__contains__ if config.allow is not None else None),
-            mix_filter=self._may_mix if config.mix_scope == "connected" else None,
+            allowed=self._sender_allowed if self._gated() else None,
+            mix_filter=self._may_mix if config.mix_scope == "connected" or self.access else None,
         )
 
     def _build_exchange(self) -> Exchange:
@@ -211,8 +215,10 @@ class Peer:
             t.set_gossip_handler(self.exchange.on_gossip)
             t.set_request_handler(DELTA_PROTOCOL, self.exchange.serve_delta)
             t.set_request_handler(SNAPSHOT_PROTOCOL, self.exchange.serve_snapshot)
-            if self.config.allow is not None and hasattr(t, "set_peer_filter"):
+            if self._gated() and hasattr(t, "set_peer_filter"):
                 t.set_peer_filter(self._peer_allowed)
+            if self.access is not None:
+                t.set_request_handler(ROSTER_PROTOCOL, self.access.serve)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             await self._connect_static()
             if self.config.bootstrap:
@@ -220,6 +226,8 @@ class Peer:
             self._nursery.start_soon(self._housekeeping)
             if self.metrics is not None:
                 self.metrics.bind()
+            if self.access is not None:
+                self._nursery.start_soon(self._refresh_access)
             log.info(
                 "peer online peer=%s listen=%s",
                 self.peer_id,
@@ -306,8 +314,45 @@ class Peer:
 
     # ---------------------------------------------------------------------------------- network
 
+    def _gated(self) -> bool:
+        return self.config.allow is not None or self.access is not None
+
+    def _sender_allowed(self, peer_id: str) -> bool:
+        """May ``peer_id``'s announcements be accepted (the allow-list and the roster)."""
+        if self.config.allow is not None and peer_id not in self.config.allow:
+            return False
+        return self.access is None or self.access.allowed(peer_id)
+
     def _peer_allowed(self, peer_id: str) -> bool:
-        return self.config.allow is None or peer_id in self.config.allow
+        """May ``peer_id`` connect: a sender we accept, or one of the configured bootstrap registries (the
+        roster lists learners; a registry is connected to register and discover, never learns)."""
+        if self.access is not None and peer_id in self._registries:
+            return self.config.allow is None or peer_id in self.config.allow
+        return self._sender_allowed(peer_id)
+
+    async def _refresh_access(self) -> None:
+        """Every ``roster_refresh_s``: adopt a newer roster (file or neighbours) and drop whoever the roster
+        no longer admits (revoked, removed, or everyone once it has expired)."""
+        access = self.access
+        assert access is not None
+        fed: object = None
+        while True:
+            access.reload()
+            await access.poll(self.transport, self.neighbours())
+            if (groups := access.groups()) != fed:  # a new roster, or a peer admitted by certificate
+                self._feed_groups(*groups)
+                fed = groups
+            access.note_expiry()
+            t = self.transport
+            if access.refused_among(t.connected_peers()) and hasattr(t, "set_peer_filter"):
+                t.set_peer_filter(self._peer_allowed)  # re-checks the connected peers: refused ones go
+            await trio.sleep(self.config.roster_refresh_s)
+
+    def _feed_groups(self, groups: dict[str, str], caps: dict[str, float]) -> None:
+        """The roster's orgs and their share caps, for the engine's per-group mixing cap (when it has one)."""
+        set_groups = getattr(self.engine, "set_groups", None)
+        if set_groups is not None:
+            set_groups(groups, caps)
 
     def neighbours(self) -> list[str]:
         """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it
@@ -319,6 +364,12 @@ class Peer:
         return await self.discovery.discover()
 
     def _may_mix(self, peer_id: str) -> bool:
+        """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
+        never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected."""
+        if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
+            return False
+        if self.config.mix_scope != "connected":
+            return True
         return self._transport is None or peer_id in self._transport.connected_peers()
 
     async def connect(self, addr: str) -> str:
@@ -417,7 +468,22 @@ class Peer:
             "duplicates": self.engine.duplicates,
             "mixes_refused": self.mixes_refused,
             "evicted": sorted(self.engine.scorer.evicted()) if self.engine.scorer else [],
+            "access": self.access.status() if self.access is not None else None,
         }
+
+
+def _build_access(config: PeerConfig, peer_id: str) -> Access | None:
+    if config.roster is None:
+        return None
+    access = Access(
+        config.roster, config.network_id, certificates=config.certificates, state_dir=config.state_dir
+    )
+    why = access.gate.reason(peer_id, access.now_ms())
+    if why is not None:  # it still runs: a newer roster may admit it; its neighbours refuse it until then
+        log.warning(
+            "this peer %s is not admitted by its own roster (%s): members will refuse it", peer_id, why
+        )
+    return access
 
 
 async def _unstick(nursery: trio.Nursery, transport: Transport | None) -> None:

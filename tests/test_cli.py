@@ -281,6 +281,7 @@ def peer_toml(tmp_path: Path, **peer: object) -> Path:
     lines = ["[peer]", 'network_id = "cli-test"', 'key_file = "node.key"', 'state_dir = "state"']
     lines += [f"{k} = {json.dumps(v)}" for k, v in peer.items()]
     lines += ["[learner]", 'entry = "p2pfl.sim.entry:digits"', "params = { peer_index = 0, num_peers = 1 }"]
+    lines += ["[access]", "open = true"]
     path = tmp_path / "peer.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

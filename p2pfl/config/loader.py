@@ -213,6 +213,8 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     rounds = node.get("rounds", 0)
     if rounds < 0:
         raise ConfigError("peer", "rounds", f"must be >= 0 (0 runs until stopped), got {rounds}")
+    if "certificates" in fields:
+        fields["certificates"] = tuple(_path(base, c) for c in fields["certificates"])
     for pid in fields.get("allow", ()):
         try:
             public_key_from_peer_id(pid)
@@ -232,6 +234,13 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     )
     fields["scoring"] = _dataclass_section(ScoringConfig, scoring_params, "scoring", {})
     peer_config = PeerConfig(**fields)  # its errors name [section] key (p2pfl.config.schema)
+    if peer_config.roster is None and peer_config.open_network is not True:
+        raise ConfigError(
+            "access",
+            "roster",
+            "required: a peer joins a closed network with its signed roster (docs/membership.md); "
+            "set [access] open = true to run an open network",
+        )
     return NodeConfig(
         peer=peer_config,
         key_file=_path(base, peer["key_file"]),

@@ -86,6 +86,19 @@ class PeerConfig:
     max_delta_norm: float | None = setting(default_of(ProtocolConfig, "max_delta_norm"), section="protocol")
     codec: str = setting(default_of(ProtocolConfig, "codec"), section="protocol")
     allow: frozenset[str] | None = setting(None, section="access")
+    #: The signed roster of a closed network (docs/membership.md): only its members (and peers certified by
+    #: its orgs) may connect and announce. ``None``: no roster.
+    roster: Path | None = setting(None, section="access")  # noqa: RUF009
+    #: ``[access] open``: the explicit choice to run without a roster (anyone with a key may join). The
+    #: ``p2pfl peer`` config loader requires a roster or ``open = true``; PeerConfig itself leaves it unset
+    #: (``None``), so embedding ``Peer`` in Python code and simulations run open without saying so.
+    open_network: bool | None = setting(None, section="access", key="open")
+    #: Member certificates this peer holds (its own, or an org gateway's for its org's nodes): served to
+    #: neighbours in the roster exchange so that certified members are admitted across the network.
+    certificates: tuple[Path, ...] = setting((), section="access")
+    #: How often the roster file is re-read and neighbours are asked for a newer roster, and how often
+    #: connected peers are re-checked against it (expiry, revocation).
+    roster_refresh_s: float = setting(30.0, section="access")
     mix_scope: str = setting("connected", section="protocol")
     rollback_margin: float | None = setting(None, section="protocol")
     rollback_warmup: int = setting(5, section="protocol")
@@ -151,6 +164,7 @@ class PeerConfig:
             "join_timeout_s",
             "status_interval_s",
             "reconnect_interval_s",
+            "roster_refresh_s",
         ):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or math.isnan(value):
@@ -159,6 +173,12 @@ class PeerConfig:
             from p2pfl.metrics.listen import parse_listen
 
             parse_listen(self.metrics_listen)
+        if not self.roster_refresh_s > 0:
+            raise _bad("roster_refresh_s", f"must be a number > 0, got {self.roster_refresh_s!r}")
+        if self.roster is not None and self.open_network:
+            raise _bad("open_network", "cannot be true when a roster is given (a roster closes the network)")
+        if self.certificates and self.roster is None:
+            raise _bad("certificates", "need a roster: certificates are verified under the roster's orgs")
         try:
             self.protocol()  # validates the protocol fields too
         except ConfigError as exc:

@@ -31,6 +31,7 @@ evict_after = 5
 max_staleness_s = 60
 [access]
 allow = ["12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"]
+open = true
 """
 
 

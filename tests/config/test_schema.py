@@ -23,6 +23,7 @@ SCHEMA = toml_keys()
 MINIMAL: dict[str, dict[str, Any]] = {
     "peer": {"network_id": "n", "key_file": "k"},
     "learner": {"entry": "m:f"},
+    "access": {"open": True},  # `p2pfl peer` needs a roster or an explicit open network
 }
 
 

@@ -90,7 +90,10 @@ class Cluster:
             "status_interval_s": 1,
         }
         peer.update(sections.pop("peer", {}))
-        write_config(spec, {"peer": peer, **sections})
+        access = dict(sections.pop("access", {}))
+        if "roster" not in access:
+            access.setdefault("open", True)  # `p2pfl peer` needs a roster or an explicit open network
+        write_config(spec, {"peer": peer, **sections, "access": access})
 
     def start(self, i: int, timeout: float = 60.0, args: tuple[str, ...] = ()) -> str:
         spec = self.specs[i]
