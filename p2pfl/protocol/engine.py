@@ -38,5 +38,7 @@ class GossipEngine(ReceiveSide, RoundSide):
             "replicas": len(self.replicas),
             "applied": self.applied,
             "rejected": dict(self.rejections),
-            "evicted": sorted(self.scorer.evicted()) if self.scorer is not None else [],
+            "evicted": sorted(
+                (self.scorer.evicted() if self.scorer is not None else set()) | self.bans.convicted_peers()
+            ),
         }
