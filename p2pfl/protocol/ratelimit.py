@@ -93,13 +93,13 @@ class RateGate:
         self.sender = Buckets(cfg.sender_rate, cfg.sender_burst, cfg.max_keys)
         self.proof = Buckets(cfg.proof_rate, cfg.proof_burst, cfg.max_keys)
 
-    def before_verify(self, via: str | None, sender: str, now: float) -> str | None:
-        """The reason to drop a message from ``via`` claiming ``sender`` before its verify, or None."""
-        if via is not None and not self.relay.take(via, now):
-            return "rate_limited_relay"
-        if not self.sender.peek(sender, now):
-            return "rate_limited"
-        return None
+    def relay_allowed(self, via: str | None, now: float) -> bool:
+        """Spend one of ``via``'s tokens; checked before the message is even parsed."""
+        return via is None or self.relay.take(via, now)
+
+    def before_verify(self, sender: str, now: float) -> str | None:
+        """The reason to drop a message claiming ``sender`` before its verify, or None."""
+        return None if self.sender.peek(sender, now) else "rate_limited"
 
     def after_verify(self, sender: str, now: float) -> str | None:
         """Charge a verified message to its signer; the reason to drop it if the signer is over its rate."""

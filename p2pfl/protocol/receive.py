@@ -58,9 +58,9 @@ class ReceiveSide(EngineCore):
 
             def gate(h: Header) -> None:
                 reason = "evicted" if self.is_evicted(h.sender) else None
-                reason = reason or self.rates.before_verify(peer, h.sender, now)
+                reason = reason or self.rates.before_verify(h.sender, now)
                 if reason is not None:
-                    if blame is not None and reason != "rate_limited_relay":
+                    if blame is not None:
                         blame.append(h.sender)
                     raise Refused(reason)
 
@@ -91,6 +91,9 @@ class ReceiveSide(EngineCore):
         An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). Never raises."""
         if is_proof(data):
             return self._accept_proof(data, via, now)
+        if now is not None and not self.rates.relay_allowed(via, now):
+            self._reject("rate_limited_relay", via)  # before any parsing: the cheapest drop
+            return False
         blame: list[str] = []
         env = self._open(data, via, now=now, blame=blame)
         if isinstance(env, str):
