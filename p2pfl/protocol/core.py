@@ -121,6 +121,11 @@ class EngineCore:
             return True
         return self.scorer is not None and self.scorer.status(peer) == "evicted"
 
+    def evicted_peers(self) -> set[str]:
+        """Peers evicted by the scorer or convicted by proof (what status reports as ``evicted``)."""
+        scored = self.scorer.evicted() if self.scorer is not None else set()
+        return scored | self.bans.convicted_peers()
+
     def _ban(self, peer: str, now: float) -> None:
         self.bans.ban(peer, now)
 
