@@ -467,7 +467,7 @@ class Peer:
             "rejected": dict(self.engine.rejections),
             "duplicates": self.engine.duplicates,
             "mixes_refused": self.mixes_refused,
-            "evicted": sorted(self.engine.scorer.evicted()) if self.engine.scorer else [],
+            "evicted": sorted(self.engine.evicted_peers()),  # scored out or convicted (equivocation)
             "access": self.access.status() if self.access is not None else None,
         }
 

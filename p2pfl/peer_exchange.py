@@ -26,6 +26,7 @@ from p2pfl.protocol import (
     FetchPayload,
     GossipEngine,
     Publish,
+    PublishProof,
     Readmit,
     RequestSnapshot,
     Wait,
@@ -83,7 +84,7 @@ class Exchange:
     def validate_gossip(self, via: str, data: bytes) -> bool:
         """The transport's gossip validator: the engine's check, which must never raise (see _unexpected)."""
         try:
-            return self.engine.accept_gossip(data, via)
+            return self.engine.accept_gossip(data, via, trio.current_time())
         except Exception as exc:
             self.unexpected(via, "gossip validation", exc)
             return False
@@ -153,6 +154,12 @@ class Exchange:
                     await self.transport.broadcast(action.envelope)
                 except TransportError as exc:
                     log.warning("publish failed seq=%d reason=%s", action.seq, exc)
+            elif isinstance(action, PublishProof):
+                log.warning("relaying the equivocation proof against peer=%s", action.sender)
+                try:
+                    await self.transport.broadcast(action.proof)
+                except TransportError as exc:
+                    log.warning("proof relay failed peer=%s reason=%s", action.sender, exc)
             elif isinstance(action, FetchPayload | RequestSnapshot):
                 self._nursery().start_soon(self.fetch, action)
             elif isinstance(action, Evict):

@@ -175,8 +175,8 @@ class RoundLoop:
         views = []
         for p in connected:
             rep = engine.replicas.get(p)
-            last = None if rep is None else rep.updated_at
-            views.append(NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p)))
+            last, seq = (None, None) if rep is None else (rep.updated_at, rep.seq)
+            views.append(NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p), seq))
         return views
 
     async def _await_neighbours(self) -> None:
@@ -199,7 +199,8 @@ class RoundLoop:
 
     async def _wait_for_neighbours(self) -> None:
         """Before a round: until enough neighbours sent a new version (see p2pfl.protocol.pacing)."""
-        self._pacer.begin_wait(trio.current_time(), self._last_mix)
+        work = self.reports[-1].duration_s if self.reports else None
+        self._pacer.begin_wait(trio.current_time(), self._last_mix, work)
         while True:
             now = trio.current_time()
             decision = self._pacer.decide(now, self._views(now), stopped=self._p.stopped.is_set())

@@ -28,7 +28,7 @@ from p2pfl.protocol import (
 )
 from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
-from p2pfl.wire import encode_tensors, model_digest
+from p2pfl.wire import digest, encode_tensors, model_digest
 from tests.hostile_bytes import bytes_key_envelope, header_for, huge_shape_payload, pack, signed
 from tests.test_peer import learner_for, memory_peers, run_all
 
@@ -85,7 +85,11 @@ async def test_a_peer_survives_crafted_snapshots_gossip_and_payloads_and_counts_
         good_payload = encode_tensors(zeros)
 
         def delta(seq: int, base: bytes, payload: bytes, inline: bool = True) -> bytes:
-            header = header_for(HOSTILE, "digits", payload, seq=seq, base=base, arch=layout.arch)
+            # one claimed model per version: two different ones would be an equivocation (a conviction)
+            result = digest(b"version %d" % seq)
+            header = header_for(
+                HOSTILE, "digits", payload, seq=seq, base=base, arch=layout.arch, result=result
+            )
             return signed(HOSTILE, header, payload, inline=inline)
 
         async with trio.open_nursery() as nursery:

@@ -69,7 +69,7 @@ class PeerConfig:
     state_dir: Path | None = setting(None, section="peer")  # noqa: RUF009
     local_steps: int = setting(20, section="peer")
     round_interval_s: float = setting(0.0, section="peer")
-    wait_fraction: float = setting(1.0, section="peer", sim="run")
+    wait_fraction: float = setting(0.75, section="peer", sim="run")
     min_neighbours: int = setting(1, section="peer")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")

@@ -54,7 +54,16 @@ class Readmit:
     evictions: int
 
 
-Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit
+@dataclass(frozen=True)
+class PublishProof:
+    """Broadcast an equivocation ``proof`` (encoded, verified) that convicts ``sender``: every peer that
+    verifies it bans ``sender`` too. Sent at most once per convicted sender."""
+
+    proof: bytes
+    sender: str
+
+
+Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit | PublishProof
 
 
 @dataclass(frozen=True)

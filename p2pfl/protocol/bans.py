@@ -1,4 +1,9 @@
-"""Evictions with an expiry: who is banned, how often it was, and when each ban ends."""
+"""Evictions with an expiry: who is banned, how often it was, and when each ban ends.
+
+Two kinds: the scorer's evictions (bad models; the scorer keeps the status, readmission puts the peer on
+probation) and *convictions* (proven misbehaviour, e.g. ``equivocation``: a signed proof, no score involved),
+which last at least a day and are kept here, whatever the scorer says.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ class BanBook:
     def __init__(self, readmit_after_s: float) -> None:
         self.readmit_after_s = readmit_after_s
         self._bans: dict[str, tuple[int, float]] = {}
+        #: convicted peer -> (reason, when the conviction expires)
+        self._convicted: dict[str, tuple[str, float]] = {}
 
     def ban(self, peer: str, now: float) -> None:
         """Start an eviction's clock: ``readmit_after_s``, doubled per earlier eviction, capped at a day."""
@@ -26,11 +33,41 @@ class BanBook:
         """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""
         return self._bans.get(peer, (0, 0.0))[0]
 
-    def readmissions(self, now: float, scorer: ContributionScorer) -> list[Readmit]:
-        """Readmit (in ``scorer``) every evicted peer whose ban expired at ``now``."""
+    def convict(self, peer: str, now: float, reason: str) -> bool:
+        """Ban ``peer`` for proven misbehaviour (a day, or ``readmit_after_s`` if longer, doubled per earlier
+        ban). False if it is convicted already (nothing changes)."""
+        if peer in self._convicted:
+            return False
+        self.ban(peer, now)
+        count, until = self._bans[peer]
+        self._bans[peer] = (count, max(until, now + max(self.readmit_after_s, _MAX_BAN_S)))
+        self._convicted[peer] = (reason, self._bans[peer][1])
+        return True
+
+    def convicted(self, peer: str) -> str | None:
+        """The reason ``peer`` is convicted for, or None."""
+        entry = self._convicted.get(peer)
+        return None if entry is None else entry[0]
+
+    def convicted_peers(self) -> set[str]:
+        return set(self._convicted)
+
+    def expire_convictions(self, now: float) -> list[Readmit]:
         out: list[Readmit] = []
+        for peer, (_reason, until) in sorted(self._convicted.items()):
+            if until <= now:
+                del self._convicted[peer]
+                out.append(Readmit(peer, self.evictions_of(peer)))
+        return out
+
+    def readmissions(self, now: float, scorer: ContributionScorer | None) -> list[Readmit]:
+        """Readmit (in ``scorer``) every evicted peer whose ban expired at ``now``, and end expired
+        convictions."""
+        out = self.expire_convictions(now)
+        if scorer is None:
+            return out
         for peer, (count, until) in sorted(self._bans.items()):
-            if until <= now and scorer.status(peer) == "evicted":
+            if until <= now and scorer.status(peer) == "evicted" and peer not in self._convicted:
                 scorer.readmit(peer)
                 out.append(Readmit(peer, count))
         return out

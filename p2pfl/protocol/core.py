@@ -21,7 +21,9 @@ from p2pfl.identity import Identity
 from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Readmit
 from p2pfl.protocol.bans import BanBook
 from p2pfl.protocol.config import ProtocolConfig
+from p2pfl.protocol.equivocation import HeaderBook, ProofBook
 from p2pfl.protocol.layout import FloatVec, Layout, Params
+from p2pfl.protocol.ratelimit import RateConfig, RateGate
 from p2pfl.protocol.replicas import Replica
 from p2pfl.scoring import ContributionScorer, ScoringConfig
 from p2pfl.wire import CODECS, Envelope, Header, apply_codec, encode_tensors
@@ -49,6 +51,7 @@ class EngineCore:
         scoring_enabled: bool = True,
         allowed: Callable[[str], bool] | None = None,
         mix_filter: Callable[[str], bool] | None = None,
+        rates: RateConfig | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -78,6 +81,13 @@ class EngineCore:
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
         #: evicted peers and when their evictions expire
         self.bans = BanBook(config.readmit_after_s)
+        #: signed headers seen per sender, proofs verified and relayed (see p2pfl.protocol.equivocation)
+        self.headers = HeaderBook()
+        self.proofs = ProofBook()
+        #: per-relay and per-sender token buckets checked before a signature is verified
+        self.rates = RateGate(rates)
+        #: per sender, the version whose payload is being fetched and since when (one fetch in flight each)
+        self._fetching_for: dict[str, tuple[int, float]] = {}
         #: per peer, the replica version (seq, digest) last scored and its combined score: each version is
         #: scored once. Rescoring an unchanged replica every own round made a neighbour that is slower than
         #: us, or just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
@@ -106,7 +116,15 @@ class EngineCore:
         return {k: v.copy() for k, v in self.layout.unflatten(self.public).items()}
 
     def is_evicted(self, peer: str) -> bool:
+        """Evicted by the scorer, or convicted (e.g. of equivocation) by proof."""
+        if self.bans.convicted(peer) is not None:
+            return True
         return self.scorer is not None and self.scorer.status(peer) == "evicted"
+
+    def evicted_peers(self) -> set[str]:
+        """Peers evicted by the scorer or convicted by proof (what status reports as ``evicted``)."""
+        scored = self.scorer.evicted() if self.scorer is not None else set()
+        return scored | self.bans.convicted_peers()
 
     def _ban(self, peer: str, now: float) -> None:
         self.bans.ban(peer, now)
@@ -121,8 +139,6 @@ class EngineCore:
 
         A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
         not forever, and a poisoner costs one scored, unmixed model per expiry."""
-        if self.scorer is None:
-            return []
         return self.bans.readmissions(now, self.scorer)
 
     # ------------------------------------------------------------------------------------ restore

@@ -38,5 +38,6 @@ class GossipEngine(ReceiveSide, RoundSide):
             "replicas": len(self.replicas),
             "applied": self.applied,
             "rejected": dict(self.rejections),
-            "evicted": sorted(self.scorer.evicted()) if self.scorer is not None else [],
+            "evicted": sorted(self.evicted_peers()),
+            "proofs": {"verified": self.proofs.verified, "relayed": self.proofs.relayed},
         }

@@ -14,11 +14,24 @@ libp2p scenario where honest peers mixed only a sign-flipper's model for 3 round
 ``max_round_wait_s``), so a fast peer does not race ahead on its own data while its neighbours' updates are
 in flight. A peer with no neighbour at all waits the full ``max_round_wait_s``: training alone gains little
 and would leave it far from the network it is about to join.
+
+*No single neighbour sets the pace.* Each neighbour's publishing period is estimated from the versions we
+apply (:class:`PeriodTracker`); a neighbour whose last version is older than ``period_factor`` times the
+pace (at least ``min_late_s``, at most ``max_round_wait_s``) is *late* and not waited for. The pace is the
+lower median of the neighbours' periods, or ``work_factor`` times our own last round's work (training,
+scoring, mixing: the round without its wait) if that is shorter. The work time anchors it because periods
+feed on waits: with two neighbours, one of them slow, both periods soon include the wait for the slow one
+and the median alone would settle there. A neighbour that publishes every 9 s among peers that publish every
+0.5 s therefore delays a round only while its last version is younger than ~1.5 s, and a flooding neighbour
+only ever looks fresh (it can help a quorum, never hold one up). While nothing is known the threshold is
+``max_round_wait_s``, the old rule.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -34,7 +47,7 @@ SUBSCRIBE_POLL_S = 0.05
 class PacingConfig:
     """The pacing knobs; the field names are ``PeerConfig``'s."""
 
-    wait_fraction: float = 1.0
+    wait_fraction: float = 0.75
     max_round_wait_s: float = 10.0
     min_neighbours: int = 1
     start_timeout_s: float = 60.0
@@ -45,6 +58,13 @@ class PacingConfig:
     subscribe_grace_s: float = 3.0
     #: how often a round's wait looks again (connections and quiet peers change without an update)
     recheck_s: float = 0.5
+    #: a neighbour is late (not waited for) once its last version is older than this many times the median
+    #: publishing period of the neighbours ...
+    period_factor: float = 3.0
+    #: ... or than ``period_factor`` times this many times our own last round's work, if that is shorter
+    work_factor: float = 2.0
+    #: ... but never sooner than this (periods of a few hundred ms jitter by as much)
+    min_late_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,8 @@ class NeighbourView:
     #: when we last applied a version of its model (None: we hold no replica of it)
     last_update: float | None
     evicted: bool = False
+    #: the version of its model we hold (None: no replica), for its publishing period
+    seq: int | None = None
 
 
 class ConnectionClock:
@@ -109,20 +131,74 @@ class StartGate:
         return Wait(min(self.subscribe_deadline, now + SUBSCRIBE_POLL_S))
 
 
+#: intervals kept per neighbour for its period; neighbours tracked at most (least recently updated dropped)
+_PERIOD_SAMPLES = 5
+_PERIOD_PEERS = 1024
+
+
+class PeriodTracker:
+    """Each neighbour's publishing period: the median of its last few (time between versions / versions)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, float]] = {}
+        self._intervals: dict[str, deque[float]] = {}
+
+    def observe(self, views: Sequence[NeighbourView]) -> None:
+        for v in views:
+            if v.seq is None or v.last_update is None:
+                continue
+            prev = self._last.get(v.peer)
+            if prev is not None and v.seq > prev[0] and v.last_update > prev[1]:
+                per = (v.last_update - prev[1]) / (v.seq - prev[0])
+                self._intervals.setdefault(v.peer, deque(maxlen=_PERIOD_SAMPLES)).append(per)
+            if prev is None or v.seq != prev[0]:
+                self._last[v.peer] = (v.seq, v.last_update)
+        while len(self._last) > _PERIOD_PEERS:
+            oldest = min(self._last, key=lambda p: self._last[p][1])
+            del self._last[oldest]
+            self._intervals.pop(oldest, None)
+
+    def period(self, peer: str) -> float | None:
+        samples = self._intervals.get(peer)
+        return statistics.median(samples) if samples else None
+
+    def late_after(
+        self, views: Sequence[NeighbourView], cfg: PacingConfig, work_s: float | None = None
+    ) -> float:
+        """How old a neighbour's last version may be before it is late (module docstring); ``work_s``: our
+        own last round without its wait."""
+        periods = sorted(p for v in views if not v.evicted and (p := self.period(v.peer)) is not None)
+        pace = periods[(len(periods) - 1) // 2] if periods else None
+        if work_s is not None and work_s > 0 and (pace is None or cfg.work_factor * work_s < pace):
+            pace = cfg.work_factor * work_s
+        if pace is None:
+            return cfg.max_round_wait_s
+        return min(cfg.max_round_wait_s, max(cfg.min_late_s, cfg.period_factor * pace))
+
+
 def fresh_neighbours(
-    now: float, views: Sequence[NeighbourView], last_mix: float, cfg: PacingConfig
+    now: float,
+    views: Sequence[NeighbourView],
+    last_mix: float,
+    cfg: PacingConfig,
+    late_after: float | None = None,
 ) -> tuple[int, int, int]:
     """(neighbours updated since the last mix, neighbours still publishing, connected neighbours).
 
-    A neighbour counts as publishing if we applied a version of it within ``max_round_wait_s``; one that
-    went quiet (stopped, finished its rounds, or of another network) is not waited for.
+    A neighbour counts as publishing if we applied a version of it within ``late_after`` (default
+    ``max_round_wait_s``); one that went quiet (stopped, finished its rounds, of another network) or is
+    late for its neighbours' pace (see :class:`PeriodTracker`) is not waited for. A fresh neighbour always
+    counts.
     """
+    late = cfg.max_round_wait_s if late_after is None else late_after
     peers = [v for v in views if not v.evicted]
     fresh = active = pending = 0
     for v in peers:
-        if v.last_update is not None and now - v.last_update <= cfg.max_round_wait_s:
+        if v.last_update is not None and v.last_update > last_mix:
             active += 1
-            fresh += v.last_update > last_mix
+            fresh += 1
+        elif v.last_update is not None and now - v.last_update <= late:
+            active += 1
         elif v.last_update is None and v.subscribed and now - v.first_seen <= cfg.max_round_wait_s:
             pending += 1  # a learner whose first version is on its way
     if active < 2:
@@ -140,20 +216,32 @@ class RoundPacer:
         self.cfg = cfg
         self.deadline = -math.inf
         self.last_mix = -math.inf
+        self.periods = PeriodTracker()
+        self.work_s: float | None = None
 
-    def begin_wait(self, now: float, last_mix: float) -> None:
+    def begin_wait(self, now: float, last_mix: float, work_s: float | None = None) -> None:
+        """A wait starts at ``now``; ``work_s``: how long the last round took without its wait."""
         self.deadline = now + self.cfg.max_round_wait_s
         self.last_mix = last_mix
+        self.work_s = work_s
 
     def decide(self, now: float, views: Sequence[NeighbourView], *, stopped: bool = False) -> Decision:
         if stopped:
             return Start("stopped")
-        fresh, active, connected = fresh_neighbours(now, views, self.last_mix, self.cfg)
+        self.periods.observe(views)
+        late_after = self.periods.late_after(views, self.cfg, self.work_s)
+        fresh, active, connected = fresh_neighbours(now, views, self.last_mix, self.cfg, late_after)
         if connected and fresh >= max(1, math.ceil(self.cfg.wait_fraction * active)):
             return Start("quorum")
         if now >= self.deadline:
             return Start("timeout")
-        return Wait(min(self.deadline, now + self.cfg.recheck_s))
+        until = min(self.deadline, now + self.cfg.recheck_s)
+        # wake when the next awaited neighbour turns late: that may be all the quorum was missing
+        for v in views:
+            last = v.last_update
+            if last is not None and last <= self.last_mix and not v.evicted and now < last + late_after:
+                until = min(until, last + late_after)
+        return Wait(until)
 
 
 def next_round_at(started: float, cfg: PacingConfig) -> float:

@@ -1,11 +1,14 @@
 """The engine's receive side: gossip validation, announcements, deltas, payloads and snapshots.
 
 Validation order for a received announcement (cheap first; nothing rejected reaches a model; every rejection
-is counted by reason): size, schema, network id, sender allowed, signature (all in ``wire.open_envelope``,
-called from here only), then sender evicted, architecture, replay (seq not newer than the replica),
-base/gap (-> snapshot), payload digest, tensor names/shapes/dtypes, finiteness, norm bound, and finally the
-resulting replica digest. Deltas that arrive while a snapshot of their sender is on its way are buffered and
-applied after it.
+is counted by reason): size, schema, network id, sender allowed (all in ``wire.open_envelope``, called from
+here only), then, before the signature, sender evicted or convicted and the rate limits
+(:mod:`p2pfl.protocol.ratelimit`), then signature, the signer's own rate, architecture, equivocation (a
+second signed header of one version: :mod:`p2pfl.protocol.equivocation`), replay (seq not newer than the
+replica; counted against its signer, never the relay), base/gap (-> snapshot), payload digest, tensor
+names/shapes/dtypes, finiteness, norm bound, and finally the resulting replica digest. Deltas that arrive
+while a snapshot of their sender is on its way are buffered and applied after it. Equivocation proofs share
+the gossip path (told apart by their first byte) and convict by their signatures alone.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from p2pfl.aggregation import median
-from p2pfl.protocol.actions import Action, FetchPayload, RequestSnapshot
+from p2pfl.protocol.actions import Action, Evict, FetchPayload, PublishProof, RequestSnapshot
 from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PER_PEER, EngineCore
 from p2pfl.protocol.layout import FloatVec
+from p2pfl.protocol.ratelimit import Refused
 from p2pfl.protocol.replicas import Replica
 from p2pfl.wire import (
     Envelope,
@@ -29,16 +33,37 @@ from p2pfl.wire import (
     open_envelope,
     undo_codec,
 )
+from p2pfl.wire.proof import is_proof, proof_error
 
 
 class ReceiveSide(EngineCore):
     """What the engine does with bytes from the network (never raises, whatever the bytes)."""
 
     def _open(
-        self, data: bytes | memoryview, peer: str | None, *, expected_sender: str | None = None
+        self,
+        data: bytes | memoryview,
+        peer: str | None,
+        *,
+        expected_sender: str | None = None,
+        now: float | None = None,
+        blame: list[str] | None = None,
     ) -> Envelope | str:
         """``open_envelope`` with this network's rules, or the rejection reason. Total: whatever the bytes,
-        a reason comes back (a non-WireError is kept as a fault and named ``internal_error``)."""
+        a reason comes back (a non-WireError is kept as a fault and named ``internal_error``).
+
+        With ``now`` (gossip), a message of an evicted or convicted sender, or over a rate limit, is refused
+        before its signature is verified; the (claimed) sender it is refused for is appended to ``blame``."""
+        gate = None
+        if now is not None:
+
+            def gate(h: Header) -> None:
+                reason = "evicted" if self.is_evicted(h.sender) else None
+                reason = reason or self.rates.before_verify(h.sender, now)
+                if reason is not None:
+                    if blame is not None:
+                        blame.append(h.sender)
+                    raise Refused(reason)
+
         try:
             return open_envelope(
                 data,
@@ -46,27 +71,39 @@ class ReceiveSide(EngineCore):
                 network_id=self.config.network_id,
                 allowed=self.allowed,
                 expected_sender=expected_sender,
+                before_signature=gate,
             )
-        except WireError as exc:
+        except (WireError, Refused) as exc:
             return exc.reason
         except Exception as exc:
             return self.fault(peer, "open_envelope", exc)
 
     # ----------------------------------------------------------------------------------- inbound
 
-    def accept_gossip(self, data: bytes, via: str | None = None) -> bool:
+    def accept_gossip(self, data: bytes, via: str | None = None, now: float | None = None) -> bool:
         """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
         network from allowed, non-evicted senders whose inline payload (if any) would apply: the right
         architecture and size, and tensors that decode to the model's names and shapes, finite and within
         the norm bound. What depends on the replica (replay, base, result digest) is checked on delivery
         (:meth:`handle_announce`). A refused message is never delivered nor relayed: it is counted here, by
         reason, against ``via`` (the forwarder) while the sender is unproven, else against the sender.
-        Never raises."""
-        env = self._open(data, via)
+        With ``now`` (the transports pass it), the rate limits apply (:mod:`p2pfl.protocol.ratelimit`).
+        An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). Never raises."""
+        if is_proof(data):
+            return self._accept_proof(data, via, now)
+        if now is not None and not self.rates.relay_allowed(via, now):
+            self._reject("rate_limited_relay", via)  # before any parsing: the cheapest drop
+            return False
+        blame: list[str] = []
+        env = self._open(data, via, now=now, blame=blame)
         if isinstance(env, str):
-            self._reject(env, via)
+            self._reject(env, blame[0] if blame else via)
             return False
         h = env.header
+        over = self.rates.after_verify(h.sender, now) if now is not None else None
+        if over is not None:
+            self._reject(over, h.sender)
+            return False
         checked = self._inline_check(h, env.payload)
         if isinstance(checked, str):
             self._reject(checked, h.sender)
@@ -76,6 +113,60 @@ class ReceiveSide(EngineCore):
             while len(self._validated) > _VALIDATED_MAX:
                 self._validated.popitem(last=False)
         return True
+
+    def _accept_proof(self, data: bytes, via: str | None, now: float | None) -> bool:
+        """A gossiped equivocation proof is relayed only if it verifies (a copy of one verified before is
+        not verified again). An invalid one is counted (``bad_proof``) against the forwarder, which should
+        have verified it, and convicts no one."""
+        data = bytes(data)
+        if self.proofs.known(data) is not None:
+            return True
+        if now is not None and not self.rates.proof_allowed(via, now):
+            self._reject("proof_rate_limited", via)
+            return False
+        header, _reason = proof_error(data, self.config.network_id)
+        if header is None:
+            self._reject("bad_proof", via)
+            return False
+        self.proofs.remember(data, header.sender)
+        return True
+
+    def handle_proof(self, data: bytes, via: str | None, now: float) -> list[Action]:
+        """A gossiped equivocation proof arrived: if it verifies, convict its sender and relay it (once)."""
+        sender = self.proofs.known(data)
+        if sender is None:
+            header, _reason = proof_error(data, self.config.network_id)
+            if header is None:
+                return self._reject("bad_proof", via)
+            sender = header.sender
+            self.proofs.remember(data, sender)
+        return self._convict(sender, data, now)
+
+    def _convict(self, sender: str, proof: bytes, now: float) -> list[Action]:
+        """Ban ``sender`` for equivocation (once) and relay the proof (once per sender)."""
+        if sender == self.peer_id:
+            return []  # our own key signed two versions: only a restart without our state does that
+        actions: list[Action] = []
+        if self.bans.convict(sender, now, "equivocation"):
+            self._reject("equivocation", sender)
+            self.replicas.pop(sender, None)
+            self._pending.pop(sender, None)
+            self._fetching_for.pop(sender, None)
+            self.headers.forget(sender)
+            actions.append(Evict(sender, "equivocation"))
+        if self.proofs.should_relay(sender):
+            actions.append(PublishProof(proof, sender))
+        return actions
+
+    def _observe(self, env: Envelope, now: float) -> list[Action] | None:
+        """Record a verified header; the conviction's actions if it contradicts an earlier one."""
+        if env.header.sender == self.peer_id:
+            return None
+        proof = self.headers.observe(env)
+        if proof is None:
+            return None
+        self.proofs.remember(proof, env.header.sender)
+        return self._convict(env.header.sender, proof, now)
 
     def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
         """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its
@@ -104,6 +195,8 @@ class ReceiveSide(EngineCore):
 
     def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
         """A gossip message arrived (delivered by ``via``)."""
+        if is_proof(data):
+            return self.handle_proof(bytes(data), via, now)
         validated = self._validated.pop(data, None)
         decoded: FloatVec | None = None
         if validated is not None:
@@ -116,10 +209,15 @@ class ReceiveSide(EngineCore):
                 return self._reject(opened, via)
             env = opened
         h = env.header
-        if h.sender == self.peer_id:  # transports never echo our own messages: someone re-sent it
-            return self._reject("replay", via)
+        if h.sender == self.peer_id:
+            # transports never echo our own messages: someone re-sent it. We signed it, so nobody is to
+            # blame: an honest relay forwards what it cannot tell from a fresh message (counted, unattributed)
+            return self._reject("replay", None)
         if h.kind != "delta":
             return self._reject("unexpected_kind", h.sender)
+        convicted = self._observe(env, now)
+        if convicted is not None:
+            return convicted
         return self._consider_delta(h, env.payload, via, now, decoded)
 
     def _consider_delta(
@@ -155,7 +253,12 @@ class ReceiveSide(EngineCore):
             started = self._fetching.get(h.payload_digest)
             if started is not None and now - started < self.config.snapshot_retry_s:
                 return []
+            inflight = self._fetching_for.get(h.sender)
+            retry = self.config.snapshot_retry_s
+            if inflight is not None and inflight[0] == h.seq and now - inflight[1] < retry:
+                return []  # one fetch per sender and version: a flood of announcements starts one fetch
             self._fetching[h.payload_digest] = now
+            self._fetching_for[h.sender] = (h.seq, now)
             return [FetchPayload(peer=h.sender, via=via, header=h)]
         return self._apply_delta(rep, h, payload, now, decoded)
 
@@ -230,6 +333,7 @@ class ReceiveSide(EngineCore):
             return self._want_snapshot(h.sender, h.sender, now)
         rep.vec, rep.seq, rep.digest, rep.updated_at, rep.meta = new, h.seq, h.result, now, h.meta
         self._fetching.pop(h.payload_digest, None)
+        self._fetching_for.pop(h.sender, None)
         self._remember_payload(h.payload_digest, bytes(payload))
         self.applied += 1
         return []
@@ -237,6 +341,8 @@ class ReceiveSide(EngineCore):
     def fetch_failed(self, h: Header, reason: str, peer: str | None = None) -> list[Action]:
         """A payload fetch from ``peer`` (default: the sender) failed: count ``reason``, allow a retry."""
         self._fetching.pop(h.payload_digest, None)
+        if self._fetching_for.get(h.sender, (None,))[0] == h.seq:
+            del self._fetching_for[h.sender]
         return self._reject(reason, peer or h.sender)
 
     def snapshot_failed(self, peer: str, reason: str) -> list[Action]:
@@ -250,6 +356,8 @@ class ReceiveSide(EngineCore):
         earlier. Bytes that are not the signed payload count against ``source``; a payload that is the signed
         one but fails to decode or apply counts against its signer."""
         source = source or h.sender
+        if self._fetching_for.get(h.sender, (None,))[0] == h.seq:
+            del self._fetching_for[h.sender]  # this fetch is over, whatever its bytes
         try:
             check_payload(payload, h)
         except WireError as exc:
@@ -267,11 +375,14 @@ class ReceiveSide(EngineCore):
         if isinstance(env, str):
             return self._reject(env, expected_sender)
         h = env[0].header
+        convicted = self._observe(env[0], now)
+        if convicted is not None:  # two different models signed as the same version
+            return convicted
         rep = self.replicas.get(h.sender)
         if rep is not None and h.seq < rep.seq:
             return self._reject("stale_snapshot", h.sender)
         if rep is not None and h.seq == rep.seq:
-            if h.result != rep.digest:  # two different models signed as the same version
+            if h.result != rep.digest:  # the same, when the delta's header was not kept (e.g. old)
                 return self._reject("equivocation", h.sender)
             return self._drain(h.sender, now)  # nothing new: the replica does not count as fresh
         self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
@@ -315,6 +426,8 @@ class ReceiveSide(EngineCore):
                 self._reject(opened, peer)
                 continue
             h = opened[0].header
+            if self._observe(opened[0], now):
+                continue  # convicted: the Evict is carried out when its next message is refused
             rep = self.replicas.get(peer)
             if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
                 self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)

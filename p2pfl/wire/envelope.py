@@ -124,11 +124,15 @@ def open_envelope(
     network_id: str | None = None,
     allowed: Callable[[str], bool] | None = None,
     expected_sender: str | None = None,
+    before_signature: Callable[[Header], None] | None = None,
 ) -> Envelope:
-    """Verify and decode envelope bytes, cheapest checks first. Raises only :class:`WireError`.
+    """Verify and decode envelope bytes, cheapest checks first. Raises only :class:`WireError` (and what
+    ``before_signature`` raises).
 
     ``network_id``: reject envelopes of other networks. ``allowed``: access-list predicate on the sender.
     ``expected_sender``: the peer this message must come from (e.g. the peer a fetch was sent to).
+    ``before_signature``: called with the decoded, not yet verified header just before the (costly)
+    signature check; it refuses by raising (a receiver's per-sender rate limit, see p2pfl.protocol.ratelimit).
     """
     view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
     if len(view) > limits.max_envelope:
@@ -159,6 +163,8 @@ def open_envelope(
         raise NetworkMismatchError(f"envelope is for network {header.network_id!r}, not {network_id!r}")
     if allowed is not None and not allowed(header.sender):
         raise SenderNotAllowedError(f"sender {header.sender} is not allowed in this network")
+    if before_signature is not None:
+        before_signature(header)
     signature = bytes(sig_view)
     if not verify(public_key_from_peer_id(header.sender), signed_bytes(header_bytes), signature):
         raise SignatureError(f"signature does not verify under the key of sender {header.sender}")

@@ -17,6 +17,7 @@ from p2pfl.protocol import (
     GossipEngine,
     ProtocolConfig,
     Publish,
+    PublishProof,
     Readmit,
     RequestSnapshot,
 )
@@ -372,12 +373,15 @@ def test_a_snapshot_at_the_same_version_neither_refreshes_nor_replaces_the_repli
     b.handle_snapshot(a.serve_snapshot(0), a.peer_id, 1.0)
     b.handle_snapshot(a.serve_snapshot(0), a.peer_id, 9.0)
     assert 1.0 == b.replicas[a.peer_id].updated_at  # a silent peer cannot look fresh by re-serving it
-    # a different model signed as the same version is equivocation
+    # a different model signed as the same version is equivocation: proven by the two signed headers, so
+    # the sender is convicted (banned, its replica dropped) and the proof relayed
     twin = GossipEngine(a.identity, ProtocolConfig(network_id="t"), model())
     twin.finish_round(train_step(twin, 2.0), 1)
-    b.handle_snapshot(twin.serve_snapshot(0), a.peer_id, 10.0)
+    actions = b.handle_snapshot(twin.serve_snapshot(0), a.peer_id, 10.0)
     assert 1 == b.rejections["equivocation"]
-    assert a.public_digest == b.replicas[a.peer_id].digest
+    assert Evict(a.peer_id, "equivocation") in actions
+    assert any(isinstance(x, PublishProof) and x.sender == a.peer_id for x in actions)
+    assert b.is_evicted(a.peer_id) and a.peer_id not in b.replicas
 
 
 def _first_mix_with_a_fresh_poisoner(drop_bad_at_once: bool) -> np.ndarray:

@@ -1,0 +1,94 @@
+"""Pacing that no single neighbour controls: a slow, silent or flooding neighbour cannot set the honest
+peers' pace (fake clock: a small discrete-time model of peers that wait, train and publish)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from p2pfl.protocol import Start
+from p2pfl.protocol.pacing import NeighbourView, PacingConfig, PeriodTracker, RoundPacer, fresh_neighbours
+
+TRAIN_S = 0.3
+DT = 0.01
+
+
+def view(peer: str, update: float | None, seq: int | None) -> NeighbourView:
+    return NeighbourView(peer, 0.0, True, update, False, seq)
+
+
+def test_periods_come_from_the_versions_applied() -> None:
+    t = PeriodTracker()
+    for k in range(1, 6):
+        t.observe([view("a", 0.5 * k, k), view("s", 9.0 * k, k)])
+    assert (0.5, 9.0) == (t.period("a"), t.period("s"))
+    t.observe([view("a", 10.0, 20)])  # versions missed meanwhile: the interval is spread over them
+    assert 0.5 == t.period("a")
+    cfg = PacingConfig(period_factor=2.0, min_late_s=0.5, max_round_wait_s=10.0, work_factor=2.0)
+    assert 1.0 == t.late_after([view("a", 1.0, 1), view("s", 1.0, 1)], cfg)  # lower median: 0.5
+    assert 0.8 == t.late_after([view("a", 1.0, 1)], cfg, work_s=0.2)  # own work 0.2 s: pace 0.4
+    assert 10.0 == PeriodTracker().late_after([view("a", 1.0, 1)], cfg)  # nothing known: the old rule
+
+
+def test_a_late_neighbour_is_not_waited_for_even_with_wait_fraction_one() -> None:
+    cfg = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0)
+    assert (2, 3, 3) == fresh_neighbours(
+        20.0, [view("a", 19.8, 1), view("b", 19.9, 1), view("s", 18.5, 1)], 19.5, cfg
+    )
+    assert (2, 2, 3) == fresh_neighbours(
+        20.0, [view("a", 19.8, 1), view("b", 19.9, 1), view("s", 18.5, 1)], 19.5, cfg, late_after=1.0
+    )
+
+
+def simulate(*, honest: int, extra: str | None, cfg: PacingConfig, seconds: float = 60.0) -> float:
+    """Mean seconds per round of the honest peers, fully connected. ``extra``: a neighbour that publishes
+    every 9 s (``slow``), every 10 ms (``flood``) or never (``silent``)."""
+    names = [f"h{i}" for i in range(honest)]
+    peers = {
+        n: {"seq": 0, "published": None, "ready": 0.0, "training_until": None, "rounds": 0, "started": 0.0}
+        for n in names
+    }
+    pacers = {n: RoundPacer(cfg) for n in names}
+    last_mix = dict.fromkeys(names, -math.inf)
+    for n in names:
+        pacers[n].begin_wait(0.0, last_mix[n])
+    extra_seq, extra_at = 0, None
+    steps = int(seconds / DT)
+    for k in range(steps):  # bounded: one pass per DT of fake time
+        now = k * DT
+        if (extra == "slow" and now >= (extra_seq + 1) * 9.0 - 1e-9) or extra == "flood":
+            extra_seq, extra_at = extra_seq + 1, now
+        for i, n in enumerate(names):
+            p = peers[n]
+            if p["training_until"] is not None:
+                if now >= p["training_until"]:  # publish, mix, start waiting for the next round
+                    p["training_until"] = None
+                    p["seq"] += 1
+                    p["published"] = now
+                    p["rounds"] += 1
+                    last_mix[n] = now
+                    pacers[n].begin_wait(now, last_mix[n], work_s=now - p["started"])
+                continue
+            views = [view(m, peers[m]["published"], peers[m]["seq"] or None) for m in names if m != n]
+            if extra is not None:
+                views.append(view("x", extra_at, extra_seq or None))
+            if p["rounds"] == 0 or isinstance(pacers[n].decide(now, views), Start):  # round 1: no wait
+                p["training_until"] = now + TRAIN_S * (1 + 0.05 * i)
+                p["started"] = now
+    return seconds / (sum(p["rounds"] for p in peers.values()) / honest)
+
+
+@pytest.mark.parametrize("extra", ["slow", "flood", "silent"])
+def test_one_neighbour_cannot_slow_the_honest_rounds(extra: str) -> None:
+    cfg = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0)  # the strictest quorum: wait for all
+    base = simulate(honest=4, extra=None, cfg=cfg)
+    with_it = simulate(honest=4, extra=extra, cfg=cfg)
+    assert with_it <= 1.5 * base, (extra, base, with_it)
+
+
+def test_two_peers_and_a_slow_one() -> None:
+    """The smallest neighbourhood: one honest neighbour and the slow one."""
+    cfg = PacingConfig()
+    base = simulate(honest=2, extra=None, cfg=cfg)
+    assert simulate(honest=2, extra="slow", cfg=cfg) <= 1.5 * base
