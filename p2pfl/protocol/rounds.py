@@ -100,6 +100,7 @@ class RoundSide(EngineCore):
         evicted: list[str] = []
         actions: list[Action] = []
         weights: npt.NDArray[np.float64] | None = None
+        own_weight = self.aggregation.own_weight
         if scorer is not None:
             scorer.begin_round()
         if scorer is not None and reps:
@@ -125,7 +126,6 @@ class RoundSide(EngineCore):
                 own_val_loss=own_val_loss,
             )
             weights = self._mix_weights(scorer, reps, rejected)
-            own_weight = self.aggregation.own_weight
             young = [not scorer.is_established(p) for p in peers]
             weights, own_weight = cap_share(weights, young, own_weight, scorer.config.young_share_cap)
             weights, own_weight = cap_groups(peers, weights, own_weight, self.groups, self.group_caps)
@@ -148,7 +148,9 @@ class RoundSide(EngineCore):
         contributions = self._contributions(reps, weights, scores)
         self.own = centre
         actions.insert(0, publish)
-        return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
+        return RoundOutcome(
+            actions, self.seq, self.public_digest, contributions, scores, evicted, own_weight=own_weight
+        )
 
     def _score(
         self,
