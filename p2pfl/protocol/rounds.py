@@ -109,13 +109,21 @@ class RoundSide(EngineCore):
             anchors = np.asarray(
                 [scorer.is_established(p) and p not in rejected for p in peers], dtype=np.float64
             )
-            ref_weights = scorer.weights_for(peers) * anchors
-            reference = aggregate(self.aggregation, after, stack, ref_weights)
+            newcomers = [not scorer.is_founder(p) for p in peers]
+            ref_weights, ref_own = cap_share(
+                scorer.weights_for(peers) * anchors,
+                newcomers,
+                self.aggregation.own_weight,
+                scorer.config.newcomer_share_cap,
+            )
+            reference = aggregate(self.aggregation, after, stack, ref_weights, own_weight=ref_own)
             if scorer.config.reference == "median":
                 # the mix may be a plain mean that the very models under test dragged off: score them
                 # against a reference they cannot move while they are a minority
                 keep = ref_weights > 0
-                reference = median(np.vstack([after[None, :], stack[keep]]))
+                reference = median(
+                    np.vstack([after[None, :], stack[keep]]), np.concatenate(([ref_own], ref_weights[keep]))
+                )
             scores = self._score(
                 scorer,
                 reps,
@@ -128,10 +136,11 @@ class RoundSide(EngineCore):
             weights = self._mix_weights(scorer, reps, rejected)
             young = [not scorer.is_established(p) for p in peers]
             weights, own_weight = cap_share(weights, young, own_weight, scorer.config.young_share_cap)
+            weights, own_weight = cap_share(weights, newcomers, own_weight, scorer.config.newcomer_share_cap)
             weights, own_weight = cap_groups(peers, weights, own_weight, self.groups, self.group_caps)
             if (
                 scorer.config.reference == "aggregate"
-                and own_weight == self.aggregation.own_weight
+                and own_weight == ref_own
                 and np.array_equal(weights, ref_weights)
             ):
                 centre = reference  # the mix is the reference: nothing young, dropped or capped

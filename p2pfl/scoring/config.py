@@ -79,6 +79,12 @@ class ScoringConfig:
     #: the young identities together hold at most this share of any mix (the own model and the established
     #: neighbours hold the rest), however many of them there are
     young_share_cap: float = 0.2
+    #: the newcomers (every identity that is not a founder: young, or established by earning it) together
+    #: hold at most this share of any mix and of the reference, however many they are: Sybils patient enough
+    #: to earn establishment, or an ALIE model that passes every check, cannot become the robust centre.
+    #: Below 1/2, the geometric median's breakdown point. The price: honest late joiners together weigh at
+    #: most this much too, and once every founder has left the own model holds the rest of each mix.
+    newcomer_share_cap: float = 0.3
     #: a young identity's version passes when its combined score is at least this, its loss score too (when
     #: there is one) and its distance ratio (to the centre of the own model and established neighbours) is
     #: at most ``dist_ok``
@@ -105,7 +111,7 @@ class ScoringConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError("scoring", name, f"must be an integer >= 0, got {value!r}")
-        for name in ("young_share_cap", "young_pass_score"):
+        for name in ("young_share_cap", "newcomer_share_cap", "young_pass_score"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError("scoring", name, f"must be a number in [0, 1], got {value!r}")

@@ -86,6 +86,8 @@ class _PeerState:
     grace_left: int = 0
     #: founders and identities that earned it: full weight, part of the reference
     established: bool = True
+    #: first heard within the founding rounds (or probation is off): anchors the spread and the loss tolerance
+    founder: bool = True
     #: consecutive passing versions while young
     passes: int = 0
     #: absurd models so far (never reset by good ones: an identity cannot launder them)
@@ -139,6 +141,7 @@ class ContributionScorer:
             state = _PeerState(cfg.initial_reputation)
             state.status = self._standing(state.reputation)
             state.established = cfg.young_rounds == 0 or self.rounds <= cfg.founding_rounds
+            state.founder = state.established
         return state
 
     def _standing(self, reputation: float) -> Status:
@@ -160,6 +163,10 @@ class ContributionScorer:
     def is_established(self, peer: str) -> bool:
         """Whether ``peer`` is a founder or earned full weight (established peers anchor the reference)."""
         return self._state(peer).established
+
+    def is_founder(self, peer: str) -> bool:
+        """Whether ``peer`` was established when first heard (founding rounds, or probation off)."""
+        return self._state(peer).founder
 
     def influence_cap(self, peer: str) -> float:
         """The largest weight ``peer`` may have in a mix now: 1 when established, else its ramp."""
@@ -215,7 +222,7 @@ class ContributionScorer:
         state.reputation = self.config.probation_reputation
         state.consecutive_bad = 0
         state.probation_left = self.config.probation_length
-        state.established = self.config.young_rounds == 0
+        state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
         state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
 
@@ -265,10 +272,15 @@ class ContributionScorer:
         rejected = self.absurd(after, {p: models[p] for p in scored})
         sane = [p for p in scored if p not in rejected]
         dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
-        # The spread is the established neighbours' (and the own model's): a crowd of new identities can
-        # neither widen it nor narrow it. While none is established (a peer whose every neighbour is new)
-        # every sane neighbour sets it, as before earned influence.
-        anchors = [p for p in sane if self._state(p).established] or sane
+        # The spread is the founders' (and the own model's), else the established neighbours': a crowd of
+        # new identities can neither widen it nor narrow it, nor can identities that earned their standing
+        # while any founder is a candidate. While none is established (a peer whose every neighbour is
+        # new) every sane neighbour sets it, as before earned influence.
+        anchors = (
+            [p for p in sane if self._state(p).founder]
+            or [p for p in sane if self._state(p).established]
+            or sane
+        )
         med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
         loss_ref = self._loss_reference(anchors, val_losses, own_val_loss)
 

@@ -31,13 +31,14 @@ def _clean(rounds: int) -> list[float]:
 
 
 def _attacked(
-    count: int, behaviour: Callable[[int], Behaviour], *, leave: bool = True
+    count: int, behaviour: Callable[[int], Behaviour], *, leave: bool = True, rounds: int = 0
 ) -> tuple[LearningNet, list[float]]:
     """CONVERGE clean rounds, then ``count`` attackers for ATTACK rounds, then (``leave``) AFTER rounds
-    without them. Returns the net and the honest mean accuracy after every round."""
+    without them (``rounds``: that many in all instead). Returns the net and the honest mean accuracy after
+    every round."""
     net = LearningNet()
     acc = []
-    for r in range(CONVERGE + ATTACK + AFTER):
+    for r in range(rounds or CONVERGE + ATTACK + AFTER):
         if r == CONVERGE:
             for j in range(count):
                 net.add_attackers(1, behaviour(j))
@@ -96,6 +97,24 @@ def test_sybils_that_behave_then_attack_hold_at_most_the_young_share(until: int)
                 if c.peer in sybils:
                     assert c.weight <= 1.0 / (cfg.ramp_rounds + 1) * (until - cfg.young_rounds + 1) + 1e-9
     assert earned > 0.0  # they did earn weight: the test exercises the ramp and the cap, not only probation
+
+
+def test_sybils_patient_enough_to_be_established_still_hold_at_most_the_newcomer_share() -> None:
+    """The limit of earned influence, and its bound: 20 Sybils publish the mean honest model for 12 rounds,
+    past young_rounds + ramp_rounds, so they are established; then they sign-flip. Established or not, the
+    newcomers together never hold more than newcomer_share_cap of a mix or of the reference, so the founders
+    and the own model stay the robust centre and the flipped models are scored bad and dropped."""
+    cfg = ScoringConfig()
+    rounds = CONVERGE + 12 + 6
+    clean = _clean(rounds)
+    net, acc = _attacked(
+        20, lambda j: honest_then(sign_flip(4.0), until=CONVERGE + 12, seed=j), leave=False, rounds=rounds
+    )
+    _assert_within(acc, clean)
+    sybils = net.attacker_ids()
+    assert all(e.scorer is not None and e.scorer.is_established(s) for e in net.engines for s in sybils)
+    top = max(shares(out, sybils) for outcomes in net.outcomes for out in outcomes)
+    assert cfg.young_share_cap < top <= cfg.newcomer_share_cap + 1e-9
 
 
 #: pixels that are 0 in every digits image: weights on them never change a prediction

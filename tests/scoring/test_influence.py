@@ -199,6 +199,7 @@ def test_an_absurd_model_scores_zero_at_once_and_is_evicted_after_evict_after_ev
         ("young_rounds", 1.5),
         ("ramp_rounds", True),
         ("young_share_cap", 1.2),
+        ("newcomer_share_cap", -0.5),
         ("young_pass_score", -0.1),
         ("hard_reject_factor", 1.0),
         ("hard_reject_factor", math.inf),
