@@ -85,9 +85,10 @@ class RoundSide(EngineCore):
         The engine's state moves to the new version at once; persist it before broadcasting.
 
         With scoring, absurd models are dropped first; the reference the others are scored against is the
-        robust mix of the own model and the established neighbours only; then the mix takes every admitted
-        neighbour with its earned weight (young ones capped together at ``young_share_cap``), without the
-        ones scored bad this round, and with each group's share capped (:meth:`set_groups`).
+        robust mix of the own model and the established neighbours only (newcomers and each group capped to
+        their shares); then the mix takes every admitted neighbour with its earned weight (the young capped
+        together at ``young_share_cap``, all newcomers at ``newcomer_share_cap``), without the ones scored
+        bad this round, and with each group's share capped (:meth:`set_groups`).
         """
         before = self.own
         after = self.layout.flatten(trained)
@@ -116,6 +117,7 @@ class RoundSide(EngineCore):
                 self.aggregation.own_weight,
                 scorer.config.newcomer_share_cap,
             )
+            ref_weights, ref_own = cap_groups(peers, ref_weights, ref_own, self.groups, self.group_caps)
             reference = aggregate(self.aggregation, after, stack, ref_weights, own_weight=ref_own)
             if scorer.config.reference == "median":
                 # the mix may be a plain mean that the very models under test dragged off: score them

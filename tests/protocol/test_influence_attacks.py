@@ -6,6 +6,7 @@ Each attacked run is compared round by round with the same seeded run without at
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -25,7 +26,9 @@ from tests.protocol.learning_net import (
 CONVERGE, ATTACK, AFTER = 10, 8, 4
 
 
+@functools.cache
 def _clean(rounds: int) -> list[float]:
+    """The honest mean accuracy after each round without attackers (seeded: the same in every test)."""
     net = LearningNet()
     return [float(np.mean(net.accuracy())) for _ in range(rounds) if net.step() is not None]
 
