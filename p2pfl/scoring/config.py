@@ -94,9 +94,9 @@ class ScoringConfig:
     #: 0 at once, is never mixed, and counts towards eviction with no grace (``None``: off)
     hard_reject_factor: float | None = 10.0
     #: the loss reference is the own validation loss (at least ``loss_floor``) times a tolerance, the
-    #: established neighbours' median loss over it, clamped to ``[1, loss_tolerance_max]``: non-IID honest
-    #: neighbours are 3-20x worse than the own model on the own split, and no crowd of new identities can
-    #: move the reference
+    #: founders' (or established neighbours') median loss over it, clamped to ``[1, loss_tolerance_max]``:
+    #: non-IID honest neighbours are 3-20x worse than the own model on the own split, and no crowd of new
+    #: identities can move the reference
     loss_tolerance_max: float = 20.0
 
     def __post_init__(self) -> None:

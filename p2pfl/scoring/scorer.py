@@ -8,15 +8,16 @@ the own trained model and the *established* neighbours (never of whoever is most
 model than the own norm and the established spread) score 0 outright and count towards eviction with no
 grace. Every other neighbour gets three component scores in ``[0, 1]``:
 
-* **distance** — ``r = |x_i - centre| / median distance`` (the median over the established neighbours and
-  the own trained model; over all neighbours only while none is established). Honest non-IID neighbours
+* **distance** — ``r = |x_i - centre| / median distance`` (the median over the own trained model and the
+  founders, or the established neighbours while fewer than two founders are candidates, or all neighbours
+  while none is established). Honest non-IID neighbours
   sit around ``r ~ 1``; ``r <= dist_ok`` scores 1, falling linearly to 0 at ``r = dist_cutoff``. Beyond
   ``r = dist_hard`` (off by default) the combined score is 0 outright.
 * **cosine** — ``cos(x_i - own_before, own_after - own_before)``: does the neighbour pull the peer the
   way its own data does? ``cos >= cos_ok`` scores 1, falling linearly to 0 at ``cos_bad``. Skipped
   (``None``) when either vector is zero.
 * **loss** (optional) — the neighbour's model's loss on the peer's own validation split, relative to
-  ``L_ref = max(L_own, loss_floor) * t``, where the tolerance ``t`` is the established neighbours' median
+  ``L_ref = max(L_own, loss_floor) * t``, where the tolerance ``t`` is the same anchors' median
   loss (of two, the smaller) over ``max(L_own, loss_floor)``, clamped to ``[1, loss_tolerance_max]`` (the
   last calibration is kept while no established neighbour is a candidate). ``q = L_i / L_ref``;
   ``q <= loss_ok`` scores 1, falling to 0 at ``loss_bad``. The own data is the trusted root; the tolerance
@@ -272,15 +273,13 @@ class ContributionScorer:
         rejected = self.absurd(after, {p: models[p] for p in scored})
         sane = [p for p in scored if p not in rejected]
         dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
-        # The spread is the founders' (and the own model's), else the established neighbours': a crowd of
-        # new identities can neither widen it nor narrow it, nor can identities that earned their standing
-        # while any founder is a candidate. While none is established (a peer whose every neighbour is
-        # new) every sane neighbour sets it, as before earned influence.
-        anchors = (
-            [p for p in sane if self._state(p).founder]
-            or [p for p in sane if self._state(p).established]
-            or sane
-        )
+        # The spread is the founders' (and the own model's) while at least two founders are candidates, else
+        # the established neighbours': a crowd of new identities can neither widen it nor narrow it, nor can
+        # identities that earned their standing while founders are around (one founder alone would set it
+        # by its own distance). While none is established (a peer whose every neighbour is new) every sane
+        # neighbour sets it, as before earned influence.
+        founders = [p for p in sane if self._state(p).founder]
+        anchors = founders if len(founders) >= 2 else [p for p in sane if self._state(p).established] or sane
         med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
         loss_ref = self._loss_reference(anchors, val_losses, own_val_loss)
 
