@@ -209,3 +209,17 @@ def test_an_absurd_model_scores_zero_at_once_and_is_evicted_after_evict_after_ev
 def test_config_rejects_bad_influence_fields_naming_them(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=field):
         ScoringConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_one_founder_alone_does_not_set_the_spread_for_the_established_ones() -> None:
+    """Founders left but one, which happens to sit on the own model: its distance alone would make every
+    honest established newcomer look 100x too far; with fewer than two founders the established set it."""
+    scorer = ContributionScorer(ScoringConfig(founding_rounds=1))
+    rng = np.random.default_rng(5)
+    earned = [f"e{i}" for i in range(4)]
+    _round(scorer, _honest(rng, ["f1", "f2"]))
+    for _ in range(8):
+        _round(scorer, _honest(rng, ["f1", "f2", *earned]))
+    assert all(scorer.is_established(p) and not scorer.is_founder(p) for p in earned)
+    records = _round(scorer, {"f1": np.ones(DIM) + 1e-4, **_honest(rng, earned)})
+    assert all(records[p].distance < 2.0 for p in earned), records  # type: ignore[attr-defined]
