@@ -57,6 +57,17 @@ def _assert_within(acc: list[float], clean: list[float], points: float = 0.02) -
         assert acc[r] >= clean[r] - points, (r, acc[r], clean[r])
 
 
+def test_at_network_start_every_neighbour_is_a_founder_and_mixed_at_once() -> None:
+    """Every neighbour is new when the network starts: the ones heard in the founding rounds are mixed with
+    full weight from the first round, or no one would learn from anyone."""
+    net = LearningNet()
+    for r in range(1, 4):
+        for out in net.step():
+            # (in round 1 a peer has the versions of the peers that finished their round before it)
+            assert all(c.weight == 1.0 and c.status == "active" for c in out.contributions)
+            assert r == 1 or len(out.contributions) == net.n_honest - 1
+
+
 @pytest.mark.parametrize("kind", ["permuted", "signflip"])
 def test_twenty_sybils_joining_a_converged_network_never_get_weight(kind: str) -> None:
     """20 fresh identities (5 per honest peer) publish label-permuted or sign-flipped models: on probation
