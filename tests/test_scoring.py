@@ -177,8 +177,10 @@ def test_evicted_peer_is_not_scored_and_readmission_starts_probation() -> None:
         before, after, models, centre = world.round({})
         models["x"] = models["h1"].copy()  # behaves honestly now
         scorer.evaluate(before, after, models, centre)
-    assert scorer.status("x") == "active"
+    # off probation it is admitted again but young: it earns its weight back like a new identity
+    assert scorer.status("x") == "young"
     assert scorer.is_admitted("x")
+    assert scorer.influence_cap("x") == 0.0
 
 
 def test_bad_evaluation_on_probation_evicts_again_at_once() -> None:
@@ -193,7 +195,10 @@ def test_bad_evaluation_on_probation_evicts_again_at_once() -> None:
 
 
 def test_a_returning_peers_grace_delays_eviction_but_not_exclusion() -> None:
-    cfg = ScoringConfig(return_grace=3)
+    # a x50 model is absurd (hard_reject_factor): no grace applies to those, so this is about the soft path
+    absurd = [s["x"] for s in run(ContributionScorer(), World(seed=5), {"x": "scaled"}, rounds=8)]
+    assert absurd.index("evicted") == ScoringConfig().evict_after - 1
+    cfg = ScoringConfig(return_grace=3, hard_reject_factor=None)
     rounds = cfg.return_grace + cfg.evict_after
     without = [s["x"] for s in run(ContributionScorer(cfg), World(seed=5), {"x": "scaled"}, rounds=rounds)]
     assert without.index("evicted") == cfg.evict_after - 1

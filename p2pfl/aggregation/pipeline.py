@@ -106,14 +106,22 @@ def aggregate(
     own: ArrayLike,
     neighbours: ArrayLike,
     weights: ArrayLike | None = None,
+    *,
+    own_weight: float | None = None,
 ) -> F32:
     """Mix the peer's own model ``(d,)`` with its neighbours' ``(k, d)`` through ``config``'s pipeline.
 
     ``weights`` (one per neighbour, e.g. ``ContributionScorer.weights_for``) are applied after the own
-    row, which gets ``config.own_weight``; neighbours of weight 0 are left out entirely (also of NNM).
-    With no neighbours (``k = 0``, or all of weight 0) the own model is returned. See
-    :class:`AggregationConfig` for the steps.
+    row, which gets ``own_weight`` (default ``config.own_weight``; the share caps of
+    :mod:`p2pfl.scoring.influence` move weight to it); neighbours of weight 0 are left out entirely (also of
+    NNM). With unequal weights the self-clipping radius is the weighted median distance and NNM averages
+    each neighbourhood by weight, so a row's share of the mix is bounded by its share of the weights, not
+    by how many rows there are. With no neighbours (``k = 0``, or all of weight 0) the own model is
+    returned. See :class:`AggregationConfig` for the steps.
     """
+    own_w = config.own_weight if own_weight is None else own_weight
+    if not _positive_finite(own_w):
+        raise AggregationError(f"own_weight must be positive and finite, got {own_w!r}")
     own_v = np.asarray(own)
     if own_v.ndim != 1:
         raise AggregationError(f"own must be 1-D (d,), got shape {own_v.shape}")
@@ -136,13 +144,16 @@ def aggregate(
         if not np.any(keep):
             return own_v.copy()
         nb, w_nb = nb[keep], w_nb[keep]
-        w: F64 | None = np.concatenate(([config.own_weight], w_nb))
+        w: F64 | None = np.concatenate(([own_w], w_nb))
     else:
-        w = None if config.own_weight == 1.0 else np.concatenate(([config.own_weight], np.ones(k)))
+        w = None if own_w == 1.0 else np.concatenate(([own_w], np.ones(k)))
     if config.self_clip_tau is not None:
         nb = self_centred_clip(own_v, nb, config.self_clip_tau)
     elif config.self_clip_scale is not None:
-        radius = config.self_clip_scale * float(np.median(np.sqrt(_sq_dists_to(nb, own_v))))
+        dists = np.sqrt(_sq_dists_to(nb, own_v))
+        equal = w is None or bool(np.all(w[1:] == w[1]))
+        mid = float(np.median(dists)) if equal or w is None else _weighted_median(dists, w[1:])
+        radius = config.self_clip_scale * mid
         if radius > 0:
             nb = self_centred_clip(own_v, nb, radius)
     x = np.empty((nb.shape[0] + 1, d), dtype=np.float32)
@@ -154,8 +165,16 @@ def aggregate(
     if config.nnm and n > 1:
         f_nnm = min(config.f, (n - 1) // 2)
         if f_nnm > 0:
-            x = nearest_neighbour_mixing(x, f_nnm)
+            x = nearest_neighbour_mixing(x, f_nnm, w)
     return _apply_rule(config, x, w, own_v)
+
+
+def _weighted_median(values: F64 | F32, weights: F64) -> float:
+    """The lower weighted median: the smallest value whose cumulative weight reaches half the total."""
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    i = int(np.searchsorted(cum, 0.5 * cum[-1]))
+    return float(values[order[min(i, len(order) - 1)]])
 
 
 def _apply_rule(config: AggregationConfig, x: F32, w: F64 | None, own: F32) -> F32:

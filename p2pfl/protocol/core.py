@@ -100,6 +100,9 @@ class EngineCore:
         #: validated but never delivered ages out).
         #: The inline delta the validator decoded rides along, so it is decoded once too.
         self._validated: OrderedDict[bytes, tuple[Envelope, FloatVec | None]] = OrderedDict()
+        #: peer -> group and group -> largest share of a mix (see RoundSide.set_groups)
+        self.groups: dict[str, str] = {}
+        self.group_caps: dict[str, float] = {}
         #: unexpected exceptions met while handling remote input, for the caller to log (bounded)
         self.faults: deque[Fault] = deque(maxlen=_FAULTS_MAX)
 

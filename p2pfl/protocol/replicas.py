@@ -49,6 +49,9 @@ class RoundOutcome:
     contributions: list[Contribution]
     scores: dict[str, ScoreRecord]
     evicted: list[str]
+    #: the own model's weight in the mix (the aggregation's ``own_weight`` plus what the share caps moved
+    #: to it): with the contributions' weights, every row's share of the mix
+    own_weight: float = 1.0
 
 
 @dataclass(frozen=True)

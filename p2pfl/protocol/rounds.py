@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,8 @@ from p2pfl.protocol.actions import Action, Evict, Publish
 from p2pfl.protocol.core import EngineCore
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
-from p2pfl.scoring import ContributionScorer, ScoreRecord
+from p2pfl.scoring import ContributionScorer, ScoreRecord, cap_groups, cap_share
+from p2pfl.scoring.influence import check_group_caps
 from p2pfl.wire import ZERO_DIGEST, Header, Meta, apply_codec, payload_parts, seal, undo_codec
 
 
@@ -42,6 +43,15 @@ class RoundSide(EngineCore):
         return self._snapshot_cache
 
     # ------------------------------------------------------------------------------------ rounds
+
+    def set_groups(self, groups: Mapping[str, str], caps: Mapping[str, float]) -> None:
+        """Peer id -> group (organisation) and group -> the largest share of any mix its peers may hold
+        together, own model included in the total (e.g. from a roster). Applied to every later mix: a group
+        over its cap is scaled down and the excess goes to the own model. Replaces the previous tables;
+        peers without a group and groups without a cap are not limited. Raises ``ConfigError`` on a cap
+        outside ``[0, 1]``."""
+        self.group_caps = check_group_caps(caps)
+        self.groups = dict(groups)
 
     def mixing_candidates(self, now: float) -> list[Replica]:
         """Fresh, non-evicted replicas that may enter this round's mix (sorted by peer id: deterministic)."""
@@ -73,6 +83,12 @@ class RoundSide(EngineCore):
         network in full); the own model becomes the robust mix, and the next round trains from it. Mixing
         trained with not-yet-trained models instead would divide the learning speed by the number of peers.
         The engine's state moves to the new version at once; persist it before broadcasting.
+
+        With scoring, absurd models are dropped first; the reference the others are scored against is the
+        robust mix of the own model and the established neighbours only (newcomers and each group capped to
+        their shares); then the mix takes every admitted neighbour with its earned weight (the young capped
+        together at ``young_share_cap``, all newcomers at ``newcomer_share_cap``), without the ones scored
+        bad this round, and with each group's share capped (:meth:`set_groups`).
         """
         before = self.own
         after = self.layout.flatten(trained)
@@ -80,20 +96,38 @@ class RoundSide(EngineCore):
         reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
         peers = [r.peer for r in reps]
         stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)
-        weights = self.scorer.weights_for(peers) if self.scorer is not None else None
-        centre = aggregate(self.aggregation, after, stack, weights)
+        scorer = self.scorer
         scores: dict[str, ScoreRecord] = {}
         evicted: list[str] = []
         actions: list[Action] = []
-        if self.scorer is not None and reps:
-            was_evicted = self.scorer.evicted()
-            reference = centre
-            if self.scorer.config.reference == "median":
+        weights: npt.NDArray[np.float64] | None = None
+        own_weight = self.aggregation.own_weight
+        if scorer is not None:
+            scorer.begin_round()
+        if scorer is not None and reps:
+            was_evicted = scorer.evicted()
+            rejected = scorer.absurd(after, {r.peer: r.vec for r in reps})
+            anchors = np.asarray(
+                [scorer.is_established(p) and p not in rejected for p in peers], dtype=np.float64
+            )
+            newcomers = [not scorer.is_founder(p) for p in peers]
+            ref_weights, ref_own = cap_share(
+                scorer.weights_for(peers) * anchors,
+                newcomers,
+                self.aggregation.own_weight,
+                scorer.config.newcomer_share_cap,
+            )
+            ref_weights, ref_own = cap_groups(peers, ref_weights, ref_own, self.groups, self.group_caps)
+            reference = aggregate(self.aggregation, after, stack, ref_weights, own_weight=ref_own)
+            if scorer.config.reference == "median":
                 # the mix may be a plain mean that the very models under test dragged off: score them
                 # against a reference they cannot move while they are a minority
-                reference = median(np.vstack([after[None, :], stack]))
+                keep = ref_weights > 0
+                reference = median(
+                    np.vstack([after[None, :], stack[keep]]), np.concatenate(([ref_own], ref_weights[keep]))
+                )
             scores = self._score(
-                self.scorer,
+                scorer,
                 reps,
                 before=before,
                 after=after,
@@ -101,16 +135,33 @@ class RoundSide(EngineCore):
                 val_losses=val_losses,
                 own_val_loss=own_val_loss,
             )
-            if weights is not None and self.scorer.config.drop_bad_at_once:
-                bad = self.scorer.config.bad_score
-                weights, centre = self._drop_bad(
-                    reps, weights, bad=bad, after=after, stack=stack, centre=centre
-                )
-            evicted, actions = self._evict(sorted(self.scorer.evicted() - was_evicted), scores, now)
+            weights = self._mix_weights(scorer, reps, rejected)
+            young = [not scorer.is_established(p) for p in peers]
+            weights, own_weight = cap_share(weights, young, own_weight, scorer.config.young_share_cap)
+            weights, own_weight = cap_share(weights, newcomers, own_weight, scorer.config.newcomer_share_cap)
+            weights, own_weight = cap_groups(peers, weights, own_weight, self.groups, self.group_caps)
+            if (
+                scorer.config.reference == "aggregate"
+                and own_weight == ref_own
+                and np.array_equal(weights, ref_weights)
+            ):
+                centre = reference  # the mix is the reference: nothing young, dropped or capped
+            else:
+                centre = aggregate(self.aggregation, after, stack, weights, own_weight=own_weight)
+            evicted, actions = self._evict(sorted(scorer.evicted() - was_evicted), scores, now)
+        elif reps and self.group_caps:
+            weights, own_weight = cap_groups(
+                peers, np.ones(len(reps)), self.aggregation.own_weight, self.groups, self.group_caps
+            )
+            centre = aggregate(self.aggregation, after, stack, weights, own_weight=own_weight)
+        else:
+            centre = aggregate(self.aggregation, after, stack)
         contributions = self._contributions(reps, weights, scores)
         self.own = centre
         actions.insert(0, publish)
-        return RoundOutcome(actions, self.seq, self.public_digest, contributions, scores, evicted)
+        return RoundOutcome(
+            actions, self.seq, self.public_digest, contributions, scores, evicted, own_weight=own_weight
+        )
 
     def _score(
         self,
@@ -145,27 +196,23 @@ class RoundSide(EngineCore):
                 self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
         return scores
 
-    def _drop_bad(
-        self,
-        reps: Sequence[Replica],
-        weights: npt.NDArray[np.float64],
-        *,
-        bad: float,
-        after: FloatVec,
-        stack: FloatVec,
-        centre: FloatVec,
-    ) -> tuple[npt.NDArray[np.float64], FloatVec]:
-        """A model scored bad leaves the mix at once, for as long as it is the peer's current version:
-        waiting for its reputation to fall (two scores at the defaults) let a fresh sign-flipper wreck a
-        plain mean first. Returns the weights and the mix, recomputed if a model left it."""
-        # (every candidate's current version has a score by now: scored this round or before)
-        last = self._last_scored
-        drop = [i for i, r in enumerate(reps) if weights[i] > 0 and last[r.peer][1] < bad]
-        if drop:
-            weights = weights.copy()
-            weights[drop] = 0.0
-            centre = aggregate(self.aggregation, after, stack, weights)
-        return weights, centre
+    def _mix_weights(
+        self, scorer: ContributionScorer, reps: Sequence[Replica], rejected: Collection[str]
+    ) -> npt.NDArray[np.float64]:
+        """Each candidate's weight after this round's scores: its earned weight (0 unless admitted; young
+        ones capped by their ramp), and 0 for a model scored bad (``drop_bad_at_once``: it leaves the very mix
+        it was scored against, for as long as it is the peer's current version; waiting for its reputation to
+        fall let a fresh sign-flipper wreck a plain mean first) or absurd."""
+        weights = scorer.weights_for([r.peer for r in reps])
+        weights[[i for i, r in enumerate(reps) if r.peer in rejected]] = 0.0
+        if scorer.config.drop_bad_at_once:
+            # (every candidate's current version has a score by now: scored this round or before)
+            bad = scorer.config.bad_score
+            last = self._last_scored
+            for i, r in enumerate(reps):
+                if r.peer in last and last[r.peer][1] < bad:
+                    weights[i] = 0.0
+        return weights
 
     def _evict(
         self, peers: Sequence[str], scores: Mapping[str, ScoreRecord], now: float

@@ -491,3 +491,26 @@ def test_sorting_network_program_sorts_every_zero_one_input() -> None:
 
         agg._order_statistics_blocked(np.ascontiguousarray(bits), wanted, collect, 1 << 20)
         assert np.array_equal(np.sort(bits, axis=0), rows[0])
+
+
+def test_many_light_rows_cannot_outvote_the_heavy_ones_by_their_count() -> None:
+    """Young identities or a capped organisation enter a mix with small weights. Nearest-neighbour mixing and
+    the self-clipping radius weigh them by weight, not by count: twenty rows at 1% each move the default
+    pipeline's result by about their weight, not to them."""
+    rng = np.random.default_rng(0)
+    d = 50
+    own = np.zeros(d, np.float32)
+    honest = rng.normal(0.0, 0.1, (3, d)).astype(np.float32)
+    crowd = (np.full((20, d), 5.0) + rng.normal(0.0, 0.01, (20, d))).astype(np.float32)
+    stack = np.vstack([honest, crowd])
+    w = np.concatenate([np.ones(3), np.full(20, 0.01)])
+    out = agg.aggregate(agg.AggregationConfig(), own, stack, w)
+    assert float(np.abs(out).max()) < 0.5, out
+    unweighted = agg.aggregate(agg.AggregationConfig(), own, stack)
+    assert float(np.abs(unweighted).mean()) > 2.0  # the count wins without weights
+    heavier_own = agg.aggregate(
+        agg.AggregationConfig(rule="mean", nnm=False, self_clip_scale=None), own, honest, own_weight=3.0
+    )
+    assert np.allclose(heavier_own, honest.sum(axis=0) / 6.0, atol=1e-6)
+    with pytest.raises(AggregationError):
+        agg.aggregate(agg.AggregationConfig(), own, honest, own_weight=0.0)

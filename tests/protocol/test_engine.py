@@ -387,7 +387,8 @@ def test_a_snapshot_at_the_same_version_neither_refreshes_nor_replaces_the_repli
 def _first_mix_with_a_fresh_poisoner(drop_bad_at_once: bool) -> np.ndarray:
     """Four honest engines agree on ~1.0; a fifth, trusted so far, suddenly publishes -50. Returns the first
     honest engine's mix of the round it first sees the poisoned model (a plain mean: no robust rule)."""
-    scoring = ScoringConfig(drop_bad_at_once=drop_bad_at_once)
+    # -50 beside ~1 is absurd (hard_reject_factor) and never mixed at all: this is about a merely bad model
+    scoring = ScoringConfig(drop_bad_at_once=drop_bad_at_once, hard_reject_factor=None)
     agg = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
     engines = [
         GossipEngine(
@@ -429,8 +430,12 @@ def test_a_replica_is_scored_once_per_version_and_a_bad_one_stays_out_of_the_mix
     scoring it again every own round counted one model as many "consecutive" bad scores and evicted it.
     Each version is evidence once; while the bad version is current it still stays out of the mix."""
     agg = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
+    # -50 beside ~1 is absurd, which no grace forgives (test_an_absurd_model_...): here a merely bad one
+    cfg = ScoringConfig(hard_reject_factor=None)
     engines = [
-        GossipEngine(Identity(bytes([i]) * 32), ProtocolConfig(network_id="t"), model(), aggregation=agg)
+        GossipEngine(
+            Identity(bytes([i]) * 32), ProtocolConfig(network_id="t"), model(), aggregation=agg, scoring=cfg
+        )
         for i in range(1, 6)
     ]
     net = Net(engines)
@@ -459,7 +464,6 @@ def test_a_replica_is_scored_once_per_version_and_a_bad_one_stays_out_of_the_mix
     assert np.all(first.own > 1.0), first.own  # kept learning, never dragged towards -50
     # The same model published again as new versions is new evidence. It comes back after 12 silent rounds, so
     # its first return_grace bad versions do not count: evict_after more evict it, never earlier.
-    cfg = ScoringConfig()
     versions = 0
     for r in range(15, 15 + cfg.return_grace + cfg.evict_after + 1):
         net.now = float(r)

@@ -1,0 +1,423 @@
+"""Per-neighbour contribution scores, reputation, earned influence and eviction.
+
+Each time a peer aggregates it calls :meth:`ContributionScorer.evaluate` with its own model before and
+after local training, the neighbours' models it is about to mix, and a reference centre: the robust mix of
+the own trained model and the *established* neighbours (never of whoever is most numerous) or, with
+``reference = "median"``, their coordinate-wise median. First, models no honest neighbour could publish
+(:func:`~p2pfl.scoring.influence.absurd`: non-finite, or ``hard_reject_factor`` times farther from the own
+model than the own norm and the established spread) score 0 outright and count towards eviction with no
+grace. Every other neighbour gets three component scores in ``[0, 1]``:
+
+* **distance** — ``r = |x_i - centre| / median distance`` (the median over the own trained model and the
+  founders, or the established neighbours while fewer than two founders are candidates, or all neighbours
+  while none is established). Honest non-IID neighbours
+  sit around ``r ~ 1``; ``r <= dist_ok`` scores 1, falling linearly to 0 at ``r = dist_cutoff``. Beyond
+  ``r = dist_hard`` (off by default) the combined score is 0 outright.
+* **cosine** — ``cos(x_i - own_before, own_after - own_before)``: does the neighbour pull the peer the
+  way its own data does? ``cos >= cos_ok`` scores 1, falling linearly to 0 at ``cos_bad``. Skipped
+  (``None``) when either vector is zero.
+* **loss** (optional) — the neighbour's model's loss on the peer's own validation split, relative to
+  ``L_ref = max(L_own, loss_floor) * t``, where the tolerance ``t`` is the same anchors' median
+  loss (of two, the smaller) over ``max(L_own, loss_floor)``, clamped to ``[1, loss_tolerance_max]`` (the
+  last calibration is kept while no established neighbour is a candidate). ``q = L_i / L_ref``;
+  ``q <= loss_ok`` scores 1, falling to 0 at ``loss_bad``. The own data is the trusted root; the tolerance
+  exists because on non-IID data every honest neighbour is much worse than the peer itself on its own split.
+  A non-finite loss scores 0.
+
+The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
+loss 2). ``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
+docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
+combined``, so one noisy round does not decide anything.
+
+Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
+:func:`~p2pfl.scoring.influence.ramp_cap`, the young together at most ``young_share_cap`` of a mix),
+``excluded`` (reputation below ``exclude_below``: scored but not aggregated until it recovers), ``evicted``
+(``evict_after`` consecutive evaluations below ``bad_score``, or ``evict_after`` absurd models in all: no
+longer scored or aggregated; the protocol disconnects it) and ``probation`` (after
+:meth:`ContributionScorer.readmit`: scored but not aggregated; ``probation_length`` consecutive good
+evaluations make it active again, and young: it earns its influence again; a single bad one evicts it).
+
+Everything is deterministic: no clock, no randomness, results in sorted peer order. The caller counts its
+own rounds with :meth:`ContributionScorer.begin_round` (identities first heard within ``founding_rounds``
+of them are founders).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from p2pfl.errors import AggregationError
+from p2pfl.scoring.config import ScoringConfig
+from p2pfl.scoring.influence import absurd, ramp_cap
+
+__all__ = ["STATUSES", "ContributionScorer", "ScoreRecord", "Status"]
+
+Status = Literal["active", "excluded", "evicted", "probation", "young"]
+STATUSES: Final[tuple[Status, ...]] = ("active", "excluded", "evicted", "probation", "young")
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """One neighbour's evaluation. Component scores are in ``[0, 1]`` or ``None`` when not computed."""
+
+    peer: str
+    distance: float  # raw normalised distance r = |x - centre| / median distance
+    distance_score: float
+    cosine: float | None  # raw cosine between the neighbour's pull and the own update
+    cosine_score: float | None
+    loss_score: float | None
+    combined: float
+    reputation: float
+    status: Status
+    reason: str
+
+
+@dataclass
+class _PeerState:
+    reputation: float
+    status: Status = "active"
+    consecutive_bad: int = 0
+    probation_left: int = 0
+    grace_left: int = 0
+    #: founders and identities that earned it: full weight, part of the reference
+    established: bool = True
+    #: first heard within the founding rounds (or probation is off): anchors the spread and the loss tolerance
+    founder: bool = True
+    #: consecutive passing versions while young
+    passes: int = 0
+    #: absurd models so far (never reset by good ones: an identity cannot launder them)
+    absurd: int = 0
+
+
+def _robust_median(values: list[float]) -> float:
+    """The median, except of two values: their mean would let either one set half of it; take the smaller."""
+    return min(values) if len(values) == 2 else float(np.median(values))
+
+
+def _ramp_down(value: float, ok: float, bad: float) -> float:
+    """1 at ``value <= ok``, 0 at ``value >= bad``, linear between (``ok < bad``)."""
+    if value <= ok:
+        return 1.0
+    if value >= bad:
+        return 0.0
+    return (bad - value) / (bad - ok)
+
+
+def _as_vec(x: object, name: str, d: int | None = None) -> NDArray[np.float64]:
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1 or (d is not None and arr.shape[0] != d):
+        want = f"({d},)" if d is not None else "1-D"
+        raise AggregationError(f"{name} must have shape {want}, got {arr.shape}")
+    return arr
+
+
+class ContributionScorer:
+    """Scores neighbours, keeps their reputation and standing, decides exclusion and eviction.
+
+    Pure state machine: the only inputs are the arguments of its methods. Peers never seen are ``active``
+    with ``initial_reputation``, established if first heard within ``founding_rounds`` own rounds (or when
+    probation is off), else ``young``.
+    """
+
+    def __init__(self, config: ScoringConfig | None = None) -> None:
+        self.config = config if config is not None else ScoringConfig()
+        self._peers: dict[str, _PeerState] = {}
+        #: own rounds begun (see begin_round)
+        self.rounds = 0
+        #: the loss tolerance last calibrated on established neighbours (kept while none is a candidate)
+        self.loss_tolerance = 1.0
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def _state(self, peer: str) -> _PeerState:
+        state = self._peers.get(peer)
+        if state is None:
+            cfg = self.config
+            state = _PeerState(cfg.initial_reputation)
+            state.status = self._standing(state.reputation)
+            state.established = cfg.young_rounds == 0 or self.rounds <= cfg.founding_rounds
+            state.founder = state.established
+        return state
+
+    def _standing(self, reputation: float) -> Status:
+        return "active" if reputation >= self.config.exclude_below else "excluded"
+
+    def status(self, peer: str) -> Status:
+        """Current status of ``peer``: ``young`` for an active identity that has not earned full weight yet
+        (unknown peers are ``active`` or ``young``, or ``excluded`` if the initial reputation is low)."""
+        state = self._state(peer)
+        if state.status == "active" and not state.established:
+            return "young"
+        return state.status
+
+    def is_admitted(self, peer: str) -> bool:
+        """Whether ``peer``'s model may be aggregated now (active or young peers are, young ones with at most
+        their :meth:`influence_cap`)."""
+        return self._state(peer).status == "active"
+
+    def is_established(self, peer: str) -> bool:
+        """Whether ``peer`` is a founder or earned full weight (established peers anchor the reference)."""
+        return self._state(peer).established
+
+    def is_founder(self, peer: str) -> bool:
+        """Whether ``peer`` was established when first heard (founding rounds, or probation off)."""
+        return self._state(peer).founder
+
+    def influence_cap(self, peer: str) -> float:
+        """The largest weight ``peer`` may have in a mix now: 1 when established, else its ramp."""
+        state = self._state(peer)
+        if state.established:
+            return 1.0
+        return ramp_cap(state.passes, self.config.young_rounds, self.config.ramp_rounds)
+
+    def reputation(self, peer: str) -> float:
+        """The exponential moving average of ``peer``'s combined scores."""
+        return self._state(peer).reputation
+
+    def evicted(self) -> set[str]:
+        """Peers currently evicted."""
+        return {p for p, s in self._peers.items() if s.status == "evicted"}
+
+    def weights_for(self, peers: Iterable[str]) -> NDArray[np.float64]:
+        """Aggregation weights, one per peer in order: 0 for peers not admitted, else 1 (``binary``) or the
+        reputation (``reputation``), times the peer's :meth:`influence_cap` (0 for a young peer still on
+        probation). The young peers' total share is capped by the caller (:func:`~p2pfl.scoring.influence.
+        cap_share`), which knows the own model's weight. Zero-weight rows are dropped by ``aggregate``."""
+        out = []
+        for p in peers:
+            state = self._state(p)
+            if state.status != "active":
+                out.append(0.0)
+                continue
+            base = 1.0 if self.config.weighting == "binary" else state.reputation
+            out.append(base * self.influence_cap(p))
+        return np.asarray(out, dtype=np.float64)
+
+    def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]:
+        """The neighbours whose models are absurd (see :func:`~p2pfl.scoring.influence.absurd`), with their
+        distance from ``own_after``. The caller drops them before any averaging, the reference included."""
+        after = _as_vec(own_after, "own_after")
+        models = {p: _as_vec(neighbours[p], f"neighbours[{p!r}]", after.shape[0]) for p in neighbours}
+        est = {p for p in models if self._state(p).established and self._state(p).status != "evicted"}
+        return absurd(after, models, est, self.config.hard_reject_factor)
+
+    # -- transitions -----------------------------------------------------------------------------
+
+    def begin_round(self) -> None:
+        """The caller starts an own round (identities first heard within ``founding_rounds`` are founders)."""
+        self.rounds += 1
+
+    def readmit(self, peer: str) -> None:
+        """Put an evicted peer on probation with ``probation_reputation``; no-op for other peers. Once off
+        probation it is young again: an identity earns its weight back."""
+        state = self._peers.get(peer)
+        if state is None or state.status != "evicted":
+            return
+        state.status = "probation"
+        state.reputation = self.config.probation_reputation
+        state.consecutive_bad = 0
+        state.probation_left = self.config.probation_length
+        state.established = state.founder = self.config.young_rounds == 0
+        state.passes = 0
+        state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
+
+    def grant_grace(self, peer: str) -> None:
+        """``peer`` comes back after a silence (or joins late): its next ``return_grace`` scores do not count
+        towards eviction (see :class:`ScoringConfig`); absurd models always count. No-op for an evicted peer
+        or one on probation."""
+        state = self._peers.setdefault(peer, self._state(peer))
+        if state.status in ("evicted", "probation"):
+            return
+        state.grace_left = self.config.return_grace
+        state.consecutive_bad = 0
+
+    def forget(self, peer: str) -> None:
+        """Drop everything known about ``peer`` (e.g. it left the network for good)."""
+        self._peers.pop(peer, None)
+
+    def evaluate(  # noqa: PLR0917 - positional order is the protocol layer's documented call
+        self,
+        own_before: ArrayLike,
+        own_after_local_training: ArrayLike,
+        neighbours: Mapping[str, ArrayLike],
+        centre: ArrayLike,
+        val_losses: Mapping[str, float] | None = None,
+        own_val_loss: float | None = None,
+        *,
+        only: Collection[str] | None = None,
+    ) -> dict[str, ScoreRecord]:
+        """Score every neighbour once, update reputations, standings and statuses, return the records.
+
+        Evicted neighbours are not scored (their record repeats the eviction); pass ``readmit`` first to
+        give them another chance. ``val_losses`` is used when ``config.use_val_loss`` and
+        ``own_val_loss`` is a positive finite number; a neighbour missing from it just has no loss score.
+        With ``only``, the other neighbours still set the honest spread (the median distance) but get no
+        score: a model already scored is no new evidence, however often the caller mixes it.
+        """
+        cfg = self.config
+        before = _as_vec(own_before, "own_before")
+        d = before.shape[0]
+        after = _as_vec(own_after_local_training, "own_after_local_training", d)
+        ctr = _as_vec(centre, "centre", d)
+        models = {p: _as_vec(neighbours[p], f"neighbours[{p!r}]", d) for p in sorted(neighbours)}
+        own_update = after - before
+        own_norm = float(np.linalg.norm(own_update))
+
+        scored = [p for p in models if self._state(p).status != "evicted"]
+        rejected = self.absurd(after, {p: models[p] for p in scored})
+        sane = [p for p in scored if p not in rejected]
+        dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
+        # The spread is the founders' (and the own model's) while at least two founders are candidates, else
+        # the established neighbours': a crowd of new identities can neither widen it nor narrow it, nor can
+        # identities that earned their standing while founders are around (one founder alone would set it
+        # by its own distance). While none is established (a peer whose every neighbour is new) every sane
+        # neighbour sets it, as before earned influence.
+        founders = [p for p in sane if self._state(p).founder]
+        anchors = founders if len(founders) >= 2 else [p for p in sane if self._state(p).established] or sane
+        med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
+        loss_ref = self._loss_reference(anchors, val_losses, own_val_loss)
+
+        records: dict[str, ScoreRecord] = {}
+        for p, model in models.items():
+            if only is not None and p not in only:
+                continue
+            state = self._peers.setdefault(p, self._state(p))
+            if state.status == "evicted":
+                records[p] = ScoreRecord(
+                    p,
+                    math.nan,
+                    0.0,
+                    None,
+                    None,
+                    None,
+                    0.0,
+                    state.reputation,
+                    "evicted",
+                    "evicted: not scored",
+                )
+                continue
+            if p in rejected:
+                records[p] = self._reject_absurd(p, state, rejected[p])
+                continue
+            r = dists[p] / med if med > 0 else (0.0 if dists[p] == 0 else math.inf)
+            s_dist = _ramp_down(r, cfg.dist_ok, cfg.dist_cutoff)
+            pull = model - before
+            pull_norm = float(np.linalg.norm(pull))
+            cosine: float | None = None
+            s_cos: float | None = None
+            if own_norm > 0 and pull_norm > 0:
+                cosine = float(np.clip(np.dot(pull, own_update) / (pull_norm * own_norm), -1.0, 1.0))
+                s_cos = 1.0 - _ramp_down(cosine, cfg.cos_bad, cfg.cos_ok)
+            s_loss: float | None = None
+            if loss_ref is not None and val_losses is not None and p in val_losses:
+                loss = float(val_losses[p])
+                s_loss = (
+                    _ramp_down(loss / loss_ref, cfg.loss_ok, cfg.loss_bad) if math.isfinite(loss) else 0.0
+                )
+            parts = [(cfg.w_distance, s_dist), (cfg.w_cosine, s_cos), (cfg.w_loss, s_loss)]
+            total_w = sum(w for w, s in parts if s is not None)
+            combined = sum(w * s for w, s in parts if s is not None) / total_w if total_w > 0 else s_dist
+            # Distance and own-data loss are hard evidence and cap the score; the cosine is soft
+            # evidence (honest non-IID neighbours often pull against the own update) and only averages.
+            if cfg.cap_by_hard_evidence:
+                hard = [s for w, s in (parts[0], parts[2]) if w > 0 and s is not None]
+                combined = min([combined, *hard])
+            if cfg.dist_hard is not None and r >= cfg.dist_hard:
+                combined = 0.0  # far outside any honest spread: no other component may average it away
+            state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
+            bad = combined < cfg.bad_score
+            if state.grace_left > 0:
+                state.grace_left -= 1
+                state.consecutive_bad = 0
+            else:
+                state.consecutive_bad = state.consecutive_bad + 1 if bad else 0
+            reason = self._transition(state, bad, combined)
+            passed = combined >= cfg.young_pass_score and r <= cfg.dist_ok
+            reason = self._earn(state, passed and (s_loss is None or s_loss >= cfg.young_pass_score), reason)
+            records[p] = ScoreRecord(
+                p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
+            )
+        return records
+
+    def _loss_reference(
+        self, anchors: Collection[str], val_losses: Mapping[str, float] | None, own_val_loss: float | None
+    ) -> float | None:
+        """``max(L_own, loss_floor)`` times the tolerance calibrated on ``anchors`` (see the module doc);
+        ``None`` when the loss component is off or the own loss is unusable."""
+        cfg = self.config
+        if not (
+            cfg.use_val_loss
+            and val_losses is not None
+            and own_val_loss is not None
+            and math.isfinite(own_val_loss)
+            and own_val_loss > 0
+        ):
+            return None
+        own = max(own_val_loss, cfg.loss_floor)
+        finite = [float(val_losses[p]) for p in anchors if p in val_losses and math.isfinite(val_losses[p])]
+        if finite:
+            # of two neighbours the smaller loss: their mean let a sign-flipper beside one honest neighbour
+            # score 1 (the lower median for every even count cost a false eviction in attacks16 IPM runs)
+            ratio = _robust_median(finite) / own
+            self.loss_tolerance = min(max(ratio, 1.0), cfg.loss_tolerance_max)
+        return own * self.loss_tolerance
+
+    def _reject_absurd(self, peer: str, state: _PeerState, distance: float) -> ScoreRecord:
+        """An absurd model: score 0, an offence that no grace forgives, back to the start of probation."""
+        cfg = self.config
+        state.reputation = (1.0 - cfg.ema) * state.reputation
+        state.absurd += 1
+        state.consecutive_bad += 1
+        state.grace_left = 0
+        if state.status == "probation" or max(state.absurd, state.consecutive_bad) >= cfg.evict_after:
+            state.status = "evicted"
+            reason = f"evicted: absurd model ({state.absurd} so far; distance {distance:.3g} from own)"
+        else:
+            state.status = self._standing(state.reputation)
+            reason = f"rejected: absurd model ({state.absurd}/{cfg.evict_after} to eviction)"
+        if not state.established:
+            state.passes = 0
+        return ScoreRecord(
+            peer, math.inf, 0.0, None, None, None, 0.0, state.reputation, self.status(peer), reason
+        )
+
+    def _earn(self, state: _PeerState, passed: bool, reason: str) -> str:
+        """A young identity's standing after one more version: consecutive passes earn weight, one failure
+        sends it back to the start of probation."""
+        if state.established or state.status not in ("active", "excluded"):
+            return reason
+        cfg = self.config
+        state.passes = state.passes + 1 if passed else 0
+        if state.passes >= cfg.young_rounds + cfg.ramp_rounds:
+            state.established = True
+            return f"{reason}; established"
+        return f"{reason}; young ({state.passes}/{cfg.young_rounds + cfg.ramp_rounds} passes)"
+
+    def _transition(self, state: _PeerState, bad: bool, combined: float) -> str:
+        cfg = self.config
+        if state.status == "probation":
+            if bad:
+                state.status = "evicted"
+                return f"evicted: bad evaluation on probation (score {combined:.3f} < {cfg.bad_score})"
+            state.probation_left -= 1
+            if state.probation_left > 0:
+                return f"probation: {state.probation_left} good evaluations to go"
+            state.status = self._standing(state.reputation)
+            return f"probation passed; {state.status}"
+        if state.consecutive_bad >= cfg.evict_after or state.absurd >= cfg.evict_after:
+            state.status = "evicted"
+            return f"evicted: {state.consecutive_bad} consecutive scores below {cfg.bad_score}"
+        state.status = self._standing(state.reputation)
+        if state.status == "excluded":
+            return f"excluded: reputation {state.reputation:.3f} < {cfg.exclude_below}"
+        if bad and state.consecutive_bad == 0:
+            return f"active: bad score {combined:.3f} (returning: {state.grace_left} versions of grace left)"
+        if bad:
+            return f"active: bad score {combined:.3f} ({state.consecutive_bad}/{cfg.evict_after} to eviction)"
+        return "active"
