@@ -1,0 +1,157 @@
+"""Quality of a model version on labelled data: accuracy, loss, macro F1, macro one-vs-rest AUC, and deltas.
+
+Pure functions of per-sample class probabilities ``(n, C)`` and integer labels ``(n,)``. The F1 and AUC come
+from scikit-learn when it is importable (``pip install 'p2pfl-gossip[quality]'``) and otherwise from the
+numpy implementations below, which give the same numbers (tests/test_quality.py checks them against
+scikit-learn): an operator's ΔAUC does not depend on which one a peer happened to have.
+
+Definitions, chosen to stay defined on a peer's small, often skewed validation split:
+
+* macro F1: the unweighted mean over the labels present in ``y`` or in the predictions of
+  ``2 TP / (2 TP + FP + FN)`` (scikit-learn's ``f1_score(average="macro", zero_division=0)``).
+* macro one-vs-rest AUC: the unweighted mean, over the classes that occur in ``y`` *and* are absent from some
+  sample (both a positive and a negative), of the binary ROC AUC of ``probs[:, c]`` for ``y == c``; ties
+  count half (Mann-Whitney). With every class present this is scikit-learn's
+  ``roc_auc_score(multi_class="ovr", average="macro")``; a class without positives, which would make that
+  call fail, is left out instead. ``None`` when no class qualifies.
+* loss: mean cross-entropy ``-log p[y]`` (probabilities clipped at 1e-12).
+
+A delta is ``new - base``; positive means the new version is better.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+@functools.cache
+def _sklearn() -> tuple[Any, Any] | None:
+    """scikit-learn's ``f1_score`` and ``roc_auc_score``, imported on first use (``import p2pfl`` stays
+    cheap); ``None`` when it is not installed."""
+    try:
+        from sklearn.metrics import f1_score, roc_auc_score
+    except ImportError:  # pragma: no cover - depends on the installation
+        return None
+    return f1_score, roc_auc_score
+
+
+def backend() -> str:
+    """Which implementation computes F1 and AUC here: ``"sklearn"`` or ``"numpy"``."""
+    return "sklearn" if _sklearn() is not None else "numpy"
+
+
+@dataclass(frozen=True)
+class Quality:
+    """One version's quality on ``samples`` labelled samples (``None``: not defined on these samples)."""
+
+    accuracy: float | None
+    loss: float | None
+    f1: float | None
+    auc: float | None
+    samples: int
+
+    def as_metrics(self, prefix: str = "val_") -> dict[str, float]:
+        """The defined values as ``{prefix}accuracy`` etc. (a version record's metrics map)."""
+        out = {"accuracy": self.accuracy, "loss": self.loss, "f1": self.f1, "auc": self.auc}
+        return {f"{prefix}{k}": float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+EMPTY = Quality(accuracy=None, loss=None, f1=None, auc=None, samples=0)
+
+
+def macro_f1(y: npt.NDArray[Any], pred: npt.NDArray[Any], *, use_sklearn: bool = True) -> float:
+    """Macro F1 over the labels in ``y`` or ``pred`` (absent predictions count 0)."""
+    sk = _sklearn() if use_sklearn else None
+    if sk is not None:
+        return float(sk[0](y, pred, average="macro", zero_division=0))
+    labels = np.union1d(y, pred)
+    scores = []
+    for c in labels:
+        tp = float(np.sum((pred == c) & (y == c)))
+        fp = float(np.sum((pred == c) & (y != c)))
+        fn = float(np.sum((pred != c) & (y == c)))
+        denom = 2 * tp + fp + fn
+        scores.append(2 * tp / denom if denom else 0.0)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def _binary_auc(positive: npt.NDArray[np.bool_], score: npt.NDArray[np.float64]) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney U) with average ranks for ties."""
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    ranks = np.empty(len(s), np.float64)
+    i = 0
+    while i < len(s):  # average rank over each run of equal scores
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    u = float(ranks[positive].sum()) - n_pos * (n_pos + 1) / 2.0
+    return u / (n_pos * n_neg)
+
+
+def macro_auc(y: npt.NDArray[Any], probs: npt.NDArray[Any], *, use_sklearn: bool = True) -> float | None:
+    """Macro one-vs-rest ROC AUC over the classes with positives and negatives in ``y`` (see module doc)."""
+    sk = _sklearn() if use_sklearn else None
+    scores = []
+    for c in range(probs.shape[1]):
+        positive = y == c
+        if not positive.any() or positive.all():
+            continue
+        col = np.asarray(probs[:, c], np.float64)
+        if sk is not None:
+            scores.append(float(sk[1](positive, col)))
+        else:
+            scores.append(_binary_auc(positive, col))
+    return float(np.mean(scores)) if scores else None
+
+
+def quality(probs: npt.NDArray[Any], y: npt.NDArray[Any], *, use_sklearn: bool = True) -> Quality:
+    """The quality of class probabilities ``probs`` (n, C) for labels ``y`` (n,) in ``0..C-1``.
+
+    Non-finite probabilities (a poisoned model that overflowed) give the worst defined values: accuracy and
+    F1 of what the argmax says, AUC over the finite-made scores and an infinite loss; never an exception."""
+    probs = np.asarray(probs, np.float64)
+    y = np.asarray(y)
+    if probs.ndim != 2 or y.ndim != 1 or len(probs) != len(y):
+        raise ValueError(f"need probs (n, C) and labels (n,), got {probs.shape} and {y.shape}")
+    if len(y) == 0:
+        return EMPTY
+    probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0)
+    pred = probs.argmax(axis=1)
+    p_true = np.clip(probs[np.arange(len(y)), y], 1e-12, None)
+    return Quality(
+        accuracy=float(np.mean(pred == y)),
+        loss=float(-np.log(p_true).mean()),
+        f1=macro_f1(y, pred, use_sklearn=use_sklearn),
+        auc=macro_auc(y, probs, use_sklearn=use_sklearn),
+        samples=len(y),
+    )
+
+
+def deltas(new: Quality, base: Quality | None) -> dict[str, float]:
+    """``delta_auc`` and ``delta_f1`` (new minus base), where both sides define the value."""
+    if base is None:
+        return {}
+    out: dict[str, float] = {}
+    if new.auc is not None and base.auc is not None:
+        out["delta_auc"] = new.auc - base.auc
+    if new.f1 is not None and base.f1 is not None:
+        out["delta_f1"] = new.f1 - base.f1
+    return out
+
+
+def snapshot(new: Quality | None, delta: Mapping[str, float]) -> dict[str, float]:
+    """A flat ``name -> value`` view for status and metrics: ``val_*`` of ``new`` plus the deltas."""
+    out = new.as_metrics() if new is not None else {}
+    out.update({k: float(v) for k, v in delta.items()})
+    return out
