@@ -119,7 +119,7 @@ class Rollout:
         with self._lock:
             self._digests[seq] = digest
             self._newest = (seq, params)
-            q_new = self._quality(params, seq)
+            q_new = self._quality(params, seq if self.cfg.enabled else None)  # off: nothing to cache
             metrics = q_new.as_metrics()
             if not self.cfg.enabled:
                 metrics.update(deltas(q_new, self._previous_quality))

@@ -234,3 +234,23 @@ def test_the_embedding_handle_serves_and_refuses_bad_feedback_in_the_callers_thr
         with pytest.raises(FeedbackError, match="out of range"):
             handle.submit_feedback(np.zeros((1, 2)), np.array([5]))
         assert "val_auc" in handle.quality_snapshot()
+
+
+def test_versions_cli_reads_a_log_written_before_quality_metrics(tmp_path: Path, capsys: Any) -> None:
+    from p2pfl.state import VersionLog
+
+    log = VersionLog(tmp_path, Identity(b"\x04" * 32))
+    for seq in (1, 2):
+        log.append(event="version", seq=seq, round=seq, digest=bytes(32), metrics={"val_accuracy": 0.5})
+    assert cli_main(["versions", "list", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0.5000" in out and "serving None" in out
+    assert cli_main(["versions", "show", str(tmp_path), "2"]) == 0
+    assert cli_main(["versions", "show", str(tmp_path), "3"]) == 1
+    assert cli_main(["versions", "list", str(tmp_path / "missing")]) == 1
+    key = tmp_path.parent / "other.key"
+    save_key(Identity(b"\x05" * 32), key)
+    capsys.readouterr()
+    assert cli_main(["versions", "promote", str(tmp_path), "1", "--key", str(key)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the key is peer" in err
