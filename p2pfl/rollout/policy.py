@@ -46,6 +46,9 @@ class RolloutState:
     phase: str | None = None  # "shadow" or "canary" while there is a candidate
     #: rounds the candidate has passed in its current phase
     passed: int = 0
+    #: rounds left in which a freshly promoted version is still compared with the one it replaced (a drop
+    #: rolls serving back); not kept across a restart
+    watch: int = 0
 
     def apply(self, event: Event) -> RolloutState:
         """The state after ``event`` (also how :func:`replay` reads a log)."""
@@ -60,7 +63,8 @@ class RolloutState:
             if self.serving is not None and self.serving != event.seq:
                 previous = (*previous, self.serving)[-HISTORY:]
             candidate = None if self.candidate == event.seq else self.candidate
-            return RolloutState(event.seq, previous, candidate, self.phase if candidate else None, 0)
+            phase, passed = (self.phase, self.passed) if candidate else (None, 0)
+            return RolloutState(event.seq, previous, candidate, phase, passed)
         if event.kind == ROLLBACK:
             previous = tuple(s for s in self.previous if s != event.seq)
             return RolloutState(event.seq, previous, None, None, 0)
@@ -106,6 +110,25 @@ class RolloutPolicy:
             self._emit(Event(phase, newest, "newest own version is the candidate"), out)
         return out
 
+    def judge_serving(self, deltas: Mapping[str, float]) -> list[Event]:
+        """After a promotion, for ``promote_after`` rounds: the serving version against the one it replaced
+        (``delta_*`` = serving minus previous, on validation data plus the newest feedback). A drop below the
+        thresholds rolls serving back to the previous version."""
+        s = self.state
+        if s.watch <= 0 or not s.previous or s.serving is None:
+            return []
+        failed = _failures(deltas, self.cfg)
+        if not failed:
+            self.state = replace(s, watch=s.watch - 1)
+            return []
+        back = s.previous[-1]
+        reason = (
+            f"serving seq {s.serving} dropped after its promotion: {', '.join(failed)}; back to seq {back}"
+        )
+        out: list[Event] = []
+        self._emit(Event(ROLLBACK, back, reason, dict(deltas)), out)
+        return out
+
     def judge(self, deltas: Mapping[str, float]) -> list[Event]:
         """One round of evidence about the candidate (``delta_auc``/``delta_f1`` against the serving version;
         a missing delta is not judged, no delta at all holds the candidate where it is)."""
@@ -129,6 +152,7 @@ class RolloutPolicy:
         elif s.phase == "canary" and s.passed >= cfg.promote_after:
             reason = f"passed {s.passed} canary round(s); replaces seq {s.serving}"
             self._emit(Event(PROMOTE, s.candidate, reason, dict(deltas)), out)
+            self.state = replace(self.state, watch=cfg.promote_after)
         return out
 
 

@@ -137,6 +137,7 @@ class Rollout:
             if base_params is not None and base is not None and base != seq:
                 metrics.update(deltas(q_new, self._quality(base_params, base)))
                 metrics["base_seq"] = float(base)
+            events += self._watch_serving()
             cand = self._judge()
             events += cand[1]
             self.promotions += sum(1 for e in cand[1] if e.kind == PROMOTE)
@@ -155,6 +156,17 @@ class Rollout:
             return {}, []
         d = deltas(self._quality(cand, with_feedback=True), self._quality(serving, with_feedback=True))
         return {f"candidate_{k}": v for k, v in d.items()}, self.policy.judge(d)
+
+    def _watch_serving(self) -> list[Event]:
+        """A freshly promoted version against the one it replaced, on validation data plus feedback."""
+        s = self.policy.state
+        if s.watch <= 0 or not s.previous or s.serving is None:
+            return []
+        now, before = self.models.get(s.serving), self.models.get(s.previous[-1])
+        if now is None or before is None:
+            return []
+        d = deltas(self._quality(now, with_feedback=True), self._quality(before, with_feedback=True))
+        return self.policy.judge_serving(d)
 
     def _keep(self) -> None:
         s = self.policy.state

@@ -6,7 +6,7 @@ import pytest
 
 from p2pfl.errors import ConfigError
 from p2pfl.rollout import RolloutConfig, RolloutPolicy, replay, routes_to_canary
-from p2pfl.rollout.policy import CANARY, DEMOTE, PROMOTE, SHADOW
+from p2pfl.rollout.policy import CANARY, DEMOTE, PROMOTE, ROLLBACK, SHADOW
 
 GOOD = {"delta_auc": 0.02, "delta_f1": 0.01}
 BAD = {"delta_auc": -0.05, "delta_f1": 0.01}
@@ -111,3 +111,15 @@ def test_the_rollout_section_of_a_peer_toml() -> None:
         parse_config(doc(rollout={"shadow": 2}), Path("."))
     with pytest.raises(ConfigError, match=r"^\[rollout\] canary_fraction: must be in \[0, 1\]"):
         parse_config(doc(rollout={"canary_fraction": 2}), Path("."))
+
+
+def test_a_promoted_version_that_drops_is_rolled_back_within_the_watch() -> None:
+    policy = RolloutPolicy(RolloutConfig(enabled=True, shadow_rounds=0, promote_after=2))
+    run(policy, 3, GOOD)  # v1 served, v2 promoted after 2 canary rounds
+    assert policy.state.serving == 2 and policy.state.watch == 2
+    assert policy.judge_serving(GOOD) == [] and policy.state.watch == 1
+    [ev] = policy.judge_serving(BAD)
+    assert ev.kind == ROLLBACK and ev.seq == 1 and "dropped after its promotion" in ev.reason
+    assert policy.state.serving == 1 and policy.state.watch == 0
+    assert policy.judge_serving(BAD) == []  # nothing watched any more
+    assert replay([("rollout_promote", 1), ("rollout_promote", 2), (ROLLBACK, 1)]).serving == 1

@@ -254,3 +254,21 @@ def test_versions_cli_reads_a_log_written_before_quality_metrics(tmp_path: Path,
     assert cli_main(["versions", "promote", str(tmp_path), "1", "--key", str(key)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the key is peer" in err
+
+
+async def test_feedback_that_shows_a_promoted_version_worse_rolls_serving_back(tmp_path: Path) -> None:
+    cfg = {"enabled": True, "shadow_rounds": 0, "promote_after": 2}
+    async with make_peer(tmp_path, [0.3, 0.9, 0.9, 0.9], **cfg) as peer:
+        for _ in range(3):
+            await peer.step()
+        assert peer.rollout.serving().seq == 2  # type: ignore[union-attr]
+        # the host's traffic disagrees with the validation split: labels are the opposite of feature 0
+        rng = np.random.default_rng(1)
+        z = rng.integers(0, 2, 2000)
+        x = np.stack([z.astype(np.float32), rng.random(2000).astype(np.float32)], axis=1)
+        peer.rollout.submit_feedback(x, 1 - z)
+        await peer.step()
+        assert peer.rollout.serving().seq == 1  # type: ignore[union-attr]
+    last = [r for r in read_log(tmp_path) if r.event == "rollout_rollback"]
+    assert [(r.seq, r.reason.startswith("serving seq 2 dropped")) for r in last] == [(1, True)]
+    assert verify_log(tmp_path).ok
