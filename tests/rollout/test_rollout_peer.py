@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+import trio
 
 from p2pfl.cli import main as cli_main
 from p2pfl.identity import Identity, save_key
 from p2pfl.learner import EvalResult, TrainResult
 from p2pfl.peer import Peer, PeerConfig
+from p2pfl.protocol import Replica
 from p2pfl.rollout import FeedbackError, RolloutConfig
 from p2pfl.rollout.policy import DEMOTE, PROMOTE
 from p2pfl.state import read_log, verify_log
@@ -272,3 +274,40 @@ async def test_feedback_that_shows_a_promoted_version_worse_rolls_serving_back(t
     last = [r for r in read_log(tmp_path) if r.event == "rollout_rollback"]
     assert [(r.seq, r.reason.startswith("serving seq 2 dropped")) for r in last] == [(1, True)]
     assert verify_log(tmp_path).ok
+
+
+async def test_a_poisoned_mix_that_slips_past_scoring_is_never_served(tmp_path: Path) -> None:
+    """Scoring off (so nothing stops it): from round 2 on a neighbour replica far from the honest models is
+    mixed in every round. Each mixed version is worse than the served one and is demoted; the host keeps
+    getting version 1."""
+    config = PeerConfig(
+        network_id="digits",
+        status_interval_s=0,
+        state_dir=tmp_path,
+        min_neighbours=0,
+        scoring_enabled=False,
+        join_on_start=False,
+        mix_scope="all",
+        rollout=RolloutConfig(enabled=True, shadow_rounds=1, promote_after=1),
+    )
+    net = MemoryNetwork()
+    peer = Peer(
+        config,
+        QualityLearner([0.8] * 10),
+        Identity(b"\x06" * 32),
+        transport=lambda i: net.open(network_id="digits", seed=i.seed),
+    )
+    async with peer:
+        await peer.step()
+        for version in range(2, 11):
+            vec = np.full(peer.engine.layout.size, -3.0, np.float32)
+            peer.engine.replicas["mallory"] = Replica(
+                "mallory", vec, version, peer.engine.layout.digest(vec), trio.current_time()
+            )
+            await peer.step()
+            assert peer.rollout.serving().seq == 1  # type: ignore[union-attr]
+            assert peer.quality_snapshot()["delta_auc"] < 0
+    events = rollout_events(tmp_path)
+    assert [e for e in events if e[0] == PROMOTE] == [(PROMOTE, 1)]
+    assert {e[0] for e in events} == {PROMOTE, "rollout_shadow", DEMOTE}
+    assert cli_main(["audit", "verify", str(tmp_path)]) == 0
