@@ -10,6 +10,7 @@ one lock guards the state.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -29,10 +30,13 @@ from p2pfl.rollout.policy import EVENTS, PROMOTE, Event, RolloutPolicy, replay, 
 from p2pfl.state import LogRecord
 from p2pfl.state.checkpoint import Params
 
+log = logging.getLogger("p2pfl.peer")
+
 
 @dataclass(frozen=True)
 class Served:
-    """The model a request gets: version ``seq``, ``role`` "serving" or "canary", and its parameters."""
+    """The model a request gets: version ``seq``, ``role`` "serving" or "canary", and its parameters
+    (shared with the peer, not copied per request: read them, do not write to them)."""
 
     seq: int
     role: str
@@ -56,6 +60,12 @@ class Rollout:
     ) -> None:
         self.cfg = cfg
         self.learner = learner
+        if cfg.enabled and not isinstance(learner, ScoringLearner):
+            log.warning(
+                "[rollout] is enabled but %s exposes no class probabilities (p2pfl.learner.ScoringLearner): "
+                "no ΔAUC/ΔF1, so candidates wait in shadow and the first version stays served",
+                type(learner).__name__,
+            )
         self.policy = RolloutPolicy(cfg)
         self.models = ModelStore(directory, peer_id, network_id)
         self.feedback = FeedbackBuffer(cfg.feedback_limit)
