@@ -73,24 +73,23 @@ def macro_f1(y: npt.NDArray[Any], pred: npt.NDArray[Any], *, use_sklearn: bool =
     sk = _sklearn() if use_sklearn else None
     if sk is not None:
         return float(sk[0](y, pred, average="macro", zero_division=0))
-    labels = np.union1d(y, pred)
-    scores = []
-    for c in labels:
-        tp = float(np.sum((pred == c) & (y == c)))
-        fp = float(np.sum((pred == c) & (y != c)))
-        fn = float(np.sum((pred != c) & (y == c)))
-        denom = 2 * tp + fp + fn
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores)) if scores else 0.0
+    y, pred = np.asarray(y, np.int64), np.asarray(pred, np.int64)
+    if len(y) == 0:
+        return 0.0
+    size = int(max(y.max(), pred.max())) + 1
+    tp = np.bincount(y[pred == y], minlength=size).astype(np.float64)
+    denom = np.bincount(pred, minlength=size) + np.bincount(y, minlength=size)  # 2 TP + FP + FN
+    present = denom > 0  # the labels in y or in pred
+    return float(np.mean(2 * tp[present] / denom[present]))
 
 
 def _binary_auc(positive: npt.NDArray[np.bool_], score: npt.NDArray[np.float64]) -> float:
     """ROC AUC by the rank-sum (Mann-Whitney U) with average ranks for ties."""
     order = np.argsort(score, kind="mergesort")
     s = score[order]
-    first = np.r_[True, s[1:] != s[:-1]]  # where each run of equal scores starts
+    first = np.concatenate([[True], s[1:] != s[:-1]])  # where each run of equal scores starts
     starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(s)]
+    ends = np.append(starts[1:], len(s))
     ranks = np.empty(len(s), np.float64)
     ranks[order] = ((starts + ends - 1) / 2.0 + 1.0)[np.cumsum(first) - 1]  # average rank of each run
     n_pos = int(positive.sum())

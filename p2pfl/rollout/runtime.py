@@ -107,6 +107,7 @@ class Rollout:
         return learner.predict_proba(x, params), y
 
     def _quality(self, params: Params, seq: int | None = None, with_feedback: bool = False) -> Quality:
+        with_feedback = with_feedback and len(self.feedback) > 0  # none yet: the validation-only figure
         if seq is not None and not with_feedback and seq in self._val_quality:
             return self._val_quality[seq]
         if not isinstance(self.learner, ScoringLearner):
@@ -164,7 +165,10 @@ class Rollout:
         cand, serving = self.models.get(s.candidate), self.models.get(s.serving)
         if cand is None or serving is None:
             return {}, []
-        d = deltas(self._quality(cand, with_feedback=True), self._quality(serving, with_feedback=True))
+        d = deltas(
+            self._quality(cand, s.candidate, with_feedback=True),
+            self._quality(serving, s.serving, with_feedback=True),
+        )
         return {f"candidate_{k}": v for k, v in d.items()}, self.policy.judge(d)
 
     def _watch_serving(self) -> list[Event]:
@@ -175,7 +179,10 @@ class Rollout:
         now, before = self.models.get(s.serving), self.models.get(s.previous[-1])
         if now is None or before is None:
             return []
-        d = deltas(self._quality(now, with_feedback=True), self._quality(before, with_feedback=True))
+        d = deltas(
+            self._quality(now, s.serving, with_feedback=True),
+            self._quality(before, s.previous[-1], with_feedback=True),
+        )
         return self.policy.judge_serving(d)
 
     def _keep(self) -> None:
