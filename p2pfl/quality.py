@@ -32,6 +32,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from p2pfl.errors import P2PFLError
+
+
+class QualityError(P2PFLError, ValueError):
+    """Probabilities and labels that do not fit together (a caller's mistake, said as such)."""
+
 
 @functools.cache
 def _sklearn() -> tuple[Any, Any] | None:
@@ -122,7 +128,7 @@ def quality(probs: npt.NDArray[Any], y: npt.NDArray[Any], *, use_sklearn: bool =
     probs = np.asarray(probs, np.float64)
     y = np.asarray(y)
     if probs.ndim != 2 or y.ndim != 1 or len(probs) != len(y):
-        raise ValueError(f"need probs (n, C) and labels (n,), got {probs.shape} and {y.shape}")
+        raise QualityError(f"need probs (n, C) and labels (n,), got {probs.shape} and {y.shape}")
     if len(y) == 0:
         return EMPTY
     probs = np.nan_to_num(probs, nan=0.0, posinf=1.0, neginf=0.0)
