@@ -72,6 +72,8 @@ class Rollout:
         self._lock = threading.RLock()
         self._digests: dict[int, bytes] = {}
         self._val_quality: dict[int, Quality] = {}  # by seq: the validation split does not change
+        #: by (seq, feedback samples accepted so far): only the current feedback's figures are kept
+        self._fb_quality: dict[tuple[int, int], Quality] = {}
         self._newest: tuple[int, Params] | None = None
         self._snapshot: dict[str, float] = {}
         self._previous_quality: Quality | None = None
@@ -110,6 +112,9 @@ class Rollout:
         with_feedback = with_feedback and len(self.feedback) > 0  # none yet: the validation-only figure
         if seq is not None and not with_feedback and seq in self._val_quality:
             return self._val_quality[seq]
+        fb_key = (seq, self.feedback.accepted) if seq is not None and with_feedback else None
+        if fb_key is not None and fb_key in self._fb_quality:  # same version, same feedback as before
+            return self._fb_quality[fb_key]
         if not isinstance(self.learner, ScoringLearner):
             ev = self.learner.evaluate(params)
             q = Quality(ev.accuracy, ev.loss, None, None, ev.samples)
@@ -118,6 +123,9 @@ class Rollout:
             q = quality(probs, y) if len(y) else EMPTY
         if seq is not None and not with_feedback:
             self._val_quality[seq] = q
+        if fb_key is not None:
+            self._fb_quality = {k: v for k, v in self._fb_quality.items() if k[1] == fb_key[1]}
+            self._fb_quality[fb_key] = q
         return q
 
     def _base(self) -> int | None:
@@ -191,6 +199,7 @@ class Rollout:
         self.models.keep(keep)
         for seq in [k for k in self._val_quality if k not in keep]:
             del self._val_quality[seq]
+        self._fb_quality = {k: v for k, v in self._fb_quality.items() if k[0] in keep}
 
     def _state_numbers(self) -> dict[str, float]:
         s = self.policy.state
