@@ -1,4 +1,4 @@
-"""The ``p2pfl`` command: ``keygen``, ``id``, ``inspect``, ``peer``, ``audit``, ``demo``, ``sim``, ``roster``.
+"""The ``p2pfl`` command: keygen, id, inspect, peer, audit, versions, roster, demo, sim.
 
 Subcommands import what they need lazily so that ``p2pfl id`` answers instantly (no torch, no libp2p).
 Every expected failure ends as one line ``error: <what>: <why>`` on stderr and one of these exit codes:
@@ -377,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="machine-readable output (default: text)")
     v.add_argument("-v", "--verbose", action="store_true", help="list the records (default: a summary)")
     v.set_defaults(func=_cmd_audit)
+
+    from p2pfl.cli_versions import add_parser as add_versions
+
+    add_versions(command, HelpFormatter)
 
     p = command("demo", "two identities exchange a signed delta; a tampered copy is rejected")
     p.add_argument("--out", help="directory to keep the keys and envelope files in (default: a temp dir)")

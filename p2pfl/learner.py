@@ -14,8 +14,9 @@ MLP in plain numpy: fast, deterministic, no torch; used by tests and large simul
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -63,6 +64,45 @@ class Learner(Protocol):
     def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
         """Loss/accuracy on the local validation split, of ``params`` if given (without adopting them)."""
         ...
+
+
+@runtime_checkable
+class ScoringLearner(Protocol):
+    """Optional: a learner that exposes per-sample class probabilities, for quality metrics and rollout.
+
+    ``p2pfl.quality`` needs probabilities for macro F1 and AUC, and the rollout evaluates candidate versions
+    on the host's labelled feedback. A learner without these methods still works everywhere: its versions
+    then get accuracy and loss only (from ``evaluate``) and feedback is refused (:func:`validation_scores`
+    returns ``None``)."""
+
+    def predict_proba(
+        self, x: npt.NDArray[Any], params: Mapping[str, npt.NDArray[Any]] | None = None
+    ) -> FloatArray:
+        """Class probabilities (n, n_classes) of ``params`` (default: the current model) for inputs ``x``."""
+        ...
+
+    def validation_data(self) -> tuple[npt.NDArray[Any], IntArray]:
+        """The local validation split: inputs and integer labels."""
+        ...
+
+
+def validation_scores(
+    learner: Learner, params: Mapping[str, npt.NDArray[Any]] | None = None
+) -> tuple[FloatArray, IntArray] | None:
+    """(probabilities, labels) of ``params`` on the learner's validation split, or ``None`` when the learner
+    does not expose probabilities (the default for a learner that is not a :class:`ScoringLearner`)."""
+    if not isinstance(learner, ScoringLearner):
+        return None
+    x, y = learner.validation_data()
+    probs: FloatArray = learner.predict_proba(x, params)
+    return probs, y
+
+
+def _softmax(logits: npt.NDArray[Any]) -> FloatArray:
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    out: FloatArray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def _check_same_layout(current: Mapping[str, npt.NDArray[Any]], new: Mapping[str, npt.NDArray[Any]]) -> None:
@@ -229,6 +269,18 @@ class NumpySoftmaxLearner:
         with self._lock:
             return self._evaluate_on(self._params if params is None else params, data)
 
+    def predict_proba(
+        self, x: npt.NDArray[Any], params: Mapping[str, npt.NDArray[Any]] | None = None
+    ) -> FloatArray:
+        with self._lock:
+            p = self._params if params is None else params
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits, _ = self._forward(p, np.asarray(x, np.float32))
+                return _softmax(logits)
+
+    def validation_data(self) -> tuple[FloatArray, IntArray]:
+        return self.val_data.x, self.val_data.y
+
     def _evaluate_on(self, p: Mapping[str, npt.NDArray[Any]], data: Dataset) -> EvalResult:
         if len(data) == 0:
             return EvalResult(loss=float("nan"), accuracy=None, samples=0)
@@ -312,6 +364,39 @@ class TorchLearner:
                 total += float(loss.detach())
                 seen += len(idx)
             return TrainResult(loss=total / max(steps, 1), samples=seen, steps=steps)
+
+    def predict_proba(
+        self, x: npt.NDArray[Any], params: Mapping[str, npt.NDArray[Any]] | None = None
+    ) -> FloatArray:
+        """Softmax of the module's outputs (a classifier's logits) for ``x``."""
+        torch = self._torch
+        with self._lock, self._swapped(params):
+            self.module.eval()
+            with torch.no_grad():
+                out = self.module(torch.as_tensor(np.asarray(x), dtype=self.val_x.dtype))
+            return _softmax(out.detach().cpu().numpy().astype(np.float64))
+
+    def validation_data(self) -> tuple[npt.NDArray[Any], IntArray]:
+        return self.val_x.cpu().numpy(), self.val_y.cpu().numpy().astype(np.int64)
+
+    @contextlib.contextmanager
+    def _swapped(self, params: Mapping[str, npt.NDArray[Any]] | None) -> Iterator[None]:
+        """Run with ``params`` loaded (if given), restoring the module's own afterwards."""
+        torch = self._torch
+        if params is None:
+            yield
+            return
+        sd = self.module.state_dict()
+        saved = {k: sd[k].clone() for k in self._names}
+        with torch.no_grad():
+            for k in self._names:
+                sd[k].copy_(torch.from_numpy(np.asarray(params[k], dtype=np.float32)))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for k, v in saved.items():
+                    sd[k].copy_(v)
 
     def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
         torch = self._torch

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,9 @@ from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_store import PeerStore, format_status
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
+from p2pfl.rollout import Rollout
 from p2pfl.roster.service import ROSTER_PROTOCOL, Access
+from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -105,6 +107,10 @@ class Peer:
         self.metrics: PeerMetrics | None = None
         self._metrics_listen = self._build_metrics(metrics)
         self.discovery = self._build_discovery()
+        #: quality deltas and the version served to the host (p2pfl.rollout, docs/rollout.md)
+        self.rollout = Rollout(
+            config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
+        )
         #: the round loop: owns the round counter, the reports and the guards' state
         self.rounds = self._build_rounds()
 
@@ -144,6 +150,7 @@ class Peer:
             write_status=self.write_status,
             stopped=self._stopped,
             on_round=self._on_round,
+            rollout=self.rollout,
         )
         return RoundLoop(parts)
 
@@ -304,6 +311,8 @@ class Peer:
 
     def _restore(self) -> None:
         ckpt = self.store.restore()
+        if self.config.state_dir is not None:  # what the log's rollout records say is served
+            self.rollout.restore(read_log(self.config.state_dir))
         if ckpt is None:
             return
         self.engine.restore(ckpt.own, ckpt.public, ckpt.seq)
@@ -450,6 +459,12 @@ class Peer:
         """The current own (mixed) model."""
         return self.engine.own_params()
 
+    def quality_snapshot(self) -> Mapping[str, float]:
+        """The newest own version's quality and deltas (``val_accuracy``, ``val_loss``, ``val_f1``,
+        ``val_auc``, ``delta_auc``, ``delta_f1``, ``serving_seq``, ``candidate_seq``, ``candidate_delta_*``;
+        a key is absent while undefined). Thread-safe; see p2pfl.rollout.runtime."""
+        return self.rollout.quality_snapshot()
+
     def status(self) -> dict[str, Any]:
         stats = self._transport.stats if self._transport is not None else None
         ev = self.last_eval
@@ -469,6 +484,8 @@ class Peer:
             "mixes_refused": self.mixes_refused,
             "evicted": sorted(self.engine.evicted_peers()),  # scored out or convicted (equivocation)
             "access": self.access.status() if self.access is not None else None,
+            "quality": dict(self.rollout.quality_snapshot()),
+            "rollout": self.rollout.status(),
         }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -15,6 +15,7 @@ from p2pfl.learner import Learner
 
 if TYPE_CHECKING:
     from p2pfl.peer import Params, Peer, PeerConfig, TransportFactory
+    from p2pfl.rollout import Served
 
 
 class PeerHandle:
@@ -95,6 +96,25 @@ class PeerHandle:
 
     def params(self) -> Params:
         return dict(self._call(self.peer.params))
+
+    # ------------------------------------------------------------------- serving (docs/rollout.md)
+
+    def serving(self) -> Served | None:
+        """The version the peer serves (``None`` before its first round)."""
+        return self._call(self.peer.rollout.serving)  # type: ignore[no-any-return]
+
+    def model_for(self, key: str | bytes) -> Served | None:
+        """The model for request ``key``: the canary for a consistent ``canary_fraction`` of the keys while
+        a candidate is in canary, else the serving version."""
+        return self._call(lambda: self.peer.rollout.model_for(key))  # type: ignore[no-any-return]
+
+    def submit_feedback(self, x: Any, y: Any) -> int:
+        """Labelled samples (x: (n, *features), y: (n,) class indices) for judging candidate versions;
+        returns how many are kept. A :class:`~p2pfl.rollout.FeedbackError` says what is wrong with them."""
+        return int(self._call(lambda: self.peer.rollout.submit_feedback(x, y)))
+
+    def quality_snapshot(self) -> Mapping[str, float]:
+        return dict(self._call(self.peer.quality_snapshot))
 
     def connect(self, addr: str) -> str:
         if self._token is None or self._finished.is_set():

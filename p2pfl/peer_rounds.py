@@ -14,6 +14,7 @@ learner, store, exchange) the way ``Exchange`` and ``PeerDiscovery`` do, and own
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ from p2pfl.wire import Meta
 
 if TYPE_CHECKING:
     from p2pfl.config.schema import PeerConfig
+    from p2pfl.rollout import Rollout
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -106,6 +108,8 @@ class RoundParts:
     stopped: trio.Event
     #: told of each finished round (``Peer``: the round's log event and metrics; must not raise)
     on_round: Callable[[RoundReport], None] | None = None
+    #: quality deltas and the serving version (p2pfl.rollout); ``None``: versions get no quality metrics
+    rollout: Rollout | None = None
 
 
 class RoundLoop:
@@ -286,7 +290,14 @@ class RoundLoop:
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
         p = self._p
-        await p.run_sync(p.store.persist, p.engine, self.round, outcome, metrics, decision.notes)
+        extra: list[dict[str, Any]] = []
+        if p.rollout is not None:  # quality, deltas and rollout events of this version (p2pfl.rollout)
+            own = p.engine.own_params()
+            q = await p.run_sync(p.rollout.after_round, self.round, outcome.seq, outcome.digest, own)
+            metrics.update(q.metrics)
+            extra = q.entries
+        persist = functools.partial(p.store.persist, extra=extra)
+        await p.run_sync(persist, p.engine, self.round, outcome, metrics, decision.notes)
 
     def _report(
         self,

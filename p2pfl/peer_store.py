@@ -141,12 +141,15 @@ class PeerStore:
         outcome: RoundOutcome,
         metrics: dict[str, float],
         notes: Sequence[tuple[str, str]] = (),
+        *,
+        extra: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Checkpoint, then version log: one ``version`` record, and one record per note (event, reason)."""
+        """Checkpoint, then version log: one ``version`` record, one record per note (event, reason), then
+        the ``extra`` entries (``VersionLog.append``'s arguments: the rollout's events)."""
         if self.log is None:
             self.checkpoint(engine, round_, metrics)
             return
-        entries = [version_entry(outcome, round_, metrics)]
+        entries: list[Mapping[str, Any]] = [version_entry(outcome, round_, metrics)]
         for event, reason in notes:  # what else happened to this version, each its own signed record
             entries.append(
                 {
@@ -159,6 +162,7 @@ class PeerStore:
                     "timestamp_ms": now_ms(),
                 }
             )
+        entries.extend(extra)
         records = self.log.prepare(entries)
         self.checkpoint(engine, round_, metrics, tuple(r.encoded() for r in records))
         try:
@@ -212,7 +216,17 @@ def format_status(s: Mapping[str, Any]) -> str:
         f"round={s['round']} seq={s['seq']} val_acc={'-' if acc is None else f'{acc:.4f}'} "
         f"neighbours={s['neighbours']} replicas={s['replicas']} bytes_out={s['bytes_sent']} "
         f"bytes_in={s['bytes_received']} rejected={sum(s['rejected'].values())} evicted={len(s['evicted'])}"
+        + _quality_part(s.get("quality") or {})
     )
+
+
+def _quality_part(q: Mapping[str, float]) -> str:
+    """`` serving=SEQ dAUC=+0.0123 dF1=-0.0040`` from a quality snapshot (absent values left out)."""
+    out = f" serving={int(q['serving_seq'])}" if "serving_seq" in q else ""
+    for key, name in (("delta_auc", "dAUC"), ("delta_f1", "dF1")):
+        if key in q:
+            out += f" {name}={q[key]:+.4f}"
+    return out
 
 
 def components(record: ScoreRecord | None) -> dict[str, float | None]:

@@ -9,13 +9,21 @@ Definitions (all measured by the simulation itself):
   is honest and h evicted it; ``rounds_to_evict`` = h's local round at which it evicted a (min/mean/max).
   Replay, forge and crash attackers publish honest models: they are not expected to be evicted.
 * ``bytes_per_peer_per_round``: bytes sent per honest peer per completed round (gossip + request bodies).
+* ``round_time_s``: over honest peers and rounds after their first, the time between two consecutive
+  rounds' completions (wall clock; includes the wait for neighbours): mean, p50, p95, max.
+* ``egress_bytes_per_peer``: bytes each honest peer sent (its whole run: gossip, request bodies, control):
+  mean, p95, max; each peer's own figure is its ``bytes_sent``.
+* ``quality``: the honest peers' last ΔAUC/ΔF1 (their newest version against the version they serve, or
+  their previous version with the rollout off; see docs/rollout.md), mean; and rollout promotions.
 * ``series``: per peer-local round r, over honest peers: mean/min test accuracy, consensus distance (mean
-  distance of honest models to their mean), mean time and bytes, and the mean reputation honest peers give
-  to attacker neighbours vs honest neighbours.
+  distance of honest models to their mean), mean time and bytes, the mean reputation honest peers give
+  to attacker neighbours vs honest neighbours, mean/p95 round time, mean ΔAUC and ΔF1, and the number of
+  evictions and rollout promotions honest peers made in that round.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -122,9 +130,43 @@ def summarise(output: Any) -> dict[str, Any]:
         },
         "rejected_total": _sum_counts([p.get("rejected", {}) for p in honest]),
         "bytes_per_peer_per_round": round(float(np.mean(per_round)), 1) if per_round else None,
+        "round_time_s": _spread(_round_times(honest)),
+        "egress_bytes_per_peer": _spread([float(p.get("bytes_sent", 0)) for p in honest], digits=0),
+        "quality": _quality(honest),
         "series": _series(output, honest, attackers),
     }
     return results
+
+
+def _round_times(honest: list[dict[str, Any]]) -> list[float]:
+    """Seconds between consecutive round completions of each honest peer (its first round left out: it
+    includes the start-up)."""
+    out: list[float] = []
+    for p in honest:
+        ts = [row["t"] for row in p.get("trace", []) if row.get("t") is not None]
+        out += [b - a for a, b in itertools.pairwise(ts)]
+    return out
+
+
+def _spread(values: list[float], digits: int = 3) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "p50": None, "p95": None, "max": None}
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": round(float(a.mean()), digits),
+        "p50": round(float(np.percentile(a, 50)), digits),
+        "p95": round(float(np.percentile(a, 95)), digits),
+        "max": round(float(a.max()), digits),
+    }
+
+
+def _quality(honest: list[dict[str, Any]]) -> dict[str, Any]:
+    last = [p["trace"][-1] for p in honest if p.get("trace")]
+    return {
+        "delta_auc_mean": _mean([r["d_auc"] for r in last if r.get("d_auc") is not None]),
+        "delta_f1_mean": _mean([r["d_f1"] for r in last if r.get("d_f1") is not None]),
+        "promotions": sum(int(r.get("promotions") or 0) for r in last),
+    }
 
 
 def _sum_counts(counts: list[dict[str, int]]) -> dict[str, int]:
@@ -139,10 +181,26 @@ def _series(output: Any, honest: list[dict[str, Any]], attackers: set[str]) -> d
     rounds = max((len(p.get("trace", [])) for p in honest), default=0)
     s: dict[str, list[Any]] = {
         k: []
-        for k in ("round", "acc_mean", "acc_min", "t", "bytes", "consensus", "rep_attacker", "rep_honest")
+        for k in (
+            "round",
+            "acc_mean",
+            "acc_min",
+            "t",
+            "bytes",
+            "consensus",
+            "rep_attacker",
+            "rep_honest",
+            "round_time_mean",
+            "round_time_p95",
+            "delta_auc",
+            "delta_f1",
+            "evictions",
+            "promotions",
+        )
     }
     for r in range(rounds):
         rows = [p["trace"][r] for p in honest if len(p.get("trace", [])) > r]
+        _series_extra(s, r, [p["trace"] for p in honest if len(p.get("trace", [])) > r])
         s["round"].append(r + 1)
         accs = [row["acc"] for row in rows if row.get("acc") is not None]
         s["acc_mean"].append(_mean(accs))
@@ -162,8 +220,30 @@ def _series(output: Any, honest: list[dict[str, Any]], attackers: set[str]) -> d
     return s
 
 
+def _series_extra(s: dict[str, list[Any]], r: int, traces: list[list[dict[str, Any]]]) -> None:
+    """Round ``r``'s round time, ΔAUC/ΔF1 and event counts over the honest peers' ``traces``."""
+    rows = [t[r] for t in traces]
+    times = [t[r]["t"] - t[r - 1]["t"] for t in traces if r > 0 and t[r].get("t") is not None]
+    s["round_time_mean"].append(_mean(times))
+    s["round_time_p95"].append(round(float(np.percentile(times, 95)), 4) if times else None)
+    s["delta_auc"].append(_mean([row["d_auc"] for row in rows if row.get("d_auc") is not None]))
+    s["delta_f1"].append(_mean([row["d_f1"] for row in rows if row.get("d_f1") is not None]))
+    s["evictions"].append(sum(len(row.get("evicted", [])) for row in rows))
+    promoted = 0
+    for t in traces:  # a promotion: the peer's counter grew since its previous round (a restart resets it)
+        now, before = t[r].get("promotions") or 0, (t[r - 1].get("promotions") or 0) if r > 0 else 0
+        promoted += max(0, now - before)
+    s["promotions"].append(promoted)
+
+
 def _plot(
-    path: Path, title: str, xlabel: str, ylabel: str, lines: list[tuple[list[Any], list[Any], str]]
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    lines: list[tuple[list[Any], list[Any], str]],
+    *,
+    marks: list[tuple[list[Any], str, str]] | None = None,
 ) -> None:
     import matplotlib
 
@@ -175,12 +255,16 @@ def _plot(
         pts = [(x, y) for x, y in zip(xs, ys, strict=False) if x is not None and y is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, marker=".")
+    marks = marks or []
+    for xs, label, style in marks:  # events: a vertical line per round where one happened
+        for i, x in enumerate(xs):
+            ax.axvline(x, color=style, linestyle="--", alpha=0.6, label=label if i == 0 else None)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if any(lbl for _, _, lbl in lines):
-        ax.legend()
+    if any(lbl for _, _, lbl in lines) or any(xs for xs, _, _ in marks):
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -189,27 +273,47 @@ def _plot(
 def write_plots(results: dict[str, Any], out: Path) -> list[str]:
     s = results["series"]
     r = s["round"]
+    evictions = [x for x, n in zip(r, s.get("evictions", []), strict=False) if n]
+    promotions = [x for x, n in zip(r, s.get("promotions", []), strict=False) if n]
     _plot(
         out / "accuracy.png",
         "Honest peers: test accuracy",
         "peer-local round",
         "accuracy",
         [(r, s["acc_mean"], "mean"), (r, s["acc_min"], "min")],
+        marks=[(evictions, "an eviction", "tab:red"), (promotions, "a rollout promotion", "tab:green")],
     )
     _plot(
         out / "consensus.png",
-        "Consensus distance between honest models",
+        "How far apart the honest peers' models are (lower: they agree)",
         "peer-local round",
-        "mean |x_i - mean|",
+        "mean distance of a model from their average",
         [(r, s["consensus"], "")],
     )
+    mib = [None if b is None else b / 2**20 for b in s["bytes"]]
     _plot(
         out / "bytes.png",
-        "Bytes per honest peer (sent + received)",
-        "seconds since start",
-        "bytes",
-        [(s["t"], s["bytes"], "")],
+        "Traffic per honest peer so far (sent + received)",
+        "wall-clock time since the start (s)",
+        "cumulative traffic (MiB)",
+        [(s["t"], mib, "")],
     )
+    _plot(
+        out / "round_time.png",
+        "Time between two rounds of an honest peer",
+        "peer-local round",
+        "round time (s)",
+        [(r, s.get("round_time_mean", []), "mean"), (r, s.get("round_time_p95", []), "p95")],
+    )
+    _plot(
+        out / "quality_deltas.png",
+        "Newest version against the base version (honest mean)",
+        "peer-local round",
+        "delta (positive: better)",
+        [(r, s.get("delta_auc", []), "ΔAUC (macro one-vs-rest)"), (r, s.get("delta_f1", []), "ΔF1 (macro)")],
+        marks=[(promotions, "a rollout promotion", "tab:green")],
+    )
+    _plot_egress(out / "egress.png", results["peers"])
     _plot(
         out / "reputation.png",
         "Reputation given by honest peers",
@@ -217,7 +321,36 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
         "reputation",
         [(r, s["rep_attacker"], "attacker neighbours"), (r, s["rep_honest"], "honest neighbours")],
     )
-    return ["accuracy.png", "consensus.png", "bytes.png", "reputation.png"]
+    return [
+        "accuracy.png",
+        "consensus.png",
+        "bytes.png",
+        "reputation.png",
+        "round_time.png",
+        "quality_deltas.png",
+        "egress.png",
+    ]
+
+
+def _plot_egress(path: Path, peers: list[dict[str, Any]]) -> None:
+    """Bytes each peer sent over the whole run (egress), honest and attacker peers in two colours."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    idx = [p["index"] for p in peers]
+    mib = [p.get("bytes_sent", 0) / 2**20 for p in peers]
+    colours = ["tab:blue" if p["honest"] else "tab:red" for p in peers]
+    ax.bar(idx, mib, color=colours)
+    ax.set_title("Egress per peer over the run (blue: honest, red: attacker)")
+    ax.set_xlabel("peer index")
+    ax.set_ylabel("bytes sent (MiB)")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _fmt(x: Any, pct: bool = False) -> str:
@@ -234,6 +367,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
     ev = results["evictions"]
     rte = ev["rounds_to_evict"]
     rejected = ", ".join(f"{k}: {v}" for k, v in results["rejected_total"].items())
+    rt, eg, qu = (results.get(k) or {} for k in ("round_time_s", "egress_bytes_per_peer", "quality"))
     lines = [
         f"# Simulation report: {results['name']}",
         "",
@@ -256,6 +390,13 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"| rounds to evict min / mean / max | {_fmt(rte['min'])} / {_fmt(rte['mean'])} / "
         f"{_fmt(rte['max'])} |",
         f"| bytes sent per peer per round | {_fmt(results['bytes_per_peer_per_round'])} |",
+        f"| round time mean / p95 / max (s) | {_fmt(rt.get('mean'))} / {_fmt(rt.get('p95'))} / "
+        f"{_fmt(rt.get('max'))} |",
+        f"| egress per honest peer mean / p95 / max (bytes) | {_fmt(eg.get('mean'))} / "
+        f"{_fmt(eg.get('p95'))} / {_fmt(eg.get('max'))} |",
+        f"| last ΔAUC / ΔF1 (honest mean) | {_fmt(qu.get('delta_auc_mean'))} / "
+        f"{_fmt(qu.get('delta_f1_mean'))} |",
+        f"| rollout promotions | {_fmt(qu.get('promotions'))} |",
         f"| rejected at honest peers | {rejected or '-'} |",
         "",
         "## Peers",

@@ -335,6 +335,7 @@ class PeerRunner:
                 "bytes_received": counters["bytes_received"],
                 "evicted": evicted_now,
                 "rep": reps,
+                **peer.rollout.trace_row(),  # rollout slice: ΔAUC/ΔF1, serving version, promotions
             }
         )
         if self.keep_vectors:

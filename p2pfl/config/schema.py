@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.protocol import ProtocolConfig
+from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
 T = TypeVar("T")
@@ -133,6 +134,8 @@ class PeerConfig:
     readmit_after_s: float = setting(default_of(ProtocolConfig, "readmit_after_s"), section="protocol")
     #: ``HOST:PORT`` of the Prometheus endpoint (``[metrics] listen``); None: no metrics (docs/operations.md)
     metrics_listen: str | None = setting(None, section="metrics", key="listen")
+    #: serving vs training version, shadow and canary (the ``[rollout]`` section; docs/rollout.md)
+    rollout: RolloutConfig = setting(section=None, default_factory=RolloutConfig)  # noqa: RUF009
 
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
