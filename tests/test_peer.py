@@ -441,7 +441,10 @@ async def test_an_evicted_poisoner_is_readmitted_on_probation_and_evicted_again_
     lines = [r.getMessage() for r in caplog.records]
     assert [p.engine.evictions_of(attacker) >= 2 for p in honest] == [True] * 3, lines
     assert sum(f"readmitting peer={attacker}" in m for m in lines) >= 3, lines
-    assert sum("bad evaluation on probation" in m for m in lines) >= 3, lines
+    # back on probation, one bad model evicts it again: a bad score, or (issue 15) an absurd model, which
+    # is rejected before any averaging
+    on_probation = ("bad evaluation on probation", "evicted: absurd model")
+    assert sum(any(r in m for r in on_probation) for m in lines) >= 3, lines
     assert not any("evicting peer=" in m and attacker not in m for m in lines), lines
     for p, s in zip(honest, splits[:3], strict=True):
         assert test_accuracy(p, s) >= 0.9
