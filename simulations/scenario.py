@@ -5,7 +5,7 @@ The resolved scenario (:meth:`Scenario.to_dict`) is valid input again, so it can
 results and handed to worker processes as it is.
 
 Sections: ``[run]``, ``[data]``, ``[model]``, ``[topology]``, ``[aggregation]``, ``[scoring]``,
-``[attack]``, ``[churn]``. See ``docs/simulation.md`` for every key.
+``[attack]``, ``[churn]``, ``[sybil]``. See ``docs/simulation.md`` for every key.
 """
 
 from __future__ import annotations
@@ -29,11 +29,38 @@ PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("logreg", "mlp")
 OPTIMISERS = ("sgd",)
 TOPOLOGIES = ("complete", "ring", "random-regular", "peer-sampling", "dumbbell")
-ATTACKS = ("none", "signflip", "gaussian", "labelflip", "alie", "ipm", "replay", "forge", "crash")
+#: Issue 15's attacks (see simulations/attacks.py and simulations/protocol_attacks.py)
+ISSUE15_ATTACKS = ("labelperm", "honest_then_attack", "extreme", "equivocate", "slow", "flood")
+ATTACKS = (
+    "none",
+    "signflip",
+    "gaussian",
+    "labelflip",
+    "alie",
+    "ipm",
+    "replay",
+    "forge",
+    "crash",
+    *ISSUE15_ATTACKS,
+)
 #: Attacks whose published models are poisoned: honest peers are expected to evict them.
-MODEL_ATTACKS = ("signflip", "gaussian", "labelflip", "alie", "ipm")
+MODEL_ATTACKS = (
+    "signflip",
+    "gaussian",
+    "labelflip",
+    "alie",
+    "ipm",
+    "labelperm",
+    "honest_then_attack",
+    "extreme",
+)
+#: What an ``honest_then_attack`` peer turns into after its honest rounds
+SLEEPER_ATTACKS = ("signflip", "alie")
+SYBIL_BEHAVIOURS = ("labelperm", "signflip", "honest_then_attack")
+SYBIL_DATA = ("copy", "slice")
+FLOOD_SENDERS = ("self", "random")
 PLACEMENTS = ("random", "targeted")
-SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attack", "churn")
+SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attack", "churn", "sybil")
 
 
 class ScenarioError(ConfigError):
@@ -321,6 +348,8 @@ class ScoringSpec:
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """``kind`` and its knobs; see simulations/attacks.py (model attacks) and protocol_attacks.py."""
+
     kind: str = "none"
     fraction: float = 0.0
     placement: str = "random"
@@ -330,6 +359,17 @@ class AttackSpec:
     epsilon: float = 0.5
     crash_round: int = 3
     interval_s: float = 0.5
+    #: honest_then_attack: honest for this many own rounds, then ``then``
+    honest_rounds: int = 5
+    then: str = "signflip"
+    #: extreme: every published coordinate is about this value (finite float32)
+    extreme_value: float = -1e38
+    #: slow: at most one round (so one published version) per ``period_s`` seconds
+    period_s: float = 9.0
+    #: equivocate and flood start at this own round (flood: one burst then)
+    start_round: int = 3
+    flood_count: int = 10_000
+    flood_sender: str = "self"
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -345,6 +385,13 @@ class AttackSpec:
             epsilon=_get(t, s, "epsilon", (int, float), 0.5),
             crash_round=_get(t, s, "crash_round", int, 3),
             interval_s=_get(t, s, "interval_s", (int, float), 0.5),
+            honest_rounds=_get(t, s, "honest_rounds", int, 5),
+            then=_choice(s, "then", _get(t, s, "then", str, "signflip"), SLEEPER_ATTACKS),
+            extreme_value=_get(t, s, "extreme_value", (int, float), -1e38),
+            period_s=_get(t, s, "period_s", (int, float), 9.0),
+            start_round=_get(t, s, "start_round", int, 3),
+            flood_count=_get(t, s, "flood_count", int, 10_000),
+            flood_sender=_choice(s, "flood_sender", _get(t, s, "flood_sender", str, "self"), FLOOD_SENDERS),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)
@@ -353,6 +400,11 @@ class AttackSpec:
         _range(s, "epsilon", out.epsilon, 0)
         _range(s, "crash_round", out.crash_round, 0)
         _range(s, "interval_s", out.interval_s, 0.01)
+        _range(s, "honest_rounds", out.honest_rounds, 0, 100_000)
+        _range(s, "extreme_value", abs(out.extreme_value), 0, 3.0e38)
+        _range(s, "period_s", out.period_s, 0, 3600, lo_open=True)
+        _range(s, "start_round", out.start_round, 0, 100_000)
+        _range(s, "flood_count", out.flood_count, 1, 1_000_000)
         return out
 
     def count(self, peers: int) -> int:
@@ -415,6 +467,51 @@ class ChurnSpec:
 
 
 @dataclass(frozen=True)
+class SybilSpec:
+    """``count`` extra identities that join when every honest peer has done ``join_round`` rounds and leave
+    when every honest peer has done ``leave_round`` (0: they never leave). Each links to ``degree`` random
+    honest peers (0: to all of them), holds a copy of one honest peer's data (``data = "slice"``: only its
+    first ``slice_fraction``) and behaves as ``behaviour`` says (``labelperm``: trains on labels permuted by
+    one permutation shared by all Sybils; ``signflip``; ``honest_then_attack``: ``[attack] honest_rounds`` and
+    ``then``). ``scale`` and ``z`` of ``[attack]`` apply to them too."""
+
+    count: int = 0
+    join_round: int = 0
+    leave_round: int = 0
+    behaviour: str = "labelperm"
+    degree: int = 0
+    data: str = "copy"
+    slice_fraction: float = 0.1
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> SybilSpec:
+        s = "sybil"
+        _known(t, s, {f.name for f in dataclasses.fields(cls)})
+        out = cls(
+            count=_get(t, s, "count", int, 0),
+            join_round=_get(t, s, "join_round", int, 0),
+            leave_round=_get(t, s, "leave_round", int, 0),
+            behaviour=_choice(s, "behaviour", _get(t, s, "behaviour", str, "labelperm"), SYBIL_BEHAVIOURS),
+            degree=_get(t, s, "degree", int, 0),
+            data=_choice(s, "data", _get(t, s, "data", str, "copy"), SYBIL_DATA),
+            slice_fraction=_get(t, s, "slice_fraction", (int, float), 0.1),
+        )
+        _range(s, "count", out.count, 0, 10_000)
+        _range(s, "join_round", out.join_round, 0, 100_000)
+        _range(s, "leave_round", out.leave_round, 0, 100_000)
+        if out.leave_round and out.leave_round <= out.join_round:
+            raise ScenarioError(s, "leave_round", f"must be 0 or after join_round ({out.join_round})")
+        _range(s, "degree", out.degree, 0, 100_000)
+        _range(s, "slice_fraction", out.slice_fraction, 0, 1, lo_open=True)
+        return out
+
+    @property
+    def kind(self) -> str:
+        """The attack kind a Sybil runs (its wrappers are the ``[attack]`` kinds of the same name)."""
+        return self.behaviour
+
+
+@dataclass(frozen=True)
 class Scenario:
     run: RunSpec = field(default_factory=RunSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -424,6 +521,7 @@ class Scenario:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     attack: AttackSpec = field(default_factory=AttackSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
+    sybil: SybilSpec = field(default_factory=SybilSpec)
     name: str = "scenario"
 
     def peer_overrides(self) -> dict[str, Any]:
@@ -463,6 +561,7 @@ class Scenario:
                 "tick_s": self.churn.tick_s,
                 "crashes": [dataclasses.asdict(c) for c in self.churn.crashes],
             },
+            "sybil": dataclasses.asdict(self.sybil),
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Scenario:
@@ -490,6 +589,7 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         scoring=ScoringSpec.parse(data.get("scoring", {})),
         attack=AttackSpec.parse(data.get("attack", {})),
         churn=ChurnSpec.parse(data.get("churn", {}), topology.peers),
+        sybil=SybilSpec.parse(data.get("sybil", {})),
         name=name,
     )
     n_bad = scenario.attack.count(topology.peers)
