@@ -290,8 +290,12 @@ class PeerRunner:
         """Whether this peer dials its neighbour ``j``. Over libp2p each link is dialled by its lower-indexed
         end only: py-libp2p 0.8.1 keeps both connections of a simultaneous dial (max_connections_per_peer is
         not enforced inbound), and streams opened on the extra one were measured to stall (multiselect
-        timeouts) on 2-core 32-peer runs. In memory links are dialled from both ends."""
-        return not self.listen.startswith("/ip4") or j > self.me.index
+        timeouts) on 2-core 32-peer runs. In memory links are dialled from both ends. A link to a Sybil that
+        joins later is dialled by the later one (it alone knows when it is up)."""
+        if not self.listen.startswith("/ip4"):
+            return True
+        mine, theirs = self.me.join_round, self.plan.peers[j].join_round
+        return mine > theirs if mine != theirs else j > self.me.index
 
     async def connect_neighbours(self, peer: Peer, timeout: float = 0.0) -> None:
         """Dial the topology neighbours with a higher index, wait for the others to dial us (retrying for up

@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     d = out / "peers" / str(args.index)
     control = out / "control"
 
+    if me.join_round > 0:
+        # a late Sybil must come online at its round, not seconds later: import libp2p now (measured: ~5 s
+        # of a blocked event loop when imported at the join on a loaded 2-core machine)
+        import p2pfl.transport.libp2p  # noqa: F401
+
     def factory(identity: object) -> object:
         from p2pfl.transport.libp2p import Libp2pTransport
 
