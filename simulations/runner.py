@@ -3,7 +3,8 @@
 Two engines share everything but the transport and the process layout:
 
 * ``memory``: every peer in one trio loop over :class:`p2pfl.transport.memory.MemoryNetwork` (``flood=False``:
-  a broadcast reaches the direct neighbours only, like gossip restricted to the topology).
+  a broadcast reaches the direct neighbours only, like gossip restricted to the topology; ``[run] relay``:
+  receivers relay to the origin's other neighbours, as gossipsub does).
 * ``libp2p``: one OS process per peer (``python -m p2pfl.sim.worker``), real libp2p on 127.0.0.1, each peer
   dialling only its topology neighbours. Workers report through files in ``DIR/peers/<i>/`` (``status.json``
   and the checkpoint written by the peer itself, ``result.json`` and ``vectors.npy`` written by the worker);
@@ -568,7 +569,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
 
     plan = make_plan(scenario)
     splits = load_splits(scenario)
-    net = MemoryNetwork(flood=False)
+    net = MemoryNetwork(flood=scenario.run.relay)
     nid = scenario.run.network_id
     t0 = time.time()
     honest = plan.honest

@@ -164,6 +164,9 @@ class RunSpec:
     rounds: int = 20
     transport: str = "libp2p"
     time_limit_s: float = 600.0
+    #: memory engine: receivers relay announcements to the origin's other neighbours, as gossipsub does
+    #: (off: a broadcast reaches the direct neighbours only, the cheapest)
+    relay: bool = False
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
@@ -177,6 +180,7 @@ class RunSpec:
             rounds=_get(t, s, "rounds", int, 20),
             transport=_choice(s, "transport", _get(t, s, "transport", str, "libp2p"), TRANSPORTS),
             time_limit_s=_get(t, s, "time_limit_s", (int, float), 600.0),
+            relay=_get(t, s, "relay", bool, False),
             **_peer_settings(t, s, RUN_DEFAULTS),
         )
         _range(s, "seed", out.seed, 0)
