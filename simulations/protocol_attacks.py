@@ -281,14 +281,14 @@ class ProtocolAttack:
             flood_envelopes, peer.engine, self.spec.flood_count, self.spec.flood_sender, rng
         )
         t = peer.transport
-        began = time.time() - self.t0
+        began = round(time.time() - self.t0, 3)
+        # kept up to date while sending: a run that ends mid-burst reports what was sent
+        sent = self.flood_sent = {"rounds": [first, first], "t": [began, began], "count": 0}
         for i, env in enumerate(envelopes):
             await send_fast(t, env)
             self.bad_envelopes_sent += 1
+            sent["count"] = i + 1
+            sent["rounds"][1] = peer.round
+            sent["t"][1] = round(time.time() - self.t0, 3)
             if i % 64 == 63:
                 await trio.sleep(0)
-        self.flood_sent = {
-            "rounds": [first, peer.round],
-            "t": [round(began, 3), round(time.time() - self.t0, 3)],
-            "count": len(envelopes),
-        }

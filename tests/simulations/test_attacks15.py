@@ -274,8 +274,15 @@ def test_e2e_slow(tmp_path: Path) -> None:
 
 
 def test_e2e_flood(tmp_path: Path) -> None:
-    r = _run(tmp_path, attack={"kind": "flood", "fraction": 0.2, "start_round": 2, "flood_count": 300})
+    r = _run(
+        tmp_path,
+        run={"rounds": 12},
+        attack={"kind": "flood", "fraction": 0.2, "start_round": 1, "flood_count": 300},
+    )
     f = r["attacks"]["flood"]
-    assert f["sent"] and f["count"] == 300
+    assert f["sent"] and 0 < f["count"] <= 300  # the run may end mid-burst: what was sent is reported
     bad = next(p for p in r["peers"] if not p["honest"])
-    assert bad["bad_envelopes_sent"] == 300
+    assert bad["bad_envelopes_sent"] == f["count"]
+    # the announcements reached the honest peers: refused (as replays, or fetches that found no payload)
+    honest_refusals = sum(sum(p["rejected"].values()) for p in r["peers"] if p["honest"])
+    assert honest_refusals > 0
