@@ -12,9 +12,10 @@ Over the run: ``round_s`` (p50/p95 of every honest round), ``bans`` (every (obse
 observer's round and the reason when the round's eviction gave one; ``by_reason``, ``by_round``, and
 ``honest_banned``: honest peers banned by honest ones), ``attackers`` (per attacker or Sybil: kind, max share,
 honest records that mixed it with a share > 0, how many of those came after that observer's first record of
-it, how many honest peers banned it and at which rounds) and ``windows`` (mean / min of ``acc_mean`` and
-p50 of ``round_s_p50`` before, during and after an attack's rounds: the Sybils' ``join_round`` ..
-``leave_round``, or the flood's ``start_round`` .. ``+ 3``).
+it, how many honest peers banned it and at which rounds, and how many requests (snapshot, payload fetches)
+it served: 0 means no byte of its models was fetched), ``refusals`` (access refusals at honest peers) and
+``windows`` (mean / min of ``acc_mean`` and p50 of ``round_s_p50`` before, during and after the Sybils'
+rounds ``join_round`` .. ``leave_round``); for a flood, ``flood``: honest round times before and during it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def attack_metrics(output: Any) -> dict[str, Any]:
         banned_at = sorted(b["round"] for b in bans if b["banned"] == a["index"])
         per_attacker[str(a["index"])] = {
             "kind": a["kind"],
+            "requests_served": a.get("requests_served", 0),
             "share_max": round(share_max, 4),
             "mixed_records": mixed,
             "mixed_after_first": after_first,
@@ -133,6 +135,8 @@ def attack_metrics(output: Any) -> dict[str, Any]:
         },
         "attackers": per_attacker,
         "attacker_share_max": max(series["attacker_share_max"], default=0.0),
+        # access refusals counted at honest peers (transport peer filter, engine access list), by reason
+        "refusals": _refusals(honest),
         "windows": _windows(sc, series),
         **({"flood": _flood_window(honest, attackers)} if sc.attack.kind == "flood" else {}),
     }
@@ -191,3 +195,12 @@ def _flood_window(honest: list[dict[str, Any]], attackers: dict[str, dict[str, A
         "during": {"p50": _pct(during, 50), "max": round(max(during), 4) if during else None},
         "ratio_max_to_before_p50": round(max(during) / p50_before, 2) if during and p50_before else None,
     }
+
+
+def _refusals(honest: list[dict[str, Any]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for p in honest:
+        for k, v in p.get("rejected", {}).items():
+            if "peer_filter" in k or "not_allowed" in k or "refused" in k:
+                total[k] += int(v)
+    return dict(sorted(total.items()))

@@ -171,9 +171,26 @@ def _flood_rows(name: str, sc: Scenario, r: dict[str, Any], twin: dict[str, Any]
     return rows
 
 
+def _closed_rows(name: str, sc: Scenario, r: dict[str, Any], twin: dict[str, Any] | None) -> list[Row]:
+    a = r["attacks"]
+    served = sum(att["requests_served"] for att in a["attackers"].values())
+    refusals = sum(a["refusals"].values())
+    return [
+        (
+            name,
+            "Sybils never mixed (max share = 0)",
+            f"{a['attacker_share_max']}",
+            a["attacker_share_max"] == 0,
+        ),
+        (name, "refusals counted at honest peers > 0", f"{refusals} {a['refusals']}", refusals > 0),
+        (name, "requests served by Sybils (model bytes fetched) = 0", f"{served}", served == 0),
+    ]
+
+
 #: name -> (twin overrides or None, rows)
 CASES: dict[str, tuple[dict[str, dict[str, Any]] | None, Callable[..., list[Row]]]] = {
     "sybil_open": ({"sybil": {"count": 0}}, _sybil_rows),
+    "sybil_closed": (None, _closed_rows),
     "sybil_sleeper": ({"sybil": {"count": 0}}, _sybil_rows),
     "sybil_sleeper_alie": ({"sybil": {"count": 0}}, _sybil_rows),
     "extreme": (None, _extreme_rows),
@@ -184,6 +201,8 @@ CASES: dict[str, tuple[dict[str, dict[str, Any]] | None, Callable[..., list[Row]
 
 
 def _load(name: str) -> Scenario:
+    if name == "sybil_closed":
+        return load_scenario(SCENARIOS / "sybil_open.toml").replace(sybil={"closed": True})
     if name == "sybil_sleeper_alie":
         sc = load_scenario(SCENARIOS / "sybil_sleeper.toml").replace(attack={"then": "alie"})
         return sc

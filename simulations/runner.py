@@ -242,6 +242,7 @@ class PeerRunner:
     finished: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    _served: int = 0
     _rejected: Counter[str] = field(default_factory=Counter)
     _evicted: set[str] = field(default_factory=set)
 
@@ -281,6 +282,8 @@ class PeerRunner:
         )
         if self.me.join_round > 0:
             cfg = dataclasses.replace(cfg, join_on_start=True)  # a fresh identity joins from snapshots
+        if sc.sybil.closed and self.me.honest:
+            cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
         peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
         if self.behaviour is not None:
             self.behaviour.bind(peer)
@@ -326,6 +329,7 @@ class PeerRunner:
         stats = peer.transport.stats
         self._bytes[0] += stats.bytes_sent
         self._bytes[1] += stats.bytes_received
+        self._served += stats.requests_served
         self._rejected.update(peer.engine.rejections)
         for reason, count in stats.dropped.items():
             self._rejected[f"transport:{reason}"] += count
@@ -335,12 +339,14 @@ class PeerRunner:
     def snapshot_counters(self) -> dict[str, Any]:
         peer = self.peer
         sent, received = self._bytes
+        served = self._served
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
         if peer is not None and peer._transport is not None:
             stats = peer.transport.stats
             sent += stats.bytes_sent
             received += stats.bytes_received
+            served += stats.requests_served
             for reason, count in stats.dropped.items():
                 rejected[f"transport:{reason}"] += count
         if peer is not None:
@@ -350,6 +356,7 @@ class PeerRunner:
         return {
             "bytes_sent": sent,
             "bytes_received": received,
+            "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
         }

@@ -477,7 +477,8 @@ class SybilSpec:
     honest peers (0: to all of them), holds a copy of one honest peer's data (``data = "slice"``: only its
     first ``slice_fraction``) and behaves as ``behaviour`` says (``labelperm``: trains on labels permuted by
     one permutation shared by all Sybils; ``signflip``; ``honest_then_attack``: ``[attack] honest_rounds`` and
-    ``then``). ``scale`` and ``z`` of ``[attack]`` apply to them too."""
+    ``then``). ``scale`` and ``z`` of ``[attack]`` apply to them too. ``closed``: honest peers admit the
+    base peers only (their access list), so the Sybils are refused at connection."""
 
     count: int = 0
     join_round: int = 0
@@ -486,6 +487,8 @@ class SybilSpec:
     degree: int = 0
     data: str = "copy"
     slice_fraction: float = 0.1
+    #: a closed network: every honest peer's access list (``PeerConfig.allow``) names the base peers only
+    closed: bool = False
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> SybilSpec:
@@ -499,6 +502,7 @@ class SybilSpec:
             degree=_get(t, s, "degree", int, 0),
             data=_choice(s, "data", _get(t, s, "data", str, "copy"), SYBIL_DATA),
             slice_fraction=_get(t, s, "slice_fraction", (int, float), 0.1),
+            closed=_get(t, s, "closed", bool, False),
         )
         _range(s, "count", out.count, 0, 10_000)
         _range(s, "join_round", out.join_round, 0, 100_000)

@@ -286,3 +286,12 @@ def test_e2e_flood(tmp_path: Path) -> None:
     # the announcements reached the honest peers: refused (as replays, or fetches that found no payload)
     honest_refusals = sum(sum(p["rejected"].values()) for p in r["peers"] if p["honest"])
     assert honest_refusals > 0
+
+
+def test_e2e_closed_network_refuses_the_sybils(tmp_path: Path) -> None:
+    r = _run(tmp_path, topology={"peers": 3}, sybil={"count": 2, "join_round": 1, "closed": True})
+    a = r["attacks"]
+    assert a["attacker_share_max"] == 0.0
+    assert all(att["requests_served"] == 0 for att in a["attackers"].values())  # none of their bytes fetched
+    assert sum(a["refusals"].values()) > 0
+    assert all(p["rounds"] == 8 for p in r["peers"] if p["honest"])
