@@ -11,7 +11,12 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
   - ``alie`` ("a little is enough", Baruch et al. 2019): ``mean - z * std`` of the neighbours' models,
     coordinate-wise, which hides inside the spread of honest models;
   - ``ipm`` (inner-product manipulation, Xie et al. 2020): ``start - epsilon * (mean - start)``, i.e. the
-    neighbours' average update reversed and scaled by ``epsilon``.
+    neighbours' average update reversed and scaled by ``epsilon``;
+  - ``labelperm``: honest training on labels permuted by one fixed cycle of the classes (no class keeps its
+    label), the same permutation for every attacker of a run, so colluding Sybils agree with each other;
+  - ``honest_then_attack``: honest for ``honest_rounds`` trained rounds, then ``signflip`` or ``alie``
+    (a sleeper: it earns whatever trust good behaviour earns first);
+  - ``extreme``: a finite model whose every coordinate is about ``extreme_value`` (-1e38 by default).
 
   ``alie`` and ``ipm`` are **omniscient within the neighbourhood**: they read the attacker peer's replicas of
   its neighbours' public models (exactly what that peer legitimately receives; colluders' models included)
@@ -25,7 +30,8 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
   - ``forge``: re-broadcasts its newest envelope with the sender rewritten to a neighbour's peer id, i.e.
     signed with the wrong key; the peers' gossip validators drop it before forwarding (counted as
     ``bad_signature`` by the engine and ``transport:gossip_invalid`` by the transport);
-  - ``crash``: the peer stops for good after ``crash_round`` rounds (the runner enforces it).
+  - ``crash``: the peer stops for good after ``crash_round`` rounds (the runner enforces it);
+  - ``equivocate``, ``slow``, ``flood``: see :mod:`simulations.protocol_attacks`.
 
   Replay and forge attackers train honestly: they test the protocol's defences, not the aggregator's.
 """
@@ -44,7 +50,8 @@ import trio
 
 from p2pfl.learner import Dataset, EvalResult, Learner, TrainResult
 
-from .scenario import AttackSpec
+from .protocol_attacks import ProtocolAttack
+from .scenario import MODEL_ATTACKS, AttackSpec
 
 Params = dict[str, npt.NDArray[np.float32]]
 ReplicaView = Callable[[], list[Params]]
@@ -159,6 +166,75 @@ class IPM(_Omniscient):
         return out
 
 
+def class_cycle(n_classes: int, seed: int) -> npt.NDArray[np.int64]:
+    """A permutation of ``range(n_classes)`` that is one cycle through every class: no label is kept."""
+    order = np.random.default_rng(seed).permutation(n_classes)
+    perm = np.empty(n_classes, np.int64)
+    perm[order] = np.roll(order, -1)
+    return perm
+
+
+class LabelPerm(_Wrapper):
+    """Trains on its own data with labels mapped through :func:`class_cycle` (``perm_seed``: shared by the
+    colluders of a run); publishes what it trained."""
+
+    def __init__(self, inner: Any, perm_seed: int = 0) -> None:
+        super().__init__(inner)
+        data: Dataset = inner.train_data
+        self.perm = class_cycle(int(inner.n_classes), perm_seed)
+        inner.train_data = Dataset(data.x, self.perm[data.y].astype(np.int64))
+
+
+class HonestThenAttack(_Omniscient):
+    """Publishes its honest training for ``honest_rounds`` rounds, then sign-flips (``then="signflip"``,
+    with ``scale``) or plays ALIE (``then="alie"``, with ``z``)."""
+
+    def __init__(self, inner: Any, honest_rounds: int, then: str, scale: float = 4.0, z: float = 1.0) -> None:
+        super().__init__(inner)
+        self.honest_rounds = honest_rounds
+        self.then = then
+        self.rounds_trained = 0
+        self._flip = SignFlip(inner, scale)
+        self._alie = ALIE(inner, z)
+
+    def train(self, steps: int) -> TrainResult:
+        self.rounds_trained += 1
+        return super().train(steps)
+
+    @property
+    def attacking(self) -> bool:
+        return self.rounds_trained > self.honest_rounds
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        if not self.attacking:
+            return trained
+        if self.then == "alie":
+            self._alie.view = self.view
+            return self._alie.poison(start, trained)
+        return self._flip.poison(start, trained)
+
+
+class Extreme(_Wrapper):
+    """Publishes a finite model of about ``value`` in every coordinate (relative jitter 1e-3, so versions
+    differ); its own training is skipped once it has poisoned (its model is garbage anyway)."""
+
+    def __init__(self, inner: Any, value: float = -1e38, seed: int = 0) -> None:
+        super().__init__(inner)
+        self.value = value
+        self._rng = np.random.default_rng(seed)
+
+    def train(self, steps: int) -> TrainResult:
+        with np.errstate(all="ignore"):
+            return super().train(steps)
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        out = {}
+        for k, v in trained.items():
+            jitter = 1.0 + 1e-3 * self._rng.standard_normal(v.shape)
+            out[k] = np.clip(self.value * jitter, -3.0e38, 3.0e38).astype(np.float32)
+        return out
+
+
 # ------------------------------------------------------------------------------------- transport side
 
 
@@ -178,16 +254,21 @@ class _RecordingTransport:
 
 
 class Behaviour:
-    """One attacker's wrappers and background behaviour; see the module docstring."""
+    """One attacker's wrappers and background behaviour; see the module docstring.
 
-    def __init__(self, spec: AttackSpec, seed: int = 0) -> None:
+    ``perm_seed`` is the label permutation's seed of ``labelperm`` (the same for every attacker of a run)."""
+
+    def __init__(self, spec: AttackSpec, seed: int = 0, perm_seed: int = 0) -> None:
         self.spec = spec
         self.kind = spec.kind
         self.rng = random.Random(seed)
         self.seed = seed
+        self.perm_seed = perm_seed
         self.sent: deque[bytes] = deque(maxlen=64)
         self.bad_envelopes_sent = 0
         self._learner: _Wrapper | None = None
+        #: equivocate, slow, flood (None for the other kinds)
+        self.protocol = ProtocolAttack.of(spec, seed)
 
     @property
     def crash_round(self) -> int | None:
@@ -195,7 +276,7 @@ class Behaviour:
 
     @property
     def poisons_model(self) -> bool:
-        return self.kind in ("signflip", "gaussian", "labelflip", "alie", "ipm")
+        return self.kind in MODEL_ATTACKS
 
     def wrap_learner(self, learner: Learner) -> Learner:
         s = self.spec
@@ -210,12 +291,20 @@ class Behaviour:
             wrapped = ALIE(learner, s.z)
         elif self.kind == "ipm":
             wrapped = IPM(learner, s.epsilon)
+        elif self.kind == "labelperm":
+            wrapped = LabelPerm(learner, self.perm_seed)
+        elif self.kind == "honest_then_attack":
+            wrapped = HonestThenAttack(learner, s.honest_rounds, s.then, s.scale, s.z)
+        elif self.kind == "extreme":
+            wrapped = Extreme(learner, s.extreme_value, self.seed)
         if wrapped is None:
             return learner
         self._learner = wrapped
         return wrapped
 
     def wrap_transport(self, factory: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if self.protocol is not None:
+            return self.protocol.wrap_transport(factory)
         if self.kind not in ("replay", "forge"):
             return factory
         sink = self.sent
@@ -228,7 +317,10 @@ class Behaviour:
         return opened
 
     def bind(self, peer: Any) -> None:
-        """Give omniscient wrappers a read-only view of ``peer``'s replicas (after the Peer is created)."""
+        """Give omniscient wrappers a read-only view of ``peer``'s replicas, and protocol attacks the peer
+        (its engine signs and serves what they forge), after the Peer is created."""
+        if self.protocol is not None:
+            self.protocol.bind(peer)
         if isinstance(self._learner, _Omniscient):
             engine = peer.engine
 
@@ -240,8 +332,16 @@ class Behaviour:
 
             self._learner.view = view
 
+    async def before_round(self, peer: Any) -> None:
+        """Called by the runner before each round (``slow`` waits here)."""
+        if self.protocol is not None:
+            await self.protocol.before_round(peer)
+
     async def run(self, peer: Any) -> None:
-        """The background behaviour (replay, forge); runs until cancelled."""
+        """The background behaviour (replay, forge, flood); runs until cancelled."""
+        if self.protocol is not None:
+            await self.protocol.run(peer)
+            return
         if self.kind not in ("replay", "forge"):
             return
         me = peer.peer_id.encode()
@@ -264,6 +364,22 @@ class Behaviour:
                     self.sent.pop()
                     self.bad_envelopes_sent += 1
 
+    def report(self) -> dict[str, Any]:
+        """What this attacker did, for the results (its kind, and what its protocol attack sent)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if isinstance(self._learner, HonestThenAttack):
+            out["rounds_trained"] = self._learner.rounds_trained
+        p = self.protocol
+        if p is not None:
+            out["equivocations"] = list(p.equivocations)
+            out["flood_sent"] = p.flood_sent
+        return out
 
-def make_behaviour(spec: AttackSpec, seed: int) -> Behaviour:
-    return Behaviour(spec, seed)
+    @property
+    def envelopes_sent(self) -> int:
+        """Bad envelopes sent so far (replay, forge, equivocation twins, flood announcements)."""
+        return self.bad_envelopes_sent + (self.protocol.bad_envelopes_sent if self.protocol else 0)
+
+
+def make_behaviour(spec: AttackSpec, seed: int, perm_seed: int = 0) -> Behaviour:
+    return Behaviour(spec, seed, perm_seed)

@@ -24,9 +24,10 @@ from typing import Any
 from p2pfl.aggregation import RULES
 
 from .runner import run_scenario
-from .scenario import ATTACKS, load_scenario
+from .scenario import ATTACKS, ISSUE15_ATTACKS, load_scenario
 
-DEFAULT_ATTACKS = tuple(a for a in ATTACKS if a != "none")
+#: issue 15's attacks have their own scenarios and driver (bench_attacks15); pass them with --attacks
+DEFAULT_ATTACKS = tuple(a for a in ATTACKS if a != "none" and a not in ISSUE15_ATTACKS)
 
 
 def cell(r: dict[str, Any]) -> str:

@@ -3,7 +3,8 @@
 Two engines share everything but the transport and the process layout:
 
 * ``memory``: every peer in one trio loop over :class:`p2pfl.transport.memory.MemoryNetwork` (``flood=False``:
-  a broadcast reaches the direct neighbours only, like gossip restricted to the topology).
+  a broadcast reaches the direct neighbours only, like gossip restricted to the topology; ``[run] relay``:
+  receivers relay to the origin's other neighbours, as gossipsub does).
 * ``libp2p``: one OS process per peer (``python -m p2pfl.sim.worker``), real libp2p on 127.0.0.1, each peer
   dialling only its topology neighbours. Workers report through files in ``DIR/peers/<i>/`` (``status.json``
   and the checkpoint written by the peer itself, ``result.json`` and ``vectors.npy`` written by the worker);
@@ -44,9 +45,10 @@ from p2pfl.learner import Dataset, Learner, NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.state import load_checkpoint
 
-from . import topology
+from . import sybils, topology
 from .attacks import Behaviour, make_behaviour
 from .data import Split, peer_splits
+from .observe import RoundObserver
 from .scenario import Scenario, SimulationError
 
 #: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
@@ -69,6 +71,10 @@ class PeerPlan:
     kind: str  # "honest" or the attack kind
     neighbours: tuple[int, ...]
     port: int = 0
+    #: a Sybil: joins once every honest peer has done ``join_round`` rounds (0: at the start) and leaves
+    #: once every honest peer has done ``leave_round`` (0: never)
+    join_round: int = 0
+    leave_round: int = 0
 
     @property
     def identity(self) -> Identity:
@@ -87,32 +93,43 @@ class Plan:
 
 
 def make_plan(scenario: Scenario, ports: list[int] | None = None) -> Plan:
-    """Topology, attacker placement and identities, deterministic in ``[run] seed``."""
+    """Topology, attacker placement, Sybils and identities, deterministic in ``[run] seed``."""
     n = scenario.topology.peers
     rng = random.Random(scenario.run.seed)
     topo = scenario.topology
     graph = topology.build(topo.kind, n, rng, degree=topo.degree, fanout=topo.fanout)
     bad = topology.place_attackers(graph, scenario.attack.count(n), scenario.attack.placement, rng)
+    syb = scenario.sybil
+    graph = sybils.extend_graph(graph, [i for i in range(n) if i not in bad], syb, scenario.run.seed)
     plans, ids = [], []
-    for i in range(n):
+    for i in range(n + syb.count):
         seed = hashlib.blake2b(f"p2pfl-sim:{scenario.run.seed}:{i}".encode(), digest_size=32).digest()
+        sybil = i >= n
         plans.append(
             PeerPlan(
                 index=i,
                 seed=seed,
-                honest=i not in bad,
-                kind="honest" if i not in bad else scenario.attack.kind,
+                honest=i not in bad and not sybil,
+                kind=syb.kind if sybil else "honest" if i not in bad else scenario.attack.kind,
                 neighbours=tuple(sorted(graph[i])),
                 port=ports[i] if ports else 0,
+                join_round=syb.join_round if sybil else 0,
+                leave_round=syb.leave_round if sybil else 0,
             )
         )
         ids.append(Identity(seed).peer_id)
     return Plan(scenario, tuple(plans), tuple(ids))
 
 
+def total_peers(scenario: Scenario) -> int:
+    """Base peers plus Sybils."""
+    return scenario.topology.peers + scenario.sybil.count
+
+
 def load_splits(scenario: Scenario) -> list[Split]:
+    """One split per planned peer: the base peers' partition, then each Sybil's (see simulations.sybils)."""
     d = scenario.data
-    return peer_splits(
+    base = peer_splits(
         d.dataset,
         scenario.topology.peers,
         partition_kind=d.partition,
@@ -123,6 +140,10 @@ def load_splits(scenario: Scenario) -> list[Split]:
         seed=scenario.run.seed,
         synthetic_samples=d.synthetic_samples,
     )
+    if not scenario.sybil.count:
+        return base
+    honest = make_plan(scenario).honest
+    return base + [sybils.sybil_split(base, honest, k, scenario.sybil) for k in range(scenario.sybil.count)]
 
 
 def save_splits(splits: list[Split], path: Path) -> None:
@@ -210,6 +231,8 @@ class PeerRunner:
     keep_vectors: bool = True
     listen: str = "/ip4/127.0.0.1/tcp/0"
     status_interval_s: float = 0.0
+    #: the fewest rounds any honest peer has done (when Sybils join and leave); None: no Sybils
+    honest_round: Callable[[], int] | None = None
     peer: Peer | None = None
     behaviour: Behaviour | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
@@ -219,6 +242,7 @@ class PeerRunner:
     finished: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    _served: int = 0
     _rejected: Counter[str] = field(default_factory=Counter)
     _evicted: set[str] = field(default_factory=set)
 
@@ -227,12 +251,18 @@ class PeerRunner:
         self.rng = random.Random(sc.run.seed * 7919 + self.me.index)
         learner: Learner = build_learner(sc, self.split, self.me.index)
         if not self.me.honest:
-            self.behaviour = make_behaviour(sc.attack, seed=sc.run.seed * 31 + self.me.index)
+            spec = sybils.sybil_attack(sc) if self.me.index >= sc.topology.peers else sc.attack
+            self.behaviour = make_behaviour(
+                spec, seed=sc.run.seed * 31 + self.me.index, perm_seed=sc.run.seed * 7 + 1
+            )
             learner = self.behaviour.wrap_learner(learner)
+            if self.behaviour.protocol is not None:
+                self.behaviour.protocol.t0 = self.t0
             self.transport = self.behaviour.wrap_transport(self.transport)
         self.learner = learner
         self._test: Dataset = self.split.test
         self.crashes = {c.round: c.downtime_s for c in sc.churn.crashes if c.peer == self.me.index}
+        self.observe = RoundObserver(self.plan, self.me)
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -250,23 +280,33 @@ class PeerRunner:
             static_peers=static,
             status_interval_s=self.status_interval_s,
         )
+        if self.me.join_round > 0:
+            cfg = dataclasses.replace(cfg, join_on_start=True)  # a fresh identity joins from snapshots
+        if sc.sybil.closed and self.me.honest:
+            cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
         peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
         if self.behaviour is not None:
             self.behaviour.bind(peer)
+        self.observe.bind(peer)
         return peer
 
     def _dials(self, j: int) -> bool:
         """Whether this peer dials its neighbour ``j``. Over libp2p each link is dialled by its lower-indexed
         end only: py-libp2p 0.8.1 keeps both connections of a simultaneous dial (max_connections_per_peer is
         not enforced inbound), and streams opened on the extra one were measured to stall (multiselect
-        timeouts) on 2-core 32-peer runs. In memory links are dialled from both ends."""
-        return not self.listen.startswith("/ip4") or j > self.me.index
+        timeouts) on 2-core 32-peer runs. In memory links are dialled from both ends. A link to a Sybil that
+        joins later is dialled by the later one (it alone knows when it is up)."""
+        if not self.listen.startswith("/ip4"):
+            return True
+        mine, theirs = self.me.join_round, self.plan.peers[j].join_round
+        return mine > theirs if mine != theirs else j > self.me.index
 
     async def connect_neighbours(self, peer: Peer, timeout: float = 0.0) -> None:
         """Dial the topology neighbours with a higher index, wait for the others to dial us (retrying for up
         to ``timeout`` s for those not up yet). On the memory transport links are dialled from both ends."""
         deadline = trio.current_time() + timeout
-        missing = set(self.me.neighbours)
+        # a Sybil that joins later than us is not waited for: it dials us (or we redial it) when it comes
+        missing = {j for j in self.me.neighbours if self.plan.peers[j].join_round <= self.me.join_round}
         for _attempt in range(1000):
             connected = set(peer.transport.connected_peers())
             for j in sorted(missing):
@@ -289,6 +329,7 @@ class PeerRunner:
         stats = peer.transport.stats
         self._bytes[0] += stats.bytes_sent
         self._bytes[1] += stats.bytes_received
+        self._served += stats.requests_served
         self._rejected.update(peer.engine.rejections)
         for reason, count in stats.dropped.items():
             self._rejected[f"transport:{reason}"] += count
@@ -298,12 +339,14 @@ class PeerRunner:
     def snapshot_counters(self) -> dict[str, Any]:
         peer = self.peer
         sent, received = self._bytes
+        served = self._served
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
         if peer is not None and peer._transport is not None:
             stats = peer.transport.stats
             sent += stats.bytes_sent
             received += stats.bytes_received
+            served += stats.requests_served
             for reason, count in stats.dropped.items():
                 rejected[f"transport:{reason}"] += count
         if peer is not None:
@@ -313,6 +356,7 @@ class PeerRunner:
         return {
             "bytes_sent": sent,
             "bytes_received": received,
+            "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
         }
@@ -336,6 +380,7 @@ class PeerRunner:
                 "evicted": evicted_now,
                 "rep": reps,
                 **peer.rollout.trace_row(),  # rollout slice: ΔAUC/ΔF1, serving version, promotions
+                **self.observe.row(peer),
             }
         )
         if self.keep_vectors:
@@ -357,6 +402,12 @@ class PeerRunner:
         target = sc.run.rounds
         crash_at = self.behaviour.crash_round if self.behaviour is not None else None
         started = False
+        if self.me.join_round > 0:
+            started = True
+            task_status.started()
+            await go()
+            if not await self._until_honest_round(self.me.join_round, all_done):
+                return
         while True:
             peer = self._new_peer()
             async with peer:
@@ -375,11 +426,15 @@ class PeerRunner:
                     while not all_done():
                         if crash_at is not None and peer.round >= crash_at:
                             break  # a crash attacker: gone for good
+                        if self._leaving():
+                            break  # a Sybil's time is up: gone for good
                         if (
                             not self.me.honest or peer.round >= target
                         ) and not peer.transport.connected_peers():
                             await trio.sleep(0.5)  # isolated (e.g. an evicted attacker): idle, leave the CPU
                             continue
+                        if self.behaviour is not None:
+                            await self.behaviour.before_round(peer)
                         reports = await peer.run(1)
                         if not reports:
                             break
@@ -412,6 +467,21 @@ class PeerRunner:
                     if all_done() or self.rng.random() < sc.churn.rejoin:
                         break
 
+    def _leaving(self) -> bool:
+        leave = self.me.leave_round
+        return bool(leave) and self.honest_round is not None and self.honest_round() >= leave
+
+    async def _until_honest_round(self, rounds: int, all_done: Callable[[], bool]) -> bool:
+        """Wait until every honest peer has done ``rounds`` rounds (False: the run ended first)."""
+        clock = self.honest_round or (lambda: rounds)
+        for _ in range(10_000_000):
+            if all_done():
+                return False
+            if clock() >= rounds:
+                return True
+            await trio.sleep(0.1)
+        return False
+
     def result(self) -> dict[str, Any]:
         """This peer's results, as frozen when it finished its rounds (or now, if it did not)."""
         if self.final is not None:
@@ -425,7 +495,10 @@ class PeerRunner:
             "neighbours": list(self.me.neighbours),
             "rounds": self.rounds_done,
             "restarts": self.restarts,
-            "bad_envelopes_sent": self.behaviour.bad_envelopes_sent if self.behaviour else 0,
+            "bad_envelopes_sent": self.behaviour.envelopes_sent if self.behaviour else 0,
+            **({"attack": self.behaviour.report()} if self.behaviour else {}),
+            "join_round": self.me.join_round,
+            "leave_round": self.me.leave_round,
             **counters,
             "trace": self.trace,
         }
@@ -504,7 +577,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
 
     plan = make_plan(scenario)
     splits = load_splits(scenario)
-    net = MemoryNetwork(flood=False)
+    net = MemoryNetwork(flood=scenario.run.relay)
     nid = scenario.run.network_id
     t0 = time.time()
     honest = plan.honest
@@ -520,6 +593,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
             t0=t0,
             keep_vectors=p.index in sample,
             listen="memory",
+            honest_round=lambda: min((runners[i].rounds_done for i in honest), default=0),
         )
         for p in plan.peers
     ]
@@ -540,9 +614,11 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
             await nursery.start(r.run, go.wait, done_event.is_set, on_finished)
         # wire the topology once everybody is online (each edge dialled once, by its lower end)
         for r in runners:
+            if r.me.join_round > 0:
+                continue  # a late Sybil dials its neighbours when it joins
             assert r.peer is not None
             for j in r.me.neighbours:
-                if j > r.me.index:
+                if j > r.me.index and plan.peers[j].join_round == 0:
                     await r.peer.connect(f"memory/{plan.peer_ids[j]}")
         go.set()
         with trio.move_on_after(scenario.run.time_limit_s) as limit:
@@ -594,7 +670,7 @@ def libp2p_addr(plan: Plan, j: int) -> str:
 
 def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
     """One worker process per peer; the parent only starts, watches, signals and evaluates."""
-    n = scenario.topology.peers
+    n = total_peers(scenario)
     plan = make_plan(scenario, _free_ports(n))
     peers_dir = out / "peers"
     if peers_dir.exists():
@@ -735,6 +811,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True) -> dict[str, Any]:
     """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
+    from .attack_metrics import attack_metrics
     from .report import write_outputs
 
     out.mkdir(parents=True, exist_ok=True)
@@ -753,7 +830,11 @@ def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: b
         p2pfl_log.removeHandler(handler)
         p2pfl_log.propagate = propagate
         handler.close()
-    return write_outputs(output, out, plots=plots)
+    results = write_outputs(output, out, plots=plots)
+    # issue 15's figures (mixing shares, bans by reason and round, seconds per round) ride along
+    results["attacks"] = attack_metrics(output)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
 
 
 def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:

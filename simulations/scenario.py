@@ -5,13 +5,12 @@ The resolved scenario (:meth:`Scenario.to_dict`) is valid input again, so it can
 results and handed to worker processes as it is.
 
 Sections: ``[run]``, ``[data]``, ``[model]``, ``[topology]``, ``[aggregation]``, ``[scoring]``,
-``[attack]``, ``[churn]``. See ``docs/simulation.md`` for every key.
+``[attack]``, ``[churn]``, ``[sybil]``. See ``docs/simulation.md`` for every key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,74 +22,31 @@ from p2pfl.config.schema import default_of, sim_fields, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.scoring import ScoringConfig
 
+# re-exported: their home is simulations/scenario_attacks.py
+from .scenario_attacks import ATTACKS as ATTACKS  # noqa: PLC0414
+from .scenario_attacks import FLOOD_SENDERS as FLOOD_SENDERS  # noqa: PLC0414
+from .scenario_attacks import ISSUE15_ATTACKS as ISSUE15_ATTACKS  # noqa: PLC0414
+from .scenario_attacks import MODEL_ATTACKS as MODEL_ATTACKS  # noqa: PLC0414
+from .scenario_attacks import PLACEMENTS as PLACEMENTS  # noqa: PLC0414
+from .scenario_attacks import SLEEPER_ATTACKS as SLEEPER_ATTACKS  # noqa: PLC0414
+from .scenario_attacks import SYBIL_BEHAVIOURS as SYBIL_BEHAVIOURS  # noqa: PLC0414
+from .scenario_attacks import SYBIL_DATA as SYBIL_DATA  # noqa: PLC0414
+from .scenario_attacks import AttackSpec as AttackSpec  # noqa: PLC0414
+from .scenario_attacks import ScenarioError as ScenarioError  # noqa: PLC0414
+from .scenario_attacks import SybilSpec as SybilSpec  # noqa: PLC0414
+from .scenario_attacks import _choice, _get, _known, _range
+
 TRANSPORTS = ("libp2p", "memory")
 DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic")
 PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("logreg", "mlp")
 OPTIMISERS = ("sgd",)
 TOPOLOGIES = ("complete", "ring", "random-regular", "peer-sampling", "dumbbell")
-ATTACKS = ("none", "signflip", "gaussian", "labelflip", "alie", "ipm", "replay", "forge", "crash")
-#: Attacks whose published models are poisoned: honest peers are expected to evict them.
-MODEL_ATTACKS = ("signflip", "gaussian", "labelflip", "alie", "ipm")
-PLACEMENTS = ("random", "targeted")
-SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attack", "churn")
-
-
-class ScenarioError(ConfigError):
-    """A scenario file is invalid; the message names ``[section] key``."""
+SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attack", "churn", "sybil")
 
 
 class SimulationError(P2PFLError):
     """A simulation run failed: a peer worker died or never came online, or never got the start signal."""
-
-
-# ------------------------------------------------------------------------------------------- checks
-
-
-def _type_name(expected: type | tuple[type, ...]) -> str:
-    if isinstance(expected, type):
-        return expected.__name__
-    return " or ".join(t.__name__ for t in expected)
-
-
-def _get(
-    table: Mapping[str, Any], section: str, key: str, expected: type | tuple[type, ...], default: Any
-) -> Any:
-    value = table.get(key, default)
-    if value is None and default is None:
-        return None
-    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in _as_tuple(expected))
-    if not ok:
-        raise ScenarioError(
-            f"[{section}] {key}: expected {_type_name(expected)}, got {type(value).__name__} {value!r}"
-        )
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ScenarioError(f"[{section}] {key}: must be finite, got {value!r}")
-    return float(value) if expected == (int, float) else value
-
-
-def _as_tuple(expected: type | tuple[type, ...]) -> tuple[type, ...]:
-    return expected if isinstance(expected, tuple) else (expected,)
-
-
-def _choice(section: str, key: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ScenarioError(f"[{section}] {key}: must be one of {', '.join(choices)}; got {value!r}")
-    return value
-
-
-def _range(
-    section: str, key: str, value: float, lo: float, hi: float = math.inf, *, lo_open: bool = False
-) -> None:
-    if value < lo or value > hi or (lo_open and value == lo):
-        bracket = "(" if lo_open else "["
-        raise ScenarioError(f"[{section}] {key}: must be in {bracket}{lo}, {hi}], got {value!r}")
-
-
-def _known(table: Mapping[str, Any], section: str, keys: tuple[str, ...] | set[str]) -> None:
-    for key in table:
-        if key not in keys:
-            raise ScenarioError(f"[{section}] {key}: unknown key; known keys: {', '.join(sorted(keys))}")
 
 
 def _peer_settings(table: Mapping[str, Any], section: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -137,6 +93,9 @@ class RunSpec:
     rounds: int = 20
     transport: str = "libp2p"
     time_limit_s: float = 600.0
+    #: memory engine: receivers relay announcements to the origin's other neighbours, as gossipsub does
+    #: (off: a broadcast reaches the direct neighbours only, the cheapest)
+    relay: bool = False
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
@@ -150,6 +109,7 @@ class RunSpec:
             rounds=_get(t, s, "rounds", int, 20),
             transport=_choice(s, "transport", _get(t, s, "transport", str, "libp2p"), TRANSPORTS),
             time_limit_s=_get(t, s, "time_limit_s", (int, float), 600.0),
+            relay=_get(t, s, "relay", bool, False),
             **_peer_settings(t, s, RUN_DEFAULTS),
         )
         _range(s, "seed", out.seed, 0)
@@ -320,47 +280,6 @@ class ScoringSpec:
 
 
 @dataclass(frozen=True)
-class AttackSpec:
-    kind: str = "none"
-    fraction: float = 0.0
-    placement: str = "random"
-    scale: float = 4.0
-    sigma: float = 1.0
-    z: float = 1.0
-    epsilon: float = 0.5
-    crash_round: int = 3
-    interval_s: float = 0.5
-
-    @classmethod
-    def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
-        s = "attack"
-        _known(t, s, {f.name for f in dataclasses.fields(cls)})
-        out = cls(
-            kind=_choice(s, "kind", _get(t, s, "kind", str, "none"), ATTACKS),
-            fraction=_get(t, s, "fraction", (int, float), 0.0),
-            placement=_choice(s, "placement", _get(t, s, "placement", str, "random"), PLACEMENTS),
-            scale=_get(t, s, "scale", (int, float), 4.0),
-            sigma=_get(t, s, "sigma", (int, float), 1.0),
-            z=_get(t, s, "z", (int, float), 1.0),
-            epsilon=_get(t, s, "epsilon", (int, float), 0.5),
-            crash_round=_get(t, s, "crash_round", int, 3),
-            interval_s=_get(t, s, "interval_s", (int, float), 0.5),
-        )
-        _range(s, "fraction", out.fraction, 0, 0.5)
-        _range(s, "scale", out.scale, 0)
-        _range(s, "sigma", out.sigma, 0)
-        _range(s, "z", out.z, 0)
-        _range(s, "epsilon", out.epsilon, 0)
-        _range(s, "crash_round", out.crash_round, 0)
-        _range(s, "interval_s", out.interval_s, 0.01)
-        return out
-
-    def count(self, peers: int) -> int:
-        """How many of ``peers`` attack (``fraction`` rounded to the nearest peer; 0 for ``none``)."""
-        return 0 if self.kind == "none" else round(self.fraction * peers)
-
-
-@dataclass(frozen=True)
 class CrashEvent:
     peer: int
     round: int
@@ -424,6 +343,7 @@ class Scenario:
     scoring: ScoringSpec = field(default_factory=ScoringSpec)
     attack: AttackSpec = field(default_factory=AttackSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
+    sybil: SybilSpec = field(default_factory=SybilSpec)
     name: str = "scenario"
 
     def peer_overrides(self) -> dict[str, Any]:
@@ -463,6 +383,7 @@ class Scenario:
                 "tick_s": self.churn.tick_s,
                 "crashes": [dataclasses.asdict(c) for c in self.churn.crashes],
             },
+            "sybil": dataclasses.asdict(self.sybil),
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Scenario:
@@ -490,6 +411,7 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         scoring=ScoringSpec.parse(data.get("scoring", {})),
         attack=AttackSpec.parse(data.get("attack", {})),
         churn=ChurnSpec.parse(data.get("churn", {}), topology.peers),
+        sybil=SybilSpec.parse(data.get("sybil", {})),
         name=name,
     )
     n_bad = scenario.attack.count(topology.peers)

@@ -51,12 +51,34 @@ def main(argv: list[str] | None = None) -> int:
     d = out / "peers" / str(args.index)
     control = out / "control"
 
+    if me.join_round > 0:
+        # a late Sybil must come online at its round, not seconds later: import libp2p now (measured: ~5 s
+        # of a blocked event loop when imported at the join on a loaded 2-core machine)
+        import p2pfl.transport.libp2p  # noqa: F401
+
     def factory(identity: object) -> object:
         from p2pfl.transport.libp2p import Libp2pTransport
 
         return Libp2pTransport.open(
             seed=me.seed, network_id=scenario.run.network_id, listen=f"/ip4/127.0.0.1/tcp/{me.port}"
         )
+
+    honest_dirs = [out / "peers" / str(i) for i in plan.honest]
+    clock = {"at": -1.0, "round": 0}
+
+    def honest_round() -> int:
+        """The fewest rounds any honest peer reports in its status.json (read at most twice a second)."""
+        now = trio.current_time()
+        if now - clock["at"] >= 0.5:
+            clock["at"] = now
+            rounds = []
+            for hd in honest_dirs:
+                try:
+                    rounds.append(int(json.loads((hd / "status.json").read_text()).get("round", 0)))
+                except (OSError, ValueError, AttributeError):
+                    rounds.append(0)
+            clock["round"] = min(rounds, default=0)
+        return int(clock["round"])
 
     runner = PeerRunner(
         plan=plan,
@@ -69,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_vectors=me.honest,
         listen=f"/ip4/127.0.0.1/tcp/{me.port}",
         status_interval_s=1.0,
+        honest_round=honest_round if scenario.sybil.count else None,
     )
 
     async def go() -> None:

@@ -109,11 +109,11 @@ def test_families(error: type[Exception], family: type[Exception]) -> None:
 
 def test_every_error_class_of_the_library_is_a_p2pfl_error() -> None:
     from p2pfl import discovery, wire
-    from p2pfl.sim import scenario
+    from p2pfl.sim import scenario, scenario_attacks
 
     classes = [
         obj
-        for module in (errors, wire, discovery, scenario)
+        for module in (errors, wire, discovery, scenario, scenario_attacks)
         for obj in vars(module).values()
         if isinstance(obj, type)
         and issubclass(obj, Exception)

@@ -1,0 +1,206 @@
+"""Issue 15's measurements of one run, written as ``results.json["attacks"]`` (see ``runner.run_scenario``).
+
+Per honest peer-local round ``r`` (the ``r``-th trace row of each honest peer):
+
+* ``acc_mean`` / ``acc_min``: honest test accuracy;
+* ``round_s_p50`` / ``round_s_p95``: honest seconds per round (time between the peer's rows ``r-1`` and
+  ``r``; row 0 counts from the start);
+* ``attacker_share_max``: the largest mixing share any honest peer gave any attacker or Sybil that round
+  (``simulations.observe``), ``attacker_share_total``: the mean over honest peers of the summed shares.
+
+Over the run: ``round_s`` (p50/p95 of every honest round), ``bans`` (every (observer, banned) pair with the
+observer's round and the reason when the round's eviction gave one; ``by_reason``, ``by_round``, and
+``honest_banned``: honest peers banned by honest ones), ``attackers`` (per attacker or Sybil: kind, max share,
+honest records that mixed it with a share > 0, how many of those came after that observer's first record of
+it, how many honest peers banned it and at which rounds, and how many requests (snapshot, payload fetches)
+it served: 0 means no byte of its models was fetched), ``refusals`` (access refusals at honest peers) and
+``windows`` (mean / min of ``acc_mean`` and p50 of ``round_s_p50`` before, during and after the Sybils'
+rounds ``join_round`` .. ``leave_round``); for a flood, ``flood``: honest round times before and during it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 4) if values else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _durations(trace: list[dict[str, Any]]) -> list[float]:
+    out, last = [], 0.0
+    for row in trace:
+        out.append(max(float(row["t"]) - last, 0.0))
+        last = float(row["t"])
+    return out
+
+
+def attack_metrics(output: Any) -> dict[str, Any]:
+    """The issue-15 figures of a :class:`simulations.runner.RunOutput` (see the module docstring)."""
+    plan = output.plan
+    sc = plan.scenario
+    peers: list[dict[str, Any]] = output.peers
+    honest = [p for p in peers if p["honest"]]
+    honest_ids = {p["id"] for p in honest}
+    attackers = {p["id"]: p for p in peers if not p["honest"]}
+    index_of = {p["id"]: p["index"] for p in peers}
+    durations = {p["id"]: _durations(p.get("trace", [])) for p in honest}
+    rounds = max((len(p.get("trace", [])) for p in honest), default=0)
+
+    series: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "round",
+            "acc_mean",
+            "acc_min",
+            "round_s_p50",
+            "round_s_p95",
+            "attacker_share_max",
+            "attacker_share_total",
+        )
+    }
+    for r in range(rounds):
+        rows = [p["trace"][r] for p in honest if len(p.get("trace", [])) > r]
+        accs = [float(row["acc"]) for row in rows if row.get("acc") is not None]
+        secs = [durations[p["id"]][r] for p in honest if len(durations[p["id"]]) > r]
+        shares = [v for row in rows for v in row.get("mix", {}).values()]
+        series["round"].append(r + 1)
+        series["acc_mean"].append(_mean(accs))
+        series["acc_min"].append(round(min(accs), 4) if accs else None)
+        series["round_s_p50"].append(_pct(secs, 50))
+        series["round_s_p95"].append(_pct(secs, 95))
+        series["attacker_share_max"].append(round(max(shares), 4) if shares else 0.0)
+        series["attacker_share_total"].append(_mean([sum(row.get("mix", {}).values()) for row in rows]))
+
+    bans: list[dict[str, Any]] = []
+    for p in honest:
+        seen: set[str] = set()
+        for row in p.get("trace", []):
+            reasons = row.get("evict_reasons", {})
+            for q in row.get("banned", []):
+                if q in seen:
+                    continue
+                seen.add(q)
+                bans.append(
+                    {
+                        "observer": p["index"],
+                        "banned": index_of.get(q),
+                        "round": row["round"],
+                        "reason": reasons.get(q, "other"),
+                        "honest": q in honest_ids,
+                    }
+                )
+    per_attacker = {}
+    for aid, a in attackers.items():
+        mixed = after_first = 0
+        share_max = 0.0
+        for p in honest:
+            first = True
+            for row in p.get("trace", []):
+                if aid not in row.get("mix", {}):
+                    continue
+                share = row["mix"][aid]
+                share_max = max(share_max, share)
+                if share > 0:
+                    mixed += 1
+                    after_first += 0 if first else 1
+                first = False
+        banned_at = sorted(b["round"] for b in bans if b["banned"] == a["index"])
+        per_attacker[str(a["index"])] = {
+            "kind": a["kind"],
+            "requests_served": a.get("requests_served", 0),
+            "share_max": round(share_max, 4),
+            "mixed_records": mixed,
+            "mixed_after_first": after_first,
+            "banned_by": len(banned_at),
+            "banned_rounds": banned_at,
+            **({"attack": a["attack"]} if "attack" in a else {}),
+        }
+    all_secs = [d for ds in durations.values() for d in ds]
+    return {
+        "series": series,
+        "round_s": {"p50": _pct(all_secs, 50), "p95": _pct(all_secs, 95)},
+        "bans": {
+            "events": bans,
+            "by_reason": dict(sorted(Counter(b["reason"] for b in bans).items())),
+            "by_round": {str(k): v for k, v in sorted(Counter(b["round"] for b in bans).items())},
+            "honest_banned": sum(1 for b in bans if b["honest"]),
+        },
+        "attackers": per_attacker,
+        "attacker_share_max": max(series["attacker_share_max"], default=0.0),
+        # access refusals counted at honest peers (transport peer filter, engine access list), by reason
+        "refusals": _refusals(honest),
+        "windows": _windows(sc, series),
+        **({"flood": _flood_window(honest, attackers)} if sc.attack.kind == "flood" else {}),
+    }
+
+
+def _windows(sc: Any, series: dict[str, list[Any]]) -> dict[str, Any]:
+    """Accuracy and round time before, during and after the attack's rounds (1-based honest rounds)."""
+    if sc.sybil.count:
+        start, end = sc.sybil.join_round + 1, sc.sybil.leave_round or len(series["round"])
+    else:
+        return {}
+
+    def window(lo: int, hi: int) -> dict[str, Any]:
+        idx = [i for i, r in enumerate(series["round"]) if lo <= r <= hi]
+        accs = [series["acc_mean"][i] for i in idx if series["acc_mean"][i] is not None]
+        mins = [series["acc_min"][i] for i in idx if series["acc_min"][i] is not None]
+        secs = [series["round_s_p50"][i] for i in idx if series["round_s_p50"][i] is not None]
+        return {
+            "rounds": [lo, hi],
+            "acc_mean": _mean(accs),
+            "acc_min": round(min(mins), 4) if mins else None,
+            "round_s_p50": _pct(secs, 50),
+            "round_s_max": round(max(secs), 4) if secs else None,
+        }
+
+    last = len(series["round"])
+    return {
+        "before": window(max(2, start - 4), start - 1),
+        "during": window(start, end),
+        "after": window(end + 3, last),
+    }
+
+
+def _flood_window(honest: list[dict[str, Any]], attackers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Honest seconds per round before the burst (rounds ending before it, the first round excluded: it
+    includes the start) and during it (rounds overlapping the burst's seconds), p50 and max of each."""
+    bursts = [a["attack"]["flood_sent"] for a in attackers.values() if a.get("attack", {}).get("flood_sent")]
+    if not bursts:
+        return {"sent": False}
+    lo, hi = min(b["t"][0] for b in bursts), max(b["t"][1] for b in bursts)
+    before, during = [], []
+    for p in honest:
+        trace = p.get("trace", [])
+        for r in range(1, len(trace)):
+            t0, t1 = float(trace[r - 1]["t"]), float(trace[r]["t"])
+            if t1 < lo:
+                before.append(t1 - t0)
+            elif t0 <= hi:
+                during.append(t1 - t0)
+    p50_before = _pct(before, 50)
+    return {
+        "sent": True,
+        "t": [lo, hi],
+        "count": sum(int(b["count"]) for b in bursts),
+        "before": {"p50": p50_before, "max": round(max(before), 4) if before else None},
+        "during": {"p50": _pct(during, 50), "max": round(max(during), 4) if during else None},
+        "ratio_max_to_before_p50": round(max(during) / p50_before, 2) if during and p50_before else None,
+    }
+
+
+def _refusals(honest: list[dict[str, Any]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for p in honest:
+        for k, v in p.get("rejected", {}).items():
+            if "peer_filter" in k or "not_allowed" in k or "refused" in k:
+                total[k] += int(v)
+    return dict(sorted(total.items()))
