@@ -16,7 +16,7 @@ then broadcast and evict.
 The policies are pure and live in ``p2pfl.protocol`` (pacing, guards, join, logs); the peer asks them
 with trio's clock, so a test's MockClock drives every wait. Around the class: ``peer_rounds`` (the round
 loop), ``peer_exchange`` (the network side), ``peer_discovery`` (bootstrap registries), ``peer_store``
-(disk), ``peer_handle`` (non-trio host programs).
+(disk), ``peer_status`` (the status and the stop line), ``peer_handle`` (non-trio host programs).
 """
 
 from __future__ import annotations

@@ -106,5 +106,10 @@ def test_a_scenario_with_rollout_on_marks_promotions_on_the_accuracy_plot(
     promoted_rounds = [x for x, n in zip(s["round"], s["promotions"], strict=True) if n]
     marks = {label: xs for xs, label, _ in calls["accuracy.png"]["marks"]}
     assert marks["a rollout promotion"] == promoted_rounds
+    # the plots say what they show, in words and units (title, x label, y label)
+    title, xlabel, ylabel = calls["consensus.png"]["args"][:3]
+    assert "lower: they agree" in title and "distance" in ylabel and xlabel == "peer-local round"
+    title, xlabel, ylabel = calls["bytes.png"]["args"][:3]
+    assert "sent + received" in title and xlabel.endswith("(s)") and ylabel.endswith("(MiB)")
     md = (tmp_path / "report.md").read_text()
     assert f"| rollout promotions | {r['quality']['promotions']} |" in md and "![accuracy.png]" in md
