@@ -50,27 +50,39 @@ EVENTS: Final[dict[str, tuple[str, ...]]] = {
     "rejection": ("peer", "counts"),
     "eviction": ("peer", "reason"),
     "readmission": ("peer", "evictions"),
-    "promotion": ("version", "from_version", "reason"),
+    # the model rollout (docs/rollout.md): ``version`` is the version the event is about; deltas are the
+    # candidate's (or the serving version's) ΔAUC/ΔF1 that decided it, null when not measured
+    "canary": ("version", "serving_version", "canary_fraction", "reason", "delta_auc", "delta_f1"),
+    "promotion": ("version", "from_version", "reason", "delta_auc", "delta_f1"),
+    "demotion": ("version", "phase", "serving_version", "reason", "delta_auc", "delta_f1"),
+    "rollback": ("version", "from_version", "reason", "delta_auc", "delta_f1"),
 }
 
 
-def event(name: str, **fields: Any) -> dict[str, Any]:
+def event(name: str, *, peer_id: str | None = None, **fields: Any) -> dict[str, Any]:
     """The ``extra=`` of a log call that records event ``name`` with ``fields`` (see :data:`EVENTS`)::
 
     log.warning("evicting peer=%s reason=%s", p, r, extra=event("eviction", peer=p, reason=r))
-    """
-    return {"event": name, "event_fields": fields}
+
+    ``peer_id``: the peer the line is about (its ``peer_id`` key), for processes that run several peers (a
+    simulation, an application embedding two); default: the process's own (:class:`PeerIdFilter`)."""
+    extra: dict[str, Any] = {"event": name, "event_fields": fields}
+    if peer_id is not None:
+        extra["event_peer_id"] = peer_id
+    return extra
 
 
 class PeerIdFilter(logging.Filter):
-    """Stamps ``record.peer_id`` on every record a handler emits: set :attr:`peer_id` once it is known."""
+    """Stamps ``record.peer_id`` on every record a handler emits: the event's own ``peer_id`` when it names
+    one (:func:`event`), else this process's (set :attr:`peer_id` once it is known)."""
 
     def __init__(self, peer_id: str = NO_PEER) -> None:
         super().__init__()
         self.peer_id = peer_id
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.peer_id = self.peer_id
+        own = getattr(record, "event_peer_id", None)
+        record.peer_id = own if isinstance(own, str) and own else self.peer_id
         return True
 
 
@@ -98,7 +110,7 @@ class JsonFormatter(logging.Formatter):
             "ts": f"{ts}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "peer_id": getattr(record, "peer_id", NO_PEER),
+            "peer_id": getattr(record, "peer_id", None) or getattr(record, "event_peer_id", None) or NO_PEER,
             "msg": record.getMessage(),
         }
         name = getattr(record, "event", None)
@@ -196,8 +208,8 @@ def setup_logging(options: LogOptions) -> PeerIdFilter:
     return peer_filter
 
 
-def round_event(report: Any) -> dict[str, Any]:
+def round_event(report: Any, peer_id: str | None = None) -> dict[str, Any]:
     """The ``extra=`` of the ``round`` event for a ``RoundReport`` (``evicted``: how many this round)."""
     fields = {name: getattr(report, name, None) for name in EVENTS["round"]}
     fields["evicted"] = len(getattr(report, "evicted", ()) or ())
-    return event("round", **fields)
+    return event("round", peer_id=peer_id, **fields)

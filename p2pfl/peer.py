@@ -16,7 +16,7 @@ then broadcast and evict.
 The policies are pure and live in ``p2pfl.protocol`` (pacing, guards, join, logs); the peer asks them
 with trio's clock, so a test's MockClock drives every wait. Around the class: ``peer_rounds`` (the round
 loop), ``peer_exchange`` (the network side), ``peer_discovery`` (bootstrap registries), ``peer_store``
-(disk), ``peer_handle`` (non-trio host programs).
+(disk), ``peer_status`` (the status and the stop line), ``peer_handle`` (non-trio host programs).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from p2pfl.peer_rounds import RoundReport as RoundReport  # noqa: PLC0414 (re-ex
 from p2pfl.peer_rounds import RunSync as RunSync  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
+from p2pfl.peer_status import log_stop, peer_status
 from p2pfl.peer_store import PeerStore, format_status
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
 from p2pfl.rollout import Rollout
@@ -174,7 +175,7 @@ class Peer:
             report.round,
             report.seq,
             report.duration_s,
-            extra=round_event(report),
+            extra=round_event(report, self.peer_id),
         )
         if self.metrics is not None:
             self.metrics.on_round(report)
@@ -239,7 +240,7 @@ class Peer:
                 "peer online peer=%s listen=%s",
                 self.peer_id,
                 " ".join(t.listen_addrs),
-                extra=event("start", listen=t.listen_addrs),
+                extra=event("start", peer_id=self.peer_id, listen=t.listen_addrs),
             )
         except BaseException:
             await self._stack.__aexit__(None, None, None)
@@ -265,34 +266,7 @@ class Peer:
             self._log_stop(error)
 
     def _log_stop(self, error: BaseException | None) -> None:
-        """One last line: INFO for a clean stop; ERROR for an expected failure (a :class:`P2PFLError` such as
-        a full disk); a crash (a bug, or an error the host app raised inside the ``async with``) is CRITICAL
-        with its type, so neither reads like a clean stop."""
-        where = (
-            f"peer={self.peer_id} round={self.round} seq={self.engine.seq} persisted_seq={self.persisted_seq}"
-        )
-        fields = {"round": self.round, "seq": self.engine.seq, "persisted_seq": self.persisted_seq}
-        if error is None or _only_cancelled(error):
-            log.info("peer stopped %s", where, extra=event("stop", outcome="stopped", error=None, **fields))
-            return
-        leaf = _leaf(error)
-        what = f"{type(leaf).__name__}: {leaf}"
-        if isinstance(leaf, P2PFLError):  # expected (disk full, bad state): no bug, but no clean stop
-            log.error(
-                "peer failed %s error=%s: %s",
-                where,
-                type(leaf).__name__,
-                leaf,
-                extra=event("stop", outcome="failed", error=what, **fields),
-            )
-            return
-        log.critical(
-            "peer crashed %s error=%s: %s",
-            where,
-            type(leaf).__name__,
-            leaf,
-            extra=event("stop", outcome="crashed", error=what, **fields),
-        )
+        log_stop(self, error)  # p2pfl.peer_status
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""
@@ -466,27 +440,8 @@ class Peer:
         return self.rollout.quality_snapshot()
 
     def status(self) -> dict[str, Any]:
-        stats = self._transport.stats if self._transport is not None else None
-        ev = self.last_eval
-        return {
-            "peer_id": self.peer_id,
-            "network_id": self.config.network_id,
-            "round": self.round,
-            "seq": self.engine.seq,
-            "val_loss": ev.loss if ev else None,
-            "val_accuracy": ev.accuracy if ev else None,
-            "neighbours": len(self.neighbours()) if self._transport else 0,
-            "replicas": len(self.engine.replicas),
-            "bytes_sent": stats.bytes_sent if stats else 0,
-            "bytes_received": stats.bytes_received if stats else 0,
-            "rejected": dict(self.engine.rejections),
-            "duplicates": self.engine.duplicates,
-            "mixes_refused": self.mixes_refused,
-            "evicted": sorted(self.engine.evicted_peers()),  # scored out or convicted (equivocation)
-            "access": self.access.status() if self.access is not None else None,
-            "quality": dict(self.rollout.quality_snapshot()),
-            "rollout": self.rollout.status(),
-        }
+        """Round, version, validation, traffic, rejections, quality and rollout (p2pfl.peer_status)."""
+        return peer_status(self)
 
 
 def _build_access(config: PeerConfig, peer_id: str) -> Access | None:
@@ -522,17 +477,3 @@ async def _unstick(nursery: trio.Nursery, transport: Transport | None) -> None:
                 ", ".join(names),
             )
             abort()
-
-
-def _leaf(error: BaseException) -> BaseException:
-    """The first non-group exception inside ``error`` (nurseries wrap a task's crash in groups)."""
-    while isinstance(error, BaseExceptionGroup) and error.exceptions:
-        error = error.exceptions[0]
-    return error
-
-
-def _only_cancelled(error: BaseException) -> bool:
-    """True if ``error`` is (a group of) cancellations or an interrupt: a stop, not a crash."""
-    if isinstance(error, BaseExceptionGroup):
-        return all(_only_cancelled(e) for e in error.exceptions)
-    return isinstance(error, trio.Cancelled | KeyboardInterrupt | SystemExit | GeneratorExit)

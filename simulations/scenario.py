@@ -5,7 +5,7 @@ The resolved scenario (:meth:`Scenario.to_dict`) is valid input again, so it can
 results and handed to worker processes as it is.
 
 Sections: ``[run]``, ``[data]``, ``[model]``, ``[topology]``, ``[aggregation]``, ``[scoring]``,
-``[attack]``, ``[churn]``, ``[sybil]``. See ``docs/simulation.md`` for every key.
+``[attack]``, ``[churn]``, ``[sybil]``, ``[rollout]``. See ``docs/simulation.md`` for every key.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.config import PeerConfig, read_toml
 from p2pfl.config.schema import default_of, sim_fields, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
+from p2pfl.rollout import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
 # re-exported: their home is simulations/scenario_attacks.py
@@ -42,7 +43,18 @@ PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("logreg", "mlp")
 OPTIMISERS = ("sgd",)
 TOPOLOGIES = ("complete", "ring", "random-regular", "peer-sampling", "dumbbell")
-SECTIONS = ("run", "data", "model", "topology", "aggregation", "scoring", "attack", "churn", "sybil")
+SECTIONS = (
+    "run",
+    "data",
+    "model",
+    "topology",
+    "aggregation",
+    "scoring",
+    "attack",
+    "churn",
+    "sybil",
+    "rollout",
+)
 
 
 class SimulationError(P2PFLError):
@@ -280,6 +292,21 @@ class ScoringSpec:
 
 
 @dataclass(frozen=True)
+class RolloutSpec:
+    """Any :class:`p2pfl.rollout.RolloutConfig` field (validated there): every simulated peer's ``[rollout]``
+    (docs/rollout.md). Absent: off, so ΔAUC/ΔF1 compare each version with the previous one."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any]) -> RolloutSpec:
+        return cls(_dataclass_params(RolloutConfig, t, "rollout", ()))
+
+    def config(self) -> RolloutConfig:
+        return RolloutConfig(**self.params)
+
+
+@dataclass(frozen=True)
 class CrashEvent:
     peer: int
     round: int
@@ -344,6 +371,7 @@ class Scenario:
     attack: AttackSpec = field(default_factory=AttackSpec)
     churn: ChurnSpec = field(default_factory=ChurnSpec)
     sybil: SybilSpec = field(default_factory=SybilSpec)
+    rollout: RolloutSpec = field(default_factory=RolloutSpec)
     name: str = "scenario"
 
     def peer_overrides(self) -> dict[str, Any]:
@@ -357,6 +385,7 @@ class Scenario:
             local_steps=self.model.local_steps,
             aggregation=self.aggregation.config(),
             scoring=self.scoring.config(),
+            rollout=self.rollout.config(),
         )
         return out
 
@@ -384,6 +413,7 @@ class Scenario:
                 "crashes": [dataclasses.asdict(c) for c in self.churn.crashes],
             },
             "sybil": dataclasses.asdict(self.sybil),
+            "rollout": {k: v for k, v in dataclasses.asdict(self.rollout.config()).items() if v is not None},
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Scenario:
@@ -412,6 +442,7 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         attack=AttackSpec.parse(data.get("attack", {})),
         churn=ChurnSpec.parse(data.get("churn", {}), topology.peers),
         sybil=SybilSpec.parse(data.get("sybil", {})),
+        rollout=RolloutSpec.parse(data.get("rollout", {})),
         name=name,
     )
     n_bad = scenario.attack.count(topology.peers)

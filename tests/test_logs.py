@@ -86,3 +86,25 @@ def test_the_log_file_rotates_by_size(tmp_path: Path, restore_root: None) -> Non
         assert p.stat().st_size <= 2048
         for line in p.read_text().splitlines():
             json.loads(line)
+
+
+def test_an_event_may_name_its_own_peer_for_processes_running_several(
+    tmp_path: Path, restore_root: None
+) -> None:
+    """A simulation or an application runs several peers in one process: an event that names its peer is
+    stamped with that peer's id (JSON and text), other lines with the process's."""
+    path = tmp_path / "peer.log"
+    setup_logging(LogOptions(format="json", file=path)).peer_id = "12D3KooWprocess"
+    log = logging.getLogger("p2pfl.test")
+    fields = {"version": 4, "from_version": 2, "reason": "passed", "delta_auc": 0.1, "delta_f1": math.nan}
+    log.info("promoted", extra=event("promotion", peer_id="12D3KooWother", **fields))
+    log.info("plain line")
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert first["peer_id"] == "12D3KooWother" and first["event"] == "promotion"
+    assert set(EVENTS["promotion"]) <= set(first) and first["delta_f1"] is None
+    assert "event_peer_id" not in first
+    assert second["peer_id"] == "12D3KooWprocess"
+    text = tmp_path / "peer.txt"
+    setup_logging(LogOptions(file=text)).peer_id = "12D3KooWprocess"
+    log.info("promoted", extra=event("promotion", peer_id="12D3KooWother", **fields))
+    assert "[12D3KooWother] promoted" in text.read_text()

@@ -34,8 +34,43 @@ OTHER: Final = "other"
 #: the ``kind`` label of the byte counters; ``libp2p_control`` is every wire byte that is none of the others
 #: (handshakes, yamux framing, gossipsub control and relayed messages, identify, ping)
 BYTE_KINDS: Final = ("model_payload", "gossip", "libp2p_control", "discovery")
-#: the ``state`` label of ``p2pfl_neighbours``
-NEIGHBOUR_STATES: Final = ("connected", "established", "probation", "excluded")
+#: the ``state`` label of ``p2pfl_neighbours``: ``connected`` counts them all; each of the others counts
+#: the connected neighbours the scorer holds in that status (``established``: active, earned full weight,
+#: model held; ``young``: a new identity still earning its influence, mixed with a capped weight;
+#: ``probation``: readmitted after an eviction, scored but not mixed; ``excluded``: reputation too low)
+NEIGHBOUR_STATES: Final = ("connected", "established", "young", "probation", "excluded")
+#: the ``phase`` label of ``p2pfl_rollout_candidate_phase``
+ROLLOUT_PHASES: Final = ("shadow", "canary")
+#: ``Peer.quality_snapshot()`` keys exported as gauges (absent while undefined): key -> (name, help)
+QUALITY_GAUGES: Final = {
+    "val_f1": ("p2pfl_validation_f1", "Own newest version's macro F1 on the validation split (0..1)."),
+    "val_auc": (
+        "p2pfl_validation_auc",
+        "Own newest version's macro one-vs-rest ROC AUC on validation (0..1).",
+    ),
+    "delta_auc": (
+        "p2pfl_quality_delta_auc",
+        "Own newest version's AUC minus the base version's (+: better).",
+    ),
+    "delta_f1": ("p2pfl_quality_delta_f1", "Own newest version's F1 minus the base version's (+: better)."),
+    "base_seq": ("p2pfl_quality_base_seq", "The version the deltas compare with (rollout on)."),
+    "serving_seq": ("p2pfl_rollout_serving_seq", "The version served to the host application."),
+    "candidate_seq": ("p2pfl_rollout_candidate_seq", "The version under test in shadow or canary."),
+    "candidate_delta_auc": (
+        "p2pfl_rollout_candidate_delta_auc",
+        "The candidate's AUC minus the serving version's, on validation data plus feedback.",
+    ),
+    "candidate_delta_f1": (
+        "p2pfl_rollout_candidate_delta_f1",
+        "The candidate's F1 minus the serving version's, on validation data plus feedback.",
+    ),
+}
+#: ``peer.rollout.status()`` counts exported as counters: key -> (name without ``_total``, help)
+ROLLOUT_COUNTERS: Final = {
+    "promotions": ("p2pfl_rollout_promotions", "Candidates promoted to serving (the first version is not)."),
+    "demotions": ("p2pfl_rollout_demotions", "Candidates demoted in shadow or canary."),
+    "rollbacks": ("p2pfl_rollout_rollbacks", "Serving versions rolled back after their promotion."),
+}
 
 
 def byte_kind(key: str) -> str:
@@ -141,6 +176,7 @@ class SnapshotCollector(Collector):
             )
         if s.val_loss is not None:
             yield _gauge("p2pfl_validation_loss", "Own model's validation loss.", s.val_loss)
+        yield from _quality(s)
         if self.privacy_budget is not None:
             spent = self.privacy_budget()
             if spent is not None:
@@ -176,12 +212,12 @@ class SnapshotCollector(Collector):
         for peer, status in s.neighbours.items():
             if status == "active" and peer in s.replicas:
                 states["established"] += 1
-            elif status in ("probation", "excluded"):
+            elif status in ("young", "probation", "excluded"):
                 states[status] += 1
         family = GaugeMetricFamily(
             "p2pfl_neighbours",
-            "Connected learning neighbours: all, established (scored well, model held), on probation, "
-            "excluded (reputation too low to mix).",
+            "Connected learning neighbours: all, established (full weight earned, model held), young (new, "
+            "earning its weight), on probation (readmitted, not mixed), excluded (reputation too low).",
             labels=["state"],
         )
         for state, n in states.items():
@@ -207,6 +243,33 @@ class SnapshotCollector(Collector):
         for peer, n in _merge(s.rejections_by_peer, self._peers).items():
             rejected.add_metric([peer], n)
         yield rejected
+
+
+def _quality(s: Snapshot) -> Iterator[Metric]:
+    """The newest version's quality and deltas, and the rollout's state and event counts."""
+    for key, (name, doc) in QUALITY_GAUGES.items():
+        value = s.quality.get(key)
+        if value is not None:
+            yield _gauge(name, doc, value)
+    r = s.rollout
+    yield _gauge(
+        "p2pfl_rollout_enabled",
+        "1 when the shadow/canary rollout is on ([rollout] enabled).",
+        bool(r.get("enabled")),
+    )
+    phase = GaugeMetricFamily(
+        "p2pfl_rollout_candidate_phase",
+        "1 for the phase the candidate is in (none: all 0).",
+        labels=["phase"],
+    )
+    for name in ROLLOUT_PHASES:
+        phase.add_metric([name], 1 if r.get("phase") == name else 0)
+    yield phase
+    yield _gauge(
+        "p2pfl_rollout_feedback_samples", "Labelled feedback samples kept.", int(r.get("feedback") or 0)
+    )
+    for key, (name, doc) in ROLLOUT_COUNTERS.items():
+        yield _counter(name, doc, int(r.get(key) or 0))
 
 
 def _merge(counts: dict[str, int], cap: LabelCap) -> dict[str, int]:

@@ -9,7 +9,7 @@ taken between two steps of the peer, cheap (no model is touched; O(neighbours)).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from p2pfl.peer import Peer
@@ -47,6 +47,10 @@ class Snapshot:
     replicas: frozenset[str] = frozenset()
     val_accuracy: float | None = None
     val_loss: float | None = None
+    #: ``Peer.quality_snapshot()``: the newest version's quality and deltas, serving/candidate seqs
+    quality: dict[str, float] = field(default_factory=dict)
+    #: ``peer.rollout.status()``: enabled, phase, feedback kept, promotions/demotions/rollbacks since start
+    rollout: dict[str, Any] = field(default_factory=dict)
 
 
 def take_snapshot(peer: Peer) -> Snapshot:
@@ -80,4 +84,6 @@ def take_snapshot(peer: Peer) -> Snapshot:
         replicas=replicas,
         val_accuracy=ev.accuracy if ev is not None else None,
         val_loss=ev.loss if ev is not None else None,
+        quality=dict(peer.quality_snapshot()),  # lock-free reads: never waits for an evaluation
+        rollout=peer.rollout.status(),
     )

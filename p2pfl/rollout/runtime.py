@@ -5,7 +5,12 @@ it evaluates the new version (``p2pfl.quality``), compares it with the base (the
 configured ``base_seq``, or with the rollout off the previous version), runs :class:`RolloutPolicy` and
 returns the metrics for the round's version record plus one signed-record entry per rollout event. The host
 application reads :meth:`serving`, :meth:`model_for` and submits :meth:`submit_feedback` from other threads:
-one lock guards the state.
+one lock guards the state. :meth:`quality_snapshot` and :meth:`status` take no lock: they read objects that
+are replaced whole, never changed in place, so the peer's trio loop (status, metrics) never waits for an
+evaluation running in the worker thread.
+
+Every promotion, demotion, rollback and canary start is also a log event (``p2pfl.logs.EVENTS``) carrying
+the peer's id.
 """
 
 from __future__ import annotations
@@ -22,11 +27,23 @@ import numpy as np
 import numpy.typing as npt
 
 from p2pfl.learner import Learner, ScoringLearner
+from p2pfl.logs import event
 from p2pfl.quality import EMPTY, Quality, deltas, quality
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.rollout.feedback import FeedbackBuffer, FeedbackError
 from p2pfl.rollout.models import ModelStore
-from p2pfl.rollout.policy import EVENTS, PROMOTE, Event, RolloutPolicy, replay, routes_to_canary
+from p2pfl.rollout.policy import (
+    CANARY,
+    DEMOTE,
+    EVENTS,
+    PROMOTE,
+    ROLLBACK,
+    Event,
+    RolloutPolicy,
+    RolloutState,
+    replay,
+    routes_to_canary,
+)
 from p2pfl.state import LogRecord
 from p2pfl.state.checkpoint import Params
 
@@ -60,6 +77,7 @@ class Rollout:
     ) -> None:
         self.cfg = cfg
         self.learner = learner
+        self.peer_id = peer_id
         if cfg.enabled and not isinstance(learner, ScoringLearner):
             log.warning(
                 "[rollout] is enabled but %s exposes no class probabilities (p2pfl.learner.ScoringLearner): "
@@ -80,6 +98,9 @@ class Rollout:
         self._n_classes: int | None = None
         #: candidates promoted by the policy since start (the first version served is not counted)
         self.promotions = 0
+        #: candidates demoted, and serving versions rolled back after their promotion, since start
+        self.demotions = 0
+        self.rollbacks = 0
 
     # ------------------------------------------------------------------------------ restart
 
@@ -147,6 +168,7 @@ class Rollout:
                 return RoundQuality(metrics)
             if seq == self.cfg.base_seq:
                 self.models.put(seq, params, round_)
+            before = self.policy.state
             events = self.policy.start(seq)
             for ev in events:
                 if ev.seq == seq:
@@ -160,10 +182,54 @@ class Rollout:
             cand = self._judge()
             events += cand[1]
             self.promotions += sum(1 for e in cand[1] if e.kind == PROMOTE)
+            self.demotions += sum(1 for e in events if e.kind == DEMOTE)
+            self.rollbacks += sum(1 for e in events if e.kind == ROLLBACK)
             self._keep()
             self._snapshot = {**metrics, **self._state_numbers(), **cand[0]}
             entries = [self._entry(ev, round_) for ev in events]
+            self._log_events(before, events)
             return RoundQuality(metrics, entries, events)
+
+    def _log_events(self, state: RolloutState, events: Sequence[Event]) -> None:
+        """One log event per canary start, promotion, demotion (info) and rollback (warning: a served version
+        turned out worse), see ``p2pfl.logs.EVENTS``; the state before each event says what it replaced. A
+        shadow start changes nothing served: a debug line only."""
+        for ev in events:
+            d_auc, d_f1 = ev.deltas.get("delta_auc"), ev.deltas.get("delta_f1")
+            fields: dict[str, Any] = {
+                "version": ev.seq,
+                "reason": ev.reason,
+                "delta_auc": d_auc,
+                "delta_f1": d_f1,
+            }
+            what = f"peer={self.peer_id} version={ev.seq}"
+            if ev.kind == PROMOTE:
+                fields["from_version"] = state.serving
+                log.info(
+                    "rollout promotion %s from_version=%s reason=%s", what, state.serving, ev.reason,
+                    extra=event("promotion", peer_id=self.peer_id, **fields),
+                )  # fmt: skip
+            elif ev.kind == ROLLBACK:
+                fields["from_version"] = state.serving
+                log.warning(
+                    "rollout rollback %s from_version=%s reason=%s", what, state.serving, ev.reason,
+                    extra=event("rollback", peer_id=self.peer_id, **fields),
+                )  # fmt: skip
+            elif ev.kind == DEMOTE:
+                fields |= {"phase": state.phase, "serving_version": state.serving}
+                log.info(
+                    "rollout demotion %s phase=%s reason=%s", what, state.phase, ev.reason,
+                    extra=event("demotion", peer_id=self.peer_id, **fields),
+                )  # fmt: skip
+            elif ev.kind == CANARY:
+                fields |= {"serving_version": state.serving, "canary_fraction": self.cfg.canary_fraction}
+                log.info(
+                    "rollout canary %s fraction=%s reason=%s", what, self.cfg.canary_fraction, ev.reason,
+                    extra=event("canary", peer_id=self.peer_id, **fields),
+                )  # fmt: skip
+            else:
+                log.debug("rollout %s %s reason=%s", ev.kind, what, ev.reason)
+            state = state.apply(ev)
 
     def _judge(self) -> tuple[dict[str, float], list[Event]]:
         """The candidate against the serving version on validation data plus feedback."""
@@ -262,9 +328,9 @@ class Rollout:
 
     def quality_snapshot(self) -> Mapping[str, float]:
         """The newest version's ``val_*`` quality, its ``delta_auc``/``delta_f1`` against the base, the
-        serving and candidate seqs and the candidate's deltas (absent keys: not defined yet)."""
-        with self._lock:
-            return dict(self._snapshot)
+        serving and candidate seqs and the candidate's deltas (absent keys: not defined yet). Lock-free
+        (the dict is replaced whole once per round): safe and non-blocking on the peer's loop."""
+        return dict(self._snapshot)
 
     def trace_row(self) -> dict[str, Any]:
         """What a simulation records per round (simulations/report.py): deltas, serving seq, promotions."""
@@ -278,16 +344,20 @@ class Rollout:
             }
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            s = self.policy.state
-            return {
-                "enabled": self.cfg.enabled,
-                "serving_seq": s.serving if self.cfg.enabled else (self._newest[0] if self._newest else None),
-                "candidate_seq": s.candidate,
-                "phase": s.phase,
-                "passed": s.passed,
-                "feedback": len(self.feedback),
-            }
+        """What is served and tested, and the event counts since start. Lock-free like
+        :meth:`quality_snapshot` (the policy's state and ``_newest`` are replaced whole, never changed)."""
+        s, newest = self.policy.state, self._newest
+        return {
+            "enabled": self.cfg.enabled,
+            "serving_seq": s.serving if self.cfg.enabled else (newest[0] if newest else None),
+            "candidate_seq": s.candidate,
+            "phase": s.phase,
+            "passed": s.passed,
+            "feedback": len(self.feedback),
+            "promotions": self.promotions,
+            "demotions": self.demotions,
+            "rollbacks": self.rollbacks,
+        }
 
 
 def promoted(events: Sequence[Event]) -> list[int]:

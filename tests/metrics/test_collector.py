@@ -74,13 +74,39 @@ def test_byte_kinds() -> None:
 
 
 def test_neighbour_states() -> None:
+    """``young`` (a new identity earning its influence, issue 15) is its own state: never established, even
+    with its model held, and never counted as on probation (a readmitted peer)."""
     s = snap(
-        neighbours={"a": "active", "b": "active", "c": "probation", "d": "excluded"},
-        replicas=frozenset({"a", "c"}),
+        neighbours={
+            "a": "active",
+            "b": "active",
+            "c": "probation",
+            "d": "excluded",
+            "e": "young",
+            "f": "young",
+        },
+        replicas=frozenset({"a", "c", "e"}),
     )
     got = samples(SnapshotCollector(lambda: s))
     states = {dict(k[1])["state"]: v for k, v in got.items() if k[0] == "p2pfl_neighbours"}
-    assert states == {"connected": 4, "established": 1, "probation": 1, "excluded": 1}
+    assert states == {"connected": 6, "established": 1, "young": 2, "probation": 1, "excluded": 1}
+
+
+def test_a_young_neighbour_of_the_real_scorer_is_counted_young_not_established() -> None:
+    """The scorer's own statuses, not hand-written strings: a peer first heard after the founding rounds is
+    ``young`` until it has earned its weight, then ``established``."""
+    from p2pfl.scoring import ContributionScorer, ScoringConfig
+
+    scorer = ContributionScorer(ScoringConfig(founding_rounds=1, young_rounds=2, ramp_rounds=0))
+    scorer.begin_round()
+    assert scorer.status("founder") == "active"
+    scorer.begin_round()
+    status = scorer.status("newcomer")
+    assert status == "young"
+    s = snap(neighbours={"newcomer": status}, replicas=frozenset({"newcomer"}))
+    got = samples(SnapshotCollector(lambda: s))
+    assert got[("p2pfl_neighbours", (("state", "young"),))] == 1
+    assert got[("p2pfl_neighbours", (("state", "established"),))] == 0
 
 
 @given(st.text(max_size=40))

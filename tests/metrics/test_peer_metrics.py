@@ -44,6 +44,22 @@ FAMILIES = {
     "p2pfl_fetch_duration_seconds",
     "p2pfl_train_duration_seconds",
     "p2pfl_evaluate_duration_seconds",
+    "p2pfl_rollout_enabled",
+    "p2pfl_rollout_candidate_phase",
+    "p2pfl_rollout_feedback_samples",
+    "p2pfl_rollout_promotions",
+    "p2pfl_rollout_demotions",
+    "p2pfl_rollout_rollbacks",
+}
+#: quality gauges a peer exports once its first rounds are evaluated (absent before: undefined)
+QUALITY_FAMILIES = {
+    "p2pfl_validation_accuracy",
+    "p2pfl_validation_loss",
+    "p2pfl_validation_f1",
+    "p2pfl_validation_auc",
+    "p2pfl_quality_delta_auc",
+    "p2pfl_quality_delta_f1",
+    "p2pfl_rollout_serving_seq",
 }
 
 
@@ -97,6 +113,8 @@ async def test_two_peers_in_one_process_export_their_own_metrics_and_they_move_w
         assert s1[("p2pfl_envelopes_accepted_total", ())] >= 1
         assert s1[("p2pfl_neighbours", (("state", "connected"),))] == 1
         assert s1[("p2pfl_validation_accuracy", ())] > 0
+        assert QUALITY_FAMILIES <= {name for name, _ in s1}
+        assert s1[("p2pfl_rollout_serving_seq", ())] == 3  # rollout off: the newest version is served
         assert s1[("p2pfl_metrics_errors_total", ())] == 0
         # the memory transport has no wire: every byte is accounted to a kind
         assert s1[("p2pfl_sent_bytes_total", (("kind", "libp2p_control"),))] == 0

@@ -24,7 +24,7 @@ from p2pfl.identity import Identity
 from p2pfl.logs import EVENTS
 from p2pfl.wire import seal
 from tests.hostile_bytes import header_for
-from tests.metrics.test_peer_metrics import FAMILIES
+from tests.metrics.test_peer_metrics import FAMILIES, QUALITY_FAMILIES
 from tests.network.cluster import REPO, Cluster, free_port
 
 pytestmark = pytest.mark.slow
@@ -58,6 +58,8 @@ def sections(cluster: Cluster, i: int, metrics_port: int | None) -> dict[str, di
     }
     if metrics_port is not None:
         out["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+        # the scraped peer rolls its versions out: the first better candidate is promoted at once
+        out["rollout"] = {"enabled": True, "shadow_rounds": 0, "promote_after": 1}
     return out
 
 
@@ -118,6 +120,18 @@ def test_a_scraped_peer_process_exports_every_metric_and_they_move(tmp_path: Pat
         assert later[("p2pfl_neighbours", (("state", "connected"),))] == 1
         assert later[("p2pfl_validation_accuracy", ())] > 0
         assert later[("p2pfl_metrics_errors_total", ())] == 0
+        # quality deltas and the rollout: the gauges are there, the promotion counter moves (bounded wait)
+        promoted, names = scrape(port)
+        deadline = time.monotonic() + 60
+        while promoted[("p2pfl_rollout_promotions_total", ())] < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            promoted, names = scrape(port)
+        assert names >= QUALITY_FAMILIES | {"p2pfl_quality_base_seq"}, sorted(QUALITY_FAMILIES - names)
+        assert first[("p2pfl_rollout_promotions_total", ())] == 0
+        assert promoted[("p2pfl_rollout_promotions_total", ())] >= 1
+        assert (
+            promoted[("p2pfl_rollout_serving_seq", ())] >= 2 and promoted[("p2pfl_rollout_enabled", ())] == 1
+        )
 
         after = trio.run(send_forged, cluster.specs[0].addr, port, 30.0)
         assert after[("p2pfl_metrics_errors_total", ())] == 0
@@ -130,7 +144,7 @@ def test_a_scraped_peer_process_exports_every_metric_and_they_move(tmp_path: Pat
     me = cluster.specs[0].identity.peer_id
     assert records and all(r["peer_id"] == me for r in records)
     events = {r.get("event") for r in records}
-    assert {"start", "round", "rejection", "stop"} <= events
+    assert {"start", "round", "rejection", "stop", "promotion"} <= events
     for r in records:
         if r.get("event") in EVENTS:
             assert set(EVENTS[r["event"]]) <= set(r), r

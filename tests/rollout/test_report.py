@@ -67,3 +67,49 @@ def test_promotions_are_counted_per_round_and_a_restart_is_no_promotion(tmp_path
     names = write_plots(results, tmp_path)
     assert {"accuracy.png", "quality_deltas.png", "egress.png", "round_time.png"} <= set(names)
     assert all((tmp_path / n).stat().st_size > 0 for n in names)
+
+
+def test_a_scenario_with_rollout_on_marks_promotions_on_the_accuracy_plot(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A ``[rollout]`` section turns the rollout on in every simulated peer: versions are promoted (the model
+    improves quickly on digits), results.json carries the series and the accuracy plot marks the rounds."""
+    from p2pfl.sim import report
+
+    calls: dict[str, dict[str, Any]] = {}
+    plot = report._plot
+
+    def recording(path: Path, *args: Any, **kwargs: Any) -> None:
+        calls[path.name] = {"args": args, **kwargs}
+        plot(path, *args, **kwargs)
+
+    monkeypatch.setattr(report, "_plot", recording)
+    tiny = {
+        "run": {"seed": 4, "rounds": 5, "transport": "memory", "time_limit_s": 120},
+        "data": {"dataset": "digits", "partition": "iid"},
+        "model": {"kind": "mlp", "hidden": 16, "local_steps": 10},
+        "topology": {"peers": 3, "kind": "complete"},
+        "rollout": {"enabled": True, "shadow_rounds": 0, "promote_after": 1},
+    }
+    scenario = parse_scenario(tiny, name="tiny")
+    assert scenario.peer_overrides()["rollout"].enabled
+    run_scenario(scenario, tmp_path, quiet=True)
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["scenario"]["rollout"]["enabled"] is True
+    s = r["series"]
+    assert len(s["delta_auc"]) == len(s["delta_f1"]) == len(s["promotions"]) == 5
+    assert sum(v is not None for v in s["delta_auc"]) >= 3 and sum(v is not None for v in s["delta_f1"]) >= 3
+    assert s["promotions"][0] == 0  # serving the first version is no promotion
+    assert sum(s["promotions"]) >= 1 and r["quality"]["promotions"] == sum(s["promotions"])
+    assert r["round_time_s"]["p95"] is not None and r["round_time_s"]["p95"] > 0
+    assert r["egress_bytes_per_peer"]["mean"] > 0 and all(p["bytes_sent"] > 0 for p in r["peers"])
+    promoted_rounds = [x for x, n in zip(s["round"], s["promotions"], strict=True) if n]
+    marks = {label: xs for xs, label, _ in calls["accuracy.png"]["marks"]}
+    assert marks["a rollout promotion"] == promoted_rounds
+    # the plots say what they show, in words and units (title, x label, y label)
+    title, xlabel, ylabel = calls["consensus.png"]["args"][:3]
+    assert "lower: they agree" in title and "distance" in ylabel and xlabel == "peer-local round"
+    title, xlabel, ylabel = calls["bytes.png"]["args"][:3]
+    assert "sent + received" in title and xlabel.endswith("(s)") and ylabel.endswith("(MiB)")
+    md = (tmp_path / "report.md").read_text()
+    assert f"| rollout promotions | {r['quality']['promotions']} |" in md and "![accuracy.png]" in md

@@ -311,3 +311,33 @@ async def test_a_poisoned_mix_that_slips_past_scoring_is_never_served(tmp_path: 
     assert [e for e in events if e[0] == PROMOTE] == [(PROMOTE, 1)]
     assert {e[0] for e in events} == {PROMOTE, "rollout_shadow", DEMOTE}
     assert cli_main(["audit", "verify", str(tmp_path)]) == 0
+
+
+def test_status_and_quality_snapshot_do_not_wait_for_an_evaluation_in_progress(tmp_path: Path) -> None:
+    """The peer's trio loop reads them (status.json, the metrics snapshot) while the worker thread may hold
+    the rollout's lock for a whole evaluation: they must answer without the lock."""
+    import threading
+
+    peer = make_peer(tmp_path, [0.5], enabled=True)
+    held, release = threading.Event(), threading.Event()
+
+    def evaluate() -> None:
+        with peer.rollout._lock:  # as after_round does while it evaluates
+            held.set()
+            release.wait(30)
+
+    worker = threading.Thread(target=evaluate)
+    worker.start()
+    try:
+        assert held.wait(10)
+        answers: list[object] = []
+        reader = threading.Thread(
+            target=lambda: answers.extend([peer.rollout.status(), peer.quality_snapshot()]), daemon=True
+        )
+        reader.start()
+        reader.join(10)
+        assert len(answers) == 2, "status() / quality_snapshot() blocked on the rollout's lock"
+        assert answers[0]["promotions"] == 0  # type: ignore[index]
+    finally:
+        release.set()
+        worker.join(10)
