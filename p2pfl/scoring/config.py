@@ -98,6 +98,11 @@ class ScoringConfig:
     #: non-IID honest neighbours are 3-20x worse than the own model on the own split, and no crowd of new
     #: identities can move the reference
     loss_tolerance_max: float = 20.0
+    #: after the founding rounds the tolerance never exceeds ``loss_tolerance_margin`` times the largest one
+    #: calibrated within them (it falls and recovers freely below that ceiling): founders that behave for the
+    #: founding window and then turn together (sleepers, half of every neighbourhood) lifted the founders'
+    #: median loss 3-10x, so their own 30x-worse losses read as 3x the reference. ``None``: no ceiling.
+    loss_tolerance_margin: float | None = 1.0
 
     def __post_init__(self) -> None:
         unit = ("ema", "initial_reputation", "exclude_below", "bad_score", "probation_reputation")
@@ -119,6 +124,11 @@ class ScoringConfig:
         if factor is not None and (not _is_real(factor) or factor <= 1.0):
             raise ConfigError(
                 "scoring", "hard_reject_factor", f"must be None or a number > 1, got {factor!r}"
+            )
+        margin = self.loss_tolerance_margin
+        if margin is not None and (not _is_real(margin) or margin < 1.0):
+            raise ConfigError(
+                "scoring", "loss_tolerance_margin", f"must be None or a number >= 1, got {margin!r}"
             )
         if not _is_real(self.loss_tolerance_max) or self.loss_tolerance_max < 1.0:
             raise ConfigError(

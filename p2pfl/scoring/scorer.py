@@ -132,6 +132,8 @@ class ContributionScorer:
         self.rounds = 0
         #: the loss tolerance last calibrated on established neighbours (kept while none is a candidate)
         self.loss_tolerance = 1.0
+        #: the largest tolerance calibrated within the founding rounds: the ceiling after them
+        self.founding_tolerance = 1.0
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -278,8 +280,12 @@ class ContributionScorer:
         # identities that earned their standing while founders are around (one founder alone would set it
         # by its own distance). While none is established (a peer whose every neighbour is new) every sane
         # neighbour sets it, as before earned influence.
-        founders = [p for p in sane if self._state(p).founder]
-        anchors = founders if len(founders) >= 2 else [p for p in sane if self._state(p).established] or sane
+        # (neighbours the own checks already distrust, reputation below ``exclude_below``, calibrate nothing)
+        trusted = [p for p in sane if self._state(p).status == "active"]
+        founders = [p for p in trusted if self._state(p).founder]
+        anchors = (
+            founders if len(founders) >= 2 else [p for p in trusted if self._state(p).established] or sane
+        )
         med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
         loss_ref = self._loss_reference(anchors, val_losses, own_val_loss)
 
@@ -364,8 +370,13 @@ class ContributionScorer:
         if finite:
             # of two neighbours the smaller loss: their mean let a sign-flipper beside one honest neighbour
             # score 1 (the lower median for every even count cost a false eviction in attacks16 IPM runs)
-            ratio = _robust_median(finite) / own
-            self.loss_tolerance = min(max(ratio, 1.0), cfg.loss_tolerance_max)
+            ratio = min(max(_robust_median(finite) / own, 1.0), cfg.loss_tolerance_max)
+            margin = cfg.loss_tolerance_margin
+            if self.rounds <= cfg.founding_rounds:
+                self.founding_tolerance = max(self.founding_tolerance, ratio)
+            elif margin is not None:
+                ratio = min(ratio, margin * self.founding_tolerance)
+            self.loss_tolerance = ratio
         return own * self.loss_tolerance
 
     def _reject_absurd(self, peer: str, state: _PeerState, distance: float) -> ScoreRecord:
