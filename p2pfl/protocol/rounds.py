@@ -207,7 +207,7 @@ class RoundSide(EngineCore):
         weights[[i for i, r in enumerate(reps) if r.peer in rejected]] = 0.0
         if scorer.config.drop_bad_at_once:
             # (every candidate's current version has a score by now: scored this round or before)
-            bad = scorer.config.bad_score
+            bad = max(scorer.config.bad_score, scorer.config.drop_below)
             last = self._last_scored
             for i, r in enumerate(reps):
                 if r.peer in last and last[r.peer][1] < bad:
