@@ -53,12 +53,13 @@ class ScoringConfig:
     #: leave a neighbour scored below ``bad_score`` out of the very mix it was scored against (the peer
     #: aggregates again without it), instead of only lowering its reputation for later rounds
     drop_bad_at_once: bool = True
-    #: with ``drop_bad_at_once``, the score below which a version leaves the very mix it was scored against
-    #: (it counts towards eviction only below ``bad_score``). Measured on sybil_sleeper: sign-flipping
-    #: sleepers scored a median 0.82 at their first flipped version and 0.35-0.45 for 2-4 rounds after (loss
-    #: score 0, distance and cosine middling) until their reputation fell below ``exclude_below``, and were
-    #: mixed all that time; honest neighbours score below 0.8 in 4% of attacks16's records (Dirichlet 0.3)
-    #: and 0.6% of sybil_sleeper's.
+    #: with ``drop_bad_at_once``, after the founding rounds, a version with an own-data loss score below 1 or
+    #: a distance ratio above ``dist_ok`` leaves the very mix it was scored against when its combined score
+    #: is below this (``ContributionScorer.doubted``; only scores below ``bad_score`` count towards
+    #: eviction). Measured on sybil_sleeper: sign-flipping sleepers scored a median 0.82 at their first
+    #: flipped version and 0.35-0.45 for 2-4 rounds after (loss score 0, distance and cosine middling) until
+    #: their reputation fell below ``exclude_below``, and were mixed all that time; honest neighbours score
+    #: below 0.8 in 4% of attacks16's records (Dirichlet 0.3) and 0.6% of sybil_sleeper's.
     drop_below: float = 0.8
     #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default geomed rule)
     #: or ``median`` (coordinate-wise, over the own trained model and every candidate), which attackers cannot

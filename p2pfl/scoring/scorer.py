@@ -201,6 +201,23 @@ class ContributionScorer:
             out.append(base * self.influence_cap(p))
         return np.asarray(out, dtype=np.float64)
 
+    def doubted(self, record: ScoreRecord) -> bool:
+        """Whether a version scored ``record`` leaves the mix at ``drop_below`` (see :class:`ScoringConfig`):
+        after the founding rounds, with a loss on the own validation data, its combined score is below
+        ``drop_below`` *and* its hard evidence is not clean (loss above ``loss_ok`` times the reference, or
+        distance ratio above ``dist_ok``). Without the loss, or within the founding rounds, only
+        ``bad_score`` drops a version: distance and cosine alone are moved by honest noise (engine tests:
+        converged neighbours at r 2-3 with random cosines score ~0.67; a behaving founder at r 4-6 in round
+        1)."""
+        cfg = self.config
+        if (
+            self.rounds <= cfg.founding_rounds
+            or record.loss_score is None
+            or record.combined >= cfg.drop_below
+        ):
+            return False
+        return record.distance_score < 1.0 or record.loss_score < 1.0
+
     def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]:
         """The neighbours whose models are absurd (see :func:`~p2pfl.scoring.influence.absurd`), with their
         distance from ``own_after``. The caller drops them before any averaging, the reference included."""

@@ -20,7 +20,9 @@ def _mix_with_a_sleeper(**scoring: object) -> tuple[dict[str, float], dict[str, 
     the others (distance and cosine fine) but is 30x worse than the own model on the own validation data:
     the signature of a sign-flipping sleeper whose median cannot move the loss reference. Returns the
     first engine's weights and scores that round, the sleeper's status and id."""
-    cfg = ScoringConfig(hard_reject_factor=None, **scoring)  # type: ignore[arg-type]
+    # founders are the first two rounds' identities; the sleeper turns in the third (no doubt drops a
+    # version within the founding rounds: their spread is noisy)
+    cfg = ScoringConfig(**{"hard_reject_factor": None, "founding_rounds": 2, **scoring})  # type: ignore[arg-type]
     agg = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
     engines = [
         GossipEngine(
@@ -56,6 +58,11 @@ def test_a_version_with_a_hopeless_own_data_loss_leaves_the_mix_it_was_scored_ag
 
 def test_drop_below_at_bad_score_is_the_old_rule() -> None:
     weights, _, _, sleeper = _mix_with_a_sleeper(drop_below=0.3)
+    assert weights[sleeper] == 1.0
+
+
+def test_no_version_is_doubted_within_the_founding_rounds() -> None:
+    weights, _, _, sleeper = _mix_with_a_sleeper(founding_rounds=3)
     assert weights[sleeper] == 1.0
 
 
