@@ -69,4 +69,35 @@ def test_no_version_is_doubted_within_the_founding_rounds() -> None:
 def test_drop_below_must_be_a_share() -> None:
     with pytest.raises(ConfigError, match="drop_below"):
         ScoringConfig(drop_below=1.5)
-    assert np.isclose(ScoringConfig().drop_below, 0.8)
+    assert np.isclose(ScoringConfig().drop_below, 0.6)
+
+
+def test_a_loss_that_jumps_over_the_identitys_own_history_leaves_the_mix() -> None:
+    """Five founders, every neighbour 2x the own loss for three rounds after the founding ones; then one
+    turns to 8x: inside the tolerance half the neighbourhood could set (loss score, combined score high),
+    but 4x its own past. It leaves that mix (not counted towards eviction); an honest drift of 2x does not."""
+    cfg = ScoringConfig(hard_reject_factor=None, founding_rounds=2)
+    agg = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
+    engines = [
+        GossipEngine(
+            Identity(bytes([i]) * 32), ProtocolConfig(network_id="t"), model(), aggregation=agg, scoring=cfg
+        )
+        for i in range(1, 6)
+    ]
+    net = Net(engines)
+    first, sleeper, drifter = engines[0], engines[4].peer_id, engines[3].peer_id
+    for r in range(1, 7):
+        net.now = float(r)
+        for e in engines:
+            losses = dict.fromkeys((x.peer_id for x in engines if x is not e), 2 * OWN_LOSS)
+            if e is first and r == 6:
+                losses[sleeper] = 8 * OWN_LOSS
+                losses[drifter] = 4 * OWN_LOSS
+            out = e.finish_round(train_step(e, 0.5), net.now, val_losses=losses, own_val_loss=OWN_LOSS)
+            net.run(e, [a for a in out.actions if isinstance(a, Publish)])
+            if e is first:
+                weights = {c.peer: c.weight for c in out.contributions}
+                assert all(s.combined >= cfg.drop_below for s in out.scores.values()), out.scores
+    assert weights[sleeper] == 0.0
+    assert first.scorer is not None and first.scorer.status(sleeper) == "active"
+    assert all(weights[p] == 1.0 for p in weights if p != sleeper)

@@ -234,6 +234,7 @@ def test_an_absurd_model_scores_zero_at_once_and_is_evicted_after_evict_after_ev
         ("hard_reject_factor", math.inf),
         ("loss_tolerance_max", 0.5),
         ("loss_tolerance_margin", 0.9),
+        ("loss_jump", 1.0),
     ],
 )
 def test_config_rejects_bad_influence_fields_naming_them(field: str, value: object) -> None:
