@@ -93,6 +93,8 @@ class EngineCore:
         #: us, or just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
         #: (measured: a restarted peer evicted by both neighbours within 1 s, before it published again).
         self._last_scored: dict[str, tuple[tuple[int, bytes], float]] = {}
+        #: peers whose current version scored below ``drop_below`` with doubtful hard evidence (rounds.py)
+        self._doubted: set[str] = set()
         #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
         self._heard_at: dict[str, int] = {}
         #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each

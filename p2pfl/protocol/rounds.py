@@ -194,15 +194,20 @@ class RoundSide(EngineCore):
         for r in reps:
             if r.peer in scores:
                 self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
+                if scorer.doubted(scores[r.peer]):
+                    self._doubted.add(r.peer)
+                else:
+                    self._doubted.discard(r.peer)
         return scores
 
     def _mix_weights(
         self, scorer: ContributionScorer, reps: Sequence[Replica], rejected: Collection[str]
     ) -> npt.NDArray[np.float64]:
         """Each candidate's weight after this round's scores: its earned weight (0 unless admitted; young
-        ones capped by their ramp), and 0 for a model scored bad (``drop_bad_at_once``: it leaves the very mix
-        it was scored against, for as long as it is the peer's current version; waiting for its reputation to
-        fall let a fresh sign-flipper wreck a plain mean first) or absurd."""
+        ones capped by their ramp), and 0 for a model scored bad, or below ``drop_below`` with doubtful hard
+        evidence (``ContributionScorer.doubted``) (``drop_bad_at_once``: it leaves the very mix it was
+        scored against, for as long as it is the peer's current version; waiting for its reputation to fall
+        let a fresh sign-flipper wreck a plain mean first) or absurd."""
         weights = scorer.weights_for([r.peer for r in reps])
         weights[[i for i, r in enumerate(reps) if r.peer in rejected]] = 0.0
         if scorer.config.drop_bad_at_once:
@@ -210,7 +215,7 @@ class RoundSide(EngineCore):
             bad = scorer.config.bad_score
             last = self._last_scored
             for i, r in enumerate(reps):
-                if r.peer in last and last[r.peer][1] < bad:
+                if r.peer in self._doubted or (r.peer in last and last[r.peer][1] < bad):
                     weights[i] = 0.0
         return weights
 
@@ -222,6 +227,7 @@ class RoundSide(EngineCore):
         for peer in peers:
             self.replicas.pop(peer, None)
             self._last_scored.pop(peer, None)
+            self._doubted.discard(peer)
             self._ban(peer, now)
             actions.append(Evict(peer, _evidence(scores[peer]) if peer in scores else "evicted"))
         return list(peers), actions

@@ -53,6 +53,21 @@ class ScoringConfig:
     #: leave a neighbour scored below ``bad_score`` out of the very mix it was scored against (the peer
     #: aggregates again without it), instead of only lowering its reputation for later rounds
     drop_bad_at_once: bool = True
+    #: with ``drop_bad_at_once``, after the founding rounds, a version with an own-data loss score below 1 or
+    #: a distance ratio above ``dist_ok`` leaves the very mix it was scored against when its combined score
+    #: is below this (``ContributionScorer.doubted``; only scores below ``bad_score`` count towards
+    #: eviction). Measured on sybil_sleeper: sign-flipping sleepers scored 0.35-0.45 for 2-4 rounds after
+    #: turning (loss score 0, distance and cosine middling) until their reputation fell below
+    #: ``exclude_below``, and were mixed all that time. Honest neighbours score in [0.3, 0.6) in 0.9% of
+    #: attacks16's records (Dirichlet 0.3) and none of sybil_sleeper's; at 0.8 (4%) attacks16 lost 0.5 points.
+    drop_below: float = 0.6
+    #: with ``drop_bad_at_once``, after the founding rounds, a version whose loss on the own validation data
+    #: (over the own loss) is more than ``loss_jump`` times the median of the same identity's earlier ones
+    #: leaves the very mix it was scored against too (not counted towards eviction). Measured per
+    #: observer-neighbour pair: honest jumps reach 2.35 at the 99th percentile (max 3.8) on sybil_sleeper
+    #: and 2.34 (max 7.5) on attacks16 (Dirichlet 0.3); sleepers' first flipped versions jump a median 5.5.
+    #: ``None``: off.
+    loss_jump: float | None = 3.0
     #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default geomed rule)
     #: or ``median`` (coordinate-wise, over the own trained model and every candidate), which attackers cannot
     #: drag along when the rule is a plain mean (simulations/scenarios/attacks16.toml uses it)
@@ -98,9 +113,21 @@ class ScoringConfig:
     #: non-IID honest neighbours are 3-20x worse than the own model on the own split, and no crowd of new
     #: identities can move the reference
     loss_tolerance_max: float = 20.0
+    #: after the founding rounds the tolerance never exceeds ``loss_tolerance_margin`` times the largest one
+    #: calibrated within them (it falls and recovers freely below that ceiling): founders that behave for the
+    #: founding window and then turn together (sleepers, half of every neighbourhood) lifted the founders'
+    #: median loss 3-10x, so their own 30x-worse losses read as 3x the reference. ``None``: no ceiling.
+    loss_tolerance_margin: float | None = 1.0
 
     def __post_init__(self) -> None:
-        unit = ("ema", "initial_reputation", "exclude_below", "bad_score", "probation_reputation")
+        unit = (
+            "ema",
+            "initial_reputation",
+            "exclude_below",
+            "bad_score",
+            "probation_reputation",
+            "drop_below",
+        )
         for name in unit:
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
@@ -120,6 +147,14 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "hard_reject_factor", f"must be None or a number > 1, got {factor!r}"
             )
+        margin = self.loss_tolerance_margin
+        if margin is not None and (not _is_real(margin) or margin < 1.0):
+            raise ConfigError(
+                "scoring", "loss_tolerance_margin", f"must be None or a number >= 1, got {margin!r}"
+            )
+        jump = self.loss_jump
+        if jump is not None and (not _is_real(jump) or jump <= 1.0):
+            raise ConfigError("scoring", "loss_jump", f"must be None or a number > 1, got {jump!r}")
         if not _is_real(self.loss_tolerance_max) or self.loss_tolerance_max < 1.0:
             raise ConfigError(
                 "scoring", "loss_tolerance_max", f"must be a number >= 1, got {self.loss_tolerance_max!r}"

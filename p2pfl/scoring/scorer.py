@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 import numpy as np
@@ -93,6 +93,15 @@ class _PeerState:
     passes: int = 0
     #: absurd models so far (never reset by good ones: an identity cannot launder them)
     absurd: int = 0
+    #: its recent losses on the own validation data over the own loss (at least ``loss_floor``)
+    loss_ratios: list[float] = field(default_factory=list)
+    #: its current version's loss ratio is ``loss_jump`` times the median of the earlier ones
+    jumped: bool = False
+
+
+#: loss ratios kept per identity, and how many it needs before a jump counts
+_JUMP_HISTORY = 20
+_JUMP_HISTORY_MIN = 3
 
 
 def _robust_median(values: list[float]) -> float:
@@ -132,6 +141,8 @@ class ContributionScorer:
         self.rounds = 0
         #: the loss tolerance last calibrated on established neighbours (kept while none is a candidate)
         self.loss_tolerance = 1.0
+        #: the largest tolerance calibrated within the founding rounds: the ceiling after them
+        self.founding_tolerance = 1.0
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -198,6 +209,23 @@ class ContributionScorer:
             base = 1.0 if self.config.weighting == "binary" else state.reputation
             out.append(base * self.influence_cap(p))
         return np.asarray(out, dtype=np.float64)
+
+    def doubted(self, record: ScoreRecord) -> bool:
+        """Whether a version scored ``record`` leaves the mix although it scored at least ``bad_score`` (see
+        :class:`ScoringConfig`): after the founding rounds, with a loss on the own validation data, when its
+        loss ratio jumped (``loss_jump``), or its combined score is below ``drop_below`` *and* its hard
+        evidence is not clean (loss above ``loss_ok`` times the reference, or distance ratio above
+        ``dist_ok``). Without the loss, or within the founding rounds, only ``bad_score`` drops a version:
+        distance and cosine alone are moved by honest noise (engine tests: converged neighbours at r 2-3 with
+        random cosines score ~0.67; a behaving founder at r 4-6 in round 1)."""
+        cfg = self.config
+        if self.rounds <= cfg.founding_rounds or record.loss_score is None:
+            return False
+        if self._state(record.peer).jumped:
+            return True
+        if record.combined >= cfg.drop_below:
+            return False
+        return record.distance_score < 1.0 or record.loss_score < 1.0
 
     def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]:
         """The neighbours whose models are absurd (see :func:`~p2pfl.scoring.influence.absurd`), with their
@@ -278,8 +306,12 @@ class ContributionScorer:
         # identities that earned their standing while founders are around (one founder alone would set it
         # by its own distance). While none is established (a peer whose every neighbour is new) every sane
         # neighbour sets it, as before earned influence.
-        founders = [p for p in sane if self._state(p).founder]
-        anchors = founders if len(founders) >= 2 else [p for p in sane if self._state(p).established] or sane
+        # (neighbours the own checks already distrust, reputation below ``exclude_below``, calibrate nothing)
+        trusted = [p for p in sane if self._state(p).status == "active"]
+        founders = [p for p in trusted if self._state(p).founder]
+        anchors = (
+            founders if len(founders) >= 2 else [p for p in trusted if self._state(p).established] or sane
+        )
         med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
         loss_ref = self._loss_reference(anchors, val_losses, own_val_loss)
 
@@ -317,6 +349,7 @@ class ContributionScorer:
             s_loss: float | None = None
             if loss_ref is not None and val_losses is not None and p in val_losses:
                 loss = float(val_losses[p])
+                self._track_jump(state, loss, own_val_loss)
                 s_loss = (
                     _ramp_down(loss / loss_ref, cfg.loss_ok, cfg.loss_bad) if math.isfinite(loss) else 0.0
                 )
@@ -345,6 +378,25 @@ class ContributionScorer:
             )
         return records
 
+    def _track_jump(self, state: _PeerState, loss: float, own_val_loss: float | None) -> None:
+        """Temporal consistency: this version's loss ratio (loss over the own loss) against the median of the
+        identity's earlier ones. No crowd moves it (each identity is its own history), and an identity that
+        worsens slowly is caught once it is ``loss_jump`` times its own past median."""
+        cfg = self.config
+        if (
+            cfg.loss_jump is None
+            or own_val_loss is None
+            or not math.isfinite(own_val_loss)
+            or own_val_loss <= 0
+        ):
+            state.jumped = False
+            return
+        ratio = loss / max(own_val_loss, cfg.loss_floor) if math.isfinite(loss) else math.inf
+        history = state.loss_ratios
+        state.jumped = len(history) >= _JUMP_HISTORY_MIN and ratio > cfg.loss_jump * float(np.median(history))
+        history.append(min(ratio, 1e12))
+        del history[:-_JUMP_HISTORY]
+
     def _loss_reference(
         self, anchors: Collection[str], val_losses: Mapping[str, float] | None, own_val_loss: float | None
     ) -> float | None:
@@ -364,8 +416,13 @@ class ContributionScorer:
         if finite:
             # of two neighbours the smaller loss: their mean let a sign-flipper beside one honest neighbour
             # score 1 (the lower median for every even count cost a false eviction in attacks16 IPM runs)
-            ratio = _robust_median(finite) / own
-            self.loss_tolerance = min(max(ratio, 1.0), cfg.loss_tolerance_max)
+            ratio = min(max(_robust_median(finite) / own, 1.0), cfg.loss_tolerance_max)
+            margin = cfg.loss_tolerance_margin
+            if self.rounds <= cfg.founding_rounds:
+                self.founding_tolerance = max(self.founding_tolerance, ratio)
+            elif margin is not None:
+                ratio = min(ratio, margin * self.founding_tolerance)
+            self.loss_tolerance = ratio
         return own * self.loss_tolerance
 
     def _reject_absurd(self, peer: str, state: _PeerState, distance: float) -> ScoreRecord:

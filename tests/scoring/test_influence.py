@@ -160,7 +160,9 @@ def test_a_crowd_of_young_identities_cannot_move_the_references() -> None:
 
 
 def test_the_loss_reference_is_the_own_loss_times_a_tolerance_from_established_neighbours() -> None:
-    cfg = ScoringConfig(founding_rounds=1, loss_tolerance_max=4.0, loss_floor=0.25)
+    cfg = ScoringConfig(
+        founding_rounds=1, loss_tolerance_max=4.0, loss_floor=0.25, loss_tolerance_margin=None
+    )
     scorer = ContributionScorer(cfg)
     rng = np.random.default_rng(3)
     models = _honest(rng, ["h1", "h2", "h3"])
@@ -170,6 +172,33 @@ def test_the_loss_reference_is_the_own_loss_times_a_tolerance_from_established_n
     assert math.isclose(scorer.loss_tolerance, 4.0)
     _round(scorer, models, {"h1": 0.1, "h2": 0.1, "h3": 0.1})  # better than the own model: never below 1
     assert scorer.loss_tolerance == 1.0
+
+
+def test_sleeper_founders_turning_together_cannot_lift_the_loss_tolerance() -> None:
+    """Half the founders behave through the founding rounds, then all turn at once with models 30x worse
+    than the own one on the own data (sign-flip sleepers). Their median would lift the tolerance 5x and
+    read their loss as 1.8x the reference (loss score 1): the tolerance stays under its founding-window
+    ceiling, so they score 0 on loss and the honest founders keep theirs."""
+    cfg = ScoringConfig(founding_rounds=2)
+    scorer = ContributionScorer(cfg)
+    rng = np.random.default_rng(7)
+    honest, sleepers = ["h1", "h2", "h3"], ["s1", "s2", "s3"]
+    peers = honest + sleepers
+    for _ in range(cfg.founding_rounds):
+        _round(scorer, _honest(rng, peers), dict.fromkeys(peers, 0.9))  # 3x the own 0.3
+    assert math.isclose(scorer.loss_tolerance, 3.0)
+    for _ in range(3):
+        recs = _round(
+            scorer, _honest(rng, peers), {**dict.fromkeys(honest, 0.9), **dict.fromkeys(sleepers, 9.0)}
+        )
+        assert math.isclose(scorer.loss_tolerance, 3.0)
+        assert all(recs[s].loss_score == 0.0 for s in sleepers)  # type: ignore[attr-defined]
+        assert all(recs[h].loss_score == 1.0 for h in honest)  # type: ignore[attr-defined]
+    # below the ceiling the tolerance still follows the established neighbours, down and back up
+    _round(scorer, _honest(rng, honest), dict.fromkeys(honest, 0.45))
+    assert math.isclose(scorer.loss_tolerance, 1.5)
+    _round(scorer, _honest(rng, honest), dict.fromkeys(honest, 0.75))
+    assert math.isclose(scorer.loss_tolerance, 2.5)
 
 
 def test_an_absurd_model_scores_zero_at_once_and_is_evicted_after_evict_after_even_between_good_ones() -> (
@@ -204,6 +233,8 @@ def test_an_absurd_model_scores_zero_at_once_and_is_evicted_after_evict_after_ev
         ("hard_reject_factor", 1.0),
         ("hard_reject_factor", math.inf),
         ("loss_tolerance_max", 0.5),
+        ("loss_tolerance_margin", 0.9),
+        ("loss_jump", 1.0),
     ],
 )
 def test_config_rejects_bad_influence_fields_naming_them(field: str, value: object) -> None:
