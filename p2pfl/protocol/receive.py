@@ -414,7 +414,9 @@ class ReceiveSide(EngineCore):
         """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
 
         Returns how many snapshots were usable; the own model changes only if at least ``join_quorum`` were.
-        The snapshots also seed the replicas, so deltas from those peers apply at once. A peer resuming from
+        A snapshot that contradicts a header seen before convicts its sender: the Evict and the proof are
+        kept for :meth:`take_actions`. The snapshots also seed the replicas, so deltas from those peers
+        apply at once. A peer resuming from
         a checkpoint (``resume``) keeps its own model in the median: after a short outage it is near the
         neighbours' and changes little; after a long one the network moved on, and training from the stale
         model would publish versions its neighbours score as outliers and evict.
@@ -426,8 +428,10 @@ class ReceiveSide(EngineCore):
                 self._reject(opened, peer)
                 continue
             h = opened[0].header
-            if self._observe(opened[0], now):
-                continue  # convicted: the Evict is carried out when its next message is refused
+            convicted = self._observe(opened[0], now)
+            if convicted is not None:
+                self._deferred += convicted  # its Evict and proof, for the caller (take_actions)
+                continue
             rep = self.replicas.get(peer)
             if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
                 self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)

@@ -255,3 +255,17 @@ def test_honest_rates_are_never_limited() -> None:
         assert b.accept_gossip(env, a.peer_id, r / 10)
         b.handle_announce(env, a.peer_id, r / 10)
     assert 199 == b.replicas[a.peer_id].seq and not b.rejections
+
+
+def test_a_conviction_met_while_joining_from_snapshots_yields_the_evict_and_the_proof() -> None:
+    a, twin = twins()
+    first = publish(a, 1.0, 1)
+    publish(twin, 2.0, 1)  # the twin's version 1 is another model: its snapshot contradicts `first`
+    b = engine(2)
+    b.handle_announce(first, a.peer_id, 1.0)  # b saw (and kept) a's header of version 1
+    assert [] == b.take_actions()
+    assert 0 == b.join_from_snapshots({a.peer_id: twin.serve_snapshot(0)}, 2.0)
+    actions = b.take_actions()
+    assert Evict(a.peer_id, "equivocation") in actions  # the transport disconnects a at once
+    assert [a.peer_id] == [x.sender for x in actions if isinstance(x, PublishProof)]
+    assert b.is_evicted(a.peer_id) and [] == b.take_actions()
