@@ -151,13 +151,22 @@ def _flood_rows(name: str, sc: Scenario, r: dict[str, Any], twin: dict[str, Any]
     if not f.get("sent"):
         return [(name, "burst sent", "no", False)]
     ratio = f["ratio_max_to_before_p50"]
+    refused = f.get("refused_at_honest", {})
     rows: list[Row] = [
         (
             name,
             "honest round time during the burst <= 2x (max / p50 before)",
-            f"{f['during']['max']} s / {f['before']['p50']} s = {ratio}x ({f['count']} announcements)",
+            f"{f['during']['max']} s / {f['before']['p50']} s = {ratio}x ({f['count']} announcements "
+            f"sent in {round(f['t'][1] - f['t'][0], 1)} s)",
             _le(ratio, 2),
-        )
+        ),
+        (
+            name,
+            "honest round time during the burst, p50 / p50 before",
+            f"{f['during']['p50']} s / {f['before']['p50']} s = {f.get('ratio_p50')}x",
+            None,
+        ),
+        (name, "refused at honest validators (by reason)", f"{sum(refused.values())} {refused}", None),
     ]
     if twin is not None:
         rows.append(
