@@ -91,6 +91,15 @@ class Exchange:
         finally:
             self.log_faults()
 
+    def admit_sender(self, sender: str) -> bool:
+        """The transport's early gate (before the library's own per-message work): see
+        :meth:`p2pfl.protocol.GossipEngine.admit_sender`. Never raises."""
+        try:
+            return self.engine.admit_sender(sender, trio.current_time())
+        except Exception as exc:
+            self.unexpected(None, "gossip admission", exc)
+            return True
+
     async def on_gossip(self, via: str, data: bytes) -> None:
         try:
             applied = self.engine.applied

@@ -80,6 +80,18 @@ class ReceiveSide(EngineCore):
 
     # ----------------------------------------------------------------------------------- inbound
 
+    def admit_sender(self, sender: str, now: float) -> bool:
+        """Whether a gossip message claiming ``sender`` is worth parsing at all: not if the sender is
+        evicted or convicted, or its rate bucket is empty (nothing is spent: :meth:`accept_gossip` charges
+        verified messages). For a transport that can refuse a message before its own per-message work (a
+        task, the library's signature check): a burst of one sender then costs a lookup per message once
+        its bucket is empty. A refusal is counted (``evicted``, ``rate_limited``) against the sender."""
+        reason = "evicted" if self.is_evicted(sender) else self.rates.before_verify(sender, now)
+        if reason is None:
+            return True
+        self._reject(reason, sender)
+        return False
+
     def accept_gossip(self, data: bytes, via: str | None = None, now: float | None = None) -> bool:
         """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
         network from allowed, non-evicted senders whose inline payload (if any) would apply: the right

@@ -269,3 +269,21 @@ def test_a_conviction_met_while_joining_from_snapshots_yields_the_evict_and_the_
     assert Evict(a.peer_id, "equivocation") in actions  # the transport disconnects a at once
     assert [a.peer_id] == [x.sender for x in actions if isinstance(x, PublishProof)]
     assert b.is_evicted(a.peer_id) and [] == b.take_actions()
+
+
+def test_the_early_gate_admits_a_flooding_sender_only_while_its_bucket_has_tokens() -> None:
+    """What a transport asks before its own per-message work: a sender whose verified messages emptied its
+    bucket is refused (and counted) at the cost of a lookup, and an evicted one always; nothing is spent."""
+    attacker = Identity(bytes([9]) * 32)
+    b = _with_replica_of(attacker)
+    assert all(b.admit_sender(attacker.peer_id, 10.0) for _ in range(1000))  # peeking spends nothing
+    accepted, _fetches = _flood(b, attacker, same_seq=False, n=200)
+    assert accepted < 200, accepted
+    assert not b.admit_sender(attacker.peer_id, 10.999), (accepted, b.rejections)
+    assert b.rejections_by_peer[attacker.peer_id]["rate_limited"] > 200 - accepted
+    assert b.admit_sender(attacker.peer_id, 20.0)  # refilled a while later
+    assert b.admit_sender(engine(3).peer_id, 11.0)  # another sender has its own bucket
+    sender, first, second = equivocate()
+    b.handle_announce(first, sender, 30.0)
+    b.handle_announce(second, sender, 30.0)
+    assert not b.admit_sender(sender, 30.0) and not b.admit_sender(sender, 1e6)
