@@ -13,8 +13,10 @@ the network. The attacker holds its own identity, so whatever it signs is *valid
 * ``flood``: once, at its own round ``start_round``, ``flood_count`` header-only announcements
   (``flood_sender = "self"``: fresh headers signed by its own key, each the next version with a random
   payload digest, so every one looks fetchable; ``"random"``: each signed by a fresh random identity, an
-  unknown sender whose snapshot a receiver would ask for). They are sent as fast as the transport takes
-  them: the libp2p transport's own publish pacing is bypassed (an attacker does not pace itself).
+  unknown sender whose snapshot a receiver would ask for). They are prepared before the round and sent
+  as a modified gossip stack would: over libp2p packed 250 per gossipsub RPC, signed like pubsub's own
+  messages, without the transport's publish pacing or the library's own-publish spam limit
+  (:func:`send_batched`), so the whole burst leaves within seconds.
 
 The envelopes are built from the engine's state (its layout, public model and digest) with the public wire
 API (:func:`p2pfl.wire.seal`); only the payload cache of the engine (to serve the twin) and the transports'
@@ -97,44 +99,25 @@ async def send_to(transport: Any, peers: list[str], data: bytes) -> None:
     inner._stats.bytes_sent += len(data)
 
 
-async def send_fast(transport: Any, data: bytes, *, max_wait_s: float = 1.0) -> bool:
-    """Broadcast as a modified gossip stack would (memory: an ordinary broadcast): without the libp2p
-    transport's publish pacing and without gossipsub's spam protection on its *own* publishes (py-libp2p
-    counts them against its per-topic limit and drops the excess silently), but waiting (up to
-    ``max_wait_s``) for room in the outbound queues, which drop new RPCs silently when full: an attacker
-    wants its burst to arrive. Returns whether the publish went out."""
-    inner = getattr(transport, "_inner", transport)
-    pubsub = getattr(inner, "_pubsub", None)
-    gossipsub = getattr(inner, "_gossipsub", None)
-    if pubsub is None or gossipsub is None:
-        await transport.broadcast(data)
-        return True
-    gossipsub.spam_protection_enabled = False
-    limit = _outbound_queue_size() - 4
-    with trio.move_on_after(max_wait_s):
-        while any(len(q) > limit for q in pubsub.peer_queues.values()):
-            await trio.sleep(0.002)
-    try:
-        await pubsub.publish(inner._topic, data)
-    except Exception:  # a full queue or a closing stream: the attacker does not care
-        return False
-    inner._stats.messages_sent += 1
-    inner._stats.bytes_sent += len(data)
-    return True
-
-
-async def send_batched(transport: Any, datas: list[bytes], *, per_rpc: int = 250) -> int:
+async def send_batched(
+    transport: Any,
+    datas: list[bytes],
+    *,
+    per_rpc: int = 250,
+    progress: Callable[[int], None] = lambda n: None,
+) -> int:
     """Send ``datas`` as a modified gossip stack would, ``per_rpc`` messages packed in each RPC (the
     protocol allows any number): each message is signed as pubsub signs its own, and every RPC is queued
     to each connected subscriber of our topic once there is room (a full queue drops silently). One RPC
     per message would be limited by the receivers' per-RPC read cost (~25-60 RPCs/s per connection
     measured on 2 loaded cores), spreading the burst over minutes. Returns how many messages went out
-    (memory transport: ordinary broadcasts)."""
+    (memory transport: ordinary broadcasts), and tells ``progress`` the count as it goes."""
     inner = getattr(transport, "_inner", transport)
     pubsub = getattr(inner, "_pubsub", None)
     if pubsub is None:
-        for d in datas:
+        for i, d in enumerate(datas):
             await transport.broadcast(d)
+            progress(i + 1)
         return len(datas)
     from libp2p.pubsub.pb import rpc_pb2
     from libp2p.pubsub.pubsub import PUBSUB_SIGNING_PREFIX
@@ -163,6 +146,7 @@ async def send_batched(transport: Any, datas: list[bytes], *, per_rpc: int = 250
         if pushed:
             sent += len(rpc.publish)
             inner._stats.messages_sent += len(rpc.publish)
+        progress(sent)
         await trio.sleep(0)
     return sent
 
@@ -333,23 +317,28 @@ class ProtocolAttack:
         self._last_round_at = max(now, trio.current_time())
 
     async def run(self, peer: Any) -> None:
-        """``flood``: wait for the own round ``start_round``, send one burst, then idle."""
+        """``flood``: prepare the burst (signing 10,000 fresh identities takes seconds), wait for the own
+        round ``start_round``, send it, then idle."""
         if self.kind != "flood":
             return
+        rng = random.Random(self.rng.random())
+        envelopes = await trio.to_thread.run_sync(
+            flood_envelopes, peer.engine, self.spec.flood_count, self.spec.flood_sender, rng
+        )
         for _ in range(10_000_000):
             if peer.round >= self.spec.start_round:
                 break
             await trio.sleep(0.05)
-        rng = random.Random(self.rng.random())
         first = peer.round
-        envelopes = await trio.to_thread.run_sync(
-            flood_envelopes, peer.engine, self.spec.flood_count, self.spec.flood_sender, rng
-        )
         t = peer.transport
         began = round(time.time() - self.t0, 3)
         # kept up to date while sending: a run that ends mid-burst reports what was sent
         sent = self.flood_sent = {"rounds": [first, first], "t": [began, began], "count": 0}
-        sent["count"] = await send_batched(t, envelopes)
+
+        def progress(count: int) -> None:
+            sent["count"] = count
+            sent["rounds"][1] = peer.round
+            sent["t"][1] = round(time.time() - self.t0, 3)
+
+        await send_batched(t, envelopes, progress=progress)
         self.bad_envelopes_sent += len(envelopes)
-        sent["rounds"][1] = peer.round
-        sent["t"][1] = round(time.time() - self.t0, 3)
