@@ -81,12 +81,15 @@ class ReceiveSide(EngineCore):
     # ----------------------------------------------------------------------------------- inbound
 
     def admit_sender(self, sender: str, now: float) -> bool:
-        """Whether a gossip message claiming ``sender`` is worth parsing at all: not if the sender is
-        evicted or convicted, or its rate bucket is empty (nothing is spent: :meth:`accept_gossip` charges
-        verified messages). For a transport that can refuse a message before its own per-message work (a
-        task, the library's signature check): a burst of one sender then costs a lookup per message once
-        its bucket is empty. A refusal is counted (``evicted``, ``rate_limited``) against the sender."""
+        """Whether a gossip message whose transport-level origin is ``sender`` is worth reading further:
+        not if the sender is evicted or convicted, its sender bucket is empty (a peek: :meth:`accept_gossip`
+        charges verified messages), or its publisher bucket is (charged here, one token per message, see
+        :mod:`p2pfl.protocol.ratelimit`). For a transport that can refuse a message before its own
+        per-message work (a task, the library's signature check): a burst then costs a lookup per message.
+        A refusal is counted (``evicted``, ``rate_limited``, ``rate_limited_publisher``) against it."""
         reason = "evicted" if self.is_evicted(sender) else self.rates.before_verify(sender, now)
+        if reason is None and not self.rates.publisher_allowed(sender, now):
+            reason = "rate_limited_publisher"
         if reason is None:
             return True
         self._reject(reason, sender)

@@ -276,7 +276,6 @@ def test_the_early_gate_admits_a_flooding_sender_only_while_its_bucket_has_token
     bucket is refused (and counted) at the cost of a lookup, and an evicted one always; nothing is spent."""
     attacker = Identity(bytes([9]) * 32)
     b = _with_replica_of(attacker)
-    assert all(b.admit_sender(attacker.peer_id, 10.0) for _ in range(1000))  # peeking spends nothing
     accepted, _fetches = _flood(b, attacker, same_seq=False, n=200)
     assert accepted < 200, accepted
     assert not b.admit_sender(attacker.peer_id, 10.999), (accepted, b.rejections)
@@ -287,3 +286,15 @@ def test_the_early_gate_admits_a_flooding_sender_only_while_its_bucket_has_token
     b.handle_announce(first, sender, 30.0)
     b.handle_announce(second, sender, 30.0)
     assert not b.admit_sender(sender, 30.0) and not b.admit_sender(sender, 1e6)
+
+
+def test_the_early_gate_bounds_what_one_publisher_makes_us_read_whatever_identities_it_claims() -> None:
+    """The adaptive flooder signs each envelope with a fresh identity (every sender bucket full): the
+    publisher bucket, charged per message read, still refuses its burst after ``relay_burst``."""
+    b = engine(2)
+    cfg = b.rates.cfg
+    admitted = sum(b.admit_sender("flooder", 10.0 + i / 10_000) for i in range(10_000))
+    assert cfg.relay_burst <= admitted <= cfg.relay_burst + cfg.relay_rate * 1.0
+    assert 10_000 - admitted == b.rejections_by_peer["flooder"]["rate_limited_publisher"]
+    # an honest publisher's own rate (a few messages a second, each copy via a few relays) never trips it
+    assert all(b.admit_sender("honest", 10.0 + i * 0.05) for i in range(2_000))

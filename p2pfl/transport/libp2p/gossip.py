@@ -88,6 +88,8 @@ class GossipMixin:
     _validator: GossipValidator | None
     #: claimed sender -> worth reading further (see set_gossip_gate)
     _gate: Callable[[str], bool] | None
+    #: libp2p id bytes -> its text form, for the gate (bounded)
+    _origin_names: dict[bytes, str]
     #: message id -> the peer that forwarded it to us (recorded by the validator, used on delivery)
     _forwarders: OrderedDict[bytes, str]
     _publish_lock: trio.Lock
@@ -126,7 +128,15 @@ class GossipMixin:
         if gate is None:
             return True
         try:
-            if msg.from_id == self._id.to_bytes() or gate(str(ID(msg.from_id))):
+            origin = bytes(msg.from_id)
+            if origin == self._id.to_bytes():
+                return True
+            name = self._origin_names.get(origin)
+            if name is None:  # base58 costs ~30 us: a burst names one origin thousands of times
+                name = self._origin_names[origin] = str(ID(origin))
+                while len(self._origin_names) > 1024:
+                    del self._origin_names[next(iter(self._origin_names))]
+            if gate(name):
                 return True
         except Exception as exc:  # an undecodable id: the library's checks refuse it later
             log.debug("gossip gate raised %s: %s", type(exc).__name__, exc)
