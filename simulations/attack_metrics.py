@@ -208,6 +208,7 @@ def _flood_window(honest: list[dict[str, Any]], attackers: dict[str, dict[str, A
         "ratio_p50": round(_pct(during, 50) / p50_before, 2) if during and p50_before else None,
         "before": {"p50": p50_before, "max": round(max(before), 4) if before else None},
         "during": {"p50": _pct(during, 50), "max": round(max(during), 4) if during else None},
+        "ratio_max": round(max(during) / max(before), 2) if during and before else None,
         "ratio_max_to_before_p50": round(max(during) / p50_before, 2) if during and p50_before else None,
     }
 
