@@ -47,6 +47,7 @@ class ReceiveSide(EngineCore):
         expected_sender: str | None = None,
         now: float | None = None,
         blame: list[str] | None = None,
+        origin: str | None = None,
     ) -> Envelope | str:
         """``open_envelope`` with this network's rules, or the rejection reason. Total: whatever the bytes,
         a reason comes back (a non-WireError is kept as a fault and named ``internal_error``).
@@ -57,6 +58,10 @@ class ReceiveSide(EngineCore):
         if now is not None:
 
             def gate(h: Header) -> None:
+                if origin is not None and h.sender != origin:
+                    if blame is not None:
+                        blame.append(origin)
+                    raise Refused("foreign_sender")
                 reason = "evicted" if self.is_evicted(h.sender) else None
                 reason = reason or self.rates.before_verify(h.sender, now)
                 if reason is not None:
@@ -95,7 +100,9 @@ class ReceiveSide(EngineCore):
         self._reject(reason, sender)
         return False
 
-    def accept_gossip(self, data: bytes, via: str | None = None, now: float | None = None) -> bool:
+    def accept_gossip(
+        self, data: bytes, via: str | None = None, now: float | None = None, origin: str | None = None
+    ) -> bool:
         """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
         network from allowed, non-evicted senders whose inline payload (if any) would apply: the right
         architecture and size, and tensors that decode to the model's names and shapes, finite and within
@@ -103,14 +110,17 @@ class ReceiveSide(EngineCore):
         (:meth:`handle_announce`). A refused message is never delivered nor relayed: it is counted here, by
         reason, against ``via`` (the forwarder) while the sender is unproven, else against the sender.
         With ``now`` (the transports pass it), the rate limits apply (:mod:`p2pfl.protocol.ratelimit`).
-        An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). Never raises."""
+        An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). With ``origin`` (a
+        transport whose messages carry their publisher: libp2p's topic per publisher), a delta signed by
+        anyone else is refused before its verify (``foreign_sender``, against the origin): peers publish
+        only their own deltas, so it is forged or replayed by the origin. Never raises."""
         if is_proof(data):
             return self._accept_proof(data, via, now)
         if now is not None and not self.rates.relay_allowed(via, now):
             self._reject("rate_limited_relay", via)  # before any parsing: the cheapest drop
             return False
         blame: list[str] = []
-        env = self._open(data, via, now=now, blame=blame)
+        env = self._open(data, via, now=now, blame=blame, origin=origin)
         if isinstance(env, str):
             self._reject(env, blame[0] if blame else via)
             return False

@@ -298,3 +298,16 @@ def test_the_early_gate_bounds_what_one_publisher_makes_us_read_whatever_identit
     assert 10_000 - admitted == b.rejections_by_peer["flooder"]["rate_limited_publisher"]
     # an honest publisher's own rate (a few messages a second, each copy via a few relays) never trips it
     assert all(b.admit_sender("honest", 10.0 + i * 0.05) for i in range(2_000))
+
+
+def test_a_delta_signed_by_anyone_but_its_publisher_is_refused_before_its_verify(verifies: list[int]) -> None:
+    """Over libp2p each peer publishes on its own topic and only its own deltas: one carrying another
+    identity's signature (a flood of fresh identities, a replay) is refused against the publisher."""
+    a, b = engine(1), engine(2)
+    env = publish(a, 1.0, 1)
+    verifies[0] = 0
+    assert not b.accept_gossip(env, "relay", 1.0, origin="flooder")
+    assert 0 == verifies[0]
+    assert {"foreign_sender": 1} == dict(b.rejections_by_peer["flooder"])
+    assert b.accept_gossip(env, "relay", 1.0, origin=a.peer_id)
+    assert b.accept_gossip(env, "relay", 1.0)  # a transport that does not know the publisher

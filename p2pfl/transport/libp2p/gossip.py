@@ -88,6 +88,8 @@ class GossipMixin:
     _validator: GossipValidator | None
     #: claimed sender -> worth reading further (see set_gossip_gate)
     _gate: Callable[[str], bool] | None
+    #: the validator's origin-aware form, if it has one (see set_gossip_validator)
+    _validate_from: Callable[[str, str, bytes], bool] | None
     #: libp2p id bytes -> its text form, for the gate (bounded)
     _origin_names: dict[bytes, str]
     #: message id -> the peer that forwarded it to us (recorded by the validator, used on delivery)
@@ -109,12 +111,17 @@ class GossipMixin:
         self._gossip_handler = handler
 
     def set_gossip_validator(self, validator: GossipValidator) -> None:
-        """Set the validator; if it is a method of an object with ``admit_sender(sender) -> bool`` (the
-        peer's exchange), that also becomes the early gate (see :meth:`set_gossip_gate`)."""
+        """Set the validator. If it is a method of an object (the peer's exchange) with
+        ``admit_sender(sender) -> bool``, that also becomes the early gate (see :meth:`set_gossip_gate`);
+        with ``validate_from(origin, forwarder, data) -> bool``, that is called instead, with the topic's
+        owner as ``origin`` (only the owner publishes on its topic)."""
         self._validator = validator
-        gate = getattr(getattr(validator, "__self__", None), "admit_sender", None)
+        owner = getattr(validator, "__self__", None)
+        gate = getattr(owner, "admit_sender", None)
         if callable(gate):
             self.set_gossip_gate(gate)
+        from_origin = getattr(owner, "validate_from", None)
+        self._validate_from = from_origin if callable(from_origin) else None
 
     def set_gossip_gate(self, gate: Callable[[str], bool] | None) -> None:
         """A check of a gossip message's claimed sender run where the message is read, before py-libp2p
@@ -222,8 +229,12 @@ class GossipMixin:
             if len(data) > self._config.gossip_max_bytes:
                 self._stats.drop("gossip_oversize")
                 return False
-            validator = self._validator
-            if validator is not None and not validator(fwd, data):
+            validator, from_origin = self._validator, self._validate_from
+            if from_origin is not None:
+                ok = from_origin(str(owner), fwd, data)
+            else:
+                ok = validator is None or validator(fwd, data)
+            if not ok:
                 self._stats.drop("gossip_invalid")
                 return False
             self._forwarders[self._pubsub.get_message_id(msg)] = fwd

@@ -161,6 +161,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         self._gossip_handler: GossipHandler | None = None
         self._validator: GossipValidator | None = None
         self._gate = None
+        self._validate_from = None
         self._origin_names = {}
         self._peer_filter = None
         self._blocked = set()
