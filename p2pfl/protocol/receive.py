@@ -58,7 +58,8 @@ class ReceiveSide(EngineCore):
         if now is not None:
 
             def gate(h: Header) -> None:
-                if origin is not None and h.sender != origin:
+                known = h.sender in (origin, self.peer_id) or h.sender in self.replicas
+                if origin is not None and not known:
                     if blame is not None:
                         blame.append(origin)
                     raise Refused("foreign_sender")
@@ -111,9 +112,12 @@ class ReceiveSide(EngineCore):
         reason, against ``via`` (the forwarder) while the sender is unproven, else against the sender.
         With ``now`` (the transports pass it), the rate limits apply (:mod:`p2pfl.protocol.ratelimit`).
         An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). With ``origin`` (a
-        transport whose messages carry their publisher: libp2p's topic per publisher), a delta signed by
-        anyone else is refused before its verify (``foreign_sender``, against the origin): peers publish
-        only their own deltas, so it is forged or replayed by the origin. Never raises."""
+        transport whose messages carry their publisher: libp2p's topic per publisher), a delta claiming a
+        sender we hold no replica of, other than the origin and ourselves, is refused before its verify
+        (``foreign_sender``, against the origin): peers publish only their own deltas, so it comes from the
+        origin's flood of fresh identities. (One claiming a known peer goes on to the usual checks: a
+        forgery fails its signature, a replay is refused on delivery, both counted as such.) Never
+        raises."""
         if is_proof(data):
             return self._accept_proof(data, via, now)
         if now is not None and not self.rates.relay_allowed(via, now):

@@ -301,8 +301,8 @@ def test_the_early_gate_bounds_what_one_publisher_makes_us_read_whatever_identit
 
 
 def test_a_delta_signed_by_anyone_but_its_publisher_is_refused_before_its_verify(verifies: list[int]) -> None:
-    """Over libp2p each peer publishes on its own topic and only its own deltas: one carrying another
-    identity's signature (a flood of fresh identities, a replay) is refused against the publisher."""
+    """Over libp2p each peer publishes on its own topic and only its own deltas: one signed by an identity
+    we know nothing of (a flood of fresh identities) is refused against the publisher."""
     a, b = engine(1), engine(2)
     env = publish(a, 1.0, 1)
     verifies[0] = 0
@@ -311,3 +311,7 @@ def test_a_delta_signed_by_anyone_but_its_publisher_is_refused_before_its_verify
     assert {"foreign_sender": 1} == dict(b.rejections_by_peer["flooder"])
     assert b.accept_gossip(env, "relay", 1.0, origin=a.peer_id)
     assert b.accept_gossip(env, "relay", 1.0)  # a transport that does not know the publisher
+    # a known peer's envelope from another origin goes on to the usual checks (replay, bad signature)
+    b.handle_snapshot(a.serve_snapshot(0), a.peer_id, 2.0)
+    assert b.accept_gossip(env, "relay", 3.0, origin="flooder")
+    assert 1 == b.rejections["foreign_sender"]
