@@ -91,6 +91,25 @@ class Exchange:
         finally:
             self.log_faults()
 
+    def validate_from(self, origin: str, via: str, data: bytes) -> bool:
+        """:meth:`validate_gossip` for a transport that knows each message's publisher (``origin``)."""
+        try:
+            return self.engine.accept_gossip(data, via, trio.current_time(), origin=origin)
+        except Exception as exc:
+            self.unexpected(via, "gossip validation", exc)
+            return False
+        finally:
+            self.log_faults()
+
+    def admit_sender(self, sender: str) -> bool:
+        """The transport's early gate (before the library's own per-message work): see
+        :meth:`p2pfl.protocol.GossipEngine.admit_sender`. Never raises."""
+        try:
+            return self.engine.admit_sender(sender, trio.current_time())
+        except Exception as exc:
+            self.unexpected(None, "gossip admission", exc)
+            return True
+
     async def on_gossip(self, via: str, data: bytes) -> None:
         try:
             applied = self.engine.applied

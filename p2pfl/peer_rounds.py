@@ -230,6 +230,8 @@ class RoundLoop:
         snaps = await self._p.exchange.fetch_snapshots(plan, self._p.neighbours)
         if snaps:
             self._join_from(plan, snaps)
+            # a conviction met in the snapshots: evict (disconnect) the sender and relay the proof now
+            await self._p.exchange.execute(self._p.engine.take_actions())
 
     def _join_from(self, plan: JoinPlan, snaps: Mapping[str, bytes]) -> None:
         exchange = self._p.exchange

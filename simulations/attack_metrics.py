@@ -170,13 +170,26 @@ def _windows(sc: Any, series: dict[str, list[Any]]) -> dict[str, Any]:
     }
 
 
+#: seconds after the burst's last send still counted as "during" it
+FLOOD_SETTLE_S = 2.0
+
+
 def _flood_window(honest: list[dict[str, Any]], attackers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Honest seconds per round before the burst (rounds ending before it, the first round excluded: it
-    includes the start) and during it (rounds overlapping the burst's seconds), p50 and max of each."""
+    includes the start) and during it (rounds overlapping the burst's seconds, extended by
+    ``FLOOD_SETTLE_S``: receivers work through a burst after its last byte was sent), p50 and max of each;
+    and what the honest peers refused meanwhile (their rejection counters, by reason: the burst's
+    messages that reached their validators and were dropped there)."""
     bursts = [a["attack"]["flood_sent"] for a in attackers.values() if a.get("attack", {}).get("flood_sent")]
     if not bursts:
         return {"sent": False}
-    lo, hi = min(b["t"][0] for b in bursts), max(b["t"][1] for b in bursts)
+    lo, sent_until = min(b["t"][0] for b in bursts), max(b["t"][1] for b in bursts)
+    hi = sent_until + FLOOD_SETTLE_S
+    refused: Counter[str] = Counter()
+    for p in honest:
+        for k, v in p.get("rejected", {}).items():
+            if not k.startswith("transport:") or k == "transport:gossip_invalid":
+                refused[k] += int(v)
     before, during = [], []
     for p in honest:
         trace = p.get("trace", [])
@@ -189,10 +202,13 @@ def _flood_window(honest: list[dict[str, Any]], attackers: dict[str, dict[str, A
     p50_before = _pct(before, 50)
     return {
         "sent": True,
-        "t": [lo, hi],
+        "t": [lo, sent_until],
         "count": sum(int(b["count"]) for b in bursts),
+        "refused_at_honest": dict(sorted(refused.items())),
+        "ratio_p50": round(_pct(during, 50) / p50_before, 2) if during and p50_before else None,
         "before": {"p50": p50_before, "max": round(max(before), 4) if before else None},
         "during": {"p50": _pct(during, 50), "max": round(max(during), 4) if during else None},
+        "ratio_max": round(max(during) / max(before), 2) if during and before else None,
         "ratio_max_to_before_p50": round(max(during) / p50_before, 2) if during and p50_before else None,
     }
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.protocol import ProtocolConfig
+from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
@@ -120,6 +121,13 @@ class PeerConfig:
     #: lets a hostile majority ruin the model before the guard acts (then the trained model is as bad as the
     #: mix and the guard never trips: measured 10% with a warm-up of 2, 89% with none), hence 0.
     mix_guard_warmup: int = setting(0, section="protocol")
+    #: Pacing that no single neighbour controls (p2pfl.protocol.pacing): a neighbour whose last version is
+    #: older than ``period_factor`` times the neighbours' median publishing period (or than ``period_factor``
+    #: x ``work_factor`` x our own last round's work, if shorter; never sooner than ``min_late_s``) is late
+    #: and not waited for.
+    period_factor: float = setting(default_of(PacingConfig, "period_factor"), section="protocol")
+    work_factor: float = setting(default_of(PacingConfig, "work_factor"), section="protocol")
+    min_late_s: float = setting(default_of(PacingConfig, "min_late_s"), section="protocol")
     join_on_start: bool = setting(True, section="protocol")
     join_quorum: int = setting(default_of(ProtocolConfig, "join_quorum"), section="protocol")
     #: Bound of the join's snapshot requests: the join holds up the first round, and a request stuck on a
@@ -150,6 +158,10 @@ class PeerConfig:
             raise _bad("min_neighbours", f"must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:
             raise _bad("wait_fraction", f"must be in [0, 1], got {self.wait_fraction!r}")
+        for name in ("period_factor", "work_factor", "min_late_s"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < float("inf"):
+                raise _bad(name, f"must be a positive number, got {value!r}")
         if self.mix_scope not in ("connected", "all"):
             raise _bad("mix_scope", f"must be 'connected' or 'all', got {self.mix_scope!r}")
         if self.rollback_margin is not None and not 0 < self.rollback_margin < 1:

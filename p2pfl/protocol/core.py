@@ -88,6 +88,9 @@ class EngineCore:
         self.rates = RateGate(rates)
         #: per sender, the version whose payload is being fetched and since when (one fetch in flight each)
         self._fetching_for: dict[str, tuple[int, float]] = {}
+        #: actions of calls that return something else (a conviction while joining from snapshots: its
+        #: Evict and proof), kept until the caller takes them (see take_actions)
+        self._deferred: list[Action] = []
         #: per peer, the replica version (seq, digest) last scored and its combined score: each version is
         #: scored once. Rescoring an unchanged replica every own round made a neighbour that is slower than
         #: us, or just restarted from an old checkpoint, collect "consecutive" bad scores for one stale model
@@ -185,6 +188,13 @@ class EngineCore:
         """The faults kept since the last call (oldest first), for the caller to log."""
         out = list(self.faults)
         self.faults.clear()
+        return out
+
+    def take_actions(self) -> list[Action]:
+        """Actions produced by a call that returns something else (``join_from_snapshots``), oldest first,
+        for the caller to carry out (an Evict disconnects a convicted sender at once)."""
+        out = list(self._deferred)
+        self._deferred.clear()
         return out
 
     # ----------------------------------------------------------------------------------- serving

@@ -11,9 +11,12 @@ either. Three token buckets, each keyed and bounded:
   its headers cannot spend the victim's tokens; while a sender's bucket is empty, messages claiming it are
   dropped *before* the verify (its own flood makes further copies cheap to refuse).
 - *proof*: equivocation proofs per forwarder (each costs two verifies).
+- *publisher*: for transports that can ask before their own per-message work (libp2p's read loop), every
+  message read whose transport-level origin is a given publisher costs one of its tokens: a burst packed
+  in a few RPCs, whatever identities its envelopes claim, then costs a lookup per message.
 
 A drop is counted (``rate_limited``: the sender's bucket; ``rate_limited_relay``: the forwarder's;
-``proof_rate_limited``) and never reaches a replica, a fetch or the pacing.
+``rate_limited_publisher``; ``proof_rate_limited``) and never reaches a replica, a fetch or the pacing.
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ class RateGate:
         self.relay = Buckets(cfg.relay_rate, cfg.relay_burst, cfg.max_keys)
         self.sender = Buckets(cfg.sender_rate, cfg.sender_burst, cfg.max_keys)
         self.proof = Buckets(cfg.proof_rate, cfg.proof_burst, cfg.max_keys)
+        #: per gossip publisher (the transport-level origin: a libp2p topic's owner), charged for every
+        #: message a transport reads, before anything else; relay numbers (copies of one honest publisher's
+        #: messages arrive from each relay)
+        self.publisher = Buckets(cfg.relay_rate, cfg.relay_burst, cfg.max_keys)
 
     def relay_allowed(self, via: str | None, now: float) -> bool:
         """Spend one of ``via``'s tokens; checked before the message is even parsed."""
@@ -104,6 +111,10 @@ class RateGate:
     def after_verify(self, sender: str, now: float) -> str | None:
         """Charge a verified message to its signer; the reason to drop it if the signer is over its rate."""
         return None if self.sender.take(sender, now) else "rate_limited"
+
+    def publisher_allowed(self, publisher: str, now: float) -> bool:
+        """Spend one of ``publisher``'s tokens (see :meth:`GossipEngine.admit_sender`)."""
+        return self.publisher.take(publisher, now)
 
     def proof_allowed(self, via: str | None, now: float) -> bool:
         return via is None or self.proof.take(via, now)

@@ -47,6 +47,7 @@ class ReceiveSide(EngineCore):
         expected_sender: str | None = None,
         now: float | None = None,
         blame: list[str] | None = None,
+        origin: str | None = None,
     ) -> Envelope | str:
         """``open_envelope`` with this network's rules, or the rejection reason. Total: whatever the bytes,
         a reason comes back (a non-WireError is kept as a fault and named ``internal_error``).
@@ -57,6 +58,11 @@ class ReceiveSide(EngineCore):
         if now is not None:
 
             def gate(h: Header) -> None:
+                known = h.sender in (origin, self.peer_id) or h.sender in self.replicas
+                if origin is not None and not known:
+                    if blame is not None:
+                        blame.append(origin)
+                    raise Refused("foreign_sender")
                 reason = "evicted" if self.is_evicted(h.sender) else None
                 reason = reason or self.rates.before_verify(h.sender, now)
                 if reason is not None:
@@ -80,7 +86,24 @@ class ReceiveSide(EngineCore):
 
     # ----------------------------------------------------------------------------------- inbound
 
-    def accept_gossip(self, data: bytes, via: str | None = None, now: float | None = None) -> bool:
+    def admit_sender(self, sender: str, now: float) -> bool:
+        """Whether a gossip message whose transport-level origin is ``sender`` is worth reading further:
+        not if the sender is evicted or convicted, its sender bucket is empty (a peek: :meth:`accept_gossip`
+        charges verified messages), or its publisher bucket is (charged here, one token per message, see
+        :mod:`p2pfl.protocol.ratelimit`). For a transport that can refuse a message before its own
+        per-message work (a task, the library's signature check): a burst then costs a lookup per message.
+        A refusal is counted (``evicted``, ``rate_limited``, ``rate_limited_publisher``) against it."""
+        reason = "evicted" if self.is_evicted(sender) else self.rates.before_verify(sender, now)
+        if reason is None and not self.rates.publisher_allowed(sender, now):
+            reason = "rate_limited_publisher"
+        if reason is None:
+            return True
+        self._reject(reason, sender)
+        return False
+
+    def accept_gossip(
+        self, data: bytes, via: str | None = None, now: float | None = None, origin: str | None = None
+    ) -> bool:
         """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
         network from allowed, non-evicted senders whose inline payload (if any) would apply: the right
         architecture and size, and tensors that decode to the model's names and shapes, finite and within
@@ -88,14 +111,20 @@ class ReceiveSide(EngineCore):
         (:meth:`handle_announce`). A refused message is never delivered nor relayed: it is counted here, by
         reason, against ``via`` (the forwarder) while the sender is unproven, else against the sender.
         With ``now`` (the transports pass it), the rate limits apply (:mod:`p2pfl.protocol.ratelimit`).
-        An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). Never raises."""
+        An equivocation proof is accepted if it verifies (:meth:`_accept_proof`). With ``origin`` (a
+        transport whose messages carry their publisher: libp2p's topic per publisher), a delta claiming a
+        sender we hold no replica of, other than the origin and ourselves, is refused before its verify
+        (``foreign_sender``, against the origin): peers publish only their own deltas, so it comes from the
+        origin's flood of fresh identities. (One claiming a known peer goes on to the usual checks: a
+        forgery fails its signature, a replay is refused on delivery, both counted as such.) Never
+        raises."""
         if is_proof(data):
             return self._accept_proof(data, via, now)
         if now is not None and not self.rates.relay_allowed(via, now):
             self._reject("rate_limited_relay", via)  # before any parsing: the cheapest drop
             return False
         blame: list[str] = []
-        env = self._open(data, via, now=now, blame=blame)
+        env = self._open(data, via, now=now, blame=blame, origin=origin)
         if isinstance(env, str):
             self._reject(env, blame[0] if blame else via)
             return False
@@ -414,7 +443,9 @@ class ReceiveSide(EngineCore):
         """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
 
         Returns how many snapshots were usable; the own model changes only if at least ``join_quorum`` were.
-        The snapshots also seed the replicas, so deltas from those peers apply at once. A peer resuming from
+        A snapshot that contradicts a header seen before convicts its sender: the Evict and the proof are
+        kept for :meth:`take_actions`. The snapshots also seed the replicas, so deltas from those peers
+        apply at once. A peer resuming from
         a checkpoint (``resume``) keeps its own model in the median: after a short outage it is near the
         neighbours' and changes little; after a long one the network moved on, and training from the stale
         model would publish versions its neighbours score as outliers and evict.
@@ -426,8 +457,10 @@ class ReceiveSide(EngineCore):
                 self._reject(opened, peer)
                 continue
             h = opened[0].header
-            if self._observe(opened[0], now):
-                continue  # convicted: the Evict is carried out when its next message is refused
+            convicted = self._observe(opened[0], now)
+            if convicted is not None:
+                self._deferred += convicted  # its Evict and proof, for the caller (take_actions)
+                continue
             rep = self.replicas.get(peer)
             if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
                 self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)

@@ -159,3 +159,13 @@ def test_an_old_simulations_entry_still_loads_with_a_deprecation_warning(tmp_pat
     with pytest.warns(DeprecationWarning, match="p2pfl.sim.entry"):
         learner = load_config(write(tmp_path, old)).build_learner()
     assert "fc1.weight" in learner.get_params()
+
+
+def test_the_pacing_keys_of_protocol_reach_the_round_pacing(tmp_path: Path) -> None:
+    from p2pfl.peer_rounds import pacing_config
+
+    text = GOOD.replace("max_staleness_s = 60", "max_staleness_s = 60\nperiod_factor = 4\nmin_late_s = 1.5")
+    pacing = pacing_config(load_config(write(tmp_path, text)).peer)
+    assert (4.0, 2.0, 1.5) == (pacing.period_factor, pacing.work_factor, pacing.min_late_s)
+    with pytest.raises(ConfigError, match="period_factor"):
+        load_config(write(tmp_path, GOOD.replace("max_staleness_s = 60", "period_factor = 0")))

@@ -255,3 +255,63 @@ def test_honest_rates_are_never_limited() -> None:
         assert b.accept_gossip(env, a.peer_id, r / 10)
         b.handle_announce(env, a.peer_id, r / 10)
     assert 199 == b.replicas[a.peer_id].seq and not b.rejections
+
+
+def test_a_conviction_met_while_joining_from_snapshots_yields_the_evict_and_the_proof() -> None:
+    a, twin = twins()
+    first = publish(a, 1.0, 1)
+    publish(twin, 2.0, 1)  # the twin's version 1 is another model: its snapshot contradicts `first`
+    b = engine(2)
+    b.handle_announce(first, a.peer_id, 1.0)  # b saw (and kept) a's header of version 1
+    assert [] == b.take_actions()
+    assert 0 == b.join_from_snapshots({a.peer_id: twin.serve_snapshot(0)}, 2.0)
+    actions = b.take_actions()
+    assert Evict(a.peer_id, "equivocation") in actions  # the transport disconnects a at once
+    assert [a.peer_id] == [x.sender for x in actions if isinstance(x, PublishProof)]
+    assert b.is_evicted(a.peer_id) and [] == b.take_actions()
+
+
+def test_the_early_gate_admits_a_flooding_sender_only_while_its_bucket_has_tokens() -> None:
+    """What a transport asks before its own per-message work: a sender whose verified messages emptied its
+    bucket is refused (and counted) at the cost of a lookup, and an evicted one always; nothing is spent."""
+    attacker = Identity(bytes([9]) * 32)
+    b = _with_replica_of(attacker)
+    accepted, _fetches = _flood(b, attacker, same_seq=False, n=200)
+    assert accepted < 200, accepted
+    assert not b.admit_sender(attacker.peer_id, 10.999), (accepted, b.rejections)
+    assert b.rejections_by_peer[attacker.peer_id]["rate_limited"] > 200 - accepted
+    assert b.admit_sender(attacker.peer_id, 20.0)  # refilled a while later
+    assert b.admit_sender(engine(3).peer_id, 11.0)  # another sender has its own bucket
+    sender, first, second = equivocate()
+    b.handle_announce(first, sender, 30.0)
+    b.handle_announce(second, sender, 30.0)
+    assert not b.admit_sender(sender, 30.0) and not b.admit_sender(sender, 1e6)
+
+
+def test_the_early_gate_bounds_what_one_publisher_makes_us_read_whatever_identities_it_claims() -> None:
+    """The adaptive flooder signs each envelope with a fresh identity (every sender bucket full): the
+    publisher bucket, charged per message read, still refuses its burst after ``relay_burst``."""
+    b = engine(2)
+    cfg = b.rates.cfg
+    admitted = sum(b.admit_sender("flooder", 10.0 + i / 10_000) for i in range(10_000))
+    assert cfg.relay_burst <= admitted <= cfg.relay_burst + cfg.relay_rate * 1.0
+    assert 10_000 - admitted == b.rejections_by_peer["flooder"]["rate_limited_publisher"]
+    # an honest publisher's own rate (a few messages a second, each copy via a few relays) never trips it
+    assert all(b.admit_sender("honest", 10.0 + i * 0.05) for i in range(2_000))
+
+
+def test_a_delta_signed_by_anyone_but_its_publisher_is_refused_before_its_verify(verifies: list[int]) -> None:
+    """Over libp2p each peer publishes on its own topic and only its own deltas: one signed by an identity
+    we know nothing of (a flood of fresh identities) is refused against the publisher."""
+    a, b = engine(1), engine(2)
+    env = publish(a, 1.0, 1)
+    verifies[0] = 0
+    assert not b.accept_gossip(env, "relay", 1.0, origin="flooder")
+    assert 0 == verifies[0]
+    assert {"foreign_sender": 1} == dict(b.rejections_by_peer["flooder"])
+    assert b.accept_gossip(env, "relay", 1.0, origin=a.peer_id)
+    assert b.accept_gossip(env, "relay", 1.0)  # a transport that does not know the publisher
+    # a known peer's envelope from another origin goes on to the usual checks (replay, bad signature)
+    b.handle_snapshot(a.serve_snapshot(0), a.peer_id, 2.0)
+    assert b.accept_gossip(env, "relay", 3.0, origin="flooder")
+    assert 1 == b.rejections["foreign_sender"]

@@ -17,7 +17,13 @@ from p2pfl.learner import Dataset, NumpySoftmaxLearner
 from p2pfl.protocol import GossipEngine
 from p2pfl.protocol.config import ProtocolConfig
 from p2pfl.sim.attacks import Behaviour, Extreme, HonestThenAttack, LabelPerm, class_cycle
-from p2pfl.sim.protocol_attacks import ProtocolAttack, flood_envelopes, send_to, twin_envelope
+from p2pfl.sim.protocol_attacks import (
+    FLOOD_SEQ_GAP,
+    ProtocolAttack,
+    flood_envelopes,
+    send_to,
+    twin_envelope,
+)
 from p2pfl.sim.runner import load_splits, make_plan, run_scenario
 from p2pfl.sim.scenario import AttackSpec, ScenarioError, parse_scenario
 from p2pfl.transport.memory import MemoryNetwork
@@ -139,7 +145,10 @@ def test_flood_envelopes_are_valid_header_only_announcements(sender: str) -> Non
     assert len({h.payload_digest for h in headers}) == 50
     assert all(h.arch == eng.layout.arch and h.kind == "delta" for h in headers)
     if sender == "self":
-        assert {(h.sender, h.seq, h.base) for h in headers} == {(eng.peer_id, eng.seq + 1, eng.public_digest)}
+        # each a new version (one number used twice would be an equivocation, banned at once)
+        assert {(h.sender, h.base) for h in headers} == {(eng.peer_id, eng.public_digest)}
+        first = eng.seq + FLOOD_SEQ_GAP
+        assert [h.seq for h in headers] == list(range(first, first + 50))
     else:
         assert len({h.sender for h in headers}) == 50 and eng.peer_id not in {h.sender for h in headers}
 

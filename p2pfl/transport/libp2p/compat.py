@@ -183,6 +183,8 @@ class HardenedPubsub(Pubsub):
     allow: Callable[[str], bool]
     #: count a dropped message or stream under a reason
     drop: Callable[[str], None]
+    #: may a received message be processed at all (before its task and signature check)
+    admit: Callable[[rpc_pb2.Message], bool]
     #: called once per accepted, first-seen message (ours included)
     on_accepted: Callable[[rpc_pb2.Message], None]
     #: reset a stream, bounded and quietly
@@ -195,9 +197,11 @@ class HardenedPubsub(Pubsub):
         drop: Callable[[str], None],
         on_accepted: Callable[[rpc_pb2.Message], None],
         reset_stream: Callable[[INetStream], Awaitable[None]],
+        admit: Callable[[rpc_pb2.Message], bool] | None = None,
     ) -> None:
         """Connect the hooks to the transport."""
         self.allow, self.drop, self.on_accepted, self.reset_stream = allow, drop, on_accepted, reset_stream
+        self.admit = admit or (lambda msg: True)
 
     async def stream_handler(self, stream: INetStream) -> None:
         peer_id = stream.muxed_conn.peer_id
@@ -219,6 +223,11 @@ class HardenedPubsub(Pubsub):
         except Exception as exc:
             log.info("dropping pubsub message from %s: %s: %s", msg_forwarder, type(exc).__name__, exc)
             self.drop("pubsub_error")
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        """Called by the read loop for each received message before a task is spawned for it: the
+        transport's early gate (``admit``) refuses a message here at the cost of a lookup."""
+        return super()._is_subscribed_to_msg(msg) and self.admit(msg)
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         self.on_accepted(publish_message)

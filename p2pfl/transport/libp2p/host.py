@@ -153,12 +153,16 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
             drop=self._stats.drop,
             on_accepted=self._on_accepted,
             reset_stream=partial(reset_quietly, seconds=cfg.cleanup_s),
+            admit=self._admit,
         )
         compat.check_instances(network, self._pubsub, self._gossipsub)
         self._scorer = compat.peer_scorer(self._gossipsub)
 
         self._gossip_handler: GossipHandler | None = None
         self._validator: GossipValidator | None = None
+        self._gate = None
+        self._validate_from = None
+        self._origin_names = {}
         self._peer_filter = None
         self._blocked = set()
         self._inflight = {}

@@ -725,3 +725,46 @@ async def test_bytes_are_counted_by_protocol_and_on_the_wire_with_request_timing
             assert sum(t.stats.sent_by.values()) == t.stats.bytes_sent
             assert t.stats.wire_sent > t.stats.bytes_sent and t.stats.wire_received > t.stats.bytes_received
         assert seen == [(PROTO, True), ("/p2pfl/none/1", False)]
+
+
+async def test_the_early_gate_refuses_a_sender_before_the_validator_and_the_library_see_it() -> None:
+    """A validator bound to an object with ``admit_sender`` (the peer's exchange) also gates each received
+    message by its claimed sender where it is read, before py-libp2p spawns a task and checks a signature;
+    its ``validate_from`` is told each message's publisher."""
+
+    class Exchange:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+            self.validated = 0
+            self.origins: set[str] = set()
+
+        def admit_sender(self, sender: str) -> bool:
+            self.asked.append(sender)
+            return len(self.asked) <= 5
+
+        def validate(self, forwarder: str, data: bytes) -> bool:
+            raise AssertionError("validate_from is called instead")
+
+        def validate_from(self, origin: str, forwarder: str, data: bytes) -> bool:
+            self.validated += 1
+            self.origins.add(origin)
+            return True
+
+    async with transports(2) as (a, b):
+        ex = Exchange()
+        b.set_gossip_validator(ex.validate)
+        box = Inbox()
+        b.set_gossip_handler(box)
+        await b.connect(a.listen_addrs[0])
+        with trio.fail_after(5):
+            while a.peer_id not in b.subscribed_peers() or b.peer_id not in a.listeners():
+                await trio.sleep(0.02)
+        for i in range(20):
+            await a.broadcast(i.to_bytes(2, "big"))
+        with trio.fail_after(8):
+            while len(ex.asked) < 20:
+                await trio.sleep(0.02)
+        await trio.sleep(0.3)
+        assert {a.peer_id} == set(ex.asked) == ex.origins  # the topic's owner
+        assert 5 == ex.validated == len(box.items)
+        assert 15 == b.stats.dropped["gossip_gated"]
