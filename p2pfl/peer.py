@@ -220,6 +220,13 @@ class Peer:
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
             t.set_gossip_validator(self.exchange.validate_gossip)
+            if hasattr(t, "set_gossip_gate"):  # libp2p: origin-aware validator, early gate (docs/protocol.md)
+                lib: Any = t
+                lib.set_gossip_validator(
+                    self.exchange.validate_gossip,
+                    from_origin=self.exchange.validate_from,
+                    gate=self.exchange.admit_sender,
+                )
             t.set_gossip_handler(self.exchange.on_gossip)
             t.set_request_handler(DELTA_PROTOCOL, self.exchange.serve_delta)
             t.set_request_handler(SNAPSHOT_PROTOCOL, self.exchange.serve_snapshot)

@@ -110,18 +110,20 @@ class GossipMixin:
     def set_gossip_handler(self, handler: GossipHandler) -> None:
         self._gossip_handler = handler
 
-    def set_gossip_validator(self, validator: GossipValidator) -> None:
-        """Set the validator. If it is a method of an object (the peer's exchange) with
-        ``admit_sender(sender) -> bool``, that also becomes the early gate (see :meth:`set_gossip_gate`);
-        with ``validate_from(origin, forwarder, data) -> bool``, that is called instead, with the topic's
-        owner as ``origin`` (only the owner publishes on its topic)."""
+    def set_gossip_validator(
+        self,
+        validator: GossipValidator,
+        *,
+        from_origin: Callable[[str, str, bytes], bool] | None = None,
+        gate: Callable[[str], bool] | None = None,
+    ) -> None:
+        """Set the validator. ``from_origin(origin, forwarder, data) -> bool``, when given, is called instead,
+        with the topic's owner as ``origin`` (only the owner publishes on its topic); ``gate`` becomes the
+        early gate (see :meth:`set_gossip_gate`)."""
         self._validator = validator
-        owner = getattr(validator, "__self__", None)
-        gate = getattr(owner, "admit_sender", None)
-        if callable(gate):
+        self._validate_from = from_origin
+        if gate is not None:
             self.set_gossip_gate(gate)
-        from_origin = getattr(owner, "validate_from", None)
-        self._validate_from = from_origin if callable(from_origin) else None
 
     def set_gossip_gate(self, gate: Callable[[str], bool] | None) -> None:
         """A check of a gossip message's claimed sender run where the message is read, before py-libp2p

@@ -728,9 +728,9 @@ async def test_bytes_are_counted_by_protocol_and_on_the_wire_with_request_timing
 
 
 async def test_the_early_gate_refuses_a_sender_before_the_validator_and_the_library_see_it() -> None:
-    """A validator bound to an object with ``admit_sender`` (the peer's exchange) also gates each received
-    message by its claimed sender where it is read, before py-libp2p spawns a task and checks a signature;
-    its ``validate_from`` is told each message's publisher."""
+    """The early gate (the peer's exchange's ``admit_sender``) checks each received message by its claimed
+    sender where it is read, before py-libp2p spawns a task and checks a signature; the origin-aware
+    validator (``validate_from``) is told each message's publisher."""
 
     class Exchange:
         def __init__(self) -> None:
@@ -752,7 +752,7 @@ async def test_the_early_gate_refuses_a_sender_before_the_validator_and_the_libr
 
     async with transports(2) as (a, b):
         ex = Exchange()
-        b.set_gossip_validator(ex.validate)
+        b.set_gossip_validator(ex.validate, from_origin=ex.validate_from, gate=ex.admit_sender)
         box = Inbox()
         b.set_gossip_handler(box)
         await b.connect(a.listen_addrs[0])
