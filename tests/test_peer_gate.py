@@ -1,5 +1,5 @@
-"""A peer over libp2p refuses a flooding or banned sender where its messages are read, before py-libp2p spawns a
-task and verifies a signature for each (issue 15): the peer wires its exchange's early gate and origin-aware
+"""A peer over libp2p refuses a flooding sender where its messages are read, before py-libp2p spawns a task
+and verifies a signature for each (issue 15): the peer wires its exchange's early gate and origin-aware
 validator into the libp2p transport."""
 
 from __future__ import annotations
