@@ -19,20 +19,16 @@ from its checkpoint), and keep serving its neighbours after its last round until
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
-import os
 import random
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,15 +37,27 @@ import trio
 import p2pfl
 from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
-from p2pfl.learner import Dataset, Learner, NumpySoftmaxLearner
-from p2pfl.peer import Peer, PeerConfig
-from p2pfl.state import load_checkpoint
+from p2pfl.learner import Dataset, Learner
+from p2pfl.peer import Peer
 
-from . import sybils, topology
+from . import sybils
 from .attacks import Behaviour, make_behaviour
-from .data import Split, peer_splits
+from .data import Split
 from .observe import RoundObserver
-from .scenario import Scenario, SimulationError
+from .plan import (  # noqa: F401 - re-exported: the plan lived here
+    PeerPlan,
+    Plan,
+    build_learner,
+    flat,
+    load_split,
+    load_splits,
+    make_plan,
+    peer_config,
+    save_splits,
+    total_peers,
+)
+from .progress import Progress, _isatty  # noqa: F401 - re-exported
+from .scenario import Scenario
 
 #: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
 #: PYTHONPATH, so it runs the same code as this process.
@@ -58,160 +66,6 @@ IMPORT_ROOT = Path(p2pfl.__file__).resolve().parents[1]
 VECTOR_SAMPLE = 64
 #: The libp2p worker copies its checkpoint here when it completes its rounds (the model the report scores).
 FINAL_CHECKPOINT = "final.p2ck"
-
-
-# ------------------------------------------------------------------------------------------- plan
-
-
-@dataclass(frozen=True)
-class PeerPlan:
-    index: int
-    seed: bytes
-    honest: bool
-    kind: str  # "honest" or the attack kind
-    neighbours: tuple[int, ...]
-    port: int = 0
-    #: a Sybil: joins once every honest peer has done ``join_round`` rounds (0: at the start) and leaves
-    #: once every honest peer has done ``leave_round`` (0: never)
-    join_round: int = 0
-    leave_round: int = 0
-
-    @property
-    def identity(self) -> Identity:
-        return Identity(self.seed)
-
-
-@dataclass(frozen=True)
-class Plan:
-    scenario: Scenario
-    peers: tuple[PeerPlan, ...]
-    peer_ids: tuple[str, ...]
-
-    @property
-    def honest(self) -> list[int]:
-        return [p.index for p in self.peers if p.honest]
-
-
-def make_plan(scenario: Scenario, ports: list[int] | None = None) -> Plan:
-    """Topology, attacker placement, Sybils and identities, deterministic in ``[run] seed``."""
-    n = scenario.topology.peers
-    rng = random.Random(scenario.run.seed)
-    topo = scenario.topology
-    graph = topology.build(topo.kind, n, rng, degree=topo.degree, fanout=topo.fanout)
-    bad = topology.place_attackers(graph, scenario.attack.count(n), scenario.attack.placement, rng)
-    syb = scenario.sybil
-    graph = sybils.extend_graph(graph, [i for i in range(n) if i not in bad], syb, scenario.run.seed)
-    plans, ids = [], []
-    for i in range(n + syb.count):
-        seed = hashlib.blake2b(f"p2pfl-sim:{scenario.run.seed}:{i}".encode(), digest_size=32).digest()
-        sybil = i >= n
-        plans.append(
-            PeerPlan(
-                index=i,
-                seed=seed,
-                honest=i not in bad and not sybil,
-                kind=syb.kind if sybil else "honest" if i not in bad else scenario.attack.kind,
-                neighbours=tuple(sorted(graph[i])),
-                port=ports[i] if ports else 0,
-                join_round=syb.join_round if sybil else 0,
-                leave_round=syb.leave_round if sybil else 0,
-            )
-        )
-        ids.append(Identity(seed).peer_id)
-    return Plan(scenario, tuple(plans), tuple(ids))
-
-
-def total_peers(scenario: Scenario) -> int:
-    """Base peers plus Sybils."""
-    return scenario.topology.peers + scenario.sybil.count
-
-
-def load_splits(scenario: Scenario) -> list[Split]:
-    """One split per planned peer: the base peers' partition, then each Sybil's (see simulations.sybils)."""
-    d = scenario.data
-    base = peer_splits(
-        d.dataset,
-        scenario.topology.peers,
-        partition_kind=d.partition,
-        alpha=d.alpha,
-        classes_per_peer=d.classes_per_peer,
-        test_fraction=d.test_fraction,
-        val_fraction=d.val_fraction,
-        seed=scenario.run.seed,
-        synthetic_samples=d.synthetic_samples,
-    )
-    if not scenario.sybil.count:
-        return base
-    honest = make_plan(scenario).honest
-    return base + [sybils.sybil_split(base, honest, k, scenario.sybil) for k in range(scenario.sybil.count)]
-
-
-def save_splits(splits: list[Split], path: Path) -> None:
-    """All peers' data in one ``.npz`` so worker processes load arrays instead of importing scikit-learn."""
-    arrays: dict[str, Any] = {
-        "test_x": splits[0].test.x,
-        "test_y": splits[0].test.y,
-        "meta": np.array([splits[0].n_classes, splits[0].n_features]),
-    }
-    for i, s in enumerate(splits):
-        arrays |= {
-            f"{i}_train_x": s.train.x,
-            f"{i}_train_y": s.train.y,
-            f"{i}_val_x": s.val.x,
-            f"{i}_val_y": s.val.y,
-        }
-    np.savez(path, **arrays)
-
-
-def load_split(path: Path, index: int) -> Split:
-    with np.load(path) as z:
-        n_classes, n_features = (int(v) for v in z["meta"])
-        return Split(
-            train=Dataset(z[f"{index}_train_x"], z[f"{index}_train_y"]),
-            val=Dataset(z[f"{index}_val_x"], z[f"{index}_val_y"]),
-            test=Dataset(z["test_x"], z["test_y"]),
-            n_classes=n_classes,
-            n_features=n_features,
-        )
-
-
-def build_learner(scenario: Scenario, split: Split, index: int) -> NumpySoftmaxLearner:
-    m = scenario.model
-    return NumpySoftmaxLearner(
-        split.train,
-        split.val,
-        split.n_classes,
-        hidden=m.hidden if m.kind == "mlp" else 0,
-        lr=m.lr,
-        momentum=m.momentum,
-        batch_size=m.batch_size,
-        weight_decay=m.weight_decay,
-        lr_decay=m.lr_decay,
-        lr_min=m.lr_min,
-        seed=scenario.run.seed * 100_003 + index,
-    )
-
-
-def peer_config(
-    scenario: Scenario,
-    *,
-    state_dir: Path | None,
-    listen: str = "/ip4/127.0.0.1/tcp/0",
-    static_peers: tuple[str, ...] = (),
-    status_interval_s: float = 0.0,
-) -> PeerConfig:
-    base = PeerConfig(
-        network_id=scenario.run.network_id,
-        listen=listen,
-        static_peers=static_peers,
-        state_dir=state_dir,
-        status_interval_s=status_interval_s,
-    )
-    return dataclasses.replace(base, **scenario.peer_overrides())
-
-
-def flat(params: dict[str, npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
-    return np.concatenate([params[k].reshape(-1) for k in sorted(params)]).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------------ driver
@@ -504,62 +358,6 @@ class PeerRunner:
         }
 
 
-# -------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Progress on stderr: a redrawn bar on a terminal, plain lines when redirected (silent with ``quiet``).
-
-    A log file gets no carriage-return frames: one line each time another of ``steps`` (the rounds) is
-    complete on average, and none for the extra text (online counts) that only animates the bar.
-    """
-
-    def __init__(
-        self, total: int, quiet: bool, stream: TextIO | None = None, steps: int = 10, tty: bool | None = None
-    ) -> None:
-        self.total = max(total, 1)
-        self.quiet = quiet
-        self.stream = stream or sys.stderr
-        self.tty = _isatty(self.stream) if tty is None else tty
-        self.steps = max(steps, 1)
-        self.t0 = time.monotonic()
-        self._last = ""
-        self._last_step = 0
-
-    def update(self, done: int, extra: str = "") -> None:
-        if self.quiet:
-            return
-        frac = min(done / self.total, 1.0)
-        elapsed = time.monotonic() - self.t0
-        if not self.tty:
-            step = int(frac * self.steps)
-            if step > self._last_step:
-                self._last_step = step
-                self.stream.write(
-                    f"progress: {step}/{self.steps} rounds ({100 * frac:.0f}%) {elapsed:.1f}s\n"
-                )
-                self.stream.flush()
-            return
-        bar = "#" * int(30 * frac) + "-" * (30 - int(30 * frac))
-        line = f"\r[{bar}] {100 * frac:5.1f}% rounds {done}/{self.total} {elapsed:6.1f}s {extra}"
-        if line != self._last:
-            self.stream.write(line)
-            self.stream.flush()
-            self._last = line
-
-    def close(self) -> None:
-        if not self.quiet and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # a closed or file-like stream
-        return False
-
-
 # ---------------------------------------------------------------------------------- memory engine
 
 
@@ -645,173 +443,13 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
     return RunOutput(plan, results, vectors, wall, timed_out)
 
 
-# ---------------------------------------------------------------------------------- libp2p engine
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(int(s.getsockname()[1]))
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
-def libp2p_addr(plan: Plan, j: int) -> str:
-    return f"/ip4/127.0.0.1/tcp/{plan.peers[j].port}/p2p/{plan.peer_ids[j]}"
-
-
-def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
-    """One worker process per peer; the parent only starts, watches, signals and evaluates."""
-    n = total_peers(scenario)
-    plan = make_plan(scenario, _free_ports(n))
-    peers_dir = out / "peers"
-    if peers_dir.exists():
-        shutil.rmtree(peers_dir)
-    peers_dir.mkdir(parents=True)
-    (out / "scenario.json").write_text(json.dumps(scenario.to_dict(), indent=2))
-    control = out / "control"
-    control.mkdir(exist_ok=True)
-    for f in ("go", "stop"):
-        (control / f).unlink(missing_ok=True)
-    ports = [p.port for p in plan.peers]
-    t0 = time.time()
-    splits = load_splits(scenario)
-    save_splits(splits, out / "data.npz")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
-    try:
-        for i in range(n):
-            d = peers_dir / str(i)
-            d.mkdir()
-            log = open(d / "worker.log", "wb")  # noqa: SIM115 - closed below
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "p2pfl.sim.worker",
-                        "--out",
-                        str(out),
-                        "--index",
-                        str(i),
-                        "--ports",
-                        ",".join(map(str, ports)),
-                        "--t0",
-                        repr(t0),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=env,
-                    cwd=str(IMPORT_ROOT),
-                )
-            )
-        progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
-        deadline = time.monotonic() + scenario.run.time_limit_s
-        timed_out = False
-
-        def check_alive() -> None:
-            for i, proc in enumerate(procs):
-                code = proc.poll()
-                if code is not None and not (peers_dir / str(i) / "result.json").exists():
-                    tail = (peers_dir / str(i) / "worker.log").read_text(errors="replace")[-3000:]
-                    raise SimulationError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
-
-        # start gate: everyone online (listening) before anyone trains
-        while not all((peers_dir / str(i) / "online").exists() for i in range(n)):
-            check_alive()
-            if time.monotonic() > deadline:
-                raise SimulationError("peer workers did not come online within the time limit")
-            progress.update(
-                0, f"online {sum((peers_dir / str(i) / 'online').exists() for i in range(n))}/{n}"
-            )
-            time.sleep(0.2)
-        (control / "go").touch()
-        honest = plan.honest
-        while True:
-            rounds = 0
-            for i in honest:
-                st = _read_json(peers_dir / str(i) / "status.json")
-                rounds += min(int(st.get("round", 0)), scenario.run.rounds) if st else 0
-            progress.update(rounds)
-            if all((peers_dir / str(i) / "finished").exists() for i in honest):
-                break
-            check_alive()
-            if time.monotonic() > deadline:
-                timed_out = True
-                break
-            time.sleep(0.25)
-        progress.close()
-        (control / "stop").touch()
-        stop_deadline = time.monotonic() + 60.0  # workers get a bounded grace period, then are killed
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(1.0, stop_deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        wall = time.time() - t0
-    finally:
-        (out / "data.npz").unlink(missing_ok=True)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-        for log in logs:
-            log.close()
-    results, vectors = [], {}
-    for p in plan.peers:
-        d = peers_dir / str(p.index)
-        res = _read_json(d / "result.json") or {
-            "index": p.index,
-            "id": plan.peer_ids[p.index],
-            "honest": p.honest,
-            "kind": p.kind,
-            "neighbours": list(p.neighbours),
-            "rounds": 0,
-            "trace": [],
-            "error": "no result.json (worker crashed or was killed)",
-        }
-        ckpt = load_checkpoint(d, FINAL_CHECKPOINT) or load_checkpoint(d)
-        if ckpt is not None:
-            with np.errstate(all="ignore"):
-                res["final_accuracy"] = (
-                    build_learner(scenario, splits[p.index], p.index)
-                    .evaluate_on(splits[p.index].test, ckpt.own)
-                    .accuracy
-                )
-            res["rounds"] = max(int(res.get("rounds", 0)), ckpt.round)
-        else:
-            res["final_accuracy"] = None
-        results.append(res)
-        if (d / "vectors.npy").exists():
-            vectors[p.index] = np.load(d / "vectors.npy")
-    return RunOutput(plan, results, vectors, wall, timed_out)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # --------------------------------------------------------------------------------------------- API
 
 
 def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True) -> dict[str, Any]:
     """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
     from .attack_metrics import attack_metrics
+    from .engine_libp2p import run_libp2p
     from .report import write_outputs
 
     out.mkdir(parents=True, exist_ok=True)

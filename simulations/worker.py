@@ -1,4 +1,4 @@
-"""One peer of the libp2p engine, as its own OS process (started by :func:`simulations.runner.run_libp2p`).
+"""One peer of the libp2p engine, as its own OS process (started by :func:`.engine_libp2p.run_libp2p`).
 
 ``python -m p2pfl.sim.worker --out DIR --index I --ports P0,P1,... --t0 T``
 
@@ -26,7 +26,8 @@ import trio
 from p2pfl.diag import task_tree
 from p2pfl.fsutil import atomic_write
 
-from .runner import FINAL_CHECKPOINT, PeerRunner, libp2p_addr, load_split, make_plan
+from .engine_libp2p import libp2p_addr
+from .runner import FINAL_CHECKPOINT, PeerRunner, load_split, make_plan
 from .scenario import SimulationError, parse_scenario
 
 
