@@ -13,6 +13,7 @@ the gossip path (told apart by their first byte) and convict by their signatures
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,6 +24,7 @@ from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PE
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.ratelimit import Refused
 from p2pfl.protocol.replicas import Replica
+from p2pfl.scoring import ScoringConfig
 from p2pfl.wire import (
     Envelope,
     Header,
@@ -439,6 +441,26 @@ class ReceiveSide(EngineCore):
             return "result_mismatch"
         return env, vec
 
+    def _absurd_snapshots(self, models: Mapping[str, FloatVec]) -> set[str]:
+        """The snapshots no honest peer could serve: non-finite, or ``hard_reject_factor`` squared times
+        farther from the own model than the larger of its norm and the lower median of the snapshots'
+        distances (the yardstick of :func:`p2pfl.scoring.influence.absurd`; the lower median, so one far
+        model of two cannot set it). They must not enter the join's median: of two snapshots the median is
+        their mean, so one model near -1e38 would replace the own model."""
+        own = np.asarray(self.own, dtype=np.float64)
+        dist = {p: float(np.linalg.norm(np.asarray(m, dtype=np.float64) - own)) for p, m in models.items()}
+        bad = {p for p, d in dist.items() if not math.isfinite(d)}
+        # with scoring off too: a join adopts what it is given wholesale, so the guard is not the scorer's
+        factor = (self.scorer.config if self.scorer is not None else ScoringConfig()).hard_reject_factor
+        finite = sorted(d for d in dist.values() if math.isfinite(d))
+        if factor is None or not finite:
+            return bad
+        scale = max(float(np.linalg.norm(own)), finite[(len(finite) - 1) // 2])
+        # squared: a join compares snapshots with each other, not with established neighbours, so only what is
+        # orders of magnitude off is refused here; the scorer judges the rest in the rounds that follow
+        limit = factor * factor * scale
+        return bad | {p for p, d in dist.items() if math.isfinite(d) and scale > 0 and d > limit}
+
     def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float, *, resume: bool = False) -> int:
         """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
 
@@ -451,20 +473,27 @@ class ReceiveSide(EngineCore):
         model would publish versions its neighbours score as outliers and evict.
         """
         good: list[FloatVec] = []
+        opened_ok: dict[str, tuple[Envelope, FloatVec]] = {}
         for peer, data in snapshots.items():
             opened = self._open_snapshot(data, peer)
             if isinstance(opened, str):
                 self._reject(opened, peer)
                 continue
-            h = opened[0].header
             convicted = self._observe(opened[0], now)
             if convicted is not None:
                 self._deferred += convicted  # its Evict and proof, for the caller (take_actions)
                 continue
+            opened_ok[peer] = opened
+        absurd = self._absurd_snapshots({p: o[1] for p, o in opened_ok.items()})
+        for peer, (env, params) in opened_ok.items():
+            if peer in absurd:
+                self._reject("absurd_snapshot", peer)
+                continue
+            h = env.header
             rep = self.replicas.get(peer)
             if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
-                self.replicas[peer] = Replica(peer, opened[1], h.seq, h.result, now, h.meta)
-            good.append(opened[1])
+                self.replicas[peer] = Replica(peer, params, h.seq, h.result, now, h.meta)
+            good.append(params)
         if len(good) >= self.config.join_quorum:
             self.own = median(np.stack([self.own, *good] if resume else good))
         return len(good)

@@ -232,6 +232,20 @@ def test_join_uses_the_median_of_several_snapshots_not_one_peers_word() -> None:
     assert np.allclose(newcomer.own, 2.0)
 
 
+def test_join_drops_an_absurd_snapshot_before_the_median() -> None:
+    """Of two snapshots the median is their mean: a finite model near -1e30 must not enter it (measured: a
+    simulated extreme-norm attacker's snapshot reset every joining honest peer to chance accuracy)."""
+    good, bad = engine(1), engine(2)
+    good.finish_round(model(1.0), 1)
+    bad.finish_round(model(-1e30), 1)
+    newcomer = engine(9, join_quorum=1)
+    snaps = {good.peer_id: good.serve_snapshot(0), bad.peer_id: bad.serve_snapshot(0)}
+    assert 1 == newcomer.join_from_snapshots(snaps, 0)
+    assert np.allclose(newcomer.own, 1.0)
+    assert 1 == newcomer.rejections["absurd_snapshot"]
+    assert bad.peer_id not in newcomer.replicas
+
+
 def test_join_below_quorum_keeps_the_own_model() -> None:
     a = engine(1)
     a.finish_round(model(5.0), 1)
