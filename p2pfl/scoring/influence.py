@@ -89,16 +89,27 @@ def absurd(
     """The models no honest neighbour could publish, with their distance from the own trained model.
 
     A model is absurd when its distance is not finite, or beyond ``factor`` times the larger of the own
-    model's norm and the established neighbours' median distance. The own norm is in the yardstick so the
-    first rounds (no established distances yet) and a late joiner's far-off first versions (at most about
-    the models' own size away) stay inside it; the models near -1e38 seen in the extreme-norm attack sit
-    dozens of orders of magnitude outside.
+    model's norm and the *other* established neighbours' lower median distance. The own norm is in the
+    yardstick so the first rounds (no established distances yet) and a late joiner's far-off first versions
+    (at most about the models' own size away) stay inside it; the models near -1e38 seen in the extreme-norm
+    attack sit dozens of orders of magnitude outside.
     """
     if factor is None:
         return {}
     dist = {p: float(np.linalg.norm(m - own_after)) for p, m in models.items()}
-    est = [d for p, d in dist.items() if p in established and math.isfinite(d)]
-    scale = max(float(np.linalg.norm(own_after)), float(np.median(est)) if est else 0.0)
-    if not math.isfinite(scale) or scale <= 0.0:
-        return {p: d for p, d in dist.items() if not math.isfinite(d)}
-    return {p: d for p, d in dist.items() if not math.isfinite(d) or d > factor * scale}
+    own_norm = float(np.linalg.norm(own_after))
+    est = {p: d for p, d in dist.items() if p in established and math.isfinite(d)}
+
+    def scale(peer: str) -> float:
+        # each model is measured against the others' lower median, never its own distance: the models under
+        # test are among the established ones (founders), and with the plain median of two a model near
+        # -1e38 set half its own yardstick (measured: mixed with share 0.5 from round 1)
+        others = sorted(d for p, d in est.items() if p != peer)
+        return max(own_norm, others[(len(others) - 1) // 2] if others else 0.0)
+
+    out: dict[str, float] = {}
+    for p, d in dist.items():
+        yardstick = scale(p)
+        if not math.isfinite(d) or (math.isfinite(yardstick) and yardstick > 0.0 and d > factor * yardstick):
+            out[p] = d
+    return out

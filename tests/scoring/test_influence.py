@@ -254,3 +254,15 @@ def test_one_founder_alone_does_not_set_the_spread_for_the_established_ones() ->
     assert all(scorer.is_established(p) and not scorer.is_founder(p) for p in earned)
     records = _round(scorer, {"f1": np.ones(DIM) + 1e-4, **_honest(rng, earned)})
     assert all(records[p].distance < 2.0 for p in earned), records  # type: ignore[attr-defined]
+
+
+def test_an_established_absurd_model_cannot_set_its_own_yardstick() -> None:
+    """Founders are established at once, so the model under test is among the established distances; of
+    two, the plain median is their mean and a model near -1e38 sat inside 10x it (measured in the
+    simulation: mixed with share 0.5 from round 1). The lower median keeps the honest one's scale."""
+    from p2pfl.scoring.influence import absurd
+
+    own = np.full(100, 0.9)
+    models = {"extreme": np.full(100, -1e38), "honest": np.full(100, 0.8)}
+    assert set(absurd(own, models, {"extreme", "honest"}, 10.0)) == {"extreme"}
+    assert set(absurd(own, {"extreme": models["extreme"]}, {"extreme"}, 10.0)) == {"extreme"}
