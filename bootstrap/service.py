@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from p2pfl.discovery import (
 )
 from p2pfl.errors import ConfigError, TransportError
 from p2pfl.identity import Identity
+from p2pfl.tokenbucket import Buckets
 from p2pfl.transport.base import RequestHandler
 
 if TYPE_CHECKING:
@@ -125,7 +125,8 @@ class Registry:
         self._by_peer: dict[str, set[str]] = {}
         self._total = 0
         self._expiry: list[tuple[float, str, str]] = []
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        cfg = self.config
+        self._buckets = Buckets(cfg.rate_per_second, cfg.burst, cfg.max_rate_entries)
         self.counters: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------------ queries
@@ -200,18 +201,7 @@ class Registry:
 
     def _take_token(self, peer: str, now: float) -> float:
         """Token bucket per peer; returns 0 when allowed, else seconds until a token is available."""
-        cfg = self.config
-        tokens, last = self._buckets.pop(peer, (cfg.burst, now))
-        tokens = min(cfg.burst, tokens + (now - last) * cfg.rate_per_second)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / cfg.rate_per_second
-        self._buckets[peer] = (tokens, now)
-        while len(self._buckets) > cfg.max_rate_entries:
-            self._buckets.popitem(last=False)
-        return wait
+        return self._buckets.wait(peer, now)
 
     @staticmethod
     def _net_field(msg: dict[str, Any]) -> str:

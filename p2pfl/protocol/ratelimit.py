@@ -21,10 +21,10 @@ A drop is counted (``rate_limited``: the sender's bucket; ``rate_limited_relay``
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from p2pfl.errors import ConfigError, P2PFLError
+from p2pfl.tokenbucket import Buckets as Buckets  # noqa: PLC0414 (re-export)
 
 
 class Refused(P2PFLError):
@@ -57,34 +57,6 @@ class RateConfig:
                 raise ConfigError(f"rate limits: {name} must be a positive number, got {value!r}")
         if not isinstance(self.max_keys, int) or self.max_keys < 1:
             raise ConfigError(f"rate limits: max_keys must be an integer >= 1, got {self.max_keys!r}")
-
-
-class Buckets:
-    """Token buckets by key: ``rate`` tokens per second up to ``burst``; a new key starts full."""
-
-    def __init__(self, rate: float, burst: float, max_keys: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._b: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, at = self._b.get(key, (self.burst, now))
-        return min(self.burst, tokens + max(0.0, now - at) * self.rate)
-
-    def peek(self, key: str, now: float) -> bool:
-        """Whether ``key`` has a token now (nothing is spent)."""
-        return self._tokens(key, now) >= 1.0
-
-    def take(self, key: str, now: float) -> bool:
-        """Spend one token of ``key``; False (nothing spent) if it has none."""
-        tokens = self._tokens(key, now)
-        ok = tokens >= 1.0
-        self._b[key] = (tokens - 1.0 if ok else tokens, now)
-        self._b.move_to_end(key)
-        while len(self._b) > self.max_keys:
-            self._b.popitem(last=False)
-        return ok
 
 
 class RateGate:
