@@ -400,24 +400,10 @@ class TorchLearner:
 
     def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
         torch = self._torch
-        with self._lock:
-            saved = None
-            if params is not None:
-                sd = self.module.state_dict()
-                saved = {k: sd[k].clone() for k in self._names}
-                with torch.no_grad():
-                    for k in self._names:
-                        sd[k].copy_(torch.from_numpy(np.asarray(params[k], dtype=np.float32)))
-            try:
-                self.module.eval()
-                with torch.no_grad():
-                    out = self.module(self.val_x)
-                    loss = float(self.loss_fn(out, self.val_y))
-                    acc = float((out.argmax(dim=1) == self.val_y).float().mean()) if self.accuracy else None
-                return EvalResult(loss=loss, accuracy=acc, samples=len(self.val_x))
-            finally:
-                if saved is not None:
-                    sd = self.module.state_dict()
-                    with torch.no_grad():
-                        for k, v in saved.items():
-                            sd[k].copy_(v)
+        with self._lock, self._swapped(params):
+            self.module.eval()
+            with torch.no_grad():
+                out = self.module(self.val_x)
+                loss = float(self.loss_fn(out, self.val_y))
+                acc = float((out.argmax(dim=1) == self.val_y).float().mean()) if self.accuracy else None
+            return EvalResult(loss=loss, accuracy=acc, samples=len(self.val_x))
