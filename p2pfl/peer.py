@@ -124,6 +124,7 @@ class Peer:
             aggregation=config.aggregation,
             scoring=config.scoring,
             scoring_enabled=config.scoring_enabled,
+            rates=config.rates,
             allowed=self._sender_allowed if self._gated() else None,
             mix_filter=self._may_mix if config.mix_scope == "connected" or self.access else None,
         )

@@ -22,6 +22,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.protocol import ProtocolConfig
 from p2pfl.protocol.pacing import PacingConfig
+from p2pfl.protocol.ratelimit import RateConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
@@ -81,6 +82,8 @@ class PeerConfig:
     max_round_wait_s: float = setting(10.0, section="peer", sim="run")
     aggregation: AggregationConfig = setting(section=None, default_factory=AggregationConfig)  # noqa: RUF009
     scoring: ScoringConfig = setting(section=None, default_factory=ScoringConfig)  # noqa: RUF009
+    #: the per-sender, per-relay and proof token buckets applied before any signature is verified ([rates])
+    rates: RateConfig = setting(section=None, default_factory=RateConfig)  # noqa: RUF009
     scoring_enabled: bool = setting(True, section="scoring", key="enabled", sim="scoring", sim_key="enabled")
     val_scoring: bool = setting(True, section="scoring", sim="scoring")
     inline_limit: int = setting(default_of(ProtocolConfig, "inline_limit"), section="protocol")

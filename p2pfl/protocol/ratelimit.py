@@ -21,6 +21,7 @@ A drop is counted (``rate_limited``: the sender's bucket; ``rate_limited_relay``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from p2pfl.errors import ConfigError, P2PFLError
@@ -53,10 +54,10 @@ class RateConfig:
     def __post_init__(self) -> None:
         for name in ("sender_rate", "sender_burst", "relay_rate", "relay_burst", "proof_rate", "proof_burst"):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
-                raise ConfigError(f"rate limits: {name} must be a positive number, got {value!r}")
-        if not isinstance(self.max_keys, int) or self.max_keys < 1:
-            raise ConfigError(f"rate limits: max_keys must be an integer >= 1, got {self.max_keys!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ConfigError("rates", name, f"must be a positive number, got {value!r}")
+        if isinstance(self.max_keys, bool) or not isinstance(self.max_keys, int) or self.max_keys < 1:
+            raise ConfigError("rates", "max_keys", f"must be an integer >= 1, got {self.max_keys!r}")
 
 
 class RateGate:

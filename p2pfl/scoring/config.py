@@ -83,9 +83,12 @@ class ScoringConfig:
     #: -- earned influence (docs/aggregation.md, "The model of trust") --
     #: identities first heard within the scorer's first ``founding_rounds`` own rounds are *founders*:
     #: established at once (at network start every neighbour is new, and starving them all stalls learning).
-    #: Later identities are *young*: scored, but mixed with weight 0 until ``young_rounds`` consecutive
-    #: versions pass the own checks, then with a cap growing by ``1 / (ramp_rounds + 1)`` per passing version;
-    #: after ``young_rounds + ramp_rounds`` consecutive passes they are established. ``young_rounds = 0``
+    #: Later identities are *young*: scored, but mixed with weight 0 until they hold ``young_rounds`` passes
+    #: (versions that pass the own checks), then with a cap growing by ``1 / (ramp_rounds + 1)`` per pass;
+    #: with ``young_rounds + ramp_rounds`` passes they are established. A version that fails the checks takes
+    #: one pass back; one scored below ``bad_score``, absurd, or whose loss jumped takes them all (honest
+    #: non-IID newcomers fail the bar now and then: requiring consecutive passes kept one young for 200+
+    #: rounds; an identity that fails as often as it passes still never progresses). ``young_rounds = 0``
     #: turns probation off (every identity is established when first heard: closed networks, whose roster
     #: grants membership, may choose this).
     founding_rounds: int = 5
@@ -102,8 +105,16 @@ class ScoringConfig:
     newcomer_share_cap: float = 0.3
     #: a young identity's version passes when its combined score is at least this, its loss score too (when
     #: there is one) and its distance ratio (to the centre of the own model and established neighbours) is
-    #: at most ``dist_ok``
+    #: at most ``dist_ok``, or its distance at most a trusted founder's
     young_pass_score: float = 0.7
+    #: ...or, when lower, the standing of the neighbours the peer trusted first: the lowest reputation (and
+    #: loss-score average) among its active founders, minus this margin (founders only: a bar that identities
+    #: which earned their standing could lower would sink one newcomer at a time). On very non-IID data an
+    #: honest late joiner is as far from the own data as the honest founders are, and scored as they do: in a
+    #: 5-peer Dirichlet(0.5) network two honest late joiners scored 0.58-0.71 (loss score ~0.5) against a
+    #: founder's 0.70, never passed the fixed bar, and were mixed with weight 0 for 200+ rounds. A model no
+    #: better than the worst trusted neighbour earns weight no faster than the caps allow.
+    young_pass_margin: float = 0.1
     #: hard rejection: a model farther from the own trained model than ``hard_reject_factor`` times the
     #: larger of the own model's norm and the established neighbours' median distance (or not finite) scores
     #: 0 at once, is never mixed, and counts towards eviction with no grace (``None``: off)
@@ -138,7 +149,7 @@ class ScoringConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError("scoring", name, f"must be an integer >= 0, got {value!r}")
-        for name in ("young_share_cap", "newcomer_share_cap", "young_pass_score"):
+        for name in ("young_share_cap", "newcomer_share_cap", "young_pass_score", "young_pass_margin"):
             value = getattr(self, name)
             if not _is_real(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError("scoring", name, f"must be a number in [0, 1], got {value!r}")

@@ -169,3 +169,17 @@ def test_the_pacing_keys_of_protocol_reach_the_round_pacing(tmp_path: Path) -> N
     assert (4.0, 2.0, 1.5) == (pacing.period_factor, pacing.work_factor, pacing.min_late_s)
     with pytest.raises(ConfigError, match="period_factor"):
         load_config(write(tmp_path, GOOD.replace("max_staleness_s = 60", "period_factor = 0")))
+
+
+def test_the_rates_section_reaches_the_engine_s_token_buckets(tmp_path: Path) -> None:
+    text = GOOD + "\n[rates]\nsender_rate = 5\nrelay_burst = 50\n"
+    node = load_config(write(tmp_path, text))
+    assert (5.0, 50.0, 60.0) == (
+        node.peer.rates.sender_rate,
+        node.peer.rates.relay_burst,
+        node.peer.rates.sender_burst,
+    )
+    with pytest.raises(ConfigError, match=r"\[rates\] sender_rate: must be a positive number"):
+        load_config(write(tmp_path, GOOD + "\n[rates]\nsender_rate = 0\n"))
+    with pytest.raises(ConfigError, match=r"\[rates\] sender_rat: unknown key"):
+        load_config(write(tmp_path, GOOD + "\n[rates]\nsender_rat = 1\n"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -128,6 +129,57 @@ def test_one_failing_version_sends_a_young_identity_back_to_the_start() -> None:
     rec = _round(scorer, models, {"h1": 0.3, "h2": 0.3, "new": 3.0 * 0.3 * 4})["new"]  # loss 12x own
     assert "young (0/8" in rec.reason  # type: ignore[attr-defined]
     assert scorer.influence_cap("new") == 0.0
+
+
+def _non_iid_round(
+    scorer: ContributionScorer, rng: np.random.Generator, new_q: float | None
+) -> dict[str, object]:
+    """Founder f1 as good as the own model on the own data; founder f2 and the newcomer are 6.5x worse (loss
+    score 0.5, as honest peers with other classes are); the newcomer's loss ratio this round is ``new_q``
+    (``None``: not heard yet)."""
+    own = 0.3
+    losses = {"f1": own, "f2": 6.5 * own}
+    if new_q is not None:
+        losses["new"] = new_q * own
+    return _round(scorer, _honest(rng, list(losses)), losses)
+
+
+def test_an_honest_non_iid_newcomer_earns_weight_like_the_trusted_neighbours_it_resembles() -> None:
+    """Regression (5-peer Dirichlet(0.5) registry test): a late joiner scored like an honest founder (loss
+    score ~0.5) and failed the fixed bar now and then; with consecutive passes against the fixed bar it was
+    held at weight 0 for 200+ rounds. Now it passes whatever a founder scores (minus a margin), and a soft
+    failure takes one step back instead of all of them."""
+    cfg = ScoringConfig(founding_rounds=1)
+    scorer = ContributionScorer(cfg)
+    rng = np.random.default_rng(11)
+    _non_iid_round(scorer, rng, None)
+    _non_iid_round(scorer, rng, 6.5)
+    assert scorer.is_founder("f2") and not scorer.is_established("new")
+    held = []
+    for i in range(30):
+        # every 4th version a little worse: loss score 0.29, combined 0.59 (below the founder's standing)
+        reason = str(_non_iid_round(scorer, rng, 8.0 if i % 4 == 3 else 6.5)["new"].reason)  # type: ignore[attr-defined]
+        if "established" in reason:
+            break
+        held.append(int(reason.split("young (")[1].split("/", maxsplit=1)[0]))
+    assert scorer.is_established("new")
+    assert all(b >= a - 1 for a, b in itertools.pairwise(held))  # a failure costs one pass at most
+    assert scorer.weights_for(["new"]).tolist() == [1.0]
+
+
+@pytest.mark.parametrize("pattern", ["poisoned", "alternating"])
+def test_a_newcomer_worse_than_every_trusted_neighbour_never_earns_weight(pattern: str) -> None:
+    """The adaptive attacker who knows the relative bar: models 10x worse than the reference on the own data
+    (label-permuted) never pass; alternating a passing version with a poisoned one never gets past the
+    first pass, however long it goes on."""
+    scorer = ContributionScorer(ScoringConfig(founding_rounds=1))
+    rng = np.random.default_rng(12)
+    _non_iid_round(scorer, rng, None)
+    for i in range(40):
+        q = 12.0 if pattern == "poisoned" or i % 2 else 6.5
+        _non_iid_round(scorer, rng, q)
+        assert scorer.influence_cap("new") == 0.0
+    assert not scorer.is_established("new")
 
 
 def test_with_young_rounds_zero_every_identity_is_established_when_first_heard() -> None:
@@ -266,3 +318,54 @@ def test_an_established_absurd_model_cannot_set_its_own_yardstick() -> None:
     models = {"extreme": np.full(100, -1e38), "honest": np.full(100, 0.8)}
     assert set(absurd(own, models, {"extreme", "honest"}, 10.0)) == {"extreme"}
     assert set(absurd(own, {"extreme": models["extreme"]}, {"extreme"}, 10.0)) == {"extreme"}
+
+
+def test_of_two_founders_the_one_unlike_the_own_data_is_kept_out_of_the_mix_but_not_banned() -> None:
+    """Regression (registry-outage test, 5 peers, Dirichlet(0.5)): an honest founder whose classes the own
+    data barely hold is far off and 15x worse than the other founder on the own validation data. Of two the
+    peer cannot tell which one is honest: the strict reference (the smaller loss) keeps it out of the mix,
+    but a ban needs its loss to be bad against the larger one too. (It was evicted in 4 rounds.)"""
+    scorer = ContributionScorer(ScoringConfig(founding_rounds=2, loss_tolerance_margin=None))
+    rng = np.random.default_rng(13)
+    for _ in range(12):
+        models = {"f1": np.ones(DIM) + rng.normal(0.0, 0.05, DIM), "f2": np.full(DIM, 8.0)}
+        recs = _round(scorer, models, {"f1": 0.3, "f2": 15 * 0.3})
+        assert recs["f2"].combined < scorer.config.bad_score  # type: ignore[attr-defined]
+        assert recs["f1"].combined > 0.9  # type: ignore[attr-defined]
+    assert scorer.status("f2") != "evicted"
+    assert scorer.weights_for(["f2"]).tolist() == [0.0]  # (excluded: its reputation fell below 0.5)
+
+
+def test_with_three_or_more_anchors_a_founder_far_worse_than_the_median_is_evicted() -> None:
+    """The eviction reference differs only for exactly two anchors: among three founders the median is
+    evidence, and a founder 15x worse than it on the own data and far off is evicted as before."""
+    scorer = ContributionScorer(ScoringConfig(founding_rounds=2, loss_tolerance_margin=None))
+    rng = np.random.default_rng(14)
+    for _ in range(scorer.config.evict_after + 1):
+        models = {**_honest(rng, ["f1", "f3"]), "f2": np.full(DIM, 8.0)}
+        _round(scorer, models, {"f1": 0.3, "f2": 15 * 0.3, "f3": 0.3})
+    assert scorer.status("f2") == "evicted"
+
+
+def test_a_newcomer_no_farther_than_a_trusted_founder_passes_the_distance_check() -> None:
+    """With few founders of like data the spread is narrow: a newcomer as far off as an honest founder with
+    other data (r ~3 > dist_ok) passes; one farther than every founder does not."""
+    scorer = ContributionScorer(ScoringConfig(founding_rounds=1))
+    rng = np.random.default_rng(15)
+
+    def models(new_offset: float) -> dict[str, np.ndarray]:
+        out = _honest(rng, ["f1", "f2"])
+        out["f2"] = out["f2"] + 0.6  # the founder with other data: r ~3 against the narrow spread
+        out["new"] = np.ones(DIM) + new_offset + rng.normal(0.0, 0.01, DIM)
+        return out
+
+    _round(scorer, {k: v for k, v in models(0.0).items() if k != "new"})
+    for _ in range(8):
+        rec = _round(scorer, models(0.55))["new"]
+        assert rec.distance > scorer.config.dist_ok  # type: ignore[attr-defined]
+    assert scorer.is_established("new")
+    far = ContributionScorer(ScoringConfig(founding_rounds=1))
+    _round(far, {k: v for k, v in models(0.0).items() if k != "new"})
+    for _ in range(8):
+        _round(far, models(0.9))
+    assert far.influence_cap("new") == 0.0
