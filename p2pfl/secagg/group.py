@@ -129,6 +129,7 @@ class GroupRound:
         self.rejections: Counter[str] = Counter()
         self.bytes_sent = 0
         self._seen: set[bytes] = set()
+        self._refused: set[tuple[int, Phase]] = set()
         self._pending: list[Message] = []
         self._adverts: dict[int, Advertise] = {}
         self._held: dict[int, SharePlain] = {}  # dealer -> the shares it dealt us
@@ -191,6 +192,7 @@ class GroupRound:
             self._store(msg.sender, msg.body)
         except SecAggError as exc:
             self.rejections[exc.reason] += 1
+            self._refused.add((msg.sender, self.phase))  # it spoke (badly): nobody waits for it
 
     def _store(self, sender: int, body: Body) -> None:
         if isinstance(body, Advertise):
@@ -211,8 +213,8 @@ class GroupRound:
                     raise SecAggError("bad_share", f"member {sender}'s {kind} share is not signed by it")
             self._held[sender] = plain
         elif isinstance(body, Masked):
-            if sender not in self._u2 or self.me not in body.mask_set:
-                raise SecAggError("inconsistent", f"a masked input from member {sender} we did not mask with")
+            if sender not in self._u1 or not set(body.mask_set) <= set(self._u1):
+                raise SecAggError("inconsistent", f"a masked input from member {sender} naming unknown keys")
             self._once(self._masked, sender)
             self._masked[sender] = body
         elif isinstance(body, View):
@@ -285,7 +287,8 @@ class GroupRound:
                 len(self._revealed.get((w, k), {})) >= self.spec.threshold for w, k in self._needed()
             )
         store, expected = self._expected()
-        return now >= self.deadline or all(m in store or m == self.me for m in expected)
+        spoke = store | {m for m, phase in self._refused if phase == self.phase}
+        return now >= self.deadline or all(m in spoke or m == self.me for m in expected)
 
     def _next_phase(self, now: float) -> list[Send]:
         t = self.spec.threshold
@@ -303,16 +306,10 @@ class GroupRound:
             self.phase = Phase.MASKED_INPUT
             y = self._masked_input()
             self._masked[self.me] = Masked(self._u2, y.astype("<u4").tobytes())
-            return [self._send(self._others(self._u2), "masked", self._masked[self.me])]
+            return [self._send(self._others(self._u1), "masked", self._masked[self.me])]
         if self.phase == Phase.MASKED_INPUT:
-            self._u3 = tuple(sorted(self._masked))
-            if not self._enough(self._u3, "masked inputs"):
+            if not self._survivors():
                 return []
-            sets = {u: set(self._masked[u].mask_set) for u in self._u3}
-            if any((v in sets[u]) != (u in sets[v]) for u in self._u3 for v in self._u3 if u != v):
-                self._fail("inconsistent", "two survivors disagree on whether they masked with each other")
-                return []
-            self._dropped = tuple(sorted(set().union(*sets.values()) - set(self._u3)))
             self.phase = Phase.CONSISTENCY
             self._views[self.me] = View(self._u3)
             return [self._send(self._others(self._u3), "view", View(self._u3))]
@@ -339,6 +336,24 @@ class GroupRound:
         except SecAggError as exc:
             self._fail(exc.reason, str(exc))
         return []
+
+    def _survivors(self) -> bool:
+        """Fix ``U3`` and the dropped members from the masked inputs (every member computes the same from
+        the same messages). A member that masked with ``v`` while ``v`` did not mask with it (``v`` never
+        got, or refused, its shares) is left out: its input is dropped and its pairwise masks are removed
+        like a dropped member's, and its self-mask seed is never revealed."""
+        sets = {u: set(m.mask_set) for u, m in self._masked.items()}
+        left_out = {u for u in sets for v in sets if u != v and v in sets[u] and u not in sets[v]}
+        if left_out:
+            self.rejections["inconsistent"] += len(left_out)
+        self._u3 = tuple(sorted(set(sets) - left_out))
+        if self.me in left_out:
+            self._fail("inconsistent", "a member refused our key shares: our input is left out")
+            return False
+        if not self._enough(self._u3, "consistent masked inputs"):
+            return False
+        self._dropped = tuple(sorted(set().union(*(sets[u] for u in self._u3)) - set(self._u3)))
+        return True
 
     def _enough(self, members: tuple[int, ...], what: str) -> bool:
         if len(members) < self.spec.threshold:
