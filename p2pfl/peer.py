@@ -55,6 +55,7 @@ from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
     from p2pfl.metrics.peer_metrics import PeerMetrics
+    from p2pfl.secagg.runtime import GroupMember
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -113,6 +114,9 @@ class Peer:
             config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
         )
         #: the round loop: owns the round counter, the reports and the guards' state
+        #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember) set by whoever provides
+        #: its channel (the simulation's hub); None: this peer publishes its own trained model
+        self.secagg: GroupMember | None = None
         self.rounds = self._build_rounds()
 
     def _build_engine(self) -> GossipEngine:
@@ -152,6 +156,7 @@ class Peer:
             stopped=self._stopped,
             on_round=self._on_round,
             rollout=self.rollout,
+            secagg=lambda: self.secagg,
         )
         return RoundLoop(parts)
 

@@ -27,6 +27,7 @@ REASONS: dict[str, str] = {
     "below_threshold": "fewer than the threshold of members (or shares) are left: the round fails",
     "unrecoverable": "a secret reconstructed from shares does not match its commitment (bad dealing)",
     "overflow": "a vector or a group too large for the fixed-point ring",
+    "closed": "the member's group channel closed (its peer is stopping): the round ends unfinished",
 }
 
 
@@ -36,6 +37,6 @@ class SecAggError(P2PFLError):
 
     def __init__(self, reason: str, message: str) -> None:
         if reason not in REASONS:  # a programming error: every raise site names a documented slug
-            raise ValueError(f"unknown secagg reason {reason!r}")
+            raise P2PFLError(f"unknown secagg reason {reason!r}")
         self.reason = reason
         super().__init__(f"{reason}: {message}")
