@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pfl.secagg import Phase  # noqa: E402
-from tests.secagg.harness import Net  # noqa: E402
+from p2pfl.secagg import Phase
+from tests.secagg.harness import Net
 
 
 def measure(dim: int, drop: bool) -> dict[str, float]:

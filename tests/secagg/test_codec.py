@@ -98,3 +98,14 @@ def test_a_signature_by_another_member_is_rejected() -> None:
     with pytest.raises(SecAggError) as info:
         _decode(forged)
     assert info.value.reason == "bad_signature"
+
+
+@settings(max_examples=200, deadline=None)
+@given(arrays(np.float32, 8, elements=st.floats(-0.0009765625, 0.0009765625, width=32)))
+def test_small_values_are_rounded_to_the_nearest_step(x: np.ndarray) -> None:
+    """The rounding part of the bound on its own (values near 0, where the float32 part vanishes):
+    within half a step of 2^-scale_bits, so truncation or a biased rounding fails here."""
+    fp = FixedPoint()
+    dec = fp.decode_mean(fp.encode(x)[0], 1).astype(np.float64)
+    exact = x.astype(np.float64)
+    assert np.all(np.abs(dec - exact) <= 0.5 / fp.scale + np.abs(exact) * 2.0**-24 + 1e-15)
