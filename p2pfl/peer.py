@@ -113,10 +113,10 @@ class Peer:
         self.rollout = Rollout(
             config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
         )
-        #: the round loop: owns the round counter, the reports and the guards' state
         #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember) set by whoever provides
         #: its channel (the simulation's hub); None: this peer publishes its own trained model
         self.secagg: GroupMember | None = None
+        #: the round loop: owns the round counter, the reports and the guards' state
         self.rounds = self._build_rounds()
 
     def _build_engine(self) -> GossipEngine:
