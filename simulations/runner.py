@@ -143,7 +143,7 @@ class PeerRunner:
             cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
         peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
         if self.secagg is not None:
-            peer.secagg = self.secagg.member(self.me.identity)
+            self.secagg.bind(peer)
         if self.behaviour is not None:
             self.behaviour.bind(peer)
         self.observe.bind(peer)

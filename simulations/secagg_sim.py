@@ -19,6 +19,7 @@ import trio
 
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import Identity
+from p2pfl.peer import Peer
 from p2pfl.secagg.config import SecAggConfig
 from p2pfl.secagg.runtime import GroupMember
 
@@ -35,6 +36,9 @@ class SecAggSpec:
 
     members: tuple[int, ...] = ()
     params: tuple[tuple[str, Any], ...] = ()
+    #: the largest share of a non-member's mix the group's members may hold together (an org share cap:
+    #: they all publish the same mean); None: no cap
+    outsider_share_cap: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -43,7 +47,12 @@ class SecAggSpec:
     @classmethod
     def parse(cls, t: Mapping[str, Any], peers: int) -> SecAggSpec:
         s = "secagg"
-        _known(t, s, {"members", *_PASS})
+        _known(t, s, {"members", "outsider_share_cap", *_PASS})
+        cap = t.get("outsider_share_cap")
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 <= cap <= 1
+        ):
+            raise ScenarioError(s, "outsider_share_cap", f"a share in [0, 1], got {cap!r}")
         raw = t.get("members", 0)
         if isinstance(raw, int) and not isinstance(raw, bool):
             if not (raw == 0 or 2 <= raw <= peers):
@@ -57,7 +66,7 @@ class SecAggSpec:
                 raise ScenarioError(s, "members", f"distinct peer indices in [0, {peers}) expected")
             members = tuple(sorted(members_list))
         params = tuple((k, t[k]) for k in _PASS if k in t)
-        spec = cls(members, params)
+        spec = cls(members, params, None if cap is None else float(cap))
         if spec.enabled:
             fake = [Identity(bytes([i + 1]) * 32).peer_id for i in range(len(members))]
             try:
@@ -75,7 +84,10 @@ class SecAggSpec:
         return SecAggConfig(enabled=True, members=tuple(peer_ids), **dict(self.params))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"members": list(self.members), **dict(self.params)} if self.enabled else {}
+        if not self.enabled:
+            return {}
+        cap = {} if self.outsider_share_cap is None else {"outsider_share_cap": self.outsider_share_cap}
+        return {"members": list(self.members), **dict(self.params), **cap}
 
 
 class _HubChannel:
@@ -97,12 +109,21 @@ class SecAggHub:
 
     def __init__(self, spec: SecAggSpec, peer_ids: Sequence[str], network_id: str) -> None:
         self.config = spec.config([peer_ids[i] for i in spec.members])
+        self.outsider_share_cap = spec.outsider_share_cap
         self.network_id = network_id
         self.inbox: dict[str, tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]] = {
             pid: trio.open_memory_channel[bytes](math.inf) for pid in self.config.members
         }
         self.bytes_sent: Counter[str] = Counter()
         self.members: dict[str, GroupMember] = {}
+
+    def bind(self, peer: Peer) -> None:
+        """Make ``peer`` a member of the group, or give it the org share cap over the group's members."""
+        peer.secagg = self.member(peer.identity)
+        if peer.secagg is None and self.outsider_share_cap is not None:
+            peer.engine.set_groups(
+                dict.fromkeys(self.config.members, "secagg"), {"secagg": self.outsider_share_cap}
+            )
 
     def member(self, identity: Identity) -> GroupMember | None:
         """The group member for this peer (None: not in the group)."""

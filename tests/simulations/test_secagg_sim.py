@@ -52,6 +52,7 @@ def test_the_report_carries_the_group_summary(tmp_path: Path) -> None:
         ({"members": 8, "bound": 1e9}, {}, "bound"),
         ({"members": 8}, {"transport": "libp2p"}, "members"),
         ({"members": 8, "colour": 1}, {}, "colour"),
+        ({"members": 8, "outsider_share_cap": 1.5}, {}, "outsider_share_cap"),
     ],
 )
 def test_bad_secagg_sections_are_refused_naming_the_key(
@@ -60,3 +61,31 @@ def test_bad_secagg_sections_are_refused_naming_the_key(
     with pytest.raises(ScenarioError) as info:
         parse_scenario({**GROUP, "run": {**GROUP["run"], **run}, "secagg": table})
     assert key in str(info.value)
+
+
+def test_outsiders_cap_the_groups_share_and_members_join_it() -> None:
+    from p2pfl.identity import Identity
+    from p2pfl.peer import Peer, PeerConfig
+    from p2pfl.sim.secagg_sim import SecAggHub, SecAggSpec
+    from p2pfl.transport.memory import MemoryNetwork
+
+    from ..test_peer_round import ScriptedLearner
+
+    ids = [Identity(bytes([i + 1]) * 32) for i in range(3)]
+    hub = SecAggHub(SecAggSpec((0, 1), (("threshold", 2),), 0.3), [i.peer_id for i in ids], "net")
+    net = MemoryNetwork()
+    peers = [
+        Peer(
+            PeerConfig(network_id="net"),
+            ScriptedLearner([]),
+            i,
+            transport=lambda j: net.open(network_id="net"),
+        )
+        for i in ids
+    ]
+    for p in peers:
+        hub.bind(p)
+    assert peers[0].secagg is not None and peers[1].secagg is not None and peers[2].secagg is None
+    assert peers[2].engine.groups == {ids[0].peer_id: "secagg", ids[1].peer_id: "secagg"}
+    assert peers[2].engine.group_caps == {"secagg": 0.3}
+    assert not peers[0].engine.group_caps
