@@ -49,3 +49,16 @@ def test_bad_secagg_values_are_refused_naming_the_key(table: dict[str, Any], key
     with pytest.raises(ConfigError) as info:
         _config(table)
     assert "[secagg]" in str(info.value) and key in str(info.value)
+
+
+def test_a_peer_node_refuses_an_enabled_group_it_cannot_run() -> None:
+    """Over libp2p there is no group channel: `p2pfl peer` refuses `[secagg] enabled = true` instead of
+    silently publishing the peer's own model."""
+    import trio
+
+    from p2pfl.node import serve
+
+    node = _config({"enabled": True, "members": IDS})
+    with pytest.raises(ConfigError) as info:
+        trio.run(serve, node)
+    assert info.value.section == "secagg" and info.value.key == "enabled"
