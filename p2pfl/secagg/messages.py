@@ -244,13 +244,19 @@ def _body(kind: str, body: Any, members: int, dim: int) -> Body:
 
 
 def peek_round(data: bytes) -> int | None:
-    """The round a message claims (unverified; for buffering early messages), or None if unreadable."""
+    """The round a message claims (unverified; for buffering early messages), or None if unreadable. Reads
+    the first fields only, so a large masked vector costs nothing here."""
+    unpacker = msgpack.Unpacker(raw=False, max_bin_len=64, max_str_len=64, max_array_len=16)
+    unpacker.feed(bytes(data[:256]))
     try:
-        value = _unpack(data[:1_000_000], "secagg", max_array_len=1 << 16, max_bin_len=1 << 26)
-    except WireError:
+        if unpacker.read_array_header() != 7:
+            return None
+        fields = [unpacker.unpack() for _ in range(4)]
+    except (msgpack.OutOfData, msgpack.UnpackException, ValueError, TypeError, UnicodeDecodeError):
         return None
-    if isinstance(value, list) and len(value) == 7 and isinstance(value[3], int) and value[3] >= 0:
-        return int(value[3])
+    round_ = fields[3]
+    if isinstance(round_, int) and not isinstance(round_, bool) and 0 <= round_ < 1 << 63:
+        return round_
     return None
 
 

@@ -109,3 +109,14 @@ def test_small_values_are_rounded_to_the_nearest_step(x: np.ndarray) -> None:
     dec = fp.decode_mean(fp.encode(x)[0], 1).astype(np.float64)
     exact = x.astype(np.float64)
     assert np.all(np.abs(dec - exact) <= 0.5 / fp.scale + np.abs(exact) * 2.0**-24 + 1e-15)
+
+
+def test_peek_round_reads_the_round_of_a_large_message_and_never_raises() -> None:
+    """The runtime buffers a later round's messages by this; a 1M-coordinate masked vector included."""
+    from p2pfl.secagg.messages import peek_round
+
+    big = encode(NET.ident[0], "masked", NET.spec.group, 7, [[0, 1], bytes(4_000_000)])
+    assert peek_round(big) == 7
+    assert all(peek_round(d) == 1 for d in VALID)
+    for junk in (b"", b"\x97", b"\xc1" * 10, bytes(range(256)), big[:3]):
+        assert peek_round(junk) is None
