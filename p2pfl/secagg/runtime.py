@@ -28,8 +28,8 @@ from p2pfl.secagg.spec import GroupSpec
 
 log = logging.getLogger("p2pfl.secagg")
 
-#: messages of later rounds kept until this member gets there
-_MAX_EARLY = 4096
+#: messages of the next round kept per member until this member gets there (5 phases, with copies to spare)
+_EARLY_PER_MEMBER = 8
 
 
 class GroupChannel(Protocol):
@@ -104,7 +104,8 @@ class GroupMember:
             data = got[0]
             claimed = peek_round(data)
             if claimed is not None and claimed > round_:
-                if len(self._early) < _MAX_EARLY:
+                # a fellow already in the next round (never further: it waits for us): kept, bounded
+                if claimed == round_ + 1 and len(self._early) < _EARLY_PER_MEMBER * len(spec.members):
                     self._early.append((claimed, data))
                 continue
             if claimed is not None and claimed == self._last_round:
