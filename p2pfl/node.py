@@ -16,6 +16,7 @@ import signal
 import trio
 
 from p2pfl.config import NodeConfig, load_config
+from p2pfl.errors import ConfigError
 from p2pfl.identity import load_or_create_key
 from p2pfl.logs import LogOptions, PeerIdFilter, setup_logging
 from p2pfl.peer import Peer
@@ -25,6 +26,12 @@ log = logging.getLogger("p2pfl.node")
 
 
 async def serve(node: NodeConfig, log_filter: PeerIdFilter | None = None) -> int:
+    if node.peer.secagg.enabled:  # refused, not ignored: the peer would publish its own trained model
+        raise ConfigError(
+            "secagg",
+            "enabled",
+            "secure aggregation has no group channel over libp2p yet (docs/secagg.md); set it to false",
+        )
     learner = node.build_learner()  # first: a bad [learner.params] is refused before anything is written
     if node.peer.roster is not None:  # and a missing, foreign or unsigned roster
         check_roster_file(node.peer.roster, node.peer.network_id)

@@ -55,6 +55,7 @@ from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
     from p2pfl.metrics.peer_metrics import PeerMetrics
+    from p2pfl.secagg.runtime import GroupMember
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -112,6 +113,9 @@ class Peer:
         self.rollout = Rollout(
             config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
         )
+        #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember) set by whoever provides
+        #: its channel (the simulation's hub); None: this peer publishes its own trained model
+        self.secagg: GroupMember | None = None
         #: the round loop: owns the round counter, the reports and the guards' state
         self.rounds = self._build_rounds()
 
@@ -153,6 +157,7 @@ class Peer:
             stopped=self._stopped,
             on_round=self._on_round,
             rollout=self.rollout,
+            secagg=lambda: self.secagg,
         )
         return RoundLoop(parts)
 

@@ -47,6 +47,7 @@ from p2pfl.wire import Meta
 if TYPE_CHECKING:
     from p2pfl.config.schema import PeerConfig
     from p2pfl.rollout import Rollout
+    from p2pfl.secagg.runtime import GroupMember
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -110,6 +111,8 @@ class RoundParts:
     on_round: Callable[[RoundReport], None] | None = None
     #: quality deltas and the serving version (p2pfl.rollout); ``None``: versions get no quality metrics
     rollout: Rollout | None = None
+    #: this peer's secure-aggregation group (p2pfl.secagg; ``Peer.secagg``), looked up each round
+    secagg: Callable[[], GroupMember | None] = lambda: None
 
 
 class RoundLoop:
@@ -258,9 +261,18 @@ class RoundLoop:
         engine, exchange = self._p.engine, self._p.exchange
         t0 = trio.current_time()
         await exchange.execute(engine.readmissions(t0))
+        start = engine.own.copy()
         train, trained = await self._train()
+        group = self._p.secagg()
+        if group is not None:  # only the group's mean leaves this peer (docs/secagg.md)
+            mean = await group.mean(self.round + 1, engine.layout.flatten(trained))
+            trained = engine.layout.unflatten(start if mean is None else mean)
         # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
-        candidates = [replace(r) for r in engine.mixing_candidates(trio.current_time())]
+        candidates = [
+            replace(r)
+            for r in engine.mixing_candidates(trio.current_time())
+            if group is None or not group.is_fellow(r.peer)  # a fellow publishes the mean we have
+        ]
         trained_eval, val_losses, own_val = await self._evaluate(candidates, trained)
         self.round += 1
         outcome: RoundOutcome = engine.finish_round(

@@ -58,6 +58,7 @@ from .plan import (  # noqa: F401 - re-exported: the plan lived here
 )
 from .progress import Progress, _isatty  # noqa: F401 - re-exported
 from .scenario import Scenario
+from .secagg_sim import SecAggHub
 
 #: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
 #: PYTHONPATH, so it runs the same code as this process.
@@ -87,6 +88,8 @@ class PeerRunner:
     status_interval_s: float = 0.0
     #: the fewest rounds any honest peer has done (when Sybils join and leave); None: no Sybils
     honest_round: Callable[[], int] | None = None
+    #: the secure-aggregation hub of the scenario's [secagg] group (memory engine only)
+    secagg: SecAggHub | None = None
     peer: Peer | None = None
     behaviour: Behaviour | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
@@ -139,6 +142,8 @@ class PeerRunner:
         if sc.sybil.closed and self.me.honest:
             cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
         peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
+        if self.secagg is not None:
+            self.secagg.bind(peer)
         if self.behaviour is not None:
             self.behaviour.bind(peer)
         self.observe.bind(peer)
@@ -368,6 +373,8 @@ class RunOutput:
     vectors: dict[int, npt.NDArray[np.float32]]  # honest peer index -> (rounds, d) own models
     wall_s: float
     timed_out: bool
+    #: the [secagg] group's summary (p2pfl.sim.secagg_sim.SecAggHub.summary), when the scenario has one
+    secagg: dict[str, Any] | None = None
 
 
 async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
@@ -377,6 +384,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
     splits = load_splits(scenario)
     net = MemoryNetwork(flood=scenario.run.relay)
     nid = scenario.run.network_id
+    hub = SecAggHub(scenario.secagg, plan.peer_ids, nid) if scenario.secagg.enabled else None
     t0 = time.time()
     honest = plan.honest
     sample = set(honest[:VECTOR_SAMPLE])
@@ -392,6 +400,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
             keep_vectors=p.index in sample,
             listen="memory",
             honest_round=lambda: min((runners[i].rounds_done for i in honest), default=0),
+            secagg=hub,
         )
         for p in plan.peers
     ]
@@ -425,6 +434,8 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
                 with trio.move_on_after(0.5):
                     await done_event.wait()
         progress.update(sum(min(r.rounds_done, scenario.run.rounds) for r in runners if r.me.honest))
+        if hub is not None:
+            hub.close()  # members waiting for fellows that already stopped leave their group round
         if limit.cancelled_caught:
             timed_out = True
             done_event.set()
@@ -440,7 +451,7 @@ async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> R
         res["final_accuracy"] = r.trace[-1]["acc"] if r.trace else None
         results.append(res)
     vectors = {r.me.index: np.stack(r.vectors) for r in runners if r.vectors}
-    return RunOutput(plan, results, vectors, wall, timed_out)
+    return RunOutput(plan, results, vectors, wall, timed_out, hub.summary() if hub is not None else None)
 
 
 # --------------------------------------------------------------------------------------------- API
@@ -471,6 +482,8 @@ def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: b
     results = write_outputs(output, out, plots=plots)
     # issue 15's figures (mixing shares, bans by reason and round, seconds per round) ride along
     results["attacks"] = attack_metrics(output)
+    if output.secagg is not None:
+        results["secagg"] = output.secagg
     (out / "results.json").write_text(json.dumps(results, indent=2))
     return results
 

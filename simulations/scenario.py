@@ -36,6 +36,7 @@ from .scenario_attacks import AttackSpec as AttackSpec  # noqa: PLC0414
 from .scenario_attacks import ScenarioError as ScenarioError  # noqa: PLC0414
 from .scenario_attacks import SybilSpec as SybilSpec  # noqa: PLC0414
 from .scenario_attacks import _choice, _get, _known, _range
+from .secagg_sim import SecAggSpec
 
 TRANSPORTS = ("libp2p", "memory")
 DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic")
@@ -54,6 +55,7 @@ SECTIONS = (
     "churn",
     "sybil",
     "rollout",
+    "secagg",
 )
 
 
@@ -372,6 +374,7 @@ class Scenario:
     churn: ChurnSpec = field(default_factory=ChurnSpec)
     sybil: SybilSpec = field(default_factory=SybilSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
+    secagg: SecAggSpec = field(default_factory=SecAggSpec)
     name: str = "scenario"
 
     def peer_overrides(self) -> dict[str, Any]:
@@ -414,6 +417,7 @@ class Scenario:
             },
             "sybil": dataclasses.asdict(self.sybil),
             "rollout": {k: v for k, v in dataclasses.asdict(self.rollout.config()).items() if v is not None},
+            "secagg": self.secagg.to_dict(),
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Scenario:
@@ -443,8 +447,11 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         churn=ChurnSpec.parse(data.get("churn", {}), topology.peers),
         sybil=SybilSpec.parse(data.get("sybil", {})),
         rollout=RolloutSpec.parse(data.get("rollout", {})),
+        secagg=SecAggSpec.parse(data.get("secagg", {}), topology.peers),
         name=name,
     )
+    if scenario.secagg.enabled and scenario.run.transport != "memory":
+        raise ScenarioError("secagg", "members", 'secure aggregation runs on [run] transport = "memory" only')
     n_bad = scenario.attack.count(topology.peers)
     if scenario.attack.kind != "none" and n_bad == 0:
         raise ScenarioError(

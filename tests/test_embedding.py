@@ -285,6 +285,7 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     from p2pfl.protocol.ratelimit import RateConfig
     from p2pfl.rollout import RolloutConfig
     from p2pfl.scoring import ScoringConfig
+    from p2pfl.secagg.config import SecAggConfig
 
     text = (REPO / "docs" / "peer.md").read_text()
     blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
@@ -300,6 +301,7 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     expected |= {("aggregation", f) for f in AggregationConfig.__dataclass_fields__}
     expected |= {("rollout", f) for f in RolloutConfig.__dataclass_fields__}
     expected |= {("rates", f) for f in RateConfig.__dataclass_fields__}
+    expected |= {("secagg", f) for f in SecAggConfig.__dataclass_fields__}
     expected |= {("scoring", f) for f in ScoringConfig.__dataclass_fields__} | {
         ("scoring", "enabled"),
         ("scoring", "val_scoring"),

@@ -24,12 +24,24 @@ from p2pfl.learner import Learner
 from p2pfl.protocol.ratelimit import RateConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
+from p2pfl.secagg.config import SecAggConfig
 
 #: [peer] keys of the node around the peer (the CLI's), not of PeerConfig
 NODE_KEYS: dict[str, tuple[type, ...]] = {"key_file": (str,), "log_level": (str,), "rounds": (int,)}
 #: the [learner] section
 _LEARNER_KEYS: dict[str, tuple[type, ...]] = {"entry": (str,), "params": (dict,)}
-_SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access", "metrics", "rollout", "rates")
+_SECTIONS = (
+    "peer",
+    "learner",
+    "aggregation",
+    "scoring",
+    "protocol",
+    "access",
+    "metrics",
+    "rollout",
+    "rates",
+    "secagg",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -237,6 +249,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     fields["scoring"] = _dataclass_section(ScoringConfig, scoring_params, "scoring", {})
     fields["rollout"] = _dataclass_section(RolloutConfig, data.get("rollout", {}), "rollout", {})
     fields["rates"] = _dataclass_section(RateConfig, data.get("rates", {}), "rates", {})
+    fields["secagg"] = _dataclass_section(SecAggConfig, data.get("secagg", {}), "secagg", {})
     peer_config = PeerConfig(**fields)  # its errors name [section] key (p2pfl.config.schema)
     if peer_config.roster is None and peer_config.open_network is not True:
         raise ConfigError(

@@ -25,6 +25,7 @@ from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.protocol.ratelimit import RateConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
+from p2pfl.secagg.config import SecAggConfig
 
 T = TypeVar("T")
 
@@ -147,6 +148,8 @@ class PeerConfig:
     metrics_listen: str | None = setting(None, section="metrics", key="listen")
     #: serving vs training version, shadow and canary (the ``[rollout]`` section; docs/rollout.md)
     rollout: RolloutConfig = setting(section=None, default_factory=RolloutConfig)  # noqa: RUF009
+    #: the secure-aggregation group (the ``[secagg]`` section; docs/secagg.md)
+    secagg: SecAggConfig = setting(section=None, default_factory=SecAggConfig)  # noqa: RUF009
 
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:

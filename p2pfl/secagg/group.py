@@ -1,0 +1,457 @@
+"""One group round of secure aggregation (Bonawitz et al. 2017) as a sans-I/O state machine.
+
+There is no server: every member plays the aggregator for itself, and all members compute the same mean.
+
+1. **advertise**: send a fresh mask key ``s_pk`` and a commitment to a fresh self-mask seed ``b``. At the
+   end: ``U1``, the members heard from.
+2. **share keys**: Shamir-share ``b`` and ``s_sk`` (threshold ``t``); send each member of ``U1`` its two
+   shares, each signed by us, encrypted to its identity-derived X25519 key. ``U2``: the members whose shares
+   we got.
+3. **masked input**: send ``y = encode(x) + PRG(b) + sum_v +-PRG(s_uv)`` (``+`` towards higher indices) over
+   the members of ``U2``, naming that mask set. ``U3``: the members whose masked vector we got; every pair
+   of ``U3`` must have masked with each other.
+4. **consistency**: send our ``U3``; every view we receive must equal ours, else the round fails before any
+   secret is revealed (a member that claims ``w`` dropped to one member and alive to another would get both
+   of ``w``'s secrets otherwise).
+5. **unmask**: reveal our share of ``b_w`` for each ``w`` in ``U3`` and of ``s_w`` for each ``w`` that
+   masked with a survivor but dropped: never both for one member. With ``t`` dealer-signed shares of each,
+   rebuild the secrets, check them against the advertised ``s_pk`` and commitment, remove the masks and
+   decode the mean.
+
+Each phase ends when every expected message arrived or at its deadline (time passed in); fewer than ``t``
+members (or shares) left fails the round with ``below_threshold``. Every bad message is counted in
+``rejections`` by its reason and otherwise ignored: it never raises out of :meth:`receive`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from p2pfl.identity import Identity, public_key_from_peer_id, verify
+from p2pfl.secagg import crypto, shamir
+from p2pfl.secagg.errors import SecAggError
+from p2pfl.secagg.fixedpoint import Ring
+from p2pfl.secagg.messages import (
+    NONCE_SIZE,
+    Advertise,
+    Body,
+    Masked,
+    Message,
+    Revealed,
+    SharePlain,
+    Shares,
+    Unmask,
+    View,
+    decode,
+    encode,
+    encode_body,
+    open_shares,
+    seal_shares,
+    share_statement,
+)
+from p2pfl.secagg.spec import GroupSpec
+
+
+class Phase(enum.IntEnum):
+    ADVERTISE = 0
+    SHARE_KEYS = 1
+    MASKED_INPUT = 2
+    CONSISTENCY = 3
+    UNMASK = 4
+    DONE = 5
+    FAILED = 6
+
+
+_PHASE_OF = {"advertise": 0, "shares": 1, "masked": 2, "view": 3, "unmask": 4}
+#: the most messages a member buffers for phases it has not reached
+_MAX_PENDING = 64
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``data`` to the members with these indices (the driver maps them to peer ids)."""
+
+    to: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """The round's mean (float32), the members whose inputs it averages, and those who dropped after
+    sharing their keys (their masks were removed through the others' shares)."""
+
+    mean: npt.NDArray[np.float32]
+    survivors: tuple[int, ...]
+    recovered: tuple[int, ...]
+
+
+class GroupRound:
+    """This member's side of one group round. Feed it ``receive(data, now)`` and ``tick(now)``; send what
+    they return. ``phase`` ends as ``DONE`` (``result``) or ``FAILED`` (``failure``: a reason slug)."""
+
+    def __init__(
+        self,
+        spec: GroupSpec,
+        identity: Identity,
+        round_: int,
+        vector: npt.NDArray[np.floating],
+        *,
+        now: float,
+        randbytes: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.spec = spec
+        self.round = round_
+        self.me = spec.index(identity.peer_id)
+        self._id = identity
+        self._rand = randbytes
+        if np.asarray(vector).shape != (spec.dim,):
+            raise SecAggError(
+                "malformed", f"the input has shape {np.asarray(vector).shape}, not ({spec.dim},)"
+            )
+        self._x, self.clipped = spec.fixed.encode(vector)
+        self._mask_sk, self._mask_pk = crypto.mask_keypair(randbytes(crypto.KEY_SIZE))
+        self._b = randbytes(crypto.SEED_SIZE)
+        self._box_sk = crypto.identity_box_key(identity)
+        self._context = spec.group + round_.to_bytes(8, "big")
+        self.phase = Phase.ADVERTISE
+        self.deadline = now + spec.advertise_timeout_s
+        self.result: GroupResult | None = None
+        self.failure: str | None = None
+        self.failure_message = ""
+        self.rejections: Counter[str] = Counter()
+        self.bytes_sent = 0
+        self._seen: set[bytes] = set()
+        self._refused: set[tuple[int, Phase]] = set()
+        self._pending: list[Message] = []
+        self._adverts: dict[int, Advertise] = {}
+        self._held: dict[int, SharePlain] = {}  # dealer -> the shares it dealt us
+        self._masked: dict[int, Masked] = {}
+        self._views: dict[int, View] = {}
+        self._revealed: dict[tuple[int, str], dict[int, bytes]] = {}  # (dealer, kind) -> x -> share
+        self._u1: tuple[int, ...] = ()
+        self._u2: tuple[int, ...] = ()
+        self._u3: tuple[int, ...] = ()
+        self._dropped: tuple[int, ...] = ()
+        self._dealt: list[SharePlain] = []
+        self._commit_b = crypto.commit(self._b, self._context, b"b")
+        self._adverts[self.me] = Advertise(self._mask_pk, self._commit_b)
+
+    # ------------------------------------------------------------------------------- driving
+
+    def start(self) -> list[Send]:
+        """The first messages (our key advert)."""
+        return [self._send(self._others(), "advertise", Advertise(self._mask_pk, self._commit_b))]
+
+    def receive(self, data: bytes, now: float) -> list[Send]:
+        """Take one message from the group; returns what to send. Never raises for a remote input."""
+        if self.phase >= Phase.DONE:
+            return []
+        try:
+            msg = decode(data, group=self.spec.group, members=self.spec.members, dim=self.spec.dim)
+            digest = hashlib.sha256(msg.raw).digest()
+            if msg.round < self.round or digest in self._seen or msg.sender == self.me:
+                raise SecAggError("replay", f"{msg.kind} of round {msg.round} from member {msg.sender}")
+            if msg.round > self.round:
+                raise SecAggError("wrong_round", f"round {msg.round}, this is {self.round}")
+            if _PHASE_OF[msg.kind] < self.phase:
+                raise SecAggError("late", f"{msg.kind} from member {msg.sender} in phase {self.phase.name}")
+            self._seen.add(digest)
+        except SecAggError as exc:
+            self.rejections[exc.reason] += 1
+            return []
+        if _PHASE_OF[msg.kind] > self.phase:
+            if len(self._pending) >= _MAX_PENDING:
+                self.rejections["oversize"] += 1
+            else:
+                self._pending.append(msg)
+            return self._advance(now)
+        self._take(msg)
+        return self._advance(now)
+
+    def tick(self, now: float) -> list[Send]:
+        """Let time pass: a phase whose deadline passed ends with what it has."""
+        return [] if self.phase >= Phase.DONE else self._advance(now)
+
+    @property
+    def done(self) -> bool:
+        return self.phase >= Phase.DONE
+
+    # --------------------------------------------------------------------------- messages in
+
+    def _take(self, msg: Message) -> None:
+        """Store a verified message of the current phase, or count why not."""
+        try:
+            self._store(msg.sender, msg.body)
+        except SecAggError as exc:
+            self.rejections[exc.reason] += 1
+            self._refused.add((msg.sender, self.phase))  # it spoke (badly): nobody waits for it
+
+    def _store(self, sender: int, body: Body) -> None:
+        if isinstance(body, Advertise):
+            self._once(self._adverts, sender)
+            crypto.agree(self._mask_sk, body.mask_pk)  # weak_key: a small-order key is refused here
+            self._adverts[sender] = body
+        elif isinstance(body, Shares):
+            if body.recipient != self.me:
+                raise SecAggError("wrong_recipient", f"shares for member {body.recipient}")
+            if sender not in self._u1:
+                raise SecAggError("inconsistent", f"shares from member {sender}, whose keys we did not get")
+            self._once(self._held, sender)
+            plain = open_shares(
+                self._box_sk, crypto.peer_box_key(self.spec.members[sender]), body.nonce, body.ciphertext
+            )
+            for kind, share, sig in (("b", plain.share_b, plain.sig_b), ("s", plain.share_s, plain.sig_s)):
+                if not self._dealt_by(sender, self.me, kind, share, sig):
+                    raise SecAggError("bad_share", f"member {sender}'s {kind} share is not signed by it")
+            self._held[sender] = plain
+        elif isinstance(body, Masked):
+            if sender not in self._u1 or not set(body.mask_set) <= set(self._u1):
+                raise SecAggError("inconsistent", f"a masked input from member {sender} naming unknown keys")
+            self._once(self._masked, sender)
+            self._masked[sender] = body
+        elif isinstance(body, View):
+            if sender not in self._u3:
+                raise SecAggError("inconsistent", f"a view from member {sender}, not a survivor to us")
+            self._once(self._views, sender)
+            if body.survivors != self._u3:
+                self._fail("inconsistent", f"member {sender} saw other survivors: no secret is revealed")
+                return
+            self._views[sender] = body
+        elif isinstance(body, Unmask):
+            self._store_unmask(sender, body)
+
+    def _store_unmask(self, sender: int, body: Unmask) -> None:
+        if sender not in self._u3:
+            raise SecAggError("inconsistent", f"shares revealed by member {sender}, not a survivor to us")
+        if any(x == sender + 1 for key in self._revealed.values() for x in key):
+            raise SecAggError("duplicate", f"member {sender} revealed shares twice")
+        for item in body.items:
+            expected = "b" if item.dealer in self._u3 else "s"
+            if item.kind != expected or (item.kind == "s" and item.dealer not in self._dropped):
+                raise SecAggError(
+                    "inconsistent", f"member {sender} revealed a {item.kind} share of {item.dealer}"
+                )
+            if not self._dealt_by(item.dealer, sender, item.kind, item.share, item.signature):
+                raise SecAggError(
+                    "bad_share", f"a share revealed by member {sender} is not signed by its dealer"
+                )
+        for item in body.items:
+            self._revealed.setdefault((item.dealer, item.kind), {})[sender + 1] = item.share
+
+    def _dealt_by(self, dealer: int, holder: int, kind: str, share: bytes, sig: bytes) -> bool:
+        statement = share_statement(self.spec.group, self.round, dealer, holder, kind=kind, share=share)
+        return verify(public_key_from_peer_id(self.spec.members[dealer]), statement, sig)
+
+    @staticmethod
+    def _once(store: Mapping[int, object], sender: int) -> None:
+        if sender in store:
+            raise SecAggError("duplicate", f"a second message of this phase from member {sender}")
+
+    # ------------------------------------------------------------------------------- phases
+
+    def _advance(self, now: float) -> list[Send]:
+        out: list[Send] = []
+        for _ in range(8):  # at most one step per phase
+            if self.phase >= Phase.DONE or not self._phase_over(now):
+                break
+            out += self._next_phase(now)
+            pending, self._pending = self._pending, []
+            for msg in pending:
+                if _PHASE_OF[msg.kind] == self.phase:
+                    self._take(msg)
+                else:
+                    self._pending.append(msg)
+        return out
+
+    def _expected(self) -> tuple[set[int], tuple[int, ...]]:
+        """The members heard from in this phase, and the members expected to speak."""
+        if self.phase == Phase.ADVERTISE:
+            return set(self._adverts), tuple(range(len(self.spec.members)))
+        if self.phase == Phase.SHARE_KEYS:
+            return set(self._held), self._u1
+        if self.phase == Phase.MASKED_INPUT:
+            return set(self._masked), self._u2
+        return set(self._views), self._u3
+
+    def _phase_over(self, now: float) -> bool:
+        if self.phase == Phase.UNMASK:
+            return now >= self.deadline or all(
+                len(self._revealed.get((w, k), {})) >= self.spec.threshold for w, k in self._needed()
+            )
+        store, expected = self._expected()
+        spoke = store | {m for m, phase in self._refused if phase == self.phase}
+        return now >= self.deadline or all(m in spoke or m == self.me for m in expected)
+
+    def _next_phase(self, now: float) -> list[Send]:
+        t = self.spec.threshold
+        self.deadline = now + self.spec.phase_timeout_s
+        if self.phase == Phase.ADVERTISE:
+            self._u1 = tuple(sorted(self._adverts))
+            if not self._enough(self._u1, "key adverts"):
+                return []
+            self.phase = Phase.SHARE_KEYS
+            return self._deal()
+        if self.phase == Phase.SHARE_KEYS:
+            self._u2 = tuple(sorted({*self._held, self.me}))
+            if not self._enough(self._u2, "key shares"):
+                return []
+            self.phase = Phase.MASKED_INPUT
+            y = self._masked_input()
+            self._masked[self.me] = Masked(self._u2, y.astype("<u4").tobytes())
+            return [self._send(self._others(self._u1), "masked", self._masked[self.me])]
+        if self.phase == Phase.MASKED_INPUT:
+            if not self._survivors():
+                return []
+            self.phase = Phase.CONSISTENCY
+            self._views[self.me] = View(self._u3)
+            return [self._send(self._others(self._u3), "view", View(self._u3))]
+        if self.phase == Phase.CONSISTENCY:
+            if not self._enough(tuple(self._views), "consistency views"):
+                return []
+            self.phase = Phase.UNMASK
+            items = []
+            for w, kind in sorted(self._needed()):
+                plain = self._held.get(w) if w != self.me else self._own_shares()
+                if plain is None:
+                    continue  # we never got w's shares: the others reveal theirs
+                share, sig = (plain.share_b, plain.sig_b) if kind == "b" else (plain.share_s, plain.sig_s)
+                items.append(Revealed(w, kind, share, sig))
+                self._revealed.setdefault((w, kind), {})[self.me + 1] = share
+            return [self._send(self._others(self._u3), "unmask", Unmask(tuple(items)))]
+        # UNMASK
+        if not all(len(self._revealed.get(key, {})) >= t for key in self._needed()):
+            self._fail("below_threshold", f"fewer than {t} shares of some secret were revealed in time")
+            return []
+        try:
+            self.result = self._unmask()
+            self.phase = Phase.DONE
+        except SecAggError as exc:
+            self._fail(exc.reason, str(exc))
+        return []
+
+    def _survivors(self) -> bool:
+        """Fix ``U3`` and the dropped members from the masked inputs (every member computes the same from
+        the same messages). A member that masked with ``v`` while ``v`` did not mask with it (``v`` never
+        got, or refused, its shares) is left out: its input is dropped and its pairwise masks are removed
+        like a dropped member's, and its self-mask seed is never revealed."""
+        sets = {u: set(m.mask_set) for u, m in self._masked.items()}
+        left_out = {u for u in sets for v in sets if u != v and v in sets[u] and u not in sets[v]}
+        if left_out:
+            self.rejections["inconsistent"] += len(left_out)
+        self._u3 = tuple(sorted(set(sets) - left_out))
+        if self.me in left_out:
+            self._fail("inconsistent", "a member refused our key shares: our input is left out")
+            return False
+        if not self._enough(self._u3, "consistent masked inputs"):
+            return False
+        self._dropped = tuple(sorted(set().union(*(sets[u] for u in self._u3)) - set(self._u3)))
+        return True
+
+    def _enough(self, members: tuple[int, ...], what: str) -> bool:
+        if len(members) < self.spec.threshold:
+            self._fail("below_threshold", f"{len(members)} {what}, {self.spec.threshold} needed")
+            return False
+        return True
+
+    def _fail(self, reason: str, message: str) -> None:
+        self.phase = Phase.FAILED
+        self.failure = reason
+        self.failure_message = message
+
+    # ---------------------------------------------------------------------------- the maths
+
+    def _deal(self) -> list[Send]:
+        n, t = len(self.spec.members), self.spec.threshold
+        shares_b = shamir.split(self._b, n, t, self._rand)
+        shares_s = shamir.split(self._mask_sk, n, t, self._rand)
+        self._dealt = []
+        for v in range(n):
+            plain = SharePlain(
+                shares_b[v],
+                self._id.sign(
+                    share_statement(self.spec.group, self.round, self.me, v, kind="b", share=shares_b[v])
+                ),
+                shares_s[v],
+                self._id.sign(
+                    share_statement(self.spec.group, self.round, self.me, v, kind="s", share=shares_s[v])
+                ),
+            )
+            self._dealt.append(plain)
+        out = []
+        for v in self._others(self._u1):
+            nonce = self._rand(NONCE_SIZE)
+            ct = seal_shares(self._box_sk, crypto.peer_box_key(self.spec.members[v]), nonce, self._dealt[v])
+            out.append(self._send((v,), "shares", Shares(v, nonce, ct)))
+        return out
+
+    def _own_shares(self) -> SharePlain:
+        return self._dealt[self.me]
+
+    def _sign(self, u: int, v: int) -> int:
+        return 1 if u < v else -1
+
+    def _masked_input(self) -> Ring:
+        d = self.spec.dim
+        y = self._x + crypto.prg(crypto.derive(self._b, self._context, b"self"), d)
+        for v in self._others(self._u2):
+            seed = crypto.pair_seed(
+                self._mask_sk, self._adverts[v].mask_pk, self._context, *self._ids(self.me, v)
+            )
+            mask = crypto.prg(seed, d)
+            y = y + mask if self._sign(self.me, v) > 0 else y - mask
+        return y.astype(np.uint32)
+
+    def _ids(self, u: int, v: int) -> tuple[str, str]:
+        return self.spec.members[u], self.spec.members[v]
+
+    def _needed(self) -> set[tuple[int, str]]:
+        return {(w, "b") for w in self._u3} | {(w, "s") for w in self._dropped}
+
+    def _secret(self, w: int, kind: str) -> bytes:
+        secret = shamir.combine(self._revealed[(w, kind)], self.spec.threshold)
+        advert = self._adverts.get(w)
+        if kind == "b":
+            ok = advert is not None and crypto.commit(secret, self._context, b"b") == advert.commit_b
+        else:
+            ok = advert is not None and crypto.mask_public(secret) == advert.mask_pk
+        if not ok:
+            raise SecAggError(
+                "unrecoverable", f"member {w}'s {kind} secret does not match what it advertised"
+            )
+        return secret
+
+    def _unmask(self) -> GroupResult:
+        d = self.spec.dim
+        total = np.zeros(d, dtype=np.uint32)
+        for u in self._u3:
+            total += np.frombuffer(self._masked[u].vector, dtype="<u4").astype(np.uint32)
+            total -= crypto.prg(crypto.derive(self._secret(u, "b"), self._context, b"self"), d)
+        for w in self._dropped:
+            s_w = self._secret(w, "s")
+            for u in self._u3:
+                if w not in self._masked[u].mask_set:
+                    continue
+                seed = crypto.pair_seed(s_w, self._adverts[u].mask_pk, self._context, *self._ids(u, w))
+                mask = crypto.prg(seed, d)
+                total = total - mask if self._sign(u, w) > 0 else total + mask
+        mean = self.spec.fixed.decode_mean(total, len(self._u3))
+        return GroupResult(mean, self._u3, self._dropped)
+
+    # ---------------------------------------------------------------------------- messages out
+
+    def _others(self, among: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        pool = range(len(self.spec.members)) if among is None else among
+        return tuple(m for m in pool if m != self.me)
+
+    def _send(self, to: tuple[int, ...], kind: str, body: Body) -> Send:
+        data = encode(self._id, kind, self.spec.group, self.round, encode_body(body))
+        self.bytes_sent += len(data) * len(to)
+        return Send(to, data)

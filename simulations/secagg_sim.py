@@ -1,0 +1,154 @@
+"""Secure aggregation in simulations: the scenario's ``[secagg]`` section and the in-memory group hub.
+
+``[secagg]`` puts the first ``members`` peers of the topology (or the listed peer indices) into one group
+(docs/secagg.md): each round they run a group round over :class:`SecAggHub` (an in-process message hub
+that counts each member's bytes) and publish only the group's mean. Only the ``memory`` engine carries it;
+the libp2p engine has no group channel yet, and a scenario asking for both is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from p2pfl.errors import ConfigError, P2PFLError
+from p2pfl.identity import Identity
+from p2pfl.peer import Peer
+from p2pfl.secagg.config import SecAggConfig
+from p2pfl.secagg.runtime import GroupMember
+
+from .scenario_attacks import ScenarioError, _get, _known
+
+#: the [secagg] keys that pass through to p2pfl.secagg.SecAggConfig
+_PASS = ("threshold", "scale_bits", "bound", "advertise_timeout_s", "phase_timeout_s")
+
+
+@dataclass(frozen=True)
+class SecAggSpec:
+    """``members``: a count (the first peers) or a list of peer indices; 0 or absent: off. The other keys
+    are :class:`p2pfl.secagg.SecAggConfig` fields (validated there)."""
+
+    members: tuple[int, ...] = ()
+    params: tuple[tuple[str, Any], ...] = ()
+    #: the largest share of a non-member's mix the group's members may hold together (an org share cap:
+    #: they all publish the same mean); None: no cap
+    outsider_share_cap: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.members)
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any], peers: int) -> SecAggSpec:
+        s = "secagg"
+        _known(t, s, {"members", "outsider_share_cap", *_PASS})
+        cap = t.get("outsider_share_cap")
+        if cap is not None and (
+            isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 <= cap <= 1
+        ):
+            raise ScenarioError(s, "outsider_share_cap", f"a share in [0, 1], got {cap!r}")
+        raw = t.get("members", 0)
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            if not (raw == 0 or 2 <= raw <= peers):
+                raise ScenarioError(s, "members", f"a count in [2, {peers}] (or 0: off), got {raw}")
+            members = tuple(range(raw))
+        else:
+            members_list = _get(t, s, "members", list, [])
+            if not all(isinstance(i, int) and 0 <= i < peers for i in members_list) or len(
+                set(members_list)
+            ) != len(members_list):
+                raise ScenarioError(s, "members", f"distinct peer indices in [0, {peers}) expected")
+            members = tuple(sorted(members_list))
+        params = tuple((k, t[k]) for k in _PASS if k in t)
+        spec = cls(members, params, None if cap is None else float(cap))
+        if spec.enabled:
+            fake = [Identity(bytes([i + 1]) * 32).peer_id for i in range(len(members))]
+            try:
+                spec.config(fake)
+            except ConfigError as exc:
+                if exc.key is not None and exc.reason is not None:
+                    raise ScenarioError(s, exc.key, exc.reason) from None
+                raise ScenarioError(f"[{s}] {exc}") from None
+            except P2PFLError as exc:
+                raise ScenarioError(f"[{s}] {exc}") from None
+        return spec
+
+    def config(self, peer_ids: Sequence[str]) -> SecAggConfig:
+        """The members' ``[secagg]`` config, given the group's peer ids."""
+        return SecAggConfig(enabled=True, members=tuple(peer_ids), **dict(self.params))
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        cap = {} if self.outsider_share_cap is None else {"outsider_share_cap": self.outsider_share_cap}
+        return {"members": list(self.members), **dict(self.params), **cap}
+
+
+class _HubChannel:
+    def __init__(self, hub: SecAggHub, me: str) -> None:
+        self.hub, self.me = hub, me
+
+    async def send(self, to: str, data: bytes) -> None:
+        self.hub.bytes_sent[self.me] += len(data)
+        if to in self.hub.inbox:
+            with contextlib.suppress(trio.BrokenResourceError):  # the recipient stopped: it is gone
+                self.hub.inbox[to][0].send_nowait(data)
+
+    async def receive(self) -> bytes:
+        return await self.hub.inbox[self.me][1].receive()
+
+
+class SecAggHub:
+    """Delivers the group's messages in process (reliable and in order, like a stream per pair)."""
+
+    def __init__(self, spec: SecAggSpec, peer_ids: Sequence[str], network_id: str) -> None:
+        self.config = spec.config([peer_ids[i] for i in spec.members])
+        self.outsider_share_cap = spec.outsider_share_cap
+        self.network_id = network_id
+        self.inbox: dict[str, tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]] = {
+            pid: trio.open_memory_channel[bytes](math.inf) for pid in self.config.members
+        }
+        self.bytes_sent: Counter[str] = Counter()
+        self.members: dict[str, GroupMember] = {}
+
+    def bind(self, peer: Peer) -> None:
+        """Make ``peer`` a member of the group, or give it the org share cap over the group's members."""
+        peer.secagg = self.member(peer.identity)
+        if peer.secagg is None and self.outsider_share_cap is not None:
+            peer.engine.set_groups(
+                dict.fromkeys(self.config.members, "secagg"), {"secagg": self.outsider_share_cap}
+            )
+
+    def member(self, identity: Identity) -> GroupMember | None:
+        """The group member for this peer (None: not in the group)."""
+        if identity.peer_id not in self.config.members:
+            return None
+        m = self.members.get(identity.peer_id)
+        if m is None:
+            m = GroupMember(self.config, identity, self.network_id, _HubChannel(self, identity.peer_id))
+            self.members[identity.peer_id] = m
+        return m
+
+    def close(self) -> None:
+        """End the run: a member waiting in a group round stops at once (its round fails ``closed``)."""
+        for _send, receive in self.inbox.values():
+            receive.close()
+
+    def summary(self) -> dict[str, Any]:
+        """What results.json records of the group: rounds done and failed, rejections, bytes per member."""
+        ms = self.members.values()
+        return {
+            "members": len(self.config.members),
+            "threshold": self.config.group_threshold,
+            "rounds_completed": {pid[-8:]: m.completed for pid, m in self.members.items()},
+            "failures": dict(sum((m.failures for m in ms), Counter())),
+            "rejections": dict(sum((m.rejections for m in ms), Counter())),
+            "clipped": sum(m.clipped for m in ms),
+            "bytes_sent": {pid[-8:]: self.bytes_sent[pid] for pid in self.config.members},
+        }
