@@ -96,6 +96,7 @@ class PeerRunner:
     finished: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    _wire: list[int] = field(default_factory=lambda: [0, 0])
     _served: int = 0
     _rejected: Counter[str] = field(default_factory=Counter)
     _evicted: set[str] = field(default_factory=set)
@@ -183,6 +184,8 @@ class PeerRunner:
         stats = peer.transport.stats
         self._bytes[0] += stats.bytes_sent
         self._bytes[1] += stats.bytes_received
+        self._wire[0] += stats.wire_sent
+        self._wire[1] += stats.wire_received
         self._served += stats.requests_served
         self._rejected.update(peer.engine.rejections)
         for reason, count in stats.dropped.items():
@@ -193,6 +196,7 @@ class PeerRunner:
     def snapshot_counters(self) -> dict[str, Any]:
         peer = self.peer
         sent, received = self._bytes
+        wire_sent, wire_received = self._wire
         served = self._served
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
@@ -200,6 +204,8 @@ class PeerRunner:
             stats = peer.transport.stats
             sent += stats.bytes_sent
             received += stats.bytes_received
+            wire_sent += stats.wire_sent
+            wire_received += stats.wire_received
             served += stats.requests_served
             for reason, count in stats.dropped.items():
                 rejected[f"transport:{reason}"] += count
@@ -210,6 +216,12 @@ class PeerRunner:
         return {
             "bytes_sent": sent,
             "bytes_received": received,
+            # every byte on the connections (libp2p: handshakes, framing, gossip control); 0 in memory
+            "wire_sent": wire_sent,
+            "wire_received": wire_received,
+            "gossip_sent_by": dict(peer.transport.stats.gossip_sent_by)
+            if peer is not None and peer._transport is not None
+            else {},
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
