@@ -139,7 +139,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         compat.disable_auto_connector(network)
         compat.count_wire_bytes(network, self._stats)
         network.register_notifee(_FilterNotifee(self))
-        self._gossipsub = make_gossipsub(cfg)
+        self._gossipsub = make_gossipsub(cfg, self._stats)
         self._pubsub = compat.HardenedPubsub(
             self._host,
             self._gossipsub,
