@@ -162,19 +162,21 @@ class PeerRunner:
         deadline = trio.current_time() + timeout
         # a Sybil that joins later than us is not waited for: it dials us (or we redial it) when it comes
         missing = {j for j in self.me.neighbours if self.plan.peers[j].join_round <= self.me.join_round}
+
+        async def dial(j: int) -> None:
+            try:
+                await peer.connect(self.addr_of(j))
+                missing.discard(j)
+            except Exception:  # not up yet, gone, or evicted us: retried or ignored
+                pass
+
         for _attempt in range(1000):
             connected = set(peer.transport.connected_peers())
-            for j in sorted(missing):
-                if self.plan.peer_ids[j] in connected:
-                    missing.discard(j)
-                    continue
-                if not self._dials(j):
-                    continue
-                try:
-                    await peer.connect(self.addr_of(j))
-                    missing.discard(j)
-                except Exception:  # not up yet, gone, or evicted us: retried or ignored
-                    pass
+            missing -= {j for j in missing if self.plan.peer_ids[j] in connected}
+            async with trio.open_nursery() as nursery:  # in parallel: each dial is a few round trips
+                for j in sorted(missing):
+                    if self._dials(j):
+                        nursery.start_soon(dial, j)
             if not missing or trio.current_time() >= deadline:
                 return
             await trio.sleep(0.2)
