@@ -224,6 +224,10 @@ class PeerRunner:
             "gossip_sent_by": dict(peer.transport.stats.gossip_sent_by)
             if peer is not None and peer._transport is not None
             else {},
+            "sent_by": dict(peer.transport.stats.sent_by)
+            if peer is not None and peer._transport is not None
+            else {},
+            "snapshot_requests": peer.engine.snapshot_requests if peer is not None else 0,
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),

@@ -63,6 +63,9 @@ class EngineCore:
         self.own: FloatVec = self.layout.flatten(initial)
         self.public: FloatVec = self.own.copy()
         self.public_digest = self.layout.digest(self.public)
+        #: the model this engine started from: a neighbour's first delta from the same model needs no snapshot
+        self._initial_vec: FloatVec = self.own.copy()
+        self._initial_digest = self.public_digest
         self.seq = 0
         self.replicas: dict[str, Replica] = {}
         self.rejections: Counter[str] = Counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from p2pfl.protocol import GossipEngine
 from p2pfl.wire import payload_size
 from tests.protocol.test_engine import Net, engine
 
@@ -46,3 +47,21 @@ def test_lossy_payloads_are_smaller() -> None:
     like = {"w": np.zeros((64, 32), np.float32), "b": np.zeros(32, np.float32)}
     raw = payload_size("raw", like)
     assert payload_size("int8", like) < raw / 2 and payload_size("topk:0.1", like) < raw / 3
+
+
+def test_a_first_delta_from_the_common_initial_model_needs_no_snapshot() -> None:
+    """Every peer of a network starts from the same model: a neighbour's version 0 is known, so its first
+    delta applies at once (no snapshot fetch). A peer that started elsewhere still asks for a snapshot."""
+    a, b = engine(1), engine(2)
+    other = engine(3)
+    other.set_own({k: v + 1 for k, v in other.own_params().items()})
+    other_start = GossipEngine(
+        other.identity, other.config, other.own_params(), aggregation=a.aggregation, scoring_enabled=False
+    )
+    net = Net([a, b, other_start])
+    trained = {k: v + 0.5 for k, v in a.own_params().items()}
+    net.run(a, a.finish_round(trained, 1).actions)
+    assert b.snapshot_requests == 0
+    assert b.replicas[a.peer_id].digest == a.public_digest and b.replicas[a.peer_id].seq == 1
+    assert other_start.snapshot_requests == 1  # its version 0 is not a's
+    assert other_start.replicas[a.peer_id].digest == a.public_digest  # via the snapshot
