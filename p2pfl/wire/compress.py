@@ -30,6 +30,7 @@ INDEX: Final = "#idx"
 _TOPK: Final = re.compile(r"topk:(1|0\.[0-9]{0,3}[1-9])")
 
 Spec = tuple[str, str, tuple[int, ...]]
+_F16_MAX: Final = float(np.finfo(np.float16).max)
 
 
 def topk_density(codec: str) -> float | None:
@@ -88,8 +89,8 @@ def _wire_name(dtype: np.dtype[Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------- encode
 def encode_lossy(tensors: Tensors, codec: str) -> dict[str, npt.NDArray[Any]]:
-    """Compress for the wire (sender side). Raises ``NonFiniteError`` on non-finite input or values that
-    overflow float16 (``topk`` values travel as float16)."""
+    """Compress for the wire (sender side). Raises ``NonFiniteError`` on non-finite input; ``topk`` values
+    travel as float16, clipped to its range (error feedback sends the excess in later rounds)."""
     _check_names(tensors)
     density = topk_density(codec)
     out: dict[str, npt.NDArray[Any]] = {}
@@ -125,10 +126,9 @@ def _topk(
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     k = topk_count(flat.size, density)
     idx = np.arange(k) if k == flat.size else np.sort(np.argpartition(-np.abs(flat), k - 1)[:k])
-    with np.errstate(over="ignore"):
-        values = flat[idx].astype(np.float16)
-    if not _all_finite(values):
-        raise NonFiniteError(f"tensor {name!r}: a kept value overflows float16; use codec 'raw' or 'int8'")
+    # Clipped to float16's range rather than refused: the sender's error feedback sends the excess later
+    # (an exception here would stop the sender's round; measured: a sign-flip attacker's growing deltas).
+    values = np.clip(flat[idx], -_F16_MAX, _F16_MAX).astype(np.float16)
     return values, idx.astype(np.dtype(index_dtype(flat.size)))
 
 
