@@ -134,11 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         await trio.sleep(10.0)
         logging.getLogger("p2pfl.sim").warning("still running 10 s after the stop signal:\n%s", task_tree())
 
+    async def stop_on_signal(scope: trio.CancelScope) -> None:
+        """Stop at once when told to: the runner checks ``all_done`` only between rounds, and a round can
+        wait ``max_round_wait_s`` for neighbours that are stopping too (16 peers: 4-5 s to shut down)."""
+        while not all_done():
+            await trio.sleep(0.05)
+        scope.cancel()
+
     async def main_task() -> None:
         trio.lowlevel.spawn_system_task(stop_watchdog)  # a system task: cancelled only once main_task returns
         async with trio.open_nursery() as nursery:
             if logging.getLogger("p2pfl.sim").isEnabledFor(logging.DEBUG):
                 nursery.start_soon(lag_monitor)
+            nursery.start_soon(stop_on_signal, nursery.cancel_scope)
             await runner.run(go, all_done, finished)
             nursery.cancel_scope.cancel()
 
