@@ -202,8 +202,10 @@ class PeerRunner:
         served = self._served
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
+        by_part: dict[str, int] = {}  # gossip RPC bytes by part (libp2p), of the current incarnation
         if peer is not None and peer._transport is not None:
             stats = peer.transport.stats
+            by_part = dict(stats.gossip_sent_by)
             sent += stats.bytes_sent
             received += stats.bytes_received
             wire_sent += stats.wire_sent
@@ -221,13 +223,7 @@ class PeerRunner:
             # every byte on the connections (libp2p: handshakes, framing, gossip control); 0 in memory
             "wire_sent": wire_sent,
             "wire_received": wire_received,
-            "gossip_sent_by": dict(peer.transport.stats.gossip_sent_by)
-            if peer is not None and peer._transport is not None
-            else {},
-            "sent_by": dict(peer.transport.stats.sent_by)
-            if peer is not None and peer._transport is not None
-            else {},
-            "snapshot_requests": peer.engine.snapshot_requests if peer is not None else 0,
+            "gossip_sent_by": by_part,
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
