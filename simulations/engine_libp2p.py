@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -66,38 +67,19 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
         (control / f).unlink(missing_ok=True)
     ports = [p.port for p in plan.peers]
     t0 = time.time()
+    start_fork_server()
     splits = load_splits(scenario)
     save_splits(splits, out / "data.npz")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])}
-    procs: list[subprocess.Popen[bytes]] = []
-    logs = []
+    procs: list[Worker] = []
     try:
         for i in range(n):
             d = peers_dir / str(i)
             d.mkdir()
-            log = open(d / "worker.log", "wb")  # noqa: SIM115 - closed below
-            logs.append(log)
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "p2pfl.sim.worker",
-                        "--out",
-                        str(out),
-                        "--index",
-                        str(i),
-                        "--ports",
-                        ",".join(map(str, ports)),
-                        "--t0",
-                        repr(t0),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=log,
-                    env=env,
-                    cwd=str(IMPORT_ROOT),
-                )
-            )
+        argvs = [
+            ["--out", str(out), "--index", str(i), "--ports", ",".join(map(str, ports)), "--t0", repr(t0)]
+            for i in range(n)
+        ]
+        procs = spawn_workers(argvs, [peers_dir / str(i) / "worker.log" for i in range(n)])
         progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
         deadline = time.monotonic() + scenario.run.time_limit_s
         timed_out = False
@@ -119,6 +101,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
             )
             time.sleep(0.2)
         (control / "go").touch()
+        online_s = time.time() - t0
         honest = plan.honest
         while True:
             rounds = 0
@@ -135,22 +118,23 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
             time.sleep(0.25)
         progress.close()
         (control / "stop").touch()
+        stop_at = time.time()
         stop_deadline = time.monotonic() + 60.0  # workers get a bounded grace period, then are killed
         for proc in procs:
-            try:
-                proc.wait(timeout=max(1.0, stop_deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.wait(timeout=max(1.0, stop_deadline - time.monotonic())) is None:
                 proc.kill()
                 proc.wait(10)
         wall = time.time() - t0
+        # start-up (processes started until every peer listens) and shutdown (stop signal until every
+        # worker exited), for benchmarks
+        timing = {"online_s": round(online_s, 3), "shutdown_s": round(time.time() - stop_at, 3)}
+        (out / "timing.json").write_text(json.dumps(timing))
     finally:
         (out / "data.npz").unlink(missing_ok=True)
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-        for log in logs:
-            log.close()
     results, vectors = [], {}
     for p in plan.peers:
         d = peers_dir / str(p.index)
@@ -179,6 +163,94 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
         if (d / "vectors.npy").exists():
             vectors[p.index] = np.load(d / "vectors.npy")
     return RunOutput(plan, results, vectors, wall, timed_out)
+
+
+# ------------------------------------------------------------------------------------------ spawning
+#: Modules the fork server imports once; every worker forked from it starts with them loaded.
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+
+
+class Worker:
+    """A peer worker process: a ``multiprocessing`` child forked from the fork server, or a ``Popen``."""
+
+    def __init__(self, proc: multiprocessing.process.BaseProcess | subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+
+    def poll(self) -> int | None:
+        if isinstance(self._proc, subprocess.Popen):
+            return self._proc.poll()
+        return self._proc.exitcode
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit code, or None if the worker is still running after ``timeout`` s."""
+        if isinstance(self._proc, subprocess.Popen):
+            try:
+                return self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        self._proc.join(timeout)
+        return self._proc.exitcode
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+
+def _use_fork_server() -> bool:
+    return (
+        os.environ.get("P2PFL_SIM_SPAWN") != "exec"
+        and "forkserver" in multiprocessing.get_all_start_methods()
+    )
+
+
+def start_fork_server() -> None:
+    """Start the fork server now (it imports :data:`PRELOAD` while the caller prepares the data); a no-op
+    once it runs, or when workers are exec'd."""
+    if _use_fork_server():
+        from multiprocessing import forkserver
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+        forkserver.ensure_running()
+
+
+def spawn_workers(argvs: list[list[str]], logs: list[Path]) -> list[Worker]:
+    """Start one worker process per argument list, stderr to its log.
+
+    Forked from a fork server that imported :data:`PRELOAD` once (``multiprocessing``'s forkserver start
+    method: the server is a fresh interpreter, not a copy of this process). Measured on 16 peers, 2 cores:
+    each ``python -m p2pfl.sim.worker`` spent ~3 s of CPU importing libp2p and p2pfl before listening, all
+    16 at once competing for 2 cores. ``P2PFL_SIM_SPAWN=exec`` (or a platform without fork) starts fresh
+    interpreters instead."""
+    if (
+        os.environ.get("P2PFL_SIM_SPAWN") != "exec"
+        and "forkserver" in multiprocessing.get_all_start_methods()
+    ):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        from .worker import run_forked
+
+        env, cwd = dict(os.environ), str(IMPORT_ROOT)
+        workers = []
+        for argv, log in zip(argvs, logs, strict=True):
+            proc = ctx.Process(target=run_forked, args=(argv, str(log), env, cwd), daemon=False)
+            proc.start()
+            workers.append(Worker(proc))
+        return workers
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = []
+    for argv, log in zip(argvs, logs, strict=True):
+        with open(log, "wb") as f:
+            out.append(
+                Worker(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "p2pfl.sim.worker", *argv],
+                        stdout=subprocess.DEVNULL,
+                        stderr=f,
+                        env=env,
+                        cwd=str(IMPORT_ROOT),
+                    )
+                )
+            )
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -99,6 +99,7 @@ class PeerRunner:
     finished: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    _wire: list[int] = field(default_factory=lambda: [0, 0])
     _served: int = 0
     _rejected: Counter[str] = field(default_factory=Counter)
     _evicted: set[str] = field(default_factory=set)
@@ -166,19 +167,21 @@ class PeerRunner:
         deadline = trio.current_time() + timeout
         # a Sybil that joins later than us is not waited for: it dials us (or we redial it) when it comes
         missing = {j for j in self.me.neighbours if self.plan.peers[j].join_round <= self.me.join_round}
+
+        async def dial(j: int) -> None:
+            try:
+                await peer.connect(self.addr_of(j))
+                missing.discard(j)
+            except Exception:  # not up yet, gone, or evicted us: retried or ignored
+                pass
+
         for _attempt in range(1000):
             connected = set(peer.transport.connected_peers())
-            for j in sorted(missing):
-                if self.plan.peer_ids[j] in connected:
-                    missing.discard(j)
-                    continue
-                if not self._dials(j):
-                    continue
-                try:
-                    await peer.connect(self.addr_of(j))
-                    missing.discard(j)
-                except Exception:  # not up yet, gone, or evicted us: retried or ignored
-                    pass
+            missing -= {j for j in missing if self.plan.peer_ids[j] in connected}
+            async with trio.open_nursery() as nursery:  # in parallel: each dial is a few round trips
+                for j in sorted(missing):
+                    if self._dials(j):
+                        nursery.start_soon(dial, j)
             if not missing or trio.current_time() >= deadline:
                 return
             await trio.sleep(0.2)
@@ -188,6 +191,8 @@ class PeerRunner:
         stats = peer.transport.stats
         self._bytes[0] += stats.bytes_sent
         self._bytes[1] += stats.bytes_received
+        self._wire[0] += stats.wire_sent
+        self._wire[1] += stats.wire_received
         self._served += stats.requests_served
         self._rejected.update(peer.engine.rejections)
         for reason, count in stats.dropped.items():
@@ -198,13 +203,18 @@ class PeerRunner:
     def snapshot_counters(self) -> dict[str, Any]:
         peer = self.peer
         sent, received = self._bytes
+        wire_sent, wire_received = self._wire
         served = self._served
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
+        by_part: dict[str, int] = {}  # gossip RPC bytes by part (libp2p), of the current incarnation
         if peer is not None and peer._transport is not None:
             stats = peer.transport.stats
+            by_part = dict(stats.gossip_sent_by)
             sent += stats.bytes_sent
             received += stats.bytes_received
+            wire_sent += stats.wire_sent
+            wire_received += stats.wire_received
             served += stats.requests_served
             for reason, count in stats.dropped.items():
                 rejected[f"transport:{reason}"] += count
@@ -215,6 +225,10 @@ class PeerRunner:
         return {
             "bytes_sent": sent,
             "bytes_received": received,
+            # every byte on the connections (libp2p: handshakes, framing, gossip control); 0 in memory
+            "wire_sent": wire_sent,
+            "wire_received": wire_received,
+            "gossip_sent_by": by_part,
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),

@@ -113,6 +113,8 @@ class RunSpec:
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
+    #: delta codec of every peer: raw, fp16, int8 or topk:<density> (docs/wire-format.md section 7)
+    codec: str = default_of(PeerConfig, "codec")
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> RunSpec:

@@ -43,6 +43,10 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ValueError", "Limits."): "Limits guard: a developer passing bounds numpy cannot represent",
     ("ValueError", "tensor {name!r} has shape"): "Layout.flatten guard: the own learner changed its shapes",
     ("ValueError", "max_entries must be"): "PeerCache constructor guard: a developer passing a bad size",
+    (
+        "KeyError",
+        "KeyError(codec)",
+    ): "PayloadSizes.__getitem__: the mapping protocol, for a name that is no codec",
     ("TypeError", "handler returned"): "a request handler broke its contract (bytes); answered as internal",
     ("ImportError", "mlxtend"): "an optional dependency is missing: ImportError is what callers expect",
     # PeerCache._load raises these inside its own try and turns them into an empty cache plus a warning

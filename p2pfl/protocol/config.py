@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from p2pfl.errors import ConfigError
-from p2pfl.wire import Limits, is_network_id
+from p2pfl.wire import Limits, is_codec, is_network_id
 
 #: The longest eviction (unless ``readmit_after_s`` itself is longer): repeat offenders wait a day per try.
 _MAX_BAN_S = 86_400.0
@@ -50,8 +50,11 @@ class ProtocolConfig:
                 "protocol.readmit_after_s: must be a positive number (inf: never), "
                 f"got {self.readmit_after_s!r}"
             )
-        if self.codec not in ("raw", "fp16"):
-            raise ConfigError(f"protocol.codec: must be 'raw' or 'fp16', got {self.codec!r}")
+        if not is_codec(self.codec):
+            raise ConfigError(
+                f"protocol.codec: must be 'raw', 'fp16', 'int8' or 'topk:<density>' (e.g. topk:0.1), "
+                f"got {self.codec!r}"
+            )
         if not isinstance(self.payload_cache, int) or self.payload_cache < 1:
             raise ConfigError(f"protocol.payload_cache: must be an integer >= 1, got {self.payload_cache!r}")
         if not isinstance(self.join_quorum, int) or self.join_quorum < 1:

@@ -26,7 +26,7 @@ from p2pfl.protocol.layout import FloatVec, Layout, Params
 from p2pfl.protocol.ratelimit import RateConfig, RateGate
 from p2pfl.protocol.replicas import Replica
 from p2pfl.scoring import ContributionScorer, ScoringConfig
-from p2pfl.wire import CODECS, Envelope, Header, apply_codec, encode_tensors
+from p2pfl.wire import Envelope, Header, PayloadSizes
 
 PENDING_PER_PEER = 16
 #: validated envelopes kept for their delivery (see GossipEngine.accept_gossip): at most this many, each of
@@ -63,6 +63,9 @@ class EngineCore:
         self.own: FloatVec = self.layout.flatten(initial)
         self.public: FloatVec = self.own.copy()
         self.public_digest = self.layout.digest(self.public)
+        #: the model this engine started from: a neighbour's first delta from the same model needs no snapshot
+        self._initial_vec: FloatVec = self.own.copy()
+        self._initial_digest = self.public_digest
         self.seq = 0
         self.replicas: dict[str, Replica] = {}
         self.rejections: Counter[str] = Counter()
@@ -76,7 +79,7 @@ class EngineCore:
         self._fetching: dict[bytes, float] = {}
         self._snapshot_cache: bytes | None = None
         zeros = self.layout.unflatten(np.zeros(self.layout.size, np.float32))
-        self._payload_sizes = {codec: len(encode_tensors(apply_codec(zeros, codec))) for codec in CODECS}
+        self._payload_sizes = PayloadSizes(zeros)
         # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
         self._pending: dict[str, dict[int, tuple[Header, bytes]]] = {}
         #: evicted peers and when their evictions expire

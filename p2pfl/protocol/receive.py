@@ -276,7 +276,10 @@ class ReceiveSide(EngineCore):
             return []
         if rep is not None and h.seq <= rep.seq:
             return self._reject("replay", h.sender)
-        if rep is None or h.seq != rep.seq + 1 or h.base != rep.digest:
+        # A first delta from the model we started from (a network's common initial model) continues a version
+        # 0 we hold: no snapshot fetch (16 peers fetched 240 snapshots before round 1).
+        from_start = rep is None and h.seq == 1 and h.base == self._initial_digest
+        if not from_start and (rep is None or h.seq != rep.seq + 1 or h.base != rep.digest):
             if payload is not None:
                 self._buffer(h, payload)
             return self._want_snapshot(h.sender, via, now)
@@ -291,7 +294,14 @@ class ReceiveSide(EngineCore):
             self._fetching[h.payload_digest] = now
             self._fetching_for[h.sender] = (h.seq, now)
             return [FetchPayload(peer=h.sender, via=via, header=h)]
-        return self._apply_delta(rep, h, payload, now, decoded)
+        if rep is not None:
+            return self._apply_delta(rep, h, payload, now, decoded)
+        start = Replica(h.sender, self._initial_vec.copy(), 0, h.base, now)  # kept if the delta applies
+        actions = self._apply_delta(start, h, payload, now, decoded)
+        if start.seq == h.seq:
+            self.replicas[h.sender] = start
+            actions += self._drain(h.sender, now)  # a later delta that arrived first was buffered
+        return actions
 
     def _buffer(self, h: Header, payload: memoryview | bytes) -> None:
         pending = self._pending.setdefault(h.sender, {})

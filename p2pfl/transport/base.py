@@ -58,6 +58,9 @@ class TransportStats:
     #: 0 for the memory transport, which has no wire)
     wire_sent: int = 0
     wire_received: int = 0
+    #: gossip RPC bytes queued for sending (libp2p only), by part: ``publish`` (messages, ours and relayed),
+    #: ``control`` (GRAFT, PRUNE, IHAVE, IWANT, IDONTWANT), ``record`` (the rest: peer records, framing)
+    gossip_sent_by: dict[str, int] = field(default_factory=dict)
     #: set by a metrics layer to time outbound requests; None: nobody listens
     request_observer: RequestObserver | None = None
 
@@ -73,6 +76,11 @@ class TransportStats:
         """``n`` application bytes received over ``key`` (``GOSSIP`` or a protocol id)."""
         self.bytes_received += n
         self.received_by[key] = self.received_by.get(key, 0) + n
+
+    def add_gossip_rpc(self, part: str, n: int) -> None:
+        """``n`` bytes of gossip RPC ``part`` queued for sending (see ``gossip_sent_by``)."""
+        if n:
+            self.gossip_sent_by[part] = self.gossip_sent_by.get(part, 0) + n
 
     def observe_request(self, protocol: str, started: float, ok: bool) -> None:
         """Tell the observer (if any) that a request begun at ``started`` (``time.perf_counter()``) ended;

@@ -18,7 +18,9 @@ Modules, lowest first (each imports only those above it):
 - ``canonical``: shortest msgpack prefixes and the strict unpacker that raises only WireErrors.
 - ``limits``: :class:`Limits`, the decoders' size caps.
 - ``tensors``: dtype table, payload encoding/decoding with its canonical framing check, digests.
-- ``codecs``: ``raw``/``fp16`` (:func:`apply_codec`, :func:`undo_codec`).
+- ``compress``: the lossy delta codecs ``int8`` and ``topk:<density>``.
+- ``codecs``: ``raw``/``fp16``/``int8``/``topk:<density>`` (:func:`apply_codec`, :func:`undo_codec`,
+  :func:`payload_size`).
 - ``header``: :class:`Meta`, :class:`Header` and their canonical encoding and decoding.
 - ``envelope``: :func:`seal`, :func:`open_envelope`, :func:`check_payload`, the signed bytes.
 
@@ -27,7 +29,7 @@ Everything is re-exported here; ``from p2pfl.wire import X`` is the import path 
 
 from __future__ import annotations
 
-from p2pfl.wire.codecs import CODECS, apply_codec, undo_codec
+from p2pfl.wire.codecs import CODECS, PayloadSizes, apply_codec, is_codec, payload_size, undo_codec
 from p2pfl.wire.envelope import (
     SIGNING_DOMAIN,
     VERSION,
@@ -108,6 +110,7 @@ __all__ = [
     "NonCanonicalError",
     "NonFiniteError",
     "OversizeError",
+    "PayloadSizes",
     "SchemaError",
     "SenderMismatchError",
     "SenderNotAllowedError",
@@ -128,11 +131,13 @@ __all__ = [
     "digest",
     "encode_header",
     "encode_tensors",
+    "is_codec",
     "is_network_id",
     "iter_reasons",
     "model_digest",
     "open_envelope",
     "payload_parts",
+    "payload_size",
     "seal",
     "signed_bytes",
     "undo_codec",

@@ -15,7 +15,7 @@ from typing import Any, Final
 from p2pfl.errors import IdentityError
 from p2pfl.identity import public_key_from_peer_id
 from p2pfl.wire.canonical import _pack, _unpack
-from p2pfl.wire.codecs import CODECS
+from p2pfl.wire.codecs import CODECS, is_codec
 from p2pfl.wire.errors import (
     MissingFieldError,
     NonCanonicalError,
@@ -119,8 +119,8 @@ class Header:
                 raise WrongTypeError(f"{name} must be a {DIGEST_SIZE}-byte digest")
         if self.kind == "snapshot" and self.base != ZERO_DIGEST:
             raise SchemaError("a snapshot has no base: base must be the zero digest")
-        if self.codec not in CODECS:
-            raise SchemaError(f"codec must be one of {CODECS}, got {self.codec!r}")
+        if not is_codec(self.codec):
+            raise SchemaError(f"codec must be one of {CODECS} or topk:<density>, got {self.codec!r}")
         if not isinstance(self.meta, Meta):
             raise WrongTypeError("meta must be a Meta")
 

@@ -127,7 +127,7 @@ def test_integers_become_floats_by_declared_type() -> None:
         ({"peer": {"local_steps": 0}}, r"^\[peer\] local_steps: must be an integer >= 1"),
         ({"peer": {"network_id": "bad id!"}}, r"^\[peer\] network_id: must be 1-64"),
         ({"protocol": {"inline_limit": -1}}, r"^\[protocol\] inline_limit: must be an integer >= 0"),
-        ({"protocol": {"codec": "zip"}}, r"^\[protocol\] codec: must be 'raw' or 'fp16'"),
+        ({"protocol": {"codec": "zip"}}, r"^\[protocol\] codec: must be 'raw', 'fp16', 'int8' or 'topk"),
         ({"protocol": {"mix_guard_margin": 2}}, r"^\[protocol\] mix_guard_margin: must be in \(0, 1\]"),
         ({"scoring": {"evict_after": 0}}, r"^\[scoring\] evict_after: must be an integer >= 1"),
         ({"scoring": {"enabled": 1}}, r"^\[scoring\] enabled: expected bool"),
@@ -151,7 +151,7 @@ def test_config_error_forms() -> None:
 def test_scenario_sections_hold_the_fields_the_schema_gives_them() -> None:
     run = {f.name for f in dataclasses.fields(parse_scenario({}).run)}
     scoring = {f.name for f in dataclasses.fields(parse_scenario({}).scoring)}
-    assert set(sim_fields("run")) == {"wait_fraction", "max_round_wait_s", "network_id"} <= run
+    assert set(sim_fields("run")) == {"wait_fraction", "max_round_wait_s", "network_id", "codec"} <= run
     assert set(sim_fields("scoring")) == {"enabled", "val_scoring", "mix_guard"} <= scoring
 
 

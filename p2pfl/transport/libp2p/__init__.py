@@ -13,7 +13,8 @@ The package, by concern:
 * :mod:`.host`: identity, host construction and lifecycle; :class:`Libp2pTransport` combines the three
   mixins below.
 * :mod:`.streams`: stream framing and the request/response protocols (bounded count, size and time).
-* :mod:`.gossip`: one topic per publisher, validation, paced publishing, score parameters.
+* :mod:`.gossip`: one topic per publisher (its subscribers are exactly its connected neighbours, each reached
+  directly: no relays), validation, paced publishing, score parameters.
 * :mod:`.connections`: the access filter and block list, dialling, duplicate-pair resync, the watchdog.
 * :mod:`.config`: :class:`Libp2pConfig`, every tunable, validated in one place.
 * :mod:`.compat`: the one module that touches py-libp2p internals; it refuses an unsupported version at
@@ -31,6 +32,14 @@ against the library's source):
 * Gossipsub's heartbeat defaults to 120 s, and with adaptive gossip on it is *raised* to 30-60 s whenever the
   router judges the network unhealthy: adaptive gossip is off and the heartbeat is 1 s
   (:func:`.gossip.make_gossipsub`).
+* Gossipsub sends our own publishes to the mesh only (at most ``degree_high`` peers; the rest waited for
+  relays), relays every message to every mesh member (each peer got each announcement ~D times), sends IHAVE
+  to at least 6 peers per topic per heartbeat, grafts opportunistically forever when all scores are 0 (GRAFT
+  storms) and attaches a signed peer record to every RPC: :class:`.compat.LeanGossipSub` turns each off
+  behind a :class:`Libp2pConfig` knob (``gossip_relay``, ``gossip_lazy_peers``, ``opportunistic_graft``,
+  ``gossip_peer_records``). 16 peers, 5 rounds: 41 MB on the wire became 17 MB (raw deltas).
+* ``Swarm.close`` closes connections one by one with a 0.1 s sleep each: the transport closes them all at
+  once first (:meth:`.host.Libp2pTransport._close_connections`).
 * Score parameters are subtracted in ``score.py`` (``s -= weight * count``): a penalty weight must be
   *positive* here, unlike go-libp2p. Defaults are all 0 and thresholds ``-inf`` (scoring does nothing)
   (:func:`.gossip.score_params`).

@@ -22,9 +22,24 @@ class Libp2pConfig:
     gossip_max_bytes: int = 256 * 1024
     #: Gossipsub heartbeat in whole seconds (the library types it as int).
     heartbeat_interval: int = 1
-    mesh_degree: int = 6
-    mesh_degree_low: int = 4
-    mesh_degree_high: int = 12
+    #: Mesh degrees per topic. With ``gossip_relay`` off the mesh carries no messages (the owner of a topic
+    #: sends to every subscriber itself): it only decides where IHAVE goes, so it is kept small.
+    mesh_degree: int = 2
+    mesh_degree_low: int = 1
+    mesh_degree_high: int = 4
+    #: Relay other peers' announcements through the mesh (gossipsub's default behaviour). Off: each
+    #: publisher reaches the subscribers of its topic, which are exactly its connected neighbours, directly;
+    #: no copies, no IDONTWANT (see :class:`.compat.LeanGossipSub`).
+    gossip_relay: bool = False
+    #: IHAVE targets per topic and heartbeat (lazy gossip); None: py-libp2p's own (at least 6). A missed
+    #: announcement is repaired by a snapshot fetch, so 0 (off) is the default.
+    gossip_lazy_peers: int | None = 0
+    #: py-libp2p's opportunistic grafting and score-based mesh replacement. With all scores 0 it grafts two
+    #: peers per topic per heartbeat until the mesh overflows and is pruned, forever (GRAFT storms): off.
+    opportunistic_graft: bool = False
+    #: Attach the host's signed peer record to every gossip RPC (py-libp2p's default, ~250 bytes each);
+    #: off, it travels once per stream, in the subscriptions hello.
+    gossip_peer_records: bool = False
     #: Gossipsub spam protection: messages per second per forwarder per topic before forwarding stops.
     spam_limit_per_second: float = 100.0
     #: Our own publish rate ceiling (must stay below ``spam_limit_per_second``: own publishes count too).
@@ -96,6 +111,8 @@ class Libp2pConfig:
             raise TransportError("publish_rate_per_second must be in (0, spam_limit_per_second]")
         if not 0 < self.mesh_degree_low <= self.mesh_degree <= self.mesh_degree_high:
             raise TransportError("need 0 < mesh_degree_low <= mesh_degree <= mesh_degree_high")
+        if self.gossip_lazy_peers is not None and self.gossip_lazy_peers < 0:
+            raise TransportError("gossip_lazy_peers must be >= 0 or None")
         for name in (
             "max_request_bytes",
             "max_inbound_streams_per_peer",

@@ -50,10 +50,13 @@ def score_params(cfg: Libp2pConfig) -> ScoreParams:
     )
 
 
-def make_gossipsub(cfg: Libp2pConfig) -> GossipSub:
+def make_gossipsub(cfg: Libp2pConfig, stats: TransportStats | None = None) -> compat.LeanGossipSub:
     """The router: 1 s heartbeat (the default is 120 s), adaptive gossip off (it raises the heartbeat to
-    30-60 s on "poor health"), no peer exchange, spam protection at ``cfg.spam_limit_per_second``."""
-    return GossipSub(
+    30-60 s on "poor health"), no peer exchange, spam protection at ``cfg.spam_limit_per_second``; relaying,
+    lazy gossip, opportunistic grafting and per-RPC peer records as ``cfg`` says (see
+    :class:`compat.LeanGossipSub`).
+    RPC bytes queued are counted in ``stats.gossip_sent_by``."""
+    router = compat.LeanGossipSub(
         protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
         degree=cfg.mesh_degree,
         degree_low=cfg.mesh_degree_low,
@@ -67,6 +70,14 @@ def make_gossipsub(cfg: Libp2pConfig) -> GossipSub:
         max_messages_per_topic_per_second=cfg.spam_limit_per_second,
         pending_messages_ttl=cfg.pending_gossip_ttl,
     )
+    router.configure(
+        relay=cfg.gossip_relay,
+        lazy_peers=cfg.gossip_lazy_peers,
+        opportunistic_graft=cfg.opportunistic_graft,
+        peer_records=cfg.gossip_peer_records,
+        on_rpc=None if stats is None else stats.add_gossip_rpc,
+    )
+    return router
 
 
 class GossipMixin:
@@ -194,8 +205,11 @@ class GossipMixin:
 
     # --------------------------------------------------------------------------------------- diagnostics
     def mesh_peers(self) -> list[str]:
-        """Peers in our gossipsub mesh for our own topic: those our publishes reach directly (diagnostics)."""
-        return [str(p) for p in compat.mesh_members(self._gossipsub, self._topic)]
+        """Peers our publishes reach directly (diagnostics): every subscriber of our topic, or with
+        ``gossip_relay`` on, our gossipsub mesh for it."""
+        if self._config.gossip_relay:
+            return [str(p) for p in compat.mesh_members(self._gossipsub, self._topic)]
+        return [str(p) for p in compat.topic_subscribers(self._pubsub, self._topic)]
 
     def listeners(self) -> list[str]:
         """Connected peers subscribed to our announcements: the ones that learn from us (a bootstrap registry

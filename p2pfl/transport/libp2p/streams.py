@@ -47,24 +47,46 @@ class FrameTooLarge(Exception):
 
 
 async def read_exactly(stream: INetStream, n: int) -> bytes:
-    """``stream.read(n)`` may return fewer bytes: loop until ``n`` arrived (EOF: a truncated frame)."""
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = await stream.read(n - len(buf))
-        except EOFError:  # py-libp2p's StreamEOF: the remote closed its side
-            chunk = b""
-        if not chunk:
-            raise ProtocolViolationError(f"stream ended after {len(buf)} of {n} bytes (truncated frame)")
-        buf += chunk
+    """``stream.read(n)`` may return fewer bytes: loop until ``n`` arrived (EOF: a truncated frame).
+
+    Fills one buffer of the declared size (the caller has bounded it): a growing buffer re-allocated and
+    copied the payload several times over a 64 MB transfer."""
+    first = await _read_some(stream, n, 0)
+    if len(first) == n:
+        return first
+    buf = bytearray(n)
+    buf[: len(first)] = first
+    got = len(first)
+    while got < n:
+        chunk = await _read_some(stream, n, got)
+        buf[got : got + len(chunk)] = chunk
+        got += len(chunk)
     return bytes(buf)
+
+
+async def _read_some(stream: INetStream, n: int, got: int) -> bytes:
+    try:
+        chunk = await stream.read(n - got)
+    except EOFError:  # py-libp2p's StreamEOF: the remote closed its side
+        chunk = b""
+    if not chunk:
+        raise ProtocolViolationError(f"stream ended after {got} of {n} bytes (truncated frame)")
+    if len(chunk) > n - got:  # a stream must not return more than asked; never trust it to
+        raise ProtocolViolationError(f"stream returned {len(chunk)} bytes where {n - got} were asked")
+    return chunk
+
+
+async def read_frame_size(stream: INetStream, limit: int) -> int:
+    """Read a frame's length prefix; ``FrameTooLarge`` if it declares more than ``limit`` bytes."""
+    size = int.from_bytes(await read_exactly(stream, HEADER), "big")
+    if size > limit:
+        raise FrameTooLarge(size)
+    return size
 
 
 async def read_frame(stream: INetStream, limit: int) -> bytes:
     """Read one length-prefixed frame; the declared length is checked before any body is read."""
-    size = int.from_bytes(await read_exactly(stream, HEADER), "big")
-    if size > limit:
-        raise FrameTooLarge(size)
+    size = await read_frame_size(stream, limit)
     return await read_exactly(stream, size) if size else b""
 
 
@@ -185,11 +207,14 @@ class StreamsMixin:
                 await write_frame(stream, [data], self._config.write_chunk)
                 self._stats.add_sent(protocol, len(data))
                 try:
-                    body = await read_frame(stream, max_response + 1)
+                    size = await read_frame_size(stream, max_response + 1)
                 except FrameTooLarge as exc:
                     raise ResponseTooLargeError(
                         f"{what}: response of {exc.size - 1} bytes exceeds max_response={max_response}"
                     ) from exc
+                # the status byte apart from the body: slicing it off afterwards copied the whole body
+                status = (await read_exactly(stream, 1))[0] if size else None
+                body = await read_exactly(stream, size - 1) if size > 1 else b""
         except trio.TooSlowError as exc:
             if stream is not None:
                 await self._reset_quietly(stream)
@@ -204,15 +229,15 @@ class StreamsMixin:
             raise TransportError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
         with cleanup_scope(self._config.cleanup_s), suppress(Exception):
             await stream.close()
-        if not body:
+        if status is None:
             raise ProtocolViolationError(f"{what}: empty response frame (no status byte)")
-        self._stats.add_received(protocol, len(body) - 1)
-        if body[0] == STATUS_OK:
-            return body[1:]
-        if body[0] == STATUS_ERROR:
-            text = body[1 : 1 + MAX_ERROR_TEXT].decode("utf-8", "replace")
+        self._stats.add_received(protocol, len(body))
+        if status == STATUS_OK:
+            return body
+        if status == STATUS_ERROR:
+            text = body[:MAX_ERROR_TEXT].decode("utf-8", "replace")
             raise TransportError(f"{what}: remote handler failed: {text}")
-        raise ProtocolViolationError(f"{what}: unknown response status byte {body[0]}")
+        raise ProtocolViolationError(f"{what}: unknown response status byte {status}")
 
     async def _serve(self, protocol: str, stream: INetStream) -> None:
         """Serve one inbound request: bounded count, size and time; handler errors become error frames."""
