@@ -21,6 +21,7 @@ from p2pfl.config.schema import PeerConfig, TomlKey, check_kind, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import public_key_from_peer_id
 from p2pfl.learner import Learner
+from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
@@ -28,7 +29,9 @@ from p2pfl.scoring import ScoringConfig
 NODE_KEYS: dict[str, tuple[type, ...]] = {"key_file": (str,), "log_level": (str,), "rounds": (int,)}
 #: the [learner] section
 _LEARNER_KEYS: dict[str, tuple[type, ...]] = {"entry": (str,), "params": (dict,)}
-_SECTIONS = ("peer", "learner", "aggregation", "scoring", "protocol", "access", "metrics", "rollout")
+_SECTIONS = (
+    "peer", "learner", "aggregation", "scoring", "protocol", "access", "metrics", "rollout", "privacy",
+)  # fmt: skip
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -235,6 +238,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     )
     fields["scoring"] = _dataclass_section(ScoringConfig, scoring_params, "scoring", {})
     fields["rollout"] = _dataclass_section(RolloutConfig, data.get("rollout", {}), "rollout", {})
+    fields["privacy"] = _dataclass_section(PrivacyConfig, data.get("privacy", {}), "privacy", {})
     peer_config = PeerConfig(**fields)  # its errors name [section] key (p2pfl.config.schema)
     if peer_config.roster is None and peer_config.open_network is not True:
         raise ConfigError(

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
+from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.protocol import ProtocolConfig
 from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.rollout.config import RolloutConfig
@@ -144,6 +145,8 @@ class PeerConfig:
     metrics_listen: str | None = setting(None, section="metrics", key="listen")
     #: serving vs training version, shadow and canary (the ``[rollout]`` section; docs/rollout.md)
     rollout: RolloutConfig = setting(section=None, default_factory=RolloutConfig)  # noqa: RUF009
+    #: differential privacy (``[privacy]``; docs/privacy.md): off here; ``p2pfl init`` writes it on
+    privacy: PrivacyConfig = setting(section=None, default_factory=PrivacyConfig)  # noqa: RUF009
 
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
