@@ -80,8 +80,8 @@ def test_every_toml_key_maps_to_exactly_one_field_and_one_section() -> None:
     assert {k for k in keys if keys.count(k) > 1} == {"listen"}, "a key name in two sections"
     assert set(fields) <= PEER_FIELDS
     untomled = PEER_FIELDS - set(fields)
-    # set as sections of their own ([aggregation], [scoring] thresholds, [rollout]) or by code only
-    assert untomled == {"aggregation", "scoring", "reconnect_interval_s", "rollout"}
+    # set as sections of their own ([aggregation], [scoring] thresholds, [rollout], [privacy]) or by code only
+    assert untomled == {"aggregation", "scoring", "reconnect_interval_s", "rollout", "privacy"}
 
 
 @pytest.mark.parametrize(("section", "key"), sorted(SCHEMA))
