@@ -282,6 +282,7 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     from p2pfl.aggregation import AggregationConfig
     from p2pfl.config.loader import NODE_KEYS
     from p2pfl.config.schema import toml_keys
+    from p2pfl.privacy import PrivacyConfig
     from p2pfl.rollout import RolloutConfig
     from p2pfl.scoring import ScoringConfig
 
@@ -298,6 +299,7 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     expected |= {("learner", "entry"), ("learner", "params")}
     expected |= {("aggregation", f) for f in AggregationConfig.__dataclass_fields__}
     expected |= {("rollout", f) for f in RolloutConfig.__dataclass_fields__}
+    expected |= {("privacy", f) for f in PrivacyConfig.__dataclass_fields__}
     expected |= {("scoring", f) for f in ScoringConfig.__dataclass_fields__} | {
         ("scoring", "enabled"),
         ("scoring", "val_scoring"),
