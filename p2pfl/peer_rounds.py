@@ -350,7 +350,8 @@ class RoundLoop:
             metrics["privacy_epsilon"] = private.epsilon_after
         p = self._p
         extra: list[dict[str, Any]] = []
-        if p.rollout is not None:  # quality, deltas and rollout events of this version (p2pfl.rollout)
+        version = private is None or private.publish  # False: the budget is spent, no new version
+        if p.rollout is not None and version:  # quality, deltas and rollout events (p2pfl.rollout)
             own = p.engine.own_params()
             q = await p.run_sync(p.rollout.after_round, self.round, outcome.seq, outcome.digest, own)
             metrics.update(q.metrics)
@@ -358,7 +359,6 @@ class RoundLoop:
         notes = list(decision.notes)
         if private is not None and private.note is not None:
             notes.append(("privacy_exhausted", private.note))
-        version = private is None or private.publish
         persist = functools.partial(p.store.persist, extra=extra, version=version)
         await p.run_sync(persist, p.engine, self.round, outcome, metrics, notes)
 
