@@ -101,7 +101,9 @@ class RoundSide(EngineCore):
         before = self.own
         after = self.layout.flatten(trained)
         sent = after if published is None else self.layout.flatten(published)
-        publish_action = self._publish(sent, meta or Meta(), timestamp_ms, dp) if publish else None
+        # dp only when set: wrappers of the 3-argument _publish (protocol attacks) keep working
+        claim = () if dp is None else (dp,)
+        publish_action = self._publish(sent, meta or Meta(), timestamp_ms, *claim) if publish else None
         reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
         peers = [r.peer for r in reps]
         stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)
