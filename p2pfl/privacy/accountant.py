@@ -54,13 +54,17 @@ class Mechanism:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"mechanism kind must be one of {KINDS}, got {self.kind!r}")
+            raise ConfigError("privacy", "mode", f"must be one of {KINDS} with DP on, got {self.kind!r}")
         if not self.noise_multiplier > 0 or not math.isfinite(self.noise_multiplier):
-            raise ValueError(f"noise multiplier must be a positive number, got {self.noise_multiplier!r}")
+            got = self.noise_multiplier
+            raise ConfigError("privacy", "noise_multiplier", f"must be a positive number, got {got!r}")
         if not 0 < self.sample_rate <= 1:
-            raise ValueError(f"sample rate must be in (0, 1], got {self.sample_rate!r}")
+            got = self.sample_rate
+            raise ConfigError(
+                "privacy", "sample_rate", f"must be in (0, 1] (batch size / records), got {got!r}"
+            )
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps!r}")
+            raise ConfigError("peer", "local_steps", f"must be >= 1, got {self.steps!r}")
 
     def round_event(self) -> DpEvent:
         """The dp-accounting event of one round."""
@@ -93,13 +97,13 @@ def make_accountant(kind: str = "rdp") -> PrivacyAccountant:
         return dpa.rdp.RdpAccountant(orders=list(RDP_ORDERS))
     if kind == "pld":
         return dpa.pld.PLDAccountant(value_discretization_interval=PLD_DISCRETISATION)
-    raise ValueError(f"accountant must be 'rdp' or 'pld', got {kind!r}")
+    raise ConfigError("privacy", "accountant", f"must be 'rdp' or 'pld', got {kind!r}")
 
 
 def epsilon(mechanism: Mechanism, rounds: int, delta: float, accountant: str = "rdp") -> float:
     """The epsilon (at ``delta``) of ``rounds`` rounds of ``mechanism``; 0 for no round."""
     if rounds < 0:
-        raise ValueError(f"rounds must be >= 0, got {rounds}")
+        raise ConfigError("privacy", "rounds", f"must be >= 0, got {rounds}")
     if rounds == 0:
         return 0.0
     return _epsilon(mechanism, rounds, delta, accountant)

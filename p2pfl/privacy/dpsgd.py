@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from p2pfl.errors import ConfigError
+
 if TYPE_CHECKING:
     from p2pfl.learner import NumpySoftmaxLearner, Params
 
@@ -46,11 +48,15 @@ class DPSGD:
 
     def __post_init__(self) -> None:
         if not self.noise_multiplier >= 0 or not math.isfinite(self.noise_multiplier):
-            raise ValueError(f"noise multiplier must be >= 0, got {self.noise_multiplier!r}")
+            got = self.noise_multiplier
+            raise ConfigError("privacy", "noise_multiplier", f"must be >= 0, got {got!r}")
         if not self.clip_norm > 0 or not math.isfinite(self.clip_norm):
-            raise ValueError(f"clip norm must be > 0, got {self.clip_norm!r}")
+            raise ConfigError("privacy", "clip_norm", f"must be > 0, got {self.clip_norm!r}")
         if not 0 < self.sample_rate <= 1:
-            raise ValueError(f"sample rate must be in (0, 1], got {self.sample_rate!r}")
+            got = self.sample_rate
+            raise ConfigError(
+                "privacy", "sample_rate", f"must be in (0, 1] (batch size / records), got {got!r}"
+            )
 
     def sample(self, n: int) -> npt.NDArray[np.int64]:
         """One Poisson batch: the indices of the records drawn (each with probability ``q``)."""

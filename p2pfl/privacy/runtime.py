@@ -64,7 +64,7 @@ class PeerPrivacy:
         rng: np.random.Generator | None = None,
     ) -> None:
         if not config.enabled:
-            raise ValueError("PeerPrivacy needs [privacy] mode = 'record' or 'peer'")
+            raise ConfigError("privacy", "mode", "PeerPrivacy needs 'record' or 'peer'")
         self.config = config
         self._rng = rng if rng is not None else fresh_rng()
         if config.mode == "record":
