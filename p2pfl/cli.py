@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     from p2pfl.cli_roster import register as register_roster
 
     register_roster(sub, HelpFormatter)
+    from p2pfl.cli_init import register as register_init
+
+    register_init(sub, HelpFormatter)
     return parser
 
 

@@ -26,6 +26,8 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import torch
 
+    from p2pfl.privacy.dpsgd import DPSGD
+
 Params = dict[str, npt.NDArray[np.float32]]
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -185,6 +187,17 @@ class NumpySoftmaxLearner:
         self._order = np.empty(0, np.int64)
         self._cursor = 0
         self._lock = threading.Lock()
+        #: record-level DP-SGD (p2pfl.privacy.dpsgd), set by a peer with ``[privacy] mode = "record"``
+        self.dp: DPSGD | None = None
+
+    def dp_sample_rate(self) -> float:
+        """DP-SGD's Poisson sampling rate: ``batch_size`` records expected per step."""
+        return min(1.0, self.batch_size / len(self.train_data))
+
+    def enable_dp(self, dp: DPSGD | None) -> None:
+        """Train with DP-SGD from now on (``None``: plain SGD again)."""
+        with self._lock:
+            self.dp = dp
 
     def get_params(self) -> Params:
         with self._lock:
@@ -232,6 +245,10 @@ class NumpySoftmaxLearner:
             return TrainResult(loss=total / max(steps, 1), samples=seen, steps=steps)
 
     def _train_steps(self, p: Params, v: Params, steps: int) -> tuple[float, int]:
+        if self.dp is not None:
+            from p2pfl.privacy.dpsgd import numpy_dp_steps
+
+            return numpy_dp_steps(self, p, v, steps, self.dp)
         total = 0.0
         seen = 0
         for _ in range(steps):
@@ -332,6 +349,21 @@ class TorchLearner:
         self._cursor = 0
         self._lock = threading.Lock()
         self._names = [k for k, v in module.state_dict().items() if v.is_floating_point()]
+        #: record-level DP-SGD (p2pfl.privacy.dpsgd_torch), set by a peer with ``[privacy] mode = "record"``
+        self.dp: DPSGD | None = None
+
+    def dp_sample_rate(self) -> float:
+        """DP-SGD's Poisson sampling rate: ``batch_size`` records expected per step."""
+        return min(1.0, self.batch_size / len(self.train_x))
+
+    def enable_dp(self, dp: DPSGD | None) -> None:
+        """Train with DP-SGD (per-sample gradients, p2pfl.privacy.dpsgd_torch); ``None``: plain SGD again."""
+        from p2pfl.privacy.dpsgd_torch import check_module
+
+        if dp is not None:
+            check_module(self.module)
+        with self._lock:
+            self.dp = dp
 
     def get_params(self) -> Params:
         with self._lock:
@@ -349,6 +381,10 @@ class TorchLearner:
     def train(self, steps: int) -> TrainResult:
         torch = self._torch
         with self._lock:
+            if self.dp is not None:
+                from p2pfl.privacy.dpsgd_torch import torch_dp_train
+
+                return torch_dp_train(self, steps, self.dp)
             self.module.train()
             total, seen = 0.0, 0
             for _ in range(steps):

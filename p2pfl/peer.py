@@ -47,6 +47,7 @@ from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_status import log_stop, peer_status
 from p2pfl.peer_store import PeerStore, format_status
+from p2pfl.privacy.runtime import PeerPrivacy
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
 from p2pfl.rollout import Rollout
 from p2pfl.roster.service import ROSTER_PROTOCOL, Access
@@ -105,9 +106,14 @@ class Peer:
         self.engine = self._build_engine()
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = self._build_exchange()
+        #: differential privacy (``[privacy]``, docs/privacy.md): calibrates the noise now; None when off
+        self.privacy = (
+            PeerPrivacy(config.privacy, learner, config.local_steps) if config.privacy.enabled else None
+        )
         #: the peer's Prometheus metrics (None: off); ``docs/operations.md``
         self.metrics: PeerMetrics | None = None
         self._metrics_listen = self._build_metrics(metrics)
+        self._export_privacy()
         self.discovery = self._build_discovery()
         #: quality deltas and the version served to the host (p2pfl.rollout, docs/rollout.md)
         self.rollout = Rollout(
@@ -158,6 +164,7 @@ class Peer:
             on_round=self._on_round,
             rollout=self.rollout,
             secagg=lambda: self.secagg,
+            privacy=self.privacy,
         )
         return RoundLoop(parts)
 
@@ -174,6 +181,12 @@ class Peer:
         self.metrics = PeerMetrics(self, None if isinstance(option, str | bool) else option)
         self.exchange.observers.append(self.metrics.on_action)
         return listen
+
+    def _export_privacy(self) -> None:
+        """The metrics' ``p2pfl_privacy_epsilon_spent`` gauge reads the epsilon spent (DP and metrics on)."""
+        privacy = self.privacy
+        if self.metrics is not None and privacy is not None:
+            self.metrics.set_privacy_budget_source(lambda: privacy.spent(self.engine.seq))
 
     def _on_round(self, report: RoundReport) -> None:
         log.info(

@@ -42,10 +42,11 @@ from p2pfl.protocol.pacing import (
     unsubscribed,
 )
 from p2pfl.transport.base import Transport
-from p2pfl.wire import Meta
+from p2pfl.wire import DPClaim, Meta
 
 if TYPE_CHECKING:
     from p2pfl.config.schema import PeerConfig
+    from p2pfl.privacy import PeerPrivacy
     from p2pfl.rollout import Rollout
     from p2pfl.secagg.runtime import GroupMember
 
@@ -77,6 +78,32 @@ class RoundReport:
     duration_s: float
     #: the mix failed the own-data guard (``mix_guard_margin``): the round kept the trained model
     mix_refused: bool = False
+    #: the round published a version (false once the privacy budget is spent)
+    published: bool = True
+    #: differential privacy: epsilon spent after this round (``None``: DP off)
+    privacy_epsilon: float | None = None
+
+
+@dataclass(frozen=True)
+class PrivateRelease:
+    """What differential privacy decided for one round (see ``RoundLoop._private_release``)."""
+
+    publish: bool
+    #: the model to publish instead of the trained one (peer level: noised), or None
+    published: Params | None
+    claim: DPClaim | None
+    #: epsilon spent once this round is over
+    epsilon_after: float
+    #: the first round the budget stopped: the version log's reason
+    note: str | None
+
+    def meta(self, round_: int) -> Meta:
+        """The header's meta under DP: the round only (the training loss and the sample count are functions
+        of the private data that no noise covers)."""
+        return Meta(round=round_)
+
+    def engine_args(self) -> dict[str, Any]:
+        return {"publish": self.publish, "published": self.published, "dp": self.claim}
 
 
 def pacing_config(config: PeerConfig) -> PacingConfig:
@@ -113,6 +140,8 @@ class RoundParts:
     rollout: Rollout | None = None
     #: this peer's secure-aggregation group (p2pfl.secagg; ``Peer.secagg``), looked up each round
     secagg: Callable[[], GroupMember | None] = lambda: None
+    #: differential privacy (p2pfl.privacy); ``None``: off
+    privacy: PeerPrivacy | None = None
 
 
 class RoundLoop:
@@ -275,43 +304,75 @@ class RoundLoop:
         ]
         trained_eval, val_losses, own_val = await self._evaluate(candidates, trained)
         self.round += 1
+        private = await self._private_release(trained)
         outcome: RoundOutcome = engine.finish_round(
             trained,
             trio.current_time(),
-            meta=Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round),
+            meta=private.meta(self.round)
+            if private is not None
+            else Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round),
             timestamp_ms=now_ms(),
             val_losses=val_losses,
             own_val_loss=own_val,
             candidates=candidates,
+            **(private.engine_args() if private is not None else {}),
         )
         self._last_mix = trio.current_time()
         decision = await self._guard_round(trained, trained_eval)
-        await self._persist(train, outcome, decision)
+        await self._persist(train, outcome, decision, private)
         await exchange.execute(outcome.actions)
         await self._p.write_status()
         report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0)
+        if private is not None:
+            report.published = private.publish
+            report.privacy_epsilon = private.epsilon_after
         self.reports.append(report)
         if self._p.on_round is not None:
             self._p.on_round(report)
         return report
 
+    async def _private_release(self, trained: Params) -> PrivateRelease | None:
+        """With ``[privacy]``: whether this round may publish, its header claim and the model it publishes
+        (p2pfl.privacy); ``None`` with DP off."""
+        privacy = self._p.privacy
+        if privacy is None:
+            return None
+        seq = self._p.engine.seq
+        if not await self._p.run_sync(privacy.may_publish, seq):  # the accountant: off the loop
+            note = privacy.note_exhausted(seq, self._p.engine.peer_id)
+            return PrivateRelease(False, None, None, privacy.spent(seq), note)
+        public = self._p.engine.public_params()
+        release = privacy.to_publish(trained, public)
+        claim = privacy.claim(seq)
+        return PrivateRelease(True, release, claim, claim.epsilon, None)
+
     async def _persist(
-        self, train: TrainResult, outcome: RoundOutcome, decision: RoundDecision[EvalResult]
+        self,
+        train: TrainResult,
+        outcome: RoundOutcome,
+        decision: RoundDecision[EvalResult],
+        private: PrivateRelease | None = None,
     ) -> None:
         """The checkpoint and the version log, before the broadcast (a crash never reuses a version)."""
         ev = decision.evaluation
         metrics = {"train_loss": train.loss, "val_loss": ev.loss}
         if ev.accuracy is not None:
             metrics["val_accuracy"] = ev.accuracy
+        if private is not None:
+            metrics["privacy_epsilon"] = private.epsilon_after
         p = self._p
         extra: list[dict[str, Any]] = []
-        if p.rollout is not None:  # quality, deltas and rollout events of this version (p2pfl.rollout)
+        version = private is None or private.publish  # False: the budget is spent, no new version
+        if p.rollout is not None and version:  # quality, deltas and rollout events (p2pfl.rollout)
             own = p.engine.own_params()
             q = await p.run_sync(p.rollout.after_round, self.round, outcome.seq, outcome.digest, own)
             metrics.update(q.metrics)
             extra = q.entries
-        persist = functools.partial(p.store.persist, extra=extra)
-        await p.run_sync(persist, p.engine, self.round, outcome, metrics, decision.notes)
+        notes = list(decision.notes)
+        if private is not None and private.note is not None:
+            notes.append(("privacy_exhausted", private.note))
+        persist = functools.partial(p.store.persist, extra=extra, version=version)
+        await p.run_sync(persist, p.engine, self.round, outcome, metrics, notes)
 
     def _report(
         self,

@@ -44,6 +44,7 @@ def peer_status(peer: Peer) -> dict[str, Any]:
         "access": peer.access.status() if peer.access is not None else None,
         "quality": dict(peer.rollout.quality_snapshot()),
         "rollout": peer.rollout.status(),
+        "privacy": peer.privacy.status(engine.seq) if peer.privacy is not None else None,
     }
 
 

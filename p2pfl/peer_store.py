@@ -143,13 +143,15 @@ class PeerStore:
         notes: Sequence[tuple[str, str]] = (),
         *,
         extra: Sequence[Mapping[str, Any]] = (),
+        version: bool = True,
     ) -> None:
-        """Checkpoint, then version log: one ``version`` record, one record per note (event, reason), then
+        """Checkpoint, then version log: one ``version`` record (unless ``version`` is false: the round
+        published nothing, e.g. its privacy budget is spent), one record per note (event, reason), then
         the ``extra`` entries (``VersionLog.append``'s arguments: the rollout's events)."""
         if self.log is None:
             self.checkpoint(engine, round_, metrics)
             return
-        entries: list[Mapping[str, Any]] = [version_entry(outcome, round_, metrics)]
+        entries: list[Mapping[str, Any]] = [version_entry(outcome, round_, metrics)] if version else []
         for event, reason in notes:  # what else happened to this version, each its own signed record
             entries.append(
                 {

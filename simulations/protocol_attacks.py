@@ -295,9 +295,9 @@ class ProtocolAttack:
         engine = peer.engine
         publish = engine._publish
 
-        def recording(model: Any, meta: Any, timestamp_ms: int) -> Any:
+        def recording(model: Any, meta: Any, timestamp_ms: int, *rest: Any) -> Any:
             prev, prev_digest = engine.public.copy(), engine.public_digest
-            out = publish(model, meta, timestamp_ms)
+            out = publish(model, meta, timestamp_ms, *rest)
             header = open_envelope(out.envelope).header
             self._published = (prev, prev_digest, engine.public.copy(), header)
             return out

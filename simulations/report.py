@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .privacy_report import privacy_lines, privacy_summary
 from .scenario import MODEL_ATTACKS
 
 
@@ -134,6 +135,7 @@ def summarise(output: Any) -> dict[str, Any]:
         "egress_bytes_per_peer": _spread([float(p.get("bytes_sent", 0)) for p in honest], digits=0),
         "quality": _quality(honest),
         "series": _series(output, honest, attackers),
+        "privacy": privacy_summary(scenario.to_dict(), honest),  # epsilon over rounds; None with DP off
     }
     return results
 
@@ -314,6 +316,15 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
         marks=[(promotions, "a rollout promotion", "tab:green")],
     )
     _plot_egress(out / "egress.png", results["peers"])
+    privacy = results.get("privacy")
+    if privacy is not None:
+        _plot(
+            out / "privacy.png",
+            "Differential privacy: epsilon spent by honest peers",
+            "peer-local round",
+            "epsilon",
+            [(r, privacy["series"]["eps_max"], "max"), (r, privacy["series"]["eps_mean"], "mean")],
+        )
     _plot(
         out / "reputation.png",
         "Reputation given by honest peers",
@@ -329,6 +340,7 @@ def write_plots(results: dict[str, Any], out: Path) -> list[str]:
         "round_time.png",
         "quality_deltas.png",
         "egress.png",
+        *(["privacy.png"] if privacy is not None else []),
     ]
 
 
@@ -412,7 +424,8 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         )
     if len(results["peers"]) > 64:
         lines.append(f"| ... | {len(results['peers']) - 64} more in results.json | | | | | |")
-    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["", *privacy_lines(results.get("privacy"))]
+    lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(lines)
 
 

@@ -39,6 +39,7 @@ from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner
 from p2pfl.peer import Peer
+from p2pfl.privacy.config import PrivacyConfig
 
 from . import sybils
 from .attacks import Behaviour, make_behaviour
@@ -56,6 +57,7 @@ from .plan import (  # noqa: F401 - re-exported: the plan lived here
     save_splits,
     total_peers,
 )
+from .privacy_report import privacy_row
 from .progress import Progress, _isatty  # noqa: F401 - re-exported
 from .scenario import Scenario
 from .secagg_sim import SecAggHub
@@ -140,6 +142,8 @@ class PeerRunner:
         )
         if self.me.join_round > 0:
             cfg = dataclasses.replace(cfg, join_on_start=True)  # a fresh identity joins from snapshots
+        if not self.me.honest:  # DP is the honest peers' promise; an attacker's wrapped learner has no DP-SGD
+            cfg = dataclasses.replace(cfg, privacy=PrivacyConfig())
         if sc.sybil.closed and self.me.honest:
             cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
         peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
@@ -254,6 +258,7 @@ class PeerRunner:
                 "rep": reps,
                 **peer.rollout.trace_row(),  # rollout slice: ΔAUC/ΔF1, serving version, promotions
                 **self.observe.row(peer),
+                **privacy_row(peer),  # epsilon spent (DP on)
             }
         )
         if self.keep_vectors:

@@ -5,7 +5,8 @@ The resolved scenario (:meth:`Scenario.to_dict`) is valid input again, so it can
 results and handed to worker processes as it is.
 
 Sections: ``[run]``, ``[data]``, ``[model]``, ``[topology]``, ``[aggregation]``, ``[scoring]``,
-``[attack]``, ``[churn]``, ``[sybil]``, ``[rollout]``. See ``docs/simulation.md`` for every key.
+``[attack]``, ``[churn]``, ``[sybil]``, ``[rollout]``, ``[privacy]``. See ``docs/simulation.md`` for every
+key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.config import PeerConfig, read_toml
 from p2pfl.config.schema import default_of, sim_fields, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
+from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.rollout import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
@@ -56,6 +58,7 @@ SECTIONS = (
     "sybil",
     "rollout",
     "secagg",
+    "privacy",
 )
 
 
@@ -311,6 +314,25 @@ class RolloutSpec:
 
 
 @dataclass(frozen=True)
+class PrivacySpec:
+    """Any :class:`p2pfl.privacy.PrivacyConfig` field (validated there): every honest simulated peer's
+    ``[privacy]`` (docs/privacy.md). Absent: off. ``rounds`` defaults to ``[run] rounds``, so a budget given
+    as ``epsilon`` is planned over the run."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, t: Mapping[str, Any], run_rounds: int) -> PrivacySpec:
+        table = dict(t)
+        if table.get("mode", "off") != "off" and "noise_multiplier" not in table:
+            table.setdefault("rounds", run_rounds)
+        return cls(_dataclass_params(PrivacyConfig, table, "privacy", ()))
+
+    def config(self) -> PrivacyConfig:
+        return PrivacyConfig(**self.params)
+
+
+@dataclass(frozen=True)
 class CrashEvent:
     peer: int
     round: int
@@ -377,6 +399,7 @@ class Scenario:
     sybil: SybilSpec = field(default_factory=SybilSpec)
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     secagg: SecAggSpec = field(default_factory=SecAggSpec)
+    privacy: PrivacySpec = field(default_factory=PrivacySpec)
     name: str = "scenario"
 
     def peer_overrides(self) -> dict[str, Any]:
@@ -391,6 +414,7 @@ class Scenario:
             aggregation=self.aggregation.config(),
             scoring=self.scoring.config(),
             rollout=self.rollout.config(),
+            privacy=self.privacy.config(),
         )
         return out
 
@@ -420,6 +444,7 @@ class Scenario:
             "sybil": dataclasses.asdict(self.sybil),
             "rollout": {k: v for k, v in dataclasses.asdict(self.rollout.config()).items() if v is not None},
             "secagg": self.secagg.to_dict(),
+            "privacy": {k: v for k, v in dataclasses.asdict(self.privacy.config()).items() if v is not None},
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Scenario:
@@ -450,6 +475,9 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         sybil=SybilSpec.parse(data.get("sybil", {})),
         rollout=RolloutSpec.parse(data.get("rollout", {})),
         secagg=SecAggSpec.parse(data.get("secagg", {}), topology.peers),
+        privacy=PrivacySpec.parse(
+            data.get("privacy", {}), _get(data.get("run", {}), "run", "rounds", int, 20)
+        ),
         name=name,
     )
     if scenario.secagg.enabled and scenario.run.transport != "memory":
@@ -463,6 +491,12 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
     if n_bad >= topology.peers:
         raise ScenarioError("[attack] fraction: at least one honest peer is needed")
     return scenario
+
+
+def scenario_rounds(data: Mapping[str, Any]) -> int:
+    """``[run] rounds`` of a raw scenario (its default when absent or not a table)."""
+    run = data.get("run", {})
+    return _get(run, "run", "rounds", int, 20) if isinstance(run, dict) else 20
 
 
 def load_scenario(path: str | Path) -> Scenario:

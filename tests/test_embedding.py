@@ -282,6 +282,7 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     from p2pfl.aggregation import AggregationConfig
     from p2pfl.config.loader import NODE_KEYS
     from p2pfl.config.schema import toml_keys
+    from p2pfl.privacy import PrivacyConfig
     from p2pfl.protocol.ratelimit import RateConfig
     from p2pfl.rollout import RolloutConfig
     from p2pfl.scoring import ScoringConfig
@@ -302,6 +303,7 @@ def test_the_operators_toml_example_is_complete_and_valid(tmp_path: Path) -> Non
     expected |= {("rollout", f) for f in RolloutConfig.__dataclass_fields__}
     expected |= {("rates", f) for f in RateConfig.__dataclass_fields__}
     expected |= {("secagg", f) for f in SecAggConfig.__dataclass_fields__}
+    expected |= {("privacy", f) for f in PrivacyConfig.__dataclass_fields__}
     expected |= {("scoring", f) for f in ScoringConfig.__dataclass_fields__} | {
         ("scoring", "enabled"),
         ("scoring", "val_scoring"),

@@ -24,6 +24,7 @@ from p2pfl.discovery import PeerRecord, RecordError
 from p2pfl.identity import Identity
 from p2pfl.wire import (
     ZERO_DIGEST,
+    DPClaim,
     Header,
     Limits,
     Meta,
@@ -115,6 +116,8 @@ def replay_envelope(data: bytes, context: dict[str, Any]) -> dict[str, Any]:
                 "sender": h.sender,
                 "seq": h.seq,
                 "ts": h.timestamp_ms,
+                # the optional differential-privacy claim, only when the header has one
+                **({"dp": h.dp.to_wire()} if h.dp is not None else {}),
             },
             "payload": None,
         }
@@ -606,7 +609,44 @@ def envelope_vectors() -> list[dict[str, Any]]:
         with_payload(nan_wide),
         "non_canonical",
     )
+    _dp_vectors(add, raw, hm)
     return v
+
+
+def _dp_vectors(add: Callable[..., None], raw: bytes, hm: dict[str, Any]) -> None:
+    """The optional ``dp`` header field (section 3): a valid claim, and each way its map can be wrong."""
+    claim = DPClaim(mode="record", epsilon=1.5, delta=1e-5, noise_multiplier=1.1, clip_norm=1.0)
+    add(
+        "delta-dp",
+        "a valid delta whose header carries a differential-privacy claim (dp)",
+        seal(ALICE, header(dp=claim, meta=Meta(round=4)), raw),
+        "accepted",
+    )
+    good = claim.to_wire()
+
+    def with_dp(dp: Any) -> bytes:
+        return signed(dict(sorted({**hm, "dp": dp}.items())), raw)
+
+    add("dp-missing-field", "dp without sigma", with_dp({k: v for k, v in good.items() if k != "sigma"}),
+        "missing_field")  # fmt: skip
+    add("dp-unknown-field", "dp with an extra key q", with_dp({**good, "q": 0.1}), "unknown_field")
+    add(
+        "dp-int-epsilon",
+        "dp eps as an integer (floats are float64)",
+        with_dp({**good, "eps": 2}),
+        "wrong_type",
+    )
+    add("dp-not-a-map", "dp as a string", with_dp("record"), "wrong_type")
+    add("dp-bad-mode", "dp mode neither record nor peer", with_dp({**good, "mode": "user"}), "schema")
+    add("dp-bad-delta", "dp delta of 1.0", with_dp({**good, "delta": 1.0}), "schema")
+    add("dp-nan-epsilon", "dp eps NaN", with_dp({**good, "eps": float("nan")}), "non_finite")
+    wide = pack(dict(sorted({**hm, "dp": good}.items()))).replace(pack(1.1), b"\xca" + struct.pack(">f", 1.1))
+    add(
+        "dp-float32",
+        "dp sigma as float32 (not the shortest float64 form)",
+        signed(wide, raw),
+        "non_canonical",
+    )
 
 
 def sig_of(envelope: bytes) -> bytes:

@@ -21,6 +21,7 @@ from p2pfl.config.schema import PeerConfig, TomlKey, check_kind, toml_keys
 from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import public_key_from_peer_id
 from p2pfl.learner import Learner
+from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.protocol.ratelimit import RateConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
@@ -41,6 +42,7 @@ _SECTIONS = (
     "rollout",
     "rates",
     "secagg",
+    "privacy",
 )
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -250,6 +252,7 @@ def parse_config(data: Mapping[str, Any], base: Path, source: Path | None = None
     fields["rollout"] = _dataclass_section(RolloutConfig, data.get("rollout", {}), "rollout", {})
     fields["rates"] = _dataclass_section(RateConfig, data.get("rates", {}), "rates", {})
     fields["secagg"] = _dataclass_section(SecAggConfig, data.get("secagg", {}), "secagg", {})
+    fields["privacy"] = _dataclass_section(PrivacyConfig, data.get("privacy", {}), "privacy", {})
     peer_config = PeerConfig(**fields)  # its errors name [section] key (p2pfl.config.schema)
     if peer_config.roster is None and peer_config.open_network is not True:
         raise ConfigError(

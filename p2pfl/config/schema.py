@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
+from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.protocol import ProtocolConfig
 from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.protocol.ratelimit import RateConfig
@@ -150,6 +151,8 @@ class PeerConfig:
     rollout: RolloutConfig = setting(section=None, default_factory=RolloutConfig)  # noqa: RUF009
     #: the secure-aggregation group (the ``[secagg]`` section; docs/secagg.md)
     secagg: SecAggConfig = setting(section=None, default_factory=SecAggConfig)  # noqa: RUF009
+    #: differential privacy (``[privacy]``; docs/privacy.md): off here; ``p2pfl init`` writes it on
+    privacy: PrivacyConfig = setting(section=None, default_factory=PrivacyConfig)  # noqa: RUF009
 
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:

@@ -15,7 +15,7 @@ from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
 from p2pfl.scoring import ContributionScorer, ScoreRecord, cap_groups, cap_share
 from p2pfl.scoring.influence import check_group_caps
-from p2pfl.wire import ZERO_DIGEST, Header, Meta, apply_codec, payload_parts, seal, undo_codec
+from p2pfl.wire import ZERO_DIGEST, DPClaim, Header, Meta, apply_codec, payload_parts, seal, undo_codec
 
 
 class RoundSide(EngineCore):
@@ -75,8 +75,16 @@ class RoundSide(EngineCore):
         val_losses: Mapping[str, float] | None = None,
         own_val_loss: float | None = None,
         candidates: Sequence[Replica] | None = None,
+        publish: bool = True,
+        published: Mapping[str, npt.NDArray[Any]] | None = None,
+        dp: DPClaim | None = None,
     ) -> RoundOutcome:
         """Publish the freshly trained model, then mix it with the replicas and score them.
+
+        Differential privacy (p2pfl.privacy) uses the last three: ``published`` replaces ``trained`` as the
+        version sent (peer level: its clipped, noised delta; ``trained`` still enters the own mix), ``dp`` is
+        the header's privacy claim, and ``publish=False`` (budget spent) publishes nothing: ``seq`` stays, the
+        round only mixes.
 
         ``trained`` is the own model after local training, which started from :meth:`own_params`. It becomes
         the new public version as it is (others mix *trained* models, so every peer's step reaches the
@@ -92,7 +100,10 @@ class RoundSide(EngineCore):
         """
         before = self.own
         after = self.layout.flatten(trained)
-        publish = self._publish(after, meta or Meta(), timestamp_ms)
+        sent = after if published is None else self.layout.flatten(published)
+        # dp only when set: wrappers of the 3-argument _publish (protocol attacks) keep working
+        claim = () if dp is None else (dp,)
+        publish_action = self._publish(sent, meta or Meta(), timestamp_ms, *claim) if publish else None
         reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
         peers = [r.peer for r in reps]
         stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)
@@ -158,7 +169,8 @@ class RoundSide(EngineCore):
             centre = aggregate(self.aggregation, after, stack)
         contributions = self._contributions(reps, weights, scores)
         self.own = centre
-        actions.insert(0, publish)
+        if publish_action is not None:
+            actions.insert(0, publish_action)
         return RoundOutcome(
             actions, self.seq, self.public_digest, contributions, scores, evicted, own_weight=own_weight
         )
@@ -255,7 +267,7 @@ class RoundSide(EngineCore):
         last = self._last_scored.get(peer)
         return None if last is None else last[0]
 
-    def _publish(self, model: FloatVec, meta: Meta, timestamp_ms: int) -> Publish:
+    def _publish(self, model: FloatVec, meta: Meta, timestamp_ms: int, dp: DPClaim | None = None) -> Publish:
         delta_vec = model - self.public
         new_public = self.public + delta_vec  # what every receiver computes: bit-identical float32 arithmetic
         tensors = apply_codec(self.layout.unflatten(delta_vec), self.config.codec)
@@ -280,6 +292,7 @@ class RoundSide(EngineCore):
             codec=self.config.codec,
             meta=meta,
             timestamp_ms=timestamp_ms,
+            dp=dp,
         )
         inline = psize <= self.config.inline_limit
         envelope = seal(self.identity, header, parts if inline else None)

@@ -48,6 +48,50 @@ HEADER_FIELDS: Final = frozenset(
     }
 )
 META_FIELDS: Final = frozenset({"loss", "round", "samples"})
+#: header fields that may be absent (an envelope from a peer that predates them still decodes)
+OPTIONAL_HEADER_FIELDS: Final = frozenset({"dp"})
+#: the keys of the ``dp`` map, all required when it is present
+DP_FIELDS: Final = frozenset({"clip", "delta", "eps", "mode", "sigma"})
+DP_MODES: Final = ("record", "peer")
+
+
+@dataclass(frozen=True)
+class DPClaim:
+    """The differential-privacy parameters a sender claims for a version (docs/privacy.md): its ``mode``
+    (``record`` or ``peer``), the epsilon it has spent up to and including this version at ``delta``, and its
+    noise multiplier and clipping norm. Signed with the header, so neighbours and audits can see what each
+    contribution claimed; a receiver cannot check the claim from the model."""
+
+    mode: str
+    epsilon: float
+    delta: float
+    noise_multiplier: float
+    clip_norm: float
+
+    def __post_init__(self) -> None:
+        if self.mode not in DP_MODES:
+            raise SchemaError(f"dp.mode must be one of {DP_MODES}, got {self.mode!r}")
+        for name in ("epsilon", "delta", "noise_multiplier", "clip_norm"):
+            value = getattr(self, name)
+            if type(value) is not float:
+                raise WrongTypeError(f"dp.{name} must be a float, got {value!r}")
+            if not math.isfinite(value):
+                raise NonFiniteError(f"dp.{name} must be finite, got {value!r}")
+        if self.epsilon < 0:
+            raise SchemaError(f"dp.eps must be >= 0, got {self.epsilon!r}")
+        if not 0 < self.delta < 1:
+            raise SchemaError(f"dp.delta must be in (0, 1), got {self.delta!r}")
+        if not self.noise_multiplier > 0 or not self.clip_norm > 0:
+            raise SchemaError("dp.sigma and dp.clip must be > 0")
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "clip": self.clip_norm,
+            "delta": self.delta,
+            "eps": self.epsilon,
+            "mode": self.mode,
+            "sigma": self.noise_multiplier,
+        }
 
 
 @dataclass(frozen=True)
@@ -95,6 +139,8 @@ class Header:
     codec: str = "raw"
     meta: Meta = field(default_factory=Meta)
     timestamp_ms: int = 0
+    #: the sender's differential-privacy claim; ``None``: no DP (and no ``dp`` key on the wire)
+    dp: DPClaim | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -123,13 +169,15 @@ class Header:
             raise SchemaError(f"codec must be one of {CODECS} or topk:<density>, got {self.codec!r}")
         if not isinstance(self.meta, Meta):
             raise WrongTypeError("meta must be a Meta")
+        if self.dp is not None and not isinstance(self.dp, DPClaim):
+            raise WrongTypeError("dp must be a DPClaim or None")
 
     def to_wire(self) -> dict[str, Any]:
         """The header as a map with keys in canonical (bytewise sorted) order."""
-        return {
-            "arch": self.arch,
-            "base": self.base,
-            "codec": self.codec,
+        out: dict[str, Any] = {"arch": self.arch, "base": self.base, "codec": self.codec}
+        if self.dp is not None:  # absent when off: a header without DP is byte-identical to version 1's
+            out["dp"] = self.dp.to_wire()
+        return out | {
             "kind": self.kind,
             "meta": self.meta.to_wire(),
             "net": self.network_id,
@@ -173,7 +221,7 @@ def decode_header(header_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> Heade
     missing = HEADER_FIELDS - raw.keys()
     if missing:
         raise MissingFieldError(f"header lacks field(s) {sorted(missing)}")
-    unknown = raw.keys() - HEADER_FIELDS
+    unknown = raw.keys() - HEADER_FIELDS - OPTIONAL_HEADER_FIELDS
     if unknown:
         raise UnknownFieldError(f"header has unknown field(s) {sorted(unknown)}")
     for key in ("arch", "base", "payload_digest", "result"):
@@ -193,6 +241,7 @@ def decode_header(header_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> Heade
             _check_type(meta_raw[key], int, f"header.meta.{key}")
     if "loss" in meta_raw:
         _check_type(meta_raw["loss"], float, "header.meta.loss")
+    dp = _decode_dp(raw["dp"]) if "dp" in raw else None
     try:
         header = Header(
             kind=raw["kind"],
@@ -209,9 +258,32 @@ def decode_header(header_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> Heade
                 samples=meta_raw.get("samples"), loss=meta_raw.get("loss"), round=meta_raw.get("round")
             ),
             timestamp_ms=raw["ts"],
+            dp=dp,
         )
     except (TypeError, ValueError) as exc:  # defensive: constructors raise WireErrors for known cases
         raise SchemaError(f"header: {exc}") from None
     if encode_header(header) != header_bytes:
         raise NonCanonicalError("header is not canonically encoded (key order, integer or float width)")
     return header
+
+
+def _decode_dp(raw: Any) -> DPClaim:
+    """The ``dp`` map: exactly its five keys, ``mode`` a str and the rest float64 (checked by ``DPClaim``)."""
+    _check_type(raw, dict, "header.dp")
+    _check_str_keys(raw, "header.dp")
+    missing = DP_FIELDS - raw.keys()
+    if missing:
+        raise MissingFieldError(f"header.dp lacks field(s) {sorted(missing)}")
+    unknown = raw.keys() - DP_FIELDS
+    if unknown:
+        raise UnknownFieldError(f"header.dp has unknown field(s) {sorted(unknown)}")
+    _check_type(raw["mode"], str, "header.dp.mode")
+    for key in ("clip", "delta", "eps", "sigma"):
+        _check_type(raw[key], float, f"header.dp.{key}")
+    return DPClaim(
+        mode=raw["mode"],
+        epsilon=raw["eps"],
+        delta=raw["delta"],
+        noise_multiplier=raw["sigma"],
+        clip_norm=raw["clip"],
+    )

@@ -80,9 +80,17 @@ def test_every_toml_key_maps_to_exactly_one_field_and_one_section() -> None:
     assert {k for k in keys if keys.count(k) > 1} == {"listen"}, "a key name in two sections"
     assert set(fields) <= PEER_FIELDS
     untomled = PEER_FIELDS - set(fields)
-    # set as sections of their own ([aggregation], [scoring] thresholds, [rollout], [rates], [secagg])
-    # or by code only
-    assert untomled == {"aggregation", "scoring", "reconnect_interval_s", "rollout", "rates", "secagg"}
+    # set as sections of their own ([aggregation], [scoring] thresholds, [rollout], [rates], [secagg],
+    # [privacy]) or by code only
+    assert untomled == {
+        "aggregation",
+        "scoring",
+        "reconnect_interval_s",
+        "rollout",
+        "rates",
+        "secagg",
+        "privacy",
+    }
 
 
 @pytest.mark.parametrize(("section", "key"), sorted(SCHEMA))
