@@ -39,6 +39,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         row = summarise(c, r, time.time() - started)
         rows.append(row)
         print(f"[{i}/{len(todo)}] " + table([row], refs)[-1], file=sys.stderr)
-    command = "python -m p2pfl.sim.bench_matrix " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m p2pfl.sim.bench_matrix " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"Run {started_at:%Y-%m-%d %H:%M} UTC on {machine()}; {len(rows)} cells in {time.time() - t0:.0f} s.",
         f"Command: `{command.strip()}`. Base `{base_path.name}`, {base.run.rounds} rounds, "
