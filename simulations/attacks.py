@@ -16,12 +16,20 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
     label), the same permutation for every attacker of a run, so colluding Sybils agree with each other;
   - ``honest_then_attack``: honest for ``honest_rounds`` trained rounds, then ``signflip`` or ``alie``
     (a sleeper: it earns whatever trust good behaviour earns first);
-  - ``extreme``: a finite model whose every coordinate is about ``extreme_value`` (-1e38 by default).
+  - ``extreme``: a finite model whose every coordinate is about ``extreme_value`` (-1e38 by default);
+  - ``mimic`` (Karimireddy et al. 2022): a verbatim copy of one honest neighbour's latest public model, the
+    same neighbour every round, so that neighbour's (skewed) data count several times in every mix that takes
+    the copies: no model it publishes is outside the honest spread;
+  - ``dissensus`` (He et al. 2022): ``x_t + lambda * (x_t - m)``, with ``m`` the mean of its honest
+    neighbours' models and ``x_t`` the one farthest from ``m``: mixing it pulls ``t`` further away from the
+    consensus and drags the other neighbours the same way (see :class:`Dissensus`).
 
-  ``alie`` and ``ipm`` are **omniscient within the neighbourhood**: they read the attacker peer's replicas of
-  its neighbours' public models (exactly what that peer legitimately receives; colluders' models included)
-  through a read-only callable set by :meth:`Behaviour.bind` after the peer is created. They do not see
-  models of peers they are not connected to, nor honest models before they are published.
+  ``alie``, ``ipm``, ``mimic`` and ``dissensus`` are **omniscient within the neighbourhood**: they read the
+  attacker peer's replicas of its neighbours' public models (exactly what that peer legitimately receives;
+  colluders' models included) through read-only callables set by :meth:`Behaviour.bind` after the peer is
+  created. They do not see models of peers they are not connected to, nor honest models before they are
+  published. ``mimic`` and ``dissensus`` also know their colluders (``Behaviour(colluders=...)``) and leave
+  their models out of what they copy or push.
 
 * its **behaviour on the network** (protocol attacks), as a background task using the peer's transport:
 
@@ -55,6 +63,8 @@ from .scenario import MODEL_ATTACKS, AttackSpec
 
 Params = dict[str, npt.NDArray[np.float32]]
 ReplicaView = Callable[[], list[Params]]
+#: the same replicas, by the neighbour's peer id
+KeyedView = Callable[[], dict[str, Params]]
 
 
 class _Wrapper:
@@ -129,9 +139,20 @@ class _Omniscient(_Wrapper):
     def __init__(self, inner: Any) -> None:
         super().__init__(inner)
         self.view: ReplicaView | None = None
+        self.keyed: KeyedView | None = None
+        #: peer ids of the other attackers (their models are not honest evidence)
+        self.colluders: frozenset[str] = frozenset()
 
     def _neighbours(self) -> list[Params]:
         return self.view() if self.view is not None else []
+
+    def _honest_neighbours(self) -> dict[str, Params]:
+        models = self.keyed() if self.keyed is not None else {}
+        return {p: m for p, m in sorted(models.items()) if p not in self.colluders}
+
+
+def _flat(params: Params) -> npt.NDArray[np.float64]:
+    return np.concatenate([np.asarray(params[k], np.float64).ravel() for k in sorted(params)])
 
 
 class ALIE(_Omniscient):
@@ -164,6 +185,71 @@ class IPM(_Omniscient):
             mean = np.mean([m[k] for m in models], axis=0)
             out[k] = (start[k] - self.epsilon * (mean - start[k])).astype(np.float32)
         return out
+
+
+class Mimic(_Omniscient):
+    """Publishes a copy of one honest neighbour's latest public model (Karimireddy et al. 2022, "mimic").
+
+    The target is chosen once, at the first round with at least one honest neighbour's model: the one with
+    the largest deviation along the principal direction of the honest neighbours' models (the paper's choice:
+    the worker whose data most pull the mean one way; with one or two neighbours, the farthest from their
+    mean). It is kept while its replica exists, so the same data are over-represented round after round;
+    only when it disappears (evicted, left) is a new target chosen. Colluders that neighbour the same peers
+    tend to pick the same target. A mimic model is a real honest model: it differs from the target's only
+    by being one version late, so a defence can only notice duplicates, not a bad model."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.target: str | None = None
+
+    @staticmethod
+    def pick(models: dict[str, Params]) -> str:
+        ids = sorted(models)
+        x = np.stack([_flat(models[p]) for p in ids])
+        dev = x - x.mean(axis=0)
+        if len(ids) > 2:
+            _, _, vt = np.linalg.svd(dev, full_matrices=False)
+            score = np.abs(dev @ vt[0])
+        else:
+            score = np.linalg.norm(dev, axis=1)
+        return ids[int(np.argmax(score))]  # ties: the smallest peer id (argmax keeps the first)
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        models = self._honest_neighbours()
+        if not models:
+            return trained
+        if self.target not in models:
+            self.target = self.pick(models)
+        return {k: np.array(v, dtype=np.float32) for k, v in models[self.target].items()}
+
+
+class Dissensus(_Omniscient):
+    """Pushes its neighbours away from their consensus (He et al. 2022, "dissensus").
+
+    In the paper each attacker sends neighbour ``i`` the model ``x_i - eps * sum_k w_ik (x_k - x_i)``: the
+    reverse of ``i``'s own consensus step. A peer here signs one model per version for all its neighbours
+    (a different model per neighbour is equivocation, which the protocol detects: see ``equivocate``), so
+    the attack aims that one model at the honest neighbour ``t`` farthest from the honest neighbours' mean
+    ``m`` (its own neighbourhood stands in for ``t``'s, which it cannot see) and publishes
+    ``x_t + lam * (x_t - m)``: ``t`` mixing it moves away from ``m``, and every other neighbour mixing it
+    is pulled towards ``t``'s side and past it. The model is ``(1 + lam)`` times ``t``'s distance from
+    ``m`` away from ``m``: with ``lam`` about 1, within the spread of honest neighbours on skewed data."""
+
+    def __init__(self, inner: Any, lam: float = 1.0) -> None:
+        super().__init__(inner)
+        self.lam = lam
+        self.target: str | None = None
+
+    def poison(self, start: Params, trained: Params) -> Params:
+        models = self._honest_neighbours()
+        if len(models) < 2:
+            return trained
+        ids = sorted(models)
+        mean = {k: np.mean([models[p][k] for p in ids], axis=0) for k in trained}
+        dist = [sum(float(np.sum((models[p][k] - mean[k]) ** 2)) for k in trained) for p in ids]
+        self.target = ids[int(np.argmax(dist))]
+        xt = models[self.target]
+        return {k: (xt[k] + self.lam * (xt[k] - mean[k])).astype(np.float32) for k in trained}
 
 
 def class_cycle(n_classes: int, seed: int) -> npt.NDArray[np.int64]:
@@ -256,10 +342,15 @@ class _RecordingTransport:
 class Behaviour:
     """One attacker's wrappers and background behaviour; see the module docstring.
 
-    ``perm_seed`` is the label permutation's seed of ``labelperm`` (the same for every attacker of a run)."""
+    ``perm_seed`` is the label permutation's seed of ``labelperm`` (the same for every attacker of a run);
+    ``colluders``: the peer ids of every attacker of the run (``mimic`` and ``dissensus`` ignore their
+    models)."""
 
-    def __init__(self, spec: AttackSpec, seed: int = 0, perm_seed: int = 0) -> None:
+    def __init__(
+        self, spec: AttackSpec, seed: int = 0, perm_seed: int = 0, colluders: frozenset[str] = frozenset()
+    ) -> None:
         self.spec = spec
+        self.colluders = colluders
         self.kind = spec.kind
         self.rng = random.Random(seed)
         self.seed = seed
@@ -297,6 +388,10 @@ class Behaviour:
             wrapped = HonestThenAttack(learner, s.honest_rounds, s.then, s.scale, s.z)
         elif self.kind == "extreme":
             wrapped = Extreme(learner, s.extreme_value, self.seed)
+        elif self.kind == "mimic":
+            wrapped = Mimic(learner)
+        elif self.kind == "dissensus":
+            wrapped = Dissensus(learner, s.dissensus_lambda)
         if wrapped is None:
             return learner
         self._learner = wrapped
@@ -330,7 +425,15 @@ class Behaviour:
                     for r in list(engine.replicas.values())
                 ]
 
+            def keyed() -> dict[str, Params]:
+                return {
+                    p: {k: v.copy() for k, v in engine.layout.unflatten(r.vec).items()}
+                    for p, r in list(engine.replicas.items())
+                }
+
             self._learner.view = view
+            self._learner.keyed = keyed
+            self._learner.colluders = self.colluders - {peer.peer_id}
 
     async def before_round(self, peer: Any) -> None:
         """Called by the runner before each round (``slow`` waits here)."""
@@ -369,6 +472,8 @@ class Behaviour:
         out: dict[str, Any] = {"kind": self.kind}
         if isinstance(self._learner, HonestThenAttack):
             out["rounds_trained"] = self._learner.rounds_trained
+        if isinstance(self._learner, Mimic | Dissensus) and self._learner.target is not None:
+            out["target"] = self._learner.target
         p = self.protocol
         if p is not None:
             out["equivocations"] = list(p.equivocations)
@@ -381,5 +486,7 @@ class Behaviour:
         return self.bad_envelopes_sent + (self.protocol.bad_envelopes_sent if self.protocol else 0)
 
 
-def make_behaviour(spec: AttackSpec, seed: int, perm_seed: int = 0) -> Behaviour:
-    return Behaviour(spec, seed, perm_seed)
+def make_behaviour(
+    spec: AttackSpec, seed: int, perm_seed: int = 0, colluders: frozenset[str] = frozenset()
+) -> Behaviour:
+    return Behaviour(spec, seed, perm_seed, colluders)

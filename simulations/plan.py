@@ -58,8 +58,9 @@ def make_plan(scenario: Scenario, ports: list[int] | None = None) -> Plan:
     n = scenario.topology.peers
     rng = random.Random(scenario.run.seed)
     topo = scenario.topology
-    graph = topology.build(topo.kind, n, rng, degree=topo.degree, fanout=topo.fanout)
-    bad = topology.place_attackers(graph, scenario.attack.count(n), scenario.attack.placement, rng)
+    graph = topology.build(topo.kind, n, rng, degree=topo.degree, fanout=topo.fanout, bridges=topo.bridges)
+    bridges = topology.bridge_peers(n, topo.bridges) if topo.kind == "dumbbell" else []
+    bad = topology.place_attackers(graph, scenario.attack.count(n), scenario.attack.placement, rng, bridges)
     syb = scenario.sybil
     graph = sybils.extend_graph(graph, [i for i in range(n) if i not in bad], syb, scenario.run.seed)
     plans, ids = [], []

@@ -113,7 +113,10 @@ class PeerRunner:
         if not self.me.honest:
             spec = sybils.sybil_attack(sc) if self.me.index >= sc.topology.peers else sc.attack
             self.behaviour = make_behaviour(
-                spec, seed=sc.run.seed * 31 + self.me.index, perm_seed=sc.run.seed * 7 + 1
+                spec,
+                seed=sc.run.seed * 31 + self.me.index,
+                perm_seed=sc.run.seed * 7 + 1,
+                colluders=frozenset(self.plan.peer_ids[p.index] for p in self.plan.peers if not p.honest),
             )
             learner = self.behaviour.wrap_learner(learner)
             if self.behaviour.protocol is not None:

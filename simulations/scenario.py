@@ -214,6 +214,8 @@ class TopologySpec:
     kind: str = "complete"
     degree: int = 4
     fanout: int = 3
+    #: dumbbell: 0 = two cliques joined by one edge; k = k bridge peers linking the two cliques
+    bridges: int = 0
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> TopologySpec:
@@ -224,6 +226,7 @@ class TopologySpec:
             kind=_choice(s, "kind", _get(t, s, "kind", str, "complete"), TOPOLOGIES),
             degree=_get(t, s, "degree", int, 4),
             fanout=_get(t, s, "fanout", int, 3),
+            bridges=_get(t, s, "bridges", int, 0),
         )
         _range(s, "peers", out.peers, 2, 100_000)
         if out.kind == "random-regular":
@@ -236,6 +239,7 @@ class TopologySpec:
             _range(s, "fanout", out.fanout, 1, out.peers - 1)
         if out.kind == "dumbbell" and out.peers < 4:
             raise ScenarioError(f"[topology] peers: a dumbbell needs at least 4 peers, got {out.peers}")
+        _range(s, "bridges", out.bridges, 0, max(out.peers - 4, 0))
         return out
 
 

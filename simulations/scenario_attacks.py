@@ -16,6 +16,8 @@ from p2pfl.errors import ConfigError
 
 #: Issue 15's attacks (see simulations/attacks.py and simulations/protocol_attacks.py)
 ISSUE15_ATTACKS = ("labelperm", "honest_then_attack", "extreme", "equivocate", "slow", "flood")
+#: Issue 16's attacks (see simulations/attacks.py): mimic publishes honest models, dissensus does not
+ISSUE16_ATTACKS = ("mimic", "dissensus")
 ATTACKS = (
     "none",
     "signflip",
@@ -27,6 +29,7 @@ ATTACKS = (
     "forge",
     "crash",
     *ISSUE15_ATTACKS,
+    *ISSUE16_ATTACKS,
 )
 #: Attacks whose published models are poisoned: honest peers are expected to evict them.
 MODEL_ATTACKS = (
@@ -38,6 +41,7 @@ MODEL_ATTACKS = (
     "labelperm",
     "honest_then_attack",
     "extreme",
+    "dissensus",
 )
 #: What an ``honest_then_attack`` peer turns into after its honest rounds
 SLEEPER_ATTACKS = ("signflip", "alie")
@@ -127,6 +131,8 @@ class AttackSpec:
     start_round: int = 3
     flood_count: int = 10_000
     flood_sender: str = "self"
+    #: dissensus: how far past the target neighbour (in units of its distance from the mean)
+    dissensus_lambda: float = 1.0
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -149,6 +155,7 @@ class AttackSpec:
             start_round=_get(t, s, "start_round", int, 3),
             flood_count=_get(t, s, "flood_count", int, 10_000),
             flood_sender=_choice(s, "flood_sender", _get(t, s, "flood_sender", str, "self"), FLOOD_SENDERS),
+            dissensus_lambda=_get(t, s, "dissensus_lambda", (int, float), 1.0),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)
@@ -162,6 +169,7 @@ class AttackSpec:
         _range(s, "period_s", out.period_s, 0, 3600, lo_open=True)
         _range(s, "start_round", out.start_round, 0, 100_000)
         _range(s, "flood_count", out.flood_count, 1, 1_000_000)
+        _range(s, "dissensus_lambda", out.dissensus_lambda, 0, 1000)
         return out
 
     def count(self, peers: int) -> int:

@@ -8,6 +8,7 @@ for a given ``random.Random``.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from .scenario import ScenarioError
 
@@ -74,20 +75,54 @@ def peer_sampling(n: int, fanout: int, rng: random.Random) -> Graph:
     return g
 
 
-def dumbbell(n: int) -> Graph:
-    """Two cliques of ~n/2 peers joined by one bridge edge (peer 0 of the left, peer n-1 of the right)."""
-    half = n // 2
-    g: Graph = [set() for _ in range(n)]
-    for side in (range(half), range(half, n)):
-        for a in side:
-            for b in side:
-                if a < b:
-                    _link(g, a, b)
-    _link(g, 0, n - 1)
+def dumbbell(n: int, bridges: int = 0, links: int = 2) -> Graph:
+    """Two cliques joined through a narrow waist.
+
+    ``bridges = 0``: two cliques of ~n/2 peers joined by one bridge edge (peer 0 of the left, peer n-1 of the
+    right). ``bridges = k``: the last ``k`` peers are bridge peers, each linked to ``links`` peers of each
+    clique (taken round-robin, so different bridges touch different clique peers) and to nothing else; the
+    first ``n - k`` peers form the two cliques. Every path between the cliques goes through a bridge peer.
+    """
+    if bridges <= 0:
+        half = n // 2
+        g: Graph = [set() for _ in range(n)]
+        for side in (range(half), range(half, n)):
+            _clique(g, side)
+        _link(g, 0, n - 1)
+        return g
+    m = n - bridges
+    if m < 4:
+        raise ScenarioError(
+            "topology", "bridges", f"{bridges} bridge peers leave fewer than 4 of {n} for the cliques"
+        )
+    half = m // 2
+    g = [set() for _ in range(n)]
+    sides = (range(half), range(half, m))
+    for side in sides:
+        _clique(g, side)
+    for j, b in enumerate(bridge_peers(n, bridges)):
+        for side in sides:
+            for t in range(min(links, len(side))):
+                _link(g, b, side[(j * links + t) % len(side)])
     return g
 
 
-def build(kind: str, n: int, rng: random.Random, *, degree: int = 4, fanout: int = 3) -> Graph:
+def bridge_peers(n: int, bridges: int) -> list[int]:
+    """The bridge peers of ``dumbbell(n, bridges)``: ``[0, n - 1]`` (the bridge edge's ends) for 0, else the
+    last ``bridges`` peers."""
+    return [0, n - 1] if bridges <= 0 else list(range(n - bridges, n))
+
+
+def _clique(g: Graph, members: range) -> None:
+    for a in members:
+        for b in members:
+            if a < b:
+                _link(g, a, b)
+
+
+def build(
+    kind: str, n: int, rng: random.Random, *, degree: int = 4, fanout: int = 3, bridges: int = 0
+) -> Graph:
     if kind == "complete":
         return complete(n)
     if kind == "ring":
@@ -97,13 +132,16 @@ def build(kind: str, n: int, rng: random.Random, *, degree: int = 4, fanout: int
     if kind == "peer-sampling":
         return peer_sampling(n, fanout, rng)
     if kind == "dumbbell":
-        return dumbbell(n)
+        return dumbbell(n, bridges)
     raise ScenarioError("topology", "kind", f"unknown topology {kind!r}")
 
 
-def place_attackers(graph: Graph, count: int, placement: str, rng: random.Random) -> set[int]:
-    """``random``: any ``count`` peers. ``targeted``: the best-connected peers (highest degree, ties broken by
-    betweenness proxy = number of distinct neighbours' neighbours), i.e. bridges and hubs."""
+def place_attackers(
+    graph: Graph, count: int, placement: str, rng: random.Random, bridges: Sequence[int] = ()
+) -> set[int]:
+    """``random``: any ``count`` peers. ``targeted``: the ``bridges`` first (the peers every path between a
+    dumbbell's two halves goes through; see :func:`bridge_peers`), then the best-connected peers (highest
+    degree, ties broken by betweenness proxy = number of distinct neighbours' neighbours), i.e. hubs."""
     n = len(graph)
     if count <= 0:
         return set()
@@ -114,7 +152,8 @@ def place_attackers(graph: Graph, count: int, placement: str, rng: random.Random
         def reach(i: int) -> int:
             return len(set().union(*(graph[j] for j in graph[i])) | graph[i]) if graph[i] else 0
 
-        order = sorted(range(n), key=lambda i: (-len(graph[i]), -reach(i), i))
+        first = [b for b in bridges if 0 <= b < n]
+        order = first + sorted(set(range(n)) - set(first), key=lambda i: (-len(graph[i]), -reach(i), i))
         return set(order[:count])
     raise ScenarioError("attack", "placement", f"unknown placement {placement!r}")
 

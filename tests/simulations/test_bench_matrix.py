@@ -1,0 +1,108 @@
+"""The issue-16 robustness matrix: cell selection, scenarios per cell, target checks, and a CI slice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pfl.sim import bench_matrix as bm
+from p2pfl.sim import reference
+from p2pfl.sim.scenario import load_scenario
+
+BASE = bm.MATRIX_BASE
+
+
+def test_full_matrix_runs_each_attack_free_cell_once() -> None:
+    todo = bm.cells(bm.FULL)
+    assert len(todo) == len(set(todo))
+    none = [c for c in todo if c.attack == "none"]
+    assert len(none) == 2 * 2 * 3 * 2 and all(c.fraction == "0" for c in none)
+    attacked = [c for c in todo if c.attack != "none"]
+    assert len(attacked) == 2 * 2 * 3 * 2 * 7 * 2
+    assert {c.attack for c in todo} == set(bm.MATRIX_ATTACKS)
+
+
+def test_cell_scenarios() -> None:
+    base = load_scenario(BASE)
+    dumb = bm.cell_scenario(base, bm.Cell("mnist5k", "0.1", "dumbbell", "0.25", "labelflip", "median"))
+    assert (dumb.data.dataset, dumb.data.alpha) == ("mnist5k", 0.1)
+    assert (dumb.topology.kind, dumb.topology.peers, dumb.topology.bridges) == ("dumbbell", 20, 6)
+    assert (dumb.attack.kind, dumb.attack.fraction, dumb.attack.placement) == ("labelflip", 0.25, "targeted")
+    assert dumb.aggregation.rule == "median"
+    clean = bm.cell_scenario(base, bm.Cell("digits", "0.3", "rr4", "0", "none", "default"))
+    assert clean.attack.count(clean.topology.peers) == 0 and clean.topology.degree == 4
+    assert clean.aggregation.config() == base.aggregation.config()  # "default": the base pipeline as it is
+    assert clean.scoring == base.scoring
+
+
+def _row(**kw: Any) -> dict[str, Any]:
+    row = {
+        "dataset": "digits",
+        "alpha": "0.3",
+        "topology": "rr6",
+        "fraction": "0.2",
+        "attack": "alie",
+        "rule": "default",
+        "mean": 0.95,
+        "min": 0.91,
+        "share_after_r10": 0.0,
+        "false_evictions": 0,
+    }
+    return {**row, **kw}
+
+
+def test_misses_names_each_missed_target() -> None:
+    refs = {"digits": 0.97, "mnist5k": 0.90}
+    assert bm.misses(_row(), [], refs) == []
+    assert bm.misses(_row(mean=0.93, min=0.80), [], refs) == ["acc94", "min90"]
+    assert bm.misses(_row(share_after_r10=0.2), [], refs) == ["held"]
+    assert bm.misses(_row(attack="mimic", share_after_r10=0.5), [], refs) == []  # mimic need not be held
+    assert bm.misses(_row(false_evictions=1), [], refs) == ["FP"]
+    clean = _row(attack="none", fraction="0", mean=0.94)
+    assert bm.misses(clean, [], refs) == ["central"]
+    assert bm.misses(_row(attack="none", fraction="0", mean=0.955), [], refs) == []
+    skewed = _row(alpha="0.1", mean=0.80, min=0.7)
+    clean01 = _row(alpha="0.1", attack="none", fraction="0", mean=0.83)
+    assert bm.misses(skewed, [clean01], refs) == ["gap2"]
+    assert bm.misses(skewed, [], refs) == ["gap2?"]
+    assert bm.misses(_row(mean=None), [], refs) == ["failed"]
+
+
+@pytest.mark.slow
+def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reduced slice CI runs: digits, Dirichlet(0.3), random 6-regular, 20% attackers, the default
+    pipeline, 20 rounds: no attack, sign-flip, ALIE and dissensus, with the centralised references.
+
+    It asserts, with margin, what holds on this commit: the attacks cost little accuracy, sign-flippers get
+    evicted, no honest peer is. Issue 16's own targets (94% / 90% under every attack, every attacker held
+    at share <= 0.1 within 10 rounds, near-central accuracy) are not met yet: see
+    simulations/benchmarks-matrix.md; tighten these bounds as they are."""
+    out = tmp_path / "slice.json"
+    argv = ["--attack", "none,signflip,alie,dissensus", "--rule", "default", "--dataset", "digits"]
+    argv += ["--alpha", "0.3", "--topology", "rr6", "--fraction", "0.2", "--rounds", "20"]
+    argv += ["--work", str(tmp_path / "w"), "--json", str(out)]
+    assert bm.main(argv) == 0
+    assert "| digits | 0.3 | rr6 |" in capsys.readouterr().out
+    got = json.loads(out.read_text())
+    assert got["references"]["digits"] >= 0.93  # logistic regression / MLP on the union of the data
+    rows = {r["attack"]: r for r in got["rows"]}
+    clean = rows["none"]
+    assert clean["mean"] >= 0.80 and clean["min"] >= 0.70, clean
+    for attack in ("signflip", "alie", "dissensus"):
+        r = rows[attack]
+        assert r["attackers"] == 3 and not r["timed_out"]
+        assert r["mean"] >= clean["mean"] - 0.05 and r["min"] >= 0.65, r
+    tp, expected = rows["signflip"]["evictions"]
+    assert expected > 0 and tp >= expected // 2, rows["signflip"]
+    assert all(r["false_evictions"] == 0 for r in rows.values()), rows
+
+
+def test_reference_union_holds_every_peers_examples() -> None:
+    base = load_scenario(BASE)
+    splits = reference.load_splits(base)
+    u = reference.union(splits)
+    assert len(u.train.y) == sum(len(s.train.y) + len(s.val.y) for s in splits)
+    assert u.test is splits[0].test
