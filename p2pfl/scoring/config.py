@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from p2pfl.errors import ConfigError
+from p2pfl.scoring.persistence import PersistenceConfig
 
 __all__ = ["ScoringConfig"]
 
@@ -118,6 +119,20 @@ class ScoringConfig:
     #: founding window and then turn together (sleepers, half of every neighbourhood) lifted the founders'
     #: median loss 3-10x, so their own 30x-worse losses read as 3x the reference. ``None``: no ceiling.
     loss_tolerance_margin: float | None = 1.0
+    #: -- persistent distance (issue 16; p2pfl/scoring/persistence.py, docs/scoring.md) --
+    #: judge each neighbour by the smallest normalised distance ``r`` of its last ``persist_window`` scored
+    #: versions: its mixing weight falls linearly from 1 at ``persist_soft`` to 0 at ``persist_hard``, and
+    #: with a full window at or beyond ``persist_hard`` its versions count as bad (towards eviction).
+    #: Catches models that stay far version after version (label-flip) though each single version sits
+    #: inside the honest per-round spread. Off: ``persistent_distance = False``.
+    persistent_distance: bool = True
+    persist_window: int = 4
+    persist_soft: float = 2.0
+    persist_hard: float = 3.0
+
+    def persistence(self) -> PersistenceConfig:
+        """The :class:`~p2pfl.scoring.persistence.PersistenceConfig` these ``persist_*`` fields describe."""
+        return PersistenceConfig(self.persist_window, self.persist_soft, self.persist_hard)
 
     def __post_init__(self) -> None:
         unit = (
@@ -199,9 +214,10 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "w_distance/w_cosine/w_loss", "at least one component weight must be > 0"
             )
-        for name in ("use_val_loss", "cap_by_hard_evidence", "drop_bad_at_once"):
+        for name in ("use_val_loss", "cap_by_hard_evidence", "drop_bad_at_once", "persistent_distance"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
+        self.persistence()  # validates persist_window / persist_soft / persist_hard
         if self.reference not in ("median", "aggregate"):
             raise ConfigError(
                 "scoring", "reference", f"must be 'median' or 'aggregate', got {self.reference!r}"

@@ -55,6 +55,7 @@ from numpy.typing import ArrayLike, NDArray
 from p2pfl.errors import AggregationError
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.influence import absurd, ramp_cap
+from p2pfl.scoring.persistence import PersistentDistance
 
 __all__ = ["STATUSES", "ContributionScorer", "ScoreRecord", "Status"]
 
@@ -143,6 +144,10 @@ class ContributionScorer:
         self.loss_tolerance = 1.0
         #: the largest tolerance calibrated within the founding rounds: the ceiling after them
         self.founding_tolerance = 1.0
+        #: issue 16: each neighbour's distance over its last versions (None: persistent_distance off)
+        self.persistence = (
+            PersistentDistance(self.config.persistence()) if self.config.persistent_distance else None
+        )
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -207,7 +212,7 @@ class ContributionScorer:
                 out.append(0.0)
                 continue
             base = 1.0 if self.config.weighting == "binary" else state.reputation
-            out.append(base * self.influence_cap(p))
+            out.append(base * self.influence_cap(p) * self._persistence_weight(p))
         return np.asarray(out, dtype=np.float64)
 
     def doubted(self, record: ScoreRecord) -> bool:
@@ -254,6 +259,8 @@ class ContributionScorer:
         state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
         state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
+        if self.persistence is not None:
+            self.persistence.reset(peer)
 
     def grant_grace(self, peer: str) -> None:
         """``peer`` comes back after a silence (or joins late): its next ``return_grace`` scores do not count
@@ -264,10 +271,14 @@ class ContributionScorer:
             return
         state.grace_left = self.config.return_grace
         state.consecutive_bad = 0
+        if self.persistence is not None:
+            self.persistence.reset(peer)
 
     def forget(self, peer: str) -> None:
         """Drop everything known about ``peer`` (e.g. it left the network for good)."""
         self._peers.pop(peer, None)
+        if self.persistence is not None:
+            self.persistence.reset(peer)
 
     def evaluate(  # noqa: PLR0917 - positional order is the protocol layer's documented call
         self,
@@ -363,6 +374,9 @@ class ContributionScorer:
                 combined = min([combined, *hard])
             if cfg.dist_hard is not None and r >= cfg.dist_hard:
                 combined = 0.0  # far outside any honest spread: no other component may average it away
+            persistent = self._persistently_far(p, state, r)  # issue 16 (scoring/persistence.py)
+            if persistent:
+                combined = 0.0
             state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
             bad = combined < cfg.bad_score
             if state.grace_left > 0:
@@ -371,12 +385,42 @@ class ContributionScorer:
             else:
                 state.consecutive_bad = state.consecutive_bad + 1 if bad else 0
             reason = self._transition(state, bad, combined)
+            if persistent:
+                reason = f"{reason}; {self._persistence_reason()}"
             passed = combined >= cfg.young_pass_score and r <= cfg.dist_ok
             reason = self._earn(state, passed and (s_loss is None or s_loss >= cfg.young_pass_score), reason)
             records[p] = ScoreRecord(
                 p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
             )
         return records
+
+    # -- issue 16: persistent distance (p2pfl/scoring/persistence.py) --------------------------------
+
+    def _persistently_far(self, peer: str, state: _PeerState, r: float) -> bool:
+        """Track ``peer``'s distance ratio ``r`` and say whether it stayed beyond ``persist_hard`` for a full
+        window. Only established identities are tracked, after the founding rounds (the spread is still
+        settling) and outside grace (a returning peer's far-off first versions are expected): a young
+        identity or one on probation passes only versions within ``dist_ok`` anyway."""
+        tracker = self.persistence
+        if tracker is None:
+            return False
+        if (
+            state.grace_left > 0
+            or self.rounds <= self.config.founding_rounds
+            or not state.established
+            or state.status == "probation"
+        ):
+            tracker.reset(peer)
+            return False
+        tracker.observe(peer, r)
+        return tracker.far(peer)
+
+    def _persistence_weight(self, peer: str) -> float:
+        return 1.0 if self.persistence is None else self.persistence.weight(peer)
+
+    def _persistence_reason(self) -> str:
+        cfg = self.config
+        return f"persistently far: r >= {cfg.persist_hard} in each of its last {cfg.persist_window} versions"
 
     def _track_jump(self, state: _PeerState, loss: float, own_val_loss: float | None) -> None:
         """Temporal consistency: this version's loss ratio (loss over the own loss) against the median of the
