@@ -25,9 +25,11 @@ grace. Every other neighbour gets three component scores in ``[0, 1]``:
   A non-finite loss scores 0.
 
 The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
-loss 2). ``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
-docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
-combined``, so one noisy round does not decide anything.
+loss 2); it is 0 for an established neighbour whose ``r`` stayed at least ``persist_hard`` in each of its
+last ``persist_window`` versions, whose mixing weight also falls from ``persist_soft`` on
+(:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). ``cap_by_hard_evidence`` instead caps the mean by
+the distance and loss scores (off by default, docs/aggregation.md). Reputation is an exponential moving
+average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy round does not decide anything.
 
 Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
 :func:`~p2pfl.scoring.influence.ramp_cap`, the young together at most ``young_share_cap`` of a mix),
