@@ -86,7 +86,11 @@ def test_config_rejects_bad_persistence_fields(field: str, kwargs: dict[str, obj
 
 
 def _rounds(
-    scorer: ContributionScorer, far: dict[str, list[float]], rounds: int, seed: int = 0
+    scorer: ContributionScorer,
+    far: dict[str, list[float]],
+    rounds: int,
+    seed: int = 0,
+    weights: list[float] | None = None,
 ) -> list[dict[str, str]]:
     """Rounds of a neighbourhood whose centre is 0: six honest neighbours at distance 1 in fresh random
     directions, and the neighbours of ``far`` at the distance its list gives for that round (cycled), in a
@@ -110,6 +114,8 @@ def _rounds(
         scorer.begin_round()
         records = scorer.evaluate(before, after, models, centre, losses, 1.0)
         out.append({p: r.status for p, r in records.items()})
+        if weights is not None:  # the first far neighbour's mixing weight after each round
+            weights.append(float(scorer.weights_for([next(iter(far))])[0]))
     return out
 
 
@@ -147,3 +153,18 @@ def test_versions_within_grace_are_not_tracked() -> None:
     assert all(st["late"] == "active" for st in history)
     assert scorer.persistence is not None
     assert scorer.persistence.kept("late") == 1.0
+
+
+def test_documented_limit_an_adaptive_drifter_close_once_per_window_is_not_caught() -> None:
+    # docs/scoring.md, failure modes: an attacker that knows persist_window comes close once per window; its
+    # far versions are bounded only by the per-round distance score and self-centred clipping
+    scorer = ContributionScorer()
+    window = scorer.config.persist_window
+    weights: list[float] = []
+    history = _rounds(scorer, {"adaptive": [4.0] * (window - 1) + [1.0]}, rounds=40, weights=weights)
+    assert all(st["adaptive"] == "active" for st in history)
+    assert weights == [1.0] * 40
+    # one far version more per window, and each full far window scores 0 and leaves the mix
+    weights = []
+    _rounds(ContributionScorer(), {"greedy": [4.0] * window + [1.0]}, rounds=40, weights=weights)
+    assert weights.count(0.0) >= 5
