@@ -121,14 +121,17 @@ class ScoringConfig:
     loss_tolerance_margin: float | None = 1.0
     #: -- persistent distance (issue 16; p2pfl/scoring/persistence.py, docs/scoring.md) --
     #: judge each neighbour by the smallest normalised distance ``r`` of its last ``persist_window`` scored
-    #: versions: its mixing weight falls linearly from 1 at ``persist_soft`` to 0 at ``persist_hard``, and
-    #: with a full window at or beyond ``persist_hard`` its versions count as bad (towards eviction).
-    #: Catches models that stay far version after version (label-flip) though each single version sits
+    #: versions: its mixing weight falls linearly from 1 at ``persist_soft`` to 0 at ``persist_hard``.
+    #: Holds out models that stay far version after version (label-flip) though each single version sits
     #: inside the honest per-round spread. Off: ``persistent_distance = False``.
     persistent_distance: bool = True
     persist_window: int = 4
     persist_soft: float = 2.0
     persist_hard: float = 3.0
+    #: with a full window at or beyond ``persist_hard`` a version also scores 0 (towards eviction). Off by
+    #: default: on a dumbbell with Dirichlet(0.1) data honest peers holding one or two classes stay that far
+    #: too, and were evicted by 3 honest observers in a run without attackers (5 more by the other rules)
+    persist_evict: bool = False
 
     def persistence(self) -> PersistenceConfig:
         """The :class:`~p2pfl.scoring.persistence.PersistenceConfig` these ``persist_*`` fields describe."""
@@ -214,7 +217,13 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "w_distance/w_cosine/w_loss", "at least one component weight must be > 0"
             )
-        for name in ("use_val_loss", "cap_by_hard_evidence", "drop_bad_at_once", "persistent_distance"):
+        for name in (
+            "use_val_loss",
+            "cap_by_hard_evidence",
+            "drop_bad_at_once",
+            "persistent_distance",
+            "persist_evict",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
         self.persistence()  # validates persist_window / persist_soft / persist_hard

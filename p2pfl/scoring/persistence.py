@@ -10,8 +10,8 @@ per neighbour, the ``r`` of its last ``window`` scored versions (each version on
 
 * :meth:`weight`: with a full window, 1 while that smallest ``r`` is at most ``soft``, falling linearly to 0
   at ``hard``; the scorer multiplies the neighbour's mixing weight by it.
-* :meth:`far`: ``window`` versions tracked and the smallest ``r`` at least ``hard``; the scorer then counts
-  the version as bad (towards eviction after ``evict_after`` consecutive bad ones).
+* :meth:`far`: ``window`` versions tracked and the smallest ``r`` at least ``hard``; with ``persist_evict``
+  the scorer then counts the version as bad (towards eviction after ``evict_after`` consecutive bad ones).
 
 One honest spike cannot trigger it (every version of the window must be far), and a neighbour that comes
 closer is released at once (unlike a moving average, which would keep a converging late joiner "far" for
@@ -23,9 +23,9 @@ Failure modes (also in docs/scoring.md): an attacker that knows ``soft`` and ``h
 closer than ``soft`` every ``window`` versions (its displacement in between is still bounded by self-centred
 clipping and the per-round distance score); ALIE and IPM models sit *closer* to the centre than honest ones
 and are not caught by this signal at all; an honest peer whose data differ from all its neighbours' for long
-is down-weighted, and evicted only once it stayed beyond ``hard`` for ``window + evict_after - 1``
-consecutive versions. A returning neighbour's far-off first versions are not tracked while it has grace (the
-scorer calls :meth:`reset`).
+is held out of the mix for as long (on a dumbbell with Dirichlet(0.1) data, peers holding one or two
+classes: why ``persist_evict`` is off by default). A returning neighbour's far-off first versions are not
+tracked while it has grace (the scorer calls :meth:`reset`).
 
 Pure: no clock, no randomness; the caller feeds one ``r`` per scored version.
 """

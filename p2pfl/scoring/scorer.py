@@ -25,11 +25,12 @@ grace. Every other neighbour gets three component scores in ``[0, 1]``:
   A non-finite loss scores 0.
 
 The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
-loss 2); it is 0 for an established neighbour whose ``r`` stayed at least ``persist_hard`` in each of its
-last ``persist_window`` versions, whose mixing weight also falls from ``persist_soft`` on
-(:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). ``cap_by_hard_evidence`` instead caps the mean by
-the distance and loss scores (off by default, docs/aggregation.md). Reputation is an exponential moving
-average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy round does not decide anything.
+loss 2). An established neighbour's mixing weight falls from 1 to 0 as the smallest ``r`` of its last
+``persist_window`` versions goes from ``persist_soft`` to ``persist_hard``, and with ``persist_evict`` its
+version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). ``cap_by_hard_evidence``
+instead caps the mean by the distance and loss scores (off by default, docs/aggregation.md). Reputation is
+an exponential moving average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy round does not
+decide anything.
 
 Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
 :func:`~p2pfl.scoring.influence.ramp_cap`, the young together at most ``young_share_cap`` of a mix),
@@ -376,7 +377,7 @@ class ContributionScorer:
                 combined = min([combined, *hard])
             if cfg.dist_hard is not None and r >= cfg.dist_hard:
                 combined = 0.0  # far outside any honest spread: no other component may average it away
-            persistent = self._persistently_far(p, state, r)  # issue 16 (scoring/persistence.py)
+            persistent = self._persistently_far(p, state, r) and cfg.persist_evict  # issue 16
             if persistent:
                 combined = 0.0
             state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined

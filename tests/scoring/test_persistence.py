@@ -74,6 +74,7 @@ def test_reset_forgets_the_window() -> None:
         ("persist_soft/persist_hard", {"persist_soft": 0.0}),
         ("persist_soft/persist_hard", {"persist_hard": math.inf}),
         ("persistent_distance", {"persistent_distance": 1}),
+        ("persist_evict", {"persist_evict": "yes"}),
     ],
 )
 def test_config_rejects_bad_persistence_fields(field: str, kwargs: dict[str, object]) -> None:
@@ -119,14 +120,28 @@ def _rounds(
     return out
 
 
-def test_a_neighbour_that_stays_far_is_evicted_though_each_version_scores_above_bad() -> None:
+def test_a_neighbour_that_stays_far_loses_its_weight_though_each_version_scores_above_bad() -> None:
     # r = 4: distance score 1/3, cosine and loss clean: combined ~0.8 every single round
-    history = _rounds(ContributionScorer(), {"drift": [4.0]}, rounds=20)
+    scorer = ContributionScorer()
+    weights: list[float] = []
+    history = _rounds(scorer, {"drift": [4.0]}, rounds=20, weights=weights)
+    cfg = scorer.config
+    assert weights[cfg.founding_rounds + cfg.persist_window - 1 :] == [0.0] * (20 - 8)
+    assert all(st["drift"] == "active" for st in history)  # held out, not evicted (persist_evict off)
+    assert all(st[f"h{k}"] == "active" for st in history for k in range(6))
+    assert scorer.weights_for([f"h{k}" for k in range(6)]).tolist() == [1.0] * 6
+    # the same neighbourhood without the signal (the scorer before issue 16) mixes it with full weight
+    weights = []
+    _rounds(
+        ContributionScorer(ScoringConfig(persistent_distance=False)), {"drift": [4.0]}, 20, weights=weights
+    )
+    assert weights == [1.0] * 20
+
+
+def test_with_persist_evict_a_neighbour_that_stays_far_is_evicted() -> None:
+    history = _rounds(ContributionScorer(ScoringConfig(persist_evict=True)), {"drift": [4.0]}, rounds=20)
     assert history[-1]["drift"] == "evicted"
     assert all(st[f"h{k}"] == "active" for st in history for k in range(6))
-    # the same neighbourhood without the signal (the scorer before issue 16) keeps it active
-    old = _rounds(ContributionScorer(ScoringConfig(persistent_distance=False)), {"drift": [4.0]}, 20)
-    assert all(st["drift"] == "active" for st in old)
 
 
 def test_a_far_neighbour_loses_its_mixing_weight_before_it_is_evicted() -> None:
