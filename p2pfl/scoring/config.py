@@ -132,6 +132,9 @@ class ScoringConfig:
     #: default: on a dumbbell with Dirichlet(0.1) data honest peers holding one or two classes stay that far
     #: too, and were evicted by 3 honest observers in a run without attackers (5 more by the other rules)
     persist_evict: bool = False
+    #: the signal is off for a round whose median distance rests on fewer than this many distances (the
+    #: anchors' and the own model's): in tiny neighbourhoods the ratio is too noisy to judge persistence
+    persist_min_spread: int = 5
 
     def persistence(self) -> PersistenceConfig:
         """The :class:`~p2pfl.scoring.persistence.PersistenceConfig` these ``persist_*`` fields describe."""
@@ -177,7 +180,7 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "loss_tolerance_max", f"must be a number >= 1, got {self.loss_tolerance_max!r}"
             )
-        for name in ("evict_after", "probation_length", "return_gap_rounds"):
+        for name in ("evict_after", "probation_length", "return_gap_rounds", "persist_min_spread"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError("scoring", name, f"must be an integer >= 1, got {value!r}")

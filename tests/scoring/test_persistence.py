@@ -75,6 +75,7 @@ def test_reset_forgets_the_window() -> None:
         ("persist_soft/persist_hard", {"persist_hard": math.inf}),
         ("persistent_distance", {"persistent_distance": 1}),
         ("persist_evict", {"persist_evict": "yes"}),
+        ("persist_min_spread", {"persist_min_spread": 0}),
     ],
 )
 def test_config_rejects_bad_persistence_fields(field: str, kwargs: dict[str, object]) -> None:
@@ -183,3 +184,20 @@ def test_documented_limit_an_adaptive_drifter_close_once_per_window_is_not_caugh
     weights = []
     _rounds(ContributionScorer(), {"greedy": [4.0] * window + [1.0]}, rounds=40, weights=weights)
     assert weights.count(0.0) >= 5
+
+
+def test_a_neighbourhood_too_small_to_judge_the_spread_is_not_tracked() -> None:
+    # two honest neighbours and the far one: the median rests on 4 distances (< persist_min_spread = 5)
+    scorer = ContributionScorer()
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=DIM)
+    d /= np.linalg.norm(d)
+    for _ in range(20):
+        models = {"h0": rng.normal(size=DIM), "h1": rng.normal(size=DIM), "drift": 4.0 * d}
+        models["h0"] /= np.linalg.norm(models["h0"])
+        models["h1"] /= np.linalg.norm(models["h1"])
+        scorer.begin_round()
+        scorer.evaluate(np.zeros(DIM), 0.5 * d, models, np.zeros(DIM), dict.fromkeys(models, 1.0), 1.0)
+    assert scorer.persistence is not None
+    assert scorer.persistence.kept("drift") is None
+    assert scorer.weights_for(["drift"]).tolist() == [1.0]
