@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from p2pfl.errors import ConfigError
+from p2pfl.scoring.persistence import PersistenceConfig
 
 __all__ = ["ScoringConfig"]
 
@@ -129,6 +130,26 @@ class ScoringConfig:
     #: founding window and then turn together (sleepers, half of every neighbourhood) lifted the founders'
     #: median loss 3-10x, so their own 30x-worse losses read as 3x the reference. ``None``: no ceiling.
     loss_tolerance_margin: float | None = 1.0
+    #: -- persistent distance (issue 16; p2pfl/scoring/persistence.py, docs/scoring.md) --
+    #: judge each neighbour by the smallest normalised distance ``r`` of its last ``persist_window`` scored
+    #: versions: its mixing weight falls linearly from 1 at ``persist_soft`` to 0 at ``persist_hard``.
+    #: Holds out models that stay far version after version (label-flip) though each single version sits
+    #: inside the honest per-round spread. Off: ``persistent_distance = False``.
+    persistent_distance: bool = True
+    persist_window: int = 4
+    persist_soft: float = 2.0
+    persist_hard: float = 3.0
+    #: with a full window at or beyond ``persist_hard`` a version also scores 0 (towards eviction). Off by
+    #: default: on a dumbbell with Dirichlet(0.1) data honest peers holding one or two classes stay that far
+    #: too, and were evicted by 3 honest observers in a run without attackers (5 more by the other rules)
+    persist_evict: bool = False
+    #: the signal is off for a round whose median distance rests on fewer than this many distances (the
+    #: anchors' and the own model's): in tiny neighbourhoods the ratio is too noisy to judge persistence
+    persist_min_spread: int = 5
+
+    def persistence(self) -> PersistenceConfig:
+        """The :class:`~p2pfl.scoring.persistence.PersistenceConfig` these ``persist_*`` fields describe."""
+        return PersistenceConfig(self.persist_window, self.persist_soft, self.persist_hard)
 
     def __post_init__(self) -> None:
         unit = (
@@ -170,7 +191,7 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "loss_tolerance_max", f"must be a number >= 1, got {self.loss_tolerance_max!r}"
             )
-        for name in ("evict_after", "probation_length", "return_gap_rounds"):
+        for name in ("evict_after", "probation_length", "return_gap_rounds", "persist_min_spread"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError("scoring", name, f"must be an integer >= 1, got {value!r}")
@@ -210,9 +231,16 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "w_distance/w_cosine/w_loss", "at least one component weight must be > 0"
             )
-        for name in ("use_val_loss", "cap_by_hard_evidence", "drop_bad_at_once"):
+        for name in (
+            "use_val_loss",
+            "cap_by_hard_evidence",
+            "drop_bad_at_once",
+            "persistent_distance",
+            "persist_evict",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
+        self.persistence()  # validates persist_window / persist_soft / persist_hard
         if self.reference not in ("median", "aggregate"):
             raise ConfigError(
                 "scoring", "reference", f"must be 'median' or 'aggregate', got {self.reference!r}"

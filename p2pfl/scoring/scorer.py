@@ -25,9 +25,12 @@ grace. Every other neighbour gets three component scores in ``[0, 1]``:
   A non-finite loss scores 0.
 
 The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
-loss 2). ``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
-docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
-combined``, so one noisy round does not decide anything.
+loss 2). An established neighbour's mixing weight falls from 1 to 0 as the smallest ``r`` of its last
+``persist_window`` versions goes from ``persist_soft`` to ``persist_hard``, and with ``persist_evict`` its
+version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). ``cap_by_hard_evidence``
+instead caps the mean by the distance and loss scores (off by default, docs/aggregation.md). Reputation is
+an exponential moving average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy round does not
+decide anything.
 
 Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
 :func:`~p2pfl.scoring.influence.ramp_cap` of the passes it holds, the young together at most
@@ -58,6 +61,7 @@ from numpy.typing import ArrayLike, NDArray
 from p2pfl.errors import AggregationError
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.influence import absurd, ramp_cap
+from p2pfl.scoring.persistence import PersistentDistance
 
 __all__ = ["STATUSES", "ContributionScorer", "ScoreRecord", "Status"]
 
@@ -148,6 +152,10 @@ class ContributionScorer:
         self.loss_tolerance = 1.0
         #: the largest tolerance calibrated within the founding rounds: the ceiling after them
         self.founding_tolerance = 1.0
+        #: issue 16: each neighbour's distance over its last versions (None: persistent_distance off)
+        self.persistence = (
+            PersistentDistance(self.config.persistence()) if self.config.persistent_distance else None
+        )
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -212,7 +220,7 @@ class ContributionScorer:
                 out.append(0.0)
                 continue
             base = 1.0 if self.config.weighting == "binary" else state.reputation
-            out.append(base * self.influence_cap(p))
+            out.append(base * self.influence_cap(p) * self._persistence_weight(p))
         return np.asarray(out, dtype=np.float64)
 
     def doubted(self, record: ScoreRecord) -> bool:
@@ -259,6 +267,8 @@ class ContributionScorer:
         state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
         state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
+        if self.persistence is not None:
+            self.persistence.reset(peer)
 
     def grant_grace(self, peer: str) -> None:
         """``peer`` comes back after a silence (or joins late): its next ``return_grace`` scores do not count
@@ -269,10 +279,14 @@ class ContributionScorer:
             return
         state.grace_left = self.config.return_grace
         state.consecutive_bad = 0
+        if self.persistence is not None:
+            self.persistence.reset(peer)
 
     def forget(self, peer: str) -> None:
         """Drop everything known about ``peer`` (e.g. it left the network for good)."""
         self._peers.pop(peer, None)
+        if self.persistence is not None:
+            self.persistence.reset(peer)
 
     def evaluate(  # noqa: PLR0917 - positional order is the protocol layer's documented call
         self,
@@ -376,11 +390,15 @@ class ContributionScorer:
                     s_loss if state.loss_rep is None else (1.0 - cfg.ema) * state.loss_rep + cfg.ema * s_loss
                 )
             combined = self._combine(r, s_dist, s_cos, s_loss)
+            far = self._persistently_far(p, state, r, len(anchors) + 1)  # issue 16
+            persistent = far and cfg.persist_evict
+            if persistent:
+                combined = 0.0
             state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
             bad = combined < cfg.bad_score
             # a bad score counts towards eviction only if it is bad against the eviction reference too
             lenient = combined
-            if bad and (med_evict, loss_evict) != (med, loss_ref):
+            if bad and not persistent and (med_evict, loss_evict) != (med, loss_ref):
                 r_e = dists[p] / med_evict if med_evict > 0 else r
                 s_loss_e = s_loss
                 if s_loss is not None and loss_evict is not None:
@@ -395,6 +413,8 @@ class ContributionScorer:
             else:
                 state.consecutive_bad = state.consecutive_bad + 1 if lenient < cfg.bad_score else 0
             reason = self._transition(state, bad, combined)
+            if persistent:
+                reason = f"{reason}; {self._persistence_reason()}"
             if not state.established:
                 # (scored against the bars below, once every trusted neighbour's standing is updated)
                 young[p] = (r <= cfg.dist_ok or dists[p] <= reach, bad or state.jumped or s_loss == 0.0)
@@ -431,6 +451,37 @@ class ContributionScorer:
         if losses:
             loss_bar = min(loss_bar, min(losses) - cfg.young_pass_margin)
         return bar, loss_bar
+
+    # -- issue 16: persistent distance (p2pfl/scoring/persistence.py) --------------------------------
+
+    def _persistently_far(self, peer: str, state: _PeerState, r: float, spread: int) -> bool:
+        """Track ``peer``'s distance ratio ``r`` and say whether it stayed beyond ``persist_hard`` for a full
+        window. Only established identities are tracked, after the founding rounds (the spread is still
+        settling) and outside grace (a returning peer's far-off first versions are expected): a young
+        identity or one on probation passes only versions within ``dist_ok`` anyway. Nor while fewer than
+        ``persist_min_spread`` distances (``spread``: the anchors' and the own) set the median: of 3 or 4 the
+        ratio is too noisy (a 4-peer non-IID network lost 1-2 points of accuracy to down-weighting)."""
+        tracker = self.persistence
+        if tracker is None:
+            return False
+        if (
+            state.grace_left > 0
+            or spread < self.config.persist_min_spread
+            or self.rounds <= self.config.founding_rounds
+            or not state.established
+            or state.status == "probation"
+        ):
+            tracker.reset(peer)
+            return False
+        tracker.observe(peer, r)
+        return tracker.far(peer)
+
+    def _persistence_weight(self, peer: str) -> float:
+        return 1.0 if self.persistence is None else self.persistence.weight(peer)
+
+    def _persistence_reason(self) -> str:
+        cfg = self.config
+        return f"persistently far: r >= {cfg.persist_hard} in each of its last {cfg.persist_window} versions"
 
     def _track_jump(self, state: _PeerState, loss: float, own_val_loss: float | None) -> None:
         """Temporal consistency: this version's loss ratio (loss over the own loss) against the median of the
