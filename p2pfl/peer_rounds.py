@@ -140,6 +140,8 @@ class RoundLoop:
         self._round_lock = trio.Lock()
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
+        #: how long the last round's mix waited for the neighbours (``wait_before_mix``; else 0)
+        self._last_wait_s = 0.0
         self._started = False
 
     def note_update(self) -> None:
@@ -160,7 +162,7 @@ class RoundLoop:
         while not stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
                 break
-            if done or self.round > 0:
+            if (done or self.round > 0) and not self._pacing.wait_before_mix:
                 await self._wait_for_neighbours()
             started = trio.current_time()
             done.append(await self.step())
@@ -201,15 +203,17 @@ class RoundLoop:
                 return
             await trio.sleep_until(decision.until)
 
-    async def _wait_for_neighbours(self) -> None:
-        """Before a round: until enough neighbours sent a new version (see p2pfl.protocol.pacing)."""
-        work = self.reports[-1].duration_s if self.reports else None
-        self._pacer.begin_wait(trio.current_time(), self._last_mix, work)
+    async def _wait_for_neighbours(self) -> float:
+        """Before a round (or its mix, ``wait_before_mix``): until enough neighbours sent a new version
+        (see p2pfl.protocol.pacing). Returns how long it waited."""
+        work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
+        started = trio.current_time()
+        self._pacer.begin_wait(started, self._last_mix, work)
         while True:
             now = trio.current_time()
             decision = self._pacer.decide(now, self._views(now), stopped=self._p.stopped.is_set())
             if isinstance(decision, Start):
-                return
+                return now - started
             self._replica_updated = trio.Event()
             with trio.move_on_at(decision.until):  # or earlier, when a replica is updated
                 await self._replica_updated.wait()
@@ -259,6 +263,12 @@ class RoundLoop:
         t0 = trio.current_time()
         await exchange.execute(engine.readmissions(t0))
         train, trained = await self._train()
+        meta = Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round + 1)
+        published = self._pacing.wait_before_mix
+        self._last_wait_s = 0.0
+        if published:
+            await self._publish_first(trained, meta)
+            self._last_wait_s = await self._wait_for_neighbours()
         # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
         candidates = [replace(r) for r in engine.mixing_candidates(trio.current_time())]
         trained_eval, val_losses, own_val = await self._evaluate(candidates, trained)
@@ -266,11 +276,12 @@ class RoundLoop:
         outcome: RoundOutcome = engine.finish_round(
             trained,
             trio.current_time(),
-            meta=Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round),
+            meta=meta,
             timestamp_ms=now_ms(),
             val_losses=val_losses,
             own_val_loss=own_val,
             candidates=candidates,
+            published=published,
         )
         self._last_mix = trio.current_time()
         decision = await self._guard_round(trained, trained_eval)
@@ -282,6 +293,15 @@ class RoundLoop:
         if self._p.on_round is not None:
             self._p.on_round(report)
         return report
+
+    async def _publish_first(self, trained: Params, meta: Meta) -> None:
+        """``wait_before_mix``: publish the trained model before waiting for the neighbours' versions. The
+        checkpoint moves to the new version first (a crash never reuses a version number); the version
+        record, with the mix's contributions, follows at the end of the round."""
+        p = self._p
+        publish = p.engine.publish_trained(trained, meta=meta, timestamp_ms=now_ms())
+        await p.run_sync(p.store.checkpoint, p.engine, self.round, {})
+        await p.exchange.execute([publish])
 
     async def _persist(
         self, train: TrainResult, outcome: RoundOutcome, decision: RoundDecision[EvalResult]

@@ -16,6 +16,7 @@ import numpy as np
 
 from p2pfl.state import load_checkpoint
 
+from .data import Split
 from .plan import (
     Plan,
     build_learner,
@@ -51,8 +52,11 @@ def libp2p_addr(plan: Plan, j: int) -> str:
     return f"/ip4/127.0.0.1/tcp/{plan.peers[j].port}/p2p/{plan.peer_ids[j]}"
 
 
-def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
-    """One worker process per peer; the parent only starts, watches, signals and evaluates."""
+def run_libp2p(
+    scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
+) -> RunOutput:
+    """One worker process per peer; the parent only starts, watches, signals and evaluates. ``splits``: each
+    peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
     n = total_peers(scenario)
     plan = make_plan(scenario, _free_ports(n))
     peers_dir = out / "peers"
@@ -66,7 +70,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
         (control / f).unlink(missing_ok=True)
     ports = [p.port for p in plan.peers]
     t0 = time.time()
-    splits = load_splits(scenario)
+    splits = load_splits(scenario) if splits is None else splits
     save_splits(splits, out / "data.npz")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(IMPORT_ROOT), os.environ.get("PYTHONPATH", "")])}
     procs: list[subprocess.Popen[bytes]] = []

@@ -370,11 +370,14 @@ class RunOutput:
     timed_out: bool
 
 
-async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
+async def run_memory(
+    scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
+) -> RunOutput:
+    """``splits``: each peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
     from p2pfl.transport.memory import MemoryNetwork
 
     plan = make_plan(scenario)
-    splits = load_splits(scenario)
+    splits = load_splits(scenario) if splits is None else splits
     net = MemoryNetwork(flood=scenario.run.relay)
     nid = scenario.run.network_id
     t0 = time.time()

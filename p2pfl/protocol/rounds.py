@@ -65,6 +65,15 @@ class RoundSide(EngineCore):
             out.append(rep)
         return out
 
+    def publish_trained(
+        self, trained: Mapping[str, npt.NDArray[Any]], *, meta: Meta | None = None, timestamp_ms: int = 0
+    ) -> Publish:
+        """Make the freshly trained model the next public version, before mixing (``wait_before_mix``):
+        the neighbours get this round's version while we wait for theirs, and :meth:`finish_round` with
+        ``published=True`` then only mixes. The engine's state moves to the new version at once; persist it
+        before broadcasting."""
+        return self._publish(self.layout.flatten(trained), meta or Meta(), timestamp_ms)
+
     def finish_round(
         self,
         trained: Mapping[str, npt.NDArray[Any]],
@@ -75,8 +84,10 @@ class RoundSide(EngineCore):
         val_losses: Mapping[str, float] | None = None,
         own_val_loss: float | None = None,
         candidates: Sequence[Replica] | None = None,
+        published: bool = False,
     ) -> RoundOutcome:
-        """Publish the freshly trained model, then mix it with the replicas and score them.
+        """Publish the freshly trained model, then mix it with the replicas and score them (``published``:
+        :meth:`publish_trained` already published it; only mix, and the outcome has no ``Publish``).
 
         ``trained`` is the own model after local training, which started from :meth:`own_params`. It becomes
         the new public version as it is (others mix *trained* models, so every peer's step reaches the
@@ -92,7 +103,7 @@ class RoundSide(EngineCore):
         """
         before = self.own
         after = self.layout.flatten(trained)
-        publish = self._publish(after, meta or Meta(), timestamp_ms)
+        publish = None if published else self._publish(after, meta or Meta(), timestamp_ms)
         reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
         peers = [r.peer for r in reps]
         stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)
@@ -158,7 +169,8 @@ class RoundSide(EngineCore):
             centre = aggregate(self.aggregation, after, stack)
         contributions = self._contributions(reps, weights, scores)
         self.own = centre
-        actions.insert(0, publish)
+        if publish is not None:
+            actions.insert(0, publish)
         return RoundOutcome(
             actions, self.seq, self.public_digest, contributions, scores, evicted, own_weight=own_weight
         )
