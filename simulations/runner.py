@@ -96,6 +96,10 @@ class PeerRunner:
     finished: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    #: every byte on the connections, sent and received (libp2p; 0 in memory), and the application bytes by
+    #: what carried them (gossip or a request protocol), over the peer's incarnations
+    _wire: list[int] = field(default_factory=lambda: [0, 0])
+    _by: dict[str, Counter[str]] = field(default_factory=lambda: {"sent": Counter(), "received": Counter()})
     _served: int = 0
     _rejected: Counter[str] = field(default_factory=Counter)
     _evicted: set[str] = field(default_factory=set)
@@ -183,6 +187,10 @@ class PeerRunner:
         stats = peer.transport.stats
         self._bytes[0] += stats.bytes_sent
         self._bytes[1] += stats.bytes_received
+        self._wire[0] += stats.wire_sent
+        self._wire[1] += stats.wire_received
+        self._by["sent"].update(stats.sent_by)
+        self._by["received"].update(stats.received_by)
         self._served += stats.requests_served
         self._rejected.update(peer.engine.rejections)
         for reason, count in stats.dropped.items():
@@ -196,10 +204,15 @@ class PeerRunner:
         served = self._served
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
+        wire = list(self._wire)
+        by = {k: Counter(v) for k, v in self._by.items()}
         if peer is not None and peer._transport is not None:
             stats = peer.transport.stats
             sent += stats.bytes_sent
             received += stats.bytes_received
+            wire = [wire[0] + stats.wire_sent, wire[1] + stats.wire_received]
+            by["sent"].update(stats.sent_by)
+            by["received"].update(stats.received_by)
             served += stats.requests_served
             for reason, count in stats.dropped.items():
                 rejected[f"transport:{reason}"] += count
@@ -210,12 +223,16 @@ class PeerRunner:
         return {
             "bytes_sent": sent,
             "bytes_received": received,
+            "wire_sent": wire[0],
+            "wire_received": wire[1],
+            "sent_by": dict(by["sent"]),
+            "received_by": dict(by["received"]),
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
         }
 
-    def _record(self, peer: Peer, evicted_now: list[str]) -> None:
+    def _record(self, peer: Peer, evicted_now: list[str], round_s: float = 0.0) -> None:
         params = peer.params()
         acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
         counters = self.snapshot_counters()
@@ -228,6 +245,7 @@ class PeerRunner:
             {
                 "round": peer.round,
                 "t": round(time.time() - self.t0, 3),
+                "round_s": round(round_s, 4),  # the round without the wait before it
                 "acc": acc,
                 "bytes_sent": counters["bytes_sent"],
                 "bytes_received": counters["bytes_received"],
@@ -295,7 +313,7 @@ class PeerRunner:
                         if peer.round > target:
                             continue  # done: keeps learning and publishing so slower peers never wait for it
                         self.rounds_done = peer.round
-                        self._record(peer, reports[-1].evicted)
+                        self._record(peer, reports[-1].evicted, reports[-1].duration_s)
                         if peer.round == target and not self.finished:
                             self.finished = True
                             self.final = self.result()
