@@ -79,7 +79,7 @@ def _client_app() -> Any:
             loss = torch.nn.functional.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
         metrics = MetricRecord({"train_loss": total / max(len(loader), 1), "num-examples": len(share)})
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
         return Message(content=content, reply_to=msg)

@@ -64,6 +64,9 @@ class EngineCore:
         self.public: FloatVec = self.own.copy()
         self.public_digest = self.layout.digest(self.public)
         self.seq = 0
+        #: the public model at seq 0 (digest, vector), kept from the first publish on: the base of every
+        #: neighbour's first delta when all started from the same model (replicas.genesis_replica)
+        self.genesis: tuple[bytes, FloatVec] | None = None
         self.replicas: dict[str, Replica] = {}
         self.rejections: Counter[str] = Counter()
         self.rejections_by_peer: dict[str, Counter[str]] = {}

@@ -23,7 +23,7 @@ from p2pfl.protocol.actions import Action, Evict, FetchPayload, PublishProof, Re
 from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PER_PEER, EngineCore
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.ratelimit import Refused
-from p2pfl.protocol.replicas import Replica
+from p2pfl.protocol.replicas import Replica, genesis_replica
 from p2pfl.scoring import ScoringConfig
 from p2pfl.wire import (
     Envelope,
@@ -276,6 +276,14 @@ class ReceiveSide(EngineCore):
             return []
         if rep is not None and h.seq <= rep.seq:
             return self._reject("replay", h.sender)
+        if rep is None and h.seq == 1 and payload is not None:
+            start = self.genesis or ((self.public_digest, self.public) if self.seq == 0 else None)
+            first = genesis_replica(h.sender, h.base, start, now)
+            if first is not None:
+                actions = self._apply_delta(first, h, payload, now, decoded)
+                if first.seq == 1:
+                    self.replicas[h.sender] = first
+                return actions
         if rep is None or h.seq != rep.seq + 1 or h.base != rep.digest:
             if payload is not None:
                 self._buffer(h, payload)

@@ -27,6 +27,20 @@ class Replica:
         return self.seq, self.digest
 
 
+def genesis_replica(
+    peer: str, base: bytes, genesis: tuple[bytes, FloatVec] | None, now: float
+) -> Replica | None:
+    """A replica of ``peer`` at version 0, if its first delta (seq 1) is based on the model we started from
+    too (``genesis``: its digest and vector): that delta then applies without first fetching a snapshot of a
+    model we already hold. Peers that start from the same initial model (a simulation, a network started
+    from one checkpoint) otherwise fetch one snapshot per neighbour before their first mix (measured: 240
+    of them at 16 peers, 17% of the payload bytes; on a loaded machine most timed out and round 1 mixed
+    without those neighbours). The result digest of the delta is still checked when it is applied."""
+    if genesis is None or base != genesis[0]:
+        return None
+    return Replica(peer, genesis[1].copy(), 0, base, now)
+
+
 @dataclass(frozen=True)
 class Contribution:
     """One input of a mixing step, for the version log."""

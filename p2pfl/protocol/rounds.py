@@ -268,6 +268,8 @@ class RoundSide(EngineCore):
         return None if last is None else last[0]
 
     def _publish(self, model: FloatVec, meta: Meta, timestamp_ms: int) -> Publish:
+        if self.seq == 0:
+            self.genesis = (self.public_digest, self.public.copy())
         delta_vec = model - self.public
         new_public = self.public + delta_vec  # what every receiver computes: bit-identical float32 arithmetic
         tensors = apply_codec(self.layout.unflatten(delta_vec), self.config.codec)
