@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare", choices=("flower",), default=None)
     ap.add_argument("--robust", action="store_true", help="p2pfl's robust defaults instead of FedAvg-like")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="keep each side's run directory (logs, traces) under DIR")
     ap.add_argument("--_side", dest="side", choices=("p2pfl", "flower"), help=argparse.SUPPRESS)
     ap.add_argument("--_result", dest="result", help=argparse.SUPPRESS)
     ap.add_argument("--_out", dest="out", help=argparse.SUPPRESS)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             print("error: --compare flower needs flwr: pip install -e '.[compare]'", file=sys.stderr)
             return 1
     with tempfile.TemporaryDirectory(prefix="bench_network-") as tmp:
-        work = Path(tmp)
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         p2pfl = _measure("p2pfl", args, work)
         flower = _measure("flower", args, work) if args.compare == "flower" else None
     w = wl.load_workload(args.peers)

@@ -25,7 +25,8 @@ FEDAVG = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
 
 
 def _view(peer: str, *, last: float | None, subscribed: bool = True) -> NeighbourView:
-    return NeighbourView(peer, first_seen=0.0, subscribed=subscribed, last_update=last, seq=None)
+    # connected long ago: the others' start-up took longer than max_round_wait_s
+    return NeighbourView(peer, first_seen=-100.0, subscribed=subscribed, last_update=last, seq=None)
 
 
 def test_the_first_mix_waits_for_every_subscribed_learner_not_just_the_first_two() -> None:
