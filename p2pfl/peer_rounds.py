@@ -211,9 +211,13 @@ class RoundLoop:
         self._pacer.begin_wait(started, self._last_mix, work)
         while True:
             now = trio.current_time()
-            decision = self._pacer.decide(now, self._views(now), stopped=self._p.stopped.is_set())
+            views = self._views(now)
+            decision = self._pacer.decide(now, views, stopped=self._p.stopped.is_set())
             if isinstance(decision, Start):
                 return now - started
+            missing = self._pacer.pull_due(now, views)
+            if missing:  # wait_before_mix: pull what gossip has not delivered (p2pfl.protocol.pacing)
+                await self._p.exchange.execute(self._p.engine.request_snapshots(missing, now))
             self._replica_updated = trio.Event()
             with trio.move_on_at(decision.until):  # or earlier, when a replica is updated
                 await self._replica_updated.wait()

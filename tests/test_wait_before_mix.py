@@ -123,3 +123,75 @@ async def test_the_default_order_still_mixes_the_previous_round(
     lags = await _lags(False)
     assert lags[:4] == [[], [], [], []]
     assert all(lag >= 1 for mix in lags[4:] for lag in mix)
+
+
+def test_halfway_through_a_wait_the_round_pulls_the_versions_still_missing() -> None:
+    pacer = RoundPacer(PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0, wait_before_mix=True))
+    pacer.begin_wait(20.0, 15.0)
+    views = [
+        _view("fresh", last=17.0),
+        _view("stale", last=12.0),
+        _view("never", last=None),
+        _view("lurker", last=None, subscribed=False),
+        NeighbourView("banned", -100.0, True, 12.0, evicted=True),
+    ]
+    assert pacer.pull_due(24.9, views) == []
+    assert pacer.pull_due(25.0, views) == ["stale", "never"]
+    assert pacer.pull_due(26.0, views) == []  # once per wait
+    old_order = RoundPacer(PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0))
+    old_order.begin_wait(20.0, 15.0)
+    assert old_order.pull_due(30.0, views) == []
+
+
+async def test_a_version_gossip_never_delivered_is_pulled_and_mixed_in_its_round(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Regression (issue 17, libp2p): some publishers' deltas never reached some peers, whose mixes then took
+    replicas 1-5 rounds old. Here peer 0 hears nothing from peer 1 by gossip; every mix of peer 0 still
+    takes a version of peer 1 no older than its own round, pulled as a snapshot (peers 1 and 2 run ahead
+    meanwhile: the stalled peer 0 is late for their pace, and they do not wait for it)."""
+    splits = peer_splits("digits", 3, partition_kind="iid", seed=5)
+    net = MemoryNetwork()
+    lags: list[list[int]] = []
+    async with AsyncExitStack() as stack:
+        peers: list[Peer] = []
+        for i in range(3):
+            peer = memory_peer(
+                i,
+                learner_for(splits[i], i),
+                net,
+                local_steps=5,
+                wait_fraction=1.0,
+                max_round_wait_s=10,
+                min_neighbours=2,
+                join_on_start=False,
+                scoring_enabled=False,
+                aggregation=FEDAVG,
+                wait_before_mix=True,
+                run_sync=inline,
+            )
+            peers.append(await stack.enter_async_context(peer))
+        deaf, lost = peers[0], peers[1]
+        announce = deaf.engine.handle_announce
+
+        def lossy(data: bytes, via: str, now: float) -> Any:
+            return [] if via == lost.peer_id else announce(data, via, now)
+
+        deaf.engine.handle_announce = lossy  # type: ignore[method-assign]
+        finish = deaf.engine.finish_round
+
+        def recording(*args: Any, **kwargs: Any) -> RoundOutcome:
+            out: RoundOutcome = finish(*args, **kwargs)
+            lags.append([out.seq - c.seq for c in out.contributions])
+            return out
+
+        deaf.engine.finish_round = recording  # type: ignore[method-assign]
+        for i, a in enumerate(peers):
+            for b in peers[i + 1 :]:
+                await a.connect(f"memory/{b.peer_id}")
+        with trio.fail_after(300):
+            async with trio.open_nursery() as nursery:
+                for p in peers:
+                    nursery.start_soon(p.run, 3)
+    assert len(lags) == 3
+    assert all(len(mix) == 2 and max(mix) <= 0 for mix in lags), lags

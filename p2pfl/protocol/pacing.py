@@ -33,7 +33,11 @@ about a quarter of their inputs from the same round, the rest one to three round
 where FedAvg reaches 82%, and 23% vs 29% at round 1). With ``wait_before_mix`` a round trains, publishes,
 *then* waits and mixes: every peer mixes the same round's trained models, as FedAvg averages them. The
 first mix then also waits for every subscribed neighbour whose first version is on its way (the wait being
-at most ``max_round_wait_s``), so round 1 is not mixed from the first two to finish.
+at most ``max_round_wait_s``), so round 1 is not mixed from the first two to finish. Gossip does not
+always deliver (measured over libp2p, 16 processes on a loaded 2-core machine: some publishers' deltas
+never reached some peers, whose replicas fell 1-5 rounds behind): halfway through the wait, the round asks
+every awaited neighbour that sent nothing new for a snapshot of its current model (a direct request, at most
+once per ``snapshot_retry_s`` each), so a lost delivery costs half a wait, not a stale replica.
 """
 
 from __future__ import annotations
@@ -237,6 +241,7 @@ class RoundPacer:
         self.periods = PeriodTracker()
         self.work_s: float | None = None
         self.await_pending = False
+        self.pull_at: float | None = None
 
     def begin_wait(self, now: float, last_mix: float, work_s: float | None = None) -> None:
         """A wait starts at ``now``; ``work_s``: how long the last round took without its wait."""
@@ -245,6 +250,20 @@ class RoundPacer:
         self.work_s = work_s
         #: before the first mix of ``wait_before_mix``, wait for every learner's first version
         self.await_pending = self.cfg.wait_before_mix and last_mix == -math.inf
+        #: ``wait_before_mix``: when to pull the versions still missing (module docstring); None: never
+        self.pull_at = now + self.cfg.max_round_wait_s / 2 if self.cfg.wait_before_mix else None
+
+    def pull_due(self, now: float, views: Sequence[NeighbourView]) -> list[str]:
+        """The neighbours to ask for a snapshot now (once per wait, halfway through it): subscribed, not
+        evicted, and nothing new from them since the last mix."""
+        if self.pull_at is None or now < self.pull_at:
+            return []
+        self.pull_at = None
+        return [
+            v.peer
+            for v in views
+            if v.subscribed and not v.evicted and (v.last_update is None or v.last_update <= self.last_mix)
+        ]
 
     def decide(self, now: float, views: Sequence[NeighbourView], *, stopped: bool = False) -> Decision:
         if stopped:
