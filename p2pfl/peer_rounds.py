@@ -172,6 +172,8 @@ class RoundLoop:
         self._round_lock = trio.Lock()
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
+        #: how long the last round's mix waited for the neighbours (``wait_before_mix``; else 0)
+        self._last_wait_s = 0.0
         self._started = False
 
     def note_update(self) -> None:
@@ -192,7 +194,7 @@ class RoundLoop:
         while not stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
                 break
-            if done or self.round > 0:
+            if (done or self.round > 0) and not self._pacing.wait_before_mix:
                 await self._wait_for_neighbours()
             started = trio.current_time()
             done.append(await self.step())
@@ -233,15 +235,21 @@ class RoundLoop:
                 return
             await trio.sleep_until(decision.until)
 
-    async def _wait_for_neighbours(self) -> None:
-        """Before a round: until enough neighbours sent a new version (see p2pfl.protocol.pacing)."""
-        work = self.reports[-1].duration_s if self.reports else None
-        self._pacer.begin_wait(trio.current_time(), self._last_mix, work)
+    async def _wait_for_neighbours(self) -> float:
+        """Before a round (or its mix, ``wait_before_mix``): until enough neighbours sent a new version
+        (see p2pfl.protocol.pacing). Returns how long it waited."""
+        work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
+        started = trio.current_time()
+        self._pacer.begin_wait(started, self._last_mix, work)
         while True:
             now = trio.current_time()
-            decision = self._pacer.decide(now, self._views(now), stopped=self._p.stopped.is_set())
+            views = self._views(now)
+            decision = self._pacer.decide(now, views, stopped=self._p.stopped.is_set())
             if isinstance(decision, Start):
-                return
+                return now - started
+            missing = self._pacer.pull_due(now, views)
+            if missing:  # wait_before_mix: pull what gossip has not delivered (p2pfl.protocol.pacing)
+                await self._p.exchange.execute(self._p.engine.request_snapshots(missing, now))
             self._replica_updated = trio.Event()
             with trio.move_on_at(decision.until):  # or earlier, when a replica is updated
                 await self._replica_updated.wait()
@@ -296,6 +304,15 @@ class RoundLoop:
         if group is not None:  # only the group's mean leaves this peer (docs/secagg.md)
             mean = await group.mean(self.round + 1, engine.layout.flatten(trained))
             trained = engine.layout.unflatten(start if mean is None else mean)
+        # wait_before_mix: publish now, then wait for the neighbours' versions of this round (with DP the
+        # release is decided with the mix, at the end of the round, as without it)
+        published = self._pacing.wait_before_mix and self._p.privacy is None
+        self._last_wait_s = 0.0
+        if published:
+            await self._publish_first(
+                trained, Meta(samples=train.samples, loss=finite_or_none(train.loss), round=self.round + 1)
+            )
+            self._last_wait_s = await self._wait_for_neighbours()
         # one snapshot of the candidates (their versions as of now) is evaluated, scored and mixed
         candidates = [
             replace(r)
@@ -316,6 +333,7 @@ class RoundLoop:
             own_val_loss=own_val,
             candidates=candidates,
             **(private.engine_args() if private is not None else {}),
+            already_published=published,
         )
         self._last_mix = trio.current_time()
         decision = await self._guard_round(trained, trained_eval)
@@ -345,6 +363,15 @@ class RoundLoop:
         release = privacy.to_publish(trained, public)
         claim = privacy.claim(seq)
         return PrivateRelease(True, release, claim, claim.epsilon, None)
+
+    async def _publish_first(self, trained: Params, meta: Meta) -> None:
+        """``wait_before_mix``: publish the trained model before waiting for the neighbours' versions. The
+        checkpoint moves to the new version first (a crash never reuses a version number); the version
+        record, with the mix's contributions, follows at the end of the round."""
+        p = self._p
+        publish = p.engine.publish_trained(trained, meta=meta, timestamp_ms=now_ms())
+        await p.run_sync(p.store.checkpoint, p.engine, self.round, {})
+        await p.exchange.execute([publish])
 
     async def _persist(
         self,

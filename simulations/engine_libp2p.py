@@ -17,6 +17,7 @@ import numpy as np
 
 from p2pfl.state import load_checkpoint
 
+from .data import Split
 from .plan import (
     Plan,
     build_learner,
@@ -52,8 +53,11 @@ def libp2p_addr(plan: Plan, j: int) -> str:
     return f"/ip4/127.0.0.1/tcp/{plan.peers[j].port}/p2p/{plan.peer_ids[j]}"
 
 
-def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
-    """One worker process per peer; the parent only starts, watches, signals and evaluates."""
+def run_libp2p(
+    scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
+) -> RunOutput:
+    """One worker process per peer; the parent only starts, watches, signals and evaluates. ``splits``: each
+    peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
     n = total_peers(scenario)
     plan = make_plan(scenario, _free_ports(n))
     peers_dir = out / "peers"
@@ -68,7 +72,7 @@ def run_libp2p(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutp
     ports = [p.port for p in plan.peers]
     t0 = time.time()
     start_fork_server()
-    splits = load_splits(scenario)
+    splits = load_splits(scenario) if splits is None else splits
     save_splits(splits, out / "data.npz")
     procs: list[Worker] = []
     try:

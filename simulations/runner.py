@@ -101,7 +101,10 @@ class PeerRunner:
     finished: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
+    #: every byte on the connections, sent and received (libp2p; 0 in memory), and the application bytes by
+    #: what carried them (gossip or a request protocol), over the peer's incarnations
     _wire: list[int] = field(default_factory=lambda: [0, 0])
+    _by: dict[str, Counter[str]] = field(default_factory=lambda: {"sent": Counter(), "received": Counter()})
     _served: int = 0
     _rejected: Counter[str] = field(default_factory=Counter)
     _evicted: set[str] = field(default_factory=set)
@@ -200,6 +203,8 @@ class PeerRunner:
         self._bytes[1] += stats.bytes_received
         self._wire[0] += stats.wire_sent
         self._wire[1] += stats.wire_received
+        self._by["sent"].update(stats.sent_by)
+        self._by["received"].update(stats.received_by)
         self._served += stats.requests_served
         self._rejected.update(peer.engine.rejections)
         for reason, count in stats.dropped.items():
@@ -215,6 +220,7 @@ class PeerRunner:
         rejected = Counter(self._rejected)
         evicted = set(self._evicted)
         by_part: dict[str, int] = {}  # gossip RPC bytes by part (libp2p), of the current incarnation
+        by = {k: Counter(v) for k, v in self._by.items()}
         if peer is not None and peer._transport is not None:
             stats = peer.transport.stats
             by_part = dict(stats.gossip_sent_by)
@@ -222,6 +228,8 @@ class PeerRunner:
             received += stats.bytes_received
             wire_sent += stats.wire_sent
             wire_received += stats.wire_received
+            by["sent"].update(stats.sent_by)
+            by["received"].update(stats.received_by)
             served += stats.requests_served
             for reason, count in stats.dropped.items():
                 rejected[f"transport:{reason}"] += count
@@ -236,12 +244,14 @@ class PeerRunner:
             "wire_sent": wire_sent,
             "wire_received": wire_received,
             "gossip_sent_by": by_part,
+            "sent_by": dict(by["sent"]),
+            "received_by": dict(by["received"]),
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
         }
 
-    def _record(self, peer: Peer, evicted_now: list[str]) -> None:
+    def _record(self, peer: Peer, evicted_now: list[str], round_s: float = 0.0) -> None:
         params = peer.params()
         acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
         counters = self.snapshot_counters()
@@ -254,6 +264,7 @@ class PeerRunner:
             {
                 "round": peer.round,
                 "t": round(time.time() - self.t0, 3),
+                "round_s": round(round_s, 4),  # the round without the wait before it
                 "acc": acc,
                 "bytes_sent": counters["bytes_sent"],
                 "bytes_received": counters["bytes_received"],
@@ -322,7 +333,7 @@ class PeerRunner:
                         if peer.round > target:
                             continue  # done: keeps learning and publishing so slower peers never wait for it
                         self.rounds_done = peer.round
-                        self._record(peer, reports[-1].evicted)
+                        self._record(peer, reports[-1].evicted, reports[-1].duration_s)
                         if peer.round == target and not self.finished:
                             self.finished = True
                             self.final = self.result()
@@ -399,11 +410,14 @@ class RunOutput:
     secagg: dict[str, Any] | None = None
 
 
-async def run_memory(scenario: Scenario, out: Path, *, quiet: bool = False) -> RunOutput:
+async def run_memory(
+    scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
+) -> RunOutput:
+    """``splits``: each peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
     from p2pfl.transport.memory import MemoryNetwork
 
     plan = make_plan(scenario)
-    splits = load_splits(scenario)
+    splits = load_splits(scenario) if splits is None else splits
     net = MemoryNetwork(flood=scenario.run.relay)
     nid = scenario.run.network_id
     hub = SecAggHub(scenario.secagg, plan.peer_ids, nid) if scenario.secagg.enabled else None

@@ -75,6 +75,9 @@ class PeerConfig:
     local_steps: int = setting(20, section="peer")
     round_interval_s: float = setting(0.0, section="peer")
     wait_fraction: float = setting(0.75, section="peer", sim="run")
+    #: Wait for the neighbours' versions between publishing the trained model and mixing, instead of before
+    #: training, so each mix takes the same round's models, as FedAvg does (p2pfl.protocol.pacing).
+    wait_before_mix: bool = setting(False, section="peer", sim="run")
     min_neighbours: int = setting(1, section="peer")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")

@@ -14,7 +14,7 @@ the gossip path (told apart by their first byte) and convict by their signatures
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -322,6 +322,12 @@ class ReceiveSide(EngineCore):
             if rep.seq != h.seq:
                 break
         return actions
+
+    def request_snapshots(self, peers: Iterable[str], now: float) -> list[Action]:
+        """Ask each of ``peers`` (not evicted) for a snapshot of its current model, at most once per
+        ``snapshot_retry_s`` each: a round waiting for versions that gossip did not deliver pulls them
+        (``wait_before_mix``; see p2pfl.protocol.pacing)."""
+        return [a for p in peers if not self.is_evicted(p) for a in self._want_snapshot(p, p, now)]
 
     def _want_snapshot(self, peer: str, via: str, now: float) -> list[Action]:
         self.snapshot_requests += 1

@@ -65,6 +65,15 @@ class RoundSide(EngineCore):
             out.append(rep)
         return out
 
+    def publish_trained(
+        self, trained: Mapping[str, npt.NDArray[Any]], *, meta: Meta | None = None, timestamp_ms: int = 0
+    ) -> Publish:
+        """Make the freshly trained model the next public version, before mixing (``wait_before_mix``):
+        the neighbours get this round's version while we wait for theirs, and :meth:`finish_round` with
+        ``already_published=True`` then only mixes. The engine's state moves to the new version at once;
+        persist it before broadcasting."""
+        return self._publish(self.layout.flatten(trained), meta or Meta(), timestamp_ms)
+
     def finish_round(
         self,
         trained: Mapping[str, npt.NDArray[Any]],
@@ -78,8 +87,11 @@ class RoundSide(EngineCore):
         publish: bool = True,
         published: Mapping[str, npt.NDArray[Any]] | None = None,
         dp: DPClaim | None = None,
+        already_published: bool = False,
     ) -> RoundOutcome:
-        """Publish the freshly trained model, then mix it with the replicas and score them.
+        """Publish the freshly trained model, then mix it with the replicas and score them
+        (``already_published``: :meth:`publish_trained` already published it; only mix, and the outcome has
+        no ``Publish``).
 
         Differential privacy (p2pfl.privacy) uses the last three: ``published`` replaces ``trained`` as the
         version sent (peer level: its clipped, noised delta; ``trained`` still enters the own mix), ``dp`` is
@@ -103,7 +115,11 @@ class RoundSide(EngineCore):
         sent = after if published is None else self.layout.flatten(published)
         # dp only when set: wrappers of the 3-argument _publish (protocol attacks) keep working
         claim = () if dp is None else (dp,)
-        publish_action = self._publish(sent, meta or Meta(), timestamp_ms, *claim) if publish else None
+        publish_action = (
+            self._publish(sent, meta or Meta(), timestamp_ms, *claim)
+            if publish and not already_published
+            else None
+        )
         reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
         peers = [r.peer for r in reps]
         stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)

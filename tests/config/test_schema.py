@@ -159,21 +159,35 @@ def test_config_error_forms() -> None:
 def test_scenario_sections_hold_the_fields_the_schema_gives_them() -> None:
     run = {f.name for f in dataclasses.fields(parse_scenario({}).run)}
     scoring = {f.name for f in dataclasses.fields(parse_scenario({}).scoring)}
-    assert set(sim_fields("run")) == {"wait_fraction", "max_round_wait_s", "network_id", "codec"} <= run
+    assert (
+        set(sim_fields("run"))
+        == {"wait_fraction", "wait_before_mix", "max_round_wait_s", "network_id", "codec"}
+        <= run
+    )
     assert set(sim_fields("scoring")) == {"enabled", "val_scoring", "mix_guard"} <= scoring
 
 
 def test_the_loader_and_the_simulation_agree() -> None:
     sim = parse_scenario(
         {
-            "run": {"wait_fraction": 0.5, "max_round_wait_s": 3, "network_id": "net-1"},
+            "run": {
+                "wait_fraction": 0.5,
+                "wait_before_mix": True,
+                "max_round_wait_s": 3,
+                "network_id": "net-1",
+            },
             "scoring": {"enabled": False, "val_scoring": False, "mix_guard": 0.25},
         }
     )
     from_sim = peer_config(sim, state_dir=None)
     from_toml = parse_config(
         doc(
-            peer={"network_id": "net-1", "wait_fraction": 0.5, "max_round_wait_s": 3},
+            peer={
+                "network_id": "net-1",
+                "wait_fraction": 0.5,
+                "wait_before_mix": True,
+                "max_round_wait_s": 3,
+            },
             scoring={"enabled": False, "val_scoring": False},
             protocol={"mix_guard_margin": 0.25},
         ),

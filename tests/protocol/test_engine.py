@@ -84,14 +84,48 @@ def test_receiver_catches_up_by_snapshot_then_applies_deltas_exactly() -> None:
         scoring_enabled=False,
     )
     net = Net([a, b])
+    a.finish_round(train_step(a, 0.5), 0.5)  # b misses a's first version: a gap
+    for r in range(2, 5):
+        net.now = r
+        net.run(a, a.finish_round(train_step(a, 0.5), net.now).actions)
+    rep = b.replicas[a.peer_id]
+    assert (4, a.public_digest) == (rep.seq, rep.digest)
+    assert np.array_equal(a.public, rep.vec)
+    assert 1 == b.snapshot_requests  # once, for the first delta it saw; then deltas applied in order
+    assert 2 == b.applied
+
+
+def test_a_first_delta_from_the_shared_initial_model_needs_no_snapshot() -> None:
+    """Peers that started from the same model apply each other's first delta to that model (issue 17: one
+    snapshot per neighbour before the first mix, most of them timing out on a loaded machine)."""
+    a, b = engine(1), engine(2)
+    net = Net([a, b])
+    net.run(b, b.finish_round(train_step(b, 0.25), 0.5).actions)  # b published first: its seq 0 is kept
     for r in range(1, 4):
         net.now = r
         net.run(a, a.finish_round(train_step(a, 0.5), net.now).actions)
     rep = b.replicas[a.peer_id]
     assert (3, a.public_digest) == (rep.seq, rep.digest)
     assert np.array_equal(a.public, rep.vec)
-    assert 1 == b.snapshot_requests  # once, for the first delta; then deltas applied in order
-    assert 2 == b.applied
+    assert 0 == b.snapshot_requests
+    assert 3 == b.applied
+
+
+def test_a_first_delta_from_another_initial_model_still_fetches_a_snapshot() -> None:
+    a = engine(1)
+    elsewhere = {k: v + np.float32(1.0) for k, v in model().items()}  # b started from another model
+    b = GossipEngine(
+        Identity(bytes([2]) * 32),
+        ProtocolConfig(network_id="t"),
+        elsewhere,
+        aggregation=AggregationConfig(rule="mean", nnm=False, self_clip_scale=None),
+        scoring_enabled=False,
+    )
+    net = Net([a, b])
+    net.now = 1
+    net.run(a, a.finish_round(train_step(a, 0.5), net.now).actions)
+    assert 1 == b.snapshot_requests
+    assert (1, a.public_digest) == (b.replicas[a.peer_id].seq, b.replicas[a.peer_id].digest)
 
 
 def test_replayed_delta_is_rejected_and_changes_nothing() -> None:

@@ -1,0 +1,199 @@
+"""Issue 17's side-by-side benchmark: p2pfl peers against Flower's simulation engine on the same workload.
+
+    python benchmarks/bench_network.py --peers N [--engine libp2p|memory] [--rounds 5] [--compare flower]
+                                       [--robust] [--json]
+
+The workload (``netbench/workload.py``): scikit-learn digits, X/16, 80/20 stratified split
+(``random_state=0``), the 1,437 training samples IID over N peers, an MLP 64-32-10 with the same initial
+weights everywhere, 1 local epoch of SGD (lr 0.1, momentum 0.9, batch 16) per round, 5 rounds, mean
+aggregation, every peer evaluated on the same 360 test samples. Complete graph up to 16 peers, random-regular
+of degree 8 above.
+
+p2pfl runs through the simulation's own engines (``p2pfl.sim``: ``memory``, every peer in one process, or
+``libp2p``, one OS process per peer on 127.0.0.1) in its FedAvg-like configuration: mean rule without
+clipping or nearest-neighbour mixing, no contribution scoring, ``wait_fraction = 1`` and ``wait_before_mix``
+(each round mixes the neighbours' versions of the same round; docs/benchmarks.md, "bench_network").
+``--robust`` keeps p2pfl's robust defaults instead (geometric median, self-centred clipping, NNM, scoring).
+
+Each side runs in its own child process; this process samples the child's process tree (``/proc``) for CPU
+seconds and peak resident memory, summed over all its processes. Wall is from launching the child to its
+exit (interpreter start and imports included); start-up is from launch to the first round's start (p2pfl: the
+earliest peer's; Flower: the server's first ``configure_train``); seconds per round are the p50/p95 of every
+peer's round intervals (Flower: of the server's). ``--compare flower`` needs ``flwr[simulation]`` (the
+optional ``compare`` extra); the table then gives p2pfl / Flower for each figure. A FedAvg reference with
+p2pfl's own learner (no network) gives the accuracy gossip should reproduce, with the momentum kept across
+rounds (p2pfl's learner) and reset every round (a Flower client's new optimiser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from netbench import proctree  # noqa: E402
+from netbench import workload as wl  # noqa: E402
+
+MB = 1e6
+
+
+def _child(args: argparse.Namespace) -> int:
+    """Run one side in this (child) process; write its figures to ``--result``."""
+    result = Path(args.result)
+    if args.side == "flower":
+        from netbench import flower_side
+
+        flower_side.run(args.peers, args.rounds, result)
+        return 0
+    from netbench import p2pfl_side
+
+    figures = p2pfl_side.run(args.peers, args.engine, args.rounds, Path(args.out), robust=args.robust)
+    result.write_text(json.dumps(figures))
+    return 0
+
+
+def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    result = work / f"{side}.json"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_side",
+        side,
+        "--_result",
+        str(result),
+        "--_out",
+        str(work / side),
+        "--peers",
+        str(args.peers),
+        "--engine",
+        args.engine,
+        "--rounds",
+        str(args.rounds),
+        *(["--robust"] if args.robust else []),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    launched = time.time()
+    usage = proctree.run_measured(cmd, env=env)
+    figures: dict[str, Any] = json.loads(result.read_text())
+    first = figures.get("first_round_start_at")
+    figures.update(
+        wall_s=usage.wall_s,
+        startup_s=(first - launched) if first else None,
+        cpu_s=usage.cpu_s,
+        peak_rss_mb=usage.peak_rss_bytes / MB,
+        peak_processes=usage.peak_processes,
+    )
+    return figures
+
+
+ROWS: list[tuple[str, str, str]] = [
+    # label, key, format
+    ("wall, end to end (s)", "wall_s", "{:.1f}"),
+    ("start-up until round 1 (s)", "startup_s", "{:.1f}"),
+    ("seconds per round, p50", "round_s_p50", "{:.2f}"),
+    ("seconds per round, p95", "round_s_p95", "{:.2f}"),
+    ("bytes: payload (MB)", "payload_mb", "{:.2f}"),
+    ("bytes: gossip control + libp2p overhead (MB)", "overhead_mb", "{:.2f}"),
+    ("bytes: discovery (MB)", "discovery_mb", "{:.2f}"),
+    ("bytes: total on the wire (MB)", "total_mb", "{:.2f}"),
+    ("accuracy after the last round, mean", "acc_mean", "{:.1%}"),
+    ("accuracy after the last round, min", "acc_min", "{:.1%}"),
+    ("CPU seconds, all processes", "cpu_s", "{:.1f}"),
+    ("peak RSS, all processes (MB)", "peak_rss_mb", "{:.0f}"),
+    ("processes", "peak_processes", "{:d}"),
+]
+
+
+def _derive(f: dict[str, Any]) -> dict[str, Any]:
+    f = dict(f)
+    f["payload_mb"] = f.get("bytes_payload", 0) / MB
+    f["overhead_mb"] = f.get("bytes_overhead", 0) / MB
+    f["discovery_mb"] = f.get("bytes_discovery", 0) / MB
+    # the memory engine and Flower's simulation have no wire: their total is the payload
+    f["total_mb"] = (f.get("bytes_wire") or f.get("bytes_payload", 0)) / MB
+    return f
+
+
+def _fmt(fmt: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return fmt.format(v)
+
+
+def table(p2pfl: dict[str, Any], flower: dict[str, Any] | None, args: argparse.Namespace) -> str:
+    p = _derive(p2pfl)
+    f = _derive(flower) if flower else None
+    head = f"p2pfl {args.peers} peers ({args.engine}, {p['config']})"
+    lines = [f"| | {head} |" + (" Flower (simulation) | p2pfl / Flower |" if f else "")]
+    lines.append("|---|---|" + ("---|---|" if f else ""))
+    for label, key, fmt in ROWS:
+        row = f"| {label} | {_fmt(fmt, p.get(key))} |"
+        if f is not None:
+            a, b = p.get(key), f.get(key)
+            ratio = (
+                f"{a / b:.2f}x" if isinstance(a, int | float) and isinstance(b, int | float) and b else "-"
+            )
+            row += f" {_fmt(fmt, b)} | {ratio} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--peers", type=int, default=16)
+    ap.add_argument("--engine", choices=("libp2p", "memory"), default="libp2p")
+    ap.add_argument("--rounds", type=int, default=wl.ROUNDS)
+    ap.add_argument("--compare", choices=("flower",), default=None)
+    ap.add_argument("--robust", action="store_true", help="p2pfl's robust defaults instead of FedAvg-like")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="keep each side's run directory (logs, traces) under DIR")
+    ap.add_argument("--_side", dest="side", choices=("p2pfl", "flower"), help=argparse.SUPPRESS)
+    ap.add_argument("--_result", dest="result", help=argparse.SUPPRESS)
+    ap.add_argument("--_out", dest="out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.peers < 2:
+        ap.error("--peers must be at least 2")
+    if args.side:
+        return _child(args)
+    if args.compare == "flower":
+        try:
+            import flwr  # noqa: F401
+        except ImportError:
+            print("error: --compare flower needs flwr: pip install -e '.[compare]'", file=sys.stderr)
+            return 1
+    with tempfile.TemporaryDirectory(prefix="bench_network-") as tmp:
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        p2pfl = _measure("p2pfl", args, work)
+        flower = _measure("flower", args, work) if args.compare == "flower" else None
+    w = wl.load_workload(args.peers)
+    reference = {
+        "fedavg_momentum_kept": wl.fedavg_reference(w, args.rounds, reset_momentum=False)[-1],
+        "fedavg_momentum_reset": wl.fedavg_reference(w, args.rounds, reset_momentum=True)[-1],
+    }
+    if args.json:
+        print(json.dumps({"p2pfl": p2pfl, "flower": flower, "reference": reference}, indent=2))
+        return 0
+    print(table(p2pfl, flower, args))
+    print(
+        f"\nFedAvg with p2pfl's learner, no network, round {args.rounds}: "
+        f"{reference['fedavg_momentum_kept']:.1%} (momentum kept across rounds, as p2pfl's learner does), "
+        f"{reference['fedavg_momentum_reset']:.1%} (momentum reset each round, as a Flower client's new "
+        "optimiser does)"
+    )
+    if p2pfl.get("timed_out") or p2pfl.get("rounds_done_min", 0) < args.rounds:
+        print("warning: not every p2pfl peer completed its rounds", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
