@@ -164,6 +164,22 @@ class Cluster:
             proc.wait(10)
             raise AssertionError(f"peer {i} did not stop within {timeout} s after {sig}") from None
 
+    def stop_many(self, indices: list[int], sig: int = signal.SIGTERM, timeout: float = 30.0) -> list[int]:
+        """Signal every one of ``indices`` first, then wait for each: no peer goes on training alone while
+        the others stop one by one (a last peer's solo rounds on skewed data pull its model off)."""
+        for i in indices:
+            if self.procs[i].poll() is None:
+                self.procs[i].send_signal(sig)
+        codes = []
+        for i in indices:
+            try:
+                codes.append(self.procs[i].wait(timeout))
+            except subprocess.TimeoutExpired:
+                self.procs[i].kill()
+                self.procs[i].wait(10)
+                raise AssertionError(f"peer {i} did not stop within {timeout} s after {sig}") from None
+        return codes
+
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:

@@ -85,8 +85,7 @@ def test_peers_find_each_other_through_the_registry_and_survive_its_outage(tmp_p
             lambda: (s := cluster.status(n)) is not None and s["neighbours"] >= 2, 60, "the new peer to join"
         )
         cluster.wait_rounds([n], 5, timeout=60)
-        for i in range(n + 1):
-            cluster.stop(i)
+        assert cluster.stop_many(list(range(n + 1))) == [0] * (n + 1)
     finally:
         cluster.stop_all()
         reg.stop()
