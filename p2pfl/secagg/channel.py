@@ -14,8 +14,9 @@ channel checks only what it can check cheaply and must check before holding byte
 
 Sending never blocks the round loop: :meth:`TransportChannel.send` queues the message for its recipient
 (bounded; ``dropped_send_queue_full`` beyond) and one task per recipient delivers that recipient's
-messages in order, each request bounded by ``send_timeout_s``. A member that is slow or gone only fails its
-own requests (``send_failed``); the group round meanwhile runs on its own deadlines and counts that member
+messages in order, each request bounded by ``send_timeout_s`` and a failed one retried for ``retry_s``
+(a member still starting, a connection being set up). A member that is slow or gone only fails its own
+requests (``send_failed``); the group round meanwhile runs on its own deadlines and counts that member
 as dropped. Members must be connected (or have a known address): a request to a member with no connection
 and no known address fails at once and is counted the same way.
 """
@@ -26,6 +27,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
@@ -39,6 +41,8 @@ from p2pfl.transport.base import Transport
 log = logging.getLogger("p2pfl.secagg")
 
 SECAGG_PROTOCOL = "/p2pfl/secagg/1"
+#: pause between two attempts at one message (see ``retry_s``)
+RETRY_PAUSE_S = 0.5
 #: what the receiver answers to a delivered (or dropped-when-full) message; the body carries no meaning
 ACK = b""
 
@@ -54,6 +58,7 @@ class TransportChannel:
         *,
         max_message_bytes: int,
         send_timeout_s: float,
+        retry_s: float = 0.0,
         inbox_per_member: int = 32,
         send_queue_per_member: int = 32,
     ) -> None:
@@ -64,6 +69,7 @@ class TransportChannel:
         self.fellows = frozenset(m for m in members if m != me)
         self.max_message_bytes = max_message_bytes
         self.send_timeout_s = send_timeout_s
+        self.retry_s = retry_s
         self.inbox_per_member = inbox_per_member
         self.inbox_limit = inbox_per_member * max(1, len(self.fellows))
         self._in_send, self._in_receive = trio.open_memory_channel[tuple[str, bytes]](self.inbox_limit)
@@ -142,19 +148,29 @@ class TransportChannel:
 
     async def _deliver(self, to: str, queue: trio.MemoryReceiveChannel[bytes]) -> None:
         async for data in queue:
-            try:
-                await self.transport.request(
-                    to, SECAGG_PROTOCOL, data, max_response=64, timeout=self.send_timeout_s
-                )
-            except P2PFLError as exc:  # slow, gone, unknown or refusing: this message is lost
-                self.counts["send_failed"] += 1
-                log.debug("secagg message to %s not delivered: %s", to, exc)
-                continue
-            except Exception as exc:  # a transport bug must not stop the other recipients' deliveries
-                self.counts["send_failed"] += 1
-                log.warning("secagg message to %s failed: %s: %s", to, type(exc).__name__, exc)
-                continue
-            self.sent += 1
+            give_up = trio.current_time() + self.retry_s
+            while not await self._request(to, data):
+                # not up yet, or a connection being set up: retried (in order) for ``retry_s``, then lost
+                if trio.current_time() + RETRY_PAUSE_S > give_up:
+                    self.counts["send_failed"] += 1
+                    break
+                self.counts["send_retried"] += 1
+                await trio.sleep(RETRY_PAUSE_S)
+            else:
+                self.sent += 1
+
+    async def _request(self, to: str, data: bytes) -> bool:
+        try:
+            await self.transport.request(
+                to, SECAGG_PROTOCOL, data, max_response=64, timeout=self.send_timeout_s
+            )
+        except P2PFLError as exc:  # slow, gone, unknown or refusing
+            log.debug("secagg message to %s not delivered: %s", to, exc)
+            return False
+        except Exception as exc:  # a transport bug must not stop the other recipients' deliveries
+            log.warning("secagg message to %s failed: %s: %s", to, type(exc).__name__, exc)
+            return False
+        return True
 
     def close(self) -> None:
         """Stop: a member waiting in a group round stops at once (the round fails ``closed``)."""
@@ -182,7 +198,24 @@ def join_group(
         config.members,
         max_message_bytes=message_cap(len(config.members), dim),
         send_timeout_s=float(config.phase_timeout_s),
+        retry_s=float(config.advertise_timeout_s),
     )
     member = GroupMember(config, identity, network_id, channel)
     transport.set_request_handler(SECAGG_PROTOCOL, channel.serve)
     return member, channel
+
+
+def group_status(member: GroupMember, channel: TransportChannel | None) -> dict[str, Any]:
+    """The ``secagg`` block of the peer's status: rounds completed and failed, rejections, channel counts."""
+    out: dict[str, Any] = {
+        "members": len(member.config.members),
+        "threshold": member.config.group_threshold,
+        "completed": member.completed,
+        "failures": dict(member.failures),
+        "rejections": dict(member.rejections),
+        "last_survivors": len(member.last_survivors),
+        "bytes_sent": member.bytes_sent,
+    }
+    if channel is not None:
+        out["channel"] = {"delivered": channel.delivered, "sent": channel.sent, **channel.counts}
+    return out

@@ -117,6 +117,7 @@ async def test_a_hung_or_gone_member_never_blocks_the_sender(autojump_clock: tri
     healthy members get every message, in order; beyond its queue a hung member's messages are dropped."""
     net = FakeNet()
     chans = {p: _channel(net, p, send_queue_per_member=3) for p in PIDS}
+    chans[PIDS[0]].retry_s = 0.0  # one attempt per message
     net.hung.add(PIDS[1])
     net.gone.add(PIDS[2])
     sender = chans[PIDS[0]]
@@ -138,6 +139,29 @@ async def test_a_hung_or_gone_member_never_blocks_the_sender(autojump_clock: tri
         await trio.sleep(60)
         assert sender.counts["send_failed"] >= 3 + 4  # the hung member's requests time out, 5 s each
         assert sender.counts["send_not_member"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_member_that_comes_up_late_gets_its_messages_in_order(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Messages to a member not reachable yet are retried (in order) for ``retry_s``, then given up."""
+    net = FakeNet()
+    sender, late = _channel(net, PIDS[0]), _channel(net, PIDS[1])
+    sender.retry_s = 3.0
+    net.gone.add(PIDS[1])
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.run)
+        await sender.send(PIDS[1], b"a")
+        await sender.send(PIDS[1], b"b")
+        await trio.sleep(2.0)
+        net.gone.discard(PIDS[1])
+        await trio.sleep(1.0)
+        assert await _pending(late) == [b"a", b"b"] and sender.counts["send_failed"] == 0
+        net.gone.add(PIDS[1])
+        await sender.send(PIDS[1], b"c")
+        await trio.sleep(10.0)
+        assert sender.counts["send_failed"] == 1 and sender.sent == 2
         nursery.cancel_scope.cancel()
 
 
