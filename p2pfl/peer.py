@@ -128,8 +128,9 @@ class Peer:
         self.rollout = Rollout(
             config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
         )
-        #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember) set by whoever provides
-        #: its channel (the simulation's hub); None: this peer publishes its own trained model
+        #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember): built on entry over the
+        #: transport when ``[secagg] enabled``, or set by the simulation's hub; None: this peer publishes its
+        #: own trained model
         self.secagg: GroupMember | None = None
         #: the group channel over the transport (``[secagg] enabled``; p2pfl.secagg.channel)
         self.secagg_channel: TransportChannel | None = None
