@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pfl.errors import TransportError
 from p2pfl.secagg.channel import SECAGG_PROTOCOL, TransportChannel, join_group
@@ -203,3 +205,28 @@ async def test_group_rounds_over_the_channel_give_the_mean(autojump_clock: trio.
     for k in range(4):
         np.testing.assert_allclose(out[k, 2], four, atol=1e-5)  # type: ignore[arg-type]
         assert pairs[k][0].completed == 2 and not pairs[k][0].failures
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([*PIDS, OUTSIDER, "", "garbage"]), st.binary(max_size=1200)), max_size=60
+    )
+)
+def test_any_input_is_queued_or_refused_never_anything_else(reqs: list[tuple[str, bytes]]) -> None:
+    """Whatever arrives: delivered byte for byte, or refused with a SecAggError, or dropped and counted."""
+
+    async def main() -> None:
+        ch = _channel(FakeNet(), PIDS[0], inbox_per_member=4)
+        accepted = []
+        for who, data in reqs:
+            try:
+                assert await ch.serve(who, data) == b""
+            except SecAggError as exc:
+                assert exc.reason in ("not_member", "oversize")
+            else:
+                accepted.append(data)
+        got = await _pending(ch)
+        assert set(got) <= set(accepted) and len(got) + ch.counts["dropped_inbox_full"] == len(accepted)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
