@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 
 import trio
 
 from p2pfl.config import NodeConfig, load_config
 from p2pfl.errors import ConfigError
-from p2pfl.identity import load_or_create_key
+from p2pfl.identity import load_key, load_or_create_key
 from p2pfl.logs import LogOptions, PeerIdFilter, setup_logging
 from p2pfl.peer import Peer
 from p2pfl.roster.service import check_roster_file
@@ -25,13 +26,21 @@ from p2pfl.roster.service import check_roster_file
 log = logging.getLogger("p2pfl.node")
 
 
-async def serve(node: NodeConfig, log_filter: PeerIdFilter | None = None) -> int:
-    if node.peer.secagg.enabled:  # refused, not ignored: the peer would publish its own trained model
+def _check_secagg_member(node: NodeConfig) -> None:
+    """A group needs this peer among its members, so its key must exist already (a new key never is)."""
+    members = node.peer.secagg.members
+    if not os.path.exists(node.key_file):
         raise ConfigError(
-            "secagg",
-            "enabled",
-            "secure aggregation has no group channel over libp2p yet (docs/secagg.md); set it to false",
+            "secagg", "members", f"key file {node.key_file} does not exist yet: a new key is not a member"
         )
+    peer_id = load_key(node.key_file).peer_id
+    if peer_id not in members:
+        raise ConfigError("secagg", "members", f"this peer ({peer_id}) is not among the members")
+
+
+async def serve(node: NodeConfig, log_filter: PeerIdFilter | None = None) -> int:
+    if node.peer.secagg.enabled:  # before anything starts: a group without this peer cannot run
+        _check_secagg_member(node)
     learner = node.build_learner()  # first: a bad [learner.params] is refused before anything is written
     if node.peer.roster is not None:  # and a missing, foreign or unsigned roster
         check_roster_file(node.peer.roster, node.peer.network_id)

@@ -21,6 +21,7 @@ loop), ``peer_exchange`` (the network side), ``peer_discovery`` (bootstrap regis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -56,6 +57,7 @@ from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
     from p2pfl.metrics.peer_metrics import PeerMetrics
+    from p2pfl.secagg.channel import TransportChannel
     from p2pfl.secagg.runtime import GroupMember
 
 log = logging.getLogger("p2pfl.peer")
@@ -65,11 +67,18 @@ EXIT_GRACE_S = 3.0
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
 
 
-def _libp2p_factory(config: PeerConfig) -> TransportFactory:
-    def factory(identity: Identity) -> Any:
-        from p2pfl.transport.libp2p import Libp2pTransport
+def _libp2p_factory(config: PeerConfig, max_request: Callable[[], int] = lambda: 0) -> TransportFactory:
+    """``max_request``: raises the transport's request cap to what it returns (a secagg group's messages)."""
 
-        return Libp2pTransport.open(seed=identity.seed, network_id=config.network_id, listen=config.listen)
+    def factory(identity: Identity) -> Any:
+        from p2pfl.transport.libp2p import Libp2pConfig, Libp2pTransport
+
+        lib = Libp2pConfig()
+        if (cap := max_request()) > lib.max_request_bytes:
+            lib = dataclasses.replace(lib, max_request_bytes=cap)
+        return Libp2pTransport.open(
+            seed=identity.seed, network_id=config.network_id, listen=config.listen, config=lib
+        )
 
     return factory
 
@@ -95,7 +104,7 @@ class Peer:
         self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
         self.learner = learner
         self.identity = identity or Identity.generate()
-        self._transport_factory = transport or _libp2p_factory(config)
+        self._transport_factory = transport or _libp2p_factory(config, self._secagg_cap)
         self._transport: Transport | None = None
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
@@ -119,11 +128,22 @@ class Peer:
         self.rollout = Rollout(
             config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
         )
-        #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember) set by whoever provides
-        #: its channel (the simulation's hub); None: this peer publishes its own trained model
+        #: the secure-aggregation group member (p2pfl.secagg.runtime.GroupMember): built on entry over the
+        #: transport when ``[secagg] enabled``, or set by the simulation's hub; None: this peer publishes its
+        #: own trained model
         self.secagg: GroupMember | None = None
+        #: the group channel over the transport (``[secagg] enabled``; p2pfl.secagg.channel)
+        self.secagg_channel: TransportChannel | None = None
         #: the round loop: owns the round counter, the reports and the guards' state
         self.rounds = self._build_rounds()
+
+    def _secagg_cap(self) -> int:
+        """The request size a secagg group needs (0: no group); see p2pfl.secagg.channel.message_cap."""
+        if not self.config.secagg.enabled:
+            return 0
+        from p2pfl.secagg.channel import message_cap
+
+        return message_cap(len(self.config.secagg.members), int(self.engine.layout.size))
 
     def _build_engine(self) -> GossipEngine:
         config = self.config
@@ -253,7 +273,16 @@ class Peer:
                 t.set_peer_filter(self._peer_allowed)
             if self.access is not None:
                 t.set_request_handler(ROSTER_PROTOCOL, self.access.serve)
+            if self.config.secagg.enabled and self.secagg is None:  # docs/secagg.md: /p2pfl/secagg/1
+                from p2pfl.secagg.channel import join_group
+
+                dim = int(self.engine.layout.size)
+                self.secagg, self.secagg_channel = join_group(
+                    self.config.secagg, self.identity, self.config.network_id, t, dim
+                )
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+            if self.secagg_channel is not None:
+                self._nursery.start_soon(self.secagg_channel.run)
             await self._connect_static()
             if self.config.bootstrap:
                 await self.discovery.start(self._nursery)

@@ -12,6 +12,7 @@ import trio
 
 from p2pfl.errors import P2PFLError
 from p2pfl.logs import event
+from p2pfl.secagg.channel import group_status
 
 if TYPE_CHECKING:
     from p2pfl.peer import Peer
@@ -45,6 +46,7 @@ def peer_status(peer: Peer) -> dict[str, Any]:
         "quality": dict(peer.rollout.quality_snapshot()),
         "rollout": peer.rollout.status(),
         "privacy": peer.privacy.status(engine.seq) if peer.privacy is not None else None,
+        "secagg": group_status(peer.secagg, peer.secagg_channel) if peer.secagg is not None else None,
     }
 
 

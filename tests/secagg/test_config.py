@@ -51,14 +51,28 @@ def test_bad_secagg_values_are_refused_naming_the_key(table: dict[str, Any], key
     assert "[secagg]" in str(info.value) and key in str(info.value)
 
 
-def test_a_peer_node_refuses_an_enabled_group_it_cannot_run() -> None:
-    """Over libp2p there is no group channel: `p2pfl peer` refuses `[secagg] enabled = true` instead of
-    silently publishing the peer's own model."""
+@pytest.mark.parametrize("key", ["missing", "outsider"])
+def test_a_peer_node_refuses_a_group_it_is_not_a_member_of(tmp_path: Path, key: str) -> None:
+    """`p2pfl peer` runs an enabled group (docs/secagg.md) but refuses one that does not list its own peer
+    id (or whose key does not exist yet: a new key cannot be listed), before it writes anything."""
     import trio
 
+    from p2pfl.identity import Identity, save_key
     from p2pfl.node import serve
 
-    node = _config({"enabled": True, "members": IDS})
+    if key == "outsider":
+        save_key(Identity(b"\x09" * 32), tmp_path / "k")
+    node = parse_config(
+        {
+            "peer": {"network_id": "n", "key_file": "k", "state_dir": "state"},
+            "learner": {"entry": "a:b"},
+            "access": {"open": True},
+            "secagg": {"enabled": True, "members": IDS},
+        },
+        tmp_path,
+    )
     with pytest.raises(ConfigError) as info:
         trio.run(serve, node)
-    assert info.value.section == "secagg" and info.value.key == "enabled"
+    assert info.value.section == "secagg" and info.value.key == "members"
+    assert not (tmp_path / "state").exists()
+    assert (tmp_path / "k").exists() == (key == "outsider")

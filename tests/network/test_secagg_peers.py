@@ -1,0 +1,62 @@
+"""A secure-aggregation group of real ``p2pfl peer`` processes on 127.0.0.1 over ``/p2pfl/secagg/1``."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from p2pfl.state import load_checkpoint
+from tests.network.cluster import Cluster
+from tests.network.test_cli_peers import full_mesh, learner_sections, test_accuracy_of_checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def test_five_members_average_securely_and_survive_a_dropout(tmp_path: Path) -> None:
+    """Five members, threshold 3, full mesh: every group round completes (no failure), the members end on
+    the same model (the group mean, which is all any of them publishes) and learn; one member stopped
+    mid-run does not stop the four others from completing their rounds."""
+    n, rounds, drop_at = 5, 8, 3
+    cluster = Cluster(tmp_path, n)
+    members = [s.identity.peer_id for s in cluster.specs]
+    secagg = {
+        "enabled": True,
+        "members": members,
+        "threshold": 3,
+        "advertise_timeout_s": 20.0,
+        "phase_timeout_s": 8.0,
+    }
+    try:
+        for i in range(n):
+            sections = learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds)
+            cluster.configure(i, {**sections, "secagg": dict(secagg)})
+        for i in range(n):
+            cluster.start(i)
+        cluster.wait_rounds(list(range(n)), drop_at, timeout=240)
+        assert cluster.stop(n - 1, signal.SIGTERM, timeout=60) == 0  # stops after its current round
+        cluster.wait_rounds(list(range(n - 1)), rounds, timeout=300)
+        time.sleep(2)  # one more status write after the last round
+        statuses = [cluster.status(i) for i in range(n - 1)]
+        assert [0] * (n - 1) == [cluster.stop(i) for i in range(n - 1)]
+    finally:
+        cluster.stop_all()
+    for s in statuses:
+        assert s is not None and s["secagg"] is not None, statuses
+        group = s["secagg"]
+        assert group["failures"] == {}, cluster.explain()
+        assert group["completed"] == rounds, statuses
+        assert group["last_survivors"] == n - 1, statuses  # the last rounds ran without the stopped member
+        assert group["channel"].get("refused_not_member", 0) == 0, statuses
+    models = []
+    for i in range(n - 1):
+        ckpt = load_checkpoint(cluster.specs[i].state)
+        assert ckpt is not None and ckpt.round == rounds
+        models.append(np.concatenate([ckpt.own[k].ravel() for k in sorted(ckpt.own)]))
+    for m in models[1:]:  # every member's model is the same group mean (fixed-point error ~1e-6)
+        np.testing.assert_allclose(m, models[0], atol=1e-5)
+    accs = [test_accuracy_of_checkpoint(cluster.specs[i].state, i, n) for i in range(n - 1)]
+    assert min(accs) >= 0.8, accs
