@@ -56,7 +56,9 @@ def _child(args: argparse.Namespace) -> int:
         return 0
     from netbench import p2pfl_side
 
-    figures = p2pfl_side.run(args.peers, args.engine, args.rounds, Path(args.out), robust=args.robust)
+    figures = p2pfl_side.run(
+        args.peers, args.engine, args.rounds, Path(args.out), robust=args.robust, codec=args.codec
+    )
     result.write_text(json.dumps(figures))
     return 0
 
@@ -79,6 +81,8 @@ def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "--rounds",
         str(args.rounds),
         *(["--robust"] if args.robust else []),
+        "--codec",
+        args.codec,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     launched = time.time()
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=wl.ROUNDS)
     ap.add_argument("--compare", choices=("flower",), default=None)
     ap.add_argument("--robust", action="store_true", help="p2pfl's robust defaults instead of FedAvg-like")
+    ap.add_argument("--codec", default="raw", help="p2pfl's delta codec: raw, fp16, int8 or topk:<density>")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="keep each side's run directory (logs, traces) under DIR")
     ap.add_argument("--_side", dest="side", choices=("p2pfl", "flower"), help=argparse.SUPPRESS)

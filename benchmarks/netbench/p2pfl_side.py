@@ -32,7 +32,9 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def run(peers: int, engine: str, rounds: int, out: Path, *, robust: bool = False) -> dict[str, Any]:
+def run(
+    peers: int, engine: str, rounds: int, out: Path, *, robust: bool = False, codec: str = "raw"
+) -> dict[str, Any]:
     from p2pfl.sim.engine_libp2p import run_libp2p
     from p2pfl.sim.runner import run_memory
 
@@ -41,6 +43,8 @@ def run(peers: int, engine: str, rounds: int, out: Path, *, robust: bool = False
     if robust:  # p2pfl's robust defaults (geometric median, clipping, NNM, scoring), same pacing
         sc = sc.replace(aggregation={"rule": "geomed", "nnm": True, "self_clip_scale": 1.0})
         sc = sc.replace(scoring={"enabled": True})
+    if codec != "raw":  # a lossy delta codec (docs/wire-format.md section 7)
+        sc = sc.replace(run={"codec": codec})
     splits = w.splits()
     out.mkdir(parents=True, exist_ok=True)
     called = time.time()
