@@ -118,6 +118,11 @@ def _robust_median(values: list[float]) -> float:
     return min(values) if len(values) == 2 else float(np.median(values))
 
 
+def _finite_losses(peers: Iterable[str], val_losses: Mapping[str, float]) -> list[float]:
+    """The finite validation losses of those ``peers`` that have one."""
+    return [float(val_losses[p]) for p in peers if p in val_losses and math.isfinite(val_losses[p])]
+
+
 def _ramp_down(value: float, ok: float, bad: float) -> float:
     """1 at ``value <= ok``, 0 at ``value >= bad``, linear between (``ok < bad``)."""
     if value <= ok:
@@ -517,7 +522,7 @@ class ContributionScorer:
         ):
             return None
         own = max(own_val_loss, cfg.loss_floor)
-        finite = [float(val_losses[p]) for p in anchors if p in val_losses and math.isfinite(val_losses[p])]
+        finite = _finite_losses(anchors, val_losses)
         if finite:
             # of two neighbours the smaller loss: their mean let a sign-flipper beside one honest neighbour
             # score 1 (the lower median for every even count cost a false eviction in attacks16 IPM runs)
@@ -555,7 +560,7 @@ class ContributionScorer:
         of the registry-outage test."""
         if loss_ref is None or val_losses is None:
             return loss_ref
-        finite = [float(val_losses[p]) for p in pair if p in val_losses and math.isfinite(val_losses[p])]
+        finite = _finite_losses(pair, val_losses)
         if len(finite) != 2:
             return loss_ref
         own = loss_ref / self.loss_tolerance

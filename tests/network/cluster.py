@@ -154,15 +154,7 @@ class Cluster:
         raise AssertionError(f"peers {indices} did not reach round {rounds} in {timeout} s:\n{explained}")
 
     def stop(self, i: int, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        proc = self.procs[i]
-        if proc.poll() is None:
-            proc.send_signal(sig)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-            raise AssertionError(f"peer {i} did not stop within {timeout} s after {sig}") from None
+        return self.stop_many([i], sig, timeout)[0]
 
     def stop_many(self, indices: list[int], sig: int = signal.SIGTERM, timeout: float = 30.0) -> list[int]:
         """Signal every one of ``indices`` first, then wait for each: no peer goes on training alone while
@@ -170,15 +162,16 @@ class Cluster:
         for i in indices:
             if self.procs[i].poll() is None:
                 self.procs[i].send_signal(sig)
-        codes = []
-        for i in indices:
-            try:
-                codes.append(self.procs[i].wait(timeout))
-            except subprocess.TimeoutExpired:
-                self.procs[i].kill()
-                self.procs[i].wait(10)
-                raise AssertionError(f"peer {i} did not stop within {timeout} s after {sig}") from None
-        return codes
+        return [self._wait_stopped(i, sig, timeout) for i in indices]
+
+    def _wait_stopped(self, i: int, sig: int, timeout: float) -> int:
+        proc = self.procs[i]
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            raise AssertionError(f"peer {i} did not stop within {timeout} s after {sig}") from None
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
