@@ -280,6 +280,8 @@ class Peer:
                 self.secagg, self.secagg_channel = join_group(
                     self.config.secagg, self.identity, self.config.network_id, t, dim
                 )
+            if self.secagg is not None and hasattr(t, "set_muted"):  # fellows' announcements: our own mean
+                t.set_muted(self.secagg.fellows())
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             if self.secagg_channel is not None:
                 self._nursery.start_soon(self.secagg_channel.run)

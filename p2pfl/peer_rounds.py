@@ -205,9 +205,14 @@ class RoundLoop:
         return done
 
     def _views(self, now: float) -> list[NeighbourView]:
-        """What the pacing sees of the connected neighbours at ``now``."""
+        """What the pacing sees of the connected neighbours at ``now``: fellow members of our secure-
+        aggregation group excepted (they send us no announcements: we hold the mean they publish; the group
+        round itself keeps members in step)."""
         connected = self._p.neighbours()
         first_seen = self._connections.observe(connected, now)
+        group = self._p.secagg()
+        if group is not None:
+            connected = [p for p in connected if not group.is_fellow(p)]
         listeners = set(self._p.transport().listeners())
         engine = self._p.engine
         views = []
@@ -223,12 +228,13 @@ class RoundLoop:
         while not self._p.stopped.is_set():
             now = trio.current_time()
             views = self._views(now)
-            decision = gate.decide(now, len(views), len(unsubscribed(now, views, self._pacing)))
+            connected = len(self._p.neighbours())  # fellows count towards min_neighbours
+            decision = gate.decide(now, connected, len(unsubscribed(now, views, self._pacing)))
             if isinstance(decision, Start):
                 if decision.reason == "timeout":
                     log.warning(
                         "starting with %d of min_neighbours=%d neighbours after %.0f s",
-                        len(views),
+                        connected,
                         self._p.config.min_neighbours,
                         self._p.config.start_timeout_s,
                     )
@@ -244,6 +250,8 @@ class RoundLoop:
         while True:
             now = trio.current_time()
             views = self._views(now)
+            if not views and self._p.secagg() is not None:
+                return now - started  # only fellows: the group round paces us (its advertise wait)
             decision = self._pacer.decide(now, views, stopped=self._p.stopped.is_set())
             if isinstance(decision, Start):
                 return now - started

@@ -97,6 +97,7 @@ class _HubChannel:
     async def send(self, to: str, data: bytes) -> None:
         self.hub.bytes_sent[self.me] += len(data)
         if to in self.hub.inbox:
+            self.hub.bytes_received[to] += len(data)
             with contextlib.suppress(trio.BrokenResourceError):  # the recipient stopped: it is gone
                 self.hub.inbox[to][0].send_nowait(data)
 
@@ -115,6 +116,7 @@ class SecAggHub:
             pid: trio.open_memory_channel[bytes](math.inf) for pid in self.config.members
         }
         self.bytes_sent: Counter[str] = Counter()
+        self.bytes_received: Counter[str] = Counter()
         self.members: dict[str, GroupMember] = {}
 
     def bind(self, peer: Peer) -> None:
@@ -151,4 +153,9 @@ class SecAggHub:
             "rejections": dict(sum((m.rejections for m in ms), Counter())),
             "clipped": sum(m.clipped for m in ms),
             "bytes_sent": {pid[-8:]: self.bytes_sent[pid] for pid in self.config.members},
+            "bytes_received": {pid[-8:]: self.bytes_received[pid] for pid in self.config.members},
+            # group rounds each member ran (completed or failed; one cut short at the end counts)
+            "rounds_run": {
+                pid[-8:]: m.completed + sum(m.failures.values()) for pid, m in self.members.items()
+            },
         }

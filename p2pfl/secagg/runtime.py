@@ -75,6 +75,10 @@ class GroupMember:
         """Another member of the group (its public models are group means we already mix)."""
         return peer_id != self.identity.peer_id and peer_id in self.config.members
 
+    def fellows(self) -> frozenset[str]:
+        """The other members: the peer mutes their announcements (they carry the mean it already holds)."""
+        return frozenset(m for m in self.config.members if self.is_fellow(m))
+
     def spec(self, dim: int) -> GroupSpec:
         return self.config.spec(self.network_id, dim)
 

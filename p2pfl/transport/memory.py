@@ -137,6 +137,8 @@ class MemoryTransport:
         self._handlers: dict[str, RequestHandler] = {}
         self._peer_filter: PeerFilter | None = None
         self._blocked: set[str] = set()
+        #: peers whose announcements we do not take (see :meth:`set_muted`)
+        self._muted: frozenset[str] = frozenset()
         self._scores: dict[str, float] = {}
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._seq = 0
@@ -301,8 +303,16 @@ class MemoryTransport:
         return list(self._neighbours)
 
     def listeners(self) -> list[str]:
-        """Connected peers that receive our announcements: every neighbour (links carry gossip at once)."""
-        return list(self._neighbours)
+        """Connected peers that receive our announcements: every neighbour (links carry gossip at once) that
+        did not mute us (:meth:`set_muted`)."""
+        net = self._net
+        return [p for p in self._neighbours if (r := net.get(p)) is None or self._peer_id not in r._muted]
+
+    def set_muted(self, peers: frozenset[str]) -> None:
+        """Do not take the announcements of ``peers`` (libp2p: do not subscribe to their topics): neither
+        they nor a relay send them to us. A secure-aggregation member mutes its fellows, whose announcements
+        carry the group mean it already holds (docs/secagg.md)."""
+        self._muted = frozenset(peers)
 
     def penalise(self, peer_id: str, amount: float | None = None) -> None:
         """Record a score penalty (kept for parity with libp2p; see :meth:`peer_score`)."""
@@ -361,6 +371,8 @@ class MemoryTransport:
             if remote is None or remote._network_id != self._network_id:
                 continue
             if origin != self._peer_id and origin not in remote._neighbours:
+                continue
+            if origin in remote._muted:
                 continue
             try:
                 remote._inbox_send.send_nowait((self._peer_id, origin, seq, data))

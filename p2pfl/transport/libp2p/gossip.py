@@ -90,6 +90,8 @@ class GossipMixin:
     _topic: str
     #: peer id -> its topic, for every peer whose announcements we subscribe to (never ourselves)
     _topics: dict[str, str]
+    #: peers whose topics we do not subscribe to (see set_muted)
+    _muted: frozenset[str]
     _gone_since: dict[str, float]
     _topics_changed: trio.Event
     _gossipsub: GossipSub
@@ -135,6 +137,13 @@ class GossipMixin:
         self._validate_from = from_origin
         if gate is not None:
             self.set_gossip_gate(gate)
+
+    def set_muted(self, peers: frozenset[str]) -> None:
+        """Do not subscribe to the topics of ``peers`` (left if subscribed): they send us no announcements. A
+        secure-aggregation member mutes its fellows, whose announcements carry the group mean it already
+        holds (docs/secagg.md)."""
+        self._muted = frozenset(peers)
+        self._topics_changed.set()
 
     def set_gossip_gate(self, gate: Callable[[str], bool] | None) -> None:
         """A check of a gossip message's claimed sender run where the message is read, before py-libp2p
@@ -307,7 +316,7 @@ class GossipMixin:
                 log.info("topic sync failed: %s: %s", type(exc).__name__, exc)
 
     async def _sync_topics(self, now: float) -> None:
-        connected = {p for p in self.connected_peers() if self._peer_allowed(p)}
+        connected = {p for p in self.connected_peers() if self._peer_allowed(p) and p not in self._muted}
         for pid in connected:
             self._gone_since.pop(pid, None)
             if pid in self._topics:
@@ -322,7 +331,11 @@ class GossipMixin:
         # lingering topics are capped (identities churning through connections cannot grow them unbounded)
         excess = len(self._topics) - self._config.max_connections
         for pid in sorted(gone, key=lambda p: self._gone_since[p]):
-            lingering = self._peer_allowed(pid) and now - self._gone_since[pid] < self._config.topic_linger_s
+            lingering = (
+                self._peer_allowed(pid)
+                and pid not in self._muted
+                and now - self._gone_since[pid] < self._config.topic_linger_s
+            )
             if lingering and excess <= 0:
                 continue
             excess -= 1

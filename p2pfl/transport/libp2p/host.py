@@ -130,6 +130,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         self._network_id = network_id
         self._topic = gossip_topic(network_id, self._peer_id)
         self._topics = {}
+        self._muted = frozenset()
         self._gone_since = {}
         self._topics_changed = trio.Event()
         self._stats = TransportStats()
