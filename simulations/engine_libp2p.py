@@ -29,6 +29,7 @@ from .plan import (
 from .progress import Progress
 from .runner import FINAL_CHECKPOINT, IMPORT_ROOT, RunOutput
 from .scenario import Scenario, SimulationError
+from .secagg_sim import transport_summary
 
 # ---------------------------------------------------------------------------------- libp2p engine
 
@@ -166,7 +167,7 @@ def run_libp2p(
         results.append(res)
         if (d / "vectors.npy").exists():
             vectors[p.index] = np.load(d / "vectors.npy")
-    return RunOutput(plan, results, vectors, wall, timed_out)
+    return RunOutput(plan, results, vectors, wall, timed_out, transport_summary(scenario.secagg, results))
 
 
 # ------------------------------------------------------------------------------------------ spawning

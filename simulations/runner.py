@@ -60,7 +60,7 @@ from .plan import (  # noqa: F401 - re-exported: the plan lived here
 from .privacy_report import privacy_row
 from .progress import Progress, _isatty  # noqa: F401 - re-exported
 from .scenario import Scenario
-from .secagg_sim import SecAggHub
+from .secagg_sim import SecAggHub, cap_outsider, member_config, member_status
 
 #: The directory ``p2pfl`` is imported from (a checkout or site-packages): each worker gets it first on its
 #: PYTHONPATH, so it runs the same code as this process.
@@ -152,9 +152,16 @@ class PeerRunner:
             cfg = dataclasses.replace(cfg, privacy=PrivacyConfig())
         if sc.sybil.closed and self.me.honest:
             cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
+        if self.secagg is None and sc.secagg.enabled:  # libp2p engine: the peer joins over /p2pfl/secagg/1
+            group = member_config(sc.secagg, self.plan.peer_ids, self.me.index)
+            cfg = cfg if group is None else dataclasses.replace(cfg, secagg=group)
         peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
         if self.secagg is not None:
             self.secagg.bind(peer)
+        elif sc.secagg.enabled:
+            cap_outsider(
+                peer, [self.plan.peer_ids[i] for i in sc.secagg.members], sc.secagg.outsider_share_cap
+            )
         if self.behaviour is not None:
             self.behaviour.bind(peer)
         self.observe.bind(peer)
@@ -392,6 +399,7 @@ class PeerRunner:
             "join_round": self.me.join_round,
             "leave_round": self.me.leave_round,
             **counters,
+            **({"secagg": g} if self.peer is not None and (g := member_status(self.peer)) else {}),
             "trace": self.trace,
         }
 

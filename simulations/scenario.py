@@ -485,8 +485,6 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         ),
         name=name,
     )
-    if scenario.secagg.enabled and scenario.run.transport != "memory":
-        raise ScenarioError("secagg", "members", 'secure aggregation runs on [run] transport = "memory" only')
     n_bad = scenario.attack.count(topology.peers)
     if scenario.attack.kind != "none" and n_bad == 0:
         raise ScenarioError(

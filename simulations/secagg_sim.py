@@ -1,9 +1,12 @@
-"""Secure aggregation in simulations: the scenario's ``[secagg]`` section and the in-memory group hub.
+"""Secure aggregation in simulations: the scenario's ``[secagg]`` section, the in-memory group hub, and the
+libp2p engine's wiring.
 
 ``[secagg]`` puts the first ``members`` peers of the topology (or the listed peer indices) into one group
-(docs/secagg.md): each round they run a group round over :class:`SecAggHub` (an in-process message hub
-that counts each member's bytes) and publish only the group's mean. Only the ``memory`` engine carries it;
-the libp2p engine has no group channel yet, and a scenario asking for both is refused.
+(docs/secagg.md): each round they run a group round and publish only the group's mean. In the ``memory``
+engine the group's messages go over :class:`SecAggHub` (an in-process message hub that counts each member's
+bytes); in the ``libp2p`` engine each member's config gets the ``[secagg]`` section
+(:func:`member_config`) and its peer joins the group over ``/p2pfl/secagg/1`` as ``p2pfl peer`` does, and
+the run's summary is read from the members' results (:func:`transport_summary`).
 """
 
 from __future__ import annotations
@@ -122,10 +125,8 @@ class SecAggHub:
     def bind(self, peer: Peer) -> None:
         """Make ``peer`` a member of the group, or give it the org share cap over the group's members."""
         peer.secagg = self.member(peer.identity)
-        if peer.secagg is None and self.outsider_share_cap is not None:
-            peer.engine.set_groups(
-                dict.fromkeys(self.config.members, "secagg"), {"secagg": self.outsider_share_cap}
-            )
+        if peer.secagg is None:
+            cap_outsider(peer, self.config.members, self.outsider_share_cap)
 
     def member(self, identity: Identity) -> GroupMember | None:
         """The group member for this peer (None: not in the group)."""
@@ -159,3 +160,44 @@ class SecAggHub:
                 pid[-8:]: m.completed + sum(m.failures.values()) for pid, m in self.members.items()
             },
         }
+
+
+def cap_outsider(peer: Peer, members: Sequence[str], cap: float | None) -> None:
+    """A non-member caps the group's members' share of its mix at ``cap`` (None: no cap)."""
+    if cap is not None and peer.identity.peer_id not in members:
+        peer.engine.set_groups(dict.fromkeys(members, "secagg"), {"secagg": cap})
+
+
+def member_config(spec: SecAggSpec, peer_ids: Sequence[str], index: int) -> SecAggConfig | None:
+    """The libp2p engine: the ``[secagg]`` config of peer ``index`` (None: not a member). With it the peer
+    joins the group over ``/p2pfl/secagg/1`` itself (``Peer``'s own wiring, as in ``p2pfl peer``)."""
+    if not spec.enabled or index not in spec.members:
+        return None
+    return spec.config([peer_ids[i] for i in spec.members])
+
+
+def member_status(peer: Peer) -> dict[str, Any] | None:
+    """What a member over a transport reports of its group (status.json's ``secagg`` block), else None."""
+    from p2pfl.secagg.channel import group_status
+
+    if peer.secagg is None or peer.secagg_channel is None:
+        return None
+    return group_status(peer.secagg, peer.secagg_channel)
+
+
+def transport_summary(spec: SecAggSpec, results: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The libp2p engine's ``secagg`` block of results.json, from the members' results (the same keys as
+    :meth:`SecAggHub.summary` where the members report them)."""
+    if not spec.enabled:
+        return None
+    blocks = {str(r["id"])[-8:]: r.get("secagg") or {} for r in results if r["index"] in spec.members}
+    threshold = dict(spec.params).get("threshold", 0) or len(spec.members) // 2 + 1
+    return {
+        "members": len(spec.members),
+        "threshold": threshold,
+        "rounds_completed": {k: b.get("completed", 0) for k, b in blocks.items()},
+        "failures": dict(sum((Counter(b.get("failures", {})) for b in blocks.values()), Counter())),
+        "rejections": dict(sum((Counter(b.get("rejections", {})) for b in blocks.values()), Counter())),
+        "bytes_sent": {k: b.get("bytes_sent", 0) for k, b in blocks.items()},
+        "channel": {k: b.get("channel", {}) for k, b in blocks.items()},
+    }

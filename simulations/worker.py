@@ -13,6 +13,7 @@ neighbours never wait for a silent peer), ``vectors.npy`` (at exit). It waits fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -58,10 +59,20 @@ def main(argv: list[str] | None = None) -> int:
         import p2pfl.transport.libp2p  # noqa: F401
 
     def factory(identity: object) -> object:
-        from p2pfl.transport.libp2p import Libp2pTransport
+        from p2pfl.transport.libp2p import Libp2pConfig, Libp2pTransport
 
+        lib = Libp2pConfig()
+        if me.index in scenario.secagg.members:  # a group member takes the group's messages (docs/secagg.md)
+            from p2pfl.secagg.channel import message_cap
+
+            dim = sum(int(v.size) for v in runner.learner.get_params().values())
+            cap = message_cap(len(scenario.secagg.members), dim)
+            lib = dataclasses.replace(lib, max_request_bytes=max(lib.max_request_bytes, cap))
         return Libp2pTransport.open(
-            seed=me.seed, network_id=scenario.run.network_id, listen=f"/ip4/127.0.0.1/tcp/{me.port}"
+            seed=me.seed,
+            network_id=scenario.run.network_id,
+            listen=f"/ip4/127.0.0.1/tcp/{me.port}",
+            config=lib,
         )
 
     honest_dirs = [out / "peers" / str(i) for i in plan.honest]

@@ -50,7 +50,6 @@ def test_the_report_carries_the_group_summary(tmp_path: Path) -> None:
         ({"members": [0, 0, 1]}, {}, "members"),
         ({"members": 8, "threshold": 4}, {}, "threshold"),
         ({"members": 8, "bound": 1e9}, {}, "bound"),
-        ({"members": 8}, {"transport": "libp2p"}, "members"),
         ({"members": 8, "colour": 1}, {}, "colour"),
         ({"members": 8, "outsider_share_cap": 1.5}, {}, "outsider_share_cap"),
     ],
@@ -89,3 +88,19 @@ def test_outsiders_cap_the_groups_share_and_members_join_it() -> None:
     assert peers[2].engine.groups == {ids[0].peer_id: "secagg", ids[1].peer_id: "secagg"}
     assert peers[2].engine.group_caps == {"secagg": 0.3}
     assert not peers[0].engine.group_caps
+
+
+def test_a_libp2p_scenario_gives_its_members_the_group_config() -> None:
+    """The libp2p engine wires the group through each member's ``[secagg]`` config (its peer joins over
+    /p2pfl/secagg/1 as ``p2pfl peer`` does); non-members get none."""
+    from p2pfl.identity import Identity
+    from p2pfl.sim.secagg_sim import member_config
+
+    sc = parse_scenario(
+        {**GROUP, "run": {**GROUP["run"], "transport": "libp2p"}, "secagg": {"members": [1, 2, 3]}}
+    )
+    fake = [Identity(bytes([i + 1]) * 32).peer_id for i in range(8)]
+    assert member_config(sc.secagg, fake, 0) is None
+    cfg = member_config(sc.secagg, fake, 2)
+    assert cfg is not None and cfg.enabled and set(cfg.members) == {fake[1], fake[2], fake[3]}
+    assert cfg.group_threshold == 2
