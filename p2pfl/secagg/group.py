@@ -10,9 +10,10 @@ There is no server: every member plays the aggregator for itself, and all member
 3. **masked input**: send ``y = encode(x) + PRG(b) + sum_v +-PRG(s_uv)`` (``+`` towards higher indices) over
    the members of ``U2``, naming that mask set. ``U3``: the members whose masked vector we got; every pair
    of ``U3`` must have masked with each other.
-4. **consistency**: send our ``U3``; every view we receive must equal ours, else the round fails before any
-   secret is revealed (a member that claims ``w`` dropped to one member and alive to another would get both
-   of ``w``'s secrets otherwise).
+4. **consistency**: send our ``U3`` and a digest of the key adverts we used for it; every view we receive must
+   equal ours, else the round fails before any secret is revealed: a member that claims ``w`` dropped to one
+   member and alive to another would get both of ``w``'s secrets otherwise, and members holding different
+   adverts of one member (an old one replayed to some) would unmask a wrong mean.
 5. **unmask**: reveal our share of ``b_w`` for each ``w`` in ``U3`` and of ``s_w`` for each ``w`` that
    masked with a survivor but dropped: never both for one member. With ``t`` dealer-signed shares of each,
    rebuild the secrets, check them against the advertised ``s_pk`` and commitment, remove the masks and
@@ -50,6 +51,7 @@ from p2pfl.secagg.messages import (
     Shares,
     Unmask,
     View,
+    adverts_digest,
     decode,
     encode,
     encode_body,
@@ -224,6 +226,11 @@ class GroupRound:
             if body.survivors != self._u3:
                 self._fail("inconsistent", f"member {sender} saw other survivors: no secret is revealed")
                 return
+            if body.adverts != self._adverts_digest():
+                # it masked against other keys of some member (e.g. an old advert replayed to it): the
+                # masks would not cancel, and the mean would be wrong without anyone noticing
+                self._fail("inconsistent", f"member {sender} holds other key adverts: no secret is revealed")
+                return
             self._views[sender] = body
         elif isinstance(body, Unmask):
             self._store_unmask(sender, body)
@@ -311,8 +318,8 @@ class GroupRound:
             if not self._survivors():
                 return []
             self.phase = Phase.CONSISTENCY
-            self._views[self.me] = View(self._u3)
-            return [self._send(self._others(self._u3), "view", View(self._u3))]
+            self._views[self.me] = View(self._u3, self._adverts_digest())
+            return [self._send(self._others(self._u3), "view", self._views[self.me])]
         if self.phase == Phase.CONSISTENCY:
             if not self._enough(tuple(self._views), "consistency views"):
                 return []
@@ -354,6 +361,11 @@ class GroupRound:
             return False
         self._dropped = tuple(sorted(set().union(*(sets[u] for u in self._u3)) - set(self._u3)))
         return True
+
+    def _adverts_digest(self) -> bytes:
+        """What our masks and unmasking rest on: the adverts of the survivors and the dropped members."""
+        used = sorted({*self._u3, *self._dropped})
+        return adverts_digest([(w, self._adverts[w].mask_pk, self._adverts[w].commit_b) for w in used])
 
     def _enough(self, members: tuple[int, ...], what: str) -> bool:
         if len(members) < self.spec.threshold:

@@ -12,7 +12,7 @@ kind        body                                                       sent
 advertise   ``[mask_pk (32 B), commit_b (32 B)]``                      to every member
 shares      ``[recipient index, nonce (24 B), Box ciphertext]``        to each member on its own
 masked      ``[mask set (sorted indices), masked vector (4*dim B)]``   to every member
-view        ``[survivors (sorted indices)]``                           to every member
+view        ``[survivors (sorted indices), adverts digest (32 B)]``    to every member
 unmask      ``[[dealer index, "b"|"s", share (66 B), dealer sig], ..]``  to every member
 ==========  =========================================================  ===========================
 
@@ -39,7 +39,7 @@ from p2pfl.secagg.shamir import SHARE_SIZE
 from p2pfl.wire.canonical import _unpack
 from p2pfl.wire.errors import WireError
 
-VERSION = "p2pfl-secagg/1"
+VERSION = "p2pfl-secagg/2"  # 2: the view carries the adverts digest
 KINDS = ("advertise", "shares", "masked", "view", "unmask")
 NONCE_SIZE = 24
 SIG_SIZE = 64
@@ -59,6 +59,14 @@ def group_id(network_id: str, members: Sequence[str], threshold: int) -> bytes:
 
 def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def adverts_digest(adverts: Sequence[tuple[int, bytes, bytes]]) -> bytes:
+    """The digest of ``(member, mask_pk, commit_b)`` adverts, in member order (the ``view``'s ``adverts``)."""
+    h = hashlib.sha256(b"p2pfl-secagg/adverts")
+    for member, mask_pk, commit_b in sorted(adverts):
+        h.update(member.to_bytes(2, "big") + mask_pk + commit_b)
+    return h.digest()
 
 
 def share_statement(group: bytes, round_: int, dealer: int, holder: int, *, kind: str, share: bytes) -> bytes:
@@ -88,6 +96,9 @@ class Masked:
 @dataclass(frozen=True)
 class View:
     survivors: tuple[int, ...]
+    #: SHA-256 of the key adverts this member uses for the survivors and the dropped members
+    #: (:func:`adverts_digest`): members that hold different adverts of one member fail the round here
+    adverts: bytes = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -146,7 +157,7 @@ def encode_body(body: Body) -> list[Any]:
     if isinstance(body, Masked):
         return [list(body.mask_set), body.vector]
     if isinstance(body, View):
-        return [list(body.survivors)]
+        return [list(body.survivors), body.adverts]
     return [[r.dealer, r.kind, r.share, r.signature] for r in body.items]
 
 
@@ -222,8 +233,8 @@ def _body(kind: str, body: Any, members: int, dim: int) -> Body:
         return Shares(_index(body[0], members, "recipient"), _bytes(body[1], NONCE_SIZE, "nonce"), body[2])
     if kind == "masked" and len(body) == 2:
         return Masked(_indices(body[0], members, "mask set"), _bytes(body[1], 4 * dim, "masked vector"))
-    if kind == "view" and len(body) == 1:
-        return View(_indices(body[0], members, "survivors"))
+    if kind == "view" and len(body) == 2:
+        return View(_indices(body[0], members, "survivors"), _bytes(body[1], 32, "adverts digest"))
     if kind == "unmask" and len(body) <= 2 * members:
         items = []
         for item in body:

@@ -197,3 +197,33 @@ def test_garbage_and_mutated_messages_never_raise(data: st.DataObject) -> None:
     assert sum(sum(net.rounds[k].rejections.values()) for k in (0, 3)) >= 2
     assert_mean(net, list(range(8)))
     assert np.isfinite(net.rounds[0].result.mean).all()  # type: ignore[union-attr]
+
+
+def test_an_old_key_advert_replayed_to_some_members_fails_the_round_instead_of_a_wrong_mean() -> None:
+    """A member ran this round number before with other keys (a restart, or a round it left to join a later
+    one): an attacker replays that old, validly signed advert to three members ahead of the new one. They
+    mask against the old key, the others against the new one, so the pairwise masks would not cancel. The
+    views carry a digest of the adverts used: the round fails ``inconsistent`` before any reveal, and no
+    member ever holds a wrong mean."""
+    from p2pfl.secagg import GroupRound
+
+    from .harness import det_rand
+
+    def tamper(src: int, dst: int, data: bytes) -> list[bytes]:
+        if src == 0 and dst in (1, 2, 3) and _kind(net, data) == "advertise":
+            return [old_advert, data]  # the new advert arrives second: a duplicate
+        return [data]
+
+    net = Net(tamper=tamper)
+    assert net.xs is not None
+    old = GroupRound(net.spec, net.ident[0], net.round, net.xs[0], now=0.0, randbytes=det_rand(999))
+    old_advert = old.start()[0].data
+    net.run()
+    for k in range(8):
+        r = net.rounds[k]
+        if r.result is not None:  # whoever got a mean got the right one
+            expected = net.plain_mean(list(r.result.survivors))
+            assert np.max(np.abs(r.result.mean.astype(np.float64) - expected)) <= net.fixed.max_error()
+        else:
+            assert r.failure == "inconsistent", (k, r.failure, r.failure_message)
+    assert not any(_kind(net, d) == "unmask" for _s, _d, d in net.delivered)
