@@ -107,6 +107,9 @@ class _HubChannel:
     async def receive(self) -> bytes:
         return await self.hub.inbox[self.me][1].receive()
 
+    def receive_nowait(self) -> bytes:
+        return self.hub.inbox[self.me][1].receive_nowait()
+
 
 class SecAggHub:
     """Delivers the group's messages in process (reliable and in order, like a stream per pair)."""
@@ -152,6 +155,7 @@ class SecAggHub:
             "rounds_completed": {pid[-8:]: m.completed for pid, m in self.members.items()},
             "failures": dict(sum((m.failures for m in ms), Counter())),
             "rejections": dict(sum((m.rejections for m in ms), Counter())),
+            "overtaken": sum(m.overtaken for m in ms),
             "clipped": sum(m.clipped for m in ms),
             "bytes_sent": {pid[-8:]: self.bytes_sent[pid] for pid in self.config.members},
             "bytes_received": {pid[-8:]: self.bytes_received[pid] for pid in self.config.members},

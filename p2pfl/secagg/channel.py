@@ -113,7 +113,13 @@ class TransportChannel:
 
     async def receive(self) -> bytes:
         """The next message for this member (``trio.ClosedResourceError``/``EndOfChannel`` once closed)."""
-        sender, data = await self._in_receive.receive()
+        return self._took(*await self._in_receive.receive())
+
+    def receive_nowait(self) -> bytes:
+        """A message already waiting, or ``trio.WouldBlock``."""
+        return self._took(*self._in_receive.receive_nowait())
+
+    def _took(self, sender: str, data: bytes) -> bytes:
         left = self._pending[sender] - 1
         if left > 0:
             self._pending[sender] = left
@@ -214,6 +220,8 @@ def group_status(member: GroupMember, channel: TransportChannel | None) -> dict[
         "failures": dict(member.failures),
         "rejections": dict(member.rejections),
         "last_survivors": len(member.last_survivors),
+        "last_round": member.last_round,  # the group round number (members out of step catch up)
+        "overtaken": member.overtaken,
         "bytes_sent": member.bytes_sent,
     }
     if channel is not None:

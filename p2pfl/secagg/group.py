@@ -194,7 +194,11 @@ class GroupRound:
             self._store(msg.sender, msg.body)
         except SecAggError as exc:
             self.rejections[exc.reason] += 1
-            self._refused.add((msg.sender, self.phase))  # it spoke (badly): nobody waits for it
+            if exc.reason != "wrong_recipient":
+                # it spoke (badly): nobody waits for it. Not so for its shares to another member: anyone on
+                # the network can replay those to us, and taking them for its word would close the phase
+                # before its shares for us arrive (it would be left out of the round)
+                self._refused.add((msg.sender, self.phase))
 
     def _store(self, sender: int, body: Body) -> None:
         if isinstance(body, Advertise):

@@ -22,14 +22,14 @@ import trio
 from p2pfl.identity import Identity
 from p2pfl.secagg.config import SecAggConfig
 from p2pfl.secagg.errors import SecAggError
-from p2pfl.secagg.group import GroupRound, Send
-from p2pfl.secagg.messages import peek_round
+from p2pfl.secagg.group import Send
+from p2pfl.secagg.session import GroupSession
 from p2pfl.secagg.spec import GroupSpec
 
 log = logging.getLogger("p2pfl.secagg")
 
-#: messages of the next round kept per member until this member gets there (5 phases, with copies to spare)
-_EARLY_PER_MEMBER = 8
+#: the most waiting messages handed to the session before a round begins (the channels bound them anyway)
+_DRAIN_MAX = 4096
 
 
 class GroupChannel(Protocol):
@@ -62,8 +62,12 @@ class GroupMember:
         self.network_id = network_id
         self.channel = channel
         self._rand = randbytes
-        self._early: list[tuple[int, bytes]] = []
-        self._last_round = -1
+        #: the succession of group rounds (sans I/O; this class only feeds it)
+        self.session = GroupSession(identity, randbytes=randbytes)
+        #: the number of the last group round run (-1: none)
+        self.last_round = -1
+        #: group rounds left in their advertise phase to join the group's later round
+        self.overtaken = 0
         self.completed = 0
         self.failures: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
@@ -83,50 +87,60 @@ class GroupMember:
         return self.config.spec(self.network_id, dim)
 
     async def mean(self, round_: int, vector: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
-        """Run group round ``round_`` with our ``vector``; the group's mean, or None if the round failed."""
+        """Run the next group round with our ``vector``; the group's mean, or None if the round failed.
+        ``round_`` is a floor for the group round number (the peer's own round counter, which survives a
+        restart); the number itself is the group's (:mod:`p2pfl.secagg.session`: a late member joins the
+        others' round, a member ahead waits for them)."""
         spec = self.spec(int(vector.shape[0]))
-        now = trio.current_time()
-        machine = GroupRound(spec, self.identity, round_, vector, now=now, randbytes=self._rand)
-        await self._send(spec, machine.start())
-        early, self._early = self._early, []
-        for r, kept in early:
-            if r == round_:
-                await self._send(spec, machine.receive(kept, trio.current_time()))
-            elif r > round_:
-                self._early.append((r, kept))
-        while not machine.done:
+        session = self.session
+        session.use(spec)
+        self._drain(session)  # what arrived between rounds: a later round's adverts say where the group is
+        await self._send(spec, session.begin(spec, vector, trio.current_time(), floor=round_))
+        while not session.done:
             got: list[bytes] = []
             try:
-                with trio.move_on_at(machine.deadline + 0.001):
+                with trio.move_on_at(session.deadline + 0.001):
                     got.append(await self.channel.receive())
             except (trio.ClosedResourceError, trio.EndOfChannel):
                 self.failures["closed"] += 1
+                session.abandon()
+                self._collect()
                 return None
-            if not got:
-                await self._send(spec, machine.tick(trio.current_time()))
-                continue
-            data = got[0]
-            claimed = peek_round(data)
-            if claimed is not None and claimed > round_:
-                # a fellow already in the next round (never further: it waits for us): kept, bounded
-                if claimed == round_ + 1 and len(self._early) < _EARLY_PER_MEMBER * len(spec.members):
-                    self._early.append((claimed, data))
-                continue
-            if claimed is not None and claimed == self._last_round:
-                # the rest of the previous round's messages (we finished it with the first t shares)
-                self.rejections["late"] += 1
-                continue
-            await self._send(spec, machine.receive(data, trio.current_time()))
-        self._last_round = round_
-        self.rejections.update(machine.rejections)
-        self.clipped += machine.clipped
-        if machine.result is None:
-            self.failures[machine.failure or "unknown"] += 1
-            log.warning("secagg round %d failed: %s (%s)", round_, machine.failure, machine.failure_message)
+            now = trio.current_time()
+            await self._send(spec, session.receive(got[0], now) if got else session.tick(now))
+        group_round = session.current.round if session.current is not None else -1
+        clipped = session.current.clipped if session.current is not None else 0
+        result, failure = session.finish()
+        self._collect()
+        self.clipped += clipped
+        self.last_round = group_round
+        if result is None:
+            self.failures[failure or "unknown"] += 1
+            log.warning("secagg group round %d failed: %s", group_round, failure)
             return None
         self.completed += 1
-        self.last_survivors = tuple(spec.members[i] for i in machine.result.survivors)
-        return machine.result.mean
+        self.last_survivors = tuple(spec.members[i] for i in result.survivors)
+        return result.mean
+
+    def _drain(self, session: GroupSession) -> None:
+        """Hand the session every message already waiting in the channel (it keeps later rounds' ones)."""
+        nowait: Callable[[], bytes] | None = getattr(self.channel, "receive_nowait", None)
+        if nowait is None:
+            return
+        now = trio.current_time()
+        for _ in range(_DRAIN_MAX):
+            try:
+                data = nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                return
+            session.receive(data, now)  # no round runs: nothing to send
+
+    def _collect(self) -> None:
+        """Move the session's counts into ours (status shows them)."""
+        self.rejections.update(self.session.rejections)
+        self.session.rejections.clear()
+        self.overtaken += self.session.overtaken
+        self.session.overtaken = 0
 
     async def _send(self, spec: GroupSpec, sends: list[Send]) -> None:
         for s in sends:

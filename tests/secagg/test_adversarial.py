@@ -227,3 +227,24 @@ def test_an_old_key_advert_replayed_to_some_members_fails_the_round_instead_of_a
         else:
             assert r.failure == "inconsistent", (k, r.failure, r.failure_message)
     assert not any(_kind(net, d) == "unmask" for _s, _d, d in net.delivered)
+
+
+def test_a_share_message_replayed_to_other_members_does_not_leave_its_dealer_out() -> None:
+    """Anyone on the network can copy member 6's (signed) shares message for member 1 to the others ahead of
+    their own: each refuses the copy (``wrong_recipient``) but still waits for its own shares from member 6,
+    so the round completes with all eight (taking the copy for member 6's word closed the phase early, left
+    member 6 out and failed the round)."""
+    copied: list[bytes] = []
+
+    def tamper(src: int, dst: int, data: bytes) -> list[bytes]:
+        if src == 6 and _kind(net, data) == "shares":
+            if dst == 1:
+                copied.append(data)
+            elif copied:
+                return [copied[0], data]
+        return [data]
+
+    net = Net(tamper=tamper)
+    net.run()
+    assert sum(net.rounds[k].rejections["wrong_recipient"] for k in range(8)) >= 5
+    assert_mean(net, list(range(8)))
