@@ -278,7 +278,12 @@ class Peer:
 
                 dim = int(self.engine.layout.size)
                 self.secagg, self.secagg_channel = join_group(
-                    self.config.secagg, self.identity, self.config.network_id, t, dim
+                    self.config.secagg,
+                    self.identity,
+                    self.config.network_id,
+                    t,
+                    dim,
+                    state_dir=self.config.state_dir,
                 )
             if self.secagg is not None and hasattr(t, "set_muted"):  # fellows' announcements: our own mean
                 t.set_muted(self.secagg.fellows())

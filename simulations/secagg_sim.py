@@ -159,9 +159,10 @@ class SecAggHub:
             "clipped": sum(m.clipped for m in ms),
             "bytes_sent": {pid[-8:]: self.bytes_sent[pid] for pid in self.config.members},
             "bytes_received": {pid[-8:]: self.bytes_received[pid] for pid in self.config.members},
-            # group rounds each member ran (completed or failed; one cut short at the end counts)
+            # group rounds each member ran to their end (completed or failed; not one cut short at the end)
             "rounds_run": {
-                pid[-8:]: m.completed + sum(m.failures.values()) for pid, m in self.members.items()
+                pid[-8:]: m.completed + sum(n for r, n in m.failures.items() if r != "closed")
+                for pid, m in self.members.items()
             },
         }
 

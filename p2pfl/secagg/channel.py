@@ -27,6 +27,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -41,6 +42,8 @@ from p2pfl.transport.base import Transport
 log = logging.getLogger("p2pfl.secagg")
 
 SECAGG_PROTOCOL = "/p2pfl/secagg/1"
+#: the file in the peer's state directory that keeps the next group round number
+ROUND_FILE = "secagg_round"
 #: pause between two attempts at one message (see ``retry_s``)
 RETRY_PAUSE_S = 0.5
 #: what the receiver answers to a delivered (or dropped-when-full) message; the body carries no meaning
@@ -194,10 +197,17 @@ def message_cap(members: int, dim: int) -> int:
 
 
 def join_group(
-    config: SecAggConfig, identity: Identity, network_id: str, transport: Transport, dim: int
+    config: SecAggConfig,
+    identity: Identity,
+    network_id: str,
+    transport: Transport,
+    dim: int,
+    *,
+    state_dir: Path | None = None,
 ) -> tuple[GroupMember, TransportChannel]:
     """This peer's :class:`GroupMember` over ``transport``, its channel's handler registered on
-    ``/p2pfl/secagg/1``. The caller runs :meth:`TransportChannel.run` in its nursery."""
+    ``/p2pfl/secagg/1``; with ``state_dir`` the next group round number is kept there (``secagg_round``).
+    The caller runs :meth:`TransportChannel.run` in its nursery."""
     channel = TransportChannel(
         transport,
         identity.peer_id,
@@ -206,7 +216,8 @@ def join_group(
         send_timeout_s=float(config.phase_timeout_s),
         retry_s=float(config.advertise_timeout_s),
     )
-    member = GroupMember(config, identity, network_id, channel)
+    round_file = None if state_dir is None else Path(state_dir) / ROUND_FILE
+    member = GroupMember(config, identity, network_id, channel, round_file=round_file)
     transport.set_request_handler(SECAGG_PROTOCOL, channel.serve)
     return member, channel
 

@@ -13,12 +13,14 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import trio
 
+from p2pfl.fsutil import atomic_write
 from p2pfl.identity import Identity
 from p2pfl.secagg.config import SecAggConfig
 from p2pfl.secagg.errors import SecAggError
@@ -27,6 +29,22 @@ from p2pfl.secagg.session import GroupSession
 from p2pfl.secagg.spec import GroupSpec
 
 log = logging.getLogger("p2pfl.secagg")
+
+#: group round numbers stay below this (the messages carry 63 bits)
+_MAX_ROUND = 1 << 62
+
+
+def _load_round(path: Path | None) -> int:
+    """The next group round number kept in ``path`` (0: none kept, or unreadable: logged)."""
+    if path is None or not path.exists():
+        return 0
+    try:
+        value = int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.warning("secagg: cannot read the group round number in %s (%s): starting from 0", path, exc)
+        return 0
+    return value if 0 <= value < _MAX_ROUND else 0
+
 
 #: the most waiting messages handed to the session before a round begins (the channels bound them anyway)
 _DRAIN_MAX = 4096
@@ -54,7 +72,10 @@ class GroupMember:
         channel: GroupChannel,
         *,
         randbytes: Callable[[int], bytes] = os.urandom,
+        round_file: Path | None = None,
     ) -> None:
+        """``round_file``: where the next group round number is kept across restarts (None: in memory
+        only), so a restarted member never reruns a round number it used."""
         if identity.peer_id not in config.members:
             raise SecAggError("not_member", "this peer is not in its own [secagg] members")
         self.config = config
@@ -66,6 +87,8 @@ class GroupMember:
         self.session = GroupSession(identity, randbytes=randbytes)
         #: the number of the last group round run (-1: none)
         self.last_round = -1
+        self._round_file = round_file
+        self._persisted = _load_round(round_file)
         #: group rounds left in their advertise phase to join the group's later round
         self.overtaken = 0
         self.completed = 0
@@ -95,7 +118,8 @@ class GroupMember:
         session = self.session
         session.use(spec)
         self._drain(session)  # what arrived between rounds: a later round's adverts say where the group is
-        await self._send(spec, session.begin(spec, vector, trio.current_time(), floor=round_))
+        sends = session.begin(spec, vector, trio.current_time(), floor=max(round_, self._persisted))
+        await self._send(spec, sends)
         while not session.done:
             got: list[bytes] = []
             try:
@@ -143,6 +167,11 @@ class GroupMember:
         self.session.overtaken = 0
 
     async def _send(self, spec: GroupSpec, sends: list[Send]) -> None:
+        next_round = self.session.next_round
+        if sends and self._round_file is not None and next_round > self._persisted:
+            # before any message of a round leaves: a crash then never reruns this number
+            await trio.to_thread.run_sync(atomic_write, self._round_file, b"%d" % next_round)
+            self._persisted = next_round
         for s in sends:
             for to in s.to:
                 self.bytes_sent += len(s.data)

@@ -3,6 +3,8 @@ round's messages arriving early, and closing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import trio
 import trio.testing
@@ -82,3 +84,39 @@ async def test_closing_the_hub_ends_a_waiting_round(autojump_clock: trio.testing
         await trio.sleep(1.0)
         hub.close()
     assert got[0] is None and member.failures["closed"] == 1
+
+
+async def test_a_restarted_member_never_reruns_a_group_round_number(tmp_path: Path) -> None:
+    """The next group round number is written before a round's first message leaves: a member restarted
+    from its state begins past every number it used, even with its own round counter back at 1 (the
+    others, at 1, catch up to it), and the round completes with all eight. (Real clock: the write runs in a
+    thread, and an autojumping clock would let the others' deadlines pass meanwhile; no wait is needed
+    here, the bound is only a guard.)"""
+    from p2pfl.secagg.runtime import GroupMember
+
+    hub, xs = _hub(), _xs()
+    members = [m for i in IDS if (m := hub.member(i)) is not None]
+    kept = tmp_path / "secagg_round"
+
+    async def round_(first: GroupMember, floor: int) -> list[np.ndarray | None]:
+        out: list[np.ndarray | None] = [None] * 8
+
+        async def run(k: int) -> None:
+            m = first if k == 0 else members[k]
+            out[k] = await m.mean(floor if k == 0 else 1, xs[k])
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for k in range(8):
+                    nursery.start_soon(run, k)
+        return out
+
+    before = GroupMember(hub.config, IDS[0], "net", members[0].channel, round_file=kept)
+    assert all(m is not None for m in await round_(before, 7))
+    assert before.last_round == 7 and kept.read_text() == "8"
+    # everybody restarts; only member 0 kept its state
+    members[1:] = [GroupMember(hub.config, IDS[k], "net", m.channel) for k, m in enumerate(members) if k]
+    restarted = GroupMember(hub.config, IDS[0], "net", members[0].channel, round_file=kept)
+    means = await round_(restarted, 1)
+    assert all(m is not None for m in means)
+    assert restarted.last_round >= 8 and kept.read_text() == str(restarted.last_round + 1)
