@@ -60,3 +60,44 @@ def test_five_members_average_securely_and_survive_a_dropout(tmp_path: Path) -> 
         np.testing.assert_allclose(m, models[0], atol=1e-5)
     accs = [test_accuracy_of_checkpoint(cluster.specs[i].state, i, n) for i in range(n - 1)]
     assert min(accs) >= 0.8, accs
+
+
+def test_a_member_started_late_joins_the_groups_rounds(tmp_path: Path) -> None:
+    """Four members start; the fifth comes up once they are two rounds in, with its own round counter at
+    0. It joins the group's round numbers (its status's group round is past its own rounds) and completes
+    group rounds with all five; the four never fail a group round (they wait at most the advert timeout for
+    it, then go on without it)."""
+    n, late = 5, 4
+    cluster = Cluster(tmp_path, n)
+    members = [s.identity.peer_id for s in cluster.specs]
+    secagg = {
+        "enabled": True,
+        "members": members,
+        "threshold": 3,
+        "advertise_timeout_s": 10.0,
+        "phase_timeout_s": 6.0,
+    }
+    try:
+        for i in range(n):
+            rounds = 4 if i == late else 14
+            sections = learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds)
+            sections["peer"]["min_neighbours"] = n - 2 if i != late else n - 1
+            cluster.configure(i, {**sections, "secagg": dict(secagg)})
+        for i in range(n - 1):
+            cluster.start(i)
+        cluster.wait_rounds(list(range(n - 1)), 2, timeout=240)
+        cluster.start(late)
+        cluster.wait_rounds([late], 4, timeout=300)
+        time.sleep(2)  # one more status write after its last round
+        status = cluster.status(late)
+        others = [cluster.status(i) for i in range(n - 1)]
+    finally:
+        cluster.stop_all()
+    assert status is not None and status["secagg"] is not None, cluster.explain()
+    group = status["secagg"]
+    assert group["completed"] >= 2, (group, cluster.explain([late]))
+    assert group["last_survivors"] == n, group
+    assert group["last_round"] > 4, group  # the group's numbers, not its own round counter
+    for s in others:
+        assert s is not None and s["secagg"] is not None
+        assert s["secagg"]["failures"] == {}, s["secagg"]
