@@ -170,7 +170,10 @@ class GroupMember:
         next_round = self.session.next_round
         if sends and self._round_file is not None and next_round > self._persisted:
             # before any message of a round leaves: a crash then never reruns this number
-            await trio.to_thread.run_sync(atomic_write, self._round_file, b"%d" % next_round)
+            try:
+                await trio.to_thread.run_sync(atomic_write, self._round_file, b"%d" % next_round)
+            except OSError as exc:  # a rerun number fails its round (adverts digest), never skews it
+                log.warning("secagg: cannot keep the group round number: %s", exc)
             self._persisted = next_round
         for s in sends:
             for to in s.to:
