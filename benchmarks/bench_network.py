@@ -54,6 +54,31 @@ CODEC = "int8"
 MB = 1e6
 
 
+#: the thread-pool sizes of the BLAS libraries numpy may use, pinned to 1 in p2pfl's processes
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: what the libp2p engine's fork server imports (``p2pfl.sim.engine_libp2p.PRELOAD``; checked after the run)
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+
+
+def _start_fork_server() -> None:
+    """Start the libp2p engine's fork server first thing: the workers fork from a server that imports libp2p
+    and the peer once (~1.5-3 s of CPU), and started here it imports them on the second core while this
+    process imports p2pfl and scikit-learn and loads the data (``engine_libp2p.start_fork_server``, called
+    again by the engine, is then a no-op). Not through that function: importing ``p2pfl.sim.engine_libp2p``
+    takes ~1 s itself."""
+    import multiprocessing
+
+    if (
+        os.environ.get("P2PFL_SIM_SPAWN") == "exec"
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
+        return
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
+
+
 def _child(args: argparse.Namespace) -> int:
     """Run one side in this (child) process; write its figures to ``--result``."""
     started = time.time()
@@ -64,11 +89,7 @@ def _child(args: argparse.Namespace) -> int:
         flower_side.run(args.peers, args.rounds, result)
         return 0
     if args.engine == "libp2p":
-        # the workers fork from a server that imports libp2p and the peer once: start it before this process
-        # imports scikit-learn and loads the data, so both imports run at once on the two cores
-        from p2pfl.sim.engine_libp2p import start_fork_server
-
-        start_fork_server()
+        _start_fork_server()
     from netbench import p2pfl_side
 
     figures = p2pfl_side.run(
@@ -81,6 +102,11 @@ def _child(args: argparse.Namespace) -> int:
         degree=args.degree,
         wait_before_mix=args.wait_before_mix == "on",
     )
+    if args.engine == "libp2p":
+        from p2pfl.sim.engine_libp2p import PRELOAD as engine_preload
+
+        if engine_preload != PRELOAD:  # not fatal: the workers import the rest themselves, slower
+            print(f"warning: bench_network.PRELOAD is not the engine's {engine_preload}", file=sys.stderr)
     figures["child_started_at"] = started
     result.write_text(json.dumps(figures))
     return 0
@@ -111,6 +137,12 @@ def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         args.wait_before_mix,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    if side == "p2pfl":
+        # one BLAS thread per process: 16 peer processes on 2 cores each running OpenBLAS's thread pool
+        # spin against each other (measured on this machine under load: a 360-sample forward pass of the
+        # MLP 10.7 ms with OpenBLAS's default threads, 0.2 ms with one). Set before numpy loads OpenBLAS.
+        for var in BLAS_THREADS:
+            env.setdefault(var, "1")
     launched = time.time()
     usage = proctree.run_measured(cmd, env=env)
     figures: dict[str, Any] = json.loads(result.read_text())
