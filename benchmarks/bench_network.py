@@ -1,13 +1,20 @@
 """Issue 17's side-by-side benchmark: p2pfl peers against Flower's simulation engine on the same workload.
 
     python benchmarks/bench_network.py --peers N [--engine libp2p|memory] [--rounds 5] [--compare flower]
-                                       [--robust] [--json]
+                                       [--codec int8] [--degree D] [--wait-before-mix on|off]
+                                       [--robust] [--json] [--keep DIR]
 
 The workload (``netbench/workload.py``): scikit-learn digits, X/16, 80/20 stratified split
 (``random_state=0``), the 1,437 training samples IID over N peers, an MLP 64-32-10 with the same initial
 weights everywhere, 1 local epoch of SGD (lr 0.1, momentum 0.9, batch 16) per round, 5 rounds, mean
-aggregation, every peer evaluated on the same 360 test samples. Complete graph up to 16 peers, random-regular
-of degree 8 above.
+aggregation, every peer evaluated on the same 360 test samples.
+
+p2pfl's overlay and delta codec: by default each peer exchanges ``int8`` deltas with the 6 neighbours of a
+random-regular graph (8-16 peers; complete below, 8-regular above): a complete graph sends every delta to
+all N-1 peers each round, where a server-based run moves 2 copies per client (docs/benchmarks.md, "Bytes:
+a sparser overlay and int8"). ``--degree 15 --codec raw`` is the complete-graph parity configuration.
+Every p2pfl process runs with one BLAS thread (``BLAS_THREADS``): 16 single-threaded peer processes share
+the two cores better than 16 thread pools.
 
 p2pfl runs through the simulation's own engines (``p2pfl.sim``: ``memory``, every peer in one process, or
 ``libp2p``, one OS process per peer on 127.0.0.1) in its FedAvg-like configuration: mean rule without
