@@ -1,13 +1,20 @@
 """Issue 17's side-by-side benchmark: p2pfl peers against Flower's simulation engine on the same workload.
 
     python benchmarks/bench_network.py --peers N [--engine libp2p|memory] [--rounds 5] [--compare flower]
-                                       [--robust] [--json]
+                                       [--codec int8] [--degree D] [--wait-before-mix on|off]
+                                       [--robust] [--json] [--keep DIR]
 
 The workload (``netbench/workload.py``): scikit-learn digits, X/16, 80/20 stratified split
 (``random_state=0``), the 1,437 training samples IID over N peers, an MLP 64-32-10 with the same initial
 weights everywhere, 1 local epoch of SGD (lr 0.1, momentum 0.9, batch 16) per round, 5 rounds, mean
-aggregation, every peer evaluated on the same 360 test samples. Complete graph up to 16 peers, random-regular
-of degree 8 above.
+aggregation, every peer evaluated on the same 360 test samples.
+
+p2pfl's overlay and delta codec: by default each peer exchanges ``int8`` deltas with the 6 neighbours of a
+random-regular graph (8-16 peers; complete below, 8-regular above): a complete graph sends every delta to
+all N-1 peers each round, where a server-based run moves 2 copies per client (docs/benchmarks.md, "Bytes:
+a sparser overlay and int8"). ``--degree 15 --codec raw`` is the complete-graph parity configuration.
+Every p2pfl process runs with one BLAS thread (``BLAS_THREADS``): 16 single-threaded peer processes share
+the two cores better than 16 thread pools.
 
 p2pfl runs through the simulation's own engines (``p2pfl.sim``: ``memory``, every peer in one process, or
 ``libp2p``, one OS process per peer on 127.0.0.1) in its FedAvg-like configuration: mean rule without
@@ -41,24 +48,73 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from netbench import proctree  # noqa: E402
-from netbench import workload as wl  # noqa: E402
+
+#: the workload's rounds (netbench.workload.ROUNDS; not imported here: a child must start the libp2p
+#: engine's fork server before it imports numpy, scikit-learn and p2pfl)
+ROUNDS = 5
+#: p2pfl's overlay and delta codec by default (docs/benchmarks.md, "Bytes: a sparser overlay and int8"): each
+#: peer exchanges int8 deltas with 6 neighbours of a random-regular graph instead of raw deltas with all 15
+#: of a complete graph (``--degree 15 --codec raw``: the complete-graph parity configuration)
+LEAN_DEGREE = 6
+CODEC = "int8"
 
 MB = 1e6
 
 
+#: the thread-pool sizes of the BLAS libraries numpy may use, pinned to 1 in p2pfl's processes
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+#: what the libp2p engine's fork server imports (``p2pfl.sim.engine_libp2p.PRELOAD``; checked after the run)
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+
+
+def _start_fork_server() -> None:
+    """Start the libp2p engine's fork server first thing: the workers fork from a server that imports libp2p
+    and the peer once (~1.5-3 s of CPU), and started here it imports them on the second core while this
+    process imports p2pfl and scikit-learn and loads the data (``engine_libp2p.start_fork_server``, called
+    again by the engine, is then a no-op). Not through that function: importing ``p2pfl.sim.engine_libp2p``
+    takes ~1 s itself."""
+    import multiprocessing
+
+    if (
+        os.environ.get("P2PFL_SIM_SPAWN") == "exec"
+        or "forkserver" not in multiprocessing.get_all_start_methods()
+    ):
+        return
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
+
+
 def _child(args: argparse.Namespace) -> int:
     """Run one side in this (child) process; write its figures to ``--result``."""
+    started = time.time()
     result = Path(args.result)
     if args.side == "flower":
         from netbench import flower_side
 
         flower_side.run(args.peers, args.rounds, result)
         return 0
+    if args.engine == "libp2p":
+        _start_fork_server()
     from netbench import p2pfl_side
 
     figures = p2pfl_side.run(
-        args.peers, args.engine, args.rounds, Path(args.out), robust=args.robust, codec=args.codec
+        args.peers,
+        args.engine,
+        args.rounds,
+        Path(args.out),
+        robust=args.robust,
+        codec=args.codec,
+        degree=args.degree,
+        wait_before_mix=args.wait_before_mix == "on",
     )
+    if args.engine == "libp2p":
+        from p2pfl.sim.engine_libp2p import PRELOAD as engine_preload
+
+        if engine_preload != PRELOAD:  # not fatal: the workers import the rest themselves, slower
+            print(f"warning: bench_network.PRELOAD is not the engine's {engine_preload}", file=sys.stderr)
+    figures["child_started_at"] = started
     result.write_text(json.dumps(figures))
     return 0
 
@@ -83,8 +139,17 @@ def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         *(["--robust"] if args.robust else []),
         "--codec",
         args.codec,
+        *(["--degree", str(args.degree)] if args.degree is not None else []),
+        "--wait-before-mix",
+        args.wait_before_mix,
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    if side == "p2pfl":
+        # one BLAS thread per process: 16 peer processes on 2 cores each running OpenBLAS's thread pool
+        # spin against each other (measured on this machine under load: a 360-sample forward pass of the
+        # MLP 10.7 ms with OpenBLAS's default threads, 0.2 ms with one). Set before numpy loads OpenBLAS.
+        for var in BLAS_THREADS:
+            env.setdefault(var, "1")
     launched = time.time()
     usage = proctree.run_measured(cmd, env=env)
     figures: dict[str, Any] = json.loads(result.read_text())
@@ -106,7 +171,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("seconds per round, p50", "round_s_p50", "{:.2f}"),
     ("seconds per round, p95", "round_s_p95", "{:.2f}"),
     ("bytes: payload (MB)", "payload_mb", "{:.2f}"),
-    ("bytes: gossip control + libp2p overhead (MB)", "overhead_mb", "{:.2f}"),
+    ("bytes: gossip control (MB)", "control_mb", "{:.3f}"),
+    ("bytes: libp2p overhead (MB)", "libp2p_mb", "{:.2f}"),
     ("bytes: discovery (MB)", "discovery_mb", "{:.2f}"),
     ("bytes: total on the wire (MB)", "total_mb", "{:.2f}"),
     ("accuracy after the last round, mean", "acc_mean", "{:.1%}"),
@@ -121,6 +187,8 @@ def _derive(f: dict[str, Any]) -> dict[str, Any]:
     f = dict(f)
     f["payload_mb"] = f.get("bytes_payload", 0) / MB
     f["overhead_mb"] = f.get("bytes_overhead", 0) / MB
+    f["control_mb"] = f["bytes_control"] / MB if "bytes_control" in f else None
+    f["libp2p_mb"] = f["bytes_libp2p"] / MB if "bytes_libp2p" in f else None
     f["discovery_mb"] = f.get("bytes_discovery", 0) / MB
     # the memory engine and Flower's simulation have no wire: their total is the payload
     f["total_mb"] = (f.get("bytes_wire") or f.get("bytes_payload", 0)) / MB
@@ -155,10 +223,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers", type=int, default=16)
     ap.add_argument("--engine", choices=("libp2p", "memory"), default="libp2p")
-    ap.add_argument("--rounds", type=int, default=wl.ROUNDS)
+    ap.add_argument("--rounds", type=int, default=ROUNDS)
     ap.add_argument("--compare", choices=("flower",), default=None)
     ap.add_argument("--robust", action="store_true", help="p2pfl's robust defaults instead of FedAvg-like")
-    ap.add_argument("--codec", default="raw", help="p2pfl's delta codec: raw, fp16, int8 or topk:<density>")
+    ap.add_argument(
+        "--codec", default=CODEC, help=f"p2pfl's delta codec: raw, fp16, int8 or topk:<density> ({CODEC})"
+    )
+    ap.add_argument(
+        "--degree",
+        type=int,
+        default=None,
+        help=f"p2pfl's overlay: a random-regular graph of this degree (peers - 1: complete; default "
+        f"{LEAN_DEGREE} for {LEAN_DEGREE + 2}-16 peers, complete below, 8-regular above)",
+    )
+    ap.add_argument(
+        "--wait-before-mix",
+        choices=("on", "off"),
+        default="on",
+        help="p2pfl's round order: train, publish, wait, mix (on) or wait, train, publish and mix (off)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="keep each side's run directory (logs, traces) under DIR")
     ap.add_argument("--_side", dest="side", choices=("p2pfl", "flower"), help=argparse.SUPPRESS)
@@ -167,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.peers < 2:
         ap.error("--peers must be at least 2")
+    if args.degree is None and LEAN_DEGREE + 2 <= args.peers <= 16:
+        args.degree = LEAN_DEGREE
     if args.side:
         return _child(args)
     if args.compare == "flower":
@@ -180,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         p2pfl = _measure("p2pfl", args, work)
         flower = _measure("flower", args, work) if args.compare == "flower" else None
+    from netbench import workload as wl
+
     w = wl.load_workload(args.peers)
     reference = {
         "fedavg_momentum_kept": wl.fedavg_reference(w, args.rounds, reset_momentum=False)[-1],

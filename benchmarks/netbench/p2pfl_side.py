@@ -7,14 +7,17 @@ start-up from the moment it launched this process.
 Bytes: ``payload`` is the application bytes every peer received (gossiped envelopes once per receiver,
 request and response bodies: delta fetches, snapshots); ``wire`` is every byte on the peers' TCP
 connections (libp2p only: Noise + Yamux framing, handshakes, gossipsub control and duplicate deliveries, and
-the payload itself); ``overhead = wire - payload``. The transport's counters do not split gossipsub control
-from the libp2p framing below it, so the table gives them together. Discovery: the benchmark dials its
+the payload itself); ``overhead = wire - payload``, split into gossip ``control`` (the gossipsub RPC bytes
+that carry no message: GRAFT/PRUNE/IHAVE/IWANT, subscriptions, peer records;
+``TransportStats.gossip_sent_by``) and ``libp2p`` (the rest: Noise and yamux framing, yamux window
+updates, the handshakes, the pubsub fields around each message). Discovery: the benchmark dials its
 neighbours from static addresses (no bootstrap registry), so it sends no discovery bytes.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import statistics
 import time
 from pathlib import Path
@@ -33,16 +36,26 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def run(
-    peers: int, engine: str, rounds: int, out: Path, *, robust: bool = False, codec: str = "raw"
+    peers: int,
+    engine: str,
+    rounds: int,
+    out: Path,
+    *,
+    robust: bool = False,
+    codec: str = "raw",
+    degree: int | None = None,
+    wait_before_mix: bool = True,
 ) -> dict[str, Any]:
     from p2pfl.sim.engine_libp2p import run_libp2p
     from p2pfl.sim.runner import run_memory
 
     w = wl.load_workload(peers)
-    sc = wl.scenario(peers, transport=engine, rounds=rounds, local_steps=w.local_steps)
+    sc = wl.scenario(peers, transport=engine, rounds=rounds, local_steps=w.local_steps, degree=degree)
     if robust:  # p2pfl's robust defaults (geometric median, clipping, NNM, scoring), same pacing
         sc = sc.replace(aggregation={"rule": "geomed", "nnm": True, "self_clip_scale": 1.0})
         sc = sc.replace(scoring={"enabled": True})
+    if not wait_before_mix:  # the peer's default round order (docs/benchmarks.md, "bench_network")
+        sc = sc.replace(run={"wait_before_mix": False})
     if codec != "raw":  # a lossy delta codec (docs/wire-format.md section 7)
         sc = sc.replace(run={"codec": codec})
     splits = w.splits()
@@ -66,9 +79,16 @@ def run(
     payload = sum(sum(p.get("received_by", {}).values()) for p in output.peers)
     wire = sum(int(p.get("wire_sent", 0)) for p in output.peers)
     by_kind: dict[str, int] = {}
+    gossip_parts: dict[str, int] = {}
     for p in output.peers:
         for k, v in p.get("received_by", {}).items():
             by_kind[k] = by_kind.get(k, 0) + int(v)
+        for k, v in p.get("gossip_sent_by", {}).items():
+            gossip_parts[k] = gossip_parts.get(k, 0) + int(v)
+    # gossip control: GRAFT/PRUNE/IHAVE/IWANT/IDONTWANT plus the RPCs without messages (subscriptions,
+    # peer records); the rest of the wire beyond payload and control is libp2p's own: Noise and yamux
+    # framing, handshakes (multistream, Noise, identify) and the pubsub fields around each message
+    control = gossip_parts.get("control", 0) + gossip_parts.get("record", 0)
     return {
         "side": "p2pfl",
         "engine": engine,
@@ -92,9 +112,22 @@ def run(
         "bytes_payload_by": by_kind,
         "bytes_wire": wire,
         "bytes_overhead": max(0, wire - payload) if wire else 0,
+        "bytes_control": control,
+        "bytes_libp2p": max(0, wire - payload - control) if wire else 0,
+        "gossip_sent_by": gossip_parts,
+        "online_s": _timing(out).get("online_s"),
         "bytes_discovery": 0,
         "rejected": _rejections(output.peers),
     }
+
+
+def _timing(out: Path) -> dict[str, Any]:
+    """The libp2p engine's ``timing.json`` (start-up until every worker listens, shutdown), if written."""
+    try:
+        data = json.loads((out / "timing.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _rejections(peers: list[dict[str, Any]]) -> dict[str, int]:

@@ -68,8 +68,13 @@ def load_workload(peers: int) -> Workload:
     return Workload(shares, Dataset(x_te, y_te), 10, x.shape[1])
 
 
-def topology(peers: int) -> dict[str, Any]:
-    """Complete up to 16 peers; above, a random-regular graph of degree 8 (issue 17: 6-8)."""
+def topology(peers: int, degree: int | None = None) -> dict[str, Any]:
+    """Complete up to 16 peers; above, a random-regular graph of degree 8 (issue 17: 6-8). ``degree``: a
+    random-regular overlay of that degree instead (``peers - 1``: complete)."""
+    if degree is not None:
+        if degree >= peers - 1:
+            return {"peers": peers, "kind": "complete"}
+        return {"peers": peers, "kind": "random-regular", "degree": degree}
     if peers <= COMPLETE_UP_TO:
         return {"peers": peers, "kind": "complete"}
     return {"peers": peers, "kind": "random-regular", "degree": min(DEGREE, peers - 1)}
@@ -83,7 +88,9 @@ FEDAVG_AGGREGATION: dict[str, Any] = {"rule": "mean", "nnm": False, "self_clip_s
 FEDAVG_SCORING: dict[str, Any] = {"enabled": False}
 
 
-def scenario(peers: int, *, transport: str, rounds: int = ROUNDS, local_steps: int = 1) -> Scenario:
+def scenario(
+    peers: int, *, transport: str, rounds: int = ROUNDS, local_steps: int = 1, degree: int | None = None
+) -> Scenario:
     """The p2pfl scenario of the workload (its ``[data]`` is unused: the splits are passed in)."""
     return parse_scenario(
         {
@@ -106,7 +113,7 @@ def scenario(peers: int, *, transport: str, rounds: int = ROUNDS, local_steps: i
                 "batch_size": BATCH,
                 "local_steps": local_steps,
             },
-            "topology": topology(peers),
+            "topology": topology(peers, degree),
             "aggregation": dict(FEDAVG_AGGREGATION),
             "scoring": dict(FEDAVG_SCORING),
         },

@@ -92,3 +92,53 @@ def test_two_peers_and_a_slow_one() -> None:
     cfg = PacingConfig()
     base = simulate(honest=2, extra=None, cfg=cfg)
     assert simulate(honest=2, extra="slow", cfg=cfg) <= 1.5 * base
+
+
+def _mix_wait(pacer: RoundPacer, times: list[float], arrivals: dict[str, tuple[float, float]]) -> float:
+    """Step ``pacer`` over ``times`` (fake clock); neighbour ``n``'s last version (seq 1) came at
+    ``arrivals[n][0]``, its next one (seq 2) arrives at ``arrivals[n][1]``. Returns when the wait ended."""
+    for now in times:  # bounded: one decision per listed instant
+        views = [
+            view(n, at if now >= at else prev, 2 if now >= at else 1) for n, (prev, at) in arrivals.items()
+        ]
+        if isinstance(pacer.decide(now, views), Start):
+            return now
+    raise AssertionError("the wait never ended")
+
+
+PREV = 0.2
+
+
+def test_a_neighbour_that_kept_pace_is_waited_for_from_the_start_of_the_wait() -> None:
+    """Regression (wait_before_mix on a loaded machine): a neighbour's lateness counted from its previous
+    round's version, so a neighbour in step with us but 0.55 s behind our publish was taken for late and
+    mixed one round stale, round after round. It is now late only ``late_after`` after our wait began."""
+    cfg = PacingConfig(
+        wait_fraction=1.0, wait_before_mix=True, max_round_wait_s=10.0, period_factor=3.0, work_factor=2.0
+    )
+    pacer = RoundPacer(cfg)
+    # round 1's mix: both neighbours' first versions arrive at 0.2 (they kept pace)
+    pacer.begin_wait(0.0, -math.inf)
+    assert isinstance(pacer.decide(0.2, [view("a", PREV, 1), view("b", PREV, 1)]), Start)
+    # round 2: our work took 0.1 s, so late_after = max(0.5, 3 * 2 * 0.1) = 0.6 s; we published at 0.3
+    pacer.begin_wait(0.3, 0.2, work_s=0.1)
+    times = [round(0.3 + 0.01 * k, 2) for k in range(200)]
+    ended = _mix_wait(pacer, times, {"a": (PREV, 0.75), "b": (PREV, 0.85)})
+    assert ended == 0.85  # waited for b (old rule: started at 0.80, b's version of round 1 0.6 s old)
+
+
+def test_a_neighbour_that_did_not_keep_pace_gets_no_grace() -> None:
+    """The attacker's side: a slow neighbour (stale in our last mix) is late by its last version's age, as
+    before, so it cannot hold up a round by having been waited for once."""
+    cfg = PacingConfig(
+        wait_fraction=1.0, wait_before_mix=True, max_round_wait_s=10.0, period_factor=3.0, work_factor=2.0
+    )
+    pacer = RoundPacer(cfg)
+    pacer.begin_wait(0.0, 0.05)
+    # a mix that timed out: a was fresh, b's only version is from before the last mix
+    assert isinstance(pacer.decide(10.0, [view("a", PREV, 1), view("b", 0.0, 1)]), Start)
+    assert pacer.kept_pace == frozenset({"a"})
+    pacer.begin_wait(10.3, 10.2, work_s=0.1)
+    times = [round(10.3 + 0.01 * k, 2) for k in range(200)]
+    # a arrives at 10.75; b (last version 10 s old) is late at once: not waited for
+    assert _mix_wait(pacer, times, {"a": (10.2, 10.75), "b": (0.0, 15.0)}) == 10.75
