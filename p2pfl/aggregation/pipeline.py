@@ -20,6 +20,12 @@ from p2pfl.errors import AggregationError, ConfigError
 
 RULES: Final[tuple[str, ...]] = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geomed", "cclip")
 DEFAULT_RULE: Final[str] = "geomed"
+#: the rules ``nnm = "auto"`` runs nearest-neighbour mixing before: the coordinate-wise and selection rules,
+#: whose bias on non-IID rows NNM removes (Allouah et al. 2023). Not before ``geomed``, ``mean`` and
+#: ``cclip``: with scoring on, NNM cost the geometric median 5-6 points of honest accuracy on a random
+#: 4-regular graph (a row near the centre is among the nearest rows of every row, so NNM multiplies its
+#: weight; simulations/benchmarks-matrix.md, issue 16)
+NNM_RULES: Final[frozenset[str]] = frozenset({"median", "trimmed-mean", "krum", "multi-krum"})
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,12 @@ class AggregationConfig:
     Pipeline run by :func:`aggregate`: (1) self-centred clipping: clip each neighbour's difference from
     the peer's own model to norm ``self_clip_tau`` if set, else (scale-free, needs no knowledge of the
     model's scale) to ``self_clip_scale`` times the median neighbour distance from the own model, else
-    not at all; (2) put the own model in the stack as row 0 with weight
-    ``own_weight`` (it is the trusted root); (3) drop zero-weight rows; (4) if ``nnm``, nearest-neighbour
-    mixing with ``f``; (5) the ``rule``. ``f`` is an upper bound: with few rows it is lowered to the
-    largest value the step accepts (Krum: ``k >= 2f+3``; NNM: ``f < k/2``) instead of failing, because a
-    peer must keep learning while neighbours come and go. Defaults come from the attack simulation in
-    docs/aggregation.md.
+    not at all; (2) put the own model in the stack as row 0 with weight ``own_weight`` (it is the trusted
+    root); (3) drop zero-weight rows; (4) if ``nnm`` (``"auto"``: for the rules in :data:`NNM_RULES`),
+    nearest-neighbour mixing with ``f``; (5) the ``rule``. ``f`` is an upper bound: with few rows it is
+    lowered to the largest value the step accepts (Krum: ``k >= 2f+3``; NNM: ``f < k/2``) instead of
+    failing, because a peer must keep learning while neighbours come and go. Defaults come from the attack
+    simulation in docs/aggregation.md and the robustness matrix (simulations/benchmarks-matrix.md).
     """
 
     rule: str = DEFAULT_RULE
@@ -43,7 +49,7 @@ class AggregationConfig:
     m: int | None = None
     tau: float = 1.0
     cclip_iters: int = 3
-    nnm: bool = True
+    nnm: bool | str = True
     self_clip_tau: float | None = None
     self_clip_scale: float | None = 1.0
     own_weight: float = 1.0
@@ -62,6 +68,8 @@ class AggregationConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ConfigError("aggregation", name, f"must be an integer >= {lo}, got {value!r}")
+        if self.nnm not in (True, False, "auto") or not isinstance(self.nnm, bool | str):
+            raise ConfigError("aggregation", "nnm", f'must be true, false or "auto", got {self.nnm!r}')
         if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, int) or self.m < 1):
             raise ConfigError("aggregation", "m", f"must be None or an integer >= 1, got {self.m!r}")
         for name in ("tau", "gm_eps"):
@@ -93,6 +101,11 @@ class AggregationConfig:
             raise ConfigError(
                 "aggregation", "gm_tol", f"must be a non-negative finite number, got {self.gm_tol!r}"
             )
+
+    @property
+    def uses_nnm(self) -> bool:
+        """Whether :func:`aggregate` runs nearest-neighbour mixing (``nnm``; ``"auto"``: per rule)."""
+        return self.rule in NNM_RULES if self.nnm == "auto" else bool(self.nnm)
 
 
 def _positive_finite(value: object) -> bool:
@@ -162,7 +175,7 @@ def aggregate(
     n = x.shape[0]
     if w is not None and np.all(w == w[0]):
         w = None
-    if config.nnm and n > 1:
+    if config.uses_nnm and n > 1:
         f_nnm = min(config.f, (n - 1) // 2)
         if f_nnm > 0:
             x = nearest_neighbour_mixing(x, f_nnm, w)

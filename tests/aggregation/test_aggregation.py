@@ -391,6 +391,8 @@ def test_config_defaults_are_valid_and_named_rules_exist() -> None:
         ("gm_eps", math.nan),
         ("gm_tol", -1.0),
         ("gm_max_iter", 0),
+        ("nnm", "yes"),
+        ("nnm", 1),
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
@@ -400,6 +402,22 @@ def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
         agg.AggregationConfig(**{field: value})  # type: ignore[arg-type]
     assert (info.value.section, info.value.key) == ("aggregation", field)
     assert not isinstance(info.value, AggregationError)
+
+
+@pytest.mark.parametrize("rule", agg.RULES)
+def test_nnm_auto_mixes_before_the_coordinatewise_and_selection_rules_only(rule: str) -> None:
+    # issue 16: NNM multiplied the weight of a model near the centre under the geometric median and cost it
+    # 5-6 points on a random 4-regular graph; the coordinate-wise rules need it against non-IID bias
+    rng = np.random.default_rng(7)
+    own = rng.normal(size=6).astype(np.float32)
+    nb = rng.normal(size=(6, 6)).astype(np.float32)
+    auto = agg.AggregationConfig(rule=rule, nnm="auto")
+    assert auto.uses_nnm == (rule in agg.NNM_RULES)
+    assert agg.NNM_RULES <= set(agg.RULES)
+    same = agg.AggregationConfig(rule=rule, nnm=rule in agg.NNM_RULES)
+    assert agg.aggregate(auto, own, nb).tolist() == agg.aggregate(same, own, nb).tolist()
+    assert agg.AggregationConfig(rule=rule, nnm=True).uses_nnm
+    assert not agg.AggregationConfig(rule=rule, nnm=False).uses_nnm
 
 
 def test_aggregate_with_no_neighbours_returns_own_model() -> None:
