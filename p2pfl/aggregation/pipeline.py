@@ -49,7 +49,7 @@ class AggregationConfig:
     m: int | None = None
     tau: float = 1.0
     cclip_iters: int = 3
-    nnm: bool | str = True
+    nnm: bool | str = "auto"
     self_clip_tau: float | None = None
     self_clip_scale: float | None = 1.0
     own_weight: float = 1.0
