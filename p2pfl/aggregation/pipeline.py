@@ -20,11 +20,14 @@ from p2pfl.errors import AggregationError, ConfigError
 
 RULES: Final[tuple[str, ...]] = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geomed", "cclip")
 DEFAULT_RULE: Final[str] = "geomed"
-#: the rules ``nnm = "auto"`` runs nearest-neighbour mixing before: the coordinate-wise and selection rules,
-#: whose bias on non-IID rows NNM removes (Allouah et al. 2023). Not before ``geomed``, ``mean`` and
-#: ``cclip``: with scoring on, NNM cost the geometric median 5-6 points of honest accuracy on a random
-#: 4-regular graph (a row near the centre is among the nearest rows of every row, so NNM multiplies its
-#: weight; simulations/benchmarks-matrix.md, issue 16)
+#: the rules ``nnm = "auto"`` always runs nearest-neighbour mixing before: the coordinate-wise and selection
+#: rules, whose bias on non-IID rows NNM removes (Allouah et al. 2023; without it the median lost 6-16 points
+#: on a random 4-regular graph). Before ``geomed`` only while ``f`` fits the rows (``n >= 2f + 1``): on a
+#: sparse graph ``f`` is capped at ``(n - 1) // 2``, NNM then averages each row with barely more than half
+#: of the rows, a model near the centre (ALIE, IPM) is among the nearest of almost every row, and it cost
+#: the geometric median 5-6 points of honest accuracy on a random 4-regular graph; on 16 rows it still made
+#: geomed more robust (docs/aggregation.md). Never before ``mean`` and ``cclip`` (self-clip + mean is
+#: ClippedGossip). Measured: docs/learning.md, simulations/benchmarks-matrix.md (issue 16).
 NNM_RULES: Final[frozenset[str]] = frozenset({"median", "trimmed-mean", "krum", "multi-krum"})
 
 
@@ -36,7 +39,7 @@ class AggregationConfig:
     the peer's own model to norm ``self_clip_tau`` if set, else (scale-free, needs no knowledge of the
     model's scale) to ``self_clip_scale`` times the median neighbour distance from the own model, else
     not at all; (2) put the own model in the stack as row 0 with weight ``own_weight`` (it is the trusted
-    root); (3) drop zero-weight rows; (4) if ``nnm`` (``"auto"``: for the rules in :data:`NNM_RULES`),
+    root); (3) drop zero-weight rows; (4) if ``nnm`` (``"auto"``: see :meth:`uses_nnm`),
     nearest-neighbour mixing with ``f``; (5) the ``rule``. ``f`` is an upper bound: with few rows it is
     lowered to the largest value the step accepts (Krum: ``k >= 2f+3``; NNM: ``f < k/2``) instead of
     failing, because a peer must keep learning while neighbours come and go. Defaults come from the attack
@@ -102,10 +105,12 @@ class AggregationConfig:
                 "aggregation", "gm_tol", f"must be a non-negative finite number, got {self.gm_tol!r}"
             )
 
-    @property
-    def uses_nnm(self) -> bool:
-        """Whether :func:`aggregate` runs nearest-neighbour mixing (``nnm``; ``"auto"``: per rule)."""
-        return self.rule in NNM_RULES if self.nnm == "auto" else bool(self.nnm)
+    def uses_nnm(self, rows: int) -> bool:
+        """Whether :func:`aggregate` runs nearest-neighbour mixing on ``rows`` rows (own model included):
+        ``nnm``, or with ``"auto"`` always for :data:`NNM_RULES`, for ``geomed`` while ``rows >= 2f + 1``."""
+        if self.nnm != "auto":
+            return bool(self.nnm)
+        return self.rule in NNM_RULES or (self.rule == "geomed" and rows >= 2 * self.f + 1)
 
 
 def _positive_finite(value: object) -> bool:
@@ -175,7 +180,7 @@ def aggregate(
     n = x.shape[0]
     if w is not None and np.all(w == w[0]):
         w = None
-    if config.uses_nnm and n > 1:
+    if n > 1 and config.uses_nnm(n):
         f_nnm = min(config.f, (n - 1) // 2)
         if f_nnm > 0:
             x = nearest_neighbour_mixing(x, f_nnm, w)

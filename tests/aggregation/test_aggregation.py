@@ -405,19 +405,21 @@ def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("rule", agg.RULES)
-def test_nnm_auto_mixes_before_the_coordinatewise_and_selection_rules_only(rule: str) -> None:
-    # issue 16: NNM multiplied the weight of a model near the centre under the geometric median and cost it
-    # 5-6 points on a random 4-regular graph; the coordinate-wise rules need it against non-IID bias
+@pytest.mark.parametrize("k", [4, 6, 15])
+def test_nnm_auto_runs_before_coordinatewise_rules_and_geomed_on_enough_rows(rule: str, k: int) -> None:
+    # issue 16: with f capped by few rows NNM multiplied the weight of a model near the centre under the
+    # geometric median and cost it 5-6 points on a random 4-regular graph; the coordinate-wise rules need it
     rng = np.random.default_rng(7)
     own = rng.normal(size=6).astype(np.float32)
-    nb = rng.normal(size=(6, 6)).astype(np.float32)
-    auto = agg.AggregationConfig(rule=rule, nnm="auto")
-    assert auto.uses_nnm == (rule in agg.NNM_RULES)
+    nb = rng.normal(size=(k, 6)).astype(np.float32)
+    auto = agg.AggregationConfig(rule=rule, nnm="auto")  # f = 4: geomed gets NNM from 9 rows
+    want = rule in agg.NNM_RULES or (rule == "geomed" and k + 1 >= 9)
+    assert auto.uses_nnm(k + 1) == want
     assert agg.NNM_RULES <= set(agg.RULES)
-    same = agg.AggregationConfig(rule=rule, nnm=rule in agg.NNM_RULES)
+    same = agg.AggregationConfig(rule=rule, nnm=want)
     assert agg.aggregate(auto, own, nb).tolist() == agg.aggregate(same, own, nb).tolist()
-    assert agg.AggregationConfig(rule=rule, nnm=True).uses_nnm
-    assert not agg.AggregationConfig(rule=rule, nnm=False).uses_nnm
+    assert agg.AggregationConfig(rule=rule, nnm=True).uses_nnm(k + 1)
+    assert not agg.AggregationConfig(rule=rule, nnm=False).uses_nnm(k + 1)
 
 
 def test_aggregate_with_no_neighbours_returns_own_model() -> None:
