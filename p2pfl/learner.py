@@ -154,6 +154,7 @@ class NumpySoftmaxLearner:
         weight_decay: float = 0.0,
         lr_decay: float = 1.0,
         lr_min: float = 0.0,
+        prox: float = 0.0,
         seed: int = 0,
     ) -> None:
         if len(train) == 0:
@@ -166,6 +167,11 @@ class NumpySoftmaxLearner:
         #: the learning rate shrinks by ``lr_decay`` after every ``train`` call (one per round), never below
         #: ``lr_min``: late rounds then move the model less, so local drift stops pulling peers apart
         self.lr_decay, self.lr_min = lr_decay, lr_min
+        if not 0.0 <= prox < float("inf"):
+            raise ValueError(f"need 0 <= prox < inf, got {prox}")
+        #: proximal term (FedProx, Li et al. 2020): each step adds ``prox * (w - w_start)`` to the gradient,
+        #: ``w_start`` the model the round started from, so local steps on skewed data drift less from the mix
+        self.prox = prox
         self._rng = np.random.default_rng(seed)
         f = train.x.shape[1]
         init = np.random.default_rng(1_000_003)  # same initial model on every peer: seed-independent
@@ -251,6 +257,7 @@ class NumpySoftmaxLearner:
             return numpy_dp_steps(self, p, v, steps, self.dp)
         total = 0.0
         seen = 0
+        start = {k: w.copy() for k, w in p.items()} if self.prox else None
         for _ in range(steps):
             idx = self._next_batch()
             x, y = self.train_data.x[idx], self.train_data.y[idx]
@@ -272,6 +279,8 @@ class NumpySoftmaxLearner:
                 grads = {"fc.weight": x.T @ g, "fc.bias": g.sum(axis=0)}
             for k, grad in grads.items():
                 gk = grad + self.weight_decay * p[k] if self.weight_decay else grad
+                if start is not None:
+                    gk = gk + self.prox * (p[k] - start[k])
                 v[k] = (self.momentum * v[k] + gk).astype(np.float32)
                 p[k] = (p[k] - self.lr * v[k]).astype(np.float32)
         return total, seen

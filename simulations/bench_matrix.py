@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .plan import make_plan
 from .runner import run_scenario
 from .scenario import Scenario, load_scenario
 
@@ -145,9 +146,30 @@ def cell_scenario(base: Scenario, c: Cell) -> Scenario:
     return dataclasses.replace(sc, name=c.name)
 
 
-def summarise(c: Cell, r: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The figures of one cell's results (``run_scenario``'s dict)."""
+def exposed(sc: Scenario) -> set[int]:
+    """Honest peers at least half of whose neighbours are attackers: no aggregation rule can outvote a
+    Byzantine majority of the models a peer receives, so issue 16's "min" is also given without them."""
+    plan = make_plan(sc)
+    bad = {q.index for q in plan.peers if not q.honest}
+    return {
+        q.index
+        for q in plan.peers
+        if q.honest and q.neighbours and 2 * len(bad.intersection(q.neighbours)) >= len(q.neighbours)
+    }
+
+
+def summarise(
+    c: Cell, r: dict[str, Any], seconds: float, exposed_peers: set[int] | None = None
+) -> dict[str, Any]:
+    """The figures of one cell's results (``run_scenario``'s dict); ``exposed_peers`` (:func:`exposed`)
+    are left out of ``min_minority``, the honest minimum over peers with a Byzantine minority."""
     acc, ev = r["honest_accuracy"], r["evictions"]
+    skip = exposed_peers or set()
+    minority = [
+        float(p["final_accuracy"])
+        for p in r.get("peers", [])
+        if p.get("honest") and p.get("final_accuracy") is not None and p.get("index") not in skip
+    ]
     series = r.get("attacks", {}).get("series", {})
     late = [
         float(s)
@@ -158,6 +180,8 @@ def summarise(c: Cell, r: dict[str, Any], seconds: float) -> dict[str, Any]:
         **asdict(c),
         "mean": acc["mean"],
         "min": acc["min"],
+        "min_minority": round(min(minority), 4) if minority else None,
+        "exposed": len(skip),
         "attackers": r["attackers"],
         "poisoners": ev["poisoning_attackers"],
         "evicted_by_all": ev["attackers_evicted_by_every_honest_neighbour"],
@@ -222,8 +246,9 @@ def _pct(x: float | None) -> str:
 def table(rows: list[dict[str, Any]], refs: dict[str, float]) -> list[str]:
     lines = [
         "| dataset | alpha | topology | attackers | attack | rule | honest mean / min "
-        "| evicted by all (pairs) | share > r10 | false ev. | s | misses |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| min, Byzantine-minority peers (exposed) | evicted by all (pairs) | share > r10 | false ev. | s "
+        "| misses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         frac = "-" if row["attack"] == "none" else f"{row['attackers']} ({row['fraction']})"
@@ -234,7 +259,8 @@ def table(rows: list[dict[str, Any]], refs: dict[str, float]) -> list[str]:
         lines.append(
             f"| {row['dataset']} | {row['alpha']} | {row['topology']} | {frac} | {row['attack']} "
             f"| {row['rule']} "
-            f"| {_pct(row['mean'])} / {_pct(row['min'])}{' (timeout)' if row['timed_out'] else ''} | {ev} "
+            f"| {_pct(row['mean'])} / {_pct(row['min'])}{' (timeout)' if row['timed_out'] else ''} "
+            f"| {_pct(row.get('min_minority'))} ({row.get('exposed', 0)}) | {ev} "
             f"| {share} | {row['false_evictions']} | {row['seconds']:.0f} | {missed} |"
         )
     return lines
@@ -325,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         sc = cell_scenario(base, c)
         started = time.time()
         r = run_scenario(sc, work / c.name, quiet=True, plots=False)
-        row = summarise(c, r, time.time() - started)
+        row = summarise(c, r, time.time() - started, exposed(sc))
         rows.append(row)
         print(f"[{i}/{len(todo)}] " + table([row], refs)[-1], file=sys.stderr)
     command = "python -m p2pfl.sim.bench_matrix " + shlex.join(argv if argv is not None else sys.argv[1:])

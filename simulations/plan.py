@@ -150,6 +150,7 @@ def build_learner(scenario: Scenario, split: Split, index: int) -> NumpySoftmaxL
         weight_decay=m.weight_decay,
         lr_decay=m.lr_decay,
         lr_min=m.lr_min,
+        prox=m.prox,
         seed=scenario.run.seed * 100_003 + index,
     )
 

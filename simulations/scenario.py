@@ -181,6 +181,8 @@ class ModelSpec:
     lr_min: float = 0.0
     local_steps: int = 10
     batch_size: int = 16
+    #: FedProx proximal coefficient of the numpy learner (0: plain SGD; issue 16, docs/learning.md)
+    prox: float = 0.0
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> ModelSpec:
@@ -197,7 +199,9 @@ class ModelSpec:
             lr_min=_get(t, s, "lr_min", (int, float), 0.0),
             local_steps=_get(t, s, "local_steps", int, 10),
             batch_size=_get(t, s, "batch_size", int, 16),
+            prox=_get(t, s, "prox", (int, float), 0.0),
         )
+        _range(s, "prox", out.prox, 0, 1000)
         _range(s, "hidden", out.hidden, 1, 100_000)
         _range(s, "lr", out.lr, 0, 100, lo_open=True)
         _range(s, "momentum", out.momentum, 0, 0.999)

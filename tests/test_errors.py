@@ -40,6 +40,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("ValueError", "Dataset needs x of shape"): "Dataset guard: the host built arrays of the wrong rank",
     ("ValueError", "at least one training example"): "learner constructor guard; config loading wraps it",
     ("ValueError", "lr_decay"): "learner constructor guard; config loading wraps it as [learner.params]",
+    ("ValueError", "prox"): "learner constructor guard; config loading wraps it as [learner.params]",
     ("ValueError", "Limits."): "Limits guard: a developer passing bounds numpy cannot represent",
     ("ValueError", "tensor {name!r} has shape"): "Layout.flatten guard: the own learner changed its shapes",
     ("ValueError", "max_entries must be"): "PeerCache constructor guard: a developer passing a bad size",

@@ -55,11 +55,12 @@ from p2pfl.aggregation.coordinatewise import mean, median, trimmed_mean
 from p2pfl.aggregation.geomed import geometric_median
 from p2pfl.aggregation.krum import krum, max_krum_f, multi_krum
 from p2pfl.aggregation.mixing import nearest_neighbour_mixing
-from p2pfl.aggregation.pipeline import DEFAULT_RULE, RULES, AggregationConfig, aggregate
+from p2pfl.aggregation.pipeline import DEFAULT_RULE, NNM_RULES, RULES, AggregationConfig, aggregate
 from p2pfl.aggregation.sortnet import _order_statistics_blocked as _order_statistics_blocked
 
 __all__ = [
     "DEFAULT_RULE",
+    "NNM_RULES",
     "RULES",
     "AggregationConfig",
     "aggregate",

@@ -3,6 +3,9 @@
 * :mod:`.config`: :class:`ScoringConfig`, the thresholds, validated at construction.
 * :mod:`.scorer`: :class:`ContributionScorer`: per-neighbour scores, reputation, standing (founder, young,
   established), exclusion and eviction.
+* :mod:`.standing`: the per-identity state, the status transitions and how a young identity earns weight.
+* :mod:`.losses`: the own-data loss reference (calibrated tolerance) and loss jumps.
+* :mod:`.persistence`: persistent distance (issue 16) and the scorer's hook into it.
 * :mod:`.influence`: the weight caps (young ramp, young share, per-group share) and the hard rejection of
   absurd models.
 

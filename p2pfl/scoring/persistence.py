@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from p2pfl.errors import ConfigError
 
-__all__ = ["PersistenceConfig", "PersistentDistance"]
+__all__ = ["PersistenceConfig", "PersistentDistance", "persistence_reason", "persistently_far"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +110,24 @@ class PersistentDistance:
     def reset(self, peer: str) -> None:
         """Forget ``peer``'s window (grace after a silence, readmission, departure)."""
         self._seen.pop(peer, None)
+
+
+def persistently_far(tracker: PersistentDistance | None, peer: str, r: float, *, settled: bool) -> bool:
+    """The scorer's hook: track ``peer``'s distance ratio ``r`` and say whether it stayed beyond ``hard``
+    for a full window. Only a *settled* neighbour is tracked (the scorer decides: established, after the
+    founding rounds, outside grace and probation, and with enough distances setting the median); any other
+    one's window is forgotten, since a young identity or one on probation passes only versions within
+    ``dist_ok`` anyway, a returning peer's far-off first versions are expected, and a median of 3 or 4
+    distances is too noisy (a 4-peer non-IID network lost 1-2 points of accuracy to down-weighting)."""
+    if tracker is None:
+        return False
+    if not settled:
+        tracker.reset(peer)
+        return False
+    tracker.observe(peer, r)
+    return tracker.far(peer)
+
+
+def persistence_reason(config: PersistenceConfig) -> str:
+    """The reason a persistently far version scores 0 (with ``persist_evict``)."""
+    return f"persistently far: r >= {config.hard} in each of its last {config.window} versions"

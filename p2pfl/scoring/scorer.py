@@ -35,7 +35,7 @@ decide anything.
 Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
 :func:`~p2pfl.scoring.influence.ramp_cap` of the passes it holds, the young together at most
 ``young_share_cap`` of a mix; a version passes against the lower of ``young_pass_score`` and the founders'
-own standing, see :meth:`ContributionScorer._pass_bars`),
+own standing, see :func:`~p2pfl.scoring.standing.pass_bars`),
 ``excluded`` (reputation below ``exclude_below``: scored but not aggregated until it recovers), ``evicted``
 (``evict_after`` consecutive evaluations below ``bad_score``, or ``evict_after`` absurd models in all: no
 longer scored or aggregated; the protocol disconnects it) and ``probation`` (after
@@ -52,8 +52,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Final, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -61,66 +59,21 @@ from numpy.typing import ArrayLike, NDArray
 from p2pfl.errors import AggregationError
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.influence import absurd, ramp_cap
-from p2pfl.scoring.persistence import PersistentDistance
+from p2pfl.scoring.losses import LossTolerance, track_jump
+from p2pfl.scoring.persistence import PersistentDistance, persistence_reason, persistently_far
+from p2pfl.scoring.standing import (
+    STATUSES,
+    PeerState,
+    ScoreRecord,
+    Status,
+    earn,
+    pass_bars,
+    reject_absurd,
+    standing,
+    transition,
+)
 
 __all__ = ["STATUSES", "ContributionScorer", "ScoreRecord", "Status"]
-
-Status = Literal["active", "excluded", "evicted", "probation", "young"]
-STATUSES: Final[tuple[Status, ...]] = ("active", "excluded", "evicted", "probation", "young")
-
-
-@dataclass(frozen=True)
-class ScoreRecord:
-    """One neighbour's evaluation. Component scores are in ``[0, 1]`` or ``None`` when not computed."""
-
-    peer: str
-    distance: float  # raw normalised distance r = |x - centre| / median distance
-    distance_score: float
-    cosine: float | None  # raw cosine between the neighbour's pull and the own update
-    cosine_score: float | None
-    loss_score: float | None
-    combined: float
-    reputation: float
-    status: Status
-    reason: str
-
-
-@dataclass
-class _PeerState:
-    reputation: float
-    status: Status = "active"
-    consecutive_bad: int = 0
-    probation_left: int = 0
-    grace_left: int = 0
-    #: founders and identities that earned it: full weight, part of the reference
-    established: bool = True
-    #: first heard within the founding rounds (or probation is off): anchors the spread and the loss tolerance
-    founder: bool = True
-    #: passes held while young (see ``ScoringConfig.young_rounds``)
-    passes: int = 0
-    #: the exponential moving average of its loss scores (``None`` until it has one)
-    loss_rep: float | None = None
-    #: absurd models so far (never reset by good ones: an identity cannot launder them)
-    absurd: int = 0
-    #: its recent losses on the own validation data over the own loss (at least ``loss_floor``)
-    loss_ratios: list[float] = field(default_factory=list)
-    #: its current version's loss ratio is ``loss_jump`` times the median of the earlier ones
-    jumped: bool = False
-
-
-#: loss ratios kept per identity, and how many it needs before a jump counts
-_JUMP_HISTORY = 20
-_JUMP_HISTORY_MIN = 3
-
-
-def _robust_median(values: list[float]) -> float:
-    """The median, except of two values: their mean would let either one set half of it; take the smaller."""
-    return min(values) if len(values) == 2 else float(np.median(values))
-
-
-def _finite_losses(peers: Iterable[str], val_losses: Mapping[str, float]) -> list[float]:
-    """The finite validation losses of those ``peers`` that have one."""
-    return [float(val_losses[p]) for p in peers if p in val_losses and math.isfinite(val_losses[p])]
 
 
 def _ramp_down(value: float, ok: float, bad: float) -> float:
@@ -150,13 +103,11 @@ class ContributionScorer:
 
     def __init__(self, config: ScoringConfig | None = None) -> None:
         self.config = config if config is not None else ScoringConfig()
-        self._peers: dict[str, _PeerState] = {}
+        self._peers: dict[str, PeerState] = {}
         #: own rounds begun (see begin_round)
         self.rounds = 0
-        #: the loss tolerance last calibrated on established neighbours (kept while none is a candidate)
-        self.loss_tolerance = 1.0
-        #: the largest tolerance calibrated within the founding rounds: the ceiling after them
-        self.founding_tolerance = 1.0
+        #: the loss tolerance calibrated on the anchors (:mod:`~p2pfl.scoring.losses`)
+        self._tolerance = LossTolerance(self.config)
         #: issue 16: each neighbour's distance over its last versions (None: persistent_distance off)
         self.persistence = (
             PersistentDistance(self.config.persistence()) if self.config.persistent_distance else None
@@ -164,18 +115,25 @@ class ContributionScorer:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def _state(self, peer: str) -> _PeerState:
+    @property
+    def loss_tolerance(self) -> float:
+        """The loss tolerance last calibrated on established neighbours (kept while none is a candidate)."""
+        return self._tolerance.tolerance
+
+    @property
+    def founding_tolerance(self) -> float:
+        """The largest tolerance calibrated within the founding rounds: the ceiling after them."""
+        return self._tolerance.founding
+
+    def _state(self, peer: str) -> PeerState:
         state = self._peers.get(peer)
         if state is None:
             cfg = self.config
-            state = _PeerState(cfg.initial_reputation)
-            state.status = self._standing(state.reputation)
+            state = PeerState(cfg.initial_reputation)
+            state.status = standing(cfg, state.reputation)
             state.established = cfg.young_rounds == 0 or self.rounds <= cfg.founding_rounds
             state.founder = state.established
         return state
-
-    def _standing(self, reputation: float) -> Status:
-        return "active" if reputation >= self.config.exclude_below else "excluded"
 
     def status(self, peer: str) -> Status:
         """Current status of ``peer``: ``young`` for an active identity that has not earned full weight yet
@@ -337,7 +295,7 @@ class ContributionScorer:
             founders if len(founders) >= 2 else [p for p in trusted if self._state(p).established] or sane
         )
         med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
-        loss_ref = self._loss_reference(anchors, val_losses, own_val_loss)
+        loss_ref = self._tolerance.reference(self.rounds, anchors, val_losses, own_val_loss)
         # Of exactly two founders the peer cannot tell which one is honest (every sane one counts here,
         # trusted or not: one kept out of the mix still speaks for its data). The references above take the
         # closer one, so a sign-flipper beside an honest founder scores 0 and stays out of the mix; a bad
@@ -346,7 +304,7 @@ class ContributionScorer:
         med_evict, loss_evict = med, loss_ref
         if len(pair) == 2:
             med_evict = max(med, *(dists[p] for p in pair))
-            loss_evict = self._eviction_loss_reference(pair, val_losses, loss_ref)
+            loss_evict = self._tolerance.eviction_reference(pair, val_losses, loss_ref)
 
         # a young identity is near enough when no farther from the centre than a trusted founder is (with
         # few founders of similar data the spread is narrow, and honest newcomers with other data sat at
@@ -373,7 +331,10 @@ class ContributionScorer:
                 )
                 continue
             if p in rejected:
-                records[p] = self._reject_absurd(p, state, rejected[p])
+                reason = reject_absurd(cfg, state, rejected[p])
+                records[p] = ScoreRecord(
+                    p, math.inf, 0.0, None, None, None, 0.0, state.reputation, self.status(p), reason
+                )
                 continue
             r = dists[p] / med if med > 0 else (0.0 if dists[p] == 0 else math.inf)
             s_dist = _ramp_down(r, cfg.dist_ok, cfg.dist_cutoff)
@@ -387,7 +348,7 @@ class ContributionScorer:
             s_loss: float | None = None
             if loss_ref is not None and val_losses is not None and p in val_losses:
                 loss = float(val_losses[p])
-                self._track_jump(state, loss, own_val_loss)
+                track_jump(cfg, state, loss, own_val_loss)
                 s_loss = (
                     _ramp_down(loss / loss_ref, cfg.loss_ok, cfg.loss_bad) if math.isfinite(loss) else 0.0
                 )
@@ -417,16 +378,16 @@ class ContributionScorer:
                 state.consecutive_bad = 0
             else:
                 state.consecutive_bad = state.consecutive_bad + 1 if lenient < cfg.bad_score else 0
-            reason = self._transition(state, bad, combined)
+            reason = transition(cfg, state, bad, combined)
             if persistent:
-                reason = f"{reason}; {self._persistence_reason()}"
+                reason = f"{reason}; {persistence_reason(cfg.persistence())}"
             if not state.established:
                 # (scored against the bars below, once every trusted neighbour's standing is updated)
                 young[p] = (r <= cfg.dist_ok or dists[p] <= reach, bad or state.jumped or s_loss == 0.0)
             records[p] = ScoreRecord(
                 p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
             )
-        bar, loss_bar = self._pass_bars()
+        bar, loss_bar = pass_bars(cfg, self._peers.values())
         for p, (near, hard_fail) in young.items():
             rec = records[p]
             passed = (
@@ -435,105 +396,28 @@ class ContributionScorer:
                 and (rec.loss_score is None or rec.loss_score >= loss_bar)
                 and not hard_fail
             )
-            reason = self._earn(self._peers[p], passed, hard_fail, rec.reason)
+            reason = earn(cfg, self._peers[p], passed, hard_fail, rec.reason)
             records[p] = dataclasses.replace(rec, reason=reason, status=self.status(p))
         return records
 
-    def _pass_bars(self) -> tuple[float, float]:
-        """The combined and loss scores a young identity's version needs to pass: ``young_pass_score``, or the
-        lowest standing among the active founders minus ``young_pass_margin`` when lower (see
-        :class:`ScoringConfig`)."""
-        cfg = self.config
-        # founders only: a bar set by identities that earned their standing would let each newcomer that
-        # barely passed lower it for the next one
-        trusted = [s for s in self._peers.values() if s.founder and s.status == "active"]
-        reps = [s.reputation for s in trusted]
-        losses = [s.loss_rep for s in trusted if s.loss_rep is not None]
-        bar = cfg.young_pass_score
-        loss_bar = cfg.young_pass_score
-        if reps:
-            bar = min(bar, min(reps) - cfg.young_pass_margin)
-        if losses:
-            loss_bar = min(loss_bar, min(losses) - cfg.young_pass_margin)
-        return bar, loss_bar
-
     # -- issue 16: persistent distance (p2pfl/scoring/persistence.py) --------------------------------
 
-    def _persistently_far(self, peer: str, state: _PeerState, r: float, spread: int) -> bool:
-        """Track ``peer``'s distance ratio ``r`` and say whether it stayed beyond ``persist_hard`` for a full
-        window. Only established identities are tracked, after the founding rounds (the spread is still
-        settling) and outside grace (a returning peer's far-off first versions are expected): a young
-        identity or one on probation passes only versions within ``dist_ok`` anyway. Nor while fewer than
-        ``persist_min_spread`` distances (``spread``: the anchors' and the own) set the median: of 3 or 4 the
-        ratio is too noisy (a 4-peer non-IID network lost 1-2 points of accuracy to down-weighting)."""
-        tracker = self.persistence
-        if tracker is None:
-            return False
-        if (
+    def _persistently_far(self, peer: str, state: PeerState, r: float, spread: int) -> bool:
+        """Track ``peer``'s ``r`` while it is settled (:func:`~p2pfl.scoring.persistence.persistently_far`):
+        established, after the founding rounds, outside grace and probation, with at least
+        ``persist_min_spread`` distances (``spread``: the anchors' and the own) setting the median."""
+        cfg = self.config
+        settled = not (
             state.grace_left > 0
-            or spread < self.config.persist_min_spread
-            or self.rounds <= self.config.founding_rounds
+            or spread < cfg.persist_min_spread
+            or self.rounds <= cfg.founding_rounds
             or not state.established
             or state.status == "probation"
-        ):
-            tracker.reset(peer)
-            return False
-        tracker.observe(peer, r)
-        return tracker.far(peer)
+        )
+        return persistently_far(self.persistence, peer, r, settled=settled)
 
     def _persistence_weight(self, peer: str) -> float:
         return 1.0 if self.persistence is None else self.persistence.weight(peer)
-
-    def _persistence_reason(self) -> str:
-        cfg = self.config
-        return f"persistently far: r >= {cfg.persist_hard} in each of its last {cfg.persist_window} versions"
-
-    def _track_jump(self, state: _PeerState, loss: float, own_val_loss: float | None) -> None:
-        """Temporal consistency: this version's loss ratio (loss over the own loss) against the median of the
-        identity's earlier ones. No crowd moves it (each identity is its own history), and an identity that
-        worsens slowly is caught once it is ``loss_jump`` times its own past median."""
-        cfg = self.config
-        if (
-            cfg.loss_jump is None
-            or own_val_loss is None
-            or not math.isfinite(own_val_loss)
-            or own_val_loss <= 0
-        ):
-            state.jumped = False
-            return
-        ratio = loss / max(own_val_loss, cfg.loss_floor) if math.isfinite(loss) else math.inf
-        history = state.loss_ratios
-        state.jumped = len(history) >= _JUMP_HISTORY_MIN and ratio > cfg.loss_jump * float(np.median(history))
-        history.append(min(ratio, 1e12))
-        del history[:-_JUMP_HISTORY]
-
-    def _loss_reference(
-        self, anchors: Collection[str], val_losses: Mapping[str, float] | None, own_val_loss: float | None
-    ) -> float | None:
-        """``max(L_own, loss_floor)`` times the tolerance calibrated on ``anchors`` (see the module doc);
-        ``None`` when the loss component is off or the own loss is unusable."""
-        cfg = self.config
-        if not (
-            cfg.use_val_loss
-            and val_losses is not None
-            and own_val_loss is not None
-            and math.isfinite(own_val_loss)
-            and own_val_loss > 0
-        ):
-            return None
-        own = max(own_val_loss, cfg.loss_floor)
-        finite = _finite_losses(anchors, val_losses)
-        if finite:
-            # of two neighbours the smaller loss: their mean let a sign-flipper beside one honest neighbour
-            # score 1 (the lower median for every even count cost a false eviction in attacks16 IPM runs)
-            ratio = min(max(_robust_median(finite) / own, 1.0), cfg.loss_tolerance_max)
-            margin = cfg.loss_tolerance_margin
-            if self.rounds <= cfg.founding_rounds:
-                self.founding_tolerance = max(self.founding_tolerance, ratio)
-            elif margin is not None:
-                ratio = min(ratio, margin * self.founding_tolerance)
-            self.loss_tolerance = ratio
-        return own * self.loss_tolerance
 
     def _combine(self, r: float, s_dist: float, s_cos: float | None, s_loss: float | None) -> float:
         """The weighted mean of the components present (see the module doc)."""
@@ -549,78 +433,3 @@ class ContributionScorer:
         if cfg.dist_hard is not None and r >= cfg.dist_hard:
             combined = 0.0  # far outside any honest spread: no other component may average it away
         return combined
-
-    def _eviction_loss_reference(
-        self, pair: Collection[str], val_losses: Mapping[str, float] | None, loss_ref: float | None
-    ) -> float | None:
-        """The loss reference an eviction must hold against when the peer has exactly two sane founders: the
-        own loss times the larger founder's loss ratio, uncapped by the founding ceiling (see ``evaluate``).
-        Measured on 5 peers, Dirichlet(0.5) digits: an honest founder holding classes the own data barely
-        has scored 0 against its co-founder's loss and distance and was evicted within 40 s, in 3 of 5 runs
-        of the registry-outage test."""
-        if loss_ref is None or val_losses is None:
-            return loss_ref
-        finite = _finite_losses(pair, val_losses)
-        if len(finite) != 2:
-            return loss_ref
-        own = loss_ref / self.loss_tolerance
-        ratio = min(max(max(finite) / own, 1.0), self.config.loss_tolerance_max)
-        return max(loss_ref, own * ratio)
-
-    def _reject_absurd(self, peer: str, state: _PeerState, distance: float) -> ScoreRecord:
-        """An absurd model: score 0, an offence that no grace forgives, back to the start of probation."""
-        cfg = self.config
-        state.reputation = (1.0 - cfg.ema) * state.reputation
-        state.absurd += 1
-        state.consecutive_bad += 1
-        state.grace_left = 0
-        if state.status == "probation" or max(state.absurd, state.consecutive_bad) >= cfg.evict_after:
-            state.status = "evicted"
-            reason = f"evicted: absurd model ({state.absurd} so far; distance {distance:.3g} from own)"
-        else:
-            state.status = self._standing(state.reputation)
-            reason = f"rejected: absurd model ({state.absurd}/{cfg.evict_after} to eviction)"
-        if not state.established:
-            state.passes = 0
-        return ScoreRecord(
-            peer, math.inf, 0.0, None, None, None, 0.0, state.reputation, self.status(peer), reason
-        )
-
-    def _earn(self, state: _PeerState, passed: bool, hard_fail: bool, reason: str) -> str:
-        """A young identity's standing after one more version: a pass earns one step, a failure takes one
-        back, a hard failure (a bad score, a loss jump, or a loss score of 0: ``loss_bad`` times the reference
-        on the own data) sends it back to the start of probation."""
-        if state.established or state.status not in ("active", "excluded"):
-            return reason
-        cfg = self.config
-        if passed:
-            state.passes += 1
-        else:
-            state.passes = 0 if hard_fail else max(0, state.passes - 1)
-        if state.passes >= cfg.young_rounds + cfg.ramp_rounds:
-            state.established = True
-            return f"{reason}; established"
-        return f"{reason}; young ({state.passes}/{cfg.young_rounds + cfg.ramp_rounds} passes)"
-
-    def _transition(self, state: _PeerState, bad: bool, combined: float) -> str:
-        cfg = self.config
-        if state.status == "probation":
-            if bad:
-                state.status = "evicted"
-                return f"evicted: bad evaluation on probation (score {combined:.3f} < {cfg.bad_score})"
-            state.probation_left -= 1
-            if state.probation_left > 0:
-                return f"probation: {state.probation_left} good evaluations to go"
-            state.status = self._standing(state.reputation)
-            return f"probation passed; {state.status}"
-        if state.consecutive_bad >= cfg.evict_after or state.absurd >= cfg.evict_after:
-            state.status = "evicted"
-            return f"evicted: {state.consecutive_bad} consecutive scores below {cfg.bad_score}"
-        state.status = self._standing(state.reputation)
-        if state.status == "excluded":
-            return f"excluded: reputation {state.reputation:.3f} < {cfg.exclude_below}"
-        if bad and state.consecutive_bad == 0:
-            return f"active: bad score {combined:.3f} (returning: {state.grace_left} versions of grace left)"
-        if bad:
-            return f"active: bad score {combined:.3f} ({state.consecutive_bad}/{cfg.evict_after} to eviction)"
-        return "active"

@@ -391,6 +391,8 @@ def test_config_defaults_are_valid_and_named_rules_exist() -> None:
         ("gm_eps", math.nan),
         ("gm_tol", -1.0),
         ("gm_max_iter", 0),
+        ("nnm", "yes"),
+        ("nnm", 1),
     ],
 )
 def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
@@ -400,6 +402,42 @@ def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
         agg.AggregationConfig(**{field: value})  # type: ignore[arg-type]
     assert (info.value.section, info.value.key) == ("aggregation", field)
     assert not isinstance(info.value, AggregationError)
+
+
+@pytest.mark.parametrize("rule", agg.RULES)
+@pytest.mark.parametrize("k", [4, 6, 15])
+def test_nnm_auto_runs_before_coordinatewise_rules_and_geomed_on_enough_rows(rule: str, k: int) -> None:
+    # issue 16: with f capped by few rows NNM multiplied the weight of a model near the centre under the
+    # geometric median and cost it 5-6 points on a random 4-regular graph; the coordinate-wise rules need it
+    rng = np.random.default_rng(7)
+    own = rng.normal(size=6).astype(np.float32)
+    nb = rng.normal(size=(k, 6)).astype(np.float32)
+    auto = agg.AggregationConfig(rule=rule, nnm="auto")  # f = 4: geomed gets NNM from 9 rows
+    want = rule in agg.NNM_RULES or (rule == "geomed" and k + 1 >= 9)
+    assert auto.uses_nnm(k + 1) == want
+    assert agg.NNM_RULES <= set(agg.RULES)
+    same = agg.AggregationConfig(rule=rule, nnm=want, f=auto.nnm_f(k + 1) if want else 4)
+    if rule not in ("krum", "multi-krum"):  # (Krum's own f is the configured one, not NNM's)
+        assert agg.aggregate(auto, own, nb).tolist() == agg.aggregate(same, own, nb).tolist()
+    assert agg.AggregationConfig(rule=rule, nnm=True).uses_nnm(k + 1)
+    assert not agg.AggregationConfig(rule=rule, nnm=False).uses_nnm(k + 1)
+
+
+@pytest.mark.parametrize(
+    ("rows", "auto_f", "forced_f"), [(2, 0, 0), (5, 1, 2), (7, 1, 3), (8, 1, 3), (9, 4, 4)]
+)
+def test_nnm_auto_mixes_with_f_1_when_f_does_not_fit_the_rows(rows: int, auto_f: int, forced_f: int) -> None:
+    # issue 16: f capped at (rows - 1) // 2 over-smoothed a sparse graph's 5-7 rows (the median lost 5-12
+    # points to it on a random 4-regular graph); f = 1 there, the configured f once 2f + 1 rows are present
+    assert agg.AggregationConfig(rule="median").nnm_f(rows) == auto_f
+    assert agg.AggregationConfig(rule="median", nnm=True).nnm_f(rows) == forced_f
+    rng = np.random.default_rng(3)
+    own = rng.normal(size=5).astype(np.float32)
+    nb = rng.normal(size=(rows - 1, 5)).astype(np.float32)
+    x = np.vstack([own, nb])
+    got = agg.aggregate(agg.AggregationConfig(rule="median", self_clip_scale=None), own, nb)
+    want = agg.median(agg.nearest_neighbour_mixing(x, auto_f)) if auto_f else agg.median(x)
+    assert got.tolist() == want.tolist()
 
 
 def test_aggregate_with_no_neighbours_returns_own_model() -> None:

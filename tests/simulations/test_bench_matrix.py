@@ -38,6 +38,42 @@ def test_cell_scenarios() -> None:
     assert clean.scoring == base.scoring
 
 
+def test_exposed_peers_are_the_honest_ones_with_a_byzantine_majority_of_neighbours() -> None:
+    from p2pfl.sim.plan import make_plan
+
+    sc = bm.cell_scenario(load_scenario(BASE), bm.Cell("digits", "0.3", "rr4", "0.25", "alie", "default"))
+    plan = make_plan(sc)
+    bad = {q.index for q in plan.peers if not q.honest}
+    got = bm.exposed(sc)
+    assert got  # this placement leaves some honest peers with 2 or 3 attackers among 4 neighbours
+    for q in plan.peers:
+        share = len(bad.intersection(q.neighbours)) / len(q.neighbours)
+        assert (q.index in got) == (q.honest and share >= 0.5), (q.index, share)
+    clean = bm.cell_scenario(load_scenario(BASE), bm.Cell("digits", "0.3", "rr4", "0", "none", "default"))
+    assert bm.exposed(clean) == set()
+    peers = [
+        {"index": 0, "honest": True, "final_accuracy": 0.9},
+        {"index": 1, "honest": True, "final_accuracy": 0.3},
+        {"index": 2, "honest": False, "final_accuracy": 0.1},
+    ]
+    result = {
+        "honest_accuracy": {"mean": 0.6, "min": 0.3},
+        "peers": peers,
+        "attackers": 1,
+        "timed_out": False,
+        "evictions": {
+            "poisoning_attackers": 1,
+            "attackers_evicted_by_every_honest_neighbour": 0,
+            "true_positive": 0,
+            "expected": 1,
+            "rounds_to_evict": {"max": None},
+            "false_positive": 0,
+        },
+    }
+    row = bm.summarise(bm.Cell("digits", "0.3", "rr4", "0.25", "alie", "default"), result, 1.0, {1})
+    assert (row["min"], row["min_minority"], row["exposed"]) == (0.3, 0.9, 1)
+
+
 def _row(**kw: Any) -> dict[str, Any]:
     row = {
         "dataset": "digits",

@@ -1,0 +1,109 @@
+"""The own-data loss evidence: the loss reference a neighbour's model is judged against, and loss jumps.
+
+Split out of :mod:`p2pfl.scoring.scorer`. The own validation data are the trusted root, but on non-IID
+data every honest neighbour is much worse than the peer itself on its own split, so the reference is the
+own loss times a *tolerance* calibrated on the anchors (founders) and capped after the founding rounds
+(:class:`LossTolerance`); :func:`track_jump` compares each identity with its own history (sleepers).
+
+Pure: no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping
+
+import numpy as np
+
+from p2pfl.scoring.config import ScoringConfig
+from p2pfl.scoring.standing import PeerState
+
+__all__ = ["LossTolerance", "finite_losses", "robust_median", "track_jump"]
+
+#: loss ratios kept per identity, and how many it needs before a jump counts
+JUMP_HISTORY = 20
+JUMP_HISTORY_MIN = 3
+
+
+def robust_median(values: list[float]) -> float:
+    """The median, except of two values: their mean would let either one set half of it; take the smaller."""
+    return min(values) if len(values) == 2 else float(np.median(values))
+
+
+def finite_losses(peers: Iterable[str], val_losses: Mapping[str, float]) -> list[float]:
+    """The finite validation losses of those ``peers`` that have one."""
+    return [float(val_losses[p]) for p in peers if p in val_losses and math.isfinite(val_losses[p])]
+
+
+def track_jump(config: ScoringConfig, state: PeerState, loss: float, own_val_loss: float | None) -> None:
+    """Temporal consistency: this version's loss ratio (loss over the own loss) against the median of the
+    identity's earlier ones. No crowd moves it (each identity is its own history), and an identity that
+    worsens slowly is caught once it is ``loss_jump`` times its own past median."""
+    cfg = config
+    if cfg.loss_jump is None or own_val_loss is None or not math.isfinite(own_val_loss) or own_val_loss <= 0:
+        state.jumped = False
+        return
+    ratio = loss / max(own_val_loss, cfg.loss_floor) if math.isfinite(loss) else math.inf
+    history = state.loss_ratios
+    state.jumped = len(history) >= JUMP_HISTORY_MIN and ratio > cfg.loss_jump * float(np.median(history))
+    history.append(min(ratio, 1e12))
+    del history[:-JUMP_HISTORY]
+
+
+class LossTolerance:
+    """The calibrated loss tolerance: ``tolerance`` (last calibrated on established neighbours, kept while
+    none is a candidate) and ``founding`` (the largest within the founding rounds: the ceiling after them)."""
+
+    def __init__(self, config: ScoringConfig) -> None:
+        self.config = config
+        self.tolerance = 1.0
+        self.founding = 1.0
+
+    def reference(
+        self,
+        rounds: int,
+        anchors: Collection[str],
+        val_losses: Mapping[str, float] | None,
+        own_val_loss: float | None,
+    ) -> float | None:
+        """``max(L_own, loss_floor)`` times the tolerance calibrated on ``anchors`` (see the scorer's module
+        doc); ``None`` when the loss component is off or the own loss is unusable."""
+        cfg = self.config
+        if not (
+            cfg.use_val_loss
+            and val_losses is not None
+            and own_val_loss is not None
+            and math.isfinite(own_val_loss)
+            and own_val_loss > 0
+        ):
+            return None
+        own = max(own_val_loss, cfg.loss_floor)
+        finite = finite_losses(anchors, val_losses)
+        if finite:
+            # of two neighbours the smaller loss: their mean let a sign-flipper beside one honest neighbour
+            # score 1 (the lower median for every even count cost a false eviction in attacks16 IPM runs)
+            ratio = min(max(robust_median(finite) / own, 1.0), cfg.loss_tolerance_max)
+            margin = cfg.loss_tolerance_margin
+            if rounds <= cfg.founding_rounds:
+                self.founding = max(self.founding, ratio)
+            elif margin is not None:
+                ratio = min(ratio, margin * self.founding)
+            self.tolerance = ratio
+        return own * self.tolerance
+
+    def eviction_reference(
+        self, pair: Collection[str], val_losses: Mapping[str, float] | None, loss_ref: float | None
+    ) -> float | None:
+        """The loss reference an eviction must hold against when the peer has exactly two sane founders: the
+        own loss times the larger founder's loss ratio, uncapped by the founding ceiling (see the scorer's
+        ``evaluate``). Measured on 5 peers, Dirichlet(0.5) digits: an honest founder holding classes the own
+        data barely has scored 0 against its co-founder's loss and distance and was evicted within 40 s, in
+        3 of 5 runs of the registry-outage test."""
+        if loss_ref is None or val_losses is None:
+            return loss_ref
+        finite = finite_losses(pair, val_losses)
+        if len(finite) != 2:
+            return loss_ref
+        own = loss_ref / self.tolerance
+        ratio = min(max(max(finite) / own, 1.0), self.config.loss_tolerance_max)
+        return max(loss_ref, own * ratio)
