@@ -11,8 +11,11 @@ The no-DP row trains with ``--batch-size/--lr/--local-steps``; the DP rows with 
 mean gradient is ``sigma * clip / batch``), else with the same values.
 
     python benchmarks/bench_privacy.py --dataset digits [--rounds 40] [--eps 1,3,8,inf] [--json]
-    python benchmarks/bench_privacy.py --dataset synthetic_hard --samples 125000 \\
-        --batch-size 32 --lr 0.05 --dp-batch-size 512 --dp-lr 0.5 --clip 1.0   # >= 10,000 records per peer
+    python benchmarks/bench_privacy.py --dataset synthetic_hard --samples 125000 --batch-size 1024 --lr 0.5 \\
+        --local-steps 40 --dp-batch-size 1024 --dp-lr 1.0 --clip 0.5   # >= 10,000 records per peer
+
+On a loaded machine run with ``OPENBLAS_NUM_THREADS=1``: numpy's threaded BLAS is far slower on these small
+matrices when the cores are busy (the accuracies do not depend on it).
 """
 
 from __future__ import annotations
