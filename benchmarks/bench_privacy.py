@@ -8,7 +8,8 @@ hyper-parameters, the calibrated noise multiplier and the epsilon actually spent
 
 The no-DP row trains with ``--batch-size/--lr/--local-steps``; the DP rows with ``--dp-batch-size/--dp-lr/
 --dp-local-steps`` when given (DP-SGD wants larger expected batches than plain SGD: the noise on a step's
-mean gradient is ``sigma * clip / batch``), else with the same values.
+mean gradient is ``sigma * clip / batch``), else with the same values; ``--dp-at EPS=BATCH/LR/CLIP/STEPS``
+gives one epsilon's row a setting of its own (a larger budget affords more steps).
 
     python benchmarks/bench_privacy.py --dataset digits [--rounds 40] [--eps 1,3,8,inf] [--json]
     python benchmarks/bench_privacy.py --dataset synthetic_hard --samples 125000 --batch-size 1024 --lr 0.5 \\
@@ -47,13 +48,29 @@ def hyper(args: argparse.Namespace, eps: float) -> dict[str, Any]:
         value = getattr(args, f"dp_{name}") if dp else None
         return getattr(args, name) if value is None else value
 
-    return {
+    out = {
         "batch_size": pick("batch_size"),
         "lr": pick("lr"),
         "local_steps": pick("local_steps"),
         "lr_decay": pick("lr_decay"),
         "clip": args.clip if dp else None,
     }
+    return out | (getattr(args, "dp_at", None) or {}).get(eps, {})
+
+
+def dp_at(text: str) -> tuple[float, dict[str, Any]]:
+    """``EPS=BATCH/LR/CLIP/STEPS``: one DP row's own setting (the best setting depends on the budget)."""
+    try:
+        eps, rest = text.split("=")
+        batch, lr, clip, steps = rest.split("/")
+        return float(eps), {
+            "batch_size": int(batch),
+            "lr": float(lr),
+            "clip": float(clip),
+            "local_steps": int(steps),
+        }
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected EPS=BATCH/LR/CLIP/STEPS, got {text!r}") from exc
 
 
 def scenario(args: argparse.Namespace, eps: float) -> dict[str, Any]:
@@ -73,7 +90,7 @@ def scenario(args: argparse.Namespace, eps: float) -> dict[str, Any]:
         "topology": {"peers": 8, "kind": "complete"},
     }
     if math.isfinite(eps):
-        data["privacy"] = {"mode": "record", "epsilon": eps, "delta": DELTA, "clip_norm": args.clip}
+        data["privacy"] = {"mode": "record", "epsilon": eps, "delta": DELTA, "clip_norm": h["clip"]}
     return data
 
 
@@ -135,12 +152,21 @@ def main() -> None:
     ap.add_argument("--dp-batch-size", type=int, default=None, help="DP rows' expected Poisson batch")
     ap.add_argument("--dp-lr", type=float, default=None, help="DP rows (default: --lr)")
     ap.add_argument("--clip", type=float, default=1.0, help="DP rows' per-example clipping norm")
+    ap.add_argument(
+        "--dp-at",
+        type=dp_at,
+        action="append",
+        default=[],
+        metavar="EPS=BATCH/LR/CLIP/STEPS",
+        help="one DP row's own setting, overriding the --dp-* values (repeatable)",
+    )
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument(
         "--eps", type=lambda s: [float(x) for x in s.split(",")], default=[1.0, 3.0, 8.0, math.inf]
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    args.dp_at = dict(args.dp_at)
     rows, records = run(args)
     if args.json:
         print(json.dumps(rows, indent=2))
