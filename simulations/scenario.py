@@ -41,7 +41,7 @@ from .scenario_attacks import _choice, _get, _known, _range
 from .secagg_sim import SecAggSpec
 
 TRANSPORTS = ("libp2p", "memory")
-DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic")
+DATASETS = ("digits", "mnist5k", "breast_cancer", "wine", "synthetic", "synthetic_hard")
 PARTITIONS = ("iid", "dirichlet", "shards")
 MODELS = ("logreg", "mlp")
 OPTIMISERS = ("sgd",)
