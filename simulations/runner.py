@@ -38,7 +38,7 @@ import p2pfl
 from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner
-from p2pfl.peer import Peer
+from p2pfl.peer import Peer, RunSync
 from p2pfl.privacy.config import PrivacyConfig
 
 from . import sybils
@@ -92,6 +92,9 @@ class PeerRunner:
     honest_round: Callable[[], int] | None = None
     #: the secure-aggregation hub of the scenario's [secagg] group (memory engine only)
     secagg: SecAggHub | None = None
+    #: how the peer runs its blocking work (None: worker threads, the peer's default; the memory engine runs
+    #: it inline, see p2pfl.sim.engine_memory)
+    run_sync: RunSync | None = None
     peer: Peer | None = None
     behaviour: Behaviour | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
@@ -152,7 +155,7 @@ class PeerRunner:
             cfg = dataclasses.replace(cfg, privacy=PrivacyConfig())
         if sc.sybil.closed and self.me.honest:
             cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
-        peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
+        peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport, run_sync=self.run_sync)
         if self.secagg is not None:
             self.secagg.bind(peer)
         if self.behaviour is not None:
@@ -253,7 +256,11 @@ class PeerRunner:
 
     def _record(self, peer: Peer, evicted_now: list[str], round_s: float = 0.0) -> None:
         params = peer.params()
-        acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
+        accuracy_on = getattr(self.learner, "accuracy_on", None)  # the accuracy alone, where the learner can
+        if accuracy_on is not None:
+            acc = accuracy_on(self._test, params)
+        else:
+            acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
         counters = self.snapshot_counters()
         reps: dict[str, float] = {}
         if peer.engine.scorer is not None:
