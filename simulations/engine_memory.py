@@ -4,10 +4,13 @@
 What makes 10,000 peers fit in one process (``benchmarks/bench_scale.py``; profiled with cProfile at 1,000
 peers, docs/benchmarks.md "Scale"):
 
-* **Blocking work runs inline.** A peer hands its training, evaluations and disk writes to a worker thread
-  so that its network keeps being served; here every peer shares one interpreter and one GIL, so the ~14
-  thread hand-offs per peer-round bought no parallelism for models this small and cost more than the work.
-  The peers' protocol is unchanged: the same calls, in the same order, on the loop's thread.
+* **Blocking work runs inline from** :data:`INLINE_FROM` **peers on.** A peer hands its training, evaluations
+  and disk writes to a worker thread so that its network keeps being served; here every peer shares one
+  interpreter and one GIL, so the ~14 thread hand-offs per peer-round bought no parallelism for models this
+  small and cost more than the work. The peers' protocol is unchanged: the same calls, in the same order, on
+  the loop's thread. Small runs keep the threads: their rounds then take a few ms longer, and scenarios that
+  time Sybils' joins and leaves against the honest peers' rounds (polled every 0.1 s) were written for that
+  pace (with inline work 3 honest peers did rounds 2-6 before a Sybil joining at round 2 finished one).
 * **One BLAS thread.** numpy's OpenBLAS splits even a 20,000 x 20 by 20 x 5 product over both cores; with
   thousands of such products from one loop (and other processes on the machine) it measured 5-13 ms per
   product against 0.7 ms on one thread.
@@ -32,6 +35,8 @@ from .scenario import Scenario
 from .secagg_sim import SecAggHub
 
 T = TypeVar("T")
+#: from this many peers on, their blocking work runs inline (module docstring)
+INLINE_FROM = 64
 
 
 async def run_inline(fn: Callable[..., T], *args: Any) -> T:
@@ -74,7 +79,7 @@ async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: lis
             listen="memory",
             honest_round=lambda: min((runners[i].rounds_done for i in honest), default=0),
             secagg=hub,
-            run_sync=run_inline,
+            run_sync=run_inline if len(plan.peers) >= INLINE_FROM else None,
         )
         for p in plan.peers
     ]

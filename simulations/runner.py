@@ -382,9 +382,14 @@ class PeerRunner:
         return False
 
     def result(self) -> dict[str, Any]:
-        """This peer's results, as frozen when it finished its rounds (or now, if it did not)."""
+        """This peer's results, as frozen when it finished its rounds (or now, if it did not). An attacker's
+        actions count over the whole run: a burst can outlast its rounds (the memory engine's peers, working
+        inline, finish 12 rounds before a 300-envelope flood is out)."""
         if self.final is not None:
-            return self.final
+            if self.behaviour is None:
+                return self.final
+            attack = {"bad_envelopes_sent": self.behaviour.envelopes_sent, "attack": self.behaviour.report()}
+            return {**self.final, **attack}
         counters = self.snapshot_counters()
         return {
             "index": self.me.index,
