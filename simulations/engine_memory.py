@@ -1,16 +1,16 @@
 """The memory engine: every peer in one trio loop over :class:`p2pfl.transport.memory.MemoryNetwork` (see
 :mod:`p2pfl.sim.runner`).
 
-What makes 10,000 peers fit in one process (``benchmarks/bench_scale.py``; profiled with cProfile at 1,000
-peers, docs/benchmarks.md "Scale"):
+For runs of thousands of peers (``benchmarks/bench_scale.py``; profiled with cProfile at 1,000 peers,
+docs/benchmarks.md "Scale"):
 
 * **Blocking work runs inline from** :data:`INLINE_FROM` **peers on.** A peer hands its training, evaluations
   and disk writes to a worker thread so that its network keeps being served; here every peer shares one
   interpreter and one GIL, so the ~14 thread hand-offs per peer-round bought no parallelism for models this
   small and cost more than the work. The peers' protocol is unchanged: the same calls, in the same order, on
-  the loop's thread. Small runs keep the threads: their rounds then take a few ms longer, and scenarios that
-  time Sybils' joins and leaves against the honest peers' rounds (polled every 0.1 s) were written for that
-  pace (with inline work 3 honest peers did rounds 2-6 before a Sybil joining at round 2 finished one).
+  the loop's thread. Runs of fewer peers keep the peer's default (worker threads): they gain little, and
+  their scenarios' timings (Sybils joining and leaving at honest rounds, slow and flooding attackers) were
+  measured with it.
 * **One BLAS thread.** numpy's OpenBLAS splits even a 20,000 x 20 by 20 x 5 product over both cores; with
   thousands of such products from one loop (and other processes on the machine) it measured 5-13 ms per
   product against 0.7 ms on one thread.
