@@ -98,27 +98,33 @@ def attack_metrics(output: Any) -> dict[str, Any]:
                     }
                 )
     per_attacker = {}
-    for aid, a in attackers.items():
-        mixed = after_first = 0
-        share_max = 0.0
-        for p in honest:
-            first = True
-            for row in p.get("trace", []):
-                if aid not in row.get("mix", {}):
+    # one pass over the honest traces for all attackers (per attacker, it was attackers x honest x rounds:
+    # 86.8 s of a 10,000-peer run's report)
+    mixed = dict.fromkeys(attackers, 0)
+    after_first = dict.fromkeys(attackers, 0)
+    share_max = dict.fromkeys(attackers, 0.0)
+    for p in honest:
+        seen_here: set[str] = set()
+        for row in p.get("trace", []):
+            for aid, share in row.get("mix", {}).items():
+                if aid not in attackers:
                     continue
-                share = row["mix"][aid]
-                share_max = max(share_max, share)
+                share_max[aid] = max(share_max[aid], share)
                 if share > 0:
-                    mixed += 1
-                    after_first += 0 if first else 1
-                first = False
-        banned_at = sorted(b["round"] for b in bans if b["banned"] == a["index"])
+                    mixed[aid] += 1
+                    after_first[aid] += 1 if aid in seen_here else 0
+                seen_here.add(aid)
+    banned_rounds: dict[Any, list[int]] = {}
+    for b in bans:
+        banned_rounds.setdefault(b["banned"], []).append(b["round"])
+    for aid, a in attackers.items():
+        banned_at = sorted(banned_rounds.get(a["index"], []))
         per_attacker[str(a["index"])] = {
             "kind": a["kind"],
             "requests_served": a.get("requests_served", 0),
-            "share_max": round(share_max, 4),
-            "mixed_records": mixed,
-            "mixed_after_first": after_first,
+            "share_max": round(share_max[aid], 4),
+            "mixed_records": mixed[aid],
+            "mixed_after_first": after_first[aid],
             "banned_by": len(banned_at),
             "banned_rounds": banned_at,
             **({"attack": a["attack"]} if "attack" in a else {}),

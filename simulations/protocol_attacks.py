@@ -334,11 +334,13 @@ class ProtocolAttack:
         began = round(time.time() - self.t0, 3)
         # kept up to date while sending: a run that ends mid-burst reports what was sent
         sent = self.flood_sent = {"rounds": [first, first], "t": [began, began], "count": 0}
+        before = self.bad_envelopes_sent
 
         def progress(count: int) -> None:
             sent["count"] = count
             sent["rounds"][1] = peer.round
             sent["t"][1] = round(time.time() - self.t0, 3)
+            self.bad_envelopes_sent = before + count  # the same figure, for a run that ends mid-burst
 
         await send_batched(t, envelopes, progress=progress)
-        self.bad_envelopes_sent += len(envelopes)
+        self.bad_envelopes_sent = before + len(envelopes)

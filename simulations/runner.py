@@ -38,7 +38,7 @@ import p2pfl
 from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner
-from p2pfl.peer import Peer
+from p2pfl.peer import Peer, RunSync
 from p2pfl.privacy.config import PrivacyConfig
 
 from . import sybils
@@ -92,6 +92,9 @@ class PeerRunner:
     honest_round: Callable[[], int] | None = None
     #: the secure-aggregation hub of the scenario's [secagg] group (memory engine only)
     secagg: SecAggHub | None = None
+    #: how the peer runs its blocking work (None: worker threads, the peer's default; the memory engine runs
+    #: it inline, see p2pfl.sim.engine_memory)
+    run_sync: RunSync | None = None
     peer: Peer | None = None
     behaviour: Behaviour | None = None
     trace: list[dict[str, Any]] = field(default_factory=list)
@@ -155,7 +158,7 @@ class PeerRunner:
         if self.secagg is None and sc.secagg.enabled:  # libp2p engine: the peer joins over /p2pfl/secagg/1
             group = member_config(sc.secagg, self.plan.peer_ids, self.me.index)
             cfg = cfg if group is None else dataclasses.replace(cfg, secagg=group)
-        peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport)
+        peer = Peer(cfg, self.learner, self.me.identity, transport=self.transport, run_sync=self.run_sync)
         if self.secagg is not None:
             self.secagg.bind(peer)
         elif sc.secagg.enabled:
@@ -260,7 +263,11 @@ class PeerRunner:
 
     def _record(self, peer: Peer, evicted_now: list[str], round_s: float = 0.0) -> None:
         params = peer.params()
-        acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
+        accuracy_on = getattr(self.learner, "accuracy_on", None)  # the accuracy alone, where the learner can
+        if accuracy_on is not None:
+            acc = accuracy_on(self._test, params)
+        else:
+            acc = self.learner.evaluate_on(self._test, params).accuracy  # type: ignore[attr-defined]
         counters = self.snapshot_counters()
         reps: dict[str, float] = {}
         if peer.engine.scorer is not None:
@@ -378,13 +385,18 @@ class PeerRunner:
                 return False
             if clock() >= rounds:
                 return True
-            await trio.sleep(0.1)
+            await trio.sleep(0.02)  # a small model's round takes a few ms: join at the round, not later
         return False
 
     def result(self) -> dict[str, Any]:
-        """This peer's results, as frozen when it finished its rounds (or now, if it did not)."""
+        """This peer's results, as frozen when it finished its rounds (or now, if it did not). An attacker's
+        actions count over the whole run: a burst can outlast its rounds (the memory engine's peers, working
+        inline, finish 12 rounds before a 300-envelope flood is out)."""
         if self.final is not None:
-            return self.final
+            if self.behaviour is None:
+                return self.final
+            attack = {"bad_envelopes_sent": self.behaviour.envelopes_sent, "attack": self.behaviour.report()}
+            return {**self.final, **attack}
         counters = self.snapshot_counters()
         return {
             "index": self.me.index,
@@ -404,7 +416,7 @@ class PeerRunner:
         }
 
 
-# ---------------------------------------------------------------------------------- memory engine
+# ----------------------------------------------------------------------------------------- output
 
 
 @dataclass
@@ -421,81 +433,10 @@ class RunOutput:
 async def run_memory(
     scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
 ) -> RunOutput:
-    """``splits``: each peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
-    from p2pfl.transport.memory import MemoryNetwork
+    """Every peer in one trio loop (:func:`p2pfl.sim.engine_memory.run_memory`; kept here for callers)."""
+    from .engine_memory import run_memory as run
 
-    plan = make_plan(scenario)
-    splits = load_splits(scenario) if splits is None else splits
-    net = MemoryNetwork(flood=scenario.run.relay)
-    nid = scenario.run.network_id
-    hub = SecAggHub(scenario.secagg, plan.peer_ids, nid) if scenario.secagg.enabled else None
-    t0 = time.time()
-    honest = plan.honest
-    sample = set(honest[:VECTOR_SAMPLE])
-    runners = [
-        PeerRunner(
-            plan=plan,
-            me=p,
-            split=splits[p.index],
-            transport=lambda ident: net.open(network_id=nid, seed=ident.seed),
-            addr_of=lambda j: f"memory/{plan.peer_ids[j]}",
-            state_dir=(out / "peers" / str(p.index)) if scenario.churn.enabled else None,
-            t0=t0,
-            keep_vectors=p.index in sample,
-            listen="memory",
-            honest_round=lambda: min((runners[i].rounds_done for i in honest), default=0),
-            secagg=hub,
-        )
-        for p in plan.peers
-    ]
-    go = trio.Event()
-    done_event = trio.Event()
-    finished: set[int] = set()
-
-    def on_finished(r: PeerRunner) -> None:
-        if r.me.honest:
-            finished.add(r.me.index)
-            if len(finished) == len(honest):
-                done_event.set()
-
-    progress = Progress(len(honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
-    timed_out = False
-    async with trio.open_nursery() as nursery:
-        for r in runners:
-            await nursery.start(r.run, go.wait, done_event.is_set, on_finished)
-        # wire the topology once everybody is online (each edge dialled once, by its lower end)
-        for r in runners:
-            if r.me.join_round > 0:
-                continue  # a late Sybil dials its neighbours when it joins
-            assert r.peer is not None
-            for j in r.me.neighbours:
-                if j > r.me.index and plan.peers[j].join_round == 0:
-                    await r.peer.connect(f"memory/{plan.peer_ids[j]}")
-        go.set()
-        with trio.move_on_after(scenario.run.time_limit_s) as limit:
-            while not done_event.is_set():
-                progress.update(sum(min(r.rounds_done, scenario.run.rounds) for r in runners if r.me.honest))
-                with trio.move_on_after(0.5):
-                    await done_event.wait()
-        progress.update(sum(min(r.rounds_done, scenario.run.rounds) for r in runners if r.me.honest))
-        if hub is not None:
-            hub.close()  # members waiting for fellows that already stopped leave their group round
-        if limit.cancelled_caught:
-            timed_out = True
-            done_event.set()
-            with trio.move_on_after(30):
-                while any(r.peer is not None for r in runners):
-                    await trio.sleep(0.1)
-            nursery.cancel_scope.cancel()
-    progress.close()
-    wall = time.time() - t0
-    results = []
-    for r in runners:
-        res = r.result()
-        res["final_accuracy"] = r.trace[-1]["acc"] if r.trace else None
-        results.append(res)
-    vectors = {r.me.index: np.stack(r.vectors) for r in runners if r.vectors}
-    return RunOutput(plan, results, vectors, wall, timed_out, hub.summary() if hub is not None else None)
+    return await run(scenario, out, quiet=quiet, splits=splits)
 
 
 # --------------------------------------------------------------------------------------------- API

@@ -1,0 +1,133 @@
+"""The memory engine's scale paths (simulations/engine_memory.py, benchmarks/bench_scale.py): blocking work
+inline on one BLAS thread, the per-round test accuracy, and the parallel static dials a libp2p worker makes
+before it listens."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
+
+from p2pfl.identity import Identity
+from p2pfl.learner import Dataset, NumpySoftmaxLearner
+from p2pfl.peer import Peer, PeerConfig
+from p2pfl.sim.engine_memory import run_memory
+from p2pfl.sim.scenario import parse_scenario
+from p2pfl.transport.memory import MemoryNetwork
+
+
+def _tiny_scenario() -> Any:
+    return parse_scenario(
+        {
+            "run": {"seed": 0, "rounds": 2, "transport": "memory", "time_limit_s": 120},
+            "data": {"dataset": "synthetic", "partition": "iid", "synthetic_samples": 6400},
+            "model": {"kind": "logreg", "local_steps": 2, "batch_size": 8},
+            "topology": {"peers": 64, "kind": "random-regular", "degree": 4},
+        },
+        name="engine-memory",
+    )
+
+
+def test_memory_engine_runs_the_peers_work_inline_on_one_blas_thread(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Every training call runs on the loop's thread (no worker-thread hand-offs) with numpy's BLAS held to
+    one thread, and the run still completes every round."""
+    seen: list[tuple[bool, list[int]]] = []
+    train = NumpySoftmaxLearner.train
+
+    def spy(self: NumpySoftmaxLearner, steps: int) -> Any:
+        blas = [int(lib["num_threads"]) for lib in threadpool_info() if lib.get("user_api") == "blas"]
+        seen.append((threading.current_thread() is threading.main_thread(), blas))
+        return train(self, steps)
+
+    monkeypatch.setattr(NumpySoftmaxLearner, "train", spy)
+    out = trio.run(lambda: run_memory(_tiny_scenario(), tmp_path, quiet=True))
+    assert not out.timed_out
+    assert all(p["rounds"] >= 2 for p in out.peers)
+    assert len(seen) >= 128
+    assert all(on_main for on_main, _ in seen)
+    assert all(all(n == 1 for n in blas) for _, blas in seen)
+
+
+finite = st.floats(-50, 50, allow_nan=False, width=32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hidden=st.sampled_from([0, 4]),
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([1.0, 1e3, float("inf")]),
+)
+def test_accuracy_on_equals_evaluate_on(hidden: int, seed: int, scale: float) -> None:
+    """The trace's accuracy alone is exactly ``evaluate_on``'s, also for a model that overflows."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    learner = NumpySoftmaxLearner(Dataset(x, y), Dataset(x, y), 3, hidden=hidden, seed=seed)
+    learner.train(3)
+    params = {k: (v * np.float32(scale) if scale != 1.0 else v) for k, v in learner.get_params().items()}
+    test = Dataset(rng.standard_normal((100, 6)).astype(np.float32), rng.integers(0, 3, 100))
+    with np.errstate(all="ignore"):
+        assert learner.accuracy_on(test, params) == learner.evaluate_on(test, params).accuracy
+        assert learner.accuracy_on(test) == learner.evaluate_on(test).accuracy
+    assert learner.accuracy_on(Dataset(x[:0], y[:0])) is None
+
+
+class _SlowDials:
+    """A memory transport whose dials take 1 s (mock time) and count how many are in flight at once."""
+
+    def __init__(self, inner: Any, state: dict[str, int]) -> None:
+        self._inner = inner
+        self._state = state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def connect(self, addr: str) -> str:
+        self._state["now"] += 1
+        self._state["max"] = max(self._state["max"], self._state["now"])
+        try:
+            await trio.sleep(1.0)
+            raise_unreachable(addr)
+            return ""
+        finally:
+            self._state["now"] -= 1
+
+
+def raise_unreachable(addr: str) -> None:
+    from p2pfl.errors import TransportError
+
+    raise TransportError(f"dial {addr} failed: not up yet")
+
+
+async def test_static_peers_are_dialled_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer entering with 6 static peers that are not up yet dials them concurrently: a simulation worker
+    listens (and says it is online) only after these dials, which took one retry budget each in turn."""
+    state = {"now": 0, "max": 0}
+    net = MemoryNetwork()
+
+    @asynccontextmanager
+    async def factory(ident: Identity) -> AsyncIterator[Any]:
+        async with net.open(network_id="n", seed=ident.seed) as t:
+            yield _SlowDials(t, state)
+
+    static = tuple(
+        f"/ip4/127.0.0.1/tcp/{4000 + i}/p2p/{Identity(bytes([i + 9]) * 32).peer_id}" for i in range(6)
+    )
+    config = PeerConfig(network_id="n", status_interval_s=0, static_peers=static)
+    data = Dataset(np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
+    peer = Peer(config, NumpySoftmaxLearner(data, data, 2), Identity(bytes([1]) * 32), transport=factory)
+    with trio.fail_after(30):
+        async with peer:
+            pass
+    assert state["max"] == 6
