@@ -90,7 +90,13 @@ def scenario(args: argparse.Namespace, eps: float) -> dict[str, Any]:
         "topology": {"peers": 8, "kind": "complete"},
     }
     if math.isfinite(eps):
-        data["privacy"] = {"mode": "record", "epsilon": eps, "delta": DELTA, "clip_norm": h["clip"]}
+        data["privacy"] = {
+            "mode": "record",
+            "epsilon": eps,
+            "delta": DELTA,
+            "clip_norm": h["clip"],
+            "accountant": args.accountant,
+        }
     return data
 
 
@@ -100,7 +106,7 @@ def noise_multiplier(args: argparse.Namespace, eps: float, records: int) -> floa
         return None
     h = hyper(args, eps)
     q = min(1.0, h["batch_size"] / records)
-    return calibrated(Mechanism("record", 1.0, q, h["local_steps"]), eps, DELTA, args.rounds, "rdp")
+    return calibrated(Mechanism("record", 1.0, q, h["local_steps"]), eps, DELTA, args.rounds, args.accountant)
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
@@ -141,6 +147,9 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=3000, help="generated dataset size (all peers together)")
     ap.add_argument("--partition", default="iid")
     ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument(
+        "--accountant", choices=("rdp", "pld"), default="rdp", help="dp-accounting accountant the peers use"
+    )
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--local-steps", type=int, default=10)
