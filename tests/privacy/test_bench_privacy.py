@@ -35,6 +35,7 @@ def _args(**over: object) -> argparse.Namespace:
         "clip": 0.5,
         "dp_at": {},
         "seed": 3,
+        "accountant": "rdp",
     }
     return argparse.Namespace(**(base | over))
 
@@ -68,3 +69,12 @@ def test_a_row_of_its_own_overrides_the_dp_setting() -> None:
     assert three.privacy.config().clip_norm == 0.5
     with pytest.raises(argparse.ArgumentTypeError, match="EPS=BATCH/LR/CLIP/STEPS"):
         bench_privacy.dp_at("8=16/0.1")
+
+
+def test_the_chosen_accountant_reaches_the_peers_and_calibrates_their_noise() -> None:
+    rdp, pld = _args(), _args(accountant="pld")
+    assert parse_scenario(bench_privacy.scenario(pld, 3.0)).privacy.config().accountant == "pld"
+    assert parse_scenario(bench_privacy.scenario(rdp, 3.0)).privacy.config().accountant == "rdp"
+    sigma_rdp = bench_privacy.noise_multiplier(rdp, 3.0, 1000)
+    sigma_pld = bench_privacy.noise_multiplier(pld, 3.0, 1000)
+    assert sigma_rdp is not None and sigma_pld is not None and sigma_pld < sigma_rdp
