@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -123,6 +125,55 @@ def arch_digest(tensors: Tensors) -> bytes:
     return digest(_pack(spec))
 
 
+#: payloads of at most this many bytes have their decoded tensors remembered (:func:`decode_tensors`)
+MEMO_PAYLOAD_MAX: Final = 64 * 1024
+#: the memo holds at most this many bytes of payloads (keys) and tensors (values)
+MEMO_BYTES: Final = 32 * 1024 * 1024
+
+_Decoded = tuple[tuple[str, npt.NDArray[Any]], ...]
+
+
+class _PayloadMemo:
+    """A thread-safe LRU of decoded payloads bounded by the bytes it holds (keys and tensors)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._items: OrderedDict[tuple[bytes, Limits], _Decoded] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple[bytes, Limits]) -> _Decoded | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[bytes, Limits], value: _Decoded) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self.nbytes += self._cost(key, value)
+            while self.nbytes > self.max_bytes and self._items:
+                self.nbytes -= self._cost(*self._items.popitem(last=False))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nbytes = 0
+
+    @staticmethod
+    def _cost(key: tuple[bytes, Limits], value: _Decoded) -> int:
+        return len(key[0]) + sum(a.nbytes for _, a in value)
+
+
+_memo = _PayloadMemo(MEMO_BYTES)
+
+
 def decode_tensors(
     payload: bytes | memoryview, *, limits: Limits = DEFAULT_LIMITS
 ) -> dict[str, npt.NDArray[Any]]:
@@ -131,8 +182,25 @@ def decode_tensors(
     Checks, the first failure wins: payload size; msgpack framing; each entry in order (form, name, dtype,
     shape, element count, byte count); names unique and sorted; the canonical encoding of the whole payload;
     finite float values. No array exists before every entry's shape and size have passed.
+
+    The result is a function of the bytes (and ``limits``) alone and its arrays are read-only (numpy refuses
+    to make them writable), so the tensors of accepted payloads up to :data:`MEMO_PAYLOAD_MAX` bytes are
+    remembered in a process-wide LRU of at most :data:`MEMO_BYTES`, keyed on the exact bytes: every receiver
+    of one gossiped delta decodes the same payload (6+ peers of one memory-engine process; a real peer's
+    duplicates). Each call returns a new dict. Refused payloads are not remembered.
     """
     view = memoryview(payload).cast("B")
+    if view.nbytes > MEMO_PAYLOAD_MAX:
+        return _decode_tensors(view, limits)
+    key = (view.tobytes(), limits)
+    hit = _memo.get(key)
+    if hit is None:
+        hit = tuple(_decode_tensors(view, limits).items())
+        _memo.put(key, hit)
+    return dict(hit)
+
+
+def _decode_tensors(view: memoryview, limits: Limits) -> dict[str, npt.NDArray[Any]]:
     if view.nbytes > limits.max_envelope:
         raise OversizeError(f"payload of {view.nbytes} bytes exceeds the limit of {limits.max_envelope}")
     entries = _unpack(
