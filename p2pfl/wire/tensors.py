@@ -15,7 +15,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -50,6 +50,7 @@ DTYPES: Final[Mapping[str, np.dtype[Any]]] = {
     "int32": np.dtype("<i4"),
     "int64": np.dtype("<i8"),
 }
+_F32_LE: Final = np.dtype("<f4")
 _FLOAT_DTYPES: Final = frozenset({"float16", "float32", "float64"})
 _DTYPE_BYTES: Final = {name: msgpack.packb(name) for name in DTYPES}
 
@@ -106,6 +107,52 @@ def model_digest(tensors: Tensors) -> bytes:
     for part in _payload_parts(tensors):
         h.update(part)
     return h.digest()
+
+
+class FlatDigest:
+    """:func:`model_digest` of float32 tensors stored back to back in one vector, in the payload's order
+    (names sorted by their UTF-8 bytes), with each entry's framing built once: a replica's digest is checked
+    after every applied delta, and re-packing names, dtypes and shapes cost ~90 % of it for small models.
+    The bytes hashed are exactly :func:`encode_tensors`'s."""
+
+    def __init__(self, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> None:
+        self.size = sum(math.prod(s) for s in shapes)
+        canonical = sorted(names, key=lambda n: n.encode("utf-8"))
+        parts = _payload_parts({n: np.zeros(s, np.float32) for n, s in zip(names, shapes, strict=True)})
+        framing = [bytes(p) for p in parts[1::2]]  # [array header, (entry header, data) ...]
+        self._array_only: bytes | None = None
+        if framing:
+            framing[0] = bytes(parts[0]) + framing[0]
+        else:
+            self._array_only = bytes(parts[0])
+        self._entries: list[tuple[bytes, int, int]] = []
+        start = 0
+        for head, shape in zip(framing, shapes, strict=True):
+            end = start + 4 * math.prod(shape)
+            self._entries.append((head, start, end))
+            start = end
+        self._usable = list(names) == canonical
+
+    def __call__(self, vec: npt.NDArray[Any]) -> bytes | None:
+        """The digest of the tensors ``vec`` holds, or None when ``vec`` is not a finite, contiguous
+        little-endian float32 vector of this size (the caller's general path then decides, and raises)."""
+        if (
+            not self._usable
+            or vec.dtype != _F32_LE
+            or vec.ndim != 1
+            or vec.size != self.size
+            or not vec.flags.c_contiguous
+            or not bool(np.isfinite(vec).all())
+        ):
+            return None
+        h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        if self._array_only is not None:
+            h.update(self._array_only)
+        data = vec.view(np.uint8).data
+        for head, start, end in self._entries:
+            h.update(head)
+            h.update(data[start:end])
+        return h.digest()
 
 
 def payload_parts(tensors: Tensors) -> tuple[list[bytes | memoryview], bytes, int]:
