@@ -7,8 +7,8 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike
 
-from p2pfl.aggregation._distances import _sq_dists_to
-from p2pfl.aggregation._inputs import F32, _as_stack, _as_weights, _check_int, _drop_zero_rows
+from p2pfl.aggregation._distances import _LA_BLOCK, _sq_dists_to
+from p2pfl.aggregation._inputs import F32, F64, _as_stack, _as_weights, _check_int, _drop_zero_rows
 from p2pfl.errors import AggregationError
 
 
@@ -40,12 +40,30 @@ def geometric_median(
     z = np.asarray((wv / wv.sum()).astype(np.float32) @ x, dtype=np.float32)
     if k == 1:
         return z
+    one_block = x.shape[1] <= _LA_BLOCK
     for _ in range(max_iter):
-        dist = np.sqrt(_sq_dists_to(x, z))
+        dist = np.sqrt(_sq_dists_one_block(x, z) if one_block else _sq_dists_to(x, z))
         b = wv / np.maximum(dist, eps)
         z_new = np.asarray((b / b.sum()).astype(np.float32) @ x, dtype=np.float32)
-        step = float(np.linalg.norm((z_new - z).astype(np.float64)))
+        step = _norm64(z_new - z)
         z = z_new
-        if step <= tol * max(1.0, float(np.linalg.norm(z.astype(np.float64)))):
+        if step <= tol * max(1.0, _norm64(z)):
             break
     return z
+
+
+# The iteration runs ~35 times per aggregation on models of a few hundred parameters, where numpy's per-call
+# overhead is the cost: these two do what ``_sq_dists_to`` (one block) and ``np.linalg.norm`` (a 1-D float64
+# vector: ``sqrt(v.dot(v))``) do, with the same floating-point operations in the same order (bit-identical
+# results), in fewer calls.
+
+
+def _sq_dists_one_block(x: F32, z: F32) -> F64:
+    diff = x - z
+    out: F64 = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
+    return out
+
+
+def _norm64(v: F32) -> float:
+    v64 = v.astype(np.float64)
+    return math.sqrt(float(v64.dot(v64)))

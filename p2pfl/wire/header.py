@@ -7,6 +7,7 @@ own rules (the constructors), then that the bytes are the canonical encoding of 
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -212,8 +213,23 @@ def _check_str_keys(mapping: dict[Any, Any], what: str) -> None:
             raise WrongTypeError(f"{what} keys must be msgpack str, got {type(key).__name__} {key!r:.40}")
 
 
-def decode_header(header_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> Header:
-    """Parse and validate header bytes; they must be the canonical encoding of what they contain."""
+#: decoded headers remembered process-wide (:func:`decode_header`); a header is at most ~0.5 kB
+DECODED_MEMO_SIZE = 16384
+
+
+def decode_header(header_bytes: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Header:
+    """Parse and validate header bytes; they must be the canonical encoding of what they contain.
+
+    The result is a function of the bytes (and ``limits``) alone and immutable (frozen dataclasses of str,
+    int, float and bytes), so the headers of accepted bytes are remembered in a bounded process-wide LRU keyed
+    on the exact bytes: every receiver of one gossiped envelope decodes the same header (6+ peers of one
+    memory-engine process; a real peer's duplicates). Refused bytes are not remembered (they raise inside
+    the memo) and are checked again every time.
+    """
+    return _decode_header_memo(bytes(header_bytes), limits)
+
+
+def _decode_header(header_bytes: bytes, limits: Limits) -> Header:
     raw = _unpack(header_bytes, "header", max_str_len=256, max_bin_len=64, max_array_len=16, max_map_len=16)
     if not isinstance(raw, dict):
         raise WrongTypeError("header must be a msgpack map")
@@ -287,3 +303,6 @@ def _decode_dp(raw: Any) -> DPClaim:
         noise_multiplier=raw["sigma"],
         clip_norm=raw["clip"],
     )
+
+
+_decode_header_memo = functools.lru_cache(maxsize=DECODED_MEMO_SIZE)(_decode_header)
