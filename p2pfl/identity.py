@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import secrets
 import stat
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,32 +104,72 @@ def _key_of_peer_id(peer_id: str) -> bytes:
     return key
 
 
-#: successful verifications remembered process-wide (:func:`verify`); ~0.5 kB each
+#: successful verifications remembered process-wide (:func:`verify`)
 VERIFIED_MEMO_SIZE = 16384
+
+
+class _VerifiedMemo:
+    """A bounded LRU of the 32-byte BLAKE2b digests of verified (key, signature, message) triples. Digests,
+    not the bytes (as ``functools.lru_cache`` would keep): a full memo holds ~3 MB whatever the messages' size
+    (keeping the bytes tripled a full registry's memory). ``cache_info``/``cache_clear`` as lru_cache's."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._keys: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def seen(self, key: bytes) -> bool:
+        with self._lock:
+            if key in self._keys:
+                self._keys.move_to_end(key)
+                self.hits += 1
+                return True
+            self.misses += 1
+            return False
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._keys[key] = None
+            while len(self._keys) > self.maxsize:
+                self._keys.popitem(last=False)
+
+    def cache_info(self) -> functools._CacheInfo:
+        with self._lock:
+            return functools._CacheInfo(self.hits, self.misses, self.maxsize, len(self._keys))
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._keys.clear()
+            self.hits = self.misses = 0
+
+
+_verified = _VerifiedMemo(VERIFIED_MEMO_SIZE)
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """Check an Ed25519 signature; never raises for malformed inputs, returns False instead.
 
-    A signature that verified is remembered, keyed on the exact (key, message, signature) bytes, in a
-    bounded process-wide LRU: verification is deterministic, so a hit is the answer a fresh check would give.
-    Every receiver of a gossiped version verifies the same envelope (6+ peers of one memory-engine process;
-    a real peer's duplicates and relayed copies); a hit costs a dict lookup instead of ~50 us of Ed25519.
-    Failures are not remembered (they raise inside the memo), so forged signatures are checked every time
+    A signature that verified is remembered by the digest of the exact (key, signature, message) bytes (key
+    and signature have fixed sizes, so the concatenation is unambiguous) in a bounded process-wide LRU:
+    verification is deterministic, so a hit is the answer a fresh check would give. Every receiver of a
+    gossiped version verifies the same envelope (6+ peers of one memory-engine process; a real peer's
+    duplicates and relayed copies). Failures are not remembered, so forged signatures are checked every time
     and cannot evict verified entries.
     """
     if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
         return False
+    h = hashlib.blake2b(bytes(public_key), digest_size=32)
+    h.update(bytes(signature))
+    h.update(message)
+    key = h.digest()
+    if _verified.seen(key):
+        return True
     try:
-        return _verified(bytes(public_key), bytes(message), bytes(signature))
+        nacl.signing.VerifyKey(bytes(public_key)).verify(bytes(message), bytes(signature))
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError):
         return False
-
-
-@functools.lru_cache(maxsize=VERIFIED_MEMO_SIZE)
-def _verified(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """True, or raises: ``lru_cache`` (thread-safe) keeps only results, so only successes are memoised."""
-    nacl.signing.VerifyKey(public_key).verify(message, signature)
+    _verified.add(key)
     return True
 
 
