@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,20 +17,24 @@ from tests.network.test_cli_peers import full_mesh, learner_sections, test_accur
 pytestmark = pytest.mark.slow
 
 
+def _group(cluster: Cluster, *, advertise_timeout_s: float, phase_timeout_s: float) -> dict[str, Any]:
+    """The ``[secagg]`` section of a group of every peer of ``cluster``, threshold 3."""
+    return {
+        "enabled": True,
+        "members": [s.identity.peer_id for s in cluster.specs],
+        "threshold": 3,
+        "advertise_timeout_s": advertise_timeout_s,
+        "phase_timeout_s": phase_timeout_s,
+    }
+
+
 def test_five_members_average_securely_and_survive_a_dropout(tmp_path: Path) -> None:
     """Five members, threshold 3, full mesh: every group round completes (no failure), the members end on
     the same model (the group mean, which is all any of them publishes) and learn; one member stopped
     mid-run does not stop the four others from completing their rounds."""
     n, rounds, drop_at = 5, 8, 3
     cluster = Cluster(tmp_path, n)
-    members = [s.identity.peer_id for s in cluster.specs]
-    secagg = {
-        "enabled": True,
-        "members": members,
-        "threshold": 3,
-        "advertise_timeout_s": 20.0,
-        "phase_timeout_s": 8.0,
-    }
+    secagg = _group(cluster, advertise_timeout_s=20.0, phase_timeout_s=8.0)
     try:
         for i in range(n):
             sections = learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds)
@@ -69,14 +74,7 @@ def test_a_member_started_late_joins_the_groups_rounds(tmp_path: Path) -> None:
     it, then go on without it)."""
     n, late = 5, 4
     cluster = Cluster(tmp_path, n)
-    members = [s.identity.peer_id for s in cluster.specs]
-    secagg = {
-        "enabled": True,
-        "members": members,
-        "threshold": 3,
-        "advertise_timeout_s": 10.0,
-        "phase_timeout_s": 6.0,
-    }
+    secagg = _group(cluster, advertise_timeout_s=10.0, phase_timeout_s=6.0)
     try:
         for i in range(n):
             rounds = 4 if i == late else 14
