@@ -28,6 +28,7 @@ import trio
 from threadpoolctl import threadpool_limits
 
 from .data import Split
+from .evidence_sim import EvidenceHub
 from .plan import load_splits, make_plan
 from .progress import Progress
 from .runner import VECTOR_SAMPLE, PeerRunner, RunOutput
@@ -63,6 +64,16 @@ async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: lis
     net = MemoryNetwork(flood=scenario.run.relay)
     nid = scenario.run.network_id
     hub = SecAggHub(scenario.secagg, plan.peer_ids, nid) if scenario.secagg.enabled else None
+    evidence = (
+        EvidenceHub(
+            scenario.evidence,
+            plan.peer_ids,
+            [set(p.neighbours) for p in plan.peers],
+            {p.index for p in plan.peers if p.honest},
+        )
+        if scenario.evidence.enabled
+        else None
+    )
     t0 = time.time()
     honest = plan.honest
     sample = set(honest[:VECTOR_SAMPLE])
@@ -79,6 +90,7 @@ async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: lis
             listen="memory",
             honest_round=lambda: min((runners[i].rounds_done for i in honest), default=0),
             secagg=hub,
+            evidence=evidence,
             run_sync=run_inline if len(plan.peers) >= INLINE_FROM else None,
         )
         for p in plan.peers

@@ -44,6 +44,7 @@ from p2pfl.privacy.config import PrivacyConfig
 from . import sybils
 from .attacks import Behaviour, make_behaviour
 from .data import Split
+from .evidence_sim import EvidenceHub
 from .observe import RoundObserver
 from .plan import (  # noqa: F401 - re-exported: the plan lived here
     PeerPlan,
@@ -92,6 +93,8 @@ class PeerRunner:
     honest_round: Callable[[], int] | None = None
     #: the secure-aggregation hub of the scenario's [secagg] group (memory engine only)
     secagg: SecAggHub | None = None
+    #: issue 16: the [evidence] hub (memory engine only; p2pfl.sim.evidence_sim)
+    evidence: EvidenceHub | None = None
     #: how the peer runs its blocking work (None: worker threads, the peer's default; the memory engine runs
     #: it inline, see p2pfl.sim.engine_memory)
     run_sync: RunSync | None = None
@@ -168,6 +171,8 @@ class PeerRunner:
         if self.behaviour is not None:
             self.behaviour.bind(peer)
         self.observe.bind(peer)
+        if self.evidence is not None:
+            self.evidence.bind(peer, self.me.index, self.learner)
         return peer
 
     def _dials(self, j: int) -> bool:

@@ -25,6 +25,8 @@ from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.rollout import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
+from .evidence_sim import EvidenceSpec
+
 # re-exported: their home is simulations/scenario_attacks.py
 from .scenario_attacks import ATTACKS as ATTACKS  # noqa: PLC0414
 from .scenario_attacks import FLOOD_SENDERS as FLOOD_SENDERS  # noqa: PLC0414
@@ -59,6 +61,7 @@ SECTIONS = (
     "rollout",
     "secagg",
     "privacy",
+    "evidence",
 )
 
 
@@ -409,6 +412,7 @@ class Scenario:
     rollout: RolloutSpec = field(default_factory=RolloutSpec)
     secagg: SecAggSpec = field(default_factory=SecAggSpec)
     privacy: PrivacySpec = field(default_factory=PrivacySpec)
+    evidence: EvidenceSpec = field(default_factory=EvidenceSpec)
     name: str = "scenario"
 
     def peer_overrides(self) -> dict[str, Any]:
@@ -454,6 +458,7 @@ class Scenario:
             "rollout": {k: v for k, v in dataclasses.asdict(self.rollout.config()).items() if v is not None},
             "secagg": self.secagg.to_dict(),
             "privacy": {k: v for k, v in dataclasses.asdict(self.privacy.config()).items() if v is not None},
+            "evidence": self.evidence.to_dict(),
         }
 
     def replace(self, **sections: Mapping[str, Any]) -> Scenario:
@@ -487,6 +492,7 @@ def parse_scenario(data: Mapping[str, Any], *, name: str = "scenario") -> Scenar
         privacy=PrivacySpec.parse(
             data.get("privacy", {}), _get(data.get("run", {}), "run", "rounds", int, 20)
         ),
+        evidence=EvidenceSpec.parse(data.get("evidence", {})),
         name=name,
     )
     n_bad = scenario.attack.count(topology.peers)

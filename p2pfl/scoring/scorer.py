@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -112,6 +112,9 @@ class ContributionScorer:
         self.persistence = (
             PersistentDistance(self.config.persistence()) if self.config.persistent_distance else None
         )
+        #: issue 16, evidence from other observers (p2pfl/scoring/evidence.py): peer -> a factor in [0, 1]
+        #: on its weight; bounded by the caller, never touches scores, reputation or eviction
+        self.weight_hint: Callable[[str], float] | None = None
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -183,7 +186,8 @@ class ContributionScorer:
                 out.append(0.0)
                 continue
             base = 1.0 if self.config.weighting == "binary" else state.reputation
-            out.append(base * self.influence_cap(p) * self._persistence_weight(p))
+            hint = 1.0 if self.weight_hint is None else self.weight_hint(p)
+            out.append(base * self.influence_cap(p) * self._persistence_weight(p) * hint)
         return np.asarray(out, dtype=np.float64)
 
     def doubted(self, record: ScoreRecord) -> bool:
