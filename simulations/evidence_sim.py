@@ -30,6 +30,7 @@ from p2pfl.scoring.evidence import (
     EvidenceBook,
     EvidenceConfig,
     Observation,
+    Streaks,
     assess,
     class_losses,
     ratios,
@@ -43,16 +44,25 @@ class EvidenceSpec:
     enabled: bool = False
     hops: int = 6
     accuse: bool = False
+    #: measurement only: the hint is perfect (every attacker at the bound, no honest peer), an upper bound on
+    #: what any evidence could buy at this ``max_penalty``
+    oracle: bool = False
     params: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> EvidenceSpec:
         known = {f.name for f in dataclasses.fields(EvidenceConfig)} - {"enabled"}
         for k in t:
-            if k not in known | {"enabled", "hops", "accuse"}:
+            if k not in known | {"enabled", "hops", "accuse", "oracle"}:
                 raise ScenarioError("evidence", k, "unknown key")
         params = tuple((k, t[k]) for k in sorted(known) if k in t)
-        spec = cls(bool(t.get("enabled", False)), int(t.get("hops", 6)), bool(t.get("accuse", False)), params)
+        spec = cls(
+            bool(t.get("enabled", False)),
+            int(t.get("hops", 6)),
+            bool(t.get("accuse", False)),
+            bool(t.get("oracle", False)),
+            params,
+        )
         try:
             spec.config()
         except Exception as exc:
@@ -63,7 +73,8 @@ class EvidenceSpec:
         return EvidenceConfig(enabled=self.enabled, **dict(self.params))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "hops": self.hops, "accuse": self.accuse, **dict(self.params)}
+        out = {"enabled": self.enabled, "hops": self.hops, "accuse": self.accuse, "oracle": self.oracle}
+        return {**out, **dict(self.params)}
 
 
 class EvidenceHub:
@@ -102,6 +113,7 @@ class EvidenceHub:
         if scorer is None:
             return
         book = self.books.setdefault(index, EvidenceBook(self.ids[index], self.config))
+        streaks = Streaks(self.config)
         self.rounds.setdefault(index, 0)
         x, y = learner.validation_data()
         self.n_classes = max(self.n_classes, int(learner.predict_proba(x[:1]).shape[1]))
@@ -121,6 +133,10 @@ class EvidenceHub:
                 return 0.0
             return float(scorer.reputation(p))
 
+        if self.spec.oracle:
+            floor = 1.0 - self.config.max_penalty
+            scorer.weight_hint = lambda p: floor if p in self.attackers else 1.0
+            return
         scorer.weight_hint = lambda p: book.factor(
             p, self.rounds[index], trust, self.checked.get(index, {}).get(p)
         )
@@ -137,7 +153,8 @@ class EvidenceHub:
                     proba = learner.predict_proba(x, engine.layout.unflatten(r.vec.copy()))
                     models[r.peer] = (r.seq, r.digest, class_losses(proba, y))
                 self.checked[index] = ratios(own, {p: v[2] for p, v in models.items()}, self.config)
-                for obs in assess(self.ids[index], self.rounds[index], own, models, self.config):
+                found = assess(self.ids[index], self.rounds[index], own, models, self.config)
+                for obs in streaks.filter({p: v[0] for p, v in models.items()}, found):
                     self.publish(index, obs)
             return finish(trained, *args, **kwargs)
 

@@ -40,6 +40,7 @@ __all__ = [
     "EvidenceBook",
     "EvidenceConfig",
     "Observation",
+    "Streaks",
     "assess",
     "class_losses",
     "severity",
@@ -68,6 +69,10 @@ class EvidenceConfig:
     max_subjects: int = 64
     #: the trust in an observer heard only through a relay (its own trust is capped at this and the relay's)
     relayed_trust: float = 0.5
+    #: the observer publishes on a subject only after this many consecutive assessed versions above
+    #: ``ratio_ok`` (:class:`Streaks`): a non-IID honest model is confidently wrong on a class now and then,
+    #: a label-flipper on every version
+    persist_versions: int = 1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio_ok < self.ratio_bad:
@@ -76,7 +81,7 @@ class EvidenceConfig:
             raise ConfigError("evidence", "max_penalty", "must be in [0, 1]")
         if not 0.0 <= self.relayed_trust <= 1.0:
             raise ConfigError("evidence", "relayed_trust", "must be in [0, 1]")
-        if self.ttl_rounds < 1 or self.max_subjects < 1 or self.min_samples < 1:
+        if self.ttl_rounds < 1 or self.max_subjects < 1 or self.min_samples < 1 or self.persist_versions < 1:
             raise ConfigError("evidence", "ttl_rounds", "ttl_rounds, max_subjects, min_samples must be >= 1")
         if not (self.loss_floor > 0 and math.isfinite(self.loss_floor)):
             raise ConfigError("evidence", "loss_floor", "must be a positive finite number")
@@ -160,6 +165,30 @@ def assess(
             classes = tuple((c, r if math.isfinite(r) else 1e9) for c, r in bad[:MAX_CLASSES])
             out.append(Observation(observer, subject, seq, digest, round_, classes))
     return out
+
+
+@dataclass
+class Streaks:
+    """The observer's side: how many consecutive versions of each subject it found above ``ratio_ok``."""
+
+    config: EvidenceConfig
+    _runs: dict[str, tuple[int, int]] = field(default_factory=dict)  # subject -> (last seq, run length)
+
+    def filter(self, assessed: Mapping[str, int], found: list[Observation]) -> list[Observation]:
+        """``assessed``: every subject assessed now with its version's seq; ``found``: what :func:`assess`
+        returned. The observations whose subject has been above ``ratio_ok`` for ``persist_versions``
+        consecutive versions (a version assessed twice counts once)."""
+        hit = {o.subject for o in found}
+        for subject, seq in assessed.items():
+            last, run = self._runs.get(subject, (-1, 0))
+            if subject not in hit:
+                self._runs[subject] = (seq, 0)
+            elif seq != last:
+                self._runs[subject] = (seq, run + 1)
+        return [o for o in found if self._runs[o.subject][1] >= self.config.persist_versions]
+
+    def forget(self, subject: str) -> None:
+        self._runs.pop(subject, None)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from p2pfl.scoring.evidence import (
     EvidenceBook,
     EvidenceConfig,
     Observation,
+    Streaks,
     assess,
     class_losses,
     severity,
@@ -213,3 +214,14 @@ def test_without_a_hint_the_scorer_weights_are_unchanged() -> None:
     w = s.weights_for(["a", "b"]).tolist()
     s.weight_hint = lambda p: 0.25 if p == "b" else 1.0
     assert s.weights_for(["a", "b"]).tolist() == [w[0], w[1] * 0.25]
+
+
+def test_streaks_publish_only_after_persist_versions_consecutive_versions() -> None:
+    s = Streaks(EvidenceConfig(enabled=True, persist_versions=3))
+    hit = [obs("me", "x", seq=1)]
+    assert s.filter({"x": 1, "y": 1}, hit) == []
+    assert s.filter({"x": 1}, hit) == []  # the same version assessed again counts once
+    assert s.filter({"x": 2}, [obs("me", "x", seq=2)]) == []
+    assert s.filter({"x": 3}, [obs("me", "x", seq=3)]) == [obs("me", "x", seq=3)]
+    assert s.filter({"x": 4}, []) == []  # one clean version resets the run
+    assert s.filter({"x": 5}, [obs("me", "x", seq=5)]) == []
