@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from p2pfl.errors import ConfigError
 from p2pfl.scoring.evidence import (
     ClassLosses,
     EvidenceBook,
@@ -36,7 +37,7 @@ from p2pfl.scoring.evidence import (
     ratios,
 )
 
-from .scenario_attacks import ScenarioError
+from .scenario_attacks import ScenarioError, _get
 
 
 @dataclass(frozen=True)
@@ -56,17 +57,17 @@ class EvidenceSpec:
             if k not in known | {"enabled", "hops", "accuse", "oracle"}:
                 raise ScenarioError("evidence", k, "unknown key")
         params = tuple((k, t[k]) for k in sorted(known) if k in t)
-        spec = cls(
-            bool(t.get("enabled", False)),
-            int(t.get("hops", 6)),
-            bool(t.get("accuse", False)),
-            bool(t.get("oracle", False)),
-            params,
-        )
+        s = "evidence"
+        hops = _get(t, s, "hops", int, 6)
+        if hops < 1:
+            raise ScenarioError(s, "hops", f"at least 1, got {hops}")
+        flags = (_get(t, s, k, bool, False) for k in ("enabled", "accuse", "oracle"))
+        enabled, accuse, oracle = flags
+        spec = cls(enabled, hops, accuse, oracle, params)
         try:
             spec.config()
-        except Exception as exc:
-            raise ScenarioError("evidence", "params", str(exc)) from exc
+        except (ConfigError, TypeError) as exc:
+            raise ScenarioError(s, "params", str(exc)) from exc
         return spec
 
     def config(self) -> EvidenceConfig:
@@ -84,7 +85,6 @@ class EvidenceHub:
         self.spec = spec
         self.config = spec.config()
         self.ids = peer_ids
-        self.index = {p: i for i, p in enumerate(peer_ids)}
         self.neighbours = neighbours
         self.honest = honest
         self.books: dict[int, EvidenceBook] = {}

@@ -87,3 +87,12 @@ def test_accusing_attackers_in_a_small_run_evict_no_honest_peer(tmp_path: Path, 
     for i in honest:
         assert out.peers[i]["rounds"] >= 6
         assert not set(out.peers[i]["evicted"]) & honest_ids
+
+
+@pytest.mark.parametrize(
+    "table",
+    [{"hops": "3"}, {"hops": 0}, {"enabled": 1}, {"accuse": "yes"}, {"ratio_ok": "x"}, {"ttl_rounds": 0}],
+)
+def test_a_bad_evidence_value_is_a_scenario_error(table: dict[str, Any]) -> None:
+    with pytest.raises(ScenarioError):
+        parse_scenario({"evidence": table})
