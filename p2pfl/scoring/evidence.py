@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from p2pfl.errors import ConfigError
+from p2pfl.errors import AggregationError, ConfigError
 
 __all__ = [
     "ClassLosses",
@@ -102,11 +102,12 @@ class Observation:
 
 def class_losses(proba: npt.ArrayLike, labels: npt.ArrayLike) -> ClassLosses:
     """Per-class mean cross-entropy of predicted probabilities ``proba`` (n x C) for ``labels`` (n). A
-    non-finite or zero probability gives an infinite loss for its class (a broken model is full evidence)."""
+    non-finite or zero probability gives an infinite loss for its class (a broken model is full evidence).
+    Mismatched shapes (a caller bug) raise ``AggregationError``."""
     p = np.asarray(proba, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if p.ndim != 2 or y.ndim != 1 or p.shape[0] != y.shape[0]:
-        raise ValueError(f"proba must be n x C and labels n, got {p.shape} and {y.shape}")
+        raise AggregationError(f"proba must be n x C and labels n, got {p.shape} and {y.shape}")
     out: ClassLosses = {}
     if y.size == 0:
         return out

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pfl.errors import ConfigError
+from p2pfl.errors import AggregationError, ConfigError
 from p2pfl.scoring import ContributionScorer, ScoringConfig
 from p2pfl.scoring.evidence import (
     EvidenceBook,
@@ -46,7 +46,7 @@ def test_class_losses_per_class_and_a_zero_probability_is_infinite() -> None:
     out = class_losses(proba[:2], np.array([0, 1]))
     assert out[0] == pytest.approx((-math.log(0.5), 1))
     assert out[1] == pytest.approx((-math.log(0.1), 1))
-    with pytest.raises(ValueError):
+    with pytest.raises(AggregationError):
         class_losses(proba, np.array([0, 1]))
 
 
