@@ -70,9 +70,10 @@ class ScoringConfig:
     #: and 2.34 (max 7.5) on attacks16 (Dirichlet 0.3); sleepers' first flipped versions jump a median 5.5.
     #: ``None``: off.
     loss_jump: float | None = 3.0
-    #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default geomed rule)
-    #: or ``median`` (coordinate-wise, over the own trained model and every candidate), which attackers cannot
-    #: drag along when the rule is a plain mean (simulations/scenarios/attacks16.toml uses it)
+    #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default
+    #: trusted-mean and the geomed rules) or ``median`` (coordinate-wise, over the own trained model and
+    #: every candidate), which attackers cannot drag along when the rule is a plain mean
+    #: (simulations/scenarios/attacks16.toml uses it)
     reference: Literal["median", "aggregate"] = "aggregate"
     #: A neighbour heard again after ``return_gap_rounds`` own rounds of silence (restarted, reconnected, or
     #: first heard only then: it joined late) gets ``return_grace`` versions whose bad scores do not count
