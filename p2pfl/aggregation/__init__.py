@@ -45,7 +45,7 @@ Modules, in the order a peer's mix runs them (:func:`aggregate` in :mod:`.pipeli
 * :mod:`.mixing`: nearest-neighbour mixing (pre-step).
 * :mod:`.coordinatewise`: mean, median, trimmed mean, on :mod:`.sortnet` (the cache-blocked sorting network).
 * :mod:`.krum`: Krum and Multi-Krum; :mod:`.geomed`: the geometric median; :mod:`.trusted_mean`: the
-  mean kept within a trust region around the geometric median (the default rule).
+  mean kept within a trust region around the geometric median.
 * :mod:`.pipeline`: :class:`AggregationConfig` and :func:`aggregate`.
 * ``_inputs`` (validation shared by every rule) and ``_distances`` (blocked Euclidean distances).
 """

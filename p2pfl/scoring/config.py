@@ -71,7 +71,7 @@ class ScoringConfig:
     #: ``None``: off.
     loss_jump: float | None = 3.0
     #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default
-    #: trusted-mean and the geomed rules) or ``median`` (coordinate-wise, over the own trained model and
+    #: geomed and the trusted-mean rules) or ``median`` (coordinate-wise, over the own trained model and
     #: every candidate), which attackers cannot drag along when the rule is a plain mean
     #: (simulations/scenarios/attacks16.toml uses it)
     reference: Literal["median", "aggregate"] = "aggregate"
