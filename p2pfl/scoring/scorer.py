@@ -27,10 +27,12 @@ grace. Every other neighbour gets three component scores in ``[0, 1]``:
 The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
 loss 2). An established neighbour's mixing weight falls from 1 to 0 as the smallest ``r`` of its last
 ``persist_window`` versions goes from ``persist_soft`` to ``persist_hard``, and with ``persist_evict`` its
-version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). ``cap_by_hard_evidence``
-instead caps the mean by the distance and loss scores (off by default, docs/aggregation.md). Reputation is
-an exponential moving average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy round does not
-decide anything.
+version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). After the founding rounds it also
+falls from 1 to 0 as the echo of its version (the cosine of its offset from the own trained model with the
+own update) goes from ``echo_ok`` to ``echo_bad``: dissensus aimed at this peer (:mod:`~p2pfl.scoring.echo`).
+``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
+docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
+combined``, so one noisy round does not decide anything.
 
 Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
 :func:`~p2pfl.scoring.influence.ramp_cap` of the passes it holds, the young together at most
