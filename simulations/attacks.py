@@ -235,10 +235,14 @@ class Dissensus(_Omniscient):
     is pulled towards ``t``'s side and past it. The model is ``(1 + lam)`` times ``t``'s distance from
     ``m`` away from ``m``: with ``lam`` about 1, within the spread of honest neighbours on skewed data."""
 
-    def __init__(self, inner: Any, lam: float = 1.0) -> None:
+    def __init__(self, inner: Any, lam: float = 1.0, evade_echo: bool = False) -> None:
         super().__init__(inner)
         self.lam = lam
         self.target: str | None = None
+        #: the adaptive form against the echo signal (p2pfl/scoring/echo.py): the push loses its component
+        #: along the target's last public step (its own update as the attacker can see it)
+        self.evade_echo = evade_echo
+        self._last_seen: dict[str, Params] = {}
 
     def poison(self, start: Params, trained: Params) -> Params:
         models = self._honest_neighbours()
@@ -249,7 +253,16 @@ class Dissensus(_Omniscient):
         dist = [sum(float(np.sum((models[p][k] - mean[k]) ** 2)) for k in trained) for p in ids]
         self.target = ids[int(np.argmax(dist))]
         xt = models[self.target]
-        return {k: (xt[k] + self.lam * (xt[k] - mean[k])).astype(np.float32) for k in trained}
+        push = {k: self.lam * (xt[k] - mean[k]) for k in trained}
+        previous = self._last_seen.get(self.target)
+        self._last_seen = {p: models[p] for p in ids}
+        if self.evade_echo and previous is not None:
+            step = {k: xt[k] - previous[k] for k in trained}
+            norm2 = sum(float(np.sum(step[k].astype(np.float64) ** 2)) for k in trained)
+            if norm2 > 0:
+                along = sum(float(np.sum(push[k].astype(np.float64) * step[k])) for k in trained) / norm2
+                push = {k: push[k] - along * step[k] for k in trained}
+        return {k: (xt[k] + push[k]).astype(np.float32) for k in trained}
 
 
 def class_cycle(n_classes: int, seed: int) -> npt.NDArray[np.int64]:
@@ -391,7 +404,7 @@ class Behaviour:
         elif self.kind == "mimic":
             wrapped = Mimic(learner)
         elif self.kind == "dissensus":
-            wrapped = Dissensus(learner, s.dissensus_lambda)
+            wrapped = Dissensus(learner, s.dissensus_lambda, s.dissensus_evade_echo)
         if wrapped is None:
             return learner
         self._learner = wrapped

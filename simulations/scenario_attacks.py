@@ -133,6 +133,9 @@ class AttackSpec:
     flood_sender: str = "self"
     #: dissensus: how far past the target neighbour (in units of its distance from the mean)
     dissensus_lambda: float = 1.0
+    #: dissensus: the adaptive form against the echo signal (p2pfl/scoring/echo.py): drop the push's
+    #: component along the target's last public step
+    dissensus_evade_echo: bool = False
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -156,6 +159,7 @@ class AttackSpec:
             flood_count=_get(t, s, "flood_count", int, 10_000),
             flood_sender=_choice(s, "flood_sender", _get(t, s, "flood_sender", str, "self"), FLOOD_SENDERS),
             dissensus_lambda=_get(t, s, "dissensus_lambda", (int, float), 1.0),
+            dissensus_evade_echo=_get(t, s, "dissensus_evade_echo", bool, False),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)

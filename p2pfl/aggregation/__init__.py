@@ -30,6 +30,8 @@ krum           ``k >= 2f + 3``, ``b <= f``                   ``O(k^2 d)`` (Gram 
 multi_krum     as krum                                       as krum, plus a mean of ``m`` rows
 geomed         ``b < k/2`` (breakdown 1/2, rotation-         ``O(kd)`` per Weiszfeld iteration
                invariant)
+trusted_mean   as geomed, plus at most ``kappa`` times the   geomed's cost plus one mean and one
+               rows' spread around it                        distance pass
 centered_clip  ``b/k`` below ~0.1-0.2 with a good centre     ``O(kd)`` per iteration
 nnm (pre-step) lifts any of the above to its optimal          ``O(k^2 d)`` plus a ``(k, d)`` output
                constant for ``b < k/2`` (Allouah et al. '23)
@@ -42,7 +44,8 @@ Modules, in the order a peer's mix runs them (:func:`aggregate` in :mod:`.pipeli
 * :mod:`.clipping`: self-centred clipping (pre-step) and the centred-clipping rule.
 * :mod:`.mixing`: nearest-neighbour mixing (pre-step).
 * :mod:`.coordinatewise`: mean, median, trimmed mean, on :mod:`.sortnet` (the cache-blocked sorting network).
-* :mod:`.krum`: Krum and Multi-Krum; :mod:`.geomed`: the geometric median.
+* :mod:`.krum`: Krum and Multi-Krum; :mod:`.geomed`: the geometric median; :mod:`.trusted_mean`: the
+  mean kept within a trust region around the geometric median.
 * :mod:`.pipeline`: :class:`AggregationConfig` and :func:`aggregate`.
 * ``_inputs`` (validation shared by every rule) and ``_distances`` (blocked Euclidean distances).
 """
@@ -57,6 +60,7 @@ from p2pfl.aggregation.krum import krum, max_krum_f, multi_krum
 from p2pfl.aggregation.mixing import nearest_neighbour_mixing
 from p2pfl.aggregation.pipeline import DEFAULT_RULE, NNM_RULES, RULES, AggregationConfig, aggregate
 from p2pfl.aggregation.sortnet import _order_statistics_blocked as _order_statistics_blocked
+from p2pfl.aggregation.trusted_mean import trusted_mean
 
 __all__ = [
     "DEFAULT_RULE",
@@ -74,4 +78,5 @@ __all__ = [
     "nearest_neighbour_mixing",
     "self_centred_clip",
     "trimmed_mean",
+    "trusted_mean",
 ]

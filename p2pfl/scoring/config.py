@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from p2pfl.errors import ConfigError
+from p2pfl.scoring.echo import EchoConfig
 from p2pfl.scoring.persistence import PersistenceConfig
 
 __all__ = ["ScoringConfig"]
@@ -69,9 +70,10 @@ class ScoringConfig:
     #: and 2.34 (max 7.5) on attacks16 (Dirichlet 0.3); sleepers' first flipped versions jump a median 5.5.
     #: ``None``: off.
     loss_jump: float | None = 3.0
-    #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default geomed rule)
-    #: or ``median`` (coordinate-wise, over the own trained model and every candidate), which attackers cannot
-    #: drag along when the rule is a plain mean (simulations/scenarios/attacks16.toml uses it)
+    #: what distances are measured from: ``aggregate`` (the mix itself; robust under the default
+    #: geomed and the trusted-mean rules) or ``median`` (coordinate-wise, over the own trained model and
+    #: every candidate), which attackers cannot drag along when the rule is a plain mean
+    #: (simulations/scenarios/attacks16.toml uses it)
     reference: Literal["median", "aggregate"] = "aggregate"
     #: A neighbour heard again after ``return_gap_rounds`` own rounds of silence (restarted, reconnected, or
     #: first heard only then: it joined late) gets ``return_grace`` versions whose bad scores do not count
@@ -146,6 +148,17 @@ class ScoringConfig:
     #: the signal is off for a round whose median distance rests on fewer than this many distances (the
     #: anchors' and the own model's): in tiny neighbourhoods the ratio is too noisy to judge persistence
     persist_min_spread: int = 5
+    #: -- echo (issue 16; p2pfl/scoring/echo.py, docs/scoring.md) --
+    #: after the founding rounds, a neighbour whose model lies beyond the own trained model along the own
+    #: update (``cos(x_i - own_after, own_after - own_before)``) loses mixing weight: 1 at ``echo_ok``, 0 at
+    #: ``echo_bad``. Holds out dissensus models aimed at this peer. Off: ``echo = False``.
+    echo: bool = True
+    echo_ok: float = 0.0
+    echo_bad: float = 0.25
+
+    def echo_config(self) -> EchoConfig:
+        """The :class:`~p2pfl.scoring.echo.EchoConfig` the ``echo_*`` fields describe."""
+        return EchoConfig(self.echo_ok, self.echo_bad)
 
     def persistence(self) -> PersistenceConfig:
         """The :class:`~p2pfl.scoring.persistence.PersistenceConfig` these ``persist_*`` fields describe."""
@@ -237,10 +250,12 @@ class ScoringConfig:
             "drop_bad_at_once",
             "persistent_distance",
             "persist_evict",
+            "echo",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
         self.persistence()  # validates persist_window / persist_soft / persist_hard
+        self.echo_config()  # validates echo_ok / echo_bad
         if self.reference not in ("median", "aggregate"):
             raise ConfigError(
                 "scoring", "reference", f"must be 'median' or 'aggregate', got {self.reference!r}"

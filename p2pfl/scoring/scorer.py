@@ -27,10 +27,12 @@ grace. Every other neighbour gets three component scores in ``[0, 1]``:
 The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
 loss 2). An established neighbour's mixing weight falls from 1 to 0 as the smallest ``r`` of its last
 ``persist_window`` versions goes from ``persist_soft`` to ``persist_hard``, and with ``persist_evict`` its
-version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). ``cap_by_hard_evidence``
-instead caps the mean by the distance and loss scores (off by default, docs/aggregation.md). Reputation is
-an exponential moving average, ``rep <- (1 - ema) * rep + ema * combined``, so one noisy round does not
-decide anything.
+version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). After the founding rounds it also
+falls from 1 to 0 as the echo of its version (the cosine of its offset from the own trained model with the
+own update) goes from ``echo_ok`` to ``echo_bad``: dissensus aimed at this peer (:mod:`~p2pfl.scoring.echo`).
+``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
+docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
+combined``, so one noisy round does not decide anything.
 
 Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed with at most its
 :func:`~p2pfl.scoring.influence.ramp_cap` of the passes it holds, the young together at most
@@ -58,6 +60,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.errors import AggregationError
 from p2pfl.scoring.config import ScoringConfig
+from p2pfl.scoring.echo import Echo, echo
 from p2pfl.scoring.influence import absurd, ramp_cap
 from p2pfl.scoring.losses import LossTolerance, track_jump
 from p2pfl.scoring.persistence import PersistentDistance, persistence_reason, persistently_far
@@ -115,6 +118,8 @@ class ContributionScorer:
         #: issue 16, evidence from other observers (p2pfl/scoring/evidence.py): peer -> a factor in [0, 1]
         #: on its weight; bounded by the caller, never touches scores, reputation or eviction
         self.weight_hint: Callable[[str], float] | None = None
+        #: issue 16: each neighbour's last echo of the own update (None: echo off; p2pfl/scoring/echo.py)
+        self.echo = Echo(self.config.echo_config()) if self.config.echo else None
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -187,7 +192,9 @@ class ContributionScorer:
                 continue
             base = 1.0 if self.config.weighting == "binary" else state.reputation
             hint = 1.0 if self.weight_hint is None else self.weight_hint(p)
-            out.append(base * self.influence_cap(p) * self._persistence_weight(p) * hint)
+            out.append(
+                base * self.influence_cap(p) * self._persistence_weight(p) * self._echo_weight(p) * hint
+            )
         return np.asarray(out, dtype=np.float64)
 
     def doubted(self, record: ScoreRecord) -> bool:
@@ -234,8 +241,7 @@ class ContributionScorer:
         state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
         state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
-        if self.persistence is not None:
-            self.persistence.reset(peer)
+        self._reset_history(peer)
 
     def grant_grace(self, peer: str) -> None:
         """``peer`` comes back after a silence (or joins late): its next ``return_grace`` scores do not count
@@ -246,14 +252,12 @@ class ContributionScorer:
             return
         state.grace_left = self.config.return_grace
         state.consecutive_bad = 0
-        if self.persistence is not None:
-            self.persistence.reset(peer)
+        self._reset_history(peer)
 
     def forget(self, peer: str) -> None:
         """Drop everything known about ``peer`` (e.g. it left the network for good)."""
         self._peers.pop(peer, None)
-        if self.persistence is not None:
-            self.persistence.reset(peer)
+        self._reset_history(peer)
 
     def evaluate(  # noqa: PLR0917 - positional order is the protocol layer's documented call
         self,
@@ -361,6 +365,7 @@ class ContributionScorer:
                 )
             combined = self._combine(r, s_dist, s_cos, s_loss)
             far = self._persistently_far(p, state, r, len(anchors) + 1)  # issue 16
+            self._observe_echo(p, model, after, own_update)  # issue 16
             persistent = far and cfg.persist_evict
             if persistent:
                 combined = 0.0
@@ -422,6 +427,27 @@ class ContributionScorer:
 
     def _persistence_weight(self, peer: str) -> float:
         return 1.0 if self.persistence is None else self.persistence.weight(peer)
+
+    # -- issue 16: echo of the own update (p2pfl/scoring/echo.py) -----------------------------------------
+
+    def _observe_echo(
+        self, peer: str, model: NDArray[np.float64], after: NDArray[np.float64], update: NDArray[np.float64]
+    ) -> None:
+        """Record the echo of ``peer``'s version after the founding rounds (within them every model
+        starts from nearly the same place: no evidence)."""
+        if self.echo is not None:
+            settled = self.rounds > self.config.founding_rounds
+            self.echo.observe(peer, echo(model, after, update) if settled else None)
+
+    def _echo_weight(self, peer: str) -> float:
+        return 1.0 if self.echo is None else self.echo.weight(peer)
+
+    def _reset_history(self, peer: str) -> None:
+        """Forget what ``peer``'s earlier versions showed (grace, readmission, departure)."""
+        if self.persistence is not None:
+            self.persistence.reset(peer)
+        if self.echo is not None:
+            self.echo.reset(peer)
 
     def _combine(self, r: float, s_dist: float, s_cos: float | None, s_loss: float | None) -> float:
         """The weighted mean of the components present (see the module doc)."""

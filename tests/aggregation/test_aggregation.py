@@ -370,7 +370,16 @@ def test_robust_rules_stay_bounded_while_the_mean_breaks(kind: str, rule: str) -
 def test_config_defaults_are_valid_and_named_rules_exist() -> None:
     cfg = agg.AggregationConfig()
     assert cfg.rule in agg.RULES
-    assert agg.RULES == ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geomed", "cclip")
+    assert agg.RULES == (
+        "mean",
+        "median",
+        "trimmed-mean",
+        "krum",
+        "multi-krum",
+        "geomed",
+        "cclip",
+        "trusted-mean",
+    )
 
 
 @pytest.mark.parametrize(

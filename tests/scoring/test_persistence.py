@@ -86,6 +86,11 @@ def test_config_rejects_bad_persistence_fields(field: str, kwargs: dict[str, obj
 
 # ----------------------------------------------------------------------------------- in the scorer
 
+#: the far neighbours below sit along the own update, beyond the own model: the echo signal
+#: (p2pfl/scoring/echo.py, tested in test_echo.py) would take their weight on its own; off here so that each
+#: test sees the persistence signal alone
+NO_ECHO = ScoringConfig(echo=False)
+
 
 def _rounds(
     scorer: ContributionScorer,
@@ -123,7 +128,7 @@ def _rounds(
 
 def test_a_neighbour_that_stays_far_loses_its_weight_though_each_version_scores_above_bad() -> None:
     # r = 4: distance score 1/3, cosine and loss clean: combined ~0.8 every single round
-    scorer = ContributionScorer()
+    scorer = ContributionScorer(NO_ECHO)
     weights: list[float] = []
     history = _rounds(scorer, {"drift": [4.0]}, rounds=20, weights=weights)
     cfg = scorer.config
@@ -134,19 +139,24 @@ def test_a_neighbour_that_stays_far_loses_its_weight_though_each_version_scores_
     # the same neighbourhood without the signal (the scorer before issue 16) mixes it with full weight
     weights = []
     _rounds(
-        ContributionScorer(ScoringConfig(persistent_distance=False)), {"drift": [4.0]}, 20, weights=weights
+        ContributionScorer(ScoringConfig(persistent_distance=False, echo=False)),
+        {"drift": [4.0]},
+        20,
+        weights=weights,
     )
     assert weights == [1.0] * 20
 
 
 def test_with_persist_evict_a_neighbour_that_stays_far_is_evicted() -> None:
-    history = _rounds(ContributionScorer(ScoringConfig(persist_evict=True)), {"drift": [4.0]}, rounds=20)
+    history = _rounds(
+        ContributionScorer(ScoringConfig(persist_evict=True, echo=False)), {"drift": [4.0]}, rounds=20
+    )
     assert history[-1]["drift"] == "evicted"
     assert all(st[f"h{k}"] == "active" for st in history for k in range(6))
 
 
 def test_a_far_neighbour_loses_its_mixing_weight_before_it_is_evicted() -> None:
-    scorer = ContributionScorer()
+    scorer = ContributionScorer(NO_ECHO)
     cfg = scorer.config
     _rounds(scorer, {"drift": [2.5]}, rounds=cfg.founding_rounds + cfg.persist_window)
     assert scorer.weights_for(["drift", "h0"]).tolist() == [pytest.approx(0.5), 1.0]
@@ -154,14 +164,14 @@ def test_a_far_neighbour_loses_its_mixing_weight_before_it_is_evicted() -> None:
 
 
 def test_an_honest_neighbour_that_is_far_now_and_then_keeps_its_weight() -> None:
-    scorer = ContributionScorer()
+    scorer = ContributionScorer(NO_ECHO)
     history = _rounds(scorer, {"spiky": [6.0, 6.0, 6.0, 1.0]}, rounds=40)
     assert all(st["spiky"] == "active" for st in history)
     assert scorer.weights_for(["spiky"]).tolist() == [1.0]
 
 
 def test_versions_within_grace_are_not_tracked() -> None:
-    scorer = ContributionScorer()
+    scorer = ContributionScorer(NO_ECHO)
     cfg = scorer.config
     _rounds(scorer, {"late": [1.0]}, rounds=cfg.founding_rounds + 1)
     scorer.grant_grace("late")  # it comes back after a silence, far off
@@ -174,7 +184,7 @@ def test_versions_within_grace_are_not_tracked() -> None:
 def test_documented_limit_an_adaptive_drifter_close_once_per_window_is_not_caught() -> None:
     # docs/scoring.md, failure modes: an attacker that knows persist_window comes close once per window; its
     # far versions are bounded only by the per-round distance score and self-centred clipping
-    scorer = ContributionScorer()
+    scorer = ContributionScorer(NO_ECHO)
     window = scorer.config.persist_window
     weights: list[float] = []
     history = _rounds(scorer, {"adaptive": [4.0] * (window - 1) + [1.0]}, rounds=40, weights=weights)
@@ -182,13 +192,13 @@ def test_documented_limit_an_adaptive_drifter_close_once_per_window_is_not_caugh
     assert weights == [1.0] * 40
     # one far version more per window, and each full far window scores 0 and leaves the mix
     weights = []
-    _rounds(ContributionScorer(), {"greedy": [4.0] * window + [1.0]}, rounds=40, weights=weights)
+    _rounds(ContributionScorer(NO_ECHO), {"greedy": [4.0] * window + [1.0]}, rounds=40, weights=weights)
     assert weights.count(0.0) >= 5
 
 
 def test_a_neighbourhood_too_small_to_judge_the_spread_is_not_tracked() -> None:
     # two honest neighbours and the far one: the median rests on 4 distances (< persist_min_spread = 5)
-    scorer = ContributionScorer()
+    scorer = ContributionScorer(NO_ECHO)
     rng = np.random.default_rng(0)
     d = rng.normal(size=DIM)
     d /= np.linalg.norm(d)

@@ -121,6 +121,31 @@ def test_dissensus_pushes_the_farthest_neighbour_away_from_the_mean() -> None:
         assert np.linalg.norm(mixed - xm) > np.linalg.norm(xt - xm)
 
 
+def test_dissensus_evading_echo_drops_the_push_along_the_targets_last_step() -> None:
+    """The adaptive form against p2pfl/scoring/echo.py: its push has no component along the target's last
+    public step, and it is the plain attack until it has seen the target twice."""
+    inner = _learner()
+    w = Dissensus(inner, lam=1.0, evade_echo=True)
+    rng = np.random.default_rng(0)
+    first = {
+        p: {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in _like(inner, 0).items()}
+        for p in ("a", "b", "c")
+    }
+    first["c"] = {k: v + 5.0 for k, v in first["c"].items()}  # the farthest: the target
+    models = dict(first)
+    w.keyed = lambda: models
+    plain = _round(w)
+    mean0 = {k: np.mean([first[p][k] for p in first], axis=0) for k in plain}
+    assert all(np.allclose(plain[k], first["c"][k] + (first["c"][k] - mean0[k]), atol=1e-5) for k in plain)
+    step = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in first["c"].items()}
+    models = {**first, "c": {k: first["c"][k] + step[k] for k in step}}
+    out = _round(w)
+    assert w.target == "c"
+    push = _flat(out) - _flat(models["c"])
+    assert abs(float(push @ _flat(step))) < 1e-3 * np.linalg.norm(push) * np.linalg.norm(_flat(step))
+    assert np.linalg.norm(push) > 1.0  # it still pushes, orthogonally
+
+
 def test_dissensus_needs_two_honest_neighbours() -> None:
     inner = _learner()
     w = Dissensus(inner)

@@ -115,7 +115,11 @@ def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     and without the persistent-distance signal: half of them was no margin; at 40 rounds 10-14 of 14.)
 
     It asserts, with margin, what holds on this commit: the attacks cost little accuracy, sign-flippers get
-    evicted, no honest peer is (but for ALIE's occasional false eviction, below). Issue 16's own targets
+    evicted, no honest peer is (but for ALIE's occasional false eviction, below). The minimum includes the
+    exposed peer (three of its six neighbours attackers): under dissensus it used to drift to its local
+    optimum now and then (62.4 % once in CI, 82.7 % once in 14 local runs) when all three attackers aimed at
+    it; the echo signal holds them out (docs/scoring.md, third pass: 91.4-92.8 % in 9 runs under load), so
+    the bound is 80 % (it was 65 %). Issue 16's own targets
     (94% / 90% under every attack, every attacker held at share <= 0.1 within 10 rounds, near-central
     accuracy, no false eviction) are not met yet: see simulations/benchmarks-matrix.md; tighten these bounds
     as they are."""
@@ -133,7 +137,7 @@ def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for attack in ("signflip", "alie", "dissensus"):
         r = rows[attack]
         assert r["attackers"] == 3 and not r["timed_out"]
-        assert r["mean"] >= clean["mean"] - 0.05 and r["min"] >= 0.65, r
+        assert r["mean"] >= clean["mean"] - 0.05 and r["min"] >= 0.80, r
     tp, expected = rows["signflip"]["evictions"]
     assert expected > 0 and tp >= expected // 2, rows["signflip"]
     # ALIE sits inside the honest spread and now and then pushes an honest peer out of it: 1 false eviction
