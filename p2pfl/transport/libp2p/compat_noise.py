@@ -119,7 +119,7 @@ class BatchedNoiseSession(SecureSession):
     async def _receive(self) -> bool:
         """Read one chunk and decrypt every whole message in it; False at a clean end of the connection."""
         if self._failed is not None:
-            raise self._failed
+            raise NoiseFrameError(str(self._failed))  # a fresh one: re-raising one object grows its traceback
         try:
             chunk = await self._raw.read(RECV_CHUNK)
         except IncompleteReadError:
@@ -132,31 +132,35 @@ class BatchedNoiseSession(SecureSession):
             return False
         buf = self._cipher
         buf += chunk
-        pos, end = 0, len(buf)
-        view = memoryview(buf)
-        try:
+        pos, end, failure = 0, len(buf), None
+        with memoryview(buf) as view:
             while end - pos >= _LEN:
                 size = (buf[pos] << 8) | buf[pos + 1]
                 if end - pos - _LEN < size:
                     break
                 if size < _TAG:
-                    self._fail(f"Noise message of {size} bytes is shorter than its tag")
+                    failure = f"Noise message of {size} bytes is shorter than its tag"
+                    break
                 try:
-                    self._plain += self._open(None, view[pos + _LEN : pos + _LEN + size])
+                    plain = self._open(None, view[pos + _LEN : pos + _LEN + size])
                 except Exception as exc:  # InvalidTag, a depleted nonce: the session cannot go on
-                    self._fail(f"Noise message failed authentication: {type(exc).__name__}")
+                    failure = f"Noise message failed authentication: {type(exc).__name__}"
+                    break
+                self._plain += plain
                 pos += _LEN + size
-        except NoiseFrameError:
-            view.release()
-            buf.clear()
-            raise
-        view.release()
-        del buf[:pos]
+        if failure is None:
+            del buf[:pos]
+            return True
+        # What was authentic before the bad message is still read; the next read raises.
+        buf.clear()
+        self._failed = NoiseFrameError(failure)
+        if not self._plain:
+            raise NoiseFrameError(failure)
         return True
 
     def _fail(self, why: str) -> NoReturn:
         self._failed = NoiseFrameError(why)
-        raise self._failed
+        raise NoiseFrameError(why)
 
     # ------------------------------------------------------------------------------------------- writing
     async def write(self, data: bytes) -> None:
