@@ -16,8 +16,8 @@ Here (:class:`FastYamux`, :class:`FastYamuxStream`):
   message, and a write sends up to :data:`SEND_BATCH` bytes of frames in one socket write (with a
   :class:`~.compat_noise.BatchedNoiseSession` below; any other session gets one joined write);
 * a writer out of window sleeps on an event that the WINDOW_UPDATE (or the stream's end) sets;
-* a reader grants its peer a :data:`RECV_WINDOW` receive window and sends the next WINDOW_UPDATE only once
-  a quarter of it has been consumed (go-yamux's rule), so one update covers many frames;
+* a reader sends a WINDOW_UPDATE only once a quarter of the window it offers has been consumed (go-yamux's
+  rule), and doubles the offer each time up to :data:`RECV_WINDOW`, so one update covers many frames;
 * the frame reader (``handle_incoming``) is our own total decoder: every header is checked (version, type,
   stream id parity, length) and a peer that breaks the protocol loses its stream (a DATA frame past the
   window we granted: RST) or its connection (a bad version or type, a frame longer than
@@ -65,10 +65,9 @@ HEADER_SIZE: Final[int] = _y.HEADER_SIZE
 FRAME_PAYLOAD: Final[int] = MAX_PLAINTEXT - HEADER_SIZE
 #: Bytes of DATA frames a writer hands the secure session at once (one socket write).
 SEND_BATCH: Final[int] = 1 << 20
-#: The receive window a reader grants its peer per stream (the spec's initial window is 256 KiB).
+#: The largest receive window a reader offers its peer per stream (the spec's initial window is 256 KiB; the
+#: offer doubles with each update, see :meth:`FastYamuxStream._grant`).
 RECV_WINDOW: Final[int] = 8 << 20
-#: A WINDOW_UPDATE goes out once this much of the window has been consumed.
-UPDATE_THRESHOLD: Final[int] = RECV_WINDOW // 4
 #: Largest DATA frame accepted (the most window we ever grant); a longer one is a protocol violation and
 #: closes the connection before its body is read. A frame within it but past the stream's window resets
 #: the stream.
@@ -105,6 +104,7 @@ class FastYamuxStream(YamuxStream):
         super().__init__(stream_id, conn, is_initiator)
         self.fast_conn = conn
         self.window_changed = trio.Event()
+        self.granted = _SPEC_WINDOW  # the receive window we currently offer; doubles up to RECV_WINDOW
 
     def wake_writer(self) -> None:
         self.window_changed.set()
@@ -169,11 +169,17 @@ class FastYamuxStream(YamuxStream):
                 conn.stream_events[sid] = trio.Event()
 
     async def _grant(self, buffered: int) -> None:
-        """Give the peer back the window it used, once a quarter of :data:`RECV_WINDOW` is due."""
-        credit = RECV_WINDOW - (self.recv_window + buffered)
-        if credit >= UPDATE_THRESHOLD and not (self.recv_closed or self.closed):
-            self.recv_window += credit
-            await self.send_window_update(credit)
+        """Give the peer back the window it used once a quarter of the offered window is due, doubling the
+        offer (up to :data:`RECV_WINDOW`) each time: a bulk stream reaches the full window within a few MB,
+        while a stream we barely read (a request) never offers more than the spec's 256 KiB, so a peer can
+        make us buffer only what our reader has shown it takes."""
+        due = self.granted - (self.recv_window + buffered)
+        if due < self.granted // 4 or self.recv_closed or self.closed:
+            return
+        self.granted = min(2 * self.granted, RECV_WINDOW)
+        credit = self.granted - (self.recv_window + buffered)
+        self.recv_window += credit
+        await self.send_window_update(credit)
 
 
 class FastYamux(Yamux):
