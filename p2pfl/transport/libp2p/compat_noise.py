@@ -112,8 +112,7 @@ class BatchedNoiseSession(SecureSession):
             data = bytes(plain)
             plain.clear()
         else:
-            data = bytes(plain[:n])
-            del plain[:n]
+            data = pop_head(plain, n)
         return data
 
     async def _receive(self) -> bool:
@@ -179,6 +178,14 @@ class BatchedNoiseSession(SecureSession):
                 parts.append(len(sealed).to_bytes(_LEN, "big"))
                 parts.append(sealed)
             await self._raw.write(b"".join(parts))
+
+
+def pop_head(buf: bytearray, n: int) -> bytes:
+    """The first ``n`` bytes of ``buf`` as bytes, removed from it: one copy (``bytes(buf[:n])`` makes two)."""
+    with memoryview(buf) as view:
+        data = bytes(view[:n])
+    del buf[:n]
+    return data
 
 
 def batched_session(session: ISecureConn) -> ISecureConn:

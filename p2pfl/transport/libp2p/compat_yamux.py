@@ -44,7 +44,7 @@ from libp2p.stream_muxer.yamux import yamux as _y
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 from p2pfl.transport.libp2p.compat import UnsupportedLibp2pError
-from p2pfl.transport.libp2p.compat_noise import MAX_PLAINTEXT, BatchedNoiseSession
+from p2pfl.transport.libp2p.compat_noise import MAX_PLAINTEXT, BatchedNoiseSession, pop_head
 
 __all__ = [
     "FRAME_PAYLOAD",
@@ -146,8 +146,7 @@ class FastYamuxStream(YamuxStream):
                     data = bytes(buf)
                     buf.clear()
                 else:
-                    data = bytes(buf[:n])
-                    del buf[:n]
+                    data = pop_head(buf, n)
                 if self.closed and not buf:
                     conn._finalize_stream_locked(self, fully_closed=True)
                 else:

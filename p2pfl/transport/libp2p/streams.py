@@ -113,7 +113,8 @@ async def write_frame(stream: INetStream, parts: list[bytes], chunk: int) -> Non
     for part in parts:
         view = memoryview(part)
         for off in range(0, len(part), chunk):
-            await stream.write(bytes(view[off : off + chunk]))
+            # a view, not a copy: yamux slices it into frames itself (py-libp2p's and ours accept views)
+            await stream.write(view[off : off + chunk])  # type: ignore[arg-type]
 
 
 def cause_chain(exc: BaseException, depth: int = 4) -> str:

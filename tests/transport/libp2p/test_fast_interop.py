@@ -121,9 +121,11 @@ async def test_a_stock_peer_and_ours_exchange_megabytes_both_ways(ours_dials: bo
             assert await ours.request(stock_id, PROTO, b"abc", max_response=10, timeout=10) == b"abc"
 
 
-async def test_parallel_multi_megabyte_streams_between_two_of_ours_keep_their_bytes() -> None:
-    """Several streams share one connection's writer and windows; each response arrives whole and in order."""
-    cfg = Libp2pConfig(max_inbound_streams_per_peer=8)
+@pytest.mark.parametrize("fast", [True, False])
+async def test_parallel_multi_megabyte_streams_between_two_of_ours_keep_their_bytes(fast: bool) -> None:
+    """Several streams share one connection's writer and windows; each response arrives whole and in order
+    (also with ``fast_streams`` off: py-libp2p's own classes under p2pfl's framing)."""
+    cfg = Libp2pConfig(max_inbound_streams_per_peer=8, fast_streams=fast)
     async with (
         Libp2pTransport.open(seed=os.urandom(32), network_id="i", listen=LOOPBACK, config=cfg) as a,
         Libp2pTransport.open(seed=os.urandom(32), network_id="i", listen=LOOPBACK, config=cfg) as b,
