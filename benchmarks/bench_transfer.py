@@ -1,18 +1,24 @@
-"""Payload transfer between two peer processes: p2pfl's libp2p request streams against raw TCP on loopback.
+"""Payload transfer between two peer processes: p2pfl's libp2p request streams against a stock py-libp2p
+stream and raw TCP on loopback, all measured in the same run.
 
 Two OS processes per transport: a server child (this script with ``--serve``) and the requester (this
-process). For libp2p, both are :class:`p2pfl.transport.libp2p.Libp2pTransport` hosts (Noise + Yamux over TCP);
-the server's request handler returns N MB and the requester fetches it with ``request()``, as a peer fetches a
-payload by digest. The reference, measured in the same run with the same sizes: a raw trio TCP stream between
-two processes (8-byte size request, 8-byte length prefix and N MB back), i.e. what loopback itself gives
-Python. Target (the issue): libp2p >= 150 MB/s between processes; the table also reports libp2p / raw TCP.
+process). For libp2p, both are :class:`p2pfl.transport.libp2p.Libp2pTransport` hosts (Noise + Yamux over TCP,
+with p2pfl's batched Noise session and yamux, :mod:`p2pfl.transport.libp2p.compat_yamux`); the server's
+request handler returns N MB and the requester fetches it with ``request()``, as a peer fetches a payload by
+digest. The references, measured in the same run with the same sizes:
 
-Each figure is the best of ``--repeat`` timed requests on an established connection (after one warm-up), from
-sending the request to holding the whole payload. MB = 2^20 bytes. Beside wall-clock throughput, the table
-gives the CPU-bound ceiling of the libp2p path, size / max(requester CPU, server CPU) of the best run (server
-CPU from ``/proc``; Linux): it shows what the path could do on idle cores, and moves much less than wall-clock
-figures when other processes share the machine. "bare" is the same transfer over a plain py-libp2p stream
-(no p2pfl framing or limits), to separate p2pfl's own cost from the libp2p stack's.
+* "stock": a plain py-libp2p 0.8.1 host pair (its own Noise and Yamux classes, ``new_host`` with Noise and
+  Yamux only), the server writing N MB to a stream in 1 MB writes and the requester reading it to EOF: what
+  py-libp2p gives without p2pfl;
+* "raw TCP": a trio TCP stream between two processes (8-byte size request, 8-byte length prefix and N MB
+  back), i.e. what loopback itself gives Python.
+
+Target (the issue): libp2p >= 150 MB/s between processes. Each figure is the best of ``--repeat`` timed
+requests on an established connection (after one warm-up), from sending the request to holding the whole
+payload. MB = 2^20 bytes. Beside wall-clock throughput, the table gives the CPU-bound ceiling of p2pfl's path,
+size / max(requester CPU, server CPU) of the best run (server CPU from ``/proc``; Linux): what the path could
+do on idle cores; it moves much less than wall-clock figures when other processes share the machine, so
+read the ratios (measured back to back in one run) and the load average printed with the table.
 
     python benchmarks/bench_transfer.py [--sizes 1 16 64] [--repeat 5] [--json]
 """
@@ -47,9 +53,34 @@ def _payloads(sizes_mb: list[int]) -> dict[int, bytes]:
     return {s * MB: os.urandom(s * MB) for s in sizes_mb}
 
 
+def _stock_host(listen: str) -> Any:
+    """A py-libp2p host with its own Noise and Yamux classes only (no p2pfl code on its path)."""
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as x25519_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.network.config import ConnectionConfig
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+    from multiaddr import Multiaddr
+
+    key_pair = create_new_key_pair(os.urandom(32))
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_pair().private_key)},
+        muxer_opt={TProtocol(YAMUX_ID): Yamux},
+        listen_addrs=[Multiaddr(listen)],
+        enable_mDNS=False,
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+
+
 async def serve_libp2p(sizes_mb: list[int], lifetime: float) -> None:
     from libp2p.abc import INetStream
     from libp2p.custom_types import TProtocol
+    from multiaddr import Multiaddr
 
     from p2pfl.transport.libp2p import Libp2pTransport
 
@@ -66,11 +97,17 @@ async def serve_libp2p(sizes_mb: list[int], lifetime: float) -> None:
             await stream.write(bytes(view[off : off + MB]))
         await stream.close()
 
+    listen = "/ip4/127.0.0.1/tcp/0"
+    stock = _stock_host(listen)
     with trio.move_on_after(lifetime):
-        async with Libp2pTransport.open(seed=os.urandom(32), network_id="bench") as t:
+        async with (
+            Libp2pTransport.open(seed=os.urandom(32), network_id="bench") as t,
+            stock.run([Multiaddr(listen)]),
+        ):
             t.set_request_handler(PROTOCOL, handler)
-            t.host.set_stream_handler(TProtocol(BARE_PROTOCOL), bare)
-            print(t.listen_addrs[0], flush=True)
+            stock.set_stream_handler(TProtocol(BARE_PROTOCOL), bare)
+            stock_addr = f"{stock.get_addrs()[0]}"
+            print(t.listen_addrs[0], stock_addr, flush=True)
             await trio.sleep_forever()
 
 
@@ -156,13 +193,22 @@ async def client_libp2p(
 ) -> Results:
     from libp2p.custom_types import TProtocol
     from libp2p.network.stream.exceptions import StreamEOF
-    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from multiaddr import Multiaddr
 
     from p2pfl.transport.libp2p import Libp2pTransport
 
+    ours_addr, stock_addr = addr.split()
+    listen = "/ip4/127.0.0.1/tcp/0"
+    stock = _stock_host(listen)
     out: Results = {"libp2p": {}, "bare": {}}
-    async with Libp2pTransport.open(seed=os.urandom(32), network_id="bench") as t:
-        server = await t.connect(addr)
+    async with (
+        Libp2pTransport.open(seed=os.urandom(32), network_id="bench") as t,
+        stock.run([Multiaddr(listen)]),
+    ):
+        server = await t.connect(ours_addr)
+        stock_server = info_from_p2p_addr(Multiaddr(stock_addr))
+        await stock.connect(stock_server)
 
         async def fetch(size: int) -> int:
             body = await t.request(
@@ -172,7 +218,7 @@ async def client_libp2p(
 
         async def fetch_bare(size: int) -> int:
             with trio.fail_after(timeout):
-                stream = await t.host.new_stream(ID.from_base58(server), [TProtocol(BARE_PROTOCOL)])
+                stream = await stock.new_stream(stock_server.peer_id, [TProtocol(BARE_PROTOCOL)])
                 await stream.write(size.to_bytes(_LEN, "big"))
                 buf = bytearray()
                 while len(buf) < size:
@@ -261,23 +307,35 @@ def main() -> None:
         trio.run(SERVERS[args.serve], args.sizes, args.lifetime)
         return
 
+    load_before = os.getloadavg()
     results = {**measure("libp2p", args.sizes, args.repeat, args.timeout)}
     results.update(measure("tcp", args.sizes, args.repeat, args.timeout))
+    load = [round(max(a, b), 2) for a, b in zip(load_before, os.getloadavg(), strict=True)]
     rows = [row(s, results) for s in args.sizes]
     if args.json:
-        print(json.dumps({"target_mb_s": TARGET_MB_S, "repeat": args.repeat, "rows": rows}, indent=2))
+        out = {"target_mb_s": TARGET_MB_S, "repeat": args.repeat, "load_average": load, "rows": rows}
+        print(json.dumps(out, indent=2))
         return
-    print(f"payload transfer between two processes, best of {args.repeat} (MB = 2^20 bytes)")
     print(
-        f"{'size':>8} {'libp2p MB/s':>12} {'raw TCP MB/s':>13} {'ratio':>7} {'bare MB/s':>10}"
-        f" {'CPU-bound MB/s':>15}  target >= {TARGET_MB_S:.0f} MB/s"
+        f"payload transfer between two processes, best of {args.repeat} (MB = 2^20 bytes); "
+        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min, the higher of before "
+        f"and after), {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'size':>8} {'p2pfl MB/s':>11} {'stock MB/s':>11} {'vs stock':>9} {'raw TCP MB/s':>13}"
+        f" {'vs TCP':>7} {'CPU-bound MB/s':>15}  target >= {TARGET_MB_S:.0f} MB/s"
     )
     for r in rows:
         ceiling = "-" if r["libp2p_cpu_bound_mb_s"] is None else f"{r['libp2p_cpu_bound_mb_s']:.1f}"
         print(
-            f"{r['size_mb']:>5} MB {r['libp2p_mb_s']:>12.1f} {r['tcp_mb_s']:>13.1f} {r['ratio']:>7.3f}"
-            f" {r['bare_libp2p_mb_s']:>10.1f} {ceiling:>15}  {'ok' if r['meets_target'] else 'MISSED'}"
+            f"{r['size_mb']:>5} MB {r['libp2p_mb_s']:>11.1f} {r['bare_libp2p_mb_s']:>11.1f}"
+            f" {r['ratio_vs_stock']:>8.2f}x {r['tcp_mb_s']:>13.1f} {r['ratio']:>7.3f} {ceiling:>15}"
+            f"  {'ok' if r['meets_target'] else 'MISSED'}"
         )
+    print(
+        "p2pfl: Libp2pTransport.request (batched Noise + yamux); stock: a py-libp2p 0.8.1 host pair with its"
+        " own Noise and Yamux; vs stock / vs TCP: p2pfl's throughput over theirs, same run"
+    )
 
 
 def row(size_mb: int, results: Results) -> dict[str, Any]:
@@ -289,6 +347,7 @@ def row(size_mb: int, results: Results) -> dict[str, Any]:
         "tcp_mb_s": round(size_mb / tcp.wall, 1),
         "ratio": round(tcp.wall / lib.wall, 3),
         "bare_libp2p_mb_s": round(size_mb / bare.wall, 1),
+        "ratio_vs_stock": round(bare.wall / lib.wall, 2),
         "libp2p_cpu_bound_mb_s": None if not busiest else round(size_mb / busiest, 1),
         "libp2p_s": round(lib.wall, 4),
         "libp2p_requester_cpu_s": round(lib.client_cpu, 3),

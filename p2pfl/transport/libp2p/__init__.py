@@ -17,8 +17,11 @@ The package, by concern:
   directly: no relays), validation, paced publishing, score parameters.
 * :mod:`.connections`: the access filter and block list, dialling, duplicate-pair resync, the watchdog.
 * :mod:`.config`: :class:`Libp2pConfig`, every tunable, validated in one place.
-* :mod:`.compat`: the one module that touches py-libp2p internals; it refuses an unsupported version at
-  import.
+* :mod:`.compat`: touches py-libp2p internals (with :mod:`.compat_noise` and :mod:`.compat_yamux`, the only
+  modules that do); it refuses an unsupported version at import.
+* :mod:`.compat_noise`, :mod:`.compat_yamux`: the payload fast path (``Libp2pConfig.fast_streams``): the same
+  Noise and yamux wire protocol as py-libp2p's, with batched socket I/O, one Noise message per yamux frame,
+  event-driven window waits, large receive windows and a total frame reader.
 
 What the defaults of py-libp2p 0.8.1 get wrong for us, and where it is handled (each point was checked
 against the library's source):
@@ -40,6 +43,11 @@ against the library's source):
   ``gossip_peer_records``). 16 peers, 5 rounds: 41 MB on the wire became 17 MB (raw deltas).
 * ``Swarm.close`` closes connections one by one with a 0.1 s sleep each: the transport closes them all at
   once first (:meth:`.host.Libp2pTransport._close_connections`).
+* Payload streams ran at 58-64 MB/s between two processes (bench_transfer): py-libp2p's yamux sends a
+  WINDOW_UPDATE per read and polls an empty send window every 10 ms; its Noise session reads every message
+  with two socket reads and writes every frame with its own ``send``, a 64 KiB yamux frame as two Noise
+  messages. :mod:`.compat_noise` and :mod:`.compat_yamux` keep the wire protocol and cut those costs
+  (:func:`.host._build_host`; a stock py-libp2p peer interoperates, tested).
 * Score parameters are subtracted in ``score.py`` (``s -= weight * count``): a penalty weight must be
   *positive* here, unlike go-libp2p. Defaults are all 0 and thresholds ``-inf`` (scoring does nothing)
   (:func:`.gossip.score_params`).

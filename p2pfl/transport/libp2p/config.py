@@ -58,6 +58,9 @@ class Libp2pConfig:
     min_write_rate: float = 1 << 20
     io_grace: float = 10.0
     write_chunk: int = 1 << 20
+    #: Batched Noise and yamux (:mod:`.compat_noise`, :mod:`.compat_yamux`): the same wire protocol as
+    #: py-libp2p's, fewer syscalls, copies and window waits per frame. Off: py-libp2p's own classes.
+    fast_streams: bool = True
     max_inbound_streams_per_peer: int = 8
     max_inbound_streams: int = 64
     #: Accepted gossip waiting for the gossip handler; beyond it messages are dropped and counted.

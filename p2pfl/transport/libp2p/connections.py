@@ -201,9 +201,14 @@ class ConnectionsMixin:
         except Exception:
             return
         now = trio.current_time()
+        current = self._host.get_network().get_connections(pid)
         if not closed:
-            self._conn_born.setdefault(conn, now)
-        others = [c for c in self._host.get_network().get_connections(pid) if c is not conn]
+            # Every connection registered now is born by now, even if its own notification comes later: the
+            # swarm may register both of a simultaneous pair before notifying the first, and a later birth
+            # stamp left that connection out of the resync (each end then closed one and kept one).
+            for c in (conn, *current):
+                self._conn_born.setdefault(c, now)
+        others = [c for c in current if c is not conn]
         if not others or self._nursery is None or not self._running:
             return
         peer = str(pid)
@@ -262,6 +267,10 @@ class ConnectionsMixin:
                     log.info("redial after resync to %s failed: %s: %s", peer, type(exc).__name__, exc)
         finally:
             self._resyncing.discard(peer)
+            # A pair that formed again while we resynced (both ends redialled) was ignored then: go again.
+            again = self._host.get_network().get_connections(pid)
+            if len(again) > 1 and self._running:
+                self._on_connection_change(again[-1], closed=False)
 
     # ---------------------------------------------------------------------------------------- internals
     async def _await_connection(self, pid: ID, seconds: float) -> bool:

@@ -29,6 +29,8 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2pfl.errors import TransportError
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
 from p2pfl.transport.libp2p import compat
+from p2pfl.transport.libp2p.compat_noise import BatchedNoiseTransport
+from p2pfl.transport.libp2p.compat_yamux import use_fast_yamux
 from p2pfl.transport.libp2p.config import Libp2pConfig
 from p2pfl.transport.libp2p.connections import ConnectionsMixin, _FilterNotifee
 from p2pfl.transport.libp2p.gossip import GossipMixin, gossip_topic, make_gossipsub
@@ -80,18 +82,18 @@ def _build_host(key_pair: KeyPair, listen: multiaddr.Multiaddr, cfg: Libp2pConfi
         outbound_stream_protocol_negotiation_timeout=cfg.stream_negotiation_timeout,
         inbound_stream_protocol_negotiation_timeout=cfg.stream_negotiation_timeout,
     )
-    return new_host(
+    noise = BatchedNoiseTransport if cfg.fast_streams else NoiseTransport
+    host = new_host(
         key_pair=key_pair,
-        sec_opt={
-            NOISE_PROTOCOL_ID: NoiseTransport(
-                key_pair, noise_privkey=create_new_x25519_key_pair().private_key
-            )
-        },
+        sec_opt={NOISE_PROTOCOL_ID: noise(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
         listen_addrs=[listen],
         enable_mDNS=False,
         connection_config=conn_cfg,
     )
+    if cfg.fast_streams:
+        use_fast_yamux(host.get_network())
+    return host
 
 
 class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):

@@ -46,22 +46,34 @@ class FrameTooLarge(Exception):
         self.size = size
 
 
+#: Reads shorter than this are gathered before they join the list of parts (bounds the parts' overhead).
+_PART: Final = 1 << 16
+
+
 async def read_exactly(stream: INetStream, n: int) -> bytes:
     """``stream.read(n)`` may return fewer bytes: loop until ``n`` arrived (EOF: a truncated frame).
 
-    Fills one buffer of the declared size (the caller has bounded it): a growing buffer re-allocated and
-    copied the payload several times over a 64 MB transfer."""
+    The parts are joined once at the end: one allocation and one copy of the payload (a preallocated
+    buffer copied into ``bytes`` cost two, 88 against 40 ms for 64 MiB here). Reads shorter than 64 KiB are
+    gathered first, so a sender of tiny frames cannot make the list cost more than the payload."""
     first = await _read_some(stream, n, 0)
     if len(first) == n:
         return first
-    buf = bytearray(n)
-    buf[: len(first)] = first
+    parts = [first]
+    small = bytearray()
     got = len(first)
     while got < n:
         chunk = await _read_some(stream, n, got)
-        buf[got : got + len(chunk)] = chunk
         got += len(chunk)
-    return bytes(buf)
+        if len(chunk) >= _PART and not small:
+            parts.append(chunk)
+            continue
+        small += chunk
+        if len(small) >= _PART:
+            parts.append(bytes(small))
+            small.clear()
+    parts.append(bytes(small))
+    return b"".join(parts)
 
 
 async def _read_some(stream: INetStream, n: int, got: int) -> bytes:
@@ -101,7 +113,8 @@ async def write_frame(stream: INetStream, parts: list[bytes], chunk: int) -> Non
     for part in parts:
         view = memoryview(part)
         for off in range(0, len(part), chunk):
-            await stream.write(bytes(view[off : off + chunk]))
+            # a view, not a copy: yamux slices it into frames itself (py-libp2p's and ours accept views)
+            await stream.write(view[off : off + chunk])  # type: ignore[arg-type]
 
 
 def cause_chain(exc: BaseException, depth: int = 4) -> str:
