@@ -242,7 +242,8 @@ class Dissensus(_Omniscient):
         #: the adaptive form against the echo signal (p2pfl/scoring/echo.py): the push loses its component
         #: along the target's last public step (its own update as the attacker can see it)
         self.evade_echo = evade_echo
-        self._last_seen: dict[str, Params] = {}
+        #: each honest neighbour's last two distinct versions seen (latest, the one before)
+        self._versions: dict[str, tuple[Params, Params | None]] = {}
 
     def poison(self, start: Params, trained: Params) -> Params:
         models = self._honest_neighbours()
@@ -254,9 +255,14 @@ class Dissensus(_Omniscient):
         self.target = ids[int(np.argmax(dist))]
         xt = models[self.target]
         push = {k: self.lam * (xt[k] - mean[k]) for k in trained}
-        previous = self._last_seen.get(self.target)
-        self._last_seen = {p: models[p] for p in ids}
-        if self.evade_echo and previous is not None:
+        if not self.evade_echo:
+            return {k: (xt[k] + push[k]).astype(np.float32) for k in trained}
+        for p in ids:  # a view without a newer version of ``p`` keeps its last step
+            latest, _ = self._versions.get(p, (None, None))
+            if latest is None or any(not np.array_equal(latest[k], models[p][k]) for k in trained):
+                self._versions[p] = (models[p], latest)
+        previous = self._versions[self.target][1]
+        if previous is not None:
             step = {k: xt[k] - previous[k] for k in trained}
             norm2 = sum(float(np.sum(step[k].astype(np.float64) ** 2)) for k in trained)
             if norm2 > 0:

@@ -50,8 +50,12 @@ def trusted_mean(
     w = _as_weights(weights, x.shape[0])
     x, w = _drop_zero_rows(x, w)
     g = geometric_median(x, w, eps=eps, tol=tol, max_iter=max_iter)
-    m = mean(x, w)
-    gap = float(np.linalg.norm((m - g).astype(np.float64)))
+    with np.errstate(over="ignore"):
+        m = mean(x, w)
+    if not np.all(np.isfinite(m)):  # finite rows near the float32 limit overflow its float32 sum
+        m = np.average(x.astype(np.float64), axis=0, weights=w).astype(np.float32)
+    diff = m.astype(np.float64) - g.astype(np.float64)  # (float32 m - g can overflow too)
+    gap = float(np.linalg.norm(diff))
     if gap == 0.0:
         return m
     dist = np.sqrt(_sq_dists_to(x, g))
@@ -59,7 +63,7 @@ def trusted_mean(
     radius = kappa * spread
     if gap <= radius:
         return m
-    out: F32 = (g + (m - g) * np.float32(radius / gap)).astype(np.float32)
+    out: F32 = (g + diff * (radius / gap)).astype(np.float32)
     return out
 
 

@@ -65,7 +65,7 @@ def _real(value: object) -> bool:
 def echo(
     model: NDArray[np.float64], after: NDArray[np.float64], own_update: NDArray[np.float64]
 ) -> float | None:
-    """``cos(model - after, own_update)``; ``None`` when either vector is zero."""
+    """``cos(model - after, own_update)``; ``None`` when either vector is zero or not finite."""
     u = model - after
     nu = float(np.linalg.norm(u))
     nd = float(np.linalg.norm(own_update))

@@ -81,8 +81,12 @@ class EvidenceConfig:
             raise ConfigError("evidence", "max_penalty", "must be in [0, 1]")
         if not 0.0 <= self.relayed_trust <= 1.0:
             raise ConfigError("evidence", "relayed_trust", "must be in [0, 1]")
-        if self.ttl_rounds < 1 or self.max_subjects < 1 or self.min_samples < 1 or self.persist_versions < 1:
-            raise ConfigError("evidence", "ttl_rounds", "ttl_rounds, max_subjects, min_samples must be >= 1")
+        if not math.isfinite(self.ratio_bad):
+            raise ConfigError("evidence", "ratio_bad", "must be finite")
+        for name in ("ttl_rounds", "max_subjects", "min_samples", "persist_versions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError("evidence", name, f"must be an integer >= 1, got {value!r}")
         if not (self.loss_floor > 0 and math.isfinite(self.loss_floor)):
             raise ConfigError("evidence", "loss_floor", "must be a positive finite number")
 

@@ -57,3 +57,16 @@ def test_in_the_pipeline_it_runs_after_self_clipping_without_nnm() -> None:
     nb = own + 0.1 * rng.normal(size=(6, 30)).astype(np.float32)
     out = aggregate(cfg, own, nb)
     np.testing.assert_allclose(out, aggregate(AggregationConfig(rule="mean", nnm=False), own, nb), atol=1e-6)
+
+
+def test_finite_rows_near_the_float32_limit_give_a_finite_result() -> None:
+    """Two of five rows at 3e38 overflow the float32 sum of the mean; the geometric median stays finite and
+    so must the trusted mean (it was NaN: ``inf * 0`` in the move towards the mean)."""
+    x = np.array([[0.0], [0.1], [0.2], [3.0e38], [3.0e38]], dtype=np.float32)
+    g = geometric_median(x)
+    assert np.all(np.isfinite(g))
+    for kappa in (0.0, 0.5, 1e6):
+        out = trusted_mean(x, kappa=kappa)
+        assert np.all(np.isfinite(out)), (kappa, out)
+    out = trusted_mean(x, np.array([1.0, 2.0, 1.0, 1.0, 1.0]), kappa=0.5)
+    assert np.all(np.isfinite(out))

@@ -225,3 +225,21 @@ def test_streaks_publish_only_after_persist_versions_consecutive_versions() -> N
     assert s.filter({"x": 3}, [obs("me", "x", seq=3)]) == [obs("me", "x", seq=3)]
     assert s.filter({"x": 4}, []) == []  # one clean version resets the run
     assert s.filter({"x": 5}, [obs("me", "x", seq=5)]) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("persist_versions", 0),
+        ("max_subjects", 0),
+        ("min_samples", 0),
+        ("ttl_rounds", 0),
+        ("ratio_bad", math.inf),
+    ],
+)
+def test_a_bad_value_is_refused_under_its_own_key(key: str, value: float) -> None:
+    """The error names the key that is wrong (it named ``ttl_rounds`` for the other counts), and an infinite
+    ``ratio_bad`` (no observation could ever reach full evidence) is refused like the other thresholds."""
+    with pytest.raises(ConfigError) as info:
+        EvidenceConfig(**{key: value})  # type: ignore[arg-type]
+    assert info.value.section == "evidence" and info.value.key == key

@@ -251,3 +251,26 @@ def test_mnist5k_ships_with_the_sim_extra() -> None:
     splits = peer_splits("mnist5k", 16, alpha=0.3, seed=1)
     assert len(splits) == 16 and all(s.train.x.shape[1] == 784 and len(s.val.y) for s in splits)
     assert len(splits[0].test.y) == 1000
+
+
+def test_dissensus_evading_echo_keeps_the_targets_last_step_while_its_view_is_stale() -> None:
+    """A round in which no newer version of the target has arrived (the attacker is faster than it) still
+    evades along the target's last step; it fell back to the plain push, which the echo holds out."""
+    inner = _learner()
+    w = Dissensus(inner, lam=1.0, evade_echo=True)
+    rng = np.random.default_rng(1)
+    first = {
+        p: {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in _like(inner, 0).items()}
+        for p in ("a", "b", "c")
+    }
+    first["c"] = {k: v + 5.0 for k, v in first["c"].items()}  # the farthest: the target
+    step = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in first["c"].items()}
+    second = {**first, "c": {k: first["c"][k] + step[k] for k in step}}
+    views = iter([first, second, second])
+    w.keyed = lambda: next(views)
+    _round(w)
+    _round(w)
+    out = _round(w)  # the same view again
+    assert w.target == "c"
+    push = _flat(out) - _flat(second["c"])
+    assert abs(float(push @ _flat(step))) < 1e-3 * np.linalg.norm(push) * np.linalg.norm(_flat(step))
