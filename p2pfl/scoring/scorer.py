@@ -191,7 +191,7 @@ class ContributionScorer:
                 out.append(0.0)
                 continue
             base = 1.0 if self.config.weighting == "binary" else state.reputation
-            hint = 1.0 if self.weight_hint is None else self.weight_hint(p)
+            hint = 1.0 if self.weight_hint is None else _unit_hint(self.weight_hint(p))
             out.append(
                 base * self.influence_cap(p) * self._persistence_weight(p) * self._echo_weight(p) * hint
             )
@@ -463,3 +463,8 @@ class ContributionScorer:
         if cfg.dist_hard is not None and r >= cfg.dist_hard:
             combined = 0.0  # far outside any honest spread: no other component may average it away
         return combined
+
+
+def _unit_hint(value: float) -> float:
+    """A weight hint clamped to [0, 1]; a non-finite hint counts as none, so it cannot poison a mix."""
+    return min(1.0, max(0.0, value)) if math.isfinite(value) else 1.0

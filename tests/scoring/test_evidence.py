@@ -209,11 +209,21 @@ def test_a_coalition_accusing_an_honest_peer_neither_evicts_it_nor_cuts_its_weig
     assert hinted.evicted() == set()
 
 
-def test_without_a_hint_the_scorer_weights_are_unchanged() -> None:
+def test_a_hint_scales_only_its_peers_weight() -> None:
     s = ContributionScorer(ScoringConfig())
     w = s.weights_for(["a", "b"]).tolist()
     s.weight_hint = lambda p: 0.25 if p == "b" else 1.0
     assert s.weights_for(["a", "b"]).tolist() == [w[0], w[1] * 0.25]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -3.0, 7.0])
+def test_a_hint_outside_the_unit_interval_is_clamped_or_ignored(bad: float) -> None:
+    s = ContributionScorer(ScoringConfig())
+    w = s.weights_for(["a", "b"]).tolist()
+    s.weight_hint = lambda p: bad if p == "b" else 1.0
+    got = s.weights_for(["a", "b"]).tolist()
+    expected = {math.nan: w[1], math.inf: w[1], -3.0: 0.0, 7.0: w[1]}[bad]
+    assert got == [w[0], expected]
 
 
 def test_streaks_publish_only_after_persist_versions_consecutive_versions() -> None:
