@@ -5,12 +5,15 @@ what a poisoner does with the extra versions."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import trio
 
 from p2pfl.aggregation import AggregationConfig
@@ -18,6 +21,8 @@ from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.peer import Peer
 from p2pfl.protocol.replicas import RoundOutcome
 from p2pfl.sim.data import peer_splits
+from p2pfl.sim.runner import run_scenario
+from p2pfl.sim.scenario import parse_scenario
 from p2pfl.transport.memory import MemoryNetwork
 
 from .test_peer import inline, learner_for, memory_peer, run_all, test_accuracy
@@ -208,3 +213,25 @@ async def test_a_poisoner_of_the_extra_versions_only_gets_no_weight_for_them(
     for p in peers[1:]:
         assert p.final_accuracy >= 0.85  # type: ignore[attr-defined]
         assert not any(p.engine.is_evicted(q.peer_id) for q in peers[1:])
+
+
+@pytest.mark.slow
+def test_extra_mixing_steps_run_over_libp2p(tmp_path: Path) -> None:
+    """The same round loop over real libp2p peer processes (the simulation's libp2p engine): every peer
+    publishes and mixes its extra step, and the peers learn."""
+    sc = parse_scenario(
+        {
+            "run": {"seed": 3, "rounds": 8, "transport": "libp2p", "time_limit_s": 300, "mix_steps": 2},
+            "data": {"dataset": "digits", "partition": "iid"},
+            "model": {"kind": "mlp", "hidden": 32, "local_steps": 10},
+            "topology": {"peers": 4, "kind": "complete"},
+        },
+        name="mix-steps-libp2p",
+    )
+    r = run_scenario(sc, tmp_path, quiet=True, plots=False)
+    assert not r["timed_out"]
+    for p in r["peers"]:  # each peer process's own result
+        own = json.loads((tmp_path / "peers" / str(p["index"]) / "result.json").read_text())
+        run, skipped = own["mix_steps"]
+        assert run + skipped == 8 and run >= 6, (run, skipped)
+    assert r["honest_accuracy"]["mean"] >= 0.85, r["honest_accuracy"]
