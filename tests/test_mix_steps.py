@@ -43,6 +43,7 @@ async def _network(
     learners: Callable[[int, Any], Any] = lambda i, learner: learner,
     setup: Callable[[list[Peer]], None] = lambda peers: None,
     partition: str = "iid",
+    state_dirs: Mapping[int, Path] | None = None,
     **cfg: Any,
 ) -> list[Peer]:
     splits = peer_splits("digits", n, partition_kind=partition, seed=3)
@@ -51,7 +52,8 @@ async def _network(
         peers: list[Peer] = []
         for i in range(n):
             learner = learners(i, learner_for(splits[i], i))
-            peer = memory_peer(i, learner, net, run_sync=inline, join_on_start=False, **cfg)
+            extra = {"state_dir": state_dirs[i]} if state_dirs and i in state_dirs else {}
+            peer = memory_peer(i, learner, net, run_sync=inline, join_on_start=False, **extra, **cfg)
             peers.append(await stack.enter_async_context(peer))
         setup(peers)
         for a, b in edges:
@@ -213,6 +215,31 @@ async def test_a_poisoner_of_the_extra_versions_only_gets_no_weight_for_them(
     for p in peers[1:]:
         assert p.final_accuracy >= 0.85  # type: ignore[attr-defined]
         assert not any(p.engine.is_evicted(q.peer_id) for q in peers[1:])
+
+
+async def test_every_step_s_version_is_checkpointed_and_logged(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A version number is never reused after a crash: each extra step's version is checkpointed before
+    it is broadcast and gets its own signed version record (with the contributions of its mix), and the
+    log verifies."""
+    from p2pfl.state import read_log, verify_log
+
+    state = tmp_path / "p0"
+    await _network(
+        3,
+        [(0, 1), (1, 2), (0, 2)],
+        4,
+        mix_steps=2,
+        max_round_wait_s=5,
+        state_dirs={0: state},
+    )
+    report = verify_log(state)
+    assert report.ok, report.problem
+    versions = [e for e in read_log(state) if e.event == "version"]
+    assert [e.seq for e in versions] == list(range(1, 9))  # two versions per round, none skipped
+    assert [e.round for e in versions] == [1, 1, 2, 2, 3, 3, 4, 4]
+    assert all(e.contributions for e in versions[2:])  # every mix after the first round took neighbours
 
 
 @pytest.mark.slow
