@@ -28,11 +28,12 @@ import trio
 from p2pfl.config.schema import derive
 from p2pfl.learner import EvalResult, Learner, TrainResult
 from p2pfl.peer_exchange import Exchange
+from p2pfl.peer_mixing import extra_mixes
 from p2pfl.peer_store import PeerStore, finite_or_none, now_ms
 from p2pfl.protocol import GossipEngine, Replica, RoundOutcome, Start, ValLossCache
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.join import JoinPlan
-from p2pfl.protocol.mixing import MixConfig, MixLedger, shut_out, step_due
+from p2pfl.protocol.mixing import MixConfig, MixLedger
 from p2pfl.protocol.pacing import (
     ConnectionClock,
     NeighbourView,
@@ -362,7 +363,7 @@ class RoundLoop:
             # (not under DP, secure aggregation or a rollout: each version there is a release or a candidate)
             rollout = self._p.rollout is not None and self._p.rollout.cfg.enabled
             private_ = private is not None or group is not None or rollout
-            outcome = await self._extra_mixes(start, outcome, private=private_)
+            outcome = await extra_mixes(self, start, outcome, private=private_)
         await self._p.write_status()
         report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0)
         if private is not None:
@@ -372,59 +373,6 @@ class RoundLoop:
         if self._p.on_round is not None:
             self._p.on_round(report)
         return report
-
-    async def _extra_mixes(
-        self, start: npt.NDArray[np.float32], outcome: RoundOutcome, *, private: bool
-    ) -> RoundOutcome:
-        """Mixing steps 2 .. ``mix_steps`` of this round (p2pfl.protocol.mixing): each publishes the own
-        mix as a new version, waits for the neighbours' next versions (the round pacing, same rules) and
-        mixes them, scored like any version (peers an earlier step of the round gave no weight aside); the
-        guards and the checkpoint run as after the first mix. Returns the last step's outcome (or
-        ``outcome`` when no step ran), with every step's evictions."""
-        p = self._p
-        engine, exchange = p.engine, p.exchange
-        evicted = list(outcome.evicted)
-        out = shut_out((c.peer, c.weight) for c in outcome.contributions)
-        for step in range(2, self._mix.mix_steps + 1):
-            if private or p.stopped.is_set():
-                self.mix_steps_skipped += self._mix.mix_steps + 1 - step
-                break
-            own = engine.own_params()
-            publish = engine.publish_mix(own, timestamp_ms=now_ms(), round_=self.round)
-            await p.run_sync(p.store.checkpoint, engine, self.round, {})  # before the broadcast
-            await exchange.execute([publish])
-            self._last_wait_s += await self._wait_for_neighbours()
-            now = trio.current_time()
-            candidates = [replace(r) for r in engine.mixing_candidates(now) if r.peer not in out]
-            fresh = self._ledger.fresh({r.peer: r.seq for r in candidates})
-            if not step_due(step, self._mix, fresh, stopped=p.stopped.is_set()):
-                # nothing new to mix: the version (our mix) is out, its record has no contributions
-                self.mix_steps_skipped += self._mix.mix_steps + 1 - step
-                alone = RoundOutcome([], engine.seq, engine.public_digest, [], {}, [])
-                await p.run_sync(p.store.persist, engine, self.round, alone, {})
-                break
-            own_eval, val_losses, own_val = await self._evaluate(candidates, own)
-            outcome = engine.finish_round(
-                own,
-                trio.current_time(),
-                val_losses=val_losses,
-                own_val_loss=own_val,
-                candidates=candidates,
-                already_published=True,
-                round_start=engine.layout.unflatten(start),
-                extra_step=True,
-            )
-            out |= shut_out((c.peer, c.weight) for c in outcome.contributions)
-            self._last_mix = trio.current_time()
-            self._ledger.record((r.peer, r.seq) for r in candidates)
-            self.mix_steps_run += 1
-            decision = await self._guard_round(own, own_eval)
-            metrics = {"val_loss": decision.evaluation.loss}
-            persist = functools.partial(p.store.persist, notes=list(decision.notes))
-            await p.run_sync(persist, engine, self.round, outcome, metrics)
-            await exchange.execute(outcome.actions)
-            evicted += outcome.evicted
-        return replace(outcome, evicted=evicted)
 
     async def _private_release(self, trained: Params) -> PrivateRelease | None:
         """With ``[privacy]``: whether this round may publish, its header claim and the model it publishes
