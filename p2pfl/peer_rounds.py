@@ -28,10 +28,12 @@ import trio
 from p2pfl.config.schema import derive
 from p2pfl.learner import EvalResult, Learner, TrainResult
 from p2pfl.peer_exchange import Exchange
+from p2pfl.peer_mixing import extra_mixes
 from p2pfl.peer_store import PeerStore, finite_or_none, now_ms
 from p2pfl.protocol import GossipEngine, Replica, RoundOutcome, Start, ValLossCache
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.join import JoinPlan
+from p2pfl.protocol.mixing import MixConfig, MixLedger
 from p2pfl.protocol.pacing import (
     ConnectionClock,
     NeighbourView,
@@ -108,7 +110,10 @@ class PrivateRelease:
 
 def pacing_config(config: PeerConfig) -> PacingConfig:
     """The round pacing's knobs of ``config`` (its fields of the same names)."""
-    return derive(PacingConfig, config, subscribe_grace_s=SUBSCRIBE_GRACE_S)
+    # several mixing steps per round publish, then wait, then mix, each step (p2pfl.protocol.mixing): the
+    # trained model's mix too, so that it takes the neighbours' trained models of the same round
+    wait_before_mix = config.wait_before_mix or config.mix_steps > 1
+    return derive(PacingConfig, config, subscribe_grace_s=SUBSCRIBE_GRACE_S, wait_before_mix=wait_before_mix)
 
 
 def guard_config(config: PeerConfig) -> GuardConfig:
@@ -175,6 +180,12 @@ class RoundLoop:
         #: how long the last round's mix waited for the neighbours (``wait_before_mix``; else 0)
         self._last_wait_s = 0.0
         self._started = False
+        #: several mixing steps per round (p2pfl.protocol.mixing): the versions the last mix took
+        self._mix = derive(MixConfig, config)
+        self._ledger = MixLedger()
+        #: extra mixing steps run (and skipped: nothing new from the neighbours) since start
+        self.mix_steps_run = 0
+        self.mix_steps_skipped = 0
 
     def note_update(self) -> None:
         """A replica got a new version: wake a pacing wait."""
@@ -344,9 +355,15 @@ class RoundLoop:
             already_published=published,
         )
         self._last_mix = trio.current_time()
+        self._ledger.record((r.peer, r.seq) for r in candidates)
         decision = await self._guard_round(trained, trained_eval)
         await self._persist(train, outcome, decision, private)
         await exchange.execute(outcome.actions)
+        if self._mix.mix_steps > 1:
+            # (not under DP, secure aggregation or a rollout: each version there is a release or a candidate)
+            rollout = self._p.rollout is not None and self._p.rollout.cfg.enabled
+            private_ = private is not None or group is not None or rollout
+            outcome = await extra_mixes(self, start, outcome, private=private_)
         await self._p.write_status()
         report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0)
         if private is not None:

@@ -264,6 +264,10 @@ class PeerRunner:
             "requests_served": served,
             "rejected": dict(sorted(rejected.items())),
             "evicted": sorted(evicted),
+            # extra mixing steps per round run / skipped (p2pfl.protocol.mixing), of the current incarnation
+            "mix_steps": [peer.rounds.mix_steps_run, peer.rounds.mix_steps_skipped]
+            if peer is not None
+            else [0, 0],
         }
 
     def _record(self, peer: Peer, evicted_now: list[str], round_s: float = 0.0) -> None:

@@ -118,6 +118,7 @@ class RunSpec:
     relay: bool = False
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     wait_before_mix: bool = default_of(PeerConfig, "wait_before_mix")
+    mix_steps: int = default_of(PeerConfig, "mix_steps")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
     #: delta codec of every peer: raw, fp16, int8 or topk:<density> (docs/wire-format.md section 7)

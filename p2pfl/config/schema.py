@@ -23,6 +23,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.protocol import ProtocolConfig
+from p2pfl.protocol.mixing import MixConfig
 from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.protocol.ratelimit import RateConfig
 from p2pfl.rollout.config import RolloutConfig
@@ -79,6 +80,9 @@ class PeerConfig:
     #: Wait for the neighbours' versions between publishing the trained model and mixing, instead of before
     #: training, so each mix takes the same round's models, as FedAvg does (p2pfl.protocol.pacing).
     wait_before_mix: bool = setting(False, section="peer", sim="run")
+    #: Mixing (gossip) steps per round: after the trained model's mix, ``mix_steps - 1`` more times wait for
+    #: the neighbours' newer versions, publish the own mix and mix again (p2pfl.protocol.mixing).
+    mix_steps: int = setting(default_of(MixConfig, "mix_steps"), section="peer", sim="run")
     min_neighbours: int = setting(1, section="peer")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")
@@ -161,6 +165,7 @@ class PeerConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
             raise _bad("local_steps", f"must be an integer >= 1, got {self.local_steps!r}")
+        MixConfig(self.mix_steps)  # raises ConfigError("peer", "mix_steps", ...)
         if not isinstance(self.max_neighbours, int) or self.max_neighbours < 1:
             raise _bad("max_neighbours", f"must be an integer >= 1, got {self.max_neighbours!r}")
         if not isinstance(self.bootstrap_ttl, int) or not 1 <= self.bootstrap_ttl <= 7200:

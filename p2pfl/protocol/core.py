@@ -103,6 +103,9 @@ class EngineCore:
         self._doubted: set[str] = set()
         #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
         self._heard_at: dict[str, int] = {}
+        #: versions published by extra mixing steps (p2pfl.protocol.mixing): ``seq`` minus these counts the
+        #: own rounds that published, the clock of ``return_gap_rounds``
+        self._extra_versions = 0
         #: envelopes the gossip validator opened, by their bytes, until handle_announce takes them: each
         #: message's signature is checked once, not twice. Small messages only, few of them (a message
         #: validated but never delivered ages out).

@@ -74,6 +74,15 @@ class RoundSide(EngineCore):
         persist it before broadcasting."""
         return self._publish(self.layout.flatten(trained), meta or Meta(), timestamp_ms)
 
+    def publish_mix(
+        self, own: Mapping[str, npt.NDArray[Any]], *, timestamp_ms: int = 0, round_: int = 0
+    ) -> Publish:
+        """An extra mixing step (p2pfl.protocol.mixing) publishes the own current mix as the next version,
+        before it waits for the neighbours' and mixes them with :meth:`finish_round` (``extra_step=True``).
+        Its header's meta carries the round only (no samples, no training loss: nothing was trained)."""
+        self._extra_versions += 1
+        return self._publish(self.layout.flatten(own), Meta(round=round_), timestamp_ms)
+
     def finish_round(
         self,
         trained: Mapping[str, npt.NDArray[Any]],
@@ -88,6 +97,8 @@ class RoundSide(EngineCore):
         published: Mapping[str, npt.NDArray[Any]] | None = None,
         dp: DPClaim | None = None,
         already_published: bool = False,
+        round_start: Mapping[str, npt.NDArray[Any]] | None = None,
+        extra_step: bool = False,
     ) -> RoundOutcome:
         """Publish the freshly trained model, then mix it with the replicas and score them
         (``already_published``: :meth:`publish_trained` already published it; only mix, and the outcome has
@@ -97,6 +108,12 @@ class RoundSide(EngineCore):
         version sent (peer level: its clipped, noised delta; ``trained`` still enters the own mix), ``dp`` is
         the header's privacy claim, and ``publish=False`` (budget spent) publishes nothing: ``seq`` stays, the
         round only mixes.
+
+        ``round_start``: the model the own update is measured from for scoring (default: the own model before
+        this call). An extra mixing step (p2pfl.protocol.mixing) passes ``trained = own_params()``, the
+        round's start (so the direction signal compares the neighbours' pulls with the round's own update)
+        and ``extra_step=True``: the scorer's round clock does not advance (its warm-ups and founding rounds
+        count own rounds, not versions).
 
         ``trained`` is the own model after local training, which started from :meth:`own_params`. It becomes
         the new public version as it is (others mix *trained* models, so every peer's step reaches the
@@ -110,7 +127,7 @@ class RoundSide(EngineCore):
         together at ``young_share_cap``, all newcomers at ``newcomer_share_cap``), without the ones scored
         bad this round, and with each group's share capped (:meth:`set_groups`).
         """
-        before = self.own
+        before = self.own if round_start is None else self.layout.flatten(round_start)
         after = self.layout.flatten(trained)
         sent = after if published is None else self.layout.flatten(published)
         # dp only when set: wrappers of the 3-argument _publish (protocol attacks) keep working
@@ -129,7 +146,7 @@ class RoundSide(EngineCore):
         actions: list[Action] = []
         weights: npt.NDArray[np.float64] | None = None
         own_weight = self.aggregation.own_weight
-        if scorer is not None:
+        if scorer is not None and not extra_step:
             scorer.begin_round()
         if scorer is not None and reps:
             was_evicted = scorer.evicted()
@@ -205,11 +222,12 @@ class RoundSide(EngineCore):
         """Score each candidate's version not scored yet (each version once) and remember the scores."""
         fresh = {r.peer for r in reps if self._scored_version(r.peer) != r.version}
         gap = scorer.config.return_gap_rounds
+        rounds = self.seq - self._extra_versions  # own rounds that published (extra steps' versions aside)
         for peer in sorted(fresh):
-            # self.seq already counts this round's version
-            if self.seq - self._heard_at.get(peer, 1) > gap:
+            # rounds already counts this round's version
+            if rounds - self._heard_at.get(peer, 1) > gap:
                 scorer.grant_grace(peer)
-            self._heard_at[peer] = self.seq
+            self._heard_at[peer] = rounds
         scores = scorer.evaluate(
             before,
             after,
