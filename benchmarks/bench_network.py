@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 from netbench.child import run_child  # noqa: E402
 
 #: the workload's rounds (netbench.workload.ROUNDS; not imported here: a child must start the libp2p
-#: engine's fork server before it imports numpy, scikit-learn and p2pfl)
+#: engine's fork server before it imports numpy and p2pfl)
 ROUNDS = 5
 #: p2pfl's overlay and delta codec by default (docs/benchmarks.md, "Bytes: a sparser overlay and int8"): each
 #: peer exchanges int8 deltas with 6 neighbours of a random-regular graph instead of raw deltas with all 15
@@ -70,7 +70,7 @@ PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
 def _start_fork_server() -> None:
     """Start the libp2p engine's fork server first thing: the workers fork from a server that imports libp2p
     and the peer once (~1.5-3 s of CPU), and started here it imports them on the second core while this
-    process imports p2pfl and scikit-learn and loads the data (``engine_libp2p.start_fork_server``, called
+    process imports p2pfl and loads the data (``engine_libp2p.start_fork_server``, called
     again by the engine, is then a no-op). Not through that function: importing ``p2pfl.sim.engine_libp2p``
     takes ~1 s itself."""
     import multiprocessing
