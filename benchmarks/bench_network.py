@@ -47,10 +47,10 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from netbench import proctree  # noqa: E402
+from netbench.child import run_child  # noqa: E402
 
 #: the workload's rounds (netbench.workload.ROUNDS; not imported here: a child must start the libp2p
-#: engine's fork server before it imports numpy, scikit-learn and p2pfl)
+#: engine's fork server before it imports numpy and p2pfl)
 ROUNDS = 5
 #: p2pfl's overlay and delta codec by default (docs/benchmarks.md, "Bytes: a sparser overlay and int8"): each
 #: peer exchanges int8 deltas with 6 neighbours of a random-regular graph instead of raw deltas with all 15
@@ -70,7 +70,7 @@ PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
 def _start_fork_server() -> None:
     """Start the libp2p engine's fork server first thing: the workers fork from a server that imports libp2p
     and the peer once (~1.5-3 s of CPU), and started here it imports them on the second core while this
-    process imports p2pfl and scikit-learn and loads the data (``engine_libp2p.start_fork_server``, called
+    process imports p2pfl and loads the data (``engine_libp2p.start_fork_server``, called
     again by the engine, is then a no-op). Not through that function: importing ``p2pfl.sim.engine_libp2p``
     takes ~1 s itself."""
     import multiprocessing
@@ -120,39 +120,20 @@ def _child(args: argparse.Namespace) -> int:
 
 
 def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    result = work / f"{side}.json"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--_side",
-        side,
-        "--_result",
-        str(result),
-        "--_out",
-        str(work / side),
-        "--peers",
-        str(args.peers),
-        "--engine",
-        args.engine,
-        "--rounds",
-        str(args.rounds),
-        *(["--robust"] if args.robust else []),
-        "--codec",
-        args.codec,
-        *(["--degree", str(args.degree)] if args.degree is not None else []),
-        "--wait-before-mix",
-        args.wait_before_mix,
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    child_args = ["--_side", side, "--_out", str(work / side), "--peers", str(args.peers)]
+    child_args += ["--engine", args.engine, "--rounds", str(args.rounds), "--codec", args.codec]
+    child_args += ["--wait-before-mix", args.wait_before_mix, *(["--robust"] if args.robust else [])]
+    child_args += ["--degree", str(args.degree)] if args.degree is not None else []
+    env: dict[str, str] = {}
     if side == "p2pfl":
         # one BLAS thread per process: 16 peer processes on 2 cores each running OpenBLAS's thread pool
         # spin against each other (measured on this machine under load: a 360-sample forward pass of the
         # MLP 10.7 ms with OpenBLAS's default threads, 0.2 ms with one). Set before numpy loads OpenBLAS.
-        for var in BLAS_THREADS:
-            env.setdefault(var, "1")
+        env = {var: os.environ.get(var, "1") for var in BLAS_THREADS}
     launched = time.time()
-    usage = proctree.run_measured(cmd, env=env)
-    figures: dict[str, Any] = json.loads(result.read_text())
+    figures, usage = run_child(__file__, child_args, work / f"{side}.json", env=env)
+    if figures is None:
+        raise RuntimeError(f"the {side} side wrote no result")
     first = figures.get("first_round_start_at")
     figures.update(
         wall_s=usage.wall_s,

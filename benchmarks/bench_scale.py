@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from netbench import proctree  # noqa: E402
+from netbench.child import run_child  # noqa: E402
 
 SCENARIO = "memory1000.toml"
 MB = 1e6
@@ -85,26 +84,10 @@ def _child(args: argparse.Namespace) -> int:
 
 
 def measure(peers: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    result = work / f"scale-{peers}.json"
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--_child",
-        str(peers),
-        "--_result",
-        str(result),
-        "--_out",
-        str(work / f"run-{peers}"),
-        "--rounds",
-        str(args.rounds),
-        "--per-peer",
-        str(args.per_peer),
-        "--test",
-        str(args.test),
-    ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    usage = proctree.run_measured(cmd, env=env, timeout=4 * 3600)
-    figures: dict[str, Any] = json.loads(result.read_text()) if result.exists() else {"peers": peers}
+    child_args = ["--_child", str(peers), "--_out", str(work / f"run-{peers}"), "--rounds", str(args.rounds)]
+    child_args += ["--per-peer", str(args.per_peer), "--test", str(args.test)]
+    figures, usage = run_child(__file__, child_args, work / f"scale-{peers}.json", timeout=4 * 3600)
+    figures = figures or {"peers": peers}
     figures.update(wall_s=usage.wall_s, cpu_s=usage.cpu_s, peak_rss_mb=usage.peak_rss_bytes / MB)
     figures["ms_per_peer_round"] = 1000 * usage.wall_s / (peers * args.rounds)
     figures["cpu_ms_per_peer_round"] = 1000 * usage.cpu_s / (peers * args.rounds)

@@ -6,8 +6,9 @@ Reads ``DIR/scenario.json``, runs the real :class:`p2pfl.peer.Peer` over libp2p 
 topology neighbours as static peers, and talks to the parent through files in ``DIR/peers/I/``: ``online``
 (listening), ``status.json`` and the checkpoint (written by the peer every round), ``finished`` (its rounds
 are done, with ``result.json`` and ``final.p2ck`` frozen then; it keeps running rounds so that slower
-neighbours never wait for a silent peer), ``vectors.npy`` (at exit). It waits for
-``DIR/control/go`` before its first round and stops when ``DIR/control/stop`` appears. Never imports torch.
+neighbours never wait for a silent peer), ``vectors.npy`` (at exit). Once listening it waits for
+``DIR/control/go`` (every peer listens) before it dials anyone, and stops when ``DIR/control/stop`` appears.
+Never imports torch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +35,9 @@ from p2pfl.fsutil import atomic_write
 from .engine_libp2p import libp2p_addr
 from .runner import FINAL_CHECKPOINT, PeerRunner, load_split, make_plan
 from .scenario import SimulationError, parse_scenario
+
+#: how often a worker looks for the parent's start signal (``DIR/control/go``)
+GATE_POLL_S = 0.02
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +69,20 @@ def main(argv: list[str] | None = None) -> int:
         # of a blocked event loop when imported at the join on a loaded 2-core machine)
         import p2pfl.transport.libp2p  # noqa: F401
 
-    def factory(identity: object) -> object:
+    async def gate() -> None:
+        """Say this peer listens (``online``), then wait for the start signal (every peer listens)."""
+        (d / "online").touch()
+        for _ in range(int(scenario.run.time_limit_s / GATE_POLL_S) + 1):
+            if (control / "go").exists():
+                return
+            await trio.sleep(GATE_POLL_S)
+        raise SimulationError("no start signal from the parent")
+
+    @asynccontextmanager
+    async def factory(identity: object) -> AsyncIterator[object]:
+        """The peer's libp2p transport, listening before the peer dials anyone: the start gate is passed
+        here, between listening and the peer's dials to its static peers. Dialled earlier, a neighbour not
+        listening yet cost the swarm's retries (~0.7 s) before this peer said it was online."""
         from p2pfl.transport.libp2p import Libp2pConfig, Libp2pTransport
 
         lib = Libp2pConfig()
@@ -73,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
             dim = sum(int(v.size) for v in runner.learner.get_params().values())
             cap = message_cap(len(scenario.secagg.members), dim)
             lib = dataclasses.replace(lib, max_request_bytes=max(lib.max_request_bytes, cap))
-        return Libp2pTransport.open(
+        async with Libp2pTransport.open(
             seed=me.seed,
             network_id=scenario.run.network_id,
             listen=f"/ip4/127.0.0.1/tcp/{me.port}",
             config=lib,
-        )
+        ) as transport:
+            if not (control / "go").exists():
+                await gate()
+            yield transport
 
     honest_dirs = [out / "peers" / str(i) for i in plan.honest]
     clock = {"at": -1.0, "round": 0}
@@ -112,12 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def go() -> None:
-        (d / "online").touch()
-        for _ in range(int(scenario.run.time_limit_s * 20) + 1):
-            if (control / "go").exists():
-                return
-            await trio.sleep(0.05)
-        raise SimulationError("no start signal from the parent")
+        if not (control / "go").exists():  # a peer that listens before its first round (a late Sybil)
+            await gate()
 
     def all_done() -> bool:
         return (control / "stop").exists()

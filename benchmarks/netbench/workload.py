@@ -14,11 +14,14 @@ share: Flower's clients train on all of their share, so p2pfl's do too.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from p2pfl.learner import Dataset, NumpySoftmaxLearner
 from p2pfl.sim.data import Split
@@ -56,16 +59,70 @@ class Workload:
 
 
 def load_workload(peers: int) -> Workload:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int64)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
+    """The workload's data, without importing scikit-learn (module docstring of :func:`digits`)."""
+    data, target = digits()
+    x = (data / 16.0).astype(np.float32)
+    y = target.astype(np.int64)
+    train, test = stratified_split(y, TEST_SIZE, SPLIT_SEED)
+    x_tr, x_te, y_tr, y_te = x[train], x[test], y[train], y[test]
     perm = np.random.default_rng(SPLIT_SEED).permutation(len(y_tr))
     shares = [Dataset(x_tr[np.sort(p)], y_tr[np.sort(p)]) for p in np.array_split(perm, peers)]
     return Workload(shares, Dataset(x_te, y_te), 10, x.shape[1])
+
+
+def digits() -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """scikit-learn's digits (``load_digits().data, .target``), read from the file scikit-learn ships
+    (``sklearn/datasets/data/digits.csv.gz``) without importing scikit-learn: its import is ~1.1 s of CPU
+    (3 s of wall on the loaded 2-core machine) that each side's process paid before its first round."""
+    spec = importlib.util.find_spec("sklearn")  # locates the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the workload needs scikit-learn's digits: pip install scikit-learn")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    raw = np.loadtxt(path, delimiter=",")
+    return raw[:, :-1], raw[:, -1].astype(np.int64)
+
+
+def stratified_split(
+    y: npt.NDArray[np.int64], test_size: float, seed: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The (train, test) indices of ``sklearn.model_selection.train_test_split(..., test_size=test_size,
+    stratify=y, random_state=seed)``: its ``StratifiedShuffleSplit`` step by step, drawing from the same
+    ``RandomState(seed)`` in the same order (tests/simulations/test_netbench.py compares the two)."""
+    n = len(y)
+    n_test = math.ceil(test_size * n)
+    n_train = math.floor((1.0 - test_size) * n)
+    _, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(class_counts)):
+        perm = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(perm[: n_i[i]])
+        test.extend(perm[n_i[i] : n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
+
+
+def _approximate_mode(
+    class_counts: npt.NDArray[np.int64], n_draws: int, rng: np.random.RandomState
+) -> npt.NDArray[np.int64]:
+    """``sklearn.utils.extmath._approximate_mode``: per class, its share of ``n_draws`` rounded down, the
+    rest given to the largest remainders (ties broken by ``rng``)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
 
 
 def topology(peers: int, degree: int | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ before it listens."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from threadpoolctl import threadpool_info
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
-from p2pfl.sim.engine_memory import run_memory
+from p2pfl.sim.engine_memory import GC_YOUNG, run_memory
 from p2pfl.sim.scenario import parse_scenario
 from p2pfl.transport.memory import MemoryNetwork
 
@@ -57,6 +58,29 @@ def test_memory_engine_runs_the_peers_work_inline_on_one_blas_thread(
     assert len(seen) >= 128
     assert all(on_main for on_main, _ in seen)
     assert all(all(n == 1 for n in blas) for _, blas in seen)
+
+
+def test_memory_engine_keeps_the_collector_off_the_live_peers_and_restores_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """During the rounds the set-up's objects are frozen (out of the cyclic collector's sweeps) and young
+    collections are rarer; afterwards the collector is as it was, with nothing left frozen."""
+    seen: list[tuple[int, int]] = []
+    train = NumpySoftmaxLearner.train
+
+    def spy(self: NumpySoftmaxLearner, steps: int) -> Any:
+        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
+        return train(self, steps)
+
+    monkeypatch.setattr(NumpySoftmaxLearner, "train", spy)
+    before = gc.get_threshold()
+    out = trio.run(lambda: run_memory(_tiny_scenario(), tmp_path, quiet=True))
+    assert not out.timed_out
+    assert len(seen) >= 128
+    assert all(frozen > 10_000 for frozen, _ in seen)
+    assert all(young == GC_YOUNG > before[0] for _, young in seen)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
 
 
 finite = st.floats(-50, 50, allow_nan=False, width=32)
