@@ -107,6 +107,18 @@ def _softmax(logits: npt.NDArray[Any]) -> FloatArray:
     return out
 
 
+def _mean(values: npt.NDArray[Any]) -> float:
+    """``float(values.mean())`` of a 1-D float array, bit for bit, without ``numpy.mean``'s generic
+    dispatch (about half of a small evaluation's cost): the same pairwise sum, divided the same way."""
+    total = np.add.reduce(values)
+    return float(total.dtype.type(total / np.intp(len(values))))
+
+
+def _fraction(hits: npt.NDArray[np.bool_]) -> float:
+    """``float(hits.mean())`` of a 1-D boolean array, bit for bit: an exact count over the length."""
+    return int(np.count_nonzero(hits)) / len(hits)
+
+
 def _check_same_layout(current: Mapping[str, npt.NDArray[Any]], new: Mapping[str, npt.NDArray[Any]]) -> None:
     if set(current) != set(new):
         raise ValueError(f"parameter names differ: expected {sorted(current)}, got {sorted(new)}")
@@ -228,7 +240,7 @@ class NumpySoftmaxLearner:
         e = np.exp(z)
         prob = e / e.sum(axis=1, keepdims=True)
         n = len(y)
-        loss = float(-np.log(prob[np.arange(n), y] + 1e-12).mean())
+        loss = -_mean(np.log(prob[np.arange(n), y] + 1e-12))
         grad = prob
         grad[np.arange(n), y] -= 1.0
         return loss, (grad / n).astype(np.float32)
@@ -241,7 +253,7 @@ class NumpySoftmaxLearner:
         e = np.exp(z)
         rows = np.arange(len(y))
         prob_y = e[rows, y] / e.sum(axis=1)
-        return float(-np.log(prob_y + 1e-12).mean())
+        return -_mean(np.log(prob_y + 1e-12))
 
     def _next_batch(self) -> IntArray:
         if self._cursor >= len(self._order):
@@ -315,7 +327,7 @@ class NumpySoftmaxLearner:
                 return None
             with np.errstate(over="ignore", invalid="ignore"):
                 logits, _ = self._forward(self._params if params is None else params, data.x)
-                return float((logits.argmax(axis=1) == data.y).mean())
+                return _fraction(logits.argmax(axis=1) == data.y)
 
     def predict_proba(
         self, x: npt.NDArray[Any], params: Mapping[str, npt.NDArray[Any]] | None = None
@@ -336,7 +348,7 @@ class NumpySoftmaxLearner:
         with np.errstate(over="ignore", invalid="ignore"):
             logits, _ = self._forward(p, data.x)
             loss = self._softmax_loss(logits, data.y)
-            acc = float((logits.argmax(axis=1) == data.y).mean())
+            acc = _fraction(logits.argmax(axis=1) == data.y)
         return EvalResult(loss=loss, accuracy=acc, samples=len(data))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pfl.learner import Dataset, NumpySoftmaxLearner
+from p2pfl.learner import Dataset, NumpySoftmaxLearner, _fraction, _mean
 
 
 def _same(a: float, b: float) -> bool:
@@ -56,3 +56,25 @@ def test_evaluate_matches_the_training_loss_arithmetic(hidden: int, seed: int, s
         got = learner.evaluate(params)
     assert _same(got.loss, want)
     assert got.accuracy == float((logits.argmax(axis=1) == y[40:]).mean())
+
+
+floats32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(floats32, min_size=1, max_size=300), wide=st.booleans())
+def test_mean_is_numpy_mean_bit_for_bit(values: list[float], wide: bool) -> None:
+    arr = np.asarray(values, np.float64 if wide else np.float32)
+    with np.errstate(all="ignore"):
+        want = float(arr.mean())
+        got = _mean(arr)
+    assert _same(got, want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hits=st.lists(st.booleans(), min_size=1, max_size=10_000))
+def test_fraction_is_numpy_mean_bit_for_bit(hits: list[bool]) -> None:
+    arr = np.asarray(hits, np.bool_)
+    got = _fraction(arr)
+    assert type(got) is float
+    assert got == float(arr.mean())
