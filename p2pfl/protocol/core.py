@@ -133,7 +133,7 @@ class EngineCore:
         """Evicted by the scorer, or convicted (e.g. of equivocation) by proof."""
         if self.bans.convicted(peer) is not None:
             return True
-        return self.scorer is not None and self.scorer.status(peer) == "evicted"
+        return self.scorer is not None and self.scorer.is_evicted(peer)
 
     def evicted_peers(self) -> set[str]:
         """Peers evicted by the scorer or convicted by proof (what status reports as ``evicted``)."""

@@ -151,6 +151,12 @@ class ContributionScorer:
             return "young"
         return state.status
 
+    def is_evicted(self, peer: str) -> bool:
+        """``status(peer) == "evicted"`` without building a default state for an unknown peer (who is never
+        evicted): the protocol asks this for every envelope and every view."""
+        state = self._peers.get(peer)
+        return state is not None and state.status == "evicted"
+
     def is_admitted(self, peer: str) -> bool:
         """Whether ``peer``'s model may be aggregated now (active or young peers are, young ones with at most
         their :meth:`influence_cap`)."""
