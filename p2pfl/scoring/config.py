@@ -27,9 +27,11 @@ class ScoringConfig:
     evict_after: int = 4
     #: share of a neighbour's bad evidence kept per scored version (p2pfl/scoring/badrun.py): it is also
     #: evicted once ``evidence <- bad_memory * evidence + bad`` reaches ``evict_after``, so one good score no
-    #: longer launders a run of bad ones (an attacker alternating poisoned and honest versions). With 0.95 and
-    #: ``evict_after`` 4, one bad version in 5 is evicted, one in 6 tolerated. 0: consecutive bad scores only.
-    bad_memory: float = 0.95
+    #: longer launders a run of bad ones (an attacker alternating poisoned and honest versions). With 0.93 and
+    #: ``evict_after`` 4, one bad version in 3 is evicted, one in 4 tolerated. 0: consecutive bad scores only.
+    #: Measured on digits, Dirichlet 0.1, 6-regular, no attack, 40 rounds (5 runs each): false evictions 6
+    #: with 0.93, 7 with 0 (the old rule), 8 in 4 runs with 0.95 (docs/scoring.md).
+    bad_memory: float = 0.93
     probation_length: int = 3
     probation_reputation: float = 0.5
     dist_ok: float = 2.0

@@ -42,15 +42,15 @@ def test_leak_and_peak_match_the_closed_form() -> None:
         peak(0.9, 0)
 
 
-def test_defaults_evict_one_bad_in_five_and_tolerate_one_in_six() -> None:
+def test_defaults_evict_one_bad_in_three_and_tolerate_one_in_four() -> None:
     cfg = ScoringConfig()
-    assert tolerated_period(cfg.bad_memory, cfg.evict_after) == 6
-    assert peak(cfg.bad_memory, 5) >= cfg.evict_after > peak(cfg.bad_memory, 6)
+    assert tolerated_period(cfg.bad_memory, cfg.evict_after) == 4
+    assert peak(cfg.bad_memory, 3) >= cfg.evict_after > peak(cfg.bad_memory, 4)
     assert tolerated_period(0.0, 4) == 1  # memory 0: the consecutive rule alone
     assert tolerated_period(0.999, 4, limit=5) is None
 
 
-@pytest.mark.parametrize("pattern", ["bg", "bgg", "bggg", "bgggg"])
+@pytest.mark.parametrize("pattern", ["bg", "bgg", "bbg", "bgbgg"])
 def test_a_poisoner_alternating_bad_and_honest_versions_is_evicted(pattern: str) -> None:
     """Fails on the consecutive rule alone (``bad_memory = 0``, the old code): each honest version resets
     the run of bad scores and the attacker is never evicted."""
@@ -61,7 +61,7 @@ def test_a_poisoner_alternating_bad_and_honest_versions_is_evicted(pattern: str)
 
 def test_the_adaptive_attacker_poisoning_at_the_tolerated_rate_stays_and_one_more_evicts_it() -> None:
     """The attacker who knows ``bad_memory`` and ``evict_after`` poisons one version in ``k`` =
-    :func:`tolerated_period` (a share of 1/6 with the defaults): it stays (the rule's documented limit), and
+    :func:`tolerated_period` (a share of 1/4 with the defaults): it stays (the rule's documented limit), and
     each of its poisoned versions still scores bad (so ``drop_bad_at_once`` keeps it out of the mix). One
     version more often and it is evicted."""
     cfg = ScoringConfig()
