@@ -37,10 +37,9 @@ def leak(evidence: float, bad: bool, memory: float) -> float:
 
 
 def peak(memory: float, period: int) -> float:
-    """The steady-state bucket just after a poisoned version, for one poisoned version every ``period``."""
-    if period < 1:
-        raise ValueError(f"period must be >= 1, got {period}")
-    kept = memory**period
+    """The steady-state bucket just after a poisoned version, for one poisoned version every ``period``
+    (a period below 1 counts as 1: every version poisoned)."""
+    kept = memory ** max(1, period)
     return math.inf if kept >= 1.0 else 1.0 / (1.0 - kept)
 
 
