@@ -139,8 +139,8 @@ async def test_a_poisoner_following_each_bad_version_with_an_honest_mix_gets_lit
     trained version passes with one step and ``wait_before_mix`` too) at most one honest mix in ten gives a
     flipped version any weight (measured over 6 runs: 0-1 of about 40; trio's scheduling order varies the
     phase between the peers), the honest peers learn, none is evicted. (The attacker is not reliably
-    evicted: its good mixes reset its run of bad scores, as an attacker alternating poisoned and honest
-    rounds does with one step; docs/learning.md.)"""
+    evicted: a neighbour often scores only its newer, honest version, so the poisoned versions it scores are
+    sparser than the leaky bucket of bad evidence evicts, one in three; docs/scoring.md.)"""
     log: list[tuple[int, RoundOutcome]] = []
     peers = await _network(
         5,

@@ -39,7 +39,8 @@ Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed 
 ``young_share_cap`` of a mix; a version passes against the lower of ``young_pass_score`` and the founders'
 own standing, see :func:`~p2pfl.scoring.standing.pass_bars`),
 ``excluded`` (reputation below ``exclude_below``: scored but not aggregated until it recovers), ``evicted``
-(``evict_after`` consecutive evaluations below ``bad_score``, or ``evict_after`` absurd models in all: no
+(``evict_after`` consecutive evaluations below ``bad_score``, a leaky bucket of them reaching ``evict_after``
+(:mod:`~p2pfl.scoring.badrun`: a good score does not reset it), or ``evict_after`` absurd models in all: no
 longer scored or aggregated; the protocol disconnects it) and ``probation`` (after
 :meth:`ContributionScorer.readmit`: scored but not aggregated; ``probation_length`` consecutive good
 evaluations make it active again, and young: it earns its influence again; a single bad one evicts it).
@@ -59,6 +60,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.errors import AggregationError
+from p2pfl.scoring.badrun import leak
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo, echo
 from p2pfl.scoring.influence import absurd, ramp_cap
@@ -243,6 +245,7 @@ class ContributionScorer:
         state.status = "probation"
         state.reputation = self.config.probation_reputation
         state.consecutive_bad = 0
+        state.bad_evidence = 0.0
         state.probation_left = self.config.probation_length
         state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
@@ -258,6 +261,7 @@ class ContributionScorer:
             return
         state.grace_left = self.config.return_grace
         state.consecutive_bad = 0
+        state.bad_evidence = 0.0
         self._reset_history(peer)
 
     def forget(self, peer: str) -> None:
@@ -391,8 +395,11 @@ class ContributionScorer:
             if state.grace_left > 0:
                 state.grace_left -= 1
                 state.consecutive_bad = 0
+                state.bad_evidence = 0.0
             else:
-                state.consecutive_bad = state.consecutive_bad + 1 if lenient < cfg.bad_score else 0
+                counts = lenient < cfg.bad_score
+                state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
+                state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
             reason = transition(cfg, state, bad, combined)
             if persistent:
                 reason = f"{reason}; {persistence_reason(cfg.persistence())}"

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from p2pfl.scoring.badrun import leak
 from p2pfl.scoring.config import ScoringConfig
 
 __all__ = [
@@ -58,6 +59,8 @@ class PeerState:
     reputation: float
     status: Status = "active"
     consecutive_bad: int = 0
+    #: leaky bucket of bad scores (see :mod:`p2pfl.scoring.badrun`): decays instead of resetting
+    bad_evidence: float = 0.0
     probation_left: int = 0
     grace_left: int = 0
     #: founders and identities that earned it: full weight, part of the reference
@@ -96,6 +99,12 @@ def transition(config: ScoringConfig, state: PeerState, bad: bool, combined: flo
     if state.consecutive_bad >= cfg.evict_after or state.absurd >= cfg.evict_after:
         state.status = "evicted"
         return f"evicted: {state.consecutive_bad} consecutive scores below {cfg.bad_score}"
+    if state.bad_evidence >= cfg.evict_after:
+        state.status = "evicted"
+        return (
+            f"evicted: bad evidence {state.bad_evidence:.2f} >= {cfg.evict_after} "
+            f"(scores below {cfg.bad_score}, kept {cfg.bad_memory} per version)"
+        )
     state.status = standing(cfg, state.reputation)
     if state.status == "excluded":
         return f"excluded: reputation {state.reputation:.3f} < {cfg.exclude_below}"
@@ -113,8 +122,10 @@ def reject_absurd(config: ScoringConfig, state: PeerState, distance: float) -> s
     state.reputation = (1.0 - cfg.ema) * state.reputation
     state.absurd += 1
     state.consecutive_bad += 1
+    state.bad_evidence = leak(state.bad_evidence, True, cfg.bad_memory)
     state.grace_left = 0
-    if state.status == "probation" or max(state.absurd, state.consecutive_bad) >= cfg.evict_after:
+    evidence = max(state.absurd, state.consecutive_bad, state.bad_evidence)
+    if state.status == "probation" or evidence >= cfg.evict_after:
         state.status = "evicted"
         reason = f"evicted: absurd model ({state.absurd} so far; distance {distance:.3g} from own)"
     else:
