@@ -8,6 +8,7 @@ from typing import Literal
 
 from p2pfl.errors import ConfigError
 from p2pfl.scoring.echo import EchoConfig
+from p2pfl.scoring.numbers import is_real
 from p2pfl.scoring.persistence import PersistenceConfig
 
 __all__ = ["ScoringConfig"]
@@ -182,10 +183,10 @@ class ScoringConfig:
         )
         for name in unit:
             value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
+            if not is_real(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError("scoring", name, f"must be a number in [0, 1], got {value!r}")
         memory = self.bad_memory
-        if not _is_real(memory) or not 0.0 <= memory < 1.0:
+        if not is_real(memory) or not 0.0 <= memory < 1.0:
             raise ConfigError("scoring", "bad_memory", f"must be a number in [0, 1), got {memory!r}")
         if self.ema == 0.0:
             raise ConfigError("scoring", "ema", "must be > 0, or reputations never move")
@@ -195,22 +196,22 @@ class ScoringConfig:
                 raise ConfigError("scoring", name, f"must be an integer >= 0, got {value!r}")
         for name in ("young_share_cap", "newcomer_share_cap", "young_pass_score", "young_pass_margin"):
             value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value <= 1.0:
+            if not is_real(value) or not 0.0 <= value <= 1.0:
                 raise ConfigError("scoring", name, f"must be a number in [0, 1], got {value!r}")
         factor = self.hard_reject_factor
-        if factor is not None and (not _is_real(factor) or factor <= 1.0):
+        if factor is not None and (not is_real(factor) or factor <= 1.0):
             raise ConfigError(
                 "scoring", "hard_reject_factor", f"must be None or a number > 1, got {factor!r}"
             )
         margin = self.loss_tolerance_margin
-        if margin is not None and (not _is_real(margin) or margin < 1.0):
+        if margin is not None and (not is_real(margin) or margin < 1.0):
             raise ConfigError(
                 "scoring", "loss_tolerance_margin", f"must be None or a number >= 1, got {margin!r}"
             )
         jump = self.loss_jump
-        if jump is not None and (not _is_real(jump) or jump <= 1.0):
+        if jump is not None and (not is_real(jump) or jump <= 1.0):
             raise ConfigError("scoring", "loss_jump", f"must be None or a number > 1, got {jump!r}")
-        if not _is_real(self.loss_tolerance_max) or self.loss_tolerance_max < 1.0:
+        if not is_real(self.loss_tolerance_max) or self.loss_tolerance_max < 1.0:
             raise ConfigError(
                 "scoring", "loss_tolerance_max", f"must be a number >= 1, got {self.loss_tolerance_max!r}"
             )
@@ -221,25 +222,23 @@ class ScoringConfig:
         grace = self.return_grace
         if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
             raise ConfigError("scoring", "return_grace", f"must be an integer >= 0, got {grace!r}")
-        if not _is_real(self.dist_cutoff) or not 1.0 < self.dist_cutoff < math.inf:
+        if not is_real(self.dist_cutoff) or not 1.0 < self.dist_cutoff < math.inf:
             raise ConfigError(
                 "scoring", "dist_cutoff", f"must be a finite number > 1, got {self.dist_cutoff!r}"
             )
         hard = self.dist_hard
-        if hard is not None and (not _is_real(hard) or hard <= self.dist_cutoff):
+        if hard is not None and (not is_real(hard) or hard <= self.dist_cutoff):
             raise ConfigError("scoring", "dist_hard", f"must be None or a number > dist_cutoff, got {hard!r}")
-        if not _is_real(self.dist_ok) or not 0.0 < self.dist_ok < self.dist_cutoff:
+        if not is_real(self.dist_ok) or not 0.0 < self.dist_ok < self.dist_cutoff:
             raise ConfigError("scoring", "dist_ok", f"must be in (0, dist_cutoff), got {self.dist_ok!r}")
-        if not (
-            _is_real(self.cos_ok) and _is_real(self.cos_bad) and -1.0 <= self.cos_bad < self.cos_ok <= 1.0
-        ):
+        if not (is_real(self.cos_ok) and is_real(self.cos_bad) and -1.0 <= self.cos_bad < self.cos_ok <= 1.0):
             raise ConfigError(
                 "scoring",
                 "cos_bad/cos_ok",
                 f"need -1 <= cos_bad < cos_ok <= 1, got {self.cos_bad!r}, {self.cos_ok!r}",
             )
         if not (
-            _is_real(self.loss_ok) and _is_real(self.loss_bad) and 0 < self.loss_ok < self.loss_bad < math.inf
+            is_real(self.loss_ok) and is_real(self.loss_bad) and 0 < self.loss_ok < self.loss_bad < math.inf
         ):
             raise ConfigError(
                 "scoring",
@@ -248,7 +247,7 @@ class ScoringConfig:
             )
         for name in ("w_distance", "w_cosine", "w_loss", "loss_floor"):
             value = getattr(self, name)
-            if not _is_real(value) or not 0.0 <= value < math.inf:
+            if not is_real(value) or not 0.0 <= value < math.inf:
                 raise ConfigError("scoring", name, f"must be a finite number >= 0, got {value!r}")
         if self.w_distance + self.w_cosine + self.w_loss == 0:
             raise ConfigError(
@@ -274,7 +273,3 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "weighting", f"must be 'binary' or 'reputation', got {self.weighting!r}"
             )
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

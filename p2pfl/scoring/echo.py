@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from p2pfl.errors import ConfigError
+from p2pfl.scoring.numbers import is_real
 
 __all__ = ["Echo", "EchoConfig", "echo"]
 
@@ -50,16 +51,12 @@ class EchoConfig:
     bad: float = 0.25
 
     def __post_init__(self) -> None:
-        if not (_real(self.ok) and _real(self.bad) and -1.0 <= self.ok < self.bad <= 1.0):
+        if not (is_real(self.ok) and is_real(self.bad) and -1.0 <= self.ok < self.bad <= 1.0):
             raise ConfigError(
                 "scoring",
                 "echo_ok/echo_bad",
                 f"need -1 <= echo_ok < echo_bad <= 1, got {self.ok!r}, {self.bad!r}",
             )
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def echo(

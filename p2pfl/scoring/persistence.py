@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from p2pfl.errors import ConfigError
+from p2pfl.scoring.numbers import is_real
 
 __all__ = ["PersistenceConfig", "PersistentDistance", "persistence_reason", "persistently_far"]
 
@@ -56,16 +57,12 @@ class PersistenceConfig:
         w = self.window
         if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 1000:
             raise ConfigError("scoring", "persist_window", f"must be an integer in [1, 1000], got {w!r}")
-        if not (_real(self.soft) and _real(self.hard) and 0.0 < self.soft < self.hard):
+        if not (is_real(self.soft) and is_real(self.hard) and 0.0 < self.soft < self.hard):
             raise ConfigError(
                 "scoring",
                 "persist_soft/persist_hard",
                 f"need 0 < persist_soft < persist_hard < inf, got {self.soft!r}, {self.hard!r}",
             )
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class PersistentDistance:
