@@ -21,6 +21,13 @@ below ``bad_score`` about once in three versions, sustained. A longer memory cat
 evicts honest non-IID neighbours: 0.95 (every 5th evicted) added false evictions on Dirichlet 0.1 data
 (docs/scoring.md).
 
+What counts as bad evidence is :func:`corroborated`: a score below ``bad_score`` whose distance ratio ``r``
+is at least ``evict_distance`` too. The own-data loss and the cosine judge a model *for this peer's data*;
+on very non-IID data (Dirichlet 0.1) an honest neighbour that holds other classes fails both, version after
+version, while it sits inside the distance spread (measured ``r`` 2-4.8). A ban needs the model to be far from
+the neighbourhood as well (sign-flip, Gaussian: ``r`` 5-100); the other signals still take the version out of
+the mix (``drop_bad_at_once``) and lower its reputation, so a model bad by loss alone gets no weight either.
+
 Pure: no clock, no randomness.
 """
 
@@ -28,7 +35,16 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["leak", "peak", "tolerated_period"]
+__all__ = ["corroborated", "leak", "peak", "tolerated_period"]
+
+
+def corroborated(score: float, bad_score: float, r: float, evict_distance: float | None) -> bool:
+    """Whether a version scored ``score`` at distance ratio ``r`` is bad evidence towards eviction: below
+    ``bad_score``, and (unless ``evict_distance`` is ``None``) at ``r >= evict_distance``. A NaN ``r``
+    (no spread to measure against) corroborates nothing."""
+    if not score < bad_score:
+        return False
+    return evict_distance is None or r >= evict_distance
 
 
 def leak(evidence: float, bad: bool, memory: float) -> float:

@@ -33,6 +33,14 @@ class ScoringConfig:
     #: Measured on digits, Dirichlet 0.1, 6-regular, no attack, 40 rounds (5 runs each): false evictions 6
     #: with 0.93, 7 with 0 (the old rule), 8 in 4 runs with 0.95 (docs/scoring.md).
     bad_memory: float = 0.93
+    #: a bad score counts towards eviction (consecutive run and leaky bucket) only when the version's distance
+    #: ratio ``r`` is at least this too (p2pfl/scoring/badrun.py, ``corroborated``): the own-data loss and the
+    #: cosine still drop a version from the mix and lower the reputation, but never ban on their own. On
+    #: Dirichlet 0.1 data an honest neighbour holding other classes is confidently wrong on the own split
+    #: (loss 20-80x the own, more than a sign-flipper's 5-40x) at ``r`` 2-3.6 (4.8 at most on Dirichlet 0.3,
+    #: in single versions); sign-flip and Gaussian models
+    #: sit at ``r`` 5-100 (docs/scoring.md, "False evictions"). ``None``: any bad score counts (the old rule).
+    evict_distance: float | None = 4.0
     probation_length: int = 3
     probation_reputation: float = 0.5
     dist_ok: float = 2.0
@@ -225,6 +233,11 @@ class ScoringConfig:
         if not is_real(self.dist_cutoff) or not 1.0 < self.dist_cutoff < math.inf:
             raise ConfigError(
                 "scoring", "dist_cutoff", f"must be a finite number > 1, got {self.dist_cutoff!r}"
+            )
+        evict_distance = self.evict_distance
+        if evict_distance is not None and (not is_real(evict_distance) or not 0.0 <= evict_distance < math.inf):
+            raise ConfigError(
+                "scoring", "evict_distance", f"must be None or a finite number >= 0, got {evict_distance!r}"
             )
         hard = self.dist_hard
         if hard is not None and (not is_real(hard) or hard <= self.dist_cutoff):

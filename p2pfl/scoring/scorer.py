@@ -60,7 +60,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.errors import AggregationError
-from p2pfl.scoring.badrun import leak
+from p2pfl.scoring.badrun import corroborated, leak
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo, echo
 from p2pfl.scoring.influence import absurd, ramp_cap
@@ -382,7 +382,7 @@ class ContributionScorer:
             state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
             bad = combined < cfg.bad_score
             # a bad score counts towards eviction only if it is bad against the eviction reference too
-            lenient = combined
+            lenient, r_e = combined, r
             if bad and not persistent and (med_evict, loss_evict) != (med, loss_ref):
                 r_e = dists[p] / med_evict if med_evict > 0 else r
                 s_loss_e = s_loss
@@ -392,15 +392,16 @@ class ContributionScorer:
                     s_loss_e = _ramp_down(q, cfg.loss_ok, cfg.loss_bad)
                 s_dist_e = _ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
                 lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
+            # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence)
+            counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
             if state.grace_left > 0:
                 state.grace_left -= 1
                 state.consecutive_bad = 0
                 state.bad_evidence = 0.0
             else:
-                counts = lenient < cfg.bad_score
                 state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
                 state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
-            reason = transition(cfg, state, bad, combined)
+            reason = transition(cfg, state, bad, combined, counts=counts)
             if persistent:
                 reason = f"{reason}; {persistence_reason(cfg.persistence())}"
             if not state.established:

@@ -84,11 +84,15 @@ def standing(config: ScoringConfig, reputation: float) -> Status:
     return "active" if reputation >= config.exclude_below else "excluded"
 
 
-def transition(config: ScoringConfig, state: PeerState, bad: bool, combined: float) -> str:
-    """Move ``state`` after one scored version (``consecutive_bad`` already counted); return the reason."""
+def transition(
+    config: ScoringConfig, state: PeerState, bad: bool, combined: float, *, counts: bool | None = None
+) -> str:
+    """Move ``state`` after one scored version (``consecutive_bad`` already counted); return the reason.
+    ``counts``: whether the version is bad evidence towards eviction (:func:`~p2pfl.scoring.badrun.
+    corroborated`; ``None``: ``bad``), which alone ends a probation."""
     cfg = config
     if state.status == "probation":
-        if bad:
+        if bad if counts is None else counts:
             state.status = "evicted"
             return f"evicted: bad evaluation on probation (score {combined:.3f} < {cfg.bad_score})"
         state.probation_left -= 1
@@ -108,6 +112,8 @@ def transition(config: ScoringConfig, state: PeerState, bad: bool, combined: flo
     state.status = standing(cfg, state.reputation)
     if state.status == "excluded":
         return f"excluded: reputation {state.reputation:.3f} < {cfg.exclude_below}"
+    if bad and counts is False:
+        return f"active: bad score {combined:.3f} (too near to count towards eviction)"
     if bad and state.consecutive_bad == 0:
         return f"active: bad score {combined:.3f} (returning: {state.grace_left} versions of grace left)"
     if bad:
