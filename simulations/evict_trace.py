@@ -98,6 +98,10 @@ def _q(values: list[float], qs: tuple[float, ...] = (0.5, 0.9, 0.99, 1.0)) -> st
     return " / ".join(f"{np.quantile(vals, q):.2f}" for q in qs)
 
 
+def _num(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
 def first_failing(row: Row, bad_score: float) -> str:
     """Which component put a bad score below ``bad_score``: the lowest weighted one."""
     parts = {"dist": row["s_dist"], "cos": row["s_cos"], "loss": row["s_loss"]}
@@ -110,19 +114,22 @@ def analyse(records: list[Row], attackers: set[str], ids: dict[str, int], foundi
     for row in records:
         pairs[(row["obs"], row["peer"])].append(row)
     false = [
-        k for k, rows in pairs.items() if k[0] not in attackers and k[1] not in attackers and rows[-1]["status"] == "evicted"
+        k
+        for k, rows in pairs.items()
+        if k[0] not in attackers and k[1] not in attackers and rows[-1]["status"] == "evicted"
     ]
     print(f"false evictions: {len(false)}")
     for obs, peer in false:
         rows = pairs[(obs, peer)]
-        print(f"\n== observer {ids[obs]} evicted honest {ids[peer]} at its round {rows[-1]['round']}: "
-              f"{rows[-1]['reason']}")
+        print(
+            f"\n== observer {ids[obs]} evicted honest {ids[peer]} at its round {rows[-1]['round']}: "
+            f"{rows[-1]['reason']}"
+        )
         print("round     r    cos  s_loss  lossq   tol  comb consec bucket pw   ew")
         for row in rows[-show:]:
             print(
-                f"{row['round']:5d} {row['r']:5.2f} {row['cos'] if row['cos'] is not None else math.nan:6.2f} "
-                f"{row['s_loss'] if row['s_loss'] is not None else math.nan:6.2f} "
-                f"{row['loss_ratio'] if row['loss_ratio'] is not None else math.nan:6.1f} {row['tol']:5.1f} "
+                f"{row['round']:5d} {row['r']:5.2f} {_num(row['cos']):6.2f} {_num(row['s_loss']):6.2f} "
+                f"{_num(row['loss_ratio']):6.1f} {row['tol']:5.1f} "
                 f"{row['combined']:5.2f} {row['consec']:3d} {row['bucket']:6.2f} {row['persist_w']:.2f} "
                 f"{row['echo_w']:.2f}"
             )
@@ -166,15 +173,27 @@ def main(argv: list[str] | None = None) -> int:
         ids = {plan.peer_ids[q.index]: q.index for q in plan.peers}
         r = run_scenario(sc, work / f"s{seed}", quiet=True, plots=False)
         acc, ev = r["honest_accuracy"], r["evictions"]
-        print(f"\n##### {cell.name} seed {seed}: {100 * acc['mean']:.1f} / {100 * acc['min']:.1f}, "
-              f"evictions {ev['true_positive']}/{ev['expected']}, false {ev['false_positive']}, "
-              f"exposed {sorted(bm.exposed(sc))}, attackers {sorted(ids[a] for a in attackers)}")
+        print(
+            f"\n##### {cell.name} seed {seed}: {100 * acc['mean']:.1f} / {100 * acc['min']:.1f}, "
+            f"evictions {ev['true_positive']}/{ev['expected']}, false {ev['false_positive']}, "
+            f"exposed {sorted(bm.exposed(sc))}, attackers {sorted(ids[a] for a in attackers)}"
+        )
         analyse(records, attackers, ids, 5, args.show)
         if args.jsonl:
             with open(f"{args.jsonl}.s{seed}", "w") as fh:
                 for row in records:
-                    fh.write(json.dumps({**row, "obs": ids.get(row["obs"]), "peer": ids.get(row["peer"]),
-                                         "obs_att": row["obs"] in attackers, "peer_att": row["peer"] in attackers}) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {
+                                **row,
+                                "obs": ids.get(row["obs"]),
+                                "peer": ids.get(row["peer"]),
+                                "obs_att": row["obs"] in attackers,
+                                "peer_att": row["peer"] in attackers,
+                            }
+                        )
+                        + "\n"
+                    )
     sys.stdout.flush()
     return 0
 

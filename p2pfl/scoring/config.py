@@ -235,7 +235,9 @@ class ScoringConfig:
                 "scoring", "dist_cutoff", f"must be a finite number > 1, got {self.dist_cutoff!r}"
             )
         evict_distance = self.evict_distance
-        if evict_distance is not None and (not is_real(evict_distance) or not 0.0 <= evict_distance < math.inf):
+        if evict_distance is not None and (
+            not is_real(evict_distance) or not 0.0 <= evict_distance < math.inf
+        ):
             raise ConfigError(
                 "scoring", "evict_distance", f"must be None or a finite number >= 0, got {evict_distance!r}"
             )
