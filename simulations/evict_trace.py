@@ -31,6 +31,7 @@ import numpy as np
 
 from p2pfl.protocol import core
 from p2pfl.scoring import scorer as scorer_mod
+from p2pfl.scoring.badrun import neighbourhood_ratios
 
 from . import bench_matrix as bm
 from .plan import make_plan
@@ -55,6 +56,9 @@ def install(records: list[Row]) -> None:
 
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = evaluate(self, *args, **kwargs)
+        own = np.asarray(args[1], dtype=np.float64)
+        nbrs = {q: np.asarray(m, dtype=np.float64) for q, m in args[2].items() if np.all(np.isfinite(m))}
+        plain = neighbourhood_ratios(own, nbrs)
         losses = args[4] if len(args) > 4 else kwargs.get("val_losses")
         own_loss = args[5] if len(args) > 5 else kwargs.get("own_val_loss")
         for p, rec in out.items():
@@ -68,6 +72,7 @@ def install(records: list[Row]) -> None:
                     "round": self.rounds,
                     "peer": p,
                     "r": rec.distance,
+                    "plain": plain.get(p, math.inf),
                     "cos": rec.cosine,
                     "s_dist": rec.distance_score,
                     "s_cos": rec.cosine_score,
@@ -125,10 +130,11 @@ def analyse(records: list[Row], attackers: set[str], ids: dict[str, int], foundi
             f"\n== observer {ids[obs]} evicted honest {ids[peer]} at its round {rows[-1]['round']}: "
             f"{rows[-1]['reason']}"
         )
-        print("round     r    cos  s_loss  lossq   tol  comb consec bucket pw   ew")
+        print("round     r  plain    cos  s_loss  lossq   tol  comb consec bucket pw   ew")
         for row in rows[-show:]:
             print(
-                f"{row['round']:5d} {row['r']:5.2f} {_num(row['cos']):6.2f} {_num(row['s_loss']):6.2f} "
+                f"{row['round']:5d} {row['r']:5.2f} {row['plain']:5.2f} {_num(row['cos']):6.2f} "
+                f"{_num(row['s_loss']):6.2f} "
                 f"{_num(row['loss_ratio']):6.1f} {row['tol']:5.1f} "
                 f"{row['combined']:5.2f} {row['consec']:3d} {row['bucket']:6.2f} {row['persist_w']:.2f} "
                 f"{row['echo_w']:.2f}"

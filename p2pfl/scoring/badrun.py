@@ -34,8 +34,12 @@ Pure: no clock, no randomness.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
-__all__ = ["corroborated", "leak", "peak", "tolerated_period"]
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["corroborated", "leak", "neighbourhood_ratios", "peak", "tolerated_period"]
 
 
 def corroborated(score: float, bad_score: float, r: float, evict_distance: float | None) -> bool:
@@ -66,3 +70,21 @@ def tolerated_period(memory: float, threshold: float, limit: int = 10_000) -> in
         if peak(memory, k) < threshold:
             return k
     return None
+
+
+def neighbourhood_ratios(
+    own: NDArray[np.float64], models: Mapping[str, NDArray[np.float64]]
+) -> dict[str, float]:
+    """Each model's distance from the coordinate-wise median of the own model and ``models`` (every one
+    with the same weight), over the median of those distances (the own included). Unlike the scorer's
+    ``r``, whose centre is the peer's weighted mix, this centre does not follow the peer's own choices: a
+    neighbour the peer holds out of its mix (persistent distance, echo, a bad loss) leaves the mix and so
+    drifts away from it, but stays where it is among its peers here."""
+    if not models:
+        return {}
+    names = sorted(models)
+    stack = np.vstack([own[None, :], *(models[p][None, :] for p in names)])
+    centre = np.median(stack, axis=0)
+    dists = np.linalg.norm(stack - centre, axis=1)
+    med = float(np.median(dists))
+    return {p: (float(dists[i + 1]) / med if med > 0 else math.inf) for i, p in enumerate(names)}

@@ -60,7 +60,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.errors import AggregationError
-from p2pfl.scoring.badrun import corroborated, leak
+from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo, echo
 from p2pfl.scoring.influence import absurd, ramp_cap
@@ -329,6 +329,7 @@ class ContributionScorer:
         # r 2-5 in the default scenario when only two peers were founders)
         reach = max((dists[p] for p in founders), default=0.0)
         records: dict[str, ScoreRecord] = {}
+        plain: dict[str, float] | None = None  # badrun.neighbourhood_ratios, computed when first needed
         young: dict[str, tuple[bool, bool]] = {}  # scored young identities: (passed, hard failure)
         for p, model in models.items():
             if only is not None and p not in only:
@@ -392,8 +393,13 @@ class ContributionScorer:
                     s_loss_e = _ramp_down(q, cfg.loss_ok, cfg.loss_bad)
                 s_dist_e = _ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
                 lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
-            # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence)
+            # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
+            # from the own mix's centre and from the neighbourhood's unweighted median alike
             counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
+            if counts and not persistent and cfg.evict_distance is not None:
+                if plain is None:
+                    plain = neighbourhood_ratios(after, {q: models[q] for q in sane})
+                counts = plain.get(p, math.inf) >= cfg.evict_distance
             if state.grace_left > 0:
                 state.grace_left -= 1
                 state.consecutive_bad = 0
