@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             f"evictions {ev['true_positive']}/{ev['expected']}, false {ev['false_positive']}, "
             f"exposed {sorted(bm.exposed(sc))}, attackers {sorted(ids[a] for a in attackers)}"
         )
+        accs = {q["index"]: q["final_accuracy"] for q in r["peers"] if q["honest"]}
+        print("accuracy by peer:", {i: round(100 * a, 1) for i, a in sorted(accs.items()) if a is not None})
         analyse(records, attackers, ids, 5, args.show)
         if args.jsonl:
             with open(f"{args.jsonl}.s{seed}", "w") as fh:

@@ -40,8 +40,9 @@ Statuses: ``active`` (aggregated), ``young`` (active but not established: mixed 
 own standing, see :func:`~p2pfl.scoring.standing.pass_bars`),
 ``excluded`` (reputation below ``exclude_below``: scored but not aggregated until it recovers), ``evicted``
 (``evict_after`` consecutive evaluations below ``bad_score``, a leaky bucket of them reaching ``evict_after``
-(:mod:`~p2pfl.scoring.badrun`: a good score does not reset it), or ``evict_after`` absurd models in all: no
-longer scored or aggregated; the protocol disconnects it) and ``probation`` (after
+(:mod:`~p2pfl.scoring.badrun`: a good score does not reset it), each at ``r >= evict_distance`` from the
+own mix and from the neighbours' plain median (``badrun.corroborated``), or ``evict_after`` absurd models
+in all: no longer scored or aggregated; the protocol disconnects it) and ``probation`` (after
 :meth:`ContributionScorer.readmit`: scored but not aggregated; ``probation_length`` consecutive good
 evaluations make it active again, and young: it earns its influence again; a single bad one evicts it).
 
