@@ -34,7 +34,8 @@ class ScoringConfig:
     #: with 0.93, 7 with 0 (the old rule), 8 in 4 runs with 0.95 (docs/scoring.md).
     bad_memory: float = 0.93
     #: a bad score counts towards eviction (consecutive run and leaky bucket) only when the version's distance
-    #: ratio ``r`` is at least this too (p2pfl/scoring/badrun.py, ``corroborated``): the own-data loss and the
+    #: ratio ``r`` is at least this too, from the own mix and from the neighbours' unweighted median
+    #: (p2pfl/scoring/badrun.py, ``corroborated``, ``neighbourhood_ratios``): the own-data loss and the
     #: cosine still drop a version from the mix and lower the reputation, but never ban on their own. On
     #: Dirichlet 0.1 data an honest neighbour holding other classes is confidently wrong on the own split
     #: (loss 20-80x the own, more than a sign-flipper's 5-40x) at ``r`` 2-3.6 (4.8 at most on Dirichlet 0.3,
