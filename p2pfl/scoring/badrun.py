@@ -87,4 +87,7 @@ def neighbourhood_ratios(
     centre = np.median(stack, axis=0)
     dists = np.linalg.norm(stack - centre, axis=1)
     med = float(np.median(dists))
-    return {p: (float(dists[i + 1]) / med if med > 0 else math.inf) for i, p in enumerate(names)}
+    if med > 0:
+        return {p: float(dists[i + 1]) / med for i, p in enumerate(names)}
+    # half of the models coincide: those are at the centre, any other is infinitely far in this unit
+    return {p: (0.0 if dists[i + 1] == 0 else math.inf) for i, p in enumerate(names)}

@@ -12,7 +12,7 @@ import pytest
 
 from p2pfl.errors import ConfigError
 from p2pfl.scoring import ContributionScorer, ScoringConfig
-from p2pfl.scoring.badrun import corroborated
+from p2pfl.scoring.badrun import corroborated, neighbourhood_ratios
 from p2pfl.scoring.standing import PeerState, transition
 
 from ..test_scoring import World
@@ -121,3 +121,22 @@ def test_config_rejects_a_bad_evict_distance(value: object) -> None:
     with pytest.raises(ConfigError, match=r"\[scoring\] evict_distance"):
         ScoringConfig(evict_distance=value)  # type: ignore[arg-type]
     assert ScoringConfig(evict_distance=None).evict_distance is None
+
+
+def test_neighbourhood_ratios_measure_from_the_plain_median_of_everyone() -> None:
+    rng = np.random.default_rng(0)
+    own = np.zeros(20)
+    models = {f"h{i}": rng.normal(0.0, 0.1, 20) for i in range(6)}
+    models["far"] = np.full(20, 3.0)
+    ratios = neighbourhood_ratios(own, models)
+    assert set(ratios) == set(models)
+    assert ratios["far"] > 10 and max(ratios[p] for p in models if p != "far") < 3
+    # every row has the same weight: the ratios do not depend on the order or on any mixing weight
+    assert neighbourhood_ratios(own, dict(reversed(models.items()))) == ratios
+    assert neighbourhood_ratios(own, {}) == {}
+    assert neighbourhood_ratios(own, {"same": own.copy(), "also": own.copy()}) == {
+        "same": 0.0,
+        "also": 0.0,
+    }
+    ratios = neighbourhood_ratios(own, {"same": own.copy(), "also": own.copy(), "off": own + 1.0})
+    assert ratios == {"same": 0.0, "also": 0.0, "off": math.inf}
