@@ -39,8 +39,8 @@ class ScoringConfig:
     #: cosine still drop a version from the mix and lower the reputation, but never ban on their own. On
     #: Dirichlet 0.1 data an honest neighbour holding other classes is confidently wrong on the own split
     #: (loss 20-80x the own, more than a sign-flipper's 5-40x) at ``r`` 2-3.6 (4.8 at most on Dirichlet 0.3,
-    #: in single versions); sign-flip and Gaussian models
-    #: sit at ``r`` 5-100 (docs/scoring.md, "False evictions"). ``None``: any bad score counts (the old rule).
+    #: in single versions); sign-flip and Gaussian models sit at ``r`` 5-100 (docs/scoring.md, "False
+    #: evictions"). ``None`` or 0: any bad score counts (the old rule).
     evict_distance: float | None = 4.0
     probation_length: int = 3
     probation_reputation: float = 0.5
