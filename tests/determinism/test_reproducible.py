@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -70,3 +74,33 @@ def test_the_scheduler_seed_is_restored_and_the_engine_knows_its_clock() -> None
 
     assert trio.run(which, clock=trio.testing.MockClock()) is True
     assert trio.run(which) is False
+
+
+_CHILD = """
+import hashlib, json, sys, tempfile
+from pathlib import Path
+from p2pfl.sim.determinism import run_reproducible
+from tests.determinism.test_reproducible import _results, _scenario
+with tempfile.TemporaryDirectory() as d:
+    peers, vectors = _results(run_reproducible(_scenario(1), Path(d)))
+h = hashlib.sha256(json.dumps(peers, sort_keys=True, default=str).encode())
+for i in sorted(vectors):
+    h.update(vectors[i])
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_the_hash_seed_does_not_change_a_reproduced_run() -> None:
+    """Under two hash seeds the run is the same: the memory transport's neighbours iterate in the order they
+    connected (a set's order of peer-id strings changed the delivery order, hence the whole run)."""
+    root = Path(__file__).resolve().parents[2]
+    digests = set()
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        argv = [sys.executable, "-c", _CHILD]
+        opts: dict[str, Any] = {"cwd": root, "env": env, "capture_output": True, "text": True, "timeout": 300}
+        done = subprocess.run(argv, check=False, **opts)
+        assert done.returncode == 0, done.stderr[-2000:]
+        digests.add(done.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1
