@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.sim.determinism import mock_clock_running, run_reproducible, seeded_scheduler
 from p2pfl.sim.runner import RunOutput
 from p2pfl.sim.scenario import parse_scenario
@@ -79,6 +81,7 @@ def test_the_scheduler_seed_is_restored_and_the_engine_knows_its_clock() -> None
 _CHILD = """
 import hashlib, json, sys, tempfile
 from pathlib import Path
+from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.sim.determinism import run_reproducible
 from tests.determinism.test_reproducible import _results, _scenario
 with tempfile.TemporaryDirectory() as d:
@@ -104,3 +107,20 @@ def test_the_hash_seed_does_not_change_a_reproduced_run() -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         digests.add(done.stdout.strip().splitlines()[-1])
     assert len(digests) == 1
+
+
+def test_real_time_spent_working_takes_no_simulated_time(tmp_path: Path, monkeypatch: Any) -> None:
+    """A machine slow to train (50 ms of real time per call, as under load) does not change the simulated
+    run: 2 rounds well inside a 5 s (simulated) limit. With worker threads the autojumping clock ran on
+    while they worked: 0.5 s per call timed a run out at 0 rounds."""
+    train = NumpySoftmaxLearner.train
+
+    def slow(self: NumpySoftmaxLearner, steps: int) -> Any:
+        time.sleep(0.05)
+        return train(self, steps)
+
+    monkeypatch.setattr(NumpySoftmaxLearner, "train", slow)
+    sc = _scenario(1).replace(run={"rounds": 2, "time_limit_s": 5.0})
+    out = run_reproducible(sc, tmp_path)
+    assert not out.timed_out
+    assert all(p["rounds"] == 2 for p in out.peers if p["honest"])
