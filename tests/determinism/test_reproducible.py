@@ -19,7 +19,7 @@ from p2pfl.sim.determinism import mock_clock_running, run_reproducible, seeded_s
 from p2pfl.sim.runner import RunOutput
 from p2pfl.sim.scenario import parse_scenario
 
-#: wall-clock figures of a trace row: the only ones a reproduced run may change
+#: wall-clock figures (of a trace row, of a flood's report): the only ones a reproduced run may change
 WALL = ("t",)
 
 
@@ -43,14 +43,30 @@ def _results(out: RunOutput) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
     def row(r: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in r.items() if k not in WALL}
 
-    peers = [{**p, "trace": [row(r) for r in p["trace"]]} for p in out.peers]
+    def attack(a: dict[str, Any]) -> dict[str, Any]:
+        flood = a.get("flood_sent")
+        return {**a, "flood_sent": {k: v for k, v in flood.items() if k not in WALL}} if flood else a
+
+    peers = [
+        {
+            **p,
+            "trace": [row(r) for r in p["trace"]],
+            **({"attack": attack(p["attack"])} if "attack" in p else {}),
+        }
+        for p in out.peers
+    ]
     return peers, {i: v.tobytes() for i, v in out.vectors.items()}
 
 
-def test_a_seeded_scenario_on_a_mock_clock_reproduces_bit_for_bit(tmp_path: Path) -> None:
+def test_a_seeded_scenario_on_a_mock_clock_reproduces_bit_for_bit(tmp_path: Path, monkeypatch: Any) -> None:
     """Two runs of one scenario: the same traces (accuracy, bytes, reputations, evictions, round times),
     counters and model vectors. Below 64 peers the engine's default is worker threads, whose real time an
-    autojumping clock skips over: that made every run differ."""
+    autojumping clock skips over: that made every run differ. trio's batches come in address order (an
+    Event wakes its waiters from a set): that made the second run in a process differ. (Importing
+    Hypothesis, as pytest does here, turns trio's ordered scheduling on: off, as in ``p2pfl sim``.)"""
+    from trio._core import _run
+
+    monkeypatch.setattr(_run, "_ALLOW_DETERMINISTIC_SCHEDULING", False)
     first = run_reproducible(_scenario(1), tmp_path / "a")
     second = run_reproducible(_scenario(1), tmp_path / "b")
     assert not first.timed_out and not second.timed_out
@@ -124,3 +140,25 @@ def test_real_time_spent_working_takes_no_simulated_time(tmp_path: Path, monkeyp
     out = run_reproducible(sc, tmp_path)
     assert not out.timed_out
     assert all(p["rounds"] == 2 for p in out.peers if p["honest"])
+
+
+def test_a_flood_starts_at_the_same_round_in_a_reproduced_run(tmp_path: Path, monkeypatch: Any) -> None:
+    """The flooding attacker signs its burst before its ``start_round``; in a worker thread that took real
+    time while the simulated rounds ran on, and the burst met the honest peers at a different point."""
+    from trio._core import _run
+
+    monkeypatch.setattr(_run, "_ALLOW_DETERMINISTIC_SCHEDULING", False)
+    sc = parse_scenario(
+        {
+            "run": {"seed": 8, "rounds": 4, "transport": "memory", "time_limit_s": 300},
+            "data": {"dataset": "synthetic", "partition": "iid", "synthetic_samples": 1000},
+            "model": {"kind": "logreg", "local_steps": 2, "batch_size": 8},
+            "topology": {"peers": 5, "kind": "complete"},
+            "attack": {"kind": "flood", "fraction": 0.2, "start_round": 1, "flood_count": 300},
+        },
+        name="flood",
+    )
+    first = run_reproducible(sc, tmp_path / "a")
+    second = run_reproducible(sc, tmp_path / "b")
+    assert any(p.get("bad_envelopes_sent") for p in first.peers)
+    assert _results(first) == _results(second)
