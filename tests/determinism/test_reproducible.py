@@ -76,15 +76,18 @@ def test_a_seeded_scenario_on_a_mock_clock_reproduces_bit_for_bit(tmp_path: Path
     assert _results(other) != _results(first)
 
 
-def test_the_scheduler_seed_is_restored_and_the_engine_knows_its_clock() -> None:
-    """``seeded_scheduler`` leaves trio's scheduler random as it found it; ``mock_clock_running`` tells a
-    MockClock from trio's system clock."""
+def test_the_scheduler_seed_is_restored_and_the_engine_knows_its_clock(monkeypatch: Any) -> None:
+    """``seeded_scheduler`` orders and seeds trio's scheduling for its block and leaves both as it found
+    them; ``mock_clock_running`` tells a MockClock from trio's system clock."""
     from trio._core import _run
 
+    monkeypatch.setattr(_run, "_ALLOW_DETERMINISTIC_SCHEDULING", False)
     before = _run._r.getstate()
     with seeded_scheduler(5):
         seeded = _run._r.random()
+        assert _run._ALLOW_DETERMINISTIC_SCHEDULING is True
     assert _run._r.getstate() == before
+    assert _run._ALLOW_DETERMINISTIC_SCHEDULING is False
     assert seeded == random.Random(5).random()
 
     async def which() -> bool:
