@@ -245,7 +245,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: `p2pfl sim` needs the [sim] extra ('p2pfl-gossip[sim]'): {exc}", file=sys.stderr)
         return EXIT_REJECTED
-    code: int = runner.run_cli(args.scenario, Path(args.out), quiet=args.quiet)
+    reproducible = args.reproducible
+    code: int = runner.run_cli(args.scenario, Path(args.out), quiet=args.quiet, reproducible=reproducible)
     return code
 
 
@@ -393,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet",
         action="store_true",
         help="no progress output (default: a bar on a terminal, one line per round when redirected)",
+    )
+    p.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="the memory engine on a simulated clock with a seeded scheduler: the same scenario gives the "
+        "same results (default: the scenario's engine on the real clock)",
     )
     p.set_defaults(func=_cmd_sim)
 

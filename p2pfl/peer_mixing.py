@@ -62,7 +62,7 @@ async def extra_mixes(
             extra_step=True,
         )
         out |= shut_out((c.peer, c.weight) for c in outcome.contributions)
-        loop._last_mix = trio.current_time()
+        loop.mark_mix()
         loop._ledger.record((r.peer, r.seq) for r in candidates)
         loop.mix_steps_run += 1
         decision = await loop._guard_round(own, own_eval)

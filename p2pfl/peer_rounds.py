@@ -177,6 +177,9 @@ class RoundLoop:
         self._round_lock = trio.Lock()
         self._replica_updated = trio.Event()
         self._last_mix = -math.inf
+        #: each neighbour's version we held at the last mix: tells a reply to it at the same clock reading
+        #: from the version it mixed (p2pfl.protocol.pacing.is_new)
+        self._held_at_mix: dict[str, int] = {}
         #: how long the last round's mix waited for the neighbours (``wait_before_mix``; else 0)
         self._last_wait_s = 0.0
         self._started = False
@@ -186,6 +189,11 @@ class RoundLoop:
         #: extra mixing steps run (and skipped: nothing new from the neighbours) since start
         self.mix_steps_run = 0
         self.mix_steps_skipped = 0
+
+    def mark_mix(self) -> None:
+        """A mix just ended: the pacing's next wait counts what arrives from now on as new."""
+        self._last_mix = trio.current_time()
+        self._held_at_mix = {p: r.seq for p, r in self._p.engine.replicas.items()}
 
     def note_update(self) -> None:
         """A replica got a new version: wake a pacing wait."""
@@ -257,7 +265,7 @@ class RoundLoop:
         (see p2pfl.protocol.pacing). Returns how long it waited."""
         work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
         started = trio.current_time()
-        self._pacer.begin_wait(started, self._last_mix, work)
+        self._pacer.begin_wait(started, self._last_mix, work, self._held_at_mix)
         while True:
             now = trio.current_time()
             views = self._views(now)
@@ -354,7 +362,7 @@ class RoundLoop:
             **(private.engine_args() if private is not None else {}),
             already_published=published,
         )
-        self._last_mix = trio.current_time()
+        self.mark_mix()
         self._ledger.record((r.peer, r.seq) for r in candidates)
         decision = await self._guard_round(trained, trained_eval)
         await self._persist(train, outcome, decision, private)

@@ -10,7 +10,9 @@ docs/benchmarks.md "Scale"):
   small and cost more than the work. The peers' protocol is unchanged: the same calls, in the same order, on
   the loop's thread. Runs of fewer peers keep the peer's default (worker threads): they gain little, and
   their scenarios' timings (Sybils joining and leaving at honest rounds, slow and flooding attackers) were
-  measured with it.
+  measured with it. On a mock clock the work runs inline at any size, taking a fixed simulated time: a
+  thread's real time is invisible to the mock clock, which jumps on while the loop waits for it
+  (``p2pfl.sim.determinism``).
 * **The cyclic garbage collector is kept off the live objects.** Thousands of peers are millions of
   long-lived objects (models, replicas, scores, traces); with the default thresholds the collector swept
   them all again and again (at 1,000 peers x 3 rounds: 9 full collections, 1.8 of 19.6 CPU seconds, and a
@@ -36,6 +38,7 @@ import trio
 from threadpoolctl import threadpool_limits
 
 from .data import Split
+from .determinism import mock_clock_running, run_simulated
 from .evidence_sim import EvidenceHub
 from .plan import load_splits, make_plan
 from .progress import Progress
@@ -93,6 +96,8 @@ async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: lis
     t0 = time.time()
     honest = plan.honest
     sample = set(honest[:VECTOR_SAMPLE])
+    inline = run_inline if len(plan.peers) >= INLINE_FROM else None
+    run_sync = run_simulated if mock_clock_running() else inline
     runners = [
         PeerRunner(
             plan=plan,
@@ -107,7 +112,7 @@ async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: lis
             honest_round=lambda: min((runners[i].rounds_done for i in honest), default=0),
             secagg=hub,
             evidence=evidence,
-            run_sync=run_inline if len(plan.peers) >= INLINE_FROM else None,
+            run_sync=run_sync,
         )
         for p in plan.peers
     ]

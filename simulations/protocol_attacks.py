@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import trio
+import trio.testing
 
 from p2pfl.identity import Identity
 from p2pfl.wire import (
@@ -322,9 +323,12 @@ class ProtocolAttack:
         if self.kind != "flood":
             return
         rng = random.Random(self.rng.random())
-        envelopes = await trio.to_thread.run_sync(
-            flood_envelopes, peer.engine, self.spec.flood_count, self.spec.flood_sender, rng
-        )
+        # on a mock clock inline: a thread's real time would let the simulated rounds run on meanwhile, and
+        # the burst would start at a round the machine's load picks (p2pfl.sim.determinism)
+        mocked = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        run_sync: Any = _call if mocked else trio.to_thread.run_sync
+        spec = self.spec
+        envelopes = await run_sync(flood_envelopes, peer.engine, spec.flood_count, spec.flood_sender, rng)
         for _ in range(10_000_000):
             if peer.round >= self.spec.start_round:
                 break
@@ -344,3 +348,8 @@ class ProtocolAttack:
 
         await send_batched(t, envelopes, progress=progress)
         self.bad_envelopes_sent = before + len(envelopes)
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on the loop's thread (the flood's preparation on a mock clock)."""
+    return fn(*args)

@@ -451,8 +451,11 @@ async def run_memory(
 # --------------------------------------------------------------------------------------------- API
 
 
-def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True) -> dict[str, Any]:
-    """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results."""
+def run_scenario(
+    scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True, reproducible: bool = False
+) -> dict[str, Any]:
+    """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results.
+    ``reproducible``: on a simulated clock (memory engine only; p2pfl.sim.determinism)."""
     from .attack_metrics import attack_metrics
     from .engine_libp2p import run_libp2p
     from .report import write_outputs
@@ -465,7 +468,11 @@ def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: b
     p2pfl_log.addHandler(handler)
     propagate, p2pfl_log.propagate = p2pfl_log.propagate, False
     try:
-        if scenario.run.transport == "memory":
+        if reproducible:
+            from .determinism import run_reproducible
+
+            output = run_reproducible(scenario, out, quiet=quiet)
+        elif scenario.run.transport == "memory":
             output = trio.run(lambda: run_memory(scenario, out, quiet=quiet))
         else:
             output = run_libp2p(scenario, out, quiet=quiet)
@@ -482,8 +489,9 @@ def run_scenario(scenario: Scenario, out: Path, *, quiet: bool = False, plots: b
     return results
 
 
-def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:
-    """``p2pfl sim SCENARIO --out DIR``: run, print the headline numbers, exit 0 (1 on a bad scenario)."""
+def run_cli(scenario_path: str, out: Path, *, quiet: bool = False, reproducible: bool = False) -> int:
+    """``p2pfl sim SCENARIO --out DIR [--reproducible]``: run, print the headline numbers, exit 0 (1 on a bad
+    scenario)."""
     from .scenario import ScenarioError, load_scenario
 
     try:
@@ -491,8 +499,11 @@ def run_cli(scenario_path: str, out: Path, *, quiet: bool = False) -> int:
     except (ScenarioError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if reproducible and scenario.run.transport != "memory":
+        print('error: --reproducible needs [run] transport = "memory"', file=sys.stderr)
+        return 1
     try:
-        results = run_scenario(scenario, out, quiet=quiet)
+        results = run_scenario(scenario, out, quiet=quiet, reproducible=reproducible)
     except (ImportError, P2PFLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -28,8 +28,8 @@ def learner_for(split: Split, seed: int, hidden: int = 32) -> NumpySoftmaxLearne
 async def inline(fn: Any, *args: Any) -> Any:
     """A synchronous ``run_sync``: training and evaluation run on the event loop, so a MockClock moves only
     when every task waits (with worker threads, an autojumping clock would race ahead of the training).
-    Each call takes 1 ms of mock time: work takes time, and an update that arrives right after a mix must
-    not carry the mix's own timestamp (it would not count as newer)."""
+    Each call takes 1 ms of mock time: work takes time (tests/determinism/test_pacing_ties.py runs peers
+    whose work takes none)."""
     result = fn(*args)
     clock = trio.lowlevel.current_clock()
     if isinstance(clock, trio.testing.MockClock):

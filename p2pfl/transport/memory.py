@@ -131,7 +131,9 @@ class MemoryTransport:
         self._network_id = network_id
         self._config = config or MemoryConfig()
         self._stats = TransportStats()
-        self._neighbours: set[str] = set()
+        #: connected peers in the order they connected (a dict: iteration, hence delivery order, does not
+        #: change with the hash seed; p2pfl.sim.determinism)
+        self._neighbours: dict[str, None] = {}
         self._gossip_handler: GossipHandler | None = None
         self._validator: GossipValidator | None = None
         self._handlers: dict[str, RequestHandler] = {}
@@ -290,8 +292,8 @@ class MemoryTransport:
         if not remote._peer_allowed(self._peer_id):
             remote._stats.drop("peer_filter")
             raise TransportError(f"dial {addr} failed: refused by the remote peer")
-        self._neighbours.add(pid)
-        remote._neighbours.add(self._peer_id)
+        self._neighbours[pid] = None
+        remote._neighbours[self._peer_id] = None
         await trio.lowlevel.checkpoint()
         return pid
 
@@ -347,10 +349,10 @@ class MemoryTransport:
             return False
 
     def _unlink(self, peer_id: str) -> None:
-        self._neighbours.discard(peer_id)
+        self._neighbours.pop(peer_id, None)
         remote = self._net.get(peer_id)
         if remote is not None:
-            remote._neighbours.discard(self._peer_id)
+            remote._neighbours.pop(self._peer_id, None)
 
     def _remember(self, key: tuple[str, int]) -> bool:
         """Mark a message id seen; False if it already was."""
