@@ -62,7 +62,7 @@ from numpy.typing import ArrayLike, NDArray
 from p2pfl.errors import AggregationError
 from p2pfl.scoring.badrun import leak
 from p2pfl.scoring.config import ScoringConfig
-from p2pfl.scoring.echo import Echo, echo
+from p2pfl.scoring.echo import Echo, echo, loss_ratio
 from p2pfl.scoring.influence import absurd, ramp_cap
 from p2pfl.scoring.losses import LossTolerance, track_jump
 from p2pfl.scoring.persistence import PersistentDistance, persistence_reason, persistently_far
@@ -375,7 +375,9 @@ class ContributionScorer:
                 )
             combined = self._combine(r, s_dist, s_cos, s_loss)
             far = self._persistently_far(p, state, r, len(anchors) + 1)  # issue 16
-            self._observe_echo(p, model, after, own_update)  # issue 16
+            self._observe_echo(  # issue 16
+                p, model, after, own_update, val_losses=val_losses, own_val_loss=own_val_loss
+            )
             persistent = far and cfg.persist_evict
             if persistent:
                 combined = 0.0
@@ -444,13 +446,23 @@ class ContributionScorer:
     # -- issue 16: echo of the own update (p2pfl/scoring/echo.py) -----------------------------------------
 
     def _observe_echo(
-        self, peer: str, model: NDArray[np.float64], after: NDArray[np.float64], update: NDArray[np.float64]
+        self,
+        peer: str,
+        model: NDArray[np.float64],
+        after: NDArray[np.float64],
+        update: NDArray[np.float64],
+        *,
+        val_losses: Mapping[str, float] | None,
+        own_val_loss: float | None,
     ) -> None:
         """Record the echo of ``peer``'s version after the founding rounds (within them every model
-        starts from nearly the same place: no evidence)."""
+        starts from nearly the same place: no evidence), with its loss on the own data over the own."""
         if self.echo is not None:
             settled = self.rounds > self.config.founding_rounds
-            self.echo.observe(peer, echo(model, after, update) if settled else None)
+            ratio = None
+            if self.config.use_val_loss and val_losses is not None and peer in val_losses:
+                ratio = loss_ratio(float(val_losses[peer]), own_val_loss)
+            self.echo.observe(peer, echo(model, after, update) if settled else None, ratio)
 
     def _echo_weight(self, peer: str) -> float:
         return 1.0 if self.echo is None else self.echo.weight(peer)
