@@ -29,7 +29,8 @@ loss 2). An established neighbour's mixing weight falls from 1 to 0 as the small
 ``persist_window`` versions goes from ``persist_soft`` to ``persist_hard``, and with ``persist_evict`` its
 version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). After the founding rounds it also
 falls from 1 to 0 as the echo of its version (the cosine of its offset from the own trained model with the
-own update) goes from ``echo_ok`` to ``echo_bad``: dissensus aimed at this peer (:mod:`~p2pfl.scoring.echo`).
+own update) goes from ``echo_ok`` to ``echo_bad``: dissensus aimed at this peer (:mod:`~p2pfl.scoring.echo`),
+unless its loss on the own validation data is below ``echo_ahead`` times the own trained model's.
 ``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
 docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
 combined``, so one noisy round does not decide anything.
