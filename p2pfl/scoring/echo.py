@@ -19,15 +19,15 @@ data honest echoes sit near 0 (neighbours' models and the own one differ by nois
 data resemble the own data loses part of its weight, which costs little (its data add little to the own).
 
 **A model ahead of the own one is not an echo when the own data prefer it.** On IID data in a small model
-the honest echo is noise (logistic regression, bench_scale's scenario: honest q10 -0.83, q90 +0.36 to
-+0.64), and a peer whose mix was dragged *behind* the honest consensus (an attacker majority of
+the honest echo is noise (logistic regression, bench_scale's scenario: honest q10 -0.86 to -0.81, q90
++0.20 to +0.64), and a peer whose mix was dragged *behind* the honest consensus (an attacker majority of
 sign-flippers among its neighbours, which its scores cannot single out) trains back towards it: then every
 honest neighbour lies ahead of the own trained model along the own step (echo +0.45 to +0.7) while the
 sign-flippers lie behind it (-0.5 to -0.9). The echo took the honest weight, the attackers kept theirs, and
 the peer ended at 40-59 %. Seen from the peer that is the mirror image of dissensus (one group ahead, one
 behind), so no rule on the echoes alone can tell them apart (the honest group was the minority, the
 outlier). The own data can: those honest models had 0.01-0.08 times the own trained model's loss on the own
-validation split, while dissensus models aimed at the peer never beat it (2.4 to 130 times, docs/scoring.md).
+validation split, while dissensus models aimed at the peer never beat it (1.3 to 38 times, docs/scoring.md).
 So a neighbour whose validation loss is below ``ahead`` times the own trained model's keeps its full weight:
 what lies beyond the own step and fits the own data better than the own training did is where that training
 is heading, not an extrapolation of it. The same exemption ends the feedback loop (the honest weight comes
@@ -40,8 +40,8 @@ what it extrapolated (an adaptive form is measured in docs/scoring.md). Models i
 not extrapolate the own step (ALIE, IPM) echo like honest ones: this signal does not see them. A dissensus
 model that beats the own trained model on the own validation data is exempt (measured at non-target peers
 now and then, never at the peer it aimed at: docs/scoring.md); to be exempt at its target it would have to
-fit the target's own data better than the target's own training does. Within the
-founding rounds every model starts from nearly the same place and the signal is not applied.
+fit the target's own data better than the target's own training does. Within the founding rounds every
+model starts from nearly the same place and the signal is not applied.
 
 Pure: no clock, no randomness.
 """
