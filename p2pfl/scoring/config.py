@@ -168,14 +168,17 @@ class ScoringConfig:
     #: -- echo (issue 16; p2pfl/scoring/echo.py, docs/scoring.md) --
     #: after the founding rounds, a neighbour whose model lies beyond the own trained model along the own
     #: update (``cos(x_i - own_after, own_after - own_before)``) loses mixing weight: 1 at ``echo_ok``, 0 at
-    #: ``echo_bad``. Holds out dissensus models aimed at this peer. Off: ``echo = False``.
+    #: ``echo_bad``. Holds out dissensus models aimed at this peer. Off: ``echo = False``. A neighbour
+    #: whose loss on the own validation data is below ``echo_ahead`` times the own trained model's keeps its
+    #: weight (0: never): the own data prefer it, it is where the own training heads (IID, attacker majority)
     echo: bool = True
     echo_ok: float = 0.0
     echo_bad: float = 0.25
+    echo_ahead: float = 1.0
 
     def echo_config(self) -> EchoConfig:
         """The :class:`~p2pfl.scoring.echo.EchoConfig` the ``echo_*`` fields describe."""
-        return EchoConfig(self.echo_ok, self.echo_bad)
+        return EchoConfig(self.echo_ok, self.echo_bad, self.echo_ahead)
 
     def persistence(self) -> PersistenceConfig:
         """The :class:`~p2pfl.scoring.persistence.PersistenceConfig` these ``persist_*`` fields describe."""
@@ -280,7 +283,7 @@ class ScoringConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
         self.persistence()  # validates persist_window / persist_soft / persist_hard
-        self.echo_config()  # validates echo_ok / echo_bad
+        self.echo_config()  # validates echo_ok / echo_bad / echo_ahead
         if self.reference not in ("median", "aggregate"):
             raise ConfigError(
                 "scoring", "reference", f"must be 'median' or 'aggregate', got {self.reference!r}"

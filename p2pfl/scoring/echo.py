@@ -18,11 +18,30 @@ robust rule could break the tie and the peer drifted to its local optimum (CI sl
 data honest echoes sit near 0 (neighbours' models and the own one differ by noise), and a neighbour whose
 data resemble the own data loses part of its weight, which costs little (its data add little to the own).
 
+**A model ahead of the own one is not an echo when the own data prefer it.** On IID data in a small model
+the honest echo is noise (logistic regression, bench_scale's scenario: honest q10 -0.86 to -0.81, q90
++0.20 to +0.64), and a peer whose mix was dragged *behind* the honest consensus (an attacker majority of
+sign-flippers among its neighbours, which its scores cannot single out) trains back towards it: then every
+honest neighbour lies ahead of the own trained model along the own step (echo +0.45 to +0.7) while the
+sign-flippers lie behind it (-0.5 to -0.9). The echo took the honest weight, the attackers kept theirs, and
+the peer ended at 40-59 %. Seen from the peer that is the mirror image of dissensus (one group ahead, one
+behind), so no rule on the echoes alone can tell them apart (the honest group was the minority, the
+outlier). The own data can: those honest models had 0.01-0.08 times the own trained model's loss on the own
+validation split, while dissensus models aimed at the peer never beat it (1.3 to 38 times, docs/scoring.md).
+So a neighbour whose validation loss is below ``ahead`` times the own trained model's keeps its full weight:
+what lies beyond the own step and fits the own data better than the own training did is where that training
+is heading, not an extrapolation of it. The same exemption ends the feedback loop (the honest weight comes
+back as soon as the own model falls behind). Without a loss (no validation split, ``use_val_loss`` off) the
+echo alone decides, as before.
+
 Failure modes: an attacker that knows the rule keeps its model's component along the target's step at or
 below zero; the dissensus push then has to be orthogonal to the target's own specialisation, which is most of
 what it extrapolated (an adaptive form is measured in docs/scoring.md). Models inside the spread that do
-not extrapolate the own step (ALIE, IPM) echo like honest ones: this signal does not see them. Within the
-founding rounds every model starts from nearly the same place and the signal is not applied.
+not extrapolate the own step (ALIE, IPM) echo like honest ones: this signal does not see them. A dissensus
+model that beats the own trained model on the own validation data is exempt (measured at non-target peers
+now and then, never at the peer it aimed at: docs/scoring.md); to be exempt at its target it would have to
+fit the target's own data better than the target's own training does. Within the founding rounds every
+model starts from nearly the same place and the signal is not applied.
 
 Pure: no clock, no randomness.
 """
@@ -38,7 +57,7 @@ from numpy.typing import NDArray
 from p2pfl.errors import ConfigError
 from p2pfl.scoring.numbers import is_real
 
-__all__ = ["Echo", "EchoConfig", "echo"]
+__all__ = ["Echo", "EchoConfig", "echo", "loss_ratio"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,9 @@ class EchoConfig:
     ok: float = 0.0
     #: at or above this its weight is 0
     bad: float = 0.25
+    #: a neighbour whose loss on the own validation data is below this times the own trained model's keeps
+    #: its full weight whatever its echo (0: never)
+    ahead: float = 1.0
 
     def __post_init__(self) -> None:
         if not (is_real(self.ok) and is_real(self.bad) and -1.0 <= self.ok < self.bad <= 1.0):
@@ -57,6 +79,8 @@ class EchoConfig:
                 "echo_ok/echo_bad",
                 f"need -1 <= echo_ok < echo_bad <= 1, got {self.ok!r}, {self.bad!r}",
             )
+        if not (is_real(self.ahead) and 0.0 <= self.ahead < math.inf):
+            raise ConfigError("scoring", "echo_ahead", f"must be a finite number >= 0, got {self.ahead!r}")
 
 
 def echo(
@@ -71,6 +95,14 @@ def echo(
     return float(np.clip(np.dot(u, own_update) / (nu * nd), -1.0, 1.0))
 
 
+def loss_ratio(loss: float | None, own_loss: float | None) -> float | None:
+    """A neighbour's loss on the own validation data over the own trained model's; ``None`` when either is
+    missing or not finite, or the own loss is not positive (no evidence either way)."""
+    if loss is None or own_loss is None or not (math.isfinite(loss) and math.isfinite(own_loss)):
+        return None
+    return loss / own_loss if own_loss > 0 else None
+
+
 class Echo:
     """Each neighbour's last echo and the weight factor it earns (see the module doc)."""
 
@@ -78,9 +110,11 @@ class Echo:
         self.config = config if config is not None else EchoConfig()
         self._last: dict[str, float] = {}
 
-    def observe(self, peer: str, value: float | None) -> None:
-        """Record the echo of ``peer``'s version just scored (``None``: no evidence, forget the last)."""
-        if value is None:
+    def observe(self, peer: str, value: float | None, loss_ratio: float | None = None) -> None:
+        """Record the echo of ``peer``'s version just scored (``None``: no evidence, forget the last).
+        ``loss_ratio`` (:func:`loss_ratio`) below ``ahead``: the own data prefer this model to the own
+        trained one, so its echo is no evidence either."""
+        if value is None or (loss_ratio is not None and loss_ratio < self.config.ahead):
             self._last.pop(peer, None)
         else:
             self._last[peer] = value

@@ -29,7 +29,8 @@ loss 2). An established neighbour's mixing weight falls from 1 to 0 as the small
 ``persist_window`` versions goes from ``persist_soft`` to ``persist_hard``, and with ``persist_evict`` its
 version then scores 0 (:mod:`~p2pfl.scoring.persistence`, docs/scoring.md). After the founding rounds it also
 falls from 1 to 0 as the echo of its version (the cosine of its offset from the own trained model with the
-own update) goes from ``echo_ok`` to ``echo_bad``: dissensus aimed at this peer (:mod:`~p2pfl.scoring.echo`).
+own update) goes from ``echo_ok`` to ``echo_bad``: dissensus aimed at this peer (:mod:`~p2pfl.scoring.echo`),
+unless its loss on the own validation data is below ``echo_ahead`` times the own trained model's.
 ``cap_by_hard_evidence`` instead caps the mean by the distance and loss scores (off by default,
 docs/aggregation.md). Reputation is an exponential moving average, ``rep <- (1 - ema) * rep + ema *
 combined``, so one noisy round does not decide anything.
@@ -63,7 +64,7 @@ from numpy.typing import ArrayLike, NDArray
 from p2pfl.errors import AggregationError
 from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
 from p2pfl.scoring.config import ScoringConfig
-from p2pfl.scoring.echo import Echo, echo
+from p2pfl.scoring.echo import Echo, echo, loss_ratio
 from p2pfl.scoring.influence import absurd, ramp_cap
 from p2pfl.scoring.losses import LossTolerance, track_jump
 from p2pfl.scoring.persistence import PersistentDistance, persistence_reason, persistently_far
@@ -377,7 +378,9 @@ class ContributionScorer:
                 )
             combined = self._combine(r, s_dist, s_cos, s_loss)
             far = self._persistently_far(p, state, r, len(anchors) + 1)  # issue 16
-            self._observe_echo(p, model, after, own_update)  # issue 16
+            self._observe_echo(  # issue 16
+                p, model, after, own_update, val_losses=val_losses, own_val_loss=own_val_loss
+            )
             persistent = far and cfg.persist_evict
             if persistent:
                 combined = 0.0
@@ -452,13 +455,23 @@ class ContributionScorer:
     # -- issue 16: echo of the own update (p2pfl/scoring/echo.py) -----------------------------------------
 
     def _observe_echo(
-        self, peer: str, model: NDArray[np.float64], after: NDArray[np.float64], update: NDArray[np.float64]
+        self,
+        peer: str,
+        model: NDArray[np.float64],
+        after: NDArray[np.float64],
+        update: NDArray[np.float64],
+        *,
+        val_losses: Mapping[str, float] | None,
+        own_val_loss: float | None,
     ) -> None:
         """Record the echo of ``peer``'s version after the founding rounds (within them every model
-        starts from nearly the same place: no evidence)."""
+        starts from nearly the same place: no evidence), with its loss on the own data over the own."""
         if self.echo is not None:
             settled = self.rounds > self.config.founding_rounds
-            self.echo.observe(peer, echo(model, after, update) if settled else None)
+            ratio = None
+            if self.config.use_val_loss and val_losses is not None and peer in val_losses:
+                ratio = loss_ratio(float(val_losses[peer]), own_val_loss)
+            self.echo.observe(peer, echo(model, after, update) if settled else None, ratio)
 
     def _echo_weight(self, peer: str) -> float:
         return 1.0 if self.echo is None else self.echo.weight(peer)
