@@ -174,6 +174,9 @@ class ScoringConfig:
     heading_shift_ok: float = -0.55
     heading_shift_bad: float = -0.75
     heading_memory: float = 0.7
+    #: the lag test weighs only when on (opt-in: it catches IPM but also cuts honest neighbours that
+    #: dissensus drags apart; docs/scoring.md)
+    heading_lag: bool = False
 
     def heading_config(self) -> HeadingConfig:
         """The :class:`~p2pfl.scoring.heading.HeadingConfig` the ``heading_*`` fields describe."""
@@ -183,6 +186,7 @@ class ScoringConfig:
             self.heading_shift_ok,
             self.heading_shift_bad,
             self.heading_memory,
+            self.heading_lag,
         )
 
     def echo_config(self) -> EchoConfig:

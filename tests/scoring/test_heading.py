@@ -28,7 +28,7 @@ def _run(
 ) -> Heading:
     """``rounds`` evaluations of a centre moving along a fixed progress direction, 5 honest neighbours with
     persistent non-IID pulls and one attacker ``a`` of the given kind."""
-    tracker = tracker if tracker is not None else Heading()
+    tracker = tracker if tracker is not None else Heading(HeadingConfig(lag=True))
     progress = rng.normal(size=DIM) / np.sqrt(DIM)
     pulls = {p: rng.normal(size=DIM) / np.sqrt(DIM) for p in HONEST}
     signs = rng.choice([-1.0, 1.0], size=DIM)
@@ -58,6 +58,12 @@ def test_the_attacker_loses_its_weight_and_honest_non_iid_neighbours_keep_theirs
     tracker = _run(rng, attack)
     assert tracker.weight("a") == 0.0
     assert all(tracker.weight(p) == 1.0 for p in HONEST)
+
+
+def test_the_lag_test_is_off_by_default_so_ipm_keeps_its_weight() -> None:
+    """Documented: opt-in (``heading_lag``), because under dissensus it cuts honest neighbours too."""
+    tracker = _run(np.random.default_rng(1), "ipm", tracker=Heading())
+    assert tracker.weight("a") == 1.0 and tracker.lag("a") is None
 
 
 def test_honest_neighbours_alone_keep_full_weight_over_many_seeds() -> None:
@@ -106,6 +112,7 @@ def test_not_applying_forgets_and_non_finite_models_never_raise() -> None:
         {"heading_shift_ok": float("nan")},
         {"heading_memory": 1.0},
         {"heading": "yes"},
+        {"heading_lag": 1},
     ],
 )
 def test_config_rejects_bad_values(kw: dict[str, object]) -> None:
