@@ -86,11 +86,34 @@ class HeadingConfig:
 
 
 def _cos(a: NDArray[np.float64], b: NDArray[np.float64]) -> float | None:
-    na = float(np.linalg.norm(a))
-    nb = float(np.linalg.norm(b))
+    """Cosine of two vectors (scalar arithmetic: np.linalg.norm and np.clip cost more than the dots here);
+    ``None`` when either is zero or not finite."""
+    na = math.sqrt(float(a @ a))
+    nb = math.sqrt(float(b @ b))
     if na == 0.0 or nb == 0.0 or not (math.isfinite(na) and math.isfinite(nb)):
         return None
-    return float(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))
+    value = float(a @ b) / (na * nb)
+    return min(1.0, max(-1.0, value)) if math.isfinite(value) else None
+
+
+def _median_rows(stack: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.median(stack, axis=0)`` through one partition (np.median's own overhead was most of this
+    signal's cost on small models: issue 17's per-peer-round budget)."""
+    n = stack.shape[0]
+    half = n // 2
+    if n % 2:
+        mid: NDArray[np.float64] = np.partition(stack, half, axis=0)[half]
+        return mid
+    part = np.partition(stack, (half - 1, half), axis=0)
+    both: NDArray[np.float64] = (part[half - 1] + part[half]) / 2.0
+    return both
+
+
+def _std_rows(rows: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``np.std(rows, axis=0)`` (population) with one ``einsum`` instead of np.std's generic path."""
+    dev = rows - rows.mean(axis=0)
+    out: NDArray[np.float64] = np.sqrt(np.einsum("ij,ij->j", dev, dev) / rows.shape[0])
+    return out
 
 
 def _ramp(value: float, ok: float, bad: float) -> float:
@@ -135,7 +158,12 @@ class Heading:
         # a centre drawn with the scorer's weights moves away from whoever this signal holds out, which
         # then looks as if it lagged behind that motion (a feedback loop measured on honest neighbours).
         rows = list(models.values())
-        centre = np.median(np.stack([own, *rows]), axis=0)
+        if not rows or not (self.config.lag or any(scored.values())):
+            for p in scored:  # nothing to observe (within the founding rounds, with the lag test off)
+                self.reset(p)
+            return
+        stack = np.stack([own, *rows])
+        centre = _median_rows(stack)
         lag = self.config.lag
         if lag and self._centre is not None and self._centre.shape == centre.shape:
             step = centre - self._centre
@@ -143,7 +171,7 @@ class Heading:
                 m = self.config.memory
                 self._progress = step if self._progress is None else m * self._progress + (1.0 - m) * step
         self._centre = centre
-        sigma = np.std(np.stack(rows), axis=0) if len(rows) >= 2 else None
+        sigma = _std_rows(stack[1:]) if len(rows) >= 2 else None
         for p, applies in scored.items():
             model = models.get(p)
             if not applies or model is None:
