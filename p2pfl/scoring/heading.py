@@ -27,14 +27,16 @@ The lag test is off by default (``lag``): under dissensus honest neighbours that
 lag as well, and in closed loop it cut their weight until they were evicted by the other rules
 (docs/scoring.md). Measured offline on recorded scorer inputs (digits Dirichlet 0.3 on random 6- and
 4-regular graphs, and mnist5k on the 6-regular one, 25 % attackers; AUC of attackers vs honest
-neighbours, rounds 11-40, docs/scoring.md "Heading"): shift 1.00 / 0.96 / 1.00 against ALIE, lag 1.00 /
+neighbours, rounds 11-40, docs/scoring.md "Fourth pass"): shift 1.00 / 0.96 / 1.00 against ALIE, lag 1.00 /
 0.94 / 0.97 against IPM.
 
 Failure modes: an attacker that knows the rule randomises the sign pattern of its ALIE shift, or removes the
 component of its IPM push along the progress it can estimate (``simulations/attacks.py``: ``alie_signs =
 "random"``, ``ipm_evade_lag``); the signal then does not see it, and what is left of the attack is measured
 in docs/scoring.md. Honest peers dragged by an attacker majority, or lagging after a stall, can lose weight
-(weight only: no eviction). Within the founding rounds the centre moves too fast for a heading to mean
+(weight only: no eviction). A neighbour whose model differs from the others' by about the same amount,
+one sign, in every coordinate (a uniform drift, as in synthetic tests) looks exactly like ALIE's shift and
+is held out too. Within the founding rounds the centre moves too fast for a heading to mean
 anything, and the caller does not apply it.
 
 Pure: no clock, no randomness.
