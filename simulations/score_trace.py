@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import pickle
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -121,4 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
