@@ -156,9 +156,26 @@ def _flat(params: Params) -> npt.NDArray[np.float64]:
 
 
 class ALIE(_Omniscient):
-    def __init__(self, inner: Any, z: float = 1.0) -> None:
+    """``mean - z * std`` of the neighbours' models, coordinate-wise (Baruch et al. 2019).
+
+    ``signs = "random"`` is the adaptive form against the heading signal's shift test
+    (p2pfl/scoring/heading.py): each coordinate is shifted by its spread in a sign drawn once per attacker
+    (``seed``) and kept for the run, so the shift still points the same way every round but no longer
+    along the spread's own sign pattern."""
+
+    def __init__(self, inner: Any, z: float = 1.0, signs: str = "fixed", seed: int = 0) -> None:
         super().__init__(inner)
         self.z = z
+        self.signs = signs
+        self._rng = np.random.default_rng(seed)
+        self._sign: dict[str, npt.NDArray[np.float32]] = {}
+
+    def _signs(self, key: str, shape: tuple[int, ...]) -> npt.NDArray[np.float32] | float:
+        if self.signs != "random":
+            return 1.0
+        if key not in self._sign or self._sign[key].shape != shape:
+            self._sign[key] = self._rng.choice(np.array([-1.0, 1.0], np.float32), size=shape)
+        return self._sign[key]
 
     def poison(self, start: Params, trained: Params) -> Params:
         models = self._neighbours()
@@ -167,23 +184,53 @@ class ALIE(_Omniscient):
         out = {}
         for k in trained:
             stack = np.stack([m[k] for m in models])
-            out[k] = (stack.mean(axis=0) - self.z * stack.std(axis=0)).astype(np.float32)
+            shift = self._signs(k, stack.shape[1:]) * stack.std(axis=0)
+            out[k] = (stack.mean(axis=0) - self.z * shift).astype(np.float32)
         return out
 
 
 class IPM(_Omniscient):
-    def __init__(self, inner: Any, epsilon: float = 0.5) -> None:
+    """``start - epsilon * (mean - start)``: the neighbours' average update reversed (Xie et al. 2020).
+
+    ``evade_lag`` is the adaptive form against the heading signal's lag test (p2pfl/scoring/heading.py):
+    the attacker estimates the consensus's progress as a moving average (0.7) of the change of its
+    neighbours' mean between its versions, and drops the component of its offset from that mean that points
+    back along it (the rest of the push is kept)."""
+
+    def __init__(self, inner: Any, epsilon: float = 0.5, evade_lag: bool = False) -> None:
         super().__init__(inner)
         self.epsilon = epsilon
+        self.evade_lag = evade_lag
+        self._last_mean: npt.NDArray[np.float64] | None = None
+        self._progress: npt.NDArray[np.float64] | None = None
 
     def poison(self, start: Params, trained: Params) -> Params:
         models = self._neighbours()
         if not models:
             return trained
-        out = {}
-        for k in trained:
-            mean = np.mean([m[k] for m in models], axis=0)
-            out[k] = (start[k] - self.epsilon * (mean - start[k])).astype(np.float32)
+        keys = sorted(trained)
+        mean = {k: np.mean([m[k] for m in models], axis=0) for k in keys}
+        out = {k: (start[k] - self.epsilon * (mean[k] - start[k])).astype(np.float32) for k in keys}
+        if not self.evade_lag:
+            return out
+        centre = _flat(mean)
+        if self._last_mean is not None and self._last_mean.shape == centre.shape:
+            step = centre - self._last_mean
+            self._progress = step if self._progress is None else 0.7 * self._progress + 0.3 * step
+        self._last_mean = centre
+        p = self._progress
+        if p is None or not float(p @ p) > 0:
+            return out
+        offset = _flat(out) - centre
+        along = float(offset @ p) / float(p @ p)
+        if along >= 0:
+            return out
+        fixed = centre + offset - along * p
+        pos = 0
+        for k in keys:
+            n = out[k].size
+            out[k] = fixed[pos : pos + n].reshape(out[k].shape).astype(np.float32)
+            pos += n
         return out
 
 
@@ -398,9 +445,9 @@ class Behaviour:
         elif self.kind == "labelflip":
             wrapped = LabelFlip(learner)
         elif self.kind == "alie":
-            wrapped = ALIE(learner, s.z)
+            wrapped = ALIE(learner, s.z, s.alie_signs, self.seed)
         elif self.kind == "ipm":
-            wrapped = IPM(learner, s.epsilon)
+            wrapped = IPM(learner, s.epsilon, s.ipm_evade_lag)
         elif self.kind == "labelperm":
             wrapped = LabelPerm(learner, self.perm_seed)
         elif self.kind == "honest_then_attack":

@@ -136,6 +136,12 @@ class AttackSpec:
     #: dissensus: the adaptive form against the echo signal (p2pfl/scoring/echo.py): drop the push's
     #: component along the target's last public step
     dissensus_evade_echo: bool = False
+    #: alie: ``"random"`` is the adaptive form against the heading signal (p2pfl/scoring/heading.py): a
+    #: random sign per coordinate, drawn once, instead of ``mean - z * std`` in every coordinate
+    alie_signs: str = "fixed"
+    #: ipm: the adaptive form against the heading signal: drop the push's component back along the
+    #: consensus's progress as the attacker sees it
+    ipm_evade_lag: bool = False
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -160,6 +166,8 @@ class AttackSpec:
             flood_sender=_choice(s, "flood_sender", _get(t, s, "flood_sender", str, "self"), FLOOD_SENDERS),
             dissensus_lambda=_get(t, s, "dissensus_lambda", (int, float), 1.0),
             dissensus_evade_echo=_get(t, s, "dissensus_evade_echo", bool, False),
+            alie_signs=_choice(s, "alie_signs", _get(t, s, "alie_signs", str, "fixed"), ("fixed", "random")),
+            ipm_evade_lag=_get(t, s, "ipm_evade_lag", bool, False),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)

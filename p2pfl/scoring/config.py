@@ -8,6 +8,7 @@ from typing import Literal
 
 from p2pfl.errors import ConfigError
 from p2pfl.scoring.echo import EchoConfig
+from p2pfl.scoring.heading import HeadingConfig
 from p2pfl.scoring.numbers import is_real
 from p2pfl.scoring.persistence import PersistenceConfig
 
@@ -175,6 +176,30 @@ class ScoringConfig:
     echo_ok: float = 0.0
     echo_bad: float = 0.25
     echo_ahead: float = 1.0
+    #: -- heading (issue 16; p2pfl/scoring/heading.py, docs/scoring.md) --
+    #: after the founding rounds, a neighbour whose offset from the centre keeps pointing against the
+    #: centre's motion (lag: IPM) or along minus the neighbours' per-coordinate spread (shift: ALIE) loses
+    #: mixing weight (1 at ``*_ok``, 0 at ``*_bad``, smoothed by ``heading_memory``); never evicts
+    heading: bool = True
+    heading_lag_ok: float = -0.3
+    heading_lag_bad: float = -0.45
+    heading_shift_ok: float = -0.55
+    heading_shift_bad: float = -0.75
+    heading_memory: float = 0.7
+    #: the lag test weighs only when on (opt-in: it catches IPM but also cuts honest neighbours that
+    #: dissensus drags apart; docs/scoring.md)
+    heading_lag: bool = False
+
+    def heading_config(self) -> HeadingConfig:
+        """The :class:`~p2pfl.scoring.heading.HeadingConfig` the ``heading_*`` fields describe."""
+        return HeadingConfig(
+            self.heading_lag_ok,
+            self.heading_lag_bad,
+            self.heading_shift_ok,
+            self.heading_shift_bad,
+            self.heading_memory,
+            self.heading_lag,
+        )
 
     def echo_config(self) -> EchoConfig:
         """The :class:`~p2pfl.scoring.echo.EchoConfig` the ``echo_*`` fields describe."""
@@ -279,11 +304,13 @@ class ScoringConfig:
             "persistent_distance",
             "persist_evict",
             "echo",
+            "heading",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
         self.persistence()  # validates persist_window / persist_soft / persist_hard
         self.echo_config()  # validates echo_ok / echo_bad / echo_ahead
+        self.heading_config()  # validates heading_*
         if self.reference not in ("median", "aggregate"):
             raise ConfigError(
                 "scoring", "reference", f"must be 'median' or 'aggregate', got {self.reference!r}"

@@ -65,6 +65,7 @@ from p2pfl.errors import AggregationError
 from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo, echo, loss_ratio
+from p2pfl.scoring.heading import Heading
 from p2pfl.scoring.influence import absurd, ramp_cap
 from p2pfl.scoring.losses import LossTolerance, track_jump
 from p2pfl.scoring.persistence import PersistentDistance, persistence_reason, persistently_far
@@ -124,6 +125,8 @@ class ContributionScorer:
         self.weight_hint: Callable[[str], float] | None = None
         #: issue 16: each neighbour's last echo of the own update (None: echo off; p2pfl/scoring/echo.py)
         self.echo = Echo(self.config.echo_config()) if self.config.echo else None
+        #: issue 16: each neighbour's smoothed heading from the centre (None: off; p2pfl/scoring/heading.py)
+        self.heading = Heading(self.config.heading_config()) if self.config.heading else None
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -203,7 +206,12 @@ class ContributionScorer:
             base = 1.0 if self.config.weighting == "binary" else state.reputation
             hint = 1.0 if self.weight_hint is None else _unit_hint(self.weight_hint(p))
             out.append(
-                base * self.influence_cap(p) * self._persistence_weight(p) * self._echo_weight(p) * hint
+                base
+                * self.influence_cap(p)
+                * self._persistence_weight(p)
+                * self._echo_weight(p)
+                * self._heading_weight(p)
+                * hint
             )
         return np.asarray(out, dtype=np.float64)
 
@@ -420,6 +428,7 @@ class ContributionScorer:
             records[p] = ScoreRecord(
                 p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
             )
+        self._observe_heading(after, {p: models[p] for p in sane}, [p for p in records if p in dists])
         bar, loss_bar = pass_bars(cfg, self._peers.values())
         for p, (near, hard_fail) in young.items():
             rec = records[p]
@@ -476,12 +485,28 @@ class ContributionScorer:
     def _echo_weight(self, peer: str) -> float:
         return 1.0 if self.echo is None else self.echo.weight(peer)
 
+    # -- issue 16: heading of the offset from the centre (p2pfl/scoring/heading.py) -----------------------
+
+    def _observe_heading(
+        self, own: NDArray[np.float64], sane: Mapping[str, NDArray[np.float64]], scored: list[str]
+    ) -> None:
+        """Smooth the heading of each version just scored, after the founding rounds (within them the centre
+        moves too fast for a heading to mean anything); every sane model sets the round's spread."""
+        if self.heading is not None:
+            settled = self.rounds > self.config.founding_rounds
+            self.heading.observe(own, sane, dict.fromkeys(scored, settled))
+
+    def _heading_weight(self, peer: str) -> float:
+        return 1.0 if self.heading is None else self.heading.weight(peer)
+
     def _reset_history(self, peer: str) -> None:
         """Forget what ``peer``'s earlier versions showed (grace, readmission, departure)."""
         if self.persistence is not None:
             self.persistence.reset(peer)
         if self.echo is not None:
             self.echo.reset(peer)
+        if self.heading is not None:
+            self.heading.reset(peer)
 
     def _combine(self, r: float, s_dist: float, s_cos: float | None, s_loss: float | None) -> float:
         """The weighted mean of the components present (see the module doc)."""
