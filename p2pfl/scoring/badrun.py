@@ -34,7 +34,7 @@ Pure: no clock, no randomness.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 from numpy.typing import NDArray
@@ -73,20 +73,27 @@ def tolerated_period(memory: float, threshold: float, limit: int = 10_000) -> in
 
 
 def neighbourhood_ratios(
-    own: NDArray[np.float64], models: Mapping[str, NDArray[np.float64]]
+    own: NDArray[np.float64],
+    models: Mapping[str, NDArray[np.float64]],
+    reference: Collection[str] | None = None,
 ) -> dict[str, float]:
     """Each model's distance from the coordinate-wise median of the own model and ``models`` (every one
     with the same weight), over the median of those distances (the own included). Unlike the scorer's
     ``r``, whose centre is the peer's weighted mix, this centre does not follow the peer's own choices: a
     neighbour the peer holds out of its mix (persistent distance, echo, a bad loss) leaves the mix and so
-    drifts away from it, but stays where it is among its peers here."""
+    drifts away from it, but stays where it is among its peers here.
+
+    ``reference``: the models that set the centre and the spread (default: all); the others are only
+    measured against them. The scorer passes its established neighbours, so a crowd of new identities can
+    neither drag the centre to a colluder nor widen the spread around it (as for the scorer's own spread)."""
     if not models:
         return {}
     names = sorted(models)
     stack = np.vstack([own[None, :], *(models[p][None, :] for p in names)])
-    centre = np.median(stack, axis=0)
+    rows = [0, *(i + 1 for i, p in enumerate(names) if reference is None or p in reference)]
+    centre = np.median(stack[rows], axis=0)
     dists = np.linalg.norm(stack - centre, axis=1)
-    med = float(np.median(dists))
+    med = float(np.median(dists[rows]))
     if med > 0:
         return {p: float(dists[i + 1]) / med for i, p in enumerate(names)}
     # half of the models coincide: those are at the centre, any other is infinitely far in this unit

@@ -409,8 +409,9 @@ class ContributionScorer:
             # from the own mix's centre and from the neighbourhood's unweighted median alike
             counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
             if counts and not persistent and cfg.evict_distance is not None:
-                if plain is None:
-                    plain = neighbourhood_ratios(after, {q: models[q] for q in sane})
+                if plain is None:  # (set by the established, as the spread: new identities cannot move it)
+                    settled = [q for q in sane if self._state(q).established] or sane
+                    plain = neighbourhood_ratios(after, {q: models[q] for q in sane}, settled)
                 counts = plain.get(p, math.inf) >= cfg.evict_distance
             if state.grace_left > 0:
                 state.grace_left -= 1

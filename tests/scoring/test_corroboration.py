@@ -140,3 +140,53 @@ def test_neighbourhood_ratios_measure_from_the_plain_median_of_everyone() -> Non
     }
     ratios = neighbourhood_ratios(own, {"same": own.copy(), "also": own.copy(), "off": own + 1.0})
     assert ratios == {"same": 0.0, "also": 0.0, "off": math.inf}
+
+
+@pytest.mark.parametrize("same_spot", [False, True])
+def test_a_crowd_of_new_identities_cannot_shield_a_far_attacker(same_spot: bool) -> None:
+    """The adaptive attacker against the plain median: an established neighbour ``x`` behaves through the
+    founding rounds, then publishes far (``r`` 10 from the mix) models bad for the own data, while as many
+    fresh identities as the peer has honest neighbours publish far models too (spread out, inflating the
+    median distance; or at ``x``'s spot, dragging the coordinate-wise median to it). Fails on the plain
+    median of every sane model (nobody is ever evicted: ``x`` sits at ratio ~1-2 of that median); the
+    centre and spread set by the established neighbours evict them all, honest neighbours untouched."""
+    cfg = ScoringConfig()
+    scorer = ContributionScorer(cfg)
+    world = World(seed=3, n_honest=5)
+    rng = np.random.default_rng(7)
+    dirs = [rng.normal(size=world.model.shape[0]) for _ in range(6)]
+    crowd = [f"s{i}" for i in range(5)]
+    evicted: dict[str, int] = {}
+    for t in range(30):
+        before, after, models, centre = world.round({})
+        if t < 8:
+            models["x"] = models["h1"] + 0.001
+        else:
+            med = float(np.median([np.linalg.norm(models[p] - centre) for p in world.honest]))
+            for i, p in enumerate(["x", *crowd]):
+                d = dirs[0 if same_spot else i]
+                models[p] = centre + 10.0 * med * d / np.linalg.norm(d)
+        losses, own_loss = world.val_losses(models)
+        for p in models:
+            if p not in world.honest:
+                losses[p] = 1000.0 * own_loss
+        scorer.begin_round()
+        rec = scorer.evaluate(before, after, models, centre, losses, own_loss)
+        assert all(rec[p].status != "evicted" for p in world.honest)
+        for p, r in rec.items():
+            if r.status == "evicted":
+                evicted.setdefault(p, t)
+    assert set(evicted) == {"x", *crowd}
+    assert evicted["x"] <= 8 + 2 * cfg.evict_after
+
+
+def test_neighbourhood_ratios_reference_sets_the_centre_and_the_spread() -> None:
+    rng = np.random.default_rng(1)
+    own = np.zeros(20)
+    models = {f"h{i}": rng.normal(0.0, 0.1, 20) for i in range(4)}
+    models |= {f"s{i}": np.full(20, 3.0) for i in range(6)}
+    assert neighbourhood_ratios(own, models)["s0"] == 0.0  # the crowd is the median, and half of the rows
+    ratios = neighbourhood_ratios(own, models, [p for p in models if p.startswith("h")])
+    assert set(ratios) == set(models)
+    assert min(ratios[f"s{i}"] for i in range(6)) > 10 and max(ratios[f"h{i}"] for i in range(4)) < 3
+    assert neighbourhood_ratios(own, models, models) == neighbourhood_ratios(own, models)
