@@ -293,7 +293,8 @@ class Peer:
             await self._connect_static()
             if self.config.bootstrap:
                 await self.discovery.start(self._nursery)
-            self._nursery.start_soon(self._housekeeping)
+            if self._needs_housekeeping():
+                self._nursery.start_soon(self._housekeeping)
             if self.metrics is not None:
                 self.metrics.bind()
             if self.access is not None:
@@ -436,6 +437,13 @@ class Peer:
                 if addr.rpartition("/p2p/")[2] in connected:
                     continue  # dialling a connected peer again could race its own dial into a duplicate link
                 nursery.start_soon(dial, addr)
+
+    def _needs_housekeeping(self) -> bool:
+        """Whether the periodic housekeeping has anything to do: static peers to re-dial, a status line to
+        log, or a ``status.json`` to refresh. Without any of them its wake-ups only cost CPU (10,000 peers in
+        one memory-engine process: one wake-up per peer per ``reconnect_interval_s``)."""
+        config = self.config
+        return bool(config.static_peers or config.status_interval_s or config.state_dir is not None)
 
     async def _housekeeping(self) -> None:
         while True:

@@ -13,13 +13,19 @@ docs/benchmarks.md "Scale"):
   measured with it. On a mock clock the work runs inline at any size, taking a fixed simulated time: a
   thread's real time is invisible to the mock clock, which jumps on while the loop waits for it
   (``p2pfl.sim.determinism``).
-* **The cyclic garbage collector is kept off the live objects.** Thousands of peers are millions of
-  long-lived objects (models, replicas, scores, traces); with the default thresholds the collector swept
-  them all again and again (at 1,000 peers x 3 rounds: 9 full collections, 1.8 of 19.6 CPU seconds, and a
-  sweep's cost grows with the heap). After set-up the engine moves every live object out of the collector's
-  reach (``gc.freeze``) and collects the young generation every :data:`GC_YOUNG` allocations instead of 700.
-  Reference counting frees everything as before; only garbage in reference cycles among the frozen objects
-  waits until the run ends (``gc.unfreeze``). Nothing the peers compute depends on when collections run.
+* **The cyclic garbage collector is kept off the live objects** (:class:`Collector`). Thousands of peers
+  are millions of long-lived objects (models, replicas, scores, traces); with the default thresholds the
+  collector swept them all again and again (at 1,000 peers x 3 rounds: 9 full collections, 1.8 of 19.6 CPU
+  seconds, and a sweep's cost grows with the heap). The collector is off while the peers are created and
+  wired; then every live object is moved out of its reach (``gc.freeze``), the young generation is
+  collected every :data:`GC_YOUNG` allocations instead of 700, and what survives a young collection is
+  frozen too: a peer's per-round objects (scores, contributions, trace rows, suspended coroutines) live for
+  a round, which at 10,000 peers is a minute of wall clock, and used to be swept again by the older
+  generations' collections, whose size grows with the number of peers (at 3,000 peers x 3 rounds: 5.3 s
+  in collections, 2.5 s of it while the peers were created). Reference counting frees everything as
+  before; only garbage in reference cycles that outlived a young collection (a peer that leaves under
+  churn) waits until the run ends (``gc.unfreeze``); the young collections still find the cycles that die
+  young (trio's cancellations). Nothing the peers compute depends on when collections run.
 * **One BLAS thread.** numpy's OpenBLAS splits even a 20,000 x 20 by 20 x 5 product over both cores; with
   thousands of such products from one loop (and other processes on the machine) it measured 5-13 ms per
   product against 0.7 ms on one thread.
@@ -50,7 +56,41 @@ T = TypeVar("T")
 #: from this many peers on, their blocking work runs inline (module docstring)
 INLINE_FROM = 64
 #: allocations between young-generation collections during a memory-engine run (CPython's default: 700)
-GC_YOUNG = 20_000
+GC_YOUNG = 200_000
+
+
+class Collector:
+    """The cyclic collector during a run (module docstring): off while the peers are set up
+    (:meth:`__enter__`), then, from :meth:`rounds_start` on, young collections every :data:`GC_YOUNG`
+    allocations whose survivors are frozen; on exit everything is as it was, nothing left frozen."""
+
+    def __enter__(self) -> Collector:
+        self._thresholds = gc.get_threshold()
+        self._enabled = gc.isenabled()
+        gc.disable()
+        return self
+
+    def rounds_start(self) -> None:
+        """The peers are created and wired: collect their set-up's garbage once, freeze what lives."""
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG, *self._thresholds[1:])
+        gc.callbacks.append(self._freeze_survivors)
+        if self._enabled:
+            gc.enable()
+
+    @staticmethod
+    def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            gc.freeze()  # what outlived this collection is not swept again
+
+    def __exit__(self, *exc: object) -> None:
+        if self._freeze_survivors in gc.callbacks:
+            gc.callbacks.remove(self._freeze_survivors)
+        gc.unfreeze()
+        gc.set_threshold(*self._thresholds)
+        if self._enabled:
+            gc.enable()
 
 
 async def run_inline(fn: Callable[..., T], *args: Any) -> T:
@@ -65,17 +105,13 @@ async def run_memory(
     scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
 ) -> RunOutput:
     """``splits``: each peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
-    thresholds = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG, *thresholds[1:])
-    try:
-        with threadpool_limits(limits=1, user_api="blas"):
-            return await _run_memory(scenario, out, quiet=quiet, splits=splits)
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*thresholds)
+    with Collector() as collector, threadpool_limits(limits=1, user_api="blas"):
+        return await _run_memory(scenario, out, quiet=quiet, splits=splits, collector=collector)
 
 
-async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: list[Split] | None) -> RunOutput:
+async def _run_memory(
+    scenario: Scenario, out: Path, *, quiet: bool, splits: list[Split] | None, collector: Collector
+) -> RunOutput:
     from p2pfl.transport.memory import MemoryNetwork
 
     plan = make_plan(scenario)
@@ -139,11 +175,13 @@ async def _run_memory(scenario: Scenario, out: Path, *, quiet: bool, splits: lis
             for j in r.me.neighbours:
                 if j > r.me.index and plan.peers[j].join_round == 0:
                     await r.peer.connect(f"memory/{plan.peer_ids[j]}")
-        gc.collect()
-        gc.freeze()  # the peers, their data and models live for the run: out of the collector's sweeps
+        collector.rounds_start()  # the peers, their data and models live for the run: out of its sweeps
         go.set()
         with trio.move_on_after(scenario.run.time_limit_s) as limit:
             while not done_event.is_set():
+                if quiet:  # nothing to draw: no sum over every runner twice a second
+                    await done_event.wait()
+                    break
                 progress.update(sum(min(r.rounds_done, scenario.run.rounds) for r in runners if r.me.honest))
                 with trio.move_on_after(0.5):
                     await done_event.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from threadpoolctl import threadpool_info
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
-from p2pfl.sim.engine_memory import GC_YOUNG, run_memory
+from p2pfl.sim.engine_memory import GC_YOUNG, Collector, run_memory
 from p2pfl.sim.scenario import parse_scenario
 from p2pfl.transport.memory import MemoryNetwork
 
@@ -80,6 +81,39 @@ def test_memory_engine_keeps_the_collector_off_the_live_peers_and_restores_it(
     assert all(frozen > 10_000 for frozen, _ in seen)
     assert all(young == GC_YOUNG > before[0] for _, young in seen)
     assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+class _Node:
+    """An object in a reference cycle with itself: only the cyclic collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_collector_freezes_what_survives_a_young_collection_and_still_frees_young_cycles() -> None:
+    """Off during the set-up; during the rounds a young collection still runs by itself (every GC_YOUNG
+    allocations) and frees cyclic garbage, and what it finds alive is frozen, out of the older generations'
+    sweeps. Afterwards the collector is as it was, with nothing frozen and no callback left."""
+    before = (gc.get_threshold(), gc.isenabled(), list(gc.callbacks))
+    with Collector() as collector:
+        assert not gc.isenabled()
+        collector.rounds_start()
+        assert gc.isenabled() == before[1]
+        frozen = gc.get_freeze_count()
+        alive = [[i] for i in range(1000)]  # survivors of the next collection
+        node = _Node()
+        dead = weakref.ref(node)
+        del node
+        keep = []
+        for i in range(3 * GC_YOUNG):  # allocations only: the young collection runs on its own
+            keep.append([i])
+            if dead() is None:
+                break
+        assert dead() is None
+        assert gc.get_freeze_count() >= frozen + len(alive)
+        assert gc.get_count()[1] == gc.get_count()[2] == 0  # nothing waits in the older generations
+    assert (gc.get_threshold(), gc.isenabled(), list(gc.callbacks)) == before
     assert gc.get_freeze_count() == 0
 
 

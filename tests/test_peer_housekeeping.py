@@ -1,0 +1,64 @@
+"""The peer's periodic housekeeping runs only when it has work: re-dialling static peers, refreshing
+``status.json``, logging the status line. Without any of them it is not started (10,000 memory-engine peers
+in one process paid a wake-up each per ``reconnect_interval_s`` for nothing)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pfl.identity import Identity
+from p2pfl.peer import Peer, PeerConfig
+from p2pfl.sim.data import peer_splits
+from p2pfl.transport.memory import MemoryNetwork
+from tests.test_peer import learner_for
+
+
+def _peer(i: int, net: MemoryNetwork, **cfg: Any) -> Peer:
+    splits = peer_splits("digits", 2, partition_kind="iid", seed=3)
+    config = PeerConfig(network_id="digits", **{"status_interval_s": 0, **cfg})
+    return Peer(
+        config,
+        learner_for(splits[i], i),
+        Identity(bytes([i + 1]) * 32),
+        transport=lambda ident: net.open(network_id="digits", seed=ident.seed),
+    )
+
+
+def _tasks(peer: Peer) -> list[str]:
+    assert peer._nursery is not None
+    return [t.name for t in peer._nursery.child_tasks]
+
+
+async def test_no_housekeeping_task_without_work() -> None:
+    async with _peer(0, MemoryNetwork()) as peer:
+        assert not any("_housekeeping" in name for name in _tasks(peer))
+
+
+async def test_static_peers_are_redialled() -> None:
+    """A static peer that comes up after us is dialled by the housekeeping."""
+    net = MemoryNetwork()
+    later = Identity(bytes([2]) * 32).peer_id
+    cfg = {"static_peers": (f"memory/{later}",), "reconnect_interval_s": 0.5}
+    async with _peer(0, net, **cfg) as peer:
+        assert any("_housekeeping" in name for name in _tasks(peer))
+        assert peer.transport.connected_peers() == []
+        async with _peer(1, net):
+            with trio.move_on_after(10):
+                while not peer.transport.connected_peers():
+                    await trio.sleep(0.1)
+            assert peer.transport.connected_peers() == [later]
+
+
+async def test_status_json_is_refreshed_with_a_state_dir(tmp_path: Path) -> None:
+    """With a state directory, status.json is written without any round (by the housekeeping)."""
+    status = tmp_path / "status.json"
+    async with _peer(0, MemoryNetwork(), state_dir=tmp_path, reconnect_interval_s=0.2):
+        assert not status.exists()
+        with trio.move_on_after(10):
+            while not status.exists():
+                await trio.sleep(0.05)
+        assert json.loads(status.read_text())["round"] == 0
