@@ -149,7 +149,8 @@ class EngineCore:
 
     def readmissions(self, now: float) -> list[Readmit]:
         """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until
-        ``probation_length`` good scores; one bad score evicts it again, for twice as long).
+        ``probation_length`` scores without eviction evidence; one that counts towards eviction evicts it
+        again, for twice as long).
 
         A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
         not forever, and a poisoner costs one scored, unmixed model per expiry."""
