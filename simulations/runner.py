@@ -35,7 +35,7 @@ import numpy.typing as npt
 import trio
 
 import p2pfl
-from p2pfl.errors import P2PFLError
+from p2pfl.errors import ConfigError, P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner
 from p2pfl.peer import Peer, RunSync
@@ -455,7 +455,12 @@ def run_scenario(
     scenario: Scenario, out: Path, *, quiet: bool = False, plots: bool = True, reproducible: bool = False
 ) -> dict[str, Any]:
     """Run ``scenario``, write ``out/results.json``, ``out/report.md`` and the plots; return the results.
-    ``reproducible``: on a simulated clock (memory engine only; p2pfl.sim.determinism)."""
+    ``reproducible``: on a simulated clock (memory engine only; p2pfl.sim.determinism). Raises
+    :class:`~p2pfl.errors.ConfigError` (before writing anything) when ``reproducible`` is asked of a scenario
+    on another engine: the simulated clock cannot drive real sockets, and running it on the memory engine
+    instead would silently measure a different system."""
+    if reproducible and scenario.run.transport != "memory":
+        raise ConfigError("run", "transport", 'a reproducible run (--reproducible) needs "memory"')
     from .attack_metrics import attack_metrics
     from .engine_libp2p import run_libp2p
     from .report import write_outputs
@@ -498,9 +503,6 @@ def run_cli(scenario_path: str, out: Path, *, quiet: bool = False, reproducible:
         scenario = load_scenario(scenario_path)
     except (ScenarioError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if reproducible and scenario.run.transport != "memory":
-        print('error: --reproducible needs [run] transport = "memory"', file=sys.stderr)
         return 1
     try:
         results = run_scenario(scenario, out, quiet=quiet, reproducible=reproducible)

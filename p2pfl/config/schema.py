@@ -99,6 +99,7 @@ class PeerConfig:
     inline_limit: int = setting(default_of(ProtocolConfig, "inline_limit"), section="protocol")
     max_staleness_s: float = setting(default_of(ProtocolConfig, "max_staleness_s"), section="protocol")
     max_delta_norm: float | None = setting(default_of(ProtocolConfig, "max_delta_norm"), section="protocol")
+    forget_after_s: float | None = setting(default_of(ProtocolConfig, "forget_after_s"), section="protocol")
     codec: str = setting(default_of(ProtocolConfig, "codec"), section="protocol", sim="run")
     allow: frozenset[str] | None = setting(None, section="access")
     #: The signed roster of a closed network (docs/membership.md): only its members (and peers certified by

@@ -26,6 +26,9 @@ class ProtocolConfig:
     #: An eviction lasts this long (seconds), doubling with each repeat eviction of the same peer up to a day
     #: (or to this value, if longer); then the peer is readmitted on probation (``inf``: evictions are final).
     readmit_after_s: float = 1800.0
+    #: a replica not moved on for this long is forgotten (p2pfl.protocol.idle); ``None``: ten times
+    #: ``max_staleness_s``
+    forget_after_s: float | None = None
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -49,6 +52,13 @@ class ProtocolConfig:
             raise ConfigError(
                 "protocol.readmit_after_s: must be a positive number (inf: never), "
                 f"got {self.readmit_after_s!r}"
+            )
+        if self.forget_after_s is not None and not (
+            isinstance(self.forget_after_s, int | float) and self.forget_after_s >= self.max_staleness_s
+        ):
+            raise ConfigError(
+                "protocol.forget_after_s: must be a number >= max_staleness_s or unset, "
+                f"got {self.forget_after_s!r}"
             )
         if not is_codec(self.codec):
             raise ConfigError(

@@ -22,6 +22,7 @@ from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Readmit
 from p2pfl.protocol.bans import BanBook
 from p2pfl.protocol.config import ProtocolConfig
 from p2pfl.protocol.equivocation import HeaderBook, ProofBook
+from p2pfl.protocol.idle import FORGET_STALENESS_FACTOR, ForgottenBook, idle_peers
 from p2pfl.protocol.layout import FloatVec, Layout, Params
 from p2pfl.protocol.ratelimit import RateConfig, RateGate
 from p2pfl.protocol.replicas import Replica
@@ -68,6 +69,8 @@ class EngineCore:
         self._initial_digest = self.public_digest
         self.seq = 0
         self.replicas: dict[str, Replica] = {}
+        #: the last versions of replicas forgotten for idleness: the floor of their replays (forget_idle)
+        self.forgotten = ForgottenBook()
         self.rejections: Counter[str] = Counter()
         self.rejections_by_peer: dict[str, Counter[str]] = {}
         self.applied = 0
@@ -149,11 +152,29 @@ class EngineCore:
 
     def readmissions(self, now: float) -> list[Readmit]:
         """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until
-        ``probation_length`` good scores; one bad score evicts it again, for twice as long).
+        ``probation_length`` scores without eviction evidence; one that counts towards eviction evicts it
+        again, for twice as long).
 
         A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
         not forever, and a poisoner costs one scored, unmixed model per expiry."""
         return self.bans.readmissions(now, self.scorer)
+
+    def forget_idle(self, now: float) -> list[str]:
+        """Forget the replicas not moved on for ``forget_after_s`` at ``now`` (see :mod:`p2pfl.protocol.
+        idle`), keeping their versions as replay floors; returns the peers forgotten. Called every round."""
+        horizon = self.config.forget_after_s
+        if horizon is None:
+            horizon = FORGET_STALENESS_FACTOR * self.config.max_staleness_s
+        gone = idle_peers(self.replicas, now, horizon)
+        self.forgotten.remember((p, self.replicas[p].seq) for p in gone)
+        for peer in gone:
+            del self.replicas[peer]
+            self._pending.pop(peer, None)
+            self._fetching_for.pop(peer, None)
+            self._snapshot_wanted.pop(peer, None)
+            self._last_scored.pop(peer, None)
+            self._doubted.discard(peer)
+        return gone
 
     # ------------------------------------------------------------------------------------ restore
 

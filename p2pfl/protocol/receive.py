@@ -276,6 +276,8 @@ class ReceiveSide(EngineCore):
             return []
         if rep is not None and h.seq <= rep.seq:
             return self._reject("replay", h.sender)
+        if rep is None and h.seq <= self.forgotten.floor(h.sender):
+            return self._reject("replay", h.sender)  # a version of a replica forgotten for idleness
         # A first delta from the model we started from (a network's common initial model) continues a version
         # 0 we hold: no snapshot fetch (16 peers fetched 240 snapshots before round 1).
         from_start = rep is None and h.seq == 1 and h.base == self._initial_digest
@@ -427,6 +429,8 @@ class ReceiveSide(EngineCore):
             return convicted
         rep = self.replicas.get(h.sender)
         if rep is not None and h.seq < rep.seq:
+            return self._reject("stale_snapshot", h.sender)
+        if rep is None and h.seq <= self.forgotten.floor(h.sender):  # (no newer than a forgotten replica)
             return self._reject("stale_snapshot", h.sender)
         if rep is not None and h.seq == rep.seq:
             if h.result != rep.digest:  # the same, when the delta's header was not kept (e.g. old)

@@ -137,6 +137,7 @@ class RoundSide(EngineCore):
             if publish and not already_published
             else None
         )
+        self.forget_idle(now)  # (idle replicas are out of every mix: stale long since)
         reps = list(candidates) if candidates is not None else self.mixing_candidates(now)
         peers = [r.peer for r in reps]
         stack = np.stack([r.vec for r in reps]) if reps else np.empty((0, self.layout.size), np.float32)

@@ -44,8 +44,8 @@ own standing, see :func:`~p2pfl.scoring.standing.pass_bars`),
 (:mod:`~p2pfl.scoring.badrun`: a good score does not reset it), each at ``r >= evict_distance`` from the
 own mix and from the neighbours' plain median (``badrun.corroborated``), or ``evict_after`` absurd models
 in all: no longer scored or aggregated; the protocol disconnects it) and ``probation`` (after
-:meth:`ContributionScorer.readmit`: scored but not aggregated; ``probation_length`` consecutive good
-evaluations make it active again, and young: it earns its influence again; a single bad one evicts it).
+:meth:`ContributionScorer.readmit`: scored but not aggregated; ``probation_length`` evaluations in a
+row without eviction evidence make it young again: it earns its influence again; one that counts evicts it).
 
 Everything is deterministic: no clock, no randomness, results in sorted peer order. The caller counts its
 own rounds with :meth:`ContributionScorer.begin_round` (identities first heard within ``founding_rounds``

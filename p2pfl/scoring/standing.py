@@ -89,7 +89,9 @@ def transition(
 ) -> str:
     """Move ``state`` after one scored version (``consecutive_bad`` already counted); return the reason.
     ``counts``: whether the version is bad evidence towards eviction (:func:`~p2pfl.scoring.badrun.
-    corroborated`; ``None``: ``bad``), which alone ends a probation."""
+    corroborated`; ``None``: ``bad``), which alone ends a probation. A probation counts evaluations without
+    such evidence, so a bad score too near to count advances it as a good one does (loss alone never bans,
+    and the reputation it lowers still decides the weight afterwards)."""
     cfg = config
     if state.status == "probation":
         if bad if counts is None else counts:
@@ -97,7 +99,8 @@ def transition(
             return f"evicted: bad evaluation on probation (score {combined:.3f} < {cfg.bad_score})"
         state.probation_left -= 1
         if state.probation_left > 0:
-            return f"probation: {state.probation_left} good evaluations to go"
+            near = f"bad score {combined:.3f} (too near to count towards eviction); " if bad else ""
+            return f"probation: {near}{state.probation_left} evaluations without eviction evidence to go"
         state.status = standing(cfg, state.reputation)
         return f"probation passed; {state.status}"
     if state.consecutive_bad >= cfg.evict_after or state.absurd >= cfg.evict_after:

@@ -56,4 +56,19 @@ def test_sim_reproducible_refuses_the_libp2p_engine(
     scenario.write_text(TINY.format(transport="libp2p"))
     assert main(["sim", str(scenario), "--out", str(tmp_path / "out"), "--reproducible"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == 'error: --reproducible needs [run] transport = "memory"'
+    assert err == 'error: [run] transport: a reproducible run (--reproducible) needs "memory"'
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_scenario_reproducible_refuses_the_libp2p_engine(tmp_path: Path) -> None:
+    """The Python API refuses as the CLI does, instead of running the scenario on the memory engine."""
+    from p2pfl.errors import ConfigError
+    from p2pfl.sim.runner import run_scenario
+    from p2pfl.sim.scenario import load_scenario
+
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(transport="libp2p"))
+    with pytest.raises(ConfigError) as excinfo:
+        run_scenario(load_scenario(str(path)), tmp_path / "out", quiet=True, reproducible=True)
+    assert (excinfo.value.section, excinfo.value.key) == ("run", "transport")
+    assert not (tmp_path / "out").exists()
