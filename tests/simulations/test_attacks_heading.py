@@ -3,30 +3,16 @@ exactly what the signal looks at and keeps the rest of its attack."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from p2pfl.learner import Dataset, NumpySoftmaxLearner
+from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.scoring.heading import Heading
 from p2pfl.sim.attacks import ALIE, IPM
 
+from .test_attacks16 import _learner, _round
 from .test_engines import scenario
 
 Params = dict[str, np.ndarray]
-
-
-def _learner(seed: int = 0) -> NumpySoftmaxLearner:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((60, 8)).astype(np.float32)
-    y = (np.arange(60) % 4).astype(np.int64)
-    return NumpySoftmaxLearner(Dataset(x, y), Dataset(x[:20], y[:20]), 4, hidden=0, lr=0.1, seed=seed)
-
-
-def _round(w: Any) -> Params:
-    w.set_params(w.inner.get_params())
-    w.train(2)
-    return w.get_params()  # type: ignore[no-any-return]
 
 
 def _flat(p: Params) -> np.ndarray:
