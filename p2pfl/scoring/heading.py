@@ -45,7 +45,7 @@ Pure: no clock, no randomness.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,24 +142,28 @@ class Heading:
         own: NDArray[np.float64],
         models: Mapping[str, NDArray[np.float64]],
         scored: Mapping[str, bool],
+        reference: Collection[str] | None = None,
     ) -> None:
-        """One evaluation: the own trained model ``own`` and the sane neighbours' ``models`` (all of them set
-        the round's centre and spread); ``scored`` names the neighbours whose heading to update, ``True``
-        when the signal applies to them now (``False``: forget what they showed, as for a neighbour within
-        the founding rounds)."""
+        """One evaluation: the own trained model ``own`` and the sane neighbours' ``models``; ``scored`` names
+        the neighbours whose heading to update, ``True`` when the signal applies to them now (``False``:
+        forget what they showed, as for a neighbour within the founding rounds). The own model and the
+        ``reference`` neighbours (default: all; none present: all) set the round's centre and spread, so a
+        crowd of new identities cannot shape them and make an established neighbour look shifted."""
         with np.errstate(all="ignore"):  # a non-finite model gives no cosine (None), never a warning
-            self._observe(own, models, scored)
+            self._observe(own, models, scored, reference)
 
     def _observe(
         self,
         own: NDArray[np.float64],
         models: Mapping[str, NDArray[np.float64]],
         scored: Mapping[str, bool],
+        reference: Collection[str] | None,
     ) -> None:
-        # The centre is the coordinate-wise median of the own model and every sane neighbour, unweighted:
+        # The centre is the coordinate-wise median of the own model and the reference neighbours, unweighted:
         # a centre drawn with the scorer's weights moves away from whoever this signal holds out, which
         # then looks as if it lagged behind that motion (a feedback loop measured on honest neighbours).
-        rows = list(models.values())
+        rows = [models[q] for q in reference if q in models] if reference is not None else []
+        rows = rows or list(models.values())
         if not rows or not (self.config.lag or any(scored.values())):
             for p in scored:  # nothing to observe (within the founding rounds, with the lag test off)
                 self.reset(p)

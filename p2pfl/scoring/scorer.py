@@ -492,10 +492,12 @@ class ContributionScorer:
         self, own: NDArray[np.float64], sane: Mapping[str, NDArray[np.float64]], scored: list[str]
     ) -> None:
         """Smooth the heading of each version just scored, after the founding rounds (within them the centre
-        moves too fast for a heading to mean anything); every sane model sets the round's spread."""
+        moves too fast for a heading to mean anything); the established sane models set the centre and the
+        spread, as they set the scorer's: new identities cannot frame an established neighbour."""
         if self.heading is not None:
             settled = self.rounds > self.config.founding_rounds
-            self.heading.observe(own, sane, dict.fromkeys(scored, settled))
+            reference = [p for p in sane if self._state(p).established]
+            self.heading.observe(own, sane, dict.fromkeys(scored, settled), reference)
 
     def _heading_weight(self, peer: str) -> float:
         return 1.0 if self.heading is None else self.heading.weight(peer)

@@ -152,3 +152,43 @@ def test_the_scorer_holds_out_an_alie_neighbour_after_the_founding_rounds(on: bo
     weights = dict(zip([*HONEST, "a"], scorer.weights_for([*HONEST, "a"]), strict=True))
     assert bool(weights["a"] == 0.0) is on
     assert all(weights[p] > 0.0 for p in HONEST)
+
+
+def _crowd(target: np.ndarray, n: int = 12) -> dict[str, np.ndarray]:
+    """A crowd of identical new identities just beyond ``target`` along a fixed all-positive pattern: as a
+    majority it becomes the median, ``target``'s offset from it points along minus the pattern, and the
+    spread it adds follows the pattern: ``target`` looks exactly like ALIE's shift."""
+    pattern = 0.5 * (1.0 + np.arange(DIM) % 3) / np.sqrt(DIM)
+    return {f"y{k}": target + pattern for k in range(n)}
+
+
+def test_a_crowd_of_new_identities_cannot_frame_an_established_neighbour() -> None:
+    rng = np.random.default_rng(3)
+    pulls = {p: rng.normal(size=DIM) / np.sqrt(DIM) for p in HONEST}
+    centre = rng.normal(size=DIM)
+    with_ref, without = Heading(), Heading()
+    for _ in range(8):
+        models = _honest(rng, centre, pulls)
+        models |= _crowd(models["h0"])
+        scored = dict.fromkeys(models, True)
+        with_ref.observe(centre, models, scored, HONEST)
+        without.observe(centre, models, scored)
+    assert without.weight("h0") == 0.0  # the framing works when every identity sets the centre
+    assert all(with_ref.weight(p) == 1.0 for p in HONEST)
+
+
+def test_the_scorer_measures_heading_against_its_established_neighbours() -> None:
+    rng = np.random.default_rng(6)
+    scorer = ContributionScorer(ScoringConfig(echo=False))
+    pulls = {p: rng.normal(size=DIM) / np.sqrt(DIM) for p in HONEST}
+    centre = rng.normal(size=DIM)
+    for k in range(scorer.config.founding_rounds + 8):
+        scorer.begin_round()
+        models = _honest(rng, centre, pulls)
+        if k >= scorer.config.founding_rounds:  # the crowd arrives after the founders are established
+            models |= _crowd(models["h0"])
+        before = centre + 0.05 * rng.normal(size=DIM) / np.sqrt(DIM)
+        after = before + 0.3 * rng.normal(size=DIM) / np.sqrt(DIM)
+        scorer.evaluate(before, after, models, centre)
+    assert all(scorer.is_established(p) for p in HONEST)
+    assert all(w > 0.0 for w in scorer.weights_for(HONEST))
