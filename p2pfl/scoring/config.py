@@ -173,22 +173,22 @@ class ScoringConfig:
     #: whose loss on the own validation data is below ``echo_ahead`` times the own trained model's keeps its
     #: weight (0: never): the own data prefer it, it is where the own training heads (IID, attacker majority)
     echo: bool = True
-    echo_ok: float = 0.0
-    echo_bad: float = 0.25
-    echo_ahead: float = 1.0
+    echo_ok: float = EchoConfig.ok
+    echo_bad: float = EchoConfig.bad
+    echo_ahead: float = EchoConfig.ahead
     #: -- heading (issue 16; p2pfl/scoring/heading.py, docs/scoring.md) --
     #: after the founding rounds, a neighbour whose offset from the centre keeps pointing against the
     #: centre's motion (lag: IPM) or along minus the neighbours' per-coordinate spread (shift: ALIE) loses
     #: mixing weight (1 at ``*_ok``, 0 at ``*_bad``, smoothed by ``heading_memory``); never evicts
     heading: bool = True
-    heading_lag_ok: float = -0.3
-    heading_lag_bad: float = -0.45
-    heading_shift_ok: float = -0.55
-    heading_shift_bad: float = -0.75
-    heading_memory: float = 0.7
+    heading_lag_ok: float = HeadingConfig.lag_ok
+    heading_lag_bad: float = HeadingConfig.lag_bad
+    heading_shift_ok: float = HeadingConfig.shift_ok
+    heading_shift_bad: float = HeadingConfig.shift_bad
+    heading_memory: float = HeadingConfig.memory
     #: the lag test weighs only when on (opt-in: it catches IPM but also cuts honest neighbours that
     #: dissensus drags apart; docs/scoring.md)
-    heading_lag: bool = False
+    heading_lag: bool = HeadingConfig.lag
 
     def heading_config(self) -> HeadingConfig:
         """The :class:`~p2pfl.scoring.heading.HeadingConfig` the ``heading_*`` fields describe."""
