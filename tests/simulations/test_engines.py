@@ -108,7 +108,9 @@ def test_libp2p_engine_real_processes_agree_with_memory_engine(tmp_path: Path) -
         attack={"kind": "signflip", "fraction": 0.25},
     )
     real = run_scenario(sc, tmp_path / "libp2p", quiet=True, plots=False)
-    mem = run_scenario(sc.replace(run={"transport": "memory"}), tmp_path / "memory", quiet=True, plots=False)
+    # the memory side on a simulated clock: a seeded, reproducible reference for the real processes
+    mem_sc = sc.replace(run={"transport": "memory"})
+    mem = run_scenario(mem_sc, tmp_path / "memory", quiet=True, plots=False, reproducible=True)
     assert not real["timed_out"]
     for p in real["peers"]:  # every peer ran as its own process and left a checkpoint and a result
         d = tmp_path / "libp2p" / "peers" / str(p["index"])
@@ -117,8 +119,22 @@ def test_libp2p_engine_real_processes_agree_with_memory_engine(tmp_path: Path) -
     r_acc, m_acc = real["honest_accuracy"], mem["honest_accuracy"]
     assert r_acc["mean"] >= 0.85 and m_acc["mean"] >= 0.85, (r_acc, m_acc)
     assert abs(r_acc["mean"] - m_acc["mean"]) <= 0.06, (r_acc, m_acc)
-    for r in (real, mem):
+    for name, r in (("libp2p", real), ("memory", mem)):
         ev = r["evictions"]
-        assert ev["true_positive"] == ev["expected"] == 3 and ev["false_positive"] == 0, ev
+        why = _why(name, r, tmp_path)
+        assert ev["true_positive"] == ev["expected"] == 3 and ev["false_positive"] == 0, why
     # the same protocol: same message sizes per round within a factor (libp2p adds no bytes to the counts)
     assert 0.5 <= real["bytes_per_peer_per_round"] / mem["bytes_per_peer_per_round"] <= 2.0
+
+
+def _why(engine: str, result: dict[str, Any], out: Path) -> str:
+    """What a failed eviction check needs to be diagnosed from a CI log alone: each peer's rounds, whom it
+    evicted, its rejections, and the tail of each libp2p worker's log."""
+    lines = [f"{engine}: {result['evictions']}"]
+    for p in result["peers"]:
+        keys = ("index", "honest", "rounds", "evicted", "evicted_by", "rejected", "restarts")
+        lines.append(repr({k: p.get(k) for k in keys}))
+        log = out / engine / "peers" / str(p["index"]) / "worker.log"
+        if engine == "libp2p" and log.exists():
+            lines.append(log.read_text(errors="replace")[-1500:])
+    return "\n".join(lines)
