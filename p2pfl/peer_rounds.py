@@ -1,4 +1,4 @@
-"""The peer's round loop: the start gate, the join, the pacing waits, and each round's steps.
+"""The peer's round loop: runs the rounds and each round's steps.
 
 Each round: wait for the neighbours' new versions (``protocol.pacing``), start from the own (mixed) model,
 train ``local_steps`` in a worker thread (the trio loop keeps serving the network meanwhile), evaluate the new
@@ -10,6 +10,10 @@ can never reuse a version number), then broadcast and evict (``Exchange``).
 The policies are pure and live in ``p2pfl.protocol``; :class:`RoundLoop` asks them with trio's clock, so a
 test's MockClock drives every wait. It holds the parts of the :class:`~p2pfl.peer.Peer` it needs (engine,
 learner, store, exchange) the way ``Exchange`` and ``PeerDiscovery`` do, and owns the round's counters.
+
+Split where the loop stops waiting: the start gate, the join and the pacing waits are its base
+(:class:`~p2pfl.peer_waits.RoundWaits`), what it is given and reports are values
+(:mod:`p2pfl.peer_round_parts`, re-exported here), and extra mixing steps are :mod:`p2pfl.peer_mixing`.
 """
 
 from __future__ import annotations
@@ -17,143 +21,39 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import trio
 
 from p2pfl.config.schema import derive
-from p2pfl.learner import EvalResult, Learner, TrainResult
-from p2pfl.peer_exchange import Exchange
+from p2pfl.learner import EvalResult, TrainResult
 from p2pfl.peer_mixing import extra_mixes
-from p2pfl.peer_store import PeerStore, finite_or_none, now_ms
-from p2pfl.protocol import GossipEngine, Replica, RoundOutcome, Start, ValLossCache
-from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
-from p2pfl.protocol.join import JoinPlan
+from p2pfl.peer_round_parts import SUBSCRIBE_GRACE_S as SUBSCRIBE_GRACE_S  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import Params as Params  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import PrivateRelease as PrivateRelease  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import RoundParts as RoundParts  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import RoundReport as RoundReport  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import RunSync as RunSync  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import guard_config as guard_config  # noqa: PLC0414 (re-export)
+from p2pfl.peer_round_parts import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
+from p2pfl.peer_store import finite_or_none, now_ms
+from p2pfl.peer_waits import RoundWaits
+from p2pfl.protocol import Replica, RoundOutcome, ValLossCache
+from p2pfl.protocol.guards import RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.mixing import MixConfig, MixLedger
-from p2pfl.protocol.pacing import (
-    ConnectionClock,
-    NeighbourView,
-    PacingConfig,
-    RoundPacer,
-    StartGate,
-    next_round_at,
-    unsubscribed,
-)
-from p2pfl.transport.base import Transport
-from p2pfl.wire import DPClaim, Meta
-
-if TYPE_CHECKING:
-    from p2pfl.config.schema import PeerConfig
-    from p2pfl.privacy import PeerPrivacy
-    from p2pfl.rollout import Rollout
-    from p2pfl.secagg.runtime import GroupMember
+from p2pfl.protocol.pacing import next_round_at
+from p2pfl.wire import Meta
 
 log = logging.getLogger("p2pfl.peer")
 
-#: How long a connected peer may take to subscribe to our announcements before it is taken for a non-learner
-#: (a bootstrap registry never subscribes). Gossipsub carries a subscription in its first RPC; the topic sync
-#: runs every second.
-SUBSCRIBE_GRACE_S = 3.0
 
-Params = dict[str, npt.NDArray[np.float32]]
-#: how a peer runs blocking work (``trio.to_thread.run_sync`` unless a test runs it inline)
-RunSync = Callable[..., Awaitable[Any]]
-
-
-@dataclass
-class RoundReport:
-    """What one round did, for status lines, simulations and tests."""
-
-    round: int
-    seq: int
-    train_loss: float
-    val_loss: float | None
-    val_accuracy: float | None
-    neighbours: int
-    mixed: int
-    evicted: list[str]
-    rolled_back: bool
-    duration_s: float
-    #: the mix failed the own-data guard (``mix_guard_margin``): the round kept the trained model
-    mix_refused: bool = False
-    #: the round published a version (false once the privacy budget is spent)
-    published: bool = True
-    #: differential privacy: epsilon spent after this round (``None``: DP off)
-    privacy_epsilon: float | None = None
-
-
-@dataclass(frozen=True)
-class PrivateRelease:
-    """What differential privacy decided for one round (see ``RoundLoop._private_release``)."""
-
-    publish: bool
-    #: the model to publish instead of the trained one (peer level: noised), or None
-    published: Params | None
-    claim: DPClaim | None
-    #: epsilon spent once this round is over
-    epsilon_after: float
-    #: the first round the budget stopped: the version log's reason
-    note: str | None
-
-    def meta(self, round_: int) -> Meta:
-        """The header's meta under DP: the round only (the training loss and the sample count are functions
-        of the private data that no noise covers)."""
-        return Meta(round=round_)
-
-    def engine_args(self) -> dict[str, Any]:
-        return {"publish": self.publish, "published": self.published, "dp": self.claim}
-
-
-def pacing_config(config: PeerConfig) -> PacingConfig:
-    """The round pacing's knobs of ``config`` (its fields of the same names)."""
-    # several mixing steps per round publish, then wait, then mix, each step (p2pfl.protocol.mixing): the
-    # trained model's mix too, so that it takes the neighbours' trained models of the same round
-    wait_before_mix = config.wait_before_mix or config.mix_steps > 1
-    return derive(PacingConfig, config, subscribe_grace_s=SUBSCRIBE_GRACE_S, wait_before_mix=wait_before_mix)
-
-
-def guard_config(config: PeerConfig) -> GuardConfig:
-    """The own-data guards' knobs of ``config`` (its fields of the same names)."""
-    return derive(GuardConfig, config)
-
-
-@dataclass
-class RoundParts:
-    """What the round loop uses of its peer: the shared parts, and callables for what the peer owns."""
-
-    config: PeerConfig
-    engine: GossipEngine
-    learner: Learner
-    store: PeerStore
-    exchange: Exchange
-    run_sync: RunSync
-    #: the connected learning neighbours (``Peer.neighbours``)
-    neighbours: Callable[[], list[str]]
-    #: the running transport (raises when the peer is not running)
-    transport: Callable[[], Transport]
-    #: writes ``status.json`` (``Peer.write_status``)
-    write_status: Callable[[], Awaitable[None]]
-    #: set by ``Peer.stop`` and on leaving the peer
-    stopped: trio.Event
-    #: told of each finished round (``Peer``: the round's log event and metrics; must not raise)
-    on_round: Callable[[RoundReport], None] | None = None
-    #: quality deltas and the serving version (p2pfl.rollout); ``None``: versions get no quality metrics
-    rollout: Rollout | None = None
-    #: this peer's secure-aggregation group (p2pfl.secagg; ``Peer.secagg``), looked up each round
-    secagg: Callable[[], GroupMember | None] = lambda: None
-    #: differential privacy (p2pfl.privacy); ``None``: off
-    privacy: PeerPrivacy | None = None
-
-
-class RoundLoop:
+class RoundLoop(RoundWaits):
     """Runs the peer's rounds; owns the round counter, the reports and the guards' state."""
 
     def __init__(self, parts: RoundParts) -> None:
-        self._p = parts
+        super().__init__(parts)
         config = parts.config
         self.round = 0
         self.reports: list[RoundReport] = []
@@ -170,18 +70,7 @@ class RoundLoop:
             if config.rollback_margin
             else None
         )
-        self._pacing = pacing_config(config)
-        self._pacer = RoundPacer(self._pacing)
-        #: connected neighbour -> when we first saw it connected (trio clock)
-        self._connections = ConnectionClock()
         self._round_lock = trio.Lock()
-        self._replica_updated = trio.Event()
-        self._last_mix = -math.inf
-        #: each neighbour's version we held at the last mix: tells a reply to it at the same clock reading
-        #: from the version it mixed (p2pfl.protocol.pacing.is_new)
-        self._held_at_mix: dict[str, int] = {}
-        #: how long the last round's mix waited for the neighbours (``wait_before_mix``; else 0)
-        self._last_wait_s = 0.0
         self._started = False
         #: several mixing steps per round (p2pfl.protocol.mixing): the versions the last mix took
         self._mix = derive(MixConfig, config)
@@ -189,15 +78,6 @@ class RoundLoop:
         #: extra mixing steps run (and skipped: nothing new from the neighbours) since start
         self.mix_steps_run = 0
         self.mix_steps_skipped = 0
-
-    def mark_mix(self) -> None:
-        """A mix just ended: the pacing's next wait counts what arrives from now on as new."""
-        self._last_mix = trio.current_time()
-        self._held_at_mix = {p: r.seq for p, r in self._p.engine.replicas.items()}
-
-    def note_update(self) -> None:
-        """A replica got a new version: wake a pacing wait."""
-        self._replica_updated.set()  # the event is replaced for each wait: look it up now
 
     # ------------------------------------------------------------------------------ the loop
 
@@ -222,97 +102,6 @@ class RoundLoop:
                 with trio.move_on_at(next_at):
                     await stopped.wait()
         return done
-
-    def _views(self, now: float) -> list[NeighbourView]:
-        """What the pacing sees of the connected neighbours at ``now``: fellow members of our secure-
-        aggregation group excepted (they send us no announcements: we hold the mean they publish; the group
-        round itself keeps members in step)."""
-        connected = self._p.neighbours()
-        first_seen = self._connections.observe(connected, now)
-        group = self._p.secagg()
-        if group is not None:
-            connected = [p for p in connected if not group.is_fellow(p)]
-        listeners = set(self._p.transport().listeners())
-        engine = self._p.engine
-        views = []
-        for p in connected:
-            rep = engine.replicas.get(p)
-            last, seq = (None, None) if rep is None else (rep.updated_at, rep.seq)
-            views.append(NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p), seq))
-        return views
-
-    async def _await_neighbours(self) -> None:
-        """Before the first round: neighbours, then their subscriptions (see p2pfl.protocol.pacing)."""
-        gate = StartGate(self._pacing, trio.current_time())
-        while not self._p.stopped.is_set():
-            now = trio.current_time()
-            views = self._views(now)
-            connected = len(self._p.neighbours())  # fellows count towards min_neighbours
-            decision = gate.decide(now, connected, len(unsubscribed(now, views, self._pacing)))
-            if isinstance(decision, Start):
-                if decision.reason == "timeout":
-                    log.warning(
-                        "starting with %d of min_neighbours=%d neighbours after %.0f s",
-                        connected,
-                        self._p.config.min_neighbours,
-                        self._p.config.start_timeout_s,
-                    )
-                return
-            await trio.sleep_until(decision.until)
-
-    async def _wait_for_neighbours(self) -> float:
-        """Before a round (or its mix, ``wait_before_mix``): until enough neighbours sent a new version
-        (see p2pfl.protocol.pacing). Returns how long it waited."""
-        work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
-        started = trio.current_time()
-        self._pacer.begin_wait(started, self._last_mix, work, self._held_at_mix)
-        while True:
-            now = trio.current_time()
-            views = self._views(now)
-            if not views and self._p.secagg() is not None:
-                return now - started  # only fellows: the group round paces us (its advertise wait)
-            decision = self._pacer.decide(now, views, stopped=self._p.stopped.is_set())
-            if isinstance(decision, Start):
-                return now - started
-            missing = self._pacer.pull_due(now, views)
-            if missing:  # wait_before_mix: pull what gossip has not delivered (p2pfl.protocol.pacing)
-                await self._p.exchange.execute(self._p.engine.request_snapshots(missing, now))
-            self._replica_updated = trio.Event()
-            with trio.move_on_at(decision.until):  # or earlier, when a replica is updated
-                await self._replica_updated.wait()
-
-    # ------------------------------------------------------------------------------ the join
-
-    async def join(self, adopt: bool) -> None:
-        """Fetch snapshots from the connected peers and start from their median (``adopt``: a fresh peer) or
-        from the median of theirs and its own (resuming from a checkpoint); see p2pfl.protocol.join."""
-        config = self._p.config
-        plan = JoinPlan(
-            quorum=config.join_quorum,
-            timeout_s=config.join_timeout_s,
-            request_timeout_s=config.request_timeout_s,
-            adopt=adopt,
-            started_at=trio.current_time(),
-        )
-        snaps = await self._p.exchange.fetch_snapshots(plan, self._p.neighbours)
-        if snaps:
-            self._join_from(plan, snaps)
-            # a conviction met in the snapshots: evict (disconnect) the sender and relay the proof now
-            await self._p.exchange.execute(self._p.engine.take_actions())
-
-    def _join_from(self, plan: JoinPlan, snaps: Mapping[str, bytes]) -> None:
-        exchange = self._p.exchange
-        try:
-            used = self._p.engine.join_from_snapshots(snaps, trio.current_time(), resume=not plan.adopt)
-        except Exception as exc:  # each snapshot is checked on its own (never raises): this is a bug
-            exchange.unexpected(None, "join", exc)
-            return
-        finally:
-            exchange.log_faults()
-            exchange.log_rejections()
-        if plan.apply(used):
-            self._p.learner.set_params(self._p.engine.own_params())
-            log.info("%s from the median of %d snapshots", "joined" if plan.adopt else "resumed", used)
 
     # ------------------------------------------------------------------------------ one round
 

@@ -9,22 +9,23 @@ replica; counted against its signer, never the relay), base/gap (-> snapshot), p
 names/shapes/dtypes, finiteness, norm bound, and finally the resulting replica digest. Deltas that arrive
 while a snapshot of their sender is on its way are buffered and applied after it. Equivocation proofs share
 the gossip path (told apart by their first byte) and convict by their signatures alone.
+
+This module keeps that order, the gossip validator and the delta path (announcements, fetched payloads,
+the buffer of early deltas) with the only callers of the wire decoders (``_open``, ``_decode_model``); the
+snapshot path and the join (:mod:`p2pfl.protocol.snapshots`) and the equivocation proofs
+(:mod:`p2pfl.protocol.proofs`) are its bases, split off where their rules stop sharing a delta's.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-
 import numpy as np
 
-from p2pfl.aggregation import median
-from p2pfl.protocol.actions import Action, Evict, FetchPayload, PublishProof, RequestSnapshot
-from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PER_PEER, EngineCore
+from p2pfl.protocol.actions import Action, FetchPayload
+from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PER_PEER
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.ratelimit import Refused
 from p2pfl.protocol.replicas import Replica
-from p2pfl.scoring import ScoringConfig
+from p2pfl.protocol.snapshots import SnapshotSide
 from p2pfl.wire import (
     Envelope,
     Header,
@@ -35,10 +36,10 @@ from p2pfl.wire import (
     open_envelope,
     undo_codec,
 )
-from p2pfl.wire.proof import is_proof, proof_error
+from p2pfl.wire.proof import is_proof
 
 
-class ReceiveSide(EngineCore):
+class ReceiveSide(SnapshotSide):
     """What the engine does with bytes from the network (never raises, whatever the bytes)."""
 
     def _open(
@@ -144,60 +145,6 @@ class ReceiveSide(EngineCore):
             while len(self._validated) > _VALIDATED_MAX:
                 self._validated.popitem(last=False)
         return True
-
-    def _accept_proof(self, data: bytes, via: str | None, now: float | None) -> bool:
-        """A gossiped equivocation proof is relayed only if it verifies (a copy of one verified before is
-        not verified again). An invalid one is counted (``bad_proof``) against the forwarder, which should
-        have verified it, and convicts no one."""
-        data = bytes(data)
-        if self.proofs.known(data) is not None:
-            return True
-        if now is not None and not self.rates.proof_allowed(via, now):
-            self._reject("proof_rate_limited", via)
-            return False
-        header, _reason = proof_error(data, self.config.network_id)
-        if header is None:
-            self._reject("bad_proof", via)
-            return False
-        self.proofs.remember(data, header.sender)
-        return True
-
-    def handle_proof(self, data: bytes, via: str | None, now: float) -> list[Action]:
-        """A gossiped equivocation proof arrived: if it verifies, convict its sender and relay it (once)."""
-        sender = self.proofs.known(data)
-        if sender is None:
-            header, _reason = proof_error(data, self.config.network_id)
-            if header is None:
-                return self._reject("bad_proof", via)
-            sender = header.sender
-            self.proofs.remember(data, sender)
-        return self._convict(sender, data, now)
-
-    def _convict(self, sender: str, proof: bytes, now: float) -> list[Action]:
-        """Ban ``sender`` for equivocation (once) and relay the proof (once per sender)."""
-        if sender == self.peer_id:
-            return []  # our own key signed two versions: only a restart without our state does that
-        actions: list[Action] = []
-        if self.bans.convict(sender, now, "equivocation"):
-            self._reject("equivocation", sender)
-            self.replicas.pop(sender, None)
-            self._pending.pop(sender, None)
-            self._fetching_for.pop(sender, None)
-            self.headers.forget(sender)
-            actions.append(Evict(sender, "equivocation"))
-        if self.proofs.should_relay(sender):
-            actions.append(PublishProof(proof, sender))
-        return actions
-
-    def _observe(self, env: Envelope, now: float) -> list[Action] | None:
-        """Record a verified header; the conviction's actions if it contradicts an earlier one."""
-        if env.header.sender == self.peer_id:
-            return None
-        proof = self.headers.observe(env)
-        if proof is None:
-            return None
-        self.proofs.remember(proof, env.header.sender)
-        return self._convict(env.header.sender, proof, now)
 
     def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
         """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its
@@ -325,20 +272,6 @@ class ReceiveSide(EngineCore):
                 break
         return actions
 
-    def request_snapshots(self, peers: Iterable[str], now: float) -> list[Action]:
-        """Ask each of ``peers`` (not evicted) for a snapshot of its current model, at most once per
-        ``snapshot_retry_s`` each: a round waiting for versions that gossip did not deliver pulls them
-        (``wait_before_mix``; see p2pfl.protocol.pacing)."""
-        return [a for p in peers if not self.is_evicted(p) for a in self._want_snapshot(p, p, now)]
-
-    def _want_snapshot(self, peer: str, via: str, now: float) -> list[Action]:
-        self.snapshot_requests += 1
-        asked = self._snapshot_wanted.get(peer)
-        if asked is not None and now - asked < self.config.snapshot_retry_s:
-            return []
-        self._snapshot_wanted[peer] = now
-        return [RequestSnapshot(peer=peer, via=via)]
-
     def _decode_model(self, h: Header, payload: memoryview | bytes) -> FloatVec | str:
         """Decode a payload into a flat float32 vector, or return the rejection reason (never raises)."""
         try:
@@ -394,10 +327,6 @@ class ReceiveSide(EngineCore):
             del self._fetching_for[h.sender]
         return self._reject(reason, peer or h.sender)
 
-    def snapshot_failed(self, peer: str, reason: str) -> list[Action]:
-        """A snapshot request failed: count it (the retry interval still applies)."""
-        return self._reject(f"snapshot_{reason}", peer)
-
     def handle_payload(
         self, h: Header, payload: bytes, now: float, source: str | None = None
     ) -> list[Action]:
@@ -416,104 +345,3 @@ class ReceiveSide(EngineCore):
             self._fetching.pop(h.payload_digest, None)
             return self._reject(self.fault(source, "check_payload", exc), source)
         return self._consider_delta(h, payload, h.sender, now)
-
-    def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:
-        """A snapshot of ``expected_sender``'s public model arrived (signed by that peer)."""
-        self._snapshot_wanted.pop(expected_sender, None)
-        env = self._open_snapshot(data, expected_sender)
-        if isinstance(env, str):
-            return self._reject(env, expected_sender)
-        h = env[0].header
-        convicted = self._observe(env[0], now)
-        if convicted is not None:  # two different models signed as the same version
-            return convicted
-        rep = self.replicas.get(h.sender)
-        if rep is not None and h.seq < rep.seq:
-            return self._reject("stale_snapshot", h.sender)
-        if rep is None and h.seq <= self.forgotten.floor(h.sender):  # (no newer than a forgotten replica)
-            return self._reject("stale_snapshot", h.sender)
-        if rep is not None and h.seq == rep.seq:
-            if h.result != rep.digest:  # the same, when the delta's header was not kept (e.g. old)
-                return self._reject("equivocation", h.sender)
-            return self._drain(h.sender, now)  # nothing new: the replica does not count as fresh
-        self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
-        return self._drain(h.sender, now)
-
-    def _open_snapshot(self, data: bytes, expected_sender: str) -> tuple[Envelope, FloatVec] | str:
-        env = self._open(data, expected_sender, expected_sender=expected_sender)
-        if isinstance(env, str):
-            return env
-        h = env.header
-        if h.kind != "snapshot":
-            return "unexpected_kind"
-        if self.is_evicted(h.sender):
-            return "evicted"
-        if h.arch != self.layout.arch:
-            return "wrong_arch"
-        if env.payload is None:
-            return "missing_payload"
-        vec = self._decode_model(h, env.payload)
-        if isinstance(vec, str):
-            return vec
-        if h.codec != "raw":
-            return "unexpected_codec"
-        if self.layout.digest(vec) != h.result:
-            return "result_mismatch"
-        return env, vec
-
-    def _absurd_snapshots(self, models: Mapping[str, FloatVec]) -> set[str]:
-        """The snapshots no honest peer could serve: non-finite, or ``hard_reject_factor`` squared times
-        farther from the own model than the larger of its norm and the lower median of the snapshots'
-        distances (the yardstick of :func:`p2pfl.scoring.influence.absurd`; the lower median, so one far
-        model of two cannot set it). They must not enter the join's median: of two snapshots the median is
-        their mean, so one model near -1e38 would replace the own model."""
-        own = np.asarray(self.own, dtype=np.float64)
-        dist = {p: float(np.linalg.norm(np.asarray(m, dtype=np.float64) - own)) for p, m in models.items()}
-        bad = {p for p, d in dist.items() if not math.isfinite(d)}
-        # with scoring off too: a join adopts what it is given wholesale, so the guard is not the scorer's
-        factor = (self.scorer.config if self.scorer is not None else ScoringConfig()).hard_reject_factor
-        finite = sorted(d for d in dist.values() if math.isfinite(d))
-        if factor is None or not finite:
-            return bad
-        scale = max(float(np.linalg.norm(own)), finite[(len(finite) - 1) // 2])
-        # squared: a join compares snapshots with each other, not with established neighbours, so only what is
-        # orders of magnitude off is refused here; the scorer judges the rest in the rounds that follow
-        limit = factor * factor * scale
-        return bad | {p for p, d in dist.items() if math.isfinite(d) and scale > 0 and d > limit}
-
-    def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float, *, resume: bool = False) -> int:
-        """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
-
-        Returns how many snapshots were usable; the own model changes only if at least ``join_quorum`` were.
-        A snapshot that contradicts a header seen before convicts its sender: the Evict and the proof are
-        kept for :meth:`take_actions`. The snapshots also seed the replicas, so deltas from those peers
-        apply at once. A peer resuming from
-        a checkpoint (``resume``) keeps its own model in the median: after a short outage it is near the
-        neighbours' and changes little; after a long one the network moved on, and training from the stale
-        model would publish versions its neighbours score as outliers and evict.
-        """
-        good: list[FloatVec] = []
-        opened_ok: dict[str, tuple[Envelope, FloatVec]] = {}
-        for peer, data in snapshots.items():
-            opened = self._open_snapshot(data, peer)
-            if isinstance(opened, str):
-                self._reject(opened, peer)
-                continue
-            convicted = self._observe(opened[0], now)
-            if convicted is not None:
-                self._deferred += convicted  # its Evict and proof, for the caller (take_actions)
-                continue
-            opened_ok[peer] = opened
-        absurd = self._absurd_snapshots({p: o[1] for p, o in opened_ok.items()})
-        for peer, (env, params) in opened_ok.items():
-            if peer in absurd:
-                self._reject("absurd_snapshot", peer)
-                continue
-            h = env.header
-            rep = self.replicas.get(peer)
-            if rep is None or rep.seq < h.seq:  # never regress a replica that deltas already moved on
-                self.replicas[peer] = Replica(peer, params, h.seq, h.result, now, h.meta)
-            good.append(params)
-        if len(good) >= self.config.join_quorum:
-            self.own = median(np.stack([self.own, *good] if resume else good))
-        return len(good)

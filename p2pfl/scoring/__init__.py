@@ -2,7 +2,8 @@
 
 * :mod:`.config`: :class:`ScoringConfig`, the thresholds, validated at construction.
 * :mod:`.scorer`: :class:`ContributionScorer`: per-neighbour scores, reputation, standing (founder, young,
-  established), exclusion and eviction.
+  established), exclusion and eviction; its evaluation's steps in :mod:`.steps`, the component scores in
+  :mod:`.components`, who sets the yardsticks in :mod:`.references`, the issue-16 hooks in :mod:`.trackers`.
 * :mod:`.standing`: the per-identity state, the status transitions and how a young identity earns weight.
 * :mod:`.losses`: the own-data loss reference (calibrated tolerance) and loss jumps.
 * :mod:`.persistence`: persistent distance (issue 16) and the scorer's hook into it.

@@ -66,8 +66,9 @@ class LossTolerance:
         val_losses: Mapping[str, float] | None,
         own_val_loss: float | None,
     ) -> float | None:
-        """``max(L_own, loss_floor)`` times the tolerance calibrated on ``anchors`` (see the scorer's module
-        doc); ``None`` when the loss component is off or the own loss is unusable."""
+        """``max(L_own, loss_floor)`` times the tolerance calibrated on ``anchors`` (see the loss score
+        in :mod:`~p2pfl.scoring.components`); ``None`` when the loss component is off or the own loss is
+        unusable."""
         cfg = self.config
         if not (
             cfg.use_val_loss

@@ -6,23 +6,12 @@ the own trained model and the *established* neighbours (never of whoever is most
 ``reference = "median"``, their coordinate-wise median. First, models no honest neighbour could publish
 (:func:`~p2pfl.scoring.influence.absurd`: non-finite, or ``hard_reject_factor`` times farther from the own
 model than the own norm and the established spread) score 0 outright and count towards eviction with no
-grace. Every other neighbour gets three component scores in ``[0, 1]``:
-
-* **distance** — ``r = |x_i - centre| / median distance`` (the median over the own trained model and the
-  founders, or the established neighbours while fewer than two founders are candidates, or all neighbours
-  while none is established). Honest non-IID neighbours
-  sit around ``r ~ 1``; ``r <= dist_ok`` scores 1, falling linearly to 0 at ``r = dist_cutoff``. Beyond
-  ``r = dist_hard`` (off by default) the combined score is 0 outright.
-* **cosine** — ``cos(x_i - own_before, own_after - own_before)``: does the neighbour pull the peer the
-  way its own data does? ``cos >= cos_ok`` scores 1, falling linearly to 0 at ``cos_bad``. Skipped
-  (``None``) when either vector is zero.
-* **loss** (optional) — the neighbour's model's loss on the peer's own validation split, relative to
-  ``L_ref = max(L_own, loss_floor) * t``, where the tolerance ``t`` is the same anchors' median
-  loss (of two, the smaller) over ``max(L_own, loss_floor)``, clamped to ``[1, loss_tolerance_max]`` (the
-  last calibration is kept while no established neighbour is a candidate). ``q = L_i / L_ref``;
-  ``q <= loss_ok`` scores 1, falling to 0 at ``loss_bad``. The own data is the trusted root; the tolerance
-  exists because on non-IID data every honest neighbour is much worse than the peer itself on its own split.
-  A non-finite loss scores 0.
+grace. Every other neighbour gets three component scores in ``[0, 1]``
+(:mod:`~p2pfl.scoring.components`): the **distance** ``r`` from the centre over the median distance of the
+anchors (:mod:`~p2pfl.scoring.references`: the own trained model and the founders, or the established
+neighbours while fewer than two founders are candidates, or all neighbours while none is established), the
+**cosine** of its pull with the own update, and optionally the **loss** of its model on the own validation
+split against the calibrated reference (:mod:`~p2pfl.scoring.losses`). The own data is the trusted root.
 
 The combined score is the weighted mean of the components present (defaults: distance 1, cosine 0.5,
 loss 2). An established neighbour's mixing weight falls from 1 to 0 as the smallest ``r`` of its last
@@ -47,6 +36,13 @@ in all: no longer scored or aggregated; the protocol disconnects it) and ``proba
 :meth:`ContributionScorer.readmit`: scored but not aggregated; ``probation_length`` evaluations in a
 row without eviction evidence make it young again: it earns its influence again; one that counts evicts it).
 
+This module keeps the per-identity book (queries, weights, transitions) and :meth:`~ContributionScorer.
+evaluate`, which reads as the order of its steps; the steps themselves (:mod:`~p2pfl.scoring.steps`), the
+arithmetic of the scores (:mod:`~p2pfl.scoring.components`), the choice of who sets the yardsticks
+(:mod:`~p2pfl.scoring.references`) and the hooks into the per-neighbour histories of issue 16
+(:mod:`~p2pfl.scoring.trackers`) live beside it: the split follows those responsibilities, and the code
+moved unchanged but for the arguments the steps pass each other.
+
 Everything is deterministic: no clock, no randomness, results in sorted peer order. The caller counts its
 own rounds with :meth:`ContributionScorer.begin_round` (identities first heard within ``founding_rounds``
 of them are founders).
@@ -54,54 +50,26 @@ of them are founders).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from p2pfl.errors import AggregationError
-from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
+from p2pfl.scoring.components import as_vec, unit_hint
 from p2pfl.scoring.config import ScoringConfig
-from p2pfl.scoring.echo import Echo, echo, loss_ratio
+from p2pfl.scoring.echo import Echo
 from p2pfl.scoring.heading import Heading
 from p2pfl.scoring.influence import absurd, ramp_cap
-from p2pfl.scoring.losses import LossTolerance, track_jump
-from p2pfl.scoring.persistence import PersistentDistance, persistence_reason, persistently_far
-from p2pfl.scoring.standing import (
-    STATUSES,
-    PeerState,
-    ScoreRecord,
-    Status,
-    earn,
-    pass_bars,
-    reject_absurd,
-    standing,
-    transition,
-)
+from p2pfl.scoring.losses import LossTolerance
+from p2pfl.scoring.persistence import PersistentDistance
+from p2pfl.scoring.standing import STATUSES, PeerState, ScoreRecord, Status, reject_absurd, standing
+from p2pfl.scoring.steps import ScoringSteps
 
 __all__ = ["STATUSES", "ContributionScorer", "ScoreRecord", "Status"]
 
 
-def _ramp_down(value: float, ok: float, bad: float) -> float:
-    """1 at ``value <= ok``, 0 at ``value >= bad``, linear between (``ok < bad``)."""
-    if value <= ok:
-        return 1.0
-    if value >= bad:
-        return 0.0
-    return (bad - value) / (bad - ok)
-
-
-def _as_vec(x: object, name: str, d: int | None = None) -> NDArray[np.float64]:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 1 or (d is not None and arr.shape[0] != d):
-        want = f"({d},)" if d is not None else "1-D"
-        raise AggregationError(f"{name} must have shape {want}, got {arr.shape}")
-    return arr
-
-
-class ContributionScorer:
+class ContributionScorer(ScoringSteps):
     """Scores neighbours, keeps their reputation and standing, decides exclusion and eviction.
 
     Pure state machine: the only inputs are the arguments of its methods. Peers never seen are ``active``
@@ -204,7 +172,7 @@ class ContributionScorer:
                 out.append(0.0)
                 continue
             base = 1.0 if self.config.weighting == "binary" else state.reputation
-            hint = 1.0 if self.weight_hint is None else _unit_hint(self.weight_hint(p))
+            hint = 1.0 if self.weight_hint is None else unit_hint(self.weight_hint(p))
             out.append(
                 base
                 * self.influence_cap(p)
@@ -235,8 +203,8 @@ class ContributionScorer:
     def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]:
         """The neighbours whose models are absurd (see :func:`~p2pfl.scoring.influence.absurd`), with their
         distance from ``own_after``. The caller drops them before any averaging, the reference included."""
-        after = _as_vec(own_after, "own_after")
-        models = {p: _as_vec(neighbours[p], f"neighbours[{p!r}]", after.shape[0]) for p in neighbours}
+        after = as_vec(own_after, "own_after")
+        models = {p: as_vec(neighbours[p], f"neighbours[{p!r}]", after.shape[0]) for p in neighbours}
         est = {p for p in models if self._state(p).established and self._state(p).status != "evicted"}
         return absurd(after, models, est, self.config.hard_reject_factor)
 
@@ -298,50 +266,12 @@ class ContributionScorer:
         With ``only``, the other neighbours still set the honest spread (the median distance) but get no
         score: a model already scored is no new evidence, however often the caller mixes it.
         """
-        cfg = self.config
-        before = _as_vec(own_before, "own_before")
-        d = before.shape[0]
-        after = _as_vec(own_after_local_training, "own_after_local_training", d)
-        ctr = _as_vec(centre, "centre", d)
-        models = {p: _as_vec(neighbours[p], f"neighbours[{p!r}]", d) for p in sorted(neighbours)}
-        own_update = after - before
-        own_norm = float(np.linalg.norm(own_update))
-
-        scored = [p for p in models if self._state(p).status != "evicted"]
-        rejected = self.absurd(after, {p: models[p] for p in scored})
-        sane = [p for p in scored if p not in rejected]
-        dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
-        # The spread is the founders' (and the own model's) while at least two founders are candidates, else
-        # the established neighbours': a crowd of new identities can neither widen it nor narrow it, nor can
-        # identities that earned their standing while founders are around (one founder alone would set it
-        # by its own distance). While none is established (a peer whose every neighbour is new) every sane
-        # neighbour sets it, as before earned influence.
-        # (neighbours the own checks already distrust, reputation below ``exclude_below``, calibrate nothing)
-        trusted = [p for p in sane if self._state(p).status == "active"]
-        founders = [p for p in trusted if self._state(p).founder]
-        anchors = (
-            founders if len(founders) >= 2 else [p for p in trusted if self._state(p).established] or sane
+        call = self._prepare(
+            own_before, own_after_local_training, neighbours, centre, val_losses, own_val_loss
         )
-        med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - ctr))]))
-        loss_ref = self._tolerance.reference(self.rounds, anchors, val_losses, own_val_loss)
-        # Of exactly two founders the peer cannot tell which one is honest (every sane one counts here,
-        # trusted or not: one kept out of the mix still speaks for its data). The references above take the
-        # closer one, so a sign-flipper beside an honest founder scores 0 and stays out of the mix; a bad
-        # score counts towards eviction (a ban) only if it is bad against the farther one too.
-        pair = [p for p in sane if self._state(p).founder]
-        med_evict, loss_evict = med, loss_ref
-        if len(pair) == 2:
-            med_evict = max(med, *(dists[p] for p in pair))
-            loss_evict = self._tolerance.eviction_reference(pair, val_losses, loss_ref)
-
-        # a young identity is near enough when no farther from the centre than a trusted founder is (with
-        # few founders of similar data the spread is narrow, and honest newcomers with other data sat at
-        # r 2-5 in the default scenario when only two peers were founders)
-        reach = max((dists[p] for p in founders), default=0.0)
         records: dict[str, ScoreRecord] = {}
-        plain: dict[str, float] | None = None  # badrun.neighbourhood_ratios, computed when first needed
         young: dict[str, tuple[bool, bool]] = {}  # scored young identities: (passed, hard failure)
-        for p, model in models.items():
+        for p, model in call.models.items():
             if only is not None and p not in only:
                 continue
             state = self._peers.setdefault(p, self._state(p))
@@ -359,174 +289,14 @@ class ContributionScorer:
                     "evicted: not scored",
                 )
                 continue
-            if p in rejected:
-                reason = reject_absurd(cfg, state, rejected[p])
+            if p in call.rejected:
+                reason = reject_absurd(self.config, state, call.rejected[p])
                 records[p] = ScoreRecord(
                     p, math.inf, 0.0, None, None, None, 0.0, state.reputation, self.status(p), reason
                 )
                 continue
-            r = dists[p] / med if med > 0 else (0.0 if dists[p] == 0 else math.inf)
-            s_dist = _ramp_down(r, cfg.dist_ok, cfg.dist_cutoff)
-            pull = model - before
-            pull_norm = float(np.linalg.norm(pull))
-            cosine: float | None = None
-            s_cos: float | None = None
-            if own_norm > 0 and pull_norm > 0:
-                cosine = float(np.clip(np.dot(pull, own_update) / (pull_norm * own_norm), -1.0, 1.0))
-                s_cos = 1.0 - _ramp_down(cosine, cfg.cos_bad, cfg.cos_ok)
-            s_loss: float | None = None
-            if loss_ref is not None and val_losses is not None and p in val_losses:
-                loss = float(val_losses[p])
-                track_jump(cfg, state, loss, own_val_loss)
-                s_loss = (
-                    _ramp_down(loss / loss_ref, cfg.loss_ok, cfg.loss_bad) if math.isfinite(loss) else 0.0
-                )
-                state.loss_rep = (
-                    s_loss if state.loss_rep is None else (1.0 - cfg.ema) * state.loss_rep + cfg.ema * s_loss
-                )
-            combined = self._combine(r, s_dist, s_cos, s_loss)
-            far = self._persistently_far(p, state, r, len(anchors) + 1)  # issue 16
-            self._observe_echo(  # issue 16
-                p, model, after, own_update, val_losses=val_losses, own_val_loss=own_val_loss
-            )
-            persistent = far and cfg.persist_evict
-            if persistent:
-                combined = 0.0
-            state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
-            bad = combined < cfg.bad_score
-            # a bad score counts towards eviction only if it is bad against the eviction reference too
-            lenient, r_e = combined, r
-            if bad and not persistent and (med_evict, loss_evict) != (med, loss_ref):
-                r_e = dists[p] / med_evict if med_evict > 0 else r
-                s_loss_e = s_loss
-                if s_loss is not None and loss_evict is not None:
-                    loss = float(val_losses[p])  # type: ignore[index]  # (s_loss implies a loss)
-                    q = loss / loss_evict if math.isfinite(loss) else math.inf
-                    s_loss_e = _ramp_down(q, cfg.loss_ok, cfg.loss_bad)
-                s_dist_e = _ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
-                lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
-            # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
-            # from the own mix's centre and from the neighbourhood's unweighted median alike
-            counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
-            if counts and not persistent and cfg.evict_distance is not None:
-                if plain is None:  # (set by the established, as the spread: new identities cannot move it)
-                    settled = [q for q in sane if self._state(q).established] or sane
-                    plain = neighbourhood_ratios(after, {q: models[q] for q in sane}, settled)
-                counts = plain.get(p, math.inf) >= cfg.evict_distance
-            if state.grace_left > 0:
-                state.grace_left -= 1
-                state.consecutive_bad = 0
-                state.bad_evidence = 0.0
-            else:
-                state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
-                state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
-            reason = transition(cfg, state, bad, combined, counts=counts)
-            if persistent:
-                reason = f"{reason}; {persistence_reason(cfg.persistence())}"
-            if not state.established:
-                # (scored against the bars below, once every trusted neighbour's standing is updated)
-                young[p] = (r <= cfg.dist_ok or dists[p] <= reach, bad or state.jumped or s_loss == 0.0)
-            records[p] = ScoreRecord(
-                p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
-            )
-        self._observe_heading(after, {p: models[p] for p in sane}, [p for p in records if p in dists])
-        bar, loss_bar = pass_bars(cfg, self._peers.values())
-        for p, (near, hard_fail) in young.items():
-            rec = records[p]
-            passed = (
-                near
-                and rec.combined >= bar
-                and (rec.loss_score is None or rec.loss_score >= loss_bar)
-                and not hard_fail
-            )
-            reason = earn(cfg, self._peers[p], passed, hard_fail, rec.reason)
-            records[p] = dataclasses.replace(rec, reason=reason, status=self.status(p))
+            records[p] = self._score(call, p, model, state, young)
+        sane = {p: call.models[p] for p in call.sane}
+        self._observe_heading(call.after, sane, [p for p in records if p in call.dists])
+        self._earn(records, young)
         return records
-
-    # -- issue 16: persistent distance (p2pfl/scoring/persistence.py) --------------------------------
-
-    def _persistently_far(self, peer: str, state: PeerState, r: float, spread: int) -> bool:
-        """Track ``peer``'s ``r`` while it is settled (:func:`~p2pfl.scoring.persistence.persistently_far`):
-        established, after the founding rounds, outside grace and probation, with at least
-        ``persist_min_spread`` distances (``spread``: the anchors' and the own) setting the median."""
-        cfg = self.config
-        settled = not (
-            state.grace_left > 0
-            or spread < cfg.persist_min_spread
-            or self.rounds <= cfg.founding_rounds
-            or not state.established
-            or state.status == "probation"
-        )
-        return persistently_far(self.persistence, peer, r, settled=settled)
-
-    def _persistence_weight(self, peer: str) -> float:
-        return 1.0 if self.persistence is None else self.persistence.weight(peer)
-
-    # -- issue 16: echo of the own update (p2pfl/scoring/echo.py) -----------------------------------------
-
-    def _observe_echo(
-        self,
-        peer: str,
-        model: NDArray[np.float64],
-        after: NDArray[np.float64],
-        update: NDArray[np.float64],
-        *,
-        val_losses: Mapping[str, float] | None,
-        own_val_loss: float | None,
-    ) -> None:
-        """Record the echo of ``peer``'s version after the founding rounds (within them every model
-        starts from nearly the same place: no evidence), with its loss on the own data over the own."""
-        if self.echo is not None:
-            settled = self.rounds > self.config.founding_rounds
-            ratio = None
-            if self.config.use_val_loss and val_losses is not None and peer in val_losses:
-                ratio = loss_ratio(float(val_losses[peer]), own_val_loss)
-            self.echo.observe(peer, echo(model, after, update) if settled else None, ratio)
-
-    def _echo_weight(self, peer: str) -> float:
-        return 1.0 if self.echo is None else self.echo.weight(peer)
-
-    # -- issue 16: heading of the offset from the centre (p2pfl/scoring/heading.py) -----------------------
-
-    def _observe_heading(
-        self, own: NDArray[np.float64], sane: Mapping[str, NDArray[np.float64]], scored: list[str]
-    ) -> None:
-        """Smooth the heading of each version just scored, after the founding rounds (within them the centre
-        moves too fast for a heading to mean anything); the established sane models set the centre and the
-        spread, as they set the scorer's: new identities cannot frame an established neighbour."""
-        if self.heading is not None:
-            settled = self.rounds > self.config.founding_rounds
-            reference = [p for p in sane if self._state(p).established]
-            self.heading.observe(own, sane, dict.fromkeys(scored, settled), reference)
-
-    def _heading_weight(self, peer: str) -> float:
-        return 1.0 if self.heading is None else self.heading.weight(peer)
-
-    def _reset_history(self, peer: str) -> None:
-        """Forget what ``peer``'s earlier versions showed (grace, readmission, departure)."""
-        if self.persistence is not None:
-            self.persistence.reset(peer)
-        if self.echo is not None:
-            self.echo.reset(peer)
-        if self.heading is not None:
-            self.heading.reset(peer)
-
-    def _combine(self, r: float, s_dist: float, s_cos: float | None, s_loss: float | None) -> float:
-        """The weighted mean of the components present (see the module doc)."""
-        cfg = self.config
-        parts = [(cfg.w_distance, s_dist), (cfg.w_cosine, s_cos), (cfg.w_loss, s_loss)]
-        total_w = sum(w for w, s in parts if s is not None)
-        combined = sum(w * s for w, s in parts if s is not None) / total_w if total_w > 0 else s_dist
-        # Distance and own-data loss are hard evidence and cap the score; the cosine is soft
-        # evidence (honest non-IID neighbours often pull against the own update) and only averages.
-        if cfg.cap_by_hard_evidence:
-            hard = [s for w, s in (parts[0], parts[2]) if w > 0 and s is not None]
-            combined = min([combined, *hard])
-        if cfg.dist_hard is not None and r >= cfg.dist_hard:
-            combined = 0.0  # far outside any honest spread: no other component may average it away
-        return combined
-
-
-def _unit_hint(value: float) -> float:
-    """A weight hint clamped to [0, 1]; a non-finite hint counts as none, so it cannot poison a mix."""
-    return min(1.0, max(0.0, value)) if math.isfinite(value) else 1.0

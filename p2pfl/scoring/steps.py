@@ -1,0 +1,221 @@
+"""The steps of one evaluation: check the inputs, score each neighbour's version, count eviction evidence.
+
+Split out of :mod:`p2pfl.scoring.scorer` so that :meth:`~p2pfl.scoring.scorer.ContributionScorer.evaluate`
+reads as the order of its steps (each under a screen) while the scorer keeps the per-identity book: its
+queries, weights and transitions. :class:`ScoringSteps` is a base of the scorer (as the engine's sides are of
+:class:`~p2pfl.protocol.engine.GossipEngine`); the arithmetic is in :mod:`~p2pfl.scoring.components`, the
+yardsticks in :mod:`~p2pfl.scoring.references`, the standing's transitions in :mod:`~p2pfl.scoring.standing`.
+One call's checked inputs and yardsticks travel between the steps as a :class:`Call`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
+from p2pfl.scoring.components import as_vec, combine, cosine_score, distance_ratio, loss_score, ramp_down
+from p2pfl.scoring.losses import LossTolerance, track_jump
+from p2pfl.scoring.persistence import persistence_reason
+from p2pfl.scoring.references import References, references
+from p2pfl.scoring.standing import PeerState, ScoreRecord, Status, earn, pass_bars, transition
+from p2pfl.scoring.trackers import TrackerHooks
+
+__all__ = ["Call", "ScoringSteps"]
+
+
+@dataclasses.dataclass
+class Call:
+    """One :meth:`~p2pfl.scoring.scorer.ContributionScorer.evaluate` call's checked inputs and yardsticks."""
+
+    before: NDArray[np.float64]
+    after: NDArray[np.float64]
+    own_update: NDArray[np.float64]
+    own_norm: float
+    models: dict[str, NDArray[np.float64]]
+    #: the absurd models, with their distance from the own trained model
+    rejected: dict[str, float]
+    sane: list[str]
+    dists: dict[str, float]
+    refs: References
+    val_losses: Mapping[str, float] | None
+    own_val_loss: float | None
+    #: badrun.neighbourhood_ratios, computed when first needed
+    plain: dict[str, float] | None = None
+
+
+class ScoringSteps(TrackerHooks):
+    """The steps of :meth:`~p2pfl.scoring.scorer.ContributionScorer.evaluate` (a base of the scorer)."""
+
+    #: the scorer's per-identity state
+    _peers: dict[str, PeerState]
+    #: the loss tolerance calibrated on the anchors (the scorer's)
+    _tolerance: LossTolerance
+
+    def status(self, peer: str) -> Status:
+        """The scorer's status of ``peer``."""
+        raise NotImplementedError
+
+    def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]:
+        """The scorer's absurd models among ``neighbours``."""
+        raise NotImplementedError
+
+    def _prepare(  # noqa: PLR0917 - evaluate's arguments, in its order
+        self,
+        own_before: ArrayLike,
+        own_after_local_training: ArrayLike,
+        neighbours: Mapping[str, ArrayLike],
+        centre: ArrayLike,
+        val_losses: Mapping[str, float] | None,
+        own_val_loss: float | None,
+    ) -> Call:
+        """Check the shapes, set the absurd models apart and set the yardsticks
+        (:mod:`~p2pfl.scoring.references`)."""
+        before = as_vec(own_before, "own_before")
+        d = before.shape[0]
+        after = as_vec(own_after_local_training, "own_after_local_training", d)
+        ctr = as_vec(centre, "centre", d)
+        models = {p: as_vec(neighbours[p], f"neighbours[{p!r}]", d) for p in sorted(neighbours)}
+        own_update = after - before
+        own_norm = float(np.linalg.norm(own_update))
+
+        scored = [p for p in models if self._state(p).status != "evicted"]
+        rejected = self.absurd(after, {p: models[p] for p in scored})
+        sane = [p for p in scored if p not in rejected]
+        dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
+        refs = references(
+            self._tolerance,
+            self.rounds,
+            self._state,
+            after=after,
+            centre=ctr,
+            sane=sane,
+            dists=dists,
+            val_losses=val_losses,
+            own_val_loss=own_val_loss,
+        )
+        return Call(
+            before, after, own_update, own_norm, models, rejected, sane, dists, refs, val_losses, own_val_loss
+        )
+
+    def _score(
+        self,
+        call: Call,
+        p: str,
+        model: NDArray[np.float64],
+        state: PeerState,
+        young: dict[str, tuple[bool, bool]],
+    ) -> ScoreRecord:
+        """Score one sane neighbour's version, update its reputation and standing; a young one's pass is
+        judged after the loop (``young``), once every trusted neighbour's standing is updated."""
+        cfg = self.config
+        r, s_dist, cosine, s_cos, s_loss = self._components(call, p, model, state)
+        combined = self._combine(r, s_dist, s_cos, s_loss)
+        far = self._persistently_far(p, state, r, len(call.refs.anchors) + 1)  # issue 16
+        self._observe_echo(  # issue 16
+            p, model, call.after, call.own_update, val_losses=call.val_losses, own_val_loss=call.own_val_loss
+        )
+        persistent = far and cfg.persist_evict
+        if persistent:
+            combined = 0.0
+        state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
+        bad = combined < cfg.bad_score
+        counts = self._counts(
+            call, p, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
+        )
+        if state.grace_left > 0:
+            state.grace_left -= 1
+            state.consecutive_bad = 0
+            state.bad_evidence = 0.0
+        else:
+            state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
+            state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
+        reason = transition(cfg, state, bad, combined, counts=counts)
+        if persistent:
+            reason = f"{reason}; {persistence_reason(cfg.persistence())}"
+        if not state.established:
+            near = r <= cfg.dist_ok or call.dists[p] <= call.refs.reach
+            young[p] = (near, bad or state.jumped or s_loss == 0.0)
+        return ScoreRecord(
+            p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
+        )
+
+    def _components(
+        self, call: Call, p: str, model: NDArray[np.float64], state: PeerState
+    ) -> tuple[float, float, float | None, float | None, float | None]:
+        """(r, distance score, cosine, cosine score, loss score) of ``p``'s version
+        (:mod:`~p2pfl.scoring.components`); tracks its loss jumps and loss reputation."""
+        cfg = self.config
+        r = distance_ratio(call.dists[p], call.refs.med)
+        s_dist = ramp_down(r, cfg.dist_ok, cfg.dist_cutoff)
+        cosine, s_cos = cosine_score(cfg, model - call.before, call.own_update, call.own_norm)
+        s_loss: float | None = None
+        loss_ref, val_losses = call.refs.loss_ref, call.val_losses
+        if loss_ref is not None and val_losses is not None and p in val_losses:
+            loss = float(val_losses[p])
+            track_jump(cfg, state, loss, call.own_val_loss)
+            s_loss = loss_score(cfg, loss, loss_ref)
+            state.loss_rep = (
+                s_loss if state.loss_rep is None else (1.0 - cfg.ema) * state.loss_rep + cfg.ema * s_loss
+            )
+        return r, s_dist, cosine, s_cos, s_loss
+
+    def _counts(
+        self,
+        call: Call,
+        p: str,
+        combined: float,
+        r: float,
+        *,
+        s_cos: float | None,
+        s_loss: float | None,
+        bad: bool,
+        persistent: bool,
+    ) -> bool:
+        """Whether this version counts towards ``p``'s eviction: bad against the eviction references too,
+        and far from the own mix's centre and from the neighbourhood's unweighted median alike."""
+        cfg, refs = self.config, call.refs
+        # a bad score counts towards eviction only if it is bad against the eviction reference too
+        lenient, r_e = combined, r
+        if bad and not persistent and (refs.med_evict, refs.loss_evict) != (refs.med, refs.loss_ref):
+            r_e = call.dists[p] / refs.med_evict if refs.med_evict > 0 else r
+            s_loss_e = s_loss
+            if s_loss is not None and refs.loss_evict is not None:
+                loss = float(call.val_losses[p])  # type: ignore[index]  # (s_loss implies a loss)
+                s_loss_e = loss_score(cfg, loss, refs.loss_evict)
+            s_dist_e = ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
+            lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
+        # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
+        # from the own mix's centre and from the neighbourhood's unweighted median alike
+        counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
+        if counts and not persistent and cfg.evict_distance is not None:
+            if call.plain is None:  # (set by the established, as the spread: new identities cannot move it)
+                settled = [q for q in call.sane if self._state(q).established] or call.sane
+                sane = {q: call.models[q] for q in call.sane}
+                call.plain = neighbourhood_ratios(call.after, sane, settled)
+            counts = call.plain.get(p, math.inf) >= cfg.evict_distance
+        return counts
+
+    def _earn(self, records: dict[str, ScoreRecord], young: Mapping[str, tuple[bool, bool]]) -> None:
+        """Judge each scored young identity's pass against the bars the trusted neighbours' standing sets
+        (:func:`~p2pfl.scoring.standing.pass_bars`) and update its record."""
+        cfg = self.config
+        bar, loss_bar = pass_bars(cfg, self._peers.values())
+        for p, (near, hard_fail) in young.items():
+            rec = records[p]
+            passed = (
+                near
+                and rec.combined >= bar
+                and (rec.loss_score is None or rec.loss_score >= loss_bar)
+                and not hard_fail
+            )
+            reason = earn(cfg, self._peers[p], passed, hard_fail, rec.reason)
+            records[p] = dataclasses.replace(rec, reason=reason, status=self.status(p))
+
+    def _combine(self, r: float, s_dist: float, s_cos: float | None, s_loss: float | None) -> float:
+        """The weighted mean of the components present (:func:`~p2pfl.scoring.components.combine`)."""
+        return combine(self.config, r, s_dist, s_cos, s_loss)
