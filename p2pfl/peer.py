@@ -16,12 +16,14 @@ then broadcast and evict.
 The policies are pure and live in ``p2pfl.protocol`` (pacing, guards, join, logs); the peer asks them
 with trio's clock, so a test's MockClock drives every wait. Around the class: ``peer_rounds`` (the round
 loop), ``peer_exchange`` (the network side), ``peer_discovery`` (bootstrap registries), ``peer_store``
-(disk), ``peer_status`` (the status and the stop line), ``peer_handle`` (non-trio host programs).
+(disk), ``peer_status`` (the status and the stop line), ``peer_handle`` (non-trio host programs),
+``peer_wiring`` (building the parts and attaching them to the transport) and ``peer_access`` (the
+allow-list and the roster: who may connect, send and be mixed; a base of :class:`Peer`). This module keeps
+the lifecycle (entering, leaving, the housekeeping) and the public API.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -36,22 +38,29 @@ from p2pfl.errors import P2PFLError, TransportError
 from p2pfl.identity import Identity
 from p2pfl.learner import EvalResult, Learner
 from p2pfl.logs import event, round_event
-from p2pfl.peer_discovery import PeerDiscovery
-from p2pfl.peer_exchange import Exchange
+from p2pfl.peer_access import PeerAccess, build_access
 from p2pfl.peer_handle import PeerHandle as PeerHandle  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import SUBSCRIBE_GRACE_S as SUBSCRIBE_GRACE_S  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import Params as Params  # noqa: PLC0414 (re-export)
-from p2pfl.peer_rounds import RoundLoop, RoundParts
 from p2pfl.peer_rounds import RoundReport as RoundReport  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import RunSync as RunSync  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_status import log_stop, peer_status
 from p2pfl.peer_store import PeerStore, format_status
+from p2pfl.peer_wiring import TransportFactory as TransportFactory  # noqa: PLC0414 (re-export)
+from p2pfl.peer_wiring import (
+    attach_transport,
+    build_discovery,
+    build_engine,
+    build_exchange,
+    build_metrics,
+    build_rounds,
+    export_privacy,
+    libp2p_factory,
+)
 from p2pfl.privacy.runtime import PeerPrivacy
-from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
 from p2pfl.rollout import Rollout
-from p2pfl.roster.service import ROSTER_PROTOCOL, Access
 from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
 
@@ -64,26 +73,9 @@ log = logging.getLogger("p2pfl.peer")
 
 #: How long a stopping peer waits for its cancelled tasks before it aborts the transport's connections.
 EXIT_GRACE_S = 3.0
-TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
 
 
-def _libp2p_factory(config: PeerConfig, max_request: Callable[[], int] = lambda: 0) -> TransportFactory:
-    """``max_request``: raises the transport's request cap to what it returns (a secagg group's messages)."""
-
-    def factory(identity: Identity) -> Any:
-        from p2pfl.transport.libp2p import Libp2pConfig, Libp2pTransport
-
-        lib = Libp2pConfig()
-        if (cap := max_request()) > lib.max_request_bytes:
-            lib = dataclasses.replace(lib, max_request_bytes=cap)
-        return Libp2pTransport.open(
-            seed=identity.seed, network_id=config.network_id, listen=config.listen, config=lib
-        )
-
-    return factory
-
-
-class Peer:
+class Peer(PeerAccess):
     """A p2pfl peer node. Enter it (``async with``) to go online; leave it to shut down cleanly."""
 
     def __init__(
@@ -104,26 +96,26 @@ class Peer:
         self._run_sync: RunSync = run_sync or trio.to_thread.run_sync
         self.learner = learner
         self.identity = identity or Identity.generate()
-        self._transport_factory = transport or _libp2p_factory(config, self._secagg_cap)
+        self._transport_factory = transport or libp2p_factory(config, self._secagg_cap)
         self._transport: Transport | None = None
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self._last_status = -math.inf
         #: membership of a closed network (``[access] roster``); None: open network
-        self.access = _build_access(config, self.identity.peer_id)
+        self.access = build_access(config, self.identity.peer_id)
         self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
-        self.engine = self._build_engine()
+        self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
-        self.exchange = self._build_exchange()
+        self.exchange = build_exchange(self)
         #: differential privacy (``[privacy]``, docs/privacy.md): calibrates the noise now; None when off
         self.privacy = (
             PeerPrivacy(config.privacy, learner, config.local_steps) if config.privacy.enabled else None
         )
         #: the peer's Prometheus metrics (None: off); ``docs/operations.md``
         self.metrics: PeerMetrics | None = None
-        self._metrics_listen = self._build_metrics(metrics)
-        self._export_privacy()
-        self.discovery = self._build_discovery()
+        self._metrics_listen = build_metrics(self, metrics)
+        export_privacy(self)
+        self.discovery = build_discovery(self)
         #: quality deltas and the version served to the host (p2pfl.rollout, docs/rollout.md)
         self.rollout = Rollout(
             config.rollout, learner, config.state_dir, self.identity.peer_id, config.network_id
@@ -135,7 +127,7 @@ class Peer:
         #: the group channel over the transport (``[secagg] enabled``; p2pfl.secagg.channel)
         self.secagg_channel: TransportChannel | None = None
         #: the round loop: owns the round counter, the reports and the guards' state
-        self.rounds = self._build_rounds()
+        self.rounds = build_rounds(self)
 
     def _secagg_cap(self) -> int:
         """The request size a secagg group needs (0: no group); see p2pfl.secagg.channel.message_cap."""
@@ -144,69 +136,6 @@ class Peer:
         from p2pfl.secagg.channel import message_cap
 
         return message_cap(len(self.config.secagg.members), int(self.engine.layout.size))
-
-    def _build_engine(self) -> GossipEngine:
-        config = self.config
-        return GossipEngine(
-            self.identity,
-            config.protocol(),
-            self.learner.get_params(),
-            aggregation=config.aggregation,
-            scoring=config.scoring,
-            scoring_enabled=config.scoring_enabled,
-            rates=config.rates,
-            allowed=self._sender_allowed if self._gated() else None,
-            mix_filter=self._may_mix if config.mix_scope == "connected" or self.access else None,
-        )
-
-    def _build_exchange(self) -> Exchange:
-        return Exchange(
-            self.engine,
-            lambda: self.transport,
-            self._running_nursery,
-            lambda: self.rounds.note_update(),  # noqa: PLW0108 - the loop is built after the exchange
-            max_model_bytes=self.config.max_model_bytes,
-            request_timeout_s=self.config.request_timeout_s,
-        )
-
-    def _build_rounds(self) -> RoundLoop:
-        parts = RoundParts(
-            self.config,
-            self.engine,
-            self.metrics.timed(self.learner) if self.metrics is not None else self.learner,
-            self.store,
-            self.exchange,
-            self._run_sync,
-            neighbours=self.neighbours,
-            transport=lambda: self.transport,
-            write_status=self.write_status,
-            stopped=self._stopped,
-            on_round=self._on_round,
-            rollout=self.rollout,
-            secagg=lambda: self.secagg,
-            privacy=self.privacy,
-        )
-        return RoundLoop(parts)
-
-    def _build_metrics(self, option: Any) -> str | None:
-        """Set up ``self.metrics`` as ``option`` (see ``__init__``) asks; returns where to serve (or None)."""
-        listen = option if isinstance(option, str) else self.config.metrics_listen
-        if option is False or (option is None and listen is None):
-            return None
-        from p2pfl.metrics import parse_listen
-        from p2pfl.metrics.peer_metrics import PeerMetrics
-
-        if listen is not None:
-            parse_listen(listen)
-        self.metrics = PeerMetrics(self, None if isinstance(option, str | bool) else option)
-        self.exchange.observers.append(self.metrics.on_action)
-        return listen
-
-    def _export_privacy(self) -> None:
-        """The metrics' ``p2pfl_privacy_epsilon_spent`` gauge reads the epsilon spent (DP and metrics on)."""
-        privacy = self.privacy
-        if self.metrics is not None and privacy is not None:
-            self.metrics.set_privacy_budget_source(lambda: privacy.spent(self.engine.seq))
 
     def _on_round(self, report: RoundReport) -> None:
         log.info(
@@ -218,15 +147,6 @@ class Peer:
         )
         if self.metrics is not None:
             self.metrics.on_round(report)
-
-    def _build_discovery(self) -> PeerDiscovery:
-        return PeerDiscovery(
-            self.config,
-            self.identity,
-            lambda: self.transport,
-            may_dial=lambda pid: not self.engine.is_evicted(pid) and self._peer_allowed(pid),
-            unexpected=self.exchange.unexpected,
-        )
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -258,35 +178,7 @@ class Peer:
                 log.info("metrics endpoint http://%s:%d/metrics", host, port)
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
-            t.set_gossip_validator(self.exchange.validate_gossip)
-            if hasattr(t, "set_gossip_gate"):  # libp2p: origin-aware validator, early gate (docs/protocol.md)
-                lib: Any = t
-                lib.set_gossip_validator(
-                    self.exchange.validate_gossip,
-                    from_origin=self.exchange.validate_from,
-                    gate=self.exchange.admit_sender,
-                )
-            t.set_gossip_handler(self.exchange.on_gossip)
-            t.set_request_handler(DELTA_PROTOCOL, self.exchange.serve_delta)
-            t.set_request_handler(SNAPSHOT_PROTOCOL, self.exchange.serve_snapshot)
-            if self._gated() and hasattr(t, "set_peer_filter"):
-                t.set_peer_filter(self._peer_allowed)
-            if self.access is not None:
-                t.set_request_handler(ROSTER_PROTOCOL, self.access.serve)
-            if self.config.secagg.enabled and self.secagg is None:  # docs/secagg.md: /p2pfl/secagg/1
-                from p2pfl.secagg.channel import join_group
-
-                dim = int(self.engine.layout.size)
-                self.secagg, self.secagg_channel = join_group(
-                    self.config.secagg,
-                    self.identity,
-                    self.config.network_id,
-                    t,
-                    dim,
-                    state_dir=self.config.state_dir,
-                )
-            if self.secagg is not None and hasattr(t, "set_muted"):  # fellows' announcements: our own mean
-                t.set_muted(self.secagg.fellows())
+            attach_transport(self, t)  # handlers, validators, filters, the secagg group
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             if self.secagg_channel is not None:
                 self._nursery.start_soon(self.secagg_channel.run)
@@ -360,46 +252,6 @@ class Peer:
 
     # ---------------------------------------------------------------------------------- network
 
-    def _gated(self) -> bool:
-        return self.config.allow is not None or self.access is not None
-
-    def _sender_allowed(self, peer_id: str) -> bool:
-        """May ``peer_id``'s announcements be accepted (the allow-list and the roster)."""
-        if self.config.allow is not None and peer_id not in self.config.allow:
-            return False
-        return self.access is None or self.access.allowed(peer_id)
-
-    def _peer_allowed(self, peer_id: str) -> bool:
-        """May ``peer_id`` connect: a sender we accept, or one of the configured bootstrap registries (the
-        roster lists learners; a registry is connected to register and discover, never learns)."""
-        if self.access is not None and peer_id in self._registries:
-            return self.config.allow is None or peer_id in self.config.allow
-        return self._sender_allowed(peer_id)
-
-    async def _refresh_access(self) -> None:
-        """Every ``roster_refresh_s``: adopt a newer roster (file or neighbours) and drop whoever the roster
-        no longer admits (revoked, removed, or everyone once it has expired)."""
-        access = self.access
-        assert access is not None
-        fed: object = None
-        while True:
-            access.reload()
-            await access.poll(self.transport, self.neighbours())
-            if (groups := access.groups()) != fed:  # a new roster, or a peer admitted by certificate
-                self._feed_groups(*groups)
-                fed = groups
-            access.note_expiry()
-            t = self.transport
-            if access.refused_among(t.connected_peers()) and hasattr(t, "set_peer_filter"):
-                t.set_peer_filter(self._peer_allowed)  # re-checks the connected peers: refused ones go
-            await trio.sleep(self.config.roster_refresh_s)
-
-    def _feed_groups(self, groups: dict[str, str], caps: dict[str, float]) -> None:
-        """The roster's orgs and their share caps, for the engine's per-group mixing cap (when it has one)."""
-        set_groups = getattr(self.engine, "set_groups", None)
-        if set_groups is not None:
-            set_groups(groups, caps)
-
     def neighbours(self) -> list[str]:
         """Connected peers that may be learning neighbours: every connection but a bootstrap registry's (it
         is dialled to register and discover, never learns, and must not satisfy ``min_neighbours``)."""
@@ -408,15 +260,6 @@ class Peer:
     async def discover(self) -> int:
         """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
         return await self.discovery.discover()
-
-    def _may_mix(self, peer_id: str) -> bool:
-        """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
-        never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected."""
-        if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
-            return False
-        if self.config.mix_scope != "connected":
-            return True
-        return self._transport is None or peer_id in self._transport.connected_peers()
 
     async def connect(self, addr: str) -> str:
         return await self.transport.connect(addr)
@@ -519,20 +362,6 @@ class Peer:
     def status(self) -> dict[str, Any]:
         """Round, version, validation, traffic, rejections, quality and rollout (p2pfl.peer_status)."""
         return peer_status(self)
-
-
-def _build_access(config: PeerConfig, peer_id: str) -> Access | None:
-    if config.roster is None:
-        return None
-    access = Access(
-        config.roster, config.network_id, certificates=config.certificates, state_dir=config.state_dir
-    )
-    why = access.gate.reason(peer_id, access.now_ms())
-    if why is not None:  # it still runs: a newer roster may admit it; its neighbours refuse it until then
-        log.warning(
-            "this peer %s is not admitted by its own roster (%s): members will refuse it", peer_id, why
-        )
-    return access
 
 
 async def _unstick(nursery: trio.Nursery, transport: Transport | None) -> None:

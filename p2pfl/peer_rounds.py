@@ -162,10 +162,7 @@ class RoundLoop(RoundWaits):
             private_ = private is not None or group is not None or rollout
             outcome = await extra_mixes(self, start, outcome, private=private_)
         await self._p.write_status()
-        report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0)
-        if private is not None:
-            report.published = private.publish
-            report.privacy_epsilon = private.epsilon_after
+        report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0, private=private)
         self.reports.append(report)
         if self._p.on_round is not None:
             self._p.on_round(report)
@@ -230,9 +227,10 @@ class RoundLoop(RoundWaits):
         decision: RoundDecision[EvalResult],
         *,
         duration_s: float,
+        private: PrivateRelease | None = None,
     ) -> RoundReport:
         ev = decision.evaluation
-        return RoundReport(
+        report = RoundReport(
             round=self.round,
             seq=outcome.seq,
             train_loss=train.loss,
@@ -245,6 +243,10 @@ class RoundLoop(RoundWaits):
             duration_s=duration_s,
             mix_refused=decision.mix_refused,
         )
+        if private is not None:
+            report.published = private.publish
+            report.privacy_epsilon = private.epsilon_after
+        return report
 
     async def _train(self) -> tuple[TrainResult, Params]:
         """Local training from the own model; a diverged step is discarded (the round keeps the start)."""

@@ -2,9 +2,10 @@
 
 Modules: ``layout`` (model <-> flat vector), ``actions`` (decisions and faults), ``config``
 (ProtocolConfig), ``replicas`` (replicas and round outcomes), ``bans`` (evictions that expire), ``engine``
-(GossipEngine, composed of ``core`` (state), ``receive`` (what arrives) and ``rounds`` (publish, mix,
-score)), and the pure policies a peer applies: ``guards`` (what a round keeps),
-``pacing`` (when to start). The engine's names are re-exported here: ``from p2pfl.protocol import X``.
+(GossipEngine, composed of ``core`` (state), ``receive`` (what arrives, over its bases ``snapshots`` and
+``proofs``) and ``rounds`` (publish, mix, score)), and the pure policies a peer applies: ``guards`` (what a
+round keeps), ``pacing`` (when to start). The engine's names are re-exported here:
+``from p2pfl.protocol import X``.
 """
 
 from p2pfl.protocol.actions import (

@@ -13,8 +13,9 @@ next version of that replica; on a gap or a digest mismatch it asks the sender f
 model). Deltas that arrive while that snapshot is on its way are buffered and applied after it.
 
 The engine is composed by concern: :mod:`p2pfl.protocol.core` (state and bookkeeping),
-:mod:`p2pfl.protocol.receive` (validation and application of what arrives; the validation order is there)
-and :mod:`p2pfl.protocol.rounds` (publishing, mixing, scoring).
+:mod:`p2pfl.protocol.receive` (validation and application of what arrives; the validation order is there;
+its bases :mod:`p2pfl.protocol.snapshots` and :mod:`p2pfl.protocol.proofs`) and :mod:`p2pfl.protocol.rounds`
+(publishing, mixing, scoring).
 """
 
 from __future__ import annotations

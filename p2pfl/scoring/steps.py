@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -56,13 +57,11 @@ class ScoringSteps(TrackerHooks):
     #: the loss tolerance calibrated on the anchors (the scorer's)
     _tolerance: LossTolerance
 
-    def status(self, peer: str) -> Status:
-        """The scorer's status of ``peer``."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the scorer's (p2pfl.scoring.scorer.ContributionScorer)
 
-    def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]:
-        """The scorer's absurd models among ``neighbours``."""
-        raise NotImplementedError
+        def status(self, peer: str) -> Status: ...
+
+        def absurd(self, own_after: ArrayLike, neighbours: Mapping[str, ArrayLike]) -> dict[str, float]: ...
 
     def _prepare(  # noqa: PLR0917 - evaluate's arguments, in its order
         self,

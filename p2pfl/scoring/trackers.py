@@ -12,6 +12,7 @@ and probation), and which weight it gives. :class:`TrackerHooks` is a base of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,9 +39,9 @@ class TrackerHooks:
     #: each neighbour's smoothed heading from the centre (None: heading off)
     heading: Heading | None
 
-    def _state(self, peer: str) -> PeerState:
-        """The scorer's state of ``peer`` (a default one for an unknown peer)."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the scorer's state of a peer (a default one for an unknown peer)
+
+        def _state(self, peer: str) -> PeerState: ...
 
     # -- issue 16: persistent distance (p2pfl/scoring/persistence.py) --------------------------------
 
