@@ -29,6 +29,7 @@ from p2pfl.config.schema import derive
 from p2pfl.learner import EvalResult, Learner, TrainResult
 from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_mixing import extra_mixes
+from p2pfl.peer_solo import SoloWatch
 from p2pfl.peer_store import PeerStore, finite_or_none, now_ms
 from p2pfl.protocol import GossipEngine, Replica, RoundOutcome, Start, ValLossCache
 from p2pfl.protocol.guards import GuardConfig, RollbackGuard, RoundDecision, check_trained, decide_round
@@ -189,6 +190,8 @@ class RoundLoop:
         #: extra mixing steps run (and skipped: nothing new from the neighbours) since start
         self.mix_steps_run = 0
         self.mix_steps_skipped = 0
+        #: solo rounds (no neighbour's model mixed), the pause after ``solo_rounds`` of them (p2pfl.peer_solo)
+        self.solo = SoloWatch(config.solo_rounds)
 
     def mark_mix(self) -> None:
         """A mix just ended: the pacing's next wait counts what arrives from now on as new."""
@@ -212,6 +215,9 @@ class RoundLoop:
                 await self.join(adopt=self._p.engine.seq == 0)
         while not stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
+                break
+            await self.solo.hold(self)  # paused after solo_rounds solo rounds: until a neighbour's version
+            if stopped.is_set():
                 break
             if (done or self.round > 0) and not self._pacing.wait_before_mix:
                 await self._wait_for_neighbours()
@@ -377,6 +383,7 @@ class RoundLoop:
         if private is not None:
             report.published = private.publish
             report.privacy_epsilon = private.epsilon_after
+        self.solo.after_round(report, group_round=group is not None)
         self.reports.append(report)
         if self._p.on_round is not None:
             self._p.on_round(report)
