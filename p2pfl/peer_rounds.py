@@ -216,8 +216,10 @@ class RoundLoop:
         while not stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
                 break
-            await self.solo.hold(self)  # paused after solo_rounds solo rounds: until a neighbour's version
-            if stopped.is_set():
+            await self.solo.hold(
+                self, until
+            )  # paused after solo_rounds solo rounds: until a neighbour's version
+            if stopped.is_set() or (until is not None and until()):
                 break
             if (done or self.round > 0) and not self._pacing.wait_before_mix:
                 await self._wait_for_neighbours()

@@ -4,6 +4,7 @@ neighbour's new version arrives (it keeps serving, and forgetting idle identitie
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -50,11 +51,14 @@ class SoloWatch:
                 extra=event("solo_ended", round=report.round),
             )
 
-    async def hold(self, loop: RoundLoop) -> None:
-        """While paused: wait until a neighbour's version arrives that the last mix did not hold."""
+    async def hold(self, loop: RoundLoop, until: Callable[[], bool] | None = None) -> None:
+        """While paused: wait until a neighbour's version arrives that the last mix did not hold (or the peer
+        is stopped, or ``until()``, :meth:`~p2pfl.peer.Peer.run`'s condition, is true)."""
         stopped = loop._p.stopped
         engine = loop._p.engine
         while not stopped.is_set() and not self.tracker.may_run(_new_version(loop)):
+            if until is not None and until():
+                return
             loop._replica_updated = trio.Event()
             with trio.move_on_after(HOLD_POLL_S):
                 await loop._replica_updated.wait()
