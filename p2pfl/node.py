@@ -64,7 +64,7 @@ async def serve(node: NodeConfig, log_filter: PeerIdFilter | None = None) -> int
                 await peer.run(node.rounds)
                 if node.rounds is not None:
                     log.info("completed %d rounds; serving neighbours until stopped", node.rounds)
-                    await peer._stopped.wait()
+                    await peer.serve()  # still forgetting idle identities (p2pfl.peer_serve)
                 nursery.cancel_scope.cancel()
     return 0
 

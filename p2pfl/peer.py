@@ -46,6 +46,7 @@ from p2pfl.peer_rounds import RoundReport as RoundReport  # noqa: PLC0414 (re-ex
 from p2pfl.peer_rounds import RunSync as RunSync  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
+from p2pfl.peer_serve import serve_until_stopped
 from p2pfl.peer_status import log_stop, peer_status
 from p2pfl.peer_store import PeerStore, format_status
 from p2pfl.peer_wiring import TransportFactory as TransportFactory  # noqa: PLC0414 (re-export)
@@ -226,6 +227,11 @@ class Peer(PeerAccess):
     def stop(self) -> None:
         """Ask :meth:`run` to return after the current round (safe from signal handlers in trio)."""
         self._stopped.set()
+
+    async def serve(self) -> None:
+        """After the last round: serve the neighbours until :meth:`stop`, still forgetting idle identities
+        (p2pfl.peer_serve)."""
+        await serve_until_stopped(self.engine, self._stopped, self.exchange.execute)
 
     @property
     def listen_addrs(self) -> list[str]:

@@ -38,6 +38,7 @@ from p2pfl.peer_round_parts import RoundReport as RoundReport  # noqa: PLC0414 (
 from p2pfl.peer_round_parts import RunSync as RunSync  # noqa: PLC0414 (re-export)
 from p2pfl.peer_round_parts import guard_config as guard_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_round_parts import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
+from p2pfl.peer_solo import SoloWatch
 from p2pfl.peer_store import finite_or_none, now_ms
 from p2pfl.peer_waits import RoundWaits
 from p2pfl.protocol import Replica, RoundOutcome, ValLossCache
@@ -78,6 +79,8 @@ class RoundLoop(RoundWaits):
         #: extra mixing steps run (and skipped: nothing new from the neighbours) since start
         self.mix_steps_run = 0
         self.mix_steps_skipped = 0
+        #: solo rounds (no neighbour's model mixed), the pause after ``solo_rounds`` of them (p2pfl.peer_solo)
+        self.solo = SoloWatch(config.solo_rounds)
 
     # ------------------------------------------------------------------------------ the loop
 
@@ -92,6 +95,11 @@ class RoundLoop(RoundWaits):
                 await self.join(adopt=self._p.engine.seq == 0)
         while not stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
+                break
+            await self.solo.hold(
+                self, until
+            )  # paused after solo_rounds solo rounds: until a neighbour's version
+            if stopped.is_set() or (until is not None and until()):
                 break
             if (done or self.round > 0) and not self._pacing.wait_before_mix:
                 await self._wait_for_neighbours()
@@ -163,6 +171,7 @@ class RoundLoop(RoundWaits):
             outcome = await extra_mixes(self, start, outcome, private=private_)
         await self._p.write_status()
         report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0, private=private)
+        self.solo.after_round(report, group_round=group is not None)
         self.reports.append(report)
         if self._p.on_round is not None:
             self._p.on_round(report)

@@ -46,6 +46,7 @@ def peer_status(peer: Peer) -> dict[str, Any]:
         "quality": dict(peer.rollout.quality_snapshot()),
         "rollout": peer.rollout.status(),
         "privacy": peer.privacy.status(engine.seq) if peer.privacy is not None else None,
+        "solo": peer.rounds.solo.status(),  # p2pfl.protocol.solo
         "secagg": group_status(peer.secagg, peer.secagg_channel) if peer.secagg is not None else None,
     }
 

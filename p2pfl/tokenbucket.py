@@ -38,6 +38,16 @@ class Buckets:
             self._b.popitem(last=False)
         return 0.0 if ok else (1.0 - tokens) / self.rate
 
+    def prune(self, now: float) -> int:
+        """Drop the keys refilled to ``burst`` at ``now`` (a new key starts full: nothing changes for them);
+        returns how many were dropped. Keeps the table to the keys active within ``burst / rate`` seconds."""
+        full = [
+            k for k, (tokens, at) in self._b.items() if tokens + max(0.0, now - at) * self.rate >= self.burst
+        ]
+        for key in full:
+            del self._b[key]
+        return len(full)
+
     def take(self, key: str, now: float) -> bool:
         """Spend one token of ``key``; False (nothing spent) if it has none."""
         return self.wait(key, now) == 0.0

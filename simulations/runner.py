@@ -42,6 +42,7 @@ from p2pfl.peer import Peer, RunSync
 from p2pfl.privacy.config import PrivacyConfig
 
 from . import sybils
+from .after_rounds import SERVE_POLL_S, AfterRounds
 from .attacks import Behaviour, make_behaviour
 from .data import Split
 from .evidence_sim import EvidenceHub
@@ -316,6 +317,7 @@ class PeerRunner:
         sc = self.plan.scenario
         target = sc.run.rounds
         crash_at = self.behaviour.crash_round if self.behaviour is not None else None
+        after = AfterRounds(sc.run.after_rounds, target)  # once finished (p2pfl.sim.after_rounds)
         started = False
         if self.me.join_round > 0:
             started = True
@@ -348,9 +350,14 @@ class PeerRunner:
                         ) and not peer.transport.connected_peers():
                             await trio.sleep(0.5)  # isolated (e.g. an evicted attacker): idle, leave the CPU
                             continue
+                        if self.me.honest and not after.runs_round(
+                            peer.round, peer.engine.replicas, peer.engine.is_evicted
+                        ):
+                            await self._serve_a_while(peer)  # finished: [run] after_rounds (respond, serve)
+                            continue
                         if self.behaviour is not None:
                             await self.behaviour.before_round(peer)
-                        reports = await peer.run(1)
+                        reports = await peer.run(1, until=all_done)  # (a solo pause ends with the run)
                         if not reports:
                             break
                         if peer.round > target:
@@ -381,6 +388,11 @@ class PeerRunner:
                     await trio.sleep(sc.churn.tick_s)
                     if all_done() or self.rng.random() < sc.churn.rejoin:
                         break
+
+    async def _serve_a_while(self, peer: Peer) -> None:
+        """A finished peer between rounds (p2pfl.sim.after_rounds): forget idle identities, then sleep."""
+        peer.engine.forget_idle(trio.current_time())
+        await trio.sleep(SERVE_POLL_S)
 
     def _leaving(self) -> bool:
         leave = self.me.leave_round

@@ -25,6 +25,7 @@ from p2pfl.privacy.config import PrivacyConfig
 from p2pfl.rollout import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 
+from .after_rounds import AFTER_ROUNDS
 from .evidence_sim import EvidenceSpec
 
 # re-exported: their home is simulations/scenario_attacks.py
@@ -116,6 +117,10 @@ class RunSpec:
     #: memory engine: receivers relay announcements to the origin's other neighbours, as gossipsub does
     #: (off: a broadcast reaches the direct neighbours only, the cheapest)
     relay: bool = False
+    #: what an honest peer does after its last round while slower peers still run (p2pfl.sim.after_rounds):
+    #: "mix" (keep running rounds), "respond" (a round per new version of an unfinished neighbour) or
+    #: "serve" (serve its final model, nothing more)
+    after_rounds: str = "mix"
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     wait_before_mix: bool = default_of(PeerConfig, "wait_before_mix")
     mix_steps: int = default_of(PeerConfig, "mix_steps")
@@ -134,6 +139,7 @@ class RunSpec:
             transport=_choice(s, "transport", _get(t, s, "transport", str, "libp2p"), TRANSPORTS),
             time_limit_s=_get(t, s, "time_limit_s", (int, float), 600.0),
             relay=_get(t, s, "relay", bool, False),
+            after_rounds=_choice(s, "after_rounds", _get(t, s, "after_rounds", str, "mix"), AFTER_ROUNDS),
             **_peer_settings(t, s, RUN_DEFAULTS),
         )
         _range(s, "seed", out.seed, 0)

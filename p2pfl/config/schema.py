@@ -26,6 +26,7 @@ from p2pfl.protocol import ProtocolConfig
 from p2pfl.protocol.mixing import MixConfig
 from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.protocol.ratelimit import RateConfig
+from p2pfl.protocol.solo import SOLO_ROUNDS, SoloConfig
 from p2pfl.rollout.config import RolloutConfig
 from p2pfl.scoring import ScoringConfig
 from p2pfl.secagg.config import SecAggConfig
@@ -89,6 +90,9 @@ class PeerConfig:
     bootstrap_ttl: int = setting(120, section="peer")
     advertise: tuple[str, ...] = setting((), section="peer")
     start_timeout_s: float = setting(60.0, section="peer")
+    #: solo rounds (no neighbour's model in the mix) in a row after which the peer pauses until a neighbour's
+    #: version arrives; 0: never pause (p2pfl.protocol.solo)
+    solo_rounds: int = setting(SOLO_ROUNDS, section="peer")
     max_round_wait_s: float = setting(10.0, section="peer", sim="run")
     aggregation: AggregationConfig = setting(section=None, default_factory=AggregationConfig)  # noqa: RUF009
     scoring: ScoringConfig = setting(section=None, default_factory=ScoringConfig)  # noqa: RUF009
@@ -173,6 +177,7 @@ class PeerConfig:
             raise _bad(
                 "bootstrap_ttl", f"must be an integer in 1..7200 (seconds), got {self.bootstrap_ttl!r}"
             )
+        SoloConfig(self.solo_rounds)  # (raises ConfigError("peer", "solo_rounds", ...))
         if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
             raise _bad("min_neighbours", f"must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:

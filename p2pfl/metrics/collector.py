@@ -224,6 +224,10 @@ class SnapshotCollector(Collector):
             family.add_metric([state], n)
         yield family
         yield _gauge("p2pfl_evicted_peers", "Peers evicted now.", s.evicted)
+        yield _gauge("p2pfl_solo_rounds", "Solo rounds (no neighbour's model mixed) in a row.", s.solo_rounds)
+        yield _gauge(
+            "p2pfl_solo_paused", "1 while paused after [peer] solo_rounds solo rounds.", s.solo_paused
+        )
         for peer in sorted(s.reputation):  # a stable order: labels are handed out first come, first served
             self._peers.label(peer)
         rep = GaugeMetricFamily(

@@ -43,6 +43,9 @@ class Snapshot:
     reputation: dict[str, float] = field(default_factory=dict)
     #: the peers held evicted now
     evicted: int = 0
+    #: solo rounds (no neighbour's model mixed) in a row, and whether the peer paused (p2pfl.protocol.solo)
+    solo_rounds: int = 0
+    solo_paused: bool = False
     #: the neighbours whose model the peer holds (a replica)
     replicas: frozenset[str] = frozenset()
     val_accuracy: float | None = None
@@ -81,6 +84,8 @@ def take_snapshot(peer: Peer) -> Snapshot:
         neighbours=status,
         reputation=reputation,
         evicted=len(scorer.evicted()) if scorer is not None else 0,
+        solo_rounds=peer.rounds.solo.tracker.rounds,
+        solo_paused=peer.rounds.solo.tracker.paused,
         replicas=replicas,
         val_accuracy=ev.accuracy if ev is not None else None,
         val_loss=ev.loss if ev is not None else None,

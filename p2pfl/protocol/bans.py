@@ -49,6 +49,15 @@ class BanBook:
         entry = self._convicted.get(peer)
         return None if entry is None else entry[0]
 
+    def peers(self) -> set[str]:
+        """Every peer with a ban count or a conviction (p2pfl.protocol.churn bounds them)."""
+        return set(self._bans) | set(self._convicted)
+
+    def forget(self, peer: str) -> None:
+        """Drop ``peer``'s ban count and conviction (p2pfl.protocol.churn: past the remembered bound)."""
+        self._bans.pop(peer, None)
+        self._convicted.pop(peer, None)
+
     def convicted_peers(self) -> set[str]:
         return set(self._convicted)
 

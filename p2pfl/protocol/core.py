@@ -20,6 +20,7 @@ from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Readmit
 from p2pfl.protocol.bans import BanBook
+from p2pfl.protocol.churn import QuietBook, count_rejection, prune_identities
 from p2pfl.protocol.config import ProtocolConfig
 from p2pfl.protocol.equivocation import HeaderBook, ProofBook
 from p2pfl.protocol.idle import FORGET_STALENESS_FACTOR, ForgottenBook, idle_peers
@@ -71,7 +72,10 @@ class EngineCore:
         self.replicas: dict[str, Replica] = {}
         #: the last versions of replicas forgotten for idleness: the floor of their replays (forget_idle)
         self.forgotten = ForgottenBook()
+        #: identities gone quiet whose record is worse than a new one's (p2pfl.protocol.churn; bounded)
+        self.quiet = QuietBook()
         self.rejections: Counter[str] = Counter()
+        #: the most recently rejected identities' counts (bounded: p2pfl.protocol.churn.MAX_REJECTING)
         self.rejections_by_peer: dict[str, Counter[str]] = {}
         self.applied = 0
         self.duplicates = 0
@@ -161,7 +165,9 @@ class EngineCore:
 
     def forget_idle(self, now: float) -> list[str]:
         """Forget the replicas not moved on for ``forget_after_s`` at ``now`` (see :mod:`p2pfl.protocol.
-        idle`), keeping their versions as replay floors; returns the peers forgotten. Called every round."""
+        idle`), keeping their versions as replay floors, then the other per-identity state of identities no
+        longer live (:mod:`p2pfl.protocol.churn`); returns the peers whose replicas were forgotten. Called
+        every round, and periodically while a finished peer only serves (:mod:`p2pfl.peer_serve`)."""
         horizon = self.config.forget_after_s
         if horizon is None:
             horizon = FORGET_STALENESS_FACTOR * self.config.max_staleness_s
@@ -174,6 +180,7 @@ class EngineCore:
             self._snapshot_wanted.pop(peer, None)
             self._last_scored.pop(peer, None)
             self._doubted.discard(peer)
+        prune_identities(self, now)
         return gone
 
     # ------------------------------------------------------------------------------------ restore
@@ -199,7 +206,7 @@ class EngineCore:
     def _reject(self, reason: str, peer: str | None) -> list[Action]:
         self.rejections[reason] += 1
         if peer is not None:
-            self.rejections_by_peer.setdefault(peer, Counter())[reason] += 1
+            count_rejection(self.rejections_by_peer, peer, reason)
         return []
 
     def reject(self, reason: str, peer: str | None) -> None:

@@ -55,6 +55,9 @@ class HeaderBook:
     def forget(self, sender: str) -> None:
         self._seen.pop(sender, None)
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
 
 class ProofBook:
     """Verified proofs (by bytes -> convicted sender) and the senders whose proof this peer relayed."""

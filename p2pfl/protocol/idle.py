@@ -5,8 +5,9 @@ ever published to a long-lived peer stayed in its table. The policy is on the re
 transport's: a replica not moved on for ``forget_after_s`` (default ten times ``max_staleness_s``, so it has
 been out of every mix for nine staleness windows) is forgotten, whether its peer left, disconnected or went
 silent. A peer that comes back is served as a late joiner: its next delta finds no replica and asks for a
-snapshot (one fetch), and its return grace still applies (the scorer's state and the engine's
-``_heard_at`` are kept: an identity cannot launder its record by going quiet).
+snapshot (one fetch). The rest of its per-identity state (the scorer's record, ``_heard_at``, its ban
+count) is forgotten or remembered by :mod:`p2pfl.protocol.churn` at the same moment: a record worse than a new
+identity's stays (bounded), so an identity cannot launder it by going quiet.
 
 Forgetting must not reopen a replay: an old signed delta of a forgotten peer (its version 1 from the common
 initial model needs no replica to apply) would otherwise come back as a fresh replica. :class:`ForgottenBook`

@@ -134,3 +134,7 @@ class Echo:
 
     def reset(self, peer: str) -> None:
         self._last.pop(peer, None)
+
+    def __len__(self) -> int:
+        """Peers with an echo (bounded with the scorer's records: p2pfl.protocol.churn)."""
+        return len(self._last)

@@ -218,3 +218,7 @@ class Heading:
     def reset(self, peer: str) -> None:
         self._lag.pop(peer, None)
         self._shift.pop(peer, None)
+
+    def __len__(self) -> int:
+        """Peers with a heading (bounded with the scorer's records: p2pfl.protocol.churn)."""
+        return len(self._lag.keys() | self._shift.keys())

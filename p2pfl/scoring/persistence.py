@@ -108,6 +108,10 @@ class PersistentDistance:
         """Forget ``peer``'s window (grace after a silence, readmission, departure)."""
         self._seen.pop(peer, None)
 
+    def __len__(self) -> int:
+        """Peers with a window (bounded with the scorer's records: p2pfl.protocol.churn)."""
+        return len(self._seen)
+
 
 def persistently_far(tracker: PersistentDistance | None, peer: str, r: float, *, settled: bool) -> bool:
     """The scorer's hook: track ``peer``'s distance ratio ``r`` and say whether it stayed beyond ``hard``

@@ -247,6 +247,18 @@ class ContributionScorer(ScoringSteps):
         self._peers.pop(peer, None)
         self._reset_history(peer)
 
+    def known(self) -> list[str]:
+        """The peers with a record (p2pfl.protocol.churn forgets the quiet ones)."""
+        return list(self._peers)
+
+    def history_size(self) -> int:
+        """Entries of the per-peer histories (persistence, echo, heading): bounded with the records."""
+        return sum(len(h) for h in (self.persistence, self.echo, self.heading) if h is not None)
+
+    def state_of(self, peer: str) -> PeerState | None:
+        """``peer``'s record, or None if it has none (read-only use: p2pfl.protocol.churn)."""
+        return self._peers.get(peer)
+
     def evaluate(  # noqa: PLR0917 - positional order is the protocol layer's documented call
         self,
         own_before: ArrayLike,
