@@ -69,7 +69,7 @@ MB = 1e6
 #: the thread-pool sizes of the BLAS libraries numpy may use, pinned to 1 in p2pfl's processes
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: what the libp2p engine's fork server imports (``p2pfl.sim.engine_libp2p.PRELOAD``; checked after the run)
-PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer", "p2pfl.sim.worker_preload"]
 
 
 def _start_fork_server() -> None:

@@ -174,8 +174,9 @@ def run_libp2p(
 
 
 # ------------------------------------------------------------------------------------------ spawning
-#: Modules the fork server imports once; every worker forked from it starts with them loaded.
-PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+#: Modules the fork server imports once; every worker forked from it starts with them loaded (and with the
+#: first-use costs :mod:`.worker_preload` pays done).
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer", "p2pfl.sim.worker_preload"]
 
 
 class Worker:
