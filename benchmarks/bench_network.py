@@ -10,7 +10,7 @@ weights everywhere, 1 local epoch of SGD (lr 0.1, momentum 0.9, batch 16) per ro
 aggregation, every peer evaluated on the same 360 test samples.
 
 p2pfl's overlay and delta codec: by default each peer exchanges ``int8`` deltas with the 6 neighbours of a
-random-regular graph (8-16 peers; complete below, 8-regular above): a complete graph sends every delta to
+random-regular graph (8-32 peers; complete below, 8-regular above): a complete graph sends every delta to
 all N-1 peers each round, where a server-based run moves 2 copies per client (docs/benchmarks.md, "Bytes:
 a sparser overlay and int8"). ``--degree 15 --codec raw`` is the complete-graph parity configuration.
 Every p2pfl process runs with one BLAS thread (``BLAS_THREADS``): 16 single-threaded peer processes share
@@ -56,6 +56,11 @@ ROUNDS = 5
 #: peer exchanges int8 deltas with 6 neighbours of a random-regular graph instead of raw deltas with all 15
 #: of a complete graph (``--degree 15 --codec raw``: the complete-graph parity configuration)
 LEAN_DEGREE = 6
+#: the lean overlay up to this many peers (netbench.workload's 8-regular graph above): at 32 peers each of 32
+#: processes spends per-link CPU (handshakes, subscriptions, one verified delta per neighbour and round) on
+#: 2 cores, and degree 6 (inside issue 17's 6-8) kept the accuracy above FedAvg's at 32 (docs/benchmarks.md,
+#: "32 peers: where the CPU goes")
+LEAN_UP_TO = 32
 CODEC = "int8"
 
 MB = 1e6
@@ -64,7 +69,7 @@ MB = 1e6
 #: the thread-pool sizes of the BLAS libraries numpy may use, pinned to 1 in p2pfl's processes
 BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 #: what the libp2p engine's fork server imports (``p2pfl.sim.engine_libp2p.PRELOAD``; checked after the run)
-PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer", "p2pfl.sim.worker_preload"]
 
 
 def _start_fork_server() -> None:
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help=f"p2pfl's overlay: a random-regular graph of this degree (peers - 1: complete; default "
-        f"{LEAN_DEGREE} for {LEAN_DEGREE + 2}-16 peers, complete below, 8-regular above)",
+        f"{LEAN_DEGREE} for {LEAN_DEGREE + 2}-{LEAN_UP_TO} peers, complete below, 8-regular above)",
     )
     ap.add_argument(
         "--wait-before-mix",
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.peers < 2:
         ap.error("--peers must be at least 2")
-    if args.degree is None and LEAN_DEGREE + 2 <= args.peers <= 16:
+    if args.degree is None and LEAN_DEGREE + 2 <= args.peers <= LEAN_UP_TO:
         args.degree = LEAN_DEGREE
     if args.side:
         return _child(args)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -106,6 +107,7 @@ def run_libp2p(
             )
             time.sleep(0.02)  # the peers wait at this gate with their dials: every 0.1 s here was 0.1 s late
         (control / "go").touch()
+        wake(procs)
         online_s = time.time() - t0
         honest = plan.honest
         while True:
@@ -123,6 +125,7 @@ def run_libp2p(
             time.sleep(0.25)
         progress.close()
         (control / "stop").touch()
+        wake(procs)
         stop_at = time.time()
         stop_deadline = time.monotonic() + 60.0  # workers get a bounded grace period, then are killed
         for proc in procs:
@@ -171,8 +174,9 @@ def run_libp2p(
 
 
 # ------------------------------------------------------------------------------------------ spawning
-#: Modules the fork server imports once; every worker forked from it starts with them loaded.
-PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer"]
+#: Modules the fork server imports once; every worker forked from it starts with them loaded (and with the
+#: first-use costs :mod:`.worker_preload` pays done).
+PRELOAD = ["p2pfl.sim.worker", "p2pfl.transport.libp2p", "p2pfl.peer", "p2pfl.sim.worker_preload"]
 
 
 class Worker:
@@ -198,6 +202,23 @@ class Worker:
 
     def kill(self) -> None:
         self._proc.kill()
+
+    def wake(self, signum: int) -> None:
+        """Send ``signum`` (a worker's wake-up: look at the control files now); a no-op once it exited."""
+        pid = self._proc.pid
+        if pid is not None and self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def wake(workers: list[Worker]) -> None:
+    """Tell every worker to look at the control files now (``p2pfl.sim.worker.Control``): without it each
+    worker polled them every 20-50 ms for the whole run."""
+    from .worker import WAKE_SIGNAL
+
+    if WAKE_SIGNAL is not None:
+        for w in workers:
+            w.wake(WAKE_SIGNAL)
 
 
 def _use_fork_server() -> bool:

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,8 +38,48 @@ from .engine_libp2p import libp2p_addr
 from .runner import FINAL_CHECKPOINT, PeerRunner, load_split, make_plan
 from .scenario import SimulationError, parse_scenario
 
-#: how often a worker looks for the parent's start signal (``DIR/control/go``)
-GATE_POLL_S = 0.02
+#: the parent's wake-up: sent to every worker right after it creates ``DIR/control/go`` or ``.../stop``
+#: (the files say what happened; the signal only says "look now"). None where the platform has no SIGUSR1.
+WAKE_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR1", None)
+#: how often a worker looks at the control files without a wake-up (a safety net: a wake-up is not lost
+#: once the worker listens for it); without wake-up signals, how often it polls them
+CONTROL_POLL_S = 1.0 if WAKE_SIGNAL is not None else 0.02
+
+
+class Control:
+    """The parent's two control files as events, looked at when the parent's wake-up signal arrives.
+
+    Polling them cost every worker a wake-up and a ``stat`` every 20-50 ms for the whole run (32 peers:
+    4 % of all worker CPU, measured with ``P2PFL_SIM_PROFILE=sample``); the files stay the truth."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.go = trio.Event()
+        self.stop = trio.Event()
+
+    def check(self) -> None:
+        for name, event in (("go", self.go), ("stop", self.stop)):
+            if not event.is_set() and (self.directory / name).exists():
+                event.set()
+
+    async def watch(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen for wake-ups, then look at the files (a wake-up sent before we listened is covered by
+        that first look), and again at every wake-up and every ``CONTROL_POLL_S``, until told to stop."""
+        if WAKE_SIGNAL is None:
+            self.check()
+            task_status.started()
+            while not self.stop.is_set():
+                await trio.sleep(CONTROL_POLL_S)
+                self.check()
+            return
+        with trio.open_signal_receiver(WAKE_SIGNAL) as wakeups:
+            self.check()
+            task_status.started()
+            while not self.stop.is_set():
+                with trio.move_on_after(CONTROL_POLL_S):
+                    async for _ in wakeups:
+                        break
+                self.check()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ports", required=True)
     ap.add_argument("--t0", type=float, required=True)
     args = ap.parse_args(argv)
+    mark("main")
+    if WAKE_SIGNAL is not None:  # a wake-up before the worker listens for it must not kill it
+        signal.signal(WAKE_SIGNAL, signal.SIG_IGN)
     # one BLAS thread: 32-64 peer processes on a few cores, each with OpenBLAS's own pool of one thread per
     # core, measured 5-13 ms for a forward that takes 0.7 ms on one thread
     threadpool_limits(limits=1, user_api="blas")
@@ -62,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     me = plan.peers[args.index]
     split = load_split(out / "data.npz", args.index)
     d = out / "peers" / str(args.index)
-    control = out / "control"
+    mark("setup")
+    control = Control(out / "control")
 
     if me.join_round > 0:
         # a late Sybil must come online at its round, not seconds later: import libp2p now (measured: ~5 s
@@ -71,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
 
     async def gate() -> None:
         """Say this peer listens (``online``), then wait for the start signal (every peer listens)."""
+        mark("listening")
         (d / "online").touch()
-        for _ in range(int(scenario.run.time_limit_s / GATE_POLL_S) + 1):
-            if (control / "go").exists():
-                return
-            await trio.sleep(GATE_POLL_S)
+        with trio.move_on_after(scenario.run.time_limit_s):
+            await control.go.wait()
+            mark("go")
+            return
         raise SimulationError("no start signal from the parent")
 
     @asynccontextmanager
@@ -98,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             listen=f"/ip4/127.0.0.1/tcp/{me.port}",
             config=lib,
         ) as transport:
-            if not (control / "go").exists():
+            if not control.go.is_set():
                 await gate()
             yield transport
 
@@ -134,16 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     async def go() -> None:
-        if not (control / "go").exists():  # a peer that listens before its first round (a late Sybil)
+        if not control.go.is_set():  # a peer that listens before its first round (a late Sybil)
             await gate()
 
     def all_done() -> bool:
-        return (control / "stop").exists()
+        return control.stop.is_set()
 
     def finished(r: PeerRunner) -> None:
         # the checkpoint of the round just completed (written before publishing) is the model to score
         shutil.copyfile(d / "checkpoint.p2ck", d / FINAL_CHECKPOINT)
         atomic_write(d / "result.json", json.dumps(r.result()).encode())
+        mark("finished")
         (d / "finished").touch()
 
     async def lag_monitor() -> None:
@@ -159,11 +207,9 @@ def main(argv: list[str] | None = None) -> int:
 
     async def stop_watchdog() -> None:
         """A worker still alive 10 s after the stop signal logs what each of its tasks waits on, once."""
-        for _ in range(int(scenario.run.time_limit_s * 2) + 600):
-            if all_done():
-                break
-            await trio.sleep(0.5)
-        else:
+        with trio.move_on_after(scenario.run.time_limit_s + 300):
+            await control.stop.wait()
+        if not control.stop.is_set():
             return  # never told to stop (the parent is gone): nothing to explain
         await trio.sleep(10.0)
         logging.getLogger("p2pfl.sim").warning("still running 10 s after the stop signal:\n%s", task_tree())
@@ -171,13 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     async def stop_on_signal(scope: trio.CancelScope) -> None:
         """Stop at once when told to: the runner checks ``all_done`` only between rounds, and a round can
         wait ``max_round_wait_s`` for neighbours that are stopping too (16 peers: 4-5 s to shut down)."""
-        while not all_done():
-            await trio.sleep(0.05)
+        await control.stop.wait()
+        mark("stop")
         scope.cancel()
 
     async def main_task() -> None:
         trio.lowlevel.spawn_system_task(stop_watchdog)  # a system task: cancelled only once main_task returns
         async with trio.open_nursery() as nursery:
+            await nursery.start(control.watch)
             if logging.getLogger("p2pfl.sim").isEnabledFor(logging.DEBUG):
                 nursery.start_soon(lag_monitor)
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
@@ -187,11 +234,72 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(main_task)
     finally:
+        mark("exit")
+        _write_marks(d)
         if runner.vectors:
             np.save(d / "vectors.npy", np.stack(runner.vectors))
         if not (d / "result.json").exists():
             atomic_write(d / "result.json", json.dumps(runner.result()).encode())
     return 0
+
+
+#: ``cpu``: each worker writes ``cpu.json`` next to its log: the process's and the event-loop thread's CPU
+#: seconds when each phase ended (set-up, listening, start signal, rounds finished, stop, exit).
+#: ``cprofile``: also ``profile.pstats``, a cProfile of its whole ``main`` timed in CPU seconds;
+#: ``sample``: ``samples.json`` instead, a CPU-time sampling profile (:func:`_sampled`). Diagnosis
+#: of where a peer process's CPU goes (docs/benchmarks.md, "32 peers: where the CPU goes").
+PROFILE_ENV = "P2PFL_SIM_PROFILE"
+_marks: dict[str, tuple[float, float, float]] = {}
+
+
+def mark(phase: str) -> None:
+    """Record (process CPU, event-loop thread CPU, wall) at the end of ``phase`` (with ``PROFILE_ENV``)."""
+    if os.environ.get(PROFILE_ENV):
+        _marks.setdefault(phase, (time.process_time(), time.thread_time(), time.time()))
+
+
+def _write_marks(d: Path) -> None:
+    if _marks:
+        (d / "cpu.json").write_text(json.dumps(_marks))
+
+
+def _sampled(argv: list[str], out_dir: Path) -> int:
+    """``P2PFL_SIM_PROFILE=sample``: a CPU-time sampling profiler (``SIGPROF`` every 2 ms of process CPU;
+    each sample records the event-loop thread's stack, so worker threads' CPU shows as the loop's wait).
+    Far cheaper than cProfile, so time-proportional work (polling, heartbeats) is not inflated by it."""
+    import collections
+    import signal
+
+    stacks: collections.Counter[str] = collections.Counter()
+
+    def on_prof(_sig: int, frame: object) -> None:
+        names = []
+        f = frame
+        while f is not None:
+            code = f.f_code  # type: ignore[attr-defined]
+            names.append(f"{code.co_filename}:{code.co_name}")
+            f = f.f_back  # type: ignore[attr-defined]
+        stacks[";".join(reversed(names))] += 1
+
+    signal.signal(signal.SIGPROF, on_prof)
+    signal.setitimer(signal.ITIMER_PROF, 0.002, 0.002)
+    try:
+        return main(argv)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        (out_dir / "samples.json").write_text(json.dumps(stacks))
+
+
+def _profiled(argv: list[str], out_dir: Path) -> int:
+    import cProfile
+
+    # CPU time, not wall: the profile says where the process's CPU went (worker threads' CPU is charged to
+    # what the event loop was doing meanwhile, usually waiting in epoll)
+    prof = cProfile.Profile(time.process_time)
+    try:
+        return int(prof.runcall(main, argv))
+    finally:
+        prof.dump_stats(str(out_dir / "profile.pstats"))
 
 
 def warm() -> None:
@@ -222,7 +330,11 @@ def run_forked(argv: list[str], log_path: str, env: dict[str, str], cwd: str) ->
     os.dup2(null, 1)
     os.close(null)
     random.seed()  # forked children would otherwise share the server's random state
-    code = main(argv)
+    profile = os.environ.get(PROFILE_ENV)
+    if profile in ("cprofile", "sample"):
+        code = (_profiled if profile == "cprofile" else _sampled)(argv, Path(log_path).parent)
+    else:
+        code = main(argv)
     sys.stderr.flush()
     sys.exit(code)
 

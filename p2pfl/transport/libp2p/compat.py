@@ -28,6 +28,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, OutBoundQueueSize
 from libp2p.pubsub.score import PeerScorer
 from libp2p.rcmgr import Direction
+from libp2p.tools.anyio_service.trio_manager import TrioManager
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
 from p2pfl.errors import TransportError
 from p2pfl.transport.base import TransportStats
@@ -86,6 +88,12 @@ REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
     (GossipSub, "_emit_idontwant_for_message"),
     (PeerScorer, "penalize_behavior"),
     (PeerScorer, "score"),
+    # compat_cpu
+    (TrioManager, "_find_parent_task"),
+    (TrioManager, "_run_and_manage_task"),
+    (FunctionTask, "is_done"),
+    (FunctionTask, "has_trio_task"),
+    (FunctionTask, "trio_task"),
 )
 
 #: Attributes set in ``__init__`` (not visible on the class): checked on every host built, by
@@ -129,6 +137,10 @@ def _check_version() -> None:
 
 
 _check_version()
+
+from p2pfl.transport.libp2p import compat_cpu  # noqa: E402 - after the check: it patches what it checked
+
+compat_cpu.install()
 
 
 def check_instances(network: INetwork, pubsub: Pubsub, gossipsub: GossipSub) -> None:
@@ -295,6 +307,14 @@ class LeanGossipSub(GossipSub):
     ) -> None:
         self.relay, self.lazy_peers = relay, lazy_peers
         self.opportunistic_graft, self.peer_records, self.on_rpc = opportunistic_graft, peer_records, on_rpc
+        pubsub = getattr(self, "pubsub", None)
+        if not peer_records and pubsub is not None:
+            compat_cpu.records_stripped(pubsub.host)
+
+    def attach(self, pubsub: Pubsub) -> None:
+        super().attach(pubsub)
+        if not self.peer_records:  # its records are stripped: the record may be reused (compat_cpu)
+            compat_cpu.records_stripped(pubsub.host)
 
     def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
         if not self.peer_records and rpc.HasField("senderRecord"):

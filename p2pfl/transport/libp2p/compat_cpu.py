@@ -1,0 +1,103 @@
+"""CPU shortcuts in two py-libp2p 0.8.1 hot paths, same results (a compat module: it touches internals).
+
+Measured with ``P2PFL_SIM_PROFILE=sample`` on 32 peer processes (``benchmarks/bench_network.py --peers 32``,
+docs/benchmarks.md "32 peers: where the CPU goes"): the work below grew with the degree and the number of
+tasks, and each peer process paid it for every message it received.
+
+* **The signed peer record of every RPC.** Gossipsub asks ``env_to_send_in_RPC(host)`` for the host's signed
+  peer record on every ``publish``, including each *received* message it considers forwarding, and on every
+  control RPC; the function re-derives the host's addresses each time (``get_addrs``: parse each listener's
+  socket address into a multiaddr, base58-decode the peer id, encapsulate, compare sets) to decide whether
+  its cached record is still current. With ``LeanGossipSub(peer_records=False)`` those records are stripped
+  before sending anyway (all but the replay of recent messages to a new peer). For such hosts gossipsub's
+  answer is now reused for :data:`PEER_RECORD_TTL_S`: gossipsub asks only once connections exist, after the
+  transport listened, and listen addresses do not change while it runs, so the bytes are the same. Pubsub's
+  own calls (the hello and subscription announcements, which keep their record) are left as they are.
+* **Finding a task's parent.** py-libp2p's service manager records a parent for every task it spawns (one
+  per received pubsub message and per subscription change) by walking its *whole* task tree looking for the
+  current trio task (``TrioManager._find_parent_task``): O(tasks) per spawn, and a host has a few tasks per
+  connection. Each managed task now registers itself while it runs, so the lookup is a dict access. Same
+  answer: a task is in the tree exactly while it runs and is not done (see :func:`_find_parent_task`).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
+
+import libp2p.pubsub.gossipsub as gossipsub_module
+import trio
+from libp2p.tools.anyio_service.trio_manager import TrioManager
+from libp2p.tools.anyio_service.trio_tasks import FunctionTask
+
+__all__ = ["PEER_RECORD_TTL_S", "install", "original_find_parent_task", "records_stripped"]
+
+#: how long a host whose gossip RPCs carry no peer record reuses its signed record's bytes
+PEER_RECORD_TTL_S: Final = 1.0
+
+#: py-libp2p's own function, as gossipsub imported it
+_env_to_send_in_rpc: Callable[[Any], tuple[bytes, bool]] = getattr(gossipsub_module, "env_to_send_in_RPC")  # noqa: B009
+#: hosts whose gossipsub strips per-RPC records (LeanGossipSub(peer_records=False)), with their cached answer
+_stripping: weakref.WeakKeyDictionary[Any, tuple[float, tuple[bytes, bool]] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+_original_run_and_manage = TrioManager._run_and_manage_task
+#: the library's tree walk (tests compare the two)
+original_find_parent_task = TrioManager._find_parent_task
+#: attribute under which a manager keeps {trio task: the FunctionTask it runs}
+_INDEX = "_p2pfl_running"
+
+
+def records_stripped(host: Any) -> None:
+    """``host``'s gossipsub strips the peer record from its RPCs: let it reuse the record for a while."""
+    _stripping.setdefault(host, None)
+
+
+def _env_to_send(host: Any) -> tuple[bytes, bool]:
+    if host not in _stripping:
+        return _env_to_send_in_rpc(host)
+    now = time.monotonic()
+    cached = _stripping.get(host)
+    if cached is not None and now - cached[0] < PEER_RECORD_TTL_S:
+        return cached[1][0], False
+    answer = _env_to_send_in_rpc(host)
+    _stripping[host] = (now, answer)
+    return answer
+
+
+async def _run_and_manage_task(self: TrioManager, task: Any) -> None:
+    if not isinstance(task, FunctionTask):
+        await _original_run_and_manage(self, task)
+        return
+    index: dict[trio.lowlevel.Task, FunctionTask] = self.__dict__.setdefault(_INDEX, {})
+    me = trio.lowlevel.current_task()
+    index[me] = task
+    try:
+        await _original_run_and_manage(self, task)
+    finally:
+        index.pop(me, None)
+
+
+def _find_parent_task(self: TrioManager, trio_task: trio.lowlevel.Task) -> FunctionTask | None:
+    """The running FunctionTask of this manager whose trio task is ``trio_task``, else None (a new root).
+
+    The library's version walks the tree from the root tasks. A FunctionTask joins the tree when spawned and
+    leaves it when its ``run`` ends (it sets ``done`` first, then leaves its parent; a root leaves right
+    after); a non-daemon parent waits for its children, and a daemon parent's children are handed to the
+    grandparent in the same synchronous step that ends it. So the task running in ``trio_task`` is in the
+    tree exactly when it has started (``trio_task`` set) and is not done, which is what is checked here."""
+    index: dict[trio.lowlevel.Task, FunctionTask] = self.__dict__.get(_INDEX, {})
+    task = index.get(trio_task)
+    if task is None or task.is_done or not task.has_trio_task or task.trio_task is not trio_task:
+        return None
+    return task
+
+
+def install() -> None:
+    """Install both shortcuts (process-wide; idempotent)."""
+    setattr(gossipsub_module, "env_to_send_in_RPC", _env_to_send)  # noqa: B010 - not re-exported there
+    TrioManager._run_and_manage_task = _run_and_manage_task  # type: ignore[method-assign]
+    TrioManager._find_parent_task = _find_parent_task  # type: ignore[method-assign]
