@@ -16,9 +16,9 @@ moment (each round, and periodically while a finished peer only serves: :mod:`p2
   that stayed away past the horizon re-earns its weight, as any newcomer does);
 * **remembered** when its record is worse than a new identity's (:func:`worse_than_new`: evicted, banned
   or convicted, on probation, excluded, or holding bad evidence or absurd models): going quiet must not
-  launder it. At most ``MAX_REMEMBERED`` such identities are kept, the longest quiet dropped first (then
-  forgotten as above: an attacker must burn that many bad identities to flush one, and the flushed one
-  gets what a new one gets).
+  launder it, and it keeps none of the privileges a new one lacks (:func:`shed_privileges`). At most
+  ``MAX_REMEMBERED`` such identities are kept, the longest quiet dropped first (then forgotten as above: an
+  attacker must burn that many bad identities to flush one, and the flushed one gets what a new one gets).
 
 Tables bounded by other means: the per-sender/relay/publisher rate-limit buckets (at most ``max_keys``
 each, and a bucket that has refilled is dropped here: a full bucket and a missing one are the same, a new
@@ -106,6 +106,22 @@ class QuietBook:
         return list(self._quiet)
 
 
+def shed_privileges(engine: EngineCore, peer: str) -> None:
+    """Keep of a remembered record only what is worse than a new identity's: a founder's or an established
+    identity's standing, its earned passes and a reputation above the initial one go (its penalties stay).
+    "Worse than new" is one field, not the whole record: without this a founder that sent one bad version
+    before going quiet came back a founder at full weight, which a founder with a clean record does not."""
+    scorer = engine.scorer
+    state = scorer.state_of(peer) if scorer is not None else None
+    if scorer is None or state is None:
+        return
+    cfg = scorer.config
+    if not (cfg.young_rounds == 0 or scorer.rounds <= cfg.founding_rounds):  # a new one would be young
+        state.founder = state.established = False
+        state.passes = 0
+    state.reputation = min(state.reputation, cfg.initial_reputation)
+
+
 def forget_identity(engine: EngineCore, peer: str) -> None:
     """Drop everything the engine keeps about ``peer`` outside its (already forgotten) replica."""
     if engine.scorer is not None:
@@ -129,6 +145,7 @@ def prune_identities(engine: EngineCore, now: float) -> list[str]:
         if peer in quiet:
             continue
         if worse_than_new(engine, peer):
+            shed_privileges(engine, peer)
             for dropped in quiet.add(peer, now):
                 forget_identity(engine, dropped)
                 forgotten.append(dropped)
