@@ -4,6 +4,7 @@ clock."""
 
 from __future__ import annotations
 
+from p2pfl.protocol.churn import identity_tables
 from tests.protocol.test_churn import HORIZON, _engine, _publish, _seed
 
 
@@ -40,3 +41,26 @@ def test_a_founder_remembered_for_a_bad_version_comes_back_no_better_than_new() 
     assert not scorer.is_founder(founder.peer_id)
     assert scorer.influence_cap(founder.peer_id) <= scorer.influence_cap(newcomer.peer_id)
     assert scorer.reputation(founder.peer_id) <= scorer.reputation(newcomer.peer_id)
+
+
+def test_identities_that_never_get_a_replica_grow_no_table() -> None:
+    """An attacker signs each version with a new key and sends only its second version (a gap: buffered with
+    its payload, a snapshot asked for) and never answers the snapshot request. Without an expiry the want
+    and the buffered payload of every such identity were kept for ever (nothing but a replica's forgetting
+    dropped them), and each kept the identity live, so none of its other state was pruned either."""
+    victim = _engine(_seed(1))
+    honest = _engine(_seed(1000))
+    rounds = 200
+    for i in range(rounds):
+        now = float(i)
+        if i % 5 == 0:
+            victim.handle_announce(_publish(honest, now, 0.005), honest.peer_id, now)
+        attacker = _engine(_seed(10 + i), scoring=False)
+        _publish(attacker, now, 0.01)  # version 1: never sent
+        env = _publish(attacker, now, 0.01)  # version 2: no replica to continue
+        victim.handle_announce(env, f"relay-{i}", now)
+        victim.finish_round(victim.own_params(), now)
+    live = HORIZON + 2
+    assert len(victim._snapshot_wanted) <= live
+    assert len(victim._pending) <= live
+    assert identity_tables(victim)["replicas"] <= 2
