@@ -7,8 +7,9 @@ without bound. The replicas are forgotten after ``[protocol] forget_after_s`` wi
 moment (each round, and periodically while a finished peer only serves: :mod:`p2pfl.peer_serve`):
 
 * an identity is *live* while the engine holds its replica, buffers its deltas, fetches its payload or
-  wants its snapshot. Once it is none of these (its replica was forgotten, or it was evicted and its
-  replica dropped), its per-identity state is either forgotten or remembered:
+  wants its snapshot (a want or fetch unanswered past the horizon expires: :func:`expire_requests`). Once
+  it is none of these (its replica was forgotten, or it was evicted and its replica dropped), its
+  per-identity state is either forgotten or remembered:
 * **forgotten** when its record is no worse than a new identity's: the scorer's state (reputation, standing,
   founder flag, echo/heading/persistence history), the round table's ``_heard_at``, ``_last_scored`` and
   ``_doubted``, and its ban count. If it comes back it is a new identity: young, not a founder, with the
@@ -36,6 +37,8 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING
+
+from p2pfl.protocol.idle import FORGET_STALENESS_FACTOR
 
 if TYPE_CHECKING:
     from p2pfl.protocol.core import EngineCore
@@ -133,9 +136,30 @@ def forget_identity(engine: EngineCore, peer: str) -> None:
     engine.quiet.discard(peer)
 
 
+def expire_requests(engine: EngineCore, now: float) -> None:
+    """Drop the snapshot wants and payload fetches older than the forgetting horizon (never younger than
+    ``snapshot_retry_s``, the only age they are compared with, so no retry changes), and the deltas buffered
+    for a snapshot of a peer we hold no replica of and no longer want one from. Without this an identity
+    that sent a delta with a gap and never answered stayed live for ever, its buffered payloads with it."""
+    cfg = engine.config
+    horizon = cfg.forget_after_s
+    if horizon is None:
+        horizon = FORGET_STALENESS_FACTOR * cfg.max_staleness_s
+    age = max(horizon, cfg.snapshot_retry_s)
+    for peer in [p for p, asked in engine._snapshot_wanted.items() if now - asked > age]:
+        del engine._snapshot_wanted[peer]
+    for peer in [p for p, (_seq, at) in engine._fetching_for.items() if now - at > age]:
+        del engine._fetching_for[peer]
+    for digest in [d for d, at in engine._fetching.items() if now - at > age]:
+        del engine._fetching[digest]
+    for peer in [p for p in engine._pending if p not in engine.replicas and p not in engine._snapshot_wanted]:
+        del engine._pending[peer]
+
+
 def prune_identities(engine: EngineCore, now: float) -> list[str]:
     """Forget or remember every identity that is no longer live (module docstring) and drop refilled rate
     buckets; returns the identities forgotten. Called with :meth:`EngineCore.forget_idle`."""
+    expire_requests(engine, now)
     live = live_identities(engine)
     quiet = engine.quiet
     for peer in [p for p in quiet.peers() if p in live]:
