@@ -1,5 +1,6 @@
 """The round loop's side of :mod:`p2pfl.protocol.solo`: log the solo events, and hold a paused peer until a
-neighbour's new version arrives (it keeps serving, and forgetting idle identities, meanwhile)."""
+neighbour's new version arrives (it keeps serving, readmitting expired evictions and forgetting idle
+identities, meanwhile)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ class SoloWatch:
             loop._replica_updated = trio.Event()
             with trio.move_on_after(HOLD_POLL_S):
                 await loop._replica_updated.wait()
-            engine.forget_idle(trio.current_time())
+            now = trio.current_time()
+            # readmit expired evictions as a round would: an evicted only neighbour must be able to wake us
+            await loop._p.exchange.execute(engine.readmissions(now))
+            engine.forget_idle(now)
 
     def status(self) -> dict[str, int | bool]:
         return self.tracker.status()

@@ -390,8 +390,11 @@ class PeerRunner:
                         break
 
     async def _serve_a_while(self, peer: Peer) -> None:
-        """A finished peer between rounds (p2pfl.sim.after_rounds): forget idle identities, then sleep."""
-        peer.engine.forget_idle(trio.current_time())
+        """A finished peer between rounds (p2pfl.sim.after_rounds): readmit expired evictions and forget idle
+        identities, as ``p2pfl peer``'s serve loop does (p2pfl.peer_serve), then sleep."""
+        now = trio.current_time()
+        await peer.exchange.execute(peer.engine.readmissions(now))
+        peer.engine.forget_idle(now)
         await trio.sleep(SERVE_POLL_S)
 
     def _leaving(self) -> bool:

@@ -117,6 +117,7 @@ class SnapshotCollector(Collector):
         #: scrapes answered with the previous snapshot (the peer's loop was busy)
         self.stale = 0
         self._peers = LabelCap(NEIGHBOUR_LABEL_CAP)
+        self._rejections = Tally()
         self._reasons = LabelCap(REASON_LABEL_CAP)
         #: high-water marks of the derived control bytes (a counter never goes down)
         self._control = {"sent": 0, "received": 0}
@@ -244,7 +245,7 @@ class SnapshotCollector(Collector):
             f"Rejections counted against a peer (the first {NEIGHBOUR_LABEL_CAP} seen; the rest: other).",
             labels=["peer"],
         )
-        for peer, n in _merge(s.rejections_by_peer, self._peers).items():
+        for peer, n in self._rejections.update(s.rejections_by_peer, self._peers).items():
             rejected.add_metric([peer], n)
         yield rejected
 
@@ -282,6 +283,26 @@ def _merge(counts: dict[str, int], cap: LabelCap) -> dict[str, int]:
         label = cap.label(key)
         out[label] = out.get(label, 0) + counts[key]
     return out
+
+
+class Tally:
+    """Per label, the counts of a table that forgets keys (the engine keeps the rejection counts of its most
+    recently rejected identities only: p2pfl.protocol.churn), summed into counters that never go down: each
+    scrape adds what each key's count grew by since the last one; a count below the last (the key was
+    dropped, then counted anew) adds all of it. (A key dropped and counted anew past its old count between
+    two scrapes is under-counted by the old count.) Holds the last counts of the table's keys only."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self._totals: dict[str, int] = {}
+
+    def update(self, counts: dict[str, int], cap: LabelCap) -> dict[str, int]:
+        for key in sorted(counts):
+            n, before = counts[key], self._last.get(key, 0)
+            label = cap.label(key)
+            self._totals[label] = self._totals.get(label, 0) + (n - before if n >= before else n)
+        self._last = dict(counts)
+        return dict(self._totals)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

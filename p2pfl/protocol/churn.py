@@ -7,8 +7,9 @@ without bound. The replicas are forgotten after ``[protocol] forget_after_s`` wi
 moment (each round, and periodically while a finished peer only serves: :mod:`p2pfl.peer_serve`):
 
 * an identity is *live* while the engine holds its replica, buffers its deltas, fetches its payload or
-  wants its snapshot. Once it is none of these (its replica was forgotten, or it was evicted and its
-  replica dropped), its per-identity state is either forgotten or remembered:
+  wants its snapshot (a want or fetch unanswered past the horizon expires: :func:`expire_requests`). Once
+  it is none of these (its replica was forgotten, or it was evicted and its replica dropped), its
+  per-identity state is either forgotten or remembered:
 * **forgotten** when its record is no worse than a new identity's: the scorer's state (reputation, standing,
   founder flag, echo/heading/persistence history), the round table's ``_heard_at``, ``_last_scored`` and
   ``_doubted``, and its ban count. If it comes back it is a new identity: young, not a founder, with the
@@ -16,9 +17,9 @@ moment (each round, and periodically while a finished peer only serves: :mod:`p2
   that stayed away past the horizon re-earns its weight, as any newcomer does);
 * **remembered** when its record is worse than a new identity's (:func:`worse_than_new`: evicted, banned
   or convicted, on probation, excluded, or holding bad evidence or absurd models): going quiet must not
-  launder it. At most ``MAX_REMEMBERED`` such identities are kept, the longest quiet dropped first (then
-  forgotten as above: an attacker must burn that many bad identities to flush one, and the flushed one
-  gets what a new one gets).
+  launder it, and it keeps none of the privileges a new one lacks (:func:`shed_privileges`). At most
+  ``MAX_REMEMBERED`` such identities are kept, the longest quiet dropped first (then forgotten as above: an
+  attacker must burn that many bad identities to flush one, and the flushed one gets what a new one gets).
 
 Tables bounded by other means: the per-sender/relay/publisher rate-limit buckets (at most ``max_keys``
 each, and a bucket that has refilled is dropped here: a full bucket and a missing one are the same, a new
@@ -36,6 +37,8 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING
+
+from p2pfl.protocol.idle import FORGET_STALENESS_FACTOR
 
 if TYPE_CHECKING:
     from p2pfl.protocol.core import EngineCore
@@ -106,6 +109,22 @@ class QuietBook:
         return list(self._quiet)
 
 
+def shed_privileges(engine: EngineCore, peer: str) -> None:
+    """Keep of a remembered record only what is worse than a new identity's: a founder's or an established
+    identity's standing, its earned passes and a reputation above the initial one go (its penalties stay).
+    "Worse than new" is one field, not the whole record: without this a founder that sent one bad version
+    before going quiet came back a founder at full weight, which a founder with a clean record does not."""
+    scorer = engine.scorer
+    state = scorer.state_of(peer) if scorer is not None else None
+    if scorer is None or state is None:
+        return
+    cfg = scorer.config
+    if not (cfg.young_rounds == 0 or scorer.rounds <= cfg.founding_rounds):  # a new one would be young
+        state.founder = state.established = False
+        state.passes = 0
+    state.reputation = min(state.reputation, cfg.initial_reputation)
+
+
 def forget_identity(engine: EngineCore, peer: str) -> None:
     """Drop everything the engine keeps about ``peer`` outside its (already forgotten) replica."""
     if engine.scorer is not None:
@@ -117,9 +136,30 @@ def forget_identity(engine: EngineCore, peer: str) -> None:
     engine.quiet.discard(peer)
 
 
+def expire_requests(engine: EngineCore, now: float) -> None:
+    """Drop the snapshot wants and payload fetches older than the forgetting horizon (never younger than
+    ``snapshot_retry_s``, the only age they are compared with, so no retry changes), and the deltas buffered
+    for a snapshot of a peer we hold no replica of and no longer want one from. Without this an identity
+    that sent a delta with a gap and never answered stayed live for ever, its buffered payloads with it."""
+    cfg = engine.config
+    horizon = cfg.forget_after_s
+    if horizon is None:
+        horizon = FORGET_STALENESS_FACTOR * cfg.max_staleness_s
+    age = max(horizon, cfg.snapshot_retry_s)
+    for peer in [p for p, asked in engine._snapshot_wanted.items() if now - asked > age]:
+        del engine._snapshot_wanted[peer]
+    for peer in [p for p, (_seq, at) in engine._fetching_for.items() if now - at > age]:
+        del engine._fetching_for[peer]
+    for digest in [d for d, at in engine._fetching.items() if now - at > age]:
+        del engine._fetching[digest]
+    for peer in [p for p in engine._pending if p not in engine.replicas and p not in engine._snapshot_wanted]:
+        del engine._pending[peer]
+
+
 def prune_identities(engine: EngineCore, now: float) -> list[str]:
     """Forget or remember every identity that is no longer live (module docstring) and drop refilled rate
     buckets; returns the identities forgotten. Called with :meth:`EngineCore.forget_idle`."""
+    expire_requests(engine, now)
     live = live_identities(engine)
     quiet = engine.quiet
     for peer in [p for p in quiet.peers() if p in live]:
@@ -129,6 +169,7 @@ def prune_identities(engine: EngineCore, now: float) -> list[str]:
         if peer in quiet:
             continue
         if worse_than_new(engine, peer):
+            shed_privileges(engine, peer)
             for dropped in quiet.add(peer, now):
                 forget_identity(engine, dropped)
                 forgotten.append(dropped)

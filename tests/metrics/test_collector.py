@@ -45,8 +45,9 @@ def test_per_neighbour_series_stay_under_the_cap_however_many_peers_come_and_go(
         reputation = {k: v for k, v in s.items() if k[0] == "p2pfl_neighbour_reputation"}
         assert len(rejected) <= NEIGHBOUR_LABEL_CAP + 1
         assert len(reputation) <= NEIGHBOUR_LABEL_CAP
-        # this wave's counts all land somewhere (the first 64 peers ever seen, or other)
-        assert sum(rejected.values()) == 200
+        # every wave's counts land somewhere (the first 64 peers ever seen, or other), and stay there
+        # (the engine's table forgets peers: a counter does not)
+        assert sum(rejected.values()) == 200 * (wave + 1)
 
 
 def test_label_cap_is_sticky() -> None:
@@ -124,3 +125,31 @@ def test_parse_listen_accepts_the_documented_forms() -> None:
     assert parse_listen("[::1]:9464") == ("::1", 9464)
     assert parse_listen("localhost:0") == ("localhost", 0)
     assert parse_listen("0.0.0.0:9464") == ("0.0.0.0", 9464)
+
+
+def test_neighbour_rejections_never_go_down_when_the_engine_forgets_a_peer() -> None:
+    """The engine keeps the rejection counts of its ``MAX_REJECTING`` most recently rejected identities only
+    (p2pfl.protocol.churn): an entry dropped from its table must not take its counts out of the counter
+    (``other``'s fell, and a labelled peer's series vanished, then restarted from its new count)."""
+    labelled = {f"12D3KooWp{i:03d}": 1 for i in range(NEIGHBOUR_LABEL_CAP)}
+    current: dict[str, object] = {"rejections_by_peer": {**labelled, "12D3KooWq": 10}}
+    collector = SnapshotCollector(lambda: snap(**current))
+
+    def rejected() -> dict[str, float]:
+        s = samples(collector)
+        return {dict(k[1])["peer"]: v for k, v in s.items() if k[0] == "p2pfl_neighbour_rejections_total"}
+
+    first = rejected()
+    assert first[OTHER] == 10 and first["12D3KooWp000"] == 1
+    # the engine dropped q and p000 (least recently rejected); r is new; p001 was rejected once more
+    current["rejections_by_peer"] = {
+        **{p: n for p, n in labelled.items() if p != "12D3KooWp000"},
+        "12D3KooWp001": 2,
+        "12D3KooWr": 1,
+    }
+    second = rejected()
+    assert second[OTHER] == 11 and second["12D3KooWp000"] == 1 and second["12D3KooWp001"] == 2
+    current["rejections_by_peer"] = {**labelled, "12D3KooWp000": 3}  # p000 rejected again: a new entry
+    third = rejected()
+    assert third["12D3KooWp000"] == 4 and third[OTHER] == 11
+    assert rejected() == third  # the same snapshot again (a stale scrape) adds nothing

@@ -1,0 +1,45 @@
+"""A finished simulated peer that only serves or responds ([run] after_rounds) still readmits expired
+evictions, as ``p2pfl peer``'s serve loop does (p2pfl/peer_serve.py): a fake peer, trio's mock clock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+import trio.testing
+
+from p2pfl.protocol import Action, Readmit
+from p2pfl.sim.runner import PeerRunner
+from tests.protocol.test_churn import _publish, _seed
+from tests.protocol.test_solo_hold import BAN_S, _engine
+
+
+def test_a_serving_finished_peer_readmits_an_expired_eviction() -> None:
+    victim = _engine(_seed(1))
+    honest = [_engine(_seed(2 + j), scoring=False) for j in range(2)]
+    bad = _engine(_seed(50), scoring=False)
+    for i in range(4):
+        now = float(i)
+        for e in honest:
+            victim.handle_announce(_publish(e, now, 0.01), e.peer_id, now)
+        victim.handle_announce(_publish(bad, now, 1e4), bad.peer_id, now)
+        victim.finish_round(victim.own_params(), now)
+    assert victim.is_evicted(bad.peer_id)
+    executed: list[Action] = []
+
+    async def execute(actions: Sequence[Action]) -> None:
+        executed.extend(actions)
+
+    peer: Any = SimpleNamespace(engine=victim, exchange=SimpleNamespace(execute=execute))
+
+    async def main() -> None:
+        for _ in range(int(2 * BAN_S / 0.05)):  # bounded: twice the ban, one poll at a time
+            await PeerRunner._serve_a_while(None, peer)  # type: ignore[arg-type]
+            if not victim.is_evicted(bad.peer_id):
+                return
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert not victim.is_evicted(bad.peer_id)
+    assert [a.peer for a in executed if isinstance(a, Readmit)] == [bad.peer_id]  # (the transport unblocks)
