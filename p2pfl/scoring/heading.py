@@ -69,10 +69,13 @@ class HeadingConfig:
     shift_bad: float = -0.75
     #: the smoothing: weight of the old value per observation
     memory: float = 0.7
-    #: whether the lag test weighs at all (off by default: under dissensus, honest neighbours that the
-    #: attack drags apart lag too, and down-weighting them cost 13 points and 7 false evictions on the
-    #: 6-regular matrix cell; docs/scoring.md)
-    lag: bool = False
+    #: whether the lag test weighs at all
+    lag: bool = True
+    #: the lag test holds neighbours only while at most this share of the sane neighbours lags (smoothed
+    #: lag below ``lag_ok``); beyond it the observer's own centre is off the consensus's course (dragged by
+    #: dissensus) and the test stands down for everyone (without this gate the 6-regular dissensus cell
+    #: fell to 80.7 / 44.9 % with 7 false evictions; docs/scoring.md)
+    lag_share: float = 1.0 / 3.0
 
     def __post_init__(self) -> None:
         for name, ok, bad in (
@@ -83,6 +86,10 @@ class HeadingConfig:
                 raise ConfigError("scoring", name, f"need -1 <= bad < ok <= 1, got {ok!r}, {bad!r}")
         if not isinstance(self.lag, bool):
             raise ConfigError("scoring", "heading_lag", f"must be a bool, got {self.lag!r}")
+        if not (is_real(self.lag_share) and 0.0 <= self.lag_share <= 1.0):
+            raise ConfigError(
+                "scoring", "heading_lag_share", f"must be a number in [0, 1], got {self.lag_share!r}"
+            )
         if not (is_real(self.memory) and 0.0 <= self.memory < 1.0):
             raise ConfigError("scoring", "heading_memory", f"must be a number in [0, 1), got {self.memory!r}")
 
@@ -136,6 +143,7 @@ class Heading:
         self._progress: NDArray[np.float64] | None = None
         self._lag: dict[str, float] = {}
         self._shift: dict[str, float] = {}
+        self._lag_open = True
 
     def observe(
         self,
@@ -188,6 +196,10 @@ class Heading:
                 self._smooth(self._lag, p, _cos(offset, self._progress))
             if sigma is not None:
                 self._smooth(self._shift, p, _cos(offset, sigma))
+        if lag:  # the gate (``lag_share``): a minority may lag, a majority means the centre is off course
+            seen = [self._lag[p] for p in models if p in self._lag]
+            behind = sum(1 for v in seen if v < self.config.lag_ok)
+            self._lag_open = behind <= self.config.lag_share * len(seen)
 
     def _smooth(self, table: dict[str, float], peer: str, value: float | None) -> None:
         if value is None:
@@ -200,14 +212,20 @@ class Heading:
         """The smoothed lag cosine (``None``: not observed, or the lag test is off)."""
         return self._lag.get(peer)
 
+    @property
+    def lag_open(self) -> bool:
+        """Whether the lag test weighs now: at most ``lag_share`` of the sane neighbours lag."""
+        return self.config.lag and self._lag_open
+
     def shift(self, peer: str) -> float | None:
         return self._shift.get(peer)
 
     def weight(self, peer: str) -> float:
-        """Weight factor in ``[0, 1]``: the smaller of the shift's and (with ``lag``) the lag's ramps."""
+        """Weight factor in ``[0, 1]``: the smaller of the shift's and (with ``lag``, while the gate is
+        open) the lag's ramps."""
         cfg = self.config
         w = 1.0
-        lag = self._lag.get(peer) if cfg.lag else None
+        lag = self._lag.get(peer) if cfg.lag and self._lag_open else None
         if lag is not None:
             w = min(w, _ramp(lag, cfg.lag_ok, cfg.lag_bad))
         shift = self._shift.get(peer)

@@ -496,7 +496,14 @@ class ContributionScorer:
         spread, as they set the scorer's: new identities cannot frame an established neighbour."""
         if self.heading is not None:
             settled = self.rounds > self.config.founding_rounds
-            reference = [p for p in sane if self._state(p).established]
+            reference = [
+                p
+                for p in sane
+                if self._state(p).established
+                and self._state(p).status == "active"
+                and self._echo_weight(p) > 0.0
+                and self._persistence_weight(p) > 0.0
+            ]
             self.heading.observe(own, sane, dict.fromkeys(scored, settled), reference)
 
     def _heading_weight(self, peer: str) -> float:
