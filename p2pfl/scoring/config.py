@@ -187,9 +187,11 @@ class ScoringConfig:
     heading_shift_bad: float = HeadingConfig.shift_bad
     heading_memory: float = HeadingConfig.memory
     #: the lag test (IPM) weighs only when on, and only while at most ``heading_lag_share`` of the sane
-    #: neighbours lag (a majority lagging means dissensus drags the own centre; docs/scoring.md)
+    #: neighbours lag and the own trained model keeps up with the centre (heading_lag_own_ok): otherwise
+    #: dissensus drags the own centre (docs/scoring.md)
     heading_lag: bool = HeadingConfig.lag
     heading_lag_share: float = HeadingConfig.lag_share
+    heading_lag_own_ok: float = HeadingConfig.lag_own_ok
 
     def heading_config(self) -> HeadingConfig:
         """The :class:`~p2pfl.scoring.heading.HeadingConfig` the ``heading_*`` fields describe."""
@@ -201,6 +203,7 @@ class ScoringConfig:
             self.heading_memory,
             self.heading_lag,
             self.heading_lag_share,
+            self.heading_lag_own_ok,
         )
 
     def echo_config(self) -> EchoConfig:
