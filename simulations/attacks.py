@@ -199,13 +199,23 @@ class IPM(_Omniscient):
     back along it (the rest of the push is kept). ``lag_floor`` (above -1) is the form that knows the test's
     thresholds: it keeps as much of the push back along that progress as leaves the cosine of its offset
     with it at ``lag_floor`` (e.g. -0.25, just above ``heading_lag_ok``: never held, never counted by the
-    test's gate), and the rest of the push as it is."""
+    test's gate), and the rest of the push as it is. ``ahead`` is the colluder that attacks the gate
+    itself: it publishes ``mean + epsilon * (mean - start)``, the neighbours' update extrapolated forward,
+    so the median of a peer it shares with IPM colluders runs ahead of that peer's own trained model, which
+    then lags behind the centre's motion and the lag test stands down (``[attack] ipm_gate_breakers``:
+    every attacker with an odd seed does this, the others plain IPM)."""
 
     def __init__(
-        self, inner: Any, epsilon: float = 0.5, evade_lag: bool = False, lag_floor: float = -1.0
+        self,
+        inner: Any,
+        epsilon: float = 0.5,
+        evade_lag: bool = False,
+        lag_floor: float = -1.0,
+        *,
+        ahead: bool = False,
     ) -> None:
         super().__init__(inner)
-        self.epsilon = epsilon
+        self.epsilon = -(1.0 + epsilon) if ahead else epsilon  # ahead: start + (1 + eps) (mean - start)
         self.evade_lag = evade_lag
         self.lag_floor = 0.0 if evade_lag else lag_floor
         self._last_mean: npt.NDArray[np.float64] | None = None
@@ -459,7 +469,8 @@ class Behaviour:
         elif self.kind == "alie":
             wrapped = ALIE(learner, s.z, s.alie_signs, self.seed)
         elif self.kind == "ipm":
-            wrapped = IPM(learner, s.epsilon, s.ipm_evade_lag, s.ipm_lag_floor)
+            ahead = s.ipm_gate_breakers and self.seed % 2 == 1
+            wrapped = IPM(learner, s.epsilon, s.ipm_evade_lag, s.ipm_lag_floor, ahead=ahead)
         elif self.kind == "labelperm":
             wrapped = LabelPerm(learner, self.perm_seed)
         elif self.kind == "honest_then_attack":

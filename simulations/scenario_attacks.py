@@ -145,6 +145,9 @@ class AttackSpec:
     #: ipm: the adaptive form that knows the lag test's thresholds: keeps the cosine of its offset with the
     #: progress it sees at this value or above (-1: off; -0.25 sits just inside ``heading_lag_ok``)
     ipm_lag_floor: float = -1.0
+    #: ipm: the colluders that attack the lag test's gate: attackers with an odd seed publish the
+    #: neighbours' update extrapolated forward, so their honest neighbours' centres run ahead of them
+    ipm_gate_breakers: bool = False
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -172,6 +175,7 @@ class AttackSpec:
             alie_signs=_choice(s, "alie_signs", _get(t, s, "alie_signs", str, "fixed"), ("fixed", "random")),
             ipm_evade_lag=_get(t, s, "ipm_evade_lag", bool, False),
             ipm_lag_floor=_get(t, s, "ipm_lag_floor", (int, float), -1.0),
+            ipm_gate_breakers=_get(t, s, "ipm_gate_breakers", bool, False),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)

@@ -93,6 +93,18 @@ def test_ipm_that_knows_the_lag_thresholds_keeps_its_cosine_with_the_progress_at
     assert cos(out) == pytest.approx(-0.25, abs=1e-3)  # just inside heading_lag_ok, still pushing back
 
 
+def test_the_gate_breaker_extrapolates_the_neighbours_update_forward() -> None:
+    inner = _learner()
+    rng = np.random.default_rng(3)
+    models = _models(rng, inner)
+    w = IPM(inner, epsilon=0.5, ahead=True)
+    w.view = lambda: models
+    out = _flat(_round(w))
+    start = _flat(w._start)  # type: ignore[arg-type]
+    mean = np.mean([_flat(m) for m in models], axis=0)
+    assert np.allclose(out, mean + 0.5 * (mean - start), atol=1e-5)
+
+
 def test_the_plain_attacks_lose_their_heading_weight_and_the_adaptive_ones_keep_it() -> None:
     """Both forms fed to the signal the way a peer sees them: its own model and the attacker's neighbours."""
     inner = _learner()
@@ -119,3 +131,5 @@ def test_scenario_parses_the_adaptive_knobs() -> None:
     assert sc.attack.ipm_evade_lag is True
     sc = scenario(attack={"kind": "ipm", "fraction": 0.25, "ipm_lag_floor": -0.25})
     assert sc.attack.ipm_lag_floor == -0.25
+    sc = scenario(attack={"kind": "ipm", "fraction": 0.25, "ipm_gate_breakers": True})
+    assert sc.attack.ipm_gate_breakers is True
