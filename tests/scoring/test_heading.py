@@ -243,3 +243,32 @@ def test_the_scorer_measures_heading_against_its_established_neighbours() -> Non
         scorer.evaluate(before, after, models, centre)
     assert all(scorer.is_established(p) for p in HONEST)
     assert all(w > 0.0 for w in scorer.weights_for(HONEST))
+
+
+def test_a_neighbour_that_echo_holds_does_not_set_the_heading_centre() -> None:
+    """A dissensus model aimed at this peer (beyond the own trained model along the own update) is held
+    by echo; it must not drag the heading's centre either, or the honest neighbours would lag behind that
+    motion (docs/scoring.md, fifth pass)."""
+    rng = np.random.default_rng(8)
+    scorer = ContributionScorer(ScoringConfig())
+    assert scorer.heading is not None
+    references: list[list[str]] = []
+    observe = scorer.heading.observe
+
+    def spy(own: object, models: object, scored: object, reference: list[str] | None = None) -> None:
+        references.append(sorted(reference or []))
+        observe(own, models, scored, reference)  # type: ignore[arg-type]
+
+    scorer.heading.observe = spy  # type: ignore[method-assign]
+    pulls = {p: rng.normal(size=DIM) / np.sqrt(DIM) for p in HONEST}
+    centre = rng.normal(size=DIM)
+    for _ in range(scorer.config.founding_rounds + 4):
+        scorer.begin_round()
+        before = centre + 0.05 * rng.normal(size=DIM) / np.sqrt(DIM)
+        after = before + 0.3 * rng.normal(size=DIM) / np.sqrt(DIM)
+        models = _honest(rng, centre, pulls)
+        models["d"] = after + 1.0 * (after - before)  # the own step extrapolated: echo +1
+        losses = dict.fromkeys(models, 0.5)
+        scorer.evaluate(before, after, models, centre, losses, 0.3)
+    assert scorer.echo is not None and scorer.echo.weight("d") == 0.0
+    assert references[-1] == sorted(HONEST)
