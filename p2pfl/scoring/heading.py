@@ -38,18 +38,18 @@ Measured offline on recorded scorer inputs (digits Dirichlet 0.3 on random 6- an
 neighbours, rounds 11-40, docs/scoring.md "Fourth pass"): shift 1.00 / 0.96 / 1.00 against ALIE, lag 1.00 /
 0.94 / 0.97 against IPM; closed loop, docs/scoring.md "Fifth pass".
 
-Failure modes: an attacker that knows the rule randomises the sign pattern of its ALIE shift, or keeps
-its IPM offset's cosine with the progress it can estimate at or above ``lag_ok`` (``simulations/attacks.py``:
-``alie_signs = "random"``, ``ipm_evade_lag``, ``ipm_lag_floor``); the signal then does not see it, and what
-is left of the attack is measured in docs/scoring.md. An observer with more than a third of its neighbours
-IPM attackers (or lagging for any reason) gets no lag test at all (the gate). In a model so small that
-cosines of noise are large (tens of parameters) around a centre that does not move, honest neighbours
-lag at random (two synthetic 12-dimensional scorer tests run with ``heading_lag = false``). Honest
-peers dragged by an attacker majority, or lagging after a stall, can lose weight (weight only: no
-eviction). A neighbour whose model differs from the others' by about the same amount,
-one sign, in every coordinate (a uniform drift, as in synthetic tests) looks exactly like ALIE's shift and
-is held out too. Within the founding rounds the centre moves too fast for a heading to mean
-anything, and the caller does not apply it.
+Failure modes: an attacker that knows the rule randomises the sign pattern of its ALIE shift, or keeps its IPM
+offset's cosine with the progress it can estimate at or above ``lag_ok`` (``simulations/attacks.py``:
+``alie_signs = "random"``, ``ipm_evade_lag``, ``ipm_lag_floor``); the signal then does not see it, and what is
+left of the attack is measured in docs/scoring.md. An observer with more than a third of its neighbours IPM
+attackers (or lagging for any reason) gets no lag test at all (the gate). In a model so small that cosines of
+noise are large (tens of parameters) around a centre that does not move, honest neighbours lag at random (two
+synthetic 12-dimensional scorer tests run with ``heading_lag = false``). Honest peers dragged by an attacker
+majority, or lagging after a stall (a neighbour whose versions arrive a round or more stale lags like IPM with
+epsilon 0), can lose weight (weight only: no eviction). A neighbour whose model differs from the others' by
+about the same amount, one sign, in every coordinate (a uniform drift, as in synthetic tests) looks exactly
+like ALIE's shift and is held out too. Within the founding rounds the centre moves too fast for a heading to
+mean anything, and the caller does not apply it.
 
 Pure: no clock, no randomness.
 """
@@ -75,7 +75,7 @@ class HeadingConfig:
 
     #: weight 1 while the smoothed lag cosine is at or above this, 0 at or below ``lag_bad``
     lag_ok: float = -0.3
-    lag_bad: float = -0.45
+    lag_bad: float = -0.4
     #: the same for the smoothed shift cosine
     shift_ok: float = -0.55
     shift_bad: float = -0.75
