@@ -493,7 +493,9 @@ class ContributionScorer:
     ) -> None:
         """Smooth the heading of each version just scored, after the founding rounds (within them the centre
         moves too fast for a heading to mean anything); the established sane models set the centre and the
-        spread, as they set the scorer's: new identities cannot frame an established neighbour."""
+        spread, as they set the scorer's: new identities cannot frame an established neighbour; neighbours
+        that echo or persistence already hold (or the reputation excludes) set neither, so a dissensus model
+        aimed at this peer does not drag the centre its honest neighbours' lag is measured against."""
         if self.heading is not None:
             settled = self.rounds > self.config.founding_rounds
             reference = [
