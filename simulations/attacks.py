@@ -46,6 +46,7 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -195,12 +196,28 @@ class IPM(_Omniscient):
     ``evade_lag`` is the adaptive form against the heading signal's lag test (p2pfl/scoring/heading.py):
     the attacker estimates the consensus's progress as a moving average (0.7) of the change of its
     neighbours' mean between its versions, and drops the component of its offset from that mean that points
-    back along it (the rest of the push is kept)."""
+    back along it (the rest of the push is kept). ``lag_floor`` (above -1) is the form that knows the test's
+    thresholds: it keeps as much of the push back along that progress as leaves the cosine of its offset
+    with it at ``lag_floor`` (e.g. -0.25, just above ``heading_lag_ok``: never held, never counted by the
+    test's gate), and the rest of the push as it is. ``ahead`` is the colluder that attacks the gate
+    itself: it publishes ``mean + epsilon * (mean - start)``, the neighbours' update extrapolated forward,
+    so the median of a peer it shares with IPM colluders runs ahead of that peer's own trained model, which
+    then lags behind the centre's motion and the lag test stands down (``[attack] ipm_gate_breakers``:
+    every attacker with an odd seed does this, the others plain IPM)."""
 
-    def __init__(self, inner: Any, epsilon: float = 0.5, evade_lag: bool = False) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        epsilon: float = 0.5,
+        evade_lag: bool = False,
+        lag_floor: float = -1.0,
+        *,
+        ahead: bool = False,
+    ) -> None:
         super().__init__(inner)
-        self.epsilon = epsilon
+        self.epsilon = -(1.0 + epsilon) if ahead else epsilon  # ahead: start + (1 + eps) (mean - start)
         self.evade_lag = evade_lag
+        self.lag_floor = 0.0 if evade_lag else lag_floor
         self._last_mean: npt.NDArray[np.float64] | None = None
         self._progress: npt.NDArray[np.float64] | None = None
 
@@ -211,7 +228,7 @@ class IPM(_Omniscient):
         keys = sorted(trained)
         mean = {k: np.mean([m[k] for m in models], axis=0) for k in keys}
         out = {k: (start[k] - self.epsilon * (mean[k] - start[k])).astype(np.float32) for k in keys}
-        if not self.evade_lag:
+        if self.lag_floor <= -1.0:
             return out
         centre = _flat(mean)
         if self._last_mean is not None and self._last_mean.shape == centre.shape:
@@ -221,11 +238,16 @@ class IPM(_Omniscient):
         p = self._progress
         if p is None or not float(p @ p) > 0:
             return out
+        u = p / math.sqrt(float(p @ p))
         offset = _flat(out) - centre
-        along = float(offset @ p) / float(p @ p)
-        if along >= 0:
+        along = float(offset @ u)
+        rest = offset - along * u
+        floor = self.lag_floor
+        # the most negative component along u that keeps cos(offset, u) >= floor
+        least = floor * math.sqrt(float(rest @ rest)) / math.sqrt(1.0 - floor * floor) if floor < 0 else 0.0
+        if along >= least:
             return out
-        fixed = centre + offset - along * p
+        fixed = centre + rest + least * u
         pos = 0
         for k in keys:
             n = out[k].size
@@ -447,7 +469,8 @@ class Behaviour:
         elif self.kind == "alie":
             wrapped = ALIE(learner, s.z, s.alie_signs, self.seed)
         elif self.kind == "ipm":
-            wrapped = IPM(learner, s.epsilon, s.ipm_evade_lag)
+            ahead = s.ipm_gate_breakers and self.seed % 2 == 1
+            wrapped = IPM(learner, s.epsilon, s.ipm_evade_lag, s.ipm_lag_floor, ahead=ahead)
         elif self.kind == "labelperm":
             wrapped = LabelPerm(learner, self.perm_seed)
         elif self.kind == "honest_then_attack":

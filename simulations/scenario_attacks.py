@@ -142,6 +142,12 @@ class AttackSpec:
     #: ipm: the adaptive form against the heading signal: drop the push's component back along the
     #: consensus's progress as the attacker sees it
     ipm_evade_lag: bool = False
+    #: ipm: the adaptive form that knows the lag test's thresholds: keeps the cosine of its offset with the
+    #: progress it sees at this value or above (-1: off; -0.25 sits just inside ``heading_lag_ok``)
+    ipm_lag_floor: float = -1.0
+    #: ipm: the colluders that attack the lag test's gate: attackers with an odd seed publish the
+    #: neighbours' update extrapolated forward, so their honest neighbours' centres run ahead of them
+    ipm_gate_breakers: bool = False
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -168,6 +174,8 @@ class AttackSpec:
             dissensus_evade_echo=_get(t, s, "dissensus_evade_echo", bool, False),
             alie_signs=_choice(s, "alie_signs", _get(t, s, "alie_signs", str, "fixed"), ("fixed", "random")),
             ipm_evade_lag=_get(t, s, "ipm_evade_lag", bool, False),
+            ipm_lag_floor=_get(t, s, "ipm_lag_floor", (int, float), -1.0),
+            ipm_gate_breakers=_get(t, s, "ipm_gate_breakers", bool, False),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)
@@ -182,6 +190,7 @@ class AttackSpec:
         _range(s, "start_round", out.start_round, 0, 100_000)
         _range(s, "flood_count", out.flood_count, 1, 1_000_000)
         _range(s, "dissensus_lambda", out.dissensus_lambda, 0, 1000)
+        _range(s, "ipm_lag_floor", out.ipm_lag_floor, -1, 0)
         return out
 
     def count(self, peers: int) -> int:

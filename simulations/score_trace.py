@@ -65,6 +65,13 @@ class Recorder:
                     "own_loss": own_loss,
                     "only": None if kw.get("only") is None else sorted(kw["only"]),
                     "records": {p: (r.distance, r.cosine, r.combined, r.status) for p, r in out.items()},
+                    "heading": {
+                        p: (self.heading.lag(p), self.heading.shift(p), self.heading.weight(p))
+                        for p in neighbours
+                    }
+                    if self.heading is not None
+                    else {},
+                    "echo": {p: self._echo_weight(p) for p in neighbours},
                     "weights": dict(
                         zip(sorted(neighbours), self.weights_for(sorted(neighbours)).tolist(), strict=True)
                     ),

@@ -186,9 +186,12 @@ class ScoringConfig:
     heading_shift_ok: float = HeadingConfig.shift_ok
     heading_shift_bad: float = HeadingConfig.shift_bad
     heading_memory: float = HeadingConfig.memory
-    #: the lag test weighs only when on (opt-in: it catches IPM but also cuts honest neighbours that
-    #: dissensus drags apart; docs/scoring.md)
+    #: the lag test (IPM) weighs only when on, and only while at most ``heading_lag_share`` of the sane
+    #: neighbours lag and the own trained model keeps up with the centre (heading_lag_own_ok): otherwise
+    #: dissensus drags the own centre (docs/scoring.md)
     heading_lag: bool = HeadingConfig.lag
+    heading_lag_share: float = HeadingConfig.lag_share
+    heading_lag_own_ok: float = HeadingConfig.lag_own_ok
 
     def heading_config(self) -> HeadingConfig:
         """The :class:`~p2pfl.scoring.heading.HeadingConfig` the ``heading_*`` fields describe."""
@@ -199,6 +202,8 @@ class ScoringConfig:
             self.heading_shift_bad,
             self.heading_memory,
             self.heading_lag,
+            self.heading_lag_share,
+            self.heading_lag_own_ok,
         )
 
     def echo_config(self) -> EchoConfig:

@@ -93,10 +93,19 @@ class TrackerHooks:
     ) -> None:
         """Smooth the heading of each version just scored, after the founding rounds (within them the centre
         moves too fast for a heading to mean anything); the established sane models set the centre and the
-        spread, as they set the scorer's: new identities cannot frame an established neighbour."""
+        spread, as they set the scorer's: new identities cannot frame an established neighbour; neighbours
+        that echo or persistence already hold (or the reputation excludes) set neither, so a dissensus model
+        aimed at this peer does not drag the centre its honest neighbours' lag is measured against."""
         if self.heading is not None:
             settled = self.rounds > self.config.founding_rounds
-            reference = [p for p in sane if self._state(p).established]
+            reference = [
+                p
+                for p in sane
+                if self._state(p).established
+                and self._state(p).status == "active"
+                and self._echo_weight(p) > 0.0
+                and self._persistence_weight(p) > 0.0
+            ]
             self.heading.observe(own, sane, dict.fromkeys(scored, settled), reference)
 
     def _heading_weight(self, peer: str) -> float:

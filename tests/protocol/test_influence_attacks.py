@@ -153,9 +153,12 @@ def test_a_huge_norm_model_that_hides_from_the_loss_is_never_mixed_and_evicted_w
     """A founder behaves for 10 rounds, then alternates honest versions with huge-norm ones that keep a
     perfect loss. Not one huge-norm version is mixed (the old scoring gave them about 0.7 and weight 1), and
     every honest peer evicts it at its evict_after-th such version, although the honest ones in between
-    reset the consecutive-bad count."""
-    cfg = ScoringConfig()
-    net = LearningNet()
+    reset the consecutive-bad count. (The heading's lag test off: this attacker's "honest" versions are the
+    mean of the honest peers' *previous* public models, one round stale, so it lags behind the consensus
+    exactly like IPM with epsilon 0 and the lag test holds it before round CONVERGE; this test is about
+    the absurd-model rule, docs/scoring.md "Fifth pass" lists stale neighbours as a failure mode.)"""
+    cfg = ScoringConfig(heading_lag=False)
+    net = LearningNet(scoring=cfg)
     (bad,) = net.add_attackers(1, _hidden_extreme(CONVERGE))
     clean = _clean(CONVERGE + ATTACK + AFTER)
     acc = []

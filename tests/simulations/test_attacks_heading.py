@@ -4,6 +4,7 @@ exactly what the signal looks at and keeps the rest of its attack."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.scoring.heading import Heading
@@ -69,6 +70,41 @@ def test_ipm_evading_the_lag_test_keeps_no_component_back_along_the_progress_it_
     assert np.linalg.norm(out - mean) > 0.1  # it still pushes, orthogonally to the progress
 
 
+def test_ipm_that_knows_the_lag_thresholds_keeps_its_cosine_with_the_progress_at_the_floor() -> None:
+    inner = _learner()
+    rng = np.random.default_rng(1)
+    w = IPM(inner, epsilon=0.5, lag_floor=-0.25)
+    plain = IPM(inner, epsilon=0.5)
+    base = _models(rng, inner)
+    out = plain_out = np.zeros(1)
+    models = base
+    for t in range(4):  # the neighbours' models move together by +0.5 per round
+        models = [{k: v + 0.5 * t for k, v in m.items()} for m in base]
+        w.view = lambda models=models: models  # type: ignore[misc]
+        plain.view = lambda models=models: models  # type: ignore[misc]
+        out, plain_out = _flat(_round(w)), _flat(_round(plain))
+    mean = np.mean([_flat(m) for m in models], axis=0)
+    u = np.full_like(out, 1.0) / np.sqrt(out.size)
+
+    def cos(x: np.ndarray) -> float:
+        return float((x - mean) @ u / np.linalg.norm(x - mean))
+
+    assert cos(plain_out) < -0.25  # the plain attack lags more than the floor
+    assert cos(out) == pytest.approx(-0.25, abs=1e-3)  # just inside heading_lag_ok, still pushing back
+
+
+def test_the_gate_breaker_extrapolates_the_neighbours_update_forward() -> None:
+    inner = _learner()
+    rng = np.random.default_rng(3)
+    models = _models(rng, inner)
+    w = IPM(inner, epsilon=0.5, ahead=True)
+    w.view = lambda: models
+    out = _flat(_round(w))
+    start = _flat(w._start)  # type: ignore[arg-type]
+    mean = np.mean([_flat(m) for m in models], axis=0)
+    assert np.allclose(out, mean + 0.5 * (mean - start), atol=1e-5)
+
+
 def test_the_plain_attacks_lose_their_heading_weight_and_the_adaptive_ones_keep_it() -> None:
     """Both forms fed to the signal the way a peer sees them: its own model and the attacker's neighbours."""
     inner = _learner()
@@ -93,3 +129,7 @@ def test_scenario_parses_the_adaptive_knobs() -> None:
     assert sc.attack.alie_signs == "random"
     sc = scenario(attack={"kind": "ipm", "fraction": 0.25, "ipm_evade_lag": True})
     assert sc.attack.ipm_evade_lag is True
+    sc = scenario(attack={"kind": "ipm", "fraction": 0.25, "ipm_lag_floor": -0.25})
+    assert sc.attack.ipm_lag_floor == -0.25
+    sc = scenario(attack={"kind": "ipm", "fraction": 0.25, "ipm_gate_breakers": True})
+    assert sc.attack.ipm_gate_breakers is True
