@@ -62,7 +62,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.errors import AggregationError
-from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
+from p2pfl.scoring.badrun import DriftTrust, corroborated, leak, neighbourhood_ratios
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo, echo, loss_ratio
 from p2pfl.scoring.heading import Heading
@@ -127,6 +127,9 @@ class ContributionScorer:
         self.echo = Echo(self.config.echo_config()) if self.config.echo else None
         #: issue 16: each neighbour's smoothed heading from the centre (None: off; p2pfl/scoring/heading.py)
         self.heading = Heading(self.config.heading_config()) if self.config.heading else None
+        #: issue 16: the neighbours whose gradual drift is data, not poisoning (p2pfl/scoring/badrun.py)
+        cfg = self.config
+        self.drift = DriftTrust(cfg.evict_trust_versions, cfg.evict_jump, cfg.evict_trusted_distance)
 
     # -- queries ---------------------------------------------------------------------------------
 
@@ -405,6 +408,7 @@ class ContributionScorer:
                     s_loss_e = _ramp_down(q, cfg.loss_ok, cfg.loss_bad)
                 s_dist_e = _ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
                 lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
+            self._observe_drift(p, state, r_e)  # issue 16
             # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
             # from the own mix's centre and from the neighbourhood's unweighted median alike
             counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
@@ -412,7 +416,7 @@ class ContributionScorer:
                 if plain is None:  # (set by the established, as the spread: new identities cannot move it)
                     settled = [q for q in sane if self._state(q).established] or sane
                     plain = neighbourhood_ratios(after, {q: models[q] for q in sane}, settled)
-                counts = plain.get(p, math.inf) >= cfg.evict_distance
+                counts = plain.get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
             if state.grace_left > 0:
                 state.grace_left -= 1
                 state.consecutive_bad = 0
@@ -502,8 +506,22 @@ class ContributionScorer:
     def _heading_weight(self, peer: str) -> float:
         return 1.0 if self.heading is None else self.heading.weight(peer)
 
+    def _observe_drift(self, peer: str, state: PeerState, r: float) -> None:
+        """Record ``r`` towards ``peer``'s drift trust (settled versions only: established, after the founding
+        rounds, outside grace and probation; p2pfl/scoring/badrun.py, ``DriftTrust``)."""
+        cfg = self.config
+        if cfg.evict_distance:
+            settled = (
+                state.established
+                and state.grace_left == 0
+                and state.status != "probation"
+                and self.rounds > cfg.founding_rounds
+            )
+            self.drift.observe(peer, r, cfg.evict_distance, settled=settled)
+
     def _reset_history(self, peer: str) -> None:
         """Forget what ``peer``'s earlier versions showed (grace, readmission, departure)."""
+        self.drift.reset(peer)
         if self.persistence is not None:
             self.persistence.reset(peer)
         if self.echo is not None:
