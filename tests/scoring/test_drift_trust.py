@@ -65,7 +65,8 @@ def test_off_trusts_nobody() -> None:
 def _drift(
     cfg: ScoringConfig, path: Callable[[int], float], rounds: int = 40
 ) -> tuple[ContributionScorer, list[ScoreRecord]]:
-    """Neighbour ``o`` at distance ratio ``path(t)`` in round ``t`` (rounds counted as a peer does), its loss on the own data 1000x the own loss from round 8 (loss score 0: every version bad once far)."""
+    """Neighbour ``o`` at distance ratio ``path(t)`` in round ``t`` (rounds counted as a
+    peer does), its loss on the own data 1000x the own from round 8 (loss score 0: bad once far)."""
     scorer = ContributionScorer(cfg)
     world = World(seed=4)
     records: list[ScoreRecord] = []
