@@ -36,10 +36,12 @@ own): it met ``evict_distance`` and was banned. A sign-flipper is far from its f
 (``r`` 9-50 in rounds 6-8 on the dumbbell, 5.8 and more on the 6-regular graph but for one pair at an
 observer with 3 attackers among 6 neighbours, 3.4). So a neighbour whose first ``trust_versions`` settled
 versions all sat below ``evict_distance`` is *trusted*: its gradual drift counts towards eviction only at
-``trusted_distance`` (32; the farthest honest neighbour measured reached ``r`` 21-24); a version more than
-``jump`` times farther than the neighbour's previous one (and beyond ``evict_distance``) ends the trust for
-good: the onset of an honest-then-attack poisoner. An attacker who knows this earns the trust, then ramps
-slower than ``jump`` per version and stays below ``trusted_distance``: it is not banned, but every bad
+``trusted_distance`` (32; the farthest honest neighbour measured reached ``r`` 21-24); a version beyond
+``evict_distance`` and more than ``jump`` (4) times farther than the nearest of the neighbour's last
+``trust_versions`` versions ends the trust for good: the onset of an honest-then-attack poisoner (a
+sign-flipper turning after round 10 went from ``r`` 0.9-1.6 to 4.2-7.9 within 2-3 versions, 4.3-5.7x;
+honest drift on the dumbbell grew at most 3.4x over 3 versions). An attacker who knows this earns the
+trust, then ramps slower than that and stays below ``trusted_distance``: it is not banned, but every bad
 version still leaves the mix at once and its reputation falls below ``exclude_below`` (weight 0), as for
 the attacker who stays inside ``evict_distance``.
 
@@ -122,8 +124,8 @@ class DriftTrust:
 
     def __init__(self, trust_versions: int, jump: float, trusted_distance: float) -> None:
         self.trust_versions, self.jump, self.trusted_distance = trust_versions, jump, trusted_distance
-        #: peer -> (settled versions seen while earning, trusted, forfeited, last r)
-        self._state: dict[str, tuple[int, bool, bool, float]] = {}
+        #: peer -> (settled versions seen while earning, trusted, forfeited, its last ``trust_versions`` r)
+        self._state: dict[str, tuple[int, bool, bool, tuple[float, ...]]] = {}
 
     def trusted(self, peer: str) -> bool:
         state = self._state.get(peer)
@@ -131,18 +133,20 @@ class DriftTrust:
 
     def observe(self, peer: str, r: float, evict_distance: float, *, settled: bool) -> None:
         """Record the eviction-distance ratio ``r`` of ``peer``'s version (only ``settled`` ones earn trust:
-        established neighbours after the founding rounds, outside grace)."""
+        established neighbours after the founding rounds, outside grace and probation)."""
         if self.trust_versions <= 0 or not settled:
             return
-        seen, trusted, forfeited, last = self._state.get(peer, (0, False, False, math.nan))
+        seen, trusted, forfeited, recent = self._state.get(peer, (0, False, False, ()))
         if not math.isfinite(r) or r >= evict_distance:
-            # far: before the trust is earned, it never will be; after, a sudden jump forfeits it
-            if not trusted or not (last > 0 and r < self.jump * last):
+            # far: before the trust is earned, it never will be; after, a jump within the last
+            # ``trust_versions`` versions forfeits it (a gradual drift does not)
+            if not trusted or not (recent and r < self.jump * min(recent)):
                 forfeited = True
         elif not forfeited and not trusted:
             seen += 1
             trusted = seen >= self.trust_versions
-        self._state[peer] = (seen, trusted, forfeited, r)
+        kept = r if math.isfinite(r) else math.inf
+        self._state[peer] = (seen, trusted, forfeited, (*recent, kept)[-self.trust_versions :])
 
     def counts(self, peer: str, r: float) -> bool:
         """Whether distance ``r`` is far enough for a bad score of ``peer`` to count, beyond

@@ -45,10 +45,11 @@ class ScoringConfig:
     evict_distance: float | None = 4.0
     #: a neighbour whose first ``evict_trust_versions`` settled versions all sat below ``evict_distance`` is
     #: trusted: its gradual drift counts towards eviction only at ``evict_trusted_distance``; one version
-    #: ``evict_jump`` times farther than its previous one (and beyond ``evict_distance``) ends the trust
+    #: beyond ``evict_distance`` and ``evict_jump`` times farther than the nearest of its last
+    #: ``evict_trust_versions`` ends the trust
     #: (p2pfl/scoring/badrun.py, ``DriftTrust``; docs/scoring.md, "Drift trust"). 0: off.
     evict_trust_versions: int = 3
-    evict_jump: float = 3.0
+    evict_jump: float = 4.0
     evict_trusted_distance: float = 32.0
     probation_length: int = 3
     probation_reputation: float = 0.5

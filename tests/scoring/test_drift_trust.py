@@ -20,14 +20,14 @@ from .test_corroboration import _place
 
 
 def test_trust_is_earned_by_settled_versions_inside_the_eviction_distance() -> None:
-    d = DriftTrust(3, 3.0, 32.0)
+    d = DriftTrust(3, 4.0, 32.0)
     for r in (1.0, 1.5):
         d.observe("p", r, 4.0, settled=True)
     d.observe("p", 1.0, 4.0, settled=False)  # founding rounds, grace: no evidence either way
     assert not d.trusted("p") and d.counts("p", 5.0)
     d.observe("p", 2.0, 4.0, settled=True)
     assert d.trusted("p") and not d.counts("p", 31.9) and d.counts("p", 32.0)
-    for r in (3.0, 5.0, 9.0, 15.0, 30.0):  # gradual drift (< 3x per version) keeps it
+    for r in (3.0, 4.5, 7.0, 11.0, 17.0, 26.0):  # gradual drift (< 4x over 3 versions) keeps it
         d.observe("p", r, 4.0, settled=True)
     assert d.trusted("p")
     d.reset("p")
@@ -35,15 +35,15 @@ def test_trust_is_earned_by_settled_versions_inside_the_eviction_distance() -> N
 
 
 def test_a_far_version_before_the_trust_is_earned_forbids_it() -> None:
-    d = DriftTrust(3, 3.0, 32.0)
+    d = DriftTrust(3, 4.0, 32.0)
     for r in (1.0, 4.0, 1.0, 1.0, 1.0, 1.0):
         d.observe("p", r, 4.0, settled=True)
     assert not d.trusted("p") and d.counts("p", 4.0)
 
 
-@pytest.mark.parametrize("jump_to", [6.1, math.inf, math.nan])
+@pytest.mark.parametrize("jump_to", [8.1, math.inf, math.nan])
 def test_a_sudden_jump_beyond_the_eviction_distance_ends_the_trust(jump_to: float) -> None:
-    d = DriftTrust(3, 3.0, 32.0)
+    d = DriftTrust(3, 4.0, 32.0)
     for r in (1.0, 1.5, 2.0):
         d.observe("p", r, 4.0, settled=True)
     d.observe("p", 3.9, 4.0, settled=True)  # < 4: not a jump that counts, whatever its ratio
@@ -111,22 +111,23 @@ def test_honest_then_attack_is_evicted_at_its_onset() -> None:
 
 
 def test_the_adaptive_attacker_ramping_slower_than_the_jump_keeps_its_link_but_no_weight() -> None:
-    """The attacker who knows the rule earns the trust, then ramps 2.5x per version (under ``evict_jump``) to
+    """The attacker who knows the rule earns the trust, then ramps 1.5x per version (3.4x over 3 versions,
+    under ``evict_jump``) to
     ``r`` 30, just inside ``evict_trusted_distance``: never evicted, but every far version scores bad and
     it is excluded (weight 0) within a few versions. One step beyond ``evict_trusted_distance`` and it is
     evicted."""
     cfg = ScoringConfig()
 
     def ramp(limit: float) -> Callable[[int], float]:
-        return lambda t: 1.2 if t < 10 else min(limit, 1.2 * 2.5 ** (t - 9))
+        return lambda t: 1.2 if t < 10 else min(limit, 1.2 * 1.5 ** (t - 9))
 
     scorer, records = _drift(cfg, ramp(30.0))
     assert len(records) == 40 and records[-1].status != "evicted"
-    late = records[14:]
+    late = records[20:]
     assert all(r.combined < cfg.bad_score for r in late)
     assert all(r.status == "excluded" for r in late) and scorer.weights_for(["o"])[0] == 0.0
     _, beyond = _drift(cfg, ramp(40.0))
-    assert beyond[-1].status == "evicted" and len(beyond) <= 14 + 2 * cfg.evict_after
+    assert beyond[-1].status == "evicted" and len(beyond) <= 20 + 2 * cfg.evict_after
 
 
 @pytest.mark.parametrize(
