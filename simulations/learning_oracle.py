@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from . import bench_matrix as bm
 from .plan import build_learner, load_splits, make_plan
+from .scenario import load_scenario
 
 Vec = NDArray[np.float64]
 
@@ -44,7 +45,7 @@ def geomed(rows: Vec, iterations: int = 50) -> Vec:
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    base = bm.load_scenario(bm.MATRIX_BASE).replace(run={"rounds": args.rounds, "seed": args.seed})
+    base = load_scenario(bm.MATRIX_BASE).replace(run={"rounds": args.rounds, "seed": args.seed})
     sc = bm.cell_scenario(base, bm.Cell("digits", args.alpha, args.topology, "0", "none", "default"))
     if args.prox:
         sc = sc.replace(model={"prox": args.prox})
