@@ -408,14 +408,16 @@ class ContributionScorer:
                     s_loss_e = _ramp_down(q, cfg.loss_ok, cfg.loss_bad)
                 s_dist_e = _ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
                 lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
-            self._observe_drift(p, state, r_e)  # issue 16
+            seen_r = r_e  # issue 16, drift trust: far only if far from both centres (as for counting)
+            if cfg.evict_distance and r_e >= cfg.evict_distance:
+                plain = plain if plain is not None else self._plain(after, models, sane)
+                seen_r = min(r_e, plain.get(p, math.inf))
+            self._observe_drift(p, state, seen_r)
             # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
             # from the own mix's centre and from the neighbourhood's unweighted median alike
             counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
             if counts and not persistent and cfg.evict_distance is not None:
-                if plain is None:  # (set by the established, as the spread: new identities cannot move it)
-                    settled = [q for q in sane if self._state(q).established] or sane
-                    plain = neighbourhood_ratios(after, {q: models[q] for q in sane}, settled)
+                plain = plain if plain is not None else self._plain(after, models, sane)
                 counts = plain.get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
             if state.grace_left > 0:
                 state.grace_left -= 1
@@ -505,6 +507,14 @@ class ContributionScorer:
 
     def _heading_weight(self, peer: str) -> float:
         return 1.0 if self.heading is None else self.heading.weight(peer)
+
+    def _plain(
+        self, after: NDArray[np.float64], models: Mapping[str, NDArray[np.float64]], sane: list[str]
+    ) -> dict[str, float]:
+        """``badrun.neighbourhood_ratios`` of the sane models, the centre and spread set by the established
+        (as the scorer's spread: new identities cannot move it)."""
+        settled = [q for q in sane if self._state(q).established] or sane
+        return neighbourhood_ratios(after, {q: models[q] for q in sane}, settled)
 
     def _observe_drift(self, peer: str, state: PeerState, r: float) -> None:
         """Record ``r`` towards ``peer``'s drift trust (settled versions only: established, after the founding
