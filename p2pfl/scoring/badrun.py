@@ -31,19 +31,20 @@ the mix (``drop_bad_at_once``) and lower its reputation, so a model bad by loss 
 What the distance must add for a neighbour that *earned* its place is :class:`DriftTrust`. On Dirichlet 0.1
 an honest neighbour whose data hold other classes sits inside the spread for its first settled versions
 (``r`` 1-2.5, 4.2 at most) and then drifts away version after version as the rest of the neighbourhood
-converges without its classes (measured on the dumbbell: ``r`` 4-24 after round 15, loss 10-110x the
-own): it met ``evict_distance`` and was banned. A sign-flipper is far from its first poisoned version
-(``r`` 9-50 in rounds 6-8 on the dumbbell, 5.8 and more on the 6-regular graph but for one pair at an
-observer with 3 attackers among 6 neighbours, 3.4). So a neighbour whose first ``trust_versions`` settled
-versions all sat below ``evict_distance`` is *trusted*: its gradual drift counts towards eviction only at
+converges without its classes (measured on the dumbbell: ``r`` 4-24 after round 15, loss 10-110x the own):
+it met ``evict_distance`` and was banned. A sign-flipper is far from its first poisoned version (``r`` 9-50
+in rounds 6-8 on the dumbbell, 5.8 and more on the 6-regular graph but for one pair at an observer with 3
+attackers among 6 neighbours, 3.4). So a neighbour whose first ``trust_versions`` settled versions all sat
+below ``evict_distance`` (the scorer passes the smaller of its ratios from the own mix and from the plain
+median, as eviction counting needs both) is *trusted*: its gradual drift counts towards eviction only at
 ``trusted_distance`` (32; the farthest honest neighbour measured reached ``r`` 21-24); a version beyond
 ``evict_distance`` and more than ``jump`` (4) times farther than the nearest of the neighbour's last
 ``trust_versions`` versions ends the trust for good: the onset of an honest-then-attack poisoner (a
-sign-flipper turning after round 10 went from ``r`` 0.9-1.6 to 4.2-7.9 within 2-3 versions, 4.3-5.7x;
-honest drift on the dumbbell grew at most 3.4x over 3 versions). An attacker who knows this earns the
-trust, then ramps slower than that and stays below ``trusted_distance``: it is not banned, but every bad
-version still leaves the mix at once and its reputation falls below ``exclude_below`` (weight 0), as for
-the attacker who stays inside ``evict_distance``.
+sign-flipper turning after round 10 went from ``r`` 0.9-1.6 to 4.2-7.9 within 2-3 versions, 4.3-5.7x; honest
+drift on the dumbbell grew at most 3.4x over 3 versions). An attacker who knows this earns the trust, then
+ramps slower than that and stays below ``trusted_distance``: it is not banned, but every bad version still
+leaves the mix at once and its reputation falls below ``exclude_below`` (weight 0), as for the attacker who
+stays inside ``evict_distance``.
 
 Pure: no clock, no randomness.
 """
