@@ -1,7 +1,7 @@
 """Why was an honest peer evicted? Every scored version of one matrix cell, per (observer, neighbour).
 
 ``python -m p2pfl.sim.evict_trace [bench_matrix axis options, one cell] [--set SECTION.KEY=VALUE ...]
-[--seeds 1,2] [--jsonl FILE] [--show N]``
+[--seeds 1,2] [--jsonl FILE] [--show N] [--reproducible]``
 
 Runs one :mod:`simulations.bench_matrix` cell (memory engine) per seed with
 :meth:`p2pfl.scoring.ContributionScorer.evaluate` wrapped, records for every fresh score the observer, its own
@@ -57,6 +57,8 @@ def install(records: list[Row]) -> None:
     def traced(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = evaluate(self, *args, **kwargs)
         own = np.asarray(args[1], dtype=np.float64)
+        upd = float(np.linalg.norm(own - np.asarray(args[0], dtype=np.float64)))
+        ctr = np.asarray(args[3], dtype=np.float64)
         nbrs = {q: np.asarray(m, dtype=np.float64) for q, m in args[2].items() if np.all(np.isfinite(m))}
         plain = neighbourhood_ratios(own, nbrs)
         losses = args[4] if len(args) > 4 else kwargs.get("val_losses")
@@ -73,6 +75,10 @@ def install(records: list[Row]) -> None:
                     "peer": p,
                     "r": rec.distance,
                     "plain": plain.get(p, math.inf),
+                    # the distance from the centre in own-update lengths (a round of local training)
+                    "reach": float(np.linalg.norm(np.asarray(args[2][p], dtype=np.float64) - ctr)) / upd
+                    if upd > 0
+                    else math.inf,
                     "cos": rec.cosine,
                     "s_dist": rec.distance_score,
                     "s_cos": rec.cosine_score,
@@ -130,14 +136,14 @@ def analyse(records: list[Row], attackers: set[str], ids: dict[str, int], foundi
             f"\n== observer {ids[obs]} evicted honest {ids[peer]} at its round {rows[-1]['round']}: "
             f"{rows[-1]['reason']}"
         )
-        print("round     r  plain    cos  s_loss  lossq   tol  comb consec bucket pw   ew")
+        print("round     r  plain    cos  s_loss  lossq   tol  comb consec bucket pw   ew   reach")
         for row in rows[-show:]:
             print(
                 f"{row['round']:5d} {row['r']:5.2f} {row['plain']:5.2f} {_num(row['cos']):6.2f} "
                 f"{_num(row['s_loss']):6.2f} "
                 f"{_num(row['loss_ratio']):6.1f} {row['tol']:5.1f} "
                 f"{row['combined']:5.2f} {row['consec']:3d} {row['bucket']:6.2f} {row['persist_w']:.2f} "
-                f"{row['echo_w']:.2f}"
+                f"{row['echo_w']:.2f} {row['reach']:6.2f}"
             )
     for kind, test in (
         ("honest->honest", lambda o, p: o not in attackers and p not in attackers),
@@ -148,6 +154,7 @@ def analyse(records: list[Row], attackers: set[str], ids: dict[str, int], foundi
             continue
         print(f"\n{kind}: {len(rows)} scores after round {founding} (quantiles 50/90/99/100; cos 1/10/50%)")
         print(f"  r          {_q([r['r'] for r in rows])}")
+        print(f"  reach      {_q([r['reach'] for r in rows], (0.01, 0.1, 0.5, 0.9, 0.99, 1.0))} (1..100%)")
         print(f"  cos        {_q([r['cos'] for r in rows], (0.01, 0.1, 0.5))}")
         print(f"  loss/ref q {_q([r['loss_ratio'] / r['tol'] for r in rows if r['loss_ratio'] is not None])}")
         print(f"  combined   {_q([r['combined'] for r in rows], (0.0, 0.01, 0.1, 0.5))} (min/1/10/50%)")
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--jsonl", default=None)
     ap.add_argument("--show", type=int, default=14)
+    ap.add_argument("--reproducible", action="store_true", help="simulated clock: bit-for-bit A/B runs")
     args = ap.parse_args(argv)
     base = bm.load_scenario(bm.MATRIX_BASE).replace(run={"rounds": args.rounds})
     base = bm._overrides(base, args.set, ap)
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = make_plan(sc)
         attackers = {plan.peer_ids[q.index] for q in plan.peers if not q.honest}
         ids = {plan.peer_ids[q.index]: q.index for q in plan.peers}
-        r = run_scenario(sc, work / f"s{seed}", quiet=True, plots=False)
+        r = run_scenario(sc, work / f"s{seed}", quiet=True, plots=False, reproducible=args.reproducible)
         acc, ev = r["honest_accuracy"], r["evictions"]
         print(
             f"\n##### {cell.name} seed {seed}: {100 * acc['mean']:.1f} / {100 * acc['min']:.1f}, "

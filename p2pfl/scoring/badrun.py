@@ -28,6 +28,24 @@ version, while it sits inside the distance spread (measured ``r`` 2-4.8). A ban 
 the neighbourhood as well (sign-flip, Gaussian: ``r`` 5-100); the other signals still take the version out of
 the mix (``drop_bad_at_once``) and lower its reputation, so a model bad by loss alone gets no weight either.
 
+What the distance must add for a neighbour that *earned* its place is :class:`DriftTrust`. On Dirichlet 0.1
+an honest neighbour whose data hold other classes sits inside the spread for its first settled versions
+(``r`` 1-2.5, 4.2 at most) and then drifts away version after version as the rest of the neighbourhood
+converges without its classes (measured on the dumbbell: ``r`` 4-24 after round 15, loss 10-110x the own):
+it met ``evict_distance`` and was banned. A sign-flipper is far from its first poisoned version (``r`` 9-50
+in rounds 6-8 on the dumbbell, 5.8 and more on the 6-regular graph but for one pair at an observer with 3
+attackers among 6 neighbours, 3.4). So a neighbour whose first ``trust_versions`` settled versions all sat
+below ``evict_distance`` (the scorer passes the smaller of its ratios from the own mix and from the plain
+median, as eviction counting needs both) is *trusted*: its gradual drift counts towards eviction only at
+``trusted_distance`` (32; the farthest honest neighbour measured reached ``r`` 21-24); a version beyond
+``evict_distance`` and more than ``jump`` (4) times farther than the nearest of the neighbour's last
+``trust_versions`` versions ends the trust for good: the onset of an honest-then-attack poisoner (a
+sign-flipper turning after round 10 went from ``r`` 0.9-1.6 to 4.2-7.9 within 2-3 versions, 4.3-5.7x; honest
+drift on the dumbbell grew at most 3.4x over 3 versions). An attacker who knows this earns the trust, then
+ramps slower than that and stays below ``trusted_distance``: it is not banned, but every bad version still
+leaves the mix at once and its reputation falls below ``exclude_below`` (weight 0), as for the attacker who
+stays inside ``evict_distance``.
+
 Pure: no clock, no randomness.
 """
 
@@ -39,7 +57,7 @@ from collections.abc import Collection, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["corroborated", "leak", "neighbourhood_ratios", "peak", "tolerated_period"]
+__all__ = ["DriftTrust", "corroborated", "leak", "neighbourhood_ratios", "peak", "tolerated_period"]
 
 
 def corroborated(score: float, bad_score: float, r: float, evict_distance: float | None) -> bool:
@@ -98,3 +116,43 @@ def neighbourhood_ratios(
         return {p: float(dists[i + 1]) / med for i, p in enumerate(names)}
     # half of the models coincide: those are at the centre, any other is infinitely far in this unit
     return {p: (0.0 if dists[i + 1] == 0 else math.inf) for i, p in enumerate(names)}
+
+
+class DriftTrust:
+    """Per neighbour: whether its first settled versions earned it the trust that gradual drift is data, not
+    poisoning (module doc). ``trust_versions`` 0 switches it off (every neighbour is judged at
+    ``evict_distance``)."""
+
+    def __init__(self, trust_versions: int, jump: float, trusted_distance: float) -> None:
+        self.trust_versions, self.jump, self.trusted_distance = trust_versions, jump, trusted_distance
+        #: peer -> (settled versions seen while earning, trusted, forfeited, its last ``trust_versions`` r)
+        self._state: dict[str, tuple[int, bool, bool, tuple[float, ...]]] = {}
+
+    def trusted(self, peer: str) -> bool:
+        state = self._state.get(peer)
+        return state is not None and state[1] and not state[2]
+
+    def observe(self, peer: str, r: float, evict_distance: float, *, settled: bool) -> None:
+        """Record the eviction-distance ratio ``r`` of ``peer``'s version (only ``settled`` ones earn trust:
+        established neighbours after the founding rounds, outside grace and probation)."""
+        if self.trust_versions <= 0 or not settled:
+            return
+        seen, trusted, forfeited, recent = self._state.get(peer, (0, False, False, ()))
+        if not math.isfinite(r) or r >= evict_distance:
+            # far: before the trust is earned, it never will be; after, a jump within the last
+            # ``trust_versions`` versions forfeits it (a gradual drift does not)
+            if not trusted or not (recent and r < self.jump * min(recent)):
+                forfeited = True
+        elif not forfeited and not trusted:
+            seen += 1
+            trusted = seen >= self.trust_versions
+        kept = r if math.isfinite(r) else math.inf
+        self._state[peer] = (seen, trusted, forfeited, (*recent, kept)[-self.trust_versions :])
+
+    def counts(self, peer: str, r: float) -> bool:
+        """Whether distance ``r`` is far enough for a bad score of ``peer`` to count, beyond
+        ``evict_distance`` (the caller's check): ``trusted_distance`` for a trusted neighbour."""
+        return not self.trusted(peer) or r >= self.trusted_distance
+
+    def reset(self, peer: str) -> None:
+        self._state.pop(peer, None)

@@ -56,6 +56,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from p2pfl.scoring.badrun import DriftTrust
 from p2pfl.scoring.components import as_vec, unit_hint
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo
@@ -95,6 +96,9 @@ class ContributionScorer(ScoringSteps):
         self.echo = Echo(self.config.echo_config()) if self.config.echo else None
         #: issue 16: each neighbour's smoothed heading from the centre (None: off; p2pfl/scoring/heading.py)
         self.heading = Heading(self.config.heading_config()) if self.config.heading else None
+        #: issue 16: the neighbours whose gradual drift is data, not poisoning (p2pfl/scoring/badrun.py)
+        cfg = self.config
+        self.drift = DriftTrust(cfg.evict_trust_versions, cfg.evict_jump, cfg.evict_trusted_distance)
 
     # -- queries ---------------------------------------------------------------------------------
 

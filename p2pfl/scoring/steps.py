@@ -124,7 +124,7 @@ class ScoringSteps(TrackerHooks):
         state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
         bad = combined < cfg.bad_score
         counts = self._counts(
-            call, p, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
+            call, p, state, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
         )
         if state.grace_left > 0:
             state.grace_left -= 1
@@ -167,6 +167,7 @@ class ScoringSteps(TrackerHooks):
         self,
         call: Call,
         p: str,
+        state: PeerState,
         combined: float,
         r: float,
         *,
@@ -188,16 +189,25 @@ class ScoringSteps(TrackerHooks):
                 s_loss_e = loss_score(cfg, loss, refs.loss_evict)
             s_dist_e = ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
             lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
+        seen_r = r_e  # issue 16, drift trust: far only if far from both centres (as for counting)
+        if cfg.evict_distance and r_e >= cfg.evict_distance:
+            seen_r = min(r_e, self._plain(call).get(p, math.inf))
+        self._observe_drift(p, state, seen_r)
         # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
         # from the own mix's centre and from the neighbourhood's unweighted median alike
         counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
         if counts and not persistent and cfg.evict_distance is not None:
-            if call.plain is None:  # (set by the established, as the spread: new identities cannot move it)
-                settled = [q for q in call.sane if self._state(q).established] or call.sane
-                sane = {q: call.models[q] for q in call.sane}
-                call.plain = neighbourhood_ratios(call.after, sane, settled)
-            counts = call.plain.get(p, math.inf) >= cfg.evict_distance
+            counts = self._plain(call).get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
         return counts
+
+    def _plain(self, call: Call) -> dict[str, float]:
+        """``badrun.neighbourhood_ratios`` of the sane models (computed once per call), the centre and the
+        spread set by the established (as the scorer's spread: new identities cannot move it)."""
+        if call.plain is None:
+            settled = [q for q in call.sane if self._state(q).established] or call.sane
+            sane = {q: call.models[q] for q in call.sane}
+            call.plain = neighbourhood_ratios(call.after, sane, settled)
+        return call.plain
 
     def _earn(self, records: dict[str, ScoreRecord], young: Mapping[str, tuple[bool, bool]]) -> None:
         """Judge each scored young identity's pass against the bars the trusted neighbours' standing sets

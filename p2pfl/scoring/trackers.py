@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
+from p2pfl.scoring.badrun import DriftTrust
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.echo import Echo, echo, loss_ratio
 from p2pfl.scoring.heading import Heading
@@ -38,6 +39,8 @@ class TrackerHooks:
     echo: Echo | None
     #: each neighbour's smoothed heading from the centre (None: heading off)
     heading: Heading | None
+    #: the neighbours whose gradual drift is data, not poisoning (p2pfl/scoring/badrun.py)
+    drift: DriftTrust
 
     if TYPE_CHECKING:  # the scorer's state of a peer (a default one for an unknown peer)
 
@@ -111,8 +114,24 @@ class TrackerHooks:
     def _heading_weight(self, peer: str) -> float:
         return 1.0 if self.heading is None else self.heading.weight(peer)
 
+    # -- issue 16: drift trust (p2pfl/scoring/badrun.py) ---------------------------------------------------
+
+    def _observe_drift(self, peer: str, state: PeerState, r: float) -> None:
+        """Record ``r`` towards ``peer``'s drift trust (settled versions only: established, after the founding
+        rounds, outside grace and probation; p2pfl/scoring/badrun.py, ``DriftTrust``)."""
+        cfg = self.config
+        if cfg.evict_distance:
+            settled = (
+                state.established
+                and state.grace_left == 0
+                and state.status != "probation"
+                and self.rounds > cfg.founding_rounds
+            )
+            self.drift.observe(peer, r, cfg.evict_distance, settled=settled)
+
     def _reset_history(self, peer: str) -> None:
         """Forget what ``peer``'s earlier versions showed (grace, readmission, departure)."""
+        self.drift.reset(peer)
         if self.persistence is not None:
             self.persistence.reset(peer)
         if self.echo is not None:
