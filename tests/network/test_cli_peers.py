@@ -101,7 +101,7 @@ def test_two_networks_never_mix_models(tmp_path: Path) -> None:
             others = [s.addr for s in cluster.specs if s.index != i]  # everyone dials everyone
             sections = learner_sections(i % 2, 2, static_peers=others, round_interval_s=0.1, network_id=net)
             cluster.configure(i, sections)
-            cluster.start(i)  # one by one: started together, a peer once ran its rounds with no replica
+            cluster.start(i)
         cluster.wait_rounds([0, 1, 2, 3], 8, timeout=120)
         for i in range(4):
             s = cluster.status(i)
