@@ -55,8 +55,7 @@ def test_peers_find_each_other_through_the_registry_and_survive_its_outage(tmp_p
     try:
         for i in range(n + 1):
             cluster.configure(i, sections(i, n, reg.addr))
-        for i in range(n):
-            cluster.start(i)
+        cluster.start_many(list(range(n)))
         cluster.wait_rounds(list(range(n)), 10, timeout=120)
         for i in range(n):
             s = cluster.status(i)

@@ -47,12 +47,11 @@ def test_four_cli_peers_learn_non_iid_digits_together(tmp_path: Path) -> None:
     try:
         for i in range(n):
             cluster.configure(i, learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds))
-        for i in range(n):
-            cluster.start(i)
+        cluster.start_many(list(range(n)))
         cluster.wait_rounds(list(range(n)), rounds, timeout=240)
         statuses = [cluster.status(i) for i in range(n)]
         assert all(s is not None and s["neighbours"] == n - 1 for s in statuses), cluster.explain()
-        assert [0] * n == [cluster.stop(i) for i in range(n)]  # SIGTERM: clean exit
+        assert [0] * n == cluster.stop_many(list(range(n)))  # SIGTERM: clean exit
     finally:
         cluster.stop_all()
     accs = [test_accuracy_of_checkpoint(cluster.specs[i].state, i, n) for i in range(n)]
@@ -70,7 +69,7 @@ def test_kill_9_then_restart_resumes_from_checkpoint_and_catches_up(tmp_path: Pa
             cluster.configure(
                 i, learner_sections(i, n, static_peers=full_mesh(cluster, i), round_interval_s=0.2)
             )
-            cluster.start(i)
+        cluster.start_many(list(range(n)))
         cluster.wait_rounds([0, 1, 2], 5, timeout=120)
         assert -signal.SIGKILL == cluster.stop(2, signal.SIGKILL)
         before = load_checkpoint(cluster.specs[2].state)
@@ -86,8 +85,7 @@ def test_kill_9_then_restart_resumes_from_checkpoint_and_catches_up(tmp_path: Pa
         for i in (0, 1):
             s = cluster.status(i)
             assert s is not None and s["rejected"].get("result_mismatch", 0) == 0, cluster.explain()
-        for i in range(n):
-            cluster.stop(i)
+        cluster.stop_many(list(range(n)))
     finally:
         cluster.stop_all()
     report = verify_log(cluster.specs[2].state)
@@ -110,7 +108,6 @@ def test_two_networks_never_mix_models(tmp_path: Path) -> None:
             assert s is not None
             assert 1 == s["replicas"], s  # only the one peer of its own network
             assert 0 == s["rejected"].get("wrong_network", 0) or s["replicas"] == 1
-        for i in range(4):
-            cluster.stop(i)
+        cluster.stop_many(list(range(4)))
     finally:
         cluster.stop_all()

@@ -105,7 +105,7 @@ def test_hostile_peer_is_rejected_counted_and_never_changes_honest_models(tmp_pa
     try:
         for i in range(N):
             cluster.configure(i, sections(cluster, i))
-            cluster.start(i)
+        cluster.start_many(list(range(N)))
         cluster.wait_rounds(list(range(N)), 3, timeout=60)  # learning together before the hostile arrives
 
         report = run_hostile(cluster, timeout=90)
@@ -132,7 +132,7 @@ def test_hostile_peer_is_rejected_counted_and_never_changes_honest_models(tmp_pa
 
         cluster.wait_rounds(list(range(N)), ROUNDS, timeout=180)
         statuses = [cluster.status(i) for i in range(N)]
-        assert [0] * N == [cluster.stop(i) for i in range(N)]  # SIGTERM: clean exit, no crash
+        assert [0] * N == cluster.stop_many(list(range(N)))  # SIGTERM: clean exit, no crash
     finally:
         cluster.stop_all()
 

@@ -256,8 +256,7 @@ def test_a_peer_survives_every_class_of_bad_response_and_keeps_learning(tmp_path
     try:
         for i in range(3):
             cluster.configure(i, sections(cluster, i, bad.addr))
-        for i in range(3):
-            cluster.start(i)
+        cluster.start_many([0, 1, 2])
         assert bad.done.wait(360), ("the attack did not finish", bad.served, bad.problems)
         assert not bad.problems, (bad.problems, bad.served, cluster.explain([0]))
         assert [("snapshot", w) for w in SNAPSHOT_PLAN] == [s for s in bad.served if s[0] == "snapshot"][:7]
@@ -267,7 +266,7 @@ def test_a_peer_survives_every_class_of_bad_response_and_keeps_learning(tmp_path
         assert during is not None
         cluster.wait_rounds([0, 1, 2], during["round"] + 5, timeout=90)  # and still learning
         after = cluster.status(0)
-        assert [0, 0, 0] == [cluster.stop(i) for i in range(3)]  # SIGTERM: a clean exit
+        assert [0, 0, 0] == cluster.stop_many([0, 1, 2])  # SIGTERM: a clean exit
     finally:
         cluster.stop_all()
         thread.join(5)

@@ -230,9 +230,12 @@ def test_sybil_section_and_plan() -> None:
 SHORT = {"rounds": 8, "time_limit_s": 120}
 
 
-def _run(tmp_path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+def _run(tmp_path: Path, *, simulated: bool = False, **sections: dict[str, Any]) -> dict[str, Any]:
+    """``simulated``: on the simulated clock (p2pfl.sim.determinism), for runs that mostly wait (a slow
+    attacker's period, timeouts for refused or non-finite peers): the waits take no wall time. Runs that
+    mostly train stay on the real clock, where small runs train in worker threads (inline when simulated)."""
     sections["run"] = {**SHORT, **sections.get("run", {})}
-    return run_scenario(scenario(**sections), tmp_path, quiet=True, plots=False)
+    return run_scenario(scenario(**sections), tmp_path, quiet=True, plots=False, reproducible=simulated)
 
 
 def test_e2e_sybils_join_late_leave_early_and_are_measured(tmp_path: Path) -> None:
@@ -269,7 +272,7 @@ def test_e2e_honest_then_attack_sybils(tmp_path: Path) -> None:
 
 
 def test_e2e_extreme(tmp_path: Path) -> None:
-    r = _run(tmp_path, attack={"kind": "extreme", "fraction": 0.2})
+    r = _run(tmp_path, simulated=True, attack={"kind": "extreme", "fraction": 0.2})
     (att,) = r["attacks"]["attackers"].values()
     assert att["kind"] == "extreme" and att["mixed_records"] >= 0
     assert r["honest_accuracy"]["min"] > 0.5  # finite -1e38 models never turned an honest model non-finite
@@ -285,7 +288,9 @@ def test_e2e_equivocate(tmp_path: Path) -> None:
 
 
 def test_e2e_slow(tmp_path: Path) -> None:
-    r = _run(tmp_path, run={"rounds": 3}, attack={"kind": "slow", "fraction": 0.2, "period_s": 0.5})
+    r = _run(
+        tmp_path, simulated=True, run={"rounds": 3}, attack={"kind": "slow", "fraction": 0.2, "period_s": 0.5}
+    )
     assert all(p["rounds"] == 3 for p in r["peers"] if p["honest"])
     assert r["attacks"]["round_s"]["p95"] is not None
 
@@ -306,7 +311,9 @@ def test_e2e_flood(tmp_path: Path) -> None:
 
 
 def test_e2e_closed_network_refuses_the_sybils(tmp_path: Path) -> None:
-    r = _run(tmp_path, topology={"peers": 3}, sybil={"count": 2, "join_round": 1, "closed": True})
+    r = _run(
+        tmp_path, simulated=True, topology={"peers": 3}, sybil={"count": 2, "join_round": 1, "closed": True}
+    )
     a = r["attacks"]
     assert a["attacker_share_max"] == 0.0
     assert all(att["requests_served"] == 0 for att in a["attackers"].values())  # none of their bytes fetched

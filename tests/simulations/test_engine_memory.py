@@ -9,10 +9,11 @@ import threading
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 import trio
 import trio.testing
 from hypothesis import given, settings
@@ -39,49 +40,58 @@ def _tiny_scenario() -> Any:
     )
 
 
-def test_memory_engine_runs_the_peers_work_inline_on_one_blas_thread(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
-    """Every training call runs on the loop's thread (no worker-thread hand-offs) with numpy's BLAS held to
-    one thread, and the run still completes every round."""
-    seen: list[tuple[bool, list[int]]] = []
+@dataclass
+class _SpiedRun:
+    """One run of the tiny scenario with every training call spied on, and the collector's state after it."""
+
+    out: Any
+    #: per training call: (on the loop's thread, BLAS thread counts, gc freeze count, gc young threshold)
+    seen: list[tuple[bool, list[int], int, int]]
+    threshold_before: tuple[int, ...]
+    threshold_after: tuple[int, ...]
+    frozen_after: int
+
+
+@pytest.fixture(scope="module")
+def spied_run(tmp_path_factory: pytest.TempPathFactory) -> _SpiedRun:
+    """The run both tests below read (it is read-only for them): one 64-peer run instead of one each."""
+    seen: list[tuple[bool, list[int], int, int]] = []
     train = NumpySoftmaxLearner.train
 
     def spy(self: NumpySoftmaxLearner, steps: int) -> Any:
         blas = [int(lib["num_threads"]) for lib in threadpool_info() if lib.get("user_api") == "blas"]
-        seen.append((threading.current_thread() is threading.main_thread(), blas))
+        on_main = threading.current_thread() is threading.main_thread()
+        seen.append((on_main, blas, gc.get_freeze_count(), gc.get_threshold()[0]))
         return train(self, steps)
 
-    monkeypatch.setattr(NumpySoftmaxLearner, "train", spy)
-    out = trio.run(lambda: run_memory(_tiny_scenario(), tmp_path, quiet=True))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(NumpySoftmaxLearner, "train", spy)
+        before = gc.get_threshold()
+        out = trio.run(lambda: run_memory(_tiny_scenario(), tmp_path_factory.mktemp("spied"), quiet=True))
+        return _SpiedRun(out, seen, before, gc.get_threshold(), gc.get_freeze_count())
+
+
+def test_memory_engine_runs_the_peers_work_inline_on_one_blas_thread(spied_run: _SpiedRun) -> None:
+    """Every training call runs on the loop's thread (no worker-thread hand-offs) with numpy's BLAS held to
+    one thread, and the run still completes every round."""
+    out, seen = spied_run.out, spied_run.seen
     assert not out.timed_out
     assert all(p["rounds"] >= 2 for p in out.peers)
     assert len(seen) >= 128
-    assert all(on_main for on_main, _ in seen)
-    assert all(all(n == 1 for n in blas) for _, blas in seen)
+    assert all(on_main for on_main, _, _, _ in seen)
+    assert all(all(n == 1 for n in blas) for _, blas, _, _ in seen)
 
 
-def test_memory_engine_keeps_the_collector_off_the_live_peers_and_restores_it(
-    tmp_path: Path, monkeypatch: Any
-) -> None:
+def test_memory_engine_keeps_the_collector_off_the_live_peers_and_restores_it(spied_run: _SpiedRun) -> None:
     """During the rounds the set-up's objects are frozen (out of the cyclic collector's sweeps) and young
     collections are rarer; afterwards the collector is as it was, with nothing left frozen."""
-    seen: list[tuple[int, int]] = []
-    train = NumpySoftmaxLearner.train
-
-    def spy(self: NumpySoftmaxLearner, steps: int) -> Any:
-        seen.append((gc.get_freeze_count(), gc.get_threshold()[0]))
-        return train(self, steps)
-
-    monkeypatch.setattr(NumpySoftmaxLearner, "train", spy)
-    before = gc.get_threshold()
-    out = trio.run(lambda: run_memory(_tiny_scenario(), tmp_path, quiet=True))
-    assert not out.timed_out
+    seen, before = spied_run.seen, spied_run.threshold_before
+    assert not spied_run.out.timed_out
     assert len(seen) >= 128
-    assert all(frozen > 10_000 for frozen, _ in seen)
-    assert all(young == GC_YOUNG > before[0] for _, young in seen)
-    assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0
+    assert all(frozen > 10_000 for _, _, frozen, _ in seen)
+    assert all(young == GC_YOUNG > before[0] for _, _, _, young in seen)
+    assert spied_run.threshold_after == before
+    assert spied_run.frozen_after == 0
 
 
 class _Node:
