@@ -41,6 +41,26 @@ def _publish(e: GossipEngine, now: float, delta: float | np.ndarray) -> bytes:
     return act.envelope
 
 
+def _found(victim: GossipEngine, peers: list[GossipEngine], rounds: int = 3) -> None:
+    """``peers`` publish small updates for ``rounds`` of the victim's first rounds: they become founders."""
+    for i in range(rounds):
+        for e in peers:
+            victim.handle_announce(_publish(e, float(i), 0.01), e.peer_id, float(i))
+        victim.finish_round(victim.own_params(), float(i))
+
+
+def _evict(victim: GossipEngine, honest: list[GossipEngine], bad: GossipEngine, rounds: int = 4) -> float:
+    """``honest`` publish small updates, ``bad`` absurd ones, for ``rounds`` rounds; returns the last time."""
+    now = 0.0
+    for i in range(rounds):
+        now = float(i)
+        for e in honest:
+            victim.handle_announce(_publish(e, now, 0.01), e.peer_id, now)
+        victim.handle_announce(_publish(bad, now, 1e4), bad.peer_id, now)
+        victim.finish_round(victim.own_params(), now)
+    return now
+
+
 def _honest_ids() -> list[str]:
     return [Identity(_seed(1000 + j)).peer_id for j in range(HONEST)]
 
@@ -107,10 +127,7 @@ def test_a_forgotten_identity_that_returns_is_a_new_one() -> None:
     victim = _engine(_seed(1))
     founder = _engine(_seed(2))
     others = [_engine(_seed(3 + j)) for j in range(2)]
-    for i in range(3):
-        for e in [founder, *others]:
-            victim.handle_announce(_publish(e, float(i), 0.01), e.peer_id, float(i))
-        victim.finish_round(victim.own_params(), float(i))
+    _found(victim, [founder, *others])
     scorer = victim.scorer
     assert scorer is not None
     assert scorer.is_founder(founder.peer_id) and founder.peer_id in scorer.known()
@@ -138,13 +155,7 @@ def test_an_evicted_identity_stays_remembered_after_it_goes_quiet() -> None:
     victim = _engine(_seed(1), evict_after=2)
     honest = [_engine(_seed(2 + j)) for j in range(3)]
     bad = _engine(_seed(50))
-    now = 0.0
-    for i in range(4):
-        now = float(i)
-        for e in honest:
-            victim.handle_announce(_publish(e, now, 0.01), e.peer_id, now)
-        victim.handle_announce(_publish(bad, now, 1e4), bad.peer_id, now)
-        victim.finish_round(victim.own_params(), now)
+    now = _evict(victim, honest, bad)
     assert victim.is_evicted(bad.peer_id)
     for _ in range(int(HORIZON) * 2):
         now += 1.0

@@ -5,7 +5,7 @@ clock."""
 from __future__ import annotations
 
 from p2pfl.protocol.churn import identity_tables
-from tests.protocol.test_churn import HORIZON, _engine, _publish, _seed
+from tests.protocol.test_churn import HORIZON, _engine, _found, _publish, _seed
 
 
 def test_a_founder_remembered_for_a_bad_version_comes_back_no_better_than_new() -> None:
@@ -15,10 +15,7 @@ def test_a_founder_remembered_for_a_bad_version_comes_back_no_better_than_new() 
     victim = _engine(_seed(1))
     founder = _engine(_seed(2))
     others = [_engine(_seed(3 + j)) for j in range(3)]
-    for i in range(3):
-        for e in [founder, *others]:
-            victim.handle_announce(_publish(e, float(i), 0.01), e.peer_id, float(i))
-        victim.finish_round(victim.own_params(), float(i))
+    _found(victim, [founder, *others])
     scorer = victim.scorer
     assert scorer is not None and scorer.is_founder(founder.peer_id)
     now = 3.0

@@ -16,7 +16,7 @@ from p2pfl.identity import Identity
 from p2pfl.peer_solo import SoloWatch
 from p2pfl.protocol import Action, GossipEngine, ProtocolConfig, RequestSnapshot
 from p2pfl.scoring import ScoringConfig
-from tests.protocol.test_churn import _publish, _seed
+from tests.protocol.test_churn import _evict, _publish, _seed
 from tests.protocol.test_engine import model
 
 BAN_S = 60.0
@@ -37,12 +37,7 @@ def test_a_paused_peer_readmits_its_evicted_neighbour_and_wakes_for_its_next_ver
     victim = _engine(_seed(1))
     honest = [_engine(_seed(2 + j), scoring=False) for j in range(2)]
     bad = _engine(_seed(50), scoring=False)
-    for i in range(4):  # the neighbour sends absurd models until it is evicted
-        now = float(i)
-        for e in honest:
-            victim.handle_announce(_publish(e, now, 0.01), e.peer_id, now)
-        victim.handle_announce(_publish(bad, now, 1e4), bad.peer_id, now)
-        victim.finish_round(victim.own_params(), now)
+    _evict(victim, honest, bad)  # the neighbour sends absurd models until it is evicted
     assert victim.is_evicted(bad.peer_id)
     for e in honest:  # the others leave: the victim has one neighbour, evicted
         victim.replicas.pop(e.peer_id, None)

@@ -12,7 +12,7 @@ import trio.testing
 
 from p2pfl.protocol import Action, Readmit
 from p2pfl.sim.runner import PeerRunner
-from tests.protocol.test_churn import _publish, _seed
+from tests.protocol.test_churn import _evict, _seed
 from tests.protocol.test_solo_hold import BAN_S, _engine
 
 
@@ -20,12 +20,7 @@ def test_a_serving_finished_peer_readmits_an_expired_eviction() -> None:
     victim = _engine(_seed(1))
     honest = [_engine(_seed(2 + j), scoring=False) for j in range(2)]
     bad = _engine(_seed(50), scoring=False)
-    for i in range(4):
-        now = float(i)
-        for e in honest:
-            victim.handle_announce(_publish(e, now, 0.01), e.peer_id, now)
-        victim.handle_announce(_publish(bad, now, 1e4), bad.peer_id, now)
-        victim.finish_round(victim.own_params(), now)
+    _evict(victim, honest, bad)  # the neighbour sends absurd models until it is evicted
     assert victim.is_evicted(bad.peer_id)
     executed: list[Action] = []
 
