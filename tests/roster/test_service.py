@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import msgpack
@@ -95,3 +96,16 @@ async def test_serve_answers_with_the_roster_only_when_newer_and_refuses_bad_req
     with pytest.raises(RosterError):
         await a.serve("n", b"\x00")
     await trio.lowlevel.checkpoint()
+
+
+def test_a_roster_rewritten_within_one_clock_tick_is_still_adopted(tmp_path: Path) -> None:
+    """The file's mtime does not tell a rewrite within one tick of the filesystem's coarse clock: the new
+    version must be adopted all the same (the file's bytes decide)."""
+    path = write_roster(tmp_path / "roster.bin", roster_of([0, 1, 2]))
+    access = Access(path, "net")
+    before = path.stat()
+    write_roster(path, roster_of([0, 1], version=2, revoked=(2,)))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the same tick
+    assert access.reload()
+    assert access.gate.roster.version == 2
+    assert not access.reload()  # unchanged bytes: nothing to adopt
