@@ -47,7 +47,8 @@ def test_four_cli_peers_learn_non_iid_digits_together(tmp_path: Path) -> None:
     try:
         for i in range(n):
             cluster.configure(i, learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds))
-        cluster.start_many(list(range(n)))
+        for i in range(n):  # one after another: each dials peers that already listen
+            cluster.start(i)
         cluster.wait_rounds(list(range(n)), rounds, timeout=240)
         statuses = [cluster.status(i) for i in range(n)]
         assert all(s is not None and s["neighbours"] == n - 1 for s in statuses), cluster.explain()
@@ -69,7 +70,7 @@ def test_kill_9_then_restart_resumes_from_checkpoint_and_catches_up(tmp_path: Pa
             cluster.configure(
                 i, learner_sections(i, n, static_peers=full_mesh(cluster, i), round_interval_s=0.2)
             )
-        cluster.start_many(list(range(n)))
+            cluster.start(i)
         cluster.wait_rounds([0, 1, 2], 5, timeout=120)
         assert -signal.SIGKILL == cluster.stop(2, signal.SIGKILL)
         before = load_checkpoint(cluster.specs[2].state)
