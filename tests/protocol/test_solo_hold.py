@@ -33,12 +33,18 @@ def _engine(seed: bytes, *, scoring: bool = True) -> GossipEngine:
     )
 
 
-def test_a_paused_peer_readmits_its_evicted_neighbour_and_wakes_for_its_next_version() -> None:
+def _evicted_neighbour() -> tuple[GossipEngine, list[GossipEngine], GossipEngine]:
+    """A victim, two honest neighbours and one that sent absurd models until the victim evicted it."""
     victim = _engine(_seed(1))
     honest = [_engine(_seed(2 + j), scoring=False) for j in range(2)]
     bad = _engine(_seed(50), scoring=False)
     _evict(victim, honest, bad)  # the neighbour sends absurd models until it is evicted
     assert victim.is_evicted(bad.peer_id)
+    return victim, honest, bad
+
+
+def test_a_paused_peer_readmits_its_evicted_neighbour_and_wakes_for_its_next_version() -> None:
+    victim, honest, bad = _evicted_neighbour()
     for e in honest:  # the others leave: the victim has one neighbour, evicted
         victim.replicas.pop(e.peer_id, None)
     executed: list[Action] = []

@@ -12,16 +12,11 @@ import trio.testing
 
 from p2pfl.protocol import Action, Readmit
 from p2pfl.sim.runner import PeerRunner
-from tests.protocol.test_churn import _evict, _seed
-from tests.protocol.test_solo_hold import BAN_S, _engine
+from tests.protocol.test_solo_hold import BAN_S, _evicted_neighbour
 
 
 def test_a_serving_finished_peer_readmits_an_expired_eviction() -> None:
-    victim = _engine(_seed(1))
-    honest = [_engine(_seed(2 + j), scoring=False) for j in range(2)]
-    bad = _engine(_seed(50), scoring=False)
-    _evict(victim, honest, bad)  # the neighbour sends absurd models until it is evicted
-    assert victim.is_evicted(bad.peer_id)
+    victim, _, bad = _evicted_neighbour()
     executed: list[Action] = []
 
     async def execute(actions: Sequence[Action]) -> None:
