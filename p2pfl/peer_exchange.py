@@ -24,6 +24,7 @@ from p2pfl.protocol import (
     Action,
     Evict,
     FetchPayload,
+    Forget,
     GossipEngine,
     Publish,
     PublishProof,
@@ -203,6 +204,11 @@ class Exchange:
                 t = self.transport
                 if hasattr(t, "unblock"):
                     t.unblock(action.peer)
+            elif isinstance(action, Forget):
+                log.debug("forgetting peer=%s: past the bound of remembered identities", action.peer)
+                t = self.transport
+                if hasattr(t, "forget"):
+                    t.forget(action.peer)
 
     async def fetch(self, action: FetchPayload | RequestSnapshot) -> None:
         """Carry out one fetch; whatever the remote sends, this ends as a count, never as an exception (it

@@ -55,6 +55,16 @@ class Readmit:
 
 
 @dataclass(frozen=True)
+class Forget:
+    """The engine forgot ``peer`` while it had a ban record (past the bound of remembered identities,
+    :mod:`p2pfl.protocol.churn`): the transport drops its block and penalty too. Without this the transport's
+    block list kept every identity ever evicted, however many the engine had forgotten; ``peer`` comes back
+    as a new identity, which is what a fresh key gets anyway."""
+
+    peer: str
+
+
+@dataclass(frozen=True)
 class PublishProof:
     """Broadcast an equivocation ``proof`` (encoded, verified) that convicts ``sender``: every peer that
     verifies it bans ``sender`` too. Sent at most once per convicted sender."""
@@ -63,7 +73,7 @@ class PublishProof:
     sender: str
 
 
-Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit | PublishProof
+Action = Publish | FetchPayload | RequestSnapshot | Evict | Readmit | Forget | PublishProof
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,23 @@
 Two kinds: the scorer's evictions (bad models; the scorer keeps the status, readmission puts the peer on
 probation) and *convictions* (proven misbehaviour, e.g. ``equivocation``: a signed proof, no score involved),
 which last at least a day and are kept here, whatever the scorer says.
+
+The transport blocks every evicted peer until a :class:`~p2pfl.protocol.actions.Readmit` (or a
+:class:`~p2pfl.protocol.actions.Forget`, when :mod:`p2pfl.protocol.churn` forgets a banned identity past its
+bound) tells it to stop, so its block list holds no identity this book does not (or has just dropped).
 """
 
 from __future__ import annotations
 
-from p2pfl.protocol.actions import Readmit
+from collections import deque
+
+from p2pfl.protocol.actions import Forget, Readmit
 from p2pfl.protocol.config import _MAX_BAN_S
 from p2pfl.scoring import ContributionScorer
+
+#: forgotten banned peers kept until :meth:`BanBook.readmissions` hands them to the transport (every round
+#: and serving pass drains them; the bound only matters to a caller that never does)
+_MAX_RELEASED = 4096
 
 
 class BanBook:
@@ -21,6 +31,8 @@ class BanBook:
         self._bans: dict[str, tuple[int, float]] = {}
         #: convicted peer -> (reason, when the conviction expires)
         self._convicted: dict[str, tuple[str, float]] = {}
+        #: peers forgotten with a ban record, for the transport to forget too (see :meth:`readmissions`)
+        self._released: deque[str] = deque(maxlen=_MAX_RELEASED)
 
     def ban(self, peer: str, now: float) -> None:
         """Start an eviction's clock: ``readmit_after_s``, doubled per earlier eviction, capped at a day."""
@@ -54,8 +66,10 @@ class BanBook:
         return set(self._bans) | set(self._convicted)
 
     def forget(self, peer: str) -> None:
-        """Drop ``peer``'s ban count and conviction (p2pfl.protocol.churn: past the remembered bound)."""
-        self._bans.pop(peer, None)
+        """Drop ``peer``'s ban count and conviction (p2pfl.protocol.churn: past the remembered bound); a peer
+        that had a ban record is handed to the transport by the next :meth:`readmissions`, to unblock."""
+        if self._bans.pop(peer, None) is not None:
+            self._released.append(peer)
         self._convicted.pop(peer, None)
 
     def convicted_peers(self) -> set[str]:
@@ -69,10 +83,12 @@ class BanBook:
                 out.append(Readmit(peer, self.evictions_of(peer)))
         return out
 
-    def readmissions(self, now: float, scorer: ContributionScorer | None) -> list[Readmit]:
-        """Readmit (in ``scorer``) every evicted peer whose ban expired at ``now``, and end expired
-        convictions."""
-        out = self.expire_convictions(now)
+    def readmissions(self, now: float, scorer: ContributionScorer | None) -> list[Readmit | Forget]:
+        """Readmit (in ``scorer``) every evicted peer whose ban expired at ``now``, end expired convictions,
+        and :class:`Forget` the banned peers forgotten since the last call (the transport unblocks them)."""
+        out: list[Readmit | Forget] = [Forget(p) for p in self._released]
+        self._released.clear()
+        out += self.expire_convictions(now)
         if scorer is None:
             return out
         for peer, (count, until) in sorted(self._bans.items()):

@@ -20,6 +20,9 @@ moment (each round, and periodically while a finished peer only serves: :mod:`p2
   launder it, and it keeps none of the privileges a new one lacks (:func:`shed_privileges`). At most
   ``MAX_REMEMBERED`` such identities are kept, the longest quiet dropped first (then forgotten as above: an
   attacker must burn that many bad identities to flush one, and the flushed one gets what a new one gets).
+  A flushed identity with a ban record is handed to the transport as a
+  :class:`~p2pfl.protocol.actions.Forget` (by the next ``readmissions``), which unblocks it: the transport's
+  block list is bounded by the engine's, not by every identity ever evicted.
 
 Tables bounded by other means: the per-sender/relay/publisher rate-limit buckets (at most ``max_keys``
 each, and a bucket that has refilled is dropped here: a full bucket and a missing one are the same, a new

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
-from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Readmit
+from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Forget, Readmit
 from p2pfl.protocol.bans import BanBook
 from p2pfl.protocol.churn import QuietBook, count_rejection, prune_identities
 from p2pfl.protocol.config import ProtocolConfig
@@ -154,13 +154,14 @@ class EngineCore:
         """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""
         return self.bans.evictions_of(peer)
 
-    def readmissions(self, now: float) -> list[Readmit]:
+    def readmissions(self, now: float) -> list[Readmit | Forget]:
         """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until
         ``probation_length`` scores without eviction evidence; one that counts towards eviction evicts it
         again, for twice as long).
 
         A false eviction (an honest peer restarted from an old checkpoint, or drifting on very skewed data) is
-        not forever, and a poisoner costs one scored, unmixed model per expiry."""
+        not forever, and a poisoner costs one scored, unmixed model per expiry. Banned peers forgotten since
+        the last call (:mod:`p2pfl.protocol.churn`) come with a :class:`Forget`, for the transport."""
         return self.bans.readmissions(now, self.scorer)
 
     def forget_idle(self, now: float) -> list[str]:

@@ -332,6 +332,11 @@ class MemoryTransport:
     def unblock(self, peer_id: str) -> None:
         self._blocked.discard(peer_id)
 
+    def forget(self, peer_id: str) -> None:
+        """Drop all that is kept of ``peer_id`` (its block and penalty): the engine forgot it."""
+        self.unblock(peer_id)
+        self._scores.pop(peer_id, None)
+
     # ---------------------------------------------------------------------------------------- internals
     def _require_running(self) -> None:
         if not self._running:

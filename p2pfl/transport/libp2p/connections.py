@@ -193,6 +193,15 @@ class ConnectionsMixin:
         self._blocked.discard(peer_id)
         self._pubsub.remove_from_blacklist(pid)
 
+    def forget(self, peer_id: str) -> None:
+        """Unblock ``peer_id`` and, unless it is connected, drop its gossipsub score state: the engine forgot
+        it (p2pfl.protocol.churn). The router drops a peer's scores when it disconnects, but :meth:`block`
+        penalises identities that were never connected too (a relayed sender), and those entries stayed."""
+        self.unblock(peer_id)
+        pid = self._parse_peer(peer_id)
+        if not self._host.get_network().get_connections(pid):
+            self._scorer.remove_peer(pid)
+
     # ------------------------------------------------------------------------------ duplicate connections
     def _on_connection_change(self, conn: INetConn, *, closed: bool) -> None:
         """Schedule a resync when a peer has two connections, or loses one of two (see the package notes)."""
