@@ -33,9 +33,9 @@ if TYPE_CHECKING:
         EvalResult,
         Learner,
         NumpySoftmaxLearner,
-        TorchLearner,
         TrainResult,
     )
+    from p2pfl.learner_torch import TorchLearner
     from p2pfl.peer import Peer, PeerConfig, PeerHandle, RoundReport
     from p2pfl.scoring import ScoringConfig
     from p2pfl.transport.memory import MemoryNetwork
@@ -84,7 +84,7 @@ _LAZY: dict[str, str] = {
     "PeerHandle": "p2pfl.peer",
     "RoundReport": "p2pfl.peer",
     "ScoringConfig": "p2pfl.scoring",
-    "TorchLearner": "p2pfl.learner",
+    "TorchLearner": "p2pfl.learner_torch",
     "TrainResult": "p2pfl.learner",
 }
 

@@ -18,7 +18,8 @@ from p2pfl.errors import ConfigError
 from p2pfl.privacy.dpsgd import DPSGD
 
 if TYPE_CHECKING:
-    from p2pfl.learner import TorchLearner, TrainResult
+    from p2pfl.learner import TrainResult
+    from p2pfl.learner_torch import TorchLearner
 
 
 def check_module(module: Any) -> None:
