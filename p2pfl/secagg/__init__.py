@@ -4,7 +4,7 @@ A configured group of peers computes the mean of its members' models without any
 listening, seeing another member's model; see docs/secagg.md. Modules: ``fixedpoint`` (float32 <-> Z/2^32),
 ``crypto`` (X25519 from Ed25519, seeds, PRG), ``shamir`` (threshold sharing), ``messages`` (the signed
 messages and their total decoders), ``spec`` (GroupSpec), ``group`` (GroupRound, the state machine),
-``config`` ([secagg] settings).
+``masking`` (its state and maths: dealing, masking, unmasking), ``config`` ([secagg] settings).
 """
 
 from p2pfl.secagg.errors import REASONS, SecAggError
