@@ -6,7 +6,7 @@ on other data from a mix near the own one, so its model lies behind the own trai
 step (the own step is what the own data add and the neighbour's data do not): measured on digits,
 Dirichlet 0.3, random 6-regular, 25 % dissensus attackers, after round 5, honest pairs at median -0.62,
 99th percentile -0.13, maximum -0.05 (docs/scoring.md). A dissensus model aimed at this peer (He et al.
-2022; :class:`simulations.attacks.Dissensus`: ``x_t + lambda (x_t - m)``, the target's own model pushed
+2022; :class:`simulations.poisoning.Dissensus`: ``x_t + lambda (x_t - m)``, the target's own model pushed
 further from its neighbours' mean) extrapolates the own specialisation, i.e. the own step: its echo was
 +0.2 to +0.46 at the targeted peer in every round after the attack locked on. There, with three of six
 neighbours aimed at it, the peer was otherwise symmetric between them and its three honest neighbours

@@ -39,7 +39,7 @@ neighbours, rounds 11-40, docs/scoring.md "Fourth pass"): shift 1.00 / 0.96 / 1.
 0.94 / 0.97 against IPM; closed loop, docs/scoring.md "Fifth pass".
 
 Failure modes: an attacker that knows the rule randomises the sign pattern of its ALIE shift, or keeps its IPM
-offset's cosine with the progress it can estimate at or above ``lag_ok`` (``simulations/attacks.py``:
+offset's cosine with the progress it can estimate at or above ``lag_ok`` (``simulations/poisoning.py``:
 ``alie_signs = "random"``, ``ipm_evade_lag``, ``ipm_lag_floor``); the signal then does not see it, and what is
 left of the attack is measured in docs/scoring.md. An observer with more than a third of its neighbours IPM
 attackers (or lagging for any reason) gets no lag test at all (the gate). In a model so small that cosines of
