@@ -18,6 +18,13 @@ tasks, and each peer process paid it for every message it received.
   current trio task (``TrioManager._find_parent_task``): O(tasks) per spawn, and a host has a few tasks per
   connection. Each managed task now registers itself while it runs, so the lookup is a dict access. Same
   answer: a task is in the tree exactly while it runs and is not done (see :func:`_find_parent_task`).
+* **Forwarding a message nobody is forwarded.** Pubsub hands every received message to the router's
+  ``publish`` to forward it. With relaying off (``LeanGossipSub(relay=False)``) another peer's message goes
+  to nobody, yet the library still built the RPC with the signed record (above), its message id, and queued
+  a copy for every connected peer not subscribed to the message's topic (on a 6-regular overlay: most of
+  them), to send later if that peer subscribes (a relay, which ``relay=False`` rules out).
+  :func:`keep_unrelayed` does what remains of it: the spam and equivocation checks (they feed gossipsub's
+  peer scores) and the message cache (IWANT answers), then tells the topic's observers (GossipSub v1.3).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import trio
 from libp2p.tools.anyio_service.trio_manager import TrioManager
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
-__all__ = ["PEER_RECORD_TTL_S", "install", "original_find_parent_task", "records_stripped"]
+__all__ = ["PEER_RECORD_TTL_S", "install", "keep_unrelayed", "original_find_parent_task", "records_stripped"]
 
 #: how long a host whose gossip RPCs carry no peer record reuses its signed record's bytes
 PEER_RECORD_TTL_S: Final = 1.0
@@ -94,6 +101,16 @@ def _find_parent_task(self: TrioManager, trio_task: trio.lowlevel.Task) -> Funct
     if task is None or task.is_done or not task.has_trio_task or task.trio_task is not trio_task:
         return None
     return task
+
+
+async def keep_unrelayed(router: Any, msg_forwarder: Any, msg: Any) -> None:
+    """What gossipsub's ``publish`` does with another peer's message when it forwards it to nobody: the
+    library's checks, cache and observer notice in its order, without the RPC, the records and the queues."""
+    if not router._check_spam_protection(msg_forwarder, msg) or not router._check_equivocation(msg):
+        return
+    router.mcache.put(msg)
+    if any(router.topic_observation.get_observers(topic) for topic in msg.topicIDs):
+        await router._notify_observers(msg.topicIDs, router.pubsub.get_message_id(msg))
 
 
 def install() -> None:
