@@ -62,3 +62,29 @@ async def test_status_json_is_refreshed_with_a_state_dir(tmp_path: Path) -> None
             while not status.exists():
                 await trio.sleep(0.05)
         assert json.loads(status.read_text())["round"] == 0
+
+
+async def test_the_housekeeping_rewrites_status_json_only_when_it_changed(tmp_path: Path) -> None:
+    """Each write is a thread hand-off, a rename and a directory fsync: an unchanged status is not written
+    again, a changed one is, within a housekeeping period or so."""
+    status = tmp_path / "status.json"
+    async with _peer(0, MemoryNetwork(), state_dir=tmp_path, reconnect_interval_s=0.05) as peer:
+        with trio.move_on_after(10):
+            while not status.exists():
+                await trio.sleep(0.01)
+        writes: list[bytes] = []
+        inner = peer.store.write_status
+
+        def counting(data: bytes) -> None:
+            writes.append(data)
+            inner(data)
+
+        peer.store.write_status = counting  # type: ignore[method-assign]
+        await trio.sleep(0.6)  # about 12 housekeeping periods, nothing changes
+        assert writes == []
+        peer.engine.duplicates += 1  # a counter status.json reports
+        with trio.move_on_after(10):
+            while not writes:
+                await trio.sleep(0.01)
+        assert len(writes) == 1
+        assert json.loads(status.read_text())["duplicates"] == 1

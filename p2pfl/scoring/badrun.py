@@ -57,6 +57,8 @@ from collections.abc import Collection, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
+from p2pfl.scoring.numbers import median_rows
+
 __all__ = ["DriftTrust", "corroborated", "leak", "neighbourhood_ratios", "peak", "tolerated_period"]
 
 
@@ -107,11 +109,11 @@ def neighbourhood_ratios(
     if not models:
         return {}
     names = sorted(models)
-    stack = np.vstack([own[None, :], *(models[p][None, :] for p in names)])
+    stack = np.stack([own, *(models[p] for p in names)])
     rows = [0, *(i + 1 for i, p in enumerate(names) if reference is None or p in reference)]
-    centre = np.median(stack[rows], axis=0)
+    centre = median_rows(stack[rows])  # (np.median's values; the models are finite: absurd ones are out)
     dists = np.linalg.norm(stack - centre, axis=1)
-    med = float(np.median(dists[rows]))
+    med = float(median_rows(dists[rows]))
     if med > 0:
         return {p: float(dists[i + 1]) / med for i, p in enumerate(names)}
     # half of the models coincide: those are at the centre, any other is infinitely far in this unit

@@ -64,7 +64,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from p2pfl.errors import ConfigError
-from p2pfl.scoring.numbers import is_real
+from p2pfl.scoring.numbers import is_real, median_rows
 
 __all__ = ["Heading", "HeadingConfig"]
 
@@ -122,19 +122,6 @@ def _cos(a: NDArray[np.float64], b: NDArray[np.float64]) -> float | None:
         return None
     value = float(a @ b) / (na * nb)
     return min(1.0, max(-1.0, value)) if math.isfinite(value) else None
-
-
-def _median_rows(stack: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``np.median(stack, axis=0)`` through one partition (np.median's own overhead was most of this
-    signal's cost on small models: issue 17's per-peer-round budget)."""
-    n = stack.shape[0]
-    half = n // 2
-    if n % 2:
-        mid: NDArray[np.float64] = np.partition(stack, half, axis=0)[half]
-        return mid
-    part = np.partition(stack, (half - 1, half), axis=0)
-    both: NDArray[np.float64] = (part[half - 1] + part[half]) / 2.0
-    return both
 
 
 def _std_rows(rows: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -198,7 +185,7 @@ class Heading:
                 self.reset(p)
             return
         stack = np.stack([own, *rows])
-        centre = _median_rows(stack)
+        centre = median_rows(stack)
         lag = self.config.lag
         if lag and self._centre is not None and self._centre.shape == centre.shape:
             step = centre - self._centre

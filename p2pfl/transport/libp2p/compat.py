@@ -86,6 +86,10 @@ REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
     (GossipSub, "_consider_peer_replacement"),
     (GossipSub, "_get_adaptive_gossip_peers_count"),
     (GossipSub, "_emit_idontwant_for_message"),
+    (GossipSub, "publish"),
+    (GossipSub, "_check_spam_protection"),
+    (GossipSub, "_check_equivocation"),
+    (GossipSub, "_notify_observers"),
     (PeerScorer, "penalize_behavior"),
     (PeerScorer, "score"),
     # compat_cpu
@@ -109,6 +113,8 @@ REQUIRED_INSTANCE_ATTRS: Final[tuple[tuple[Literal["network", "pubsub", "gossips
     ("gossipsub", "peer_protocol"),
     ("gossipsub", "scorer"),
     ("gossipsub", "equivocation_detection"),
+    ("gossipsub", "mcache"),
+    ("gossipsub", "topic_observation"),
 )
 
 #: Largest RPC gossipsub accepts (larger publishes are dropped silently).
@@ -275,7 +281,8 @@ class LeanGossipSub(GossipSub):
 
     * ``relay=False``: our own publishes go to *every* subscriber of our topic (py-libp2p sends them to the
       mesh only, at most ``degree_high`` peers, so the rest depended on relays); a message from someone else
-      is not forwarded, and no IDONTWANT is sent (nobody would send us a copy to cancel).
+      is not forwarded nor queued for a later subscriber (:func:`.compat_cpu.keep_unrelayed`), and no
+      IDONTWANT is sent (nobody would send us a copy to cancel).
     * ``lazy_peers``: IHAVE gossip goes to this many non-mesh subscribers per topic and heartbeat
       (py-libp2p: at least 6, with the message ids of the last 3 heartbeats; 0 turns it off. A missed
       announcement costs a snapshot fetch, so recovery does not depend on it).
@@ -330,6 +337,13 @@ class LeanGossipSub(GossipSub):
             count("control", control)
             count("record", rpc.ByteSize() - publish - control)
         super().send_rpc(peer_id, rpc, priority)
+
+    async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
+        pubsub = self.pubsub
+        if self.relay or pubsub is None or pubsub_msg.from_id == pubsub.my_id.to_bytes():
+            await super().publish(msg_forwarder, pubsub_msg)
+        else:  # another peer's message, forwarded to nobody (compat_cpu)
+            await compat_cpu.keep_unrelayed(self, msg_forwarder, pubsub_msg)
 
     def _get_peers_to_send(
         self, topic_ids: Iterable[str], msg_forwarder: ID, origin: ID, msg_id: bytes | None = None

@@ -18,21 +18,48 @@ tasks, and each peer process paid it for every message it received.
   current trio task (``TrioManager._find_parent_task``): O(tasks) per spawn, and a host has a few tasks per
   connection. Each managed task now registers itself while it runs, so the lookup is a dict access. Same
   answer: a task is in the tree exactly while it runs and is not done (see :func:`_find_parent_task`).
+* **Forwarding a message nobody is forwarded.** Pubsub hands every received message to the router's
+  ``publish`` to forward it. With relaying off (``LeanGossipSub(relay=False)``) another peer's message goes
+  to nobody, yet the library still built the RPC with the signed record (above), its message id, and queued
+  a copy for every connected peer not subscribed to the message's topic (on a 6-regular overlay: most of
+  them), to send later if that peer subscribes (a relay, which ``relay=False`` rules out).
+  :func:`keep_unrelayed` does what remains of it: the spam and equivocation checks (they feed gossipsub's
+  peer scores) and the message cache (IWANT answers), then tells the topic's observers (GossipSub v1.3).
+* **The sender's key of every signed message.** Pubsub's ``signature_validator`` re-derived the sender's
+  public key from its peer id for each message (multihash decode, key deserialisation, the peer id
+  recomputed from the key to compare): a pure function of the ``from`` bytes, now remembered for the last
+  :data:`SENDER_KEYS` senders (:func:`_sender_key`). The signature itself is verified on every message as
+  before; a message whose key is not in its peer id (``msg.key``: RSA) takes the library's path.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
 import libp2p.pubsub.gossipsub as gossipsub_module
+import libp2p.pubsub.pubsub as pubsub_module
 import trio
+from libp2p.crypto.keys import PublicKey
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from libp2p.tools.anyio_service.trio_manager import TrioManager
 from libp2p.tools.anyio_service.trio_tasks import FunctionTask
 
-__all__ = ["PEER_RECORD_TTL_S", "install", "original_find_parent_task", "records_stripped"]
+__all__ = [
+    "PEER_RECORD_TTL_S",
+    "SENDER_KEYS",
+    "install",
+    "keep_unrelayed",
+    "original_find_parent_task",
+    "original_signature_validator",
+    "records_stripped",
+    "signature_validator",
+]
 
 #: how long a host whose gossip RPCs carry no peer record reuses its signed record's bytes
 PEER_RECORD_TTL_S: Final = 1.0
@@ -47,6 +74,11 @@ _stripping: weakref.WeakKeyDictionary[Any, tuple[float, tuple[bytes, bool]] | No
 _original_run_and_manage = TrioManager._run_and_manage_task
 #: the library's tree walk (tests compare the two)
 original_find_parent_task = TrioManager._find_parent_task
+#: senders whose public key (derived from their peer id) is remembered
+SENDER_KEYS: Final = 1024
+#: py-libp2p's own message signature check, as pubsub imported it (tests compare the two)
+original_signature_validator: Callable[[rpc_pb2.Message], bool] = pubsub_module.signature_validator  # type: ignore[attr-defined]
+_SIGNING_PREFIX: Final = PUBSUB_SIGNING_PREFIX.encode()
 #: attribute under which a manager keeps {trio task: the FunctionTask it runs}
 _INDEX = "_p2pfl_running"
 
@@ -96,8 +128,43 @@ def _find_parent_task(self: TrioManager, trio_task: trio.lowlevel.Task) -> Funct
     return task
 
 
+async def keep_unrelayed(router: Any, msg_forwarder: Any, msg: Any) -> None:
+    """What gossipsub's ``publish`` does with another peer's message when it forwards it to nobody: the
+    library's checks, cache and observer notice in its order, without the RPC, the records and the queues."""
+    if not router._check_spam_protection(msg_forwarder, msg) or not router._check_equivocation(msg):
+        return
+    router.mcache.put(msg)
+    if any(router.topic_observation.get_observers(topic) for topic in msg.topicIDs):
+        await router._notify_observers(msg.topicIDs, router.pubsub.get_message_id(msg))
+
+
+@functools.lru_cache(maxsize=SENDER_KEYS)
+def _sender_key(from_id: bytes) -> PublicKey | None:
+    """The public key in peer id ``from_id`` if it holds one and it hashes back to that id, else None."""
+    sender = ID(from_id)
+    key = sender.extract_public_key()  # (catches its own errors: None)
+    if key is None or ID.from_pubkey(key) != sender:
+        return None
+    return key
+
+
+def signature_validator(msg: rpc_pb2.Message) -> bool:
+    """py-libp2p's ``signature_validator`` with the sender's key remembered (module docstring)."""
+    if msg.signature == b"":
+        return False
+    key = _sender_key(bytes(msg.from_id))
+    if key is None:  # a key carried in msg.key, or none that matches: the library decides
+        return original_signature_validator(msg)
+    signed = rpc_pb2.Message(data=msg.data, topicIDs=msg.topicIDs, from_id=msg.from_id, seqno=msg.seqno)
+    try:
+        return key.verify(_SIGNING_PREFIX + signed.SerializeToString(), msg.signature)
+    except Exception:  # as the library: a malformed signature is a failed check
+        return False
+
+
 def install() -> None:
-    """Install both shortcuts (process-wide; idempotent)."""
+    """Install the shortcuts (process-wide; idempotent)."""
     setattr(gossipsub_module, "env_to_send_in_RPC", _env_to_send)  # noqa: B010 - not re-exported there
+    setattr(pubsub_module, "signature_validator", signature_validator)  # noqa: B010
     TrioManager._run_and_manage_task = _run_and_manage_task  # type: ignore[method-assign]
     TrioManager._find_parent_task = _find_parent_task  # type: ignore[method-assign]

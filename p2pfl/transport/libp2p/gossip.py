@@ -246,8 +246,8 @@ class GossipMixin:
                 # only the owner publishes on its topic (libp2p signs from_id; strict signing checks it)
                 self._stats.drop("gossip_wrong_topic")
                 return False
-            fwd = str(forwarder)
-            if not self._peer_allowed(fwd) or not self._peer_allowed(str(ID(msg.from_id))):
+            fwd, origin = str(forwarder), str(owner)  # (from_id is the owner's: its base58 is cached there)
+            if not self._peer_allowed(fwd) or not self._peer_allowed(origin):
                 self._stats.drop("peer_filter")
                 return False
             data = bytes(msg.data)
@@ -256,7 +256,7 @@ class GossipMixin:
                 return False
             validator, from_origin = self._validator, self._validate_from
             if from_origin is not None:
-                ok = from_origin(str(owner), fwd, data)
+                ok = from_origin(origin, fwd, data)
             else:
                 ok = validator is None or validator(fwd, data)
             if not ok:
