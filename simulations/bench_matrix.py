@@ -138,14 +138,16 @@ def cell_scenario(base: Scenario, c: Cell) -> Scenario:
     if c.topology != "base":
         topo, placement = TOPOLOGIES[c.topology]
         sc = sc.replace(topology=topo, attack={"placement": placement})
-    if c.attack != "base":
-        sc = sc.replace(attack={"kind": c.attack})
+    # kind and fraction in one step: a base without attackers (fraction 0) rejects a kind alone
+    attack: dict[str, Any] = {} if c.attack == "base" else {"kind": c.attack}
     if c.attack == "none":
-        sc = sc.replace(attack={"fraction": 0.0})
+        attack["fraction"] = 0.0
     elif c.fraction != "base":
-        sc = sc.replace(attack={"fraction": float(c.fraction)})
+        attack["fraction"] = float(c.fraction)
     elif not sc.attack.fraction:
-        sc = sc.replace(attack={"fraction": 0.2})  # an attack on a base scenario without attackers
+        attack["fraction"] = 0.2  # an attack on a base scenario without attackers
+    if attack:
+        sc = sc.replace(attack=attack)
     if c.rule not in ("default", "base"):
         sc = sc.replace(aggregation={"rule": c.rule})
     return dataclasses.replace(sc, name=c.name)

@@ -38,6 +38,17 @@ def test_cell_scenarios() -> None:
     assert clean.scoring == base.scoring
 
 
+def test_an_attack_cell_on_a_base_without_attackers() -> None:
+    """``--scenario clustered.toml --attack ipm``: the base has fraction 0, which a kind alone breaks."""
+    base = load_scenario(BASE.parent / "clustered.toml")
+    assert base.attack.fraction == 0
+    sc = bm.cell_scenario(base, bm.Cell("base", "base", "rr4", "0.2", "ipm", "base"))
+    assert (sc.attack.kind, sc.attack.fraction, sc.topology.degree) == ("ipm", 0.2, 4)
+    assert sc.aggregation == base.aggregation and sc.data == base.data
+    kept = bm.cell_scenario(base, bm.Cell("base", "base", "base", "base", "signflip", "base"))
+    assert (kept.attack.kind, kept.attack.fraction) == ("signflip", 0.2)
+
+
 def test_exposed_peers_are_the_honest_ones_with_a_byzantine_majority_of_neighbours() -> None:
     from p2pfl.sim.plan import make_plan
 
@@ -135,16 +146,19 @@ def test_seeds_and_simulated_clock(tmp_path: Path, capsys: pytest.CaptureFixture
         bm.main([*argv, "--seed", "one"])
 
 
-def test_clustered_preset_is_the_measured_dumbbell_cell_with_its_three_settings() -> None:
+def test_clustered_preset_is_the_measured_dumbbell_cell_with_its_four_settings() -> None:
     """scenarios/clustered.toml is what simulations/benchmarks-matrix.md measured as the preset: the matrix's
-    dumbbell cell at Dirichlet 0.1 with the trusted mean, ``wait_before_mix`` and no self-clip, and nothing
-    else changed (a drift between the file and the documented command would make the table lie)."""
+    dumbbell cell at Dirichlet 0.1 with the trusted mean, ``wait_before_mix``, ``wait_fraction = 1`` and a
+    self-clip radius of 2, and nothing else changed (a drift between the file and the documented command
+    would make the table lie)."""
     preset = load_scenario(BASE.parent / "clustered.toml")
     cell = bm.cell_scenario(
         load_scenario(BASE).replace(run={"seed": preset.run.seed}),
         bm.Cell("digits", "0.1", "dumbbell", "0", "none", "trusted-mean"),
     )
-    measured = cell.replace(run={"wait_before_mix": True}, aggregation={"self_clip_scale": 100.0})
+    measured = cell.replace(
+        run={"wait_before_mix": True, "wait_fraction": 1.0}, aggregation={"self_clip_scale": 2.0}
+    )
     # ``degree`` is the random-regular graphs' key, unused by the dumbbell (the base's 6 leaks into the cell)
     assert preset.replace(topology={"degree": cell.topology.degree}).to_dict() == measured.to_dict()
     assert measured.to_dict() != cell.to_dict()
