@@ -2,8 +2,8 @@
 
 ``python -m p2pfl.sim.bench_matrix [--quick] [--dataset digits,mnist5k] [--alpha 0.3,0.1]
 [--topology rr6,rr4,dumbbell] [--fraction 0.2,0.25] [--attack none,signflip,...] [--rule default,median]
-[--rounds N] [--set SECTION.KEY=VALUE ...] [--scenario BASE.toml] [--out FILE.md] [--json FILE] [--work DIR]
-[--no-reference]``
+[--rounds N] [--seed 1,2] [--reproducible] [--set SECTION.KEY=VALUE ...] [--scenario BASE.toml]
+[--out FILE.md] [--json FILE] [--work DIR] [--no-reference]``
 
 Every cell is one full simulation of the base scenario (``scenarios/matrix16.toml``: 16 peers, random
 6-regular, Dirichlet(0.3) digits, MLP, 40 rounds, memory engine) with the cell's values replaced. Axis values:
@@ -16,6 +16,11 @@ Every cell is one full simulation of the base scenario (``scenarios/matrix16.tom
 * ``--fraction``: attackers among the peers (the ``none`` attack runs once, without attackers);
 * ``--attack``: any ``[attack] kind``; ``--rule``: ``default`` (the base scenario's aggregation, i.e. the
   library's default pipeline for matrix16.toml) or an aggregation rule name (``median``, ...).
+
+``--seed`` runs every cell once per ``[run] seed`` given (a row per seed; ``gap2`` compares a row with the
+attack-free row of its own seed); ``--reproducible`` runs each cell on the simulated clock
+(:mod:`simulations.determinism`): the same cell gives the same numbers whatever the machine's load, so
+configurations measured at different times on a shared machine compare exactly (memory engine only).
 
 Every axis also takes ``base`` (keep the base scenario's value). Without an axis option the full issue-16
 matrix is run (2 x 2 x 3 x 2 x 8 x 2 cells, minus the attack-free duplicates: 360 cells, hours);
@@ -133,14 +138,16 @@ def cell_scenario(base: Scenario, c: Cell) -> Scenario:
     if c.topology != "base":
         topo, placement = TOPOLOGIES[c.topology]
         sc = sc.replace(topology=topo, attack={"placement": placement})
-    if c.attack != "base":
-        sc = sc.replace(attack={"kind": c.attack})
+    # kind and fraction in one step: a base without attackers (fraction 0) rejects a kind alone
+    attack: dict[str, Any] = {} if c.attack == "base" else {"kind": c.attack}
     if c.attack == "none":
-        sc = sc.replace(attack={"fraction": 0.0})
+        attack["fraction"] = 0.0
     elif c.fraction != "base":
-        sc = sc.replace(attack={"fraction": float(c.fraction)})
+        attack["fraction"] = float(c.fraction)
     elif not sc.attack.fraction:
-        sc = sc.replace(attack={"fraction": 0.2})  # an attack on a base scenario without attackers
+        attack["fraction"] = 0.2  # an attack on a base scenario without attackers
+    if attack:
+        sc = sc.replace(attack=attack)
     if c.rule not in ("default", "base"):
         sc = sc.replace(aggregation={"rule": c.rule})
     return dataclasses.replace(sc, name=c.name)
@@ -226,8 +233,8 @@ def misses(row: dict[str, Any], rows: list[dict[str, Any]], refs: dict[str, floa
             if low < 0.90:
                 out.append("min90")
         if alpha == 0.1 or row["topology"] == "dumbbell" or row["dataset"] == "mnist5k":
-            key = {k: row[k] for k in ("dataset", "alpha", "topology", "rule")}
-            clean = [x for x in rows if x["attack"] == "none" and all(x[k] == v for k, v in key.items())]
+            key = {k: row.get(k) for k in ("dataset", "alpha", "topology", "rule", "seed")}
+            clean = [x for x in rows if x["attack"] == "none" and all(x.get(k) == v for k, v in key.items())]
             if not clean or clean[0]["mean"] is None:
                 out.append("gap2?")
             elif mean < clean[0]["mean"] - 0.02:
@@ -245,10 +252,10 @@ def _pct(x: float | None) -> str:
 
 def table(rows: list[dict[str, Any]], refs: dict[str, float]) -> list[str]:
     lines = [
-        "| dataset | alpha | topology | attackers | attack | rule | honest mean / min "
+        "| dataset | alpha | topology | attackers | attack | rule | seed | honest mean / min "
         "| min, Byzantine-minority peers (exposed) | evicted by all (pairs) | share > r10 | false ev. | s "
         "| misses |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         frac = "-" if row["attack"] == "none" else f"{row['attackers']} ({row['fraction']})"
@@ -258,12 +265,45 @@ def table(rows: list[dict[str, Any]], refs: dict[str, float]) -> list[str]:
         missed = ",".join(misses(row, rows, refs)) or "-"
         lines.append(
             f"| {row['dataset']} | {row['alpha']} | {row['topology']} | {frac} | {row['attack']} "
-            f"| {row['rule']} "
+            f"| {row['rule']} | {row.get('seed', '-')} "
             f"| {_pct(row['mean'])} / {_pct(row['min'])}{' (timeout)' if row['timed_out'] else ''} "
             f"| {_pct(row.get('min_minority'))} ({row.get('exposed', 0)}) | {ev} "
             f"| {share} | {row['false_evictions']} | {row['seconds']:.0f} | {missed} |"
         )
     return lines
+
+
+def run_cells(
+    base: Scenario,
+    todo: list[Cell],
+    seeds: list[int],
+    work: Path,
+    refs: dict[str, float],
+    *,
+    reproducible: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every cell once per seed (each row records its ``seed``), printing each row as it comes."""
+    rows: list[dict[str, Any]] = []
+    total = len(todo) * len(seeds)
+    for c in todo:
+        for seed in seeds:
+            sc = cell_scenario(base.replace(run={"seed": seed}), c)
+            started = time.time()
+            where = work / (c.name if len(seeds) == 1 else f"{c.name}-s{seed}")
+            r = run_scenario(sc, where, quiet=True, plots=False, reproducible=reproducible)
+            row = {**summarise(c, r, time.time() - started, exposed(sc)), "seed": seed}
+            rows.append(row)
+            print(f"[{len(rows)}/{total}] " + table([row], refs)[-1], file=sys.stderr)
+    return rows
+
+
+def _seeds(given: str | None, base: Scenario, ap: argparse.ArgumentParser) -> list[int]:
+    if not given:
+        return [base.run.seed]
+    try:
+        return [int(x) for x in given.split(",") if x]
+    except ValueError:
+        ap.error(f"--seed {given!r}: expected a comma list of integers")
 
 
 def machine() -> str:
@@ -307,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             f"--{axis}", *alias, dest=axis, default=None, help=f"comma list (full: {','.join(FULL[axis])})"
         )
     ap.add_argument("--rounds", type=int, default=None, help="override [run] rounds")
+    ap.add_argument("--seed", default=None, help="comma list of [run] seeds: each cell once per seed")
+    ap.add_argument("--reproducible", action="store_true", help="simulated clock (memory engine only)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--out", default=None, help="also write the markdown table here")
     ap.add_argument("--json", default=None, help="write every cell's figures here")
@@ -346,19 +388,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {ref.train_examples} / {ref.test_examples} | {time.time() - started:.0f} |"
             )
             print(f"reference {d}: logreg {_pct(ref.logreg)}, model {_pct(ref.model)}", file=sys.stderr)
-    rows: list[dict[str, Any]] = []
-    for i, c in enumerate(todo, 1):
-        sc = cell_scenario(base, c)
-        started = time.time()
-        r = run_scenario(sc, work / c.name, quiet=True, plots=False)
-        row = summarise(c, r, time.time() - started, exposed(sc))
-        rows.append(row)
-        print(f"[{i}/{len(todo)}] " + table([row], refs)[-1], file=sys.stderr)
+    seeds = _seeds(args.seed, base, ap)
+    rows = run_cells(base, todo, seeds, work, refs, reproducible=args.reproducible)
     command = "python -m p2pfl.sim.bench_matrix " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"Run {started_at:%Y-%m-%d %H:%M} UTC on {machine()}; {len(rows)} cells in {time.time() - t0:.0f} s.",
         f"Command: `{command.strip()}`. Base `{base_path.name}`, {base.run.rounds} rounds, "
-        f"transport `{base.run.transport}`, seed {base.run.seed}.",
+        f"transport `{base.run.transport}`, seed {','.join(map(str, seeds))}"
+        f"{' (simulated clock)' if args.reproducible else ''}.",
         "",
         *(
             ["Centralised references (union of all peers' data, same test split):", "", *ref_lines, ""]

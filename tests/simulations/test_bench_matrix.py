@@ -38,6 +38,17 @@ def test_cell_scenarios() -> None:
     assert clean.scoring == base.scoring
 
 
+def test_an_attack_cell_on_a_base_without_attackers() -> None:
+    """``--scenario clustered.toml --attack ipm``: the base has fraction 0, which a kind alone breaks."""
+    base = load_scenario(BASE.parent / "clustered.toml")
+    assert base.attack.fraction == 0
+    sc = bm.cell_scenario(base, bm.Cell("base", "base", "rr4", "0.2", "ipm", "base"))
+    assert (sc.attack.kind, sc.attack.fraction, sc.topology.degree) == ("ipm", 0.2, 4)
+    assert sc.aggregation == base.aggregation and sc.data == base.data
+    kept = bm.cell_scenario(base, bm.Cell("base", "base", "base", "base", "signflip", "base"))
+    assert (kept.attack.kind, kept.attack.fraction) == ("signflip", 0.2)
+
+
 def test_exposed_peers_are_the_honest_ones_with_a_byzantine_majority_of_neighbours() -> None:
     from p2pfl.sim.plan import make_plan
 
@@ -105,6 +116,52 @@ def test_misses_names_each_missed_target() -> None:
     assert bm.misses(skewed, [clean01], refs) == ["gap2"]
     assert bm.misses(skewed, [], refs) == ["gap2?"]
     assert bm.misses(_row(mean=None), [], refs) == ["failed"]
+
+
+def test_gap2_compares_with_the_attack_free_row_of_the_same_seed() -> None:
+    refs = {"digits": 0.97}
+    skewed = _row(alpha="0.1", mean=0.80, min=0.7, seed=2)
+    same_seed = _row(alpha="0.1", attack="none", fraction="0", mean=0.81, seed=2)
+    other_seed = _row(alpha="0.1", attack="none", fraction="0", mean=0.90, seed=1)
+    assert bm.misses(skewed, [other_seed, same_seed], refs) == []
+    assert bm.misses(skewed, [other_seed], refs) == ["gap2?"]
+
+
+def test_seeds_and_simulated_clock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--seed 1,2`` gives a row per seed; ``--reproducible`` gives the same numbers for the same seed."""
+    argv = ["--attack", "none", "--rule", "default", "--dataset", "digits", "--alpha", "0.3"]
+    argv += ["--topology", "rr4", "--rounds", "2", "--no-reference", "--reproducible"]
+
+    def rows(seeds: str, name: str) -> list[dict[str, Any]]:
+        out = tmp_path / f"{name}.json"
+        assert bm.main([*argv, "--seed", seeds, "--work", str(tmp_path / name), "--json", str(out)]) == 0
+        return list(json.loads(out.read_text())["rows"])
+
+    both = rows("1,2", "a")
+    assert [r["seed"] for r in both] == [1, 2]
+    assert "seed 1,2 (simulated clock)" in capsys.readouterr().out
+    again = rows("2", "b")
+    assert [(r["mean"], r["min"]) for r in again] == [(both[1]["mean"], both[1]["min"])]
+    with pytest.raises(SystemExit):
+        bm.main([*argv, "--seed", "one"])
+
+
+def test_clustered_preset_is_the_measured_dumbbell_cell_with_its_four_settings() -> None:
+    """scenarios/clustered.toml is what simulations/benchmarks-matrix.md measured as the preset: the matrix's
+    dumbbell cell at Dirichlet 0.1 with the trusted mean, ``wait_before_mix``, ``wait_fraction = 1`` and a
+    self-clip radius of 2, and nothing else changed (a drift between the file and the documented command
+    would make the table lie)."""
+    preset = load_scenario(BASE.parent / "clustered.toml")
+    cell = bm.cell_scenario(
+        load_scenario(BASE).replace(run={"seed": preset.run.seed}),
+        bm.Cell("digits", "0.1", "dumbbell", "0", "none", "trusted-mean"),
+    )
+    measured = cell.replace(
+        run={"wait_before_mix": True, "wait_fraction": 1.0}, aggregation={"self_clip_scale": 2.0}
+    )
+    # ``degree`` is the random-regular graphs' key, unused by the dumbbell (the base's 6 leaks into the cell)
+    assert preset.replace(topology={"degree": cell.topology.degree}).to_dict() == measured.to_dict()
+    assert measured.to_dict() != cell.to_dict()
 
 
 @pytest.mark.slow
