@@ -1,0 +1,118 @@
+"""Yamux frame writes that a cancelled caller cannot cut in half (py-libp2p 0.8.1's can, and that breaks the
+connection for every stream on it).
+
+All streams of a yamux connection share one byte stream, and the peer finds each frame (and, below it, each
+Noise message) by the lengths that precede it. py-libp2p's ``Yamux._write_frame`` writes with an ordinary
+cancellable socket ``send_all``: when the task writing is cancelled part-way (a request's timeout, a
+response's write deadline, the end of a nursery), part of a frame is on the wire, or a Noise nonce was spent
+on a message never sent. From there the peer reads lengths out of payload bytes: every *other* stream of the
+connection ends truncated or reset, or waits for bytes that never come until its own timeout. Seen: twelve
+parallel ~1.2 MB responses on one connection on a loaded 2-core machine; one response's write deadline fired
+mid-frame and all twelve requests failed ("stream ended after 196572 of 1179650 bytes"; the flake of
+``tests/transport/libp2p/test_fast_interop.py``), on the stock path and on the fast path alike.
+
+:class:`WholeFrameYamux` (py-libp2p's ``Yamux`` with this one change; the base of
+:class:`~.compat_yamux.FastYamux`, and what runs with ``Libp2pConfig.fast_streams`` off) writes each frame, or
+batch of frames, shielded from its caller's cancellation: once a write holds the connection's write lock it
+ends whole, and the caller's cancellation takes effect right after it, at a frame boundary, so only the
+caller's own stream is abandoned (its reset follows). The shield is bounded: a write still unfinished
+:data:`FRAME_WRITE_GRACE_S` after its caller's deadline, or :data:`FRAME_WRITE_LIMIT_S` after it started, is
+cut, and the connection, whose framing is then lost, is closed at once; closing the connection cuts a write
+in progress too (nothing more will be read from it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, Final
+
+import trio
+from libp2p.abc import INetwork, ISecureConn
+from libp2p.peer.id import ID
+from libp2p.stream_muxer.exceptions import MuxedStreamError
+from libp2p.stream_muxer.yamux import yamux as _y
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from p2pfl.transport.libp2p.compat import UnsupportedLibp2pError
+
+__all__ = ["FRAME_WRITE_GRACE_S", "FRAME_WRITE_LIMIT_S", "WholeFrameYamux", "use_yamux"]
+
+log = logging.getLogger("p2pfl.transport.libp2p")
+
+#: How long a frame write may run on after its caller's deadline passed.
+FRAME_WRITE_GRACE_S: Final[float] = 5.0
+#: The longest a frame write may take at all: as long as a peer has to deliver a DATA body to us (60 s).
+FRAME_WRITE_LIMIT_S: Final[float] = _y._yamux_data_read_timeout()
+
+if not all(hasattr(Yamux, name) for name in ("_write_frame", "close")):
+    raise UnsupportedLibp2pError("py-libp2p yamux without Yamux._write_frame or Yamux.close")
+
+
+class WholeFrameYamux(Yamux):
+    """py-libp2p's yamux connection whose frame writes are never cut by their caller's cancellation."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(getattr(self, "_write_lock", None), trio.Lock):
+            raise UnsupportedLibp2pError("py-libp2p yamux without a Yamux._write_lock")
+        self._writing: trio.CancelScope | None = None
+
+    async def _write_frame(self, data: bytes) -> None:
+        await self.write_whole(partial(self.secured_conn.write, data))
+        await trio.lowlevel.checkpoint()  # as py-libp2p's: a caller cancelled meanwhile stops here
+
+    async def write_whole(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run ``write`` (one secured write: whole frames) under the connection's write lock, to its end
+        unless it overruns its bounds (then the connection is closed: see the module docstring)."""
+        async with self._write_lock:
+            now = trio.current_time()
+            caller = max(trio.current_effective_deadline(), now)
+            deadline = min(caller + FRAME_WRITE_GRACE_S, now + FRAME_WRITE_LIMIT_S)
+            with trio.CancelScope(deadline=deadline, shield=True) as scope:
+                self._writing = scope
+                try:
+                    await write()
+                finally:
+                    self._writing = None
+            if scope.cancelled_caught:
+                await self._close_torn()
+                raise MuxedStreamError("a frame write was cut off: the connection is closed")
+
+    async def _close_torn(self) -> None:
+        """Close the secured connection: its reader then fails and cleans every stream up."""
+        log.info("yamux write to %s cut off mid-frame; closing the connection", self.peer_id)
+        with trio.CancelScope(deadline=trio.current_time() + FRAME_WRITE_GRACE_S, shield=True):
+            try:
+                await self.secured_conn.close()
+            except Exception as exc:
+                log.debug("closing %s after a cut write: %s: %s", self.peer_id, type(exc).__name__, exc)
+
+    async def close(self, error_code: int = _y.GO_AWAY_NORMAL) -> None:
+        """Cut a write in progress first: the connection is going, and a peer that does not read would
+        otherwise hold the GO_AWAY (and this close) behind it."""
+        if self._writing is not None:
+            self._writing.cancel()
+        await super().close(error_code)
+
+
+def use_yamux(network: INetwork, muxer: type[WholeFrameYamux]) -> None:
+    """Make every yamux connection of ``network`` a ``muxer``.
+
+    py-libp2p's muxer negotiation builds its own ``Yamux`` for ``/yamux/1.0.0`` whatever class the host was
+    given, so the negotiated (not yet started) connection is rebuilt as ``muxer`` with the same arguments."""
+    multistream = network.upgrader.muxer_multistream  # type: ignore[attr-defined]
+    inner = multistream.new_conn
+
+    async def new_conn(conn: ISecureConn, peer_id: ID) -> Any:
+        muxed = await inner(conn, peer_id)
+        if type(muxed) is not Yamux:
+            return muxed
+        ours = muxer(conn, peer_id, is_initiator=muxed.is_initiator_value, on_close=muxed.on_close)
+        for attr in ("negotiated_muxer_protocol", "negotiated_security_protocol"):
+            if hasattr(muxed, attr):
+                setattr(ours, attr, getattr(muxed, attr))
+        return ours
+
+    multistream.new_conn = new_conn
