@@ -19,11 +19,21 @@ caller's own stream is abandoned (its reset follows). The shield is bounded: a w
 :data:`FRAME_WRITE_GRACE_S` after its caller's deadline, or :data:`FRAME_WRITE_LIMIT_S` after it started, is
 cut, and the connection, whose framing is then lost, is closed at once; closing the connection cuts a write
 in progress too (nothing more will be read from it).
+
+Why a write could stall that long at all: py-libp2p's frame reader answers a PING, a new stream's SYN or a bad
+frame by writing a frame itself, and so waits for the connection's write lock. When a writer holding it is
+blocked in ``send_all`` because the peer's socket buffer is full, and the peer's reader is waiting for *its*
+write lock the same way, neither side reads again: a deadlock (seen in the same runs: the reader waited
+15.8 s for the lock; before the fix above, the response's write deadline ended it by cutting the frame).
+Here the reader never waits for the write lock: the frames it writes are queued (at most
+:data:`READER_QUEUE` of them; past that it waits, so a peer flooding PINGs is slowed down, not buffered
+for) and go out ahead of the next write, or from a task of the connection's own.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Final
@@ -37,7 +47,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2pfl.transport.libp2p.compat import UnsupportedLibp2pError
 
-__all__ = ["FRAME_WRITE_GRACE_S", "FRAME_WRITE_LIMIT_S", "WholeFrameYamux", "use_yamux"]
+__all__ = ["FRAME_WRITE_GRACE_S", "FRAME_WRITE_LIMIT_S", "READER_QUEUE", "WholeFrameYamux", "use_yamux"]
 
 log = logging.getLogger("p2pfl.transport.libp2p")
 
@@ -45,6 +55,8 @@ log = logging.getLogger("p2pfl.transport.libp2p")
 FRAME_WRITE_GRACE_S: Final[float] = 5.0
 #: The longest a frame write may take at all: as long as a peer has to deliver a DATA body to us (60 s).
 FRAME_WRITE_LIMIT_S: Final[float] = _y._yamux_data_read_timeout()
+#: Frames the reader may have waiting to be written (ACKs, PING replies, RSTs: 12 bytes each).
+READER_QUEUE: Final[int] = 256
 
 if not all(hasattr(Yamux, name) for name in ("_write_frame", "close")):
     raise UnsupportedLibp2pError("py-libp2p yamux without Yamux._write_frame or Yamux.close")
@@ -55,13 +67,41 @@ class WholeFrameYamux(Yamux):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not isinstance(getattr(self, "_write_lock", None), trio.Lock):
-            raise UnsupportedLibp2pError("py-libp2p yamux without a Yamux._write_lock")
+        for name, kind in (("_write_lock", trio.Lock), ("_nursery", type(None))):
+            if not isinstance(getattr(self, name, False), kind):
+                raise UnsupportedLibp2pError(f"py-libp2p yamux without a Yamux.{name}")
         self._writing: trio.CancelScope | None = None
+        self._reader: trio.lowlevel.Task | None = None  # the task running handle_incoming
+        self._from_reader: deque[bytes] = deque()
+        self._flushing = False
+
+    async def handle_incoming(self) -> None:
+        self._reader = trio.lowlevel.current_task()
+        await super().handle_incoming()
 
     async def _write_frame(self, data: bytes) -> None:
+        nursery = self._nursery
+        if (
+            trio.lowlevel.current_task() is self._reader
+            and nursery is not None
+            and len(self._from_reader) < READER_QUEUE
+        ):
+            self._from_reader.append(data)  # the reader must not wait for the write lock (deadlock)
+            if not self._flushing:
+                self._flushing = True
+                nursery.start_soon(self._flush_reader_frames)
+            return
         await self.write_whole(partial(self.secured_conn.write, data))
         await trio.lowlevel.checkpoint()  # as py-libp2p's: a caller cancelled meanwhile stops here
+
+    async def _flush_reader_frames(self) -> None:
+        try:
+            while self._from_reader:  # frames queued while a write was under way wait for the next
+                await self.write_whole(trio.lowlevel.checkpoint)  # the queued frames go out first
+        except Exception as exc:  # the connection is failing: its reader cleans up
+            log.debug("yamux frames to %s not sent: %s: %s", self.peer_id, type(exc).__name__, exc)
+        finally:
+            self._flushing = False
 
     async def write_whole(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run ``write`` (one secured write: whole frames) under the connection's write lock, to its end
@@ -73,6 +113,10 @@ class WholeFrameYamux(Yamux):
             with trio.CancelScope(deadline=deadline, shield=True) as scope:
                 self._writing = scope
                 try:
+                    if self._from_reader:
+                        queued = b"".join(self._from_reader)
+                        self._from_reader.clear()
+                        await self.secured_conn.write(queued)
                     await write()
                 finally:
                     self._writing = None

@@ -232,6 +232,7 @@ class FastYamux(WholeFrameYamux):
     # --------------------------------------------------------------------------------------- reading
     async def handle_incoming(self) -> None:
         """Read and dispatch frames until the connection ends; a protocol violation closes it (GO_AWAY)."""
+        self._reader = trio.lowlevel.current_task()  # its frames are queued, never wait (compat_frames)
         try:
             while not self.event_shutting_down.is_set():
                 header = await self._read_exact(HEADER_SIZE)
@@ -299,7 +300,9 @@ class FastYamux(WholeFrameYamux):
         log.info("yamux protocol violation by %s: %s; closing the connection", self.peer_id, why)
         with trio.move_on_after(1.0):
             try:
-                await self._write_frame(_HEADER.pack(0, _y.TYPE_GO_AWAY, 0, 0, _y.GO_AWAY_PROTOCOL_ERROR))
+                # directly, not queued: the connection closes right after
+                goaway = _HEADER.pack(0, _y.TYPE_GO_AWAY, 0, 0, _y.GO_AWAY_PROTOCOL_ERROR)
+                await self.write_whole(partial(self.secured_conn.write, goaway))
             except Exception as exc:
                 log.debug("GO_AWAY to %s not sent: %s", self.peer_id, exc)
 

@@ -1,7 +1,8 @@
 """A yamux frame write is never cut in half by its caller's cancellation (py-libp2p 0.8.1's was: the peer then
 read lengths out of payload bytes and every other stream of the connection ended truncated, reset or stuck),
-on the fast path (:class:`FastYamux`) and off it (:class:`WholeFrameYamux`, py-libp2p's streams); and the
-shield that guarantees it is bounded."""
+on the fast path (:class:`FastYamux`) and off it (:class:`WholeFrameYamux`, py-libp2p's streams); the shield
+that guarantees it is bounded; and the frame reader never waits for the write lock (a writer stuck on a full
+socket held it, and both ends' readers waiting for it was a deadlock)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2pfl.transport.libp2p.compat_frames import FRAME_WRITE_GRACE_S, WholeFrameYamux
 from p2pfl.transport.libp2p.compat_yamux import FastYamux
-from tests.transport.libp2p.test_fast_yamux import DATA, HEADER, PEER, WINDOW_UPDATE, FakeSecure
+from tests.transport.libp2p.test_fast_yamux import (
+    ACK,
+    DATA,
+    HEADER,
+    PEER,
+    PING,
+    SYN,
+    WINDOW_UPDATE,
+    FakeSecure,
+    frame,
+)
 
 MUXERS = [FastYamux, WholeFrameYamux]
 
@@ -38,18 +49,18 @@ class StallingSecure(FakeSecure):
         self.written += data[half:]
 
 
-def whole_frames(wire: bytes) -> list[tuple[int, int, bytes]]:
-    """(type, stream id, DATA body) of every frame on ``wire``; fails on a header that is not one, or on
-    bytes left over (a frame cut short)."""
+def whole_frames(wire: bytes) -> list[tuple[int, int, int, bytes]]:
+    """(type, flags, stream id, DATA body) of every frame on ``wire``; fails on a header that is not one, or
+    on bytes left over (a frame cut short)."""
     out, pos = [], 0
     while pos < len(wire):
         assert len(wire) - pos >= HEADER.size, f"{len(wire) - pos} bytes left: a cut header"
-        version, typ, _, sid, length = HEADER.unpack(wire[pos : pos + HEADER.size])
-        assert version == 0 and typ in (DATA, WINDOW_UPDATE), f"not a frame header at {pos}"
+        version, typ, flags, sid, length = HEADER.unpack(wire[pos : pos + HEADER.size])
+        assert version == 0 and typ in (DATA, WINDOW_UPDATE, PING), f"not a frame header at {pos}"
         body_len = length if typ == DATA else 0
         pos += HEADER.size
         assert pos + body_len <= len(wire), f"a frame of {body_len} bytes cut at {len(wire) - pos}"
-        out.append((typ, sid, wire[pos : pos + body_len]))
+        out.append((typ, flags, sid, wire[pos : pos + body_len]))
         pos += body_len
     return out
 
@@ -73,8 +84,8 @@ def test_a_cancelled_writer_leaves_whole_frames_and_the_other_streams_go_on(muxe
             secure.release.set()
         await other.write(b"after")
         frames = whole_frames(bytes(secure.written))
-        assert frames[-1] == (DATA, other.stream_id, b"after")
-        sent = b"".join(body for typ, sid, body in frames if typ == DATA and sid == cancelled.stream_id)
+        assert frames[-1] == (DATA, 0, other.stream_id, b"after")
+        sent = b"".join(body for typ, _, sid, body in frames if typ == DATA and sid == cancelled.stream_id)
         assert payload.startswith(sent) and sent  # what went out of the cancelled stream is whole frames
         assert not secure.closed
 
@@ -124,5 +135,41 @@ def test_closing_the_connection_cuts_a_write_in_progress(muxer: type[WholeFrameY
                 await mux.close()
         assert trio.current_time() - start < 1.0
         assert failed and secure.closed
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize("muxer", MUXERS)
+def test_the_reader_keeps_reading_while_a_writer_is_stuck_on_a_full_socket(muxer: type[Yamux]) -> None:
+    """A PING arrives while our writer waits on the peer's full buffer: py-libp2p's reader waited for the
+    write lock to answer it and read nothing more (the peer's reader did the same: deadlock). Here the answer
+    is queued, the next frame is read at once, and the answer goes out, whole, once the writer is through."""
+
+    async def main() -> None:
+        secure = StallingSecure()
+        mux = muxer(secure, PEER, is_initiator=True)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(mux.start)
+            await mux.event_started.wait()
+            stream = await mux.open_stream()
+            written = trio.Event()
+
+            async def write() -> None:
+                await stream.write(bytes(50_000))
+                written.set()
+
+            nursery.start_soon(write)
+            await secure.stalled.wait()
+            secure.feed.send_nowait(frame(PING, SYN, 0, 7))
+            secure.feed.send_nowait(frame(DATA, 0, stream.stream_id, 5, b"hello"))
+            with trio.fail_after(5):
+                while mux.stream_buffers.get(stream.stream_id) != b"hello":
+                    await trio.sleep(0.01)
+            secure.release.set()
+            with trio.fail_after(5):
+                await written.wait()
+                while (PING, ACK, 0, b"") not in whole_frames(bytes(secure.written)):
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
