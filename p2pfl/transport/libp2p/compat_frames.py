@@ -6,10 +6,10 @@ Noise message) by the lengths that precede it. py-libp2p's ``Yamux._write_frame`
 cancellable socket ``send_all``: when the task writing is cancelled part-way (a request's timeout, a
 response's write deadline, the end of a nursery), part of a frame is on the wire, or a Noise nonce was spent
 on a message never sent. From there the peer reads lengths out of payload bytes: every *other* stream of the
-connection ends truncated or reset, or waits for bytes that never come until its own timeout. Seen: twelve
-parallel ~1.2 MB responses on one connection on a loaded 2-core machine; one response's write deadline fired
-mid-frame and all twelve requests failed ("stream ended after 196572 of 1179650 bytes"; the flake of
-``tests/transport/libp2p/test_fast_interop.py``), on the stock path and on the fast path alike.
+connection ends truncated or reset, or waits for bytes that never come until its own timeout. That was the
+flake of ``tests/transport/libp2p/test_fast_interop.py`` (twelve parallel ~1.2 MB responses on one connection
+under CPU load: one response's write deadline fired mid-frame and every request failed), on the stock path
+and on the fast path alike; docs/benchmarks.md, "Parallel streams under CPU load", has the runs.
 
 :class:`WholeFrameYamux` (py-libp2p's ``Yamux`` with this one change; the base of
 :class:`~.compat_yamux.FastYamux`, and what runs with ``Libp2pConfig.fast_streams`` off) writes each frame, or
@@ -23,8 +23,8 @@ in progress too (nothing more will be read from it).
 Why a write could stall that long at all: py-libp2p's frame reader answers a PING, a new stream's SYN or a bad
 frame by writing a frame itself, and so waits for the connection's write lock. When a writer holding it is
 blocked in ``send_all`` because the peer's socket buffer is full, and the peer's reader is waiting for *its*
-write lock the same way, neither side reads again: a deadlock (seen in the same runs: the reader waited
-15.8 s for the lock; before the fix above, the response's write deadline ended it by cutting the frame).
+write lock the same way, neither side reads again: a deadlock (seen in the same runs; before the fix above,
+the response's write deadline ended it by cutting the frame).
 Here the reader never waits for the write lock: the frames it writes are queued (at most
 :data:`READER_QUEUE` of them; past that it waits, so a peer flooding PINGs is slowed down, not buffered
 for) and go out ahead of the next write, or from a task of the connection's own.
