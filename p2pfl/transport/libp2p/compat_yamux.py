@@ -33,17 +33,18 @@ from __future__ import annotations
 
 import logging
 import struct
-from typing import Any, Final
+from functools import partial
+from typing import Final
 
 import trio
-from libp2p.abc import INetwork, ISecureConn
+from libp2p.abc import ISecureConn
 from libp2p.io.exceptions import IncompleteReadError
-from libp2p.peer.id import ID
 from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamError, MuxedStreamReset
 from libp2p.stream_muxer.yamux import yamux as _y
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 from p2pfl.transport.libp2p.compat import UnsupportedLibp2pError
+from p2pfl.transport.libp2p.compat_frames import WholeFrameYamux
 from p2pfl.transport.libp2p.compat_noise import MAX_PLAINTEXT, BatchedNoiseSession, pop_head
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
     "WINDOW_WAIT_S",
     "FastYamux",
     "FastYamuxStream",
-    "use_fast_yamux",
 ]
 
 log = logging.getLogger("p2pfl.transport.libp2p")
@@ -181,8 +181,9 @@ class FastYamuxStream(YamuxStream):
         await self.send_window_update(credit)
 
 
-class FastYamux(Yamux):
-    """py-libp2p's yamux connection with our stream class, batched DATA writes and a total frame reader."""
+class FastYamux(WholeFrameYamux):
+    """py-libp2p's yamux connection with our stream class, batched DATA writes (each one whole, see
+    :mod:`.compat_frames`) and a total frame reader."""
 
     async def send_data(self, sid: int, payload: memoryview) -> None:
         """``payload`` as DATA frames of at most :data:`FRAME_PAYLOAD` bytes, in one secured write."""
@@ -192,11 +193,10 @@ class FastYamux(Yamux):
             for i in range(0, size, FRAME_PAYLOAD)
         ]
         secured = self.secured_conn
-        async with self._write_lock:
-            if isinstance(secured, BatchedNoiseSession):
-                await secured.write_messages(frames)
-            else:
-                await secured.write(b"".join(frames))
+        if isinstance(secured, BatchedNoiseSession):
+            await self.write_whole(partial(secured.write_messages, frames))
+        else:
+            await self.write_whole(partial(secured.write, b"".join(frames)))
 
     async def open_stream(self) -> FastYamuxStream:
         await self.stream_backlog_semaphore.acquire()
@@ -232,6 +232,7 @@ class FastYamux(Yamux):
     # --------------------------------------------------------------------------------------- reading
     async def handle_incoming(self) -> None:
         """Read and dispatch frames until the connection ends; a protocol violation closes it (GO_AWAY)."""
+        self._reader = trio.lowlevel.current_task()  # its frames are queued, never wait (compat_frames)
         try:
             while not self.event_shutting_down.is_set():
                 header = await self._read_exact(HEADER_SIZE)
@@ -299,7 +300,9 @@ class FastYamux(Yamux):
         log.info("yamux protocol violation by %s: %s; closing the connection", self.peer_id, why)
         with trio.move_on_after(1.0):
             try:
-                await self._write_frame(_HEADER.pack(0, _y.TYPE_GO_AWAY, 0, 0, _y.GO_AWAY_PROTOCOL_ERROR))
+                # directly, not queued: the connection closes right after
+                goaway = _HEADER.pack(0, _y.TYPE_GO_AWAY, 0, 0, _y.GO_AWAY_PROTOCOL_ERROR)
+                await self.write_whole(partial(self.secured_conn.write, goaway))
             except Exception as exc:
                 log.debug("GO_AWAY to %s not sent: %s", self.peer_id, exc)
 
@@ -356,24 +359,3 @@ class FastYamux(Yamux):
         if stream.closed:
             self._finalize_stream_locked(stream, fully_closed=True)
         return ok
-
-
-def use_fast_yamux(network: INetwork) -> None:
-    """Make every yamux connection of ``network`` a :class:`FastYamux`.
-
-    py-libp2p's muxer negotiation builds its own ``Yamux`` for ``/yamux/1.0.0`` whatever class the host was
-    given, so the negotiated (not yet started) connection is rebuilt as ours with the same arguments."""
-    multistream = network.upgrader.muxer_multistream  # type: ignore[attr-defined]
-    inner = multistream.new_conn
-
-    async def new_conn(conn: ISecureConn, peer_id: ID) -> Any:
-        muxed = await inner(conn, peer_id)
-        if type(muxed) is not Yamux:
-            return muxed
-        fast = FastYamux(conn, peer_id, is_initiator=muxed.is_initiator_value, on_close=muxed.on_close)
-        for attr in ("negotiated_muxer_protocol", "negotiated_security_protocol"):
-            if hasattr(muxed, attr):
-                setattr(fast, attr, getattr(muxed, attr))
-        return fast
-
-    multistream.new_conn = new_conn

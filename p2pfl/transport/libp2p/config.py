@@ -59,7 +59,8 @@ class Libp2pConfig:
     io_grace: float = 10.0
     write_chunk: int = 1 << 20
     #: Batched Noise and yamux (:mod:`.compat_noise`, :mod:`.compat_yamux`): the same wire protocol as
-    #: py-libp2p's, fewer syscalls, copies and window waits per frame. Off: py-libp2p's own classes.
+    #: py-libp2p's, fewer syscalls, copies and window waits per frame. Off: py-libp2p's own classes, except
+    #: that a frame write is never cut off by its caller's cancellation (:mod:`.compat_frames`, both ways).
     fast_streams: bool = True
     max_inbound_streams_per_peer: int = 8
     max_inbound_streams: int = 64

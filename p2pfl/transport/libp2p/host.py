@@ -29,8 +29,9 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2pfl.errors import TransportError
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
 from p2pfl.transport.libp2p import compat
+from p2pfl.transport.libp2p.compat_frames import WholeFrameYamux, use_yamux
 from p2pfl.transport.libp2p.compat_noise import BatchedNoiseTransport
-from p2pfl.transport.libp2p.compat_yamux import use_fast_yamux
+from p2pfl.transport.libp2p.compat_yamux import FastYamux
 from p2pfl.transport.libp2p.config import Libp2pConfig
 from p2pfl.transport.libp2p.connections import ConnectionsMixin, _FilterNotifee
 from p2pfl.transport.libp2p.gossip import GossipMixin, gossip_topic, make_gossipsub
@@ -91,8 +92,8 @@ def _build_host(key_pair: KeyPair, listen: multiaddr.Multiaddr, cfg: Libp2pConfi
         enable_mDNS=False,
         connection_config=conn_cfg,
     )
-    if cfg.fast_streams:
-        use_fast_yamux(host.get_network())
+    # py-libp2p's own yamux lets a cancelled writer cut a frame in half (see compat_frames): never run it
+    use_yamux(host.get_network(), FastYamux if cfg.fast_streams else WholeFrameYamux)
     return host
 
 
