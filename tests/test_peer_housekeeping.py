@@ -76,8 +76,8 @@ async def test_the_housekeeping_rewrites_status_json_only_when_it_changed(tmp_pa
         inner = peer.store.write_status
 
         def counting(data: bytes) -> None:
-            writes.append(data)
             inner(data)
+            writes.append(data)  # after the file is replaced: the test reads it as soon as it sees this
 
         peer.store.write_status = counting  # type: ignore[method-assign]
         await trio.sleep(0.6)  # about 12 housekeeping periods, nothing changes
