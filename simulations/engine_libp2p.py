@@ -90,16 +90,22 @@ def run_libp2p(
         deadline = time.monotonic() + scenario.run.time_limit_s
         timed_out = False
 
-        def check_alive() -> None:
+        def check_alive(gate: bool = False) -> None:
+            """A worker that exited before finishing is an error; at the start gate, one that exited before
+            it listened is too, result.json or not (its ``finally`` writes one: e.g. its port was taken
+            between ``_free_ports`` and its bind; the gate used to wait for it until the time limit)."""
             for i, proc in enumerate(procs):
                 code = proc.poll()
-                if code is not None and not (peers_dir / str(i) / "result.json").exists():
+                d = peers_dir / str(i)
+                if code is not None and (
+                    not (d / "result.json").exists() or (gate and not (d / "online").exists())
+                ):
                     tail = (peers_dir / str(i) / "worker.log").read_text(errors="replace")[-3000:]
                     raise SimulationError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
 
         # start gate: everyone online (listening) before anyone trains
         while not all((peers_dir / str(i) / "online").exists() for i in range(n)):
-            check_alive()
+            check_alive(gate=True)
             if time.monotonic() > deadline:
                 raise SimulationError("peer workers did not come online within the time limit")
             progress.update(
