@@ -6,8 +6,8 @@ so a test's MockClock drives it) and what it sees of its neighbours; it gets a :
 learners: a peer that starts learning alone drifts away on its own data before the others come online. A
 learner is a connected peer subscribed to our announcements (:func:`learners`), not any connection: a peer
 of another network (its topics are its network's) or a registry never subscribes, and counting them let a
-peer that had only another network's peers connected start alone after the subscription wait (seen as a
-flake of the two-networks CLI test: a beta peer ran solo rounds, 10 s each, beside two alpha peers). Then
+peer that had only another network's peers connected start alone after the subscription wait (seen in
+every run of the two-networks CLI test: a beta peer ran solo rounds, 10 s each, beside two alpha peers). Then
 let every connected learner subscribe to our announcements (at most ``subscribe_grace_s`` + 1 s): a first
 version published before a neighbour subscribed never reaches it, and a neighbour that hears only one of
 its peers in its first rounds mixes that one alone, poisoner or not (measured: 2 of 6 runs of a 4-peer
