@@ -85,19 +85,23 @@ class RoundWaits:
         while not self._p.stopped.is_set():
             now = trio.current_time()
             views = self._views(now)
-            count = self._learners(views)
+            count = len(self._learners(views))
             decision = gate.decide(now, count, len(unsubscribed(now, views, self._pacing)))
             if isinstance(decision, Start):
                 self._log_start(decision.reason, count)
                 return
             await trio.sleep_until(decision.until)
 
-    def _learners(self, views: list[NeighbourView]) -> int:
-        """The neighbours that count towards ``min_neighbours``: subscribed learners (a peer of another
-        network or a registry never subscribes: p2pfl.protocol.pacing.learners) and the connected fellows of
-        our secure-aggregation group (they mute us, so never subscribe, but learn with us)."""
+    def _learners(self, views: list[NeighbourView] | None = None) -> list[str]:
+        """The neighbours that count towards ``min_neighbours`` and that the join asks for snapshots:
+        subscribed learners (a peer of another network or a registry never subscribes:
+        p2pfl.protocol.pacing.learners) and the connected fellows of our secure-aggregation group (they mute
+        us, so never subscribe, but learn with us). A peer of another network answered the join with a
+        snapshot the engine refused, and that answer counted towards the join's quorum."""
+        if views is None:
+            views = self._views(trio.current_time())
         group = self._p.secagg()
-        fellows = 0 if group is None else sum(1 for p in self._p.neighbours() if group.is_fellow(p))
+        fellows = [] if group is None else [p for p in self._p.neighbours() if group.is_fellow(p)]
         return learners(views) + fellows
 
     def _log_start(self, reason: str, count: int) -> None:
@@ -148,7 +152,7 @@ class RoundWaits:
             adopt=adopt,
             started_at=trio.current_time(),
         )
-        snaps = await self._p.exchange.fetch_snapshots(plan, self._p.neighbours)
+        snaps = await self._p.exchange.fetch_snapshots(plan, self._learners)
         if snaps:
             self._join_from(plan, snaps)
             # a conviction met in the snapshots: evict (disconnect) the sender and relay the proof now

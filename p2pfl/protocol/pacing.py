@@ -134,11 +134,11 @@ class ConnectionClock:
         return self.first_seen
 
 
-def learners(views: Sequence[NeighbourView]) -> int:
-    """The connected peers that count towards ``min_neighbours``: subscribed to our announcements and not
-    evicted. Only a learner of our own network subscribes to our topic; a connection proves nothing more
-    than a handshake (module docstring)."""
-    return sum(1 for v in views if v.subscribed and not v.evicted)
+def learners(views: Sequence[NeighbourView]) -> list[str]:
+    """The connected peers that count towards ``min_neighbours`` (and that a join asks for snapshots):
+    subscribed to our announcements and not evicted. Only a learner of our own network subscribes to our
+    topic; a connection proves nothing more than a handshake (module docstring)."""
+    return [v.peer for v in views if v.subscribed and not v.evicted]
 
 
 def unsubscribed(now: float, views: Sequence[NeighbourView], cfg: PacingConfig) -> list[str]:
