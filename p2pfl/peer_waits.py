@@ -20,7 +20,14 @@ import trio
 from p2pfl.peer_round_parts import RoundParts, RoundReport, pacing_config
 from p2pfl.protocol import Start
 from p2pfl.protocol.join import JoinPlan
-from p2pfl.protocol.pacing import ConnectionClock, NeighbourView, RoundPacer, StartGate, unsubscribed
+from p2pfl.protocol.pacing import (
+    ConnectionClock,
+    NeighbourView,
+    RoundPacer,
+    StartGate,
+    learners,
+    unsubscribed,
+)
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -78,18 +85,40 @@ class RoundWaits:
         while not self._p.stopped.is_set():
             now = trio.current_time()
             views = self._views(now)
-            connected = len(self._p.neighbours())  # fellows count towards min_neighbours
-            decision = gate.decide(now, connected, len(unsubscribed(now, views, self._pacing)))
+            count = len(self._learners(views))
+            decision = gate.decide(now, count, len(unsubscribed(now, views, self._pacing)))
             if isinstance(decision, Start):
-                if decision.reason == "timeout":
-                    log.warning(
-                        "starting with %d of min_neighbours=%d neighbours after %.0f s",
-                        connected,
-                        self._p.config.min_neighbours,
-                        self._p.config.start_timeout_s,
-                    )
+                self._log_start(decision.reason, count)
                 return
             await trio.sleep_until(decision.until)
+
+    def _learners(self, views: list[NeighbourView] | None = None) -> list[str]:
+        """The neighbours that count towards ``min_neighbours`` and that the join asks for snapshots:
+        subscribed learners (a peer of another network or a registry never subscribes:
+        p2pfl.protocol.pacing.learners) and the connected fellows of our secure-aggregation group (they mute
+        us, so never subscribe, but learn with us). A peer of another network answered the join with a
+        snapshot the engine refused, and that answer counted towards the join's quorum."""
+        if views is None:
+            views = self._views(trio.current_time())
+        group = self._p.secagg()
+        fellows = [] if group is None else [p for p in self._p.neighbours() if group.is_fellow(p)]
+        return learners(views) + fellows
+
+    def _log_start(self, reason: str, count: int) -> None:
+        """One line when the start gate opens: with whom, and why (connections that are not learners are
+        the tell of a peer connected only to another network's peers)."""
+        config = self._p.config
+        connected = len(self._p.neighbours())
+        if reason == "timeout":
+            log.warning(
+                "starting with %d of min_neighbours=%d learning neighbours after %.0f s (%d connected)",
+                count,
+                config.min_neighbours,
+                config.start_timeout_s,
+                connected,
+            )
+        else:
+            log.info("starting: %d learning neighbours of %d connected (%s)", count, connected, reason)
 
     async def _wait_for_neighbours(self) -> float:
         """Before a round (or its mix, ``wait_before_mix``): until enough neighbours sent a new version
@@ -123,7 +152,7 @@ class RoundWaits:
             adopt=adopt,
             started_at=trio.current_time(),
         )
-        snaps = await self._p.exchange.fetch_snapshots(plan, self._p.neighbours)
+        snaps = await self._p.exchange.fetch_snapshots(plan, self._learners)
         if snaps:
             self._join_from(plan, snaps)
             # a conviction met in the snapshots: evict (disconnect) the sender and relay the proof now

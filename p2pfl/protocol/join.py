@@ -5,7 +5,10 @@ A fresh peer (``adopt``) starts from the median of its neighbours' snapshots, ne
 resuming from a checkpoint keeps its own model in the median. Either way only if at least ``quorum``
 snapshots were usable (:meth:`JoinPlan.apply`). Neighbours that did not answer are asked again (a
 connection resynced at start-up loses its requests), ``attempts`` times in all, ``retry_s`` apart, and the
-whole join ends after ``timeout_s``: it holds up the first round.
+whole join ends after ``timeout_s``: it holds up the first round. That includes a neighbour asked before
+that is not connected at the moment: a resync closes both ends' connections and redials, and a join that
+looked only at the connections of that moment ended with nothing from it (seen in the two-networks CLI test:
+the beta peer's only learner was being resynced, and it started solo).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class JoinPlan:
         self.deadline = started_at + timeout_s
         self.attempt = 0
         self._retry: tuple[float, tuple[str, ...]] | None = None
+        #: every peer asked so far
+        self._asked: set[str] = set()
 
     def next(
         self, now: float, connected: Sequence[str], answered: Collection[str]
@@ -64,18 +69,23 @@ class JoinPlan:
             if now < at:
                 return Wait(min(at, self.deadline))
             self._retry = None
-            self.attempt += 1
-            return AskSnapshots(peers, self.request_timeout)
+            return self._ask(peers)
         if self.attempt >= self.attempts:
             return Finish()
         missing = tuple(p for p in connected if p not in answered)
+        # asked, unanswered and not connected now: its connection is being resynced (module docstring)
+        missing += tuple(sorted(p for p in self._asked if p not in answered and p not in missing))
         if not missing or (self.attempt and len(answered) >= self.quorum):
             return Finish()
         if self.attempt:
             self._retry = (now + self.retry_s, missing)
             return Wait(min(now + self.retry_s, self.deadline))
+        return self._ask(missing)
+
+    def _ask(self, peers: tuple[str, ...]) -> AskSnapshots:
         self.attempt += 1
-        return AskSnapshots(missing, self.request_timeout)
+        self._asked.update(peers)
+        return AskSnapshots(peers, self.request_timeout)
 
     def apply(self, used: int) -> bool:
         """Whether ``used`` usable snapshots are enough to change the own model."""

@@ -3,7 +3,11 @@ so a test's MockClock drives it) and what it sees of its neighbours; it gets a :
 :class:`Start` back.
 
 *Start gate* (before the first round): wait at most ``start_timeout_s`` for ``min_neighbours`` connected
-learners: a peer that starts learning alone drifts away on its own data before the others come online. Then
+learners: a peer that starts learning alone drifts away on its own data before the others come online. A
+learner is a connected peer subscribed to our announcements (:func:`learners`), not any connection: a peer
+of another network (its topics are its network's) or a registry never subscribes, and counting them let a
+peer that had only another network's peers connected start alone after the subscription wait (seen in
+every run of the two-networks CLI test: a beta peer ran solo rounds, 10 s each, beside two alpha peers). Then
 let every connected learner subscribe to our announcements (at most ``subscribe_grace_s`` + 1 s): a first
 version published before a neighbour subscribed never reaches it, and a neighbour that hears only one of
 its peers in its first rounds mixes that one alone, poisoner or not (measured: 2 of 6 runs of a 4-peer
@@ -130,6 +134,13 @@ class ConnectionClock:
         return self.first_seen
 
 
+def learners(views: Sequence[NeighbourView]) -> list[str]:
+    """The connected peers that count towards ``min_neighbours`` (and that a join asks for snapshots):
+    subscribed to our announcements and not evicted. Only a learner of our own network subscribes to our
+    topic; a connection proves nothing more than a handshake (module docstring)."""
+    return [v.peer for v in views if v.subscribed and not v.evicted]
+
+
 def unsubscribed(now: float, views: Sequence[NeighbourView], cfg: PacingConfig) -> list[str]:
     """Connected peers not (yet) subscribed that connected less than ``subscribe_grace_s`` ago; after that
     a peer is taken for a non-learner (e.g. a registry)."""
@@ -146,6 +157,8 @@ class StartGate:
         self.subscribe_deadline: float | None = None
 
     def decide(self, now: float, connected: int, unsubscribed_young: int) -> Decision:
+        """``connected``: the learning neighbours (:func:`learners`, plus the peer's secure-aggregation
+        fellows); ``unsubscribed_young``: connected peers still within their subscription grace."""
         cfg = self.cfg
         if self.subscribe_deadline is None:
             deadline = self.started_at + cfg.start_timeout_s

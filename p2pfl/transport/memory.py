@@ -305,10 +305,15 @@ class MemoryTransport:
         return list(self._neighbours)
 
     def listeners(self) -> list[str]:
-        """Connected peers that receive our announcements: every neighbour (links carry gossip at once) that
-        did not mute us (:meth:`set_muted`)."""
-        net = self._net
-        return [p for p in self._neighbours if (r := net.get(p)) is None or self._peer_id not in r._muted]
+        """Connected peers that receive our announcements: every neighbour of our network (links carry gossip
+        at once; gossip never crosses networks, as a libp2p peer of another network never subscribes to our
+        topic) that did not mute us (:meth:`set_muted`)."""
+        net, own = self._net, self._network_id
+        return [
+            p
+            for p in self._neighbours
+            if (r := net.get(p)) is None or (r._network_id == own and self._peer_id not in r._muted)
+        ]
 
     def set_muted(self, peers: frozenset[str]) -> None:
         """Do not take the announcements of ``peers`` (libp2p: do not subscribe to their topics): neither

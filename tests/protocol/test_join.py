@@ -45,6 +45,16 @@ def test_silent_peers_are_asked_again_after_a_pause_up_to_three_attempts() -> No
     assert p.next(6.0, ["a", "b", "c"], {"a"}) == Finish()  # three attempts made
 
 
+def test_a_peer_asked_but_disconnected_meanwhile_is_asked_again() -> None:
+    """A resync closes the connection the request went over and redials: the peer is not connected for a
+    moment. The join used to look only at that moment's connections and end with nothing from it."""
+    p = plan(quorum=2)
+    assert p.next(0.0, ["a", "b"], set()) == AskSnapshots(("a", "b"), 10.0)
+    assert p.next(1.0, ["a"], {"a"}) == Wait(2.0)  # b's request was lost with its connection
+    assert p.next(2.0, ["a", "b"], {"a"}) == AskSnapshots(("b",), 10.0)
+    assert p.next(3.0, ["a", "b"], {"a", "b"}) == Finish()
+
+
 def test_a_quorum_after_the_first_attempt_ends_the_join() -> None:
     p = plan(quorum=2)
     p.next(0.0, ["a", "b", "c"], set())

@@ -14,6 +14,7 @@ from p2pfl.protocol.pacing import (
     RoundPacer,
     StartGate,
     fresh_neighbours,
+    learners,
     next_round_at,
     unsubscribed,
 )
@@ -54,6 +55,16 @@ def test_start_gate_waits_for_subscriptions_at_most_grace_plus_one_second() -> N
     late = StartGate(CFG, 0.0)
     late.decide(2.0, 2, 1)
     assert late.decide(3.0, 1, 0) == Start("ready")  # the neighbour count is not asked again
+
+
+def test_only_subscribed_learners_count_towards_min_neighbours() -> None:
+    # a peer of another network (or a registry) stays connected but never subscribes to our topic
+    other_network = view("beta", sub=False)
+    views = [other_network, view("alpha"), view("banned", evicted=True)]
+    assert ["alpha"] == learners(views)
+    gate = StartGate(CFG, 0.0)  # min_neighbours = 2
+    assert gate.decide(30.0, len(learners(views)), 0) == Wait(30.1)  # never ready on a connection alone
+    assert gate.decide(30.1, len(learners([*views, view("alpha2", seen=30.0)])), 0) == Start("ready")
 
 
 def test_start_gate_without_neighbours_to_wait_for() -> None:
