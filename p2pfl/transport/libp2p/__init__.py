@@ -17,8 +17,10 @@ The package, by concern:
   directly: no relays), validation, paced publishing, score parameters.
 * :mod:`.connections`: the access filter and block list, dialling, duplicate-pair resync, the watchdog.
 * :mod:`.config`: :class:`Libp2pConfig`, every tunable, validated in one place.
-* :mod:`.compat`: touches py-libp2p internals (with :mod:`.compat_noise`, :mod:`.compat_yamux` and
-  :mod:`.compat_frames`, the only modules that do); it refuses an unsupported version at import.
+* :mod:`.compat`: the gate to py-libp2p internals: it refuses an unsupported version at import and
+  re-exports the workarounds of :mod:`.compat_pubsub` (hardened pubsub), :mod:`.compat_gossipsub` (the lean
+  router) and :mod:`.compat_swarm` (dialling, connections, wire bytes). The ``compat*`` modules are the only
+  ones that touch internals; it is imported first, so its check runs before any of them.
 * :mod:`.compat_frames`: yamux frame writes that a cancelled caller cannot cut in half (py-libp2p's can,
   which broke the connection for every other stream on it), on the fast path and off it.
 * :mod:`.compat_noise`, :mod:`.compat_yamux`: the payload fast path (``Libp2pConfig.fast_streams``): the same

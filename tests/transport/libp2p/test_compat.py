@@ -12,10 +12,18 @@ from typing import Any
 
 import pytest
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.score import PeerScorer
 
 import p2pfl
 from p2pfl.errors import P2PFLError, TransportError
-from p2pfl.transport.libp2p import Libp2pTransport, UnsupportedLibp2pError, compat
+from p2pfl.transport.libp2p import (
+    Libp2pTransport,
+    UnsupportedLibp2pError,
+    compat,
+    compat_gossipsub,
+    compat_pubsub,
+    compat_swarm,
+)
 
 PACKAGE = Path(p2pfl.__file__).parent
 COMPAT = Path(compat.__file__)
@@ -154,8 +162,14 @@ def test_only_compat_touches_libp2p_internals() -> None:
 
 
 def test_compat_holds_the_touches_it_documents() -> None:
-    """The scanner sees compat's own touches: it is not blind (it found each in the old single module)."""
-    found = " ".join(internal_touches(COMPAT.read_text()))
+    """The scanner sees the compat modules' own touches: it is not blind (it found each in the old single
+    module, before compat.py was split by what it touches)."""
+    found = " ".join(
+        touch
+        for path in sorted(COMPAT.parent.glob("*.py"))
+        if _is_compat(path)
+        for touch in internal_touches(path.read_text())
+    )
     for what in (
         "overrides HardenedPubsub._teardown_if_connected",
         "._handle_dead_peer",
@@ -170,6 +184,36 @@ def test_compat_holds_the_touches_it_documents() -> None:
         "'direction'",
     ):
         assert what in found, (what, found)
+
+
+def test_every_scorer_method_p2pfl_calls_is_checked_at_import() -> None:
+    """The transport holds gossipsub's ``PeerScorer`` as ``_scorer`` and calls its methods directly: each one
+    it calls must be in ``REQUIRED_ATTRS``, so a py-libp2p that renames it fails at import, not on the first
+    eviction (``remove_peer``) or penalty."""
+    called = {
+        node.func.attr
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "_scorer"
+        and isinstance(node.func.value.value, ast.Name)
+        and node.func.value.value.id == "self"
+    }
+    assert {"penalize_behavior", "remove_peer", "score"} <= called  # the scan sees the known calls
+    checked = {name for cls, name in compat.REQUIRED_ATTRS if cls is PeerScorer}
+    assert set() == called - checked
+
+
+def test_the_split_compat_keeps_every_public_name() -> None:
+    """compat.py was split into compat_pubsub, compat_gossipsub and compat_swarm; every name it exported is
+    still importable from it, and is the very object its new module defines."""
+    for name in compat.__all__:
+        assert hasattr(compat, name), name
+    assert compat.HardenedPubsub is compat_pubsub.HardenedPubsub
+    assert compat.LeanGossipSub is compat_gossipsub.LeanGossipSub
+    assert compat.tcp_socket_of is compat_swarm.tcp_socket_of
 
 
 @pytest.mark.parametrize(

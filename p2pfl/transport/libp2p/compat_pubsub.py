@@ -1,0 +1,120 @@
+"""Pubsub hardened against hostile peers, and the pubsub state the transport reads (a compat module: it
+touches py-libp2p internals).
+
+Split out of :mod:`.compat`, which re-exports every name here and must be imported first: it checks the
+installed py-libp2p before any of these overrides exist (the package ``__init__`` imports it before any
+other submodule). Kept apart from the gossipsub router (:mod:`.compat_gossipsub`) because this is about
+surviving bad input and reading membership, not about what gossip sends.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+__all__ = ["HardenedPubsub", "has_pubsub_stream", "outbound_queue_lengths", "topic_subscribers"]
+
+log = logging.getLogger("p2pfl.transport.libp2p")
+
+
+class HardenedPubsub(Pubsub):
+    """Pubsub that survives hostile input and hands accepted messages (with their forwarder) to the transport.
+
+    * a malformed RPC raises protobuf's ``DecodeError`` out of the library's ``stream_handler`` and stops
+      the pubsub service (the host with it): here it drops that peer's stream, never the host;
+    * ``push_msg`` failures (an undecodable key, a raising sync validator) drop the message, never the
+      service;
+    * ``notify_subscriptions`` delivers straight to the transport instead of a 32-slot channel that drops
+      silently when full;
+    * the private ``_teardown_if_connected`` is made idempotent (see its docstring).
+
+    The transport calls :meth:`bind` right after construction, before the service runs.
+    """
+
+    #: peer id -> may it talk to us (the access filter and block list)
+    allow: Callable[[str], bool]
+    #: count a dropped message or stream under a reason
+    drop: Callable[[str], None]
+    #: may a received message be processed at all (before its task and signature check)
+    admit: Callable[[rpc_pb2.Message], bool]
+    #: called once per accepted, first-seen message (ours included)
+    on_accepted: Callable[[rpc_pb2.Message], None]
+    #: reset a stream, bounded and quietly
+    reset_stream: Callable[[INetStream], Awaitable[None]]
+
+    def bind(
+        self,
+        *,
+        allow: Callable[[str], bool],
+        drop: Callable[[str], None],
+        on_accepted: Callable[[rpc_pb2.Message], None],
+        reset_stream: Callable[[INetStream], Awaitable[None]],
+        admit: Callable[[rpc_pb2.Message], bool] | None = None,
+    ) -> None:
+        """Connect the hooks to the transport."""
+        self.allow, self.drop, self.on_accepted, self.reset_stream = allow, drop, on_accepted, reset_stream
+        self.admit = admit or (lambda msg: True)
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        peer_id = stream.muxed_conn.peer_id
+        if not self.allow(str(peer_id)):
+            self.drop("peer_filter")
+            await self.reset_stream(stream)
+            return
+        try:
+            await super().stream_handler(stream)
+        except Exception as exc:  # hostile or broken peer: drop it, keep the host
+            log.info("dropping pubsub stream from %s: %s: %s", peer_id, type(exc).__name__, exc)
+            self.drop("malformed_rpc")
+            await self.reset_stream(stream)
+            self._handle_dead_peer(peer_id)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        try:
+            await super().push_msg(msg_forwarder, msg)
+        except Exception as exc:
+            log.info("dropping pubsub message from %s: %s: %s", msg_forwarder, type(exc).__name__, exc)
+            self.drop("pubsub_error")
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        """Called by the read loop for each received message before a task is spawned for it: the
+        transport's early gate (``admit``) refuses a message here at the cost of a lookup."""
+        return super()._is_subscribed_to_msg(msg) and self.admit(msg)
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        self.on_accepted(publish_message)
+
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        """Blacklisting tears the peer down in a background task; the library's version ``del``s the peer
+        after an ``await``, by which time the dead-peer handler may have removed it: the ``KeyError`` then
+        stopped the whole pubsub service (seen when evicting a peer). Remove it idempotently instead."""
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            with suppress(Exception):
+                await stream.reset()
+            if self.peers.get(peer_id) is stream:
+                self._handle_dead_peer(peer_id)
+        self._forget_all_subscriptions(peer_id)
+
+
+def has_pubsub_stream(pubsub: Pubsub, pid: ID) -> bool:
+    """Whether pubsub still holds a stream for ``pid``: it forgets the peer only once its last connection is
+    gone, and ignores a redial made before that (the resync waits for it)."""
+    return pid in pubsub.peers
+
+
+def outbound_queue_lengths(pubsub: Pubsub) -> list[int]:
+    """RPCs waiting in each peer's outbound queue. A full queue (:data:`.compat.OUTBOUND_QUEUE_SIZE`) drops
+    new RPCs silently, so ``broadcast`` waits for room first (back-pressure)."""
+    return [len(q) for q in pubsub.peer_queues.values()]
+
+
+def topic_subscribers(pubsub: Pubsub, topic: str) -> set[ID]:
+    """Peers that told us they subscribe to ``topic`` (pubsub keeps it in a public-looking dict)."""
+    return set(pubsub.peer_topics.get(topic, ()))

@@ -1,0 +1,122 @@
+"""The swarm and its connections: what the transport changes or reads below pubsub (a compat module: it
+touches py-libp2p internals).
+
+Split out of :mod:`.compat`, which re-exports every name here and must be imported first: it checks the
+installed py-libp2p, including the instance attributes read here (:data:`.compat.REQUIRED_INSTANCE_ATTRS`),
+before these are used. These work on the network and its connection layers (dialling, direction, the TCP
+socket, byte counts), not on gossip.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import trio
+from libp2p.abc import INetConn, INetwork
+from libp2p.rcmgr import Direction
+
+from p2pfl.transport.base import TransportStats
+
+__all__ = [
+    "connection_direction",
+    "count_wire_bytes",
+    "disable_auto_connector",
+    "evict_negative_dial_cache",
+    "tcp_socket_of",
+]
+
+
+async def _noop() -> None:
+    return None
+
+
+def disable_auto_connector(network: INetwork) -> None:
+    """The swarm's auto-connector dials peerstore entries every 30 s toward (low + high watermark) / 2 = 150
+    connections, densifying the topology the application chose; it never starts if ``start`` does nothing."""
+    auto = getattr(network, "auto_connector", None)
+    if auto is not None:
+        auto.start = _noop
+
+
+def evict_negative_dial_cache(network: INetwork, peer_id: str) -> None:
+    """A failed dial puts the peer in the swarm's negative cache, which refuses dials to it for 60 s; an
+    explicit connect clears it so that dialling a peer that came back works at once."""
+    negative = getattr(network, "_negative_peer_cache", None)
+    if negative is not None:
+        negative.evict(peer_id)
+
+
+def connection_direction(conn: INetConn) -> Literal["inbound", "outbound", "unknown"]:
+    """Who dialled: the resync lets the dialler (who knows a dialable address) redial."""
+    direction = getattr(conn, "direction", Direction.UNKNOWN)
+    if direction == Direction.INBOUND:
+        return "inbound"
+    if direction == Direction.OUTBOUND:
+        return "outbound"
+    return "unknown"
+
+
+def tcp_socket_of(conn: object) -> trio.socket.SocketType | None:
+    """The TCP socket under a py-libp2p connection, so ``abort`` can close it.
+
+    py-libp2p can deadlock a yamux connection (both ends' send buffers full, each reader waiting for the
+    write lock a blocked ``send_all`` holds) and a shielded stream reset then waits forever; closing the
+    socket is the one thing that wakes it. The layers (swarm conn, yamux, secure session, noise
+    reader-writer, raw connection, trio stream) differ between versions, so follow the attributes they use
+    for "the layer below", a few levels deep, until a trio ``SocketStream``.
+    """
+    node: object = conn
+    for _ in range(10):
+        if isinstance(node, trio.SocketStream):
+            return node.socket
+        below = None
+        for attr in ("muxed_conn", "secured_conn", "conn", "stream", "read_writer"):
+            below = getattr(node, attr, None)
+            if below is not None:
+                break
+        if below is None:
+            return None
+        node = below
+    return None
+
+
+# ----------------------------------------------------------------------------------------- wire bytes
+class _CountingStream:
+    """A raw connection's byte stream that adds what it reads and writes to ``stats.wire_*``. It keeps the
+    stream below as ``stream``, so :func:`tcp_socket_of` still finds the socket."""
+
+    def __init__(self, stream: object, stats: TransportStats) -> None:
+        self.stream = stream
+        self._stats = stats
+
+    async def write(self, data: bytes) -> None:
+        await self.stream.write(data)  # type: ignore[attr-defined]
+        self._stats.wire_sent += len(data)
+
+    async def read(self, n: int | None = None) -> bytes:
+        data: bytes = await self.stream.read(n)  # type: ignore[attr-defined]
+        self._stats.wire_received += len(data)
+        return data
+
+    async def close(self) -> None:
+        await self.stream.close()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:  # get_remote_address and whatever else a version adds
+        return getattr(self.stream, name)
+
+
+def count_wire_bytes(network: INetwork, stats: TransportStats) -> None:
+    """Count every byte of every connection of ``network`` (handshakes, yamux and gossipsub control, relayed
+    messages) in ``stats.wire_sent``/``wire_received``: the swarm hands each new raw connection, inbound or
+    outbound, to ``upgrader.upgrade_security`` first, where its byte stream is wrapped. Per network (the
+    upgrader is the swarm's own), so several hosts in one process count apart."""
+    upgrader = network.upgrader  # type: ignore[attr-defined]
+    inner = upgrader.upgrade_security
+
+    async def upgrade_security(raw_conn: object, *args: object, **kwargs: object) -> object:
+        stream = getattr(raw_conn, "stream", None)
+        if stream is not None and not isinstance(stream, _CountingStream):
+            raw_conn.stream = _CountingStream(stream, stats)  # type: ignore[attr-defined]
+        return await inner(raw_conn, *args, **kwargs)
+
+    upgrader.upgrade_security = upgrade_security
