@@ -74,6 +74,7 @@ class WholeFrameYamux(Yamux):
         self._reader: trio.lowlevel.Task | None = None  # the task running handle_incoming
         self._from_reader: deque[bytes] = deque()
         self._flushing = False
+        self._closing = False  # close() began: nothing written from now on needs protecting
 
     async def handle_incoming(self) -> None:
         self._reader = trio.lowlevel.current_task()
@@ -109,7 +110,10 @@ class WholeFrameYamux(Yamux):
         async with self._write_lock:
             now = trio.current_time()
             caller = max(trio.current_effective_deadline(), now)
-            deadline = min(caller + FRAME_WRITE_GRACE_S, now + FRAME_WRITE_LIMIT_S)
+            if self._closing:  # the GO_AWAY, or a write racing it: no grace, bounded even without a deadline
+                deadline = min(caller, now + FRAME_WRITE_GRACE_S)
+            else:
+                deadline = min(caller + FRAME_WRITE_GRACE_S, now + FRAME_WRITE_LIMIT_S)
             with trio.CancelScope(deadline=deadline, shield=True) as scope:
                 self._writing = scope
                 try:
@@ -135,7 +139,11 @@ class WholeFrameYamux(Yamux):
 
     async def close(self, error_code: int = _y.GO_AWAY_NORMAL) -> None:
         """Cut a write in progress first: the connection is going, and a peer that does not read would
-        otherwise hold the GO_AWAY (and this close) behind it."""
+        otherwise hold the GO_AWAY (and this close) behind it. The GO_AWAY itself, and any write after it,
+        ends by the caller's deadline (at most :data:`FRAME_WRITE_GRACE_S`): a frame cut now breaks nothing,
+        as the socket closes right after, while the grace made a shutdown wait 5 s longer per peer that does
+        not read, or 60 s when closed without a deadline."""
+        self._closing = True
         if self._writing is not None:
             self._writing.cancel()
         await super().close(error_code)

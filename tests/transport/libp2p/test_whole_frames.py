@@ -173,3 +173,33 @@ def test_the_reader_keeps_reading_while_a_writer_is_stuck_on_a_full_socket(muxer
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+class FullSecure(FakeSecure):
+    """A secured connection whose peer takes no more bytes (its socket buffer is full): every write stalls."""
+
+    async def write(self, data: bytes) -> None:
+        await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("muxer", MUXERS)
+@pytest.mark.parametrize("caller_s", [1.0, None])
+def test_a_close_to_a_peer_that_does_not_read_ends_by_its_callers_deadline(
+    muxer: type[WholeFrameYamux], caller_s: float | None
+) -> None:
+    """The GO_AWAY of a close has no write in progress to cut, and nothing after it on the connection to
+    protect: its write must not get the grace of a frame write (a shutdown closing every connection within
+    ``cleanup_s`` took 5 s longer per stuck peer), nor the 60 s limit when the caller set no deadline."""
+
+    async def main() -> None:
+        secure = FullSecure()
+        mux = muxer(secure, PEER, is_initiator=True)  # type: ignore[arg-type]
+        start = trio.current_time()
+        with trio.move_on_after(caller_s if caller_s is not None else float("inf")):
+            await mux.close()
+        took = trio.current_time() - start
+        bound = caller_s if caller_s is not None else FRAME_WRITE_GRACE_S
+        assert took <= bound + 0.2  # + mux.close()'s own 0.1 s sleep
+        assert secure.closed
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
