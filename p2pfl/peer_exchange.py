@@ -259,7 +259,8 @@ class Exchange:
         snaps: dict[str, bytes] = {}
         with trio.move_on_at(plan.deadline):
             while True:
-                step = plan.next(trio.current_time(), neighbours(), snaps)
+                usable = self.engine.usable_snapshots(snaps)  # only these make the quorum (protocol.join)
+                step = plan.next(trio.current_time(), neighbours(), snaps, usable=usable)
                 if isinstance(step, Finish):
                     break
                 if isinstance(step, Wait):

@@ -60,8 +60,12 @@ class JoinPlan:
         self._asked: set[str] = set()
 
     def next(
-        self, now: float, connected: Sequence[str], answered: Collection[str]
+        self, now: float, connected: Sequence[str], answered: Collection[str], *, usable: Collection[str]
     ) -> AskSnapshots | Wait | Finish:
+        """The next step. ``answered``: the peers whose snapshot arrived (never asked again: the same
+        peer serves the same refusal); ``usable``: those of them the engine would use. Only these count
+        towards the quorum: a refused snapshot (wrong_arch, a bad signature, absurd) ended the join before
+        a peer whose request was lost was asked again, and the join kept the own model."""
         if now >= self.deadline:
             return Finish()
         if self._retry is not None:  # the peers to ask again were chosen before the pause
@@ -75,7 +79,7 @@ class JoinPlan:
         missing = tuple(p for p in connected if p not in answered)
         # asked, unanswered and not connected now: its connection is being resynced (module docstring)
         missing += tuple(sorted(p for p in self._asked if p not in answered and p not in missing))
-        if not missing or (self.attempt and len(answered) >= self.quorum):
+        if not missing or (self.attempt and len(usable) >= self.quorum):
             return Finish()
         if self.attempt:
             self._retry = (now + self.retry_s, missing)

@@ -121,6 +121,20 @@ class SnapshotSide(ProofSide):
         limit = factor * factor * scale
         return bad | {p for p, d in dist.items() if math.isfinite(d) and scale > 0 and d > limit}
 
+    def usable_snapshots(self, snapshots: Mapping[str, bytes]) -> set[str]:
+        """The peers whose snapshot :meth:`join_from_snapshots` would use, found without a side effect (no
+        rejection counted, no header recorded, no replica seeded; the join counts its rejections once).
+        Only these count towards the join's quorum (p2pfl.protocol.join): a learner whose snapshot is refused
+        (wrong_arch, a bad signature, absurd) answered, yet must not end the join before a learner whose
+        request was lost is asked again. A snapshot that would convict its sender passes here; the join
+        refuses it (two models signed as one version: rare, and the sender is evicted)."""
+        opened: dict[str, FloatVec] = {}
+        for peer, data in snapshots.items():
+            env = self._open_snapshot(data, peer)
+            if not isinstance(env, str):
+                opened[peer] = env[1]
+        return set(opened) - self._absurd_snapshots(opened)
+
     def join_from_snapshots(self, snapshots: Mapping[str, bytes], now: float, *, resume: bool = False) -> int:
         """Start from the robust (median) aggregate of several neighbours' snapshots, never one peer's word.
 
