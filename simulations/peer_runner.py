@@ -34,20 +34,14 @@ from .attacks import Behaviour, make_behaviour
 from .data import Split
 from .evidence_sim import EvidenceHub
 from .observe import RoundObserver
-from .plan import (  # noqa: F401 - re-exported: the plan lived here
+from .plan import (
     PeerPlan,
     Plan,
     build_learner,
     flat,
-    load_split,
-    load_splits,
-    make_plan,
     peer_config,
-    save_splits,
-    total_peers,
 )
 from .privacy_report import privacy_row
-from .progress import Progress, _isatty  # noqa: F401 - re-exported
 from .secagg_sim import SecAggHub, cap_outsider, member_config, member_status
 
 #: At most this many honest peers keep their model vector per round (for the consensus-distance plot).
