@@ -257,9 +257,12 @@ class Exchange:
     async def fetch_snapshots(self, plan: JoinPlan, neighbours: Callable[[], list[str]]) -> dict[str, bytes]:
         """The join's snapshots, fetched as ``plan`` says (asked, asked again, bounded by its deadline)."""
         snaps: dict[str, bytes] = {}
+        usable: set[str] = set()
+        opened = 0  # snapshots ``usable`` was computed from: a Wait step adds none, so none is opened again
         with trio.move_on_at(plan.deadline):
             while True:
-                usable = self.engine.usable_snapshots(snaps)  # only these make the quorum (protocol.join)
+                if len(snaps) != opened:  # only usable snapshots make the quorum (protocol.join)
+                    usable, opened = self.engine.usable_snapshots(snaps), len(snaps)
                 step = plan.next(trio.current_time(), neighbours(), snaps, usable=usable)
                 if isinstance(step, Finish):
                     break
