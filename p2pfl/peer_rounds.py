@@ -96,9 +96,8 @@ class RoundLoop(RoundWaits):
         while not stopped.is_set() and (rounds is None or len(done) < rounds):
             if until is not None and until():
                 break
-            await self.solo.hold(
-                self, until
-            )  # paused after solo_rounds solo rounds: until a neighbour's version
+            # paused after solo_rounds solo rounds: until a neighbour's version
+            await self.solo.hold(self, until)
             if stopped.is_set() or (until is not None and until()):
                 break
             if (done or self.round > 0) and not self._pacing.wait_before_mix:
