@@ -24,6 +24,16 @@ def serve_interval(engine: GossipEngine) -> float:
     return engine.config.max_staleness_s
 
 
+async def tend_identities(
+    engine: GossipEngine, execute: Callable[[Sequence[Action]], Awaitable[None]], now: float
+) -> list[str]:
+    """What a round does for the identity tables, when no round runs (serving; paused solo, p2pfl.peer_solo):
+    readmit expired evictions (``execute`` carries out the actions) and forget idle identities; returns the
+    replicas forgotten."""
+    await execute(engine.readmissions(now))
+    return engine.forget_idle(now)
+
+
 async def serve_until_stopped(
     engine: GossipEngine,
     stopped: trio.Event,
@@ -39,9 +49,7 @@ async def serve_until_stopped(
             await stopped.wait()
         if stopped.is_set():
             break
-        now = trio.current_time()
-        await execute(engine.readmissions(now))
-        gone = engine.forget_idle(now)
+        gone = await tend_identities(engine, execute, trio.current_time())
         passes += 1
         if gone:
             log.debug("serving: forgot %d idle replicas", len(gone))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pfl.logs import event
+from p2pfl.peer_serve import tend_identities
 from p2pfl.protocol.solo import SoloConfig, SoloTracker
 
 if TYPE_CHECKING:
@@ -63,10 +64,8 @@ class SoloWatch:
             loop._replica_updated = trio.Event()
             with trio.move_on_after(HOLD_POLL_S):
                 await loop._replica_updated.wait()
-            now = trio.current_time()
             # readmit expired evictions as a round would: an evicted only neighbour must be able to wake us
-            await loop._p.exchange.execute(engine.readmissions(now))
-            engine.forget_idle(now)
+            await tend_identities(engine, loop._p.exchange.execute, trio.current_time())
 
     def status(self) -> dict[str, int | bool]:
         return self.tracker.status()
