@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-import p2pfl.bootstrap.service
+import p2pfl.bootstrap.registry
 import p2pfl.discovery.client
 from p2pfl.bootstrap.service import Registry
 from p2pfl.discovery import RegistryUnavailableError, decode_message, encode_message
@@ -25,7 +25,7 @@ def test_a_bug_in_the_registry_answers_internal_and_logs_one_line(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     reg = Registry(TEST_CONFIG)
-    monkeypatch.setattr(p2pfl.bootstrap.service, "decode_message", _raise)
+    monkeypatch.setattr(p2pfl.bootstrap.registry, "decode_message", _raise)
     with caplog.at_level(logging.DEBUG):
         answer = decode_message(reg.handle("12D3KooWpeer", encode_message({"op": "status"}), 0.0))
     assert (False, "internal", "RuntimeError") == (answer["ok"], answer["error"], answer["detail"])
