@@ -1,0 +1,101 @@
+"""The timeline of one kept libp2p run of bench_network: when each stage of the critical path ended.
+
+    P2PFL_SIM_PROFILE=cpu python benchmarks/bench_network.py --peers N --keep DIR
+    python benchmarks/netbench/timeline.py DIR [DIR ...]
+
+Seconds after the benchmark launched its p2pfl child, from the figures the benchmark kept
+(``DIR/p2pfl.json``), the engine's stage marks (``DIR/p2pfl/timing.json``), each worker's phase marks
+(``peers/I/cpu.json``, written with ``P2PFL_SIM_PROFILE``) and each peer's round trace (``result.json``).
+A stage that many workers pass is given as first / median / last: where the last lags the first while the
+machine's cores idle, the run waits on latency or on one slow worker, not on CPU (docs/benchmarks.md,
+"32 peers: the critical path").
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def worker_stages(run: Path, t0: float) -> dict[str, list[float]]:
+    """Per stage, every worker's wall time (absolute): its phase marks and its rounds' starts and ends."""
+    stages: dict[str, list[float]] = {}
+    for d in sorted((run / "peers").iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else -1):
+        marks = _json(d / "cpu.json") or {}
+        for phase, (_cpu, _thread, wall) in marks.items():
+            stages.setdefault(f"worker {phase}", []).append(float(wall))
+        res = _json(d / "result.json") or {}
+        for k, row in enumerate(res.get("trace", [])):
+            end = t0 + float(row["t"])
+            if k == 0:
+                stages.setdefault("round 1 starts", []).append(end - float(row.get("round_s", 0.0)))
+            stages.setdefault(f"round {row['round']} ends", []).append(end)
+    return stages
+
+
+#: the order stages are printed in (workers' phases: simulations/worker.py's ``mark`` calls)
+ORDER = [
+    "child started",
+    "engine called",
+    "fork_server",
+    "data",
+    "worker main",
+    "spawned",
+    "worker setup",
+    "worker listening",
+    "go",
+    "worker go",
+    "round 1 starts",
+]
+
+
+def rows(run_dir: Path) -> list[tuple[str, list[float]]]:
+    """(stage, times in seconds after launch: one per worker, or one for the parent's stages)."""
+    figures = _json(run_dir / "p2pfl.json") or {}
+    launched = float(figures["launched_at"])
+    timing = _json(run_dir / "p2pfl" / "timing.json") or {}
+    marks: dict[str, float] = timing.get("marks", {})
+    t0 = marks.get("called", float(figures.get("called_at", launched)))
+    stages: dict[str, list[float]] = {"child started": [float(figures["child_started_at"])]}
+    stages["engine called"] = [t0]
+    for name in ("fork_server", "data", "spawned", "go", "finished", "stop", "exited", "evaluated"):
+        if name in marks:
+            stages[name] = [marks[name]]
+    stages.update(worker_stages(run_dir / "p2pfl", t0))
+    stages["child returned"] = [float(figures["returned_at"])]
+    stages["child exited"] = [launched + float(figures["wall_s"])]
+    rounds = sorted(
+        (k for k in stages if k.startswith("round ") and k.endswith(" ends")), key=lambda k: int(k.split()[1])
+    )
+    tail = ["worker finished", "finished", "stop", "worker stop", "worker exit", "exited", "evaluated"]
+    order = [*ORDER, *rounds, *tail, "child returned", "child exited"]
+    return [(k, sorted(t - launched for t in stages[k])) for k in order if k in stages]
+
+
+def render(run_dir: Path) -> str:
+    lines = [f"{run_dir}", "| stage | first | median | last | n |", "|---|---|---|---|---|"]
+    for stage, times in rows(run_dir):
+        first, mid, last = times[0], statistics.median(times), times[-1]
+        lines.append(f"| {stage} | {first:.2f} | {mid:.2f} | {last:.2f} | {len(times)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    for d in argv:
+        print(render(Path(d)))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
