@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from p2pfl.sim.runner import run_scenario
-from p2pfl.sim.scenario import parse_scenario
+
+from .test_engines import scenario
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -57,15 +58,7 @@ def test_timeline_lines_up_the_marks_after_the_launch(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_engine_marks_its_stages_in_order_and_stops_after_the_last_finished_peer(tmp_path: Path) -> None:
-    sc = parse_scenario(
-        {
-            "run": {"seed": 0, "rounds": 2, "transport": "libp2p", "time_limit_s": 120},
-            "data": {"dataset": "synthetic", "partition": "iid", "synthetic_samples": 400},
-            "model": {"kind": "logreg", "local_steps": 1},
-            "topology": {"peers": 3, "kind": "complete"},
-        },
-        name="timeline",
-    )
+    sc = scenario(run={"rounds": 2, "transport": "libp2p", "time_limit_s": 300}, topology={"peers": 3})
     out = run_scenario(sc, tmp_path, quiet=True, plots=False)
     assert not out["timed_out"]
     marks = json.loads((tmp_path / "timing.json").read_text())["marks"]
