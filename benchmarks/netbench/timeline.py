@@ -3,6 +3,9 @@
     P2PFL_SIM_PROFILE=cpu python benchmarks/bench_network.py --peers N --keep DIR
     python benchmarks/netbench/timeline.py DIR [DIR ...]
 
+With the run started under ``benchmarks/netbench/treeload.py DIR/load.json -- ...`` it adds, per stage of
+the critical path, the CPU seconds the run's processes spent in it and how many threads were runnable.
+
 Seconds after the benchmark launched its p2pfl child, from the figures the benchmark kept
 (``DIR/p2pfl.json``), the engine's stage marks (``DIR/p2pfl/timing.json``), each worker's phase marks
 (``peers/I/cpu.json``, written with ``P2PFL_SIM_PROFILE``) and each peer's round trace (``result.json``).
@@ -82,11 +85,55 @@ def rows(run_dir: Path) -> list[tuple[str, list[float]]]:
     return [(k, sorted(t - launched for t in stages[k])) for k in order if k in stages]
 
 
+#: the critical path's stages for :func:`load_table`: (what ends the stage, the stage's row in :func:`rows`,
+#: its first (0) or last (-1) time)
+MILESTONES = [
+    ("the engine is called (child's imports and data; the fork server imports beside)", "engine called", 0),
+    ("the first worker is forked (waiting for the fork server's imports)", "worker main", 0),
+    ("the last worker listens (forks, set-ups)", "worker listening", -1),
+    ("the start signal", "go", 0),
+    ("the first peer's round 1 starts (dials, handshakes, subscriptions)", "round 1 starts", 0),
+    ("the last peer's round 1 starts", "round 1 starts", -1),
+    ("the last peer's last round ends", "worker finished", -1),
+    ("the parent signals stop", "stop", 0),
+    ("every worker has exited", "exited", 0),
+    ("the child has exited", "child exited", 0),
+]
+
+
+def load_table(run_dir: Path, load: list[list[float]]) -> list[tuple[str, float, float, float]]:
+    """Per stage of :data:`MILESTONES`: (stage, seconds, the tree's CPU seconds in it, mean runnable
+    threads), from ``load``: :mod:`treeload`'s samples of the run, ``[time, runnable, cpu_s]``."""
+    figures = _json(run_dir / "p2pfl.json") or {}
+    launched = float(figures["launched_at"])
+    samples = [(t - launched, runnable, cpu) for t, runnable, cpu in load]
+    stages = dict(rows(run_dir))
+
+    def cpu_at(x: float) -> float:
+        return max((cpu for t, _, cpu in samples if t <= x), default=0.0)
+
+    out, start = [], 0.0
+    for label, stage, which in MILESTONES:
+        if stage not in stages:
+            continue
+        end = stages[stage][which]
+        busy = [runnable for t, runnable, _ in samples if start <= t < end]
+        mean = statistics.fmean(busy) if busy else float("nan")
+        out.append((label, end - start, cpu_at(end) - cpu_at(start), mean))
+        start = end
+    return out
+
+
 def render(run_dir: Path) -> str:
     lines = [f"{run_dir}", "| stage | first | median | last | n |", "|---|---|---|---|---|"]
     for stage, times in rows(run_dir):
         first, mid, last = times[0], statistics.median(times), times[-1]
         lines.append(f"| {stage} | {first:.2f} | {mid:.2f} | {last:.2f} | {len(times)} |")
+    load = _json(run_dir / "load.json")
+    if load:
+        lines += ["", "| stage (ends when ...) | s | CPU s | runnable threads |", "|---|---|---|---|"]
+        for label, seconds, cpu, runnable in load_table(run_dir, load):
+            lines.append(f"| {label} | {seconds:.2f} | {cpu:.2f} | {runnable:.1f} |")
     return "\n".join(lines)
 
 

@@ -66,3 +66,34 @@ def test_engine_marks_its_stages_in_order_and_stops_after_the_last_finished_peer
     assert times == sorted(times), marks
     last_finished = max((tmp_path / "peers" / str(i) / "finished").stat().st_mtime for i in range(3))
     assert marks["finished"] >= last_finished - 0.01  # file times may be rounded by the file system
+
+
+def test_load_table_gives_each_stage_its_cpu_and_runnable_threads(tmp_path: Path) -> None:
+    run = _kept_run(tmp_path, launched=1000.0)
+    for i in range(2):  # the marks the stage table ends on: the workers' last rounds
+        d = run / "p2pfl" / "peers" / str(i)
+        marks = json.loads((d / "cpu.json").read_text())
+        (d / "cpu.json").write_text(json.dumps({**marks, "finished": [0.2, 0.2, 1000.0 + 3.9]}))
+    # one sample every 0.1 s: the tree burns 0.05 CPU s per sample, with 1 runnable thread before the
+    # engine is called (t = 1.0) and 8 after
+    load = [[1000.0 + k / 10, 1 if k < 10 else 8, k * 0.05] for k in range(60)]
+    (run / "load.json").write_text(json.dumps(load))
+    table = {label.split(" (")[0]: rest for label, *rest in timeline.load_table(run, load)}
+    seconds, cpu, runnable = table["the engine is called"]
+    assert seconds == pytest.approx(1.0) and cpu == pytest.approx(0.5) and runnable == pytest.approx(1.0)
+    seconds, cpu, runnable = table["the first worker is forked"]  # 1.0 -> 1.2
+    assert seconds == pytest.approx(0.2) and cpu == pytest.approx(0.1) and runnable == pytest.approx(8.0)
+    assert "| the child has exited | 1.00 | 0.50 | 8.0 |" in timeline.render(run)  # exited 4.5 -> 5.5
+
+
+def test_treeload_samples_a_commands_tree(tmp_path: Path) -> None:
+    from netbench import treeload
+
+    out = tmp_path / "load.json"
+    burn = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'sum(range(30_000_000))'])"
+    assert treeload.main([str(out), "--", sys.executable, "-c", burn]) == 0
+    series = json.loads(out.read_text())
+    assert len(series) >= 2
+    cpus = [cpu for _, _, cpu in series]
+    assert cpus == sorted(cpus) and cpus[-1] > 0  # the grandchild's CPU counts: the tree, not one process
+    assert max(runnable for _, runnable, _ in series) >= 1
