@@ -97,3 +97,17 @@ def test_treeload_samples_a_commands_tree(tmp_path: Path) -> None:
     cpus = [cpu for _, _, cpu in series]
     assert cpus == sorted(cpus) and cpus[-1] > 0  # the grandchild's CPU counts: the tree, not one process
     assert max(runnable for _, runnable, _ in series) >= 1
+
+
+def test_the_fork_servers_imports_leave_out_pytest() -> None:
+    """The fork server's imports delay every worker's start (the child waits for them with a core idle):
+    ``trio.testing`` (which imports pytest, ~0.07 s) is imported only where a MockClock is made."""
+    import subprocess
+
+    from p2pfl.sim.engine_libp2p import PRELOAD
+
+    code = f"import sys\nfor m in {PRELOAD!r}: __import__(m)\nprint('pytest' in sys.modules)"
+    run = [sys.executable, "-c", code]
+    out = subprocess.run(run, check=False, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
