@@ -146,7 +146,9 @@ def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         cpu_s=usage.cpu_s,
         peak_rss_mb=usage.peak_rss_bytes / MB,
         peak_processes=usage.peak_processes,
+        launched_at=launched,
     )
+    (work / f"{side}.json").write_text(json.dumps(figures))  # with --keep: netbench/timeline.py reads it
     return figures
 
 

@@ -42,6 +42,7 @@ What a run's order depended on, and how each is pinned:
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -50,7 +51,6 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import trio
-import trio.testing
 
 from p2pfl.errors import StateError
 
@@ -61,8 +61,12 @@ T = TypeVar("T")
 
 
 def mock_clock_running() -> bool:
-    """Whether the running trio loop is driven by a :class:`trio.testing.MockClock`."""
-    return isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+    """Whether the running trio loop is driven by a :class:`trio.testing.MockClock`. ``trio.testing`` is
+    imported only where a MockClock is made (it imports pytest: ~0.07 s of CPU in every process that loads
+    the simulation, the libp2p engine's fork server included, where it delayed every worker's start); a
+    process that never imported it runs no MockClock."""
+    testing = sys.modules.get("trio.testing")
+    return testing is not None and isinstance(trio.lowlevel.current_clock(), testing.MockClock)
 
 
 #: simulated seconds each blocking call of a peer (training, an evaluation, a disk write) takes on a mock
@@ -110,6 +114,8 @@ def run_reproducible(scenario: Scenario, out: Path, *, quiet: bool = True) -> Ru
     """Run ``scenario`` on the memory engine, on an autojumping mock clock with the scheduler seeded from
     ``[run] seed``: the same scenario under the same ``PYTHONHASHSEED`` gives the same :class:`RunOutput`
     (but ``wall_s`` and the traces' ``t``). Its ``time_limit_s`` is simulated time."""
+    import trio.testing
+
     from .engine_memory import run_memory
 
     with seeded_scheduler(scenario.run.seed):

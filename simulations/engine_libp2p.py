@@ -51,6 +51,23 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+#: how often the parent looks for the last ``finished`` file: the stop signal (and the run's end) waits for
+#: it. Every 0.25 s it cost 0.12 s per run on average at the end of the critical path (docs/benchmarks.md, "32
+#: peers: the critical path"); the look is a ``stat`` of the files not yet seen, stopping at the first missing
+FINISHED_POLL_S = 0.02
+#: how often it reads every peer's ``status.json`` for the progress line and checks that the workers live
+PROGRESS_S = 0.25
+
+
+def _rounds_done(peers_dir: Path, honest: list[int], rounds: int) -> int:
+    """The rounds the honest peers report done in their ``status.json`` (each counted up to ``rounds``)."""
+    done = 0
+    for i in honest:
+        st = _read_json(peers_dir / str(i) / "status.json")
+        done += min(int(st.get("round", 0)), rounds) if st else 0
+    return done
+
+
 def libp2p_addr(plan: Plan, j: int) -> str:
     return f"/ip4/127.0.0.1/tcp/{plan.peers[j].port}/p2p/{plan.peer_ids[j]}"
 
@@ -73,9 +90,12 @@ def run_libp2p(
         (control / f).unlink(missing_ok=True)
     ports = [p.port for p in plan.peers]
     t0 = time.time()
+    marks = {"called": t0}  # when each stage ended (wall clock): timing.json, for a run's timeline
     start_fork_server()
+    marks["fork_server"] = time.time()
     splits = load_splits(scenario) if splits is None else splits
     save_splits(splits, out / "data.npz")
+    marks["data"] = time.time()
     procs: list[Worker] = []
     try:
         for i in range(n):
@@ -86,6 +106,7 @@ def run_libp2p(
             for i in range(n)
         ]
         procs = spawn_workers(argvs, [peers_dir / str(i) / "worker.log" for i in range(n)])
+        marks["spawned"] = time.time()
         progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
         deadline = time.monotonic() + scenario.run.time_limit_s
         timed_out = False
@@ -114,35 +135,34 @@ def run_libp2p(
             time.sleep(0.02)  # the peers wait at this gate with their dials: every 0.1 s here was 0.1 s late
         (control / "go").touch()
         wake(procs)
-        online_s = time.time() - t0
-        honest = plan.honest
-        while True:
-            rounds = 0
-            for i in honest:
-                st = _read_json(peers_dir / str(i) / "status.json")
-                rounds += min(int(st.get("round", 0)), scenario.run.rounds) if st else 0
-            progress.update(rounds)
-            if all((peers_dir / str(i) / "finished").exists() for i in honest):
-                break
-            check_alive()
+        marks["go"] = time.time()
+        online_s = marks["go"] - t0
+        finished = [peers_dir / str(i) / "finished" for i in plan.honest]
+        looked = -PROGRESS_S
+        while not all(f.exists() for f in finished):
+            if time.monotonic() - looked >= PROGRESS_S:
+                looked = time.monotonic()
+                progress.update(_rounds_done(peers_dir, plan.honest, scenario.run.rounds))
+                check_alive()
             if time.monotonic() > deadline:
                 timed_out = True
                 break
-            time.sleep(0.25)
+            time.sleep(FINISHED_POLL_S)
         progress.close()
+        marks["finished"] = time.time()
         (control / "stop").touch()
         wake(procs)
-        stop_at = time.time()
+        stop_at = marks["stop"] = time.time()
         stop_deadline = time.monotonic() + 60.0  # workers get a bounded grace period, then are killed
         for proc in procs:
             if proc.wait(timeout=max(1.0, stop_deadline - time.monotonic())) is None:
                 proc.kill()
                 proc.wait(10)
-        wall = time.time() - t0
+        marks["exited"] = time.time()
+        wall = marks["exited"] - t0
         # start-up (processes started until every peer listens) and shutdown (stop signal until every
-        # worker exited), for benchmarks
-        timing = {"online_s": round(online_s, 3), "shutdown_s": round(time.time() - stop_at, 3)}
-        (out / "timing.json").write_text(json.dumps(timing))
+        # worker exited), for benchmarks; the marks for a timeline (benchmarks/netbench/timeline.py)
+        timing = {"online_s": round(online_s, 3), "shutdown_s": round(marks["exited"] - stop_at, 3)}
     finally:
         (out / "data.npz").unlink(missing_ok=True)
         for proc in procs:
@@ -176,6 +196,8 @@ def run_libp2p(
         results.append(res)
         if (d / "vectors.npy").exists():
             vectors[p.index] = np.load(d / "vectors.npy")
+    marks["evaluated"] = time.time()
+    (out / "timing.json").write_text(json.dumps({**timing, "marks": marks}))
     return RunOutput(plan, results, vectors, wall, timed_out, transport_summary(scenario.secagg, results))
 
 

@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import trio
-import trio.testing
 
 from p2pfl.identity import Identity
 from p2pfl.wire import (
@@ -325,8 +324,9 @@ class ProtocolAttack:
         rng = random.Random(self.rng.random())
         # on a mock clock inline: a thread's real time would let the simulated rounds run on meanwhile, and
         # the burst would start at a round the machine's load picks (p2pfl.sim.determinism)
-        mocked = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
-        run_sync: Any = _call if mocked else trio.to_thread.run_sync
+        from .determinism import mock_clock_running  # not at import: determinism imports the runner
+
+        run_sync: Any = _call if mock_clock_running() else trio.to_thread.run_sync
         spec = self.spec
         envelopes = await run_sync(flood_envelopes, peer.engine, spec.flood_count, spec.flood_sender, rng)
         for _ in range(10_000_000):

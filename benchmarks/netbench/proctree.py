@@ -32,6 +32,19 @@ def _stat(pid: int) -> tuple[int, float, int] | None:
     return ppid, (utime + stime) / _TICK, rss_pages * _PAGE
 
 
+def descendants(root: int, parents: dict[int, int]) -> set[int]:
+    """``root`` and every process below it, given each live process's parent pid."""
+    tree = {root}
+    changed = True
+    while changed:  # bounded by the process count: each pass adds at least one or stops
+        changed = False
+        for pid, ppid in parents.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                changed = True
+    return tree
+
+
 @dataclass
 class Usage:
     wall_s: float
@@ -69,14 +82,7 @@ class TreeSampler:
                 st = _stat(int(entry))
                 if st is not None:
                     stats[int(entry)] = st
-        tree = {self.root}
-        changed = True
-        while changed:  # descendants: whose parent is in the tree (bounded by the process count)
-            changed = False
-            for pid, (ppid, _, _) in stats.items():
-                if ppid in tree and pid not in tree:
-                    tree.add(pid)
-                    changed = True
+        tree = descendants(self.root, {pid: st[0] for pid, st in stats.items()})
         rss = 0
         procs = 0
         for pid in tree:
