@@ -156,7 +156,7 @@ class ReceiveSide(SnapshotSide):
             self._reject(env, blame[0] if blame else via)
             return False
         h = env.header
-        over = self.rates.after_verify(h.sender, now) if now is not None else None
+        over = self.rates.after_verify(h.sender, now) if now is not None and not self._held(h) else None
         if over is not None:
             self._reject(over, h.sender)
             return False
@@ -169,6 +169,14 @@ class ReceiveSide(SnapshotSide):
             while len(self._validated) > _VALIDATED_MAX:
                 self._validated.popitem(last=False)
         return True
+
+    def _held(self, h: Header) -> bool:
+        """Whether ``h``'s version is no newer than what we hold (or last held) of its sender: a copy, which
+        delivery counts as a duplicate or refuses as a replay, moving nothing. It is not charged to the
+        signer's rate: anyone holding a signed message can send copies of it (inside the freshness window
+        too), and charged they emptied the bucket that the signer's next version needs."""
+        rep = self.replicas.get(h.sender)
+        return h.seq <= (rep.seq if rep is not None else self.forgotten.floor(h.sender))
 
     def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
         """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its

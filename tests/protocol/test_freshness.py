@@ -201,3 +201,20 @@ def test_the_peer_judges_gossip_by_its_wall_clock() -> None:
 
     assert trio.run(main) == (False, True)
     assert victim.rejections_by_peer[MALLORY] == {STALE_TIMESTAMP: 2}
+
+
+def test_replays_inside_the_window_do_not_spend_the_signers_rate_tokens_either() -> None:
+    """The adaptive attacker floods copies of X's versions that are still fresh (X's current one and the one
+    before): they pass the window, but each is a copy of a version the victim holds, which moves nothing.
+    Charged to X's sender bucket they emptied it, and X's next version was dropped as ``rate_limited``."""
+    x = _engine(_seed(7), scoring=False)
+    victim = _victim()
+    recent = [publish(x, 100.0 + i, 0.01) for i in range(2)]
+    for env in recent:
+        assert gossip(victim, env, x.peer_id, 101.0)
+    for i in range(200):
+        gossip(victim, recent[i % 2], f"m{i}", 102.0)
+    assert gossip(victim, publish(x, 102.0, 0.01), x.peer_id, 102.0)
+    assert victim.replicas[x.peer_id].seq == 3
+    assert victim.rejections["rate_limited"] == 0
+    assert victim.duplicates + victim.rejections["replay"] == 200  # each copy refused on delivery, as before
