@@ -12,7 +12,6 @@ import trio
 
 from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
-from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_store import now_ms
 from p2pfl.protocol import GossipEngine, ProtocolConfig, RequestSnapshot
 from p2pfl.protocol.freshness import (
@@ -24,6 +23,7 @@ from p2pfl.protocol.freshness import (
 )
 from p2pfl.transport.memory import MemoryNetwork
 from tests.protocol.test_churn import _engine, _seed
+from tests.protocol.test_churn_blocks import exchange_for
 from tests.protocol.test_engine import model
 from tests.protocol.test_replay_attack import MALLORY, gossip, publish, wall_ms
 
@@ -187,14 +187,7 @@ def test_the_peer_judges_gossip_by_its_wall_clock() -> None:
 
     async def main() -> tuple[bool, bool]:
         async with trio.open_nursery() as nursery, MemoryNetwork().open(network_id="t", peer_id="v") as t:
-            exchange = Exchange(
-                victim,
-                lambda: t,
-                lambda: nursery,
-                lambda: None,
-                max_model_bytes=1 << 20,
-                request_timeout_s=1.0,
-            )
+            exchange = exchange_for(victim, t, nursery)
             old_ok = exchange.validate_gossip(MALLORY, hour_old)
             await exchange.on_gossip(MALLORY, hour_old)
             return old_ok, exchange.validate_from(x.peer_id, x.peer_id, fresh)
