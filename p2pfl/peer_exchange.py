@@ -85,7 +85,7 @@ class Exchange:
     def validate_gossip(self, via: str, data: bytes) -> bool:
         """The transport's gossip validator: the engine's check, which must never raise (see _unexpected)."""
         try:
-            return self.engine.accept_gossip(data, via, trio.current_time())
+            return self.engine.accept_gossip(data, via, trio.current_time(), wall_ms=now_ms())
         except Exception as exc:
             self.unexpected(via, "gossip validation", exc)
             return False
@@ -95,7 +95,7 @@ class Exchange:
     def validate_from(self, origin: str, via: str, data: bytes) -> bool:
         """:meth:`validate_gossip` for a transport that knows each message's publisher (``origin``)."""
         try:
-            return self.engine.accept_gossip(data, via, trio.current_time(), origin=origin)
+            return self.engine.accept_gossip(data, via, trio.current_time(), origin=origin, wall_ms=now_ms())
         except Exception as exc:
             self.unexpected(via, "gossip validation", exc)
             return False
@@ -114,7 +114,7 @@ class Exchange:
     async def on_gossip(self, via: str, data: bytes) -> None:
         try:
             applied = self.engine.applied
-            actions = self.engine.handle_announce(data, via, trio.current_time())
+            actions = self.engine.handle_announce(data, via, trio.current_time(), wall_ms=now_ms())
             if self.engine.applied != applied:
                 self._on_update()
             await self.execute(actions)

@@ -10,7 +10,8 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
 * its **behaviour on the network** (protocol attacks), as a background task using the peer's transport:
 
   - ``replay``: re-broadcasts its own old, validly signed envelopes every ``interval_s``; receivers must
-    reject them (``replay``: the seq is not newer than their replica);
+    reject them (``replay``: the seq is not newer than their replica; ``stale_timestamp`` once one is older
+    than the freshness window, p2pfl.protocol.freshness);
   - ``forge``: re-broadcasts its newest envelope with the sender rewritten to a neighbour's peer id, i.e.
     signed with the wrong key; the peers' gossip validators drop it before forwarding (counted as
     ``bad_signature`` by the engine and ``transport:gossip_invalid`` by the transport);

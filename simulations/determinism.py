@@ -30,8 +30,10 @@ What a run's order depended on, and how each is pinned:
   gave the same result under two hash seeds.
 * **The clock.** Pacing, staleness, rate limits and status intervals read trio's clock, which the mock clock
   drives. Wall-clock reads that decide nothing stay wall-clock: the figures above, the ``timestamp_ms`` of
-  signed headers and version records (digests differ between runs; no decision reads the timestamp) and
-  request latencies for metrics.
+  signed headers and version records (digests differ between runs) and request latencies for metrics. One
+  decision reads the timestamp: the freshness window of a gossiped delta (``p2pfl.protocol.freshness``),
+  against the receiver's wall clock. Both ends are real time and a delivery takes milliseconds of it, the
+  window minutes, so it refuses nothing an honest run sends and decides alike in every run.
 * **Randomness.** Data, topology, identities, initial models, local training, attacks and churn are seeded
   from ``[run] seed``. Not seeded, on purpose: differential privacy's noise (``p2pfl.privacy.dpsgd.
   fresh_rng``: noise an observer could predict protects nothing), so a ``[privacy]`` scenario reproduces its

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import msgpack
@@ -42,7 +43,10 @@ def header_for(
     base: bytes = ZERO_DIGEST,
     arch: bytes = ZERO_DIGEST,
     result: bytes | None = None,
+    timestamp_ms: int | None = None,
 ) -> Header:
+    """A header describing ``payload``, stamped now by default: a gossiped delta is judged by its signed
+    timestamp before its signature (p2pfl.protocol.freshness), and these are hostile in other ways."""
     return Header(
         kind=kind,
         network_id=network_id,
@@ -54,7 +58,7 @@ def header_for(
         payload_digest=digest(payload),
         payload_size=len(payload),
         codec="raw",
-        timestamp_ms=1,
+        timestamp_ms=int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import trio
 
 from p2pfl.identity import Identity
+from p2pfl.peer_store import now_ms
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL
 from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
@@ -29,6 +30,7 @@ def announcement(arch: bytes, size: int, seq: int, n: int) -> bytes:
         arch=arch,
         payload_digest=(n + 1).to_bytes(32, "big"),
         payload_size=size,
+        timestamp_ms=now_ms(),  # fresh: a flood of stale ones would be refused before the rate limits
     )
     return seal(FLOODER, header, None)  # header only: each would start a payload fetch
 

@@ -22,6 +22,8 @@ import numpy as np
 from p2pfl.discovery import SIGNING_DOMAIN as RECORD_DOMAIN
 from p2pfl.discovery import PeerRecord, RecordError
 from p2pfl.identity import Identity
+from p2pfl.protocol.freshness import MAX_CLOCK_SKEW_S, MAX_VERSION_AGE_S, timestamp_error
+from p2pfl.protocol.ratelimit import Refused
 from p2pfl.wire import (
     ZERO_DIGEST,
     DPClaim,
@@ -95,6 +97,7 @@ def replay_envelope(data: bytes, context: dict[str, Any]) -> dict[str, Any]:
             network_id=context.get("network_id"),
             allowed=None if allowed is None else set(allowed).__contains__,
             expected_sender=context.get("expected_sender"),
+            before_signature=freshness_gate(context),
         )
         h = env.header
         out: dict[str, Any] = {
@@ -129,8 +132,25 @@ def replay_envelope(data: bytes, context: dict[str, Any]) -> dict[str, Any]:
                 like = {t["name"]: np.zeros(t["shape"], t["dtype"]) for t in model}
                 out["payload"]["as_model"] = tensor_view(undo_codec(tensors, h.codec, like))
         return out
-    except WireError as exc:
+    except (WireError, Refused) as exc:
         return {"outcome": "rejected", "reason": exc.reason}
+
+
+def freshness_gate(context: dict[str, Any]) -> Callable[[Header], None] | None:
+    """With ``wall_ms`` in the context (the envelope arrived by gossip then), the freshness window of
+    protocol.md, checked before the signature: ``stale_timestamp``, ``future_timestamp``."""
+    wall = context.get("wall_ms")
+    if wall is None:
+        return None
+    age = context.get("max_version_age_s", MAX_VERSION_AGE_S)
+    skew = context.get("max_clock_skew_s", MAX_CLOCK_SKEW_S)
+
+    def gate(h: Header) -> None:
+        reason = timestamp_error(h.timestamp_ms, wall, age, skew)
+        if reason is not None:
+            raise Refused(reason)
+
+    return gate
 
 
 def replay_payload(data: bytes, context: dict[str, Any]) -> dict[str, Any]:
@@ -610,7 +630,50 @@ def envelope_vectors() -> list[dict[str, Any]]:
         "non_canonical",
     )
     _dp_vectors(add, raw, hm)
+    _freshness_vectors(add, delta)
     return v
+
+
+def _freshness_vectors(add: Callable[..., None], delta: bytes) -> None:
+    """A gossiped delta's timestamp against the receiver's clock (``wall_ms``; protocol.md, Freshness): the
+    window's ends included, and where the check stands in the order (after the access list, before the
+    signature)."""
+    for name, wall, outcome in (
+        ("fresh", TS + 1_000, "accepted"),
+        ("at-the-age-limit", TS + 300_000, "accepted"),
+        ("stale", TS + 300_001, "stale_timestamp"),
+        ("at-the-skew-limit", TS - 60_000, "accepted"),
+        ("future", TS - 60_001, "future_timestamp"),
+    ):
+        add(
+            f"gossip-{name}",
+            f"alice's delta (ts {TS}) gossiped, the receiver's clock at {wall}",
+            delta,
+            outcome,
+            {**CTX, "wall_ms": wall},
+        )
+    add(
+        "gossip-custom-window",
+        "a receiver with max_version_age_s 10 and max_clock_skew_s 1: 10.001 s old is stale",
+        delta,
+        "stale_timestamp",
+        {**CTX, "wall_ms": TS + 10_001, "max_version_age_s": 10.0, "max_clock_skew_s": 1.0},
+    )
+    stale = {**CTX, "wall_ms": TS + 3_600_000}
+    add(
+        "precedence-stale-over-bad-signature",
+        "an hour old and a flipped signature bit: stale_timestamp (checked before the signature)",
+        delta.replace(sig_of(delta), flip(sig_of(delta))),
+        "stale_timestamp",
+        stale,
+    )
+    add(
+        "precedence-not-allowed-over-stale",
+        "an hour old, from mallory (not on the access list): sender_not_allowed (checked before)",
+        seal(MALLORY, header(MALLORY), encode_tensors(DELTA)),
+        "sender_not_allowed",
+        stale,
+    )
 
 
 def _dp_vectors(add: Callable[..., None], raw: bytes, hm: dict[str, Any]) -> None:

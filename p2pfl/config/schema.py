@@ -104,6 +104,10 @@ class PeerConfig:
     max_staleness_s: float = setting(default_of(ProtocolConfig, "max_staleness_s"), section="protocol")
     max_delta_norm: float | None = setting(default_of(ProtocolConfig, "max_delta_norm"), section="protocol")
     forget_after_s: float | None = setting(default_of(ProtocolConfig, "forget_after_s"), section="protocol")
+    #: The freshness window of a gossiped delta's signed timestamp (p2pfl.protocol.freshness): older than
+    #: ``max_version_age_s`` or newer than ``max_clock_skew_s`` by the receiver's clock, it is refused.
+    max_version_age_s: float = setting(default_of(ProtocolConfig, "max_version_age_s"), section="protocol")
+    max_clock_skew_s: float = setting(default_of(ProtocolConfig, "max_clock_skew_s"), section="protocol")
     codec: str = setting(default_of(ProtocolConfig, "codec"), section="protocol", sim="run")
     allow: frozenset[str] | None = setting(None, section="access")
     #: The signed roster of a closed network (docs/membership.md): only its members (and peers certified by

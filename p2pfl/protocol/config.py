@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from p2pfl.errors import ConfigError
+from p2pfl.protocol.freshness import MAX_CLOCK_SKEW_S, MAX_VERSION_AGE_S
 from p2pfl.wire import Limits, is_codec, is_network_id
 
 #: The longest eviction (unless ``readmit_after_s`` itself is longer): repeat offenders wait a day per try.
@@ -29,6 +30,11 @@ class ProtocolConfig:
     #: a replica not moved on for this long is forgotten (p2pfl.protocol.idle); ``None``: ten times
     #: ``max_staleness_s``
     forget_after_s: float | None = None
+    #: a gossiped delta signed more than this long ago by the receiver's clock is refused
+    #: (``stale_timestamp``; p2pfl.protocol.freshness); ``inf``: no age limit. Must exceed the skew below.
+    max_version_age_s: float = MAX_VERSION_AGE_S
+    #: ... and one signed more than this far in the future (``future_timestamp``): the clock error tolerated
+    max_clock_skew_s: float = MAX_CLOCK_SKEW_S
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
@@ -60,6 +66,7 @@ class ProtocolConfig:
                 "protocol.forget_after_s: must be a number >= max_staleness_s or unset, "
                 f"got {self.forget_after_s!r}"
             )
+        self._check_freshness()
         if not is_codec(self.codec):
             raise ConfigError(
                 f"protocol.codec: must be 'raw', 'fp16', 'int8' or 'topk:<density>' (e.g. topk:0.1), "
@@ -69,3 +76,13 @@ class ProtocolConfig:
             raise ConfigError(f"protocol.payload_cache: must be an integer >= 1, got {self.payload_cache!r}")
         if not isinstance(self.join_quorum, int) or self.join_quorum < 1:
             raise ConfigError(f"protocol.join_quorum: must be an integer >= 1, got {self.join_quorum!r}")
+
+    def _check_freshness(self) -> None:
+        skew, age = self.max_clock_skew_s, self.max_version_age_s
+        if isinstance(skew, bool) or not isinstance(skew, int | float) or not 0 < skew < float("inf"):
+            raise ConfigError(f"protocol.max_clock_skew_s: must be a positive number, got {skew!r}")
+        if isinstance(age, bool) or not isinstance(age, int | float) or not age > skew:
+            raise ConfigError(
+                "protocol.max_version_age_s: must be a number > max_clock_skew_s (inf: no limit), "
+                f"got {age!r} with max_clock_skew_s {skew!r}"
+            )

@@ -8,8 +8,10 @@ either. Three token buckets, each keyed and bounded:
   costs one token, before anything else. It bounds the verifies one connection can make us run, whatever
   senders its messages claim.
 - *sender*: charged only for messages whose signature verified, so a forger who writes a victim's id into
-  its headers cannot spend the victim's tokens; while a sender's bucket is empty, messages claiming it are
-  dropped *before* the verify (its own flood makes further copies cheap to refuse).
+  its headers cannot spend the victim's tokens, and only for versions newer than the receiver holds of the
+  sender, so a replayer who sends copies of the victim's signed messages cannot either (old ones are
+  refused before the verify: :mod:`p2pfl.protocol.freshness`); while a sender's bucket is empty, messages
+  claiming it are dropped *before* the verify (its own flood makes further copies cheap to refuse).
 - *proof*: equivocation proofs per forwarder (each costs two verifies).
 - *publisher*: for transports that can ask before their own per-message work (libp2p's read loop), every
   message read whose transport-level origin is a given publisher costs one of its tokens: a burst packed

@@ -2,13 +2,14 @@
 
 Validation order for a received announcement (cheap first; nothing rejected reaches a model; every rejection
 is counted by reason): size, schema, network id, sender allowed (all in ``wire.open_envelope``, called from
-here only), then, before the signature, sender evicted or convicted and the rate limits
-(:mod:`p2pfl.protocol.ratelimit`), then signature, the signer's own rate, architecture, equivocation (a
-second signed header of one version: :mod:`p2pfl.protocol.equivocation`), replay (seq not newer than the
-replica; counted against its signer, never the relay), base/gap (-> snapshot), payload digest, tensor
-names/shapes/dtypes, finiteness, norm bound, and finally the resulting replica digest. Deltas that arrive
-while a snapshot of their sender is on its way are buffered and applied after it. Equivocation proofs share
-the gossip path (told apart by their first byte) and convict by their signatures alone.
+here only), then, before the signature, the signed timestamp's freshness (:mod:`p2pfl.protocol.freshness`;
+against the forwarder), sender evicted or convicted and the rate limits (:mod:`p2pfl.protocol.ratelimit`),
+then signature, the signer's own rate, architecture, equivocation (a second signed header of one version:
+:mod:`p2pfl.protocol.equivocation`), replay (seq not newer than the replica; counted against its signer,
+never the relay), base/gap (-> snapshot), payload digest, tensor names/shapes/dtypes, finiteness, norm
+bound, and finally the resulting replica digest. Deltas that arrive while a snapshot of their sender is on
+its way are buffered and applied after it. Equivocation proofs share the gossip path (told apart by their
+first byte) and convict by their signatures alone.
 
 This module keeps that order, the gossip validator and the delta path (announcements, fetched payloads,
 the buffer of early deltas) with the only callers of the wire decoders (``_open``, ``_decode_model``); the
@@ -22,6 +23,7 @@ import numpy as np
 
 from p2pfl.protocol.actions import Action, FetchPayload
 from p2pfl.protocol.core import _VALIDATED_MAX, _VALIDATED_MAX_BYTES, PENDING_PER_PEER
+from p2pfl.protocol.freshness import timestamp_error
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.ratelimit import Refused
 from p2pfl.protocol.replicas import Replica
@@ -51,12 +53,15 @@ class ReceiveSide(SnapshotSide):
         now: float | None = None,
         blame: list[str] | None = None,
         origin: str | None = None,
+        wall_ms: int | None = None,
     ) -> Envelope | str:
         """``open_envelope`` with this network's rules, or the rejection reason. Total: whatever the bytes,
         a reason comes back (a non-WireError is kept as a fault and named ``internal_error``).
 
         With ``now`` (gossip), a message of an evicted or convicted sender, or over a rate limit, is refused
-        before its signature is verified; the (claimed) sender it is refused for is appended to ``blame``."""
+        before its signature is verified; the (claimed) sender it is refused for is appended to ``blame``.
+        With ``wall_ms`` too, so is one whose signed timestamp is out of the freshness window (nobody is
+        appended: the forwarder is to blame, :mod:`p2pfl.protocol.freshness`)."""
         gate = None
         if now is not None:
 
@@ -66,6 +71,9 @@ class ReceiveSide(SnapshotSide):
                     if blame is not None:
                         blame.append(origin)
                     raise Refused("foreign_sender")
+                stale = self._timestamp_error(h, wall_ms)
+                if stale is not None:
+                    raise Refused(stale)
                 reason = "evicted" if self.is_evicted(h.sender) else None
                 reason = reason or self.rates.before_verify(h.sender, now)
                 if reason is not None:
@@ -87,6 +95,13 @@ class ReceiveSide(SnapshotSide):
         except Exception as exc:
             return self.fault(peer, "open_envelope", exc)
 
+    def _timestamp_error(self, h: Header, wall_ms: int | None) -> str | None:
+        """Why ``h``'s signed timestamp is out of the freshness window at ``wall_ms`` (None: not checked)."""
+        if wall_ms is None:
+            return None
+        cfg = self.config
+        return timestamp_error(h.timestamp_ms, wall_ms, cfg.max_version_age_s, cfg.max_clock_skew_s)
+
     # ----------------------------------------------------------------------------------- inbound
 
     def admit_sender(self, sender: str, now: float) -> bool:
@@ -105,7 +120,13 @@ class ReceiveSide(SnapshotSide):
         return False
 
     def accept_gossip(
-        self, data: bytes, via: str | None = None, now: float | None = None, origin: str | None = None
+        self,
+        data: bytes,
+        via: str | None = None,
+        now: float | None = None,
+        origin: str | None = None,
+        *,
+        wall_ms: int | None = None,
     ) -> bool:
         """Synchronous check for the transport's gossip validator: forward only well-signed deltas of this
         network from allowed, non-evicted senders whose inline payload (if any) would apply: the right
@@ -119,20 +140,23 @@ class ReceiveSide(SnapshotSide):
         sender we hold no replica of, other than the origin and ourselves, is refused before its verify
         (``foreign_sender``, against the origin): peers publish only their own deltas, so it comes from the
         origin's flood of fresh identities. (One claiming a known peer goes on to the usual checks: a
-        forgery fails its signature, a replay is refused on delivery, both counted as such.) Never
-        raises."""
+        forgery fails its signature, a replay is refused on delivery, both counted as such.) With ``wall_ms``
+        (the receiver's wall clock, ms since the epoch; the peer always passes it), a delta signed outside
+        the freshness window is refused before its verify (``stale_timestamp``, ``future_timestamp``, against
+        ``via``: :mod:`p2pfl.protocol.freshness`); without it (``now`` None, or a caller with no wall clock:
+        tests of other rules) the window is not checked. Never raises."""
         if is_proof(data):
             return self._accept_proof(data, via, now)
         if now is not None and not self.rates.relay_allowed(via, now):
             self._reject("rate_limited_relay", via)  # before any parsing: the cheapest drop
             return False
         blame: list[str] = []
-        env = self._open(data, via, now=now, blame=blame, origin=origin)
+        env = self._open(data, via, now=now, blame=blame, origin=origin, wall_ms=wall_ms)
         if isinstance(env, str):
             self._reject(env, blame[0] if blame else via)
             return False
         h = env.header
-        over = self.rates.after_verify(h.sender, now) if now is not None else None
+        over = self.rates.after_verify(h.sender, now) if now is not None and not self._held(h) else None
         if over is not None:
             self._reject(over, h.sender)
             return False
@@ -145,6 +169,14 @@ class ReceiveSide(SnapshotSide):
             while len(self._validated) > _VALIDATED_MAX:
                 self._validated.popitem(last=False)
         return True
+
+    def _held(self, h: Header) -> bool:
+        """Whether ``h``'s version is no newer than what we hold (or last held) of its sender: a copy, which
+        delivery counts as a duplicate or refuses as a replay, moving nothing. It is not charged to the
+        signer's rate: anyone holding a signed message can send copies of it (inside the freshness window
+        too), and charged they emptied the bucket that the signer's next version needs."""
+        rep = self.replicas.get(h.sender)
+        return h.seq <= (rep.seq if rep is not None else self.forgotten.floor(h.sender))
 
     def _inline_check(self, h: Header, payload: memoryview | None) -> str | FloatVec | None:
         """Why a validated delta announcement must not be relayed (see :meth:`accept_gossip`); else its
@@ -171,8 +203,12 @@ class ReceiveSide(SnapshotSide):
                 return "norm_bound"
         return None
 
-    def handle_announce(self, data: bytes, via: str, now: float) -> list[Action]:
-        """A gossip message arrived (delivered by ``via``)."""
+    def handle_announce(
+        self, data: bytes, via: str, now: float, *, wall_ms: int | None = None
+    ) -> list[Action]:
+        """A gossip message arrived (delivered by ``via``). With ``wall_ms``, a delta signed outside the
+        freshness window is refused against ``via``, as in :meth:`accept_gossip` (a transport may deliver
+        without validating, or the window may close between the two calls)."""
         if is_proof(data):
             return self.handle_proof(bytes(data), via, now)
         validated = self._validated.pop(data, None)
@@ -187,6 +223,9 @@ class ReceiveSide(SnapshotSide):
                 return self._reject(opened, via)
             env = opened
         h = env.header
+        stale = self._timestamp_error(h, wall_ms)
+        if stale is not None:
+            return self._reject(stale, via)
         if h.sender == self.peer_id:
             # transports never echo our own messages: someone re-sent it. We signed it, so nobody is to
             # blame: an honest relay forwards what it cannot tell from a fresh message (counted, unattributed)

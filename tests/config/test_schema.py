@@ -119,6 +119,7 @@ def test_integers_become_floats_by_declared_type() -> None:
     tomled = {s.field for s in SCHEMA.values()}
     assert {s.field for s in floats} == {n for n in tomled if hints[n] in (float, float | None)}
     values = {"max_delta_norm": 3, "rollback_margin": 1, "mix_guard_margin": 1, "wait_fraction": 1}
+    values["max_version_age_s"] = 3  # must exceed max_clock_skew_s (2)
     by_section: dict[str, dict[str, Any]] = {}
     for spec in floats:
         by_section.setdefault(spec.section, {})[spec.key] = values.get(spec.key, 2)

@@ -3,6 +3,7 @@ the values move with the events they count; nothing the metrics layer does can s
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -157,6 +158,22 @@ async def test_a_forged_envelope_increments_its_rejection_reason() -> None:
         after = scrape(registry)
     assert after[("p2pfl_envelopes_rejected_total", (("reason", "bad_signature"),))] == before + 1
     assert after[("p2pfl_neighbour_rejections_total", (("peer", forger.peer_id),))] == 1
+
+
+async def test_a_stale_envelope_is_counted_by_its_reason_against_its_forwarder() -> None:
+    from p2pfl.wire import seal
+    from tests.hostile_bytes import header_for
+
+    net = MemoryNetwork()
+    registry = CollectorRegistry()
+    signer = Identity(bytes([9]) * 32)
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    env = seal(signer, header_for(signer, "digits", b"x" * 16, timestamp_ms=hour_ago), None)
+    async with metered_peer(0, net, registry) as peer:
+        assert not peer.exchange.validate_gossip("replayer", env)
+        after = scrape(registry)
+    assert after[("p2pfl_envelopes_rejected_total", (("reason", "stale_timestamp"),))] == 1
+    assert after[("p2pfl_neighbour_rejections_total", (("peer", "replayer"),))] == 1
 
 
 async def test_a_failing_metric_source_costs_a_count_not_the_peer() -> None:

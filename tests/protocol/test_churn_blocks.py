@@ -38,6 +38,18 @@ def _attack(victim: GossipEngine, execute: list[Sequence[Action]]) -> list[Gossi
     return bad
 
 
+def exchange_for(engine: GossipEngine, transport: MemoryTransport, nursery: trio.Nursery) -> Exchange:
+    """The peer's exchange between ``engine`` and ``transport``, as a test drives it (nothing to notify)."""
+    return Exchange(
+        engine,
+        lambda: transport,
+        lambda: nursery,
+        lambda: None,
+        max_model_bytes=1 << 20,
+        request_timeout_s=1.0,
+    )
+
+
 def _victim() -> GossipEngine:
     victim = _engine(_seed(1), evict_after=2)  # readmit_after_s: 1800 s, far beyond the attack
     victim.quiet = QuietBook(capacity=CAPACITY)
@@ -63,14 +75,7 @@ def test_the_transport_keeps_no_block_of_an_identity_the_engine_forgot() -> None
 
     async def main() -> MemoryTransport:
         async with trio.open_nursery() as nursery, MemoryNetwork().open(network_id="t", peer_id="v") as t:
-            exchange = Exchange(
-                victim,
-                lambda: t,
-                lambda: nursery,
-                lambda: None,
-                max_model_bytes=1 << 20,
-                request_timeout_s=1.0,
-            )
+            exchange = exchange_for(victim, t, nursery)
             for actions in rounds:
                 await exchange.execute(actions)
             return t
