@@ -104,7 +104,7 @@ class HeadingConfig:
     #: ... and while the own trained model is clearly ahead of the centre's motion (own smoothed lag at least
     #: ``lag_firm_own``) up to ``lag_firm_share`` may lag: an observer with three IPM attackers among six
     #: neighbours (a half) keeps its lag test, where dissensus drags the own model behind (own lag median
-    #: -0.07 / -0.11 under dissensus, at least 0.04-0.11 at IPM observers; docs/scoring.md, "Sixth pass")
+    #: -0.08 / -0.01 under dissensus, 0.27 / 0.26 at observers of IPM; docs/scoring.md, "Sixth pass")
     lag_firm_share: float = 0.5
     lag_firm_own: float = 0.1
     #: hysteresis of the lag test: a neighbour whose smoothed lag reached ``lag_bad`` while the test weighed
