@@ -127,6 +127,13 @@ def test_when_more_than_a_third_lags_and_the_own_model_barely_keeps_up_the_lag_t
     assert _lagging(n_behind, own_cos=own_cos, share=0.7).weight("n0") == 0.0  # the share is the knob
 
 
+def test_reset_forgets_the_hold() -> None:
+    tracker = _lagging(2)
+    assert tracker.weight("n0") == 0.0
+    tracker.reset("n0")
+    assert tracker.weight("n0") == 1.0 and tracker.lag("n0") is None and len(tracker) == 5
+
+
 def test_when_the_own_model_lags_behind_the_centre_the_lag_test_stands_down() -> None:
     """The other mark of a centre that dissensus drags: the own trained model falls behind its motion too
     (recorded: honest observers under IPM kept a smoothed own lag >= -0.02, under dissensus 5 % of their
