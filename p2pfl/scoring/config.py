@@ -200,18 +200,27 @@ class ScoringConfig:
     heading_lag: bool = HeadingConfig.lag
     heading_lag_share: float = HeadingConfig.lag_share
     heading_lag_own_ok: float = HeadingConfig.lag_own_ok
+    #: ... and up to ``heading_lag_firm_share`` may lag while the own model's smoothed lag is at least
+    #: ``heading_lag_firm_own`` (clearly ahead: the laggers are behind it, not the centre off course)
+    heading_lag_firm_share: float = HeadingConfig.lag_firm_share
+    heading_lag_firm_own: float = HeadingConfig.lag_firm_own
+    #: a neighbour the lag test brought to 0 stays there until its smoothed lag rises to this (hysteresis)
+    heading_lag_release: float = HeadingConfig.lag_release
 
     def heading_config(self) -> HeadingConfig:
         """The :class:`~p2pfl.scoring.heading.HeadingConfig` the ``heading_*`` fields describe."""
         return HeadingConfig(
-            self.heading_lag_ok,
-            self.heading_lag_bad,
-            self.heading_shift_ok,
-            self.heading_shift_bad,
-            self.heading_memory,
-            self.heading_lag,
-            self.heading_lag_share,
-            self.heading_lag_own_ok,
+            lag_ok=self.heading_lag_ok,
+            lag_bad=self.heading_lag_bad,
+            shift_ok=self.heading_shift_ok,
+            shift_bad=self.heading_shift_bad,
+            memory=self.heading_memory,
+            lag=self.heading_lag,
+            lag_share=self.heading_lag_share,
+            lag_own_ok=self.heading_lag_own_ok,
+            lag_firm_share=self.heading_lag_firm_share,
+            lag_firm_own=self.heading_lag_firm_own,
+            lag_release=self.heading_lag_release,
         )
 
     def echo_config(self) -> EchoConfig:
