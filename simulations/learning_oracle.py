@@ -1,15 +1,18 @@
 """What learning on a matrix cell could reach with perfect or idealised mixing: the ceilings of issue 16.
 
 ``python -m p2pfl.sim.learning_oracle --topology dumbbell --alpha 0.1 --seed 2 [--mode fedavg|gossip|local]
-[--steps 10] [--mix-steps 1] [--stale] [--geomed] [--prox P] [--reset-velocity]``
+[--steps 10] [--mix-steps 1] [--stale] [--geomed | --pipeline [--agg KEY=VALUE ...]] [--prox P]
+[--reset-velocity]``
 
 The same learners, partition, graph and schedule as :mod:`simulations.bench_matrix` builds for the cell
 (no attackers), trained in lock-step in one process with no protocol, scoring, pacing or network:
 
 * ``fedavg``: after each round's local steps every peer takes the mean of *all* models (a perfect-mixing
   oracle: what only client drift from the local steps costs);
-* ``gossip``: each peer takes the mean (``--geomed``: the geometric median) of its own and its neighbours'
-  trained models of the same round (the ``wait_before_mix`` order), ``--mix-steps`` times per round;
+* ``gossip``: each peer takes the mean (``--geomed``: the geometric median; ``--pipeline``: the library's
+  :func:`~p2pfl.aggregation.aggregate` with ``AggregationConfig(**--agg)``, i.e. self-clipping, NNM and the
+  rule, without scoring weights) of its own and its neighbours' trained models of the same round (the
+  ``wait_before_mix`` order), ``--mix-steps`` times per round;
   ``--stale`` mixes the neighbours' previous-round trained models instead (the default round order, where a
   peer mixes before its neighbours have published this round);
 * ``local``: no mixing at all.
@@ -23,10 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from p2pfl.aggregation import AggregationConfig, aggregate
 
 from . import bench_matrix as bm
 from .plan import build_learner, load_splits, make_plan
@@ -42,6 +49,22 @@ def geomed(rows: Vec, iterations: int = 50) -> Vec:
         w = 1.0 / np.maximum(np.linalg.norm(rows - z, axis=1), 1e-8)
         z = (w[:, None] * rows).sum(axis=0) / w.sum()
     return z
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--agg``, the value read as TOML (``rule="median"``, ``f=1``, ``nnm=false``)."""
+    key, _, value = text.partition("=")
+    return key, tomllib.loads(f"v = {value}")["v"]
+
+
+def _pipeline(config: AggregationConfig) -> Callable[[Vec], Vec]:
+    """The peer's mix: row 0 is the own model, the others its neighbours', all of weight 1."""
+
+    def mix(rows: Vec) -> Vec:
+        out = aggregate(config, rows[0].astype(np.float32), rows[1:].astype(np.float32))
+        return out.astype(np.float64)
+
+    return mix
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -70,6 +93,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         return out
 
     agg: Callable[[Vec], Vec] = geomed if args.geomed else (lambda rows: rows.mean(axis=0))
+    if args.pipeline:
+        agg = _pipeline(AggregationConfig(**dict(_setting(kv) for kv in args.agg)))
     previous = [flat(i) for i in range(n)]
     for _ in range(args.rounds):
         for lr in learners:
@@ -108,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mix-steps", type=int, default=1)
     ap.add_argument("--stale", action="store_true", help="mix the neighbours' previous-round models")
     ap.add_argument("--geomed", action="store_true", help="geometric median instead of the mean")
+    ap.add_argument("--pipeline", action="store_true", help="the library's aggregation pipeline instead")
+    ap.add_argument("--agg", action="append", default=[], metavar="KEY=VALUE", help="AggregationConfig field")
     ap.add_argument("--prox", type=float, default=0.0, help="FedProx coefficient of the learner")
     ap.add_argument("--reset-velocity", action="store_true", help="zero the momentum buffer every round")
     print(json.dumps(run(ap.parse_args(argv))))

@@ -36,12 +36,13 @@ RULES: Final[tuple[str, ...]] = (
 DEFAULT_RULE: Final[str] = "geomed"
 #: the rules ``nnm = "auto"`` always runs nearest-neighbour mixing before: the coordinate-wise and selection
 #: rules, whose bias on non-IID rows NNM removes (Allouah et al. 2023; without it the median lost 6-16 points
-#: on a random 4-regular graph). When ``f`` does not fit the rows (fewer than ``2f + 1``, a sparse graph),
+#: on a random 4-regular graph). When ``f`` does not fit the rows (fewer than ``3f + 1``, a sparse graph),
 #: ``auto`` mixes with ``f = 1`` instead of capping ``f`` at ``(n - 1) // 2``: the capped step averages each
 #: row with barely more than half of the rows, and a model near the centre (ALIE, IPM) is among the nearest
 #: of almost every row, so its weight is multiplied (median on 5 rows: 87.6 -> 92.7 without attackers,
 #: ALIE 76.3 -> 88.4, IPM 74.2 -> 86.0; on 7 rows +1 to +3.5 in every cell). Before ``geomed`` only on at
-#: least ``2f + 1`` rows: on fewer, NNM cost it 5-6 points on a random 4-regular graph, on 16 rows it still
+#: least ``3f + 1`` rows: on fewer, NNM cost it 5-6 points on a random 4-regular graph (and, with the
+#: threshold at ``2f + 1``, 7-9 points on the dumbbell's 9-row clique mixes), on 16 rows it still
 #: made geomed more robust (docs/aggregation.md). Never before ``mean`` and ``cclip`` (self-clip + mean is
 #: ClippedGossip). Measured: docs/learning.md, simulations/benchmarks-matrix.md (issue 16).
 NNM_RULES: Final[frozenset[str]] = frozenset({"median", "trimmed-mean", "krum", "multi-krum"})
@@ -136,18 +137,26 @@ class AggregationConfig:
 
     def uses_nnm(self, rows: int) -> bool:
         """Whether :func:`aggregate` runs nearest-neighbour mixing on ``rows`` rows (own model included):
-        ``nnm``, or with ``"auto"`` always for :data:`NNM_RULES`, for ``geomed`` while ``rows >= 2f + 1``."""
+        ``nnm``, or with ``"auto"`` always for :data:`NNM_RULES`, for ``geomed`` when ``f`` fits the rows
+        (:meth:`f_fits`)."""
         if self.nnm != "auto":
             return bool(self.nnm)
-        return self.rule in NNM_RULES or (self.rule == "geomed" and rows >= 2 * self.f + 1)
+        return self.rule in NNM_RULES or (self.rule == "geomed" and self.f_fits(rows))
 
     def nnm_f(self, rows: int) -> int:
         """The ``f`` nearest-neighbour mixing uses on ``rows`` rows: ``f``, capped at ``(rows - 1) // 2``
-        (NNM needs ``f < rows / 2``); with ``nnm = "auto"``, 1 when ``f`` does not fit (``rows < 2f + 1``)."""
+        (NNM needs ``f < rows / 2``); with ``nnm = "auto"``, 1 when ``f`` does not fit the rows."""
         cap = (rows - 1) // 2
-        if self.nnm == "auto" and rows < 2 * self.f + 1:
+        if self.nnm == "auto" and not self.f_fits(rows):
             cap = min(cap, 1)
         return min(self.f, cap)
+
+    def f_fits(self, rows: int) -> bool:
+        """Whether ``nnm = "auto"`` mixes with the configured ``f`` on ``rows`` rows: at least ``3f + 1``
+        (the classical ``n > 3f``). With fewer, the ``n - f`` nearest rows each row is averaged with are
+        not many more than half, so the one or two rows that carry what the majority lacks (a dumbbell
+        clique's bridge models, 9 rows) are averaged into the majority before the rule even sees them."""
+        return rows >= 3 * self.f + 1
 
 
 def _positive_finite(value: object) -> bool:

@@ -414,15 +414,16 @@ def test_config_rejects_bad_field_naming_it(field: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("rule", agg.RULES)
-@pytest.mark.parametrize("k", [4, 6, 15])
+@pytest.mark.parametrize("k", [4, 6, 8, 15])
 def test_nnm_auto_runs_before_coordinatewise_rules_and_geomed_on_enough_rows(rule: str, k: int) -> None:
     # issue 16: with f capped by few rows NNM multiplied the weight of a model near the centre under the
-    # geometric median and cost it 5-6 points on a random 4-regular graph; the coordinate-wise rules need it
+    # geometric median and cost it 5-6 points on a random 4-regular graph; the coordinate-wise rules need it.
+    # k = 8 is a dumbbell clique member's mix (9 rows): NNM with f = 4 there cost 7-9 points
     rng = np.random.default_rng(7)
     own = rng.normal(size=6).astype(np.float32)
     nb = rng.normal(size=(k, 6)).astype(np.float32)
-    auto = agg.AggregationConfig(rule=rule, nnm="auto")  # f = 4: geomed gets NNM from 9 rows
-    want = rule in agg.NNM_RULES or (rule == "geomed" and k + 1 >= 9)
+    auto = agg.AggregationConfig(rule=rule, nnm="auto")  # f = 4: geomed gets NNM from 13 rows
+    want = rule in agg.NNM_RULES or (rule == "geomed" and k + 1 >= 13)
     assert auto.uses_nnm(k + 1) == want
     assert agg.NNM_RULES <= set(agg.RULES)
     same = agg.AggregationConfig(rule=rule, nnm=want, f=auto.nnm_f(k + 1) if want else 4)
@@ -433,11 +434,13 @@ def test_nnm_auto_runs_before_coordinatewise_rules_and_geomed_on_enough_rows(rul
 
 
 @pytest.mark.parametrize(
-    ("rows", "auto_f", "forced_f"), [(2, 0, 0), (5, 1, 2), (7, 1, 3), (8, 1, 3), (9, 4, 4)]
+    ("rows", "auto_f", "forced_f"),
+    [(2, 0, 0), (5, 1, 2), (7, 1, 3), (8, 1, 3), (9, 1, 4), (12, 1, 4), (13, 4, 4)],
 )
 def test_nnm_auto_mixes_with_f_1_when_f_does_not_fit_the_rows(rows: int, auto_f: int, forced_f: int) -> None:
     # issue 16: f capped at (rows - 1) // 2 over-smoothed a sparse graph's 5-7 rows (the median lost 5-12
-    # points to it on a random 4-regular graph); f = 1 there, the configured f once 2f + 1 rows are present
+    # points to it on a random 4-regular graph, 7-9 on a dumbbell clique member's 9 rows); f = 1 there, the
+    # configured f once 3f + 1 rows are present
     assert agg.AggregationConfig(rule="median").nnm_f(rows) == auto_f
     assert agg.AggregationConfig(rule="median", nnm=True).nnm_f(rows) == forced_f
     rng = np.random.default_rng(3)
