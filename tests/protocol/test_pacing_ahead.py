@@ -1,14 +1,18 @@
 """A peer behind its neighbours does not wait for them (p2pfl.protocol.pacing, "Ahead neighbours"): table
-tests of the rule, then a small discrete-time model of peers that wait, train and publish on a fake clock,
-where one starts late and its neighbours finish their rounds and only serve."""
+tests of the rule, a small discrete-time model of peers that wait, train and publish on a fake clock, where
+one starts late and its neighbours finish their rounds and only serve, and the round a snapshot carries."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from p2pfl.protocol import Start, Wait
+import numpy as np
+
+from p2pfl.identity import Identity
+from p2pfl.protocol import GossipEngine, ProtocolConfig, Start, Wait
 from p2pfl.protocol.pacing import NeighbourView, PacingConfig, RoundPacer, is_ahead
+from p2pfl.wire import Meta, open_envelope
 
 CFG = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0)
 
@@ -136,3 +140,24 @@ def test_a_late_peer_finishes_soon_after_its_neighbours_stop_publishing() -> Non
     finished = run_rounds(rounds=20, late_start=1.0)
     others = max(finished[n] for n in ("a", "b", "c"))
     assert finished["l"] - others < PacingConfig().max_round_wait_s, finished
+
+
+# ------------------------------------------------------------- the round reaches a peer that joins
+
+
+def _engine(i: int) -> GossipEngine:
+    zeros = {"w": np.zeros(3, np.float32)}
+    return GossipEngine(Identity(bytes([i]) * 32), ProtocolConfig(network_id="t", join_quorum=1), zeros)
+
+
+def test_a_snapshot_carries_the_round_of_the_version_it_holds() -> None:
+    """Regression: snapshots carried no meta, so a peer that resumed among finished neighbours (its replicas
+    from join snapshots) saw no round and waited ``max_round_wait_s`` per round (measured on the churn
+    scenario with ``after_rounds = "serve"``: one peer 11 rounds at 5 s each)."""
+    finished, joiner = _engine(1), _engine(2)
+    finished.finish_round({"w": np.ones(3, np.float32)}, 1.0, meta=Meta(round=20))
+    assert 1 == joiner.join_from_snapshots({finished.peer_id: finished.serve_snapshot(0)}, 2.0)
+    assert 20 == joiner.replicas[finished.peer_id].meta.round
+    restarted = _engine(1)
+    restarted.restore(finished.own_params(), finished.public_params(), finished.seq, Meta(round=20))
+    assert open_envelope(restarted.serve_snapshot(0)).header.meta.round == 20
