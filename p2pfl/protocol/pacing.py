@@ -66,7 +66,11 @@ this rule a peer that fell a few rounds behind (a late start, a lost join reques
 ``max_round_wait_s`` in each of its remaining rounds once its neighbours finished and only served (measured:
 one peer of a four-peer CLI run finishing 10-61 s after the others, docs/benchmarks.md "Crossing dials at
 start-up"), and among publishing neighbours it stayed behind for good, since each of its waits ended only
-on their next version. A liar claiming a high round only spares us the wait for its own versions.
+on their next version. A liar claiming a high round only spares us the wait for its own versions. With
+``wait_before_mix`` a neighbour is ahead only from the round after the one we are about to mix: its version
+of that very round, held at our last mix, came while that mix waited for a slower neighbour, so it is in
+step, and not waiting for its next one cost accuracy (measured, bench_network 16 peers: 4 of 4 runs 1.1-2.8
+points below main's paired run; with the later threshold level with main, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -358,9 +362,10 @@ class RoundPacer:
 
     def _ahead(self, views: Sequence[NeighbourView]) -> set[str]:
         """The neighbours not evicted that are ahead of us, so not waited for (module docstring)."""
-        return {
-            v.peer for v in views if not v.evicted and is_ahead(v, self.next_round, self.last_mix, self.mixed)
-        }
+        beyond = self.next_round
+        if beyond is not None and self.cfg.wait_before_mix:
+            beyond += 1  # a version of the round we are about to mix is in step (module docstring)
+        return {v.peer for v in views if not v.evicted and is_ahead(v, beyond, self.last_mix, self.mixed)}
 
     def decide(self, now: float, views: Sequence[NeighbourView], *, stopped: bool = False) -> Decision:
         if stopped:

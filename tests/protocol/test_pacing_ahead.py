@@ -73,6 +73,15 @@ def test_an_old_peer_without_rounds_is_waited_for_as_before() -> None:
     assert pacer.decide(12.0, [view("a", 1.0, 80, None)]) == Start("timeout")
 
 
+def test_with_wait_before_mix_a_version_of_the_round_we_mix_is_in_step() -> None:
+    """Ahead starts a round later: our wait sits after our own training of ``next_round``."""
+    pacer = RoundPacer(PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0, wait_before_mix=True))
+    pacer.begin_wait(2.0, last_mix=1.5, mixed={"a": 6}, next_round=6)
+    assert isinstance(pacer.decide(2.0, [view("a", 1.0, 6, 6)]), Wait)
+    pacer.begin_wait(2.0, last_mix=1.5, mixed={"a": 7}, next_round=6)
+    assert pacer.decide(2.0, [view("a", 1.0, 7, 7)]) == Start("ahead")
+
+
 def test_no_snapshot_is_pulled_from_a_neighbour_ahead() -> None:
     pacer = RoundPacer(PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0, wait_before_mix=True))
     pacer.begin_wait(2.0, last_mix=1.5, mixed={"a": 80, "s": 5}, next_round=6)
