@@ -48,7 +48,7 @@ def test_four_cli_peers_learn_non_iid_digits_together(tmp_path: Path) -> None:
         for i in range(n):
             cluster.configure(i, learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds))
         # together (their start-ups overlap): a peer that starts some rounds behind catches up, as its
-        # neighbours are ahead of it (p2pfl.protocol.pacing); it used to wait 10 s per round once they finished
+        # neighbours are ahead of it (p2pfl.protocol.pacing); it waited 10 s a round once they finished
         cluster.start_many(list(range(n)))
         cluster.wait_rounds(list(range(n)), rounds, timeout=240)
         statuses = [cluster.status(i) for i in range(n)]
