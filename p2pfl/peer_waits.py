@@ -37,6 +37,8 @@ class RoundWaits:
 
     #: the loop's reports (the last one's duration paces the next wait)
     reports: list[RoundReport]
+    #: the rounds done (the next wait precedes round ``round + 1``, or its mix)
+    round: int
 
     def __init__(self, parts: RoundParts) -> None:
         self._p = parts
@@ -74,9 +76,14 @@ class RoundWaits:
         engine = self._p.engine
         views = []
         for p in connected:
-            rep = engine.replicas.get(p)
-            last, seq = (None, None) if rep is None else (rep.updated_at, rep.seq)
-            views.append(NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p), seq))
+            rep, evicted = engine.replicas.get(p), engine.is_evicted(p)
+            if rep is None:
+                views.append(NeighbourView(p, first_seen[p], p in listeners, None, evicted))
+                continue
+            round_ = rep.meta.round  # sender-reported: tells a neighbour ahead of us (pacing)
+            views.append(
+                NeighbourView(p, first_seen[p], p in listeners, rep.updated_at, evicted, rep.seq, round_)
+            )
         return views
 
     async def _await_neighbours(self) -> None:
@@ -125,7 +132,7 @@ class RoundWaits:
         (see p2pfl.protocol.pacing). Returns how long it waited."""
         work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
         started = trio.current_time()
-        self._pacer.begin_wait(started, self._last_mix, work, self._held_at_mix)
+        self._pacer.begin_wait(started, self._last_mix, work, self._held_at_mix, next_round=self.round + 1)
         while True:
             now = trio.current_time()
             views = self._views(now)

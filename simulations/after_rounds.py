@@ -12,8 +12,8 @@ behaviours:
   version of a slower neighbour, nothing once every neighbour is done. (``meta.round`` is sender-reported:
   a liar gets at most one round per version it publishes, what "mix" gives everyone.)
 * ``"serve"``: it only serves its final model and forgets idle identities, as ``p2pfl peer`` does after
-  its ``rounds`` (:mod:`p2pfl.peer_serve`); its slower neighbours mix its final version, and wait for it
-  until it counts as late.
+  its ``rounds`` (:mod:`p2pfl.peer_serve`); its slower neighbours mix its final version and do not wait
+  for it, as it is ahead of them (:mod:`p2pfl.protocol.pacing`).
 
 Measured on the memory engine (docs/benchmarks.md, "Finished peers"; ``benchmarks/bench_after_rounds.py``):
 on a churned ring the slowest peer ended 0.3-6.7 points lower without "mix" in every paired run, and

@@ -28,7 +28,7 @@ from p2pfl.protocol.layout import FloatVec, Layout, Params
 from p2pfl.protocol.ratelimit import RateConfig, RateGate
 from p2pfl.protocol.replicas import Replica
 from p2pfl.scoring import ContributionScorer, ScoringConfig
-from p2pfl.wire import Envelope, Header, PayloadSizes
+from p2pfl.wire import Envelope, Header, Meta, PayloadSizes
 
 PENDING_PER_PEER = 16
 #: validated envelopes kept for their delivery (see GossipEngine.accept_gossip): at most this many, each of
@@ -85,6 +85,9 @@ class EngineCore:
         self._snapshot_wanted: dict[str, float] = {}
         self._fetching: dict[bytes, float] = {}
         self._snapshot_cache: bytes | None = None
+        #: the sender-reported facts of our public version: our snapshots carry them too, so a peer that
+        #: joins from one knows our round (a neighbour ahead is not waited for: p2pfl.protocol.pacing)
+        self.public_meta = Meta()
         zeros = self.layout.unflatten(np.zeros(self.layout.size, np.float32))
         self._payload_sizes = PayloadSizes(zeros)
         # deltas that arrived while a snapshot of their sender was on its way: applied after it, in order
@@ -187,15 +190,21 @@ class EngineCore:
     # ------------------------------------------------------------------------------------ restore
 
     def restore(
-        self, own: Mapping[str, npt.NDArray[Any]], public: Mapping[str, npt.NDArray[Any]], seq: int
+        self,
+        own: Mapping[str, npt.NDArray[Any]],
+        public: Mapping[str, npt.NDArray[Any]],
+        seq: int,
+        meta: Meta | None = None,
     ) -> None:
-        """Resume from a checkpoint (own model, last published public model and its version)."""
+        """Resume from a checkpoint (own model, last published public model, its version and what is known
+        of its facts, e.g. the round)."""
         if self.layout.matches(own) or self.layout.matches(public):
             raise ConfigError("checkpoint does not match the model's architecture")
         self.own = self.layout.flatten(own)
         self.public = self.layout.flatten(public)
         self.public_digest = self.layout.digest(self.public)
         self.seq = seq
+        self.public_meta = meta or Meta()
         self._snapshot_cache = None
 
     def set_own(self, params: Mapping[str, npt.NDArray[Any]]) -> None:

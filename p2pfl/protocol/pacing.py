@@ -57,6 +57,20 @@ this round came in (measured, 16 processes on a 6-regular graph at load 20: one 
 neighbours one round stale in every round and ended 6 points below the mean). So a neighbour that was fresh
 in our last mix (it kept pace) is late only once ``late_after`` has passed since this wait started. A
 neighbour that publishes every 9 s is fresh in one mix per 9 s and costs at most one ``late_after`` then.
+
+*Ahead neighbours are not waited for.* A neighbour whose version we held at our last mix and whose round
+(``meta.round``, sender-reported) is at least the round this wait precedes is ahead of us: its next version
+would be of a round later still, so waiting for it cannot bring our mix closer to it in rounds; only our
+own rounds can. A round whose every awaited neighbour is ahead (the others late) starts at once. Without
+this rule a peer that fell a few rounds behind (a late start, a lost join request, churn) waited the full
+``max_round_wait_s`` in each of its remaining rounds once its neighbours finished and only served (measured:
+one peer of a four-peer CLI run finishing 10-61 s after the others, docs/benchmarks.md "Crossing dials at
+start-up"), and among publishing neighbours it stayed behind for good, since each of its waits ended only
+on their next version. A liar claiming a high round only spares us the wait for its own versions. With
+``wait_before_mix`` a neighbour is ahead only from the round after the one we are about to mix: its version
+of that very round, held at our last mix, came while that mix waited for a slower neighbour, so it is in
+step, and not waiting for its next one cost accuracy (measured, bench_network 16 peers: 4 of 4 runs 1.1-2.8
+points below main's paired run; with the later threshold level with main, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -115,6 +129,8 @@ class NeighbourView:
     evicted: bool = False
     #: the version of its model we hold (None: no replica), for its publishing period
     seq: int | None = None
+    #: the round that version reports (``meta.round``; None: not reported), to tell a neighbour ahead of us
+    round: int | None = None
 
 
 class ConnectionClock:
@@ -228,6 +244,16 @@ def is_new(v: NeighbourView, last_mix: float, mixed: Mapping[str, int] | None = 
     return last > last_mix or (last == last_mix and mixed is not None and v.seq != mixed.get(v.peer))
 
 
+def is_ahead(
+    v: NeighbourView, next_round: int | None, last_mix: float, mixed: Mapping[str, int] | None = None
+) -> bool:
+    """Whether ``v`` is ahead of us (module docstring): we held its version at our last mix, and that
+    version's round is at least ``next_round``, the round the wait precedes (None: unknown, never ahead)."""
+    if next_round is None or v.round is None or v.round < next_round:
+        return False
+    return v.last_update is not None and not is_new(v, last_mix, mixed)
+
+
 def fresh_neighbours(
     now: float,
     views: Sequence[NeighbourView],
@@ -293,6 +319,7 @@ class RoundPacer:
         self.await_pending = False
         self.pull_at: float | None = None
         self.mixed: Mapping[str, int] | None = None
+        self.next_round: int | None = None
 
     def begin_wait(
         self,
@@ -300,12 +327,16 @@ class RoundPacer:
         last_mix: float,
         work_s: float | None = None,
         mixed: Mapping[str, int] | None = None,
+        next_round: int | None = None,
     ) -> None:
         """A wait starts at ``now``; ``work_s``: how long the last round took without its wait; ``mixed``:
-        the version of each neighbour we held at the last mix (:func:`is_new`)."""
+        the version of each neighbour we held at the last mix (:func:`is_new`); ``next_round``: the round
+        the wait precedes (its mix, ``wait_before_mix``), to tell neighbours ahead of us (:func:`is_ahead`;
+        None: none is)."""
         self.deadline = now + self.cfg.max_round_wait_s
         self.last_mix = last_mix
         self.mixed = mixed
+        self.next_round = next_round
         self.wait_started = now
         self.work_s = work_s
         #: before the first mix of ``wait_before_mix``, wait for every learner's first version
@@ -315,15 +346,26 @@ class RoundPacer:
 
     def pull_due(self, now: float, views: Sequence[NeighbourView]) -> list[str]:
         """The neighbours to ask for a snapshot now (once per wait, halfway through it): subscribed, not
-        evicted, and nothing new from them since the last mix."""
+        evicted, not ahead of us (not awaited), and nothing new from them since the last mix."""
         if self.pull_at is None or now < self.pull_at:
             return []
         self.pull_at = None
+        ahead = self._ahead(views)
         return [
             v.peer
             for v in views
-            if v.subscribed and not v.evicted and not is_new(v, self.last_mix, self.mixed)
+            if v.subscribed
+            and not v.evicted
+            and v.peer not in ahead
+            and not is_new(v, self.last_mix, self.mixed)
         ]
+
+    def _ahead(self, views: Sequence[NeighbourView]) -> set[str]:
+        """The neighbours not evicted that are ahead of us, so not waited for (module docstring)."""
+        beyond = self.next_round
+        if beyond is not None and self.cfg.wait_before_mix:
+            beyond += 1  # a version of the round we are about to mix is in step (module docstring)
+        return {v.peer for v in views if not v.evicted and is_ahead(v, beyond, self.last_mix, self.mixed)}
 
     def decide(self, now: float, views: Sequence[NeighbourView], *, stopped: bool = False) -> Decision:
         if stopped:
@@ -331,9 +373,11 @@ class RoundPacer:
         self.periods.observe(views)
         late_after = self.periods.late_after(views, self.cfg, self.work_s)
         since = dict.fromkeys(self.kept_pace, self.wait_started) if self.cfg.wait_before_mix else None
+        ahead = self._ahead(views)
+        awaited = [v for v in views if v.peer not in ahead]
         fresh, active, connected = fresh_neighbours(
             now,
-            views,
+            awaited,
             self.last_mix,
             self.cfg,
             late_after,
@@ -343,11 +387,13 @@ class RoundPacer:
         )
         if connected and fresh >= max(1, math.ceil(self.cfg.wait_fraction * active)):
             return self._start("quorum", views)
+        if ahead and active == 0:
+            return self._start("ahead", views)  # nothing to wait for: every publishing neighbour is ahead
         if now >= self.deadline:
             return self._start("timeout", views)
         until = min(self.deadline, now + self.cfg.recheck_s)
         # wake when the next awaited neighbour turns late: that may be all the quorum was missing
-        for v in views:
+        for v in awaited:
             if v.last_update is not None and not is_new(v, self.last_mix, self.mixed) and not v.evicted:
                 late_at = _late_from(v, since) + late_after
                 if now < late_at:

@@ -22,7 +22,7 @@ class RoundSide(EngineCore):
     """What the engine does at the end of a local round, and the snapshot it serves of its public model."""
 
     def serve_snapshot(self, now_ms: int) -> bytes:
-        """A signed snapshot of our public model at its current version."""
+        """A signed snapshot of our public model at its current version, with that version's meta."""
         if self._snapshot_cache is None:
             tensors = self.layout.unflatten(self.public)
             parts, pdigest, psize = payload_parts(tensors)
@@ -37,6 +37,7 @@ class RoundSide(EngineCore):
                 payload_digest=pdigest,
                 payload_size=psize,
                 codec="raw",
+                meta=self.public_meta,
                 timestamp_ms=now_ms,
             )
             self._snapshot_cache = seal(self.identity, header, parts)
@@ -335,6 +336,7 @@ class RoundSide(EngineCore):
         self._remember_payload(pdigest, payload)
         self.seq += 1
         self.public, self.public_digest = new_public, new_digest
+        self.public_meta = meta
         self._snapshot_cache = None
         return Publish(envelope=envelope, seq=self.seq)
 

@@ -9,8 +9,11 @@ closely enough that the same peer code runs on both:
   gossipsub's mesh does: each receiver runs its validator with the forwarder's id, and only if it accepts,
   delivers the message to its gossip handler once and forwards it to those of its own neighbours that are
   also connected to the origin (the origin's topic's other subscribers), except the forwarder. Duplicates are
-  recognised by (origin, sequence number), like gossipsub's default message id. A rejected message is
-  neither delivered nor forwarded. With ``flood=False`` there is no relaying (cheapest).
+  recognised by (origin, sequence number), like gossipsub's default message id; a transport opened again
+  under a peer id numbers on from where the last one stopped (counting from 1 again, a restarted peer's
+  messages were dropped as duplicates by every neighbour that had seen its earlier ones: a churned simulated
+  peer's versions stopped reaching its neighbours). A rejected message is neither delivered nor forwarded.
+  With ``flood=False`` there is no relaying (cheapest).
 * **request** calls the remote handler directly (same task), bounded by ``timeout``, the remote's request
   size cap, its per-peer concurrency cap and the caller's ``max_response``; a remote exception becomes a
   ``TransportError`` carrying its message. Both peers must be connected (libp2p would need a dial).
@@ -78,6 +81,8 @@ class MemoryNetwork:
     def __init__(self, *, flood: bool = True) -> None:
         self.flood = flood
         self._transports: dict[str, MemoryTransport] = {}
+        #: the last message sequence number each peer id's transport used (a reopened one numbers on)
+        self._last_seq: dict[str, int] = {}
 
     def get(self, peer_id: str) -> MemoryTransport | None:
         """The running transport with this peer id, if any."""
@@ -103,6 +108,7 @@ class MemoryNetwork:
         if peer_id in self._transports:
             raise TransportError(f"peer id {peer_id} is already running in this network")
         t = MemoryTransport(self, peer_id=peer_id, network_id=network_id, config=config)
+        t._seq = self._last_seq.get(peer_id, 0)
         self._transports[peer_id] = t
         try:
             async with trio.open_nursery() as nursery:
@@ -116,6 +122,7 @@ class MemoryNetwork:
         finally:
             t._running = False
             del self._transports[peer_id]
+            self._last_seq[peer_id] = t._seq
             for other in list(t._neighbours):
                 t._unlink(other)
 

@@ -112,6 +112,22 @@ async def test_relay_among_subscribers_dedups() -> None:
         assert sum(t.stats.messages_received for t in ts) == 9
 
 
+async def test_a_restarted_peer_is_heard_again() -> None:
+    """Regression: a transport reopened under the same peer id counted its messages from 1 again, and a
+    neighbour that had seen the old ones dropped the new ones as duplicates (a churned simulated peer's
+    versions stopped reaching its neighbours)."""
+    net = MemoryNetwork()
+    async with net.open(peer_id="peer-a", network_id="test") as a:
+        box = Inbox()
+        a.set_gossip_handler(box)
+        for run in (b"before", b"after"):  # the same peer id, two transports one after the other
+            async with net.open(peer_id="peer-b", network_id="test") as b:
+                await b.connect(a.listen_addrs[0])
+                await b.broadcast(run)
+                await settle()
+        assert [d for _, d in box.items] == [b"before", b"after"]
+
+
 async def test_direct_only_mode() -> None:
     async with network(3, flood=False) as (_net, ts):
         await connect_line(ts)
