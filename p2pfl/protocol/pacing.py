@@ -66,7 +66,9 @@ this rule a peer that fell a few rounds behind (a late start, a lost join reques
 ``max_round_wait_s`` in each of its remaining rounds once its neighbours finished and only served (measured:
 one peer of a four-peer CLI run finishing 10-61 s after the others, docs/benchmarks.md "Crossing dials at
 start-up"), and among publishing neighbours it stayed behind for good, since each of its waits ended only
-on their next version. A liar claiming a high round only spares us the wait for its own versions. With
+on their next version. A liar claiming a high round spares us the wait for its own versions; it starts a
+round early only once every other awaited neighbour has been silent for ``max_round_wait_s`` (the fixed
+bound, not the adaptive ``late_after``, which follows the neighbours' measured pace and can be short). With
 ``wait_before_mix`` a neighbour is ahead only from the round after the one we are about to mix: its version
 of that very round, held at our last mix, came while that mix waited for a slower neighbour, so it is in
 step, and not waiting for its next one cost accuracy (measured, bench_network 16 peers: 4 of 4 runs 1.1-2.8
@@ -367,6 +369,25 @@ class RoundPacer:
             beyond += 1  # a version of the round we are about to mix is in step (module docstring)
         return {v.peer for v in views if not v.evicted and is_ahead(v, beyond, self.last_mix, self.mixed)}
 
+    def _all_quiet(
+        self, now: float, awaited: Sequence[NeighbourView], since: Mapping[str, float] | None
+    ) -> bool:
+        """Whether no awaited neighbour published within ``max_round_wait_s`` (nor is on its way): only
+        then does an ahead neighbour start the round early. Judged by the fixed bound, not the adaptive
+        ``late_after``: a liar claiming a high round must not cut our wait for honest neighbours that are
+        merely slower than their usual pace (without it, it could from ``late_after`` on)."""
+        _, active, _ = fresh_neighbours(
+            now,
+            awaited,
+            self.last_mix,
+            self.cfg,
+            self.cfg.max_round_wait_s,
+            await_pending=self.await_pending,
+            since=since,
+            mixed=self.mixed,
+        )
+        return active == 0
+
     def decide(self, now: float, views: Sequence[NeighbourView], *, stopped: bool = False) -> Decision:
         if stopped:
             return Start("stopped")
@@ -387,7 +408,7 @@ class RoundPacer:
         )
         if connected and fresh >= max(1, math.ceil(self.cfg.wait_fraction * active)):
             return self._start("quorum", views)
-        if ahead and active == 0:
+        if ahead and active == 0 and self._all_quiet(now, awaited, since):
             return self._start("ahead", views)  # nothing to wait for: every publishing neighbour is ahead
         if now >= self.deadline:
             return self._start("timeout", views)

@@ -170,3 +170,15 @@ def test_a_snapshot_carries_the_round_of_the_version_it_holds() -> None:
     restarted = _engine(1)
     restarted.restore(finished.own_params(), finished.public_params(), finished.seq, Meta(round=20))
     assert open_envelope(restarted.serve_snapshot(0)).header.meta.round == 20
+
+
+def test_a_liar_claiming_a_high_round_does_not_cut_the_wait_for_a_slow_honest_neighbour() -> None:
+    """Review of the ahead rule: the adaptive ``late_after`` follows our own pace (0.1 s rounds here, so
+    about ``min_late_s``); a neighbour claiming round 2**63 must not start our round as soon as the honest
+    one is merely slower than that. It may only once the honest one has been silent ``max_round_wait_s``."""
+    pacer = RoundPacer(CFG)
+    pacer.begin_wait(2.0, last_mix=1.5, work_s=0.1, mixed={"liar": 4, "h": 5}, next_round=6)
+    views = [view("liar", 1.0, 4, 2**63), view("h", 1.0, 5, 5)]
+    for t in (2.0, 4.0, 8.0, 10.99):
+        assert isinstance(pacer.decide(t, views), Wait), t
+    assert pacer.decide(11.01, views) == Start("ahead")  # h silent for 10 s: before the 12.0 deadline
