@@ -120,24 +120,6 @@ class HeadingConfig:
         ):
             if not (is_real(ok) and is_real(bad) and -1.0 <= bad < ok <= 1.0):
                 raise ConfigError("scoring", name, f"need -1 <= bad < ok <= 1, got {ok!r}, {bad!r}")
-        if not (is_real(self.lag_release) and self.lag_bad <= self.lag_release <= 1.0):
-            raise ConfigError(
-                "scoring",
-                "heading_lag_release",
-                f"need heading_lag_bad <= release <= 1, got {self.lag_release!r}",
-            )
-        if not (is_real(self.lag_firm_own) and self.lag_own_ok <= self.lag_firm_own <= 1.0):
-            raise ConfigError(
-                "scoring",
-                "heading_lag_firm_own",
-                f"need heading_lag_own_ok <= firm_own <= 1, got {self.lag_firm_own!r}",
-            )
-        if not (is_real(self.lag_firm_share) and self.lag_share <= self.lag_firm_share <= 1.0):
-            raise ConfigError(
-                "scoring",
-                "heading_lag_firm_share",
-                f"need heading_lag_share <= firm_share <= 1, got {self.lag_firm_share!r}",
-            )
         if not isinstance(self.lag, bool):
             raise ConfigError("scoring", "heading_lag", f"must be a bool, got {self.lag!r}")
         if not (is_real(self.lag_own_ok) and -1.0 <= self.lag_own_ok <= 1.0):
@@ -148,8 +130,33 @@ class HeadingConfig:
             raise ConfigError(
                 "scoring", "heading_lag_share", f"must be a number in [0, 1], got {self.lag_share!r}"
             )
+        # ranges only, each checked after the setting it is compared with: a config written before these
+        # three existed (say heading_lag_bad = -0.1 > the default release) still loads, and the effective
+        # values below lift each to its partner (release_at, firm_own_at, firm_share_at)
+        for name, value, low in (
+            ("heading_lag_release", self.lag_release, -1.0),
+            ("heading_lag_firm_own", self.lag_firm_own, -1.0),
+            ("heading_lag_firm_share", self.lag_firm_share, 0.0),
+        ):
+            if not (is_real(value) and low <= value <= 1.0):
+                raise ConfigError("scoring", name, f"must be a number in [{low:g}, 1], got {value!r}")
         if not (is_real(self.memory) and 0.0 <= self.memory < 1.0):
             raise ConfigError("scoring", "heading_memory", f"must be a number in [0, 1), got {self.memory!r}")
+
+    @property
+    def release_at(self) -> float:
+        """The hysteresis' release level in effect: ``lag_release``, at least ``lag_bad`` (the plain ramp)."""
+        return max(self.lag_release, self.lag_bad)
+
+    @property
+    def firm_own_at(self) -> float:
+        """The own lag from which the firm gate applies: ``lag_firm_own``, at least ``lag_own_ok``."""
+        return max(self.lag_firm_own, self.lag_own_ok)
+
+    @property
+    def firm_share_at(self) -> float:
+        """The share that may lag under the firm gate: ``lag_firm_share``, at least ``lag_share``."""
+        return max(self.lag_firm_share, self.lag_share)
 
 
 def _cos(a: NDArray[np.float64], b: NDArray[np.float64]) -> float | None:
@@ -263,7 +270,7 @@ class Heading:
         if own_lag is None or own_lag < cfg.lag_own_ok:
             self._lag_open = False
         else:
-            share = cfg.lag_firm_share if own_lag >= cfg.lag_firm_own else cfg.lag_share
+            share = cfg.firm_share_at if own_lag >= cfg.firm_own_at else cfg.lag_share
             self._lag_open = behind <= share * len(seen)
         self._latch()
 
@@ -271,7 +278,7 @@ class Heading:
         """The hysteresis: release the held neighbours whose smoothed lag rose to ``lag_release``; while the
         test weighs, hold those at or below ``lag_bad`` (the ramp's 0)."""
         cfg = self.config
-        self._held = {p for p in self._held if (v := self._lag.get(p)) is not None and v < cfg.lag_release}
+        self._held = {p for p in self._held if (v := self._lag.get(p)) is not None and v < cfg.release_at}
         if self._lag_open:
             self._held.update(p for p, v in self._lag.items() if v <= cfg.lag_bad)
 

@@ -248,10 +248,13 @@ def test_not_applying_forgets_and_non_finite_models_never_raise() -> None:
         {"heading_lag_share": 1.5},
         {"heading_lag_share": float("nan")},
         {"heading_lag_own_ok": -1.5},
-        {"heading_lag_release": -0.5},
+        {"heading_lag_release": 1.5},
         {"heading_lag_release": float("nan")},
-        {"heading_lag_firm_share": 0.2},
-        {"heading_lag_firm_own": -0.1},
+        {"heading_lag_firm_share": -0.1},
+        {"heading_lag_firm_share": 1.5},
+        {"heading_lag_firm_own": -1.5},
+        {"heading_lag_own_ok": "high"},
+        {"heading_lag_share": "half"},
     ],
 )
 def test_config_rejects_bad_values(kw: dict[str, object]) -> None:
@@ -360,3 +363,23 @@ def test_a_neighbour_that_echo_holds_does_not_set_the_heading_centre() -> None:
         scorer.evaluate(before, after, models, centre, losses, 0.3)
     assert scorer.echo is not None and scorer.echo.weight("d") == 0.0
     assert references[-1] == sorted(HONEST)
+
+
+@pytest.mark.parametrize(
+    ("kw", "attr", "value"),
+    [
+        ({"heading_lag_ok": 0.0, "heading_lag_bad": -0.1}, "release_at", -0.1),
+        ({"heading_lag_own_ok": 0.3}, "firm_own_at", 0.3),
+        ({"heading_lag_share": 0.6}, "firm_share_at", 0.6),
+        ({}, "release_at", -0.2),
+        ({}, "firm_own_at", 0.1),
+        ({}, "firm_share_at", 0.5),
+    ],
+)
+def test_a_config_written_before_the_firm_gate_and_hysteresis_still_loads(
+    kw: dict[str, object], attr: str, value: float
+) -> None:
+    """Review: the three settings added later were checked against the older ones' defaults, so a config
+    with e.g. ``heading_lag_bad = -0.1`` stopped loading; each is now lifted to its partner instead."""
+    cfg = ScoringConfig(**kw).heading_config()  # type: ignore[arg-type]
+    assert getattr(cfg, attr) == pytest.approx(value)
