@@ -19,7 +19,9 @@ replays costs no verify and no token of the signer's bucket), counted against th
 it: the signer signed it honestly when it was fresh, the peer that hands it over now is the replayer. Total:
 every ``ts`` (0 to 2^64 - 1) ends in accepted or one of the two reasons.
 
-Bounds. An honest signer whose clock is off by at most ``max_clock_skew_s`` is accepted when its message
+Bounds. The skew is between the signer's clock and the receiver's (pairwise, not against true time:
+each clock within half of it of true time keeps every pair within it). An honest signer whose clock
+differs from the receiver's by at most ``max_clock_skew_s`` is accepted when its message
 arrives within ``max_version_age_s - max_clock_skew_s`` of being signed (so the age must exceed the skew);
 a replay is accepted at most ``max_version_age_s + max_clock_skew_s`` after the signing. No timestamp is
 remembered: a version refused as from the future leaves no floor behind, and the signer's later versions
@@ -35,26 +37,43 @@ whatever their age). Pure: the caller passes the wall clock.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 STALE_TIMESTAMP = "stale_timestamp"
 FUTURE_TIMESTAMP = "future_timestamp"
 
-#: The defaults (seconds). Peers are organisations' machines with NTP (offsets of milliseconds); 60 s of
-#: skew tolerates a clock whose NTP failed weeks ago (quartz drifts 1-4 s a day). Gossip delivers a
-#: version within seconds (gossipsub forwards from a 5 s history), so 300 s leaves an honest version four
-#: minutes of delivery delay at the largest skew, while a replay can bring back only a version signed at
-#: most six minutes earlier: a model a round or so behind its signer's, never one from hours ago.
+#: The defaults (seconds). Peers are organisations' machines with NTP (offsets of milliseconds); 60 s
+#: of skew between two clocks tolerates one whose NTP failed a week or two ago (quartz drifts 1-4 s a
+#: day). Gossip delivers a version within seconds (gossipsub forwards from a 5 s history), so 300 s
+#: leaves an honest version four minutes of delivery delay at the largest skew, while a replay can
+#: bring back only a version signed at most six minutes earlier: a model a round or so behind its
+#: signer's, never one from hours ago.
 MAX_VERSION_AGE_S = 300.0
 MAX_CLOCK_SKEW_S = 60.0
+
+
+#: a bound this long (ms) or longer is no bound: every ``ts`` is a u64 of ms, and ``math.ceil`` of an
+#: overflowed product (1e306 s * 1000 = inf) would raise on every message
+_NO_BOUND_MS = 2**64
+
+
+def _bound_ms(seconds: float, rounding: Callable[[float], int]) -> int | None:
+    """``seconds`` in whole ms (rounded by ``rounding``), or None when it is no bound at all."""
+    ms = seconds * 1000
+    if not math.isfinite(ms) or ms >= _NO_BOUND_MS:
+        return None
+    return rounding(ms)
 
 
 def timestamp_error(ts_ms: int, wall_ms: int, max_age_s: float, max_skew_s: float) -> str | None:
     """Why a version signed at ``ts_ms`` must be refused at ``wall_ms`` (both ms since the epoch), or None.
 
-    The window's ends are included. ``max_age_s`` may be ``inf`` (no age limit); integer arithmetic, so no
-    timestamp rounds into the window."""
-    if not math.isinf(max_age_s) and ts_ms < wall_ms - math.ceil(max_age_s * 1000):
+    The window's ends are included. ``max_age_s`` may be ``inf`` (no age limit), and any bound too long to
+    matter (2^64 ms or more) is none; integer arithmetic, so no timestamp rounds into the window."""
+    age = _bound_ms(max_age_s, math.ceil)
+    if age is not None and ts_ms < wall_ms - age:
         return STALE_TIMESTAMP
-    if ts_ms > wall_ms + math.floor(max_skew_s * 1000):
+    skew = _bound_ms(max_skew_s, math.floor)
+    if skew is not None and ts_ms > wall_ms + skew:
         return FUTURE_TIMESTAMP
     return None

@@ -211,3 +211,14 @@ def test_replays_inside_the_window_do_not_spend_the_signers_rate_tokens_either()
     assert victim.replicas[x.peer_id].seq == 3
     assert victim.rejections["rate_limited"] == 0
     assert victim.duplicates + victim.rejections["replay"] == 200  # each copy refused on delivery, as before
+
+
+@pytest.mark.parametrize("huge", [1e306, 1e300, float(2**70)])
+def test_a_bound_too_long_to_matter_is_no_bound_not_a_crash(huge: float) -> None:
+    """Review: ``math.ceil(1e306 * 1000)`` raised OverflowError on every message (all gossip refused as
+    internal_error). A bound of 2^64 ms or more now limits nothing; the other bound still holds."""
+    wall = 1_800_000_000_000
+    assert timestamp_error(0, wall, huge, 60.0) is None
+    assert timestamp_error(2**64 - 1, wall, 300.0, huge) is None
+    assert timestamp_error(wall + 61_000, wall, huge, 60.0) == "future_timestamp"
+    assert timestamp_error(0, wall, 300.0, huge) == "stale_timestamp"
