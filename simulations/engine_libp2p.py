@@ -53,7 +53,8 @@ def _free_ports(n: int) -> list[int]:
 
 #: how often the parent looks for the last ``finished`` file: the stop signal (and the run's end) waits for
 #: it. Every 0.25 s it cost 0.12 s per run on average at the end of the critical path (docs/benchmarks.md, "32
-#: peers: the critical path"); the look is a ``stat`` of the files not yet seen, stopping at the first missing
+#: peers: the critical path"); the look is a ``stat`` of each file in turn, stopping at the first missing
+#: one (at most one per peer: cheap next to a round)
 FINISHED_POLL_S = 0.02
 #: how often it reads every peer's ``status.json`` for the progress line and checks that the workers live
 PROGRESS_S = 0.25
