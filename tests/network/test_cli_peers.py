@@ -49,8 +49,9 @@ def test_four_cli_peers_learn_non_iid_digits_together(tmp_path: Path) -> None:
             cluster.configure(i, learner_sections(i, n, static_peers=full_mesh(cluster, i), rounds=rounds))
         # one after another: each dials peers that already listen. Started together (start_many) every pair
         # dials both ways and the transport resyncs the duplicate links; in one CI-like run of 2026-12-05
-        # that left peers 0 and 2 without a link to each other when their 4 s of rounds ended (a resync
-        # closed it; static peers are redialled every 5 s): this test would assert on that race
+        # that left peers 0 and 2 not counting each other as neighbours when their 4 s of rounds ended (after
+        # a resync of their crossing dials; whether the link or the subscription was missing is not known):
+        # this test would assert on that race
         for i in range(n):
             cluster.start(i)
         cluster.wait_rounds(list(range(n)), rounds, timeout=240)
