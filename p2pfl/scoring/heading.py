@@ -210,7 +210,8 @@ class Heading:
     ) -> None:
         """One evaluation: the own trained model ``own`` and the sane neighbours' ``models``; ``scored`` names
         the neighbours whose heading to update, ``True`` when the signal applies to them now (``False``:
-        forget what they showed, as for a neighbour within the founding rounds). The own model and the
+        forget what they showed, as for a neighbour within the founding rounds; one scored without a sane
+        model keeps what it showed). The own model and the
         ``reference`` neighbours (default: all; none present: all) set the round's centre and spread, so a
         crowd of new identities cannot shape them and make an established neighbour look shifted."""
         with np.errstate(all="ignore"):  # a non-finite model gives no cosine (None), never a warning
@@ -229,8 +230,9 @@ class Heading:
         rows = [models[q] for q in reference if q in models] if reference is not None else []
         rows = rows or list(models.values())
         if not rows or not (self.config.lag or any(scored.values())):
-            for p in scored:  # nothing to observe (within the founding rounds, with the lag test off)
-                self.reset(p)
+            for p, applies in scored.items():  # nothing to observe (no sane model, or the founding rounds)
+                if not applies:
+                    self.reset(p)
             return
         stack = np.stack([own, *rows])
         centre = median_rows(stack)
@@ -244,8 +246,13 @@ class Heading:
         sigma = _std_rows(stack[1:]) if len(rows) >= 2 else None
         for p, applies in scored.items():
             model = models.get(p)
-            if not applies or model is None:
+            if not applies:
                 self.reset(p)
+                continue
+            if model is None:
+                # a version that is not sane (scored 0 elsewhere) says nothing of the heading: what the
+                # earlier ones showed, and a hold, stay (reset, a held IPM attacker got its weight back
+                # for the price of one absurd version)
                 continue
             offset = model - centre
             if lag and self._progress is not None:

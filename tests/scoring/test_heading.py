@@ -67,7 +67,13 @@ def test_the_lag_test_is_on_by_default() -> None:
     assert off.weight("a") == 1.0 and off.lag("a") is None and not off.lag_open
 
 
-def _lagging(n_behind: int, rounds: int = 12, share: float = 1.0 / 3.0, own_cos: float = 1.0) -> Heading:
+def _lagging(
+    n_behind: int,
+    rounds: int = 12,
+    share: float = 1.0 / 3.0,
+    own_cos: float = 1.0,
+    insane_last: str | None = None,
+) -> Heading:
     """Six neighbours: ``n_behind`` of them sit behind the centre on its way (as IPM does, and as honest
     neighbours do when dissensus drags the observer's own centre away from them), the rest are honest
     non-IID neighbours. The own trained model sits off the centre at cosine ``own_cos`` with its motion (1:
@@ -84,13 +90,16 @@ def _lagging(n_behind: int, rounds: int = 12, share: float = 1.0 / 3.0, own_cos:
     side /= np.linalg.norm(side)
     own_offset = 0.1 * (own_cos * u + np.sqrt(1.0 - own_cos**2) * side)
     centre = rng.normal(size=DIM)
-    for _ in range(rounds):
+    for r in range(rounds):
         centre = centre + 0.5 * progress
         models = {p: centre + pulls[p] + 0.3 * rng.normal(size=DIM) / np.sqrt(DIM) for p in names}
         for p in names[:n_behind]:
             models[p] = centre - 0.5 * progress + 0.1 * pulls[p]
         own = np.median(np.stack(list(models.values())), axis=0) + own_offset
-        tracker.observe(own, models, dict.fromkeys(models, True))
+        scored = dict.fromkeys(models, True)
+        if insane_last is not None and r == rounds - 1:
+            del models[insane_last]  # scored, but its version was not sane (absurd): not in ``models``
+        tracker.observe(own, models, scored)
     return tracker
 
 
@@ -125,6 +134,14 @@ def test_when_more_than_a_third_lags_and_the_own_model_barely_keeps_up_the_lag_t
     assert not tracker.lag_open
     assert all(tracker.weight(f"n{k}") == 1.0 for k in range(6))
     assert _lagging(n_behind, own_cos=own_cos, share=0.7).weight("n0") == 0.0  # the share is the knob
+
+
+def test_a_held_neighbour_stays_held_after_a_version_that_is_not_sane() -> None:
+    """Review: a held IPM attacker sent one absurd version (scored 0, not among the sane models) and the
+    heading forgot its lag and its hold: full weight again from its next version on."""
+    tracker = _lagging(2, rounds=13, insane_last="n0")
+    assert tracker.weight("n0") == 0.0 and tracker.lag("n0") is not None
+    assert tracker.weight("n1") == 0.0
 
 
 def test_reset_forgets_the_hold() -> None:
