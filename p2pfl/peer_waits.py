@@ -76,13 +76,13 @@ class RoundWaits:
         engine = self._p.engine
         views = []
         for p in connected:
-            rep, evicted = engine.replicas.get(p), engine.is_evicted(p)
-            if rep is None:
-                views.append(NeighbourView(p, first_seen[p], p in listeners, None, evicted))
-                continue
-            round_ = rep.meta.round  # sender-reported: tells a neighbour ahead of us (pacing)
+            rep = engine.replicas.get(p)
+            # the round is sender-reported: it tells a neighbour ahead of us (pacing)
+            last, seq, round_ = (
+                (None, None, None) if rep is None else (rep.updated_at, rep.seq, rep.meta.round)
+            )
             views.append(
-                NeighbourView(p, first_seen[p], p in listeners, rep.updated_at, evicted, rep.seq, round_)
+                NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p), seq, round_)
             )
         return views
 

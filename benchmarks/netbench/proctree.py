@@ -20,16 +20,24 @@ _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def _stat(pid: int) -> tuple[int, float, int] | None:
-    """(parent pid, CPU seconds, resident bytes) of ``pid``, or None once it is gone."""
+def parent_and_cpu(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds: user + system) of ``pid``, or None once it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()  # after "pid (comm) "
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _stat(pid: int) -> tuple[int, float, int] | None:
+    """(parent pid, CPU seconds, resident bytes) of ``pid``, or None once it is gone."""
+    st = parent_and_cpu(pid)
+    try:
         rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     except (OSError, ValueError, IndexError):
         return None
-    fields = raw[raw.rfind(")") + 2 :].split()  # after "pid (comm) "
-    ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
-    return ppid, (utime + stime) / _TICK, rss_pages * _PAGE
+    return None if st is None else (*st, rss_pages * _PAGE)
 
 
 def descendants(root: int, parents: dict[int, int]) -> set[int]:

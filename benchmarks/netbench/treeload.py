@@ -21,19 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, when run as a script
-from netbench.proctree import descendants
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of ``pid``, or None once it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()  # after "pid (comm) "
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
+from netbench.proctree import descendants, parent_and_cpu
 
 
 def _runnable(pid: int) -> int:
@@ -51,7 +39,9 @@ def _runnable(pid: int) -> int:
 def sample(root: int, cpu: dict[int, float]) -> tuple[int, float]:
     """(runnable threads, CPU seconds so far) of ``root``'s tree; ``cpu`` keeps each process's last CPU
     time, so a process that exited still counts."""
-    procs = {int(e): st for e in os.listdir("/proc") if e.isdigit() and (st := _proc(int(e))) is not None}
+    procs = {
+        int(e): st for e in os.listdir("/proc") if e.isdigit() and (st := parent_and_cpu(int(e))) is not None
+    }
     tree = descendants(root, {pid: st[0] for pid, st in procs.items()})
     runnable = 0
     for pid in tree:
