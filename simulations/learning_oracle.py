@@ -1,7 +1,7 @@
 """What learning on a matrix cell could reach with perfect or idealised mixing: the ceilings of issue 16.
 
 ``python -m p2pfl.sim.learning_oracle --topology dumbbell --alpha 0.1 --seed 2 [--mode fedavg|gossip|local]
-[--steps 10] [--mix-steps 1] [--stale] [--geomed | --pipeline [--agg KEY=VALUE ...]] [--prox P]
+[--steps 10] [--mix-steps 1] [--stale] [--geomed | --pipeline [--agg KEY=VALUE ...]] [--bucket S] [--prox P]
 [--reset-velocity]``
 
 The same learners, partition, graph and schedule as :mod:`simulations.bench_matrix` builds for the cell
@@ -14,7 +14,9 @@ The same learners, partition, graph and schedule as :mod:`simulations.bench_matr
   rule, without scoring weights) of its own and its neighbours' trained models of the same round (the
   ``wait_before_mix`` order), ``--mix-steps`` times per round;
   ``--stale`` mixes the neighbours' previous-round trained models instead (the default round order, where a
-  peer mixes before its neighbours have published this round);
+  peer mixes before its neighbours have published this round); ``--bucket S`` first averages the rows in
+  random buckets of ``S`` (the own row with ``S - 1`` random neighbours first; Karimireddy et al. 2022's
+  bucketing against heterogeneity) and mixes the bucket means;
 * ``local``: no mixing at all.
 
 Prints one JSON line: the cell, the options, and the honest mean / min test accuracy (%).
@@ -57,6 +59,22 @@ def _setting(text: str) -> tuple[str, Any]:
     return key, tomllib.loads(f"v = {value}")["v"]
 
 
+def bucketed(agg: Callable[[Vec], Vec], size: int, seed: int) -> Callable[[Vec], Vec]:
+    """``agg`` over the means of random buckets of ``size`` rows: row 0 (the own model) with ``size - 1``
+    neighbours drawn at random, then the other neighbours in random buckets of ``size`` (the last may be
+    smaller). A fresh draw per call, reproducible from ``seed``. Size 1: ``agg`` itself."""
+    rng = np.random.default_rng(seed)
+
+    def mix(rows: Vec) -> Vec:
+        if size <= 1:
+            return agg(rows)
+        order = np.concatenate(([0], 1 + rng.permutation(len(rows) - 1)))
+        means = np.array([rows[order[i : i + size]].mean(axis=0) for i in range(0, len(order), size)])
+        return agg(means)
+
+    return mix
+
+
 def _pipeline(config: AggregationConfig) -> Callable[[Vec], Vec]:
     """The peer's mix: row 0 is the own model, the others its neighbours', all of weight 1."""
 
@@ -95,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     agg: Callable[[Vec], Vec] = geomed if args.geomed else (lambda rows: rows.mean(axis=0))
     if args.pipeline:
         agg = _pipeline(AggregationConfig(**dict(_setting(kv) for kv in args.agg)))
+    agg = bucketed(agg, args.bucket, args.seed)
     previous = [flat(i) for i in range(n)]
     for _ in range(args.rounds):
         for lr in learners:
@@ -135,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--geomed", action="store_true", help="geometric median instead of the mean")
     ap.add_argument("--pipeline", action="store_true", help="the library's aggregation pipeline instead")
     ap.add_argument("--agg", action="append", default=[], metavar="KEY=VALUE", help="AggregationConfig field")
+    ap.add_argument("--bucket", type=int, default=1, metavar="S", help="mix the means of random buckets of S")
     ap.add_argument("--prox", type=float, default=0.0, help="FedProx coefficient of the learner")
     ap.add_argument("--reset-velocity", action="store_true", help="zero the momentum buffer every round")
     print(json.dumps(run(ap.parse_args(argv))))

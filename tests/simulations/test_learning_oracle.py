@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from p2pfl.errors import ConfigError
@@ -36,3 +37,36 @@ def test_the_pipeline_follows_its_settings(capsys: pytest.CaptureFixture[str]) -
 def test_a_bad_setting_is_refused_naming_it() -> None:
     with pytest.raises(ConfigError, match="rule"):
         lo.main(["--rounds", "1", "--pipeline", "--agg", 'rule="avg"'])
+
+
+def test_a_bucket_of_one_is_the_rule_itself() -> None:
+    rows = np.arange(12, dtype=np.float64).reshape(4, 3)
+    assert np.array_equal(lo.bucketed(lambda r: r.sum(axis=0), 1, 0)(rows), rows.sum(axis=0))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_row_lands_in_one_bucket_and_the_own_row_in_the_first(seed: int) -> None:
+    rows = np.eye(9)  # row i is the unit vector e_i: a bucket mean shows its members
+    means = lo.bucketed(lambda r: r, 2, seed)(rows)
+    members = means > 0
+    assert means.shape == (5, 9)
+    assert members.sum(axis=0).tolist() == [1] * 9  # each row in exactly one bucket
+    assert members.sum(axis=1).tolist() == [2, 2, 2, 2, 1]
+    assert members[0, 0]  # the own model leads the first bucket
+    assert np.allclose(means[members], 1.0 / np.repeat([2, 2, 2, 2, 1], [2, 2, 2, 2, 1]))
+
+
+def test_each_call_draws_new_buckets_reproducibly() -> None:
+    rows = np.eye(9)
+    first, again = lo.bucketed(lambda r: r, 2, 3), lo.bucketed(lambda r: r, 2, 3)
+    draws = [first(rows) for _ in range(4)]
+    assert all(np.array_equal(d, again(rows)) for d in draws)  # same seed, same sequence
+    assert any(not np.array_equal(draws[0], d) for d in draws[1:])  # but not the same draw every call
+
+
+def test_bucketing_is_an_option_of_the_harness(capsys: pytest.CaptureFixture[str]) -> None:
+    plain = _run(capsys, "--geomed")
+    assert _run(capsys, "--geomed", "--bucket", "1") == {**plain, "bucket": 1}
+    bucketed = _run(capsys, "--geomed", "--bucket", "2")
+    assert bucketed["bucket"] == 2
+    assert (bucketed["mean"], bucketed["min"]) != (plain["mean"], plain["min"])
