@@ -281,6 +281,16 @@ class ConnectionsMixin:
             if len(again) > 1 and self._running:
                 self._on_connection_change(again[-1], closed=False)
 
+    async def _heal_pubsub_streams(self) -> None:
+        """Drop pubsub's stream to each peer whose stream is on a closed connection while a live one is up
+        (:func:`compat.stale_stream_peers`): pubsub then opens one on the live connection, and the peer sends
+        its subscriptions again (``HardenedPubsub.announce_to``). Without this such a link stayed connected
+        with gossip stopped for good (measured after crossing dials, docs/benchmarks.md)."""
+        for pid in compat.stale_stream_peers(self._pubsub, self._host.get_network()):
+            self._stats.pubsub_streams_healed += 1
+            log.info("pubsub stream to %s was on a closed connection: reopening it", pid)
+            await compat.drop_stale_stream(self._pubsub, pid)
+
     # ---------------------------------------------------------------------------------------- internals
     async def _await_connection(self, pid: ID, seconds: float) -> bool:
         """Wait up to ``seconds`` for a connection to ``pid`` (the other end dials); whether there is one."""
