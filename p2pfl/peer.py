@@ -61,6 +61,7 @@ from p2pfl.peer_wiring import (
     libp2p_factory,
 )
 from p2pfl.privacy.runtime import PeerPrivacy
+from p2pfl.protocol.dialling import static_dials
 from p2pfl.rollout import Rollout
 from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
@@ -103,6 +104,8 @@ class Peer(PeerAccess):
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self._last_status = -math.inf
+        #: static peer -> since when it is unconnected (p2pfl.protocol.dialling)
+        self._unconnected_since: dict[str, float] = {}
         #: status.json as last written, and when (the housekeeping skips a write that changes nothing)
         self._status_written: tuple[bytes, float] = (b"", -math.inf)
         #: membership of a closed network (``[access] roster``); None: open network
@@ -274,9 +277,14 @@ class Peer(PeerAccess):
         return await self.transport.connect(addr)
 
     async def _connect_static(self) -> None:
-        """Dial the static peers that are not connected, all at once: a peer not up yet costs the swarm's
-        retries (~0.7 s), and one after the other 8 of them held a simulation worker's start for 5.8 s."""
+        """Dial the static peers that are not connected and ours to dial now (the lower peer id of a pair at
+        once, the higher after a grace: p2pfl.protocol.dialling), all at once: a peer not up yet costs the
+        swarm's retries (~0.7 s), and one after the other 8 of them held a simulation worker's start for
+        5.8 s."""
         connected = set(self.transport.connected_peers())
+        by_id = {addr: addr.rpartition("/p2p/")[2] for addr in self.config.static_peers}
+        since, now = self._unconnected_since, trio.current_time()
+        due = set(static_dials(self.peer_id, by_id.values(), connected, since, now=now))
 
         async def dial(addr: str) -> None:
             try:
@@ -285,10 +293,9 @@ class Peer(PeerAccess):
                 log.info("static peer not reachable yet addr=%s reason=%s", addr, exc)
 
         async with trio.open_nursery() as nursery:
-            for addr in self.config.static_peers:
-                if addr.rpartition("/p2p/")[2] in connected:
-                    continue  # dialling a connected peer again could race its own dial into a duplicate link
-                nursery.start_soon(dial, addr)
+            for addr, pid in by_id.items():
+                if pid in due:
+                    nursery.start_soon(dial, addr)
 
     def _needs_housekeeping(self) -> bool:
         """Whether the periodic housekeeping has anything to do: static peers to re-dial, a status line to
