@@ -61,7 +61,7 @@ from p2pfl.peer_wiring import (
     libp2p_factory,
 )
 from p2pfl.privacy.runtime import PeerPrivacy
-from p2pfl.protocol.dialling import static_dials
+from p2pfl.protocol.dialling import DIAL_GRACE_S, static_dials
 from p2pfl.rollout import Rollout
 from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
@@ -282,7 +282,7 @@ class Peer(PeerAccess):
         swarm's retries (~0.7 s), and one after the other 8 of them held a simulation worker's start for
         5.8 s."""
         connected = set(self.transport.connected_peers())
-        by_id = {addr: addr.rpartition("/p2p/")[2] for addr in self.config.static_peers}
+        by_id = {addr: addr.rstrip("/").rpartition("/")[2] for addr in self.config.static_peers}  # .../p2p/ID
         since, now = self._unconnected_since, trio.current_time()
         due = set(static_dials(self.peer_id, by_id.values(), connected, since, now=now))
 
@@ -306,8 +306,10 @@ class Peer(PeerAccess):
 
     async def _housekeeping(self) -> None:
         period = min(self.config.reconnect_interval_s or 5.0, self.config.status_interval_s or 5.0)
+        wait = min(period, DIAL_GRACE_S)  # the higher id of a static pair dials as soon as its grace is over
         while True:
-            await trio.sleep(period)
+            await trio.sleep(wait)
+            wait = period
             await self._connect_static()  # re-dials the static peers that are not connected
             if (
                 self.config.status_interval_s
