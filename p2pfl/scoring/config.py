@@ -44,13 +44,14 @@ class ScoringConfig:
     #: evictions"). ``None`` or 0: any bad score counts (the old rule).
     evict_distance: float | None = 4.0
     #: a neighbour whose first ``evict_trust_versions`` settled versions all sat below ``evict_distance`` is
-    #: trusted: its gradual drift counts towards eviction only at ``evict_trusted_distance``; one version
-    #: beyond ``evict_distance`` and ``evict_jump`` times farther than the nearest of its last
-    #: ``evict_trust_versions`` ends the trust
+    #: trusted: its gradual drift counts towards eviction only at ``evict_trusted_distance`` (``inf``, the
+    #: default: never, since an honest peer dragged by a Byzantine majority of its own neighbours drifts
+    #: without bound); one version beyond ``evict_distance`` and ``evict_jump`` times farther than the
+    #: nearest of its last ``evict_trust_versions`` ends the trust
     #: (p2pfl/scoring/badrun.py, ``DriftTrust``; docs/scoring.md, "Drift trust"). 0: off.
     evict_trust_versions: int = 3
     evict_jump: float = 4.0
-    evict_trusted_distance: float = 32.0
+    evict_trusted_distance: float = math.inf
     probation_length: int = 3
     probation_reputation: float = 0.5
     dist_ok: float = 2.0
@@ -298,11 +299,11 @@ class ScoringConfig:
         if not is_real(self.evict_jump) or not 1.0 < self.evict_jump < math.inf:
             raise ConfigError("scoring", "evict_jump", f"must be a number > 1, got {self.evict_jump!r}")
         far = self.evict_trusted_distance
-        if not is_real(far) or not (evict_distance or 0.0) <= far < math.inf:
+        if not (is_real(far) or far == math.inf) or not (evict_distance or 0.0) <= far:
             raise ConfigError(
                 "scoring",
                 "evict_trusted_distance",
-                f"must be a finite number >= evict_distance, got {far!r}",
+                f"must be a number >= evict_distance (inf: never), got {far!r}",
             )
         hard = self.dist_hard
         if hard is not None and (not is_real(hard) or hard <= self.dist_cutoff):
