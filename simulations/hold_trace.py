@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from p2pfl.aggregation import geometric_median, self_centred_clip
+from p2pfl.aggregation import aggregate, geometric_median, self_centred_clip
 from p2pfl.aggregation.pipeline import _weighted_median
 from p2pfl.protocol import rounds as rounds_mod
 
@@ -37,6 +37,7 @@ from . import bench_matrix as bm
 from . import observe
 from .plan import make_plan
 from .runner import run_scenario
+from .scenario import load_scenario
 
 HOLD = 0.1
 _last: dict[str, Any] = {}
@@ -79,13 +80,12 @@ def install() -> None:
     ``pull``: attacker -> its coefficient in the round's mix). Idempotent."""
     if getattr(rounds_mod, "_hold_traced", False):
         return
-    agg = rounds_mod.aggregate
 
     def recording(config: Any, own: Any, stack: Any, weights: Any = None, **kw: Any) -> Any:
         _last["pull"] = pull_shares(config, own, stack, weights, kw.get("own_weight"))
-        return agg(config, own, stack, weights, **kw)
+        return aggregate(config, own, stack, weights, **kw)
 
-    rounds_mod.aggregate = recording  # type: ignore[assignment]
+    rounds_mod.aggregate = recording  # type: ignore[attr-defined,assignment]  # (the name rounds.py calls)
     row = observe.RoundObserver.row
     bind = observe.RoundObserver.bind
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--reproducible", action="store_true", help="simulated clock: bit-for-bit A/B runs")
     args = ap.parse_args(argv)
-    base = bm._overrides(bm.load_scenario(bm.MATRIX_BASE).replace(run={"rounds": args.rounds}), args.set, ap)
+    base = bm._overrides(load_scenario(bm.MATRIX_BASE).replace(run={"rounds": args.rounds}), args.set, ap)
     cell = bm.Cell(*(getattr(args, a) for a in bm.AXES))
     install()
     from . import attack_metrics as am
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         captured["out"] = output
         return metrics(output)
 
-    am.attack_metrics = capture  # type: ignore[assignment]
+    am.attack_metrics = capture
     work = Path(tempfile.mkdtemp(prefix="p2pfl-hold-"))
     for seed in [int(s) for s in args.seeds.split(",")]:
         sc = bm.cell_scenario(base.replace(run={"seed": seed}), cell)

@@ -131,7 +131,8 @@ def test_dissensus_from_a_round_publishes_honest_training_first_then_pushes_at_o
         out = _round(w)
         assert all(np.array_equal(out[k], inner.get_params()[k]) for k in out)  # its own training
     out = _round(w)
-    assert w.target is not None and all(np.allclose(v, 6.0 if w.target == "b" else -2.0) for v in out.values())
+    pushed = 6.0 if w.target == "b" else -2.0  # the target plus its distance from the mean (2)
+    assert w.target is not None and all(np.allclose(v, pushed) for v in out.values())
 
 
 def test_dissensus_evading_echo_drops_the_push_along_the_targets_last_step() -> None:
