@@ -159,6 +159,15 @@ class DriftTrust:
         kept = r if math.isfinite(r) else math.inf
         self._state[peer] = (seen, trusted, forfeited, (*recent, kept)[-self.trust_versions :])
 
+    def gradual(self, peer: str, r: float) -> bool:
+        """Whether ``r`` is no jump from ``peer``'s last ``trust_versions`` settled versions (all of them
+        recorded and finite, ``r`` below ``jump`` times the nearest): a drift, not a new offence."""
+        state = self._state.get(peer)
+        if self.trust_versions <= 0 or state is None or len(state[3]) < self.trust_versions:
+            return False
+        recent = state[3]
+        return all(math.isfinite(x) for x in recent) and r < self.jump * min(recent)
+
     def counts(self, peer: str, r: float) -> bool:
         """Whether distance ``r`` is far enough for a bad score of ``peer`` to count, beyond
         ``evict_distance`` (the caller's check): a trusted neighbour's only at a finite ``trusted_distance``

@@ -52,6 +52,20 @@ class ScoringConfig:
     evict_trust_versions: int = 3
     evict_jump: float = 4.0
     evict_trusted_distance: float = math.inf
+    #: an eviction's loss evidence is judged against the neighbour's own loss too: its median loss ratio (loss
+    #: over the own) while it was near (``r <= dist_ok``) and scored well, capped by the founding tolerance,
+    #: when that is above the current tolerance. A peer dragged by a Byzantine majority of its neighbours
+    #: (they mimic its own model, so their loss ratio ~1 sets its tolerance) otherwise judges its honest
+    #: neighbours, unchanged on its data, as poisoned (p2pfl/scoring/losses.py, ``near_loss_ratio``;
+    #: docs/scoring.md, "A dragged peer's honest neighbours"). False: the crowd's tolerance alone.
+    evict_near_loss: bool = True
+    #: an absurd model (``hard_reject_factor``) whose distance is no jump (``evict_jump``) from the
+    #: neighbour's last ``evict_trust_versions`` settled ones (from the own mix's centre or the plain median)
+    #: is rejected but does not count towards eviction when this is False: an honest peer dragged by a
+    #: Byzantine majority of its own neighbours drifts until its models are absurd at its honest neighbours
+    #: (issue 16, rr6 dissensus seed 3, rr4 seed 4). Non-finite models and any jump still count. True: the
+    #: old rule.
+    evict_absurd_drift: bool = False
     probation_length: int = 3
     probation_reputation: float = 0.5
     dist_ok: float = 2.0
@@ -340,6 +354,8 @@ class ScoringConfig:
             "persist_evict",
             "echo",
             "heading",
+            "evict_near_loss",
+            "evict_absurd_drift",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
