@@ -225,8 +225,8 @@ class ScoringSteps(TrackerHooks):
         version by version by the other rules (a trusted neighbour's not at all), and reaching the absurd
         bound by degrees is no new offence. The version is recorded, so a jump also ends the trust."""
         cfg = self.config
-        if cfg.evict_absurd_drift or not cfg.evict_distance:
-            return True
+        if cfg.evict_absurd_drift or not cfg.evict_distance or state.absurd > 0:
+            return True  # (one absurd offence, e.g. a jump, and every later absurd version counts too)
         model = call.models[p]
         if call.centre is None or not np.all(np.isfinite(model)):
             return True

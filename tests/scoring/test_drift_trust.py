@@ -118,10 +118,13 @@ def _ramp(limit: float, factor: float = 1.5) -> Callable[[int], float]:
 
 def test_the_adaptive_attacker_ramping_slower_than_the_jump_keeps_its_link_but_no_weight() -> None:
     """The attacker who knows the rule earns the trust, then ramps 1.5x per version (3.4x over 3 versions,
-    under ``evict_jump``) as far as it likes short of an absurd model (``r`` 100): never evicted, but every
-    far version scores bad and it is excluded (weight 0) within a few versions. Once absurd (here beyond
-    ``r`` 150: ``hard_reject_factor`` times the own norm) it is evicted, trust or not. With a finite
-    ``evict_trusted_distance`` (the rule before: 32) one step beyond it is evicted."""
+    under ``evict_jump``) as far as it likes (``r`` 100, or 300: absurd beyond about ``r`` 150,
+    ``hard_reject_factor`` times the own norm): never evicted, but every far version scores bad and it is
+    excluded (weight 0) within a few versions; its absurd ones are rejected outright. Reaching the absurd
+    bound by degrees is no offence since ``evict_absurd_drift = False`` (an honest peer dragged by its
+    Byzantine majority gets there too, tests/scoring/test_dragged_peer.py); with the old rule (True) it is
+    evicted, trust or not. With a finite ``evict_trusted_distance`` (the rule before: 32) one step beyond
+    it is evicted."""
     cfg = ScoringConfig()
     for limit in (30.0, 100.0):
         scorer, records = _drift(cfg, _ramp(limit))
@@ -129,8 +132,11 @@ def test_the_adaptive_attacker_ramping_slower_than_the_jump_keeps_its_link_but_n
         late = records[20:]
         assert all(r.combined < cfg.bad_score for r in late)
         assert all(r.status == "excluded" for r in late) and scorer.weights_for(["o"])[0] == 0.0
-    _, absurd = _drift(cfg, _ramp(300.0))
-    assert absurd[-1].status == "evicted" and "absurd" in absurd[-1].reason
+    scorer, absurd = _drift(cfg, _ramp(300.0))
+    assert len(absurd) == 40 and absurd[-1].status == "excluded" and "absurd" in absurd[-1].reason
+    assert scorer.weights_for(["o"])[0] == 0.0
+    _, old = _drift(ScoringConfig(evict_absurd_drift=True), _ramp(300.0))
+    assert old[-1].status == "evicted" and "absurd" in old[-1].reason
     bounded = ScoringConfig(evict_trusted_distance=32.0)
     _, inside = _drift(bounded, _ramp(30.0))
     assert inside[-1].status != "evicted"
@@ -175,3 +181,12 @@ def test_the_trusted_distance_is_inf_by_default_and_may_be_finite() -> None:
 def test_config_rejects_bad_drift_trust_values(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"\[scoring\] {key}"):
         ScoringConfig(**{key: value})  # type: ignore[arg-type]
+
+
+def test_a_jump_to_an_absurd_model_is_evicted_trust_or_not() -> None:
+    """Trusted after three settled versions, then absurd at once (``r`` 1.2 -> 300): the jump counts, as
+    every absurd version after it (``evict_absurd_drift`` exempts only a gradual arrival)."""
+    cfg = ScoringConfig()
+    _, records = _drift(cfg, lambda t: 1.2 if t < 10 else 300.0)
+    assert records[-1].status == "evicted" and "absurd" in records[-1].reason
+    assert len(records) <= 10 + 2 * cfg.evict_after
