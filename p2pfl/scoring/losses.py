@@ -87,8 +87,9 @@ def near_loss_reference(
     peer's own (ratio 0.1-1.5): the tolerance fell from 9-20 to 1.0-1.2 in the rounds they did, and the
     peer's two honest neighbours, whose ratio on its data never moved (13-23 while near in rounds 2-6,
     8-22 after), scored bad by loss and were banned (issue 16, rr6 dissensus seed 3). Their own history is
-    one thing a crowd cannot rewrite. The cap keeps an attacker that earns a high near ratio on purpose
-    from gaining more than the founding rounds' crowd granted anyway."""
+    one thing a crowd cannot rewrite. A near ratio above the ``founding`` tolerance earns nothing: an
+    attacker cannot buy an excuse with a high loss while near (a sign-flipper at a peer whose centre its
+    colluders set sat near at ratio 19-110, median ~100, and kept its link under a cap at 20 instead)."""
     if (
         loss_ref is None
         or not config.evict_near_loss
@@ -98,7 +99,9 @@ def near_loss_reference(
         or own_val_loss <= 0
     ):
         return loss_ref
-    ratio = min(float(np.median(state.near_ratios)), founding)
+    ratio = float(np.median(state.near_ratios))
+    if ratio > founding:
+        return loss_ref  # beyond the founding crowd's tolerance already while near: no excuse earned
     return max(loss_ref, max(own_val_loss, config.loss_floor) * ratio)
 
 

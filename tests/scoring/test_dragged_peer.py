@@ -67,13 +67,14 @@ def test_a_poisoner_that_is_the_far_neighbour_of_a_dragged_peer_is_still_banned(
     assert new["h1"][-1].status != "evicted"
 
 
-def test_the_adaptive_attacker_gains_no_more_than_the_founding_tolerance() -> None:
+def test_the_adaptive_attacker_cannot_buy_an_excuse_with_a_high_near_loss() -> None:
     """The attacker who knows the rule buys a high near ratio (1000x while inside the spread, which it may:
-    close models score well whatever their loss) to excuse a bad far loss later. Its eviction reference is
-    capped by the founding tolerance (here 20, the cap): a far loss of 250x is still banned. One that stays
-    within 3x the founding tolerance (the crowd's own ceiling) keeps its link, held out of the mix."""
-    banned = _dragged(ScoringConfig(), near_loss=1000.0, far_loss=250.0)
+    close models score well whatever their loss) to excuse a bad far loss later: a near ratio above the
+    founding tolerance (20 here) earns nothing, and a far loss of 50x is banned. One whose near ratio was
+    an honest neighbour's (18x) keeps its link up to 3x that, held out of the mix (excluded), not banned:
+    on this peer's data it is then no worse than its honest neighbours."""
+    banned = _dragged(ScoringConfig(), near_loss=1000.0, far_loss=50.0)
     assert banned["h2"][-1].status == "evicted"
-    held = _dragged(ScoringConfig(), near_loss=1000.0, far_loss=50.0)
-    assert held["h2"][-1].status != "evicted"
+    held = _dragged(ScoringConfig(), near_loss=18.0, far_loss=50.0)
     assert held["h2"][-1].status == "excluded"
+    assert _dragged(ScoringConfig(), near_loss=18.0, far_loss=250.0)["h2"][-1].status == "evicted"
