@@ -53,8 +53,8 @@ class ScoringConfig:
     evict_jump: float = 4.0
     evict_trusted_distance: float = math.inf
     #: an eviction's loss evidence is judged against the neighbour's own loss too: its median loss ratio (loss
-    #: over the own) while it was near (``r <= dist_ok``) and scored well, when that is above the current
-    #: tolerance and at most the founding tolerance. A peer dragged by a Byzantine majority of its neighbours
+    #: over the own) while it was near (``r <= dist_ok``) and scored well, capped by the founding tolerance,
+    #: when above the current tolerance (none if it exceeds ``loss_ok`` times the founding tolerance). A peer dragged by a Byzantine majority of its neighbours
     #: (they mimic its own model, so their loss ratio ~1 sets its tolerance) otherwise judges its honest
     #: neighbours, unchanged on its data, as poisoned (p2pfl/scoring/losses.py, ``near_loss_ratio``;
     #: docs/scoring.md, "A dragged peer's honest neighbours"). False: the crowd's tolerance alone.

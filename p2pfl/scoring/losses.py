@@ -87,9 +87,12 @@ def near_loss_reference(
     peer's own (ratio 0.1-1.5): the tolerance fell from 9-20 to 1.0-1.2 in the rounds they did, and the
     peer's two honest neighbours, whose ratio on its data never moved (13-23 while near in rounds 2-6,
     8-22 after), scored bad by loss and were banned (issue 16, rr6 dissensus seed 3). Their own history is
-    one thing a crowd cannot rewrite. A near ratio above the ``founding`` tolerance earns nothing: an
-    attacker cannot buy an excuse with a high loss while near (a sign-flipper at a peer whose centre its
-    colluders set sat near at ratio 19-110, median ~100, and kept its link under a cap at 20 instead)."""
+    one thing a crowd cannot rewrite. The excuse is capped by the ``founding`` tolerance (an attacker
+    gains no more than the founding crowd granted everyone), and a near ratio whose loss would have scored
+    below clean against it (above ``loss_ok`` times it) earns none: a sign-flipper at a peer whose centre
+    its colluders set sat near at ratio 19-110 (median ~100) and kept its link under the cap alone. (No
+    excuse above the founding tolerance itself was too strict: it is capped at ``loss_tolerance_max``,
+    20, and the honest neighbours' near ratios were 13-27.)"""
     if (
         loss_ref is None
         or not config.evict_near_loss
@@ -100,9 +103,9 @@ def near_loss_reference(
     ):
         return loss_ref
     ratio = float(np.median(state.near_ratios))
-    if ratio > founding:
-        return loss_ref  # beyond the founding crowd's tolerance already while near: no excuse earned
-    return max(loss_ref, max(own_val_loss, config.loss_floor) * ratio)
+    if ratio > config.loss_ok * founding:
+        return loss_ref  # its loss was bad against the founding tolerance already while near: no excuse
+    return max(loss_ref, max(own_val_loss, config.loss_floor) * min(ratio, founding))
 
 
 class LossTolerance:
