@@ -54,10 +54,11 @@ class ScoringConfig:
     evict_trusted_distance: float = math.inf
     #: an eviction's loss evidence is judged against the neighbour's own loss too: its median loss ratio (loss
     #: over the own) while it was near (``r <= dist_ok``) and scored well, capped by the founding tolerance,
-    #: when above the current tolerance (none if it exceeds ``loss_ok`` times the founding tolerance). A peer dragged by a Byzantine majority of its neighbours
-    #: (they mimic its own model, so their loss ratio ~1 sets its tolerance) otherwise judges its honest
-    #: neighbours, unchanged on its data, as poisoned (p2pfl/scoring/losses.py, ``near_loss_ratio``;
-    #: docs/scoring.md, "A dragged peer's honest neighbours"). False: the crowd's tolerance alone.
+    #: when above the current tolerance (none if it exceeds ``loss_ok`` times the founding tolerance). A peer
+    #: dragged by a Byzantine majority of its neighbours (they mimic its own model, so their loss ratio ~1
+    #: sets its tolerance) otherwise judges its honest neighbours, unchanged on its data, as poisoned
+    #: (p2pfl/scoring/losses.py, ``near_loss_reference``; docs/scoring.md, "A dragged peer's honest
+    #: neighbours"). False: the crowd's tolerance alone.
     evict_near_loss: bool = True
     #: an absurd model (``hard_reject_factor``) whose distance is no jump (``evict_jump``) from the
     #: neighbour's last ``evict_trust_versions`` settled ones (from the own mix's centre or the plain median)
