@@ -191,6 +191,23 @@ def mark(phase: str) -> None:
 def _write_marks(d: Path) -> None:
     if _marks:
         (d / "cpu.json").write_text(json.dumps(_marks))
+        (d / "memo.json").write_text(json.dumps(_memo_use()))
+
+
+def _memo_use() -> dict[str, list[int]]:
+    """(hits, misses) of p2pfl's process-wide memos of pure functions: the peers of one process share them,
+    so a packed process verifies a neighbour's envelope once for all its receivers there (a real peer does
+    it alone); with ``PROFILE_ENV`` set, ``memo.json`` says how often (docs/benchmarks.md, "Several peers per
+    process")."""
+    from p2pfl import identity
+    from p2pfl.wire import header
+
+    memos = {
+        "verify": identity._verified.cache_info(),
+        "decode_header": header._decode_header_memo.cache_info(),
+        "key_of_peer_id": identity._key_of_peer_id.cache_info(),
+    }
+    return {name: [info.hits, info.misses] for name, info in memos.items()}
 
 
 def _sampled(argv: list[str], out_dir: Path) -> int:
