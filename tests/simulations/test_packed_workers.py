@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -74,32 +73,12 @@ def test_packed_peers_run_isolated_with_churn(tmp_path: Path) -> None:
     assert all(p["bytes_received"] > 0 for p in peers.values())  # the process-mates exchanged over TCP too
 
 
-def _taken_port(monkeypatch: pytest.MonkeyPatch) -> socket.socket:
-    """A listening socket whose port the plan gives to peer 1: its host cannot listen, and it raises."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    free = engine_libp2p._free_ports
-
-    def with_one_taken(n: int) -> list[int]:
-        ports = free(n)
-        ports[1] = int(taken.getsockname()[1])
-        return ports
-
-    monkeypatch.setattr(engine_libp2p, "_free_ports", with_one_taken)
-    return taken
-
-
-def test_a_crashed_peer_fails_the_run_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_crashed_peer_fails_the_run_at_once(tmp_path: Path, port_1_taken: object) -> None:
     """Peer 1 of a process of 3 crashes: its process lives on, but the run fails at once naming peer 1 with
     its traceback (not at the gate's time limit)."""
-    taken = _taken_port(monkeypatch)
     sc = scenario(run={"rounds": 2, "time_limit_s": 600, "peers_per_process": 3}, topology={"peers": 3})
-    try:
-        with pytest.raises(SimulationError, match="peer 1 crashed before finishing") as err:
-            run_scenario(sc, tmp_path, quiet=True, plots=False)
-    finally:
-        taken.close()
+    with pytest.raises(SimulationError, match="peer 1 crashed before finishing") as err:
+        run_scenario(sc, tmp_path, quiet=True, plots=False)
     assert "Traceback" in str(err.value) and "within the time limit" not in str(err.value)
 
 
@@ -110,13 +89,10 @@ def _wait_for(paths: list[Path], proc: subprocess.Popen[bytes], limit_s: float =
         time.sleep(0.05)
 
 
-def test_a_crashed_peer_leaves_its_process_mates_running(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_crashed_peer_leaves_its_process_mates_running(tmp_path: Path, port_1_taken: object) -> None:
     """One worker process with peers 0, 1 and 2, peer 1's port taken: peer 1 crashes alone (``crashed``, its
     result's ``error``, its index on the log's traceback); peers 0 and 2 listen and live on, and the process
     exits with 1 when stopped. (Packed peers running rounds with churn: the test above.)"""
-    taken = _taken_port(monkeypatch)
     sc = scenario(run={"rounds": 2, "peers_per_process": 3}, topology={"peers": 3})
     ports = engine_libp2p._free_ports(3)
     (tmp_path / "scenario.json").write_text(json.dumps(sc.to_dict()))
@@ -142,7 +118,6 @@ def test_a_crashed_peer_leaves_its_process_mates_running(
         (tmp_path / "control" / "stop").touch()
         assert proc.wait(timeout=60) == 1, log_path.read_text()[-2000:]
     finally:
-        taken.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
