@@ -17,7 +17,9 @@ Every p2pfl process runs with one BLAS thread (``BLAS_THREADS``): 16 single-thre
 the two cores better than 16 thread pools.
 
 p2pfl runs through the simulation's own engines (``p2pfl.sim``: ``memory``, every peer in one process, or
-``libp2p``, one OS process per peer on 127.0.0.1) in its FedAvg-like configuration: mean rule without
+``libp2p``, one OS process per peer on 127.0.0.1, or ``--peers-per-process K`` peers per process, each its own
+host and port: less CPU and memory, lower accuracy on sparse graphs; docs/benchmarks.md, "Several peers per
+process") in its FedAvg-like configuration: mean rule without
 clipping or nearest-neighbour mixing, no contribution scoring, ``wait_fraction = 1`` and ``wait_before_mix``
 (each round mixes the neighbours' versions of the same round; docs/benchmarks.md, "bench_network").
 ``--robust`` keeps p2pfl's robust defaults instead (geometric median, self-centred clipping, NNM, scoring).
