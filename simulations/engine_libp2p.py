@@ -68,8 +68,16 @@ def peer_groups(n: int, per_process: int | str, cores: int | None = None) -> lis
     """The peers of each worker process: consecutive indices, ``per_process`` to a process (the last may
     have fewer); "auto": ``ceil(n / cores)`` (every core one process)."""
     auto = per_process == "auto"
-    k = max(1, math.ceil(n / max(1, cores or os.cpu_count() or 1)) if auto else int(per_process))
+    k = max(1, math.ceil(n / max(1, cores or usable_cores())) if auto else int(per_process))
     return [list(range(s, min(n, s + k))) for s in range(0, n, k)]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _rounds_done(peers_dir: Path, honest: list[int], rounds: int) -> int:

@@ -122,6 +122,11 @@ class RunSpec:
         _range(s, "seed", out.seed, 0)
         _range(s, "rounds", out.rounds, 1, 100_000)
         _range(s, "time_limit_s", out.time_limit_s, 0, lo_open=True)
+        if out.peers_per_process != 1 and out.transport != "libp2p":
+            raise ScenarioError(
+                f"[run] peers_per_process: packs libp2p worker processes; with transport = "
+                f"{out.transport!r} every peer already shares one process (remove the key)"
+            )
         return out
 
 

@@ -22,7 +22,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import trio
 from threadpoolctl import threadpool_limits
@@ -154,10 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(main_task)
     finally:
         mark("exit")
-        _write_marks(peers[0].dir)  # the process's marks, in its first peer's directory
-        for peer in peers:
-            peer.close()
+        _closing(_write_marks, peers[0].dir, what="the process's marks")  # in its first peer's directory
+        for peer in peers:  # one peer's failure to write its files must not lose its process-mates' files
+            _closing(peer.close, what=f"peer {peer.index}'s results")
     return 1 if crashed else 0
+
+
+def _closing(step: Callable[..., None], *args: Any, what: str) -> None:
+    """Run one step of a worker's exit; a failure is logged (the parent then reports that peer's missing
+    files), never raised past the steps left."""
+    try:
+        step(*args)
+    except Exception:
+        logging.getLogger("p2pfl.sim").exception("could not write %s", what)
 
 
 def _log_to_stderr(*, packed: bool) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import trio
 
 from p2pfl.fsutil import atomic_write
+from p2pfl.peer_status import leaf_error
 
 from .engine_libp2p import CRASHED, libp2p_addr
 from .runner import FINAL_CHECKPOINT, PeerRunner, load_split
@@ -148,7 +149,8 @@ class WorkerPeer:
             await self.run()
         except Exception as exc:  # any crash of this peer's code ends this peer only
             logging.getLogger("p2pfl.sim").exception("peer %d crashed", self.index)
-            self._error = f"{type(exc).__name__}: {exc}"
+            leaf = leaf_error(exc)  # a nursery wraps the crash in groups: name the exception itself
+            self._error = f"{type(leaf).__name__}: {leaf}"
             atomic_write(self.dir / CRASHED, traceback.format_exc().encode())
             return False
         return True
