@@ -27,14 +27,16 @@ MAX_FORGOTTEN = 4096
 FORGET_STALENESS_FACTOR = 10.0
 
 
-class _Updated(Protocol):
+class _Heard(Protocol):
     @property
-    def updated_at(self) -> float: ...
+    def heard_at(self) -> float: ...
 
 
-def idle_peers(replicas: Mapping[str, _Updated], now: float, forget_after_s: float) -> list[str]:
-    """The peers whose replicas were not moved on for more than ``forget_after_s`` at ``now`` (sorted)."""
-    return sorted(p for p, rep in replicas.items() if now - rep.updated_at > forget_after_s)
+def idle_peers(replicas: Mapping[str, _Heard], now: float, forget_after_s: float) -> list[str]:
+    """The peers whose replicas were neither moved on nor confirmed by their signer (a snapshot of the same
+    version, asked for: :meth:`~p2pfl.protocol.replicas.Replica.heard_at`) for more than ``forget_after_s``
+    at ``now`` (sorted)."""
+    return sorted(p for p, rep in replicas.items() if now - rep.heard_at > forget_after_s)
 
 
 class ForgottenBook:
