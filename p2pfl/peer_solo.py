@@ -13,6 +13,7 @@ import trio
 
 from p2pfl.logs import event
 from p2pfl.peer_serve import tend_identities
+from p2pfl.protocol.pacing import learners
 from p2pfl.protocol.solo import SoloConfig, SoloTracker, woken
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ class SoloWatch:
             if until is not None and until():
                 return
             # ask the connected neighbours for what we lack or hold stale (a finished one never publishes)
-            await execute(engine.renewals(loop._learners(), trio.current_time(), missing=True))
+            now = trio.current_time()
+            await execute(engine.renewals(learners(loop._views(now)), now, missing=True))
             loop._replica_updated = trio.Event()
             with trio.move_on_after(HOLD_POLL_S):
                 await loop._replica_updated.wait()

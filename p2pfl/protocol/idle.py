@@ -2,7 +2,8 @@
 
 A replica is kept per sender; without this it went only on eviction or equivocation, so every identity that
 ever published to a long-lived peer stayed in its table. The policy is on the replica's own clock, not the
-transport's: a replica not moved on for ``forget_after_s`` (default ten times ``max_staleness_s``, so it has
+transport's: a replica neither moved on nor confirmed by its signer (a snapshot we asked for:
+``Replica.heard_at``) for ``forget_after_s`` (default ten times ``max_staleness_s``, so it has
 been out of every mix for nine staleness windows) is forgotten, whether its peer left, disconnected or went
 silent. A peer that comes back is served as a late joiner: its next delta finds no replica and asks for a
 snapshot (one fetch). The rest of its per-identity state (the scorer's record, ``_heard_at``, its ban

@@ -16,6 +16,7 @@ import trio.testing
 from p2pfl.peer_solo import SoloWatch
 from p2pfl.protocol import Action, GossipEngine, RequestSnapshot
 from p2pfl.protocol.mixing import MixLedger
+from p2pfl.protocol.pacing import NeighbourView
 from p2pfl.protocol.solo import woken
 from p2pfl.wire import Meta
 from tests.protocol.test_engine import engine, model
@@ -121,9 +122,8 @@ def test_woken_by_a_new_version_or_a_version_mixable_again_that_the_last_mix_did
 
 def _loop(me: GossipEngine, by: dict[str, GossipEngine], asked: list[float]) -> Any:
     """What :meth:`SoloWatch.hold` uses of the round loop; the exchange answers snapshot requests at once."""
-    loop: Any = SimpleNamespace(
-        _replica_updated=trio.Event(), _ledger=MixLedger(), _learners=lambda: list(by)
-    )
+    views = [NeighbourView(p, 0.0, True, None) for p in by]  # connected, subscribed
+    loop: Any = SimpleNamespace(_replica_updated=trio.Event(), _ledger=MixLedger(), _views=lambda _now: views)
 
     async def execute(actions: Sequence[Action]) -> None:
         asked.extend(trio.current_time() for a in actions if isinstance(a, RequestSnapshot))

@@ -58,7 +58,7 @@ def test_a_paused_peer_readmits_its_evicted_neighbour_and_wakes_for_its_next_ver
         _replica_updated=trio.Event(),
         _held_at_mix={},
         _ledger=MixLedger(),
-        _learners=lambda: [],  # (renewals: tests/protocol/test_renewals.py)
+        _views=lambda _now: [],  # (renewals: tests/protocol/test_renewals.py)
     )
     watch = SoloWatch(pause_after=1)
     watch.tracker.observe(0)
