@@ -60,12 +60,14 @@ class SnapshotSide(ProofSide):
         (nothing published yet) is not taken for a replica. What an attacker gains: nothing it cannot have
         by publishing; no third party can answer (only the signer serves its snapshot), and replays of
         gossip confirm nothing."""
-        half = self.config.max_staleness_s / 2
+        half, retry = self.config.max_staleness_s / 2, self.config.snapshot_retry_s
         out: list[Action] = []
         for p in learners:
             rep = self.replicas.get(p)
             if self.is_evicted(p) or (rep is not None and now - rep.heard_at <= half):
                 continue
+            if now - self._snapshot_wanted.get(p, -math.inf) < retry:
+                continue  # on its way (asked each wait's recheck, it counts as one request)
             if rep is None:
                 if not missing or now - self._first_asked.get(p, -math.inf) < half:
                     continue
