@@ -52,7 +52,7 @@ which pushes the same victim, drifted the same way (``r`` 142): no distance or l
 any finite bound bans the victim too, given rounds enough. An attacker who knows this earns the trust, then
 ramps slower than a jump: it is not banned, but every bad version still leaves the mix at once and its
 reputation falls below ``exclude_below`` (weight 0), as for the attacker who stays inside ``evict_distance``;
-one that becomes absurd (``hard_reject_factor``) is banned whatever its trust.
+one that becomes absurd (``hard_reject_factor``, when set) is banned whatever its trust.
 
 Pure: no clock, no randomness.
 """
