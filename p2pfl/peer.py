@@ -65,7 +65,6 @@ from p2pfl.protocol.dialling import DIAL_GRACE_S, static_dials
 from p2pfl.rollout import Rollout
 from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
-from p2pfl.wire import Meta
 
 if TYPE_CHECKING:
     from p2pfl.metrics.peer_metrics import PeerMetrics
@@ -256,7 +255,8 @@ class Peer(PeerAccess):
             self.rollout.restore(read_log(self.config.state_dir))
         if ckpt is None:
             return
-        self.engine.restore(ckpt.own, ckpt.public, ckpt.seq, Meta(round=ckpt.round))
+        # the held version's own meta; an older checkpoint kept none: no round claimed rather than a wrong one
+        self.engine.restore(ckpt.own, ckpt.public, ckpt.seq, ckpt.public_meta)
         self.learner.set_params(ckpt.own)
         self.rounds.round = ckpt.round
         self.store.note_restart(ckpt, self.engine.public_digest)
