@@ -8,6 +8,9 @@ transports share this process's trio loop. Printed: seconds to settle per trial 
 resyncs each transport ran (p2pfl.transport.libp2p.connections), with the load average.
 
     python benchmarks/bench_crossing_dials.py [--peers 4] [--trials 8]
+
+In one process this never showed the links that stayed broken; bench_crossing_dials_procs.py (one process per
+transport, with request traffic) did.
 """
 
 from __future__ import annotations

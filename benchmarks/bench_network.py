@@ -2,7 +2,7 @@
 
     python benchmarks/bench_network.py --peers N [--engine libp2p|memory] [--rounds 5] [--compare flower]
                                        [--codec int8] [--degree D] [--wait-before-mix on|off]
-                                       [--robust] [--json] [--keep DIR]
+                                       [--peers-per-process K|auto] [--robust] [--json] [--keep DIR]
 
 The workload (``netbench/workload.py``): scikit-learn digits, X/16, 80/20 stratified split
 (``random_state=0``), the 1,437 training samples IID over N peers, an MLP 64-32-10 with the same initial
@@ -17,7 +17,9 @@ Every p2pfl process runs with one BLAS thread (``BLAS_THREADS``): 16 single-thre
 the two cores better than 16 thread pools.
 
 p2pfl runs through the simulation's own engines (``p2pfl.sim``: ``memory``, every peer in one process, or
-``libp2p``, one OS process per peer on 127.0.0.1) in its FedAvg-like configuration: mean rule without
+``libp2p``, one OS process per peer on 127.0.0.1, or ``--peers-per-process K`` peers per process, each its own
+host and port: less CPU and memory, lower accuracy on sparse graphs; docs/benchmarks.md, "Several peers per
+process") in its FedAvg-like configuration: mean rule without
 clipping or nearest-neighbour mixing, no contribution scoring, ``wait_fraction = 1`` and ``wait_before_mix``
 (each round mixes the neighbours' versions of the same round; docs/benchmarks.md, "bench_network").
 ``--robust`` keeps p2pfl's robust defaults instead (geometric median, self-centred clipping, NNM, scoring).
@@ -91,6 +93,16 @@ def _start_fork_server() -> None:
     forkserver.ensure_running()
 
 
+def _packing(value: str) -> int | str:
+    """``--peers-per-process``: "auto" or a positive integer (ValueError otherwise)."""
+    if value == "auto":
+        return value
+    k = int(value)
+    if k < 1:
+        raise ValueError(value)
+    return k
+
+
 def _child(args: argparse.Namespace) -> int:
     """Run one side in this (child) process; write its figures to ``--result``."""
     started = time.time()
@@ -113,6 +125,7 @@ def _child(args: argparse.Namespace) -> int:
         codec=args.codec,
         degree=args.degree,
         wait_before_mix=args.wait_before_mix == "on",
+        peers_per_process=_packing(args.peers_per_process),
     )
     if args.engine == "libp2p":
         from p2pfl.sim.engine_libp2p import PRELOAD as engine_preload
@@ -129,6 +142,7 @@ def _measure(side: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     child_args += ["--engine", args.engine, "--rounds", str(args.rounds), "--codec", args.codec]
     child_args += ["--wait-before-mix", args.wait_before_mix, *(["--robust"] if args.robust else [])]
     child_args += ["--degree", str(args.degree)] if args.degree is not None else []
+    child_args += ["--peers-per-process", args.peers_per_process]
     env: dict[str, str] = {}
     if side == "p2pfl":
         # one BLAS thread per process: 16 peer processes on 2 cores each running OpenBLAS's thread pool
@@ -230,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="p2pfl's round order: train, publish, wait, mix (on) or wait, train, publish and mix (off)",
     )
+    ap.add_argument(
+        "--peers-per-process",
+        default="1",
+        metavar="K",
+        help="libp2p: peers per worker process, each its own host and port in one trio loop, or 'auto' "
+        "(peers / cores); 1: one process per peer (the default; docs/benchmarks.md, 'Several peers per "
+        "process')",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="keep each side's run directory (logs, traces) under DIR")
     ap.add_argument("--_side", dest="side", choices=("p2pfl", "flower"), help=argparse.SUPPRESS)
@@ -238,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.peers < 2:
         ap.error("--peers must be at least 2")
+    try:
+        _packing(args.peers_per_process)
+    except ValueError:
+        ap.error("--peers-per-process must be a positive integer or 'auto'")
     if args.degree is None and LEAN_DEGREE + 2 <= args.peers <= LEAN_UP_TO:
         args.degree = LEAN_DEGREE
     if args.side:

@@ -61,10 +61,10 @@ from p2pfl.peer_wiring import (
     libp2p_factory,
 )
 from p2pfl.privacy.runtime import PeerPrivacy
+from p2pfl.protocol.dialling import DIAL_GRACE_S, static_dials
 from p2pfl.rollout import Rollout
 from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
-from p2pfl.wire import Meta
 
 if TYPE_CHECKING:
     from p2pfl.metrics.peer_metrics import PeerMetrics
@@ -103,6 +103,8 @@ class Peer(PeerAccess):
         self._nursery: trio.Nursery | None = None
         self._stopped = trio.Event()
         self._last_status = -math.inf
+        #: static peer -> since when it is unconnected (p2pfl.protocol.dialling)
+        self._unconnected_since: dict[str, float] = {}
         #: status.json as last written, and when (the housekeeping skips a write that changes nothing)
         self._status_written: tuple[bytes, float] = (b"", -math.inf)
         #: membership of a closed network (``[access] roster``); None: open network
@@ -253,7 +255,8 @@ class Peer(PeerAccess):
             self.rollout.restore(read_log(self.config.state_dir))
         if ckpt is None:
             return
-        self.engine.restore(ckpt.own, ckpt.public, ckpt.seq, Meta(round=ckpt.round))
+        # the held version's own meta; an older checkpoint kept none: no round claimed rather than a wrong one
+        self.engine.restore(ckpt.own, ckpt.public, ckpt.seq, ckpt.public_meta)
         self.learner.set_params(ckpt.own)
         self.rounds.round = ckpt.round
         self.store.note_restart(ckpt, self.engine.public_digest)
@@ -274,9 +277,14 @@ class Peer(PeerAccess):
         return await self.transport.connect(addr)
 
     async def _connect_static(self) -> None:
-        """Dial the static peers that are not connected, all at once: a peer not up yet costs the swarm's
-        retries (~0.7 s), and one after the other 8 of them held a simulation worker's start for 5.8 s."""
+        """Dial the static peers that are not connected and ours to dial now (the lower peer id of a pair at
+        once, the higher after a grace: p2pfl.protocol.dialling), all at once: a peer not up yet costs the
+        swarm's retries (~0.7 s), and one after the other 8 of them held a simulation worker's start for
+        5.8 s."""
         connected = set(self.transport.connected_peers())
+        by_id = {addr: addr.rstrip("/").rpartition("/")[2] for addr in self.config.static_peers}  # .../p2p/ID
+        since, now = self._unconnected_since, trio.current_time()
+        due = set(static_dials(self.peer_id, by_id.values(), connected, since, now=now))
 
         async def dial(addr: str) -> None:
             try:
@@ -285,10 +293,9 @@ class Peer(PeerAccess):
                 log.info("static peer not reachable yet addr=%s reason=%s", addr, exc)
 
         async with trio.open_nursery() as nursery:
-            for addr in self.config.static_peers:
-                if addr.rpartition("/p2p/")[2] in connected:
-                    continue  # dialling a connected peer again could race its own dial into a duplicate link
-                nursery.start_soon(dial, addr)
+            for addr, pid in by_id.items():
+                if pid in due:
+                    nursery.start_soon(dial, addr)
 
     def _needs_housekeeping(self) -> bool:
         """Whether the periodic housekeeping has anything to do: static peers to re-dial, a status line to
@@ -299,8 +306,10 @@ class Peer(PeerAccess):
 
     async def _housekeeping(self) -> None:
         period = min(self.config.reconnect_interval_s or 5.0, self.config.status_interval_s or 5.0)
+        wait = min(period, DIAL_GRACE_S)  # the higher id of a static pair dials as soon as its grace is over
         while True:
-            await trio.sleep(period)
+            await trio.sleep(wait)
+            wait = period
             await self._connect_static()  # re-dials the static peers that are not connected
             if (
                 self.config.status_interval_s

@@ -1,6 +1,7 @@
 """The round loop's side of :mod:`p2pfl.protocol.solo`: log the solo events, and hold a paused peer until a
-neighbour's new version arrives (it keeps serving, readmitting expired evictions and forgetting idle
-identities, meanwhile)."""
+neighbour's news (:func:`~p2pfl.protocol.solo.woken`) arrives: it keeps serving, readmitting expired
+evictions and forgetting idle identities meanwhile, and asks its connected neighbours for the versions it
+lacks or holds stale (``GossipEngine.renewals``: a finished neighbour publishes nothing more)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import trio
 
 from p2pfl.logs import event
 from p2pfl.peer_serve import tend_identities
-from p2pfl.protocol.solo import SoloConfig, SoloTracker
+from p2pfl.protocol.pacing import learners
+from p2pfl.protocol.solo import SoloConfig, SoloTracker, woken
 
 if TYPE_CHECKING:
     from p2pfl.peer_rounds import RoundLoop, RoundReport
@@ -54,24 +56,30 @@ class SoloWatch:
             )
 
     async def hold(self, loop: RoundLoop, until: Callable[[], bool] | None = None) -> None:
-        """While paused: wait until a neighbour's version arrives that the last mix did not hold (or the peer
-        is stopped, or ``until()``, :meth:`~p2pfl.peer.Peer.run`'s condition, is true)."""
+        """While paused: wait until a neighbour's news arrives (a version the last mix did not hold, or one
+        mixable again that it did not take), or the peer is stopped, or ``until()``,
+        :meth:`~p2pfl.peer.Peer.run`'s condition, is true."""
         stopped = loop._p.stopped
-        engine = loop._p.engine
-        while not stopped.is_set() and not self.tracker.may_run(_new_version(loop)):
+        engine, execute = loop._p.engine, loop._p.exchange.execute
+        while not stopped.is_set() and not self.tracker.may_run(_news(loop)):
             if until is not None and until():
                 return
+            # ask the connected neighbours for what we lack or hold stale (a finished one never publishes)
+            now = trio.current_time()
+            await execute(engine.renewals(learners(loop._views(now)), now, missing=True))
             loop._replica_updated = trio.Event()
             with trio.move_on_after(HOLD_POLL_S):
                 await loop._replica_updated.wait()
             # readmit expired evictions as a round would: an evicted only neighbour must be able to wake us
-            await tend_identities(engine, loop._p.exchange.execute, trio.current_time())
+            await tend_identities(engine, execute, trio.current_time())
 
     def status(self) -> dict[str, int | bool]:
         return self.tracker.status()
 
 
-def _new_version(loop: RoundLoop) -> bool:
-    """Whether a non-evicted neighbour's replica moved on since the last mix."""
-    engine, held = loop._p.engine, loop._held_at_mix
-    return any(held.get(p) != r.seq for p, r in engine.replicas.items() if not engine.is_evicted(p))
+def _news(loop: RoundLoop) -> bool:
+    """Whether a non-evicted neighbour has news since the last mix (p2pfl.protocol.solo.woken)."""
+    engine = loop._p.engine
+    held = {p: r.seq for p, r in engine.replicas.items() if not engine.is_evicted(p)}
+    mixable = {r.peer: r.seq for r in engine.mixing_candidates(trio.current_time())}
+    return woken(loop._held_at_mix, held, loop._ledger.taken, mixable)

@@ -130,6 +130,7 @@ class PeerStore:
                 metrics=metrics,
                 timestamp_ms=now_ms(),
                 pending_log=pending_log,
+                public_meta=engine.public_meta,
             ),
         )
         self.persisted_seq = engine.seq

@@ -133,9 +133,14 @@ class RoundWaits:
         work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
         started = trio.current_time()
         self._pacer.begin_wait(started, self._last_mix, work, self._held_at_mix, next_round=self.round + 1)
+        # a resumed peer's first wait also asks the neighbours it holds nothing of (p2pfl.protocol.snapshots)
+        ask_missing = self._last_mix == -math.inf and self.round > 0
         while True:
             now = trio.current_time()
             views = self._views(now)
+            # renew what a quiet neighbour (e.g. finished, serving) last sent before it goes stale
+            renew = self._p.engine.renewals(learners(views), now, missing=ask_missing)
+            await self._p.exchange.execute(renew)
             if not views and self._p.secagg() is not None:
                 return now - started  # only fellows: the group round paces us (its advertise wait)
             decision = self._pacer.decide(now, views, stopped=self._p.stopped.is_set())

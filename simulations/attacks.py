@@ -120,7 +120,7 @@ class Behaviour:
         elif self.kind == "mimic":
             wrapped = Mimic(learner)
         elif self.kind == "dissensus":
-            wrapped = Dissensus(learner, s.dissensus_lambda, s.dissensus_evade_echo)
+            wrapped = Dissensus(learner, s.dissensus_lambda, s.dissensus_evade_echo, s.dissensus_from_round)
         if wrapped is None:
             return learner
         self._learner = wrapped

@@ -1,10 +1,12 @@
-"""The libp2p engine: one OS process per peer (``python -m p2pfl.sim.worker``), real libp2p on 127.0.0.1 (see
+"""The libp2p engine: one OS process per peer (``python -m p2pfl.sim.worker``), or ``[run] peers_per_process``
+peers per process (each its own host and port, one trio loop), real libp2p on 127.0.0.1 (see
 :mod:`p2pfl.sim.runner`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -51,6 +53,8 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+#: the file a crashed peer leaves in its directory, its traceback (``p2pfl.sim.worker_peer``)
+CRASHED = "crashed"
 #: how often the parent looks for the last ``finished`` file: the stop signal (and the run's end) waits for
 #: it. Every 0.25 s it cost 0.12 s per run on average at the end of the critical path (docs/benchmarks.md, "32
 #: peers: the critical path"); the look is a ``stat`` of each file in turn, stopping at the first missing
@@ -58,6 +62,22 @@ def _free_ports(n: int) -> list[int]:
 FINISHED_POLL_S = 0.02
 #: how often it reads every peer's ``status.json`` for the progress line and checks that the workers live
 PROGRESS_S = 0.25
+
+
+def peer_groups(n: int, per_process: int | str, cores: int | None = None) -> list[list[int]]:
+    """The peers of each worker process: consecutive indices, ``per_process`` to a process (the last may
+    have fewer); "auto": ``ceil(n / cores)`` (every core one process)."""
+    auto = per_process == "auto"
+    k = max(1, math.ceil(n / max(1, cores or usable_cores())) if auto else int(per_process))
+    return [list(range(s, min(n, s + k))) for s in range(0, n, k)]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _rounds_done(peers_dir: Path, honest: list[int], rounds: int) -> int:
@@ -76,8 +96,9 @@ def libp2p_addr(plan: Plan, j: int) -> str:
 def run_libp2p(
     scenario: Scenario, out: Path, *, quiet: bool = False, splits: list[Split] | None = None
 ) -> RunOutput:
-    """One worker process per peer; the parent only starts, watches, signals and evaluates. ``splits``: each
-    peer's data, instead of the scenario's ``[data]`` (benchmarks/bench_network.py)."""
+    """One worker process per :func:`peer_groups` group; the parent only starts, watches, signals and
+    evaluates. ``splits``: each peer's data, instead of the scenario's ``[data]``
+    (benchmarks/bench_network.py)."""
     n = total_peers(scenario)
     plan = make_plan(scenario, _free_ports(n))
     peers_dir = out / "peers"
@@ -97,33 +118,46 @@ def run_libp2p(
     splits = load_splits(scenario) if splits is None else splits
     save_splits(splits, out / "data.npz")
     marks["data"] = time.time()
+    groups = peer_groups(n, scenario.run.peers_per_process)
     procs: list[Worker] = []
     try:
         for i in range(n):
-            d = peers_dir / str(i)
-            d.mkdir()
+            (peers_dir / str(i)).mkdir()
+        for g in groups:  # one log per process, in its first peer's directory; its other peers link to it
+            for i in g[1:]:
+                (peers_dir / str(i) / "worker.log").symlink_to(Path("..") / str(g[0]) / "worker.log")
+        ports_arg = ",".join(map(str, ports))
         argvs = [
-            ["--out", str(out), "--index", str(i), "--ports", ",".join(map(str, ports)), "--t0", repr(t0)]
-            for i in range(n)
+            ["--out", str(out), "--index", ",".join(map(str, g)), "--ports", ports_arg, "--t0", repr(t0)]
+            for g in groups
         ]
-        procs = spawn_workers(argvs, [peers_dir / str(i) / "worker.log" for i in range(n)])
+        procs = spawn_workers(argvs, [peers_dir / str(g[0]) / "worker.log" for g in groups])
         marks["spawned"] = time.time()
         progress = Progress(len(plan.honest) * scenario.run.rounds, quiet, steps=scenario.run.rounds)
         deadline = time.monotonic() + scenario.run.time_limit_s
         timed_out = False
+        honest = set(plan.honest)
 
         def check_alive(gate: bool = False) -> None:
-            """A worker that exited before finishing is an error; at the start gate, one that exited before
-            it listened is too, result.json or not (its ``finally`` writes one: e.g. its port was taken
-            between ``_free_ports`` and its bind; the gate used to wait for it until the time limit)."""
-            for i, proc in enumerate(procs):
+            """A worker that exited before its peers finished is an error; at the start gate, one that
+            exited before they listened is too, result.json or not (its ``finally`` writes one: e.g. a port
+            was taken between ``_free_ports`` and its bind; the gate used to wait for it until the time
+            limit). So is a peer that crashed before it listened, or an honest one before it finished, its
+            process-mates running on (``p2pfl.sim.worker_peer``): its ``online`` or ``finished`` would never
+            come."""
+            for g, proc in zip(groups, procs, strict=True):
                 code = proc.poll()
-                d = peers_dir / str(i)
-                if code is not None and (
-                    not (d / "result.json").exists() or (gate and not (d / "online").exists())
-                ):
-                    tail = (peers_dir / str(i) / "worker.log").read_text(errors="replace")[-3000:]
-                    raise SimulationError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
+                for i in g:
+                    d = peers_dir / str(i)
+                    if code is not None and (
+                        not (d / "result.json").exists() or (gate and not (d / "online").exists())
+                    ):
+                        tail = (d / "worker.log").read_text(errors="replace")[-3000:]
+                        raise SimulationError(f"peer worker {i} exited with {code} before finishing:\n{tail}")
+                    waited = "online" if gate else "finished" if i in honest else None
+                    if (d / CRASHED).exists() and waited is not None and not (d / waited).exists():
+                        tail = (d / CRASHED).read_text(errors="replace")[-3000:]
+                        raise SimulationError(f"peer {i} crashed before finishing:\n{tail}")
 
         # start gate: everyone online (listening) before anyone trains
         while not all((peers_dir / str(i) / "online").exists() for i in range(n)):

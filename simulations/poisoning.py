@@ -285,19 +285,28 @@ class Dissensus(_Omniscient):
     is pulled towards ``t``'s side and past it. The model is ``(1 + lam)`` times ``t``'s distance from
     ``m`` away from ``m``: with ``lam`` about 1, within the spread of honest neighbours on skewed data."""
 
-    def __init__(self, inner: Any, lam: float = 1.0, evade_echo: bool = False) -> None:
+    def __init__(self, inner: Any, lam: float = 1.0, evade_echo: bool = False, from_round: int = 0) -> None:
         super().__init__(inner)
         self.lam = lam
         self.target: str | None = None
+        #: the adaptive form against drift trust (p2pfl/scoring/badrun.py): honest trained models for the
+        #: first ``from_round`` own rounds (the victims earn their honest neighbours' trust), then the push
+        #: at once, so a victim with an attacker majority is dragged in a jump
+        self.from_round = from_round
+        self.rounds_trained = 0
         #: the adaptive form against the echo signal (p2pfl/scoring/echo.py): the push loses its component
         #: along the target's last public step (its own update as the attacker can see it)
         self.evade_echo = evade_echo
         #: each honest neighbour's last two distinct versions seen (latest, the one before)
         self._versions: dict[str, tuple[Params, Params | None]] = {}
 
+    def train(self, steps: int) -> TrainResult:
+        self.rounds_trained += 1
+        return super().train(steps)
+
     def poison(self, start: Params, trained: Params) -> Params:
         models = self._honest_neighbours()
-        if len(models) < 2:
+        if len(models) < 2 or (self.from_round and self.rounds_trained <= self.from_round):
             return trained
         ids = sorted(models)
         mean = {k: np.mean([models[p][k] for p in ids], axis=0) for k in trained}

@@ -94,6 +94,9 @@ class RunSpec:
     #: "mix" (keep running rounds), "respond" (a round per new version of an unfinished neighbour) or
     #: "serve" (serve its final model, nothing more)
     after_rounds: str = "mix"
+    #: libp2p engine: peers per worker process (each still its own host, port and state; one trio loop per
+    #: process), or "auto": ceil(peers / cores). 1: one process per peer (docs/simulation.md)
+    peers_per_process: int | str = 1
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     wait_before_mix: bool = default_of(PeerConfig, "wait_before_mix")
     mix_steps: int = default_of(PeerConfig, "mix_steps")
@@ -113,12 +116,25 @@ class RunSpec:
             time_limit_s=_get(t, s, "time_limit_s", (int, float), 600.0),
             relay=_get(t, s, "relay", bool, False),
             after_rounds=_choice(s, "after_rounds", _get(t, s, "after_rounds", str, "mix"), AFTER_ROUNDS),
+            peers_per_process=_packing(t.get("peers_per_process", 1)),
             **_peer_settings(t, s, RUN_DEFAULTS),
         )
         _range(s, "seed", out.seed, 0)
         _range(s, "rounds", out.rounds, 1, 100_000)
         _range(s, "time_limit_s", out.time_limit_s, 0, lo_open=True)
+        if out.peers_per_process != 1 and out.transport != "libp2p":
+            raise ScenarioError(
+                f"[run] peers_per_process: packs libp2p worker processes; with transport = "
+                f"{out.transport!r} every peer already shares one process (remove the key)"
+            )
         return out
+
+
+def _packing(value: Any) -> int | str:
+    """``[run] peers_per_process``: a positive int or "auto"."""
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value  # type: ignore[no-any-return]
+    raise ScenarioError(f'[run] peers_per_process: expected an integer >= 1 or "auto", got {value!r}')
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,40 @@
-"""One peer of the libp2p engine, as its own OS process (started by :func:`.engine_libp2p.run_libp2p`).
+"""A libp2p engine worker: one OS process running one peer, or several (``[run] peers_per_process``), in
+one trio loop (started by :func:`.engine_libp2p.run_libp2p`).
 
-``python -m p2pfl.sim.worker --out DIR --index I --ports P0,P1,... --t0 T``
+``python -m p2pfl.sim.worker --out DIR --index I[,J,...] --ports P0,P1,... --t0 T``
 
-Reads ``DIR/scenario.json``, runs the real :class:`p2pfl.peer.Peer` over libp2p on ``127.0.0.1:P_I`` with its
-topology neighbours as static peers, and talks to the parent through files in ``DIR/peers/I/``: ``online``
-(listening), ``status.json`` and the checkpoint (written by the peer every round), ``finished`` (its rounds
-are done, with ``result.json`` and ``final.p2ck`` frozen then; it keeps running rounds so that slower
-neighbours never wait for a silent peer), ``vectors.npy`` (at exit). Once listening it waits for
-``DIR/control/go`` (every peer listens) before it dials anyone, and stops when ``DIR/control/stop`` appears.
-Never imports torch.
+Reads ``DIR/scenario.json``, runs the real :class:`p2pfl.peer.Peer` of each of its peers over libp2p on
+``127.0.0.1:P_I`` with its topology neighbours as static peers (:mod:`p2pfl.sim.worker_peer`: each peer has
+its own host, keys, port and state directory), and talks to the parent through files in ``DIR/peers/I/``:
+``online`` (listening), ``status.json`` and the checkpoint (written by the peer every round), ``finished``
+(its rounds are done, with ``result.json`` and ``final.p2ck`` frozen then; it keeps running rounds so that
+slower neighbours never wait for a silent peer), ``vectors.npy`` (at exit), ``crashed`` (its traceback, if it
+raised). Once listening it waits for ``DIR/control/go`` (every peer listens) before it dials anyone, and stops
+when ``DIR/control/stop`` appears. Never imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import trio
 from threadpoolctl import threadpool_limits
 
 from p2pfl.config.schema import toml_keys
 from p2pfl.diag import task_tree
-from p2pfl.fsutil import atomic_write
 
-from .engine_libp2p import libp2p_addr
-from .runner import FINAL_CHECKPOINT, PeerRunner, load_split, make_plan
-from .scenario import SimulationError, parse_scenario
+from .runner import make_plan
+from .scenario import parse_scenario
+from .worker_peer import PeerLogFilter, WorkerPeer
 
 #: the parent's wake-up: sent to every worker right after it creates ``DIR/control/go`` or ``.../stop``
 #: (the files say what happened; the signal only says "look now"). None where the platform has no SIGUSR1.
@@ -85,7 +83,7 @@ class Control:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="p2pfl.sim.worker")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--index", type=int, required=True)
+    ap.add_argument("--index", required=True, help="the peer's index, or several: I,J,... (one trio loop)")
     ap.add_argument("--ports", required=True)
     ap.add_argument("--t0", type=float, required=True)
     args = ap.parse_args(argv)
@@ -95,104 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     # one BLAS thread: 32-64 peer processes on a few cores, each with OpenBLAS's own pool of one thread per
     # core, measured 5-13 ms for a forward that takes 0.7 ms on one thread
     threadpool_limits(limits=1, user_api="blas")
-    logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # P2PFL_SIM_LOG=DEBUG (or INFO) makes p2pfl's own loggers verbose in every worker's log, for diagnosis
-    level = os.environ.get("P2PFL_SIM_LOG", "WARNING").upper()
-    logging.getLogger("p2pfl").setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
+    indices = [int(i) for i in args.index.split(",")]
+    _log_to_stderr(packed=len(indices) > 1)
     out = Path(args.out)
     scenario = parse_scenario(json.loads((out / "scenario.json").read_text()), name="worker")
     plan = make_plan(scenario, [int(p) for p in args.ports.split(",")])
-    me = plan.peers[args.index]
-    split = load_split(out / "data.npz", args.index)
-    d = out / "peers" / str(args.index)
-    mark("setup")
     control = Control(out / "control")
+    peers = [WorkerPeer(out, plan, i, t0=args.t0, control=control, mark=mark) for i in indices]
+    mark("setup")
 
-    if me.join_round > 0:
+    if any(plan.peers[i].join_round > 0 for i in indices):
         # a late Sybil must come online at its round, not seconds later: import libp2p now (measured: ~5 s
         # of a blocked event loop when imported at the join on a loaded 2-core machine)
         import p2pfl.transport.libp2p  # noqa: F401
-
-    async def gate() -> None:
-        """Say this peer listens (``online``), then wait for the start signal (every peer listens)."""
-        mark("listening")
-        (d / "online").touch()
-        with trio.move_on_after(scenario.run.time_limit_s):
-            await control.go.wait()
-            mark("go")
-            return
-        raise SimulationError("no start signal from the parent")
-
-    @asynccontextmanager
-    async def factory(identity: object) -> AsyncIterator[object]:
-        """The peer's libp2p transport, listening before the peer dials anyone: the start gate is passed
-        here, between listening and the peer's dials to its static peers. Dialled earlier, a neighbour not
-        listening yet cost the swarm's retries (~0.7 s) before this peer said it was online."""
-        from p2pfl.transport.libp2p import Libp2pConfig, Libp2pTransport
-
-        lib = Libp2pConfig()
-        if me.index in scenario.secagg.members:  # a group member takes the group's messages (docs/secagg.md)
-            from p2pfl.secagg.channel import message_cap
-
-            dim = sum(int(v.size) for v in runner.learner.get_params().values())
-            cap = message_cap(len(scenario.secagg.members), dim)
-            lib = dataclasses.replace(lib, max_request_bytes=max(lib.max_request_bytes, cap))
-        async with Libp2pTransport.open(
-            seed=me.seed,
-            network_id=scenario.run.network_id,
-            listen=f"/ip4/127.0.0.1/tcp/{me.port}",
-            config=lib,
-        ) as transport:
-            if not control.go.is_set():
-                await gate()
-            yield transport
-
-    honest_dirs = [out / "peers" / str(i) for i in plan.honest]
-    clock = {"at": -1.0, "round": 0}
-
-    def honest_round() -> int:
-        """The fewest rounds any honest peer reports in its status.json (read at most twice a second)."""
-        now = trio.current_time()
-        if now - clock["at"] >= 0.5:
-            clock["at"] = now
-            rounds = []
-            for hd in honest_dirs:
-                try:
-                    rounds.append(int(json.loads((hd / "status.json").read_text()).get("round", 0)))
-                except (OSError, ValueError, AttributeError):
-                    rounds.append(0)
-            clock["round"] = min(rounds, default=0)
-        return int(clock["round"])
-
-    runner = PeerRunner(
-        plan=plan,
-        me=me,
-        split=split,
-        transport=factory,
-        addr_of=lambda j: libp2p_addr(plan, j),
-        state_dir=d,
-        t0=args.t0,
-        keep_vectors=me.honest,
-        listen=f"/ip4/127.0.0.1/tcp/{me.port}",
-        status_interval_s=1.0,
-        honest_round=honest_round if scenario.sybil.count else None,
-    )
-
-    async def go() -> None:
-        if not control.go.is_set():  # a peer that listens before its first round (a late Sybil)
-            await gate()
-
-    def all_done() -> bool:
-        return control.stop.is_set()
-
-    def finished(r: PeerRunner) -> None:
-        # the checkpoint of the round just completed (written before publishing) is the model to score
-        shutil.copyfile(d / "checkpoint.p2ck", d / FINAL_CHECKPOINT)
-        atomic_write(d / "result.json", json.dumps(r.result()).encode())
-        mark("finished")
-        (d / "finished").touch()
 
     async def lag_monitor() -> None:
         """Diagnosis (P2PFL_SIM_LOG=DEBUG): how late the event loop wakes a 0.1 s sleeper, worst per 5 s."""
@@ -221,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         mark("stop")
         scope.cancel()
 
+    crashed: list[int] = []
+
+    async def one_peer(peer: WorkerPeer) -> None:
+        if not await peer.run_isolated():
+            crashed.append(peer.index)
+
     async def main_task() -> None:
         trio.lowlevel.spawn_system_task(stop_watchdog)  # a system task: cancelled only once main_task returns
         async with trio.open_nursery() as nursery:
@@ -228,19 +147,41 @@ def main(argv: list[str] | None = None) -> int:
             if logging.getLogger("p2pfl.sim").isEnabledFor(logging.DEBUG):
                 nursery.start_soon(lag_monitor)
             nursery.start_soon(stop_on_signal, nursery.cancel_scope)
-            await runner.run(go, all_done, finished)
+            async with trio.open_nursery() as peers_nursery:  # every peer of this process, side by side
+                for peer in peers:
+                    peers_nursery.start_soon(one_peer, peer)
             nursery.cancel_scope.cancel()
 
     try:
         trio.run(main_task)
     finally:
         mark("exit")
-        _write_marks(d)
-        if runner.vectors:
-            np.save(d / "vectors.npy", np.stack(runner.vectors))
-        if not (d / "result.json").exists():
-            atomic_write(d / "result.json", json.dumps(runner.result()).encode())
-    return 0
+        _closing(_write_marks, peers[0].dir, what="the process's marks")  # in its first peer's directory
+        for peer in peers:  # one peer's failure to write its files must not lose its process-mates' files
+            _closing(peer.close, what=f"peer {peer.index}'s results")
+    return 1 if crashed else 0
+
+
+def _closing(step: Callable[..., None], *args: Any, what: str) -> None:
+    """Run one step of a worker's exit; a failure is logged (the parent then reports that peer's missing
+    files), never raised past the steps left."""
+    try:
+        step(*args)
+    except Exception:
+        logging.getLogger("p2pfl.sim").exception("could not write %s", what)
+
+
+def _log_to_stderr(*, packed: bool) -> None:
+    """The process's log (the parent points stderr at the first peer's ``worker.log``); with several peers
+    in the process every line says whose it is."""
+    fmt = "%(asctime)s %(levelname)s " + ("[peer %(peer)s] " if packed else "") + "%(name)s %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.addFilter(PeerLogFilter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # P2PFL_SIM_LOG=DEBUG (or INFO) makes p2pfl's own loggers verbose in every worker's log, for diagnosis
+    level = os.environ.get("P2PFL_SIM_LOG", "WARNING").upper()
+    logging.getLogger("p2pfl").setLevel(level if level in logging.getLevelNamesMapping() else "WARNING")
 
 
 #: ``cpu``: each worker writes ``cpu.json`` next to its log: the process's and the event-loop thread's CPU
@@ -261,6 +202,23 @@ def mark(phase: str) -> None:
 def _write_marks(d: Path) -> None:
     if _marks:
         (d / "cpu.json").write_text(json.dumps(_marks))
+        (d / "memo.json").write_text(json.dumps(_memo_use()))
+
+
+def _memo_use() -> dict[str, list[int]]:
+    """(hits, misses) of p2pfl's process-wide memos of pure functions: the peers of one process share them,
+    so a packed process verifies a neighbour's envelope once for all its receivers there (a real peer does
+    it alone); with ``PROFILE_ENV`` set, ``memo.json`` says how often (docs/benchmarks.md, "Several peers per
+    process")."""
+    from p2pfl import identity
+    from p2pfl.wire import header
+
+    memos = {
+        "verify": identity._verified.cache_info(),
+        "decode_header": header._decode_header_memo.cache_info(),
+        "key_of_peer_id": identity._key_of_peer_id.cache_info(),
+    }
+    return {name: [info.hits, info.misses] for name, info in memos.items()}
 
 
 def _sampled(argv: list[str], out_dir: Path) -> int:

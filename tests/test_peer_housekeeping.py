@@ -88,3 +88,18 @@ async def test_the_housekeeping_rewrites_status_json_only_when_it_changed(tmp_pa
                 await trio.sleep(0.01)
         assert len(writes) == 1
         assert json.loads(status.read_text())["duplicates"] == 1
+
+
+async def test_a_higher_peer_id_whose_lower_static_peer_never_dials_connects_after_the_grace() -> None:
+    """Of a static pair the lower peer id dials first (p2pfl.protocol.dialling). A peer listing a lower one
+    that does not list it dials once the grace is over, not a whole housekeeping period later."""
+    net = MemoryNetwork()
+    higher, lower = sorted((0, 1), key=lambda i: Identity(bytes([i + 1]) * 32).peer_id, reverse=True)
+    lower_id = Identity(bytes([lower + 1]) * 32).peer_id
+    cfg = {"static_peers": (f"memory/{lower_id}",), "reconnect_interval_s": 600.0, "status_interval_s": 600.0}
+    async with _peer(lower, net), _peer(higher, net, **cfg) as peer:
+        assert peer.transport.connected_peers() == []  # not dialled at once: the lower one may be dialling
+        with trio.move_on_after(30):
+            while not peer.transport.connected_peers():
+                await trio.sleep(0.05)
+        assert peer.transport.connected_peers() == [lower_id]

@@ -45,6 +45,7 @@ def run(
     codec: str = "raw",
     degree: int | None = None,
     wait_before_mix: bool = True,
+    peers_per_process: int | str = 1,
 ) -> dict[str, Any]:
     from p2pfl.sim.engine_libp2p import run_libp2p
     from p2pfl.sim.runner import run_memory
@@ -56,6 +57,8 @@ def run(
         sc = sc.replace(scoring={"enabled": True})
     if not wait_before_mix:  # the peer's default round order (docs/benchmarks.md, "bench_network")
         sc = sc.replace(run={"wait_before_mix": False})
+    if peers_per_process != 1:  # several peers per worker process (libp2p engine)
+        sc = sc.replace(run={"peers_per_process": peers_per_process})
     if codec != "raw":  # a lossy delta codec (docs/wire-format.md section 7)
         sc = sc.replace(run={"codec": codec})
     splits = w.splits()
@@ -95,6 +98,7 @@ def run(
         "peers": peers,
         "rounds": rounds,
         "config": "robust" if robust else "fedavg",
+        "peers_per_process": peers_per_process,
         "rounds_done_min": min((int(p["rounds"]) for p in honest), default=0),
         "called_at": called,
         "returned_at": returned,

@@ -2,7 +2,8 @@
 
 A replica is kept per sender; without this it went only on eviction or equivocation, so every identity that
 ever published to a long-lived peer stayed in its table. The policy is on the replica's own clock, not the
-transport's: a replica not moved on for ``forget_after_s`` (default ten times ``max_staleness_s``, so it has
+transport's: a replica neither moved on nor confirmed by its signer (a snapshot we asked for:
+``Replica.heard_at``) for ``forget_after_s`` (default ten times ``max_staleness_s``, so it has
 been out of every mix for nine staleness windows) is forgotten, whether its peer left, disconnected or went
 silent. A peer that comes back is served as a late joiner: its next delta finds no replica and asks for a
 snapshot (one fetch). The rest of its per-identity state (the scorer's record, ``_heard_at``, its ban
@@ -27,14 +28,16 @@ MAX_FORGOTTEN = 4096
 FORGET_STALENESS_FACTOR = 10.0
 
 
-class _Updated(Protocol):
+class _Heard(Protocol):
     @property
-    def updated_at(self) -> float: ...
+    def heard_at(self) -> float: ...
 
 
-def idle_peers(replicas: Mapping[str, _Updated], now: float, forget_after_s: float) -> list[str]:
-    """The peers whose replicas were not moved on for more than ``forget_after_s`` at ``now`` (sorted)."""
-    return sorted(p for p, rep in replicas.items() if now - rep.updated_at > forget_after_s)
+def idle_peers(replicas: Mapping[str, _Heard], now: float, forget_after_s: float) -> list[str]:
+    """The peers whose replicas were neither moved on nor confirmed by their signer (a snapshot of the same
+    version, asked for: :meth:`~p2pfl.protocol.replicas.Replica.heard_at`) for more than ``forget_after_s``
+    at ``now`` (sorted)."""
+    return sorted(p for p, rep in replicas.items() if now - rep.heard_at > forget_after_s)
 
 
 class ForgottenBook:

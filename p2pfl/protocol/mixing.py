@@ -52,6 +52,11 @@ class MixLedger:
         """The (peer, seq) pairs the mix just took (replaces the previous mix's)."""
         self._taken = dict(versions)
 
+    @property
+    def taken(self) -> Mapping[str, int]:
+        """The (peer -> seq) the last mix took (a paused solo peer's news is measured against it)."""
+        return self._taken
+
     def fresh(self, versions: Mapping[str, int]) -> int:
         """How many of ``versions`` (peer -> seq now held) are newer than what the last mix took."""
         return sum(1 for p, seq in versions.items() if seq > self._taken.get(p, -1))

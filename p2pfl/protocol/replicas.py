@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,12 +20,23 @@ class Replica:
     vec: FloatVec
     seq: int
     digest: bytes
+    #: when this version was applied (a new version: what the pacing counts as news)
     updated_at: float
     meta: Meta = field(default_factory=Meta)
+    #: when its signer last vouched for this version as its current one: a snapshot we asked it for, of
+    #: the version we hold (p2pfl.protocol.snapshots, "renewals"); no version news, but the peer is alive
+    confirmed_at: float = -math.inf
 
     @property
     def version(self) -> tuple[int, bytes]:
         return self.seq, self.digest
+
+    @property
+    def heard_at(self) -> float:
+        """When the signer last stood by this version: applied, or confirmed since. Staleness (the mix)
+        and forgetting (p2pfl.protocol.idle) count from here: a finished neighbour that still serves its
+        final model is not gone."""
+        return max(self.updated_at, self.confirmed_at)
 
 
 @dataclass(frozen=True)

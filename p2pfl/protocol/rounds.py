@@ -59,7 +59,7 @@ class RoundSide(EngineCore):
         out = []
         for peer in sorted(self.replicas):
             rep = self.replicas[peer]
-            if now - rep.updated_at > self.config.max_staleness_s or self.is_evicted(peer):
+            if now - rep.heard_at > self.config.max_staleness_s or self.is_evicted(peer):
                 continue
             if self.mix_filter is not None and not self.mix_filter(peer):
                 continue

@@ -45,6 +45,36 @@ class SnapshotSide(ProofSide):
         (``wait_before_mix``; see p2pfl.protocol.pacing)."""
         return [a for p in peers if not self.is_evicted(p) for a in self._want_snapshot(p, p, now)]
 
+    def renewals(self, learners: Iterable[str], now: float, *, missing: bool = False) -> list[Action]:
+        """Ask each of ``learners`` (connected, not evicted) whose version we last heard of more than half
+        ``max_staleness_s`` ago for a snapshot; with ``missing``, also those we hold no replica of (at most
+        once per half ``max_staleness_s`` each: a lurker costs one model per minute at most).
+
+        Why. Staleness counted from a version's arrival, so a neighbour that finished its rounds and only
+        serves (``p2pfl peer`` after ``rounds``) left our mix ``max_staleness_s`` after its last version
+        although it is connected and serves that model, and a peer paused by ``solo_rounds`` among such
+        neighbours waited for ever (p2pfl.protocol.solo). The signer's answer, over an authenticated stream
+        we opened, of the version we hold confirms it (:meth:`handle_snapshot`); a newer one is applied
+        (gossip lost it). ``missing``: a resumed peer's first wait and a paused peer ask the neighbours
+        they never heard from (a snapshot the join missed, or a restart without a join), whose version 0
+        (nothing published yet) is not taken for a replica. What an attacker gains: nothing it cannot have
+        by publishing; no third party can answer (only the signer serves its snapshot), and replays of
+        gossip confirm nothing."""
+        half, retry = self.config.max_staleness_s / 2, self.config.snapshot_retry_s
+        out: list[Action] = []
+        for p in learners:
+            rep = self.replicas.get(p)
+            if self.is_evicted(p) or (rep is not None and now - rep.heard_at <= half):
+                continue
+            if now - self._snapshot_wanted.get(p, -math.inf) < retry:
+                continue  # on its way (asked each wait's recheck, it counts as one request)
+            if rep is None:
+                if not missing or now - self._first_asked.get(p, -math.inf) < half:
+                    continue
+                self._first_asked[p] = now
+            out += self._want_snapshot(p, p, now)
+        return out
+
     def _want_snapshot(self, peer: str, via: str, now: float) -> list[Action]:
         self.snapshot_requests += 1
         asked = self._snapshot_wanted.get(peer)
@@ -59,7 +89,7 @@ class SnapshotSide(ProofSide):
 
     def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:
         """A snapshot of ``expected_sender``'s public model arrived (signed by that peer)."""
-        self._snapshot_wanted.pop(expected_sender, None)
+        asked = self._snapshot_wanted.pop(expected_sender, None) is not None
         env = self._open_snapshot(data, expected_sender)
         if isinstance(env, str):
             return self._reject(env, expected_sender)
@@ -70,12 +100,19 @@ class SnapshotSide(ProofSide):
         rep = self.replicas.get(h.sender)
         if rep is not None and h.seq < rep.seq:
             return self._reject("stale_snapshot", h.sender)
-        if rep is None and h.seq <= self.forgotten.floor(h.sender):  # (no newer than a forgotten replica)
+        floor = self.forgotten.floor(h.sender)
+        # no older than a forgotten replica, nor as old unless its signer answers our request: the floor
+        # stops replays, and a finished neighbour forgotten while we did not ask serves that version still
+        if rep is None and (h.seq < floor or (h.seq == floor and not asked)):
             return self._reject("stale_snapshot", h.sender)
         if rep is not None and h.seq == rep.seq:
             if h.result != rep.digest:  # the same, when the delta's header was not kept (e.g. old)
                 return self._reject("equivocation", h.sender)
-            return self._drain(h.sender, now)  # nothing new: the replica does not count as fresh
+            if asked:  # its signer stands by it now (renewals); still no news for the pacing
+                rep.confirmed_at = now
+            return self._drain(h.sender, now)
+        if rep is None and h.seq == 0 and h.sender in self._first_asked:
+            return []  # a neighbour asked by renewals that has published nothing yet: no replica
         self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
         return self._drain(h.sender, now)
 

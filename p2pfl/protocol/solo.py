@@ -13,6 +13,13 @@ What a production user expects, and what the peer does (``[peer] solo_rounds``, 
   it off): it runs no round until a neighbour's version arrives, and then one round per new neighbour
   version, so it never runs ahead on its own data while still learning from whatever reaches it. It
   still serves its model, and keeps forgetting idle identities meanwhile;
+* a paused peer also asks its connected neighbours for what it lacks (``GossipEngine.renewals``): a
+  neighbour that finished its rounds and only serves publishes nothing more, yet its model may be one the
+  pause never mixed (its replica had gone stale, or the restart brought none). Its snapshot makes that
+  version mixable again, and a version mixable now that the last mix did not take wakes the peer
+  (:func:`woken`): once per version, or per renewal of a replica that went stale, never per answer
+  (an answer confirming a version the last mix took is no news), so no replay and no neighbour can keep
+  a paused peer running solo rounds;
 * the first round that mixes a neighbour again ends it (one info line, counters back to 0).
 
 ``solo_rounds = 0`` never pauses (a deliberately single peer, e.g. a local test, trains on; its rounds are
@@ -21,6 +28,7 @@ still marked solo). Pure: the caller reports each round's mixed-neighbour count.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,3 +87,18 @@ class SoloTracker:
 
     def status(self) -> dict[str, int | bool]:
         return {"rounds": self.rounds, "total": self.total, "paused": self.paused}
+
+
+def woken(
+    held_at_mix: Mapping[str, int],
+    held_now: Mapping[str, int],
+    taken_at_mix: Mapping[str, int],
+    mixable_now: Mapping[str, int],
+) -> bool:
+    """Whether a paused peer has a neighbour's news (peer -> seq, non-evicted neighbours only): a version
+    it did not hold at its last mix (``held_at_mix``), or one mixable now (``mixable_now``: fresh, not
+    evicted) that the last mix did not take (``taken_at_mix``: its candidates), e.g. a finished
+    neighbour's final version whose stale replica its signer confirmed again (module docstring)."""
+    if any(held_at_mix.get(p) != seq for p, seq in held_now.items()):
+        return True
+    return any(taken_at_mix.get(p) != seq for p, seq in mixable_now.items())

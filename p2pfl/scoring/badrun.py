@@ -36,15 +36,23 @@ it met ``evict_distance`` and was banned. A sign-flipper is far from its first p
 in rounds 6-8 on the dumbbell, 5.8 and more on the 6-regular graph but for one pair at an observer with 3
 attackers among 6 neighbours, 3.4). So a neighbour whose first ``trust_versions`` settled versions all sat
 below ``evict_distance`` (the scorer passes the smaller of its ratios from the own mix and from the plain
-median, as eviction counting needs both) is *trusted*: its gradual drift counts towards eviction only at
-``trusted_distance`` (32; the farthest honest neighbour measured reached ``r`` 21-24); a version beyond
+median, as eviction counting needs both) is *trusted*: its gradual drift does not count towards eviction
+(``trusted_distance``, ``inf`` by default; a finite one counts it from there on); a version beyond
 ``evict_distance`` and more than ``jump`` (4) times farther than the nearest of the neighbour's last
 ``trust_versions`` versions ends the trust for good: the onset of an honest-then-attack poisoner (a
 sign-flipper turning after round 10 went from ``r`` 0.9-1.6 to 4.2-7.9 within 2-3 versions, 4.3-5.7x; honest
-drift on the dumbbell grew at most 3.4x over 3 versions). An attacker who knows this earns the trust, then
-ramps slower than that and stays below ``trusted_distance``: it is not banned, but every bad version still
-leaves the mix at once and its reputation falls below ``exclude_below`` (weight 0), as for the attacker who
-stays inside ``evict_distance``.
+drift on the dumbbell grew at most 3.4x over 3 versions).
+
+Why no distance bound for a trusted neighbour's drift (it was 32, above the farthest honest neighbour then
+measured, ``r`` 21-24): an honest peer with a Byzantine majority among its own neighbours is dragged by them
+without bound, version after version (random 4-regular graph, 25 % dissensus: the peer with three attackers
+among four neighbours went from ``r`` 3 to 110 at its one honest neighbour in rounds 24-35, 1.3x per version,
+and that neighbour banned it at 32: issue 16's false eviction). At that observer its attacker neighbour,
+which pushes the same victim, drifted the same way (``r`` 142): no distance or loss tells the two apart, so
+any finite bound bans the victim too, given rounds enough. An attacker who knows this earns the trust, then
+ramps slower than a jump: it is not banned, but every bad version still leaves the mix at once and its
+reputation falls below ``exclude_below`` (weight 0), as for the attacker who stays inside ``evict_distance``;
+one that becomes absurd (``hard_reject_factor``, when set) is banned whatever its trust.
 
 Pure: no clock, no randomness.
 """
@@ -125,7 +133,7 @@ class DriftTrust:
     poisoning (module doc). ``trust_versions`` 0 switches it off (every neighbour is judged at
     ``evict_distance``)."""
 
-    def __init__(self, trust_versions: int, jump: float, trusted_distance: float) -> None:
+    def __init__(self, trust_versions: int, jump: float, trusted_distance: float = math.inf) -> None:
         self.trust_versions, self.jump, self.trusted_distance = trust_versions, jump, trusted_distance
         #: peer -> (settled versions seen while earning, trusted, forfeited, its last ``trust_versions`` r)
         self._state: dict[str, tuple[int, bool, bool, tuple[float, ...]]] = {}
@@ -151,10 +159,22 @@ class DriftTrust:
         kept = r if math.isfinite(r) else math.inf
         self._state[peer] = (seen, trusted, forfeited, (*recent, kept)[-self.trust_versions :])
 
+    def gradual(self, peer: str, r: float) -> bool:
+        """Whether ``r`` is no jump from ``peer``'s last ``trust_versions`` settled versions (all of them
+        recorded and finite, ``r`` below ``jump`` times the nearest): a drift, not a new offence."""
+        state = self._state.get(peer)
+        if self.trust_versions <= 0 or state is None or len(state[3]) < self.trust_versions:
+            return False
+        recent = state[3]
+        return all(math.isfinite(x) for x in recent) and r < self.jump * min(recent)
+
     def counts(self, peer: str, r: float) -> bool:
         """Whether distance ``r`` is far enough for a bad score of ``peer`` to count, beyond
-        ``evict_distance`` (the caller's check): ``trusted_distance`` for a trusted neighbour."""
-        return not self.trusted(peer) or r >= self.trusted_distance
+        ``evict_distance`` (the caller's check): a trusted neighbour's only at a finite ``trusted_distance``
+        (``inf``: never; its trust ends with a jump, which :meth:`observe` sees first)."""
+        if not self.trusted(peer):
+            return True
+        return math.isfinite(self.trusted_distance) and r >= self.trusted_distance
 
     def reset(self, peer: str) -> None:
         self._state.pop(peer, None)

@@ -44,13 +44,29 @@ class ScoringConfig:
     #: evictions"). ``None`` or 0: any bad score counts (the old rule).
     evict_distance: float | None = 4.0
     #: a neighbour whose first ``evict_trust_versions`` settled versions all sat below ``evict_distance`` is
-    #: trusted: its gradual drift counts towards eviction only at ``evict_trusted_distance``; one version
-    #: beyond ``evict_distance`` and ``evict_jump`` times farther than the nearest of its last
-    #: ``evict_trust_versions`` ends the trust
+    #: trusted: its gradual drift counts towards eviction only at ``evict_trusted_distance`` (``inf``, the
+    #: default: never, since an honest peer dragged by a Byzantine majority of its own neighbours drifts
+    #: without bound); one version beyond ``evict_distance`` and ``evict_jump`` times farther than the
+    #: nearest of its last ``evict_trust_versions`` ends the trust
     #: (p2pfl/scoring/badrun.py, ``DriftTrust``; docs/scoring.md, "Drift trust"). 0: off.
     evict_trust_versions: int = 3
     evict_jump: float = 4.0
-    evict_trusted_distance: float = 32.0
+    evict_trusted_distance: float = math.inf
+    #: an eviction's loss evidence is judged against the neighbour's own loss too: its median loss ratio (loss
+    #: over the own) while it was near (``r <= dist_ok``) and scored well, capped by the founding tolerance,
+    #: when above the current tolerance (none if it exceeds ``loss_ok`` times the founding tolerance). A peer
+    #: dragged by a Byzantine majority of its neighbours (they mimic its own model, so their loss ratio ~1
+    #: sets its tolerance) otherwise judges its honest neighbours, unchanged on its data, as poisoned
+    #: (p2pfl/scoring/losses.py, ``near_loss_reference``; docs/scoring.md, "A dragged peer's honest
+    #: neighbours"). False: the crowd's tolerance alone.
+    evict_near_loss: bool = True
+    #: an absurd model (``hard_reject_factor``) whose distance is no jump (``evict_jump``) from the
+    #: neighbour's last ``evict_trust_versions`` settled ones (from the own mix's centre or the plain median)
+    #: is rejected but does not count towards eviction when this is False: an honest peer dragged by a
+    #: Byzantine majority of its own neighbours drifts until its models are absurd at its honest neighbours
+    #: (issue 16, rr6 dissensus seed 3, rr4 seed 4). Non-finite models and any jump still count. True: the
+    #: old rule.
+    evict_absurd_drift: bool = False
     probation_length: int = 3
     probation_reputation: float = 0.5
     dist_ok: float = 2.0
@@ -298,11 +314,11 @@ class ScoringConfig:
         if not is_real(self.evict_jump) or not 1.0 < self.evict_jump < math.inf:
             raise ConfigError("scoring", "evict_jump", f"must be a number > 1, got {self.evict_jump!r}")
         far = self.evict_trusted_distance
-        if not is_real(far) or not (evict_distance or 0.0) <= far < math.inf:
+        if not (is_real(far) or far == math.inf) or not (evict_distance or 0.0) <= far:
             raise ConfigError(
                 "scoring",
                 "evict_trusted_distance",
-                f"must be a finite number >= evict_distance, got {far!r}",
+                f"must be a number >= evict_distance (inf: never), got {far!r}",
             )
         hard = self.dist_hard
         if hard is not None and (not is_real(hard) or hard <= self.dist_cutoff):
@@ -339,6 +355,8 @@ class ScoringConfig:
             "persist_evict",
             "echo",
             "heading",
+            "evict_near_loss",
+            "evict_absurd_drift",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")

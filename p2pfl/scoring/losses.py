@@ -18,7 +18,14 @@ import numpy as np
 from p2pfl.scoring.config import ScoringConfig
 from p2pfl.scoring.standing import PeerState
 
-__all__ = ["LossTolerance", "finite_losses", "robust_median", "track_jump"]
+__all__ = [
+    "LossTolerance",
+    "finite_losses",
+    "near_loss_reference",
+    "record_near",
+    "robust_median",
+    "track_jump",
+]
 
 #: loss ratios kept per identity, and how many it needs before a jump counts
 JUMP_HISTORY = 20
@@ -48,6 +55,57 @@ def track_jump(config: ScoringConfig, state: PeerState, loss: float, own_val_los
     state.jumped = len(history) >= JUMP_HISTORY_MIN and ratio > cfg.loss_jump * float(np.median(history))
     history.append(min(ratio, 1e12))
     del history[:-JUMP_HISTORY]
+
+
+def record_near(config: ScoringConfig, state: PeerState, loss: float, own_val_loss: float | None) -> None:
+    """Keep the loss ratio of a version that sat near (``r <= dist_ok``) and scored well: what this
+    neighbour's models cost the own data while it was an accepted member of the neighbourhood."""
+    if (
+        own_val_loss is None
+        or not math.isfinite(own_val_loss)
+        or own_val_loss <= 0
+        or not math.isfinite(loss)
+    ):
+        return
+    state.near_ratios.append(loss / max(own_val_loss, config.loss_floor))
+    del state.near_ratios[:-JUMP_HISTORY]
+
+
+def near_loss_reference(
+    config: ScoringConfig,
+    state: PeerState,
+    loss_ref: float | None,
+    own_val_loss: float | None,
+    founding: float,
+) -> float | None:
+    """The loss reference a bad version of this neighbour must fail to count towards eviction
+    (``ScoringConfig.evict_near_loss``): ``loss_ref``, raised to the own loss times the neighbour's median
+    near ratio (:func:`record_near`), that capped by the ``founding`` tolerance.
+
+    Why: the tolerance is the anchors' median loss ratio. At a peer with a Byzantine majority among its
+    neighbours the anchors' median is the attackers', and dissensus attackers publish models next to the
+    peer's own (ratio 0.1-1.5): the tolerance fell from 9-20 to 1.0-1.2 in the rounds they did, and the
+    peer's two honest neighbours, whose ratio on its data never moved (13-23 while near in rounds 2-6,
+    8-22 after), scored bad by loss and were banned (issue 16, rr6 dissensus seed 3). Their own history is
+    one thing a crowd cannot rewrite. The excuse is capped by the ``founding`` tolerance (an attacker
+    gains no more than the founding crowd granted everyone), and a near ratio whose loss would have scored
+    below clean against it (above ``loss_ok`` times it) earns none: a sign-flipper at a peer whose centre
+    its colluders set sat near at ratio 19-110 (median ~100) and kept its link under the cap alone. (No
+    excuse above the founding tolerance itself was too strict: it is capped at ``loss_tolerance_max``,
+    20, and the honest neighbours' near ratios were 13-27.)"""
+    if (
+        loss_ref is None
+        or not config.evict_near_loss
+        or not state.near_ratios
+        or own_val_loss is None
+        or not math.isfinite(own_val_loss)
+        or own_val_loss <= 0
+    ):
+        return loss_ref
+    ratio = float(np.median(state.near_ratios))
+    if ratio > config.loss_ok * founding:
+        return loss_ref  # its loss was bad against the founding tolerance already while near: no excuse
+    return max(loss_ref, max(own_val_loss, config.loss_floor) * min(ratio, founding))
 
 
 class LossTolerance:

@@ -231,6 +231,7 @@ class ContributionScorer(ScoringSteps):
         state.probation_left = self.config.probation_length
         state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
+        state.near_ratios.clear()
         state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
         self._reset_history(peer)
 
@@ -306,7 +307,8 @@ class ContributionScorer(ScoringSteps):
                 )
                 continue
             if p in call.rejected:
-                reason = reject_absurd(self.config, state, call.rejected[p])
+                counts = self._absurd_counts(call, p, state)
+                reason = reject_absurd(self.config, state, call.rejected[p], counts=counts)
                 records[p] = ScoreRecord(
                     p, math.inf, 0.0, None, None, None, 0.0, state.reputation, self.status(p), reason
                 )

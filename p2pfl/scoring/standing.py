@@ -77,6 +77,8 @@ class PeerState:
     loss_ratios: list[float] = field(default_factory=list)
     #: its current version's loss ratio is ``loss_jump`` times the median of the earlier ones
     jumped: bool = False
+    #: its loss ratios while it was near (``r <= dist_ok``) and scored well (``evict_near_loss``)
+    near_ratios: list[float] = field(default_factory=list)
 
 
 def standing(config: ScoringConfig, reputation: float) -> Status:
@@ -124,11 +126,15 @@ def transition(
     return "active"
 
 
-def reject_absurd(config: ScoringConfig, state: PeerState, distance: float) -> str:
+def reject_absurd(config: ScoringConfig, state: PeerState, distance: float, *, counts: bool = True) -> str:
     """An absurd model: score 0, an offence that no grace forgives, back to the start of probation; returns
-    the reason (the caller builds the record)."""
+    the reason (the caller builds the record). ``counts`` False: a trusted neighbour's gradual drift reached
+    absurd distances (``ScoringConfig.evict_absurd_drift``): out of the mix and its reputation, no offence."""
     cfg = config
     state.reputation = (1.0 - cfg.ema) * state.reputation
+    if not counts:
+        state.status = standing(cfg, state.reputation) if state.status != "probation" else state.status
+        return "rejected: absurd model (a trusted neighbour's gradual drift: not counted)"
     state.absurd += 1
     state.consecutive_bad += 1
     state.bad_evidence = leak(state.bad_evidence, True, cfg.bad_memory)

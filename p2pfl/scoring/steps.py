@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
 from p2pfl.scoring.components import as_vec, combine, cosine_score, distance_ratio, loss_score, ramp_down
-from p2pfl.scoring.losses import LossTolerance, track_jump
+from p2pfl.scoring.losses import LossTolerance, near_loss_reference, record_near, track_jump
 from p2pfl.scoring.persistence import persistence_reason
 from p2pfl.scoring.references import References, references
 from p2pfl.scoring.standing import PeerState, ScoreRecord, Status, earn, pass_bars, transition
@@ -45,6 +45,8 @@ class Call:
     refs: References
     val_losses: Mapping[str, float] | None
     own_val_loss: float | None
+    #: the reference centre the distances ``dists`` are measured from
+    centre: NDArray[np.float64] | None = None
     #: badrun.neighbourhood_ratios, computed when first needed
     plain: dict[str, float] | None = None
 
@@ -98,7 +100,18 @@ class ScoringSteps(TrackerHooks):
             own_val_loss=own_val_loss,
         )
         return Call(
-            before, after, own_update, own_norm, models, rejected, sane, dists, refs, val_losses, own_val_loss
+            before,
+            after,
+            own_update,
+            own_norm,
+            models,
+            rejected,
+            sane,
+            dists,
+            refs,
+            val_losses,
+            own_val_loss,
+            centre=ctr,
         )
 
     def _score(
@@ -123,6 +136,8 @@ class ScoringSteps(TrackerHooks):
             combined = 0.0
         state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
         bad = combined < cfg.bad_score
+        if not bad and r <= cfg.dist_ok and s_loss is not None and call.val_losses is not None:
+            record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)
         counts = self._counts(
             call, p, state, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
         )
@@ -181,12 +196,15 @@ class ScoringSteps(TrackerHooks):
         cfg, refs = self.config, call.refs
         # a bad score counts towards eviction only if it is bad against the eviction reference too
         lenient, r_e = combined, r
-        if bad and not persistent and (refs.med_evict, refs.loss_evict) != (refs.med, refs.loss_ref):
+        loss_evict = near_loss_reference(
+            cfg, state, refs.loss_evict, call.own_val_loss, self._tolerance.founding
+        )
+        if bad and not persistent and (refs.med_evict, loss_evict) != (refs.med, refs.loss_ref):
             r_e = call.dists[p] / refs.med_evict if refs.med_evict > 0 else r
             s_loss_e = s_loss
-            if s_loss is not None and refs.loss_evict is not None:
+            if s_loss is not None and loss_evict is not None:
                 loss = float(call.val_losses[p])  # type: ignore[index]  # (s_loss implies a loss)
-                s_loss_e = loss_score(cfg, loss, refs.loss_evict)
+                s_loss_e = loss_score(cfg, loss, loss_evict)
             s_dist_e = ramp_down(r_e, cfg.dist_ok, cfg.dist_cutoff)
             lenient = self._combine(r_e, s_dist_e, s_cos, s_loss_e)
         seen_r = r_e  # issue 16, drift trust: far only if far from both centres (as for counting)
@@ -199,6 +217,27 @@ class ScoringSteps(TrackerHooks):
         if counts and not persistent and cfg.evict_distance is not None:
             counts = self._plain(call).get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
         return counts
+
+    def _absurd_counts(self, call: Call, p: str, state: PeerState) -> bool:
+        """Whether ``p``'s absurd version counts towards its eviction: always, unless its distance (from the
+        own mix's centre and from the plain median, the smaller) is no jump from its last settled versions
+        (``DriftTrust.gradual``, ``ScoringConfig.evict_absurd_drift``): the drift that led there was judged
+        version by version by the other rules (a trusted neighbour's not at all), and reaching the absurd
+        bound by degrees is no new offence. The version is recorded, so a jump also ends the trust."""
+        cfg = self.config
+        if cfg.evict_absurd_drift or not cfg.evict_distance or state.absurd > 0:
+            return True  # (one absurd offence, e.g. a jump, and every later absurd version counts too)
+        model = call.models[p]
+        if call.centre is None or not np.all(np.isfinite(model)):
+            return True
+        sane = {q: call.models[q] for q in call.sane}
+        settled = [q for q in call.sane if self._state(q).established] or call.sane
+        plain = neighbourhood_ratios(call.after, {**sane, p: model}, settled).get(p, math.inf)
+        r = distance_ratio(float(np.linalg.norm(model - call.centre)), call.refs.med)
+        seen = min(r, plain)
+        gradual = self.drift.gradual(p, seen)
+        self._observe_drift(p, state, seen)
+        return not gradual
 
     def _plain(self, call: Call) -> dict[str, float]:
         """``badrun.neighbourhood_ratios`` of the sane models (computed once per call), the centre and the

@@ -24,7 +24,7 @@ import numpy.typing as npt
 
 from p2pfl.errors import StateError
 from p2pfl.fsutil import atomic_write
-from p2pfl.wire import DIGEST_SIZE, WireError, decode_tensors, digest, encode_tensors
+from p2pfl.wire import DIGEST_SIZE, Meta, WireError, decode_tensors, digest, encode_tensors
 
 CHECKPOINT_NAME: Final = "checkpoint.p2ck"
 BEST_NAME: Final = "best.p2ck"
@@ -56,12 +56,28 @@ def _tensors(data: bytes, key: str, where: str) -> Params:
         raise StateError(f"{where} is malformed: {key} tensors do not decode ({exc})") from None
 
 
+def _public_meta(raw: Mapping[Any, Any], where: str) -> Meta | None:
+    """The optional ``pmeta`` map (absent in checkpoints written before it: None)."""
+    if "pmeta" not in raw:
+        return None
+    m = _field(raw, "pmeta", dict, where)
+    if not set(m) <= {"round", "samples", "loss"}:
+        raise StateError(f"{where} is malformed: field 'pmeta' has unknown keys")
+    try:
+        return Meta(samples=m.get("samples"), loss=m.get("loss"), round=m.get("round"))
+    except WireError as exc:
+        raise StateError(f"{where} is malformed: field 'pmeta': {exc}") from None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Everything needed to resume: own model, last published public model and its version, metrics.
 
     ``pending_log`` holds the encoded version-log records of this version, so that a log append that
-    fails after the checkpoint was written loses nothing (see the module docstring).
+    fails after the checkpoint was written loses nothing (see the module docstring). ``public_meta``: the
+    public version's own meta as signed when it was published (its round can be earlier than ``round``:
+    rounds that published nothing, e.g. a spent privacy budget); a restored peer's snapshots carry it.
+    None in a checkpoint written before it was kept.
     """
 
     peer_id: str
@@ -73,6 +89,7 @@ class Checkpoint:
     metrics: dict[str, float] = field(default_factory=dict)
     timestamp_ms: int = 0
     pending_log: tuple[bytes, ...] = ()
+    public_meta: Meta | None = None
 
     def to_bytes(self) -> bytes:
         fields: dict[str, Any] = {
@@ -88,6 +105,8 @@ class Checkpoint:
         }
         if self.pending_log:
             fields["log"] = list(self.pending_log)
+        if self.public_meta is not None:
+            fields["pmeta"] = self.public_meta.to_wire()
         body = _pack(fields)
         return body + digest(body)
 
@@ -129,6 +148,7 @@ class Checkpoint:
             metrics=metrics,
             timestamp_ms=_field(raw, "ts", int, where),
             pending_log=tuple(pending),
+            public_meta=_public_meta(raw, where),
         )
 
 

@@ -47,6 +47,8 @@ class TransportStats:
     requests_failed: int = 0
     #: duplicate or half-closed connection pairs torn down and redialled (libp2p only)
     connections_resynced: int = 0
+    #: pubsub streams found on a closed connection while a live one was up, and reopened (libp2p only)
+    pubsub_streams_healed: int = 0
     #: connections closed at the socket because a request on them outlived its deadline (libp2p only)
     connections_aborted: int = 0
     dropped: dict[str, int] = field(default_factory=dict)

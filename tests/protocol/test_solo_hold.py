@@ -15,6 +15,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.identity import Identity
 from p2pfl.peer_solo import SoloWatch
 from p2pfl.protocol import Action, GossipEngine, ProtocolConfig, RequestSnapshot
+from p2pfl.protocol.mixing import MixLedger
 from p2pfl.scoring import ScoringConfig
 from tests.protocol.test_churn import _evict, _publish, _seed
 from tests.protocol.test_engine import model
@@ -56,6 +57,8 @@ def test_a_paused_peer_readmits_its_evicted_neighbour_and_wakes_for_its_next_ver
         _p=SimpleNamespace(stopped=trio.Event(), engine=victim, exchange=SimpleNamespace(execute=execute)),
         _replica_updated=trio.Event(),
         _held_at_mix={},
+        _ledger=MixLedger(),
+        _views=lambda _now: [],  # (renewals: tests/protocol/test_renewals.py)
     )
     watch = SoloWatch(pause_after=1)
     watch.tracker.observe(0)

@@ -110,24 +110,60 @@ def test_honest_then_attack_is_evicted_at_its_onset() -> None:
     assert records[-1].status == "evicted" and len(records) <= 10 + 2 * cfg.evict_after
 
 
+def _ramp(limit: float, factor: float = 1.5) -> Callable[[int], float]:
+    """Trusted after three settled versions, then ``factor`` times farther per version from round 10,
+    up to ``r`` ``limit``."""
+    return lambda t: 1.2 if t < 10 else min(limit, 1.2 * factor ** (t - 9))
+
+
 def test_the_adaptive_attacker_ramping_slower_than_the_jump_keeps_its_link_but_no_weight() -> None:
     """The attacker who knows the rule earns the trust, then ramps 1.5x per version (3.4x over 3 versions,
-    under ``evict_jump``) to
-    ``r`` 30, just inside ``evict_trusted_distance``: never evicted, but every far version scores bad and
-    it is excluded (weight 0) within a few versions. One step beyond ``evict_trusted_distance`` and it is
-    evicted."""
+    under ``evict_jump``) as far as it likes (``r`` 100, or 300: absurd beyond about ``r`` 150,
+    ``hard_reject_factor`` times the own norm): never evicted, but every far version scores bad and it is
+    excluded (weight 0) within a few versions; its absurd ones are rejected outright. Reaching the absurd
+    bound by degrees is no offence since ``evict_absurd_drift = False`` (an honest peer dragged by its
+    Byzantine majority gets there too, tests/scoring/test_dragged_peer.py); with the old rule (True) it is
+    evicted, trust or not. With a finite ``evict_trusted_distance`` (the rule before: 32) one step beyond
+    it is evicted."""
     cfg = ScoringConfig()
-
-    def ramp(limit: float) -> Callable[[int], float]:
-        return lambda t: 1.2 if t < 10 else min(limit, 1.2 * 1.5 ** (t - 9))
-
-    scorer, records = _drift(cfg, ramp(30.0))
-    assert len(records) == 40 and records[-1].status != "evicted"
-    late = records[20:]
-    assert all(r.combined < cfg.bad_score for r in late)
-    assert all(r.status == "excluded" for r in late) and scorer.weights_for(["o"])[0] == 0.0
-    _, beyond = _drift(cfg, ramp(40.0))
+    for limit in (30.0, 100.0):
+        scorer, records = _drift(cfg, _ramp(limit))
+        assert len(records) == 40 and records[-1].status != "evicted"
+        late = records[20:]
+        assert all(r.combined < cfg.bad_score for r in late)
+        assert all(r.status == "excluded" for r in late) and scorer.weights_for(["o"])[0] == 0.0
+    scorer, absurd = _drift(cfg, _ramp(300.0))
+    assert len(absurd) == 40 and absurd[-1].status == "excluded" and "absurd" in absurd[-1].reason
+    assert scorer.weights_for(["o"])[0] == 0.0
+    _, old = _drift(ScoringConfig(evict_absurd_drift=True), _ramp(300.0))
+    assert old[-1].status == "evicted" and "absurd" in old[-1].reason
+    bounded = ScoringConfig(evict_trusted_distance=32.0)
+    _, inside = _drift(bounded, _ramp(30.0))
+    assert inside[-1].status != "evicted"
+    _, beyond = _drift(bounded, _ramp(40.0))
     assert beyond[-1].status == "evicted" and len(beyond) <= 20 + 2 * cfg.evict_after
+
+
+def test_an_honest_peer_dragged_by_its_byzantine_majority_is_not_evicted_by_its_honest_neighbour() -> None:
+    """Issue 16's false eviction (random 4-regular graph, 25 % dissensus, seed 1): the peer with three
+    attackers among four neighbours drifted 1.3x per version from ``r`` 3 to 110 at its one honest
+    neighbour, loss 40x the own, and was banned there once past 32. Fails on the previous default
+    (``evict_trusted_distance = 32``); its far versions still leave the mix."""
+    cfg = ScoringConfig()
+    scorer, records = _drift(cfg, _ramp(110.0, 1.3))
+    assert len(records) == 40 and records[-1].status != "evicted"
+    assert records[-1].distance > 100 and scorer.weights_for(["o"])[0] == 0.0
+    _, old = _drift(ScoringConfig(evict_trusted_distance=32.0), _ramp(110.0, 1.3))
+    assert old[-1].status == "evicted"
+
+
+def test_the_trusted_distance_is_inf_by_default_and_may_be_finite() -> None:
+    assert ScoringConfig().evict_trusted_distance == math.inf
+    assert ScoringConfig(evict_trusted_distance=32.0).evict_trusted_distance == 32.0
+    d = DriftTrust(3, 4.0)
+    for r in (1.0, 1.0, 1.0):
+        d.observe("p", r, 4.0, settled=True)
+    assert d.trusted("p") and not d.counts("p", 1e12) and d.counts("q", 4.0)
 
 
 @pytest.mark.parametrize(
@@ -138,10 +174,19 @@ def test_the_adaptive_attacker_ramping_slower_than_the_jump_keeps_its_link_but_n
         ("evict_jump", 1.0),
         ("evict_jump", math.inf),
         ("evict_trusted_distance", 3.0),
-        ("evict_trusted_distance", math.inf),
+        ("evict_trusted_distance", -math.inf),
         ("evict_trusted_distance", math.nan),
     ],
 )
 def test_config_rejects_bad_drift_trust_values(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=rf"\[scoring\] {key}"):
         ScoringConfig(**{key: value})  # type: ignore[arg-type]
+
+
+def test_a_jump_to_an_absurd_model_is_evicted_trust_or_not() -> None:
+    """Trusted after three settled versions, then absurd at once (``r`` 1.2 -> 300): the jump counts, as
+    every absurd version after it (``evict_absurd_drift`` exempts only a gradual arrival)."""
+    cfg = ScoringConfig()
+    _, records = _drift(cfg, lambda t: 1.2 if t < 10 else 300.0)
+    assert records[-1].status == "evicted" and "absurd" in records[-1].reason
+    assert len(records) <= 10 + 2 * cfg.evict_after

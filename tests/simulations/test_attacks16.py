@@ -121,6 +121,20 @@ def test_dissensus_pushes_the_farthest_neighbour_away_from_the_mean() -> None:
         assert np.linalg.norm(mixed - xm) > np.linalg.norm(xt - xm)
 
 
+def test_dissensus_from_a_round_publishes_honest_training_first_then_pushes_at_once() -> None:
+    """The adaptive form against drift trust (``dissensus_from_round``): honest for that many own rounds."""
+    inner = _learner()
+    w = Dissensus(inner, lam=1.0, from_round=2)
+    models = {"a": _like(inner, 0.0), "b": _like(inner, 4.0)}
+    w.keyed = lambda: models
+    for _ in range(2):
+        out = _round(w)
+        assert all(np.array_equal(out[k], inner.get_params()[k]) for k in out)  # its own training
+    out = _round(w)
+    pushed = 6.0 if w.target == "b" else -2.0  # the target plus its distance from the mean (2)
+    assert w.target is not None and all(np.allclose(v, pushed) for v in out.values())
+
+
 def test_dissensus_evading_echo_drops_the_push_along_the_targets_last_step() -> None:
     """The adaptive form against p2pfl/scoring/echo.py: its push has no component along the target's last
     public step, and it is the plain attack until it has seen the target twice."""
@@ -177,6 +191,9 @@ def test_attack_spec_checks_dissensus_lambda() -> None:
     assert AttackSpec.parse({"kind": "dissensus", "dissensus_lambda": 2}).dissensus_lambda == 2.0
     with pytest.raises(ScenarioError, match="dissensus_lambda"):
         AttackSpec.parse({"kind": "dissensus", "dissensus_lambda": -1.0})
+    assert AttackSpec.parse({"kind": "dissensus", "dissensus_from_round": 8}).dissensus_from_round == 8
+    with pytest.raises(ScenarioError, match="dissensus_from_round"):
+        AttackSpec.parse({"kind": "dissensus", "dissensus_from_round": -1})
 
 
 @pytest.mark.parametrize("kind", ["mimic", "dissensus"])

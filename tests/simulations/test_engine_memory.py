@@ -194,7 +194,9 @@ async def test_static_peers_are_dialled_at_once(autojump_clock: trio.testing.Moc
     )
     config = PeerConfig(network_id="n", status_interval_s=0, static_peers=static)
     data = Dataset(np.zeros((4, 3), np.float32), np.zeros(4, np.int64))
-    peer = Peer(config, NumpySoftmaxLearner(data, data, 2), Identity(bytes([1]) * 32), transport=factory)
+    me = Identity(bytes([58]) * 32)  # a lower peer id than all 6 dials them at once (p2pfl.protocol.dialling)
+    assert all(me.peer_id < addr.rpartition("/")[2] for addr in static)
+    peer = Peer(config, NumpySoftmaxLearner(data, data, 2), me, transport=factory)
     with trio.fail_after(30):
         async with peer:
             pass

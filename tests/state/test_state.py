@@ -3,6 +3,7 @@ nothing that was persisted is lost."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import io
@@ -34,6 +35,7 @@ from p2pfl.state import (
 )
 from p2pfl.state import versionlog as versionlog_mod
 from p2pfl.transport.memory import MemoryNetwork
+from p2pfl.wire import Meta
 from tests.test_peer import learner_for
 
 IDENT = Identity(bytes([5]) * 32)
@@ -94,7 +96,7 @@ msgpack_values = st.sampled_from(SPECIAL_VALUES) | st.recursive(
 @example(key="seq", value=float("inf"), drop=False)  # OverflowError in the old decoder
 @example(key="metrics", value={"loss": "x"}, drop=False)
 @given(
-    key=st.sampled_from([*sorted(VALID_MAP), "log", "extra"]),
+    key=st.sampled_from([*sorted(VALID_MAP), "log", "pmeta", "extra"]),
     value=msgpack_values,
     drop=st.booleans(),
 )
@@ -140,6 +142,16 @@ def test_wrongly_typed_checkpoint_fields_are_state_errors(field: str, value: Any
     raw = {**VALID_MAP, field: value}
     with pytest.raises(StateError, match=f"malformed|{field}"):
         Checkpoint.from_bytes(sealed(msgpack.packb(raw, use_bin_type=True)))
+
+
+def test_a_checkpoint_keeps_its_public_version_s_meta_and_an_older_one_has_none() -> None:
+    meta = Meta(samples=40, loss=0.25, round=2)
+    ckpt = dataclasses.replace(a_checkpoint(), round=7, public_meta=meta)
+    assert Checkpoint.from_bytes(ckpt.to_bytes()).public_meta == meta
+    assert Checkpoint.from_bytes(a_checkpoint().to_bytes()).public_meta is None  # (written before it)
+    for bad in ({"round": -1}, {"loss": float("nan")}, {"round": "2"}, {"epoch": 1}, [2]):
+        with pytest.raises(StateError, match="pmeta"):
+            Checkpoint.from_bytes(sealed(msgpack.packb({**VALID_MAP, "pmeta": bad}, use_bin_type=True)))
 
 
 @pytest.mark.parametrize("field", ["peer", "seq", "metrics", "own", "v"])

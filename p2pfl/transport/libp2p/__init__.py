@@ -78,7 +78,16 @@ against the library's source):
   while the other side keeps a dead stream, and gossip between the two stops for good. Every duplicate or
   partially closed pair is therefore *resynced*: both ends close the old connections and the end that can
   (the dialler; the lower peer id when both dialled) dials again, so pubsub starts over on one clean
-  connection (:meth:`.connections.ConnectionsMixin._resync`).
+  connection (:meth:`.connections.ConnectionsMixin._resync`). The resync races the other end's dials and
+  pubsub's own handling of them, and two states outlived it, each a live link on which gossip had stopped
+  for good (4 transport processes dialling each other under load: 2-5 of 8 trials): pubsub's stream left on
+  a closed connection (pubsub reacts to connections per *peer*, so a new connection found the old stream and
+  a closed one found another connection) and a peer's subscriptions forgotten by one end (pubsub forgets all
+  of them when any stream of the peer fails, and a peer announces its own only on a stream it opens). A stale
+  stream is reopened on the live connection within a second (:meth:`.connections.ConnectionsMixin.
+  _heal_pubsub_streams`) and a peer that opens a stream to us is sent our subscriptions again
+  (:meth:`.compat.HardenedPubsub.announce_to`). A connection whose close has begun no longer counts as open
+  (the swarm lists it until the close ends, and a close cancelled midway never ends it).
 * A yamux connection can deadlock with both ends' send buffers full, and a shielded stream reset then waits
   forever: a request overdue past its timeout, cleanup and a grace period gets its connection's socket
   closed (:meth:`.connections.ConnectionsMixin.abort`, :func:`.compat.tcp_socket_of`).

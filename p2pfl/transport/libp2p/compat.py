@@ -47,12 +47,14 @@ __all__ = [
     "connection_direction",
     "count_wire_bytes",
     "disable_auto_connector",
+    "drop_stale_stream",
     "evict_negative_dial_cache",
     "has_pubsub_stream",
     "mesh_members",
     "outbound_queue_lengths",
     "peer_scorer",
     "quiet_libp2p_logging",
+    "stale_stream_peers",
     "tcp_socket_of",
     "topic_subscribers",
 ]
@@ -75,6 +77,7 @@ REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
     (Pubsub, "_teardown_if_connected"),
     (Pubsub, "_handle_dead_peer"),
     (Pubsub, "_forget_all_subscriptions"),
+    (Pubsub, "topic_ids"),  # compat_pubsub: announce_to
     (Pubsub, "get_message_id"),
     (SwarmConn, "direction"),
     (GossipSub, "send_rpc"),
@@ -197,8 +200,10 @@ from p2pfl.transport.libp2p.compat_gossipsub import (  # noqa: E402
 )
 from p2pfl.transport.libp2p.compat_pubsub import (  # noqa: E402
     HardenedPubsub,
+    drop_stale_stream,
     has_pubsub_stream,
     outbound_queue_lengths,
+    stale_stream_peers,
     topic_subscribers,
 )
 from p2pfl.transport.libp2p.compat_swarm import (  # noqa: E402

@@ -13,12 +13,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
-from libp2p.abc import INetStream
+from libp2p.abc import INetStream, INetwork
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
-__all__ = ["HardenedPubsub", "has_pubsub_stream", "outbound_queue_lengths", "topic_subscribers"]
+__all__ = [
+    "HardenedPubsub",
+    "drop_stale_stream",
+    "has_pubsub_stream",
+    "outbound_queue_lengths",
+    "stale_stream_peers",
+    "topic_subscribers",
+]
 
 log = logging.getLogger("p2pfl.transport.libp2p")
 
@@ -32,6 +39,7 @@ class HardenedPubsub(Pubsub):
       service;
     * ``notify_subscriptions`` delivers straight to the transport instead of a 32-slot channel that drops
       silently when full;
+    * a peer that opens a new pubsub stream to us is sent our subscriptions again (:meth:`announce_to`);
     * the private ``_teardown_if_connected`` is made idempotent (see its docstring).
 
     The transport calls :meth:`bind` right after construction, before the service runs.
@@ -67,6 +75,7 @@ class HardenedPubsub(Pubsub):
             self.drop("peer_filter")
             await self.reset_stream(stream)
             return
+        self.announce_to(peer_id)
         try:
             await super().stream_handler(stream)
         except Exception as exc:  # hostile or broken peer: drop it, keep the host
@@ -74,6 +83,25 @@ class HardenedPubsub(Pubsub):
             self.drop("malformed_rpc")
             await self.reset_stream(stream)
             self._handle_dead_peer(peer_id)
+
+    def announce_to(self, peer_id: ID) -> None:
+        """Send ``peer_id`` every topic we subscribe to, again (when we have a stream to it; else the first
+        message of our stream, when it opens, carries them).
+
+        A peer opens a new pubsub stream to us when it registers us anew, and then it may have forgotten our
+        subscriptions: py-libp2p drops *all* of a peer's subscriptions whenever one of its streams fails (say
+        the stream of a connection closed while a newer one is up), yet announces its own only in the first
+        message of a stream it opens. The end whose stream survived never announced again, and the other end
+        never sent it a message again: a live link on which gossip had stopped for good (crossing dials at
+        start-up, docs/benchmarks.md). Announcing twice is harmless: a known subscription is ignored."""
+        queue = self.peer_queues.get(peer_id)
+        if queue is None or not self.topic_ids:
+            return
+        packet = rpc_pb2.RPC(
+            subscriptions=[rpc_pb2.RPC.SubOpts(subscribe=True, topicid=t) for t in self.topic_ids]
+        )
+        if not queue.push(packet, priority=True):
+            self.drop("pubsub_announce_dropped")
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         try:
@@ -107,6 +135,34 @@ def has_pubsub_stream(pubsub: Pubsub, pid: ID) -> bool:
     """Whether pubsub still holds a stream for ``pid``: it forgets the peer only once its last connection is
     gone, and ignores a redial made before that (the resync waits for it)."""
     return pid in pubsub.peers
+
+
+def stale_stream_peers(pubsub: Pubsub, network: INetwork) -> list[ID]:
+    """Peers whose pubsub stream rides a connection that is closed or gone while another one to them is open.
+
+    Pubsub keeps one outbound stream per *peer* and reacts to connections per peer: a ``connected`` finds the
+    stream it holds and opens none, a ``disconnected`` finds another connection and forgets nothing. When an
+    old connection closes while a new one is up (a resync of crossing dials), the stream stays on the dead
+    connection; it is found out only by a write, and a peer we know no subscription of is never written
+    to. Such a peer is dropped from pubsub (:func:`drop_stale_stream`), which then opens a stream on the
+    live connection."""
+    stale = []
+    for pid, stream in list(pubsub.peers.items()):
+        live = [c.muxed_conn for c in network.get_connections(pid) if not c.is_closed]
+        if live and all(stream.muxed_conn is not m for m in live):
+            stale.append(pid)
+    return stale
+
+
+async def drop_stale_stream(pubsub: HardenedPubsub, pid: ID) -> None:
+    """Forget ``pid``'s stream (and, as py-libp2p does then, its subscriptions; the peer announces them again
+    when our new stream reaches it: :meth:`HardenedPubsub.announce_to`); pubsub opens a new one at once since
+    ``pid`` is still connected. The old stream is reset, bounded."""
+    stream = pubsub.peers.get(pid)
+    if stream is None:
+        return
+    pubsub._handle_dead_peer(pid)
+    await pubsub.reset_stream(stream)
 
 
 def outbound_queue_lengths(pubsub: Pubsub) -> list[int]:

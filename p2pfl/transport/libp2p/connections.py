@@ -116,7 +116,7 @@ class ConnectionsMixin:
         if expected > 0:
             # The other end of a resynced pair is dialling us: dialling it too would duplicate the link again.
             await self._await_connection(info.peer_id, expected)
-        if not network.get_connections(info.peer_id):
+        if not self._open_connections(info.peer_id):
             # An explicit connect dials exactly this address, now: the swarm otherwise refuses for 60 s a
             # peer whose last dial failed (negative cache) and tries only one stored TCP address per peer.
             self._host.get_peerstore().clear_addrs(info.peer_id)
@@ -138,8 +138,12 @@ class ConnectionsMixin:
             log.debug("disconnect %s: %s", peer_id, exc)
 
     def connected_peers(self) -> list[str]:
-        net = self._host.get_network()
-        return [str(p) for p in self._host.get_connected_peers() if net.get_connections(p)]
+        return [str(p) for p in self._host.get_connected_peers() if self._open_connections(p)]
+
+    def _open_connections(self, pid: ID) -> list[INetConn]:
+        """``pid``'s connections that are not closing: the swarm lists a connection until its close is done
+        (a yamux GO_AWAY, stream resets and 0.1 s sleeps), and a close cancelled midway never ends it."""
+        return [c for c in self._host.get_network().get_connections(pid) if not c.is_closed]
 
     def abort(self, peer_id: str | None = None) -> int:
         """Close the TCP sockets of ``peer_id``'s connections (of every connection if None) at once.
@@ -210,7 +214,7 @@ class ConnectionsMixin:
         except Exception:
             return
         now = trio.current_time()
-        current = self._host.get_network().get_connections(pid)
+        current = self._open_connections(pid)
         if not closed:
             # Every connection registered now is born by now, even if its own notification comes later: the
             # swarm may register both of a simultaneous pair before notifying the first, and a later birth
@@ -235,11 +239,7 @@ class ConnectionsMixin:
         """
         peer = str(pid)
         try:
-            conns = [
-                c
-                for c in self._host.get_network().get_connections(pid)
-                if self._conn_born.get(c, -math.inf) <= trigger
-            ]
+            conns = [c for c in self._open_connections(pid) if self._conn_born.get(c, -math.inf) <= trigger]
             if not conns:
                 return
             dirs = {compat.connection_direction(c) for c in conns}
@@ -258,8 +258,7 @@ class ConnectionsMixin:
                     await conn.close()
             # pubsub forgets the peer once its last connection is gone; a redial before that would be ignored
             with trio.move_on_after(self._config.cleanup_s):
-                network = self._host.get_network()
-                while compat.has_pubsub_stream(self._pubsub, pid) and not network.get_connections(pid):
+                while compat.has_pubsub_stream(self._pubsub, pid) and not self._open_connections(pid):
                     await trio.sleep(0.02)
             if not redial:
                 # The other end should redial; if it does not (it saw only one connection, so never resynced;
@@ -277,18 +276,27 @@ class ConnectionsMixin:
         finally:
             self._resyncing.discard(peer)
             # A pair that formed again while we resynced (both ends redialled) was ignored then: go again.
-            again = self._host.get_network().get_connections(pid)
+            again = self._open_connections(pid)  # (closing ones counted, each close began a resync: a storm)
             if len(again) > 1 and self._running:
                 self._on_connection_change(again[-1], closed=False)
+
+    async def _heal_pubsub_streams(self) -> None:
+        """Drop pubsub's stream to each peer whose stream is on a closed connection while a live one is up
+        (:func:`compat.stale_stream_peers`): pubsub then opens one on the live connection, and the peer sends
+        its subscriptions again (``HardenedPubsub.announce_to``). Without this such a link stayed connected
+        with gossip stopped for good (measured after crossing dials, docs/benchmarks.md)."""
+        for pid in compat.stale_stream_peers(self._pubsub, self._host.get_network()):
+            self._stats.pubsub_streams_healed += 1
+            log.info("pubsub stream to %s was on a closed connection: reopening it", pid)
+            await compat.drop_stale_stream(self._pubsub, pid)
 
     # ---------------------------------------------------------------------------------------- internals
     async def _await_connection(self, pid: ID, seconds: float) -> bool:
         """Wait up to ``seconds`` for a connection to ``pid`` (the other end dials); whether there is one."""
-        network = self._host.get_network()
         with trio.move_on_after(seconds):
-            while not network.get_connections(pid):
+            while not self._open_connections(pid):
                 await trio.sleep(0.05)
-        return bool(network.get_connections(pid))
+        return bool(self._open_connections(pid))
 
     def _require_running(self) -> None:
         if not self._running:

@@ -118,6 +118,7 @@ class GossipMixin:
         def _parse_peer(self, peer_id: str) -> ID: ...
         def _peer_allowed(self, peer_id: str) -> bool: ...
         def connected_peers(self) -> list[str]: ...
+        async def _heal_pubsub_streams(self) -> None: ...
 
     # ------------------------------------------------------------------------------------------ handlers
     def set_gossip_handler(self, handler: GossipHandler) -> None:
@@ -305,13 +306,16 @@ class GossipMixin:
 
     # ------------------------------------------------------------------------------------------ topics
     async def _topic_loop(self) -> None:
-        """Subscribe to each connected peer's topic; leave the topics of peers gone for ``topic_linger_s``."""
+        """Subscribe to each connected peer's topic; leave the topics of peers gone for ``topic_linger_s``;
+        move pubsub streams left on a closed connection to the live one (``_heal_pubsub_streams``). On every
+        connection change and at least every ``topic_sync_interval``: a link converges within that bound."""
         while True:
             with trio.move_on_after(self._config.topic_sync_interval):
                 await self._topics_changed.wait()
             self._topics_changed = trio.Event()
             try:
                 await self._sync_topics(trio.current_time())
+                await self._heal_pubsub_streams()
             except Exception as exc:  # a pubsub hiccup must not end the transport: retried next tick
                 log.info("topic sync failed: %s: %s", type(exc).__name__, exc)
 
