@@ -151,8 +151,8 @@ def expire_requests(engine: EngineCore, now: float) -> None:
     age = max(horizon, cfg.snapshot_retry_s)
     for peer in [p for p, asked in engine._snapshot_wanted.items() if now - asked > age]:
         del engine._snapshot_wanted[peer]
-    for peer in [p for p, asked in engine._first_asked.items() if now - asked > age]:
-        del engine._first_asked[peer]
+    for peer in [p for p, asked in engine._renewal_asked.items() if now - asked > age]:
+        del engine._renewal_asked[peer]
     for peer in [p for p, (_seq, at) in engine._fetching_for.items() if now - at > age]:
         del engine._fetching_for[peer]
     for digest in [d for d, at in engine._fetching.items() if now - at > age]:

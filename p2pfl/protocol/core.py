@@ -83,8 +83,9 @@ class EngineCore:
         self.snapshot_requests = 0
         self._payloads: OrderedDict[bytes, bytes] = OrderedDict()
         self._snapshot_wanted: dict[str, float] = {}
-        #: neighbours we held no replica of, asked by renewals (p2pfl.protocol.snapshots): when
-        self._first_asked: dict[str, float] = {}
+        #: neighbours asked by renewals (p2pfl.protocol.snapshots): when; one ask each per half
+        #: ``max_staleness_s``, answered, refused or silent
+        self._renewal_asked: dict[str, float] = {}
         self._fetching: dict[bytes, float] = {}
         self._snapshot_cache: bytes | None = None
         #: the sender-reported facts of our public version: our snapshots carry them too, so a peer that

@@ -47,8 +47,12 @@ class SnapshotSide(ProofSide):
 
     def renewals(self, learners: Iterable[str], now: float, *, missing: bool = False) -> list[Action]:
         """Ask each of ``learners`` (connected, not evicted) whose version we last heard of more than half
-        ``max_staleness_s`` ago for a snapshot; with ``missing``, also those we hold no replica of (at most
-        once per half ``max_staleness_s`` each: a lurker costs one model per minute at most).
+        ``max_staleness_s`` ago for a snapshot; with ``missing``, also those we hold no replica of. Each
+        neighbour is asked at most once per half ``max_staleness_s``, whatever became of the last ask (an
+        answer we refuse: an older version after the signer lost its later ones, a bad signature), and
+        not again while an ask is unanswered for ``snapshot_retry_s``: a refused answer costs one request
+        per period, never one per wait's recheck, and at the defaults (60 s against a 30 s request
+        timeout) at most one request per neighbour is in flight.
 
         Why. Staleness counted from a version's arrival, so a neighbour that finished its rounds and only
         serves (``p2pfl peer`` after ``rounds``) left our mix ``max_staleness_s`` after its last version
@@ -66,12 +70,13 @@ class SnapshotSide(ProofSide):
             rep = self.replicas.get(p)
             if self.is_evicted(p) or (rep is not None and now - rep.heard_at <= half):
                 continue
+            if rep is None and not missing:
+                continue
+            if now - self._renewal_asked.get(p, -math.inf) < half:
+                continue  # asked within the period: answered, refused or silent, it was one request
             if now - self._snapshot_wanted.get(p, -math.inf) < retry:
-                continue  # on its way (asked each wait's recheck, it counts as one request)
-            if rep is None:
-                if not missing or now - self._first_asked.get(p, -math.inf) < half:
-                    continue
-                self._first_asked[p] = now
+                continue  # unanswered yet (asked by us or another caller): still on its way
+            self._renewal_asked[p] = now
             out += self._want_snapshot(p, p, now)
         return out
 
@@ -111,7 +116,7 @@ class SnapshotSide(ProofSide):
             if asked:  # its signer stands by it now (renewals); still no news for the pacing
                 rep.confirmed_at = now
             return self._drain(h.sender, now)
-        if rep is None and h.seq == 0 and h.sender in self._first_asked:
+        if rep is None and h.seq == 0 and h.sender in self._renewal_asked:
             return []  # a neighbour asked by renewals that has published nothing yet: no replica
         self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
         return self._drain(h.sender, now)

@@ -128,13 +128,14 @@ def transition(
 
 def reject_absurd(config: ScoringConfig, state: PeerState, distance: float, *, counts: bool = True) -> str:
     """An absurd model: score 0, an offence that no grace forgives, back to the start of probation; returns
-    the reason (the caller builds the record). ``counts`` False: a trusted neighbour's gradual drift reached
-    absurd distances (``ScoringConfig.evict_absurd_drift``): out of the mix and its reputation, no offence."""
+    the reason (the caller builds the record). ``counts`` False: a neighbour's gradual drift (no jump from
+    its last settled versions, trusted or not) reached absurd distances
+    (``ScoringConfig.evict_absurd_drift``): out of the mix and its reputation, no offence."""
     cfg = config
     state.reputation = (1.0 - cfg.ema) * state.reputation
     if not counts:
         state.status = standing(cfg, state.reputation) if state.status != "probation" else state.status
-        return "rejected: absurd model (a trusted neighbour's gradual drift: not counted)"
+        return "rejected: absurd model (reached by gradual drift: not counted)"
     state.absurd += 1
     state.consecutive_bad += 1
     state.bad_evidence = leak(state.bad_evidence, True, cfg.bad_memory)

@@ -109,6 +109,42 @@ def test_a_missing_neighbour_that_published_nothing_gives_no_replica() -> None:
     assert me.renewals([fresh.peer_id], 1.0 + STALE_S / 2 - 0.1, missing=True) == []  # not before half
 
 
+def _asks(me: GossipEngine, peer: str, start: float, answer: bytes | None) -> list[float]:
+    """Renewals called every 0.5 s for 70 s from ``start`` (a round wait's rechecks), each request answered
+    at once with ``answer`` (None: never answered); when a request went out."""
+    asked = []
+    for k in range(140):
+        now = start + 0.5 * k
+        for a in me.renewals([peer], now):
+            if isinstance(a, RequestSnapshot):
+                asked.append(now)
+                if answer is not None:
+                    me.handle_snapshot(answer, peer, now)
+    return asked
+
+
+def test_a_refused_answer_costs_one_request_per_period_not_one_per_recheck() -> None:
+    """Regression (review7): a refused answer cleared the pending request, so the next recheck (0.5 s
+    later) asked again: a signer serving an older version than the one we hold (it lost its later ones)
+    drew a model every 0.5 s for as long as our replica stayed quiet."""
+    a = engine(1)
+    a.finish_round(model(0.1), 0.0, meta=Meta(round=1))
+    older = a.serve_snapshot(0)
+    a.finish_round(model(0.2), 1.0, meta=Meta(round=2))
+    me = engine(9, join_quorum=1, max_staleness_s=60.0)  # renewals from 30 s, once per 30 s
+    assert me.join_from_snapshots({a.peer_id: a.serve_snapshot(0)}, 0.0) == 1
+    assert _asks(me, a.peer_id, 31.0, older) == [31.0, 61.0, 91.0]
+
+
+def test_a_silent_neighbour_has_one_request_per_period_not_one_per_retry() -> None:
+    """Regression (review7): an unanswered request was asked again every ``snapshot_retry_s`` (5 s), each
+    open up to the 30 s request timeout: six streams held at once by a neighbour that never answers."""
+    a = _finished(1)
+    me = engine(9, join_quorum=1, max_staleness_s=60.0)
+    assert me.join_from_snapshots({a.peer_id: a.serve_snapshot(0)}, 0.0) == 1
+    assert _asks(me, a.peer_id, 31.0, None) == [31.0, 61.0, 91.0]
+
+
 def test_woken_by_a_new_version_or_a_version_mixable_again_that_the_last_mix_did_not_take() -> None:
     held = {"a": 5, "b": 7}
     assert not woken(held, held, {}, {})  # nothing moved, nothing mixable

@@ -93,7 +93,10 @@ class HardenedPubsub(Pubsub):
         the stream of a connection closed while a newer one is up), yet announces its own only in the first
         message of a stream it opens. The end whose stream survived never announced again, and the other end
         never sent it a message again: a live link on which gossip had stopped for good (crossing dials at
-        start-up, docs/benchmarks.md). Announcing twice is harmless: a known subscription is ignored."""
+        start-up, docs/benchmarks.md). Announcing twice is harmless: a known subscription is ignored. Not rate
+        limited: each announcement goes to the stream's opener itself (no amplification towards a third
+        party); one that opens streams and never reads fills its own 32-slot queue sooner, as it would with
+        our broadcasts, and then costs each broadcast the publish backpressure timeout."""
         queue = self.peer_queues.get(peer_id)
         if queue is None or not self.topic_ids:
             return
