@@ -42,15 +42,24 @@ def finite_losses(peers: Iterable[str], val_losses: Mapping[str, float]) -> list
     return [float(val_losses[p]) for p in peers if p in val_losses and math.isfinite(val_losses[p])]
 
 
+def own_loss_scale(config: ScoringConfig, own_val_loss: float | None) -> float | None:
+    """The own validation loss as a loss ratio's denominator (at least ``loss_floor``), or None when there
+    is no usable own loss (none, not finite, or not positive): no ratio can be taken then."""
+    if own_val_loss is None or not math.isfinite(own_val_loss) or own_val_loss <= 0:
+        return None
+    return max(own_val_loss, config.loss_floor)
+
+
 def track_jump(config: ScoringConfig, state: PeerState, loss: float, own_val_loss: float | None) -> None:
     """Temporal consistency: this version's loss ratio (loss over the own loss) against the median of the
     identity's earlier ones. No crowd moves it (each identity is its own history), and an identity that
     worsens slowly is caught once it is ``loss_jump`` times its own past median."""
     cfg = config
-    if cfg.loss_jump is None or own_val_loss is None or not math.isfinite(own_val_loss) or own_val_loss <= 0:
+    scale = own_loss_scale(cfg, own_val_loss)
+    if cfg.loss_jump is None or scale is None:
         state.jumped = False
         return
-    ratio = loss / max(own_val_loss, cfg.loss_floor) if math.isfinite(loss) else math.inf
+    ratio = loss / scale if math.isfinite(loss) else math.inf
     history = state.loss_ratios
     state.jumped = len(history) >= JUMP_HISTORY_MIN and ratio > cfg.loss_jump * float(np.median(history))
     history.append(min(ratio, 1e12))
@@ -60,14 +69,10 @@ def track_jump(config: ScoringConfig, state: PeerState, loss: float, own_val_los
 def record_near(config: ScoringConfig, state: PeerState, loss: float, own_val_loss: float | None) -> None:
     """Keep the loss ratio of a version that sat near (``r <= dist_ok``) and scored well: what this
     neighbour's models cost the own data while it was an accepted member of the neighbourhood."""
-    if (
-        own_val_loss is None
-        or not math.isfinite(own_val_loss)
-        or own_val_loss <= 0
-        or not math.isfinite(loss)
-    ):
+    scale = own_loss_scale(config, own_val_loss)
+    if scale is None or not math.isfinite(loss):
         return
-    state.near_ratios.append(loss / max(own_val_loss, config.loss_floor))
+    state.near_ratios.append(loss / scale)
     del state.near_ratios[:-JUMP_HISTORY]
 
 
@@ -93,19 +98,13 @@ def near_loss_reference(
     its colluders set sat near at ratio 19-110 (median ~100) and kept its link under the cap alone. (No
     excuse above the founding tolerance itself was too strict: it is capped at ``loss_tolerance_max``,
     20, and the honest neighbours' near ratios were 13-27.)"""
-    if (
-        loss_ref is None
-        or not config.evict_near_loss
-        or not state.near_ratios
-        or own_val_loss is None
-        or not math.isfinite(own_val_loss)
-        or own_val_loss <= 0
-    ):
+    scale = own_loss_scale(config, own_val_loss)
+    if loss_ref is None or not config.evict_near_loss or not state.near_ratios or scale is None:
         return loss_ref
     ratio = float(np.median(state.near_ratios))
     if ratio > config.loss_ok * founding:
         return loss_ref  # its loss was bad against the founding tolerance already while near: no excuse
-    return max(loss_ref, max(own_val_loss, config.loss_floor) * min(ratio, founding))
+    return max(loss_ref, scale * min(ratio, founding))
 
 
 class LossTolerance:
