@@ -20,7 +20,10 @@ SMALL: dict[str, dict[str, Any]] = {
 
 
 def test_results_carry_round_time_egress_and_quality_series_and_the_report_plots_them(tmp_path: Path) -> None:
-    run_scenario(parse_scenario(SMALL, name="small"), tmp_path, quiet=True)
+    # on the simulated clock (one result per seed): in real time the memory engine's worker threads set the
+    # peers' order, and in about 1 run in 10 a peer's first four scores of the sign-flipper straddle a
+    # founding-round version that scored clean, which moves its eviction past round 8
+    run_scenario(parse_scenario(SMALL, name="small"), tmp_path, quiet=True, reproducible=True)
     r = json.loads((tmp_path / "results.json").read_text())
     rt, eg = r["round_time_s"], r["egress_bytes_per_peer"]
     assert 0 < rt["p50"] <= rt["p95"] <= rt["max"]
