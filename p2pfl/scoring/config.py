@@ -60,6 +60,12 @@ class ScoringConfig:
     #: (p2pfl/scoring/losses.py, ``near_loss_reference``; docs/scoring.md, "A dragged peer's honest
     #: neighbours"). False: the crowd's tolerance alone.
     evict_near_loss: bool = True
+    #: a version that scores too well to count still counts towards eviction when it is far (``r`` at least
+    #: ``evict_distance`` from both centres), pulls against the own update (cosine at most ``cos_bad``) and
+    #: costs the own data more than ``loss_ok`` times the eviction loss reference: a sign-flipper in the
+    #: founding rounds, on IID data, whose loss was only 2-9x the own (p2pfl/scoring/steps.py,
+    #: ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score alone.
+    evict_far_against: bool = True
     #: an absurd model (``hard_reject_factor``) whose distance is no jump (``evict_jump``) from the
     #: neighbour's last ``evict_trust_versions`` settled ones (from the own mix's centre or the plain median)
     #: is rejected but does not count towards eviction when this is False: an honest peer dragged by a
@@ -356,6 +362,7 @@ class ScoringConfig:
             "echo",
             "heading",
             "evict_near_loss",
+            "evict_far_against",
             "evict_absurd_drift",
         ):
             if not isinstance(getattr(self, name), bool):

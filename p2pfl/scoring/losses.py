@@ -82,6 +82,8 @@ def near_loss_reference(
     loss_ref: float | None,
     own_val_loss: float | None,
     founding: float,
+    *,
+    against: bool = False,
 ) -> float | None:
     """The loss reference a bad version of this neighbour must fail to count towards eviction
     (``ScoringConfig.evict_near_loss``): ``loss_ref``, raised to the own loss times the neighbour's median
@@ -97,9 +99,20 @@ def near_loss_reference(
     below clean against it (above ``loss_ok`` times it) earns none: a sign-flipper at a peer whose centre
     its colluders set sat near at ratio 19-110 (median ~100) and kept its link under the cap alone. (No
     excuse above the founding tolerance itself was too strict: it is capped at ``loss_tolerance_max``,
-    20, and the honest neighbours' near ratios were 13-27.)"""
+    20, and the honest neighbours' near ratios were 13-27.)
+
+    Never for a version that pulls against the own update (``against``: its cosine at most ``cos_bad``;
+    issue 16, nearfix): the dragged peers' honest neighbours sat at cosine -0.35..+0.36 in every round
+    the excuse served them (rr6 dissensus seed 3, observers 7 and 3; median rr4 Gaussian seed 1, observer
+    3), sign-flippers at -0.45..-0.77. With the excuse, a sign-flipper that sat near in an asynchronous
+    founding round kept up to the founding tolerance as its reference (default scenario over libp2p: 3 of
+    52 runs ended with a sign-flipper held, not evicted, by some honest neighbours). Gating on a
+    *collapsed* tolerance instead (current below founding over ``loss_ok``) does not separate: on
+    Dirichlet 0.3 data the tolerance falls 3.5x below the founding one at the median honest observer, and
+    observer 3 (founding 5.3, then 2.2-3.2) would have banned the dragged peer 7 itself, its honest
+    neighbour, in an open-loop replay of the trace."""
     scale = own_loss_scale(config, own_val_loss)
-    if loss_ref is None or not config.evict_near_loss or not state.near_ratios or scale is None:
+    if loss_ref is None or not config.evict_near_loss or not state.near_ratios or scale is None or against:
         return loss_ref
     ratio = float(np.median(state.near_ratios))
     if ratio > config.loss_ok * founding:

@@ -1,0 +1,129 @@
+"""Sign-flippers must not escape bans through the near-loss excuse or the founding rounds' lenient loss
+(issue 16, nearfix; ``ScoringConfig.evict_near_loss``, ``evict_far_against``; docs/scoring.md).
+
+Two scorer inputs replay what the traces recorded:
+
+* the 5-peer IID sign-flip scenario in real time (tests/rollout/test_report.py's): the sign-flipper at
+  ``r`` 9-12 with cosine -0.6..-0.77 costs the own data only 2-9x the own loss while the tolerance is
+  1.0-1.9 (loss score 0.6-1, combined 0.35-0.57: not bad), so its bad run restarted and some honest peers
+  had not evicted it by round 8;
+* a dragged peer (rr6 dissensus seed 3, observer 7: four mimicking attackers collapse its tolerance to 1)
+  whose neighbour sat near at an honest neighbour's loss ratio (18x) in the founding rounds and so owned
+  an excuse up to the founding tolerance (20), then turns sign-flipper.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
+
+DIM = 20
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _towards(step: np.ndarray, cosine: float, other: np.ndarray) -> np.ndarray:
+    """A unit vector at ``cosine`` with the unit vector ``step``, in the plane of ``step`` and ``other``."""
+    side = _unit(other - np.dot(other, step) * step)
+    return cosine * step + np.sqrt(1.0 - cosine**2) * side
+
+
+def _iid(cfg: ScoringConfig, *, pull: float, loss: float, rounds: int = 8) -> list[ScoreRecord]:
+    """An observer with three honest neighbours next to its own model (loss 1.4x the own) and a fourth at
+    ``r`` ~11 whose pull on the own model has cosine ``pull`` with the own update (-1: a sign-flipper,
+    0: an honest neighbour far off on other data) and whose loss is ``loss`` times the own."""
+    rng = np.random.default_rng(3)
+    before = rng.normal(size=DIM)
+    scorer = ContributionScorer(cfg)
+    out: list[ScoreRecord] = []
+    for _ in range(rounds):
+        scorer.begin_round()
+        step = _unit(rng.normal(size=DIM))
+        after = before + 0.1 * step
+        models = {f"h{i}": after + 0.1 * _unit(rng.normal(size=DIM)) for i in range(3)}
+        models["x"] = before + 1.1 * _towards(step, pull, rng.normal(size=DIM))
+        losses = {"h0": 1.4, "h1": 1.4, "h2": 1.4, "x": loss}
+        out.append(scorer.evaluate(before, after, models, after, losses, 1.0)["x"])
+        before = after
+    return out
+
+
+def test_a_far_anti_aligned_sign_flipper_with_a_mild_loss_is_evicted() -> None:
+    """Fails on the old rule (``evict_far_against = False``): the sign-flipper's loss (5x the own against a
+    tolerance of 1.4) scores 0.9, its combined score 0.52 is never bad, and it is never banned. Now each
+    such version counts and it is evicted within ``evict_after`` versions."""
+    old = _iid(ScoringConfig(evict_far_against=False), pull=-0.9, loss=5.0)
+    assert all(r.distance >= 4.0 and r.cosine is not None and r.cosine <= -0.5 for r in old)
+    assert all(r.combined >= ScoringConfig().bad_score for r in old)
+    assert all(r.status != "evicted" for r in old)
+    new = _iid(ScoringConfig(), pull=-0.9, loss=5.0)
+    assert [r.status for r in new].index("evicted") < ScoringConfig().evict_after
+    assert "against the own update" in new[0].reason
+
+
+def test_far_alone_or_anti_aligned_with_a_clean_loss_does_not_count() -> None:
+    """Each of the three conditions is needed: a far neighbour pulling across the own update (cosine 0,
+    as the dragged peers' honest neighbours did), or anti-aligned with a loss within ``loss_ok`` times the
+    reference, is not banned."""
+    for pull, loss in ((0.0, 5.0), (-0.9, 4.0)):
+        recs = _iid(ScoringConfig(), pull=pull, loss=loss)
+        assert all(r.status != "evicted" for r in recs), (pull, loss)
+        assert not any("against the own update" in r.reason for r in recs)
+
+
+#: the far neighbour's ``r`` at the dragged observer from round 7 (rr6 dissensus seed 3, peer 3), then held
+FAR = (4.5, 0.9, 6.5, 7.5, 1.1, 10.7, 18.5, 10.2, 30.5, 25.0, 30.0, 28.0)
+
+
+def _dragged(
+    cfg: ScoringConfig, *, pull: float | None, far_loss: float, rounds: int = 20
+) -> list[ScoreRecord]:
+    """The dragged observer (four attackers mimic its own model from round 7: tolerance 1) and ``n``, near
+    at a loss ratio of 18 in rounds 1-6, then at ``FAR`` with ``far_loss``; its pull has cosine ``pull``
+    with the own update (``None``: a random direction, as an honest neighbour's)."""
+    rng = np.random.default_rng(7)
+    attackers = ("a1", "a2", "a3", "a4")
+    dirs = {p: _unit(rng.normal(size=DIM)) for p in (*attackers, "h", "n")}
+    before = 10.0 * rng.normal(size=DIM)
+    scorer = ContributionScorer(cfg)
+    out: list[ScoreRecord] = []
+    for t in range(1, rounds + 1):
+        scorer.begin_round()
+        step = _unit(rng.normal(size=DIM))
+        after = before + 0.1 * step
+        r_far = 1.0 if t <= 6 else FAR[min(t - 7, len(FAR) - 1)]
+        models = {p: after + (1.0 if t <= 6 else 0.8) * dirs[p] for p in attackers}
+        models["h"] = after + r_far * dirs["h"]
+        away = dirs["n"] if pull is None or t <= 6 else _towards(step, pull, dirs["n"])
+        models["n"] = after + r_far * away
+        losses = {p: (35.0 if t <= 6 else 0.5) for p in attackers}
+        losses["h"] = 18.0 if t <= 6 else 12.0
+        losses["n"] = 18.0 if t <= 6 else far_loss
+        out.append(scorer.evaluate(before, after, models, after, losses, 1.0)["n"])
+        before = after
+    return out
+
+
+def test_a_sign_flipper_cannot_use_a_near_history_as_an_excuse() -> None:
+    """The adaptive attacker: it sits near at an honest neighbour's loss ratio (18x) while the tolerance
+    is high, then, once its colluders collapsed the tolerance to 1, publishes anti-aligned models at 50x
+    the own loss. Fails on the old excuse: held (excluded) but never banned, as an honest neighbour with
+    that history and loss is (test_dragged_peer). Now an anti-aligned version earns no excuse: banned."""
+    honest_like = _dragged(ScoringConfig(), pull=None, far_loss=50.0)
+    assert honest_like[-1].status == "excluded"
+    new = _dragged(ScoringConfig(), pull=-1.0, far_loss=50.0)
+    assert all(r.cosine is not None and r.cosine <= -0.5 for r in new[6:] if r.status != "evicted")
+    assert new[-1].status == "evicted"
+    # the excuse's gate alone bans it (its far versions are bad by loss: the far-against rule is not needed)
+    assert _dragged(ScoringConfig(evict_far_against=False), pull=-1.0, far_loss=50.0)[-1].status == "evicted"
+
+
+def test_the_dragged_peers_honest_neighbour_keeps_its_excuse() -> None:
+    """The case the excuse was built for is untouched: a far neighbour at its usual loss (12x, near ratio
+    18x) is not banned, whether it pulls across the own update or somewhat against it (cosine -0.3)."""
+    for pull in (None, -0.3):
+        recs = _dragged(ScoringConfig(), pull=pull, far_loss=12.0)
+        assert all(r.status != "evicted" for r in recs), pull
