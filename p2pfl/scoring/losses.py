@@ -102,7 +102,7 @@ def near_loss_reference(
     20, and the honest neighbours' near ratios were 13-27.)
 
     Never for a version that pulls against the own update (``against``: its cosine at most ``cos_bad``;
-    issue 16, nearfix): the dragged peers' honest neighbours sat at cosine -0.35..+0.36 in every round
+    issue 16, nearfix): the dragged peers' honest neighbours sat at cosine -0.35..+0.10 in every round
     the excuse served them (rr6 dissensus seed 3, observers 7 and 3; median rr4 Gaussian seed 1, observer
     3), sign-flippers at -0.45..-0.77. With the excuse, a sign-flipper that sat near in an asynchronous
     founding round kept up to the founding tolerance as its reference (default scenario over libp2p: 3 of

@@ -235,7 +235,7 @@ class ScoringSteps(TrackerHooks):
         digits, 5 peers, real time): loss score 0.6-1, combined 0.35-0.57, not bad, and its bad run
         restarted; 1 to 9 runs of 40 ended with some honest peer not evicting it by round 8. No honest
         neighbour in the traces was far and anti-aligned at once (honest cosines at the dragged peers'
-        observers -0.35..+0.36; docs/scoring.md, "nearfix")."""
+        observers -0.35..+0.10; docs/scoring.md, "nearfix")."""
         cfg, refs, losses = self.config, call.refs, call.val_losses
         if not cfg.evict_far_against or not cfg.evict_distance or s_cos != 0.0:
             return False

@@ -119,6 +119,10 @@ def test_a_sign_flipper_cannot_use_a_near_history_as_an_excuse() -> None:
     assert new[-1].status == "evicted"
     # the excuse's gate alone bans it (its far versions are bad by loss: the far-against rule is not needed)
     assert _dragged(ScoringConfig(evict_far_against=False), pull=-1.0, far_loss=50.0)[-1].status == "evicted"
+    # one that keeps its cosine just above ``cos_bad`` keeps the excuse (docs/scoring.md, failure modes):
+    # held out of the mix, not banned, as on main
+    diluted = _dragged(ScoringConfig(), pull=-0.45, far_loss=50.0)
+    assert diluted[-1].status == "excluded"
 
 
 def test_the_dragged_peers_honest_neighbour_keeps_its_excuse() -> None:
