@@ -104,10 +104,10 @@ def near_loss_reference(
     Never for a version that pulls against the own update (``against``: its cosine at most ``cos_bad``;
     issue 16, nearfix): the dragged peers' honest neighbours sat at cosine -0.35..+0.10 in every round
     the excuse served them (rr6 dissensus seed 3, observers 7 and 3; median rr4 Gaussian seed 1, observer
-    3), sign-flippers at -0.45..-0.77. With the excuse, a sign-flipper that sat near in an asynchronous
-    founding round kept up to the founding tolerance as its reference (default scenario over libp2p: 3 of
-    52 runs ended with a sign-flipper held, not evicted, by some honest neighbours). Gating on a
-    *collapsed* tolerance instead (current below founding over ``loss_ok``) does not separate: on
+    3), sign-flippers at -0.45..-0.77 (5 peers, IID). With the excuse, a sign-flipper that sat near in an
+    asynchronous founding round kept up to the founding tolerance as its reference (default scenario over
+    libp2p: 3 of 52 runs ended with a sign-flipper held, not evicted, by some honest neighbours). Gating on
+    a *collapsed* tolerance instead (current below founding over ``loss_ok``) does not separate: on
     Dirichlet 0.3 data the tolerance falls 3.5x below the founding one at the median honest observer, and
     observer 3 (founding 5.3, then 2.2-3.2) would have banned the dragged peer 7 itself, its honest
     neighbour, in an open-loop replay of the trace."""
