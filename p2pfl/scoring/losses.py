@@ -68,7 +68,11 @@ def track_jump(config: ScoringConfig, state: PeerState, loss: float, own_val_los
 
 def record_near(config: ScoringConfig, state: PeerState, loss: float, own_val_loss: float | None) -> None:
     """Keep the loss ratio of a version that sat near (``r <= dist_ok``) and scored well: what this
-    neighbour's models cost the own data while it was an accepted member of the neighbourhood."""
+    neighbour's models cost the own data while it was an accepted member of the neighbourhood. The caller
+    passes no neighbour's first scored version (issue 16, nearfix): at the network's start every model is
+    one round from the same initial one and sits near whatever it carries, at the founding tolerance
+    itself; the default scenario's sign-flippers did (``r`` 0.85-1.5, then 17-27 from their second
+    version) and that one ratio excused them for 40 rounds."""
     scale = own_loss_scale(config, own_val_loss)
     if scale is None or not math.isfinite(loss):
         return

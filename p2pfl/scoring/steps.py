@@ -125,6 +125,7 @@ class ScoringSteps(TrackerHooks):
         """Score one sane neighbour's version, update its reputation and standing; a young one's pass is
         judged after the loop (``young``), once every trusted neighbour's standing is updated."""
         cfg = self.config
+        first = state.loss_rep is None  # its first version with a loss (nearfix: no near ratio from it)
         r, s_dist, cosine, s_cos, s_loss = self._components(call, p, model, state)
         combined = self._combine(r, s_dist, s_cos, s_loss)
         far = self._persistently_far(p, state, r, len(call.refs.anchors) + 1)  # issue 16
@@ -136,7 +137,7 @@ class ScoringSteps(TrackerHooks):
             combined = 0.0
         state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
         bad = combined < cfg.bad_score
-        if not bad and r <= cfg.dist_ok and s_loss is not None and call.val_losses is not None:
+        if not bad and not first and r <= cfg.dist_ok and s_loss is not None and call.val_losses is not None:
             record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)
         counts, against = self._counts(
             call, p, state, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent

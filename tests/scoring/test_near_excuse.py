@@ -131,3 +131,36 @@ def test_the_dragged_peers_honest_neighbour_keeps_its_excuse() -> None:
     for pull in (None, -0.3):
         recs = _dragged(ScoringConfig(), pull=pull, far_loss=12.0)
         assert all(r.status != "evicted" for r in recs), pull
+
+
+def _first_near(cfg: ScoringConfig, *, rounds: int = 20) -> list[ScoreRecord]:
+    """The default scenario's sign-flipper over libp2p (traced at every honest observer of a 9/12 run):
+    its first version sits near (``r`` ~1) at the founding tolerance (13x the own loss, every model one
+    round from the same initial one), every later one far (``r`` ~10) across the own update (cosine
+    about 0 on Dirichlet data) at 30-100x while the honest neighbours' ratio falls to 2."""
+    rng = np.random.default_rng(5)
+    honest = [f"h{i}" for i in range(5)]
+    before = rng.normal(size=DIM)
+    scorer = ContributionScorer(cfg)
+    out: list[ScoreRecord] = []
+    for t in range(1, rounds + 1):
+        scorer.begin_round()
+        step = _unit(rng.normal(size=DIM))
+        after = before + 0.1 * step
+        models = {p: after + 0.1 * _unit(rng.normal(size=DIM)) for p in honest}
+        models["x"] = after + (0.1 if t == 1 else 1.0) * _towards(step, 0.0, rng.normal(size=DIM))
+        losses = {p: 13.0 if t == 1 else 2.0 for p in honest}
+        losses["x"] = 13.0 if t == 1 else (30.0, 60.0, 100.0)[t % 3]
+        out.append(scorer.evaluate(before, after, models, after, losses, 1.0)["x"])
+        before = after
+    return out
+
+
+def test_a_first_version_near_at_the_start_buys_no_excuse() -> None:
+    """Fails on main: the one near ratio of the first version (13x, the founding tolerance) excuses every
+    far loss up to ~6x it; the sign-flipper is held (excluded) for the whole run, never banned, as at 3 of 12
+    honest observers in the traced run. Now the first version records no near ratio: banned."""
+    recs = _first_near(ScoringConfig())
+    assert recs[0].distance <= ScoringConfig().dist_ok
+    assert all(r.cosine is not None and r.cosine > ScoringConfig().cos_bad for r in recs[1:] if r.cosine)
+    assert recs[-1].status == "evicted"
