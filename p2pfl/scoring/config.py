@@ -58,7 +58,9 @@ class ScoringConfig:
     #: dragged by a Byzantine majority of its neighbours (they mimic its own model, so their loss ratio ~1
     #: sets its tolerance) otherwise judges its honest neighbours, unchanged on its data, as poisoned
     #: (p2pfl/scoring/losses.py, ``near_loss_reference``; docs/scoring.md, "A dragged peer's honest
-    #: neighbours"). False: the crowd's tolerance alone.
+    #: neighbours"). Never for a version pulling against the own update (cosine at most ``cos_bad``), and a
+    #: neighbour's first scored version records no near ratio (issue 16, nearfix: sign-flippers bought the
+    #: excuse so). False: the crowd's tolerance alone.
     evict_near_loss: bool = True
     #: a version that scores too well to count still counts towards eviction when it is far (``r`` at least
     #: ``evict_distance`` from both centres), pulls against the own update (cosine at most ``cos_bad``) and
