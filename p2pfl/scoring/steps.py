@@ -183,9 +183,10 @@ class ScoringSteps(TrackerHooks):
         if loss_ref is not None and val_losses is not None and p in val_losses:
             loss = float(val_losses[p])
             track_jump(cfg, state, loss, call.own_val_loss)
-            if cfg.loss_near_score:
+            if cfg.loss_near_score:  # the neighbour's own near reference, as for an eviction
                 founding = self._tolerance.founding
-                loss_ref = near_loss_reference(cfg, state, loss_ref, call.own_val_loss, founding)
+                near = near_loss_reference(cfg, state, loss_ref, call.own_val_loss, founding)
+                loss_ref = loss_ref if near is None else near
             s_loss = loss_score(cfg, loss, loss_ref)
             state.loss_rep = (
                 s_loss if state.loss_rep is None else (1.0 - cfg.ema) * state.loss_rep + cfg.ema * s_loss
