@@ -285,13 +285,13 @@ class ContributionScorer(ScoringSteps):
         score: a model already scored is no new evidence, however often the caller mixes it.
 
         ``extra_step``: the call mixes an extra mixing step's versions (p2pfl.protocol.mixing), mostly the
-        neighbours' *mixes*. Each is scored, weighed and counted as any version, but the histories that
-        judge trained versions are neither fed nor reset by it (their factors still apply): the echo's
-        geometry (an honest trained model lies behind the own trained model along the own step) does not
-        hold for a mix, and a clique's mixes agree so closely that an honest bridge's mix sits at ``r``
-        3-6 among them and filled the persistence window (issue 16, dumbbell seed 2: 145 of 186 bridge
-        mixes held by the echo, docs/scoring.md). A poisoned extra version is still scored, dropped and
-        counted like a trained one.
+        neighbours' *mixes*. Each is scored, weighed and counted as any version; with
+        ``histories_from_mixes = False`` the histories that judge trained versions (echo, persistence)
+        are neither fed nor reset by it (their factors still apply): the echo's geometry (an honest
+        trained model lies behind the own trained model along the own step) does not hold for a mix, and
+        a clique's mixes agree so closely that an honest bridge's mix sits at ``r`` 3-6 among them
+        (issue 16, dumbbell seed 2: 145 of 186 bridge mixes held by the echo, docs/scoring.md). A
+        poisoned extra version is still scored, dropped and counted like a trained one.
         """
         call = self._prepare(
             own_before, own_after_local_training, neighbours, centre, val_losses, own_val_loss

@@ -130,7 +130,7 @@ class ScoringSteps(TrackerHooks):
         cfg = self.config
         r, s_dist, cosine, s_cos, s_loss = self._components(call, p, model, state)
         combined = self._combine(r, s_dist, s_cos, s_loss)
-        if call.extra_step:  # a mix: the trained versions' histories neither learn from it nor forget
+        if call.extra_step and not self.config.histories_from_mixes:  # trained versions' histories only
             far = self.persistence is not None and self.persistence.far(p)
         else:
             far = self._persistently_far(p, state, r, len(call.refs.anchors) + 1)  # issue 16
