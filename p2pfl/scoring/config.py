@@ -66,7 +66,7 @@ class ScoringConfig:
     #: falls to ~1.4 by round 20 while an honest bridge neighbour, which carries the other clique's classes,
     #: stays at 7-12 times the own loss: scored doubtful version after version, it was left out of the mix
     #: that needed it (issue 16, dumbbell seed 2; docs/scoring.md, "Judging a clustered graph's bridges").
-    #: Off by default (measured on the dumbbell preset only, simulations/scenarios/clustered.toml).
+    #: Off by default (measured on the dumbbell only: simulations/scenarios/clustered_two_steps.toml).
     loss_near_score: bool = False
     #: an extra mixing step's versions (``mix_steps``, mostly the neighbours' mixes) feed the echo and
     #: persistence histories as trained versions do. False: only trained versions feed them (their factors
