@@ -34,7 +34,7 @@ from p2pfl.diag import task_tree
 
 from .runner import make_plan
 from .scenario import parse_scenario
-from .worker_peer import PeerLogFilter, WorkerPeer
+from .worker_peer import HonestRounds, PeerLogFilter, WorkerPeer
 
 #: the parent's wake-up: sent to every worker right after it creates ``DIR/control/go`` or ``.../stop``
 #: (the files say what happened; the signal only says "look now"). None where the platform has no SIGUSR1.
@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     scenario = parse_scenario(json.loads((out / "scenario.json").read_text()), name="worker")
     plan = make_plan(scenario, [int(p) for p in args.ports.split(",")])
     control = Control(out / "control")
-    peers = [WorkerPeer(out, plan, i, t0=args.t0, control=control, mark=mark) for i in indices]
+    honest_rounds = HonestRounds(out, plan)  # one reader for the process's Sybils
+    peers = [
+        WorkerPeer(out, plan, i, t0=args.t0, control=control, mark=mark, honest_rounds=honest_rounds)
+        for i in indices
+    ]
     mark("setup")
 
     if any(plan.peers[i].join_round > 0 for i in indices):

@@ -18,6 +18,7 @@ import contextvars
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import traceback
 from collections.abc import AsyncIterator, Callable
@@ -52,18 +53,51 @@ class PeerLogFilter(logging.Filter):
         return True
 
 
+class HonestRounds:
+    """The fewest rounds any honest peer reports in its ``status.json``, read at most once per ``every_s``
+    (the clock's seconds) however many callers ask: a Sybil joins at an honest round it learns here, and
+    the Sybils of one worker process share one reader (each reading every honest peer's file twice a
+    second multiplied the reads by the number of Sybils in the process)."""
+
+    def __init__(self, out: Path, plan: Plan, *, every_s: float = 0.5) -> None:
+        self._dirs = [out / "peers" / str(i) for i in plan.honest]
+        self._every_s = every_s
+        self._at = -math.inf
+        self._round = 0
+
+    def __call__(self) -> int:
+        now = trio.current_time()
+        if now - self._at >= self._every_s:
+            self._at = now
+            rounds = []
+            for hd in self._dirs:
+                try:
+                    rounds.append(int(json.loads((hd / "status.json").read_text()).get("round", 0)))
+                except (OSError, ValueError, AttributeError, TypeError):
+                    rounds.append(0)
+            self._round = min(rounds, default=0)
+        return self._round
+
+
 class WorkerPeer:
     """One peer of a worker process: its runner, transport factory and the files it shares with the parent."""
 
     def __init__(
-        self, out: Path, plan: Plan, index: int, *, t0: float, control: Control, mark: Callable[[str], None]
+        self,
+        out: Path,
+        plan: Plan,
+        index: int,
+        *,
+        t0: float,
+        control: Control,
+        mark: Callable[[str], None],
+        honest_rounds: HonestRounds | None = None,
     ) -> None:
         self.out, self.plan, self.index, self.control, self._mark = out, plan, index, control, mark
         self.scenario = plan.scenario
         self.me = plan.peers[index]
         self.dir = out / "peers" / str(index)
-        self._honest_dirs = [out / "peers" / str(i) for i in plan.honest]
-        self._clock = {"at": -1.0, "round": 0}
+        self._honest_round = honest_rounds or HonestRounds(out, plan)
         self.runner = PeerRunner(
             plan=plan,
             me=self.me,
@@ -112,20 +146,6 @@ class WorkerPeer:
             if not self.control.go.is_set():
                 await self._gate()
             yield transport
-
-    def _honest_round(self) -> int:
-        """The fewest rounds any honest peer reports in its status.json (read at most twice a second)."""
-        now = trio.current_time()
-        if now - self._clock["at"] >= 0.5:
-            self._clock["at"] = now
-            rounds = []
-            for hd in self._honest_dirs:
-                try:
-                    rounds.append(int(json.loads((hd / "status.json").read_text()).get("round", 0)))
-                except (OSError, ValueError, AttributeError):
-                    rounds.append(0)
-            self._clock["round"] = min(rounds, default=0)
-        return int(self._clock["round"])
 
     async def _go(self) -> None:
         if not self.control.go.is_set():  # a peer that listens before its first round (a late Sybil)

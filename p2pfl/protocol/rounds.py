@@ -180,6 +180,7 @@ class RoundSide(EngineCore):
                 reference=reference,
                 val_losses=val_losses,
                 own_val_loss=own_val_loss,
+                extra_step=extra_step,
             )
             weights = self._mix_weights(scorer, reps, rejected)
             young = [not scorer.is_established(p) for p in peers]
@@ -220,6 +221,7 @@ class RoundSide(EngineCore):
         reference: FloatVec,
         val_losses: Mapping[str, float] | None,
         own_val_loss: float | None,
+        extra_step: bool = False,
     ) -> dict[str, ScoreRecord]:
         """Score each candidate's version not scored yet (each version once) and remember the scores."""
         fresh = {r.peer for r in reps if self._scored_version(r.peer) != r.version}
@@ -238,6 +240,7 @@ class RoundSide(EngineCore):
             val_losses,
             own_val_loss,
             only=fresh,
+            extra_step=extra_step,
         )
         for r in reps:
             if r.peer in scores:

@@ -68,6 +68,23 @@ class ScoringConfig:
     #: founding rounds, on IID data, whose loss was only 2-9x the own (p2pfl/scoring/steps.py,
     #: ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score alone.
     evict_far_against: bool = True
+    #: the loss *score* of a neighbour's version is judged against that same reference too (its median near
+    #: ratio, capped by the founding tolerance, when above the current tolerance), not only an eviction's
+    #: loss evidence. On a clustered graph a clique's members agree so closely that the crowd's tolerance
+    #: falls to ~1.4 by round 20 while an honest bridge neighbour, which carries the other clique's classes,
+    #: stays at 7-12 times the own loss: scored doubtful version after version, it was left out of the mix
+    #: that needed it (issue 16, dumbbell seed 2; docs/scoring.md, "Judging a clustered graph's bridges").
+    #: Off by default (measured on the dumbbell only: simulations/scenarios/clustered_two_steps.toml).
+    loss_near_score: bool = False
+    #: an extra mixing step's versions (``mix_steps``, mostly the neighbours' mixes) feed the echo and
+    #: persistence histories as trained versions do. False: only trained versions feed them (their factors
+    #: still apply to every version): on a clustered graph a clique's mixes agree so closely that an honest
+    #: bridge's mix sits at r 3-6 among them, and its echo (a geometry that holds for trained models only)
+    #: held 145 of 186 of its mixes at a bridge's own neighbours (issue 16, dumbbell seed 2). Kept True by
+    #: default: on a 4-regular graph at Dirichlet 0.3 with 25 % label-flippers (the clustered preset, seed 2)
+    #: the honest minimum fell from 75.8 % to 25.9 % without the mixes' echo and persistence
+    #: (docs/scoring.md).
+    histories_from_mixes: bool = True
     #: an absurd model (``hard_reject_factor``) whose distance is no jump (``evict_jump``) from the
     #: neighbour's last ``evict_trust_versions`` settled ones (from the own mix's centre or the plain median)
     #: is rejected but does not count towards eviction when this is False: an honest peer dragged by a
@@ -365,6 +382,8 @@ class ScoringConfig:
             "heading",
             "evict_near_loss",
             "evict_far_against",
+            "loss_near_score",
+            "histories_from_mixes",
             "evict_absurd_drift",
         ):
             if not isinstance(getattr(self, name), bool):

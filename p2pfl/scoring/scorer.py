@@ -274,6 +274,7 @@ class ContributionScorer(ScoringSteps):
         own_val_loss: float | None = None,
         *,
         only: Collection[str] | None = None,
+        extra_step: bool = False,
     ) -> dict[str, ScoreRecord]:
         """Score every neighbour once, update reputations, standings and statuses, return the records.
 
@@ -282,10 +283,20 @@ class ContributionScorer(ScoringSteps):
         ``own_val_loss`` is a positive finite number; a neighbour missing from it just has no loss score.
         With ``only``, the other neighbours still set the honest spread (the median distance) but get no
         score: a model already scored is no new evidence, however often the caller mixes it.
+
+        ``extra_step``: the call mixes an extra mixing step's versions (p2pfl.protocol.mixing), mostly the
+        neighbours' *mixes*. Each is scored, weighed and counted as any version; with
+        ``histories_from_mixes = False`` the histories that judge trained versions (echo, persistence)
+        are neither fed nor reset by it (their factors still apply): the echo's geometry (an honest
+        trained model lies behind the own trained model along the own step) does not hold for a mix, and
+        a clique's mixes agree so closely that an honest bridge's mix sits at ``r`` 3-6 among them
+        (issue 16, dumbbell seed 2: 145 of 186 bridge mixes held by the echo, docs/scoring.md). A
+        poisoned extra version is still scored, dropped and counted like a trained one.
         """
         call = self._prepare(
             own_before, own_after_local_training, neighbours, centre, val_losses, own_val_loss
         )
+        call.extra_step = extra_step
         records: dict[str, ScoreRecord] = {}
         young: dict[str, tuple[bool, bool]] = {}  # scored young identities: (passed, hard failure)
         for p, model in call.models.items():

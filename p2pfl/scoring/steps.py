@@ -49,6 +49,9 @@ class Call:
     centre: NDArray[np.float64] | None = None
     #: badrun.neighbourhood_ratios, computed when first needed
     plain: dict[str, float] | None = None
+    #: the versions come to an extra mixing step (p2pfl.protocol.mixing): mostly the neighbours' mixes,
+    #: which the trained-version histories (persistence, echo) do not judge (``ContributionScorer.evaluate``)
+    extra_step: bool = False
 
 
 class ScoringSteps(TrackerHooks):
@@ -128,10 +131,18 @@ class ScoringSteps(TrackerHooks):
         first = state.loss_rep is None  # its first version with a loss (nearfix: no near ratio from it)
         r, s_dist, cosine, s_cos, s_loss = self._components(call, p, model, state)
         combined = self._combine(r, s_dist, s_cos, s_loss)
-        far = self._persistently_far(p, state, r, len(call.refs.anchors) + 1)  # issue 16
-        self._observe_echo(  # issue 16
-            p, model, call.after, call.own_update, val_losses=call.val_losses, own_val_loss=call.own_val_loss
-        )
+        if call.extra_step and not self.config.histories_from_mixes:  # trained versions' histories only
+            far = self.persistence is not None and self.persistence.far(p)
+        else:
+            far = self._persistently_far(p, state, r, len(call.refs.anchors) + 1)  # issue 16
+            self._observe_echo(  # issue 16
+                p,
+                model,
+                call.after,
+                call.own_update,
+                val_losses=call.val_losses,
+                own_val_loss=call.own_val_loss,
+            )
         persistent = far and cfg.persist_evict
         if persistent:
             combined = 0.0
@@ -175,6 +186,10 @@ class ScoringSteps(TrackerHooks):
         if loss_ref is not None and val_losses is not None and p in val_losses:
             loss = float(val_losses[p])
             track_jump(cfg, state, loss, call.own_val_loss)
+            if cfg.loss_near_score:  # the neighbour's own near reference, as for an eviction
+                founding = self._tolerance.founding
+                near = near_loss_reference(cfg, state, loss_ref, call.own_val_loss, founding)
+                loss_ref = loss_ref if near is None else near
             s_loss = loss_score(cfg, loss, loss_ref)
             state.loss_rep = (
                 s_loss if state.loss_rep is None else (1.0 - cfg.ema) * state.loss_rep + cfg.ema * s_loss

@@ -164,6 +164,21 @@ def test_clustered_preset_is_the_measured_dumbbell_cell_with_its_four_settings()
     assert measured.to_dict() != cell.to_dict()
 
 
+def test_two_step_clustered_preset_is_clustered_toml_with_its_four_settings() -> None:
+    """scenarios/clustered_two_steps.toml is what simulations/benchmarks-matrix.md measured (bridge16):
+    clustered.toml with ``mix_steps = 2``, ``loss_near_score``, ``histories_from_mixes = False`` and
+    persistence 3 / 5, nothing else changed."""
+    two = load_scenario(BASE.parent / "clustered_two_steps.toml")
+    one = load_scenario(BASE.parent / "clustered.toml")
+    scoring = {
+        "loss_near_score": True,
+        "histories_from_mixes": False,
+        "persist_soft": 3.0,
+        "persist_hard": 5.0,
+    }
+    assert two.to_dict() == one.replace(run={"mix_steps": 2}, scoring=scoring).to_dict()
+
+
 @pytest.mark.slow
 def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The reduced slice CI runs: digits, Dirichlet(0.3), random 6-regular, 20% attackers, the default
