@@ -186,9 +186,11 @@ class ScoringSteps(TrackerHooks):
         if loss_ref is not None and val_losses is not None and p in val_losses:
             loss = float(val_losses[p])
             track_jump(cfg, state, loss, call.own_val_loss)
-            if cfg.loss_near_score:  # the neighbour's own near reference, as for an eviction
-                founding = self._tolerance.founding
-                near = near_loss_reference(cfg, state, loss_ref, call.own_val_loss, founding)
+            if cfg.loss_near_score:  # the neighbour's own near reference, as for an eviction (none
+                founding = self._tolerance.founding  # for a version pulling against the own update)
+                near = near_loss_reference(
+                    cfg, state, loss_ref, call.own_val_loss, founding, against=s_cos == 0.0
+                )
                 loss_ref = loss_ref if near is None else near
             s_loss = loss_score(cfg, loss, loss_ref)
             state.loss_rep = (
