@@ -161,3 +161,18 @@ def test_a_poisoned_extra_version_is_still_scored_and_dropped() -> None:
     late = bad[FOUNDING:]
     assert all(r.combined < cfg.bad_score for r in late)
     assert late[-1].status in ("excluded", "evicted")
+
+
+def test_a_version_pulling_against_the_own_update_gets_no_near_excuse_in_its_loss_score() -> None:
+    """As for an eviction (nearfix): a neighbour that sat near at 12x and then publishes a version along
+    the reverse of the own step (a sign-flipper's) is scored against the crowd's tolerance, not its near
+    loss; the same loss on a version that does not pull against the own update keeps the excuse."""
+    cfg = ScoringConfig(loss_near_score=True)
+    obs = Observer(cfg)
+    for _ in range(FOUNDING + 3):
+        obs.round(12.0)
+    aligned = obs.round(12.0)
+    against = obs.round(12.0, bridge_r=3.0, echo=-1.0)
+    assert aligned.loss_score == 1.0
+    assert against.cosine is not None and against.cosine <= cfg.cos_bad
+    assert against.loss_score is not None and against.loss_score < 0.5
