@@ -73,7 +73,7 @@ class HonestRounds:
             for hd in self._dirs:
                 try:
                     rounds.append(int(json.loads((hd / "status.json").read_text()).get("round", 0)))
-                except (OSError, ValueError, AttributeError, TypeError):
+                except (OSError, ValueError, AttributeError, TypeError, OverflowError):
                     rounds.append(0)
             self._round = min(rounds, default=0)
         return self._round

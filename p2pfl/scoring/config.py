@@ -388,6 +388,8 @@ class ScoringConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError("scoring", name, f"must be a bool, got {getattr(self, name)!r}")
+        if self.loss_near_score and not self.evict_near_loss:  # (it reads that near history)
+            raise ConfigError("scoring", "loss_near_score", "needs evict_near_loss = true")
         self.persistence()  # validates persist_window / persist_soft / persist_hard
         self.echo_config()  # validates echo_ok / echo_bad / echo_ahead
         self.heading_config()  # validates heading_*

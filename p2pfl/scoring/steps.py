@@ -148,8 +148,8 @@ class ScoringSteps(TrackerHooks):
             combined = 0.0
         state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
         bad = combined < cfg.bad_score
-        if not bad and not first and r <= cfg.dist_ok and s_loss is not None and call.val_losses is not None:
-            record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)
+        if self._records_near(call, p, first=first, r=r, s_loss=s_loss, bad=bad):
+            record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)  # type: ignore[index]
         counts, against = self._counts(
             call, p, state, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
         )
@@ -157,6 +157,7 @@ class ScoringSteps(TrackerHooks):
             state.grace_left -= 1
             state.consecutive_bad = 0
             state.bad_evidence = 0.0
+            against = False  # (the grace discarded the count)
         else:
             state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
             state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
@@ -171,6 +172,30 @@ class ScoringSteps(TrackerHooks):
         return ScoreRecord(
             p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
         )
+
+    def _records_near(
+        self,
+        call: Call,
+        p: str,
+        *,
+        first: bool,
+        r: float,
+        s_loss: float | None,
+        bad: bool,
+    ) -> bool:
+        """Whether this version's loss ratio joins ``p``'s near history (``record_near``): it sat near and
+        scored at least ``bad_score``. Not from its first version (nearfix), nor from an extra mixing
+        step's (a mix sits near at the founding tolerance from round 1, which would bypass that rule). With
+        ``loss_near_score`` (whose loss score already carries the excuse) only a loss clean against the
+        crowd's reference (at most ``loss_ok`` times it) is recorded: judged with the excuse, or merely
+        not bad (a near version scores 0.43 with a loss score of 0), a late joiner creeping up by 8 % a
+        round kept a clean loss score up to 27x the own loss and weight until 87x (12x without the rule)."""
+        cfg = self.config
+        if bad or first or call.extra_step or r > cfg.dist_ok or s_loss is None or call.val_losses is None:
+            return False  # (s_loss implies a loss in val_losses)
+        if not cfg.loss_near_score or call.refs.loss_ref is None:
+            return True
+        return loss_score(cfg, float(call.val_losses[p]), call.refs.loss_ref) >= 1.0
 
     def _components(
         self, call: Call, p: str, model: NDArray[np.float64], state: PeerState
@@ -222,7 +247,7 @@ class ScoringSteps(TrackerHooks):
             cfg, state, refs.loss_evict, call.own_val_loss, self._tolerance.founding, against=s_cos == 0.0
         )
         if bad and not persistent and (refs.med_evict, loss_evict) != (refs.med, refs.loss_ref):
-            r_e = call.dists[p] / refs.med_evict if refs.med_evict > 0 else r
+            r_e = self._r_evict(call, p, r)
             s_loss_e = s_loss
             if s_loss is not None and loss_evict is not None:
                 loss = float(call.val_losses[p])  # type: ignore[index]  # (s_loss implies a loss)
@@ -246,7 +271,7 @@ class ScoringSteps(TrackerHooks):
         self, call: Call, p: str, r: float, s_cos: float | None, loss_evict: float | None
     ) -> bool:
         """Whether a version not bad enough to count is evidence all the same (``evict_far_against``): far
-        (``r`` at least ``evict_distance`` from the own mix's centre and the eviction centre alike), pulling
+        (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's count), pulling
         against the own update (cosine at most ``cos_bad``) and with a loss on the own data above
         ``loss_ok`` times the eviction reference. Why: in founding rounds a sign-flipper at ``r`` 9-12,
         cosine -0.6..-0.77, cost the own data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID
@@ -254,13 +279,20 @@ class ScoringSteps(TrackerHooks):
         restarted; 1 to 9 runs of 40 ended with some honest peer not evicting it by round 8. No honest
         neighbour in the traces was far and anti-aligned at once (honest cosines at the dragged peers'
         observers -0.35..+0.10; docs/scoring.md, "nearfix")."""
-        cfg, refs, losses = self.config, call.refs, call.val_losses
+        cfg, losses = self.config, call.val_losses
         if not cfg.evict_far_against or not cfg.evict_distance or s_cos != 0.0:
             return False
         if loss_evict is None or losses is None or p not in losses:
             return False
-        r_e = call.dists[p] / refs.med_evict if refs.med_evict > 0 else r
-        return min(r, r_e) >= cfg.evict_distance and loss_score(cfg, float(losses[p]), loss_evict) < 1.0
+        far = self._r_evict(call, p, r) >= cfg.evict_distance  # (at most r: the eviction spread is wider)
+        return far and loss_score(cfg, float(losses[p]), loss_evict) < 1.0
+
+    @staticmethod
+    def _r_evict(call: Call, p: str, r: float) -> float:
+        """``p``'s distance ratio against the eviction spread (``References.med_evict``, at least the
+        scoring spread ``med``): ``r`` itself when that spread is empty."""
+        med_evict = call.refs.med_evict
+        return call.dists[p] / med_evict if med_evict > 0 else r
 
     def _absurd_counts(self, call: Call, p: str, state: PeerState) -> bool:
         """Whether ``p``'s absurd version counts towards its eviction: always, unless its distance (from the

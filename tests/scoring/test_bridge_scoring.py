@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
+from p2pfl.errors import ConfigError
 from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
 
 DIM = 24
@@ -176,3 +178,44 @@ def test_a_version_pulling_against_the_own_update_gets_no_near_excuse_in_its_los
     assert aligned.loss_score == 1.0
     assert against.cosine is not None and against.cosine <= cfg.cos_bad
     assert against.loss_score is not None and against.loss_score < 0.5
+
+
+def test_loss_near_score_without_the_near_history_is_refused() -> None:
+    """``loss_near_score`` reads the near history ``evict_near_loss`` keeps: alone it would do nothing."""
+    with pytest.raises(ConfigError, match="loss_near_score"):
+        ScoringConfig(loss_near_score=True, evict_near_loss=False)
+
+
+def _creeping_joiner(
+    cfg: ScoringConfig, *, growth: float = 1.08, join: int = 10, rounds: int = 40
+) -> list[tuple[float, float]]:
+    """A late joiner that sits near and raises its loss ratio by ``growth`` a round: (ratio, loss score)."""
+    rng = np.random.default_rng(1)
+    scorer = ContributionScorer(cfg)
+    side = {p: Observer._unit(rng.normal(size=DIM)) for p in (*CLIQUE, "s")}
+    before, d = 10.0 * rng.normal(size=DIM), Observer._unit(rng.normal(size=DIM))
+    ratio, out = 2.0, []
+    for t in range(1, rounds + 1):
+        scorer.begin_round()
+        after = before + 0.5 * d
+        models = {p: after + side[p] for p in CLIQUE}
+        losses = {p: (10.0 if scorer.rounds <= FOUNDING else 1.2) for p in CLIQUE}
+        if t >= join:
+            models["s"], losses["s"] = after + 0.8 * side["s"], ratio
+            ratio *= growth
+        rec = scorer.evaluate(before, after, models, after, losses, 1.0)
+        if "s" in rec and rec["s"].loss_score is not None:
+            out.append((losses["s"], rec["s"].loss_score))
+        before = after
+    return out
+
+
+def test_a_late_joiner_creeping_up_in_loss_cannot_raise_its_own_allowance() -> None:
+    """Only a loss clean against the crowd's reference joins the near history under ``loss_near_score``:
+    judged with the excuse itself (or merely not bad), a joiner that never behaved in the founding rounds
+    raised its allowance by 8 % a round and scored clean at 27x the own loss (reviewed repro). Now its
+    allowance stops at what it cost while clean (~3x): at 12x and more it no longer scores clean."""
+    rows = _creeping_joiner(ScoringConfig(loss_near_score=True))
+    assert any(ratio < 3.0 and score == 1.0 for ratio, score in rows)  # clean while it is
+    assert all(score < 1.0 for ratio, score in rows if ratio >= 12.0)
+    assert any(ratio >= 12.0 for ratio, _ in rows)

@@ -43,6 +43,9 @@ def test_fewest_honest_rounds_read_once_per_period_and_a_bad_file_counts_as_roun
         _write(tmp_path, honest[0], json.dumps({"round": None}))  # a torn or hostile file: round 0
         await trio.sleep(0.5)
         seen.append(reader())
+        _write(tmp_path, honest[0], '{"round": Infinity}')
+        await trio.sleep(0.5)
+        seen.append(reader())
         _write(tmp_path, honest[0], "[1, 2]")
         await trio.sleep(0.5)
         seen.append(reader())
@@ -51,4 +54,4 @@ def test_fewest_honest_rounds_read_once_per_period_and_a_bad_file_counts_as_roun
         seen.append(reader())
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert seen == [2, 2, 3, 0, 0, 0]
+    assert seen == [2, 2, 3, 0, 0, 0, 0]
