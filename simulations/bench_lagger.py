@@ -46,8 +46,9 @@ _RECORDS: list[Row] = []
 
 
 @contextmanager
-def lagging(lag_s: float) -> Iterator[None]:
-    """While open, the ``slow`` peer starts its rounds at once and waits ``lag_s`` after training."""
+def lagging(lag_s: float, from_round: int = 0) -> Iterator[None]:
+    """While open, the ``slow`` peer starts its rounds at once and, from its round ``from_round`` on, waits
+    ``lag_s`` after training."""
     laggers: set[int] = set()
     before, train = protocol_attacks.ProtocolAttack.before_round, peer_rounds.RoundLoop._train
 
@@ -57,7 +58,7 @@ def lagging(lag_s: float) -> Iterator[None]:
 
     async def slow_train(self: Any) -> Any:
         out = await train(self)
-        if id(self._p.engine) in laggers:
+        if id(self._p.engine) in laggers and self.round >= from_round:
             await trio.sleep(lag_s)
         return out
 
@@ -113,6 +114,8 @@ def summarise(result: dict[str, Any], records: list[Row], cfg: ScoringConfig) ->
         "evicted_by": len(lagger["evicted_by"]),
         "honest_false_positive": result["evictions"]["false_positive"],
         "scored": len(rows),
+        # a neighbour first heard after the founding rounds is young: weight 0 until it earns passes
+        "young": sum(x["status"] == "young" for x in rows),
         "counted_max": max([x["consec"] or 0 for x in rows] or [0]),
         "evidence_max": max([x["bucket"] or 0.0 for x in rows] or [0.0]),
         "r": _q(sorted(x["r"] for x in rows if math.isfinite(x["r"]))),
@@ -135,19 +138,20 @@ def run_cell(
     rounds: int = 60,
     wait_fraction: float = 0.5,
     flag: bool = True,
+    from_round: int = 0,
 ) -> dict[str, Any]:
     """One reproducible run with a lagger; its summary (:func:`summarise`)."""  # fmt: skip
     records = _RECORDS
     install(records)  # once per process: the wrapper keeps the first list it was given, so one list
     records.clear()
     spec = scenario(partition, topology, peers, seed, rounds=rounds, wait_fraction=wait_fraction, flag=flag)
-    with lagging(lag_s), tempfile.TemporaryDirectory() as work:
+    with lagging(lag_s, from_round), tempfile.TemporaryDirectory() as work:
         result = run_scenario(
             parse_scenario(spec, name="lagger"), Path(work), quiet=True, plots=False, reproducible=True
         )
     cfg = ScoringConfig(evict_far_against=flag)
     cell = {"partition": partition, "topology": topology, "peers": peers, "seed": seed, "lag_s": lag_s,
-            "wait_fraction": wait_fraction, "evict_far_against": flag}  # fmt: skip
+            "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round}  # fmt: skip
     return {**cell, **summarise(result, records, cfg)}
 
 
@@ -160,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", default="1,2")
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--wait-fraction", type=float, default=0.5)
+    ap.add_argument("--from-round", type=int, default=0, help="the lagger's own round it starts lagging at")
     ap.add_argument("--flag", default="on", help="evict_far_against: on, off or on,off")
     a = ap.parse_args(argv)
     for lag in (float(x) for x in a.lag.split(",")):
         for seed in (int(x) for x in a.seed.split(",")):
             for flag in (x == "on" for x in a.flag.split(",")):
                 row = run_cell(a.partition, a.topology, a.peers, seed, lag, rounds=a.rounds,
-                               wait_fraction=a.wait_fraction, flag=flag)  # fmt: skip
+                               wait_fraction=a.wait_fraction, flag=flag, from_round=a.from_round)  # fmt: skip
                 print(json.dumps(row), flush=True)
     return 0
 
