@@ -149,6 +149,8 @@ def run_cell(
         result = run_scenario(
             parse_scenario(spec, name="lagger"), Path(work), quiet=True, plots=False, reproducible=True
         )
+    if not records:  # the process traced the scorer into another list first (evict_trace.install)
+        raise RuntimeError("bench_lagger: no score recorded; was evict_trace.install given another list?")
     cfg = ScoringConfig(evict_far_against=flag)
     cell = {"partition": partition, "topology": topology, "peers": peers, "seed": seed, "lag_s": lag_s,
             "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round}  # fmt: skip
