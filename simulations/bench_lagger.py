@@ -26,7 +26,7 @@ import itertools
 import json
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,15 +97,28 @@ def _q(values: list[float]) -> str:
     return "-" if not values else f"{values[len(values) // 2]:.2f}/{values[-1]:.2f}"
 
 
+def _by_observer(rows: list[Row]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = {}
+    for x in rows:
+        out.setdefault(x["obs"], []).append(x)
+    return out
+
+
+def _extreme(rows: list[Row], keep: Callable[[Row], bool], key: str, pick: Callable[..., Any]) -> Any:
+    """``pick`` (min or max) of ``key`` over the rows ``keep`` admits, rounded; None if none."""
+    vals = [x[key] for x in rows if keep(x) and x[key] is not None and math.isfinite(x[key])]
+    return round(pick(vals), 2) if vals else None
+
+
 def summarise(result: dict[str, Any], records: list[Row], cfg: ScoringConfig) -> dict[str, Any]:
     """What the lagger's observers saw of it (see the module docstring)."""
     lagger = next(p for p in result["peers"] if not p["honest"])
     rows = [x for x in records if x["peer"] == lagger["id"]]
-    by_obs: dict[str, list[int]] = {}
-    for x in rows:
-        by_obs.setdefault(x["obs"], []).append(x["round"])
-    gaps = sorted(float(b - a) for v in by_obs.values() for a, b in itertools.pairwise(v))
+    gaps = sorted(
+        float(b["round"] - a["round"]) for v in _by_observer(rows).values() for a, b in itertools.pairwise(v)
+    )
     far = cfg.evict_distance or math.inf
+    later = [x for v in _by_observer(rows).values() for x in v[1:]]
     far_anti = [x for x in rows if x["r"] >= far and x["cos"] is not None and x["cos"] <= cfg.cos_bad]
     return {
         "lagger_rounds": lagger["rounds"],
@@ -122,6 +135,12 @@ def summarise(result: dict[str, Any], records: list[Row], cfg: ScoringConfig) ->
         # the cosine's median / minimum: sorted descending so that the last is the lowest
         "cos": _q(sorted((x["cos"] for x in rows if x["cos"] is not None), reverse=True)),
         "loss_ratio": _q(sorted(x["loss_ratio"] for x in rows if x["loss_ratio"] is not None)),
+        # the margins: the lowest cosine of a far version, the largest r of an anti-aligned one (the
+        # lagger's first version per observer left out: it is the farthest, and one version never bans)
+        "r_max_later": _extreme(later, lambda x: True, "r", max),
+        "cos_min_later": _extreme(later, lambda x: x["cos"] is not None, "cos", min),
+        "cos_min_far": _extreme(later, lambda x: x["r"] >= far, "cos", min),
+        "r_max_anti": _extreme(later, lambda x: x["cos"] is not None and x["cos"] <= cfg.cos_bad, "r", max),
         "far_anti": len(far_anti),
         "far_anti_rounds": sorted({x["round"] for x in far_anti}),
         "honest_accuracy": result["honest_accuracy"]["mean"],
