@@ -20,7 +20,8 @@ def test_a_founder_that_starts_lagging_stays_near_and_is_never_counted() -> None
     row = bench_lagger.run_cell("iid", "complete", 5, 1, 0.1, rounds=60, wait_fraction=0.5, from_round=8)
     assert _lag(row) >= 4 and row["young"] == 0  # it really lags, and as an established founder
     assert row["scored"] >= 4 * 12
-    # the margin: no scored version far (r >= evict_distance) and anti-aligned (cos <= cos_bad) at once
+    # the margin: no scored version far (r >= evict_distance 4) or anti-aligned (cos <= cos_bad -0.5)
+    assert row["r_max_later"] < 4 and row["cos_min_later"] > -0.5
     assert row["far_anti"] == 0
     assert row["counted_max"] == 0 and row["evidence_max"] == 0.0
     assert row["evicted_by"] == 0 and row["honest_false_positive"] == 0
@@ -32,6 +33,8 @@ def test_a_lagger_from_the_start_is_far_and_anti_aligned_only_in_its_first_versi
     row = bench_lagger.run_cell("iid", "complete", 5, 1, 0.1, rounds=60, wait_fraction=0.5)
     assert _lag(row) >= 4 and row["scored"] >= 4 * 8
     assert len(row["far_anti_rounds"]) <= 1
+    # after its first version, no version far and anti-aligned (the later ones: neither)
+    assert row["cos_min_far"] is None and row["r_max_anti"] is None
     assert row["counted_max"] == 0 and row["evidence_max"] == 0.0
     assert row["evicted_by"] == 0 and row["honest_false_positive"] == 0
 
