@@ -9,8 +9,9 @@ Its round starts from its mix of the neighbours' versions as it found them, so w
 many of the others' rounds old plus one own update: a stale honest version, the case the review of
 ``evict_far_against`` replayed (docs/scoring.md, "nearfix", failure modes). The ``slow`` kind's own wait
 before a round is replaced; nothing else of the peer changes. Runs are reproducible memory runs
-(:mod:`simulations.determinism`); ``--wait-fraction`` below 1 lets the others stop waiting for the lagger
-(with 1.0 their pacing waits for it and the lag stays near a round).
+(:mod:`simulations.determinism`; ``--real-time``: the memory engine in real time, ``--lag`` in seconds of
+it); ``--wait-fraction`` below 1 lets the others stop waiting for the lagger (with 1.0 their pacing waits
+for it and the lag stays near a round).
 
 Printed per run (one JSON line): how many observer rounds passed between two versions of the lagger (the
 lag), how many honest neighbours evicted it, how many versions counted towards its eviction, the
@@ -158,6 +159,7 @@ def run_cell(
     wait_fraction: float = 0.5,
     flag: bool = True,
     from_round: int = 0,
+    real_time: bool = False,
 ) -> dict[str, Any]:
     """One reproducible run with a lagger; its summary (:func:`summarise`)."""  # fmt: skip
     records = _RECORDS
@@ -166,13 +168,18 @@ def run_cell(
     spec = scenario(partition, topology, peers, seed, rounds=rounds, wait_fraction=wait_fraction, flag=flag)
     with lagging(lag_s, from_round), tempfile.TemporaryDirectory() as work:
         result = run_scenario(
-            parse_scenario(spec, name="lagger"), Path(work), quiet=True, plots=False, reproducible=True
+            parse_scenario(spec, name="lagger"),
+            Path(work),
+            quiet=True,
+            plots=False,
+            reproducible=not real_time,
         )
     if not records:  # the process traced the scorer into another list first (evict_trace.install)
         raise RuntimeError("bench_lagger: no score recorded; was evict_trace.install given another list?")
     cfg = ScoringConfig(evict_far_against=flag)
     cell = {"partition": partition, "topology": topology, "peers": peers, "seed": seed, "lag_s": lag_s,
-            "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round}  # fmt: skip
+            "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round,
+            "real_time": real_time}  # fmt: skip
     return {**cell, **summarise(result, records, cfg)}
 
 
@@ -186,13 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--wait-fraction", type=float, default=0.5)
     ap.add_argument("--from-round", type=int, default=0, help="the lagger's own round it starts lagging at")
+    ap.add_argument(
+        "--real-time", action="store_true", help="the memory engine in real time (not reproducible)"
+    )
     ap.add_argument("--flag", default="on", help="evict_far_against: on, off or on,off")
     a = ap.parse_args(argv)
     for lag in (float(x) for x in a.lag.split(",")):
         for seed in (int(x) for x in a.seed.split(",")):
             for flag in (x == "on" for x in a.flag.split(",")):
                 row = run_cell(a.partition, a.topology, a.peers, seed, lag, rounds=a.rounds,
-                               wait_fraction=a.wait_fraction, flag=flag, from_round=a.from_round)  # fmt: skip
+                               wait_fraction=a.wait_fraction, flag=flag, from_round=a.from_round,
+                               real_time=a.real_time)  # fmt: skip
                 print(json.dumps(row), flush=True)
     return 0
 
