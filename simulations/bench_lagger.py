@@ -1,7 +1,8 @@
 """Issue 16, ``evict_far_against``: is an honest peer that *lags* counted or banned? (session 24, laggard)
 
 ``python -m p2pfl.sim.bench_lagger [--partition iid|dirichlet] [--topology complete|rr6] [--peers N]
-[--lag 0.05,0.1] [--seed 1,2] [--rounds 60] [--wait-fraction 0.5] [--flag on,off]``
+[--lag 0.05,0.1] [--seed 1,2] [--rounds 60] [--wait-fraction 0.5] [--from-round 0] [--real-time]
+[--flag on,off]``
 
 One peer of each run trains honestly (the ``slow`` attack kind's peer: an honest learner on its own data
 slice) but takes ``--lag`` simulated seconds longer per round: it waits after training, before it publishes.
@@ -16,8 +17,9 @@ for it and the lag stays near a round).
 Printed per run (one JSON line): how many observer rounds passed between two versions of the lagger (the
 lag), how many honest neighbours evicted it, how many versions counted towards its eviction, the
 quantiles of its ``r``, cosine and loss ratio, and how many of its scored versions were far (``r`` >=
-``evict_distance``) and anti-aligned (cosine <= ``cos_bad``) at once, and in which observer rounds. A
-measurement harness: the scorer is only read (:func:`p2pfl.sim.evict_trace.install`).
+``evict_distance``) and anti-aligned (cosine <= ``cos_bad``) at once, and in which observer rounds; the
+margins after each observer's first version of it (largest ``r``, lowest cosine). A measurement harness:
+the scorer is only read (:func:`p2pfl.sim.evict_trace.install`).
 """
 
 from __future__ import annotations
