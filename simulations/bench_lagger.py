@@ -28,6 +28,7 @@ import argparse
 import itertools
 import json
 import math
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from typing import Any
 import trio
 
 from p2pfl import peer_rounds
+from p2pfl.errors import StateError
 from p2pfl.scoring import ScoringConfig
 
 from . import protocol_attacks
@@ -177,7 +179,7 @@ def run_cell(
             reproducible=not real_time,
         )
     if not records:  # the process traced the scorer into another list first (evict_trace.install)
-        raise RuntimeError("bench_lagger: no score recorded; was evict_trace.install given another list?")
+        raise StateError("bench_lagger: no score recorded; was evict_trace.install given another list?")
     cfg = ScoringConfig(evict_far_against=flag)
     cell = {"partition": partition, "topology": topology, "peers": peers, "seed": seed, "lag_s": lag_s,
             "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round,
@@ -211,4 +213,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
