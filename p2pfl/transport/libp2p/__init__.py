@@ -87,7 +87,10 @@ against the library's source):
   stream is reopened on the live connection within a second (:meth:`.connections.ConnectionsMixin.
   _heal_pubsub_streams`) and a peer that opens a stream to us is sent our subscriptions again
   (:meth:`.compat.HardenedPubsub.announce_to`). A connection whose close has begun no longer counts as open
-  (the swarm lists it until the close ends, and a close cancelled midway never ends it).
+  (the swarm lists it until the close ends, and a close cancelled midway never ends it). Pubsub's
+  stream-registration retry, which sleeps between attempts and checked the connection only after a failure,
+  no longer dials a peer whose connection closed meanwhile (:meth:`.compat.HardenedPubsub._handle_new_peer`;
+  under CPU load it dialled while a resync awaited the other end's redial, and the pair was duplicated again).
 * A yamux connection can deadlock with both ends' send buffers full, and a shielded stream reset then waits
   forever: a request overdue past its timeout, cleanup and a grace period gets its connection's socket
   closed (:meth:`.connections.ConnectionsMixin.abort`, :func:`.compat.tcp_socket_of`).

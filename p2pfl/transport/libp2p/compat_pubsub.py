@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from libp2p.abc import INetStream, INetwork
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -120,6 +121,17 @@ class HardenedPubsub(Pubsub):
 
     def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
         self.on_accepted(publish_message)
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        """Open our pubsub stream to a peer only over a connection that exists. The library's registration
+        retry (``_handle_new_peer_with_retry``) sleeps between attempts and checks the connection only after
+        a failure, so its next ``new_stream`` dialled a peer whose connection had closed meanwhile: after a
+        resync's close that dial and the other end's redial formed a duplicate pair again (measured under
+        CPU load: ``tests/transport/libp2p/test_transport.py``). Dialling is the connection layer's decision
+        (:mod:`.connections`); the retry gives up on the ``SwarmException`` as on a lost connection."""
+        if peer_id not in self.peers and not self._peer_is_connected(peer_id):
+            raise SwarmException(f"no connection to {peer_id}: pubsub does not dial")
+        await super()._handle_new_peer(peer_id)
 
     async def _teardown_if_connected(self, peer_id: ID) -> None:
         """Blacklisting tears the peer down in a background task; the library's version ``del``s the peer

@@ -26,7 +26,7 @@ from libp2p.utils import encode_varint_prefixed
 from p2pfl.errors import TransportError
 from p2pfl.transport import Libp2pConfig, Libp2pTransport
 from p2pfl.transport.base import Transport
-from p2pfl.transport.libp2p import gossip_topic
+from p2pfl.transport.libp2p import compat, gossip_topic
 from p2pfl.transport.memory import peer_id_from_seed
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
@@ -584,6 +584,31 @@ async def test_a_resync_whose_other_end_never_redials_ends_connected(
         await _settle(a, b)
         await a._resync(ID.from_base58(b.peer_id), trio.current_time())
         await _settle(a, b)
+        await _gossip_and_requests_flow(a, b)
+
+
+async def test_pubsubs_stream_retry_does_not_dial_while_a_resync_awaits_the_redial() -> None:
+    """Pubsub's stream-registration retry sleeps between attempts and checked the connection only after a
+    failure, so under CPU load its next attempt dialled a peer whose connection a resync had just closed:
+    that dial and the other end's redial duplicated the pair again. Dialling is the connection layer's
+    decision: the retry gives up instead, and the pair forms again from the other end's redial."""
+    async with transports(2, replace(FAST, dial_timeout=5.0)) as (a, b):
+        await b.connect(a.listen_addrs[0])  # a holds only an inbound connection: it is not the one to redial
+        await _settle(a, b)
+        pid = ID.from_base58(b.peer_id)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a._resync, pid, trio.current_time())
+            with trio.fail_after(5):
+                while _conns(a, b) or compat.has_pubsub_stream(a._pubsub, pid):  # closed, and forgotten
+                    await trio.sleep(0.02)
+            with trio.fail_after(5):  # what the library's retry task runs next
+                await a._pubsub._handle_new_peer_with_retry(pid, 2.0)
+            assert not _conns(a, b)  # no dial of a's own
+            await b.connect(a.listen_addrs[0])  # the redial a awaits
+        await _settle(a, b)
+        directions = [compat.connection_direction(c) for c in a.host.get_network().get_connections(pid)]
+        assert directions == ["inbound"], directions
+        assert a.stats.connections_resynced == 1 and b.stats.connections_resynced == 0
         await _gossip_and_requests_flow(a, b)
 
 
