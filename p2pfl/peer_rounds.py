@@ -120,6 +120,9 @@ class RoundLoop(RoundWaits):
     async def _step(self) -> RoundReport:
         engine, exchange = self._p.engine, self._p.exchange
         t0 = trio.current_time()
+        # the connected, subscribed neighbours: founders if in contact within the founding rounds, whether
+        # or not their first version has arrived (a peer slow from the start: docs/scoring.md)
+        engine.note_contacts(self._learners(), t0)
         await exchange.execute(engine.readmissions(t0))
         start = engine.own.copy()
         train, trained = await self._train()

@@ -41,7 +41,7 @@ from p2pfl import peer_rounds
 from p2pfl.errors import StateError
 from p2pfl.scoring import ScoringConfig
 
-from . import protocol_attacks
+from . import observe, protocol_attacks
 from .evict_trace import Row, install
 from .runner import run_scenario
 from .scenario import parse_scenario
@@ -115,7 +115,9 @@ def _extreme(rows: list[Row], keep: Callable[[Row], bool], key: str, pick: Calla
     return round(pick(vals), 2) if vals else None
 
 
-def summarise(result: dict[str, Any], records: list[Row], cfg: ScoringConfig) -> dict[str, Any]:
+def summarise(
+    result: dict[str, Any], records: list[Row], cfg: ScoringConfig, shares: list[tuple[str, int, float]]
+) -> dict[str, Any]:
     """What the lagger's observers saw of it (see the module docstring)."""
     lagger = next(p for p in result["peers"] if not p["honest"])
     rows = [x for x in records if x["peer"] == lagger["id"]]
@@ -148,8 +150,45 @@ def summarise(result: dict[str, Any], records: list[Row], cfg: ScoringConfig) ->
         "r_max_anti": _extreme(later, lambda x: x["cos"] is not None and x["cos"] <= cfg.cos_bad, "r", max),
         "far_anti": len(far_anti),
         "far_anti_rounds": sorted({x["round"] for x in far_anti}),
+        **_weight(shares, lagger["id"]),
         "honest_accuracy": result["honest_accuracy"]["mean"],
+        "honest_min": result["honest_accuracy"]["min"],
+        "lagger_accuracy": lagger.get("final_accuracy"),
     }
+
+
+def _weight(shares: list[tuple[str, int, float]], lagger: str) -> dict[str, Any]:
+    """The lagger's mixing share at its honest neighbours (``simulations.observe``: its weight over the
+    mix's total, 0 while a candidate with no weight), over every round it was a candidate and over the
+    observer rounds after 10 (the founding rounds and its first versions aside): the mean, the largest,
+    and how many of those rounds gave it a share above 0 (its data reached the mix)."""
+    mine = [(r, s) for p, r, s in shares if p == lagger]
+    late = [s for r, s in mine if r > 10]
+    return {
+        "share_mean": round(sum(s for _, s in mine) / len(mine), 4) if mine else None,
+        "share_mean_r10": round(sum(late) / len(late), 4) if late else None,
+        "share_max": max((s for _, s in mine), default=0.0),
+        "mixed": f"{sum(s > 0 for _, s in mine)}/{len(mine)}",
+    }
+
+
+@contextmanager
+def mixing_shares(out: list[tuple[str, int, float]]) -> Iterator[None]:
+    """While open, every simulated peer's round appends (neighbour, its round, share) to ``out`` for
+    each non-honest neighbour among its mixing inputs (read only:
+    :meth:`simulations.observe.RoundObserver.row`)."""
+    row = observe.RoundObserver.row
+
+    def recording(self: Any, peer: Any) -> dict[str, Any]:
+        got = row(self, peer)
+        out.extend((q, int(peer.round), float(s)) for q, s in got.get("mix", {}).items())
+        return got
+
+    observe.RoundObserver.row = recording  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        observe.RoundObserver.row = row  # type: ignore[method-assign]
 
 
 def run_cell(
@@ -170,7 +209,8 @@ def run_cell(
     install(records)  # once per process: the wrapper keeps the first list it was given, so one list
     records.clear()
     spec = scenario(partition, topology, peers, seed, rounds=rounds, wait_fraction=wait_fraction, flag=flag)
-    with lagging(lag_s, from_round), tempfile.TemporaryDirectory() as work:
+    shares: list[tuple[str, int, float]] = []
+    with lagging(lag_s, from_round), mixing_shares(shares), tempfile.TemporaryDirectory() as work:
         result = run_scenario(
             parse_scenario(spec, name="lagger"),
             Path(work),
@@ -184,7 +224,7 @@ def run_cell(
     cell = {"partition": partition, "topology": topology, "peers": peers, "seed": seed, "lag_s": lag_s,
             "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round,
             "real_time": real_time}  # fmt: skip
-    return {**cell, **summarise(result, records, cfg)}
+    return {**cell, **summarise(result, records, cfg, shares)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,8 @@ without bound. The replicas are forgotten after ``[protocol] forget_after_s`` wi
 moment (each round, and periodically while a finished peer only serves: :mod:`p2pfl.peer_serve`):
 
 * an identity is *live* while the engine holds its replica, buffers its deltas, fetches its payload or
-  wants its snapshot (a want or fetch unanswered past the horizon expires: :func:`expire_requests`). Once
+  wants its snapshot (a want or fetch unanswered past the horizon expires: :func:`expire_requests`), or
+  is a founder by contact still in contact (``EngineCore.note_contacts``; expires the same way). Once
   it is none of these (its replica was forgotten, or it was evicted and its replica dropped), its
   per-identity state is either forgotten or remembered:
 * **forgotten** when its record is no worse than a new identity's: the scorer's state (reputation, standing,
@@ -72,13 +73,18 @@ def worse_than_new(engine: EngineCore, peer: str) -> bool:
 def live_identities(engine: EngineCore) -> set[str]:
     """The identities the engine is working with now (module docstring)."""
     return (
-        set(engine.replicas) | set(engine._pending) | set(engine._fetching_for) | set(engine._snapshot_wanted)
+        set(engine.replicas)
+        | set(engine._pending)
+        | set(engine._fetching_for)
+        | set(engine._snapshot_wanted)
+        | set(engine._contacts)
     )
 
 
 def known_identities(engine: EngineCore) -> set[str]:
     """Every identity some per-identity table of the engine holds state for (rejection counts aside)."""
     known = set(engine._heard_at) | set(engine._last_scored) | engine._doubted | engine.bans.peers()
+    known.update(engine._contacts)
     if engine.scorer is not None:
         known.update(engine.scorer.known())
     return known
@@ -135,6 +141,7 @@ def forget_identity(engine: EngineCore, peer: str) -> None:
     engine._heard_at.pop(peer, None)
     engine._last_scored.pop(peer, None)
     engine._doubted.discard(peer)
+    engine._contacts.pop(peer, None)
     engine.bans.forget(peer)
     engine.quiet.discard(peer)
 
@@ -153,6 +160,8 @@ def expire_requests(engine: EngineCore, now: float) -> None:
         del engine._snapshot_wanted[peer]
     for peer in [p for p, asked in engine._renewal_asked.items() if now - asked > age]:
         del engine._renewal_asked[peer]
+    for peer in [p for p, seen in engine._contacts.items() if now - seen > age]:
+        del engine._contacts[peer]  # out of contact past the horizon: live only if it holds a replica
     for peer in [p for p, (_seq, at) in engine._fetching_for.items() if now - at > age]:
         del engine._fetching_for[peer]
     for digest in [d for d, at in engine._fetching.items() if now - at > age]:
@@ -204,6 +213,7 @@ def identity_tables(engine: EngineCore) -> dict[str, int]:
         "replicas": len(engine.replicas),
         "replay_floors": len(engine.forgotten),
         "heard_at": len(engine._heard_at),
+        "contacts": len(engine._contacts),
         "last_scored": len(engine._last_scored),
         "doubted": len(engine._doubted),
         "bans": len(engine.bans.peers()),

@@ -9,7 +9,7 @@ rejection counters, faults, the payload cache) and the small operations both sid
 from __future__ import annotations
 
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -116,6 +116,9 @@ class EngineCore:
         self._doubted: set[str] = set()
         #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
         self._heard_at: dict[str, int] = {}
+        #: identities the scorer made founders by contact (note_contacts), with when they were last seen in
+        #: contact: live until they publish or stay out of contact past the forgetting horizon (churn)
+        self._contacts: dict[str, float] = {}
         #: versions published by extra mixing steps (p2pfl.protocol.mixing): ``seq`` minus these counts the
         #: own rounds that published, the clock of ``return_gap_rounds``
         self._extra_versions = 0
@@ -215,6 +218,19 @@ class EngineCore:
         self.own = self.layout.flatten(params)
 
     # -------------------------------------------------------------------------------- rejections
+
+    def note_contacts(self, peers: Iterable[str], now: float) -> None:
+        """The caller is in contact with ``peers`` now: connected and subscribed to our versions (the
+        peer's learners, told once a round before it ends). Within the founding rounds the scorer makes
+        each new one a founder before its first version arrives (:meth:`~p2pfl.scoring.scorer.
+        ContributionScorer.contact`); the record stays live while it keeps in contact (p2pfl.protocol.churn
+        forgets it, like any identity, once it is out of contact past the horizon without a replica)."""
+        scorer = self.scorer
+        if scorer is None:
+            return
+        for peer in peers:
+            if peer in self._contacts or scorer.contact(peer):
+                self._contacts[peer] = now
 
     def _reject(self, reason: str, peer: str | None) -> list[Action]:
         self.rejections[reason] += 1

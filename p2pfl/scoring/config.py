@@ -151,8 +151,14 @@ class ScoringConfig:
     return_grace: int = 8
     return_gap_rounds: int = 5
     #: -- earned influence (docs/aggregation.md, "The model of trust") --
-    #: identities first heard within the scorer's first ``founding_rounds`` own rounds are *founders*:
-    #: established at once (at network start every neighbour is new, and starving them all stalls learning).
+    #: identities first heard, or first in contact (connected and subscribed: ``ContributionScorer.contact``,
+    #: which the peer calls each round), within the scorer's first ``founding_rounds`` own rounds are
+    #: *founders*: established at once (at network start every neighbour is new, and starving them all stalls
+    #: learning). By contact too, so a peer slow from its first round is no newcomer: first heard after the
+    #: founding rounds it was young, and its stale versions never passed (weight 0 all run in 44 of 44 and 73
+    #: of 77 versions, simulations/benchmarks-matrix.md, young16). A Sybil silent while in contact gains
+    #: nothing it could not by publishing one honest-looking version then (docs/scoring.md, "Founders by
+    #: contact").
     #: Later identities are *young*: scored, but mixed with weight 0 until they hold ``young_rounds`` passes
     #: (versions that pass the own checks), then with a cap growing by ``1 / (ramp_rounds + 1)`` per pass;
     #: with ``young_rounds + ramp_rounds`` passes they are established. A version that fails the checks takes

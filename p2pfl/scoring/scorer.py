@@ -44,8 +44,8 @@ arithmetic of the scores (:mod:`~p2pfl.scoring.components`), the choice of who s
 moved unchanged but for the arguments the steps pass each other.
 
 Everything is deterministic: no clock, no randomness, results in sorted peer order. The caller counts its
-own rounds with :meth:`ContributionScorer.begin_round` (identities first heard within ``founding_rounds``
-of them are founders).
+own rounds with :meth:`ContributionScorer.begin_round` (identities first heard, or first in contact
+(:meth:`~ContributionScorer.contact`), within ``founding_rounds`` of them are founders).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class ContributionScorer(ScoringSteps):
     """Scores neighbours, keeps their reputation and standing, decides exclusion and eviction.
 
     Pure state machine: the only inputs are the arguments of its methods. Peers never seen are ``active``
-    with ``initial_reputation``, established if first heard within ``founding_rounds`` own rounds (or when
-    probation is off), else ``young``.
+    with ``initial_reputation``, established if first heard, or first in contact, within ``founding_rounds``
+    own rounds (or when probation is off), else ``young``.
     """
 
     def __init__(self, config: ScoringConfig | None = None) -> None:
@@ -215,8 +215,24 @@ class ContributionScorer(ScoringSteps):
     # -- transitions -----------------------------------------------------------------------------
 
     def begin_round(self) -> None:
-        """The caller starts an own round (identities first heard within ``founding_rounds`` are founders)."""
+        """The caller starts an own round (identities first heard or in contact within ``founding_rounds``
+        are founders)."""
         self.rounds += 1
+
+    def contact(self, peer: str) -> bool:
+        """The caller is in authenticated contact with ``peer`` (connected and subscribed to our versions:
+        the transport proved its key). Noted before the scorer begins its round ``founding_rounds`` (the
+        peer notes its contacts as each round starts, so those of its rounds 1 to ``founding_rounds``
+        count, as versions first scored in them do), an identity with no record gets one now: a founder,
+        whether or not it has published. A peer slow from its first round, whose first version arrives
+        after the founding rounds, is then not taken for a late joiner (docs/scoring.md, "Founders by
+        contact"). Returns whether a record was made; later, or for a known identity, nothing changes (a
+        new one is young when first heard, as before)."""
+        cfg = self.config
+        if peer in self._peers or self.rounds >= cfg.founding_rounds or cfg.young_rounds == 0:
+            return False  # (with probation off every identity is established when first heard anyway)
+        self._peers[peer] = self._state(peer)
+        return True
 
     def readmit(self, peer: str) -> None:
         """Put an evicted peer on probation with ``probation_reputation``; no-op for other peers. Once off
