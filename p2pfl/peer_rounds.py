@@ -44,7 +44,7 @@ from p2pfl.peer_waits import RoundWaits
 from p2pfl.protocol import Replica, RoundOutcome, ValLossCache
 from p2pfl.protocol.guards import RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.mixing import MixConfig, MixLedger
-from p2pfl.protocol.pacing import next_round_at
+from p2pfl.protocol.pacing import learners, next_round_at
 from p2pfl.wire import Meta
 
 log = logging.getLogger("p2pfl.peer")
@@ -120,9 +120,10 @@ class RoundLoop(RoundWaits):
     async def _step(self) -> RoundReport:
         engine, exchange = self._p.engine, self._p.exchange
         t0 = trio.current_time()
-        # the connected, subscribed neighbours: founders if in contact within the founding rounds, whether
-        # or not their first version has arrived (a peer slow from the start: docs/scoring.md)
-        engine.note_contacts(self._learners(), t0)
+        # the connected, subscribed neighbours (not the secure-aggregation fellows: they mute us and are not
+        # scored one by one): founders if in contact within the founding rounds, whether or not their first
+        # version has arrived (a peer slow from the start: docs/scoring.md)
+        engine.note_contacts(learners(self._views(t0)), t0)
         await exchange.execute(engine.readmissions(t0))
         start = engine.own.copy()
         train, trained = await self._train()

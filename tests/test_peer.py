@@ -473,3 +473,36 @@ async def test_a_stopping_peer_aborts_the_connections_a_shielded_task_still_wait
             await trio.sleep(0.1)
     assert aborted.is_set()
     assert any("aborting the connections" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_silent_neighbour_in_contact_from_the_start_is_a_founder(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The round loop tells the engine its learners as each round starts (docs/scoring.md, "Founders by
+    contact"): a neighbour connected and subscribed from the first round that has published nothing yet
+    (a peer slow from its start) is a founder at A, not a young identity."""
+    splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
+    net = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        peers = []
+        for i in range(4):
+            peer = memory_peer(
+                i,
+                learner_for(splits[i], i),
+                net,
+                local_steps=5,
+                max_round_wait_s=30,
+                join_on_start=False,
+                run_sync=inline,
+            )
+            peers.append(await stack.enter_async_context(peer))
+        a, b, c, silent = peers
+        for other in (b, c, silent):
+            await a.connect(f"memory/{other.peer_id}")
+        with trio.fail_after(60):
+            async with trio.open_nursery() as n:
+                for p in (a, b, c):
+                    n.start_soon(p.run, 7)
+        scorer = a.engine.scorer
+        assert scorer is not None and scorer.rounds > scorer.config.founding_rounds  # else any unknown is one
+        assert scorer.is_founder(silent.peer_id) and scorer.status(silent.peer_id) == "active"

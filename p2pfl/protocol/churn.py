@@ -8,7 +8,8 @@ moment (each round, and periodically while a finished peer only serves: :mod:`p2
 
 * an identity is *live* while the engine holds its replica, buffers its deltas, fetches its payload or
   wants its snapshot (a want or fetch unanswered past the horizon expires: :func:`expire_requests`), or
-  is a founder by contact still in contact (``EngineCore.note_contacts``; expires the same way). Once
+  is a founder by contact that has not published yet (``EngineCore.note_contacts``; for the horizon from
+  its first contact, however long it stays connected). Once
   it is none of these (its replica was forgotten, or it was evicted and its replica dropped), its
   per-identity state is either forgotten or remembered:
 * **forgotten** when its record is no worse than a new identity's: the scorer's state (reputation, standing,
@@ -161,7 +162,7 @@ def expire_requests(engine: EngineCore, now: float) -> None:
     for peer in [p for p, asked in engine._renewal_asked.items() if now - asked > age]:
         del engine._renewal_asked[peer]
     for peer in [p for p, seen in engine._contacts.items() if now - seen > age]:
-        del engine._contacts[peer]  # out of contact past the horizon: live only if it holds a replica
+        del engine._contacts[peer]  # silent past the horizon since its first contact, connected or not
     for peer in [p for p, (_seq, at) in engine._fetching_for.items() if now - at > age]:
         del engine._fetching_for[peer]
     for digest in [d for d, at in engine._fetching.items() if now - at > age]:

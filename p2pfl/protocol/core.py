@@ -116,8 +116,10 @@ class EngineCore:
         self._doubted: set[str] = set()
         #: per peer, our own seq when we last scored a new version of it (to tell a peer coming back)
         self._heard_at: dict[str, int] = {}
-        #: identities the scorer made founders by contact (note_contacts), with when they were last seen in
-        #: contact: live until they publish or stay out of contact past the forgetting horizon (churn)
+        #: identities the scorer made founders by contact (note_contacts) that have not published yet, with
+        #: when they were first in contact: live until their first version is scored (then their replica
+        #: keeps them live) or for the forgetting horizon from that contact (churn), so a silent founder
+        #: is forgotten on the clock a silent sleeper is
         self._contacts: dict[str, float] = {}
         #: versions published by extra mixing steps (p2pfl.protocol.mixing): ``seq`` minus these counts the
         #: own rounds that published, the clock of ``return_gap_rounds``
@@ -221,15 +223,16 @@ class EngineCore:
 
     def note_contacts(self, peers: Iterable[str], now: float) -> None:
         """The caller is in contact with ``peers`` now: connected and subscribed to our versions (the
-        peer's learners, told once a round before it ends). Within the founding rounds the scorer makes
-        each new one a founder before its first version arrives (:meth:`~p2pfl.scoring.scorer.
-        ContributionScorer.contact`); the record stays live while it keeps in contact (p2pfl.protocol.churn
-        forgets it, like any identity, once it is out of contact past the horizon without a replica)."""
+        peer's learners, told as each round starts). Within the founding rounds the scorer makes each new
+        one a founder before its first version arrives (:meth:`~p2pfl.scoring.scorer.ContributionScorer.
+        contact`). The record stays live until that first version is scored, or for the forgetting horizon
+        from the first contact: staying connected does not keep a silent identity's standing for ever
+        (p2pfl.protocol.churn forgets it then, as it forgets a founder silent that long)."""
         scorer = self.scorer
         if scorer is None:
             return
         for peer in peers:
-            if peer in self._contacts or scorer.contact(peer):
+            if peer not in self._contacts and scorer.contact(peer):
                 self._contacts[peer] = now
 
     def _reject(self, reason: str, peer: str | None) -> list[Action]:

@@ -228,6 +228,7 @@ class RoundSide(EngineCore):
         gap = scorer.config.return_gap_rounds
         rounds = self.seq - self._extra_versions  # own rounds that published (extra steps' versions aside)
         for peer in sorted(fresh):
+            self._contacts.pop(peer, None)  # published: its replica keeps it live now (note_contacts)
             # rounds already counts this round's version
             if rounds - self._heard_at.get(peer, 1) > gap:
                 scorer.grant_grace(peer)

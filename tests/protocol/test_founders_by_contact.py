@@ -68,6 +68,8 @@ def test_an_honest_peer_slow_from_its_first_round_is_a_founder_and_earns_weight(
     # its versions reach the mixes (1 / 5 of one: the own model and four neighbours at weight 1)
     assert np.mean(shares) > 0.05 and max(shares) > 0.15
     assert not any(e.is_evicted(slow) for e in net.engines)
+    # published: its replica keeps it live, the contact record is done
+    assert all(identity_tables(e)["contacts"] == 0 for e in net.engines)
 
 
 def test_the_same_peer_first_in_contact_after_the_founding_rounds_stays_young() -> None:
@@ -146,6 +148,37 @@ def test_a_sign_flipping_silent_founder_by_contact_is_never_mixed_and_is_evicted
     assert all(at is not None for at in evicted)
 
 
+def _horizon(e: GossipEngine) -> float:
+    """Just past the engine's forgetting horizon (p2pfl.protocol.churn)."""
+    cfg: ProtocolConfig = e.config
+    forget = (
+        cfg.forget_after_s
+        if cfg.forget_after_s is not None
+        else FORGET_STALENESS_FACTOR * cfg.max_staleness_s
+    )
+    return max(forget, cfg.snapshot_retry_s) + 1.0
+
+
+def test_staying_in_contact_does_not_keep_a_silent_identitys_record_past_the_horizon() -> None:
+    """The review's sleeper: in contact every round and silent, a founder by contact is forgotten on the
+    clock a silent founder is (from its first contact), not kept for as long as it stays connected; heard
+    after that it is young. (Refreshed each round, it kept its founder's weight 1.0 on waking.)"""
+    net = LearningNet(n_honest=2, steps=5)
+    e: GossipEngine = net.engines[0]
+    ghost = "12D3KooWghost"
+    e.note_contacts([ghost], 1.0)
+    for _ in range(7):  # past the founding rounds
+        net.step()
+    assert e.scorer is not None and e.scorer.is_founder(ghost)
+    horizon = _horizon(e)
+    for i in range(1, 42):  # in contact all along, every 1/40 of the horizon
+        t = 1.0 + horizon * i / 40
+        e.note_contacts([ghost], t)
+        e.forget_idle(t)
+    assert ghost not in e.scorer.known() and not e.scorer.is_founder(ghost)
+    assert identity_tables(e)["contacts"] == 0
+
+
 def test_a_contact_record_is_forgotten_out_of_contact_and_the_identity_comes_back_young() -> None:
     """Bounded like any identity (p2pfl.protocol.churn): a founder by contact that never publishes and
     leaves is dropped past the forgetting horizon; heard again after the founding rounds it is young."""
@@ -155,13 +188,7 @@ def test_a_contact_record_is_forgotten_out_of_contact_and_the_identity_comes_bac
     e.note_contacts([ghost], 1.0)
     assert e.scorer is not None and e.scorer.is_founder(ghost)
     assert identity_tables(e)["contacts"] == 1
-    cfg: ProtocolConfig = e.config
-    forget = (
-        cfg.forget_after_s
-        if cfg.forget_after_s is not None
-        else FORGET_STALENESS_FACTOR * cfg.max_staleness_s
-    )
-    horizon = max(forget, cfg.snapshot_retry_s) + 1.0
+    horizon = _horizon(e)
     for _ in range(7):
         net.step()
     e.forget_idle(1.0 + horizon)

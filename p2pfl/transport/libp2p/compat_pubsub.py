@@ -129,7 +129,8 @@ class HardenedPubsub(Pubsub):
         resync's close that dial and the other end's redial formed a duplicate pair again (measured under
         CPU load: ``tests/transport/libp2p/test_transport.py``). Dialling is the connection layer's decision
         (:mod:`.connections`); the retry gives up on the ``SwarmException`` as on a lost connection."""
-        if peer_id not in self.peers and not self._peer_is_connected(peer_id):
+        conns = self.host.get_network().get_connections(peer_id)
+        if peer_id not in self.peers and all(c.is_closed for c in conns):  # closing counts as closed
             raise SwarmException(f"no connection to {peer_id}: pubsub does not dial")
         await super()._handle_new_peer(peer_id)
 
