@@ -92,7 +92,8 @@ def wall_limit(scope: trio.CancelScope, seconds: float) -> Iterator[None]:
     with the same time-limit error. Simulated time moves only when every task waits, by :data:`WORK_S` per
     blocking call: finished peers that keep running rounds (``[run] after_rounds = "mix"``) while a paused
     peer never completes advanced it ~0.05 s per round, so an 1800 s limit took hours of wall time. On a
-    real clock the scope's own deadline is that bound already: nothing to do."""
+    real clock the scope's own deadline is that bound already: nothing to do. Where a run cut by wall time
+    stops depends on the machine: a timed-out run (an error) is not reproducible."""
     if not mock_clock_running():
         yield
         return
