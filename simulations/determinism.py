@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import random
 import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -84,6 +85,33 @@ async def run_simulated(fn: Callable[..., T], *args: Any) -> T:
     return result
 
 
+@contextmanager
+def wall_limit(scope: trio.CancelScope, seconds: float) -> Iterator[None]:
+    """On a mock clock, also cancel ``scope`` (the run's ``[run] time_limit_s`` scope, in simulated seconds)
+    once ``seconds`` of wall time have passed in the block: a simulated-clock run ends in bounded wall time,
+    with the same time-limit error. Simulated time moves only when every task waits, by :data:`WORK_S` per
+    blocking call: finished peers that keep running rounds (``[run] after_rounds = "mix"``) while a paused
+    peer never completes advanced it ~0.05 s per round, so an 1800 s limit took hours of wall time. On a
+    real clock the scope's own deadline is that bound already: nothing to do. Where a run cut by wall time
+    stops depends on the machine: a timed-out run (an error) is not reproducible."""
+    if not mock_clock_running():
+        yield
+        return
+    token = trio.lowlevel.current_trio_token()
+
+    def fire() -> None:
+        with suppress(trio.RunFinishedError):  # the run ended as the timer fired
+            token.run_sync_soon(scope.cancel)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
 #: trio's switch for the order it keeps for Hypothesis (batches sorted by task creation, then shuffled)
 _ORDERED = "_ALLOW_DETERMINISTIC_SCHEDULING"
 
@@ -115,7 +143,8 @@ def seeded_scheduler(seed: int) -> Iterator[None]:
 def run_reproducible(scenario: Scenario, out: Path, *, quiet: bool = True) -> RunOutput:
     """Run ``scenario`` on the memory engine, on an autojumping mock clock with the scheduler seeded from
     ``[run] seed``: the same scenario under the same ``PYTHONHASHSEED`` gives the same :class:`RunOutput`
-    (but ``wall_s`` and the traces' ``t``). Its ``time_limit_s`` is simulated time."""
+    (but ``wall_s`` and the traces' ``t``). Its ``time_limit_s`` is simulated time, and wall time as well
+    (:func:`wall_limit`): whichever comes first ends the run as timed out."""
     import trio.testing
 
     from .engine_memory import run_memory

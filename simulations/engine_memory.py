@@ -44,7 +44,7 @@ import trio
 from threadpoolctl import threadpool_limits
 
 from .data import Split
-from .determinism import mock_clock_running, run_simulated
+from .determinism import mock_clock_running, run_simulated, wall_limit
 from .evidence_sim import EvidenceHub
 from .plan import load_splits, make_plan
 from .progress import Progress
@@ -177,7 +177,10 @@ async def _run_memory(
                     await r.peer.connect(f"memory/{plan.peer_ids[j]}")
         collector.rounds_start()  # the peers, their data and models live for the run: out of its sweeps
         go.set()
-        with trio.move_on_after(scenario.run.time_limit_s) as limit:
+        with (
+            trio.move_on_after(scenario.run.time_limit_s) as limit,
+            wall_limit(limit, scenario.run.time_limit_s),
+        ):
             while not done_event.is_set():
                 if quiet:  # nothing to draw: no sum over every runner twice a second
                     await done_event.wait()
