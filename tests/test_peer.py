@@ -86,16 +86,15 @@ async def run_all(peers: list[Peer], rounds: int) -> None:
             n.start_soon(p.run, rounds)
 
 
-async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[int, float]:
-    """Peer A has neighbours B and C (and, with ``lurker``, D, which never publishes). B starts at once, C
-    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's time for its three
-    rounds. Run it on a MockClock: the peers train inline, so the times are exact, not raced."""
+@asynccontextmanager
+async def _star_of_inline_peers(n: int) -> AsyncIterator[list[Peer]]:
+    """``n`` peers training inline (for a MockClock), peer 0 connected to each other one; no join_on_start:
+    no snapshot of each neighbour before the first round."""
     splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
     net = MemoryNetwork()
     async with AsyncExitStack() as stack:
         peers = []
-        for i in range(4 if lurker else 3):
-            # no join_on_start: no snapshot of each neighbour before the first round
+        for i in range(n):
             peer = memory_peer(
                 i,
                 learner_for(splits[i], i),
@@ -106,9 +105,17 @@ async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[in
                 run_sync=inline,
             )
             peers.append(await stack.enter_async_context(peer))
-        a, b, c = peers[:3]
         for other in peers[1:]:
-            await a.connect(f"memory/{other.peer_id}")
+            await peers[0].connect(f"memory/{other.peer_id}")
+        yield peers
+
+
+async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[int, float]:
+    """Peer A has neighbours B and C (and, with ``lurker``, D, which never publishes). B starts at once, C
+    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's time for its three
+    rounds. Run it on a MockClock: the peers train inline, so the times are exact, not raced."""
+    async with _star_of_inline_peers(4 if lurker else 3) as peers:
+        a, b, c = peers[:3]
 
         async def late(p: Peer) -> None:
             await trio.sleep(delay_c)
@@ -481,24 +488,8 @@ async def test_a_silent_neighbour_in_contact_from_the_start_is_a_founder(
     """The round loop tells the engine its learners as each round starts (docs/scoring.md, "Founders by
     contact"): a neighbour connected and subscribed from the first round that has published nothing yet
     (a peer slow from its start) is a founder at A, not a young identity."""
-    splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
-    net = MemoryNetwork()
-    async with AsyncExitStack() as stack:
-        peers = []
-        for i in range(4):
-            peer = memory_peer(
-                i,
-                learner_for(splits[i], i),
-                net,
-                local_steps=5,
-                max_round_wait_s=30,
-                join_on_start=False,
-                run_sync=inline,
-            )
-            peers.append(await stack.enter_async_context(peer))
+    async with _star_of_inline_peers(4) as peers:
         a, b, c, silent = peers
-        for other in (b, c, silent):
-            await a.connect(f"memory/{other.peer_id}")
         with trio.fail_after(60):
             async with trio.open_nursery() as n:
                 for p in (a, b, c):
