@@ -78,7 +78,6 @@ REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
     (Pubsub, "_handle_dead_peer"),
     (Pubsub, "_forget_all_subscriptions"),
     (Pubsub, "_handle_new_peer"),  # compat_pubsub: never dials
-    (Pubsub, "_peer_is_connected"),
     (Pubsub, "topic_ids"),  # compat_pubsub: announce_to
     (Pubsub, "get_message_id"),
     (SwarmConn, "direction"),
