@@ -30,11 +30,12 @@ scenarios/attacks16.toml --rule mean,median --attack none,alie``: rules x attack
 
 Printed (and written to ``--out`` as markdown): the centralised references of each dataset and seed (logistic
 regression and the same model trained on the union of all peers' data, :mod:`simulations.reference`, measured
-in the same run on the base scenario's partition: :func:`references`), then one row per cell: honest mean / min test accuracy; poisoning attackers evicted by every
-honest neighbour (of all; in brackets the (honest neighbour, poisoner) pairs evicted, of all); the largest
-mixing share any honest peer gave any attacker after round 10 (an evicted attacker holds 0; for ``median`` and
-``geomed`` it is the weight the rule is given, not the attacker's pull on its result); honest peers evicted by
-honest ones (pairs); seconds; and which of issue 16's targets the cell misses (:func:`misses`).
+in the same run on the base scenario's partition: :func:`references`), then one row per cell: honest mean /
+min test accuracy; poisoning attackers evicted by every honest neighbour (of all; in brackets the (honest
+neighbour, poisoner) pairs evicted, of all); the largest mixing share any honest peer gave any attacker after
+round 10 (an evicted attacker holds 0; for ``median`` and ``geomed`` it is the weight the rule is given, not
+the attacker's pull on its result); honest peers evicted by honest ones (pairs); seconds; and which of issue
+16's targets the cell misses (:func:`misses`).
 """
 
 from __future__ import annotations
