@@ -158,7 +158,7 @@ class RoundSide(EngineCore):
                 [scorer.is_established(p) and p not in rejected for p in peers], dtype=np.float64
             )
             newcomers = [not scorer.is_founder(p) for p in peers]
-            copies = self._copies(scorer, reps, after - before)
+            copies = {} if extra_step else self._copies(scorer, reps, after - before)
             ref_weights, ref_own = cap_share(
                 share_copies(peers, scorer.weights_for(peers) * anchors, copies),
                 newcomers,
@@ -216,7 +216,7 @@ class RoundSide(EngineCore):
     @staticmethod
     def _copies(scorer: ContributionScorer, reps: Sequence[Replica], own_update: FloatVec) -> dict[str, str]:
         """The candidates' groups of copies (p2pfl/scoring/copies.py) when a group is to weigh once in the
-        mix (``copies_mix_once``), else none."""
+        mix (``copies_mix_once``), else none (and none in an extra mixing step, as in the scorer)."""
         cfg = scorer.config
         if not cfg.copies_mix_once or not cfg.copies_ratio:
             return {}

@@ -12,13 +12,14 @@ data, as always on Dirichlet 0.1) looked far and costly at once (``r`` 5-16 from
 the plain median) and was banned at round 28 (round 9 under ``rule = "median"``).
 
 Two honest trained models are never near-identical: each is a round of local training on other data. Over
-five digits cells without attackers (Dirichlet 0.3 and 0.1, 4- and 6-regular and the dumbbell, 40 rounds)
-the closest pair of honest neighbours' models an honest observer ever saw was 0.069 own-update lengths
-apart (the dumbbell at Dirichlet 0.1, late rounds); copies are 0 apart. :func:`copy_groups` groups models
-within ``copies_ratio`` (0.01) times the own update's length of each other (single linkage), and
+four digits cells without attackers (Dirichlet 0.3 and 0.1, 4- and 6-regular and the dumbbell, 40 rounds)
+and the mimic cell, the closest pair of honest neighbours' models an honest observer ever saw was 0.069
+own-update lengths apart (the dumbbell at Dirichlet 0.1, late rounds) and 0.054 median pairwise distances;
+copies are 0 apart. :func:`copy_groups` groups models within ``copies_ratio`` (0.01) times the smaller of
+the two of each other (single linkage), and
 :func:`distinct` keeps one member of each group, in the caller's order (the first: a founder when the
-caller lists founders first). The own update is the scale because no neighbour can shrink it: a spread or
-pairwise median is the crowd's, and a crowd of copies sets it to 0.
+caller lists founders first). The own update is the scale because no neighbour can shrink it to group
+honest models; the median pair caps it for a peer whose own steps are large (:func:`copy_groups`).
 
 Every copy is still scored, excluded and banned on its own evidence. In the mix (``copies_mix_once``,
 :func:`share_copies`) a group of copies weighs as its heaviest member alone: three copies of the own model
@@ -42,26 +43,37 @@ __all__ = ["copy_groups", "distinct", "share_copies"]
 def copy_groups(
     models: Mapping[str, NDArray[np.floating[Any]]], scale: float, ratio: float
 ) -> dict[str, str]:
-    """Each peer -> its group's name (the smallest peer name in it): models at most ``ratio * scale`` apart
+    """Each peer -> its group's name (the smallest peer name in it): models at most ``ratio`` times the
+    smaller of ``scale`` (the own update's length) and the median distance between two of these models apart
     are in one group, and so are models linked by a chain of such pairs. ``ratio`` 0 turns grouping off
-    (every peer its own group); a ``scale`` of 0 groups exact copies only."""
+    (every peer its own group); a bound of 0 groups exact copies only.
+
+    Why the smaller: the own update alone grows when the own model is far from a converged neighbourhood (a
+    peer restarted far off takes steps of 5-20 while its honest neighbours sit 0.04-0.09 apart:
+    tests/protocol/test_engine.py's readmission), and they would read as copies of each other; the median
+    pair alone is the crowd's, and copies that are most of the pairs set it to 0. Either can only lower the
+    bound, so grouping an honest pair needs both to be large against it."""
     names = sorted(models)
     group = {p: p for p in names}
     if ratio <= 0 or len(names) < 2:
         return group
-    bound = ratio * max(scale, 0.0)
+    pairs = [(p, q, float(np.linalg.norm(models[p] - models[q]))) for p, q in _pairs(names)]
+    bound = ratio * max(0.0, min(scale, float(np.median([d for _, _, d in pairs]))))
 
     def root(p: str) -> str:
         while group[p] != p:
             p = group[p]
         return p
 
-    for i, p in enumerate(names):
-        for q in names[i + 1 :]:
-            if float(np.linalg.norm(models[p] - models[q])) <= bound:
-                a, b = root(p), root(q)
-                group[max(a, b)] = min(a, b)
+    for p, q, d in pairs:
+        if d <= bound:
+            a, b = root(p), root(q)
+            group[max(a, b)] = min(a, b)
     return {p: root(p) for p in names}
+
+
+def _pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    return [(p, q) for i, p in enumerate(names) for q in names[i + 1 :]]
 
 
 def distinct(peers: Iterable[str], groups: Mapping[str, str]) -> list[str]:

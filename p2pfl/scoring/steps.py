@@ -79,9 +79,13 @@ class ScoringSteps(TrackerHooks):
         centre: ArrayLike,
         val_losses: Mapping[str, float] | None,
         own_val_loss: float | None,
+        *,
+        extra_step: bool = False,
     ) -> Call:
         """Check the shapes, set the absurd models apart and set the yardsticks
-        (:mod:`~p2pfl.scoring.references`)."""
+        (:mod:`~p2pfl.scoring.references`). Copies count once (:mod:`~p2pfl.scoring.copies`), in trained
+        versions only: an extra mixing step's versions are mostly mixes, which in a clique agree closely and
+        were not measured against the bound."""
         before = as_vec(own_before, "own_before")
         d = before.shape[0]
         after = as_vec(own_after_local_training, "own_after_local_training", d)
@@ -94,7 +98,8 @@ class ScoringSteps(TrackerHooks):
         rejected = self.absurd(after, {p: models[p] for p in scored})
         sane = [p for p in scored if p not in rejected]
         dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
-        groups = copy_groups({p: models[p] for p in sane}, own_norm, self.config.copies_ratio)
+        ratio = 0.0 if extra_step else self.config.copies_ratio
+        groups = copy_groups({p: models[p] for p in sane}, own_norm, ratio)
         refs = references(
             self._tolerance,
             self.rounds,
@@ -120,6 +125,7 @@ class ScoringSteps(TrackerHooks):
             val_losses,
             own_val_loss,
             centre=ctr,
+            extra_step=extra_step,
             groups=groups,
         )
 

@@ -12,8 +12,12 @@ honest distance and the tolerance to 1.0: 11 counted every third version and was
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
+import numpy as np
+import pytest
+
+from p2pfl.errors import ConfigError
 from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
 from p2pfl.scoring.copies import copy_groups, distinct, share_copies
 
@@ -85,22 +89,32 @@ def test_sign_flippers_that_copy_each_other_are_still_banned() -> None:
 
 
 def test_copy_groups_link_near_identical_models_only() -> None:
-    """Models within ``ratio * scale`` of each other are one group (a chain too); others are their own."""
+    """Models within ``ratio`` times the smaller of ``scale`` and the median pairwise distance of each other
+    are one group (a chain too); others are their own."""
     base = np.zeros(3)
     models = {
         "a": base,
         "b": base + np.array([0.004, 0, 0]),
         "c": base + np.array([0.008, 0, 0]),  # 0.004 from b: chained to a through b
-        "d": base + np.array([0.1, 0, 0]),
+        "d": base + np.array([10.0, 0, 0]),
+        "e": base + np.array([0, 20.0, 0]),
     }
-    assert copy_groups(models, 1.0, 0.005) == {"a": "a", "b": "a", "c": "a", "d": "d"}
+    # the median pair is ~10, so the bound is 0.005 * min(1, 10)
+    assert copy_groups(models, 1.0, 0.005) == {"a": "a", "b": "a", "c": "a", "d": "d", "e": "e"}
     assert copy_groups(models, 1.0, 0.0) == {p: p for p in models}  # off
-    assert copy_groups({"x": base, "y": base.copy(), "z": base + 1e-9}, 0.0, 0.01) == {
-        "x": "x",
-        "y": "x",
-        "z": "z",
-    }  # a scale of 0: exact copies only
+    assert copy_groups(models, 0.1, 0.005) == {p: p for p in models}  # a short own update: a tighter bound
     assert distinct(["d", "c", "a", "b"], copy_groups(models, 1.0, 0.005)) == ["d", "c"]
+
+
+def test_copy_groups_bound_is_capped_by_the_median_pair_and_exact_copies_always_group() -> None:
+    """A peer far from a converged neighbourhood takes long steps (own update 20): its honest neighbours,
+    0.04-0.09 apart, are not copies of each other (the median pair caps the bound). Copies that are most of
+    the pairs set the median pair to 0: exact copies still group, nothing else does."""
+    rng = np.random.default_rng(1)
+    honest = {f"h{i}": 1.0 + 0.02 * rng.normal(size=8) for i in range(4)}
+    assert copy_groups(honest, 20.0, 0.01) == {p: p for p in honest}
+    crowd = {f"c{i}": np.ones(8) for i in range(5)} | {"h": np.ones(8) + 1e-6}
+    assert copy_groups(crowd, 1.0, 0.01) == {**{f"c{i}": "c0" for i in range(5)}, "h": "h"}
 
 
 def test_share_copies_weighs_a_group_as_its_heaviest_member() -> None:
@@ -111,3 +125,13 @@ def test_share_copies_weighs_a_group_as_its_heaviest_member() -> None:
     w = share_copies(peers, np.array([1.0, 1.0, 0.5, 0.7, 0.0, 0.0]), groups)
     assert np.isclose(w[:3].sum(), 1.0) and np.allclose(w[:3], [0.4, 0.4, 0.2])
     assert w[3] == 0.7 and w[4] == w[5] == 0.0
+
+
+def test_copies_settings_are_validated() -> None:
+    """``copies_ratio`` is a share of the own update in [0, 1); ``copies_mix_once`` a bool."""
+    for bad in (-0.1, 1.0, math.nan, True):
+        with pytest.raises(ConfigError):
+            ScoringConfig(copies_ratio=bad)
+    with pytest.raises(ConfigError):
+        ScoringConfig(copies_mix_once=1)  # type: ignore[arg-type]
+    assert ScoringConfig(copies_ratio=0.0).copies_ratio == 0.0
