@@ -14,12 +14,12 @@ the plain median) and was banned at round 28 (round 9 under ``rule = "median"``)
 Two honest trained models are never near-identical: each is a round of local training on other data. Over
 four digits cells without attackers (Dirichlet 0.3 and 0.1, 4- and 6-regular and the dumbbell, 40 rounds)
 and the mimic cell, the closest pair of honest neighbours' models an honest observer ever saw was 0.069
-own-update lengths apart (the dumbbell at Dirichlet 0.1, late rounds) and 0.054 median pairwise distances;
-copies are 0 apart. :func:`copy_groups` groups models within ``copies_ratio`` (0.01) times the smaller of
-the two of each other (single linkage), and
+own-update lengths apart (the dumbbell at Dirichlet 0.1, late rounds) and 0.054 median pairwise distances
+(so at least that many lower quartiles); copies are 0 apart. :func:`copy_groups` groups models within
+``copies_ratio`` (0.01) times the smaller of the two scales of each other (single linkage), and
 :func:`distinct` keeps one member of each group, in the caller's order (the first: a founder when the
-caller lists founders first). The own update is the scale because no neighbour can shrink it to group
-honest models; the median pair caps it for a peer whose own steps are large (:func:`copy_groups`).
+caller lists founders first). No neighbour can shrink the own update to group honest models; the lower
+quartile of the pairs caps it for a peer whose own steps are large (:func:`copy_groups`).
 
 Every copy is still scored, excluded and banned on its own evidence. In the mix (``copies_mix_once``,
 :func:`share_copies`) a group of copies weighs as its heaviest member alone: three copies of the own model
@@ -44,21 +44,24 @@ def copy_groups(
     models: Mapping[str, NDArray[np.floating[Any]]], scale: float, ratio: float
 ) -> dict[str, str]:
     """Each peer -> its group's name (the smallest peer name in it): models at most ``ratio`` times the
-    smaller of ``scale`` (the own update's length) and the median distance between two of these models apart
-    are in one group, and so are models linked by a chain of such pairs. ``ratio`` 0 turns grouping off
-    (every peer its own group); a bound of 0 groups exact copies only.
+    smaller of ``scale`` (the own update's length) and the lower quartile of the distances between two of
+    these models apart are in one group, and so are models linked by a chain of such pairs. ``ratio`` 0 turns
+    grouping off (every peer its own group); a bound of 0 groups exact copies only.
 
     Why the smaller: the own update alone grows when the own model is far from a converged neighbourhood (a
     peer restarted far off takes steps of 5-20 while its honest neighbours sit 0.04-0.09 apart:
-    tests/protocol/test_engine.py's readmission), and they would read as copies of each other; the median
-    pair alone is the crowd's, and copies that are most of the pairs set it to 0. Either can only lower the
-    bound, so grouping an honest pair needs both to be large against it."""
+    tests/protocol/test_engine.py's readmission), and they would read as copies of each other; the pairs
+    alone are the crowd's, and copies that are most of them set any quantile to 0. Either can only lower the
+    bound, so grouping an honest pair needs both to be large against it. Why the lower quartile, not the
+    median: colluders far from everything make most pairs long (3 of 7 neighbours make 15 of 21 pairs), and
+    with a long own update the median would then group the honest neighbours, leaving the colluders most of
+    the anchors; the quartile stays among the honest pairs while they are more than a quarter of them."""
     names = sorted(models)
     group = {p: p for p in names}
     if ratio <= 0 or len(names) < 2:
         return group
     pairs = [(p, q, float(np.linalg.norm(models[p] - models[q]))) for p, q in _pairs(names)]
-    bound = ratio * max(0.0, min(scale, float(np.median([d for _, _, d in pairs]))))
+    bound = ratio * max(0.0, min(scale, float(np.quantile([d for _, _, d in pairs], 0.25))))
 
     def root(p: str) -> str:
         while group[p] != p:

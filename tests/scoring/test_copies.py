@@ -135,3 +135,15 @@ def test_copies_settings_are_validated() -> None:
     with pytest.raises(ConfigError):
         ScoringConfig(copies_mix_once=1)  # type: ignore[arg-type]
     assert ScoringConfig(copies_ratio=0.0).copies_ratio == 0.0
+
+
+def test_far_colluders_cannot_make_honest_neighbours_count_once() -> None:
+    """The attacker who knows the bound: three colluders far from everything make most pairs long, and the
+    observer's own update is long (it was dragged off). Its four honest neighbours, 0.04-0.09 apart, must
+    not become one group (the anchors would then be mostly the colluders'): the lower quartile of the pairs
+    stays among the honest ones."""
+    rng = np.random.default_rng(2)
+    models = {f"h{i}": 1.0 + 0.02 * rng.normal(size=8) for i in range(4)}
+    models |= {f"a{i}": 50.0 * rng.normal(size=8) for i in range(3)}
+    groups = copy_groups(models, 20.0, 0.01)
+    assert len({groups[f"h{i}"] for i in range(4)}) == 4
