@@ -92,13 +92,14 @@ class ScoringConfig:
     #: (issue 16, rr6 dissensus seed 3, rr4 seed 4). Non-finite models and any jump still count. True: the
     #: old rule.
     evict_absurd_drift: bool = False
-    #: neighbours whose models are at most this many own-update lengths apart (a chain of such pairs) are
+    #: neighbours whose models are at most this many own-update lengths apart (or lengths of the lower
+    #: quartile of their pairwise distances, when that is smaller; a chain of such pairs too) are
     #: copies of one model and set the yardsticks (the anchors' spread and loss tolerance, the plain
     #: median's centre and spread) as one model: mimic attackers copying a peer's own model made three of
     #: its six anchors, collapsed its spread and tolerance and got its honest neighbour banned (issue 16,
-    #: digits Dirichlet 0.1 rr6 mimic seed 2). The closest honest pair measured was 0.069 apart
-    #: (p2pfl/scoring/copies.py; docs/scoring.md, "Copies count once"). Every copy is still scored on its
-    #: own. 0: off.
+    #: digits Dirichlet 0.1 rr6 mimic seed 2). The closest honest pair measured was 0.21 apart in that
+    #: unit (p2pfl/scoring/copies.py; docs/scoring.md, "Copies count once"). Every copy is still scored on
+    #: its own. 0: off.
     copies_ratio: float = 0.01
     #: in the mix too, a group of copies (``copies_ratio``) weighs as its heaviest member alone
     #: (p2pfl/scoring/copies.py, ``share_copies``; applied by the protocol's round). Off by default: in the

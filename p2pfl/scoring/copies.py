@@ -14,12 +14,14 @@ the plain median) and was banned at round 28 (round 9 under ``rule = "median"``)
 Two honest trained models are never near-identical: each is a round of local training on other data. Over
 four digits cells without attackers (Dirichlet 0.3 and 0.1, 4- and 6-regular and the dumbbell, 40 rounds)
 and the mimic cell, the closest pair of honest neighbours' models an honest observer ever saw was 0.069
-own-update lengths apart (the dumbbell at Dirichlet 0.1, late rounds) and 0.054 median pairwise distances
-(so at least that many lower quartiles); copies are 0 apart. :func:`copy_groups` groups models within
-``copies_ratio`` (0.01) times the smaller of the two scales of each other (single linkage), and
-:func:`distinct` keeps one member of each group, in the caller's order (the first: a founder when the
-caller lists founders first). No neighbour can shrink the own update to group honest models; the lower
-quartile of the pairs caps it for a peer whose own steps are large (:func:`copy_groups`).
+own-update lengths apart (the dumbbell at Dirichlet 0.1, late rounds), and 0.21 of the smaller of the own
+update and the lower quartile of the pairwise distances (the bound's scale below); copies are 0 apart.
+:func:`copy_groups` groups models within ``copies_ratio`` (0.01) times that scale of each other (single
+linkage), and :func:`distinct` keeps one member of each group, in the caller's order (the first: a founder
+when the caller lists founders first). No neighbour can shrink the own update to group honest models; the
+lower quartile of the pairs caps it for a peer whose own steps are large (:func:`copy_groups`). Copies with
+noise beyond the bound are not grouped (docs/scoring.md: at 0.05 own-update lengths all of the false
+evictions came back).
 
 Every copy is still scored, excluded and banned on its own evidence. In the mix (``copies_mix_once``,
 :func:`share_copies`) a group of copies weighs as its heaviest member alone: three copies of the own model
