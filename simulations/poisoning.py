@@ -76,6 +76,12 @@ class _Wrapper:
     def poison(self, start: Params, trained: Params) -> Params:
         return trained
 
+    def reset_optimizer(self) -> None:
+        """As the honest learner does after a diverged round (p2pfl.learner.ResettableLearner)."""
+        reset = getattr(self.inner, "reset_optimizer", None)
+        if callable(reset):
+            reset()
+
     def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
         result: EvalResult = self.inner.evaluate(params)
         return result

@@ -162,10 +162,12 @@ class OverflowsOnce(NumpySoftmaxLearner):
         return super().train(steps)
 
 
-async def test_a_peer_trains_again_after_a_diverged_round(tmp_path: Path) -> None:
+@pytest.mark.parametrize("metrics", [None, True], ids=["plain", "timed-learner"])
+async def test_a_peer_trains_again_after_a_diverged_round(tmp_path: Path, metrics: bool | None) -> None:
     """Regression (issue 16's hung matrix cell): a diverged round left the learner's momentum non-finite,
     and the peer discarded every later round too (the log's "local training diverged" about 14 times a
-    second). The peer drops the optimiser state with the diverged round, so the next round trains."""
+    second). The peer drops the optimiser state with the diverged round, so the next round trains; with
+    metrics on, through the timed learner that delegates it (``__getattr__``)."""
     learner = OverflowsOnce()
     config = PeerConfig(network_id="digits", status_interval_s=0, state_dir=tmp_path, min_neighbours=0)
     net = MemoryNetwork()
@@ -174,6 +176,7 @@ async def test_a_peer_trains_again_after_a_diverged_round(tmp_path: Path) -> Non
         learner,
         Identity(b"\x02" * 32),
         transport=lambda i: net.open(network_id="digits", seed=i.seed),
+        metrics=metrics,
     )
     async with peer:
         await peer.step()

@@ -93,7 +93,7 @@ class ScoringConfig:
     #: old rule.
     evict_absurd_drift: bool = False
     #: neighbours whose models are at most this many own-update lengths apart (or lengths of the lower
-    #: quartile of their pairwise distances, when that is smaller; a chain of such pairs too) are
+    #: quartile of each model's nearest distance, when that is smaller; a chain of such pairs too) are
     #: copies of one model and set the yardsticks (the anchors' spread and loss tolerance, the plain
     #: median's centre and spread) as one model: mimic attackers copying a peer's own model made three of
     #: its six anchors, collapsed its spread and tolerance and got its honest neighbour banned (issue 16,

@@ -15,11 +15,11 @@ Two honest trained models are never near-identical: each is a round of local tra
 four digits cells without attackers (Dirichlet 0.3 and 0.1, 4- and 6-regular and the dumbbell, 40 rounds)
 and the mimic cell, the closest pair of honest neighbours' models an honest observer ever saw was 0.069
 own-update lengths apart (the dumbbell at Dirichlet 0.1, late rounds), and 0.21 of the smaller of the own
-update and the lower quartile of the pairwise distances (the bound's scale below); copies are 0 apart.
+update and the lower quartile of the pairwise distances; copies are 0 apart.
 :func:`copy_groups` groups models within ``copies_ratio`` (0.01) times that scale of each other (single
 linkage), and :func:`distinct` keeps one member of each group, in the caller's order (the first: a founder
 when the caller lists founders first). No neighbour can shrink the own update to group honest models; the
-lower quartile of the pairs caps it for a peer whose own steps are large (:func:`copy_groups`). Copies with
+crowd's scale caps it for a peer whose own steps are large (:func:`copy_groups`). Copies with
 noise beyond the bound are not grouped (docs/scoring.md: at 0.05 own-update lengths all of the false
 evictions came back).
 
@@ -33,6 +33,7 @@ Pure: no clock, no randomness.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -46,24 +47,35 @@ def copy_groups(
     models: Mapping[str, NDArray[np.floating[Any]]], scale: float, ratio: float
 ) -> dict[str, str]:
     """Each peer -> its group's name (the smallest peer name in it): models at most ``ratio`` times the
-    smaller of ``scale`` (the own update's length) and the lower quartile of the distances between two of
-    these models apart are in one group, and so are models linked by a chain of such pairs. ``ratio`` 0 turns
-    grouping off (every peer its own group); a bound of 0 groups exact copies only.
+    smaller of ``scale`` (the own update's length) and the crowd's scale apart are in one group, and so are
+    models linked by a chain of such pairs. The crowd's scale is the lower quartile of each model's distance
+    to its nearest other model. ``ratio`` 0 turns grouping off (every peer its own group); a bound of 0 (or a
+    crowd's scale that is not finite) groups exact copies only.
 
     Why the smaller: the own update alone grows when the own model is far from a converged neighbourhood (a
     peer restarted far off takes steps of 5-20 while its honest neighbours sit 0.04-0.09 apart:
-    tests/protocol/test_engine.py's readmission), and they would read as copies of each other; the pairs
-    alone are the crowd's, and copies that are most of them set any quantile to 0. Either can only lower the
-    bound, so grouping an honest pair needs both to be large against it. Why the lower quartile, not the
-    median: colluders far from everything make most pairs long (3 of 7 neighbours make 15 of 21 pairs), and
-    with a long own update the median would then group the honest neighbours, leaving the colluders most of
-    the anchors; the quartile stays among the honest pairs while they are more than a quarter of them."""
+    tests/protocol/test_engine.py's readmission), and a neighbour that drags the own model lengthens it;
+    they would read as copies of each other. Either scale can only lower the bound, so grouping an honest
+    pair needs both to be large against it. Why each model's *nearest* distance: colluders far from
+    everything lengthen every pair they are in (3 of 6 neighbours make 12 of 15 pairs), so any quantile of
+    the pairs is theirs once the honest pairs are a quarter or less, and with a long own update the honest
+    neighbours then read as copies (the anchors would be mostly the colluders'); far colluders do not
+    lengthen an honest model's nearest distance. Grouping two honest models ``d`` apart then needs three
+    quarters of the models to have no other model within ``d / ratio`` (a Byzantine majority, far from each
+    other too). The quartile of the nearest distances is never above the quartile of the pairs (a quarter of
+    the pairs within ``x`` needs about half of the models to have a neighbour within ``x``), so this bound
+    groups nothing the pairs' bound did not; near-copies that are a quarter of the models or more set it
+    themselves and group only when exact."""
     names = sorted(models)
     group = {p: p for p in names}
     if ratio <= 0 or len(names) < 2:
         return group
     pairs = [(p, q, float(np.linalg.norm(models[p] - models[q]))) for p, q in _pairs(names)]
-    bound = ratio * max(0.0, min(scale, float(np.quantile([d for _, _, d in pairs], 0.25))))
+    nearest = dict.fromkeys(names, math.inf)
+    for p, q, d in pairs:
+        nearest[p], nearest[q] = min(nearest[p], d), min(nearest[q], d)
+    crowd = float(np.quantile(list(nearest.values()), 0.25))
+    bound = ratio * max(0.0, min(scale, crowd)) if math.isfinite(crowd) else 0.0
 
     def root(p: str) -> str:
         while group[p] != p:
@@ -98,8 +110,9 @@ def share_copies(
     peers: Sequence[str], weights: NDArray[np.float64], groups: Mapping[str, str]
 ) -> NDArray[np.float64]:
     """``weights`` (one per peer) with each group of copies scaled to weigh together as its heaviest member:
-    one model, counted once. The weight taken is dropped, not given to the own row (copies of the own
-    model would otherwise gain it back). Returns a new array."""
+    one model, counted once. The weight taken goes to no row in particular (the caller normalises, so every
+    other row's share, the own one included, grows in proportion; copies of the own model gain no more than
+    any other row). Returns a new array."""
     w = np.array(weights, dtype=np.float64)
     members: dict[str, list[int]] = {}
     for i, p in enumerate(peers):

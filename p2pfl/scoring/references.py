@@ -66,11 +66,14 @@ def references(
     # neighbour sets it, as before earned influence.
     # (neighbours the own checks already distrust, reputation below ``exclude_below``, calibrate nothing)
     trusted = [p for p in sane if state_of(p).status == "active"]
-    founders = [p for p in trusted if state_of(p).founder]
+    # Copies count once (p2pfl/scoring/copies.py), founders included: two founders that are copies of one
+    # model are one founder, which must not set the spread alone.
+    founders = distinct([p for p in trusted if state_of(p).founder], groups or {})
     anchors = (
-        founders if len(founders) >= 2 else [p for p in trusted if state_of(p).established] or list(sane)
+        founders
+        if len(founders) >= 2
+        else distinct([p for p in trusted if state_of(p).established] or list(sane), groups or {})
     )
-    anchors = distinct(anchors, groups or {})  # copies count once (p2pfl/scoring/copies.py)
     med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - centre))]))
     loss_ref = tolerance.reference(rounds, anchors, val_losses, own_val_loss)
     # Of exactly two founders the peer cannot tell which one is honest (every sane one counts here,

@@ -89,27 +89,31 @@ def test_sign_flippers_that_copy_each_other_are_still_banned() -> None:
 
 
 def test_copy_groups_link_near_identical_models_only() -> None:
-    """Models within ``ratio`` times the smaller of ``scale`` and the median pairwise distance of each other
-    are one group (a chain too); others are their own."""
-    base = np.zeros(3)
+    """Models within ``ratio`` times the smaller of ``scale`` and the crowd's scale (the lower quartile of
+    each model's nearest distance) of each other are one group (a chain too); others are their own."""
+    base = np.zeros(12)
     models = {
         "a": base,
-        "b": base + np.array([0.004, 0, 0]),
-        "c": base + np.array([0.008, 0, 0]),  # 0.004 from b: chained to a through b
-        "d": base + np.array([10.0, 0, 0]),
-        "e": base + np.array([0, 20.0, 0]),
+        "b": base + 0.004 * np.eye(12)[0],
+        "c": base + 0.008 * np.eye(12)[0],  # 0.004 from b: chained to a through b
     }
-    # the median pair is ~10, so the bound is 0.005 * min(1, 10)
-    assert copy_groups(models, 1.0, 0.005) == {"a": "a", "b": "a", "c": "a", "d": "d", "e": "e"}
+    models |= {f"x{i}": 10.0 * np.eye(12)[i] for i in range(1, 10)}  # nine others, 10-14 from everything
+    # three of twelve nearest distances are 0.004: the lower quartile lies among the others' (~7.5 here),
+    # so the bound is 0.005 * min(1, 7.5)
+    groups = copy_groups(models, 1.0, 0.005)
+    assert groups == {"a": "a", "b": "a", "c": "a", **{f"x{i}": f"x{i}" for i in range(1, 10)}}
     assert copy_groups(models, 1.0, 0.0) == {p: p for p in models}  # off
     assert copy_groups(models, 0.1, 0.005) == {p: p for p in models}  # a short own update: a tighter bound
-    assert distinct(["d", "c", "a", "b"], copy_groups(models, 1.0, 0.005)) == ["d", "c"]
+    assert distinct(["x1", "c", "a", "b"], groups) == ["x1", "c"]
+    # near-copies that are a quarter of the models or more set the crowd's scale themselves: not grouped
+    few = {p: models[p] for p in ("a", "b", "c", "x1", "x2")}
+    assert copy_groups(few, 1.0, 0.005) == {p: p for p in few}
 
 
-def test_copy_groups_bound_is_capped_by_the_median_pair_and_exact_copies_always_group() -> None:
+def test_copy_groups_bound_is_capped_by_the_crowd_and_exact_copies_always_group() -> None:
     """A peer far from a converged neighbourhood takes long steps (own update 20): its honest neighbours,
-    0.04-0.09 apart, are not copies of each other (the median pair caps the bound). Copies that are most of
-    the pairs set the median pair to 0: exact copies still group, nothing else does."""
+    0.04-0.09 apart, are not copies of each other (the crowd's scale caps the bound). Copies that are most of
+    the models set the crowd's scale to 0: exact copies still group, nothing else does."""
     rng = np.random.default_rng(1)
     honest = {f"h{i}": 1.0 + 0.02 * rng.normal(size=8) for i in range(4)}
     assert copy_groups(honest, 20.0, 0.01) == {p: p for p in honest}
@@ -147,3 +151,15 @@ def test_far_colluders_cannot_make_honest_neighbours_count_once() -> None:
     models |= {f"a{i}": 50.0 * rng.normal(size=8) for i in range(3)}
     groups = copy_groups(models, 20.0, 0.01)
     assert len({groups[f"h{i}"] for i in range(4)}) == 4
+
+
+def test_far_colluders_half_the_neighbours_cannot_make_honest_ones_count_once() -> None:
+    """The reviewer's geometry (issue 16: 3 of 6 neighbours attackers): three honest models ~0.12 apart,
+    three colluders 30-60 away (12 of the 15 pairs are theirs, so the pairs' lower quartile was theirs), and
+    an own update of 20 (the colluders dragged the observer). Over the pairs the honest three were one
+    group; over each model's nearest distance they stay three."""
+    rng = np.random.default_rng(3)
+    models = {f"h{i}": 1.0 + 0.04 * rng.normal(size=8) for i in range(3)}
+    models |= {f"a{i}": 1.0 + (30.0 + 15.0 * i) * np.eye(8)[i] for i in range(3)}
+    groups = copy_groups(models, 20.0, 0.01)
+    assert len({groups[f"h{i}"] for i in range(3)}) == 3, groups

@@ -4,6 +4,7 @@ yardsticks of an evaluation (p2pfl.scoring.references), each driven alone."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,3 +104,24 @@ def test_without_established_neighbours_every_sane_one_sets_the_spread() -> None
     assert refs.anchors == ["a", "b", "c"]
     assert refs.med == 1.5  # with the own distance 0
     assert (refs.med_evict, refs.reach) == (1.5, 0.0)
+
+
+def test_two_founders_that_are_copies_are_one_founder_and_the_established_set_the_spread() -> None:
+    """Copies count once among the founders too: two founders publishing one model (distance 0.1 from the
+    centre) must not set the spread alone; the established neighbours (one member per group) set it."""
+    states = {"f1": _state(True), "f2": _state(True), "e1": _state(False), "e2": _state(False)}
+    dists = {"f1": 0.1, "f2": 0.1, "e1": 3.0, "e2": 5.0}
+    kw: dict[str, Any] = {
+        "after": np.zeros(2),
+        "centre": np.array([1.0, 0.0]),
+        "sane": sorted(states),
+        "dists": dists,
+        "val_losses": None,
+        "own_val_loss": None,
+    }
+    alone = references(LossTolerance(ScoringConfig()), 10, states.__getitem__, **kw)
+    assert alone.anchors == ["f1", "f2"]
+    groups = {"f1": "f1", "f2": "f1", "e1": "e1", "e2": "e2"}
+    once = references(LossTolerance(ScoringConfig()), 10, states.__getitem__, groups=groups, **kw)
+    assert once.anchors == ["e1", "e2", "f1"]
+    assert once.med == pytest.approx(2.0)  # median of 3.0, 5.0, 0.1 and the own distance 1.0
