@@ -51,7 +51,7 @@ def test_with_the_quorum_in_the_mix_waits_a_little_for_the_neighbours_that_keep_
     """Three of four in (a quorum at ``wait_fraction`` 0.75): the mix still waits up to ``settle_factor``
     times our last round's work for the fourth, which keeps pace, and starts when it comes; a fourth that
     does not come costs that bound, no more. The old order starts at the quorum (training follows)."""
-    cfg = PacingConfig(wait_fraction=0.75, max_round_wait_s=10.0, settle_factor=0.5)
+    cfg = PacingConfig(wait_fraction=0.75, max_round_wait_s=10.0, wait_before_mix=True, settle_factor=0.5)
     three = [_view(p, last=10.2) for p in "abc"] + [_view("d", last=9.0)]  # d: in the last mix, not yet
     pacer = RoundPacer(cfg)
     pacer.begin_wait(10.0, last_mix=9.5, work_s=1.0)

@@ -123,7 +123,7 @@ class PacingConfig:
     #: ... but never sooner than this (periods of a few hundred ms jitter by as much)
     min_late_s: float = 0.5
     #: wait between publishing the trained model and mixing, instead of before training (module docstring)
-    wait_before_mix: bool = True
+    wait_before_mix: bool = False
     #: ``wait_before_mix``: once the quorum is in, how long the mix still waits for the neighbours that keep
     #: pace, as a fraction of our own last round's work (module docstring, "The rest of the round")
     settle_factor: float = 0.5
