@@ -31,6 +31,7 @@ __all__ = [
     "EvalResult",
     "Learner",
     "NumpySoftmaxLearner",
+    "ResettableLearner",
     "ScoringLearner",
     "TorchLearner",
     "TrainResult",
@@ -94,6 +95,20 @@ class ScoringLearner(Protocol):
 
     def validation_data(self) -> tuple[npt.NDArray[Any], IntArray]:
         """The local validation split: inputs and integer labels."""
+        ...
+
+
+@runtime_checkable
+class ResettableLearner(Protocol):
+    """Optional: a learner whose optimiser state (momentum) can be dropped.
+
+    A diverged round leaves that state non-finite, and it carries over rounds (the heavy ball across rounds
+    helps learning, so ``set_params`` keeps it). A peer that discards the diverged round and restarts from
+    its last good model drops the state too (:meth:`reset_optimizer`); without that every later round
+    diverges again from any start, and the peer never trains again."""
+
+    def reset_optimizer(self) -> None:
+        """Forget the optimiser's accumulated state; the parameters stay."""
         ...
 
 
@@ -234,6 +249,10 @@ class NumpySoftmaxLearner:
         with self._lock:
             _check_same_layout(self._params, params)
             self._params = {k: np.array(params[k], dtype=np.float32, copy=True) for k in self._params}
+
+    def reset_optimizer(self) -> None:
+        with self._lock:
+            self._velocity = {k: np.zeros_like(v) for k, v in self._params.items()}
 
     def _forward(
         self, p: Mapping[str, npt.NDArray[Any]], x: FloatArray

@@ -91,6 +91,10 @@ class TorchLearner:
                 for k in self._names:
                     sd[k].copy_(self._torch.from_numpy(np.asarray(params[k], dtype=np.float32)))
 
+    def reset_optimizer(self) -> None:
+        with self._lock:
+            self.optimizer.state.clear()  # momentum buffers: torch's optimisers rebuild them on the next step
+
     def train(self, steps: int) -> TrainResult:
         torch = self._torch
         with self._lock:

@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from p2pfl.config.schema import derive
-from p2pfl.learner import EvalResult, TrainResult
+from p2pfl.learner import EvalResult, ResettableLearner, TrainResult
 from p2pfl.peer_mixing import extra_mixes
 from p2pfl.peer_round_parts import SUBSCRIBE_GRACE_S as SUBSCRIBE_GRACE_S  # noqa: PLC0414 (re-export)
 from p2pfl.peer_round_parts import Params as Params  # noqa: PLC0414 (re-export)
@@ -273,6 +273,12 @@ class RoundLoop(RoundWaits):
             log.error("local training diverged (non-finite parameters): this round's update is discarded")
             trained = start
             learner.set_params(start)
+            # the optimiser's momentum is non-finite too and carries over rounds: drop it, or every later
+            # round diverges again from any start (ResettableLearner)
+            if isinstance(learner, ResettableLearner):
+                learner.reset_optimizer()
+            elif self.local_divergences == 1:
+                log.warning("the learner has no reset_optimizer(): its optimiser state may stay non-finite")
         return train, trained
 
     async def _evaluate(

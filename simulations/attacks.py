@@ -118,7 +118,7 @@ class Behaviour:
         elif self.kind == "extreme":
             wrapped = Extreme(learner, s.extreme_value, self.seed)
         elif self.kind == "mimic":
-            wrapped = Mimic(learner)
+            wrapped = Mimic(learner, s.mimic_noise, self.seed)
         elif self.kind == "dissensus":
             wrapped = Dissensus(learner, s.dissensus_lambda, s.dissensus_evade_echo, s.dissensus_from_round)
         if wrapped is None:

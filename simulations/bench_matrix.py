@@ -28,13 +28,14 @@ matrix is run (2 x 2 x 3 x 2 x 8 x 2 cells, minus the attack-free duplicates: 36
 ``--scenario`` naming another base, axes not given keep the base's value (e.g. ``--scenario
 scenarios/attacks16.toml --rule mean,median --attack none,alie``: rules x attacks on that scenario).
 
-Printed (and written to ``--out`` as markdown): the centralised references of each dataset (logistic
+Printed (and written to ``--out`` as markdown): the centralised references of each dataset and seed (logistic
 regression and the same model trained on the union of all peers' data, :mod:`simulations.reference`, measured
-in the same run), then one row per cell: honest mean / min test accuracy; poisoning attackers evicted by every
-honest neighbour (of all; in brackets the (honest neighbour, poisoner) pairs evicted, of all); the largest
-mixing share any honest peer gave any attacker after round 10 (an evicted attacker holds 0; for ``median`` and
-``geomed`` it is the weight the rule is given, not the attacker's pull on its result); honest peers evicted by
-honest ones (pairs); seconds; and which of issue 16's targets the cell misses (:func:`misses`).
+in the same run on the base scenario's partition: :func:`references`), then one row per cell: honest mean /
+min test accuracy; poisoning attackers evicted by every honest neighbour (of all; in brackets the (honest
+neighbour, poisoner) pairs evicted, of all); the largest mixing share any honest peer gave any attacker after
+round 10 (an evicted attacker holds 0; for ``median`` and ``geomed`` it is the weight the rule is given, not
+the attacker's pull on its result); honest peers evicted by honest ones (pairs); seconds; and which of issue
+16's targets the cell misses (:func:`misses`).
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ def misses(row: dict[str, Any], rows: list[dict[str, Any]], refs: dict[str, floa
         return ["failed"]
     alpha = float(row["alpha"]) if row["alpha"] != "base" else None
     if row["attack"] == "none":
-        ref = refs.get(row["dataset"])
+        ref = refs.get(ref_key(row["dataset"], row.get("seed")))
         slack = None
         if row["dataset"] == "mnist5k":
             slack = 0.03
@@ -297,6 +298,41 @@ def run_cells(
     return rows
 
 
+def ref_key(dataset: str, seed: int | None) -> str:
+    """The key of a dataset's reference for one seed (the seed draws the partition and the test split)."""
+    return f"{dataset}/seed{seed}"
+
+
+def references(base: Scenario, datasets: list[str], seeds: list[int]) -> tuple[dict[str, float], list[str]]:
+    """Each dataset's centralised references, once per seed, on the *base* scenario's partition and peer
+    count: the same figure whichever slice of the matrix a run covers (the axes a run happens to list first
+    would otherwise choose the partition, and so the examples and the MLP's step count)."""
+    from .reference import reference
+
+    refs: dict[str, float] = {}
+    lines = [
+        "| dataset | seed | logistic regression | same model, central | train / test examples | s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in datasets:
+        for seed in seeds:
+            started = time.time()
+            sc = cell_scenario(
+                base.replace(run={"seed": seed}), Cell(d, "base", "base", "0", "none", "default")
+            )
+            ref = reference(sc)
+            refs[ref_key(d, seed)] = ref.best
+            lines.append(
+                f"| {sc.data.dataset} | {seed} | {_pct(ref.logreg)} | {_pct(ref.model)} "
+                f"| {ref.train_examples} / {ref.test_examples} | {time.time() - started:.0f} |"
+            )
+            print(
+                f"reference {d} seed {seed}: logreg {_pct(ref.logreg)}, model {_pct(ref.model)}",
+                file=sys.stderr,
+            )
+    return refs, lines
+
+
 def _seeds(given: str | None, base: Scenario, ap: argparse.ArgumentParser) -> list[int]:
     if not given:
         return [base.run.seed]
@@ -369,26 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="p2pfl-matrix-"))
     started_at = datetime.now(UTC)
     t0 = time.time()
+    seeds = _seeds(args.seed, base, ap)
     refs: dict[str, float] = {}
     ref_lines: list[str] = []
     if not args.no_reference:
-        from .reference import reference
-
-        ref_lines = [
-            "| dataset | logistic regression | same model, central | train / test examples | s |",
-            "|---|---|---|---|---|",
-        ]
-        for d in dict.fromkeys(c.dataset for c in todo):
-            started = time.time()
-            sc = cell_scenario(base, Cell(d, axes["alpha"][0], axes["topology"][0], "0", "none", "default"))
-            ref = reference(sc)
-            refs[d] = ref.best
-            ref_lines.append(
-                f"| {sc.data.dataset} | {_pct(ref.logreg)} | {_pct(ref.model)} "
-                f"| {ref.train_examples} / {ref.test_examples} | {time.time() - started:.0f} |"
-            )
-            print(f"reference {d}: logreg {_pct(ref.logreg)}, model {_pct(ref.model)}", file=sys.stderr)
-    seeds = _seeds(args.seed, base, ap)
+        refs, ref_lines = references(base, list(dict.fromkeys(c.dataset for c in todo)), seeds)
     rows = run_cells(base, todo, seeds, work, refs, reproducible=args.reproducible)
     command = "python -m p2pfl.sim.bench_matrix " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [

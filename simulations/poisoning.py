@@ -248,9 +248,13 @@ class Mimic(_Omniscient):
     tend to pick the same target. A mimic model is a real honest model: it differs from the target's only
     by being one version late, so a defence can only notice duplicates, not a bad model."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, noise: float = 0.0, seed: int = 0) -> None:
         super().__init__(inner)
         self.target: str | None = None
+        #: the adaptive form against copies counting once (``[scoring] copies_ratio``): noise of this many
+        #: lengths of the own update, in a random direction per version (0: a verbatim copy)
+        self.noise = noise
+        self._rng = np.random.default_rng(seed)
 
     @staticmethod
     def pick(models: dict[str, Params]) -> str:
@@ -270,7 +274,13 @@ class Mimic(_Omniscient):
             return trained
         if self.target not in models:
             self.target = self.pick(models)
-        return {k: np.array(v, dtype=np.float32) for k, v in models[self.target].items()}
+        copy = {k: np.asarray(v, dtype=np.float64) for k, v in models[self.target].items()}
+        if self.noise > 0:
+            step = float(np.linalg.norm(_flat(trained) - _flat(start)))
+            dirs = {k: self._rng.standard_normal(v.shape) for k, v in copy.items()}
+            norm = float(np.sqrt(sum(float(np.sum(d * d)) for d in dirs.values()))) or 1.0
+            copy = {k: v + self.noise * step * dirs[k] / norm for k, v in copy.items()}
+        return {k: v.astype(np.float32) for k, v in copy.items()}
 
 
 class Dissensus(_Omniscient):

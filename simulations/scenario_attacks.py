@@ -140,6 +140,10 @@ class AttackSpec:
     #: adaptive form against drift trust, p2pfl/scoring/badrun.py: a victim dragged suddenly jumps and
     #: forfeits its honest neighbours' trust); 0: from the start
     dissensus_from_round: int = 0
+    #: mimic: the adaptive form against ``[scoring] copies_ratio`` (p2pfl/scoring/copies.py): add noise of
+    #: this many lengths of the attacker's own update (a random direction per version), so its copies are
+    #: no exact ones; 0: verbatim copies
+    mimic_noise: float = 0.0
     #: alie: ``"random"`` is the adaptive form against the heading signal (p2pfl/scoring/heading.py): a
     #: random sign per coordinate, drawn once, instead of ``mean - z * std`` in every coordinate
     alie_signs: str = "fixed"
@@ -177,6 +181,7 @@ class AttackSpec:
             dissensus_lambda=_get(t, s, "dissensus_lambda", (int, float), 1.0),
             dissensus_evade_echo=_get(t, s, "dissensus_evade_echo", bool, False),
             dissensus_from_round=_get(t, s, "dissensus_from_round", int, 0),
+            mimic_noise=_get(t, s, "mimic_noise", (int, float), 0.0),
             alie_signs=_choice(s, "alie_signs", _get(t, s, "alie_signs", str, "fixed"), ("fixed", "random")),
             ipm_evade_lag=_get(t, s, "ipm_evade_lag", bool, False),
             ipm_lag_floor=_get(t, s, "ipm_lag_floor", (int, float), -1.0),
@@ -196,6 +201,7 @@ class AttackSpec:
         _range(s, "flood_count", out.flood_count, 1, 1_000_000)
         _range(s, "dissensus_lambda", out.dissensus_lambda, 0, 1000)
         _range(s, "dissensus_from_round", out.dissensus_from_round, 0, 100_000)
+        _range(s, "mimic_noise", out.mimic_noise, 0, 1000)
         _range(s, "ipm_lag_floor", out.ipm_lag_floor, -1, 0)
         return out
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from p2pfl.learner import Dataset, NumpySoftmaxLearner
+from p2pfl.learner import Dataset, NumpySoftmaxLearner, ResettableLearner
 
 
 def _learner(prox: float) -> NumpySoftmaxLearner:
@@ -36,3 +38,47 @@ def test_prox_zero_is_plain_sgd_and_prox_keeps_local_steps_near_the_start() -> N
 def test_prox_must_be_finite_and_non_negative(bad: float) -> None:
     with pytest.raises(ValueError, match="prox"):
         _learner(bad)
+
+
+def _numpy_learner() -> NumpySoftmaxLearner:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    return NumpySoftmaxLearner(Dataset(x, y), Dataset(x, y), 3, hidden=4, seed=1)
+
+
+def _torch_learner() -> Any:
+    torch = pytest.importorskip("torch")
+    from p2pfl.learner_torch import TorchLearner
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 8, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    module = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    return TorchLearner(module, torch.nn.functional.cross_entropy, (x, y), (x, y), seed=1)
+
+
+def _finite(params: dict[str, Any]) -> bool:
+    return all(bool(np.isfinite(v).all()) for v in params.values())
+
+
+@pytest.mark.parametrize("make", [_numpy_learner, _torch_learner], ids=["numpy", "torch"])
+def test_a_diverged_round_poisons_the_momentum_until_the_optimizer_is_reset(make: Any) -> None:
+    """The trap the peer's reset closes: a round that overflowed leaves the momentum non-finite, and since
+    ``set_params`` keeps it (it carries over rounds), training from a good model diverges again; after
+    ``reset_optimizer`` it trains again."""
+    learner = make()
+    assert isinstance(learner, ResettableLearner)
+    good = learner.get_params()
+    with np.errstate(over="ignore", invalid="ignore"):
+        learner.set_params({k: (v + 1.0) * 1e20 for k, v in good.items()})
+        learner.train(3)
+        assert not _finite(learner.get_params())
+        learner.set_params(good)
+        learner.train(3)
+        assert not _finite(learner.get_params())  # the momentum carried the overflow over
+    learner.set_params(good)
+    learner.reset_optimizer()
+    learner.train(3)
+    after = learner.get_params()
+    assert _finite(after) and any(not np.array_equal(after[k], good[k]) for k in good)

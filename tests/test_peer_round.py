@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from p2pfl.identity import Identity
-from p2pfl.learner import EvalResult, TrainResult
+from p2pfl.learner import Dataset, EvalResult, NumpySoftmaxLearner, TrainResult
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.protocol import GossipEngine, ProtocolConfig, Publish, Replica
 from p2pfl.state import read_log
@@ -142,3 +142,48 @@ async def test_a_neighbour_model_replaced_during_its_evaluation_is_evaluated_in_
         learner.evaluated.clear()
         await peer.step()
         assert 8.0 in learner.evaluated  # version 2 (sum 8) is evaluated in round 2
+
+
+class OverflowsOnce(NumpySoftmaxLearner):
+    """Its second round starts from a model that overflows (as a poisoned mix can make it): that round
+    diverges for real, momentum included; every other round trains normally."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(2)
+        x = rng.normal(size=(64, 8)).astype(np.float32)
+        y = rng.integers(0, 3, 64)
+        super().__init__(Dataset(x, y), Dataset(x, y), 3, hidden=4, seed=2)
+        self.calls = 0
+
+    def train(self, steps: int) -> TrainResult:
+        self.calls += 1
+        if self.calls == 2:
+            self.set_params({k: (v + 1.0) * 1e20 for k, v in self.get_params().items()})
+        return super().train(steps)
+
+
+async def test_a_peer_trains_again_after_a_diverged_round(tmp_path: Path) -> None:
+    """Regression (issue 16's hung matrix cell): a diverged round left the learner's momentum non-finite,
+    and the peer discarded every later round too (the log's "local training diverged" about 14 times a
+    second). The peer drops the optimiser state with the diverged round, so the next round trains."""
+    learner = OverflowsOnce()
+    config = PeerConfig(network_id="digits", status_interval_s=0, state_dir=tmp_path, min_neighbours=0)
+    net = MemoryNetwork()
+    peer = Peer(
+        config,
+        learner,
+        Identity(b"\x02" * 32),
+        transport=lambda i: net.open(network_id="digits", seed=i.seed),
+    )
+    async with peer:
+        await peer.step()
+        before = peer.params()
+        await peer.step()  # diverges: the round keeps its start
+        assert peer.local_divergences == 1
+        assert all(np.array_equal(before[k], peer.params()[k]) for k in before)
+        for _ in range(2):
+            await peer.step()
+        after = peer.params()
+    assert peer.local_divergences == 1
+    assert all(np.isfinite(v).all() for v in after.values())
+    assert any(not np.array_equal(before[k], after[k]) for k in before)

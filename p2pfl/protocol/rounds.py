@@ -14,6 +14,7 @@ from p2pfl.protocol.core import EngineCore
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
 from p2pfl.scoring import ContributionScorer, ScoreRecord, cap_groups, cap_share
+from p2pfl.scoring.copies import copy_groups, share_copies
 from p2pfl.scoring.influence import check_group_caps
 from p2pfl.wire import ZERO_DIGEST, DPClaim, Header, Meta, apply_codec, payload_parts, seal, undo_codec
 
@@ -157,8 +158,9 @@ class RoundSide(EngineCore):
                 [scorer.is_established(p) and p not in rejected for p in peers], dtype=np.float64
             )
             newcomers = [not scorer.is_founder(p) for p in peers]
+            copies = {} if extra_step else self._copies(scorer, reps, after - before)
             ref_weights, ref_own = cap_share(
-                scorer.weights_for(peers) * anchors,
+                share_copies(peers, scorer.weights_for(peers) * anchors, copies),
                 newcomers,
                 self.aggregation.own_weight,
                 scorer.config.newcomer_share_cap,
@@ -182,7 +184,7 @@ class RoundSide(EngineCore):
                 own_val_loss=own_val_loss,
                 extra_step=extra_step,
             )
-            weights = self._mix_weights(scorer, reps, rejected)
+            weights = share_copies(peers, self._mix_weights(scorer, reps, rejected), copies)
             young = [not scorer.is_established(p) for p in peers]
             weights, own_weight = cap_share(weights, young, own_weight, scorer.config.young_share_cap)
             weights, own_weight = cap_share(weights, newcomers, own_weight, scorer.config.newcomer_share_cap)
@@ -210,6 +212,16 @@ class RoundSide(EngineCore):
         return RoundOutcome(
             actions, self.seq, self.public_digest, contributions, scores, evicted, own_weight=own_weight
         )
+
+    @staticmethod
+    def _copies(scorer: ContributionScorer, reps: Sequence[Replica], own_update: FloatVec) -> dict[str, str]:
+        """The candidates' groups of copies (p2pfl/scoring/copies.py) when a group is to weigh once in the
+        mix (``copies_mix_once``), else none (and none in an extra mixing step, as in the scorer)."""
+        cfg = scorer.config
+        if not cfg.copies_mix_once or not cfg.copies_ratio:
+            return {}
+        scale = float(np.linalg.norm(own_update))
+        return copy_groups({r.peer: r.vec for r in reps}, scale, cfg.copies_ratio)
 
     def _score(
         self,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from p2pfl.scoring.copies import distinct
 from p2pfl.scoring.losses import LossTolerance
 from p2pfl.scoring.standing import PeerState
 
@@ -53,9 +54,11 @@ def references(
     dists: Mapping[str, float],
     val_losses: Mapping[str, float] | None,
     own_val_loss: float | None,
+    groups: Mapping[str, str] | None = None,
 ) -> References:
     """The yardsticks for the ``sane`` neighbours at distances ``dists`` from ``centre`` (updates the loss
-    tolerance's calibration, see :class:`~p2pfl.scoring.losses.LossTolerance`)."""
+    tolerance's calibration, see :class:`~p2pfl.scoring.losses.LossTolerance`). ``groups``
+    (:func:`~p2pfl.scoring.copies.copy_groups`): copies of one model are one anchor."""
     # The spread is the founders' (and the own model's) while at least two founders are candidates, else
     # the established neighbours': a crowd of new identities can neither widen it nor narrow it, nor can
     # identities that earned their standing while founders are around (one founder alone would set it
@@ -67,6 +70,7 @@ def references(
     anchors = (
         founders if len(founders) >= 2 else [p for p in trusted if state_of(p).established] or list(sane)
     )
+    anchors = distinct(anchors, groups or {})  # copies count once (p2pfl/scoring/copies.py)
     med = float(np.median([*(dists[p] for p in anchors), float(np.linalg.norm(after - centre))]))
     loss_ref = tolerance.reference(rounds, anchors, val_losses, own_val_loss)
     # Of exactly two founders the peer cannot tell which one is honest (every sane one counts here,

@@ -310,9 +310,14 @@ class ContributionScorer(ScoringSteps):
         poisoned extra version is still scored, dropped and counted like a trained one.
         """
         call = self._prepare(
-            own_before, own_after_local_training, neighbours, centre, val_losses, own_val_loss
+            own_before,
+            own_after_local_training,
+            neighbours,
+            centre,
+            val_losses,
+            own_val_loss,
+            extra_step=extra_step,
         )
-        call.extra_step = extra_step
         records: dict[str, ScoreRecord] = {}
         young: dict[str, tuple[bool, bool]] = {}  # scored young identities: (passed, hard failure)
         for p, model in call.models.items():

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from p2pfl.scoring.badrun import corroborated, leak, neighbourhood_ratios
 from p2pfl.scoring.components import as_vec, combine, cosine_score, distance_ratio, loss_score, ramp_down
+from p2pfl.scoring.copies import copy_groups, distinct
 from p2pfl.scoring.losses import LossTolerance, near_loss_reference, record_near, track_jump
 from p2pfl.scoring.persistence import persistence_reason
 from p2pfl.scoring.references import References, references
@@ -52,6 +53,8 @@ class Call:
     #: the versions come to an extra mixing step (p2pfl.protocol.mixing): mostly the neighbours' mixes,
     #: which the trained-version histories (persistence, echo) do not judge (``ContributionScorer.evaluate``)
     extra_step: bool = False
+    #: each sane neighbour's group of copies (p2pfl/scoring/copies.py): one group sets a yardstick once
+    groups: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 class ScoringSteps(TrackerHooks):
@@ -76,9 +79,13 @@ class ScoringSteps(TrackerHooks):
         centre: ArrayLike,
         val_losses: Mapping[str, float] | None,
         own_val_loss: float | None,
+        *,
+        extra_step: bool = False,
     ) -> Call:
         """Check the shapes, set the absurd models apart and set the yardsticks
-        (:mod:`~p2pfl.scoring.references`)."""
+        (:mod:`~p2pfl.scoring.references`). Copies count once (:mod:`~p2pfl.scoring.copies`), in trained
+        versions only: an extra mixing step's versions are mostly mixes, which in a clique agree closely and
+        were not measured against the bound."""
         before = as_vec(own_before, "own_before")
         d = before.shape[0]
         after = as_vec(own_after_local_training, "own_after_local_training", d)
@@ -91,6 +98,8 @@ class ScoringSteps(TrackerHooks):
         rejected = self.absurd(after, {p: models[p] for p in scored})
         sane = [p for p in scored if p not in rejected]
         dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
+        ratio = 0.0 if extra_step else self.config.copies_ratio
+        groups = copy_groups({p: models[p] for p in sane}, own_norm, ratio)
         refs = references(
             self._tolerance,
             self.rounds,
@@ -101,6 +110,7 @@ class ScoringSteps(TrackerHooks):
             dists=dists,
             val_losses=val_losses,
             own_val_loss=own_val_loss,
+            groups=groups,
         )
         return Call(
             before,
@@ -115,6 +125,8 @@ class ScoringSteps(TrackerHooks):
             val_losses,
             own_val_loss,
             centre=ctr,
+            extra_step=extra_step,
+            groups=groups,
         )
 
     def _score(
@@ -307,7 +319,7 @@ class ScoringSteps(TrackerHooks):
         if call.centre is None or not np.all(np.isfinite(model)):
             return True
         sane = {q: call.models[q] for q in call.sane}
-        settled = [q for q in call.sane if self._state(q).established] or call.sane
+        settled = distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
         plain = neighbourhood_ratios(call.after, {**sane, p: model}, settled).get(p, math.inf)
         r = distance_ratio(float(np.linalg.norm(model - call.centre)), call.refs.med)
         seen = min(r, plain)
@@ -319,7 +331,7 @@ class ScoringSteps(TrackerHooks):
         """``badrun.neighbourhood_ratios`` of the sane models (computed once per call), the centre and the
         spread set by the established (as the scorer's spread: new identities cannot move it)."""
         if call.plain is None:
-            settled = [q for q in call.sane if self._state(q).established] or call.sane
+            settled = distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
             sane = {q: call.models[q] for q in call.sane}
             call.plain = neighbourhood_ratios(call.after, sane, settled)
         return call.plain

@@ -72,6 +72,22 @@ def test_mimic_copies_one_honest_neighbour_and_keeps_it() -> None:
     assert w.target in ("a", "b") and all(np.array_equal(out[k], models[w.target][k]) for k in out)
 
 
+def test_a_noisy_mimic_is_its_target_plus_noise_of_its_own_update_length() -> None:
+    """``mimic_noise``: the copy moves by that many lengths of the attacker's own update, in a fresh random
+    direction each version (two versions are no copies of each other either)."""
+    inner = _learner()
+    w = Mimic(inner, noise=0.5, seed=3)
+    models = {"a": _like(inner, 0.0), "c": _like(inner, 3.0)}
+    w.keyed = lambda: models
+    start = _flat(inner.get_params())
+    out = _round(w)
+    step = np.linalg.norm(_flat(inner.get_params()) - start)
+    off = _flat(out) - _flat(models[w.target])  # type: ignore[index]
+    assert step > 0 and np.isclose(np.linalg.norm(off), 0.5 * step, rtol=1e-4)
+    again = _flat(_round(w)) - _flat(models[w.target])  # type: ignore[index]
+    assert not np.allclose(off / np.linalg.norm(off), again / np.linalg.norm(again))
+
+
 def test_mimic_without_honest_neighbours_publishes_its_training() -> None:
     inner = _learner()
     w = Mimic(inner)

@@ -10,7 +10,7 @@ import pytest
 
 from p2pfl.sim import bench_matrix as bm
 from p2pfl.sim import reference
-from p2pfl.sim.scenario import load_scenario
+from p2pfl.sim.scenario import Scenario, load_scenario
 
 BASE = bm.MATRIX_BASE
 
@@ -97,12 +97,13 @@ def _row(**kw: Any) -> dict[str, Any]:
         "min": 0.91,
         "share_after_r10": 0.0,
         "false_evictions": 0,
+        "seed": 1,
     }
     return {**row, **kw}
 
 
 def test_misses_names_each_missed_target() -> None:
-    refs = {"digits": 0.97, "mnist5k": 0.90}
+    refs = {bm.ref_key("digits", 1): 0.97, bm.ref_key("mnist5k", 1): 0.90}
     assert bm.misses(_row(), [], refs) == []
     assert bm.misses(_row(mean=0.93, min=0.80), [], refs) == ["acc94", "min90"]
     assert bm.misses(_row(share_after_r10=0.2), [], refs) == ["held"]
@@ -125,6 +126,32 @@ def test_gap2_compares_with_the_attack_free_row_of_the_same_seed() -> None:
     other_seed = _row(alpha="0.1", attack="none", fraction="0", mean=0.90, seed=1)
     assert bm.misses(skewed, [other_seed, same_seed], refs) == []
     assert bm.misses(skewed, [other_seed], refs) == ["gap2?"]
+
+
+def test_central_is_judged_against_the_reference_of_the_rows_own_seed() -> None:
+    refs = {bm.ref_key("digits", 1): 0.96, bm.ref_key("digits", 2): 0.99}
+    clean = _row(attack="none", fraction="0", mean=0.95)
+    assert bm.misses(clean, [], refs) == []
+    assert bm.misses({**clean, "seed": 2}, [], refs) == ["central"]
+
+
+def test_references_use_the_base_partition_whatever_the_axes_and_each_seed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slice run (``--alpha 0.1 --topology dumbbell``) judges against the same reference as the full
+    matrix, and ``--seed 2`` against seed 2's split, not the base seed's."""
+    seen: list[tuple[float | None, int, int]] = []
+
+    def fake(sc: Scenario) -> reference.Reference:
+        seen.append((sc.data.alpha, sc.topology.peers, sc.run.seed))
+        return reference.Reference(sc.data.dataset, 0.9 + sc.run.seed / 100, 0.5, 10, 5)
+
+    monkeypatch.setattr(reference, "reference", fake)
+    base = load_scenario(BASE)
+    refs, lines = bm.references(base, ["digits"], [1, 2])
+    assert seen == [(base.data.alpha, base.topology.peers, 1), (base.data.alpha, base.topology.peers, 2)]
+    assert refs == {bm.ref_key("digits", 1): 0.91, bm.ref_key("digits", 2): 0.92}
+    assert len(lines) == 4 and "| digits | 2 | 92.0 |" in lines[-1]
 
 
 def test_seeds_and_simulated_clock(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +229,9 @@ def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert bm.main(argv) == 0
     assert "| digits | 0.3 | rr6 |" in capsys.readouterr().out
     got = json.loads(out.read_text())
-    assert got["references"]["digits"] >= 0.93  # logistic regression / MLP on the union of the data
+    assert (
+        got["references"][bm.ref_key("digits", 1)] >= 0.93
+    )  # logistic regression / MLP on the union of the data
     rows = {r["attack"]: r for r in got["rows"]}
     clean = rows["none"]
     assert clean["mean"] >= 0.80 and clean["min"] >= 0.70, clean
