@@ -13,7 +13,7 @@ import trio
 from p2pfl.aggregation import AggregationConfig
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer
-from p2pfl.protocol import GossipEngine, ProtocolConfig, Publish
+from p2pfl.protocol import GossipEngine, ProtocolConfig, Publish, Start, Wait
 from p2pfl.protocol.pacing import NeighbourView, PacingConfig, RoundPacer, fresh_neighbours
 from p2pfl.protocol.replicas import RoundOutcome
 from p2pfl.sim.data import peer_splits
@@ -45,6 +45,29 @@ def test_the_first_mix_waits_for_every_subscribed_learner_not_just_the_first_two
     # after the first mix the old rule holds: a lurker that never published holds nothing up
     pacer.begin_wait(4.0, 3.5)
     assert not pacer.await_pending
+
+
+def test_with_the_quorum_in_the_mix_waits_a_little_for_the_neighbours_that_keep_pace() -> None:
+    """Three of four in (a quorum at ``wait_fraction`` 0.75): the mix still waits up to ``settle_factor``
+    times our last round's work for the fourth, which keeps pace, and starts when it comes; a fourth that
+    does not come costs that bound, no more. The old order starts at the quorum (training follows)."""
+    cfg = PacingConfig(wait_fraction=0.75, max_round_wait_s=10.0, wait_before_mix=True, settle_factor=0.5)
+    three = [_view(p, last=10.2) for p in "abc"] + [_view("d", last=9.0)]  # d: in the last mix, not yet
+    pacer = RoundPacer(cfg)
+    pacer.begin_wait(10.0, last_mix=9.5, work_s=1.0)
+    assert pacer.decide(10.2, three) == Wait(10.7)  # half of our 1 s of work
+    four = [*three[:3], _view("d", last=10.4)]
+    assert pacer.decide(10.4, four) == Start("quorum")  # all in: no need to wait the rest of it
+
+    pacer.begin_wait(20.0, last_mix=19.5, work_s=1.0)
+    late = [_view(p, last=20.2) for p in "abc"] + [_view("d", last=19.0)]
+    assert pacer.decide(20.2, late) == Wait(20.7)
+    assert pacer.decide(20.5, late) == Wait(20.7)  # the bound is set once, when the quorum came in
+    assert pacer.decide(20.7, late) == Start("quorum")
+
+    old = RoundPacer(PacingConfig(wait_fraction=0.75, max_round_wait_s=10.0, wait_before_mix=False))
+    old.begin_wait(10.0, last_mix=9.5, work_s=1.0)
+    assert old.decide(10.2, three) == Start("quorum")
 
 
 def test_publish_trained_then_mix_publishes_once_and_mixes_the_trained_model() -> None:
@@ -138,7 +161,7 @@ def test_halfway_through_a_wait_the_round_pulls_the_versions_still_missing() -> 
     assert pacer.pull_due(24.9, views) == []
     assert pacer.pull_due(25.0, views) == ["stale", "never"]
     assert pacer.pull_due(26.0, views) == []  # once per wait
-    old_order = RoundPacer(PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0))
+    old_order = RoundPacer(PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0, wait_before_mix=False))
     old_order.begin_wait(20.0, 15.0)
     assert old_order.pull_due(30.0, views) == []
 

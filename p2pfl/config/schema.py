@@ -80,7 +80,7 @@ class PeerConfig:
     wait_fraction: float = setting(0.75, section="peer", sim="run")
     #: Wait for the neighbours' versions between publishing the trained model and mixing, instead of before
     #: training, so each mix takes the same round's models, as FedAvg does (p2pfl.protocol.pacing).
-    wait_before_mix: bool = setting(False, section="peer", sim="run")
+    wait_before_mix: bool = setting(default_of(PacingConfig, "wait_before_mix"), section="peer", sim="run")
     #: Mixing (gossip) steps per round: after the trained model's mix, ``mix_steps - 1`` more times wait for
     #: the neighbours' newer versions, publish the own mix and mix again (p2pfl.protocol.mixing).
     mix_steps: int = setting(default_of(MixConfig, "mix_steps"), section="peer", sim="run")

@@ -15,6 +15,8 @@ from p2pfl.protocol.pacing import NeighbourView, PacingConfig, RoundPacer, is_ah
 from p2pfl.wire import Meta, open_envelope
 
 CFG = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0)
+#: the discrete-time model below runs the old round order (wait, train, publish and mix)
+OLD_ORDER = PacingConfig(wait_before_mix=False)
 
 
 def view(peer: str, update: float | None, seq: int | None, round_: int | None) -> NeighbourView:
@@ -102,7 +104,7 @@ class SimPeer:
     round: int = 0
     seq: int = 0
     published: float | None = None
-    pacer: RoundPacer = field(default_factory=lambda: RoundPacer(PacingConfig()))
+    pacer: RoundPacer = field(default_factory=lambda: RoundPacer(OLD_ORDER))
     training_until: float | None = None
     last_mix: float = -math.inf
     held: dict[str, int] = field(default_factory=dict)
@@ -110,9 +112,9 @@ class SimPeer:
 
 
 def run_rounds(rounds: int, late_start: float, seconds: float = 120.0) -> dict[str, float]:
-    """Four fully connected peers run ``rounds`` rounds each (default order: wait, train, publish and
-    mix), then only serve (publish nothing more); peer ``l`` starts ``late_start`` after the others.
-    Returns when each finished (fake clock)."""
+    """Four fully connected peers run ``rounds`` rounds each (the old order, ``wait_before_mix = false``:
+    wait, train, publish and mix), then only serve (publish nothing more); peer ``l`` starts
+    ``late_start`` after the others. Returns when each finished (fake clock)."""
     peers = [SimPeer(n, late_start if n == "l" else 0.0) for n in ("a", "b", "c", "l")]
     for k in range(int(seconds / DT)):  # bounded: one pass per DT of fake time
         now = k * DT
@@ -148,7 +150,7 @@ def test_a_late_peer_finishes_soon_after_its_neighbours_stop_publishing() -> Non
     they publish (here: 0.1 s after them)."""
     finished = run_rounds(rounds=20, late_start=1.0)
     others = max(finished[n] for n in ("a", "b", "c"))
-    assert finished["l"] - others < PacingConfig().max_round_wait_s, finished
+    assert finished["l"] - others < OLD_ORDER.max_round_wait_s, finished
 
 
 # ------------------------------------------------------------- the round reaches a peer that joins
