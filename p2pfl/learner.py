@@ -35,6 +35,7 @@ __all__ = [
     "ScoringLearner",
     "TorchLearner",
     "TrainResult",
+    "reset_optimizer",
     "validation_scores",
 ]
 
@@ -110,6 +111,17 @@ class ResettableLearner(Protocol):
     def reset_optimizer(self) -> None:
         """Forget the optimiser's accumulated state; the parameters stay."""
         ...
+
+
+def reset_optimizer(learner: object) -> bool:
+    """Drop ``learner``'s optimiser state if it can (:class:`ResettableLearner`); whether it could. Looked up,
+    not an ``isinstance`` check: from Python 3.12 a protocol check ignores ``__getattr__``, and wrappers that
+    delegate through it (the metrics' timed learner, the simulation's attackers) would read as unable."""
+    reset = getattr(learner, "reset_optimizer", None)
+    if not callable(reset):
+        return False
+    reset()
+    return True
 
 
 def validation_scores(

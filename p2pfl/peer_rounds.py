@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from p2pfl.config.schema import derive
-from p2pfl.learner import EvalResult, TrainResult
+from p2pfl.learner import EvalResult, TrainResult, reset_optimizer
 from p2pfl.peer_mixing import extra_mixes
 from p2pfl.peer_round_parts import SUBSCRIBE_GRACE_S as SUBSCRIBE_GRACE_S  # noqa: PLC0414 (re-export)
 from p2pfl.peer_round_parts import Params as Params  # noqa: PLC0414 (re-export)
@@ -274,12 +274,8 @@ class RoundLoop(RoundWaits):
             trained = start
             learner.set_params(start)
             # the optimiser's momentum is non-finite too and carries over rounds: drop it, or every later
-            # round diverges again from any start (ResettableLearner). Looked up, not isinstance: from
-            # Python 3.12 a protocol check ignores __getattr__, and the metrics' timed learner delegates so
-            reset = getattr(learner, "reset_optimizer", None)
-            if callable(reset):
-                reset()
-            elif self.local_divergences == 1:
+            # round diverges again from any start (ResettableLearner)
+            if not reset_optimizer(learner) and self.local_divergences == 1:
                 log.warning("the learner has no reset_optimizer(): its optimiser state may stay non-finite")
         return train, trained
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from p2pfl.learner import Dataset, EvalResult, TrainResult
+from p2pfl.learner import Dataset, EvalResult, TrainResult, reset_optimizer
 
 Params = dict[str, npt.NDArray[np.float32]]
 ReplicaView = Callable[[], list[Params]]
@@ -78,9 +78,7 @@ class _Wrapper:
 
     def reset_optimizer(self) -> None:
         """As the honest learner does after a diverged round (p2pfl.learner.ResettableLearner)."""
-        reset = getattr(self.inner, "reset_optimizer", None)
-        if callable(reset):
-            reset()
+        reset_optimizer(self.inner)
 
     def evaluate(self, params: Mapping[str, npt.NDArray[Any]] | None = None) -> EvalResult:
         result: EvalResult = self.inner.evaluate(params)
