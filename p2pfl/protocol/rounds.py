@@ -14,7 +14,7 @@ from p2pfl.protocol.core import EngineCore
 from p2pfl.protocol.layout import FloatVec
 from p2pfl.protocol.replicas import Contribution, Replica, RoundOutcome
 from p2pfl.scoring import ContributionScorer, ScoreRecord, cap_groups, cap_share
-from p2pfl.scoring.copies import copy_groups, share_copies
+from p2pfl.scoring.copies import share_copies
 from p2pfl.scoring.influence import check_group_caps
 from p2pfl.wire import ZERO_DIGEST, DPClaim, Header, Meta, apply_codec, payload_parts, seal, undo_codec
 
@@ -158,7 +158,7 @@ class RoundSide(EngineCore):
                 [scorer.is_established(p) and p not in rejected for p in peers], dtype=np.float64
             )
             newcomers = [not scorer.is_founder(p) for p in peers]
-            copies = {} if extra_step else self._copies(scorer, reps, after - before)
+            copies = self._copies(scorer, reps, rejected, after - before, extra_step)
             ref_weights, ref_own = cap_share(
                 share_copies(peers, scorer.weights_for(peers) * anchors, copies),
                 newcomers,
@@ -214,14 +214,19 @@ class RoundSide(EngineCore):
         )
 
     @staticmethod
-    def _copies(scorer: ContributionScorer, reps: Sequence[Replica], own_update: FloatVec) -> dict[str, str]:
-        """The candidates' groups of copies (p2pfl/scoring/copies.py) when a group is to weigh once in the
-        mix (``copies_mix_once``), else none (and none in an extra mixing step, as in the scorer)."""
-        cfg = scorer.config
-        if not cfg.copies_mix_once or not cfg.copies_ratio:
+    def _copies(
+        scorer: ContributionScorer,
+        reps: Sequence[Replica],
+        rejected: Mapping[str, float],
+        own_update: FloatVec,
+        extra_step: bool,
+    ) -> dict[str, str]:
+        """The candidates' groups of copies when a group is to weigh once in the mix (``copies_mix_once``),
+        else none: the scorer's own grouping (``ScoringSteps.copies``), of the same sane models."""
+        if not scorer.config.copies_mix_once:
             return {}
-        scale = float(np.linalg.norm(own_update))
-        return copy_groups({r.peer: r.vec for r in reps}, scale, cfg.copies_ratio)
+        sane = {r.peer: r.vec.astype(np.float64) for r in reps if r.peer not in rejected}
+        return scorer.copies(sane, float(np.linalg.norm(own_update)), extra_step=extra_step)
 
     def _score(
         self,

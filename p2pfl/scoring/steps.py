@@ -98,8 +98,7 @@ class ScoringSteps(TrackerHooks):
         rejected = self.absurd(after, {p: models[p] for p in scored})
         sane = [p for p in scored if p not in rejected]
         dists = {p: float(np.linalg.norm(models[p] - ctr)) for p in sane}
-        ratio = 0.0 if extra_step else self.config.copies_ratio
-        groups = copy_groups({p: models[p] for p in sane}, own_norm, ratio)
+        groups = self.copies({p: models[p] for p in sane}, own_norm, extra_step=extra_step)
         refs = references(
             self._tolerance,
             self.rounds,
@@ -128,6 +127,15 @@ class ScoringSteps(TrackerHooks):
             extra_step=extra_step,
             groups=groups,
         )
+
+    def copies(
+        self, sane: Mapping[str, NDArray[np.float64]], own_norm: float, *, extra_step: bool = False
+    ) -> dict[str, str]:
+        """The groups of copies among the ``sane`` (not absurd) candidates' models, ``own_norm`` the own
+        update's length (:func:`~p2pfl.scoring.copies.copy_groups`): what the yardsticks count once, and
+        what the protocol's mix weighs once (``copies_mix_once``). None in an extra mixing step: its versions
+        are mostly mixes, which in a clique agree closely and were not measured against the bound."""
+        return copy_groups(sane, own_norm, 0.0 if extra_step else self.config.copies_ratio)
 
     def _score(
         self,
