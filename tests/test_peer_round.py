@@ -51,6 +51,18 @@ def poison(peer: Peer, value: float) -> None:
     )
 
 
+def lone_peer(config: PeerConfig, learner: Any, key: int, metrics: bool | None = None) -> Peer:
+    """A peer on its own memory network (neighbours, if any, are engines the test drives by hand)."""
+    net = MemoryNetwork()
+    return Peer(
+        config,
+        learner,
+        Identity(bytes([key]) * 32),
+        transport=lambda i: net.open(network_id="digits", seed=i.seed),
+        metrics=metrics,
+    )
+
+
 async def test_a_rollback_restores_the_trained_model_kept_by_the_mix_guard_never_the_refused_mix(
     tmp_path: Path,
 ) -> None:
@@ -68,13 +80,7 @@ async def test_a_rollback_restores_the_trained_model_kept_by_the_mix_guard_never
         rollback_margin=0.3,
         rollback_warmup=0,
     )
-    net = MemoryNetwork()
-    peer = Peer(
-        config,
-        learner,
-        Identity(b"\x01" * 32),
-        transport=lambda i: net.open(network_id="digits", seed=i.seed),
-    )
+    peer = lone_peer(config, learner, 1)
     async with peer:
         poison(peer, -0.7)  # mixed with the trained 0.9: accuracy far below 0.45
         r1 = await peer.step()
@@ -115,13 +121,7 @@ async def test_a_neighbour_model_replaced_during_its_evaluation_is_evaluated_in_
     with its predecessor's loss)."""
     learner = BlockingLearner()
     config = PeerConfig(network_id="digits", status_interval_s=0, min_neighbours=0, mix_scope="all")
-    net = MemoryNetwork()
-    peer = Peer(
-        config,
-        learner,
-        Identity(b"\x01" * 32),
-        transport=lambda i: net.open(network_id="digits", seed=i.seed),
-    )
+    peer = lone_peer(config, learner, 1)
     bob = GossipEngine(Identity(b"\x02" * 32), ProtocolConfig(network_id="digits"), learner.get_params())
     async with peer:
         bob.finish_round({"w": np.full(4, 1.0, np.float32)}, 0)
@@ -164,20 +164,13 @@ class OverflowsOnce(NumpySoftmaxLearner):
 
 @pytest.mark.parametrize("metrics", [None, True], ids=["plain", "timed-learner"])
 async def test_a_peer_trains_again_after_a_diverged_round(tmp_path: Path, metrics: bool | None) -> None:
-    """Regression (issue 16's hung matrix cell): a diverged round left the learner's momentum non-finite,
-    and the peer discarded every later round too (the log's "local training diverged" about 14 times a
-    second). The peer drops the optimiser state with the diverged round, so the next round trains; with
-    metrics on, through the timed learner that delegates it (``__getattr__``)."""
+    """Regression: a diverged round left the learner's momentum non-finite, and the peer discarded every
+    later round too ("local training diverged" every round, for good). The peer drops the optimiser state
+    with the diverged round, so the next round trains; with metrics on, through the timed learner that
+    delegates it (``__getattr__``)."""
     learner = OverflowsOnce()
     config = PeerConfig(network_id="digits", status_interval_s=0, state_dir=tmp_path, min_neighbours=0)
-    net = MemoryNetwork()
-    peer = Peer(
-        config,
-        learner,
-        Identity(b"\x02" * 32),
-        transport=lambda i: net.open(network_id="digits", seed=i.seed),
-        metrics=metrics,
-    )
+    peer = lone_peer(config, learner, 2, metrics=metrics)
     async with peer:
         await peer.step()
         before = peer.params()
