@@ -103,8 +103,8 @@ class ScoringConfig:
     copies_ratio: float = 0.01
     #: in the mix too, a group of copies (``copies_ratio``) weighs as its heaviest member alone
     #: (p2pfl/scoring/copies.py, ``share_copies``; applied by the protocol's round). Off by default: in the
-    #: Dirichlet 0.1 mimic cells it lifted the honest minimum (46.4 -> 57.9 % over the 12 of 32 cells it
-    #: changed) at a mean of 74.7 -> 74.2, and it reweighs any mix whose neighbours publish one model
+    #: Dirichlet 0.1 mimic cells it lifted the honest minimum (46.4 -> 56.0 % over the 12 of 32 cells it
+    #: changed) at a mean of 74.7 -> 74.6, and it reweighs any mix whose neighbours publish one model
     #: (docs/scoring.md, "Copies count once").
     copies_mix_once: bool = False
     probation_length: int = 3
