@@ -68,6 +68,12 @@ class ScoringConfig:
     #: founding rounds, on IID data, whose loss was only 2-9x the own (p2pfl/scoring/steps.py,
     #: ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score alone.
     evict_far_against: bool = True
+    #: ... or, whatever its loss, when the neighbour's last ``evict_against_versions`` scored versions (this
+    #: one included) all pulled against the own update: a sign-flipper keeps its direction after the model
+    #: has converged and its flipped update no longer costs the own data anything (the same-round order,
+    #: ``wait_before_mix``; p2pfl/scoring/steps.py, ``_far_against``; docs/scoring.md, "Against, version
+    #: after version"). 0: the loss is always needed.
+    evict_against_versions: int = 2
     #: the loss *score* of a neighbour's version is judged against that same reference too (its median near
     #: ratio, capped by the founding tolerance, when above the current tolerance), not only an eviction's
     #: loss evidence. On a clustered graph a clique's members agree so closely that the crowd's tolerance
@@ -358,9 +364,10 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "evict_distance", f"must be None or a finite number >= 0, got {evict_distance!r}"
             )
-        trust = self.evict_trust_versions
-        if isinstance(trust, bool) or not isinstance(trust, int) or trust < 0:
-            raise ConfigError("scoring", "evict_trust_versions", f"must be an integer >= 0, got {trust!r}")
+        for name in ("evict_trust_versions", "evict_against_versions"):
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ConfigError("scoring", name, f"must be an integer >= 0, got {count!r}")
         if not is_real(self.evict_jump) or not 1.0 < self.evict_jump < math.inf:
             raise ConfigError("scoring", "evict_jump", f"must be a number > 1, got {self.evict_jump!r}")
         far = self.evict_trusted_distance
