@@ -64,16 +64,21 @@ class ScoringConfig:
     evict_near_loss: bool = True
     #: a version that scores too well to count still counts towards eviction when it is far (``r`` at least
     #: ``evict_distance`` from both centres), pulls against the own update (cosine at most ``cos_bad``) and
-    #: costs the own data more than ``loss_ok`` times the eviction loss reference: a sign-flipper in the
-    #: founding rounds, on IID data, whose loss was only 2-9x the own (p2pfl/scoring/steps.py,
-    #: ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score alone.
+    #: costs the own data more than ``evict_far_against_loss`` times the eviction loss reference: a
+    #: sign-flipper in the founding rounds, on IID data, whose loss was only 2-9x the own
+    #: (p2pfl/scoring/steps.py, ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score
+    #: alone.
     evict_far_against: bool = True
-    #: ... or, whatever its loss, when the neighbour's last ``evict_against_versions`` scored versions (this
-    #: one included) all pulled against the own update: a sign-flipper keeps its direction after the model
-    #: has converged and its flipped update no longer costs the own data anything (the same-round order,
-    #: ``wait_before_mix``; p2pfl/scoring/steps.py, ``_far_against``; docs/scoring.md, "Against, version
-    #: after version"). 0: the loss is always needed.
-    evict_against_versions: int = 2
+    #: that loss bar, in multiples of the eviction loss reference (nearfix had ``loss_ok``, 3): far and
+    #: anti-aligned at more than the reference itself (the anchors' median loss) already counts (order17s)
+    evict_far_against_loss: float = 1.0
+    #: ... or, whatever its loss, when the neighbour's previous scored version counted: far and against
+    #: continue a bad run, never start one. A sign-flipper keeps its direction after the model has converged
+    #: and its flipped update no longer costs the own data anything (the same-round order,
+    #: ``wait_before_mix``); an honest neighbour on a converged trajectory lags behind the own model as far
+    #: and as anti-aligned, but with no bad run to continue (p2pfl/scoring/steps.py, ``_far_against``;
+    #: docs/scoring.md, "Against, after the loss is gone"). False: the loss is always needed.
+    evict_against_continues: bool = True
     #: the loss *score* of a neighbour's version is judged against that same reference too (its median near
     #: ratio, capped by the founding tolerance, when above the current tolerance), not only an eviction's
     #: loss evidence. On a clustered graph a clique's members agree so closely that the crowd's tolerance
@@ -364,10 +369,9 @@ class ScoringConfig:
             raise ConfigError(
                 "scoring", "evict_distance", f"must be None or a finite number >= 0, got {evict_distance!r}"
             )
-        for name in ("evict_trust_versions", "evict_against_versions"):
-            count = getattr(self, name)
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-                raise ConfigError("scoring", name, f"must be an integer >= 0, got {count!r}")
+        trust = self.evict_trust_versions
+        if isinstance(trust, bool) or not isinstance(trust, int) or trust < 0:
+            raise ConfigError("scoring", "evict_trust_versions", f"must be an integer >= 0, got {trust!r}")
         if not is_real(self.evict_jump) or not 1.0 < self.evict_jump < math.inf:
             raise ConfigError("scoring", "evict_jump", f"must be a number > 1, got {self.evict_jump!r}")
         far = self.evict_trusted_distance
@@ -396,7 +400,7 @@ class ScoringConfig:
                 "loss_ok/loss_bad",
                 f"need 0 < loss_ok < loss_bad < inf, got {self.loss_ok!r}, {self.loss_bad!r}",
             )
-        for name in ("w_distance", "w_cosine", "w_loss", "loss_floor"):
+        for name in ("w_distance", "w_cosine", "w_loss", "loss_floor", "evict_far_against_loss"):
             value = getattr(self, name)
             if not is_real(value) or not 0.0 <= value < math.inf:
                 raise ConfigError("scoring", name, f"must be a finite number >= 0, got {value!r}")
@@ -414,6 +418,7 @@ class ScoringConfig:
             "heading",
             "evict_near_loss",
             "evict_far_against",
+            "evict_against_continues",
             "loss_near_score",
             "histories_from_mixes",
             "evict_absurd_drift",

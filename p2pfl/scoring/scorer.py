@@ -242,7 +242,7 @@ class ContributionScorer(ScoringSteps):
             return
         state.status = "probation"
         state.reputation = self.config.probation_reputation
-        state.consecutive_bad = state.against_run = 0
+        state.consecutive_bad = 0
         state.bad_evidence = 0.0
         state.probation_left = self.config.probation_length
         state.established = state.founder = self.config.young_rounds == 0
@@ -259,7 +259,7 @@ class ContributionScorer(ScoringSteps):
         if state.status in ("evicted", "probation"):
             return
         state.grace_left = self.config.return_grace
-        state.consecutive_bad = state.against_run = 0
+        state.consecutive_bad = 0
         state.bad_evidence = 0.0
         self._reset_history(peer)
 

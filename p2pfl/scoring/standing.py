@@ -79,8 +79,6 @@ class PeerState:
     jumped: bool = False
     #: its loss ratios while it was near (``r <= dist_ok``) and scored well (``evict_near_loss``)
     near_ratios: list[float] = field(default_factory=list)
-    #: how many of its last scored versions in a row pulled against the own update (cosine <= ``cos_bad``)
-    against_run: int = 0
 
 
 def standing(config: ScoringConfig, reputation: float) -> Status:

@@ -154,7 +154,6 @@ class ScoringSteps(TrackerHooks):
         if call.extra_step and not self.config.histories_from_mixes:  # trained versions' histories only
             far = self.persistence is not None and self.persistence.far(p)
         else:
-            state.against_run = state.against_run + 1 if s_cos == 0.0 else 0  # (cosine <= cos_bad)
             far = self._persistently_far(p, state, r, len(call.refs.anchors) + 1)  # issue 16
             self._observe_echo(  # issue 16
                 p,
@@ -294,26 +293,31 @@ class ScoringSteps(TrackerHooks):
         """Why a version not bad enough to count is evidence all the same (``evict_far_against``; "" when
         it is not): far (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's
         count), pulling against the own update (cosine at most ``cos_bad``) and with a loss on the own data
-        above ``loss_ok`` times the eviction reference, or pulling against for ``evict_against_versions``
-        scored versions in a row. Why the loss: in founding rounds a sign-flipper at ``r`` 9-12, cosine
-        -0.6..-0.77, cost the own data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID digits, 5
-        peers, real time): loss score 0.6-1, combined 0.35-0.57, not bad, and its bad run restarted
-        (docs/scoring.md, "nearfix"). Why the run: in the same-round order (``wait_before_mix``) the
-        model converges while the flipper is still being counted, and its flipped update stops costing
-        the own data anything (loss 0.26x the own in round 4, 0 after; logistic regression, 100 peers) while
-        it stays far (``r`` 8 -> 4) and anti-aligned (cosine -0.89 every round): its bad run stopped at 3
-        of the 4 versions ``evict_after`` needs (docs/scoring.md, "Against, version after version"). No
-        honest neighbour in those traces was far and anti-aligned at once (cosine at least -0.66)."""
+        above ``evict_far_against_loss`` times the eviction reference, or, whatever its loss, with the
+        neighbour's previous version counted (``evict_against_continues``).
+
+        Why the loss: in founding rounds a sign-flipper at ``r`` 9-14, cosine -0.6..-0.85, cost the own
+        data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID digits, 5 peers): combined 0.35-0.57,
+        not bad, and its bad run restarted (docs/scoring.md, "nearfix"); in the same-round order, 2.5-2.8x
+        the reference in the marginal seed, under the bar of 3 (``loss_ok``) nearfix had. Why a run may
+        continue without it: in that order the model converges while the flipper is being counted and its
+        flipped update stops costing the own data anything (0.26x the own loss in round 4, 0 after; logistic
+        regression, 100 peers) while it stays far (``r`` 8 -> 4) and anti-aligned (cosine -0.89): its run
+        stopped at 3 of the 4 versions ``evict_after`` needs. Why it may not start one: honest neighbours
+        on the same converged trajectory lag behind the own model as far and as anti-aligned (200 peers:
+        ``r`` 4-13, cosine -0.7..-0.94, loss 0), with no bad version before (docs/scoring.md, "Against,
+        after the loss is gone")."""
         cfg, losses = self.config, call.val_losses
         if not cfg.evict_far_against or not cfg.evict_distance or s_cos != 0.0:
             return ""
         if self._r_evict(call, p, r) < cfg.evict_distance:  # (at most r: the eviction spread is wider)
             return ""
         loss = None if losses is None else losses.get(p)
-        if loss is not None and loss_evict is not None and loss_score(cfg, float(loss), loss_evict) < 1.0:
-            return f"loss over {cfg.loss_ok} x reference"
-        if 0 < cfg.evict_against_versions <= state.against_run:
-            return f"{state.against_run} versions against in a row"
+        bar = None if loss_evict is None else cfg.evict_far_against_loss * loss_evict
+        if loss is not None and bar is not None and not loss <= bar:  # (a NaN loss is lossy)
+            return f"loss over {cfg.evict_far_against_loss} x reference"
+        if cfg.evict_against_continues and state.consecutive_bad > 0:  # (the previous version's count)
+            return f"continuing a run of {state.consecutive_bad}"
         return ""
 
     @staticmethod
