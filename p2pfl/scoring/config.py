@@ -72,12 +72,13 @@ class ScoringConfig:
     #: that loss bar, in multiples of the eviction loss reference (nearfix had ``loss_ok``, 3): far and
     #: anti-aligned at more than the reference itself (the anchors' median loss) already counts (order17s)
     evict_far_against_loss: float = 1.0
-    #: ... or, whatever its loss, when the neighbour's previous scored version counted: far and against
-    #: continue a bad run, never start one. A sign-flipper keeps its direction after the model has converged
-    #: and its flipped update no longer costs the own data anything (the same-round order,
-    #: ``wait_before_mix``); an honest neighbour on a converged trajectory lags behind the own model as far
-    #: and as anti-aligned, but with no bad run to continue (p2pfl/scoring/steps.py, ``_far_against``;
-    #: docs/scoring.md, "Against, after the loss is gone"). False: the loss is always needed.
+    #: ... or, whatever its loss, while the neighbour's bad evidence (p2pfl/scoring/badrun.py) still holds a
+    #: whole counted version: far and against add to bad evidence, never start it. A sign-flipper keeps its
+    #: direction after the model has converged and its flipped update no longer costs the own data anything
+    #: (the same-round order, ``wait_before_mix``); an honest neighbour on a converged trajectory lags
+    #: behind the own model as far and as anti-aligned, but with no bad evidence (p2pfl/scoring/steps.py,
+    #: ``_far_against``; docs/scoring.md, "Against, after the loss is gone"). False: the loss is always
+    #: needed.
     evict_against_continues: bool = True
     #: the loss *score* of a neighbour's version is judged against that same reference too (its median near
     #: ratio, capped by the founding tolerance, when above the current tolerance), not only an eviction's

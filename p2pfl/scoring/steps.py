@@ -294,7 +294,9 @@ class ScoringSteps(TrackerHooks):
         it is not): far (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's
         count), pulling against the own update (cosine at most ``cos_bad``) and with a loss on the own data
         above ``evict_far_against_loss`` times the eviction reference, or, whatever its loss, with the
-        neighbour's previous version counted (``evict_against_continues``).
+        neighbour's bad evidence still holds a whole counted version (``evict_against_continues``: its
+        leaky bucket at 1 or more, :mod:`~p2pfl.scoring.badrun`; the previous version counted, or two within
+        about ten).
 
         Why the loss: in founding rounds a sign-flipper at ``r`` 9-14, cosine -0.6..-0.85, cost the own
         data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID digits, 5 peers): combined 0.35-0.57,
@@ -303,10 +305,11 @@ class ScoringSteps(TrackerHooks):
         continue without it: in that order the model converges while the flipper is being counted and its
         flipped update stops costing the own data anything (0.26x the own loss in round 4, 0 after; logistic
         regression, 100 peers) while it stays far (``r`` 8 -> 4) and anti-aligned (cosine -0.89): its run
-        stopped at 3 of the 4 versions ``evict_after`` needs. Why it may not start one: honest neighbours
-        on the same converged trajectory lag behind the own model as far and as anti-aligned (200 peers:
-        ``r`` 4-13, cosine -0.7..-0.94, loss 0), with no bad version before (docs/scoring.md, "Against,
-        after the loss is gone")."""
+        stopped at 3 of the 4 versions ``evict_after`` needs. Why the kept evidence and not the run: one
+        version near and along the own update would end the run (a flipper that pauses once). Why it may
+        not start one: honest neighbours on the same converged trajectory lag behind the own model as far
+        and as anti-aligned (200 peers: ``r`` 4-13, cosine -0.7..-0.94, loss 0), with no bad version
+        before (docs/scoring.md, "Against, after the loss is gone")."""
         cfg, losses = self.config, call.val_losses
         if not cfg.evict_far_against or not cfg.evict_distance or s_cos != 0.0:
             return ""
@@ -316,8 +319,8 @@ class ScoringSteps(TrackerHooks):
         bar = None if loss_evict is None else cfg.evict_far_against_loss * loss_evict
         if loss is not None and bar is not None and not loss <= bar:  # (a NaN loss is lossy)
             return f"loss over {cfg.evict_far_against_loss} x reference"
-        if cfg.evict_against_continues and state.consecutive_bad > 0:  # (the previous version's count)
-            return f"continuing a run of {state.consecutive_bad}"
+        if cfg.evict_against_continues and state.bad_evidence >= 1.0:  # (before this version's leak)
+            return f"with bad evidence {state.bad_evidence:.2f} kept"
         return ""
 
     @staticmethod

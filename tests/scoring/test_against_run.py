@@ -67,21 +67,21 @@ def _flipper(cosine: float = -0.89) -> tuple[tuple[float, float, float], ...]:
 def test_a_converged_sign_flipper_is_banned_on_its_direction() -> None:
     """Fails on main (``evict_against_continues = False``): the first three versions count (bad by loss),
     the fourth costs nothing and scores above ``bad_score``, the bad run restarts and the flipper is never
-    banned. Now a far version against the own update continues the run: banned at its fourth version, as
-    in the old order."""
+    banned. Now a far version against the own update counts while the bad evidence kept holds a whole
+    counted version: banned at its fourth version, as in the old order."""
     old, _ = _replay(ScoringConfig(evict_against_continues=False), _flipper())
     assert [r.combined < ScoringConfig().bad_score for r in old[:4]] == [True, True, True, False]
     assert all(r.distance >= 4.0 and r.cosine is not None and r.cosine <= -0.5 for r in old)
     assert all(r.status != "evicted" for r in old)
     new, _ = _replay(ScoringConfig(), _flipper())
     assert [r.status for r in new].index("evicted") == 3
-    assert "continuing a run of 3" in new[3].reason
+    assert "with bad evidence 2.79 kept" in new[3].reason
 
 
 def test_an_honest_neighbour_lagging_on_a_converged_trajectory_is_never_counted() -> None:
     """The 200-peer trace's honest neighbours: far, anti-aligned, at no loss, from the start. Nothing to
     continue and no loss: never counted, however long (a rule that counted a run of anti-aligned far versions
-    whatever the loss banned five such pairs)."""
+    whatever the loss, with no bad evidence before, banned five such pairs)."""
     for cosine in (-0.94, -0.7):
         recs, _ = _replay(ScoringConfig(), tuple((dist, cosine, 0.001) for dist in (5, 7, 9, 11, 13) * 3))
         assert all(r.status != "evicted" and "counted" not in r.reason for r in recs), cosine
@@ -103,13 +103,28 @@ def test_far_and_anti_aligned_above_the_loss_reference_counts() -> None:
     assert all("counted" not in r.reason for r in clean)
 
 
-def test_the_flipper_that_pauses_once_keeps_its_link_but_no_weight() -> None:
-    """The attacker who knows the rule: once its flipped update stops costing anything it publishes one
-    version near and along the own update, which ends its bad run, then flips again: far and anti-aligned
-    at no loss, it starts no new run and is not banned (the failure mode, docs/scoring.md). Each such
-    version still leaves the mix it is scored in (combined 0.57, below ``drop_below``, with a distance
-    score below 1), and it cost nothing."""
-    versions = (*_flipper()[:3], (1.0, 0.6, 1.2), *((dist, -0.89, 0.0) for dist in (8, 7, 6, 6, 5, 5, 5, 5)))
-    recs, dropped = _replay(ScoringConfig(), versions)
+def _pausing(pause: int) -> tuple[tuple[float, float, float], ...]:
+    """The converged flipper that, once its flipped update stops costing anything, publishes ``pause``
+    versions near and along the own update, then flips again: far, anti-aligned, at no loss."""
+    flipped = ((dist, -0.89, 0.0) for dist in (8, 7, 6, 6, 5, 5, 5, 5))
+    return (*_flipper()[:3], *((1.0, 0.6, 1.2) for _ in range(pause)), *flipped)
+
+
+def test_the_flipper_that_pauses_once_is_banned_all_the_same() -> None:
+    """The attacker who knows that one good version ends a bad run: it pauses for one version, then flips
+    again. Its three lossy versions are still in its bad evidence (2.6 after the pause): banned at its
+    second free flipped version."""
+    recs, _ = _replay(ScoringConfig(), _pausing(1))
+    assert recs[3].combined >= ScoringConfig().bad_score and "counted" not in recs[3].reason
+    assert [r.status for r in recs].index("evicted") == 5
+
+
+def test_the_flipper_that_waits_out_its_evidence_keeps_its_link_but_no_weight() -> None:
+    """The attacker who knows the whole rule pauses until its bad evidence leaked below one counted version
+    (15 versions at ``bad_memory`` 0.93 from 2.79), then flips at no loss: it is not banned (the failure
+    mode, docs/scoring.md). Each free flipped version (``r`` 5-8: combined 0.57, below ``drop_below``, with
+    a distance score below 1) still leaves the mix it is scored in, and it costs the own data nothing."""
+    recs, dropped = _replay(ScoringConfig(), _pausing(15))
     assert all(r.status != "evicted" for r in recs)
-    assert not dropped[3] and all(dropped[ScoringConfig().founding_rounds :])
+    assert "with bad evidence" not in recs[18].reason
+    assert not any(dropped[3:18]) and all(dropped[18:])
