@@ -257,9 +257,9 @@ class ScoringSteps(TrackerHooks):
         persistent: bool,
     ) -> tuple[bool, str]:
         """Whether this version counts towards ``p``'s eviction: bad against the eviction references too,
-        or far and against the own update, lossy or persistently so (:meth:`_far_against`), and far from
-        the own mix's centre and from the neighbourhood's unweighted median alike; and, when it counts for
-        the second reason alone, which evidence besides far and against (else "")."""
+        or far and against the own update, lossy or with bad evidence kept (:meth:`_far_against`), and far
+        from the own mix's centre and from the neighbourhood's unweighted median alike; and, when it counts
+        for the second reason alone, which evidence besides far and against (else "")."""
         cfg, refs = self.config, call.refs
         # a bad score counts towards eviction only if it is bad against the eviction reference too
         lenient, r_e = combined, r
@@ -293,7 +293,7 @@ class ScoringSteps(TrackerHooks):
         """Why a version not bad enough to count is evidence all the same (``evict_far_against``; "" when
         it is not): far (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's
         count), pulling against the own update (cosine at most ``cos_bad``) and with a loss on the own data
-        above ``evict_far_against_loss`` times the eviction reference, or, whatever its loss, with the
+        above ``evict_far_against_loss`` times the eviction reference, or, whatever its loss, while the
         neighbour's bad evidence still holds a whole counted version (``evict_against_continues``: its
         leaky bucket at 1 or more, :mod:`~p2pfl.scoring.badrun`; the previous version counted, or two within
         about ten).
@@ -301,8 +301,8 @@ class ScoringSteps(TrackerHooks):
         Why the loss: in founding rounds a sign-flipper at ``r`` 9-14, cosine -0.6..-0.85, cost the own
         data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID digits, 5 peers): combined 0.35-0.57,
         not bad, and its bad run restarted (docs/scoring.md, "nearfix"); in the same-round order, 2.5-2.8x
-        the reference in the marginal seed, under the bar of 3 (``loss_ok``) nearfix had. Why a run may
-        continue without it: in that order the model converges while the flipper is being counted and its
+        the reference in the marginal seed, under the bar of 3 (``loss_ok``) nearfix had. Why bad evidence
+        may grow without it: in that order the model converges while the flipper is being counted and its
         flipped update stops costing the own data anything (0.26x the own loss in round 4, 0 after; logistic
         regression, 100 peers) while it stays far (``r`` 8 -> 4) and anti-aligned (cosine -0.89): its run
         stopped at 3 of the 4 versions ``evict_after`` needs. Why the kept evidence and not the run: one
