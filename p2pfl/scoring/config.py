@@ -64,10 +64,22 @@ class ScoringConfig:
     evict_near_loss: bool = True
     #: a version that scores too well to count still counts towards eviction when it is far (``r`` at least
     #: ``evict_distance`` from both centres), pulls against the own update (cosine at most ``cos_bad``) and
-    #: costs the own data more than ``loss_ok`` times the eviction loss reference: a sign-flipper in the
-    #: founding rounds, on IID data, whose loss was only 2-9x the own (p2pfl/scoring/steps.py,
-    #: ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score alone.
+    #: costs the own data more than ``evict_far_against_loss`` times the eviction loss reference: a
+    #: sign-flipper in the founding rounds, on IID data, whose loss was only 2-9x the own
+    #: (p2pfl/scoring/steps.py, ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score
+    #: alone.
     evict_far_against: bool = True
+    #: that loss bar, in multiples of the eviction loss reference (nearfix had ``loss_ok``, 3): far and
+    #: anti-aligned at more than the reference itself (the anchors' median loss) already counts (order17s)
+    evict_far_against_loss: float = 1.0
+    #: ... or, whatever its loss, while the neighbour's bad evidence (p2pfl/scoring/badrun.py) still holds a
+    #: whole counted version: far and against add to bad evidence, never start it. A sign-flipper keeps its
+    #: direction after the model has converged and its flipped update no longer costs the own data anything
+    #: (the same-round order, ``wait_before_mix``); an honest neighbour on a converged trajectory lags
+    #: behind the own model as far and as anti-aligned, but with no bad evidence (p2pfl/scoring/steps.py,
+    #: ``_far_against``; docs/scoring.md, "Against, after the loss is gone"). False: the loss is always
+    #: needed.
+    evict_against_continues: bool = True
     #: the loss *score* of a neighbour's version is judged against that same reference too (its median near
     #: ratio, capped by the founding tolerance, when above the current tolerance), not only an eviction's
     #: loss evidence. On a clustered graph a clique's members agree so closely that the crowd's tolerance
@@ -389,7 +401,7 @@ class ScoringConfig:
                 "loss_ok/loss_bad",
                 f"need 0 < loss_ok < loss_bad < inf, got {self.loss_ok!r}, {self.loss_bad!r}",
             )
-        for name in ("w_distance", "w_cosine", "w_loss", "loss_floor"):
+        for name in ("w_distance", "w_cosine", "w_loss", "loss_floor", "evict_far_against_loss"):
             value = getattr(self, name)
             if not is_real(value) or not 0.0 <= value < math.inf:
                 raise ConfigError("scoring", name, f"must be a finite number >= 0, got {value!r}")
@@ -407,6 +419,7 @@ class ScoringConfig:
             "heading",
             "evict_near_loss",
             "evict_far_against",
+            "evict_against_continues",
             "loss_near_score",
             "histories_from_mixes",
             "evict_absurd_drift",

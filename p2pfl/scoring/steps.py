@@ -177,13 +177,13 @@ class ScoringSteps(TrackerHooks):
             state.grace_left -= 1
             state.consecutive_bad = 0
             state.bad_evidence = 0.0
-            against = False  # (the grace discarded the count)
+            against = ""  # (the grace discarded the count)
         else:
             state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
             state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
         reason = transition(cfg, state, bad, combined, counts=counts)
         if against:
-            reason = f"{reason}; counted: far, against the own update, loss over {cfg.loss_ok} x reference"
+            reason = f"{reason}; counted: far, against the own update, {against}"
         if persistent:
             reason = f"{reason}; {persistence_reason(cfg.persistence())}"
         if not state.established:
@@ -255,11 +255,11 @@ class ScoringSteps(TrackerHooks):
         s_loss: float | None,
         bad: bool,
         persistent: bool,
-    ) -> tuple[bool, bool]:
+    ) -> tuple[bool, str]:
         """Whether this version counts towards ``p``'s eviction: bad against the eviction references too,
-        or far, against the own update and lossy (:meth:`_far_against`), and far from the own mix's centre
-        and from the neighbourhood's unweighted median alike; and whether it counts for the second reason
-        alone."""
+        or far and against the own update, lossy or with bad evidence kept (:meth:`_far_against`), and far
+        from the own mix's centre and from the neighbourhood's unweighted median alike; and, when it counts
+        for the second reason alone, which evidence besides far and against (else "")."""
         cfg, refs = self.config, call.refs
         # a bad score counts towards eviction only if it is bad against the eviction reference too
         lenient, r_e = combined, r
@@ -281,31 +281,47 @@ class ScoringSteps(TrackerHooks):
         # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
         # from the own mix's centre and from the neighbourhood's unweighted median alike
         counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
-        against = not counts and not persistent and self._far_against(call, p, r, s_cos, loss_evict)
+        against = "" if counts or persistent else self._far_against(call, p, state, r, s_cos, loss_evict)
         if (counts or against) and not persistent and cfg.evict_distance is not None:
             far = self._plain(call).get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
-            counts, against = counts and far, against and far
-        return counts or against, against
+            counts, against = counts and far, against if far else ""
+        return counts or bool(against), against
 
-    def _far_against(
-        self, call: Call, p: str, r: float, s_cos: float | None, loss_evict: float | None
-    ) -> bool:
-        """Whether a version not bad enough to count is evidence all the same (``evict_far_against``): far
-        (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's count), pulling
-        against the own update (cosine at most ``cos_bad``) and with a loss on the own data above
-        ``loss_ok`` times the eviction reference. Why: in founding rounds a sign-flipper at ``r`` 9-12,
-        cosine -0.6..-0.77, cost the own data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID
-        digits, 5 peers, real time): loss score 0.6-1, combined 0.35-0.57, not bad, and its bad run
-        restarted; 1 to 9 runs of 40 ended with some honest peer not evicting it by round 8. No honest
-        neighbour in the traces was far and anti-aligned at once (honest cosines at the dragged peers'
-        observers -0.35..+0.10; docs/scoring.md, "nearfix")."""
+    def _far_against(  # noqa: PLR0917 - _counts' figures
+        self, call: Call, p: str, state: PeerState, r: float, s_cos: float | None, loss_evict: float | None
+    ) -> str:
+        """Why a version not bad enough to count is evidence all the same (``evict_far_against``; "" when
+        it is not): far (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's
+        count), pulling against the own update (cosine at most ``cos_bad``) and with a loss on the own data
+        above ``evict_far_against_loss`` times the eviction reference, or, whatever its loss, while the
+        neighbour's bad evidence still holds a whole counted version (``evict_against_continues``: its
+        leaky bucket at 1 or more, :mod:`~p2pfl.scoring.badrun`; the previous version counted, or two within
+        about ten).
+
+        Why the loss: in founding rounds a sign-flipper at ``r`` 9-14, cosine -0.6..-0.85, cost the own
+        data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID digits, 5 peers): combined 0.35-0.57,
+        not bad, and its bad run restarted (docs/scoring.md, "nearfix"); in the same-round order, 2.5-2.8x
+        the reference in the marginal seed, under the bar of 3 (``loss_ok``) nearfix had. Why bad evidence
+        may grow without it: in that order the model converges while the flipper is being counted and its
+        flipped update stops costing the own data anything (0.26x the own loss in round 4, 0 after; logistic
+        regression, 100 peers) while it stays far (``r`` 8 -> 4) and anti-aligned (cosine -0.89): its run
+        stopped at 3 of the 4 versions ``evict_after`` needs. Why the kept evidence and not the run: one
+        version near and along the own update would end the run (a flipper that pauses once). Why it may
+        not start one: honest neighbours on the same converged trajectory lag behind the own model as far
+        and as anti-aligned (200 peers: ``r`` 4-13, cosine -0.7..-0.94, loss 0), with no bad version
+        before (docs/scoring.md, "Against, after the loss is gone")."""
         cfg, losses = self.config, call.val_losses
         if not cfg.evict_far_against or not cfg.evict_distance or s_cos != 0.0:
-            return False
-        if loss_evict is None or losses is None or p not in losses:
-            return False
-        far = self._r_evict(call, p, r) >= cfg.evict_distance  # (at most r: the eviction spread is wider)
-        return far and loss_score(cfg, float(losses[p]), loss_evict) < 1.0
+            return ""
+        if self._r_evict(call, p, r) < cfg.evict_distance:  # (at most r: the eviction spread is wider)
+            return ""
+        loss = None if losses is None else losses.get(p)
+        bar = None if loss_evict is None else cfg.evict_far_against_loss * loss_evict
+        if loss is not None and bar is not None and not loss <= bar:  # (a NaN loss is lossy)
+            return f"loss over {cfg.evict_far_against_loss} x reference"
+        if cfg.evict_against_continues and state.bad_evidence >= 1.0:  # (before this version's leak)
+            return f"with bad evidence {state.bad_evidence:.2f} kept"
+        return ""
 
     @staticmethod
     def _r_evict(call: Call, p: str, r: float) -> float:

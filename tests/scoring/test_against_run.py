@@ -1,0 +1,130 @@
+"""A sign-flipper is banned in the same-round order too: far and against the own update continue a bad run
+whatever the loss (``ScoringConfig.evict_against_continues``), and start one above the loss reference
+(``evict_far_against_loss``); issue 16, order17s; docs/scoring.md, "Against, after the loss is gone".
+
+The scorer inputs replay what the trace of bench_scale's scenario recorded in the same-round order
+(``wait_before_mix``; 100 peers, logistic regression, 10 % sign-flippers, simulated clock): the flipper's
+first three versions cost an honest observer 15-106x its own loss (``r`` 10-14, cosine -0.87..-0.89), then
+the model has converged, its flipped update is tiny and costs nothing (0.26x the own loss in round 4, 0
+after) while it stays far (``r`` 8 -> 4) and anti-aligned (cosine -0.89..-0.58). At 200 peers honest
+neighbours on the converged trajectory lagged behind the own model as far and as anti-aligned (``r`` 4-13,
+cosine -0.7..-0.94) at no loss. The scorer has no clock: a round is one ``begin_round`` and one
+``evaluate``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
+
+DIM = 20
+#: the flipper at the traced observers, per version: (distance from the own model in honest spreads,
+#: its loss over the own)
+FLIPPER = ((14.0, 106.0), (12.0, 83.0), (10.0, 15.0), (8.0, 0.26), (6.0, 0.01), (5.0, 0.0), (5.0, 0.0))
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _towards(step: np.ndarray, cosine: float, other: np.ndarray) -> np.ndarray:
+    """A unit vector at ``cosine`` with the unit vector ``step``, in the plane of ``step`` and ``other``."""
+    side = _unit(other - np.dot(other, step) * step)
+    return cosine * step + np.sqrt(1.0 - cosine**2) * side
+
+
+def _replay(
+    cfg: ScoringConfig, versions: tuple[tuple[float, float, float], ...], *, seed: int = 11
+) -> tuple[list[ScoreRecord], list[bool]]:
+    """An observer with five honest neighbours about one spread from its own model (loss 1.2x the own) and
+    ``x``, whose version of round ``t`` sits ``versions[t][0]`` spreads away, pulls the own model with
+    cosine ``versions[t][1]`` against the own update and costs ``versions[t][2]`` times the own loss. Returns
+    ``x``'s records and whether each version left the mix (bad, or ``ContributionScorer.doubted``)."""
+    rng = np.random.default_rng(seed)
+    honest = [f"h{i}" for i in range(5)]
+    before = rng.normal(size=DIM)
+    scorer = ContributionScorer(cfg)
+    out: list[ScoreRecord] = []
+    dropped: list[bool] = []
+    for dist, cosine, loss in versions:
+        scorer.begin_round()
+        step = _unit(rng.normal(size=DIM))
+        after = before + 0.1 * step
+        models = {p: after + 0.1 * _unit(rng.normal(size=DIM)) for p in honest}
+        models["x"] = before + 0.1 * dist * _towards(step, cosine, rng.normal(size=DIM))
+        losses = {p: 1.2 for p in honest} | {"x": loss}
+        out.append(scorer.evaluate(before, after, models, after, losses, 1.0)["x"])
+        dropped.append(out[-1].combined < cfg.bad_score or scorer.doubted(out[-1]))
+        before = after
+    return out, dropped
+
+
+def _flipper(cosine: float = -0.89) -> tuple[tuple[float, float, float], ...]:
+    return tuple((dist, cosine, loss) for dist, loss in FLIPPER)
+
+
+def test_a_converged_sign_flipper_is_banned_on_its_direction() -> None:
+    """Fails on main (``evict_against_continues = False``): the first three versions count (bad by loss),
+    the fourth costs nothing and scores above ``bad_score``, the bad run restarts and the flipper is never
+    banned. Now a far version against the own update counts while the bad evidence kept holds a whole
+    counted version: banned at its fourth version, as in the old order."""
+    old, _ = _replay(ScoringConfig(evict_against_continues=False), _flipper())
+    assert [r.combined < ScoringConfig().bad_score for r in old[:4]] == [True, True, True, False]
+    assert all(r.distance >= 4.0 and r.cosine is not None and r.cosine <= -0.5 for r in old)
+    assert all(r.status != "evicted" for r in old)
+    new, _ = _replay(ScoringConfig(), _flipper())
+    assert [r.status for r in new].index("evicted") == 3
+    assert "with bad evidence 2.79 kept" in new[3].reason
+
+
+def test_an_honest_neighbour_lagging_on_a_converged_trajectory_is_never_counted() -> None:
+    """The 200-peer trace's honest neighbours: far, anti-aligned, at no loss, from the start. Nothing to
+    continue and no loss: never counted, however long (a rule that counted a run of anti-aligned far versions
+    whatever the loss, with no bad evidence before, banned five such pairs)."""
+    for cosine in (-0.94, -0.7):
+        recs, _ = _replay(ScoringConfig(), tuple((dist, cosine, 0.001) for dist in (5, 7, 9, 11, 13) * 3))
+        assert all(r.status != "evicted" and "counted" not in r.reason for r in recs), cosine
+
+
+def test_far_and_anti_aligned_above_the_loss_reference_counts() -> None:
+    """The marginal seed of the 5-peer scenario (tests/rollout/test_report.py, seed 4) in the same-round
+    order: the flipper's founding versions cost the observer 2.5-2.8x its loss reference, under nearfix's bar
+    of ``loss_ok`` (3): not bad (combined 0.57), not counted, banned only at round 9. Above the reference
+    itself (``evict_far_against_loss = 1``) each counts: banned at its fourth version."""
+    versions = tuple((dist, -0.84, 2.5 * 1.2) for dist in (13.0, 10.0, 7.0, 7.0, 7.0, 8.0, 8.0, 8.0))
+    old, _ = _replay(ScoringConfig(evict_far_against_loss=3.0), versions)
+    assert all(r.combined >= ScoringConfig().bad_score and r.status != "evicted" for r in old)
+    new, _ = _replay(ScoringConfig(), versions)
+    assert [r.status for r in new].index("evicted") == ScoringConfig().evict_after - 1
+    assert "loss over 1.0 x reference" in new[0].reason
+    # under the reference (an honest neighbour's loss or less), far and anti-aligned alone start nothing
+    clean, _ = _replay(ScoringConfig(), tuple((d, c, 1.0) for d, c, _ in versions))
+    assert all("counted" not in r.reason for r in clean)
+
+
+def _pausing(pause: int) -> tuple[tuple[float, float, float], ...]:
+    """The converged flipper that, once its flipped update stops costing anything, publishes ``pause``
+    versions near and along the own update, then flips again: far, anti-aligned, at no loss."""
+    flipped = ((dist, -0.89, 0.0) for dist in (8, 7, 6, 6, 5, 5, 5, 5))
+    return (*_flipper()[:3], *((1.0, 0.6, 1.2) for _ in range(pause)), *flipped)
+
+
+def test_the_flipper_that_pauses_once_is_banned_all_the_same() -> None:
+    """The attacker who knows that one good version ends a bad run: it pauses for one version, then flips
+    again. Its three lossy versions are still in its bad evidence (2.6 after the pause): banned at its
+    second free flipped version."""
+    recs, _ = _replay(ScoringConfig(), _pausing(1))
+    assert recs[3].combined >= ScoringConfig().bad_score and "counted" not in recs[3].reason
+    assert [r.status for r in recs].index("evicted") == 5
+
+
+def test_the_flipper_that_waits_out_its_evidence_keeps_its_link_but_no_weight() -> None:
+    """The attacker who knows the whole rule pauses until its bad evidence leaked below one counted version
+    (15 versions at ``bad_memory`` 0.93 from 2.79), then flips at no loss: it is not banned (the failure
+    mode, docs/scoring.md). Each free flipped version (``r`` 5-8: combined 0.57, below ``drop_below``, with
+    a distance score below 1) still leaves the mix it is scored in, and it costs the own data nothing."""
+    recs, dropped = _replay(ScoringConfig(), _pausing(15))
+    assert all(r.status != "evicted" for r in recs)
+    assert "with bad evidence" not in recs[18].reason
+    assert not any(dropped[3:18]) and all(dropped[18:])
