@@ -74,16 +74,25 @@ class RoundWaits:
             connected = [p for p in connected if not group.is_fellow(p)]
         listeners = set(self._p.transport().listeners())
         engine = self._p.engine
+        replicas, is_evicted = engine.replicas, engine.is_evicted
         views = []
         for p in connected:
-            rep = engine.replicas.get(p)
+            rep = replicas.get(p)
             # the round is sender-reported: it tells a neighbour ahead of us (pacing)
-            last, seq, round_ = (
-                (None, None, None) if rep is None else (rep.updated_at, rep.seq, rep.meta.round)
-            )
-            views.append(
-                NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p), seq, round_)
-            )
+            if rep is None:
+                views.append(NeighbourView(p, first_seen[p], p in listeners, None, is_evicted(p)))
+            else:
+                views.append(
+                    NeighbourView(
+                        p,
+                        first_seen[p],
+                        p in listeners,
+                        rep.updated_at,
+                        is_evicted(p),
+                        rep.seq,
+                        rep.meta.round,
+                    )
+                )
         return views
 
     async def _await_neighbours(self) -> None:

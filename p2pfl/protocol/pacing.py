@@ -210,11 +210,16 @@ _PERIOD_PEERS = 1024
 
 
 class PeriodTracker:
-    """Each neighbour's publishing period: the median of its last few (time between versions / versions)."""
+    """Each neighbour's publishing period: the median of its last few (time between versions / versions).
+
+    The medians are kept, not recomputed: a round's wait asks :meth:`late_after` on every pass (each
+    arrival wakes it), and a period changes only when a neighbour's new version arrives."""
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[int, float]] = {}
         self._intervals: dict[str, deque[float]] = {}
+        #: each neighbour's period (the median of its intervals), updated with them
+        self._period: dict[str, float] = {}
 
     def observe(self, views: Sequence[NeighbourView]) -> None:
         for v in views:
@@ -223,24 +228,27 @@ class PeriodTracker:
             prev = self._last.get(v.peer)
             if prev is not None and v.seq > prev[0] and v.last_update > prev[1]:
                 per = (v.last_update - prev[1]) / (v.seq - prev[0])
-                self._intervals.setdefault(v.peer, deque(maxlen=_PERIOD_SAMPLES)).append(per)
+                samples = self._intervals.setdefault(v.peer, deque(maxlen=_PERIOD_SAMPLES))
+                samples.append(per)
+                self._period[v.peer] = statistics.median(samples)
             if prev is None or v.seq != prev[0]:
                 self._last[v.peer] = (v.seq, v.last_update)
         while len(self._last) > _PERIOD_PEERS:
             oldest = min(self._last, key=lambda p: self._last[p][1])
             del self._last[oldest]
             self._intervals.pop(oldest, None)
+            self._period.pop(oldest, None)
 
     def period(self, peer: str) -> float | None:
-        samples = self._intervals.get(peer)
-        return statistics.median(samples) if samples else None
+        return self._period.get(peer)
 
     def late_after(
         self, views: Sequence[NeighbourView], cfg: PacingConfig, work_s: float | None = None
     ) -> float:
         """How old a neighbour's last version may be before it is late (module docstring); ``work_s``: our
         own last round without its wait."""
-        periods = sorted(p for v in views if not v.evicted and (p := self.period(v.peer)) is not None)
+        period = self._period
+        periods = sorted(p for v in views if not v.evicted and (p := period.get(v.peer)) is not None)
         pace = periods[(len(periods) - 1) // 2] if periods else None
         if work_s is not None and work_s > 0 and (pace is None or cfg.work_factor * work_s < pace):
             pace = cfg.work_factor * work_s
@@ -336,6 +344,9 @@ class RoundPacer:
         self.next_round: int | None = None
         #: ``wait_before_mix``: until when the mix waits for the rest once the quorum is in (None: not yet)
         self.settle_until: float | None = None
+        #: :meth:`_since`'s last answer and what it was built from (it changes once per wait, not per pass)
+        self._since_of: tuple[frozenset[str], float] | None = None
+        self._since_map: dict[str, float] | None = None
 
     def begin_wait(
         self,
@@ -408,7 +419,7 @@ class RoundPacer:
             return Start("stopped")
         self.periods.observe(views)
         late_after = self.periods.late_after(views, self.cfg, self.work_s)
-        since = dict.fromkeys(self.kept_pace, self.wait_started) if self.cfg.wait_before_mix else None
+        since = self._since()
         ahead = self._ahead(views)
         awaited = [v for v in views if v.peer not in ahead]
         fresh, active, connected = fresh_neighbours(
@@ -438,6 +449,17 @@ class RoundPacer:
                 if now < late_at:
                     until = min(until, late_at)
         return Wait(until)
+
+    def _since(self) -> dict[str, float] | None:
+        """From when each neighbour that kept pace counts late: this wait's start (``wait_before_mix``,
+        module docstring "Keeping pace"; None: off). Built once per wait and reused by its passes."""
+        if not self.cfg.wait_before_mix:
+            return None
+        of = (self.kept_pace, self.wait_started)
+        if self._since_map is None or self._since_of != of:
+            self._since_of = of
+            self._since_map = dict.fromkeys(self.kept_pace, self.wait_started)
+        return self._since_map
 
     def _settle_until(self, now: float, fresh: int, active: int) -> float | None:
         """With the quorum in: until when the mix still waits for the publishing rest (``wait_before_mix``;

@@ -31,6 +31,22 @@ def test_periods_come_from_the_versions_applied() -> None:
     assert 10.0 == PeriodTracker().late_after([view("a", 1.0, 1)], cfg)  # nothing known: the old rule
 
 
+def test_a_period_is_the_median_of_the_last_five_intervals_as_they_change() -> None:
+    """The tracker keeps each median rather than recomputing it on every wait pass: it must follow the
+    window (five intervals), not the first samples, and ignore a repeated view of the same version."""
+    t, at = PeriodTracker(), 0.0
+    for k, gap in enumerate([1.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0], start=1):
+        at += gap
+        t.observe([view("a", at, k)])
+        t.observe([view("a", at, k)])  # the next pass sees the same version: no interval
+    assert 5.0 == t.period("a")  # window [1, 5, 5, 5, 5]
+    for k in (8, 9, 10):
+        at += 0.25
+        t.observe([view("a", at, k)])
+    assert 0.25 == t.period("a")  # [5, 5, 0.25, 0.25, 0.25]
+    assert t.period("b") is None
+
+
 def test_a_late_neighbour_is_not_waited_for_even_with_wait_fraction_one() -> None:
     cfg = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0)
     assert (2, 3, 3) == fresh_neighbours(
