@@ -82,6 +82,16 @@ bound, not the adaptive ``late_after``, which follows the neighbours' measured p
 of that very round, held at our last mix, came while that mix waited for a slower neighbour, so it is in
 step, and not waiting for its next one cost accuracy (measured, bench_network 16 peers: 4 of 4 runs 1.1-2.8
 points below main's paired run; with the later threshold level with main, docs/benchmarks.md).
+
+*Nothing to wait for* (``wait_before_mix``). A wait whose every awaited neighbour is late (or, at the first
+mix, none is connected or on its way) does not run to ``max_round_wait_s`` when the mix has nothing more to
+gain: (1) a fresh peer's first mix, as the old order's first round never waits (the start gate waited for
+neighbours; a peer started alone, ``min_neighbours = 0``, waited ``max_round_wait_s`` before mixing nothing,
+where the old order mixed nothing at once); (2) when we hold the version of the round we are about to mix of
+some awaited neighbours (in step, not ahead: see below) and the others have been silent for
+``max_round_wait_s``, the bound of the ahead rule: their next version is not worth a full wait. Without (2)
+the hub of a star, whose leaves wait only for it and so run a round ahead, waited ``max_round_wait_s`` in
+its last round for leaves that had finished (measured, tests/test_peer.py's star on a MockClock: 30 s).
 """
 
 from __future__ import annotations
@@ -439,6 +449,10 @@ class RoundPacer:
             return Wait(min(settle, self.deadline))
         if ahead and active == 0 and self._all_quiet(now, awaited, since):
             return self._start("ahead", views)  # nothing to wait for: every publishing neighbour is ahead
+        if active == 0 and self.cfg.wait_before_mix:
+            reason = self._nothing_to_wait_for(now, awaited, since)
+            if reason is not None:
+                return self._start(reason, views)
         if now >= self.deadline:
             return self._start("timeout", views)
         until = min(self.deadline, now + self.cfg.recheck_s)
@@ -449,6 +463,22 @@ class RoundPacer:
                 if now < late_at:
                     until = min(until, late_at)
         return Wait(until)
+
+    def _nothing_to_wait_for(
+        self, now: float, awaited: Sequence[NeighbourView], since: Mapping[str, float] | None
+    ) -> str | None:
+        """``wait_before_mix``, no awaited neighbour publishing nor on its way: why the mix may start now
+        (module docstring, "Nothing to wait for"), or None to wait on (at most ``max_round_wait_s``)."""
+        if self.await_pending and self.next_round == 1:
+            return "alone"  # a fresh peer's first mix: the start gate did the waiting for neighbours
+        in_step = [
+            v for v in awaited if not v.evicted and is_ahead(v, self.next_round, self.last_mix, self.mixed)
+        ]
+        if not in_step:
+            return None
+        held = {v.peer for v in in_step}
+        rest = [v for v in awaited if v.peer not in held]
+        return "in_step" if self._all_quiet(now, rest, since) else None
 
     def _since(self) -> dict[str, float] | None:
         """From when each neighbour that kept pace counts late: this wait's start (``wait_before_mix``,

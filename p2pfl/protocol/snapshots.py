@@ -116,8 +116,10 @@ class SnapshotSide(ProofSide):
             if asked:  # its signer stands by it now (renewals); still no news for the pacing
                 rep.confirmed_at = now
             return self._drain(h.sender, now)
-        if rep is None and h.seq == 0 and h.sender in self._renewal_asked:
-            return []  # a neighbour asked by renewals that has published nothing yet: no replica
+        if rep is None and h.seq == 0 and (asked or h.sender in self._renewal_asked):
+            # a neighbour asked by renewals or by a round's pull (``wait_before_mix``) that has published
+            # nothing yet: its initial model is no version of it, to mix or to wait on (no replica)
+            return []
         self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
         return self._drain(h.sender, now)
 
