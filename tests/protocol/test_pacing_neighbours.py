@@ -8,7 +8,8 @@ import math
 import pytest
 
 from p2pfl.protocol import Start
-from p2pfl.protocol.pacing import NeighbourView, PacingConfig, PeriodTracker, RoundPacer, fresh_neighbours
+from p2pfl.protocol.pacing import NeighbourView, PacingConfig, RoundPacer, fresh_neighbours
+from p2pfl.protocol.periods import PeriodTracker
 
 TRAIN_S = 0.3
 DT = 0.01
