@@ -88,7 +88,7 @@ mix, none is connected or on its way) does not run to ``max_round_wait_s`` when 
 gain: (1) a fresh peer's first mix, as the old order's first round never waits (the start gate waited for
 neighbours; a peer started alone, ``min_neighbours = 0``, waited ``max_round_wait_s`` before mixing nothing,
 where the old order mixed nothing at once); (2) when we hold the version of the round we are about to mix of
-some awaited neighbours (in step, not ahead: see below) and the others have been silent for
+some awaited neighbours (in step, not ahead: above) and the others have been silent for
 ``max_round_wait_s``, the bound of the ahead rule: their next version is not worth a full wait. Without (2)
 the hub of a star, whose leaves wait only for it and so run a round ahead, waited ``max_round_wait_s`` in
 its last round for leaves that had finished (measured, tests/test_peer.py's star on a MockClock: 30 s).
