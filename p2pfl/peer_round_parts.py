@@ -101,8 +101,10 @@ class PrivateRelease:
 def pacing_config(config: PeerConfig) -> PacingConfig:
     """The round pacing's knobs of ``config`` (its fields of the same names)."""
     # several mixing steps per round publish, then wait, then mix, each step (p2pfl.protocol.mixing): the
-    # trained model's mix too, so that it takes the neighbours' trained models of the same round
-    wait_before_mix = config.wait_before_mix or config.mix_steps > 1
+    # trained model's mix too, so that it takes the neighbours' trained models of the same round. Not under
+    # DP: its release is decided with the mix, so it cannot publish first, and it keeps the old order's wait
+    # before training (with the same-round order on, a DP peer waited nowhere: its rounds ran at once)
+    wait_before_mix = (config.wait_before_mix or config.mix_steps > 1) and not config.privacy.enabled
     return derive(PacingConfig, config, subscribe_grace_s=SUBSCRIBE_GRACE_S, wait_before_mix=wait_before_mix)
 
 

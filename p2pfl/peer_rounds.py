@@ -174,6 +174,8 @@ class RoundLoop(RoundWaits):
             outcome = await extra_mixes(self, start, outcome, private=private_)
         await self._p.write_status()
         report = self._report(train, outcome, decision, duration_s=trio.current_time() - t0, private=private)
+        # the next waits' pace: this round without its waits (the wait inside it reads the last round's)
+        self._last_work_s = report.duration_s - self._last_wait_s
         self.solo.after_round(report, group_round=group is not None)
         self.reports.append(report)
         if self._p.on_round is not None:

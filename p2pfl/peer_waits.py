@@ -51,8 +51,10 @@ class RoundWaits:
         #: each neighbour's version we held at the last mix: tells a reply to it at the same clock reading
         #: from the version it mixed (p2pfl.protocol.pacing.is_new)
         self._held_at_mix: dict[str, int] = {}
-        #: how long the last round's mix waited for the neighbours (``wait_before_mix``; else 0)
+        #: how long this round waited for the neighbours so far (``wait_before_mix``: before its mix or
+        #: mixes; else 0), and the last round's work: its duration without those waits (the pace's anchor)
         self._last_wait_s = 0.0
+        self._last_work_s: float | None = None
 
     def mark_mix(self) -> None:
         """A mix just ended: the pacing's next wait counts what arrives from now on as new."""
@@ -74,16 +76,25 @@ class RoundWaits:
             connected = [p for p in connected if not group.is_fellow(p)]
         listeners = set(self._p.transport().listeners())
         engine = self._p.engine
+        replicas, is_evicted = engine.replicas, engine.is_evicted
         views = []
         for p in connected:
-            rep = engine.replicas.get(p)
+            rep = replicas.get(p)
             # the round is sender-reported: it tells a neighbour ahead of us (pacing)
-            last, seq, round_ = (
-                (None, None, None) if rep is None else (rep.updated_at, rep.seq, rep.meta.round)
-            )
-            views.append(
-                NeighbourView(p, first_seen[p], p in listeners, last, engine.is_evicted(p), seq, round_)
-            )
+            if rep is None:
+                views.append(NeighbourView(p, first_seen[p], p in listeners, None, is_evicted(p)))
+            else:
+                views.append(
+                    NeighbourView(
+                        p,
+                        first_seen[p],
+                        p in listeners,
+                        rep.updated_at,
+                        is_evicted(p),
+                        rep.seq,
+                        rep.meta.round,
+                    )
+                )
         return views
 
     async def _await_neighbours(self) -> None:
@@ -130,9 +141,10 @@ class RoundWaits:
     async def _wait_for_neighbours(self) -> float:
         """Before a round (or its mix, ``wait_before_mix``): until enough neighbours sent a new version
         (see p2pfl.protocol.pacing). Returns how long it waited."""
-        work = self.reports[-1].duration_s - self._last_wait_s if self.reports else None
         started = trio.current_time()
-        self._pacer.begin_wait(started, self._last_mix, work, self._held_at_mix, next_round=self.round + 1)
+        self._pacer.begin_wait(
+            started, self._last_mix, self._last_work_s, self._held_at_mix, next_round=self.round + 1
+        )
         # a resumed peer's first wait also asks the neighbours it holds nothing of (p2pfl.protocol.snapshots)
         ask_missing = self._last_mix == -math.inf and self.round > 0
         while True:

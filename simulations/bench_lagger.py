@@ -203,12 +203,15 @@ def run_cell(
     flag: bool = True,
     from_round: int = 0,
     real_time: bool = False,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One reproducible run with a lagger; its summary (:func:`summarise`)."""  # fmt: skip
+    """One reproducible run with a lagger; its summary (:func:`summarise`). ``run``: more ``[run]`` keys
+    (e.g. ``wait_before_mix``)."""  # fmt: skip
     records = _RECORDS
     install(records)  # once per process: the wrapper keeps the first list it was given, so one list
     records.clear()
     spec = scenario(partition, topology, peers, seed, rounds=rounds, wait_fraction=wait_fraction, flag=flag)
+    spec["run"].update(run or {})
     shares: list[tuple[str, int, float]] = []
     with lagging(lag_s, from_round), mixing_shares(shares), tempfile.TemporaryDirectory() as work:
         result = run_scenario(
@@ -223,7 +226,7 @@ def run_cell(
     cfg = ScoringConfig(evict_far_against=flag)
     cell = {"partition": partition, "topology": topology, "peers": peers, "seed": seed, "lag_s": lag_s,
             "wait_fraction": wait_fraction, "evict_far_against": flag, "from_round": from_round,
-            "real_time": real_time}  # fmt: skip
+            "real_time": real_time, **(run or {})}  # fmt: skip
     return {**cell, **summarise(result, records, cfg, shares)}
 
 

@@ -228,6 +228,13 @@ def flood_envelopes(engine: Any, count: int, sender: str, rng: random.Random) ->
 # --------------------------------------------------------------------------------------- the attack
 
 
+def _version_round(header: Header, peer: Any) -> int:
+    """The round of the version being published: its header's. With ``wait_before_mix`` a round publishes
+    its trained model before it ends, when ``peer.round`` is still the last round done (the attack started
+    a round late, and cut off by then, equivocated twice instead of three times)."""
+    return header.meta.round if header.meta.round is not None else peer.round
+
+
 class _EquivocatingTransport:
     """Proxy of a transport: each own delta announcement goes out as two versions (see ``equivocate``)."""
 
@@ -242,7 +249,7 @@ class _EquivocatingTransport:
         a = self._attack
         pending = a.take_published()
         peer = a.peer
-        if pending is None or peer is None or peer.round < a.spec.start_round:
+        if pending is None or peer is None or _version_round(pending[3], peer) < a.spec.start_round:
             await self._inner.broadcast(data)
             return
         prev, prev_digest, new, header = pending

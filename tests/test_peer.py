@@ -87,9 +87,9 @@ async def run_all(peers: list[Peer], rounds: int) -> None:
 
 
 @asynccontextmanager
-async def _star_of_inline_peers(n: int) -> AsyncIterator[list[Peer]]:
+async def _star_of_inline_peers(n: int, **cfg: Any) -> AsyncIterator[list[Peer]]:
     """``n`` peers training inline (for a MockClock), peer 0 connected to each other one; no join_on_start:
-    no snapshot of each neighbour before the first round."""
+    no snapshot of each neighbour before the first round. ``cfg``: more PeerConfig fields."""
     splits = peer_splits("digits", 4, partition_kind="iid", seed=5)
     net = MemoryNetwork()
     async with AsyncExitStack() as stack:
@@ -103,6 +103,7 @@ async def _star_of_inline_peers(n: int) -> AsyncIterator[list[Peer]]:
                 max_round_wait_s=30,
                 join_on_start=False,
                 run_sync=inline,
+                **cfg,
             )
             peers.append(await stack.enter_async_context(peer))
         for other in peers[1:]:
@@ -110,11 +111,13 @@ async def _star_of_inline_peers(n: int) -> AsyncIterator[list[Peer]]:
         yield peers
 
 
-async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[int, float]:
+async def _second_round_mix(
+    delay_c: float, *, lurker: bool = False, wait_before_mix: bool = False
+) -> tuple[int, float, Peer]:
     """Peer A has neighbours B and C (and, with ``lurker``, D, which never publishes). B starts at once, C
-    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, and A's time for its three
-    rounds. Run it on a MockClock: the peers train inline, so the times are exact, not raced."""
-    async with _star_of_inline_peers(4 if lurker else 3) as peers:
+    ``delay_c`` s later. Returns how many neighbour models A's second round mixed, the time for the three
+    rounds, and A. Run it on a MockClock: the peers train inline, so the times are exact, not raced."""
+    async with _star_of_inline_peers(4 if lurker else 3, wait_before_mix=wait_before_mix) as peers:
         a, b, c = peers[:3]
 
         async def late(p: Peer) -> None:
@@ -127,27 +130,34 @@ async def _second_round_mix(delay_c: float, *, lurker: bool = False) -> tuple[in
                 n.start_soon(a.run, 3)
                 n.start_soon(b.run, 3)
                 n.start_soon(late, c)
-        return a.reports[1].mixed, trio.current_time() - t0
+        return a.reports[1].mixed, trio.current_time() - t0, a
 
 
+@pytest.mark.parametrize("wait_before_mix", [False, True])
 async def test_a_peer_does_not_mix_a_lone_neighbour_model_while_other_learners_are_expected(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, wait_before_mix: bool
 ) -> None:
     """A's second round waits for the first version of C too (connected, subscribed, still training):
-    mixing B's model alone would leave it unjudged, poisoned or not."""
-    mixed, took = await _second_round_mix(1.0)
+    mixing B's model alone would leave it unjudged, poisoned or not. With ``wait_before_mix`` the leaves,
+    which wait only for A, run a round ahead and finish first: A's last round must not wait
+    ``max_round_wait_s`` for them (p2pfl.protocol.pacing, "Nothing to wait for")."""
+    mixed, took, _ = await _second_round_mix(1.0, wait_before_mix=wait_before_mix)
     assert mixed == 2
     assert took < 30  # and C's version ended the wait, not max_round_wait_s
 
 
+@pytest.mark.parametrize("wait_before_mix", [False, True])
 async def test_a_lurking_neighbour_does_not_hold_up_rounds_once_two_neighbours_publish(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, wait_before_mix: bool
 ) -> None:
-    mixed, took = await _second_round_mix(0.0, lurker=True)
-    assert mixed == 2
+    mixed, took, a = await _second_round_mix(0.0, lurker=True, wait_before_mix=wait_before_mix)
+    assert mixed == 2  # never D's initial model (a pull's answer of its version 0 is no version of it)
     # D is expected (for max_round_wait_s = 30 s) only while fewer than two neighbours publish: no round of A
-    # waited for it (the three rounds take no time on the mock clock but the wait for B's and C's versions)
-    assert took < 30
+    # waited for it (the three rounds take no time on the mock clock but the wait for B's and C's versions).
+    # With wait_before_mix the first mix waits for every subscribed learner's first version, by design
+    # (p2pfl.protocol.pacing, "Where the wait sits"): D holds round 1 for at most that bound, and only it
+    first = a.reports[0].duration_s if wait_before_mix else 0.0
+    assert first <= 30 + 1 and took - first < 30
 
 
 async def test_the_version_log_records_each_score_s_evidence(tmp_path: Path) -> None:
@@ -482,13 +492,15 @@ async def test_a_stopping_peer_aborts_the_connections_a_shielded_task_still_wait
     assert any("aborting the connections" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("wait_before_mix", [False, True])
 async def test_a_silent_neighbour_in_contact_from_the_start_is_a_founder(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, wait_before_mix: bool
 ) -> None:
     """The round loop tells the engine its learners as each round starts (docs/scoring.md, "Founders by
     contact"): a neighbour connected and subscribed from the first round that has published nothing yet
-    (a peer slow from its start) is a founder at A, not a young identity."""
-    async with _star_of_inline_peers(4) as peers:
+    (a peer slow from its start) is a founder at A, not a young identity. (With ``wait_before_mix`` A's
+    last round waited ``max_round_wait_s`` for its leaves, a round ahead and finished: past the 60 s.)"""
+    async with _star_of_inline_peers(4, wait_before_mix=wait_before_mix) as peers:
         a, b, c, silent = peers
         with trio.fail_after(60):
             async with trio.open_nursery() as n:

@@ -161,6 +161,8 @@ def expire_requests(engine: EngineCore, now: float) -> None:
         del engine._snapshot_wanted[peer]
     for peer in [p for p, asked in engine._renewal_asked.items() if now - asked > age]:
         del engine._renewal_asked[peer]
+    for peer in [p for p, asked in engine._pulled.items() if now - asked > age]:
+        del engine._pulled[peer]
     for peer in [p for p, seen in engine._contacts.items() if now - seen > age]:
         del engine._contacts[peer]  # silent past the horizon since its first contact, connected or not
     for peer in [p for p, (_seq, at) in engine._fetching_for.items() if now - at > age]:

@@ -86,6 +86,8 @@ class EngineCore:
         #: neighbours asked by renewals (p2pfl.protocol.snapshots): when; one ask each per half
         #: ``max_staleness_s``, answered, refused or silent
         self._renewal_asked: dict[str, float] = {}
+        #: neighbours asked by a round's pull (``wait_before_mix``; request_snapshots), until they answer
+        self._pulled: dict[str, float] = {}
         self._fetching: dict[bytes, float] = {}
         self._snapshot_cache: bytes | None = None
         #: the sender-reported facts of our public version: our snapshots carry them too, so a peer that

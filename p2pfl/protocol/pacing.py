@@ -82,17 +82,26 @@ bound, not the adaptive ``late_after``, which follows the neighbours' measured p
 of that very round, held at our last mix, came while that mix waited for a slower neighbour, so it is in
 step, and not waiting for its next one cost accuracy (measured, bench_network 16 peers: 4 of 4 runs 1.1-2.8
 points below main's paired run; with the later threshold level with main, docs/benchmarks.md).
+
+*Nothing to wait for* (``wait_before_mix``). A wait whose every awaited neighbour is late (or, at the first
+mix, none is connected or on its way) does not run to ``max_round_wait_s`` when the mix has nothing more to
+gain: (1) a fresh peer's first mix, as the old order's first round never waits (the start gate waited for
+neighbours; a peer started alone, ``min_neighbours = 0``, waited ``max_round_wait_s`` before mixing nothing,
+where the old order mixed nothing at once); (2) when we hold the version of the round we are about to mix of
+some awaited neighbours (in step, not ahead: above) and the others have been silent for
+``max_round_wait_s``, the bound of the ahead rule: their next version is not worth a full wait. Without (2)
+the hub of a star, whose leaves wait only for it and so run a round ahead, waited ``max_round_wait_s`` in
+its last round for leaves that had finished (measured, tests/test_peer.py's star on a MockClock: 30 s).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from p2pfl.protocol.actions import Decision, Start, Wait
+from p2pfl.protocol.periods import PeriodTracker
 
 #: how often the start gate looks at the connections while it waits for ``min_neighbours``
 START_POLL_S = 0.1
@@ -204,51 +213,6 @@ class StartGate:
         return Wait(min(self.subscribe_deadline, now + SUBSCRIBE_POLL_S))
 
 
-#: intervals kept per neighbour for its period; neighbours tracked at most (least recently updated dropped)
-_PERIOD_SAMPLES = 5
-_PERIOD_PEERS = 1024
-
-
-class PeriodTracker:
-    """Each neighbour's publishing period: the median of its last few (time between versions / versions)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[int, float]] = {}
-        self._intervals: dict[str, deque[float]] = {}
-
-    def observe(self, views: Sequence[NeighbourView]) -> None:
-        for v in views:
-            if v.seq is None or v.last_update is None:
-                continue
-            prev = self._last.get(v.peer)
-            if prev is not None and v.seq > prev[0] and v.last_update > prev[1]:
-                per = (v.last_update - prev[1]) / (v.seq - prev[0])
-                self._intervals.setdefault(v.peer, deque(maxlen=_PERIOD_SAMPLES)).append(per)
-            if prev is None or v.seq != prev[0]:
-                self._last[v.peer] = (v.seq, v.last_update)
-        while len(self._last) > _PERIOD_PEERS:
-            oldest = min(self._last, key=lambda p: self._last[p][1])
-            del self._last[oldest]
-            self._intervals.pop(oldest, None)
-
-    def period(self, peer: str) -> float | None:
-        samples = self._intervals.get(peer)
-        return statistics.median(samples) if samples else None
-
-    def late_after(
-        self, views: Sequence[NeighbourView], cfg: PacingConfig, work_s: float | None = None
-    ) -> float:
-        """How old a neighbour's last version may be before it is late (module docstring); ``work_s``: our
-        own last round without its wait."""
-        periods = sorted(p for v in views if not v.evicted and (p := self.period(v.peer)) is not None)
-        pace = periods[(len(periods) - 1) // 2] if periods else None
-        if work_s is not None and work_s > 0 and (pace is None or cfg.work_factor * work_s < pace):
-            pace = cfg.work_factor * work_s
-        if pace is None:
-            return cfg.max_round_wait_s
-        return min(cfg.max_round_wait_s, max(cfg.min_late_s, cfg.period_factor * pace))
-
-
 def is_new(v: NeighbourView, last_mix: float, mixed: Mapping[str, int] | None = None) -> bool:
     """Whether we applied ``v``'s version after our last mix (module docstring): later on the clock, or at
     the mix's clock reading when it is not the version ``mixed`` says we held then."""
@@ -336,6 +300,9 @@ class RoundPacer:
         self.next_round: int | None = None
         #: ``wait_before_mix``: until when the mix waits for the rest once the quorum is in (None: not yet)
         self.settle_until: float | None = None
+        #: :meth:`_since`'s last answer and what it was built from (it changes once per wait, not per pass)
+        self._since_of: tuple[frozenset[str], float] | None = None
+        self._since_map: dict[str, float] | None = None
 
     def begin_wait(
         self,
@@ -408,7 +375,7 @@ class RoundPacer:
             return Start("stopped")
         self.periods.observe(views)
         late_after = self.periods.late_after(views, self.cfg, self.work_s)
-        since = dict.fromkeys(self.kept_pace, self.wait_started) if self.cfg.wait_before_mix else None
+        since = self._since()
         ahead = self._ahead(views)
         awaited = [v for v in views if v.peer not in ahead]
         fresh, active, connected = fresh_neighbours(
@@ -428,6 +395,10 @@ class RoundPacer:
             return Wait(min(settle, self.deadline))
         if ahead and active == 0 and self._all_quiet(now, awaited, since):
             return self._start("ahead", views)  # nothing to wait for: every publishing neighbour is ahead
+        if active == 0 and self.cfg.wait_before_mix:
+            reason = self._nothing_to_wait_for(now, awaited, since)
+            if reason is not None:
+                return self._start(reason, views)
         if now >= self.deadline:
             return self._start("timeout", views)
         until = min(self.deadline, now + self.cfg.recheck_s)
@@ -438,6 +409,33 @@ class RoundPacer:
                 if now < late_at:
                     until = min(until, late_at)
         return Wait(until)
+
+    def _nothing_to_wait_for(
+        self, now: float, awaited: Sequence[NeighbourView], since: Mapping[str, float] | None
+    ) -> str | None:
+        """``wait_before_mix``, no awaited neighbour publishing nor on its way: why the mix may start now
+        (module docstring, "Nothing to wait for"), or None to wait on (at most ``max_round_wait_s``)."""
+        if self.await_pending and self.next_round == 1:
+            return "alone"  # a fresh peer's first mix: the start gate did the waiting for neighbours
+        in_step = [
+            v for v in awaited if not v.evicted and is_ahead(v, self.next_round, self.last_mix, self.mixed)
+        ]
+        if not in_step:
+            return None
+        held = {v.peer for v in in_step}
+        rest = [v for v in awaited if v.peer not in held]
+        return "in_step" if self._all_quiet(now, rest, since) else None
+
+    def _since(self) -> dict[str, float] | None:
+        """From when each neighbour that kept pace counts late: this wait's start (``wait_before_mix``,
+        module docstring "Keeping pace"; None: off). Built once per wait and reused by its passes."""
+        if not self.cfg.wait_before_mix:
+            return None
+        of = (self.kept_pace, self.wait_started)
+        if self._since_map is None or self._since_of != of:
+            self._since_of = of
+            self._since_map = dict.fromkeys(self.kept_pace, self.wait_started)
+        return self._since_map
 
     def _settle_until(self, now: float, fresh: int, active: int) -> float | None:
         """With the quorum in: until when the mix still waits for the publishing rest (``wait_before_mix``;

@@ -43,7 +43,9 @@ class SnapshotSide(ProofSide):
         """Ask each of ``peers`` (not evicted) for a snapshot of its current model, at most once per
         ``snapshot_retry_s`` each: a round waiting for versions that gossip did not deliver pulls them
         (``wait_before_mix``; see p2pfl.protocol.pacing)."""
-        return [a for p in peers if not self.is_evicted(p) for a in self._want_snapshot(p, p, now)]
+        asked = [p for p in peers if not self.is_evicted(p)]
+        self._pulled.update(dict.fromkeys(asked, now))
+        return [a for p in asked for a in self._want_snapshot(p, p, now)]
 
     def renewals(self, learners: Iterable[str], now: float, *, missing: bool = False) -> list[Action]:
         """Ask each of ``learners`` (connected, not evicted) whose version we last heard of more than half
@@ -95,6 +97,7 @@ class SnapshotSide(ProofSide):
     def handle_snapshot(self, data: bytes, expected_sender: str, now: float) -> list[Action]:
         """A snapshot of ``expected_sender``'s public model arrived (signed by that peer)."""
         asked = self._snapshot_wanted.pop(expected_sender, None) is not None
+        pulled = self._pulled.pop(expected_sender, None) is not None
         env = self._open_snapshot(data, expected_sender)
         if isinstance(env, str):
             return self._reject(env, expected_sender)
@@ -116,8 +119,10 @@ class SnapshotSide(ProofSide):
             if asked:  # its signer stands by it now (renewals); still no news for the pacing
                 rep.confirmed_at = now
             return self._drain(h.sender, now)
-        if rep is None and h.seq == 0 and h.sender in self._renewal_asked:
-            return []  # a neighbour asked by renewals that has published nothing yet: no replica
+        if rep is None and h.seq == 0 and (pulled or h.sender in self._renewal_asked):
+            # a neighbour asked by renewals or by a round's pull (``wait_before_mix``) that has published
+            # nothing yet: its initial model is no version of it, to mix or to wait on (no replica)
+            return []
         self.replicas[h.sender] = Replica(h.sender, env[1], h.seq, h.result, now, h.meta)
         return self._drain(h.sender, now)
 

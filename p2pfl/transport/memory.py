@@ -315,11 +315,12 @@ class MemoryTransport:
         """Connected peers that receive our announcements: every neighbour of our network (links carry gossip
         at once; gossip never crosses networks, as a libp2p peer of another network never subscribes to our
         topic) that did not mute us (:meth:`set_muted`)."""
-        net, own = self._net, self._network_id
+        # the registry's dict, not ``MemoryNetwork.get``: a round's wait asks this on every pass
+        running, own = self._net._transports, self._network_id
         return [
             p
             for p in self._neighbours
-            if (r := net.get(p)) is None or (r._network_id == own and self._peer_id not in r._muted)
+            if (r := running.get(p)) is None or (r._network_id == own and self._peer_id not in r._muted)
         ]
 
     def set_muted(self, peers: frozenset[str]) -> None:

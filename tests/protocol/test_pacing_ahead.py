@@ -184,3 +184,37 @@ def test_a_liar_claiming_a_high_round_does_not_cut_the_wait_for_a_slow_honest_ne
     for t in (2.0, 4.0, 8.0, 10.99):
         assert isinstance(pacer.decide(t, views), Wait), t
     assert pacer.decide(11.01, views) == Start("ahead")  # h silent for 10 s: before the 12.0 deadline
+
+
+WBM = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0, wait_before_mix=True)
+
+
+def test_with_wait_before_mix_late_in_step_neighbours_do_not_hold_the_mix_to_the_deadline() -> None:
+    """The hub of a star in its last round ("Nothing to wait for"): its leaves wait only for it, so they run
+    a round ahead; we hold their version of the round we mix and they finished. Once they are late the mix
+    starts (it waited until the 12.0 deadline); a neighbour not in step holds it until silent for
+    ``max_round_wait_s``, the ahead rule's bound."""
+    pacer = RoundPacer(WBM)
+    pacer.begin_wait(2.0, last_mix=1.95, work_s=0.1, mixed={"a": 6, "b": 6}, next_round=6)
+    views = [view("a", 1.9, 6, 6), view("b", 1.9, 6, 6)]  # late 0.6 s after 1.9 (3 x 2 x our 0.1 s)
+    assert isinstance(pacer.decide(2.0, views), Wait)
+    assert pacer.decide(2.6, views) == Start("in_step")
+
+    pacer.begin_wait(2.0, last_mix=1.95, work_s=0.1, mixed={"a": 6, "q": 5}, next_round=6)
+    views = [view("a", 1.9, 6, 6), view("q", 1.9, 5, 5)]  # q: its version of this round is still to come
+    for t in (2.6, 6.0, 11.9):
+        assert isinstance(pacer.decide(t, views), Wait), t
+    assert pacer.decide(11.91, views) == Start("in_step")
+
+
+def test_with_wait_before_mix_a_fresh_peer_alone_mixes_its_first_round_at_once() -> None:
+    """As the old order's first round never waits (the start gate waited for neighbours): a peer started
+    alone waited ``max_round_wait_s`` before mixing nothing. A resumed peer alone waits, as it did."""
+    pacer = RoundPacer(WBM)
+    pacer.begin_wait(0.0, last_mix=-math.inf, next_round=1)
+    assert pacer.decide(0.0, []) == Start("alone")
+    unsubscribed = NeighbourView("r", -20.0, False, None)  # e.g. another network's peer
+    assert pacer.decide(0.0, [unsubscribed]) == Start("alone")
+    assert isinstance(pacer.decide(0.0, [view("a", None, None, None)]), Wait)  # its first version is due
+    pacer.begin_wait(0.0, last_mix=-math.inf, next_round=5)
+    assert pacer.decide(0.0, []) == Wait(0.5)

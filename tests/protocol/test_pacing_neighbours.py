@@ -8,7 +8,8 @@ import math
 import pytest
 
 from p2pfl.protocol import Start
-from p2pfl.protocol.pacing import NeighbourView, PacingConfig, PeriodTracker, RoundPacer, fresh_neighbours
+from p2pfl.protocol.pacing import NeighbourView, PacingConfig, RoundPacer, fresh_neighbours
+from p2pfl.protocol.periods import PeriodTracker
 
 TRAIN_S = 0.3
 DT = 0.01
@@ -29,6 +30,22 @@ def test_periods_come_from_the_versions_applied() -> None:
     assert 1.0 == t.late_after([view("a", 1.0, 1), view("s", 1.0, 1)], cfg)  # lower median: 0.5
     assert 0.8 == t.late_after([view("a", 1.0, 1)], cfg, work_s=0.2)  # own work 0.2 s: pace 0.4
     assert 10.0 == PeriodTracker().late_after([view("a", 1.0, 1)], cfg)  # nothing known: the old rule
+
+
+def test_a_period_is_the_median_of_the_last_five_intervals_as_they_change() -> None:
+    """The tracker keeps each median rather than recomputing it on every wait pass: it must follow the
+    window (five intervals), not the first samples, and ignore a repeated view of the same version."""
+    t, at = PeriodTracker(), 0.0
+    for k, gap in enumerate([1.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0], start=1):
+        at += gap
+        t.observe([view("a", at, k)])
+        t.observe([view("a", at, k)])  # the next pass sees the same version: no interval
+    assert 5.0 == t.period("a")  # window [1, 5, 5, 5, 5]
+    for k in (8, 9, 10):
+        at += 0.25
+        t.observe([view("a", at, k)])
+    assert 0.25 == t.period("a")  # [5, 5, 0.25, 0.25, 0.25]
+    assert t.period("b") is None
 
 
 def test_a_late_neighbour_is_not_waited_for_even_with_wait_fraction_one() -> None:

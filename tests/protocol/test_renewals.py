@@ -109,6 +109,15 @@ def test_a_missing_neighbour_that_published_nothing_gives_no_replica() -> None:
     assert me.renewals([fresh.peer_id], 1.0 + STALE_S / 2 - 0.1, missing=True) == []  # not before half
 
 
+def test_a_pulled_neighbour_that_published_nothing_gives_no_replica_either() -> None:
+    """The round's pull (``wait_before_mix``, p2pfl.protocol.pacing) asks the same way: a lurker's answer,
+    its version 0, was taken for a replica, so its initial model was mixed and waited on as a publisher."""
+    lurker = engine(4)
+    me = _holder()
+    assert _answer(me, {lurker.peer_id: lurker}, me.request_snapshots([lurker.peer_id], 1.0), 1.0) == 1
+    assert lurker.peer_id not in me.replicas
+
+
 def _asks(me: GossipEngine, peer: str, start: float, answer: bytes | None) -> list[float]:
     """Renewals called every 0.5 s for 70 s from ``start`` (a round wait's rechecks), each request answered
     at once with ``answer`` (None: never answered); when a request went out."""

@@ -111,8 +111,10 @@ async def test_members_send_each_other_no_announcements_and_still_gossip_with_ou
         await peers[1].connect(f"memory/{c}")
         assert sorted(peers[0].transport.listeners()) == [c]  # b muted a: a's publishes do not reach it
         with trio.fail_after(5):
-            for p in peers:
-                await p.step()
+            # all at once, as peers run: with ``wait_before_mix`` a step waits for its outsider's version
+            async with trio.open_nursery() as n:
+                for p in peers:
+                    n.start_soon(p.step)
             while len(peers[2].engine.replicas) < 2 or len(peers[0].engine.replicas) < 1:
                 await trio.sleep(0.01)
             await trio.sleep(0.1)  # any relayed copy would have arrived by now

@@ -282,7 +282,10 @@ def test_e2e_equivocate(tmp_path: Path) -> None:
     r = _run(tmp_path, attack={"kind": "equivocate", "fraction": 0.2, "start_round": 2})
     (att,) = r["attacks"]["attackers"].values()
     eq = att["attack"]["equivocations"]
-    assert eq and eq[0] >= 2 and len(eq) >= 3
+    # every version from its round 2 on went out twice, until every honest peer banned it: at least two
+    # (banned in round 4 in the old order, in round 3 with wait_before_mix; it asked for three)
+    assert eq and eq[0] == 2 and eq == list(range(2, 2 + len(eq))) and len(eq) >= 2
+    assert att["banned_by"] == 4 and eq[-1] >= min(att["banned_rounds"])
     bad = next(p for p in r["peers"] if not p["honest"])
     assert bad["bad_envelopes_sent"] >= len(eq)
 
