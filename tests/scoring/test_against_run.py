@@ -42,13 +42,16 @@ def _replay(
     *,
     seed: int = 11,
     grace_at: int | None = None,
+    extra_from: int | None = None,
 ) -> tuple[list[ScoreRecord], list[bool]]:
     """An observer with five honest neighbours about one spread from its own model (loss 1.2x the own: the
     loss reference is 1.2) and ``x``, whose version of round ``t`` sits ``versions[t][0]`` spreads away,
     pulls the own model with cosine ``versions[t][1]`` against the own update and costs ``versions[t][2]``
     times the own loss. ``grace_at``: ``x`` comes back from a silence before that version
-    (``ContributionScorer.grant_grace``). Returns ``x``'s records and whether each version left the mix
-    (bad, or ``ContributionScorer.doubted``)."""
+    (``ContributionScorer.grant_grace``); ``extra_from``: from that version on, each round is one trained
+    call and one extra mixing step's call (``extra_step``) scoring ``x`` alike (the records are the extra
+    step's). Returns ``x``'s records and whether each version left the mix (bad, or
+    ``ContributionScorer.doubted``)."""
     rng = np.random.default_rng(seed)
     honest = [f"h{i}" for i in range(5)]
     before = rng.normal(size=DIM)
@@ -64,7 +67,11 @@ def _replay(
         models = {p: after + 0.1 * _unit(rng.normal(size=DIM)) for p in honest}
         models["x"] = before + 0.1 * dist * _towards(step, cosine, rng.normal(size=DIM))
         losses = {p: 1.2 for p in honest} | {"x": loss}
-        out.append(scorer.evaluate(before, after, models, after, losses, 1.0)["x"])
+        if extra_from is not None and t >= extra_from:
+            scorer.evaluate(before, after, models, after, losses, 1.0)
+            out.append(scorer.evaluate(before, after, models, after, losses, 1.0, extra_step=True)["x"])
+        else:
+            out.append(scorer.evaluate(before, after, models, after, losses, 1.0)["x"])
         dropped.append(out[-1].combined < cfg.bad_score or scorer.doubted(out[-1]))
         before = after
     return out, dropped
@@ -199,3 +206,16 @@ def test_a_far_against_bar_under_the_reference_is_rejected(bar: float) -> None:
     """Under the reference itself (or 0) a far, anti-aligned honest neighbour at the median loss counts."""
     with pytest.raises(ConfigError, match="evict_far_against_loss"):
         ScoringConfig(evict_far_against_loss=bar)
+
+
+def test_extra_mixing_steps_neither_start_nor_spare_far_and_against() -> None:
+    """``mix_steps`` > 1: each round scores the neighbours' trained versions, then their mixes
+    (``extra_step``) against the round's own update. Rule 2 reads the same hard evidence in both: an honest
+    laggard's trained and mixed versions (far, anti-aligned, no loss) start nothing, a once-lossy one's
+    neither; the converged flipper is banned at its fourth version as without extra steps."""
+    lagging = tuple((d, -0.9, 0.001) for d in (5.0, 7.0, 9.0, 11.0, 13.0) * 2)
+    for versions in (lagging, _lagging(2.0)):
+        recs, _ = _replay(ScoringConfig(), versions, extra_from=0)
+        assert all(r.status != "evicted" and "counted" not in r.reason for r in recs)
+    recs, _ = _replay(ScoringConfig(), _flipper(), extra_from=3)
+    assert [r.status for r in recs].index("evicted") == 3
