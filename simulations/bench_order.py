@@ -1,8 +1,8 @@
 """The scorer's evidence in either round order (``[run] wait_before_mix``), on the simulated clock: the
 runnable command behind docs/scoring.md's "Against, after the loss is gone" tables (issue 16, order17r).
 
-    python -m p2pfl.sim.bench_order scale [--peers 100,200] [--order same,old] [--rounds 10]
-    python -m p2pfl.sim.bench_order report5 [--seeds 1-8] [--order same,old]
+    python -m p2pfl.sim.bench_order scale [--peers 100,200] [--order same,old] [--rounds 10] [--set S.K=V]
+    python -m p2pfl.sim.bench_order report5 [--seeds 1-8] [--order same,old] [--set SECTION.KEY=VALUE]
     python -m p2pfl.sim.bench_order lagger [bench_lagger's options] [--order same,old]
 
 ``scale``: bench_scale's scenario (``simulations/scenarios/memory1000.toml`` at N peers, 80 samples each,
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from p2pfl.sim import bench_lagger, runner
+from p2pfl.sim import bench_lagger, bench_matrix, runner
 from p2pfl.sim.runner import run_scenario
 from p2pfl.sim.scenario import Scenario, load_scenario, parse_scenario
 
@@ -59,8 +59,8 @@ def _figures(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def scale(peers: int, rounds: int, same_round: bool) -> dict[str, Any]:
-    """bench_scale's scenario at ``peers`` peers in the given round order."""
+def scale(peers: int, rounds: int, same_round: bool, edit: Any = lambda sc: sc) -> dict[str, Any]:
+    """bench_scale's scenario at ``peers`` peers in the given round order (``edit``: ``--set``)."""
     base = load_scenario(str(Path(runner.__file__).resolve().parent / "scenarios" / "memory1000.toml"))
     samples = peers * 80 + 10_000
     sc = base.replace(
@@ -68,13 +68,13 @@ def scale(peers: int, rounds: int, same_round: bool) -> dict[str, Any]:
         topology={"peers": peers},
         data={"synthetic_samples": samples, "test_fraction": 10_000 / samples},
     )
-    return {"peers": peers, "wait_before_mix": same_round, **_figures(_run(sc))}
+    return {"peers": peers, "wait_before_mix": same_round, **_figures(_run(edit(sc)))}
 
 
-def report5(seed: int, same_round: bool) -> dict[str, Any]:
+def report5(seed: int, same_round: bool, edit: Any = lambda sc: sc) -> dict[str, Any]:
     """The 5-peer scenario of test_report at ``seed``: who evicted the sign-flipper, and by which round."""
     spec = {**REPORT5, "run": {**REPORT5["run"], "seed": seed, "wait_before_mix": same_round}}
-    res = _run(parse_scenario(spec, name="report5"))
+    res = _run(edit(parse_scenario(spec, name="report5")))
     rounds = [r for r, n in zip(res["series"]["round"], res["series"]["evictions"], strict=True) if n]
     return {
         "seed": seed,
@@ -121,18 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lag", default="0.05,0.1", help="lagger: simulated seconds per round")
     ap.add_argument("--wait-fraction", type=float, default=0.5)
     ap.add_argument("--from-round", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="scale, report5")
     a = ap.parse_args(argv)
     for same in (x == "same" for x in a.order.split(",")):
-        for row in _rows(a, same):
-            print(json.dumps(row), flush=True)
+        for row in _rows(a, same, lambda sc: bench_matrix._overrides(sc, a.set, ap)):
+            print(json.dumps({**row, **({"set": a.set} if a.set else {})}), flush=True)
     return 0
 
 
-def _rows(a: argparse.Namespace, same: bool) -> Iterator[dict[str, Any]]:
+def _rows(a: argparse.Namespace, same: bool, edit: Any) -> Iterator[dict[str, Any]]:
     if a.what == "scale":
-        yield from (scale(n, a.rounds, same) for n in _ints(a.peers))
+        yield from (scale(n, a.rounds, same, edit) for n in _ints(a.peers))
     elif a.what == "report5":
-        yield from (report5(s, same) for s in _ints(a.seeds))
+        yield from (report5(s, same, edit) for s in _ints(a.seeds))
     else:
         with _round_order(same):
             for lag in (float(x) for x in a.lag.split(",")):
