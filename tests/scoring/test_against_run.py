@@ -1,6 +1,7 @@
-"""A sign-flipper is banned in the same-round order too: far and against the own update continue a bad run
-whatever the loss (``ScoringConfig.evict_against_continues``), and start one above the loss reference
-(``evict_far_against_loss``); issue 16, order17s; docs/scoring.md, "Against, after the loss is gone".
+"""A sign-flipper is banned in the same-round order too: far and against the own update continue hard
+evidence whatever the loss (``ScoringConfig.evict_against_continues``), and count above twice the loss
+reference (``evict_far_against_loss``); an honest laggard is not; issue 16, order17s and order17r;
+docs/scoring.md, "Against, after the loss is gone".
 
 The scorer inputs replay what the trace of bench_scale's scenario recorded in the same-round order
 (``wait_before_mix``; 100 peers, logistic regression, 10 % sign-flippers, simulated clock): the flipper's
