@@ -130,7 +130,7 @@ def _pausing(pause: int) -> tuple[tuple[float, float, float], ...]:
 
 def test_the_flipper_that_pauses_once_is_banned_all_the_same() -> None:
     """The attacker who knows that one good version ends a bad run: it pauses for one version, then flips
-    again. Its three lossy versions are still in its bad evidence (2.6 after the pause): banned at its
+    again. Its three lossy versions are still in its hard evidence (2.6 after the pause): banned at its
     second free flipped version."""
     recs, _ = _replay(ScoringConfig(), _pausing(1))
     assert recs[3].combined >= ScoringConfig().bad_score and "counted" not in recs[3].reason
@@ -138,7 +138,7 @@ def test_the_flipper_that_pauses_once_is_banned_all_the_same() -> None:
 
 
 def test_the_flipper_that_waits_out_its_evidence_keeps_its_link_but_no_weight() -> None:
-    """The attacker who knows the whole rule pauses until its bad evidence leaked below one counted version
+    """The attacker who knows the whole rule pauses until its hard evidence leaked below one counted version
     (15 versions at ``bad_memory`` 0.93 from 2.79), then flips at no loss: it is not banned (the failure
     mode, docs/scoring.md). Each free flipped version (``r`` 5-8: combined 0.57, below ``drop_below``, with
     a distance score below 1) still leaves the mix it is scored in, and it costs the own data nothing."""
