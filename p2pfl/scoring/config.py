@@ -69,16 +69,20 @@ class ScoringConfig:
     #: (p2pfl/scoring/steps.py, ``_far_against``; docs/scoring.md, "nearfix"). False: the combined score
     #: alone.
     evict_far_against: bool = True
-    #: that loss bar, in multiples of the eviction loss reference (nearfix had ``loss_ok``, 3): far and
-    #: anti-aligned at more than the reference itself (the anchors' median loss) already counts (order17s)
-    evict_far_against_loss: float = 1.0
-    #: ... or, whatever its loss, while the neighbour's bad evidence (p2pfl/scoring/badrun.py) still holds a
-    #: whole counted version: far and against add to bad evidence, never start it. A sign-flipper keeps its
-    #: direction after the model has converged and its flipped update no longer costs the own data anything
-    #: (the same-round order, ``wait_before_mix``); an honest neighbour on a converged trajectory lags
-    #: behind the own model as far and as anti-aligned, but with no bad evidence (p2pfl/scoring/steps.py,
-    #: ``_far_against``; docs/scoring.md, "Against, after the loss is gone"). False: the loss is always
-    #: needed.
+    #: that loss bar, in multiples of the eviction loss reference (nearfix had ``loss_ok``, 3; at least 1):
+    #: the own loss times the calibrated tolerance (the anchors' median loss over the own, capped after
+    #: the founding rounds at ``loss_tolerance_margin`` times the founding tolerance; the neighbour's near
+    #: ratio when higher; p2pfl/scoring/losses.py). 2: the marginal flipper cost 2.5-2.8x, honest
+    #: neighbours keep a margin (order17r; 1 counted a laggard's one version at 1.04x)
+    evict_far_against_loss: float = 2.0
+    #: ... or, whatever its loss, while the neighbour's *hard* evidence (bad scores, absurd models, far and
+    #: against above ``loss_ok`` times the reference; ``PeerState.hard_evidence``) holds a whole counted
+    #: version: far and against add to bad evidence, never start it. A sign-flipper keeps its direction
+    #: after the model has converged and its flipped update no longer costs the own data anything (the
+    #: same-round order, ``wait_before_mix``); an honest laggard on a converged trajectory is as far and as
+    #: anti-aligned, with no hard evidence (p2pfl/scoring/steps.py, ``_far_against``; docs/scoring.md,
+    #: "Against, after the loss is gone"). False: the loss is always needed. Without
+    #: ``evict_far_against`` it does nothing.
     evict_against_continues: bool = True
     #: the loss *score* of a neighbour's version is judged against that same reference too (its median near
     #: ratio, capped by the founding tolerance, when above the current tolerance), not only an eviction's
@@ -401,7 +405,10 @@ class ScoringConfig:
                 "loss_ok/loss_bad",
                 f"need 0 < loss_ok < loss_bad < inf, got {self.loss_ok!r}, {self.loss_bad!r}",
             )
-        for name in ("w_distance", "w_cosine", "w_loss", "loss_floor", "evict_far_against_loss"):
+        if not is_real(self.evict_far_against_loss) or not 1.0 <= self.evict_far_against_loss < math.inf:
+            bar = self.evict_far_against_loss  # (under the reference itself an honest neighbour counts)
+            raise ConfigError("scoring", "evict_far_against_loss", f"must be a number >= 1, got {bar!r}")
+        for name in ("w_distance", "w_cosine", "w_loss", "loss_floor"):
             value = getattr(self, name)
             if not is_real(value) or not 0.0 <= value < math.inf:
                 raise ConfigError("scoring", name, f"must be a finite number >= 0, got {value!r}")

@@ -61,6 +61,9 @@ class PeerState:
     consecutive_bad: int = 0
     #: leaky bucket of bad scores (see :mod:`p2pfl.scoring.badrun`): decays instead of resetting
     bad_evidence: float = 0.0
+    #: the same bucket of hard counts only (bad scores, absurd models, far and against at a loss above
+    #: ``loss_ok`` times the reference): what ``evict_against_continues`` needs (p2pfl/scoring/steps.py)
+    hard_evidence: float = 0.0
     probation_left: int = 0
     grace_left: int = 0
     #: founders and identities that earned it: full weight, part of the reference
@@ -98,7 +101,12 @@ def transition(
     if state.status == "probation":
         if bad if counts is None else counts:
             state.status = "evicted"
-            return f"evicted: bad evaluation on probation (score {combined:.3f} < {cfg.bad_score})"
+            if bad:
+                return f"evicted: bad evaluation on probation (score {combined:.3f} < {cfg.bad_score})"
+            # (counted though not bad: far and against the own update, steps._far_against; the rest of
+            # the reason says why)
+            not_bad = f"counted at score {combined:.3f}, not below {cfg.bad_score}"
+            return f"evicted: bad evaluation on probation ({not_bad})"
         state.probation_left -= 1
         if state.probation_left > 0:
             near = f"bad score {combined:.3f} (too near to count towards eviction); " if bad else ""
@@ -139,6 +147,7 @@ def reject_absurd(config: ScoringConfig, state: PeerState, distance: float, *, c
     state.absurd += 1
     state.consecutive_bad += 1
     state.bad_evidence = leak(state.bad_evidence, True, cfg.bad_memory)
+    state.hard_evidence = leak(state.hard_evidence, True, cfg.bad_memory)
     state.grace_left = 0
     evidence = max(state.absurd, state.consecutive_bad, state.bad_evidence)
     if state.status == "probation" or evidence >= cfg.evict_after:

@@ -170,17 +170,18 @@ class ScoringSteps(TrackerHooks):
         bad = combined < cfg.bad_score
         if self._records_near(call, p, first=first, r=r, s_loss=s_loss, bad=bad):
             record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)  # type: ignore[index]
-        counts, against = self._counts(
+        counts, against, hard = self._counts(
             call, p, state, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
         )
         if state.grace_left > 0:
             state.grace_left -= 1
             state.consecutive_bad = 0
-            state.bad_evidence = 0.0
+            state.bad_evidence = state.hard_evidence = 0.0
             against = ""  # (the grace discarded the count)
         else:
             state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
             state.bad_evidence = leak(state.bad_evidence, counts, cfg.bad_memory)
+            state.hard_evidence = leak(state.hard_evidence, counts and hard, cfg.bad_memory)
         reason = transition(cfg, state, bad, combined, counts=counts)
         if against:
             reason = f"{reason}; counted: far, against the own update, {against}"
@@ -255,11 +256,13 @@ class ScoringSteps(TrackerHooks):
         s_loss: float | None,
         bad: bool,
         persistent: bool,
-    ) -> tuple[bool, str]:
+    ) -> tuple[bool, str, bool]:
         """Whether this version counts towards ``p``'s eviction: bad against the eviction references too,
-        or far and against the own update, lossy or with bad evidence kept (:meth:`_far_against`), and far
-        from the own mix's centre and from the neighbourhood's unweighted median alike; and, when it counts
-        for the second reason alone, which evidence besides far and against (else "")."""
+        or far and against the own update, lossy or with hard evidence kept (:meth:`_far_against`), and far
+        from the own mix's centre and from the neighbourhood's unweighted median alike; when it counts
+        for the second reason alone, which evidence besides far and against (else ""); and whether the
+        count is hard evidence (``PeerState.hard_evidence``: all but a far and against one at a loss an
+        honest laggard reaches)."""
         cfg, refs = self.config, call.refs
         # a bad score counts towards eviction only if it is bad against the eviction reference too
         lenient, r_e = combined, r
@@ -281,22 +284,25 @@ class ScoringSteps(TrackerHooks):
         # a ban needs distance evidence too (badrun.corroborated; persist_evict is distance evidence),
         # from the own mix's centre and from the neighbourhood's unweighted median alike
         counts = corroborated(lenient, cfg.bad_score, math.inf if persistent else r_e, cfg.evict_distance)
-        against = "" if counts or persistent else self._far_against(call, p, state, r, s_cos, loss_evict)
+        against, hard = (
+            ("", True) if counts or persistent else self._far_against(call, p, state, r, s_cos, loss_evict)
+        )
         if (counts or against) and not persistent and cfg.evict_distance is not None:
             far = self._plain(call).get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
             counts, against = counts and far, against if far else ""
-        return counts or bool(against), against
+        return counts or bool(against), against, hard
 
     def _far_against(  # noqa: PLR0917 - _counts' figures
         self, call: Call, p: str, state: PeerState, r: float, s_cos: float | None, loss_evict: float | None
-    ) -> str:
+    ) -> tuple[str, bool]:
         """Why a version not bad enough to count is evidence all the same (``evict_far_against``; "" when
-        it is not): far (``r`` at least ``evict_distance`` against the eviction spread, as a bad version's
-        count), pulling against the own update (cosine at most ``cos_bad``) and with a loss on the own data
-        above ``evict_far_against_loss`` times the eviction reference, or, whatever its loss, while the
-        neighbour's bad evidence still holds a whole counted version (``evict_against_continues``: its
-        leaky bucket at 1 or more, :mod:`~p2pfl.scoring.badrun`; the previous version counted, or two within
-        about ten).
+        it is not), and whether that is hard evidence (a loss above ``loss_ok`` times the eviction
+        reference, nearfix's bar, which no honest laggard reached): far (``r`` at least ``evict_distance``
+        against the eviction spread, as a bad version's count), pulling against the own update (cosine at
+        most ``cos_bad``) and with a loss on the own data above ``evict_far_against_loss`` times the
+        eviction reference, or, whatever its loss, while the neighbour's *hard* evidence still holds a
+        whole counted version (``evict_against_continues``: its leaky bucket of hard counts at 1 or more,
+        :mod:`~p2pfl.scoring.badrun`; ``PeerState.hard_evidence``).
 
         Why the loss: in founding rounds a sign-flipper at ``r`` 9-14, cosine -0.6..-0.85, cost the own
         data only 2-9x the own loss against a tolerance of 1.0-1.9 (IID digits, 5 peers): combined 0.35-0.57,
@@ -309,19 +315,25 @@ class ScoringSteps(TrackerHooks):
         version near and along the own update would end the run (a flipper that pauses once). Why it may
         not start one: honest neighbours on the same converged trajectory lag behind the own model as far
         and as anti-aligned (200 peers: ``r`` 4-13, cosine -0.7..-0.94, loss 0), with no bad version
-        before (docs/scoring.md, "Against, after the loss is gone")."""
+        before (docs/scoring.md, "Against, after the loss is gone"). Why hard evidence only: a laggard that
+        once cost a little more than the reference (rule 1) would otherwise be counted at any loss from
+        then on, and banned at its fourth far version (issue 16, order17r)."""
         cfg, losses = self.config, call.val_losses
         if not cfg.evict_far_against or not cfg.evict_distance or s_cos != 0.0:
-            return ""
+            return "", False
         if self._r_evict(call, p, r) < cfg.evict_distance:  # (at most r: the eviction spread is wider)
-            return ""
+            return "", False
         loss = None if losses is None else losses.get(p)
-        bar = None if loss_evict is None else cfg.evict_far_against_loss * loss_evict
-        if loss is not None and bar is not None and not loss <= bar:  # (a NaN loss is lossy)
-            return f"loss over {cfg.evict_far_against_loss} x reference"
-        if cfg.evict_against_continues and state.bad_evidence >= 1.0:  # (before this version's leak)
-            return f"with bad evidence {state.bad_evidence:.2f} kept"
-        return ""
+        if (
+            loss is not None
+            and loss_evict is not None
+            and not loss <= cfg.evict_far_against_loss * loss_evict
+        ):
+            hard = not loss <= cfg.loss_ok * loss_evict  # (a NaN loss is lossy)
+            return f"loss over {cfg.evict_far_against_loss} x reference", hard
+        if cfg.evict_against_continues and state.hard_evidence >= 1.0:  # (before this version's leak)
+            return f"with hard evidence {state.hard_evidence:.2f} kept", False
+        return "", False
 
     @staticmethod
     def _r_evict(call: Call, p: str, r: float) -> float:

@@ -67,8 +67,8 @@ def test_a_far_anti_aligned_sign_flipper_with_a_mild_loss_is_evicted() -> None:
 def test_far_alone_or_anti_aligned_with_a_clean_loss_does_not_count() -> None:
     """Each of the three conditions is needed: a far neighbour pulling across the own update (cosine 0,
     as the dragged peers' honest neighbours did), or anti-aligned with a loss within
-    ``evict_far_against_loss`` times the reference (1x, order17s: 1.2x the own against a tolerance of 1.4;
-    with nearfix's bar of 3, 4x), is not banned."""
+    ``evict_far_against_loss`` times the reference (2x since order17r; 1.2x the own against a tolerance
+    of 1.4; with nearfix's bar of 3, 4x), is not banned."""
     cases = ((ScoringConfig(), 0.0, 5.0), (ScoringConfig(), -0.9, 1.2))
     for cfg, pull, loss in (*cases, (ScoringConfig(evict_far_against_loss=3.0), -0.9, 4.0)):
         recs = _iid(cfg, pull=pull, loss=loss)

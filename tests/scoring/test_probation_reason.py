@@ -28,3 +28,13 @@ def test_a_bad_score_that_counts_ends_probation_with_an_eviction() -> None:
     reason = transition(cfg, state, True, 0.1, counts=True)
     assert state.status == "evicted"
     assert reason.startswith("evicted: bad evaluation on probation")
+
+
+def test_a_count_on_probation_that_is_not_a_bad_score_says_its_score_is_not_below_the_bar() -> None:
+    """A version counted by ``evict_far_against`` (far, against the own update, lossy) scores above
+    ``bad_score``: the reason must not claim its score is below it."""
+    cfg = ScoringConfig(probation_length=3)
+    state = PeerState(reputation=cfg.probation_reputation, status="probation", probation_left=3)
+    reason = transition(cfg, state, False, 0.571, counts=True)
+    assert state.status == "evicted"
+    assert reason == "evicted: bad evaluation on probation (counted at score 0.571, not below 0.3)"
