@@ -6,19 +6,17 @@ a coarse OS clock) the time alone called every reply to the mix old: in lock ste
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from p2pfl.peer import Peer
 from p2pfl.protocol import Start, Wait
 from p2pfl.protocol.pacing import NeighbourView, PacingConfig, RoundPacer
 from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
-from tests.test_peer import connect_all, learner_for, memory_peer
+from tests.test_peer import memory_peers
 
 CFG = PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0)
 
@@ -87,21 +85,8 @@ async def test_peers_in_lock_step_on_a_mock_clock_never_wait_out_a_round(
     ``wait_before_mix`` one peer may run a round ahead (its first mix takes the others' joined version 0)
     and finish first; its neighbours' last mix must not wait 30 s for its next version (the test above)."""
     splits = peer_splits("digits", 3, partition_kind="iid", seed=5)
-    net = MemoryNetwork()
-    async with AsyncExitStack() as stack:
-        peers: list[Peer] = []
-        for i in range(3):
-            peer = memory_peer(
-                i,
-                learner_for(splits[i], i),
-                net,
-                local_steps=2,
-                max_round_wait_s=30,
-                run_sync=_no_time,
-                wait_before_mix=wait_before_mix,
-            )
-            peers.append(await stack.enter_async_context(peer))
-        await connect_all(peers)
+    cfg: dict[str, Any] = {"local_steps": 2, "max_round_wait_s": 30, "wait_before_mix": wait_before_mix}
+    async with memory_peers(3, splits, MemoryNetwork(), run_sync=_no_time, **cfg) as peers:
         t0 = trio.current_time()
         with trio.fail_after(600):
             async with trio.open_nursery() as n:
