@@ -29,12 +29,12 @@ the time alone would call every reply to our mix old; in lock step every wait th
 apply (:class:`PeriodTracker`); a neighbour whose last version is older than ``period_factor`` times the
 pace (at least ``min_late_s``, at most ``max_round_wait_s``) is *late* and not waited for. The pace is the
 lower median of the neighbours' periods, or ``work_factor`` times our own last round's work (training,
-scoring, mixing: the round without its wait) if that is shorter. The work time anchors it because periods
-feed on waits: with two neighbours, one of them slow, both periods soon include the wait for the slow one
-and the median alone would settle there. A neighbour that publishes every 9 s among peers that publish every
-0.5 s therefore delays a round only while its last version is younger than ~1.5 s, and a flooding neighbour
-only ever looks fresh (it can help a quorum, never hold one up). While nothing is known the threshold is
-``max_round_wait_s``, the old rule.
+scoring, mixing: the round without its wait; 0 s is a measurement, :mod:`p2pfl.protocol.periods`) if that
+is shorter. The work time anchors it because periods feed on waits: with two neighbours, one of them slow,
+both periods soon include the wait for the slow one and the median alone would settle there. A neighbour
+that publishes every 9 s among peers that publish every 0.5 s therefore delays a round only while its last
+version is younger than ~1.5 s, and a flooding neighbour only ever looks fresh (it can help a quorum, never
+hold one up). While nothing is known the threshold is ``max_round_wait_s``, the old rule.
 
 *Where the wait sits* (``wait_before_mix``). By default a round waits before it trains, then publishes and
 mixes at once: the neighbours' versions it mixes are of their previous round, since theirs of this round are

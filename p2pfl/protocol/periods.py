@@ -54,12 +54,16 @@ class PeriodTracker:
         self, views: Sequence[NeighbourView], cfg: PacingConfig, work_s: float | None = None
     ) -> float:
         """How old a neighbour's last version may be before it is late (module docstring); ``work_s``: our
-        own last round without its wait."""
+        own last round without its wait. A work time of 0 (under the clock's resolution: a MockClock whose
+        peers work inline) is a measurement, and the pace is then the floor ``min_late_s``. Read as unknown
+        it left ``max_round_wait_s`` on a clock that never measures a period either (every version at one
+        reading): a finished neighbour, awaited as in step with ``wait_before_mix``, held the mix 30 s (3
+        peers in lock step, tests/determinism/test_pacing_ties.py: 2-6 runs of 20)."""
         period = self._period
         periods = sorted(p for v in views if not v.evicted and (p := period.get(v.peer)) is not None)
         pace = periods[(len(periods) - 1) // 2] if periods else None
-        if work_s is not None and work_s > 0 and (pace is None or cfg.work_factor * work_s < pace):
-            pace = cfg.work_factor * work_s
+        if work_s is not None and (pace is None or cfg.work_factor * max(0.0, work_s) < pace):
+            pace = cfg.work_factor * max(0.0, work_s)
         if pace is None:
             return cfg.max_round_wait_s
         return min(cfg.max_round_wait_s, max(cfg.min_late_s, cfg.period_factor * pace))

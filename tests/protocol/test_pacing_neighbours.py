@@ -30,6 +30,8 @@ def test_periods_come_from_the_versions_applied() -> None:
     assert 1.0 == t.late_after([view("a", 1.0, 1), view("s", 1.0, 1)], cfg)  # lower median: 0.5
     assert 0.8 == t.late_after([view("a", 1.0, 1)], cfg, work_s=0.2)  # own work 0.2 s: pace 0.4
     assert 10.0 == PeriodTracker().late_after([view("a", 1.0, 1)], cfg)  # nothing known: the old rule
+    # own work under the clock's resolution (0 s, a MockClock with inline work): measured, the floor
+    assert 0.5 == PeriodTracker().late_after([view("a", 1.0, 1)], cfg, work_s=0.0)
 
 
 def test_a_period_is_the_median_of_the_last_five_intervals_as_they_change() -> None:
