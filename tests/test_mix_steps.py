@@ -138,9 +138,10 @@ async def test_a_poisoner_following_each_bad_version_with_an_honest_mix_gets_lit
     separated (after round 5; in the first rounds, with every model near the initial one, a flipped
     trained version passes with one step and ``wait_before_mix`` too) at most one honest mix in ten gives a
     flipped version any weight (measured over 6 runs: 0-1 of about 40; trio's scheduling order varies the
-    phase between the peers), the honest peers learn, none is evicted. (The attacker is not reliably
-    evicted: a neighbour often scores only its newer, honest version, so the poisoned versions it scores are
-    sparser than the leaky bucket of bad evidence evicts, one in three; docs/scoring.md.)"""
+    phase between the peers), the honest peers learn, none is evicted. (The attacker is often evicted by all
+    by round 6 since the far-against rules (docs/scoring.md, "Against, after the loss is gone"; 17-18 of 20
+    runs), but not reliably: a neighbour often scores only its newer, honest version, so the poisoned
+    versions it scores can be sparser than the leaky bucket of bad evidence evicts, one in three.)"""
     log: list[tuple[int, RoundOutcome]] = []
     peers = await _network(
         5,
@@ -160,7 +161,10 @@ async def test_a_poisoner_following_each_bad_version_with_an_honest_mix_gets_lit
         for c in out.contributions
         if c.peer == attacker and c.seq % 2 == 1 and c.seq > 2 * 5
     ]
-    assert len(late) >= 4 * 8 and flipped
+    # the flipped versions reach the honest peers' scoring (18-22 scored per run in 20 runs); the late
+    # ones may be none: every honest peer banned the attacker by round 6, or scored only its honest mixes
+    scored = [c for i, out in log if i for c in out.contributions if c.peer == attacker and c.seq % 2 == 1]
+    assert len(late) >= 4 * 8 and len(scored) >= 2 * 4, scored
     assert sum(w > 0 for w in flipped) <= len(late) // 10, flipped
     for p in peers[1:]:
         assert p.final_accuracy >= 0.75  # type: ignore[attr-defined]
