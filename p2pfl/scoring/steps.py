@@ -355,8 +355,7 @@ class ScoringSteps(TrackerHooks):
         if call.centre is None or not np.all(np.isfinite(model)):
             return True
         sane = {q: call.models[q] for q in call.sane}
-        settled = distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
-        plain = neighbourhood_ratios(call.after, {**sane, p: model}, settled).get(p, math.inf)
+        plain = neighbourhood_ratios(call.after, {**sane, p: model}, self._settled(call)).get(p, math.inf)
         r = distance_ratio(float(np.linalg.norm(model - call.centre)), call.refs.med)
         seen = min(r, plain)
         gradual = self.drift.gradual(p, seen)
@@ -367,10 +366,14 @@ class ScoringSteps(TrackerHooks):
         """``badrun.neighbourhood_ratios`` of the sane models (computed once per call), the centre and the
         spread set by the established (as the scorer's spread: new identities cannot move it)."""
         if call.plain is None:
-            settled = distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
             sane = {q: call.models[q] for q in call.sane}
-            call.plain = neighbourhood_ratios(call.after, sane, settled)
+            call.plain = neighbourhood_ratios(call.after, sane, self._settled(call))
         return call.plain
+
+    def _settled(self, call: Call) -> list[str]:
+        """The models that set the plain median's centre and spread: the established sane neighbours (all
+        sane ones while none is), copies of one model once (p2pfl/scoring/copies.py)."""
+        return distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
 
     def _earn(self, records: dict[str, ScoreRecord], young: Mapping[str, tuple[bool, bool]]) -> None:
         """Judge each scored young identity's pass against the bars the trusted neighbours' standing sets
