@@ -355,7 +355,11 @@ class ScoringSteps(TrackerHooks):
         if call.centre is None or not np.all(np.isfinite(model)):
             return True
         sane = {q: call.models[q] for q in call.sane}
-        plain = neighbourhood_ratios(call.after, {**sane, p: model}, self._settled(call)).get(p, math.inf)
+        # measured as its sane versions were (it in the reference set as they were): out of it, one
+        # neighbour fewer sets the spread, and on a 4-regular graph that alone read a dragged peer's
+        # drift as a 3-5x jump (issue 16, the same-round order's victims)
+        reference = self._settled(call, also=p)
+        plain = neighbourhood_ratios(call.after, {**sane, p: model}, reference).get(p, math.inf)
         r = distance_ratio(float(np.linalg.norm(model - call.centre)), call.refs.med)
         seen = min(r, plain)
         gradual = self.drift.gradual(p, seen)
@@ -370,10 +374,12 @@ class ScoringSteps(TrackerHooks):
             call.plain = neighbourhood_ratios(call.after, sane, self._settled(call))
         return call.plain
 
-    def _settled(self, call: Call) -> list[str]:
+    def _settled(self, call: Call, also: str | None = None) -> list[str]:
         """The models that set the plain median's centre and spread: the established sane neighbours (all
-        sane ones while none is), copies of one model once (p2pfl/scoring/copies.py)."""
-        return distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
+        sane ones while none is), copies of one model once (p2pfl/scoring/copies.py); ``also``: one more
+        candidate (an absurd one, measured as if it were sane)."""
+        pool = call.sane if also is None else [*call.sane, also]
+        return distinct([q for q in pool if self._state(q).established] or pool, call.groups)
 
     def _earn(self, records: dict[str, ScoreRecord], young: Mapping[str, tuple[bool, bool]]) -> None:
         """Judge each scored young identity's pass against the bars the trusted neighbours' standing sets
