@@ -217,3 +217,27 @@ def test_a_gradual_arrival_at_absurd_distances_among_few_neighbours_is_no_jump(f
     assert len(absurd) >= 5  # (the path reaches absurd distances well before round 40)
     assert all("gradual drift" in r.reason for r in absurd), absurd[0].reason
     assert records[-1].status != "evicted" and scorer.weights_for(["o"])[0] == 0.0
+
+
+def _accelerating(t: int) -> float:
+    """Trusted, then 1.5x farther per version from round 10 up to ``r`` ~104 (round 20), then one step of
+    1.9x into absurd distances (about ``r`` 150 here) and 1.5x per version on: 4.3x the nearest of its
+    last three versions at the arrival, 1.9x its last."""
+    if t < 10:
+        return 1.2
+    if t <= 20:
+        return 1.2 * 1.5 ** (t - 9)
+    return 1.2 * 1.5**11 * 1.9 * 1.5 ** (t - 21)
+
+
+def test_an_accelerating_arrival_at_absurd_distances_is_judged_by_its_last_step() -> None:
+    """Issue 16, the same-round order's rr4 dissensus victim: dragged 1.5-1.7x per version (17, 30, 45,
+    then 77 at its honest neighbour) it arrived at absurd distances 4.5x the nearest of its last three
+    versions and was banned. An absurd arrival is gradual when it is under ``evict_jump`` times the last
+    settled version: rejected, not counted. Fails when measured against the nearest of the three."""
+    cfg = ScoringConfig()
+    scorer, records = _drift(cfg, _accelerating)
+    absurd = [r for r in records if "absurd" in r.reason]
+    assert absurd and records.index(absurd[0]) == 21  # (the arrival is the 1.9x step)
+    assert all("gradual drift" in r.reason for r in absurd), absurd[0].reason
+    assert len(records) == 40 and records[-1].status != "evicted" and scorer.weights_for(["o"])[0] == 0.0
