@@ -69,7 +69,7 @@ class ScoringConfig:
     #: it: the one version a Byzantine majority of its own neighbours cannot have dragged. Without it, a
     #: peer dragged from its second version on had no near history at its honest neighbour and was banned
     #: there (issue 16, rr4 Gaussian). In that order sign-flippers' first versions pulled at cosine 0.22 at
-    #: most (those near and clean enough to record: 0.07), honest ones at 0.16-0.25 median; in the old
+    #: most (those near and clean enough to record: 0.07), honest ones at 0.08-0.25 median; in the old
     #: order every first version measured pulled against it (honest -0.04 at most): the rule never fires.
     near_first_cos: float = 0.2
     #: a version that scores too well to count still counts towards eviction when it is far (``r`` at least
