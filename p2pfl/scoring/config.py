@@ -60,8 +60,18 @@ class ScoringConfig:
     #: (p2pfl/scoring/losses.py, ``near_loss_reference``; docs/scoring.md, "A dragged peer's honest
     #: neighbours"). Never for a version pulling against the own update (cosine at most ``cos_bad``), and a
     #: neighbour's first scored version records no near ratio (issue 16, nearfix: sign-flippers bought the
-    #: excuse so). False: the crowd's tolerance alone.
+    #: excuse so) unless it pulls along the own update (``near_first_cos``). False: the crowd's tolerance
+    #: alone.
     evict_near_loss: bool = True
+    #: a neighbour's first scored version records its near ratio when its cosine with the own update is at
+    #: least this (``inf``: never, nearfix's rule). In the same-round order (``wait_before_mix``) an honest
+    #: peer's first version is trained from the shared initial model before any neighbour's model reaches
+    #: it: the one version a Byzantine majority of its own neighbours cannot have dragged. Without it, a
+    #: peer dragged from its second version on had no near history at its honest neighbour and was banned
+    #: there (issue 16, rr4 Gaussian). In that order sign-flippers' first versions pulled at cosine 0.22 at
+    #: most (those near and clean enough to record: 0.07), honest ones at 0.08-0.25 median; in the old
+    #: order every first version measured pulled against it (honest -0.04 at most): the rule never fires.
+    near_first_cos: float = 0.2
     #: a version that scores too well to count still counts towards eviction when it is far (``r`` at least
     #: ``evict_distance`` from both centres), pulls against the own update (cosine at most ``cos_bad``) and
     #: costs the own data more than ``evict_far_against_loss`` times the eviction loss reference: a
@@ -404,6 +414,11 @@ class ScoringConfig:
                 "scoring",
                 "loss_ok/loss_bad",
                 f"need 0 < loss_ok < loss_bad < inf, got {self.loss_ok!r}, {self.loss_bad!r}",
+            )
+        first_cos = self.near_first_cos
+        if not (is_real(first_cos) or first_cos == math.inf) or not first_cos >= -1.0:
+            raise ConfigError(
+                "scoring", "near_first_cos", f"must be a number >= -1 (inf: never), got {first_cos!r}"
             )
         if not is_real(self.evict_far_against_loss) or not 1.0 <= self.evict_far_against_loss < math.inf:
             bar = self.evict_far_against_loss  # (under the reference itself an honest neighbour counts)

@@ -168,7 +168,7 @@ class ScoringSteps(TrackerHooks):
             combined = 0.0
         state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
         bad = combined < cfg.bad_score
-        if self._records_near(call, p, first=first, r=r, s_loss=s_loss, bad=bad):
+        if self._records_near(call, p, first=first, r=r, s_loss=s_loss, bad=bad, cosine=cosine):
             record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)  # type: ignore[index]
         counts, against, hard = self._counts(
             call, p, state, combined, r, s_cos=s_cos, s_loss=s_loss, bad=bad, persistent=persistent
@@ -203,16 +203,21 @@ class ScoringSteps(TrackerHooks):
         r: float,
         s_loss: float | None,
         bad: bool,
+        cosine: float | None,
     ) -> bool:
         """Whether this version's loss ratio joins ``p``'s near history (``record_near``): it sat near and
-        scored at least ``bad_score``. Not from its first version (nearfix), nor from an extra mixing
+        scored at least ``bad_score``. Not from its first version (nearfix) unless that pulls along the own
+        update (cosine at least ``near_first_cos``: a learner's, see the config), nor from an extra mixing
         step's (a mix sits near at the founding tolerance from round 1, which would bypass that rule). With
         ``loss_near_score`` (whose loss score already carries the excuse) only a loss clean against the
         crowd's reference (at most ``loss_ok`` times it) is recorded: judged with the excuse, or merely
         not bad (a near version scores 0.43 with a loss score of 0), a late joiner creeping up by 8 % a
         round kept a clean loss score up to 27x the own loss and weight until 87x (12x without the rule)."""
         cfg = self.config
-        if bad or first or call.extra_step or r > cfg.dist_ok or s_loss is None or call.val_losses is None:
+        along = cosine is not None and cosine >= cfg.near_first_cos
+        if bad or (first and not along) or call.extra_step or r > cfg.dist_ok:
+            return False
+        if s_loss is None or call.val_losses is None:
             return False  # (s_loss implies a loss in val_losses)
         if not cfg.loss_near_score or call.refs.loss_ref is None:
             return True
@@ -355,7 +360,11 @@ class ScoringSteps(TrackerHooks):
         if call.centre is None or not np.all(np.isfinite(model)):
             return True
         sane = {q: call.models[q] for q in call.sane}
-        plain = neighbourhood_ratios(call.after, {**sane, p: model}, self._settled(call)).get(p, math.inf)
+        # measured as its sane versions were (it in the reference set as they were): out of it, one
+        # neighbour fewer sets the spread, and on a 4-regular graph that alone read a dragged peer's
+        # drift as a 3-5x jump (issue 16, the same-round order's victims)
+        reference = self._settled(call, also=p)
+        plain = neighbourhood_ratios(call.after, {**sane, p: model}, reference).get(p, math.inf)
         r = distance_ratio(float(np.linalg.norm(model - call.centre)), call.refs.med)
         seen = min(r, plain)
         gradual = self.drift.gradual(p, seen)
@@ -370,10 +379,12 @@ class ScoringSteps(TrackerHooks):
             call.plain = neighbourhood_ratios(call.after, sane, self._settled(call))
         return call.plain
 
-    def _settled(self, call: Call) -> list[str]:
+    def _settled(self, call: Call, also: str | None = None) -> list[str]:
         """The models that set the plain median's centre and spread: the established sane neighbours (all
-        sane ones while none is), copies of one model once (p2pfl/scoring/copies.py)."""
-        return distinct([q for q in call.sane if self._state(q).established] or call.sane, call.groups)
+        sane ones while none is), copies of one model once (p2pfl/scoring/copies.py); ``also``: one more
+        candidate (an absurd one, measured as if it were sane)."""
+        pool = call.sane if also is None else [*call.sane, also]
+        return distinct([q for q in pool if self._state(q).established] or pool, call.groups)
 
     def _earn(self, records: dict[str, ScoreRecord], young: Mapping[str, tuple[bool, bool]]) -> None:
         """Judge each scored young identity's pass against the bars the trusted neighbours' standing sets

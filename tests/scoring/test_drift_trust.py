@@ -190,3 +190,54 @@ def test_a_jump_to_an_absurd_model_is_evicted_trust_or_not() -> None:
     _, records = _drift(cfg, lambda t: 1.2 if t < 10 else 300.0)
     assert records[-1].status == "evicted" and "absurd" in records[-1].reason
     assert len(records) <= 10 + 2 * cfg.evict_after
+
+
+@pytest.mark.parametrize("factor", [1.3, 1.5])
+def test_a_gradual_arrival_at_absurd_distances_among_few_neighbours_is_no_jump(factor: float) -> None:
+    """Issue 16, the same-round order's dragged victims (random 4-regular graph, 25 % dissensus): at an
+    observer with three other neighbours the victim's first absurd version was measured against a spread
+    set without it (an absurd model leaves the sane set), so its drift read as a 3-5x jump and counted;
+    three more banned it. Measured as its sane versions were, the arrival is gradual: rejected, not
+    counted. At 1.5x per version (3.4x over three) it fails with the victim left out of the plain median's
+    reference set; at 1.3x the artefact stayed under the jump."""
+    cfg = ScoringConfig()
+    scorer = ContributionScorer(cfg)
+    world = World(seed=4, n_honest=3, clusters=3)
+    path = _ramp(1e4, factor)
+    records: list[ScoreRecord] = []
+    for t in range(40):
+        before, after, models, centre = world.round({})
+        models["o"] = _place(world, centre, models, path(t))
+        losses, own_loss = world.val_losses(models)
+        if t >= 8:
+            losses["o"] = 1000.0 * own_loss
+        scorer.begin_round()
+        records.append(scorer.evaluate(before, after, models, centre, losses, own_loss)["o"])
+    absurd = [r for r in records if "absurd" in r.reason]
+    assert len(absurd) >= 5  # (the path reaches absurd distances well before round 40)
+    assert all("gradual drift" in r.reason for r in absurd), absurd[0].reason
+    assert records[-1].status != "evicted" and scorer.weights_for(["o"])[0] == 0.0
+
+
+def _accelerating(t: int) -> float:
+    """Trusted, then 1.5x farther per version from round 10 up to ``r`` ~104 (round 20), then one step of
+    1.9x into absurd distances (about ``r`` 150 here) and 1.5x per version on: 4.3x the nearest of its
+    last three versions at the arrival, 1.9x its last."""
+    if t < 10:
+        return 1.2
+    if t <= 20:
+        return 1.2 * 1.5 ** (t - 9)
+    return 1.2 * 1.5**11 * 1.9 * 1.5 ** (t - 21)
+
+
+def test_an_accelerating_arrival_at_absurd_distances_is_judged_by_its_last_step() -> None:
+    """Issue 16, the same-round order's rr4 dissensus victim: dragged 1.5-1.7x per version (17, 30, 45,
+    then 77 at its honest neighbour) it arrived at absurd distances 4.5x the nearest of its last three
+    versions and was banned. An absurd arrival is gradual when it is under ``evict_jump`` times the last
+    settled version: rejected, not counted. Fails when measured against the nearest of the three."""
+    cfg = ScoringConfig()
+    scorer, records = _drift(cfg, _accelerating)
+    absurd = [r for r in records if "absurd" in r.reason]
+    assert absurd and records.index(absurd[0]) == 21  # (the arrival is the 1.9x step)
+    assert all("gradual drift" in r.reason for r in absurd), absurd[0].reason
+    assert len(records) == 40 and records[-1].status != "evicted" and scorer.weights_for(["o"])[0] == 0.0
