@@ -63,12 +63,13 @@ def test_off_trusts_nobody() -> None:
 
 
 def _drift(
-    cfg: ScoringConfig, path: Callable[[int], float], rounds: int = 40
+    cfg: ScoringConfig, path: Callable[[int], float], rounds: int = 40, world: World | None = None
 ) -> tuple[ContributionScorer, list[ScoreRecord]]:
     """Neighbour ``o`` at distance ratio ``path(t)`` in round ``t`` (rounds counted as a
-    peer does), its loss on the own data 1000x the own from round 8 (loss score 0: bad once far)."""
+    peer does), its loss on the own data 1000x the own from round 8 (loss score 0: bad once far); the
+    observer's other neighbours are ``world``'s honest ones (default: eight)."""
     scorer = ContributionScorer(cfg)
-    world = World(seed=4)
+    world = World(seed=4) if world is None else world
     records: list[ScoreRecord] = []
     for t in range(rounds):
         before, after, models, centre = world.round({})
@@ -201,18 +202,8 @@ def test_a_gradual_arrival_at_absurd_distances_among_few_neighbours_is_no_jump(f
     counted. At 1.5x per version (3.4x over three) it fails with the victim left out of the plain median's
     reference set; at 1.3x the artefact stayed under the jump."""
     cfg = ScoringConfig()
-    scorer = ContributionScorer(cfg)
-    world = World(seed=4, n_honest=3, clusters=3)
-    path = _ramp(1e4, factor)
-    records: list[ScoreRecord] = []
-    for t in range(40):
-        before, after, models, centre = world.round({})
-        models["o"] = _place(world, centre, models, path(t))
-        losses, own_loss = world.val_losses(models)
-        if t >= 8:
-            losses["o"] = 1000.0 * own_loss
-        scorer.begin_round()
-        records.append(scorer.evaluate(before, after, models, centre, losses, own_loss)["o"])
+    scorer, records = _drift(cfg, _ramp(1e4, factor), world=World(seed=4, n_honest=3, clusters=3))
+    assert len(records) == 40
     absurd = [r for r in records if "absurd" in r.reason]
     assert len(absurd) >= 5  # (the path reaches absurd distances well before round 40)
     assert all("gradual drift" in r.reason for r in absurd), absurd[0].reason
