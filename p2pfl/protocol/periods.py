@@ -62,8 +62,9 @@ class PeriodTracker:
         period = self._period
         periods = sorted(p for v in views if not v.evicted and (p := period.get(v.peer)) is not None)
         pace = periods[(len(periods) - 1) // 2] if periods else None
-        if work_s is not None and (pace is None or cfg.work_factor * max(0.0, work_s) < pace):
-            pace = cfg.work_factor * max(0.0, work_s)
+        if work_s is not None:
+            own = cfg.work_factor * max(0.0, work_s)
+            pace = own if pace is None else min(pace, own)
         if pace is None:
             return cfg.max_round_wait_s
         return min(cfg.max_round_wait_s, max(cfg.min_late_s, cfg.period_factor * pace))

@@ -242,8 +242,7 @@ class ContributionScorer(ScoringSteps):
             return
         state.status = "probation"
         state.reputation = self.config.probation_reputation
-        state.consecutive_bad = 0
-        state.bad_evidence = state.hard_evidence = 0.0
+        state.forgive_evidence()
         state.probation_left = self.config.probation_length
         state.established = state.founder = self.config.young_rounds == 0
         state.passes = 0
@@ -259,8 +258,7 @@ class ContributionScorer(ScoringSteps):
         if state.status in ("evicted", "probation"):
             return
         state.grace_left = self.config.return_grace
-        state.consecutive_bad = 0
-        state.bad_evidence = state.hard_evidence = 0.0
+        state.forgive_evidence()
         self._reset_history(peer)
 
     def forget(self, peer: str) -> None:

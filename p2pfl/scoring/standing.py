@@ -83,6 +83,12 @@ class PeerState:
     #: its loss ratios while it was near (``r <= dist_ok``) and scored well (``evict_near_loss``)
     near_ratios: list[float] = field(default_factory=list)
 
+    def forgive_evidence(self) -> None:
+        """Drop the eviction evidence of its earlier versions (a grace, a readmission): the run and both
+        buckets, so that none of them outlives the others. Absurd models are never forgiven here."""
+        self.consecutive_bad = 0
+        self.bad_evidence = self.hard_evidence = 0.0
+
 
 def standing(config: ScoringConfig, reputation: float) -> Status:
     """``active`` at or above ``exclude_below``, else ``excluded``."""

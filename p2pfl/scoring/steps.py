@@ -175,8 +175,7 @@ class ScoringSteps(TrackerHooks):
         )
         if state.grace_left > 0:
             state.grace_left -= 1
-            state.consecutive_bad = 0
-            state.bad_evidence = state.hard_evidence = 0.0
+            state.forgive_evidence()
             against = ""  # (the grace discarded the count)
         else:
             state.consecutive_bad = state.consecutive_bad + 1 if counts else 0
