@@ -1,7 +1,7 @@
 """Issue 17's scale target for the memory engine: 10,000 peers complete 10 rounds in under 10 minutes.
 
     python benchmarks/bench_scale.py [--peers 1000,10000] [--rounds 10] [--per-peer 80] [--test 10000]
-                                     [--target-s 600] [--wait-before-mix] [--json] [--profile N]
+                                     [--target-s 600] [--wait-before-mix on|off] [--json] [--profile N]
 
 The workload is ``simulations/scenarios/memory1000.toml`` (logistic regression on the synthetic dataset,
 random 6-regular graph, 10 % sign-flip attackers, the own-data guard, scoring and the robust defaults) at
@@ -41,17 +41,16 @@ SCENARIO = "memory1000.toml"
 MB = 1e6
 
 
-def scenario(peers: int, rounds: int, per_peer: int, test: int, wait_before_mix: bool = False) -> Any:
+def scenario(peers: int, rounds: int, per_peer: int, test: int, wait_before_mix: bool = True) -> Any:
     """memory1000.toml at ``peers`` peers: ``per_peer`` samples each, one ``test``-sample test set;
-    ``wait_before_mix``: the same-round order (p2pfl.protocol.pacing), else the scenario's own."""
+    ``wait_before_mix``: the same-round order (the peer's default), else the old order (p2pfl.protocol.pacing,
+    "Where the wait sits")."""
     from p2pfl.sim import runner
     from p2pfl.sim.scenario import load_scenario
 
     sc = load_scenario(str(Path(runner.__file__).resolve().parent / "scenarios" / SCENARIO))
     samples = peers * per_peer + test
-    run: dict[str, Any] = {"rounds": rounds, "time_limit_s": 3600}
-    if wait_before_mix:
-        run["wait_before_mix"] = True
+    run: dict[str, Any] = {"rounds": rounds, "time_limit_s": 3600, "wait_before_mix": wait_before_mix}
     return sc.replace(
         run=run,
         topology={"peers": peers},
@@ -64,7 +63,7 @@ def _child(args: argparse.Namespace) -> int:
     started = time.time()
     from p2pfl.sim.runner import run_scenario
 
-    sc = scenario(args.child_peers, args.rounds, args.per_peer, args.test, args.wait_before_mix)
+    sc = scenario(args.child_peers, args.rounds, args.per_peer, args.test, args.wait_before_mix == "on")
     out = Path(args.out)
     ready = time.time()
     res = run_scenario(sc, out, quiet=True, plots=False)
@@ -90,7 +89,7 @@ def _child(args: argparse.Namespace) -> int:
 def measure(peers: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     child_args = ["--_child", str(peers), "--_out", str(work / f"run-{peers}"), "--rounds", str(args.rounds)]
     child_args += ["--per-peer", str(args.per_peer), "--test", str(args.test)]
-    child_args += ["--wait-before-mix"] if args.wait_before_mix else []
+    child_args += ["--wait-before-mix", args.wait_before_mix]
     figures, usage = run_child(__file__, child_args, work / f"scale-{peers}.json", timeout=4 * 3600)
     figures = figures or {"peers": peers}
     figures.update(wall_s=usage.wall_s, cpu_s=usage.cpu_s, peak_rss_mb=usage.peak_rss_bytes / MB)
@@ -142,7 +141,7 @@ def profile(peers: int, args: argparse.Namespace) -> int:
 
     from p2pfl.sim.runner import run_memory
 
-    sc = scenario(peers, args.rounds, args.per_peer, args.test, args.wait_before_mix)
+    sc = scenario(peers, args.rounds, args.per_peer, args.test, args.wait_before_mix == "on")
     with tempfile.TemporaryDirectory(prefix="bench_scale-") as tmp:
         prof = cProfile.Profile()
         prof.enable()
@@ -162,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-peer", type=int, default=80, help="samples per peer (training + validation)")
     ap.add_argument("--test", type=int, default=10000, help="samples in the global test set")
     ap.add_argument("--target-s", type=float, default=600.0, help="the wall-clock target (issue 17: 10 min)")
-    ap.add_argument("--wait-before-mix", action="store_true", help="the same-round order (protocol.pacing)")
+    ap.add_argument(
+        "--wait-before-mix",
+        choices=("on", "off"),
+        default="on",
+        help="the round order: train, publish, wait, mix (on, the default) or wait, train, publish, mix",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="keep each size's run directory under DIR")
     ap.add_argument("--profile", type=int, metavar="N", help="profile N peers under cProfile instead")

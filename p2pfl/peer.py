@@ -328,7 +328,10 @@ class Peer(PeerAccess):
         return await self.rounds.run(rounds, until)
 
     async def step(self) -> RoundReport:
-        """One round: train, score, mix, persist, publish."""
+        """One round: train, publish, wait for the neighbours' versions of this round (at most
+        ``max_round_wait_s``; not for nobody when ``min_neighbours = 0``), score, mix, persist. With
+        ``wait_before_mix = false`` (the old order) a step publishes after its mix and never waits:
+        :meth:`run` waits before each round but the first (p2pfl.protocol.pacing, "Where the wait sits")."""
         return await self.rounds.step()
 
     async def write_status(self, unless_fresh: float | None = None) -> None:

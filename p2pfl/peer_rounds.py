@@ -113,7 +113,7 @@ class RoundLoop(RoundWaits):
     # ------------------------------------------------------------------------------ one round
 
     async def step(self) -> RoundReport:
-        """One round: train, score, mix, persist, publish."""
+        """One round (:meth:`p2pfl.peer.Peer.step`)."""
         async with self._round_lock:
             return await self._step()
 

@@ -80,6 +80,8 @@ class PeerRunner:
     rounds_done: int = 0
     restarts: int = 0
     finished: bool = False
+    #: an honest peer counted finished short of its rounds: paused with no peer connected (:meth:`_stalled`)
+    stalled: bool = False
     final: dict[str, Any] | None = None
     _bytes: list[int] = field(default_factory=lambda: [0, 0])
     #: every byte on the connections, sent and received (libp2p; 0 in memory), and the application bytes by
@@ -324,6 +326,13 @@ class PeerRunner:
                         ) and not peer.transport.connected_peers():
                             await trio.sleep(0.5)  # isolated (e.g. an evicted attacker): idle, leave the CPU
                             continue
+                        if self._stalled(target):
+                            if not self.finished:  # it can never finish its rounds: its results stand now
+                                self.finished = self.stalled = True
+                                self.final = self.result()
+                                on_finished(self)
+                            await trio.sleep(0.5)
+                            continue
                         if self.me.honest and not after.runs_round(
                             peer.round, peer.engine.replicas, peer.engine.is_evicted
                         ):
@@ -331,7 +340,8 @@ class PeerRunner:
                             continue
                         if self.behaviour is not None:
                             await self.behaviour.before_round(peer)
-                        reports = await peer.run(1, until=all_done)  # (a solo pause ends with the run)
+                        # (a solo pause ends with the run, or when the peer stalls in it)
+                        reports = await peer.run(1, until=lambda: all_done() or self._stalled(target))
                         if not reports:
                             break
                         if peer.round > target:
@@ -362,6 +372,21 @@ class PeerRunner:
                     await trio.sleep(sc.churn.tick_s)
                     if all_done() or self.rng.random() < sc.churn.rejoin:
                         break
+
+    def _stalled(self, target: int) -> bool:
+        """An honest peer that can never finish its rounds: paused after ``solo_rounds`` solo rounds with no
+        peer connected (its neighbours all evicted; a simulation dials its neighbours only when it starts or
+        rejoins). Without it a run waited for this peer until ``time_limit_s``, while finished peers and
+        attackers left connected only to each other kept running rounds (mnist5k, Dirichlet 0.1, rr4, 25 %
+        sign-flip, median: never ended on the simulated clock)."""
+        peer = self.peer
+        return (
+            peer is not None
+            and self.me.honest
+            and peer.round < target
+            and peer.rounds.solo.tracker.paused
+            and not peer.transport.connected_peers()
+        )
 
     async def _serve_a_while(self, peer: Peer) -> None:
         """A finished peer between rounds (p2pfl.sim.after_rounds): readmit expired evictions and forget idle
@@ -403,6 +428,7 @@ class PeerRunner:
             "kind": self.me.kind,
             "neighbours": list(self.me.neighbours),
             "rounds": self.rounds_done,
+            **({"stalled": True} if self.stalled else {}),
             "restarts": self.restarts,
             "bad_envelopes_sent": self.behaviour.envelopes_sent if self.behaviour else 0,
             **({"attack": self.behaviour.report()} if self.behaviour else {}),

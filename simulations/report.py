@@ -112,6 +112,7 @@ def summarise(output: Any) -> dict[str, Any]:
                 "restarts": p.get("restarts", 0),
                 "bad_envelopes_sent": p.get("bad_envelopes_sent", 0),
                 **({"error": p["error"]} if "error" in p else {}),
+                **({"stalled": True} if p.get("stalled") else {}),
             }
             for p in peers
         ],
@@ -365,6 +366,12 @@ def _plot_egress(path: Path, peers: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
+def _stalled(results: dict[str, Any]) -> str:
+    """The honest peers counted finished short of their rounds (simulations/peer_runner.py, ``_stalled``)."""
+    stalled = [p for p in results["peers"] if p.get("stalled")]
+    return ", ".join(f"{p['index']} (round {p['rounds']})" for p in stalled) or "0"
+
+
 def _fmt(x: Any, pct: bool = False) -> str:
     if x is None:
         return "-"
@@ -399,6 +406,7 @@ def markdown(results: dict[str, Any], plots: list[str]) -> str:
         f"{ev['attackers_evicted_by_every_honest_neighbour']} / "
         f"{ev['poisoning_attackers']} |",
         f"| honest peers evicted (false positive) | {ev['false_positive']} |",
+        f"| honest peers stalled (paused, nobody connected) | {_stalled(results)} |",
         f"| rounds to evict min / mean / max | {_fmt(rte['min'])} / {_fmt(rte['mean'])} / "
         f"{_fmt(rte['max'])} |",
         f"| bytes sent per peer per round | {_fmt(results['bytes_per_peer_per_round'])} |",

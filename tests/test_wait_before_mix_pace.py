@@ -99,3 +99,29 @@ async def test_a_dp_peer_with_wait_before_mix_still_waits_for_its_neighbours(
         with trio.fail_after(120):
             await a.run(2)  # b never runs: a's second round waits for its first version
         assert trio.current_time() - t0 >= 30
+
+
+async def test_a_host_stepping_a_lone_peer_does_not_wait_in_any_round(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The same-round order's wait sits inside ``step()``: a peer that may learn alone (``min_neighbours
+    = 0``) and has nobody connected mixes at once in every round, not only the first (it waited
+    ``max_round_wait_s``, 30 s here, in each later step)."""
+    split = peer_splits("digits", 1, partition_kind="iid", seed=5)[0]
+    peer = memory_peer(
+        0,
+        learner_for(split, 0),
+        MemoryNetwork(),
+        min_neighbours=0,
+        max_round_wait_s=30,
+        join_on_start=False,
+        wait_before_mix=True,
+        solo_rounds=0,
+        run_sync=inline,
+    )
+    async with peer:
+        t0 = trio.current_time()
+        for _ in range(4):
+            await peer.step()
+        assert trio.current_time() - t0 < 1.0
+        assert [r.round for r in peer.reports] == [1, 2, 3, 4]

@@ -55,7 +55,7 @@ def run(
     if robust:  # p2pfl's robust defaults (geometric median, clipping, NNM, scoring), same pacing
         sc = sc.replace(aggregation={"rule": "geomed", "nnm": True, "self_clip_scale": 1.0})
         sc = sc.replace(scoring={"enabled": True})
-    if not wait_before_mix:  # the peer's default round order (docs/benchmarks.md, "bench_network")
+    if not wait_before_mix:  # the old round order (docs/benchmarks.md, "bench_network")
         sc = sc.replace(run={"wait_before_mix": False})
     if peers_per_process != 1:  # several peers per worker process (libp2p engine)
         sc = sc.replace(run={"peers_per_process": peers_per_process})

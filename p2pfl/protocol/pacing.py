@@ -13,11 +13,12 @@ version published before a neighbour subscribed never reaches it, and a neighbou
 its peers in its first rounds mixes that one alone, poisoner or not (measured: 2 of 6 runs of a 4-peer
 libp2p scenario where honest peers mixed only a sign-flipper's model for 3 rounds and ended < 50%).
 
-*Round pacing* (self-clocking without global rounds): before each round but the first, wait until
-``wait_fraction`` of the publishing neighbours sent a new version since our last mix (at most
-``max_round_wait_s``), so a fast peer does not race ahead on its own data while its neighbours' updates are
-in flight. A peer with no neighbour at all waits the full ``max_round_wait_s``: training alone gains little
-and would leave it far from the network it is about to join.
+*Round pacing* (self-clocking without global rounds): before each mix (the old order: before each round
+but the first; "Where the wait sits"), wait until ``wait_fraction`` of the publishing neighbours sent a new
+version since our last mix (at most ``max_round_wait_s``), so a fast peer does not race ahead on its own
+data while its neighbours' updates are in flight. A peer that needs neighbours (``min_neighbours >= 1``)
+and has none connected waits the full ``max_round_wait_s``: training alone gains little and would leave it
+far from the network it is about to join.
 
 *New since the last mix.* A neighbour's version is new if we applied it after our last mix: later on the
 clock, or at the same clock reading but not the version we held when we mixed (``mixed``). On a clock that
@@ -36,18 +37,20 @@ that publishes every 9 s among peers that publish every 0.5 s therefore delays a
 version is younger than ~1.5 s, and a flooding neighbour only ever looks fresh (it can help a quorum, never
 hold one up). While nothing is known the threshold is ``max_round_wait_s``, the old rule.
 
-*Where the wait sits* (``wait_before_mix``). By default a round waits before it trains, then publishes and
-mixes at once: the neighbours' versions it mixes are of their previous round, since theirs of this round are
-still being trained (measured, 16 IID peers on a complete graph: round 1 mixed nothing, later rounds took
-about a quarter of their inputs from the same round, the rest one to three rounds old; 77-82% at round 5
-where FedAvg reaches 82%, and 23% vs 29% at round 1). With ``wait_before_mix`` a round trains, publishes,
-*then* waits and mixes: every peer mixes the same round's trained models, as FedAvg averages them. The
-first mix then also waits for every subscribed neighbour whose first version is on its way (the wait being
-at most ``max_round_wait_s``), so round 1 is not mixed from the first two to finish. Gossip does not
-always deliver (measured over libp2p, 16 processes on a loaded 2-core machine: some publishers' deltas
-never reached some peers, whose replicas fell 1-5 rounds behind): halfway through the wait, the round asks
-every awaited neighbour that sent nothing new for a snapshot of its current model (a direct request, at most
-once per ``snapshot_retry_s`` each), so a lost delivery costs half a wait, not a stale replica.
+*Where the wait sits* (``wait_before_mix``, on by default: the same-round order). A round trains, publishes,
+*then* waits and mixes: every peer mixes the same round's trained models, as FedAvg averages them. So the wait
+is inside :meth:`~p2pfl.peer.Peer.step`: a host that steps a peer itself gets it too. In the old order
+(``wait_before_mix = false``) a round waits before it trains (in :meth:`~p2pfl.peer.Peer.run`, before each
+step but the first), then publishes and mixes at once: the neighbours' versions it mixes are of their previous
+round, since theirs of this round are still being trained (measured, 16 IID peers on a complete graph: round 1
+mixed nothing, later rounds took about a quarter of their inputs from the same round, the rest one to three
+rounds old; 77-82% at round 5 where FedAvg reaches 82%, and 23% vs 29% at round 1). The same-round order's
+first mix also waits for every subscribed neighbour whose first version is on its way (the wait being at most
+``max_round_wait_s``), so round 1 is not mixed from the first two to finish. Gossip does not always deliver
+(measured over libp2p, 16 processes on a loaded 2-core machine: some publishers' deltas never reached some
+peers, whose replicas fell 1-5 rounds behind): halfway through the wait, the round asks every awaited
+neighbour that sent nothing new for a snapshot of its current model (a direct request, at most once per
+``snapshot_retry_s`` each), so a lost delivery costs half a wait, not a stale replica.
 
 *The rest of the round* (``wait_before_mix``). Once ``wait_fraction`` of the publishing neighbours sent
 their version, the mix still waits up to ``settle_factor`` times our own last round's work for the others
@@ -91,7 +94,12 @@ where the old order mixed nothing at once); (2) when we hold the version of the 
 some awaited neighbours (in step, not ahead: above) and the others have been silent for
 ``max_round_wait_s``, the bound of the ahead rule: their next version is not worth a full wait. Without (2)
 the hub of a star, whose leaves wait only for it and so run a round ahead, waited ``max_round_wait_s`` in
-its last round for leaves that had finished (measured, tests/test_peer.py's star on a MockClock: 30 s).
+its last round for leaves that had finished (measured, tests/test_peer.py's star on a MockClock: 30 s);
+(3) a peer that may learn alone (``min_neighbours = 0``) with no learner connected nor subscribing: the wait
+sits inside :meth:`~p2pfl.peer.Peer.step`, so a host stepping a lone peer waited ``max_round_wait_s`` in
+every round for nobody (the old order's ``step()`` never waits; its ``run()`` waits before each round). A
+peer that needs neighbours (``min_neighbours >= 1``) and lost them all still waits out the bound: that is
+the time a neighbour has to come back before the round is a solo round.
 """
 
 from __future__ import annotations
@@ -131,8 +139,9 @@ class PacingConfig:
     work_factor: float = 2.0
     #: ... but never sooner than this (periods of a few hundred ms jitter by as much)
     min_late_s: float = 0.5
-    #: wait between publishing the trained model and mixing, instead of before training (module docstring)
-    wait_before_mix: bool = False
+    #: wait between publishing the trained model and mixing (the same-round order), instead of before training
+    #: (module docstring, "Where the wait sits")
+    wait_before_mix: bool = True
     #: ``wait_before_mix``: once the quorum is in, how long the mix still waits for the neighbours that keep
     #: pace, as a fraction of our own last round's work (module docstring, "The rest of the round")
     settle_factor: float = 0.5
@@ -283,7 +292,7 @@ def _late_from(v: NeighbourView, since: Mapping[str, float] | None) -> float:
 
 
 class RoundPacer:
-    """The wait before each round but the first (module docstring)."""
+    """The wait before each mix (the old order: before each round but the first; module docstring)."""
 
     def __init__(self, cfg: PacingConfig) -> None:
         self.cfg = cfg
@@ -417,6 +426,9 @@ class RoundPacer:
         (module docstring, "Nothing to wait for"), or None to wait on (at most ``max_round_wait_s``)."""
         if self.await_pending and self.next_round == 1:
             return "alone"  # a fresh peer's first mix: the start gate did the waiting for neighbours
+        alone = not learners(awaited) and not unsubscribed(now, awaited, self.cfg)
+        if self.cfg.min_neighbours == 0 and alone:
+            return "alone"  # a peer that may learn alone, with no learner connected nor subscribing
         in_step = [
             v for v in awaited if not v.evicted and is_ahead(v, self.next_round, self.last_mix, self.mixed)
         ]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trio
+import trio.testing
 
 from p2pfl.learner import Dataset, NumpySoftmaxLearner
 from p2pfl.privacy import Mechanism, PrivacyConfig, epsilon
@@ -33,8 +35,9 @@ def budget_for(rounds: int, sigma: float, q: float, steps: int) -> float:
 
 
 async def test_the_peer_never_publishes_past_its_budget_and_keeps_learning_from_others(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # (the MockClock: once a stops publishing, each of b's steps waits out max_round_wait_s for it)
     net = MemoryNetwork()
     steps, sigma = 5, 1.0
     dp_learner = toy_learner(1)

@@ -218,3 +218,24 @@ def test_with_wait_before_mix_a_fresh_peer_alone_mixes_its_first_round_at_once()
     assert isinstance(pacer.decide(0.0, [view("a", None, None, None)]), Wait)  # its first version is due
     pacer.begin_wait(0.0, last_mix=-math.inf, next_round=5)
     assert pacer.decide(0.0, []) == Wait(0.5)
+
+
+def test_with_wait_before_mix_a_peer_that_may_learn_alone_never_waits_for_nobody() -> None:
+    """``min_neighbours = 0``, no learner connected nor subscribing: every mix starts at once (a host
+    stepping a lone peer waited ``max_round_wait_s`` per step). A peer that needs neighbours and lost them
+    waits out the bound for one to come back; one still subscribing, or a learner, is waited for."""
+    lone = RoundPacer(
+        PacingConfig(wait_fraction=1.0, max_round_wait_s=10.0, wait_before_mix=True, min_neighbours=0)
+    )
+    lone.begin_wait(5.0, last_mix=4.0, work_s=0.5, mixed={}, next_round=7)
+    assert lone.decide(5.0, []) == Start("alone")
+    registry = NeighbourView("r", -20.0, False, None)  # connected long ago, never subscribed
+    assert lone.decide(5.0, [registry]) == Start("alone")
+    young = NeighbourView("y", 4.9, False, None)  # may still subscribe
+    assert isinstance(lone.decide(5.0, [young]), Wait)
+    assert isinstance(lone.decide(5.0, [view("a", 3.0, 6, 6)]), Wait)  # a learner whose version is due
+
+    needs = RoundPacer(WBM)  # min_neighbours = 1
+    needs.begin_wait(5.0, last_mix=4.0, work_s=0.5, mixed={}, next_round=7)
+    assert isinstance(needs.decide(5.0, []), Wait)
+    assert needs.decide(15.0, []) == Start("timeout")

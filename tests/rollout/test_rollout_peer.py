@@ -288,8 +288,6 @@ async def test_a_poisoned_mix_that_slips_past_scoring_is_never_served(tmp_path: 
         scoring_enabled=False,
         join_on_start=False,
         mix_scope="all",
-        # alone, so with wait_before_mix each step's mix waits this long for neighbours (10 s by default)
-        max_round_wait_s=0.5,
         rollout=RolloutConfig(enabled=True, shadow_rounds=1, promote_after=1),
     )
     net = MemoryNetwork()

@@ -48,7 +48,7 @@ def test_memory_engine_signflip_report(tmp_path: Path) -> None:
         } <= set(p)
         assert "evicted_by" in p
     honest = [p for p in peers if p["honest"]]
-    assert all(p["rounds"] == 12 and p["bytes_sent"] > 0 for p in honest)
+    assert all(p["rounds"] == 12 and p["bytes_sent"] > 0 and "stalled" not in p for p in honest)
     assert r["honest_accuracy"]["mean"] >= 0.85, r["honest_accuracy"]
     ev = r["evictions"]
     assert ev["true_positive"] == ev["expected"] == 4 and ev["false_positive"] == 0, ev
@@ -86,6 +86,27 @@ def test_crash_attacker_and_churn(tmp_path: Path) -> None:
         assert p0["restarts"] == 1
     # a restarted peer resumed its version numbers: no neighbour saw a replay or a broken chain from it
     assert all(p["rejected"].get("result_mismatch", 0) == 0 for p in honest)
+
+
+def test_an_honest_peer_left_with_nobody_is_reported_stalled_and_does_not_hold_the_run(
+    tmp_path: Path,
+) -> None:
+    """A 4-ring whose two crash attackers (seed 4 places them at 1 and 3) leave each honest peer with no
+    neighbour: it trains its solo rounds, pauses, and can never finish its 20 rounds. The run ends (it ran
+    to ``time_limit_s`` and timed out), with the peers marked stalled in the results and the report."""
+    sc = scenario(
+        run={"seed": 4, "rounds": 20, "time_limit_s": 300},
+        topology={"peers": 4, "kind": "ring"},
+        attack={"kind": "crash", "fraction": 0.5, "crash_round": 3},
+    )
+    r = run_scenario(sc, tmp_path, quiet=True, plots=False, reproducible=True)
+    assert not r["timed_out"]
+    honest = [p for p in r["peers"] if p["honest"]]
+    assert [p["index"] for p in honest] == [0, 2]
+    assert all(p.get("stalled") and 3 < p["rounds"] < 20 for p in honest), honest
+    assert not any(p.get("stalled") for p in r["peers"] if not p["honest"])
+    report = (tmp_path / "report.md").read_text()
+    assert "| honest peers stalled (paused, nobody connected) | 0 (round" in report
 
 
 def test_cli_sim_runs_a_scenario_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
