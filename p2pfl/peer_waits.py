@@ -80,8 +80,11 @@ class RoundWaits:
         views = []
         for p in connected:
             rep = replicas.get(p)
-            # the round is sender-reported: it tells a neighbour ahead of us (pacing)
-            if rep is None:
+            # the round is sender-reported: it tells a neighbour ahead of us (pacing). Version 0 is the model
+            # a join fetched, not a version: the neighbour has published nothing yet. Taken for one, the first
+            # mix of the same-round order counted every joined neighbour fresh, started at once, mixed the
+            # others' start models and ran a round ahead of them from then on (docs/learning.md, session 29)
+            if rep is None or rep.seq == 0:
                 views.append(NeighbourView(p, first_seen[p], p in listeners, None, is_evicted(p)))
             else:
                 views.append(

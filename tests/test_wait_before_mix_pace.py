@@ -125,3 +125,38 @@ async def test_a_host_stepping_a_lone_peer_does_not_wait_in_any_round(
             await peer.step()
         assert trio.current_time() - t0 < 1.0
         assert [r.round for r in peer.reports] == [1, 2, 3, 4]
+
+
+async def test_the_first_mix_waits_for_a_joined_neighbours_first_version_not_its_version_0(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A join seeds a replica of each neighbour at version 0 (its start model). The first mix took that for
+    the neighbour's first version: fresh, a quorum at once, so A mixed B's start model and ran a round ahead
+    of B. It waits for B's version of round 1 now (B starts its rounds 5 s after A)."""
+    splits = peer_splits("digits", 2, partition_kind="iid", seed=5)
+    net = MemoryNetwork()
+    cfg: dict[str, Any] = dict(max_round_wait_s=30, wait_before_mix=True, run_sync=inline)
+    a = memory_peer(0, learner_for(splits[0], 0), net, local_steps=5, **cfg)
+    b = memory_peer(1, learner_for(splits[1], 1), net, local_steps=5, **cfg)
+    mixed: list[int] = []
+    async with a, b:
+        await connect_all([a, b])
+        finish = a.engine.finish_round
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            mixed.extend(r.seq for r in kwargs["candidates"])
+            return finish(*args, **kwargs)
+
+        a.engine.finish_round = spy  # type: ignore[method-assign]
+
+        async def late() -> None:
+            await trio.sleep(5.0)
+            await b.run(1)
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as n:
+                n.start_soon(a.run, 1)
+                n.start_soon(late)
+        assert a.engine.replicas[b.peer_id].seq >= 1
+    assert a.reports[0].duration_s > 4.0  # it waited for B's first trained version
+    assert mixed == [1], mixed  # and mixed that version, not B's start model
