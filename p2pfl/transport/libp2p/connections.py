@@ -238,6 +238,9 @@ class ConnectionsMixin:
         the other end waits for it (:meth:`connect` holds off a while) so the pair does not duplicate again.
         """
         peer = str(pid)
+        # (the caller marked it already; a direct call, as the tests make, must not let the other end's
+        # redial start a second resync of the pair while this one awaits it)
+        self._resyncing.add(peer)
         try:
             conns = [c for c in self._open_connections(pid) if self._conn_born.get(c, -math.inf) <= trigger]
             if not conns:
