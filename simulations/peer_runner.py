@@ -376,9 +376,9 @@ class PeerRunner:
     def _stalled(self, target: int) -> bool:
         """An honest peer that can never finish its rounds: paused after ``solo_rounds`` solo rounds with no
         peer connected (its neighbours all evicted; a simulation dials its neighbours only when it starts or
-        rejoins). Without it a run waited for this peer until ``time_limit_s``, while finished peers and
-        attackers left connected only to each other kept running rounds (mnist5k, Dirichlet 0.1, rr4, 25 %
-        sign-flip, median: never ended on the simulated clock)."""
+        rejoins). Without it a run waited for this peer until ``time_limit_s`` while finished peers, and
+        attackers left connected only to each other, kept running rounds (tests/simulations/test_engines.py's
+        ring of crash attackers; such a peer held a mnist5k matrix cell in session 28)."""
         peer = self.peer
         return (
             peer is not None
