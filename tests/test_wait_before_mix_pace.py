@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2pfl.peer import Peer
 from p2pfl.protocol.pacing import RoundPacer
 from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
@@ -16,13 +17,10 @@ from p2pfl.transport.memory import MemoryNetwork
 from .test_peer import connect_all, inline, learner_for, memory_peer
 
 
-async def test_a_peer_started_alone_mixes_its_first_round_without_waiting(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """``min_neighbours = 0``: the old order's first round trains and ends at once; the same-round order
-    waited ``max_round_wait_s`` (30 s here) for neighbours that the start gate already gave up on."""
+def lone_peer(**cfg: Any) -> Peer:
+    """A peer that may learn alone (``min_neighbours = 0``) on a network of its own, same-round order."""
     split = peer_splits("digits", 1, partition_kind="iid", seed=5)[0]
-    peer = memory_peer(
+    return memory_peer(
         0,
         learner_for(split, 0),
         MemoryNetwork(),
@@ -31,8 +29,29 @@ async def test_a_peer_started_alone_mixes_its_first_round_without_waiting(
         join_on_start=False,
         wait_before_mix=True,
         run_sync=inline,
+        **cfg,
     )
-    async with peer:
+
+
+async def b_five_seconds_late(a: Peer, b: Peer, rounds: int) -> None:
+    """Both run ``rounds`` rounds, B starting 5 s after A."""
+
+    async def late() -> None:
+        await trio.sleep(5.0)
+        await b.run(rounds)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as n:
+            n.start_soon(a.run, rounds)
+            n.start_soon(late)
+
+
+async def test_a_peer_started_alone_mixes_its_first_round_without_waiting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``min_neighbours = 0``: the old order's first round trains and ends at once; the same-round order
+    waited ``max_round_wait_s`` (30 s here) for neighbours that the start gate already gave up on."""
+    async with lone_peer() as peer:
         t0 = trio.current_time()
         await peer.run(1)
         assert trio.current_time() - t0 < 1.0
@@ -64,15 +83,7 @@ async def test_the_pace_is_the_last_round_s_work_without_its_wait(
     b = memory_peer(1, learner_for(splits[1], 1), net, local_steps=5, **cfg)
     async with a, b:
         await connect_all([a, b])
-
-        async def late() -> None:
-            await trio.sleep(5.0)
-            await b.run(2)
-
-        with trio.fail_after(120):
-            async with trio.open_nursery() as n:
-                n.start_soon(a.run, 2)
-                n.start_soon(late)
+        await b_five_seconds_late(a, b, 2)
     assert a.reports[0].duration_s > 4.0  # A's first round waited for B
     second = [w for r, w in works if r == 2]
     assert len(second) == 2 and all(w is not None and w < 1.0 for w in second), works
@@ -107,19 +118,7 @@ async def test_a_host_stepping_a_lone_peer_does_not_wait_in_any_round(
     """The same-round order's wait sits inside ``step()``: a peer that may learn alone (``min_neighbours
     = 0``) and has nobody connected mixes at once in every round, not only the first (it waited
     ``max_round_wait_s``, 30 s here, in each later step)."""
-    split = peer_splits("digits", 1, partition_kind="iid", seed=5)[0]
-    peer = memory_peer(
-        0,
-        learner_for(split, 0),
-        MemoryNetwork(),
-        min_neighbours=0,
-        max_round_wait_s=30,
-        join_on_start=False,
-        wait_before_mix=True,
-        solo_rounds=0,
-        run_sync=inline,
-    )
-    async with peer:
+    async with lone_peer(solo_rounds=0) as peer:
         t0 = trio.current_time()
         for _ in range(4):
             await peer.step()
@@ -148,15 +147,7 @@ async def test_the_first_mix_waits_for_a_joined_neighbours_first_version_not_its
             return finish(*args, **kwargs)
 
         a.engine.finish_round = spy  # type: ignore[method-assign]
-
-        async def late() -> None:
-            await trio.sleep(5.0)
-            await b.run(1)
-
-        with trio.fail_after(120):
-            async with trio.open_nursery() as n:
-                n.start_soon(a.run, 1)
-                n.start_soon(late)
+        await b_five_seconds_late(a, b, 1)
         assert a.engine.replicas[b.peer_id].seq >= 1
     assert a.reports[0].duration_s > 4.0  # it waited for B's first trained version
     assert mixed == [1], mixed  # and mixed that version, not B's start model
