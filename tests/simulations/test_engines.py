@@ -92,8 +92,8 @@ def test_an_honest_peer_left_with_nobody_is_reported_stalled_and_does_not_hold_t
     tmp_path: Path,
 ) -> None:
     """A 4-ring whose two crash attackers (seed 4 places them at 1 and 3) leave each honest peer with no
-    neighbour: it trains its solo rounds, pauses, and can never finish its 20 rounds. The run ends (it ran
-    to ``time_limit_s`` and timed out), with the peers marked stalled in the results and the report."""
+    neighbour: it trains its solo rounds, pauses, and can never finish its 20 rounds. The run ends, with the
+    peers marked stalled in the results and the report (it ran to ``time_limit_s`` and timed out before)."""
     sc = scenario(
         run={"seed": 4, "rounds": 20, "time_limit_s": 300},
         topology={"peers": 4, "kind": "ring"},
