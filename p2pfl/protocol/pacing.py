@@ -426,8 +426,7 @@ class RoundPacer:
         (module docstring, "Nothing to wait for"), or None to wait on (at most ``max_round_wait_s``)."""
         if self.await_pending and self.next_round == 1:
             return "alone"  # a fresh peer's first mix: the start gate did the waiting for neighbours
-        alone = not learners(awaited) and not unsubscribed(now, awaited, self.cfg)
-        if self.cfg.min_neighbours == 0 and alone:
+        if self.cfg.min_neighbours == 0 and not (learners(awaited) or unsubscribed(now, awaited, self.cfg)):
             return "alone"  # a peer that may learn alone, with no learner connected nor subscribing
         in_step = [
             v for v in awaited if not v.evicted and is_ahead(v, self.next_round, self.last_mix, self.mixed)
