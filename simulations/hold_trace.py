@@ -1,7 +1,7 @@
 """Who keeps an attacker's weight up after round 10: issue 16's "held" target per (observer, attacker) pair.
 
 ``python -m p2pfl.sim.hold_trace [bench_matrix axis options, one cell] [--set SECTION.KEY=VALUE ...]
-[--seeds 1,2] [--rounds 40] [--after 10] [--reproducible]``
+[--seeds 1,2] [--rounds 40] [--after 10] [--reproducible] [--persistence]``
 
 Runs one :mod:`simulations.bench_matrix` cell per seed in the memory engine and, for every honest observer and
 every attacker among its neighbours, prints the rounds after ``--after`` in which the attacker kept more than
@@ -16,7 +16,10 @@ every attacker among its neighbours, prints the rounds after ``--after`` in whic
   decomposed (``-``).
 
 and the observer's count of attacking neighbours (at least half: an "exposed" observer, which no rule can
-protect). A measurement harness: :func:`p2pfl.protocol.rounds.aggregate` is wrapped to keep each mix's rows,
+protect). ``--persistence`` also prints the quantiles of the persistent-distance signal's windowed smallest
+``r`` (each full window, every observer-neighbour pair), honest neighbours and attackers apart: what
+docs/scoring.md's thresholds are set against. A measurement harness:
+:func:`p2pfl.protocol.rounds.aggregate` and ``PersistentDistance.observe`` are wrapped to keep what they see,
 the peer code is untouched.
 """
 
@@ -33,6 +36,7 @@ import numpy as np
 from p2pfl.aggregation import aggregate, geometric_median, self_centred_clip
 from p2pfl.aggregation.pipeline import _weighted_median
 from p2pfl.protocol import rounds as rounds_mod
+from p2pfl.scoring import persistence as persistence_mod
 
 from . import bench_matrix as bm
 from . import observe
@@ -42,6 +46,8 @@ from .scenario import load_scenario
 
 HOLD = 0.1
 _last: dict[str, Any] = {}
+#: (neighbour id, windowed smallest r) for every full window, while :func:`record_persistence` is installed
+_kept: list[tuple[str, float]] = []
 
 
 def pull_shares(
@@ -116,6 +122,38 @@ def install() -> None:
     rounds_mod._hold_traced = True  # type: ignore[attr-defined]
 
 
+def record_persistence() -> None:
+    """Wrap :meth:`PersistentDistance.observe` to keep each full window's smallest ``r``. Idempotent."""
+    if getattr(persistence_mod, "_hold_traced", False):
+        return
+    observe_r = persistence_mod.PersistentDistance.observe
+
+    def keeping(self: Any, peer: str, r: float) -> float:
+        kept = observe_r(self, peer, r)
+        if self.kept(peer) is not None and len(self._seen[peer]) == self.config.window:
+            _kept.append((peer, kept))
+        return kept
+
+    persistence_mod.PersistentDistance.observe = keeping  # type: ignore[method-assign]
+    persistence_mod._hold_traced = True  # type: ignore[attr-defined]
+
+
+def report_persistence(output: Any) -> None:
+    """Print the windowed smallest ``r`` kept since the last call, honest neighbours and attackers apart."""
+    plan = output.plan
+    bad = {plan.peer_ids[q.index] for q in plan.peers if not q.honest}
+    for name, attacker in (("honest", False), ("attacking", True)):
+        v = np.asarray([k for p, k in _kept if (p in bad) == attacker], dtype=np.float64)
+        if v.size:
+            p90, p99, top = np.quantile(v, [0.9, 0.99, 1.0])
+            at3, at4 = (100 * float(np.mean(v >= t)) for t in (3, 4))
+            print(
+                f"  persistence r, {name} neighbours ({v.size} windows): p90 {p90:.2f} p99 {p99:.2f} max "
+                f"{top:.2f}; >= 3: {at3:.1f} %, >= 4: {at4:.1f} %"
+            )
+    _kept.clear()
+
+
 def report(output: Any, after: int) -> None:
     """Print the pairs that kept more than ``HOLD`` after round ``after``, in both measures."""
     plan = output.plan
@@ -162,10 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--seeds", default="1")
     ap.add_argument("--reproducible", action="store_true", help="simulated clock: bit-for-bit A/B runs")
+    ap.add_argument("--persistence", action="store_true", help="also the persistent-distance r quantiles")
     args = ap.parse_args(argv)
     base = bm._overrides(load_scenario(bm.MATRIX_BASE).replace(run={"rounds": args.rounds}), args.set, ap)
     cell = bm.Cell(*(getattr(args, a) for a in bm.AXES))
     install()
+    if args.persistence:
+        record_persistence()
     from . import attack_metrics as am
 
     captured: dict[str, Any] = {}
@@ -184,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         acc = r["honest_accuracy"]
         print(f"{cell.name} seed {seed}: {100 * acc['mean']:.1f} / {100 * acc['min']:.1f}")
         report(captured["out"], args.after)
+        if args.persistence:
+            report_persistence(captured["out"])
     return 0
 
 

@@ -250,11 +250,12 @@ class ScoringConfig:
     #: judge each neighbour by the smallest normalised distance ``r`` of its last ``persist_window`` scored
     #: versions: its mixing weight falls linearly from 1 at ``persist_soft`` to 0 at ``persist_hard``.
     #: Holds out models that stay far version after version (label-flip) though each single version sits
-    #: inside the honest per-round spread. Off: ``persistent_distance = False``.
+    #: inside the honest per-round spread. Off: ``persistent_distance = False``. 3 / 4 rather than 2 / 3: at
+    #: Dirichlet 0.1 honest neighbours reach ``r`` 2.5 (docs/scoring.md, "Why these thresholds").
     persistent_distance: bool = True
     persist_window: int = 4
-    persist_soft: float = 2.0
-    persist_hard: float = 3.0
+    persist_soft: float = 3.0
+    persist_hard: float = 4.0
     #: with a full window at or beyond ``persist_hard`` a version also scores 0 (towards eviction). Off by
     #: default: on a dumbbell with Dirichlet(0.1) data honest peers holding one or two classes stay that far
     #: too, and were evicted by 3 honest observers in a run without attackers (5 more by the other rules)

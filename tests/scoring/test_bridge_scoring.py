@@ -133,18 +133,18 @@ def test_an_honest_mix_ahead_of_the_own_step_keeps_the_bridge_s_weight() -> None
 
 
 def test_a_close_mix_does_not_release_what_the_trained_versions_earned() -> None:
-    """Fails on the old rule (``histories_from_mixes = True``): trained versions that keep ``r`` 2.5 (a
+    """Fails on the old rule (``histories_from_mixes = True``): trained versions that keep ``r`` 3.5 (a
     partial persistence hold, half weight) followed by mixes at ``r`` 1 fill the window with the mixes'
     distances, and its smallest ``r`` releases the hold. Only trained versions feed it now, so an
     attacker's honest-looking mix (what the simulated attackers publish at an extra step) cannot launder
     the hold its trained versions earned; and a clique's far mixes (``r`` 3-6 for an honest bridge) do not
     fill it either."""
-    # (the heading is off: it holds a neighbour lagging at r 2.5 as well, which is not this rule's business)
+    # (the heading is off: it holds a neighbour lagging at r 3.5 as well, which is not this rule's business)
     old_cfg = ScoringConfig(loss_near_score=True, heading=False)
-    old = _with_mixes(old_cfg, mix_echo=-0.5, mix_r=1.0, trained_r=2.5)
+    old = _with_mixes(old_cfg, mix_echo=-0.5, mix_r=1.0, trained_r=3.5)
     assert old.scorer.weights_for([BRIDGE])[0] == 1.0
     cfg = ScoringConfig(loss_near_score=True, histories_from_mixes=False, heading=False)
-    new = _with_mixes(cfg, mix_echo=-0.5, mix_r=1.0, trained_r=2.5)
+    new = _with_mixes(cfg, mix_echo=-0.5, mix_r=1.0, trained_r=3.5)
     assert 0.0 < new.scorer.weights_for([BRIDGE])[0] < 1.0
     far = _with_mixes(cfg, mix_echo=-0.5, mix_r=6.0, trained_r=1.2)
     assert far.scorer.weights_for([BRIDGE])[0] == 1.0

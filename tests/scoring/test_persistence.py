@@ -51,7 +51,7 @@ def test_weight_ramps_linearly_between_soft_and_hard() -> None:
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0])
 def test_a_non_finite_or_negative_ratio_counts_as_hard(bad: float) -> None:
-    t = PersistentDistance(PersistenceConfig(window=2, hard=3.0))
+    t = PersistentDistance(PersistenceConfig(window=2, soft=2.0, hard=3.0))
     t.observe("a", 5.0)
     assert t.observe("a", bad) == 3.0
     assert t.far("a")
@@ -158,7 +158,8 @@ def test_with_persist_evict_a_neighbour_that_stays_far_is_evicted() -> None:
 def test_a_far_neighbour_loses_its_mixing_weight_before_it_is_evicted() -> None:
     scorer = ContributionScorer(NO_ECHO)
     cfg = scorer.config
-    _rounds(scorer, {"drift": [2.5]}, rounds=cfg.founding_rounds + cfg.persist_window)
+    halfway = (cfg.persist_soft + cfg.persist_hard) / 2  # the ramp's middle: half the weight
+    _rounds(scorer, {"drift": [halfway]}, rounds=cfg.founding_rounds + cfg.persist_window)
     assert scorer.weights_for(["drift", "h0"]).tolist() == [pytest.approx(0.5), 1.0]
     assert scorer.status("drift") == "active"
 

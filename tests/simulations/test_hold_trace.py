@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pytest
 
 from p2pfl.aggregation import AggregationConfig, aggregate
-from p2pfl.sim.hold_trace import pull_shares
+from p2pfl.scoring import persistence as persistence_mod
+from p2pfl.sim import hold_trace
+from p2pfl.sim.hold_trace import pull_shares, record_persistence, report_persistence
 
 
 def _rows(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -50,3 +55,27 @@ def test_the_mean_pulls_by_weight_and_the_median_is_not_decomposed() -> None:
     pulls = pull_shares(AggregationConfig(rule="mean"), own, stack, weights, 1.0)
     assert pulls is not None and np.allclose(pulls, [1 / 6, 2 / 6, 1 / 6, 1 / 6])
     assert pull_shares(AggregationConfig(rule="median"), own, stack, weights, 1.0) is None
+
+
+def test_persistence_recording_keeps_each_full_window_and_reports_by_side(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--persistence``: every full window's smallest ``r`` is kept, honest neighbours and attackers are
+    reported apart, and the record is emptied after each report."""
+    distance = persistence_mod.PersistentDistance
+    monkeypatch.setattr(distance, "observe", distance.observe)  # restored after the test
+    monkeypatch.setattr(persistence_mod, "_hold_traced", False, raising=False)
+    record_persistence()
+    record_persistence()  # idempotent: one wrapper, each window kept once
+    t = distance(persistence_mod.PersistenceConfig(window=2, soft=2.0, hard=3.0))
+    for peer, rs in (("h", (1.0, 2.0, 1.5)), ("x", (5.0, 4.0))):
+        for r in rs:
+            t.observe(peer, r)
+    assert hold_trace._kept == [("h", 1.0), ("h", 1.5), ("x", 4.0)]
+    peers = [SimpleNamespace(index=0, honest=True), SimpleNamespace(index=1, honest=False)]
+    plan = SimpleNamespace(peer_ids=["h", "x"], peers=peers)
+    report_persistence(SimpleNamespace(plan=plan))
+    out = capsys.readouterr().out
+    assert "honest neighbours (2 windows): p90 1.45 p99 1.50 max 1.50; >= 3: 0.0 %" in out
+    assert "attacking neighbours (1 windows): p90 4.00 p99 4.00 max 4.00; >= 3: 100.0 %, >= 4: 100.0 %" in out
+    assert hold_trace._kept == []
