@@ -20,8 +20,8 @@ graphs: on attacks16 (digits, Dirichlet 0.3, random 6-regular) honest pairs kept
 label-flip attackers passed 3 at rounds 13-19, but at Dirichlet 0.1 honest neighbours holding classes no
 other neighbour holds reach ``r`` 2.5, and the earlier ramp from 2 to 3 held them out, which fed itself: a
 neighbour held out of the mixes drifts further (honest ``r`` up to 12.8; no attack, random 4-regular: 78.6 %
-instead of 87.3 % with the median rule). With 3 / 4 label-flippers keep more than
-0.1 of a mix a few rounds longer (docs/scoring.md, simulations/benchmarks-matrix.md, session 30).
+instead of 87.3 % with the median rule). With 3 / 4 label-flippers keep more than 0.1 of a mix a few
+rounds longer (docs/scoring.md, simulations/benchmarks-matrix.md, session 30).
 
 Failure modes (also in docs/scoring.md): an attacker that knows ``soft`` and ``hard`` can publish a version
 closer than ``soft`` every ``window`` versions (its displacement in between is still bounded by self-centred
