@@ -130,7 +130,7 @@ def record_persistence() -> None:
 
     def keeping(self: Any, peer: str, r: float) -> float:
         kept = observe_r(self, peer, r)
-        if self.kept(peer) is not None and len(self._seen[peer]) == self.config.window:
+        if len(self._seen[peer]) == self.config.window:  # (observe just filled it: the peer is there)
             _kept.append((peer, kept))
         return kept
 
