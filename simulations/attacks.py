@@ -105,7 +105,7 @@ class Behaviour:
         elif self.kind == "gaussian":
             wrapped = Gaussian(learner, s.sigma, self.seed)
         elif self.kind == "labelflip":
-            wrapped = LabelFlip(learner)
+            wrapped = LabelFlip(learner, s.labelflip_fraction, self.seed)
         elif self.kind == "alie":
             wrapped = ALIE(learner, s.z, s.alie_signs, self.seed)
         elif self.kind == "ipm":

@@ -113,12 +113,22 @@ class Gaussian(_Wrapper):
 
 class LabelFlip(_Wrapper):
     """Trains on its own data with labels flipped ``y -> C - 1 - y`` (needs a learner with ``train_data``
-    and ``n_classes``, like :class:`p2pfl.learner.NumpySoftmaxLearner`); publishes what it trained."""
+    and ``n_classes``, like :class:`p2pfl.learner.NumpySoftmaxLearner`); publishes what it trained.
 
-    def __init__(self, inner: Any) -> None:
+    ``fraction < 1`` flips only that share of the samples (drawn once from ``seed``): the attacker that
+    knows the loss signal trades damage for a model whose loss on other peers' data stays lower."""
+
+    def __init__(self, inner: Any, fraction: float = 1.0, seed: int = 0) -> None:
         super().__init__(inner)
         data: Dataset = inner.train_data
-        inner.train_data = Dataset(data.x, (inner.n_classes - 1 - data.y).astype(np.int64))
+        y = np.asarray(data.y, dtype=np.int64).copy()
+        flip = np.ones(len(y), dtype=bool)
+        if fraction < 1.0:
+            chosen = np.random.default_rng(seed).permutation(len(y))[: round(fraction * len(y))]
+            flip = np.zeros(len(y), dtype=bool)
+            flip[chosen] = True
+        y[flip] = inner.n_classes - 1 - y[flip]
+        inner.train_data = Dataset(data.x, y)
 
 
 class _Omniscient(_Wrapper):

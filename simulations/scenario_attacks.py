@@ -156,6 +156,10 @@ class AttackSpec:
     #: ipm: the colluders that attack the lag test's gate: attackers with an odd seed publish the
     #: neighbours' update extrapolated forward, so their honest neighbours' centres run ahead of them
     ipm_gate_breakers: bool = False
+    #: labelflip: the adaptive form against the validation-loss signal (``[scoring] loss_ok``/``loss_bad``):
+    #: flip the labels of only this fraction of its samples (drawn once), so its model's loss on the
+    #: observers' data rises less; 1: every label
+    labelflip_fraction: float = 1.0
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -186,6 +190,7 @@ class AttackSpec:
             ipm_evade_lag=_get(t, s, "ipm_evade_lag", bool, False),
             ipm_lag_floor=_get(t, s, "ipm_lag_floor", (int, float), -1.0),
             ipm_gate_breakers=_get(t, s, "ipm_gate_breakers", bool, False),
+            labelflip_fraction=_get(t, s, "labelflip_fraction", (int, float), 1.0),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)
@@ -203,6 +208,7 @@ class AttackSpec:
         _range(s, "dissensus_from_round", out.dissensus_from_round, 0, 100_000)
         _range(s, "mimic_noise", out.mimic_noise, 0, 1000)
         _range(s, "ipm_lag_floor", out.ipm_lag_floor, -1, 0)
+        _range(s, "labelflip_fraction", out.labelflip_fraction, 0, 1, lo_open=True)
         return out
 
     def count(self, peers: int) -> int:

@@ -128,6 +128,23 @@ def test_labelflip_trains_on_flipped_labels() -> None:
     np.testing.assert_array_equal(inner.train_data.y, 9 - y)  # type: ignore[attr-defined]
 
 
+def test_partial_labelflip_flips_that_share_of_the_samples_only() -> None:
+    inner = _learner()
+    y = inner.train_data.y.copy()  # type: ignore[attr-defined]
+    LabelFlip(inner, fraction=0.3, seed=5)
+    new = inner.train_data.y  # type: ignore[attr-defined]
+    moved = new != y
+    flipped = np.zeros(len(y), dtype=bool)
+    flipped[np.random.default_rng(5).permutation(len(y))[: round(0.3 * len(y))]] = True
+    # every chosen label moves: 9 - y == y has no integer solution
+    np.testing.assert_array_equal(moved, flipped)
+    np.testing.assert_array_equal(new[flipped], 9 - y[flipped])
+    sc = parse_scenario({"attack": {"kind": "labelflip", "fraction": 0.25, "labelflip_fraction": 0.3}})
+    assert sc.attack.labelflip_fraction == 0.3
+    with pytest.raises(ScenarioError, match="labelflip_fraction"):
+        parse_scenario({"attack": {"kind": "labelflip", "labelflip_fraction": 0.0}})
+
+
 def test_behaviour_kinds() -> None:
     assert Behaviour(AttackSpec(kind="crash", crash_round=4)).crash_round == 4
     assert Behaviour(AttackSpec(kind="signflip")).poisons_model
