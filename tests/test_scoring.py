@@ -9,7 +9,7 @@ import pytest
 
 from p2pfl import aggregation as agg
 from p2pfl.errors import AggregationError, ConfigError
-from p2pfl.scoring import ContributionScorer, ScoringConfig
+from p2pfl.scoring import ContributionScorer, ScoreRecord, ScoringConfig
 
 DIM = 40
 
@@ -97,6 +97,9 @@ def run(
         ("dist_cutoff", 1.0),
         ("cos_ok", -0.9),
         ("loss_bad", 1.0),
+        ("loss_bad_mix", 3.0),
+        ("loss_bad_mix", math.nan),
+        ("loss_bad_mix", math.inf),
         ("w_distance", -1.0),
         ("use_val_loss", 1),
         ("weighting", "softmax"),
@@ -317,6 +320,34 @@ def test_one_poisoned_model_beside_one_honest_neighbour_cannot_set_its_own_loss_
     recs = scorer.evaluate(before, after, models, after, {"honest": 1.0, "poisoned": 8.0}, 0.5)
     assert recs["honest"].loss_score == 1.0
     assert recs["poisoned"].loss_score == pytest.approx(2 / 7)  # q = 8: 3 -> 1 ... 10 -> 0
+
+
+def test_the_mix_keeps_a_lossy_version_the_eviction_evidence_scores_zero() -> None:
+    """Two loss ramps (``loss_bad_mix``): a version at 14x the reference is past ``loss_bad`` (10), so its
+    loss scores 0 for eviction, but inside the mix's ramp (to 20): an honest neighbour holding few of the
+    own classes keeps its place in the mix while a far, lossy one is still evidence. Past 20 both see 0."""
+    before, after = np.zeros(2), np.array([1.0, 0.0])
+    models = {p: np.array([1.0, 0.0]) for p in ("a", "b", "c", "lossy", "worse")}
+    losses = {"a": 1.0, "b": 1.0, "c": 1.0, "lossy": 14.0, "worse": 25.0}
+
+    def scored(cfg: ScoringConfig) -> tuple[ContributionScorer, dict[str, ScoreRecord]]:
+        scorer = ContributionScorer(cfg)
+        recs: dict[str, ScoreRecord] = {}
+        for _ in range(cfg.founding_rounds + 1):  # (a version is doubted only after the founding rounds)
+            scorer.begin_round()
+            recs = scorer.evaluate(before, after, models, after, losses, 1.0)
+        return scorer, recs
+
+    cfg = ScoringConfig()
+    assert cfg.loss_bad_mix is not None and cfg.loss_bad < 14.0 < cfg.loss_bad_mix < 25.0
+    scorer, recs = scored(cfg)
+    lossy, worse = recs["lossy"], recs["worse"]
+    assert lossy.loss_score == 0.0 and worse.loss_score == 0.0  # what eviction evidence sees
+    assert lossy.mix_score is not None and lossy.mix_score > lossy.combined
+    assert worse.for_mix == worse.combined
+    assert not scorer.doubted(lossy) and scorer.doubted(worse)
+    old_scorer, old = scored(ScoringConfig(loss_bad_mix=None))
+    assert old["lossy"].mix_score is None and old_scorer.doubted(old["lossy"])
 
 
 def test_validation_loss_is_ignored_when_disabled_or_own_loss_missing() -> None:

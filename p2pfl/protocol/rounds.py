@@ -262,7 +262,7 @@ class RoundSide(EngineCore):
         )
         for r in reps:
             if r.peer in scores:
-                self._last_scored[r.peer] = (r.version, scores[r.peer].combined)
+                self._last_scored[r.peer] = (r.version, scores[r.peer].for_mix)
                 if scorer.doubted(scores[r.peer]):
                     self._doubted.add(r.peer)
                 else:

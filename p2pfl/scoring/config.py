@@ -147,6 +147,15 @@ class ScoringConfig:
     cos_bad: float = -0.5
     loss_ok: float = 3.0
     loss_bad: float = 10.0
+    #: where the loss score reaches 0 in the score the *mix* acts on (the reputation, so exclusion; a
+    #: doubted version's drop; ``drop_bad_at_once``), if not at ``loss_bad`` (``None``). Eviction evidence
+    #: and a young identity's hard failure keep ``loss_bad``. Why: on Dirichlet 0.1 honest neighbours
+    #: holding few of the peer's classes cost its validation data several times the reference (digits,
+    #: rr4, no attack: 8 % of their versions above 3, 1 % above 10); the steeper ramp dropped them from
+    #: the mix (``drop_below``) and the peer learnt from fewer neighbours (docs/scoring.md, "Two loss
+    #: ramps"). Moving ``loss_bad`` itself bought the same accuracy but evicted the default scenario's
+    #: sign-flippers later.
+    loss_bad_mix: float | None = 20.0
     #: the loss reference never goes below this (in the learner's loss unit; the default suits cross-entropy
     #: in nats). Without it, the longer honest peers trained the smaller the reference got, and an honest
     #: skewed neighbour's loss of ~1 nat against a reference of ~0.1 read as poisoned. Measured without
@@ -415,6 +424,11 @@ class ScoringConfig:
                 "scoring",
                 "loss_ok/loss_bad",
                 f"need 0 < loss_ok < loss_bad < inf, got {self.loss_ok!r}, {self.loss_bad!r}",
+            )
+        mix_bad = self.loss_bad_mix
+        if mix_bad is not None and not (is_real(mix_bad) and self.loss_ok < mix_bad < math.inf):
+            raise ConfigError(
+                "scoring", "loss_bad_mix", f"must be None or a number above loss_ok, got {mix_bad!r}"
             )
         first_cos = self.near_first_cos
         if not (is_real(first_cos) or first_cos == math.inf) or not first_cos >= -1.0:

@@ -200,7 +200,7 @@ class ContributionScorer(ScoringSteps):
             return False
         if self._state(record.peer).jumped:
             return True
-        if record.combined >= cfg.drop_below:
+        if record.for_mix >= cfg.drop_below:
             return False
         return record.distance_score < 1.0 or record.loss_score < 1.0
 

@@ -50,6 +50,15 @@ class ScoreRecord:
     reputation: float
     status: Status
     reason: str
+    #: the combined score with the mix's loss ramp (``ScoringConfig.loss_bad_mix``): what the mix acts on
+    #: (the reputation, a doubted version's drop, ``drop_bad_at_once``); ``None``: ``combined``, which
+    #: stays what eviction evidence is judged on
+    mix_score: float | None = None
+
+    @property
+    def for_mix(self) -> float:
+        """The score the mix acts on (``mix_score``, else ``combined``)."""
+        return self.combined if self.mix_score is None else self.mix_score
 
 
 @dataclass

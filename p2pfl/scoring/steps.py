@@ -149,8 +149,12 @@ class ScoringSteps(TrackerHooks):
         judged after the loop (``young``), once every trusted neighbour's standing is updated."""
         cfg = self.config
         first = state.loss_rep is None  # its first version with a loss (nearfix: no near ratio from it)
-        r, s_dist, cosine, s_cos, s_loss = self._components(call, p, model, state)
+        r, s_dist, cosine, s_cos, s_loss, q = self._components(call, p, model, state)
         combined = self._combine(r, s_dist, s_cos, s_loss)
+        # the score the mix acts on: its loss ramp may reach 0 later than the eviction evidence's
+        combined_mix = combined
+        if q is not None and cfg.loss_bad_mix is not None:
+            combined_mix = self._combine(r, s_dist, s_cos, ramp_down(q, cfg.loss_ok, cfg.loss_bad_mix))
         if call.extra_step and not self.config.histories_from_mixes:  # trained versions' histories only
             far = self.persistence is not None and self.persistence.far(p)
         else:
@@ -165,8 +169,8 @@ class ScoringSteps(TrackerHooks):
             )
         persistent = far and cfg.persist_evict
         if persistent:
-            combined = 0.0
-        state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined
+            combined = combined_mix = 0.0
+        state.reputation = (1.0 - cfg.ema) * state.reputation + cfg.ema * combined_mix
         bad = combined < cfg.bad_score
         if self._records_near(call, p, first=first, r=r, s_loss=s_loss, bad=bad, cosine=cosine):
             record_near(cfg, state, float(call.val_losses[p]), call.own_val_loss)  # type: ignore[index]
@@ -189,8 +193,9 @@ class ScoringSteps(TrackerHooks):
         if not state.established:
             near = r <= cfg.dist_ok or call.dists[p] <= call.refs.reach
             young[p] = (near, bad or state.jumped or s_loss == 0.0)
+        mix_score = None if combined_mix == combined else combined_mix
         return ScoreRecord(
-            p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason
+            p, r, s_dist, cosine, s_cos, s_loss, combined, state.reputation, self.status(p), reason, mix_score
         )
 
     def _records_near(
@@ -224,14 +229,15 @@ class ScoringSteps(TrackerHooks):
 
     def _components(
         self, call: Call, p: str, model: NDArray[np.float64], state: PeerState
-    ) -> tuple[float, float, float | None, float | None, float | None]:
-        """(r, distance score, cosine, cosine score, loss score) of ``p``'s version
+    ) -> tuple[float, float, float | None, float | None, float | None, float | None]:
+        """(r, distance score, cosine, cosine score, loss score, loss ratio ``q``) of ``p``'s version
         (:mod:`~p2pfl.scoring.components`); tracks its loss jumps and loss reputation."""
         cfg = self.config
         r = distance_ratio(call.dists[p], call.refs.med)
         s_dist = ramp_down(r, cfg.dist_ok, cfg.dist_cutoff)
         cosine, s_cos = cosine_score(cfg, model - call.before, call.own_update, call.own_norm)
         s_loss: float | None = None
+        q: float | None = None
         loss_ref, val_losses = call.refs.loss_ref, call.val_losses
         if loss_ref is not None and val_losses is not None and p in val_losses:
             loss = float(val_losses[p])
@@ -243,10 +249,11 @@ class ScoringSteps(TrackerHooks):
                 )
                 loss_ref = loss_ref if near is None else near
             s_loss = loss_score(cfg, loss, loss_ref)
+            q = loss / loss_ref if math.isfinite(loss) else math.inf
             state.loss_rep = (
                 s_loss if state.loss_rep is None else (1.0 - cfg.ema) * state.loss_rep + cfg.ema * s_loss
             )
-        return r, s_dist, cosine, s_cos, s_loss
+        return r, s_dist, cosine, s_cos, s_loss, q
 
     def _counts(
         self,
@@ -394,7 +401,7 @@ class ScoringSteps(TrackerHooks):
             rec = records[p]
             passed = (
                 near
-                and rec.combined >= bar
+                and rec.for_mix >= bar  # (the bar is set by reputations, which follow the mix's score)
                 and (rec.loss_score is None or rec.loss_score >= loss_bar)
                 and not hard_fail
             )

@@ -74,8 +74,10 @@ def _bridge(
 def test_an_honest_bridge_is_judged_against_its_own_near_loss() -> None:
     """Fails on the old rule (``loss_near_score = False``): the clique's tolerance fell to 1.2 and the
     bridge, unchanged on the own data (12x, what it cost while near), scores a partial loss and is
-    doubted out of the mix. With the rule its loss is clean and it stays in."""
-    old_cfg = ScoringConfig()
+    doubted out of the mix (with the mix's loss ramp ending at ``loss_bad``, as when the trace was taken:
+    the later ``loss_bad_mix`` alone keeps a 10x bridge in). With the rule its loss is clean and it stays
+    in."""
+    old_cfg = ScoringConfig(loss_bad_mix=None)
     old = _bridge(old_cfg, 12.0)
     assert old.loss_score is not None and old.loss_score < 1.0
     assert ContributionScorer(old_cfg).doubted(old) or old.combined < old_cfg.drop_below
@@ -94,6 +96,10 @@ def test_a_sleeper_gains_no_more_than_the_founding_tolerance() -> None:
     for loss in (1000.0, cfg.loss_bad * founding_cap * 1.1):
         rec = _bridge(cfg, loss)
         assert rec.loss_score == 0.0, loss
+    # the mix's ramp ends later (``loss_bad_mix``): past its end the mix sees the same zero loss
+    assert cfg.loss_bad_mix is not None
+    rec = _bridge(cfg, cfg.loss_bad_mix * founding_cap * 1.1)
+    assert rec.loss_score == 0.0 and rec.for_mix == rec.combined
 
 
 def test_a_bought_near_loss_earns_no_excuse() -> None:
