@@ -325,17 +325,27 @@ def test_one_poisoned_model_beside_one_honest_neighbour_cannot_set_its_own_loss_
 def test_the_mix_keeps_a_lossy_version_the_eviction_evidence_scores_zero() -> None:
     """Two loss ramps (``loss_bad_mix``): a version at 14x the reference is past ``loss_bad`` (10), so its
     loss scores 0 for eviction, but inside the mix's ramp (to 20): an honest neighbour holding few of the
-    own classes keeps its place in the mix while a far, lossy one is still evidence. Past 20 both see 0."""
+    own classes keeps its place in the mix while a far, lossy one is still evidence. Past 20 both see 0.
+    A version bad by the eviction's score (far, against the own update, at 14x) gets no looser ramp: kept
+    in the mix, it would move the centre its distance is judged from."""
     before, after = np.zeros(2), np.array([1.0, 0.0])
-    models = {p: np.array([1.0, 0.0]) for p in ("a", "b", "c", "lossy", "worse")}
-    losses = {"a": 1.0, "b": 1.0, "c": 1.0, "lossy": 14.0, "worse": 25.0}
+    models = {
+        "a": np.array([1.0, 0.1]),
+        "b": np.array([1.0, -0.1]),
+        "c": np.array([1.1, 0.0]),
+        "lossy": np.array([0.9, 0.0]),
+        "worse": np.array([1.0, 0.05]),
+    }
+    losses = {"a": 1.0, "b": 1.0, "c": 1.0, "lossy": 14.0, "worse": 25.0, "flipper": 14.0}
 
     def scored(cfg: ScoringConfig) -> tuple[ContributionScorer, dict[str, ScoreRecord]]:
         scorer = ContributionScorer(cfg)
         recs: dict[str, ScoreRecord] = {}
-        for _ in range(cfg.founding_rounds + 1):  # (a version is doubted only after the founding rounds)
+        for t in range(cfg.founding_rounds + 1):  # (a version is doubted only after the founding rounds)
             scorer.begin_round()
-            recs = scorer.evaluate(before, after, models, after, losses, 1.0)
+            last = t == cfg.founding_rounds  # the flipper's one version: behind the own start, r 13
+            now = models | {"flipper": np.array([-0.3, 0.0])} if last else models
+            recs = scorer.evaluate(before, after, now, after, losses, 1.0)
         return scorer, recs
 
     cfg = ScoringConfig()
@@ -346,6 +356,8 @@ def test_the_mix_keeps_a_lossy_version_the_eviction_evidence_scores_zero() -> No
     assert lossy.mix_score is not None and lossy.mix_score > lossy.combined
     assert worse.for_mix == worse.combined
     assert not scorer.doubted(lossy) and scorer.doubted(worse)
+    flipper = recs["flipper"]
+    assert flipper.combined < cfg.bad_score and flipper.mix_score is None
     old_scorer, old = scored(ScoringConfig(loss_bad_mix=None))
     assert old["lossy"].mix_score is None and old_scorer.doubted(old["lossy"])
 

@@ -148,8 +148,9 @@ class ScoringConfig:
     loss_ok: float = 3.0
     loss_bad: float = 10.0
     #: where the loss score reaches 0 in the score the *mix* acts on (the reputation, so exclusion; a
-    #: doubted version's drop; ``drop_bad_at_once``), if not at ``loss_bad`` (``None``). Eviction evidence
-    #: and a young identity's hard failure keep ``loss_bad``. Why: on Dirichlet 0.1 honest neighbours
+    #: doubted version's drop; ``drop_bad_at_once``), if not at ``loss_bad`` (``None``), for a version
+    #: not bad (``bad_score``) by the eviction's score. Eviction evidence and a young identity's hard
+    #: failure keep ``loss_bad``. Why: on Dirichlet 0.1 honest neighbours
     #: holding few of the peer's classes cost its validation data several times the reference (digits,
     #: rr4, no attack: 8 % of their versions above 3, 1 % above 10); the steeper ramp dropped them from
     #: the mix (``drop_below``) and the peer learnt from fewer neighbours (docs/scoring.md, "Two loss

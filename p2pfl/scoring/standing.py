@@ -50,9 +50,9 @@ class ScoreRecord:
     reputation: float
     status: Status
     reason: str
-    #: the combined score with the mix's loss ramp (``ScoringConfig.loss_bad_mix``): what the mix acts on
-    #: (the reputation, a doubted version's drop, ``drop_bad_at_once``); ``None``: ``combined``, which
-    #: stays what eviction evidence is judged on
+    #: the combined score with the mix's loss ramp (``ScoringConfig.loss_bad_mix``; never for a version
+    #: whose ``combined`` is bad): what the mix acts on (the reputation, a doubted version's drop,
+    #: ``drop_bad_at_once``); ``None``: ``combined``, which stays what eviction evidence is judged on
     mix_score: float | None = None
 
     @property

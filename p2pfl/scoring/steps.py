@@ -151,9 +151,11 @@ class ScoringSteps(TrackerHooks):
         first = state.loss_rep is None  # its first version with a loss (nearfix: no near ratio from it)
         r, s_dist, cosine, s_cos, s_loss, q = self._components(call, p, model, state)
         combined = self._combine(r, s_dist, s_cos, s_loss)
-        # the score the mix acts on: its loss ramp may reach 0 later than the eviction evidence's
+        # the score the mix acts on: its loss ramp may reach 0 later than the eviction evidence's, except
+        # for a version bad by the eviction's score (a sign-flipper kept in the mix moves the centre its
+        # distance is judged from: the 5-peer same-round run, seed 4, banned it by round 8 instead of 5)
         combined_mix = combined
-        if q is not None and cfg.loss_bad_mix is not None:
+        if q is not None and cfg.loss_bad_mix is not None and combined >= cfg.bad_score:
             combined_mix = self._combine(r, s_dist, s_cos, ramp_down(q, cfg.loss_ok, cfg.loss_bad_mix))
         if call.extra_step and not self.config.histories_from_mixes:  # trained versions' histories only
             far = self.persistence is not None and self.persistence.far(p)
