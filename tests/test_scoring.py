@@ -325,7 +325,7 @@ def test_one_poisoned_model_beside_one_honest_neighbour_cannot_set_its_own_loss_
 def test_the_mix_keeps_a_lossy_version_the_eviction_evidence_scores_zero() -> None:
     """Two loss ramps (``loss_bad_mix``): a version at 14x the reference is past ``loss_bad`` (10), so its
     loss scores 0 for eviction, but inside the mix's ramp (to 20): an honest neighbour holding few of the
-    own classes keeps its place in the mix while a far, lossy one is still evidence. Past 20 both see 0.
+    own classes keeps its place in the mix, while one past 20x is dropped as before.
     A version bad by the eviction's score (far, against the own update, at 14x) gets no looser ramp: kept
     in the mix, it would move the centre its distance is judged from."""
     before, after = np.zeros(2), np.array([1.0, 0.0])

@@ -150,12 +150,11 @@ class ScoringConfig:
     #: where the loss score reaches 0 in the score the *mix* acts on (the reputation, so exclusion; a
     #: doubted version's drop; ``drop_bad_at_once``), if not at ``loss_bad`` (``None``), for a version
     #: not bad (``bad_score``) by the eviction's score. Eviction evidence and a young identity's hard
-    #: failure keep ``loss_bad``. Why: on Dirichlet 0.1 honest neighbours
-    #: holding few of the peer's classes cost its validation data several times the reference (digits,
-    #: rr4, no attack: 8 % of their versions above 3, 1 % above 10); the steeper ramp dropped them from
-    #: the mix (``drop_below``) and the peer learnt from fewer neighbours (docs/scoring.md, "Two loss
-    #: ramps"). Moving ``loss_bad`` itself bought the same accuracy but evicted the default scenario's
-    #: sign-flippers later.
+    #: failure keep ``loss_bad``. Why: on Dirichlet 0.1 honest neighbours holding few of the peer's
+    #: classes cost its validation data several times the reference (digits, rr4, no attack: 8 % of
+    #: their versions above 3, 1 % above 10); the steeper ramp dropped them from the mix (``drop_below``)
+    #: and the peer learnt from fewer neighbours (docs/scoring.md, "Two loss ramps"). Moving ``loss_bad``
+    #: itself bought the same accuracy but evicted the default scenario's sign-flippers later.
     loss_bad_mix: float | None = 20.0
     #: the loss reference never goes below this (in the learner's loss unit; the default suits cross-entropy
     #: in nats). Without it, the longer honest peers trained the smaller the reference got, and an honest
