@@ -78,6 +78,8 @@ class ConnectionsMixin:
     _inflight: dict[int, tuple[str, float]]
     #: when each live connection was registered (trio clock), to tell old connections from redials
     _conn_born: weakref.WeakKeyDictionary[INetConn, float]
+    #: the connections to the same peer each live connection was seen open together with
+    _conn_overlap: weakref.WeakKeyDictionary[INetConn, weakref.WeakSet[INetConn]]
     #: peers being resynced now; peer -> until when a redial by the other end is awaited (expired entries
     #: are pruned, so it holds only peers resynced within the last dial_timeout)
     _resyncing: set[str]
@@ -219,9 +221,15 @@ class ConnectionsMixin:
             # Every connection registered now is born by now, even if its own notification comes later: the
             # swarm may register both of a simultaneous pair before notifying the first, and a later birth
             # stamp left that connection out of the resync (each end then closed one and kept one).
-            for c in (conn, *current):
+            together = {conn, *current}
+            for c in together:
                 self._conn_born.setdefault(c, now)
+                self._conn_overlap.setdefault(c, weakref.WeakSet()).update(together - {c})
         others = [c for c in current if c is not conn]
+        if closed:
+            # The swarm notifies a close after removing the connection, and under CPU load a redial that
+            # replaced it can be registered before that notification runs: that pair never doubled.
+            others = [c for c in others if self._overlapped(conn, c)]
         if not others or self._nursery is None or not self._running:
             return
         peer = str(pid)
@@ -229,6 +237,11 @@ class ConnectionsMixin:
             return
         self._resyncing.add(peer)
         self._nursery.start_soon(self._resync, pid, now)
+
+    def _overlapped(self, conn: INetConn, other: INetConn) -> bool:
+        """Whether the two were ever open together; a connection no notification recorded counts as one."""
+        seen = self._conn_overlap.get(conn)
+        return seen is None or other not in self._conn_overlap or other in seen
 
     async def _resync(self, pid: ID, trigger: float) -> None:
         """Close every connection to ``pid`` registered up to ``trigger``; redial if this end should.

@@ -178,6 +178,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         self._publish_lock = trio.Lock()
         self._next_publish = 0.0
         self._conn_born = weakref.WeakKeyDictionary[INetConn, float]()
+        self._conn_overlap = weakref.WeakKeyDictionary[INetConn, weakref.WeakSet[INetConn]]()
         self._resyncing = set()
         self._redial_expected = {}
         self._running = False
