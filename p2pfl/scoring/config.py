@@ -198,6 +198,8 @@ class ScoringConfig:
     #: off however honest it is (measured: a peer restarted after ~30 of its neighbours' rounds scored r 10-20
     #: for 6 versions, then r 1.0). A bad version still leaves the mix at once and lowers the reputation, so
     #: the grace lets no poison in; it only delays an eviction. Peers heard from the first rounds get none.
+    #: Hard evidence from before the silence is kept (leaking per version): no count within the grace, but
+    #: a lossy poisoner cannot wipe its record by going quiet (docs/scoring.md, "The silent escape").
     return_grace: int = 8
     return_gap_rounds: int = 5
     #: -- earned influence (docs/aggregation.md, "The model of trust") --

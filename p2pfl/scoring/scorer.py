@@ -258,7 +258,7 @@ class ContributionScorer(ScoringSteps):
         if state.status in ("evicted", "probation"):
             return
         state.grace_left = self.config.return_grace
-        state.forgive_evidence()
+        state.forgive_run(1.0)  # (the silence itself leaks nothing: each grace version does)
         self._reset_history(peer)
 
     def forget(self, peer: str) -> None:

@@ -93,10 +93,20 @@ class PeerState:
     near_ratios: list[float] = field(default_factory=list)
 
     def forgive_evidence(self) -> None:
-        """Drop the eviction evidence of its earlier versions (a grace, a readmission): the run and both
-        buckets, so that none of them outlives the others. Absurd models are never forgiven here."""
+        """Drop the eviction evidence of its earlier versions (a readmission): the run and both buckets, so
+        that none of them outlives the others. Absurd models are never forgiven here."""
         self.consecutive_bad = 0
         self.bad_evidence = self.hard_evidence = 0.0
+
+    def forgive_run(self, memory: float) -> None:
+        """A grace version (a return from a silence): drop the run and the bad bucket, and let the hard
+        bucket leak as any version does (``memory``, ``bad_memory``) but keep it. A lossy sign-flipper that
+        went quiet for a return gap was otherwise back with no evidence and never banned (the silent escape,
+        docs/scoring.md); an honest returner is far and lossy *during* its grace, which never counts, and
+        honest neighbours with hard evidence were not seen in any trace."""
+        self.consecutive_bad = 0
+        self.bad_evidence = 0.0
+        self.hard_evidence *= memory
 
 
 def standing(config: ScoringConfig, reputation: float) -> Status:

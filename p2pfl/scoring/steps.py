@@ -181,7 +181,7 @@ class ScoringSteps(TrackerHooks):
         )
         if state.grace_left > 0:
             state.grace_left -= 1
-            state.forgive_evidence()
+            state.forgive_run(cfg.bad_memory)
             against = ""  # (the grace discarded the count)
         else:
             state.consecutive_bad = state.consecutive_bad + 1 if counts else 0

@@ -186,20 +186,34 @@ def test_an_honest_neighbour_between_one_and_two_references_is_not_counted() -> 
         assert [r.status for r in old].index("evicted") == 3, ratio
 
 
-def test_a_flipper_silent_for_a_return_gap_comes_back_with_no_evidence() -> None:
-    """The silent escape (a failure mode, documented): the converged flipper with three lossy versions
-    (hard evidence 2.79) goes quiet for more than ``return_gap_rounds``; coming back it is granted the
-    return grace (``grant_grace``), which discards its evidence, as it does an honest returner's. Its free
-    flipped versions then start nothing: not banned (excluded by its reputation, then held out of the mix
-    by its score, ``doubted``)."""
-    free = tuple((dist, -0.89, 0.0) for dist in (8.0, 7.0, 6.0, 6.0, 5.0, 5.0, 5.0, 5.0))
-    recs, dropped = _replay(ScoringConfig(), (*_flipper()[:3], *free), grace_at=3)
-    assert all(r.status != "evicted" for r in recs)
-    assert not any("counted" in r.reason for r in recs[3:])
-    assert all(d or r.status == "excluded" for r, d in zip(recs[3:], dropped[3:], strict=True))
+def test_a_flipper_silent_for_a_return_gap_keeps_its_hard_evidence() -> None:
+    """The silent escape: the converged flipper with three lossy versions (hard evidence 2.79) goes quiet
+    for more than ``return_gap_rounds`` and is granted the return grace (``grant_grace``) when it comes
+    back. The grace used to discard all its evidence, as an honest returner's, and its free flipped
+    versions then started nothing: never banned. Now the grace drops the run and the bad bucket but keeps
+    the hard one (leaking per version): nothing counts within the grace, and the free versions after it
+    continue the kept evidence. An honest laggard with no hard evidence is not touched (the test below)."""
+    cfg = ScoringConfig()
+    free = tuple((dist, -0.89, 0.0) for dist in (8.0, 7.0, 6.0, 6.0, 5.0, 5.0, 5.0, 5.0) + (5.0,) * 8)
+    recs, dropped = _replay(cfg, (*_flipper()[:3], *free), grace_at=3)
+    statuses = [r.status for r in recs]
+    grace = slice(3, 3 + cfg.return_grace)
+    assert "evicted" not in statuses[grace] and not any("counted" in r.reason for r in recs[grace])
+    assert all(d or r.status == "excluded" for r, d in zip(recs[grace], dropped[grace], strict=True))
+    after = recs[3 + cfg.return_grace :]
+    assert "with hard evidence" in after[0].reason  # counted at once, on the evidence kept
+    assert "evicted" in statuses[3 + cfg.return_grace :]
     # without the silence the same versions are banned at the first free one
-    recs, _ = _replay(ScoringConfig(), (*_flipper()[:3], *free))
+    recs, _ = _replay(cfg, (*_flipper()[:3], *free))
     assert [r.status for r in recs].index("evicted") == 3
+
+
+def test_an_honest_returner_far_and_against_after_its_grace_is_not_counted() -> None:
+    """A laggard with no hard evidence that comes back far and anti-aligned at no loss, and stays so past
+    the grace: what the kept hard evidence must not reach."""
+    versions = tuple((d, -0.9, 0.001) for d in (2.0, 2.0, 2.0, *(5.0, 7.0, 9.0, 11.0, 13.0) * 3))
+    recs, _ = _replay(ScoringConfig(), versions, grace_at=3)
+    assert all(r.status != "evicted" and "counted" not in r.reason for r in recs)
 
 
 @pytest.mark.parametrize("bar", [0.0, 0.99, -1.0, float("inf"), float("nan")])
