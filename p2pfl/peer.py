@@ -48,7 +48,7 @@ from p2pfl.peer_rounds import guard_config as guard_config  # noqa: PLC0414 (re-
 from p2pfl.peer_rounds import pacing_config as pacing_config  # noqa: PLC0414 (re-export)
 from p2pfl.peer_serve import serve_until_stopped
 from p2pfl.peer_status import log_stop, peer_status
-from p2pfl.peer_store import PeerStore, format_status
+from p2pfl.peer_store import PeerStore, ban_entry, format_status, now_ms
 from p2pfl.peer_wiring import TransportFactory as TransportFactory  # noqa: PLC0414 (re-export)
 from p2pfl.peer_wiring import (
     attach_transport,
@@ -112,6 +112,8 @@ class Peer(PeerAccess):
         self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
         self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
+        #: peers whose ban outlived the last restart (checkpoint), blocked once the transport is up
+        self._banned_at_start: list[str] = []
         self.exchange = build_exchange(self)
         #: differential privacy (``[privacy]``, docs/privacy.md): calibrates the noise now; None when off
         self.privacy = (
@@ -185,6 +187,9 @@ class Peer(PeerAccess):
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
             attach_transport(self, t)  # handlers, validators, filters, the secagg group
+            for peer in self._banned_at_start:  # a ban that outlived a restart blocks as before it
+                if hasattr(t, "block"):
+                    await t.block(peer)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             if self.secagg_channel is not None:
                 self._nursery.start_soon(self.secagg_channel.run)
@@ -257,6 +262,11 @@ class Peer(PeerAccess):
             return
         # the held version's own meta; an older checkpoint kept none: no round claimed rather than a wrong one
         self.engine.restore(ckpt.own, ckpt.public, ckpt.seq, ckpt.public_meta)
+        wall = now_ms()
+        bans = tuple(ban_entry(b, wall) for b in ckpt.bans)
+        self._banned_at_start = self.engine.restore_bans(bans, trio.current_time())
+        if self._banned_at_start:
+            log.info("bans kept over the restart: %d peers", len(self._banned_at_start))
         self.learner.set_params(ckpt.own)
         self.rounds.round = ckpt.round
         self.store.note_restart(ckpt, self.engine.public_digest)

@@ -231,7 +231,8 @@ class RoundLoop(RoundWaits):
         notes = list(decision.notes)
         if private is not None and private.note is not None:
             notes.append(("privacy_exhausted", private.note))
-        persist = functools.partial(p.store.persist, extra=extra, version=version)
+        bans = p.engine.ban_snapshot(trio.current_time())
+        persist = functools.partial(p.store.persist, extra=extra, version=version, bans=bans)
         await p.run_sync(persist, p.engine, self.round, outcome, metrics, notes)
 
     def _report(

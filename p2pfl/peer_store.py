@@ -21,8 +21,9 @@ from p2pfl.errors import ConfigError, StateError
 from p2pfl.fsutil import atomic_write, remove_stale_temps
 from p2pfl.identity import Identity
 from p2pfl.protocol import GossipEngine, RoundOutcome
+from p2pfl.protocol.bans import BanEntry
 from p2pfl.scoring import ScoreRecord
-from p2pfl.state import Checkpoint, VersionLog, load_checkpoint, save_checkpoint
+from p2pfl.state import BanRecord, Checkpoint, VersionLog, load_checkpoint, save_checkpoint
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -114,10 +115,13 @@ class PeerStore:
         round_: int,
         metrics: dict[str, float],
         pending_log: tuple[bytes, ...] = (),
+        *,
+        bans: tuple[BanEntry, ...] = (),
     ) -> None:
         directory = self.directory
         if directory is None:
             return
+        stamp = now_ms()
         save_checkpoint(
             directory,
             Checkpoint(
@@ -128,9 +132,10 @@ class PeerStore:
                 own=engine.own_params(),
                 public=engine.public_params(),
                 metrics=metrics,
-                timestamp_ms=now_ms(),
+                timestamp_ms=stamp,
                 pending_log=pending_log,
                 public_meta=engine.public_meta,
+                bans=tuple(ban_record(b, stamp) for b in bans),
             ),
         )
         self.persisted_seq = engine.seq
@@ -145,12 +150,14 @@ class PeerStore:
         *,
         extra: Sequence[Mapping[str, Any]] = (),
         version: bool = True,
+        bans: tuple[BanEntry, ...] = (),
     ) -> None:
         """Checkpoint, then version log: one ``version`` record (unless ``version`` is false: the round
         published nothing, e.g. its privacy budget is spent), one record per note (event, reason), then
-        the ``extra`` entries (``VersionLog.append``'s arguments: the rollout's events)."""
+        the ``extra`` entries (``VersionLog.append``'s arguments: the rollout's events). ``bans``: the
+        engine's ban records (``GossipEngine.ban_snapshot``, taken on the trio side), for the checkpoint."""
         if self.log is None:
-            self.checkpoint(engine, round_, metrics)
+            self.checkpoint(engine, round_, metrics, bans=bans)
             return
         entries: list[Mapping[str, Any]] = [version_entry(outcome, round_, metrics)] if version else []
         for event, reason in notes:  # what else happened to this version, each its own signed record
@@ -167,7 +174,7 @@ class PeerStore:
             )
         entries.extend(extra)
         records = self.log.prepare(entries)
-        self.checkpoint(engine, round_, metrics, tuple(r.encoded() for r in records))
+        self.checkpoint(engine, round_, metrics, tuple(r.encoded() for r in records), bans=bans)
         try:
             self.log.commit(records)
         except StateError as exc:
@@ -246,6 +253,16 @@ def components(record: ScoreRecord | None) -> dict[str, float | None]:
 
 def finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
+
+
+def ban_record(entry: BanEntry, stamp_ms: int) -> BanRecord:
+    """``entry`` on the wall clock, written at ``stamp_ms``."""
+    return BanRecord(entry.peer, entry.evictions, stamp_ms + round(entry.remaining_s * 1000.0), entry.reason)
+
+
+def ban_entry(record: BanRecord, now: int) -> BanEntry:
+    """``record`` read back at ``now`` (Unix ms): the time the peer was down counts towards the ban."""
+    return BanEntry(record.peer, record.evictions, max(0, record.until_ms - now) / 1000.0, record.reason)
 
 
 def now_ms() -> int:

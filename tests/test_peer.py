@@ -257,6 +257,34 @@ async def test_checkpoint_resume_keeps_versions_and_log_verifies(tmp_path: Path)
     assert (6, 5) == (report.records, report.last_seq)  # 5 versions + 1 restart record
 
 
+async def test_a_restart_keeps_the_bans_and_blocks_the_banned_peers(tmp_path: Path) -> None:
+    """A restarted peer forgot whom it had banned: every poisoner it had evicted was readmitted at once, as a
+    new identity, and its evidence had to be collected again (under churn, rounds to evict up to 39 instead
+    of 4-6). The checkpoint now keeps the ban records: the evicted stay evicted and blocked, the convicted
+    convicted, and the eviction count (which doubles the next ban) survives."""
+    splits = peer_splits("digits", 2, partition_kind="iid", seed=1)
+    net = MemoryNetwork()
+    cfg: dict[str, Any] = {"state_dir": tmp_path / "a", "min_neighbours": 0, "max_round_wait_s": 0.1}
+    async with memory_peer(0, learner_for(splits[0], 0), net, local_steps=2, **cfg) as a:
+        poisoner = Identity(bytes([9]) * 32).peer_id
+        liar = Identity(bytes([8]) * 32).peer_id
+        now = trio.current_time()
+        a.engine.bans.ban(poisoner, now)  # what an eviction does: the ban book's clock ...
+        assert a.engine.scorer is not None
+        a.engine.scorer.restore_eviction(poisoner)  # ... and the scorer's status
+        a.engine.bans.convict(liar, now, "equivocation")
+        await a.run(1)  # the round's checkpoint keeps them
+    async with memory_peer(0, learner_for(splits[0], 0), net, local_steps=2, **cfg) as a2:
+        assert a2.engine.is_evicted(poisoner) and a2.engine.is_evicted(liar)
+        assert a2.engine.bans.convicted(liar) == "equivocation"
+        assert a2.engine.evictions_of(poisoner) == 1
+        assert a2.engine.readmissions(trio.current_time()) == []  # their bans still run
+        async with memory_peer(8, learner_for(splits[1], 1), net, local_steps=2, min_neighbours=0) as p:
+            assert p.peer_id == poisoner
+            with pytest.raises(TransportError):
+                await p.connect(f"memory/{a2.peer_id}")
+
+
 async def test_a_peer_refuses_a_state_dir_of_another_identity(tmp_path: Path) -> None:
     splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
     net = MemoryNetwork()

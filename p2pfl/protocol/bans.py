@@ -12,6 +12,7 @@ bound) tells it to stop, so its block list holds no identity this book does not 
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 from p2pfl.protocol.actions import Forget, Readmit
 from p2pfl.protocol.config import _MAX_BAN_S
@@ -20,6 +21,16 @@ from p2pfl.scoring import ContributionScorer
 #: forgotten banned peers kept until :meth:`BanBook.readmissions` hands them to the transport (every round
 #: and serving pass drains them; the bound only matters to a caller that never does)
 _MAX_RELEASED = 4096
+
+
+class BanEntry(NamedTuple):
+    """One peer's ban record as a checkpoint keeps it: ``remaining_s`` of its current ban (0: expired, the
+    count kept for the next one) and the conviction's reason, if convicted."""
+
+    peer: str
+    evictions: int
+    remaining_s: float
+    reason: str | None = None
 
 
 class BanBook:
@@ -40,6 +51,29 @@ class BanBook:
         count = self.evictions_of(peer) + 1
         length = min(base * 2.0 ** min(count - 1, 32), max(base, _MAX_BAN_S))
         self._bans[peer] = (count, now + length)
+
+    def snapshot(self, now: float) -> tuple[BanEntry, ...]:
+        """Every ban record at ``now``, for the checkpoint: a restarted peer that forgot them readmitted at
+        once every poisoner it had evicted, and had to collect the evidence again (under churn, rounds to
+        evict up to 39 instead of 4-6)."""
+        out = []
+        for peer, (count, until) in sorted(self._bans.items()):
+            reason = self._convicted.get(peer, (None, 0.0))[0]
+            out.append(BanEntry(peer, count, max(0.0, until - now), reason))
+        return tuple(out)
+
+    def restore(self, entries: tuple[BanEntry, ...], now: float) -> list[str]:
+        """Take the records of :meth:`snapshot` back at ``now`` (a restart); returns the peers whose ban is
+        still running (for the scorer and the transport's block list)."""
+        banned: list[str] = []
+        for e in entries:
+            until = now + e.remaining_s
+            self._bans[e.peer] = (e.evictions, until)
+            if e.reason is not None and e.remaining_s > 0:
+                self._convicted[e.peer] = (e.reason, until)
+            if e.remaining_s > 0:
+                banned.append(e.peer)
+        return banned
 
     def evictions_of(self, peer: str) -> int:
         """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""

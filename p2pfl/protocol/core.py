@@ -19,7 +19,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.protocol.actions import INTERNAL_ERROR, Action, Fault, Forget, Readmit
-from p2pfl.protocol.bans import BanBook
+from p2pfl.protocol.bans import BanBook, BanEntry
 from p2pfl.protocol.churn import QuietBook, count_rejection, prune_identities
 from p2pfl.protocol.config import ProtocolConfig
 from p2pfl.protocol.equivocation import HeaderBook, ProofBook
@@ -166,6 +166,20 @@ class EngineCore:
     def evictions_of(self, peer: str) -> int:
         """How many times ``peer`` was evicted (each readmission that ends badly adds one)."""
         return self.bans.evictions_of(peer)
+
+    def ban_snapshot(self, now: float) -> tuple[BanEntry, ...]:
+        """The ban records a checkpoint keeps (:meth:`BanBook.snapshot`)."""
+        return self.bans.snapshot(now)
+
+    def restore_bans(self, entries: tuple[BanEntry, ...], now: float) -> list[str]:
+        """Take a checkpoint's ban records back at ``now``: the peers whose ban still runs are evicted again
+        in the scorer (convictions need no scorer); returns them, for the transport's block list."""
+        banned = self.bans.restore(entries, now)
+        if self.scorer is not None:
+            for peer in banned:
+                if self.bans.convicted(peer) is None:
+                    self.scorer.restore_eviction(peer)
+        return banned
 
     def readmissions(self, now: float) -> list[Readmit | Forget]:
         """Readmit every peer whose eviction expired at ``now`` (on probation: scored, not mixed, until

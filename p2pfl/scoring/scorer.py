@@ -250,6 +250,14 @@ class ContributionScorer(ScoringSteps):
         state.absurd = 0  # paid for by the eviction (a repeat offender's next one lasts twice as long)
         self._reset_history(peer)
 
+    def restore_eviction(self, peer: str) -> None:
+        """``peer`` was evicted before a restart (its ban still runs): evicted again, with nothing else
+        known; the ban's expiry readmits it on probation as any eviction's."""
+        state = self._peers.setdefault(peer, self._state(peer))
+        state.status = "evicted"
+        state.reputation = 0.0
+        state.forgive_evidence()
+
     def grant_grace(self, peer: str) -> None:
         """``peer`` comes back after a silence (or joins late): its next ``return_grace`` scores do not count
         towards eviction (see :class:`ScoringConfig`); absurd models always count. No-op for an evicted peer

@@ -25,6 +25,7 @@ from p2pfl.state.audit import VerifyReport, read_log, verify_log
 from p2pfl.state.checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
+    BanRecord,
     Checkpoint,
     Params,
     load_checkpoint,
@@ -39,6 +40,7 @@ __all__ = [
     "GENESIS",
     "LOG_DOMAIN",
     "LOG_NAME",
+    "BanRecord",
     "Checkpoint",
     "LogProblem",
     "LogRecord",

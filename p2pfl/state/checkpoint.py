@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 import numpy.typing as npt
@@ -37,6 +37,41 @@ def _pack(obj: Any) -> bytes:
 
 
 _MAX_PENDING: Final = 16  # version records carried by one checkpoint (a version plus its notes)
+_MAX_BANS: Final = 100_000  # ban records (the engine bounds them far below: p2pfl.protocol.churn)
+_MAX_BAN_TEXT: Final = 256  # characters of a banned peer id or a conviction's reason
+
+
+class BanRecord(NamedTuple):
+    """A ban as a checkpoint keeps it (``p2pfl.protocol.bans.BanEntry`` on the wall clock): evictions so
+    far, when the current ban ends (Unix ms; past: expired, the count kept) and a conviction's reason."""
+
+    peer: str
+    evictions: int
+    until_ms: int
+    reason: str | None = None
+
+
+def _text(value: object, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit
+
+
+def _bans(raw: Mapping[Any, Any], where: str) -> tuple[BanRecord, ...]:
+    """The optional ``bans`` list (absent in checkpoints written before it: none)."""
+    items = raw.get("bans", [])
+    if not isinstance(items, list) or len(items) > _MAX_BANS:
+        raise StateError(f"{where} is malformed: field 'bans' must be a list of at most {_MAX_BANS} records")
+    out: list[BanRecord] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise StateError(f"{where} is malformed: a ban record must be [peer, count, until_ms, reason]")
+        peer, count, until, reason = item
+        ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (count, until))
+        if not (_text(peer, _MAX_BAN_TEXT) and ints and count >= 0 and until >= 0):
+            raise StateError(f"{where} is malformed: a ban record has a bad peer, count or expiry")
+        if reason is not None and not _text(reason, _MAX_BAN_TEXT):
+            raise StateError(f"{where} is malformed: a ban record's reason must be a short string or nil")
+        out.append(BanRecord(peer, count, until, reason))
+    return tuple(out)
 
 
 def _field(raw: Mapping[Any, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
@@ -77,7 +112,8 @@ class Checkpoint:
     fails after the checkpoint was written loses nothing (see the module docstring). ``public_meta``: the
     public version's own meta as signed when it was published (its round can be earlier than ``round``:
     rounds that published nothing, e.g. a spent privacy budget); a restored peer's snapshots carry it.
-    None in a checkpoint written before it was kept.
+    None in a checkpoint written before it was kept. ``bans``: the peer's ban records (none in a checkpoint
+    written before they were kept), so a restart does not readmit the poisoners it evicted.
     """
 
     peer_id: str
@@ -90,6 +126,7 @@ class Checkpoint:
     timestamp_ms: int = 0
     pending_log: tuple[bytes, ...] = ()
     public_meta: Meta | None = None
+    bans: tuple[BanRecord, ...] = ()
 
     def to_bytes(self) -> bytes:
         fields: dict[str, Any] = {
@@ -107,6 +144,8 @@ class Checkpoint:
             fields["log"] = list(self.pending_log)
         if self.public_meta is not None:
             fields["pmeta"] = self.public_meta.to_wire()
+        if self.bans:
+            fields["bans"] = [list(b) for b in self.bans]
         body = _pack(fields)
         return body + digest(body)
 
@@ -149,6 +188,7 @@ class Checkpoint:
             timestamp_ms=_field(raw, "ts", int, where),
             pending_log=tuple(pending),
             public_meta=_public_meta(raw, where),
+            bans=_bans(raw, where),
         )
 
 

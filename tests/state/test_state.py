@@ -26,6 +26,7 @@ from p2pfl.sim.data import peer_splits
 from p2pfl.state import (
     CHECKPOINT_NAME,
     LOG_NAME,
+    BanRecord,
     Checkpoint,
     VersionLog,
     load_checkpoint,
@@ -96,7 +97,7 @@ msgpack_values = st.sampled_from(SPECIAL_VALUES) | st.recursive(
 @example(key="seq", value=float("inf"), drop=False)  # OverflowError in the old decoder
 @example(key="metrics", value={"loss": "x"}, drop=False)
 @given(
-    key=st.sampled_from([*sorted(VALID_MAP), "log", "pmeta", "extra"]),
+    key=st.sampled_from([*sorted(VALID_MAP), "log", "pmeta", "bans", "extra"]),
     value=msgpack_values,
     drop=st.booleans(),
 )
@@ -152,6 +153,41 @@ def test_a_checkpoint_keeps_its_public_version_s_meta_and_an_older_one_has_none(
     for bad in ({"round": -1}, {"loss": float("nan")}, {"round": "2"}, {"epoch": 1}, [2]):
         with pytest.raises(StateError, match="pmeta"):
             Checkpoint.from_bytes(sealed(msgpack.packb({**VALID_MAP, "pmeta": bad}, use_bin_type=True)))
+
+
+def test_a_checkpoint_keeps_its_ban_records_and_an_older_one_has_none() -> None:
+    bans = (
+        BanRecord("12D3KooWattacker", 2, 1_800_000_000_000),
+        BanRecord("12D3KooWliar", 1, 5, "equivocation"),
+    )
+    ckpt = dataclasses.replace(a_checkpoint(), bans=bans)
+    assert Checkpoint.from_bytes(ckpt.to_bytes()).bans == bans
+    assert Checkpoint.from_bytes(a_checkpoint().to_bytes()).bans == ()  # (written before they were kept)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"x": 1},
+        [["p", 1, 5]],
+        [["p", 1, 5, None, 0]],
+        [["", 1, 5, None]],
+        [["p" * 257, 1, 5, None]],
+        [[7, 1, 5, None]],
+        [["p", -1, 5, None]],
+        [["p", True, 5, None]],
+        [["p", 1, -5, None]],
+        [["p", 1, 5.5, None]],
+        [["p", 1, float("inf"), None]],
+        [["p", 1, 5, ""]],
+        [["p", 1, 5, 3]],
+        [["p", 1, 5, "r" * 257]],
+        [None],
+    ],
+)
+def test_malformed_ban_records_are_state_errors(bad: Any) -> None:
+    with pytest.raises(StateError, match=r"bans|ban record"):
+        Checkpoint.from_bytes(sealed(msgpack.packb({**VALID_MAP, "bans": bad}, use_bin_type=True)))
 
 
 @pytest.mark.parametrize("field", ["peer", "seq", "metrics", "own", "v"])
