@@ -7,6 +7,8 @@ which last at least a day and are kept here, whatever the scorer says.
 The transport blocks every evicted peer until a :class:`~p2pfl.protocol.actions.Readmit` (or a
 :class:`~p2pfl.protocol.actions.Forget`, when :mod:`p2pfl.protocol.churn` forgets a banned identity past its
 bound) tells it to stop, so its block list holds no identity this book does not (or has just dropped).
+The peer's checkpoint keeps the book (:meth:`BanBook.snapshot`, :meth:`BanBook.restore`): a restart does not
+readmit the peers it banned.
 """
 
 from __future__ import annotations
