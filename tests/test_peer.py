@@ -259,9 +259,9 @@ async def test_checkpoint_resume_keeps_versions_and_log_verifies(tmp_path: Path)
 
 async def test_a_restart_keeps_the_bans_and_blocks_the_banned_peers(tmp_path: Path) -> None:
     """A restarted peer forgot whom it had banned: every poisoner it had evicted was readmitted at once, as a
-    new identity, and its evidence had to be collected again (under churn, rounds to evict up to 39 instead
-    of 4-6). The checkpoint now keeps the ban records: the evicted stay evicted and blocked, the convicted
-    convicted, and the eviction count (which doubles the next ban) survives."""
+    new identity, and had to be caught again. The checkpoint now keeps the ban records: the evicted stay
+    evicted and blocked, the convicted convicted, and the eviction count (which doubles the next ban)
+    survives."""
     splits = peer_splits("digits", 2, partition_kind="iid", seed=1)
     net = MemoryNetwork()
     cfg: dict[str, Any] = {"state_dir": tmp_path / "a", "min_neighbours": 0, "max_round_wait_s": 0.1}

@@ -56,8 +56,7 @@ class BanBook:
 
     def snapshot(self, now: float) -> tuple[BanEntry, ...]:
         """Every ban record at ``now``, for the checkpoint: a restarted peer that forgot them readmitted at
-        once every poisoner it had evicted, and had to collect the evidence again (under churn, rounds to
-        evict up to 39 instead of 4-6)."""
+        once every poisoner it had evicted, which then had to be caught again."""
         out = []
         for peer, (count, until) in sorted(self._bans.items()):
             reason = self._convicted.get(peer, (None, 0.0))[0]
