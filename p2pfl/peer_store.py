@@ -255,9 +255,15 @@ def finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+#: how far ahead a ban that never ends (``readmit_after_s = inf``) is written: 146,000 years
+_FOREVER_MS = 2**62
+
+
 def ban_record(entry: BanEntry, stamp_ms: int) -> BanRecord:
     """``entry`` on the wall clock, written at ``stamp_ms``."""
-    return BanRecord(entry.peer, entry.evictions, stamp_ms + round(entry.remaining_s * 1000.0), entry.reason)
+    ahead = entry.remaining_s * 1000.0
+    ahead_ms = round(ahead) if math.isfinite(ahead) and ahead < _FOREVER_MS else _FOREVER_MS
+    return BanRecord(entry.peer, entry.evictions, stamp_ms + ahead_ms, entry.reason)
 
 
 def ban_entry(record: BanRecord, now: int) -> BanEntry:

@@ -55,3 +55,14 @@ def test_the_downtime_counts_towards_the_ban(remaining: float, stamp: int, down:
     assert back.peer == "p" and back.evictions == 3
     assert back.remaining_s == max(0, record.until_ms - stamp - down) / 1000.0
     assert abs(back.remaining_s - max(0.0, remaining - down / 1000.0)) <= 0.001
+
+
+def test_a_final_eviction_stays_final_over_a_restart() -> None:
+    """``readmit_after_s = inf`` (evictions are final) made the ban's end infinite: written as far ahead."""
+    book = BanBook(readmit_after_s=float("inf"))
+    book.ban("p", 5.0)
+    (entry,) = book.snapshot(10.0)
+    back = ban_entry(ban_record(entry, 1_000), 2_000)
+    again = BanBook(readmit_after_s=float("inf"))
+    assert again.restore((back,), 0.0) == ["p"]
+    assert back.remaining_s > 10.0**12
