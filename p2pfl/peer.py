@@ -189,7 +189,10 @@ class Peer(PeerAccess):
             attach_transport(self, t)  # handlers, validators, filters, the secagg group
             for peer in self._banned_at_start:  # a ban that outlived a restart blocks as before it
                 if hasattr(t, "block"):
-                    await t.block(peer)
+                    try:
+                        await t.block(peer)
+                    except TransportError as exc:  # (an id this transport cannot parse: nothing to block)
+                        log.warning("cannot block banned peer=%s after the restart: %s", peer, exc)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             if self.secagg_channel is not None:
                 self._nursery.start_soon(self.secagg_channel.run)
