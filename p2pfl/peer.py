@@ -112,8 +112,6 @@ class Peer(PeerAccess):
         self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
         self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
-        #: peers whose ban outlived the last restart (checkpoint), blocked once the transport is up
-        self._banned_at_start: list[str] = []
         self.exchange = build_exchange(self)
         #: differential privacy (``[privacy]``, docs/privacy.md): calibrates the noise now; None when off
         self.privacy = (
@@ -187,12 +185,7 @@ class Peer(PeerAccess):
             t: Transport = await self._stack.enter_async_context(self._transport_factory(self.identity))
             self._transport = t
             attach_transport(self, t)  # handlers, validators, filters, the secagg group
-            for peer in self._banned_at_start:  # a ban that outlived a restart blocks as before it
-                if hasattr(t, "block"):
-                    try:
-                        await t.block(peer)
-                    except TransportError as exc:  # (an id this transport cannot parse: nothing to block)
-                        log.warning("cannot block banned peer=%s after the restart: %s", peer, exc)
+            await self._block_restored_bans(t)
             self._nursery = await self._stack.enter_async_context(trio.open_nursery())
             if self.secagg_channel is not None:
                 self._nursery.start_soon(self.secagg_channel.run)
@@ -265,15 +258,24 @@ class Peer(PeerAccess):
             return
         # the held version's own meta; an older checkpoint kept none: no round claimed rather than a wrong one
         self.engine.restore(ckpt.own, ckpt.public, ckpt.seq, ckpt.public_meta)
-        wall = now_ms()
-        bans = tuple(ban_entry(b, wall) for b in ckpt.bans)
-        self._banned_at_start = self.engine.restore_bans(bans, trio.current_time())
-        if self._banned_at_start:
-            log.info("bans kept over the restart: %d peers", len(self._banned_at_start))
+        entries = tuple(ban_entry(b, now_ms()) for b in ckpt.bans)
+        banned = self.engine.restore_bans(entries, trio.current_time())
+        if banned:
+            log.info("bans kept over the restart: %d peers", len(banned))
         self.learner.set_params(ckpt.own)
         self.rounds.round = ckpt.round
         self.store.note_restart(ckpt, self.engine.public_digest)
         log.info("resumed from checkpoint round=%d seq=%d", ckpt.round, ckpt.seq)
+
+    async def _block_restored_bans(self, t: Transport) -> None:
+        """Block the peers evicted at start: only bans a checkpoint kept (:meth:`_restore`) can be."""
+        if not hasattr(t, "block"):
+            return
+        for peer in sorted(self.engine.evicted_peers()):
+            try:
+                await t.block(peer)
+            except TransportError as exc:  # (an id this transport cannot parse: nothing to block)
+                log.warning("cannot block banned peer=%s after the restart: %s", peer, exc)
 
     # ---------------------------------------------------------------------------------- network
 

@@ -4,7 +4,6 @@ exchange, store, pacing waits, evaluation and guards) as the round's first mix d
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -48,8 +47,7 @@ async def extra_mixes(
             # nothing new to mix: the version (our mix) is out, its record has no contributions
             loop.mix_steps_skipped += loop._mix.mix_steps + 1 - step
             alone = RoundOutcome([], engine.seq, engine.public_digest, [], {}, [])
-            persist = functools.partial(p.store.persist, bans=engine.ban_snapshot(trio.current_time()))
-            await p.run_sync(persist, engine, loop.round, alone, {})
+            await p.persist(loop.round, alone, {})
             break
         own_eval, val_losses, own_val = await loop._evaluate(candidates, own)
         outcome = engine.finish_round(
@@ -68,9 +66,7 @@ async def extra_mixes(
         loop.mix_steps_run += 1
         decision = await loop._guard_round(own, own_eval)
         metrics = {"val_loss": decision.evaluation.loss}
-        bans = engine.ban_snapshot(trio.current_time())
-        persist = functools.partial(p.store.persist, notes=list(decision.notes), bans=bans)
-        await p.run_sync(persist, engine, loop.round, outcome, metrics)
+        await p.persist(loop.round, outcome, metrics, list(decision.notes))
         await exchange.execute(outcome.actions)
         evicted += outcome.evicted
     return replace(outcome, evicted=evicted)

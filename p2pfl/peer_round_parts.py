@@ -9,7 +9,8 @@ knobs derived from the peer's config. :mod:`p2pfl.peer_rounds` and :mod:`p2pfl.p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from p2pfl.config.schema import derive
 from p2pfl.learner import Learner
 from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_store import PeerStore
-from p2pfl.protocol import GossipEngine
+from p2pfl.protocol import GossipEngine, RoundOutcome
 from p2pfl.protocol.guards import GuardConfig
 from p2pfl.protocol.pacing import PacingConfig
 from p2pfl.transport.base import Transport
@@ -139,3 +140,20 @@ class RoundParts:
     secagg: Callable[[], GroupMember | None] = lambda: None
     #: differential privacy (p2pfl.privacy); ``None``: off
     privacy: PeerPrivacy | None = None
+
+    async def persist(
+        self,
+        round_: int,
+        outcome: RoundOutcome,
+        metrics: dict[str, float],
+        notes: Sequence[tuple[str, str]] = (),
+        *,
+        extra: Sequence[Mapping[str, Any]] = (),
+        version: bool = True,
+    ) -> None:
+        """``PeerStore.persist`` in a worker thread, with the engine's ban records taken here, on trio's
+        clock (a worker thread has none), and only when a state directory keeps them."""
+        now = trio.current_time()
+        bans = self.engine.ban_snapshot(now) if self.store.directory is not None else ()
+        persist = functools.partial(self.store.persist, extra=extra, version=version, bans=bans)
+        await self.run_sync(persist, self.engine, round_, outcome, metrics, notes)

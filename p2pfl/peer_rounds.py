@@ -18,7 +18,6 @@ Split where the loop stops waiting: the start gate, the join and the pacing wait
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -231,9 +230,7 @@ class RoundLoop(RoundWaits):
         notes = list(decision.notes)
         if private is not None and private.note is not None:
             notes.append(("privacy_exhausted", private.note))
-        bans = p.engine.ban_snapshot(trio.current_time())
-        persist = functools.partial(p.store.persist, extra=extra, version=version, bans=bans)
-        await p.run_sync(persist, p.engine, self.round, outcome, metrics, notes)
+        await p.persist(self.round, outcome, metrics, notes, extra=extra, version=version)
 
     def _report(
         self,

@@ -18,7 +18,7 @@ from p2pfl.learner import NumpySoftmaxLearner
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.sim.data import Split, peer_splits
 from p2pfl.state import verify_log
-from p2pfl.transport.memory import MemoryNetwork
+from p2pfl.transport.memory import MemoryNetwork, MemoryTransport
 
 
 def learner_for(split: Split, seed: int, hidden: int = 32) -> NumpySoftmaxLearner:
@@ -283,6 +283,28 @@ async def test_a_restart_keeps_the_bans_and_blocks_the_banned_peers(tmp_path: Pa
             assert p.peer_id == poisoner
             with pytest.raises(TransportError):
                 await p.connect(f"memory/{a2.peer_id}")
+
+
+async def test_a_kept_ban_the_transport_cannot_block_is_logged_not_a_failed_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint's peer ids are only checked as short strings; a transport that cannot parse one
+    (libp2p's ``block``) raises ``TransportError``: the start goes on, the peer stays evicted."""
+    splits = peer_splits("digits", 1, partition_kind="iid", seed=1)
+    net = MemoryNetwork()
+    cfg: dict[str, Any] = {"state_dir": tmp_path / "a", "min_neighbours": 0, "max_round_wait_s": 0.1}
+    async with memory_peer(0, learner_for(splits[0], 0), net, local_steps=2, **cfg) as a:
+        a.engine.bans.convict("not-a-peer-id", trio.current_time(), "equivocation")
+        await a.run(1)
+
+    async def refuse(self: object, peer_id: str) -> None:
+        raise TransportError(f"invalid peer id {peer_id!r}")
+
+    monkeypatch.setattr(MemoryTransport, "block", refuse)
+    async with memory_peer(0, learner_for(splits[0], 0), net, local_steps=2, **cfg) as a2:
+        assert a2.engine.is_evicted("not-a-peer-id")
+        assert "cannot block banned peer=not-a-peer-id" in caplog.text
+        await a2.run(1)
 
 
 async def test_a_peer_refuses_a_state_dir_of_another_identity(tmp_path: Path) -> None:
