@@ -2,7 +2,7 @@
 
 Every function takes a ``(k, d)`` stack — ``k`` contributions of ``d`` parameters — and returns a ``(d,)``
 vector (or, for the pre-steps, a new ``(k, d)`` stack). Everything here is pure: no I/O, no clock, no
-randomness, and the inputs are never modified.
+randomness but the generator a caller passes (bucketing), and the inputs are never modified.
 
 Conventions shared by all rules
 -------------------------------
@@ -42,6 +42,7 @@ self-clip      any number of rows: each neighbour moves the   ``O(kd)`` plus a `
 Modules, in the order a peer's mix runs them (:func:`aggregate` in :mod:`.pipeline` composes them)
 ----------------------------------------------------------------------------------------------------
 * :mod:`.clipping`: self-centred clipping (pre-step) and the centred-clipping rule.
+* :mod:`.bucketing`: averages random buckets of rows (pre-step, off by default).
 * :mod:`.mixing`: nearest-neighbour mixing (pre-step).
 * :mod:`.coordinatewise`: mean, median, trimmed mean, on :mod:`.sortnet` (the cache-blocked sorting network).
 * :mod:`.krum`: Krum and Multi-Krum; :mod:`.geomed`: the geometric median; :mod:`.trusted_mean`: the

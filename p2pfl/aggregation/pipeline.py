@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from p2pfl.aggregation._distances import _sq_dists_to
 from p2pfl.aggregation._inputs import F32, F64, _as_stack, _as_vector
+from p2pfl.aggregation.bucketing import bucket_rows
 from p2pfl.aggregation.clipping import centered_clip, self_centred_clip
 from p2pfl.aggregation.coordinatewise import mean, median, trimmed_mean
 from p2pfl.aggregation.geomed import geometric_median
@@ -79,6 +80,8 @@ class AggregationConfig:
     #: ``trusted-mean``: the mean is kept within ``trust_kappa`` times the rows' median distance from their
     #: geometric median (:mod:`.trusted_mean`)
     trust_kappa: float = 0.5
+    #: average random buckets of this many rows before NNM and the rule (:mod:`.bucketing`); 1: off
+    bucket: int = 1
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -87,7 +90,7 @@ class AggregationConfig:
             )
         if isinstance(self.beta, bool) or not isinstance(self.beta, int | float) or not 0 <= self.beta < 0.5:
             raise ConfigError("aggregation", "beta", f"must be in [0, 0.5), got {self.beta!r}")
-        for name, lo in (("f", 0), ("cclip_iters", 1), ("gm_max_iter", 1)):
+        for name, lo in (("f", 0), ("cclip_iters", 1), ("gm_max_iter", 1), ("bucket", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ConfigError("aggregation", name, f"must be an integer >= {lo}, got {value!r}")
@@ -172,6 +175,7 @@ def aggregate(
     weights: ArrayLike | None = None,
     *,
     own_weight: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> F32:
     """Mix the peer's own model ``(d,)`` with its neighbours' ``(k, d)`` through ``config``'s pipeline.
 
@@ -181,8 +185,11 @@ def aggregate(
     NNM). With unequal weights the self-clipping radius is the weighted median distance and NNM averages
     each neighbourhood by weight, so a row's share of the mix is bounded by its share of the weights, not
     by how many rows there are. With no neighbours (``k = 0``, or all of weight 0) the own model is
-    returned. See :class:`AggregationConfig` for the steps.
+    returned. See :class:`AggregationConfig` for the steps. ``rng`` draws the buckets when
+    ``config.bucket > 1`` (required then: the caller owns the randomness, see :mod:`.bucketing`).
     """
+    if config.bucket > 1 and rng is None:
+        raise AggregationError("bucketing (bucket > 1) needs a random generator (rng)")
     own_w = config.own_weight if own_weight is None else own_weight
     if not _positive_finite(own_w):
         raise AggregationError(f"own_weight must be positive and finite, got {own_w!r}")
@@ -223,6 +230,13 @@ def aggregate(
     x = np.empty((nb.shape[0] + 1, d), dtype=np.float32)
     x[0] = own_v
     x[1:] = nb
+    if rng is not None and config.bucket > 1:
+        x, w = bucket_rows(x, w, config.bucket, rng)
+    return _mix_rows(config, x, w, own_v)
+
+
+def _mix_rows(config: AggregationConfig, x: F32, w: F64 | None, own_v: F32) -> F32:
+    """NNM (when the config runs it on these rows) and the rule."""
     n = x.shape[0]
     if w is not None and np.all(w == w[0]):
         w = None

@@ -8,6 +8,7 @@ rejection counters, faults, the payload cache) and the small operations both sid
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -59,6 +60,11 @@ class EngineCore:
         self.config = config
         self.layout = Layout.of(initial)
         self.aggregation = aggregation or AggregationConfig()
+        #: draws the mix's buckets (``AggregationConfig.bucket``): keyed by the identity's secret, so no
+        #: neighbour can predict whom it shares a bucket with, and reproducible from it
+        self.bucket_rng = np.random.default_rng(
+            int.from_bytes(hashlib.blake2b(identity.seed, digest_size=8, person=b"p2pfl-buckets").digest())
+        )
         self.scorer = ContributionScorer(scoring) if scoring_enabled else None
         self.allowed = allowed
         self.mix_filter = mix_filter

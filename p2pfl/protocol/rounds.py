@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from p2pfl.aggregation import aggregate, median
+from p2pfl.aggregation import AggregationConfig, aggregate, median
 from p2pfl.protocol.actions import Action, Evict, Publish
 from p2pfl.protocol.core import EngineCore
 from p2pfl.protocol.layout import FloatVec
@@ -166,7 +167,9 @@ class RoundSide(EngineCore):
                 scorer.config.newcomer_share_cap,
             )
             ref_weights, ref_own = cap_groups(peers, ref_weights, ref_own, self.groups, self.group_caps)
-            reference = aggregate(self.aggregation, after, stack, ref_weights, own_weight=ref_own)
+            # the yardstick the scores are taken against is not bucketed: a random centre would make them
+            # random too (bucketing is for learning, the mix below)
+            reference = aggregate(self._unbucketed(), after, stack, ref_weights, own_weight=ref_own)
             if scorer.config.reference == "median":
                 # the mix may be a plain mean that the very models under test dragged off: score them
                 # against a reference they cannot move while they are a minority
@@ -191,20 +194,25 @@ class RoundSide(EngineCore):
             weights, own_weight = cap_groups(peers, weights, own_weight, self.groups, self.group_caps)
             if (
                 scorer.config.reference == "aggregate"
+                and self.aggregation.bucket == 1
                 and own_weight == ref_own
                 and np.array_equal(weights, ref_weights)
             ):
                 centre = reference  # the mix is the reference: nothing young, dropped or capped
             else:
-                centre = aggregate(self.aggregation, after, stack, weights, own_weight=own_weight)
+                centre = aggregate(
+                    self.aggregation, after, stack, weights, own_weight=own_weight, rng=self.bucket_rng
+                )
             evicted, actions = self._evict(sorted(scorer.evicted() - was_evicted), scores, now)
         elif reps and self.group_caps:
             weights, own_weight = cap_groups(
                 peers, np.ones(len(reps)), self.aggregation.own_weight, self.groups, self.group_caps
             )
-            centre = aggregate(self.aggregation, after, stack, weights, own_weight=own_weight)
+            centre = aggregate(
+                self.aggregation, after, stack, weights, own_weight=own_weight, rng=self.bucket_rng
+            )
         else:
-            centre = aggregate(self.aggregation, after, stack)
+            centre = aggregate(self.aggregation, after, stack, rng=self.bucket_rng)
         contributions = self._contributions(reps, weights, scores)
         self.own = centre
         if publish_action is not None:
@@ -212,6 +220,11 @@ class RoundSide(EngineCore):
         return RoundOutcome(
             actions, self.seq, self.public_digest, contributions, scores, evicted, own_weight=own_weight
         )
+
+    def _unbucketed(self) -> AggregationConfig:
+        """The aggregation config without bucketing (the scoring reference's)."""
+        cfg = self.aggregation
+        return cfg if cfg.bucket == 1 else replace(cfg, bucket=1)
 
     @staticmethod
     def _copies(
