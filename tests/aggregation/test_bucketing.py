@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,9 +11,11 @@ from hypothesis import strategies as st
 
 from p2pfl.aggregation import AggregationConfig, aggregate
 from p2pfl.aggregation.bucketing import bucket_rows
+from p2pfl.config.loader import parse_config
 from p2pfl.errors import AggregationError, ConfigError
 from p2pfl.identity import Identity
 from p2pfl.protocol import GossipEngine, ProtocolConfig, Publish
+from tests.config.test_schema import doc
 from tests.protocol.test_engine import Net, model
 
 
@@ -129,3 +133,11 @@ def test_the_engine_buckets_the_mix_not_the_scores() -> None:
     assert np.array_equal(bucketed.own, again.own)
     other, _ = _round(2, seed=20)
     assert not np.array_equal(other.own, bucketed.own)
+
+
+def test_a_peer_config_turns_it_on_and_refuses_a_bad_size() -> None:
+    """``[aggregation] bucket`` in a peer's config file reaches the engine's config; 0 is a config error."""
+    cfg = parse_config(doc(aggregation={"bucket": 2}), Path("."))
+    assert cfg.peer.aggregation.bucket == 2
+    with pytest.raises(ConfigError, match="bucket"):
+        parse_config(doc(aggregation={"bucket": 0}), Path("."))
