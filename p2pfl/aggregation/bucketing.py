@@ -28,7 +28,7 @@ def bucket_rows(x: F32, weights: F64 | None, size: int, rng: np.random.Generator
     """The ``(ceil(k / size), d)`` stack of bucket means of the ``(k, d)`` stack ``x`` (row 0 the own
     model, kept in the first bucket) and their weights (each bucket's total; ``None`` when ``weights`` is
     ``None`` and every bucket is full, so the rule's equal-weight path still runs). Within a bucket the
-    mean is weighted. ``size <= 1`` or fewer than three rows: ``x`` and ``weights`` unchanged."""
+    mean is weighted. ``size == 1`` or fewer than three rows: ``x`` and ``weights`` unchanged."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise AggregationError(f"bucket size must be an integer >= 1, got {size!r}")
     k = x.shape[0]
