@@ -52,6 +52,16 @@ def _as_weights(weights: ArrayLike | None, k: int) -> F64 | None:
     return w
 
 
+def _positive_weights(weights: ArrayLike | None, k: int) -> F64 | None:
+    """Weights of a pre-step that runs after zero-weight rows were dropped: ``(k,)``, finite, all positive."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise AggregationError(f"weights must be {k} positive finite numbers")
+    return w
+
+
 def _drop_zero_rows(stack: F32, w: F64 | None) -> tuple[F32, F64 | None]:
     """Drop zero-weight rows; return ``None`` weights when the remaining ones are all equal."""
     if w is None:

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from p2pfl.aggregation._inputs import F32, F64
-from p2pfl.errors import AggregationError
+from p2pfl.aggregation._inputs import F32, F64, _check_int, _positive_weights
 
 __all__ = ["bucket_rows"]
 
@@ -29,14 +28,12 @@ def bucket_rows(x: F32, weights: F64 | None, size: int, rng: np.random.Generator
     model, kept in the first bucket) and their weights (each bucket's total; ``None`` when ``weights`` is
     ``None`` and every bucket is full, so the rule's equal-weight path still runs). Within a bucket the
     mean is weighted. ``size == 1`` or fewer than three rows: ``x`` and ``weights`` unchanged."""
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise AggregationError(f"bucket size must be an integer >= 1, got {size!r}")
+    size = _check_int(size, "bucket size", 1)
     k = x.shape[0]
     if size == 1 or k < 3:
         return x, weights
-    w = np.ones(k) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise AggregationError(f"weights must be {k} positive finite numbers")
+    checked = _positive_weights(weights, k)
+    w = np.ones(k) if checked is None else checked
     order = np.concatenate(([0], 1 + rng.permutation(k - 1)))
     starts = range(0, k, size)
     out = np.empty((len(starts), x.shape[1]), dtype=np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from p2pfl.aggregation._distances import _LA_BLOCK, _pairwise_sq_dists
-from p2pfl.aggregation._inputs import F32, _as_stack, _check_int
+from p2pfl.aggregation._inputs import F32, _as_stack, _check_int, _positive_weights
 from p2pfl.errors import AggregationError
 
 
@@ -24,9 +24,7 @@ def nearest_neighbour_mixing(stack: ArrayLike, f: int, weights: ArrayLike | None
     f = _check_int(f, "f", 0)
     if f >= k:
         raise AggregationError(f"nearest-neighbour mixing needs f < k, got f={f}, k={k}")
-    w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    if w is not None and (w.shape != (k,) or not np.all(np.isfinite(w)) or np.any(w <= 0)):
-        raise AggregationError(f"weights must be {k} positive finite numbers")
+    w = _positive_weights(weights, k)
     if f == 0:
         row = np.full(k, 1.0 / k) if w is None else w / w.sum()
         mix = np.tile(row.astype(np.float32), (k, 1))
