@@ -56,6 +56,7 @@ from p2pfl.peer_wiring import (
     build_engine,
     build_exchange,
     build_metrics,
+    build_rotation,
     build_rounds,
     export_privacy,
     libp2p_factory,
@@ -132,6 +133,8 @@ class Peer(PeerAccess):
         self.secagg: GroupMember | None = None
         #: the group channel over the transport (``[secagg] enabled``; p2pfl.secagg.channel)
         self.secagg_channel: TransportChannel | None = None
+        #: link rotation (``[peer] rotate_every``, p2pfl.peer_rotation); None: off
+        self.rotation = build_rotation(self)
         #: the round loop: owns the round counter, the reports and the guards' state
         self.rounds = build_rounds(self)
 

@@ -12,6 +12,7 @@ import trio
 
 from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
+from p2pfl.peer_rotation import Dial
 from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -113,6 +114,25 @@ class PeerDiscovery:
                 connected.add(pid)
                 dialled += 1
         return dialled
+
+    async def rotation_candidates(self) -> dict[str, Dial]:
+        """The network's peers a link rotation may dial (p2pfl.peer_rotation): the registries' records, or
+        the cache when none answers; none without registries."""
+        from p2pfl.discovery import dial_record
+
+        if self.client is None:
+            return {}
+        registries = self.registry_ids()
+        out: dict[str, Dial] = {}
+        for record in await self.client.find_peers():
+            if record.peer_id in registries or record.peer_id == self.identity.peer_id:
+                continue
+
+            async def dial(record: Any = record) -> bool:
+                return await dial_record(self._transport(), record) is not None
+
+            out[record.peer_id] = dial
+        return out
 
     async def _loop(self) -> None:
         while True:

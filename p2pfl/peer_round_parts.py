@@ -140,6 +140,8 @@ class RoundParts:
     secagg: Callable[[], GroupMember | None] = lambda: None
     #: differential privacy (p2pfl.privacy); ``None``: off
     privacy: PeerPrivacy | None = None
+    #: link rotation after a round (``LinkRotation.after_round``); ``None``: off
+    rotate: Callable[[int], Awaitable[None]] | None = None
 
     async def persist(
         self,

@@ -103,6 +103,8 @@ class RoundLoop(RoundWaits):
                 await self._wait_for_neighbours()
             started = trio.current_time()
             done.append(await self.step())
+            if self._p.rotate is not None:
+                await self._p.rotate(self.round)
             next_at = next_round_at(started, self._pacing)
             if next_at > trio.current_time():
                 with trio.move_on_at(next_at):

@@ -17,6 +17,7 @@ from p2pfl.config.schema import PeerConfig
 from p2pfl.identity import Identity
 from p2pfl.peer_discovery import PeerDiscovery
 from p2pfl.peer_exchange import Exchange
+from p2pfl.peer_rotation import LinkRotation
 from p2pfl.peer_rounds import RoundLoop, RoundParts
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
 from p2pfl.roster.service import ROSTER_PROTOCOL
@@ -101,8 +102,32 @@ def build_rounds(peer: Peer) -> RoundLoop:
         rollout=peer.rollout,
         secagg=lambda: peer.secagg,
         privacy=peer.privacy,
+        rotate=peer.rotation.after_round if peer.rotation is not None else None,
     )
     return RoundLoop(parts)
+
+
+def build_rotation(peer: Peer) -> LinkRotation | None:
+    """Link rotation (``[peer] rotate_every``), dialling the registries' peers; None when off."""
+    config = peer.config
+    if not config.rotate_every:
+        return None
+    static = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.static_peers)
+
+    async def disconnect(peer_id: str) -> None:
+        await peer.transport.disconnect(peer_id)
+
+    return LinkRotation(
+        every=config.rotate_every,
+        degree=config.rotate_degree or config.max_neighbours,
+        seed=peer.identity.seed,
+        me=peer.peer_id,
+        links=peer.neighbours,
+        may_dial=lambda pid: not peer.engine.is_evicted(pid) and peer._peer_allowed(pid),
+        disconnect=disconnect,
+        pinned=lambda: static,
+        candidates=peer.discovery.rotation_candidates,
+    )
 
 
 def build_metrics(peer: Peer, option: Any) -> str | None:

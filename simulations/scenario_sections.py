@@ -100,6 +100,9 @@ class RunSpec:
     wait_fraction: float = default_of(PeerConfig, "wait_fraction")
     wait_before_mix: bool = default_of(PeerConfig, "wait_before_mix")
     mix_steps: int = default_of(PeerConfig, "mix_steps")
+    #: link rotation (p2pfl.protocol.rotation): the memory and libp2p engines dial the plan's peers
+    rotate_every: int = default_of(PeerConfig, "rotate_every")
+    rotate_degree: int = default_of(PeerConfig, "rotate_degree")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
     #: delta codec of every peer: raw, fp16, int8 or topk:<density> (docs/wire-format.md section 7)

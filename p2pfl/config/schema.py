@@ -85,6 +85,11 @@ class PeerConfig:
     #: the neighbours' newer versions, publish the own mix and mix again (p2pfl.protocol.mixing).
     mix_steps: int = setting(default_of(MixConfig, "mix_steps"), section="peer", sim="run")
     min_neighbours: int = setting(1, section="peer")
+    #: Link rotation: after every ``rotate_every``-th round dial peers not linked yet, then close the oldest
+    #: links, keeping ``rotate_degree`` learning links (0: ``max_neighbours``); ``rotate_every = 0``: off
+    #: (p2pfl.protocol.rotation, docs/learning.md "Link rotation").
+    rotate_every: int = setting(0, section="peer", sim="run")
+    rotate_degree: int = setting(0, section="peer", sim="run")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")
     bootstrap_ttl: int = setting(120, section="peer")
@@ -182,6 +187,10 @@ class PeerConfig:
                 "bootstrap_ttl", f"must be an integer in 1..7200 (seconds), got {self.bootstrap_ttl!r}"
             )
         SoloConfig(self.solo_rounds)  # (raises ConfigError("peer", "solo_rounds", ...))
+        for name in ("rotate_every", "rotate_degree"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1_000_000:
+                raise _bad(name, f"must be an integer in 0..1000000, got {value!r}")
         if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
             raise _bad("min_neighbours", f"must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:

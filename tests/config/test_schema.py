@@ -162,7 +162,16 @@ def test_scenario_sections_hold_the_fields_the_schema_gives_them() -> None:
     scoring = {f.name for f in dataclasses.fields(parse_scenario({}).scoring)}
     assert (
         set(sim_fields("run"))
-        == {"wait_fraction", "wait_before_mix", "mix_steps", "max_round_wait_s", "network_id", "codec"}
+        == {
+            "wait_fraction",
+            "wait_before_mix",
+            "mix_steps",
+            "rotate_every",
+            "rotate_degree",
+            "max_round_wait_s",
+            "network_id",
+            "codec",
+        }
         <= run
     )
     assert set(sim_fields("scoring")) == {"enabled", "val_scoring", "mix_guard"} <= scoring

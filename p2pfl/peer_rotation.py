@@ -1,0 +1,116 @@
+"""The peer's side of link rotation (``[peer] rotate_every``; the decision: :mod:`p2pfl.protocol.rotation`).
+
+After every ``rotate_every``-th round the peer dials peers it is not linked to and then closes its oldest
+links, keeping ``rotate_degree`` learning links (0: ``max_neighbours``, the degree discovery dials up
+to). Candidates come from a :data:`Candidates` source: by default the bootstrap registries' records (the
+discovery cache when they are down); a host or a simulation may set its own
+(:attr:`LinkRotation.candidates`). Static peers are pinned: their links are never closed. Evicted and
+refused peers are never dialled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+
+import trio
+
+from p2pfl.errors import P2PFLError
+from p2pfl.protocol.rotation import due, rotate
+
+log = logging.getLogger("p2pfl.peer")
+
+#: peer id -> a dial that returns whether the link was made (it must not raise for an unreachable peer)
+Dial = Callable[[], Awaitable[bool]]
+#: the peers a rotation may dial, each with its dial
+Candidates = Callable[[], Awaitable[Mapping[str, Dial]]]
+
+
+class LinkRotation:
+    """Link ages and the rotation after a round; one per peer."""
+
+    def __init__(
+        self,
+        *,
+        every: int,
+        degree: int,
+        seed: bytes,
+        me: str,
+        links: Callable[[], list[str]],
+        may_dial: Callable[[str], bool],
+        disconnect: Callable[[str], Awaitable[None]],
+        pinned: Callable[[], frozenset[str]],
+        candidates: Candidates | None,
+    ) -> None:
+        self.every = every
+        #: the learning links kept
+        self.degree = degree
+        self._me = me
+        self._links = links
+        self._may_dial = may_dial
+        self._disconnect = disconnect
+        self._pinned = pinned
+        #: where a rotation finds peers to dial; None: no source (the rotation only trims extra links)
+        self.candidates = candidates
+        #: peer id -> the round its link was first seen
+        self.linked_at: dict[str, int] = {}
+        # keyed by the identity's secret seed: a neighbour cannot predict whom this peer drops or dials,
+        # and a simulated run repeats exactly
+        self._rng = random.Random(hashlib.blake2b(seed, digest_size=8, person=b"p2pfl-rotation").digest())
+        #: links made and closed by rotations since start (status and tests)
+        self.dialled = 0
+        self.closed = 0
+
+    def note_links(self, round_: int) -> list[str]:
+        """Record links first seen now (at ``round_``) and forget closed ones; returns the links."""
+        links = self._links()
+        held = set(links)
+        for p in list(self.linked_at):
+            if p not in held:
+                del self.linked_at[p]
+        for p in links:
+            self.linked_at.setdefault(p, round_)
+        return links
+
+    async def after_round(self, round_: int) -> None:
+        """Rotate if ``round_`` is due. A source or a dial that fails costs nothing but this rotation."""
+        links = self.note_links(round_)
+        if not due(round_, self.every):
+            return
+        dials: Mapping[str, Callable[[], Awaitable[bool]]] = {}
+        if self.candidates is not None:
+            try:
+                dials = await self.candidates()
+            except P2PFLError as exc:
+                log.info("rotation: no candidates this time: %s", exc)
+        pool = [p for p in dials if p != self._me and self._may_dial(p)]
+        decision = rotate(
+            {p: self.linked_at[p] for p in links},
+            pool,
+            degree=self.degree,
+            rng=self._rng,
+            pinned=self._pinned(),
+        )
+        made = 0
+        for p in decision.dial:
+            if made >= decision.want:
+                break
+            if await dials[p]():
+                made += 1
+                self.linked_at[p] = round_
+        for p in decision.to_drop(made):
+            await self._disconnect(p)
+            self.linked_at.pop(p, None)
+        self.dialled += made
+        self.closed += len(decision.to_drop(made))
+        if made or decision.to_drop(made):
+            log.info(
+                "rotation round=%d dialled=%d closed=%d links=%d",
+                round_,
+                made,
+                len(decision.to_drop(made)),
+                len(self._links()),
+            )
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,85 @@
+"""Link rotation: every ``every`` rounds a peer drops its oldest links and dials peers it is not linked to.
+
+Why. On a sparse static graph a peer is stuck with the neighbours it started with. Two things follow, and
+no aggregation rule fixes either (docs/learning.md, "Link rotation"):
+
+* a peer with half or more of its neighbours attacking (an *exposed* peer) is outvoted by the robust rule
+  every round, for the whole run: the rule's breakdown point is about fractions, and that peer's fraction
+  is a majority whatever the network's is;
+* on very non-IID data a peer's model only ever mixes with the same few data distributions, and the
+  information of the far side of the graph reaches it through many averaging steps.
+
+Rotation makes the graph time-varying: over a few rotations every peer's neighbourhood is a fresh sample
+of the network, so the attackers' share in it tends to their share of the network, and models mix across
+the whole network as on a denser graph (decentralised SGD on time-varying graphs, Koloskova et al. 2020;
+Epidemic Learning, de Vos et al. 2023). The degree, i.e. the bandwidth, stays what it was.
+
+Pure: the caller passes the round, its links with the round each was made, the candidates and a generator.
+Pinned links (static peers) are never dropped. The caller dials first, candidates in the order given,
+until ``want`` answered (one more link than ``degree``, or up to it when below); then it closes its oldest
+links until it is back to ``degree`` (:meth:`Rotation.to_drop`). A dial that fails therefore never costs a
+link: a peer with nobody new to reach keeps the neighbours it has. A link dialled by a neighbour counts like
+any other, so degrees stay near the target rather than exactly at it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from p2pfl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """One rotation's decision: dial ``dial`` in order until ``want`` answered, then close
+    :meth:`to_drop` of the dialled count."""
+
+    dial: tuple[str, ...] = ()
+    want: int = 0
+    #: the links that may be closed, oldest first (pinned ones are not among them)
+    oldest: tuple[str, ...] = ()
+    #: the links held when the decision was made
+    held: int = 0
+    degree: int = 1
+
+    def to_drop(self, dialled: int) -> tuple[str, ...]:
+        """The links to close once ``dialled`` new ones were made: back to ``degree``, oldest first."""
+        return self.oldest[: max(0, self.held + dialled - self.degree)]
+
+
+NONE = Rotation()
+
+
+def due(round_: int, every: int) -> bool:
+    """Whether the rotation runs after the peer's round ``round_`` (never before the first round ends)."""
+    return every > 0 and round_ > 0 and round_ % every == 0
+
+
+def rotate(
+    links: Mapping[str, int],
+    candidates: Sequence[str],
+    *,
+    degree: int,
+    rng: random.Random,
+    pinned: Collection[str] = (),
+) -> Rotation:
+    """What to dial and what may be closed (see the module docstring).
+
+    ``links``: the peer's learning links, each with the round it was made. ``candidates``: peers of the
+    network it may dial (the caller has removed itself, evicted and refused peers). Ties among equally old
+    links are broken by ``rng``; the candidates are shuffled by it.
+    """
+    if degree < 1:
+        raise ConfigError("peer", "rotate_degree", f"must be >= 1 here, got {degree}")
+    free = [p for p in links if p not in pinned]
+    rng.shuffle(free)  # ties among equally old links: random
+    free.sort(key=lambda p: links[p])  # stable: oldest first
+    pool = [c for c in dict.fromkeys(candidates) if c not in links]
+    rng.shuffle(pool)
+    # one link more than the degree when one can be closed afterwards (the rotation), else up to the degree
+    want = max(0, degree + (1 if free else 0) - len(links))
+    if not pool or want == 0:
+        return Rotation(oldest=tuple(free), held=len(links), degree=degree)
+    return Rotation(dial=tuple(pool), want=want, oldest=tuple(free), held=len(links), degree=degree)
