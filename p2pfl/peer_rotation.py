@@ -36,6 +36,7 @@ class LinkRotation:
         *,
         every: int,
         degree: int,
+        top_up: bool = True,
         seed: bytes,
         me: str,
         links: Callable[[], list[str]],
@@ -47,6 +48,8 @@ class LinkRotation:
         self.every = every
         #: the learning links kept
         self.degree = degree
+        #: between rotations, dial back up to ``degree`` after every round that ends below it
+        self.top_up = top_up
         self._me = me
         self._links = links
         self._may_dial = may_dial
@@ -77,7 +80,8 @@ class LinkRotation:
     async def after_round(self, round_: int) -> None:
         """Rotate if ``round_`` is due. A source or a dial that fails costs nothing but this rotation."""
         links = self.note_links(round_)
-        if not due(round_, self.every):
+        turn = due(round_, self.every)
+        if not turn and (not self.top_up or len(links) >= self.degree):
             return
         dials: Mapping[str, Callable[[], Awaitable[bool]]] = {}
         if self.candidates is not None:
@@ -92,6 +96,7 @@ class LinkRotation:
             degree=self.degree,
             rng=self._rng,
             pinned=self._pinned(),
+            turn=turn,
         )
         made = 0
         for p in decision.dial:

@@ -83,3 +83,10 @@ def test_executing_a_decision_never_closes_pinned_links_and_keeps_the_degree(  #
     if closed:  # only ever the oldest free links
         oldest_kept = min((links[p] for p in links if p not in pins and p not in closed), default=None)
         assert oldest_kept is None or max(links[p] for p in closed) <= oldest_kept
+
+
+def test_between_rotations_it_only_tops_up_to_the_degree() -> None:
+    decision = rotate({"a": 1}, ["b", "c", "d"], degree=3, rng=random.Random(5), turn=False)
+    assert decision.want == 2 and decision.to_drop(2) == () and decision.to_drop(0) == ()
+    at_degree = rotate({"a": 1, "b": 2}, ["c"], degree=2, rng=random.Random(5), turn=False)
+    assert at_degree.want == 0 and at_degree.to_drop(0) == ()
