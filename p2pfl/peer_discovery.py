@@ -100,7 +100,7 @@ class PeerDiscovery:
         registries = self.registry_ids()
         dialled = 0
         for record in records:
-            if len(connected) >= self.config.max_neighbours:
+            if len(connected) >= self.config.learning_degree:
                 break
             pid = record.peer_id
             if (

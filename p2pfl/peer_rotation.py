@@ -66,6 +66,10 @@ class LinkRotation:
         self.dialled = 0
         self.closed = 0
 
+    def status(self) -> dict[str, int]:
+        """``status.json``'s ``rotation``: the settings and the links rotations made and closed."""
+        return {"every": self.every, "degree": self.degree, "dialled": self.dialled, "closed": self.closed}
+
     def note_links(self, round_: int) -> list[str]:
         """Record links first seen now (at ``round_``) and forget closed ones; returns the links."""
         links = self._links()

@@ -47,6 +47,7 @@ def peer_status(peer: Peer) -> dict[str, Any]:
         "rollout": peer.rollout.status(),
         "privacy": peer.privacy.status(engine.seq) if peer.privacy is not None else None,
         "solo": peer.rounds.solo.status(),  # p2pfl.protocol.solo
+        "rotation": peer.rotation.status() if peer.rotation is not None else None,
         "secagg": group_status(peer.secagg, peer.secagg_channel) if peer.secagg is not None else None,
     }
 

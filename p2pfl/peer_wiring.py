@@ -10,6 +10,7 @@ the :class:`~p2pfl.peer.Peer` they build for and are called once from its ``__in
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 TransportFactory = Callable[[Identity], Any]  # returns an async context manager yielding a Transport
+
+log = logging.getLogger("p2pfl.peer")
 
 
 def libp2p_factory(config: PeerConfig, max_request: Callable[[], int] = lambda: 0) -> TransportFactory:
@@ -113,13 +116,18 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
     if not config.rotate_every:
         return None
     static = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.static_peers)
+    if config.bootstrap and not peer._gated():
+        log.warning(
+            "link rotation in an open network: every rotation dials identities from the registries, which "
+            "anyone can fill with fresh keys; run it with an [access] roster (docs/learning.md)"
+        )
 
     async def disconnect(peer_id: str) -> None:
         await peer.transport.disconnect(peer_id)
 
     return LinkRotation(
         every=config.rotate_every,
-        degree=config.rotate_degree or config.max_neighbours,
+        degree=config.learning_degree,
         seed=peer.identity.seed,
         me=peer.peer_id,
         links=peer.neighbours,

@@ -187,3 +187,31 @@ def test_rotation_settings_outside_their_range_are_config_errors(key: str, bad: 
     with pytest.raises(ConfigError) as exc:
         PeerConfig(network_id="n", **{key: bad})
     assert (exc.value.section, exc.value.key) == ("peer", key)
+
+
+def test_discovery_dials_up_to_the_rotation_degree_not_max_neighbours() -> None:
+    """Discovery must not refill what rotation closes: with rotation on it stops at ``rotate_degree``."""
+    assert PeerConfig(network_id="n", max_neighbours=16).learning_degree == 16
+    assert PeerConfig(network_id="n", rotate_every=2, rotate_degree=3).learning_degree == 3
+    assert PeerConfig(network_id="n", rotate_every=2).learning_degree == 16  # degree 0: max_neighbours
+    assert PeerConfig(network_id="n", rotate_degree=3).learning_degree == 16  # rotation off
+
+
+async def test_status_reports_the_rotation(autojump_clock: trio.testing.MockClock) -> None:
+    peers = await _network(
+        4,
+        [(0, 1), (1, 2), (2, 3)],
+        4,
+        setup=_wire,
+        rotate_every=2,
+        rotate_degree=1,
+        scoring_enabled=False,
+        aggregation=MEAN,
+        max_round_wait_s=5,
+    )
+    for p in peers:
+        rot = p.rotation
+        assert rot is not None
+        assert rot.status() == {"every": 2, "degree": 1, "dialled": rot.dialled, "closed": rot.closed}
+        assert p.status()["rotation"] == rot.status()
+    assert sum(p.rotation.closed for p in peers if p.rotation is not None) >= 1

@@ -176,6 +176,14 @@ class PeerConfig:
     #: differential privacy (``[privacy]``; docs/privacy.md): off here; ``p2pfl init`` writes it on
     privacy: PrivacyConfig = setting(section=None, default_factory=PrivacyConfig)  # noqa: RUF009
 
+    @property
+    def learning_degree(self) -> int:
+        """The learning links discovery dials up to: ``rotate_degree`` with link rotation on (discovery
+        must not refill what rotation closes), else ``max_neighbours``."""
+        if self.rotate_every and self.rotate_degree:
+            return self.rotate_degree
+        return self.max_neighbours
+
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
             raise _bad("local_steps", f"must be an integer >= 1, got {self.local_steps!r}")

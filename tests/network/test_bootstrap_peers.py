@@ -90,3 +90,35 @@ def test_peers_find_each_other_through_the_registry_and_survive_its_outage(tmp_p
         reg.stop()
     accs = [test_accuracy_of_checkpoint(cluster.specs[i].state, i, n) for i in range(n)]
     assert min(accs) >= 0.85, accs
+
+
+def test_rotating_peers_change_links_through_the_registry_and_keep_learning(tmp_path: Path) -> None:
+    """Link rotation over libp2p with registry discovery (``[peer] rotate_every``): discovery dials up to
+    ``rotate_degree``, not ``max_neighbours``; rotations dial the registry's records and close the oldest
+    links; learning goes on."""
+    port = free_port()
+    reg = registry(tmp_path, port)
+    n = 5
+    cluster = Cluster(tmp_path, n)
+    try:
+        for i in range(n):
+            conf = sections(i, n, reg.addr)
+            conf["peer"] |= {"rotate_every": 2, "rotate_degree": 2, "min_neighbours": 1}
+            cluster.configure(i, conf)
+        cluster.start_many(list(range(n)))
+        cluster.wait_rounds(list(range(n)), 14, timeout=180)
+        statuses = [cluster.status(i) for i in range(n)]
+        for s in statuses:
+            assert s is not None and s["rotation"] is not None, statuses
+            assert s["rotation"]["degree"] == 2
+            assert s["rotation"]["dialled"] + s["rotation"]["closed"] >= 1, statuses
+        # a complete graph would be 4 neighbours each; the rotation degree keeps the mean near 2
+        degrees = [s["neighbours"] for s in statuses if s is not None]
+        assert sum(degrees) / n <= 3.2, degrees
+        assert sum(s["rotation"]["dialled"] for s in statuses if s is not None) >= 3, statuses
+        assert cluster.stop_many(list(range(n))) == [0] * n
+    finally:
+        cluster.stop_all()
+        reg.stop()
+    accs = [test_accuracy_of_checkpoint(cluster.specs[i].state, i, n) for i in range(n)]
+    assert min(accs) >= 0.8, accs
