@@ -16,6 +16,7 @@ from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.peer_rotation import Dial
+from p2pfl.sim.determinism import seeded_scheduler
 
 from .test_mix_steps import _flat
 from .test_mix_steps import _network as _mix_network
@@ -50,23 +51,26 @@ def _wire(peers: list[Peer]) -> None:
 
 
 async def _network(n: int, edges: list[tuple[int, int]], rounds: int, **kw: Any) -> list[Peer]:
-    """test_mix_steps' network, each peer's final neighbours kept in ``p.final_links`` (read while the
-    peers still run: a stopped peer has no transport)."""
+    """test_mix_steps' network on a seeded scheduler (trio's order, as ``--reproducible`` runs seed it: the
+    same links every run), each peer's links after its last round's rotation kept in ``p.final_links``
+    (read while the peers still run: a stopped peer has no transport)."""
     setup = kw.pop("setup", lambda peers: None)
 
     def keep(peers: list[Peer]) -> None:
         setup(peers)
         for p in peers:
-            finish = p.rounds.step
+            parts = p.rounds._p
+            rotate = parts.rotate
 
-            async def step(p: Peer = p, finish: Any = finish) -> Any:
-                report = await finish()
+            async def after(round_: int, p: Peer = p, rotate: Any = rotate) -> None:
+                if rotate is not None:
+                    await rotate(round_)
                 p.final_links = set(p.neighbours())  # type: ignore[attr-defined]
-                return report
 
-            p.rounds.step = step  # type: ignore[method-assign]
+            parts.rotate = after
 
-    return await _mix_network(n, edges, rounds, setup=keep, **kw)
+    with seeded_scheduler(11):
+        return await _mix_network(n, edges, rounds, setup=keep, **kw)
 
 
 def _links(peers: list[Peer]) -> set[frozenset[str]]:
@@ -93,7 +97,8 @@ async def test_rotation_changes_links_and_keeps_the_degree(autojump_clock: trio.
         rot = p.rotation
         assert rot is not None and rot.degree == 2
         assert rot.dialled + rot.closed >= 1  # (a peer others dialled may only ever close links)
-        assert 1 <= len(p.final_links) <= 5, [len(q.neighbours()) for q in peers]
+        # dialled back up to the degree after every round (the top-up); inbound dials may add more
+        assert 2 <= len(p.final_links) <= 5, [len(q.final_links) for q in peers]
     degrees = [len(p.final_links) for p in peers]
     assert 1.5 <= sum(degrees) / len(degrees) <= 3.5, degrees
     assert sum(p.rotation.dialled for p in peers if p.rotation is not None) >= 4
@@ -161,8 +166,9 @@ async def test_rotation_mixes_a_skewed_ring_faster_than_the_static_ring(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The point of rotation: the same degree, but models cross the network in fewer rounds (measured on
-    this ring of 8 after 8 rounds, six times: the mean distance between two peers' models with rotation
-    every round is 0.52-0.74 of the static ring's; trio's scheduling varies it from run to run)."""
+    this ring of 8 after 8 rounds: the mean distance between two peers' models with rotation every round
+    is 0.73 of the static ring's at this scheduler seed, 0.50-0.83 at seeds 1-5; unseeded, trio's
+    scheduling order varied it from run to run)."""
     spreads = {}
     for every in (0, 1):
         peers = await _network(
