@@ -10,6 +10,7 @@ refused peers are never dialled.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -87,12 +88,12 @@ class LinkRotation:
         turn = due(round_, self.every)
         if not turn and (not self.top_up or len(links) >= self.degree):
             return
-        dials: Mapping[str, Callable[[], Awaitable[bool]]] = {}
+        dials: Mapping[str, Dial] = {}
         if self.candidates is not None:
             try:
                 dials = await self.candidates()
-            except P2PFLError as exc:
-                log.info("rotation: no candidates this time: %s", exc)
+            except Exception as exc:  # a registry's answer must never end the peer: no rotation this time
+                log.info("rotation: no candidates this time: %s: %s", type(exc).__name__, exc)
         pool = [p for p in dials if p != self._me and self._may_dial(p)]
         decision = rotate(
             {p: self.linked_at[p] for p in links},
@@ -106,20 +107,27 @@ class LinkRotation:
         for p in decision.dial:
             if made >= decision.want:
                 break
-            if await dials[p]():
+            if await _guarded(dials[p], f"dial {p}"):
                 made += 1
                 self.linked_at[p] = round_
-        for p in decision.to_drop(made):
-            await self._disconnect(p)
+        closing = decision.to_drop(made)
+        for p in closing:
+            await _guarded(functools.partial(self._disconnect, p), f"close {p}")
             self.linked_at.pop(p, None)
         self.dialled += made
-        self.closed += len(decision.to_drop(made))
-        if made or decision.to_drop(made):
-            log.info(
-                "rotation round=%d dialled=%d closed=%d links=%d",
-                round_,
-                made,
-                len(decision.to_drop(made)),
-                len(self._links()),
-            )
+        self.closed += len(closing)
+        if made or closing:
+            links_now = len(self._links())
+            log.info("rotation round=%d dialled=%d closed=%d links=%d", round_, made, len(closing), links_now)
         await trio.lowlevel.checkpoint()
+
+
+async def _guarded(call: Callable[[], Awaitable[object]], what: str) -> object:
+    """One dial or close: what it returns, or None if it raised. Whatever it raises costs this link only,
+    never the round loop (a remote peer's answer or a transport's bug must not end the peer)."""
+    try:
+        return await call()
+    except Exception as exc:
+        level = logging.INFO if isinstance(exc, P2PFLError) else logging.WARNING
+        log.log(level, "rotation: %s failed: %s: %s", what, type(exc).__name__, exc)
+        return None

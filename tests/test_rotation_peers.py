@@ -221,3 +221,60 @@ async def test_status_reports_the_rotation(autojump_clock: trio.testing.MockCloc
         assert rot.status() == {"every": 2, "degree": 1, "dialled": rot.dialled, "closed": rot.closed}
         assert p.status()["rotation"] == rot.status()
     assert sum(p.rotation.closed for p in peers if p.rotation is not None) >= 1
+
+
+async def test_a_failing_source_dial_or_close_never_ends_the_round() -> None:
+    """A registry answer, a dial or a close that raises anything costs that link only (hostile remotes and
+    transport bugs must not end the peer's round loop)."""
+    from p2pfl.peer_rotation import LinkRotation
+
+    links = ["a", "b", "c"]
+    closed: list[str] = []
+
+    async def close(p: str) -> None:
+        closed.append(p)
+        raise RuntimeError("transport bug")
+
+    async def raising_source() -> dict[str, Dial]:
+        raise RuntimeError("registry answered garbage")
+
+    rot = LinkRotation(
+        every=1,
+        degree=2,
+        seed=b"\x01" * 32,
+        me="me",
+        links=lambda: list(links),
+        may_dial=lambda p: p != "evicted",
+        disconnect=close,
+        pinned=frozenset,
+        candidates=raising_source,
+    )
+    await rot.after_round(1)  # no candidates: only the links beyond the degree are closed
+    assert len(closed) == 1 and rot.dialled == 0 and rot.closed == 1
+
+    tried: list[str] = []
+
+    def dial(p: str, outcome: object) -> Dial:
+        async def go() -> bool:
+            tried.append(p)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return bool(outcome)
+
+        return go
+
+    async def source() -> dict[str, Dial]:
+        return {
+            "x": dial("x", RuntimeError("peer hung up")),
+            "y": dial("y", False),
+            "evicted": dial("evicted", True),
+            "z": dial("z", True),
+        }
+
+    rot.candidates = source
+    links[:] = ["b", "c"]  # at the degree: one more is dialled, then the oldest closed
+    closed.clear()
+    await rot.after_round(2)
+    assert "evicted" not in tried and tried[-1] == "z"  # dialled in random order until one answered
+    assert rot.dialled == 1  # z (x raised, y refused)
+    assert len(closed) == 1 and closed[0] in ("b", "c")  # though the close raised

@@ -14,7 +14,7 @@ of the network, so the attackers' share in it tends to their share of the networ
 the whole network as on a denser graph (decentralised SGD on time-varying graphs, Koloskova et al. 2020;
 Epidemic Learning, de Vos et al. 2023). The degree, i.e. the bandwidth, stays what it was.
 
-Pure: the caller passes the round, its links with the round each was made, the candidates and a generator.
+Pure: the caller passes its links with the round each was made, the candidates and a generator.
 Pinned links (static peers) are never dropped. The caller dials first, candidates in the order given,
 until ``want`` answered (one more link than ``degree``, or up to it when below); then it closes its oldest
 links until it is back to ``degree`` (:meth:`Rotation.to_drop`). A dial that fails therefore never costs a
