@@ -23,6 +23,8 @@ from .test_mix_steps import _network as _mix_network
 
 MEAN = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
 RING = [(i, (i + 1) % 8) for i in range(8)]
+#: peers that mix with the plain mean and score nobody: the tests are about links, not scoring
+PLAIN: dict[str, Any] = {"scoring_enabled": False, "aggregation": MEAN, "max_round_wait_s": 5}
 
 
 def _candidates(peers: list[Peer], me: Peer) -> Any:
@@ -86,9 +88,7 @@ async def test_rotation_changes_links_and_keeps_the_degree(autojump_clock: trio.
         setup=_wire,
         rotate_every=2,
         rotate_degree=2,
-        scoring_enabled=False,
-        aggregation=MEAN,
-        max_round_wait_s=5,
+        **PLAIN,
     )
     ids = {p.peer_id: str(i) for i, p in enumerate(peers)}
     now = {frozenset(ids[x] for x in link) for link in _links(peers)}
@@ -118,9 +118,7 @@ async def test_a_refused_peer_is_never_dialled(autojump_clock: trio.testing.Mock
         rotate_every=1,
         rotate_degree=2,
         allow=allow,
-        scoring_enabled=False,
-        aggregation=MEAN,
-        max_round_wait_s=5,
+        **PLAIN,
         min_neighbours=0,
     )
     for p in peers[:7]:
@@ -147,9 +145,7 @@ async def test_static_peers_stay_linked(autojump_clock: trio.testing.MockClock) 
         setup=setup,
         rotate_every=1,
         rotate_degree=2,
-        scoring_enabled=False,
-        aggregation=MEAN,
-        max_round_wait_s=5,
+        **PLAIN,
     )
     rot = peers[0].rotation
     assert rot is not None and rot.closed >= 2
@@ -179,9 +175,7 @@ async def test_rotation_mixes_a_skewed_ring_faster_than_the_static_ring(
             partition="dirichlet",
             rotate_every=every,
             rotate_degree=2,
-            scoring_enabled=False,
-            aggregation=MEAN,
-            max_round_wait_s=5,
+            **PLAIN,
         )
         spreads[every] = _spread(peers)
     assert spreads[1] < 0.85 * spreads[0], spreads
@@ -211,9 +205,7 @@ async def test_status_reports_the_rotation(autojump_clock: trio.testing.MockCloc
         setup=_wire,
         rotate_every=2,
         rotate_degree=1,
-        scoring_enabled=False,
-        aggregation=MEAN,
-        max_round_wait_s=5,
+        **PLAIN,
     )
     for p in peers:
         rot = p.rotation
