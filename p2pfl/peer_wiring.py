@@ -115,7 +115,10 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
     config = peer.config
     if not config.rotate_every:
         return None
-    static = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.static_peers)
+    # static peers, and the secure-aggregation group's fellows (their group channel runs over these links)
+    pinned = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.static_peers) | (
+        frozenset(config.secagg.members) - {peer.peer_id} if config.secagg.enabled else frozenset()
+    )
     if config.bootstrap and not peer._gated():
         log.warning(
             "link rotation in an open network: every rotation dials identities from the registries, which "
@@ -133,7 +136,7 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
         links=peer.neighbours,
         may_dial=lambda pid: not peer.engine.is_evicted(pid) and peer._peer_allowed(pid),
         disconnect=disconnect,
-        pinned=lambda: static,
+        pinned=lambda: pinned,
         candidates=peer.discovery.rotation_candidates,
     )
 

@@ -270,3 +270,23 @@ async def test_a_failing_source_dial_or_close_never_ends_the_round() -> None:
     assert "evicted" not in tried and tried[-1] == "z"  # dialled in random order until one answered
     assert rot.dialled == 1  # z (x raised, y refused)
     assert len(closed) == 1 and closed[0] in ("b", "c")  # though the close raised
+
+
+def test_static_peers_and_secure_aggregation_fellows_are_pinned() -> None:
+    """Their links are never closed by a rotation: a static peer is wanted by its operator, and a secure-
+    aggregation group's channel runs over its fellows' links (docs/secagg.md)."""
+    from p2pfl.secagg.config import SecAggConfig
+    from p2pfl.sim.data import peer_splits
+
+    from .test_peer import learner_for
+
+    ids = [Identity(bytes([i + 1]) * 32).peer_id for i in range(4)]
+    config = PeerConfig(
+        network_id="n",
+        rotate_every=2,
+        static_peers=(f"/ip4/127.0.0.1/tcp/4001/p2p/{ids[3]}",),
+        secagg=SecAggConfig(enabled=True, members=tuple(ids[:3])),
+    )
+    peer = Peer(config, learner_for(peer_splits("digits", 2, seed=1)[0], 0), Identity(bytes([1]) * 32))
+    assert peer.rotation is not None
+    assert peer.rotation._pinned() == frozenset({ids[1], ids[2], ids[3]})
