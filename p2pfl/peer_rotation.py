@@ -4,8 +4,8 @@ After every ``rotate_every``-th round the peer dials peers it is not linked to a
 links, keeping ``rotate_degree`` learning links (0: ``max_neighbours``, the degree discovery dials up
 to). Candidates come from a :data:`Candidates` source: by default the bootstrap registries' records (the
 discovery cache when they are down); a host or a simulation may set its own
-(:attr:`LinkRotation.candidates`). Static peers are pinned: their links are never closed. Evicted and
-refused peers are never dialled.
+(:attr:`LinkRotation.candidates`). Static peers and secure-aggregation fellows are pinned: their links
+are never closed. Evicted and refused peers are never dialled.
 """
 
 from __future__ import annotations
