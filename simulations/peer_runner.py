@@ -131,9 +131,8 @@ class PeerRunner:
             static_peers=static,
             status_interval_s=self.status_interval_s,
         )
-        if (
-            cfg.rotate_every and not cfg.rotate_degree
-        ):  # the topology's degree, not discovery's max_neighbours
+        if cfg.rotate_every and not cfg.rotate_degree:
+            # rotation keeps the topology's degree of this peer, not discovery's max_neighbours
             cfg = dataclasses.replace(cfg, rotate_degree=max(1, len(self.me.neighbours)))
         if self.me.join_round > 0:
             cfg = dataclasses.replace(cfg, join_on_start=True)  # a fresh identity joins from snapshots
