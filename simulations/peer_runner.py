@@ -267,6 +267,8 @@ class PeerRunner:
             "mix_steps": [peer.rounds.mix_steps_run, peer.rounds.mix_steps_skipped]
             if peer is not None
             else [0, 0],
+            # link rotation (p2pfl.peer_rotation) of the current incarnation; None: off
+            "rotation": peer.rotation.status() if peer is not None and peer.rotation is not None else None,
         }
 
     def _record(self, peer: Peer, evicted_now: list[str], round_s: float = 0.0) -> None:

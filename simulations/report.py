@@ -113,6 +113,7 @@ def summarise(output: Any) -> dict[str, Any]:
                 "bad_envelopes_sent": p.get("bad_envelopes_sent", 0),
                 **({"error": p["error"]} if "error" in p else {}),
                 **({"stalled": True} if p.get("stalled") else {}),
+                **({"rotation": p["rotation"]} if p.get("rotation") else {}),  # [run] rotate_every
             }
             for p in peers
         ],

@@ -5,6 +5,7 @@ skewed data rotation brings the peers' models closer together than the static ri
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -290,3 +291,27 @@ def test_static_peers_and_secure_aggregation_fellows_are_pinned() -> None:
     peer = Peer(config, learner_for(peer_splits("digits", 2, seed=1)[0], 0), Identity(bytes([1]) * 32))
     assert peer.rotation is not None
     assert peer.rotation._pinned() == frozenset({ids[1], ids[2], ids[3]})
+
+
+def test_a_scenario_rotates_its_peers_links(tmp_path: Path) -> None:
+    """``[run] rotate_every`` in a scenario (memory engine): every peer rotates, keeping its degree in
+    ``[topology]`` (here 2, a ring), and the run still learns."""
+    from p2pfl.sim.runner import run_scenario
+    from p2pfl.sim.scenario import parse_scenario
+
+    sc = parse_scenario(
+        {
+            "run": {"seed": 3, "rounds": 8, "transport": "memory", "rotate_every": 2},
+            "data": {"dataset": "digits", "partition": "iid"},
+            "model": {"kind": "logreg", "local_steps": 10},
+            "topology": {"peers": 8, "kind": "ring"},
+        },
+        name="rotation-memory",
+    )
+    r = run_scenario(sc, tmp_path, quiet=True, plots=False)
+    assert not r["timed_out"]
+    for p in r["peers"]:
+        rot = p["rotation"]
+        assert rot is not None and rot["every"] == 2 and rot["degree"] == 2, p
+        assert rot["dialled"] + rot["closed"] >= 1, p
+    assert r["honest_accuracy"]["mean"] >= 0.85, r["honest_accuracy"]
