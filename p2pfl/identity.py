@@ -199,6 +199,12 @@ class Identity:
         """64-byte detached Ed25519 signature of ``message``."""
         return bytes(self._signing_key.sign(message).signature)
 
+    def secret_for(self, purpose: bytes) -> bytes:
+        """8 bytes derived from the seed for one ``purpose`` (a personalisation of at most 16 bytes): a
+        peer's private randomness (its buckets, its link rotation) that no neighbour can predict and a
+        simulated run repeats. Different purposes give independent values, and none reveals the seed."""
+        return hashlib.blake2b(self.seed, digest_size=8, person=purpose).digest()
+
     def libp2p_keypair(self) -> KeyPair:
         """The same key as a libp2p ``KeyPair`` (imports libp2p lazily: it is slow to import)."""
         from libp2p.crypto.ed25519 import create_new_key_pair

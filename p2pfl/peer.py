@@ -62,7 +62,7 @@ from p2pfl.peer_wiring import (
     libp2p_factory,
 )
 from p2pfl.privacy.runtime import PeerPrivacy
-from p2pfl.protocol.dialling import DIAL_GRACE_S, static_dials
+from p2pfl.protocol.dialling import DIAL_GRACE_S, addr_peer_id, static_dials
 from p2pfl.rollout import Rollout
 from p2pfl.state import read_log
 from p2pfl.transport.base import Transport
@@ -110,7 +110,7 @@ class Peer(PeerAccess):
         self._status_written: tuple[bytes, float] = (b"", -math.inf)
         #: membership of a closed network (``[access] roster``); None: open network
         self.access = build_access(config, self.identity.peer_id)
-        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
+        self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
         self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = build_exchange(self)
@@ -300,7 +300,7 @@ class Peer(PeerAccess):
         swarm's retries (~0.7 s), and one after the other 8 of them held a simulation worker's start for
         5.8 s."""
         connected = set(self.transport.connected_peers())
-        by_id = {addr: addr.rstrip("/").rpartition("/")[2] for addr in self.config.static_peers}  # .../p2p/ID
+        by_id = {addr: addr_peer_id(addr) for addr in self.config.static_peers}  # .../p2p/ID
         since, now = self._unconnected_since, trio.current_time()
         due = set(static_dials(self.peer_id, by_id.values(), connected, since, now=now))
 

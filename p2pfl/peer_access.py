@@ -58,6 +58,10 @@ class PeerAccess:
             return self.config.allow is None or peer_id in self.config.allow
         return self._sender_allowed(peer_id)
 
+    def _may_dial(self, peer_id: str) -> bool:
+        """May discovery or link rotation dial ``peer_id``: not evicted, and one the access checks admit."""
+        return not self.engine.is_evicted(peer_id) and self._peer_allowed(peer_id)
+
     async def _refresh_access(self) -> None:
         """Every ``roster_refresh_s``: adopt a newer roster (file or neighbours) and drop whoever the roster
         no longer admits (revoked, removed, or everyone once it has expired)."""

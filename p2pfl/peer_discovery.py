@@ -13,6 +13,7 @@ import trio
 from p2pfl.errors import P2PFLError
 from p2pfl.identity import Identity
 from p2pfl.peer_rotation import Dial
+from p2pfl.protocol.dialling import addr_peer_id
 from p2pfl.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class PeerDiscovery:
         self._may_dial = may_dial
         self._unexpected = unexpected
         #: peer ids of the configured registries (the client learns more: registry_ids)
-        self._registries = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.bootstrap)
+        self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
         self.client: Any = None
         self._scope = trio.CancelScope()
 
@@ -118,7 +119,7 @@ class PeerDiscovery:
     async def rotation_candidates(self) -> dict[str, Dial]:
         """The network's peers a link rotation may dial (p2pfl.peer_rotation): the registries' records, or
         the cache when none answers; none without registries."""
-        from p2pfl.discovery import dial_record
+        from p2pfl.discovery import PeerRecord, dial_record
 
         if self.client is None:
             return {}
@@ -128,7 +129,7 @@ class PeerDiscovery:
             if record.peer_id in registries or record.peer_id == self.identity.peer_id:
                 continue
 
-            async def dial(record: Any = record) -> bool:
+            async def dial(record: PeerRecord = record) -> bool:
                 return await dial_record(self._transport(), record) is not None
 
             out[record.peer_id] = dial

@@ -11,7 +11,6 @@ are never closed. Evicted and refused peers are never dialled.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,6 +28,26 @@ Dial = Callable[[], Awaitable[bool]]
 Candidates = Callable[[], Awaitable[Mapping[str, Dial]]]
 
 
+def address_candidates(connect: Callable[[str], Awaitable[object]], addrs: Mapping[str, str]) -> Candidates:
+    """A :data:`Candidates` source over known addresses (peer id -> address), each dialled with ``connect``
+    (``Peer.connect``): a host's own list of the network's peers, a simulation's plan. A dial that raises
+    (the peer is not up, or refuses us) is a link not made (:meth:`LinkRotation.after_round` guards it)."""
+
+    def dial(addr: str) -> Dial:
+        async def go() -> bool:
+            await connect(addr)
+            return True
+
+        return go
+
+    dials = {pid: dial(addr) for pid, addr in addrs.items()}
+
+    async def candidates() -> Mapping[str, Dial]:
+        return dials
+
+    return candidates
+
+
 class LinkRotation:
     """Link ages and the rotation after a round; one per peer."""
 
@@ -37,8 +56,7 @@ class LinkRotation:
         *,
         every: int,
         degree: int,
-        top_up: bool = True,
-        seed: bytes,
+        secret: bytes,
         me: str,
         links: Callable[[], list[str]],
         may_dial: Callable[[str], bool],
@@ -49,8 +67,6 @@ class LinkRotation:
         self.every = every
         #: the learning links kept
         self.degree = degree
-        #: between rotations, dial back up to ``degree`` after every round that ends below it
-        self.top_up = top_up
         self._me = me
         self._links = links
         self._may_dial = may_dial
@@ -60,9 +76,9 @@ class LinkRotation:
         self.candidates = candidates
         #: peer id -> the round its link was first seen
         self.linked_at: dict[str, int] = {}
-        # keyed by the identity's secret seed: a neighbour cannot predict whom this peer drops or dials,
-        # and a simulated run repeats exactly
-        self._rng = random.Random(hashlib.blake2b(seed, digest_size=8, person=b"p2pfl-rotation").digest())
+        # keyed by the identity's secret (``Identity.secret_for``): a neighbour cannot predict whom this
+        # peer drops or dials, and a simulated run repeats exactly
+        self._rng = random.Random(secret)
         #: links made and closed by rotations since start (status and tests)
         self.dialled = 0
         self.closed = 0
@@ -86,7 +102,7 @@ class LinkRotation:
         """Rotate if ``round_`` is due. A source or a dial that fails costs nothing but this rotation."""
         links = self.note_links(round_)
         turn = due(round_, self.every)
-        if not turn and (not self.top_up or len(links) >= self.degree):
+        if not turn and len(links) >= self.degree:  # between rotations: only a top-up, when below the degree
             return
         dials: Mapping[str, Dial] = {}
         if self.candidates is not None:

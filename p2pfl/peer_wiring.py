@@ -21,6 +21,7 @@ from p2pfl.peer_exchange import Exchange
 from p2pfl.peer_rotation import LinkRotation
 from p2pfl.peer_rounds import RoundLoop, RoundParts
 from p2pfl.protocol import DELTA_PROTOCOL, SNAPSHOT_PROTOCOL, GossipEngine
+from p2pfl.protocol.dialling import addr_peer_id
 from p2pfl.roster.service import ROSTER_PROTOCOL
 from p2pfl.transport.base import Transport
 
@@ -116,7 +117,7 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
     if not config.rotate_every:
         return None
     # static peers, and the secure-aggregation group's fellows (their group channel runs over these links)
-    pinned = frozenset(a.rstrip("/").rpartition("/")[2] for a in config.static_peers) | (
+    pinned = frozenset(addr_peer_id(a) for a in config.static_peers) | (
         frozenset(config.secagg.members) - {peer.peer_id} if config.secagg.enabled else frozenset()
     )
     if config.bootstrap and not peer._gated():
@@ -131,10 +132,10 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
     return LinkRotation(
         every=config.rotate_every,
         degree=config.learning_degree,
-        seed=peer.identity.seed,
+        secret=peer.identity.secret_for(b"p2pfl-rotation"),
         me=peer.peer_id,
         links=peer.neighbours,
-        may_dial=lambda pid: not peer.engine.is_evicted(pid) and peer._peer_allowed(pid),
+        may_dial=peer._may_dial,
         disconnect=disconnect,
         pinned=lambda: pinned,
         candidates=peer.discovery.rotation_candidates,
@@ -169,7 +170,7 @@ def build_discovery(peer: Peer) -> PeerDiscovery:
         peer.config,
         peer.identity,
         lambda: peer.transport,
-        may_dial=lambda pid: not peer.engine.is_evicted(pid) and peer._peer_allowed(pid),
+        may_dial=peer._may_dial,
         unexpected=peer.exchange.unexpected,
     )
 

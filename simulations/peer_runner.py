@@ -11,7 +11,6 @@ done. Both engines use it: the memory engine runs many in one trio loop, the lib
 from __future__ import annotations
 
 import dataclasses
-import functools
 import random
 import time
 from collections import Counter
@@ -27,7 +26,7 @@ import trio
 from p2pfl.identity import Identity
 from p2pfl.learner import Dataset, Learner
 from p2pfl.peer import Peer, RunSync
-from p2pfl.peer_rotation import Dial
+from p2pfl.peer_rotation import address_candidates
 from p2pfl.privacy.config import PrivacyConfig
 
 from . import sybils
@@ -150,29 +149,15 @@ class PeerRunner:
             cap_outsider(
                 peer, [self.plan.peer_ids[i] for i in sc.secagg.members], sc.secagg.outsider_share_cap
             )
-        if peer.rotation is not None:  # the simulation's registry: every peer of the plan
-            peer.rotation.candidates = functools.partial(self._rotation_candidates, peer)
+        if peer.rotation is not None:  # the simulation's registry: every other peer of the plan
+            others = {pid: self.addr_of(j) for j, pid in enumerate(self.plan.peer_ids) if j != self.me.index}
+            peer.rotation.candidates = address_candidates(peer.connect, others)
         if self.behaviour is not None:
             self.behaviour.bind(peer)
         self.observe.bind(peer)
         if self.evidence is not None:
             self.evidence.bind(peer, self.me.index, self.learner)
         return peer
-
-    async def _rotation_candidates(self, peer: Peer) -> dict[str, Dial]:
-        """Link rotation's candidates: every other peer of the plan (a dial fails if it is not running)."""
-
-        def dial(j: int) -> Dial:
-            async def go() -> bool:
-                try:
-                    await peer.connect(self.addr_of(j))
-                except Exception:  # not up, gone, or it refuses us: not a link
-                    return False
-                return True
-
-            return go
-
-        return {self.plan.peer_ids[j]: dial(j) for j in range(len(self.plan.peers)) if j != self.me.index}
 
     def _dials(self, j: int) -> bool:
         """Whether this peer dials its neighbour ``j``. Over libp2p each link is dialled by its lower-indexed

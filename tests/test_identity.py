@@ -140,3 +140,12 @@ def test_load_or_create_creates_once(tmp_path: Path) -> None:
     second, created_again = load_or_create_key(tmp_path / "k")
     assert (created, created_again) == (True, False)
     assert first == second
+
+
+def test_secrets_for_different_purposes_are_independent_and_repeat() -> None:
+    """A peer's private randomness (buckets, link rotation) is keyed per purpose by its seed."""
+    a, b = Identity(bytes([7]) * 32), Identity(bytes([8]) * 32)
+    assert a.secret_for(b"p2pfl-buckets") == Identity(bytes([7]) * 32).secret_for(b"p2pfl-buckets")
+    assert a.secret_for(b"p2pfl-buckets") != a.secret_for(b"p2pfl-rotation")
+    assert a.secret_for(b"p2pfl-rotation") != b.secret_for(b"p2pfl-rotation")
+    assert len(a.secret_for(b"x")) == 8 and a.secret_for(b"x") not in a.seed

@@ -16,7 +16,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
-from p2pfl.peer_rotation import Dial
+from p2pfl.peer_rotation import Dial, address_candidates
 from p2pfl.sim.determinism import seeded_scheduler
 
 from .test_mix_steps import _flat
@@ -28,29 +28,11 @@ RING = [(i, (i + 1) % 8) for i in range(8)]
 PLAIN: dict[str, Any] = {"scoring_enabled": False, "aggregation": MEAN, "max_round_wait_s": 5}
 
 
-def _candidates(peers: list[Peer], me: Peer) -> Any:
-    """The plan's peers as a rotation's candidates (what a simulation gives its peers)."""
-
-    async def candidates() -> dict[str, Dial]:
-        def dial(other: Peer) -> Dial:
-            async def go() -> bool:
-                try:
-                    await me.connect(f"memory/{other.peer_id}")
-                except Exception:
-                    return False
-                return True
-
-            return go
-
-        return {p.peer_id: dial(p) for p in peers if p is not me}
-
-    return candidates
-
-
 def _wire(peers: list[Peer]) -> None:
     for p in peers:
         assert p.rotation is not None
-        p.rotation.candidates = _candidates(peers, p)
+        others = {q.peer_id: f"memory/{q.peer_id}" for q in peers if q is not p}
+        p.rotation.candidates = address_candidates(p.connect, others)  # what a simulation gives its peers
 
 
 async def _network(n: int, edges: list[tuple[int, int]], rounds: int, **kw: Any) -> list[Peer]:
@@ -234,7 +216,7 @@ async def test_a_failing_source_dial_or_close_never_ends_the_round() -> None:
     rot = LinkRotation(
         every=1,
         degree=2,
-        seed=b"\x01" * 32,
+        secret=b"\x01" * 8,
         me="me",
         links=lambda: list(links),
         may_dial=lambda p: p != "evicted",

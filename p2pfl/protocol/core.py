@@ -8,7 +8,6 @@ rejection counters, faults, the payload cache) and the small operations both sid
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -62,9 +61,7 @@ class EngineCore:
         self.aggregation = aggregation or AggregationConfig()
         #: draws the mix's buckets (``AggregationConfig.bucket``): keyed by the identity's secret, so no
         #: neighbour can predict whom it shares a bucket with, and reproducible from it
-        self.bucket_rng = np.random.default_rng(
-            int.from_bytes(hashlib.blake2b(identity.seed, digest_size=8, person=b"p2pfl-buckets").digest())
-        )
+        self.bucket_rng = np.random.default_rng(int.from_bytes(identity.secret_for(b"p2pfl-buckets")))
         self.scorer = ContributionScorer(scoring) if scoring_enabled else None
         self.allowed = allowed
         self.mix_filter = mix_filter

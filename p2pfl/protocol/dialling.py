@@ -20,6 +20,11 @@ from collections.abc import Iterable, MutableMapping
 DIAL_GRACE_S = 2.0
 
 
+def addr_peer_id(addr: str) -> str:
+    """The peer id an address names: its last component (``.../p2p/<id>``, a trailing ``/`` ignored)."""
+    return addr.rstrip("/").rpartition("/")[2]
+
+
 def dials_now(own_id: str, peer_id: str, unconnected_since: float, now: float, grace_s: float) -> bool:
     """Whether ``own_id`` dials the unconnected ``peer_id`` now: at once if its id is the lower one, else once
     the peer has been unconnected since ``unconnected_since`` for ``grace_s`` or more."""

@@ -90,3 +90,11 @@ def test_between_rotations_it_only_tops_up_to_the_degree() -> None:
     assert decision.want == 2 and decision.to_drop(2) == () and decision.to_drop(0) == ()
     at_degree = rotate({"a": 1, "b": 2}, ["c"], degree=2, rng=random.Random(5), turn=False)
     assert at_degree.want == 0 and at_degree.to_drop(0) == ()
+
+
+def test_an_address_names_its_peer_id_in_its_last_component() -> None:
+    from p2pfl.protocol.dialling import addr_peer_id
+
+    assert addr_peer_id("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc") == "12D3KooWabc"
+    assert addr_peer_id("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc/") == "12D3KooWabc"
+    assert addr_peer_id("memory/12D3KooWabc") == "12D3KooWabc"
