@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from p2pfl.config.schema import PeerConfig
+from p2pfl.peer_rotation import LinkRotation
 from p2pfl.protocol import GossipEngine
 from p2pfl.roster.service import Access
 from p2pfl.transport.base import Transport
@@ -34,6 +35,7 @@ class PeerAccess:
     _registries: frozenset[str]
     engine: GossipEngine
     _transport: Transport | None
+    rotation: LinkRotation | None
 
     if TYPE_CHECKING:  # the peer's
 
@@ -59,7 +61,10 @@ class PeerAccess:
         return self._sender_allowed(peer_id)
 
     def _may_dial(self, peer_id: str) -> bool:
-        """May discovery or link rotation dial ``peer_id``: not evicted, and one the access checks admit."""
+        """May discovery or link rotation dial ``peer_id``: not evicted, one the access checks admit, and not
+        resting after a rotation closed its link."""
+        if self.rotation is not None and not self.rotation.link_allowed(peer_id):
+            return False
         return not self.engine.is_evicted(peer_id) and self._peer_allowed(peer_id)
 
     async def _refresh_access(self) -> None:

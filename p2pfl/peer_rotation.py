@@ -5,7 +5,9 @@ links, keeping ``rotate_degree`` learning links (0: ``max_neighbours``, the degr
 to). Candidates come from a :data:`Candidates` source: by default the bootstrap registries' records (the
 discovery cache when they are down); a host or a simulation may set its own
 (:attr:`LinkRotation.candidates`). Static peers and secure-aggregation fellows are pinned: their links
-are never closed. Evicted and refused peers are never dialled.
+are never closed. Evicted and refused peers are never dialled. A closed link rests for ``rotate_cooldown``
+link lifetimes (:class:`~p2pfl.protocol.rotation.Rest`): the peer neither dials its peer nor accepts a link
+from it meanwhile (the transport's link filter, :meth:`LinkRotation.link_allowed`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import trio
 
 from p2pfl.errors import P2PFLError
-from p2pfl.protocol.rotation import due, rotate
+from p2pfl.protocol.rotation import Rest, due, rotate
 
 log = logging.getLogger("p2pfl.peer")
 
@@ -63,6 +65,7 @@ class LinkRotation:
         disconnect: Callable[[str], Awaitable[None]],
         pinned: Callable[[], frozenset[str]],
         candidates: Candidates | None,
+        cooldown: int = 0,
     ) -> None:
         self.every = every
         #: the learning links kept
@@ -76,6 +79,10 @@ class LinkRotation:
         self.candidates = candidates
         #: peer id -> the round its link was first seen
         self.linked_at: dict[str, int] = {}
+        #: the links this rotation closed, each refused for ``cooldown`` rounds
+        self.rest = Rest(cooldown)
+        #: the peer's last round that ended (the rests' clock)
+        self.round = 0
         # keyed by the identity's secret (``Identity.secret_for``): a neighbour cannot predict whom this
         # peer drops or dials, and a simulated run repeats exactly
         self._rng = random.Random(secret)
@@ -85,7 +92,19 @@ class LinkRotation:
 
     def status(self) -> dict[str, int]:
         """``status.json``'s ``rotation``: the settings and the links rotations made and closed."""
-        return {"every": self.every, "degree": self.degree, "dialled": self.dialled, "closed": self.closed}
+        return {
+            "every": self.every,
+            "degree": self.degree,
+            "cooldown": self.rest.rounds,
+            "dialled": self.dialled,
+            "closed": self.closed,
+            "resting": len(self.rest),
+        }
+
+    def link_allowed(self, peer_id: str) -> bool:
+        """The transport's link filter: False while ``peer_id``'s closed link rests (its dial is refused;
+        its messages relayed by others still pass)."""
+        return not self.rest.resting(peer_id, self.round)
 
     def note_links(self, round_: int) -> list[str]:
         """Record links first seen now (at ``round_``) and forget closed ones; returns the links."""
@@ -100,6 +119,7 @@ class LinkRotation:
 
     async def after_round(self, round_: int) -> None:
         """Rotate if ``round_`` is due. A source or a dial that fails costs nothing but this rotation."""
+        self.round = round_
         links = self.note_links(round_)
         turn = due(round_, self.every)
         if not turn and len(links) >= self.degree:  # between rotations: only a top-up, when below the degree
@@ -110,7 +130,7 @@ class LinkRotation:
                 dials = await self.candidates()
             except Exception as exc:  # a registry's answer must never end the peer: no rotation this time
                 log.info("rotation: no candidates this time: %s: %s", type(exc).__name__, exc)
-        pool = [p for p in dials if p != self._me and self._may_dial(p)]
+        pool = [p for p in dials if p != self._me and self._may_dial(p) and self.link_allowed(p)]
         decision = rotate(
             {p: self.linked_at[p] for p in links},
             pool,
@@ -128,6 +148,7 @@ class LinkRotation:
                 self.linked_at[p] = round_
         closing = decision.to_drop(made)
         for p in closing:
+            self.rest.start(p, round_)  # first: a dial back while the close is under way is refused
             await _guarded(functools.partial(self._disconnect, p), f"close {p}")
             self.linked_at.pop(p, None)
         self.dialled += made

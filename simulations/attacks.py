@@ -19,6 +19,11 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
   - ``equivocate``, ``slow``, ``flood``: see :mod:`simulations.protocol_attacks`.
 
   Replay and forge attackers train honestly: they test the protocol's defences, not the aggregator's.
+
+* ``[attack] redial`` (with any kind): the attack on link rotation. The attacker dials again, every
+  ``redial_s`` seconds, each peer that closed its link (``"closed"``) or every peer it is not linked to
+  (``"all"``), so that a rotating peer's oldest-first closing never keeps it out; its own links do not
+  rotate. The defence is the rest of a closed link (p2pfl.protocol.rotation).
 """
 
 from __future__ import annotations
@@ -88,6 +93,11 @@ class Behaviour:
         self._learner: _Wrapper | None = None
         #: equivocate, slow, flood (None for the other kinds)
         self.protocol = ProtocolAttack.of(spec, seed)
+        #: ``redial``: every other peer of the plan (peer id -> address), set by the runner
+        self.addrs: dict[str, str] = {}
+        #: ``redial``: the peers this attacker was ever linked to, and its dials that linked or were refused
+        self.met: set[str] = set()
+        self.redials = [0, 0]
 
     @property
     def crash_round(self) -> int | None:
@@ -170,7 +180,30 @@ class Behaviour:
             await self.protocol.before_round(peer)
 
     async def run(self, peer: Any) -> None:
-        """The background behaviour (replay, forge, flood); runs until cancelled."""
+        """The background behaviour (replay, forge, flood, redial); runs until cancelled."""
+        if self.spec.redial != "off":
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._redial, peer)
+                await self._run(peer)
+        else:
+            await self._run(peer)
+
+    async def _redial(self, peer: Any) -> None:
+        """``[attack] redial``: dial the peers that closed this attacker's link (or every peer) again."""
+        while True:
+            await trio.sleep(self.spec.redial_s)
+            linked = set(peer.transport.connected_peers())
+            self.met |= linked & set(self.addrs)
+            wanted = self.met if self.spec.redial == "closed" else set(self.addrs)
+            for pid in sorted(wanted - linked - self.colluders):
+                try:
+                    await peer.connect(self.addrs[pid])
+                except Exception:  # refused (resting, evicted) or gone: tried again next time
+                    self.redials[1] += 1
+                else:
+                    self.redials[0] += 1
+
+    async def _run(self, peer: Any) -> None:
         if self.protocol is not None:
             await self.protocol.run(peer)
             return
@@ -204,6 +237,8 @@ class Behaviour:
         if isinstance(self._learner, Mimic | Dissensus) and self._learner.target is not None:
             out["target"] = self._learner.target
         p = self.protocol
+        if self.spec.redial != "off":
+            out["redials"], out["redials_refused"] = self.redials
         if p is not None:
             out["equivocations"] = list(p.equivocations)
             out["flood_sent"] = p.flood_sent

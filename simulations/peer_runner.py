@@ -137,6 +137,8 @@ class PeerRunner:
             cfg = dataclasses.replace(cfg, join_on_start=True)  # a fresh identity joins from snapshots
         if not self.me.honest:  # DP is the honest peers' promise; an attacker's wrapped learner has no DP-SGD
             cfg = dataclasses.replace(cfg, privacy=PrivacyConfig())
+        if self.behaviour is not None and self.behaviour.spec.redial != "off":
+            cfg = dataclasses.replace(cfg, rotate_every=0)  # a re-dialling attacker keeps every link it gets
         if sc.sybil.closed and self.me.honest:
             cfg = dataclasses.replace(cfg, allow=frozenset(self.plan.peer_ids[: sc.topology.peers]))
         if self.secagg is None and sc.secagg.enabled:  # libp2p engine: the peer joins over /p2pfl/secagg/1
@@ -154,6 +156,9 @@ class PeerRunner:
             peer.rotation.candidates = address_candidates(peer.connect, others)
         if self.behaviour is not None:
             self.behaviour.bind(peer)
+            self.behaviour.addrs = {
+                pid: self.addr_of(j) for j, pid in enumerate(self.plan.peer_ids) if j != self.me.index
+            }
         self.observe.bind(peer)
         if self.evidence is not None:
             self.evidence.bind(peer, self.me.index, self.learner)

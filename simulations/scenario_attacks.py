@@ -49,6 +49,8 @@ SYBIL_BEHAVIOURS = ("labelperm", "signflip", "honest_then_attack")
 SYBIL_DATA = ("copy", "slice")
 FLOOD_SENDERS = ("self", "random")
 PLACEMENTS = ("random", "targeted")
+#: ``[attack] redial``: the adaptive form against link rotation (p2pfl.protocol.rotation)
+REDIALS = ("off", "closed", "all")
 
 
 class ScenarioError(ConfigError):
@@ -160,6 +162,11 @@ class AttackSpec:
     #: flip the labels of only this fraction of its samples (drawn once), so its model's loss on the
     #: observers' data rises less; 1: every label
     labelflip_fraction: float = 1.0
+    #: the attack on link rotation (any kind): every ``redial_s`` seconds the attacker dials again each peer
+    #: that closed its link (``"closed"``) or every peer of the plan it is not linked to (``"all"``), and it
+    #: does not rotate its own links; ``"off"``: it links as the topology and its rotation say
+    redial: str = "off"
+    redial_s: float = 0.01
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -191,6 +198,8 @@ class AttackSpec:
             ipm_lag_floor=_get(t, s, "ipm_lag_floor", (int, float), -1.0),
             ipm_gate_breakers=_get(t, s, "ipm_gate_breakers", bool, False),
             labelflip_fraction=_get(t, s, "labelflip_fraction", (int, float), 1.0),
+            redial=_choice(s, "redial", _get(t, s, "redial", str, "off"), REDIALS),
+            redial_s=_get(t, s, "redial_s", (int, float), 0.01),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)
@@ -208,6 +217,7 @@ class AttackSpec:
         _range(s, "dissensus_from_round", out.dissensus_from_round, 0, 100_000)
         _range(s, "mimic_noise", out.mimic_noise, 0, 1000)
         _range(s, "ipm_lag_floor", out.ipm_lag_floor, -1, 0)
+        _range(s, "redial_s", out.redial_s, 0.001, 60)
         _range(s, "labelflip_fraction", out.labelflip_fraction, 0, 1, lo_open=True)
         return out
 

@@ -103,6 +103,7 @@ class RunSpec:
     #: link rotation (p2pfl.protocol.rotation): the memory and libp2p engines dial the plan's peers
     rotate_every: int = default_of(PeerConfig, "rotate_every")
     rotate_degree: int = default_of(PeerConfig, "rotate_degree")
+    rotate_cooldown: float = default_of(PeerConfig, "rotate_cooldown")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
     #: delta codec of every peer: raw, fp16, int8 or topk:<density> (docs/wire-format.md section 7)

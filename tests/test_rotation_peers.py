@@ -172,6 +172,56 @@ def test_rotation_settings_outside_their_range_are_config_errors(key: str, bad: 
     assert (exc.value.section, exc.value.key) == ("peer", key)
 
 
+@pytest.mark.parametrize("bad", [-0.5, 101, True, "1"])
+def test_a_cooldown_outside_its_range_is_a_config_error(bad: object) -> None:
+    with pytest.raises(ConfigError) as exc:
+        PeerConfig(network_id="n", rotate_cooldown=bad)
+    assert (exc.value.section, exc.value.key) == ("peer", "rotate_cooldown")
+
+
+def test_the_cooldown_is_counted_in_link_lifetimes() -> None:
+    """A link becomes the oldest after about ``every * degree`` rounds: the rest is a multiple of that."""
+
+    def rest(**kw: Any) -> int:
+        return PeerConfig(network_id="n", rotate_degree=4, **kw).cooldown_rounds
+
+    assert rest(rotate_every=2) == 8
+    assert rest(rotate_every=3, rotate_cooldown=0.5) == 6
+    assert rest(rotate_every=2, rotate_cooldown=0) == 0
+
+
+async def test_a_peer_neither_dials_nor_accepts_a_link_it_closed_while_it_rests(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every closed link rests: while it does, neither end's rotation or discovery links it again (the
+    closing end refuses it in its transport), and each peer's rests are as many as its recent closes."""
+    seen: dict[str, list[tuple[int, set[str], set[str]]]] = {}
+
+    def setup(peers: list[Peer]) -> None:
+        _wire(peers)
+        for p in peers:
+            rot, parts = p.rotation, p.rounds._p
+            assert rot is not None
+            rotate = parts.rotate
+
+            async def after(round_: int, p: Peer = p, rot: Any = rot, rotate: Any = rotate) -> None:
+                resting = {q.peer_id for q in peers if rot.rest.resting(q.peer_id, rot.round)}
+                seen.setdefault(p.peer_id, []).append((round_, resting, set(p.neighbours())))
+                await rotate(round_)
+
+            parts.rotate = after
+
+    peers = await _network(8, RING, 10, setup=setup, rotate_every=1, rotate_degree=2, **PLAIN)
+    rests = 0
+    for p in peers:
+        rot = p.rotation
+        assert rot is not None and rot.rest.rounds == 2
+        for _round, resting, links in seen[p.peer_id]:
+            assert not resting & links, (resting, links)  # a resting peer is never linked
+            rests += len(resting)
+    assert rests >= 8  # rotations closed links, and they rested
+
+
 def test_discovery_dials_up_to_the_rotation_degree_not_max_neighbours() -> None:
     """Discovery must not refill what rotation closes: with rotation on it stops at ``rotate_degree``."""
     assert PeerConfig(network_id="n", max_neighbours=16).learning_degree == 16
@@ -193,7 +243,14 @@ async def test_status_reports_the_rotation(autojump_clock: trio.testing.MockCloc
     for p in peers:
         rot = p.rotation
         assert rot is not None
-        assert rot.status() == {"every": 2, "degree": 1, "dialled": rot.dialled, "closed": rot.closed}
+        assert rot.status() == {
+            "every": 2,
+            "degree": 1,
+            "cooldown": 2,  # one link lifetime: every * degree rounds
+            "dialled": rot.dialled,
+            "closed": rot.closed,
+            "resting": len(rot.rest),
+        }
         assert p.status()["rotation"] == rot.status()
     assert sum(p.rotation.closed for p in peers if p.rotation is not None) >= 1
 

@@ -90,6 +90,10 @@ class PeerConfig:
     #: (p2pfl.protocol.rotation, docs/learning.md "Link rotation").
     rotate_every: int = setting(0, section="peer", sim="run")
     rotate_degree: int = setting(0, section="peer", sim="run")
+    #: How long a link the rotation closed rests, in link lifetimes (``rotate_every * rotate_degree``
+    #: rounds): its peer is neither dialled nor let link back meanwhile, so an attacker that re-dials
+    #: whoever closes its link is not kept as the youngest link forever; 0: off (p2pfl.protocol.rotation).
+    rotate_cooldown: float = setting(1.0, section="peer", sim="run")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")
     bootstrap_ttl: int = setting(120, section="peer")
@@ -184,6 +188,11 @@ class PeerConfig:
             return self.rotate_degree
         return self.max_neighbours
 
+    @property
+    def cooldown_rounds(self) -> int:
+        """How many rounds a link the rotation closed rests (``rotate_cooldown`` link lifetimes)."""
+        return round(self.rotate_cooldown * self.rotate_every * self.learning_degree)
+
     def __post_init__(self) -> None:
         if not isinstance(self.local_steps, int) or self.local_steps < 1:
             raise _bad("local_steps", f"must be an integer >= 1, got {self.local_steps!r}")
@@ -199,6 +208,9 @@ class PeerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1_000_000:
                 raise _bad(name, f"must be an integer in 0..1000000, got {value!r}")
+        cool = self.rotate_cooldown
+        if not isinstance(cool, int | float) or isinstance(cool, bool) or not 0 <= cool <= 100:
+            raise _bad("rotate_cooldown", f"must be a number in [0, 100] (link lifetimes), got {cool!r}")
         if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
             raise _bad("min_neighbours", f"must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:

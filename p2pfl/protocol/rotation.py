@@ -24,6 +24,13 @@ links up to ``degree`` (``turn = False``) after any round that ended below it: n
 links to it, and a peer left with one or two neighbours on very non-IID data drifts towards its own
 classes (measured: without the top-up, honest minimum accuracy on 4-regular graphs at Dirichlet 0.1 fell
 below the static graph's in some runs; docs/learning.md, "Link rotation").
+
+A closed link rests (:class:`Rest`): for ``cooldown`` rounds the peer neither dials the peer it closed nor
+accepts a link from it. Without the rest an attacker that knows the rule beats rotation: it re-dials every
+peer that closes its link, comes back as that peer's *youngest* link, and is never the oldest when the next
+rotation closes one, so it stays in the mix nearly every round (measured: docs/learning.md, "Link
+rotation"). With a rest of one link lifetime (``every * degree`` rounds, the time a link takes to become the
+oldest) such an attacker is linked at most about half the rounds, however fast it re-dials.
 """
 
 from __future__ import annotations
@@ -54,6 +61,44 @@ class Rotation:
 
 
 NONE = Rotation()
+
+#: the most rests kept; past it the one that ends first goes (a peer closes one link per rotation, so a
+#: rest of a few link lifetimes holds a few dozen; the bound only matters against a misconfiguration)
+MAX_RESTS = 4096
+
+
+class Rest:
+    """The peers whose links this peer's rotation closed, each refused until a round (see the module
+    docstring). Pure: the caller passes its round."""
+
+    def __init__(self, rounds: int) -> None:
+        if rounds < 0:
+            raise ConfigError("peer", "rotate_cooldown", f"must be >= 0, got {rounds}")
+        #: how many of this peer's rounds a closed link rests; 0: off
+        self.rounds = rounds
+        self._until: dict[str, int] = {}
+
+    def start(self, peer: str, round_: int) -> None:
+        """``peer``'s link was closed after round ``round_``: refuse it until round ``round_ + rounds``
+        ends."""
+        if not self.rounds:
+            return
+        self._until[peer] = round_ + self.rounds
+        if len(self._until) > MAX_RESTS:
+            del self._until[min(self._until, key=self._until.__getitem__)]
+
+    def resting(self, peer: str, round_: int) -> bool:
+        """Whether ``peer`` is refused at round ``round_`` (a dial either way, and its messages pass)."""
+        until = self._until.get(peer)
+        if until is None:
+            return False
+        if round_ > until:
+            del self._until[peer]
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._until)
 
 
 def due(round_: int, every: int) -> bool:

@@ -140,3 +140,13 @@ class Transport(Protocol):
     def listeners(self) -> list[str]:
         """Connected peers subscribed to our announcements (learners; not e.g. a bootstrap registry)."""
         ...
+
+
+def filter_allows(check: Callable[[str], bool] | None, peer_id: str) -> bool:
+    """A peer or link filter's verdict on ``peer_id``: no filter admits; one that raises refuses."""
+    if check is None:
+        return True
+    try:
+        return bool(check(peer_id))
+    except Exception:
+        return False

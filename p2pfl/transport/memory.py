@@ -40,7 +40,14 @@ from p2pfl.errors import (
     ResponseTooLargeError,
     TransportError,
 )
-from p2pfl.transport.base import GOSSIP, GossipHandler, GossipValidator, RequestHandler, TransportStats
+from p2pfl.transport.base import (
+    GOSSIP,
+    GossipHandler,
+    GossipValidator,
+    RequestHandler,
+    TransportStats,
+    filter_allows,
+)
 
 __all__ = ["MemoryConfig", "MemoryNetwork", "MemoryTransport", "peer_id_from_seed"]
 
@@ -145,6 +152,7 @@ class MemoryTransport:
         self._validator: GossipValidator | None = None
         self._handlers: dict[str, RequestHandler] = {}
         self._peer_filter: PeerFilter | None = None
+        self._link_filter: PeerFilter | None = None
         self._blocked: set[str] = set()
         #: peers whose announcements we do not take (see :meth:`set_muted`)
         self._muted: frozenset[str] = frozenset()
@@ -193,6 +201,11 @@ class MemoryTransport:
             if not self._peer_allowed(pid):
                 self._stats.drop("peer_filter")
                 self._unlink(pid)
+
+    def set_link_filter(self, link_filter: PeerFilter | None) -> None:
+        """Refuse new links with peers the filter rejects, either way (counted as ``link_filter`` drops);
+        unlike the peer filter, their requests on other links and their gossip relayed by others pass."""
+        self._link_filter = link_filter
 
     # ---------------------------------------------------------------------------------------- operations
     async def broadcast(self, data: bytes) -> None:
@@ -299,6 +312,12 @@ class MemoryTransport:
         if not remote._peer_allowed(self._peer_id):
             remote._stats.drop("peer_filter")
             raise TransportError(f"dial {addr} failed: refused by the remote peer")
+        if pid not in self._neighbours:  # a new link: both ends' link filters
+            if not filter_allows(self._link_filter, pid):
+                raise TransportError(f"peer {pid} is refused by the link filter (resting)")
+            if not filter_allows(remote._link_filter, self._peer_id):
+                remote._stats.drop("link_filter")
+                raise TransportError(f"dial {addr} failed: the remote peer refuses the link (resting)")
         self._neighbours[pid] = None
         remote._neighbours[self._peer_id] = None
         await trio.lowlevel.checkpoint()
@@ -356,15 +375,7 @@ class MemoryTransport:
             raise TransportError("transport is not running (use `async with network.open(...)`)")
 
     def _peer_allowed(self, peer_id: str) -> bool:
-        if peer_id in self._blocked:
-            return False
-        flt = self._peer_filter
-        if flt is None:
-            return True
-        try:
-            return bool(flt(peer_id))
-        except Exception:
-            return False
+        return peer_id not in self._blocked and filter_allows(self._peer_filter, peer_id)
 
     def _unlink(self, peer_id: str) -> None:
         self._neighbours.pop(peer_id, None)

@@ -168,6 +168,7 @@ def test_scenario_sections_hold_the_fields_the_schema_gives_them() -> None:
             "mix_steps",
             "rotate_every",
             "rotate_degree",
+            "rotate_cooldown",
             "max_round_wait_s",
             "network_id",
             "codec",

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pfl.errors import ConfigError
-from p2pfl.protocol.rotation import due, rotate
+from p2pfl.protocol.rotation import MAX_RESTS, Rest, due, rotate
 
 
 def test_due_every_k_rounds_and_never_before_the_first_round() -> None:
@@ -98,3 +98,28 @@ def test_an_address_names_its_peer_id_in_its_last_component() -> None:
     assert addr_peer_id("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc") == "12D3KooWabc"
     assert addr_peer_id("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc/") == "12D3KooWabc"
     assert addr_peer_id("memory/12D3KooWabc") == "12D3KooWabc"
+
+
+def test_a_closed_link_rests_for_its_rounds_then_is_free() -> None:
+    rest = Rest(4)
+    rest.start("a", 10)  # closed after round 10
+    assert [r for r in range(10, 17) if rest.resting("a", r)] == [10, 11, 12, 13, 14]
+    assert not rest.resting("b", 11)
+    assert len(rest) == 0  # an ended rest is forgotten when asked
+
+
+def test_a_rest_of_zero_rounds_is_off_and_a_negative_one_a_config_error() -> None:
+    rest = Rest(0)
+    rest.start("a", 3)
+    assert not rest.resting("a", 3) and len(rest) == 0
+    with pytest.raises(ConfigError) as exc:
+        Rest(-1)
+    assert exc.value.key == "rotate_cooldown"
+
+
+def test_rests_are_bounded_dropping_the_one_that_ends_first() -> None:
+    rest = Rest(5)
+    for i in range(MAX_RESTS + 3):
+        rest.start(f"p{i}", i)
+    assert len(rest) == MAX_RESTS
+    assert not rest.resting("p0", 3) and rest.resting(f"p{MAX_RESTS + 2}", MAX_RESTS + 2)

@@ -279,6 +279,31 @@ async def test_peer_filter_and_block() -> None:
         await c.connect(b.listen_addrs[0])
 
 
+async def test_link_filter_refuses_new_links_either_way_but_not_messages() -> None:
+    """A link rotation's rest (p2pfl.protocol.rotation): no new link with the resting peer, from either
+    end; a link already open stays, and the peer's gossip and requests on it pass (the peer filter, by
+    contrast, drops them)."""
+    async with network(3) as (_net, (a, b, c)):
+        b.set_link_filter(lambda pid: pid != a.peer_id)
+        with pytest.raises(TransportError, match="refuses the link"):
+            await a.connect(b.listen_addrs[0])
+        with pytest.raises(TransportError, match="link filter"):
+            await b.connect(a.listen_addrs[0])
+        assert b.stats.dropped == {"link_filter": 1}
+        await c.connect(b.listen_addrs[0])
+        b.set_link_filter(lambda pid: pid != c.peer_id)
+        box = Inbox()
+        b.set_gossip_handler(box)
+        await c.broadcast(b"from c")
+        await settle()
+        assert c.peer_id in b.connected_peers()  # an open link stays
+        assert box.items == [(c.peer_id, b"from c")]
+        await c.connect(b.listen_addrs[0])  # dialling it again is no new link
+        b.set_link_filter(None)
+        await a.connect(b.listen_addrs[0])
+        assert a.peer_id in b.connected_peers()
+
+
 async def test_thousand_transports_random_graph() -> None:
     """1000 peers, random 4-regular-ish graph: each broadcast reaches the origin's neighbours, once each."""
     rng = random.Random(7)

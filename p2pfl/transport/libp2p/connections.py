@@ -18,7 +18,7 @@ from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.score import PeerScorer
 
 from p2pfl.errors import TransportError
-from p2pfl.transport.base import TransportStats
+from p2pfl.transport.base import TransportStats, filter_allows
 from p2pfl.transport.libp2p import compat
 from p2pfl.transport.libp2p.config import Libp2pConfig
 from p2pfl.transport.libp2p.streams import cleanup_scope
@@ -39,6 +39,10 @@ class _FilterNotifee(INotifee):
         pid = str(conn.muxed_conn.peer_id)
         if not self._t._peer_allowed(pid):
             self._t._stats.drop("peer_filter")
+            self._t._refuse(pid)
+            return
+        if not filter_allows(self._t._link_filter, pid):  # (a peer linked already has no new connection)
+            self._t._stats.drop("link_filter")
             self._t._refuse(pid)
             return
         self._t._topics_changed.set()
@@ -74,6 +78,7 @@ class ConnectionsMixin:
     _scorer: PeerScorer
     _topics_changed: trio.Event
     _peer_filter: Callable[[str], bool] | None
+    _link_filter: Callable[[str], bool] | None
     _blocked: set[str]
     _inflight: dict[int, tuple[str, float]]
     #: when each live connection was registered (trio clock), to tell old connections from redials
@@ -101,6 +106,13 @@ class ConnectionsMixin:
                 self._stats.drop("peer_filter")
                 self._refuse(pid)
 
+    def set_link_filter(self, link_filter: Callable[[str], bool] | None) -> None:
+        """Refuse new connections with peers for which ``link_filter(peer_id)`` is False (or raises), either
+        way, counted as ``stats.dropped["link_filter"]``. Unlike the peer filter it leaves their streams on
+        a connection already open and their gossip relayed by others alone: it is for links a link rotation
+        closed (p2pfl.protocol.rotation), not for peers refused outright."""
+        self._link_filter = link_filter
+
     # ---------------------------------------------------------------------------------------- operations
     async def connect(self, addr: str) -> str:
         self._require_running()
@@ -113,6 +125,8 @@ class ConnectionsMixin:
             raise TransportError("refusing to connect to ourselves")
         if not self._peer_allowed(pid):
             raise TransportError(f"peer {pid} is refused by the peer filter or blocked")
+        if not filter_allows(self._link_filter, pid):
+            raise TransportError(f"peer {pid} is refused by the link filter (resting)")
         network = self._host.get_network()
         expected = self._redial_expected.pop(pid, -1.0) - trio.current_time()
         if expected > 0:
@@ -332,15 +346,7 @@ class ConnectionsMixin:
             return []
 
     def _peer_allowed(self, peer_id: str) -> bool:
-        if peer_id in self._blocked:
-            return False
-        flt = self._peer_filter
-        if flt is None:
-            return True
-        try:
-            return bool(flt(peer_id))
-        except Exception:
-            return False
+        return peer_id not in self._blocked and filter_allows(self._peer_filter, peer_id)
 
     def _refuse(self, peer_id: str) -> None:
         """Disconnect a refused peer from a background task (never inline in a swarm callback)."""

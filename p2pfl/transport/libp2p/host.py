@@ -168,6 +168,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         self._validate_from = None
         self._origin_names = {}
         self._peer_filter = None
+        self._link_filter = None
         self._blocked = set()
         self._inflight = {}
         self._next_token = 0

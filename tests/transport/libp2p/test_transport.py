@@ -450,6 +450,39 @@ async def test_peer_filter_refuses_disallowed_peer() -> None:
             await b.connect(a.listen_addrs[0])
 
 
+async def test_link_filter_refuses_new_connections_but_leaves_open_ones() -> None:
+    """A link rotation's rest: B refuses a new connection from A (closed right after Noise) and will not
+    dial A; C, linked before B's filter refused it too, keeps its connection and its requests pass."""
+    async with transports(3) as (a, b, c):
+
+        async def echo(peer: str, req: bytes) -> bytes:
+            return req
+
+        b.set_request_handler(PROTO, echo)
+        await c.connect(b.listen_addrs[0])
+        with trio.fail_after(5):
+            while c.peer_id not in b.connected_peers():  # B has taken the connection in (its notifee ran)
+                await trio.sleep(0.01)
+            await trio.sleep(0.2)
+        b.set_link_filter(lambda pid: pid not in (a.peer_id, c.peer_id))
+        with trio.fail_after(5):
+            with suppress(TransportError):  # the connection may be gone before connect() returns
+                await a.connect(b.listen_addrs[0])
+            while b.peer_id in a.connected_peers() or a.peer_id in b.connected_peers():
+                await trio.sleep(0.01)
+        assert b.stats.dropped["link_filter"] >= 1
+        with pytest.raises(TransportError, match="link filter"):
+            await b.connect(a.listen_addrs[0])
+        assert c.peer_id in b.connected_peers()
+        assert await c.request(b.peer_id, PROTO, b"x", max_response=10, timeout=5) == b"x"
+        b.set_link_filter(None)
+        with trio.fail_after(10):
+            while a.peer_id not in b.connected_peers():
+                with suppress(TransportError):
+                    await a.connect(b.listen_addrs[0])
+                await trio.sleep(0.1)
+
+
 async def test_block_disconnects_and_refuses() -> None:
     async with transports(2) as (a, b):
         await a.connect(b.listen_addrs[0])

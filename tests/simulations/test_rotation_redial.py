@@ -1,0 +1,69 @@
+"""Link rotation against the attacker that knows its rule (``[attack] redial``, p2pfl.protocol.rotation).
+
+A rotating peer closes its *oldest* link. An attacker that dials again every peer that closed its link
+(``"closed"``), or every peer it is not linked to (``"all"``), comes back as the youngest link and is never
+the one closed next. The rest of a closed link (``[run] rotate_cooldown``) is the defence; each form of the
+attack runs once with it off (the control, which must show the attack working) and once with the default.
+
+Scoring is off so that only links decide who is mixed: the attackers are never evicted, and the measure
+is their share of the honest peers' links after round 4 (``linked`` in the trace rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pfl.sim.determinism import run_reproducible
+from p2pfl.sim.scenario import parse_scenario
+
+
+def _attackers_linked(tmp_path: Path, redial: str, cooldown: float | None) -> tuple[float, float]:
+    """The attackers' mean share of an honest peer's links, and how often they held half or more."""
+    run: dict[str, Any] = {"seed": 1, "rounds": 20, "transport": "memory", "rotate_every": 2}
+    if cooldown is not None:
+        run["rotate_cooldown"] = cooldown
+    sc = parse_scenario(
+        {
+            "run": run,
+            "data": {"dataset": "digits", "partition": "dirichlet", "alpha": 0.3},
+            "model": {"kind": "logreg", "local_steps": 10},
+            "topology": {"peers": 16, "kind": "random-regular", "degree": 4},
+            "attack": {"kind": "gaussian", "sigma": 0.05, "fraction": 0.25, "redial": redial},
+            "scoring": {"enabled": False},
+        },
+        name=f"redial-{redial}-{cooldown}",
+    )
+    out = run_reproducible(sc, tmp_path / f"{redial}-{cooldown}", quiet=True)
+    shares, exposed = [], 0
+    for p in out.peers:
+        if p["honest"]:
+            for row in p["trace"]:
+                links, attackers = row["linked"]
+                if row["round"] >= 4 and links:
+                    shares.append(attackers / links)
+                    exposed += attackers * 2 >= links
+    assert len(shares) >= 12 * 15, len(shares)
+    if redial != "off":
+        sent = [p["attack"] for p in out.peers if not p["honest"]]
+        assert all(a["redials"] + a["redials_refused"] >= 1 for a in sent), sent  # the attack did dial
+    return sum(shares) / len(shares), exposed / len(shares)
+
+
+def test_without_the_attack_attackers_hold_their_share_of_the_network(tmp_path: Path) -> None:
+    share, exposed = _attackers_linked(tmp_path, "off", None)
+    assert 0.15 <= share <= 0.32, share  # 4 of 16 peers: about a quarter of the links
+    assert exposed <= 0.3, exposed
+
+
+@pytest.mark.parametrize(("redial", "undefended"), [("closed", 0.38), ("all", 0.6)])
+def test_the_rest_of_a_closed_link_holds_a_redialling_attacker_near_its_share(
+    tmp_path: Path, redial: str, undefended: float
+) -> None:
+    share_off, exposed_off = _attackers_linked(tmp_path, redial, 0.0)
+    assert share_off >= undefended, share_off  # the control: without the rest the attack wins links
+    share, exposed = _attackers_linked(tmp_path, redial, None)  # the default rest
+    assert share <= 0.35, (share, share_off)
+    assert exposed <= 0.45 and exposed < exposed_off, (exposed, exposed_off)
