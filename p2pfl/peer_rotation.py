@@ -79,6 +79,9 @@ class LinkRotation:
         self.candidates = candidates
         #: peer id -> the round its link was first seen
         self.linked_at: dict[str, int] = {}
+        #: peer id -> (the round its link was made, the round it was last seen), for links gone less than
+        #: the rest ago: a link that comes back keeps its age (see :meth:`note_links`)
+        self._gone: dict[str, tuple[int, int]] = {}
         #: the links this rotation closed, each refused for ``cooldown`` rounds
         self.rest = Rest(cooldown)
         #: the peer's last round that ended (the rests' clock)
@@ -107,14 +110,24 @@ class LinkRotation:
         return not self.rest.resting(peer_id, self.round)
 
     def note_links(self, round_: int) -> list[str]:
-        """Record links first seen now (at ``round_``) and forget closed ones; returns the links."""
+        """Record links first seen now (at ``round_``) and forget closed ones; returns the links.
+
+        A link that comes back within the rest of a closed link (``rotate_cooldown``) of being last seen
+        keeps the age it had: otherwise a neighbour that drops its link itself, which starts no rest, and
+        dials again before it becomes the oldest is always among the youngest and never closed (the
+        ``refresh`` form of the simulation's ``[attack] redial``)."""
         links = self._links()
         held = set(links)
         for p in list(self.linked_at):
             if p not in held:
-                del self.linked_at[p]
+                self._gone[p] = (self.linked_at.pop(p), round_ - 1)
+        for p, (_, seen) in list(self._gone.items()):
+            if round_ - seen > self.rest.rounds:
+                del self._gone[p]
         for p in links:
-            self.linked_at.setdefault(p, round_)
+            if p not in self.linked_at:
+                past = self._gone.pop(p, None)
+                self.linked_at[p] = round_ if past is None else past[0]
         return links
 
     async def after_round(self, round_: int) -> None:

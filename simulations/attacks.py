@@ -23,7 +23,9 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
 * ``[attack] redial`` (with any kind): the attack on link rotation. The attacker dials again, every
   ``redial_s`` seconds, each peer that closed its link (``"closed"``) or every peer it is not linked to
   (``"all"``), so that a rotating peer's oldest-first closing never keeps it out; its own links do not
-  rotate. The defence is the rest of a closed link (p2pfl.protocol.rotation).
+  rotate. ``"refresh"`` also drops each link it has held ``refresh_rounds`` rounds and dials it again a
+  round later, to come back young before it is the oldest. The defences: the rest of a closed link
+  (p2pfl.protocol.rotation) and the age a link keeps when it comes back (p2pfl.peer_rotation).
 """
 
 from __future__ import annotations
@@ -98,6 +100,9 @@ class Behaviour:
         #: ``redial``: the peers this attacker was ever linked to, and its dials that linked or were refused
         self.met: set[str] = set()
         self.redials = [0, 0]
+        #: ``refresh``: peer id -> the own round its link was first seen, and the peers dropped this round
+        self._since: dict[str, int] = {}
+        self._dropped: set[str] = set()
 
     @property
     def crash_round(self) -> int | None:
@@ -175,7 +180,9 @@ class Behaviour:
             self._learner.colluders = self.colluders - {peer.peer_id}
 
     async def before_round(self, peer: Any) -> None:
-        """Called by the runner before each round (``slow`` waits here)."""
+        """Called by the runner before each round (``slow`` waits here; ``refresh`` drops its old links)."""
+        if self.spec.redial == "refresh":
+            await self._refresh(peer)
         if self.protocol is not None:
             await self.protocol.before_round(peer)
 
@@ -188,14 +195,28 @@ class Behaviour:
         else:
             await self._run(peer)
 
+    async def _refresh(self, peer: Any) -> None:
+        """``redial = "refresh"``: drop each link held ``refresh_rounds`` rounds; it is dialled again once
+        this round is over (so that the peer sees it gone when its round ends)."""
+        round_, linked = peer.round, set(peer.transport.connected_peers()) & set(self.addrs)
+        self._dropped.clear()
+        for pid in list(self._since):
+            if pid not in linked:
+                del self._since[pid]
+        for pid in sorted(linked - self.colluders):
+            if round_ - self._since.setdefault(pid, round_) >= self.spec.refresh_rounds:
+                await peer.transport.disconnect(pid)
+                self._dropped.add(pid)
+                del self._since[pid]
+
     async def _redial(self, peer: Any) -> None:
         """``[attack] redial``: dial the peers that closed this attacker's link (or every peer) again."""
         while True:
             await trio.sleep(self.spec.redial_s)
             linked = set(peer.transport.connected_peers())
             self.met |= linked & set(self.addrs)
-            wanted = self.met if self.spec.redial == "closed" else set(self.addrs)
-            for pid in sorted(wanted - linked - self.colluders):
+            wanted = set(self.addrs) if self.spec.redial == "all" else self.met
+            for pid in sorted(wanted - linked - self.colluders - self._dropped):
                 try:
                     await peer.connect(self.addrs[pid])
                 except Exception:  # refused (resting, evicted) or gone: tried again next time

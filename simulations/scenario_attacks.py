@@ -50,7 +50,7 @@ SYBIL_DATA = ("copy", "slice")
 FLOOD_SENDERS = ("self", "random")
 PLACEMENTS = ("random", "targeted")
 #: ``[attack] redial``: the adaptive form against link rotation (p2pfl.protocol.rotation)
-REDIALS = ("off", "closed", "all")
+REDIALS = ("off", "closed", "all", "refresh")
 
 
 class ScenarioError(ConfigError):
@@ -164,9 +164,13 @@ class AttackSpec:
     labelflip_fraction: float = 1.0
     #: the attack on link rotation (any kind): every ``redial_s`` seconds the attacker dials again each peer
     #: that closed its link (``"closed"``) or every peer of the plan it is not linked to (``"all"``), and it
-    #: does not rotate its own links; ``"off"``: it links as the topology and its rotation say
+    #: does not rotate its own links; ``"refresh"``: as ``"closed"``, and it also drops each link it has held
+    #: ``refresh_rounds`` of its rounds and dials it again a round later, to come back as a young link
+    #: before the peer's rotation closes it as the oldest; ``"off"``: it links as the topology and its
+    #: rotation say
     redial: str = "off"
     redial_s: float = 0.01
+    refresh_rounds: int = 3
 
     @classmethod
     def parse(cls, t: Mapping[str, Any]) -> AttackSpec:
@@ -200,6 +204,7 @@ class AttackSpec:
             labelflip_fraction=_get(t, s, "labelflip_fraction", (int, float), 1.0),
             redial=_choice(s, "redial", _get(t, s, "redial", str, "off"), REDIALS),
             redial_s=_get(t, s, "redial_s", (int, float), 0.01),
+            refresh_rounds=_get(t, s, "refresh_rounds", int, 3),
         )
         _range(s, "fraction", out.fraction, 0, 0.5)
         _range(s, "scale", out.scale, 0)
@@ -218,6 +223,7 @@ class AttackSpec:
         _range(s, "mimic_noise", out.mimic_noise, 0, 1000)
         _range(s, "ipm_lag_floor", out.ipm_lag_floor, -1, 0)
         _range(s, "redial_s", out.redial_s, 0.001, 60)
+        _range(s, "refresh_rounds", out.refresh_rounds, 1, 100_000)
         _range(s, "labelflip_fraction", out.labelflip_fraction, 0, 1, lo_open=True)
         return out
 

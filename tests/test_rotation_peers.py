@@ -16,7 +16,7 @@ from p2pfl.aggregation import AggregationConfig
 from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
-from p2pfl.peer_rotation import Dial, address_candidates
+from p2pfl.peer_rotation import Dial, LinkRotation, address_candidates
 from p2pfl.sim.determinism import seeded_scheduler
 
 from .test_mix_steps import _flat
@@ -354,3 +354,37 @@ def test_a_scenario_rotates_its_peers_links(tmp_path: Path) -> None:
         assert rot is not None and rot["every"] == 2 and rot["degree"] == 2, p
         assert rot["dialled"] + rot["closed"] >= 1, p
     assert r["honest_accuracy"]["mean"] >= 0.85, r["honest_accuracy"]
+
+
+def test_a_link_that_comes_back_within_the_rest_keeps_its_age() -> None:
+    """A neighbour that drops its link itself starts no rest; if it dials again soon it must come back as
+    old as it was, not as the youngest link (the ``refresh`` attack), and after the rest as a new one."""
+    held: list[str] = []
+
+    async def never(peer_id: str) -> None:
+        raise AssertionError("no close here")
+
+    rot = LinkRotation(
+        every=2,
+        degree=2,
+        secret=b"s",
+        me="me",
+        links=lambda: list(held),
+        may_dial=lambda p: True,
+        disconnect=never,
+        pinned=frozenset,
+        candidates=None,
+        cooldown=4,
+    )
+    held[:] = ["a", "b"]
+    rot.note_links(1)
+    held[:] = ["b"]  # a drops its link after round 2...
+    rot.note_links(3)
+    held[:] = ["a", "b", "c"]  # ...and is back at round 5, with c new
+    rot.note_links(5)
+    assert rot.linked_at == {"a": 1, "b": 1, "c": 5}
+    held[:] = ["b", "c"]
+    rot.note_links(6)
+    held[:] = ["a", "b", "c"]  # gone for longer than the rest: a new link
+    rot.note_links(12)
+    assert rot.linked_at == {"a": 12, "b": 1, "c": 5}
