@@ -15,7 +15,8 @@ honest records that mixed it with a share > 0, how many of those came after that
 it, how many honest peers banned it and at which rounds, and how many requests (snapshot, payload fetches)
 it served: 0 means no byte of its models was fetched), ``refusals`` (access refusals at honest peers) and
 ``windows`` (mean / min of ``acc_mean`` and p50 of ``round_s_p50`` before, during and after the Sybils'
-rounds ``join_round`` .. ``leave_round``); for a flood, ``flood``: honest round times before and during it.
+rounds ``join_round`` .. ``leave_round``); for a flood, ``flood``: honest round times before and during it;
+``links``: the attackers' share of the honest peers' links (:func:`link_share`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,23 @@ def _durations(trace: list[dict[str, Any]]) -> list[float]:
         out.append(max(float(row["t"]) - last, 0.0))
         last = float(row["t"])
     return out
+
+
+def link_share(honest: list[dict[str, Any]], after: int = 4) -> dict[str, float | None]:
+    """The attackers' hold on the honest peers' links after round ``after`` (trace rows' ``linked``):
+    ``attacker_share``, their mean share of a peer's links, and ``exposed``, how often they held half or
+    more of them (the fight of ``[attack] redial`` against link rotation). None without such rows."""
+    shares, exposed = [], 0
+    for p in honest:
+        for row in p.get("trace", []):
+            links, bad = row.get("linked", (0, 0))
+            if row["round"] > after and links:
+                shares.append(bad / links)
+                exposed += bad * 2 >= links
+    return {
+        "attacker_share": _mean(shares),
+        "exposed": round(exposed / len(shares), 4) if shares else None,
+    }
 
 
 def attack_metrics(output: Any) -> dict[str, Any]:
@@ -131,6 +149,7 @@ def attack_metrics(output: Any) -> dict[str, Any]:
         }
     all_secs = [d for ds in durations.values() for d in ds]
     return {
+        "links": link_share(honest),
         "series": series,
         "round_s": {"p50": _pct(all_secs, 50), "p95": _pct(all_secs, 95)},
         "bans": {

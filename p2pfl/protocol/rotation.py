@@ -28,9 +28,9 @@ below the static graph's in some runs; docs/learning.md, "Link rotation").
 A closed link rests (:class:`Rest`): for ``cooldown`` rounds the peer neither dials the peer it closed nor
 accepts a link from it. Without the rest an attacker that knows the rule beats rotation: it re-dials every
 peer that closes its link, comes back as that peer's *youngest* link, and is never the oldest when the next
-rotation closes one, so it stays in the mix nearly every round (measured: docs/learning.md, "Link
-rotation"). With a rest of one link lifetime (``every * degree`` rounds, the time a link takes to become the
-oldest) such an attacker is linked at most about half the rounds, however fast it re-dials.
+rotation closes one, so it stays linked nearly every round. With a rest of one link lifetime (``every *
+degree`` rounds, the time a link takes to become the oldest) such an attacker holds about the share of the
+links it holds without re-dialling (measured: docs/learning.md, "The rest of a closed link").
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ class _FilterNotifee(INotifee):
             self._t._stats.drop("peer_filter")
             self._t._refuse(pid)
             return
-        if not filter_allows(self._t._link_filter, pid):  # (a peer linked already has no new connection)
+        if not filter_allows(self._t._link_filter, pid):  # a resting link (its close may still be under way)
             self._t._stats.drop("link_filter")
             self._t._refuse(pid)
             return

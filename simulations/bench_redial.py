@@ -1,0 +1,134 @@
+"""Link rotation against the attacker that knows its rule (``[attack] redial``; docs/learning.md, "The rest
+of a closed link").
+
+``python -m p2pfl.sim.bench_redial [--kind gaussian,signflip,alie] [--seed 1,2] [--rounds 40] [--scoring]
+[--json OUT]``
+
+Per attack kind and seed, 16 peers on a random 4-regular graph at Dirichlet 0.3 with 25 % attackers, on the
+simulated clock (reproducible), run as:
+
+* ``static``: no rotation, the attackers link as the topology says; ``static+all``: they dial every peer;
+* ``rotation``: ``rotate_every = 2`` with the default rest (``rotate_cooldown``), attackers as the topology
+  says: **the reference** every other row's ratio is taken against;
+* ``rotation+F``: the attackers redial in form F (``closed``, ``all``, ``refresh``), with the default rest
+  and, as ``rest 0``, without it (``rotate_cooldown = 0``: no rest and no age memory).
+
+Printed: a markdown table of honest accuracy (mean / min, %), the attackers' share of the honest peers'
+links after round 4 and how often they held half or more of a peer's links (``exposed``), each with its
+ratio to the reference of the same kind and seed. ``--scoring``: scoring on (with ``young_rounds = 0``, as
+rotation wants); off by default, so that only links decide who is mixed and nobody is evicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .runner import run_scenario
+from .scenario import parse_scenario
+
+#: (label, rotate_every, rotate_cooldown or None for the default, redial)
+VARIANTS: tuple[tuple[str, int, float | None, str], ...] = (
+    ("static", 0, None, "off"),
+    ("static+all", 0, None, "all"),
+    ("rotation", 2, None, "off"),
+    ("rotation+closed, rest 0", 2, 0.0, "closed"),
+    ("rotation+closed", 2, None, "closed"),
+    ("rotation+all, rest 0", 2, 0.0, "all"),
+    ("rotation+all", 2, None, "all"),
+    ("rotation+refresh, rest 0", 2, 0.0, "refresh"),
+    ("rotation+refresh", 2, None, "refresh"),
+)
+REFERENCE = "rotation"
+
+
+def scenario(
+    kind: str, seed: int, rounds: int, variant: tuple[str, int, float | None, str], scoring: bool
+) -> Any:
+    _label, every, cooldown, redial = variant
+    run: dict[str, Any] = {"seed": seed, "rounds": rounds, "transport": "memory", "rotate_every": every}
+    if cooldown is not None:
+        run["rotate_cooldown"] = cooldown
+    return parse_scenario(
+        {
+            "run": run,
+            "data": {"dataset": "digits", "partition": "dirichlet", "alpha": 0.3},
+            "model": {"kind": "logreg", "local_steps": 10},
+            "topology": {"peers": 16, "kind": "random-regular", "degree": 4},
+            "attack": {"kind": kind, "fraction": 0.25, "sigma": 0.05, "redial": redial},
+            "scoring": {"young_rounds": 0} if scoring else {"enabled": False},
+        },
+        name=f"redial-{kind}-{redial}",
+    )
+
+
+def measure(kind: str, seed: int, rounds: int, scoring: bool) -> list[dict[str, Any]]:
+    rows = []
+    for variant in VARIANTS:
+        sc = scenario(kind, seed, rounds, variant, scoring)
+        with tempfile.TemporaryDirectory() as d:
+            r = run_scenario(sc, Path(d), quiet=True, plots=False, reproducible=True)
+        acc, links = r["honest_accuracy"], r["attacks"]["links"]
+        rows.append(
+            {
+                "kind": kind,
+                "seed": seed,
+                "variant": variant[0],
+                "acc_mean": acc["mean"],
+                "acc_min": acc["min"],
+                "share": links["attacker_share"],
+                "exposed": links["exposed"],
+            }
+        )
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def _ratio(x: float | None, ref: float | None) -> str:
+    return f"{x / ref:.2f}" if x is not None and ref else "-"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    out = [
+        "| kind | seed | variant | honest acc mean / min (%) | attacker link share | ratio | exposed "
+        "| ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ref = next(
+            r for r in rows if (r["kind"], r["seed"], r["variant"]) == (row["kind"], row["seed"], REFERENCE)
+        )
+        out.append(
+            f"| {row['kind']} | {row['seed']} | {row['variant']} | {100 * row['acc_mean']:.1f} / "
+            f"{100 * row['acc_min']:.1f} | {row['share']:.3f} | {_ratio(row['share'], ref['share'])} | "
+            f"{row['exposed']:.3f} | {_ratio(row['exposed'], ref['exposed'])} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m p2pfl.sim.bench_redial", description=__doc__.split("\n")[0])
+    ap.add_argument("--kind", default="gaussian", help="comma list of [attack] kinds (default: gaussian)")
+    ap.add_argument("--seed", default="1", help="comma list of [run] seeds")
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--scoring", action="store_true", help="scoring on (young_rounds = 0)")
+    ap.add_argument("--json", type=Path, help="also write the rows here")
+    a = ap.parse_args(argv)
+    rows = [
+        row
+        for kind in a.kind.split(",")
+        for seed in (int(s) for s in a.seed.split(","))
+        for row in measure(kind, seed, a.rounds, a.scoring)
+    ]
+    print(table(rows))
+    if a.json is not None:
+        a.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
