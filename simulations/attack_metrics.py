@@ -16,7 +16,8 @@ it, how many honest peers banned it and at which rounds, and how many requests (
 it served: 0 means no byte of its models was fetched), ``refusals`` (access refusals at honest peers) and
 ``windows`` (mean / min of ``acc_mean`` and p50 of ``round_s_p50`` before, during and after the Sybils'
 rounds ``join_round`` .. ``leave_round``); for a flood, ``flood``: honest round times before and during it;
-``links``: the attackers' share of the honest peers' links (:func:`link_share`).
+``links``: the attackers' share of the honest peers' links (:func:`link_share`); ``held``: the largest share
+given ten rounds or more after each pair's first contact (:func:`held_after_contact`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,35 @@ def link_share(honest: list[dict[str, Any]], after: int = 4) -> dict[str, float 
     return {
         "attacker_share": _mean(shares),
         "exposed": round(exposed / len(shares), 4) if shares else None,
+    }
+
+
+def held_after_contact(
+    honest: list[dict[str, Any]], attackers: set[str], rounds: int = 10, share: float = 0.1
+) -> dict[str, Any]:
+    """Issue 16's "held at a mixing weight <= ``share`` within ``rounds`` rounds", counted for each (honest
+    peer, attacker) pair from the pair's first contact: the peer's first round with the attacker among its
+    mixing inputs (trace rows' ``mix``). On a static graph contact is in the first rounds, as the run-round
+    measure assumes; with link rotation a peer meets attackers all run long, and each meeting has its own
+    ten rounds. ``share_max``: the largest share any pair gave from its contact's round + ``rounds`` on;
+    ``pairs`` met and ``over``: pairs above ``share`` then."""
+    worst: dict[tuple[str, str], float] = {}
+    for p in honest:
+        first: dict[str, int] = {}
+        for row in p.get("trace", []):
+            for aid, got in row.get("mix", {}).items():
+                if aid not in attackers:
+                    continue
+                since = first.setdefault(aid, row["round"])
+                key = (p["id"], aid)
+                worst.setdefault(key, 0.0)
+                if row["round"] >= since + rounds:
+                    worst[key] = max(worst[key], float(got))
+    return {
+        "rounds": rounds,
+        "share_max": round(max(worst.values()), 4) if worst else None,
+        "pairs": len(worst),
+        "over": sum(1 for v in worst.values() if v > share),
     }
 
 
@@ -150,6 +180,7 @@ def attack_metrics(output: Any) -> dict[str, Any]:
     all_secs = [d for ds in durations.values() for d in ds]
     return {
         "links": link_share(honest),
+        "held": held_after_contact(honest, set(attackers)),
         "series": series,
         "round_s": {"p50": _pct(all_secs, 50), "p95": _pct(all_secs, 95)},
         "bans": {

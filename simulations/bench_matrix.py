@@ -196,6 +196,8 @@ def summarise(
         "evictions": [ev["true_positive"], ev["expected"]],
         "rounds_to_evict_max": ev["rounds_to_evict"]["max"],
         "share_after_r10": round(max(late), 4) if late else 0.0,
+        # the same bound counted from each pair's first contact (link rotation meets attackers all run long)
+        "share_after_contact10": r.get("attacks", {}).get("held", {}).get("share_max") or 0.0,
         "false_evictions": ev["false_positive"],
         "timed_out": r["timed_out"],
         "seconds": round(seconds, 1),
