@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,9 @@ class Peer(PeerAccess):
         #: membership of a closed network (``[access] roster``); None: open network
         self.access = build_access(config, self.identity.peer_id)
         self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
+        #: the peers this peer linked to itself: its static peers and every peer :meth:`connect` dialled
+        #: (discovery, rotation, the host), or :meth:`choose` named; ``mix_scope = "chosen"`` mixes only these
+        self.chosen: set[str] = {addr_peer_id(a) for a in config.static_peers}
         self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = build_exchange(self)
@@ -292,7 +295,15 @@ class Peer(PeerAccess):
         return await self.discovery.discover()
 
     async def connect(self, addr: str) -> str:
-        return await self.transport.connect(addr)
+        """Dial ``addr`` (a multiaddr with ``/p2p/<id>``); the peer counts as chosen (``mix_scope``)."""
+        peer_id = await self.transport.connect(addr)
+        self.chosen.add(peer_id)
+        return peer_id
+
+    def choose(self, peer_ids: Iterable[str]) -> None:
+        """Count ``peer_ids`` as links this peer chose (``mix_scope = "chosen"``) whichever end dials them:
+        a host's or a simulation's topology, whose links only one end dials."""
+        self.chosen.update(peer_ids)
 
     async def _connect_static(self) -> None:
         """Dial the static peers that are not connected and ours to dial now (the lower peer id of a pair at

@@ -36,6 +36,8 @@ class PeerAccess:
     engine: GossipEngine
     _transport: Transport | None
     rotation: LinkRotation | None
+    #: the peers this peer linked to itself (``mix_scope = "chosen"``; see :meth:`Peer.choose`)
+    chosen: set[str]
 
     if TYPE_CHECKING:  # the peer's
 
@@ -93,11 +95,15 @@ class PeerAccess:
 
     def _may_mix(self, peer_id: str) -> bool:
         """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
-        never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected."""
+        never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected;
+        with ``"chosen"``, while it is connected and this peer chose the link (:attr:`chosen`)."""
         if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
             return False
-        if self.config.mix_scope != "connected":
+        scope = self.config.mix_scope
+        if scope == "all":
             return True
+        if scope == "chosen" and peer_id not in self.chosen:
+            return False
         return self._transport is None or peer_id in self._transport.connected_peers()
 
 

@@ -39,6 +39,7 @@ class PeerDiscovery:
         *,
         may_dial: Callable[[str], bool],
         unexpected: Callable[[str | None, str, Exception], None],
+        chose: Callable[[str], None] = lambda peer_id: None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -46,6 +47,8 @@ class PeerDiscovery:
         #: a peer id we may dial (not evicted, allowed)
         self._may_dial = may_dial
         self._unexpected = unexpected
+        #: told of each peer discovery linked (the peer's chosen links, ``mix_scope = "chosen"``)
+        self._chose = chose
         #: peer ids of the configured registries (the client learns more: registry_ids)
         self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
         self.client: Any = None
@@ -113,6 +116,7 @@ class PeerDiscovery:
                 continue
             if await dial_record(self._transport(), record) is not None:
                 connected.add(pid)
+                self._chose(pid)
                 dialled += 1
         return dialled
 
@@ -130,7 +134,10 @@ class PeerDiscovery:
                 continue
 
             async def dial(record: PeerRecord = record) -> bool:
-                return await dial_record(self._transport(), record) is not None
+                if await dial_record(self._transport(), record) is None:
+                    return False
+                self._chose(record.peer_id)
+                return True
 
             out[record.peer_id] = dial
         return out

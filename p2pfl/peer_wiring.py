@@ -73,7 +73,7 @@ def build_engine(peer: Peer) -> GossipEngine:
         scoring_enabled=config.scoring_enabled,
         rates=config.rates,
         allowed=peer._sender_allowed if peer._gated() else None,
-        mix_filter=peer._may_mix if config.mix_scope == "connected" or peer.access else None,
+        mix_filter=peer._may_mix if config.mix_scope != "all" or peer.access else None,
     )
 
 
@@ -127,6 +127,7 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
         )
 
     async def disconnect(peer_id: str) -> None:
+        peer.chosen.discard(peer_id)  # a link the rotation closed is no longer chosen
         await peer.transport.disconnect(peer_id)
 
     return LinkRotation(
@@ -173,6 +174,7 @@ def build_discovery(peer: Peer) -> PeerDiscovery:
         lambda: peer.transport,
         may_dial=peer._may_dial,
         unexpected=peer.exchange.unexpected,
+        chose=peer.chosen.add,
     )
 
 

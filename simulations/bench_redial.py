@@ -11,12 +11,16 @@ simulated clock (reproducible), run as:
 * ``rotation``: ``rotate_every = 2`` with the default rest (``rotate_cooldown``), attackers as the topology
   says: **the reference** every other row's ratio is taken against;
 * ``rotation+F``: the attackers redial in form F (``closed``, ``all``, ``refresh``), with the default rest
-  and, as ``rest 0``, without it (``rotate_cooldown = 0``: no rest and no age memory).
+  and, as ``rest 0``, without it (``rotate_cooldown = 0``: no rest and no age memory);
+* ``, chosen``: ``mix_scope = "chosen"``, every honest peer mixes only the topology's links (an attacker's
+  own dials then link it, but do not put it in the mix).
 
 Printed: a markdown table of honest accuracy (mean / min, %), the attackers' share of the honest peers'
 links after round 4 and how often they held half or more of a peer's links (``exposed``), each with its
-ratio to the reference of the same kind and seed. ``--scoring``: scoring on (with ``young_rounds = 0``, as
-rotation wants); off by default, so that only links decide who is mixed and nobody is evicted.
+ratio to the reference of the same kind and seed, and the attackers' summed share of an honest peer's
+mix (mean over the honest peers and the rounds after round 4). ``--scoring``: scoring on (with
+``young_rounds = 0``, as rotation wants); off by default, so that only links decide who is mixed and
+nobody is evicted.
 """
 
 from __future__ import annotations
@@ -31,26 +35,33 @@ from typing import Any
 from .runner import run_scenario
 from .scenario import parse_scenario
 
-#: (label, rotate_every, rotate_cooldown or None for the default, redial)
-VARIANTS: tuple[tuple[str, int, float | None, str], ...] = (
-    ("static", 0, None, "off"),
-    ("static+all", 0, None, "all"),
-    ("rotation", 2, None, "off"),
-    ("rotation+closed, rest 0", 2, 0.0, "closed"),
-    ("rotation+closed", 2, None, "closed"),
-    ("rotation+all, rest 0", 2, 0.0, "all"),
-    ("rotation+all", 2, None, "all"),
-    ("rotation+refresh, rest 0", 2, 0.0, "refresh"),
-    ("rotation+refresh", 2, None, "refresh"),
+#: (label, rotate_every, rotate_cooldown or None for the default, redial, mix_scope)
+Variant = tuple[str, int, float | None, str, str]
+VARIANTS: tuple[Variant, ...] = (
+    ("static", 0, None, "off", "connected"),
+    ("static+all", 0, None, "all", "connected"),
+    ("static+all, chosen", 0, None, "all", "chosen"),
+    ("static, chosen", 0, None, "off", "chosen"),
+    ("rotation", 2, None, "off", "connected"),
+    ("rotation+closed, rest 0", 2, 0.0, "closed", "connected"),
+    ("rotation+closed", 2, None, "closed", "connected"),
+    ("rotation+all, rest 0", 2, 0.0, "all", "connected"),
+    ("rotation+all", 2, None, "all", "connected"),
+    ("rotation+refresh, rest 0", 2, 0.0, "refresh", "connected"),
+    ("rotation+refresh", 2, None, "refresh", "connected"),
 )
 REFERENCE = "rotation"
 
 
-def scenario(
-    kind: str, seed: int, rounds: int, variant: tuple[str, int, float | None, str], scoring: bool
-) -> Any:
-    _label, every, cooldown, redial = variant
-    run: dict[str, Any] = {"seed": seed, "rounds": rounds, "transport": "memory", "rotate_every": every}
+def scenario(kind: str, seed: int, rounds: int, variant: Variant, scoring: bool) -> Any:
+    _label, every, cooldown, redial, scope = variant
+    run: dict[str, Any] = {
+        "seed": seed,
+        "rounds": rounds,
+        "transport": "memory",
+        "rotate_every": every,
+        "mix_scope": scope,
+    }
     if cooldown is not None:
         run["rotate_cooldown"] = cooldown
     return parse_scenario(
@@ -73,6 +84,12 @@ def measure(kind: str, seed: int, rounds: int, scoring: bool) -> list[dict[str, 
         with tempfile.TemporaryDirectory() as d:
             r = run_scenario(sc, Path(d), quiet=True, plots=False, reproducible=True)
         acc, links = r["honest_accuracy"], r["attacks"]["links"]
+        series = r["attacks"]["series"]
+        mixed = [
+            s
+            for rnd, s in zip(series["round"], series["attacker_share_total"], strict=True)
+            if rnd > 4 and s is not None
+        ]
         rows.append(
             {
                 "kind": kind,
@@ -82,10 +99,15 @@ def measure(kind: str, seed: int, rounds: int, scoring: bool) -> list[dict[str, 
                 "acc_min": acc["min"],
                 "share": links["attacker_share"],
                 "exposed": links["exposed"],
+                "mix": round(sum(mixed) / len(mixed), 4) if mixed else None,
             }
         )
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _ratio(x: float | None, ref: float | None) -> str:
@@ -95,8 +117,8 @@ def _ratio(x: float | None, ref: float | None) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
         "| kind | seed | variant | honest acc mean / min (%) | attacker link share | ratio | exposed "
-        "| ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ratio | attackers' mix share | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         ref = next(
@@ -105,7 +127,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"| {row['kind']} | {row['seed']} | {row['variant']} | {100 * row['acc_mean']:.1f} / "
             f"{100 * row['acc_min']:.1f} | {row['share']:.3f} | {_ratio(row['share'], ref['share'])} | "
-            f"{row['exposed']:.3f} | {_ratio(row['exposed'], ref['exposed'])} |"
+            f"{row['exposed']:.3f} | {_ratio(row['exposed'], ref['exposed'])} | {_fmt(row.get('mix'))} | "
+            f"{_ratio(row.get('mix'), ref.get('mix'))} |"
         )
     return "\n".join(out)
 

@@ -154,6 +154,7 @@ class PeerRunner:
         if peer.rotation is not None:  # the simulation's registry: every other peer of the plan
             others = {pid: self.addr_of(j) for j, pid in enumerate(self.plan.peer_ids) if j != self.me.index}
             peer.rotation.candidates = address_candidates(peer.connect, others)
+        peer.choose(self.plan.peer_ids[j] for j in self.me.neighbours)  # the topology's links, either end
         if self.behaviour is not None:
             self.behaviour.bind(peer)
             self.behaviour.addrs = {

@@ -104,6 +104,8 @@ class RunSpec:
     rotate_every: int = default_of(PeerConfig, "rotate_every")
     rotate_degree: int = default_of(PeerConfig, "rotate_degree")
     rotate_cooldown: float = default_of(PeerConfig, "rotate_cooldown")
+    #: whose replicas enter the mix; "chosen": only the topology's links (docs/learning.md)
+    mix_scope: str = default_of(PeerConfig, "mix_scope")
     max_round_wait_s: float = RUN_DEFAULTS["max_round_wait_s"]
     network_id: str = RUN_DEFAULTS["network_id"]
     #: delta codec of every peer: raw, fp16, int8 or topk:<density> (docs/wire-format.md section 7)

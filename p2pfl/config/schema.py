@@ -132,7 +132,11 @@ class PeerConfig:
     #: How often the roster file is re-read and neighbours are asked for a newer roster, and how often
     #: connected peers are re-checked against it (expiry, revocation).
     roster_refresh_s: float = setting(30.0, section="access")
-    mix_scope: str = setting("connected", section="protocol")
+    #: Whose replicas enter the mix: connected peers ("connected"), every fresh replica ("all"), or only
+    #: connected peers this peer linked to itself ("chosen": static peers, its discovery's and rotation's
+    #: dials, and the peers a host names with ``Peer.choose``): a peer that dials every other one then is
+    #: not in their mixes (docs/learning.md, "Mixing only chosen links").
+    mix_scope: str = setting("connected", section="protocol", sim="run")
     rollback_margin: float | None = setting(None, section="protocol")
     rollback_warmup: int = setting(5, section="protocol")
     #: Refuse a mix that loses more than this fraction of the freshly trained model's validation accuracy
@@ -219,8 +223,8 @@ class PeerConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < float("inf"):
                 raise _bad(name, f"must be a positive number, got {value!r}")
-        if self.mix_scope not in ("connected", "all"):
-            raise _bad("mix_scope", f"must be 'connected' or 'all', got {self.mix_scope!r}")
+        if self.mix_scope not in ("connected", "all", "chosen"):
+            raise _bad("mix_scope", f"must be 'connected', 'all' or 'chosen', got {self.mix_scope!r}")
         if self.rollback_margin is not None and not 0 < self.rollback_margin < 1:
             raise _bad("rollback_margin", f"must be in (0, 1) or unset, got {self.rollback_margin!r}")
         if not isinstance(self.mix_guard_warmup, int) or self.mix_guard_warmup < 0:

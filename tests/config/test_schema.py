@@ -169,6 +169,7 @@ def test_scenario_sections_hold_the_fields_the_schema_gives_them() -> None:
             "rotate_every",
             "rotate_degree",
             "rotate_cooldown",
+            "mix_scope",
             "max_round_wait_s",
             "network_id",
             "codec",
