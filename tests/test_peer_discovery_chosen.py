@@ -1,0 +1,70 @@
+"""Discovery tells the peer which links it chose (``mix_scope = "chosen"``): each peer it dialled, from the
+registries' records or as a rotation's candidate, and none it failed to dial."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from p2pfl.errors import TransportError
+from p2pfl.identity import Identity
+from p2pfl.peer import PeerConfig
+from p2pfl.peer_discovery import PeerDiscovery
+
+
+@dataclass
+class _Record:
+    peer_id: str
+    addrs: tuple[str, ...]
+
+
+class _Transport:
+    def __init__(self, up: set[str]) -> None:
+        self.up, self.linked = up, []
+
+    async def connect(self, addr: str) -> str:
+        pid = addr.rsplit("/", 1)[-1]
+        if pid not in self.up:
+            raise TransportError(f"dial {addr} failed")
+        self.linked.append(pid)
+        return pid
+
+    def connected_peers(self) -> list[str]:
+        return list(self.linked)
+
+
+class _Client:
+    registry_peer_ids: frozenset[str] = frozenset()
+
+    def __init__(self, records: list[_Record]) -> None:
+        self.records = records
+
+    async def find_peers(self) -> list[_Record]:
+        return self.records
+
+
+def test_discovery_reports_the_peers_it_linked_as_chosen() -> None:
+    transport = _Transport(up={"b", "c"})
+    chosen: list[str] = []
+    discovery = PeerDiscovery(
+        PeerConfig(network_id="n", max_neighbours=4),
+        Identity(bytes([1]) * 32),
+        lambda: transport,  # type: ignore[arg-type,return-value]
+        may_dial=lambda pid: pid != "c",
+        unexpected=lambda *a: None,
+        chose=chosen.append,
+    )
+    records = [_Record(p, (f"/memory/{p}",)) for p in ("a", "b", "c", "d")]
+    discovery.client = _Client(records)
+
+    async def main() -> None:
+        assert await discovery.discover() == 1  # a and d are down, c may not be dialled
+        assert chosen == ["b"]
+        transport.up.add("a")
+        dials = await discovery.rotation_candidates()
+        assert await dials["a"]()
+        assert not await dials["d"]()
+        assert chosen == ["b", "a"]
+
+    trio.run(main)
