@@ -74,6 +74,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pfl.peer")
 
+#: the most chosen peers kept (``Peer.choose``): registries' records are anyone's to fill in an open network
+MAX_CHOSEN = 4096
+
 #: How long a stopping peer waits for its cancelled tasks before it aborts the transport's connections.
 EXIT_GRACE_S = 3.0
 
@@ -113,7 +116,8 @@ class Peer(PeerAccess):
         self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
         #: the peers this peer linked to itself: its static peers and every peer :meth:`connect` dialled
         #: (discovery, rotation, the host), or :meth:`choose` named; ``mix_scope = "chosen"`` mixes only these
-        self.chosen: set[str] = {addr_peer_id(a) for a in config.static_peers}
+        self._static_ids = frozenset(addr_peer_id(a) for a in config.static_peers)
+        self.chosen: set[str] = set(self._static_ids)
         self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = build_exchange(self)
@@ -297,13 +301,18 @@ class Peer(PeerAccess):
     async def connect(self, addr: str) -> str:
         """Dial ``addr`` (a multiaddr with ``/p2p/<id>``); the peer counts as chosen (``mix_scope``)."""
         peer_id = await self.transport.connect(addr)
-        self.chosen.add(peer_id)
+        self.choose((peer_id,))
         return peer_id
 
     def choose(self, peer_ids: Iterable[str]) -> None:
         """Count ``peer_ids`` as links this peer chose (``mix_scope = "chosen"``) whichever end dials them:
-        a host's or a simulation's topology, whose links only one end dials."""
-        self.chosen.update(peer_ids)
+        a host's or a simulation's topology, whose links only one end dials. A chosen peer whose link drops
+        stays chosen (it may dial back); past ``MAX_CHOSEN`` only the connected and static ones are kept."""
+        ids = tuple(peer_ids)
+        self.chosen.update(ids)
+        if len(self.chosen) > MAX_CHOSEN:
+            keep = set(self.transport.connected_peers()) if self._transport is not None else set()
+            self.chosen = {p for p in self.chosen if p in keep or p in self._static_ids} | set(ids)
 
     async def _connect_static(self) -> None:
         """Dial the static peers that are not connected and ours to dial now (the lower peer id of a pair at

@@ -174,7 +174,7 @@ def build_discovery(peer: Peer) -> PeerDiscovery:
         lambda: peer.transport,
         may_dial=peer._may_dial,
         unexpected=peer.exchange.unexpected,
-        chose=peer.chosen.add,
+        chose=lambda peer_id: peer.choose((peer_id,)),
     )
 
 

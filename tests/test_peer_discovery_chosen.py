@@ -68,3 +68,21 @@ def test_discovery_reports_the_peers_it_linked_as_chosen() -> None:
         assert chosen == ["b", "a"]
 
     trio.run(main)
+
+
+def test_the_chosen_set_is_bounded_keeping_static_peers_and_the_newest() -> None:
+    from p2pfl.peer import MAX_CHOSEN, Peer
+    from p2pfl.sim.data import peer_splits
+
+    from .test_peer import learner_for
+
+    static = f"/ip4/127.0.0.1/tcp/4001/p2p/{Identity(bytes([3]) * 32).peer_id}"
+    peer = Peer(
+        PeerConfig(network_id="n", static_peers=(static,), mix_scope="chosen"),
+        learner_for(peer_splits("digits", 2, seed=1)[0], 0),
+        Identity(bytes([1]) * 32),
+    )
+    peer.choose(f"p{i}" for i in range(MAX_CHOSEN))
+    assert len(peer.chosen) == MAX_CHOSEN + 1  # with the static peer
+    peer.choose(iter(["new"]))
+    assert peer.chosen == {Identity(bytes([3]) * 32).peer_id, "new"}  # nothing connected: the rest goes
