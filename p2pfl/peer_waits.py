@@ -68,14 +68,18 @@ class RoundWaits:
     def _views(self, now: float) -> list[NeighbourView]:
         """What the pacing sees of the connected neighbours at ``now``: fellow members of our secure-
         aggregation group excepted (they send us no announcements: we hold the mean they publish; the group
-        round itself keeps members in step)."""
+        round itself keeps members in step), and neighbours the engine never mixes (its mix filter:
+        ``mix_scope = "chosen"`` keeps no version of a link this peer did not choose, so waiting for one only
+        ran every round into its time limit)."""
         connected = self._p.neighbours()
         first_seen = self._connections.observe(connected, now)
         group = self._p.secagg()
         if group is not None:
             connected = [p for p in connected if not group.is_fellow(p)]
-        listeners = set(self._p.transport().listeners())
         engine = self._p.engine
+        if engine.mix_filter is not None:
+            connected = [p for p in connected if engine.mix_filter(p)]
+        listeners = set(self._p.transport().listeners())
         replicas, is_evicted = engine.replicas, engine.is_evicted
         views = []
         for p in connected:
