@@ -2,7 +2,7 @@
 of a closed link").
 
 ``python -m p2pfl.sim.bench_redial [--kind gaussian,signflip,alie] [--seed 1,2] [--rounds 40] [--scoring]
-[--json OUT]``
+[--variants "LABEL;..."] [--json OUT]``
 
 Per attack kind and seed, 16 peers on a random 4-regular graph at Dirichlet 0.3 with 25 % attackers, on the
 simulated clock (reproducible), run as:
@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,14 @@ def scenario(kind: str, seed: int, rounds: int, variant: Variant, scoring: bool)
     )
 
 
-def measure(kind: str, seed: int, rounds: int, scoring: bool) -> list[dict[str, Any]]:
+def measure(
+    kind: str, seed: int, rounds: int, scoring: bool, only: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """One kind and seed: every variant, or those labelled in ``only`` and the reference."""
     rows = []
     for variant in VARIANTS:
+        if only is not None and variant[0] not in only and variant[0] != REFERENCE:
+            continue
         sc = scenario(kind, seed, rounds, variant, scoring)
         with tempfile.TemporaryDirectory() as d:
             r = run_scenario(sc, Path(d), quiet=True, plots=False, reproducible=True)
@@ -140,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--scoring", action="store_true", help="scoring on (young_rounds = 0)")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--variants", help="variant labels to run, separated by ; (the reference always runs)")
     a = ap.parse_args(argv)
     rows = [
         row
         for kind in a.kind.split(",")
         for seed in (int(s) for s in a.seed.split(","))
-        for row in measure(kind, seed, a.rounds, a.scoring)
+        for row in measure(kind, seed, a.rounds, a.scoring, a.variants.split(";") if a.variants else None)
     ]
     print(table(rows))
     if a.json is not None:
