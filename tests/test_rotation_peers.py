@@ -17,7 +17,9 @@ from p2pfl.errors import ConfigError
 from p2pfl.identity import Identity
 from p2pfl.peer import Peer, PeerConfig
 from p2pfl.peer_rotation import Dial, LinkRotation, address_candidates
+from p2pfl.sim.data import peer_splits
 from p2pfl.sim.determinism import seeded_scheduler
+from p2pfl.transport.memory import MemoryNetwork
 
 from .test_mix_steps import _flat
 from .test_mix_steps import _network as _mix_network
@@ -316,7 +318,6 @@ def test_static_peers_and_secure_aggregation_fellows_are_pinned() -> None:
     """Their links are never closed by a rotation: a static peer is wanted by its operator, and a secure-
     aggregation group's channel runs over its fellows' links (docs/secagg.md)."""
     from p2pfl.secagg.config import SecAggConfig
-    from p2pfl.sim.data import peer_splits
 
     from .test_peer import learner_for
 
@@ -412,3 +413,24 @@ async def test_mix_scope_chosen_mixes_only_the_links_this_peer_dialled_or_chose(
     assert p0._may_mix(peers[1].peer_id) and not p0._may_mix(peers[2].peer_id)
     p0.choose([peers[2].peer_id])
     assert p0._may_mix(peers[2].peer_id) and not p0._may_mix(peers[3].peer_id)
+
+
+async def test_a_resting_peer_is_not_mixed_even_while_connected() -> None:
+    """Over libp2p a resting peer that keeps dialling is connected for the moment its refused connection
+    takes to close; its announcement must not be mixed meanwhile."""
+    from .test_peer import learner_for, memory_peer
+
+    net = MemoryNetwork()
+    splits = peer_splits("digits", 2, seed=1)
+    async with (
+        memory_peer(0, learner_for(splits[0], 0), net, rotate_every=1, rotate_degree=1, **PLAIN) as a,
+        memory_peer(1, learner_for(splits[1], 1), net, **PLAIN) as b,
+    ):
+        await a.connect(f"memory/{b.peer_id}")
+        rot = a.rotation
+        assert rot is not None and rot.rest.rounds == 1
+        assert a._may_mix(b.peer_id)
+        rot.rest.start(b.peer_id, rot.round)  # as if closed, and b dialled back before the close was done
+        assert b.peer_id in a.neighbours() and not a._may_mix(b.peer_id)
+        rot.round += 2  # the rest is over
+        assert a._may_mix(b.peer_id)
