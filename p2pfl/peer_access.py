@@ -64,7 +64,7 @@ class PeerAccess:
 
     def _may_dial(self, peer_id: str) -> bool:
         """May discovery or link rotation dial ``peer_id``: not evicted, one the access checks admit, and not
-        resting after a rotation closed its link."""
+        resting after its link ended (link rotation)."""
         if self.rotation is not None and not self.rotation.link_allowed(peer_id):
             return False
         return not self.engine.is_evicted(peer_id) and self._peer_allowed(peer_id)
@@ -97,7 +97,7 @@ class PeerAccess:
         """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
         never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected;
         with ``"chosen"``, while it is connected and this peer chose the link (:attr:`chosen`). Never while
-        its closed link rests (link rotation): over libp2p a resting peer that keeps dialling is connected
+        its ended link rests (link rotation): over libp2p a resting peer that keeps dialling is connected
         for the moment its refused connection takes to close, long enough for an announcement."""
         if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
             return False

@@ -5,9 +5,10 @@ links, keeping ``rotate_degree`` learning links (0: ``max_neighbours``, the degr
 to). Candidates come from a :data:`Candidates` source: by default the bootstrap registries' records (the
 discovery cache when they are down); a host or a simulation may set its own
 (:attr:`LinkRotation.candidates`). Static peers and secure-aggregation fellows are pinned: their links
-are never closed. Evicted and refused peers are never dialled. A closed link rests for ``rotate_cooldown``
-link lifetimes (:class:`~p2pfl.protocol.rotation.Rest`): the peer neither dials its peer nor accepts a link
-from it meanwhile (the transport's link filter, :meth:`LinkRotation.link_allowed`).
+are never closed. Evicted and refused peers are never dialled. A link that ends (closed by either end, or
+lost) rests for ``rotate_cooldown`` link lifetimes (:class:`~p2pfl.protocol.rotation.Rest`): the peer
+neither dials its peer nor accepts a link from it meanwhile (the transport's link filter,
+:meth:`LinkRotation.link_allowed`).
 """
 
 from __future__ import annotations
@@ -79,10 +80,7 @@ class LinkRotation:
         self.candidates = candidates
         #: peer id -> the round its link was first seen
         self.linked_at: dict[str, int] = {}
-        #: peer id -> (the round its link was made, the round it was last seen), for links gone less than
-        #: the rest ago: a link that comes back keeps its age (see :meth:`note_links`)
-        self._gone: dict[str, tuple[int, int]] = {}
-        #: the links this rotation closed, each refused for ``cooldown`` rounds
+        #: the links that ended (closed by either end, or lost), each refused for ``cooldown`` rounds
         self.rest = Rest(cooldown)
         #: the peer's last round that ended (the rests' clock)
         self.round = 0
@@ -105,29 +103,28 @@ class LinkRotation:
         }
 
     def link_allowed(self, peer_id: str) -> bool:
-        """The transport's link filter: False while ``peer_id``'s closed link rests (its dial is refused;
+        """The transport's link filter: False while ``peer_id``'s ended link rests (its dial is refused;
         its messages relayed by others still pass)."""
         return not self.rest.resting(peer_id, self.round)
 
     def note_links(self, round_: int) -> list[str]:
-        """Record links first seen now (at ``round_``) and forget closed ones; returns the links.
-
-        A link that comes back within the rest of a closed link (``rotate_cooldown``) of being last seen
-        keeps the age it had: otherwise a neighbour that drops its link itself, which starts no rest, and
-        dials again before it becomes the oldest is always among the youngest and never closed (the
-        ``refresh`` form of the simulation's ``[attack] redial``)."""
+        """Record links first seen now (at ``round_``); a link that ended otherwise than by this peer's
+        rotation (the neighbour's rotation closed it, the neighbour dropped it, the network did) rests
+        too, unless pinned. So both ends of a closed link rest: over libp2p a dial the other end refuses
+        still looks made to the dialler for a moment (the refusal comes after the handshake), and a
+        rotation that counted it closed a good link for it; and a neighbour that drops its own link to come
+        back young (the ``refresh`` form of the simulation's ``[attack] redial``) is refused as well.
+        Returns the links."""
         links = self._links()
         held = set(links)
+        pinned = self._pinned()
         for p in list(self.linked_at):
             if p not in held:
-                self._gone[p] = (self.linked_at.pop(p), round_ - 1)
-        for p, (_, seen) in list(self._gone.items()):
-            if round_ - seen > self.rest.rounds:
-                del self._gone[p]
+                del self.linked_at[p]
+                if p not in pinned:
+                    self.rest.start(p, round_ - 1)
         for p in links:
-            if p not in self.linked_at:
-                past = self._gone.pop(p, None)
-                self.linked_at[p] = round_ if past is None else past[0]
+            self.linked_at.setdefault(p, round_)
         return links
 
     async def after_round(self, round_: int) -> None:

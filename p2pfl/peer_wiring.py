@@ -195,7 +195,7 @@ def attach_transport(peer: Peer, t: Transport) -> None:
     if peer._gated() and hasattr(t, "set_peer_filter"):
         t.set_peer_filter(peer._peer_allowed)
     if peer.rotation is not None and peer.rotation.rest.rounds and hasattr(t, "set_link_filter"):
-        t.set_link_filter(peer.rotation.link_allowed)  # a closed link rests (p2pfl.protocol.rotation)
+        t.set_link_filter(peer.rotation.link_allowed)  # an ended link rests (p2pfl.protocol.rotation)
     if peer.access is not None:
         t.set_request_handler(ROSTER_PROTOCOL, peer.access.serve)
     if peer.config.secagg.enabled and peer.secagg is None:  # docs/secagg.md: /p2pfl/secagg/1

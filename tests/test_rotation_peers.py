@@ -357,9 +357,10 @@ def test_a_scenario_rotates_its_peers_links(tmp_path: Path) -> None:
     assert r["honest_accuracy"]["mean"] >= 0.85, r["honest_accuracy"]
 
 
-def test_a_link_that_comes_back_within_the_rest_keeps_its_age() -> None:
-    """A neighbour that drops its link itself starts no rest; if it dials again soon it must come back as
-    old as it was, not as the youngest link (the ``refresh`` attack), and after the rest as a new one."""
+def test_a_link_that_ends_otherwise_rests_too_unless_pinned() -> None:
+    """A neighbour that drops its link itself (or whose rotation closed it) is refused for the rest as
+    well: both ends of an ended link rest, and one that drops its link to come back young (the ``refresh``
+    attack) cannot. A pinned link that drops does not rest (its operator wants it back)."""
     held: list[str] = []
 
     async def never(peer_id: str) -> None:
@@ -373,22 +374,20 @@ def test_a_link_that_comes_back_within_the_rest_keeps_its_age() -> None:
         links=lambda: list(held),
         may_dial=lambda p: True,
         disconnect=never,
-        pinned=frozenset,
+        pinned=lambda: frozenset({"static"}),
         candidates=None,
         cooldown=4,
     )
-    held[:] = ["a", "b"]
+    held[:] = ["a", "b", "static"]
     rot.note_links(1)
-    held[:] = ["b"]  # a drops its link after round 2...
+    held[:] = ["b"]  # a and the static peer drop their links during round 3
+    rot.round = 3
     rot.note_links(3)
-    held[:] = ["a", "b", "c"]  # ...and is back at round 5, with c new
-    rot.note_links(5)
-    assert rot.linked_at == {"a": 1, "b": 1, "c": 5}
-    held[:] = ["b", "c"]
-    rot.note_links(6)
-    held[:] = ["a", "b", "c"]  # gone for longer than the rest: a new link
-    rot.note_links(12)
-    assert rot.linked_at == {"a": 12, "b": 1, "c": 5}
+    assert not rot.link_allowed("a") and rot.link_allowed("static") and rot.link_allowed("b")
+    rot.round = 6
+    assert not rot.link_allowed("a")  # rests through round 2 + 4
+    rot.round = 7
+    assert rot.link_allowed("a")
 
 
 async def test_mix_scope_chosen_mixes_only_the_links_this_peer_dialled_or_chose(

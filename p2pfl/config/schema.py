@@ -90,9 +90,10 @@ class PeerConfig:
     #: (p2pfl.protocol.rotation, docs/learning.md "Link rotation").
     rotate_every: int = setting(0, section="peer", sim="run")
     rotate_degree: int = setting(0, section="peer", sim="run")
-    #: How long a link the rotation closed rests, in link lifetimes (``rotate_every * rotate_degree``
-    #: rounds): its peer is neither dialled nor let link back meanwhile, so an attacker that re-dials
-    #: whoever closes its link is not kept as the youngest link forever; 0: off (p2pfl.protocol.rotation).
+    #: How long a link that ended rests while rotating, in link lifetimes (``rotate_every * rotate_degree``
+    #: rounds): its peer is neither dialled nor let link back meanwhile, whichever end closed it, so an
+    #: attacker that re-dials whoever closes its link is not kept as the youngest link forever; 0: off
+    #: (p2pfl.protocol.rotation).
     rotate_cooldown: float = setting(1.0, section="peer", sim="run")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")
@@ -194,7 +195,7 @@ class PeerConfig:
 
     @property
     def cooldown_rounds(self) -> int:
-        """How many rounds a link the rotation closed rests (``rotate_cooldown`` link lifetimes)."""
+        """How many rounds a link that ended rests (``rotate_cooldown`` link lifetimes)."""
         return round(self.rotate_cooldown * self.rotate_every * self.learning_degree)
 
     def __post_init__(self) -> None:

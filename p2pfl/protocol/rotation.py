@@ -25,12 +25,13 @@ links to it, and a peer left with one or two neighbours on very non-IID data dri
 classes (measured: without the top-up, honest minimum accuracy on 4-regular graphs at Dirichlet 0.1 fell
 below the static graph's in some runs; docs/learning.md, "Link rotation").
 
-A closed link rests (:class:`Rest`): for ``cooldown`` rounds the peer neither dials the peer it closed nor
-accepts a link from it. Without the rest an attacker that knows the rule beats rotation: it re-dials every
-peer that closes its link, comes back as that peer's *youngest* link, and is never the oldest when the next
-rotation closes one, so it stays linked nearly every round. With a rest of one link lifetime (``every *
-degree`` rounds, the time a link takes to become the oldest) such an attacker holds about the share of the
-links it holds without re-dialling (measured: docs/learning.md, "The rest of a closed link").
+A link that ends rests (:class:`Rest`): for ``cooldown`` rounds the peer neither dials that peer nor accepts
+a link from it, whichever end closed it (:meth:`~p2pfl.peer_rotation.LinkRotation.note_links`). Without the
+rest an attacker that knows the rule beats rotation: it re-dials every peer that closes its link, comes back
+as that peer's *youngest* link, and is never the oldest when the next rotation closes one, so it stays
+linked nearly every round. With a rest of one link lifetime (``every * degree`` rounds, the time a link
+takes to become the oldest) such an attacker holds about the share of the links it holds without
+re-dialling (measured: docs/learning.md, "The rest of a closed link").
 """
 
 from __future__ import annotations
@@ -62,14 +63,14 @@ class Rotation:
 
 NONE = Rotation()
 
-#: the most rests kept; past it the one that ends first goes (a peer closes one link per rotation, so a
-#: rest of a few link lifetimes holds a few dozen; the bound only matters against a misconfiguration)
+#: the most rests kept; past it the one that ends first goes (a peer's links end at about one per rotation,
+#: its own and its neighbours' closes, so a rest of a few link lifetimes holds a few dozen)
 MAX_RESTS = 4096
 
 
 class Rest:
-    """The peers whose links this peer's rotation closed, each refused until a round (see the module
-    docstring). Pure: the caller passes its round."""
+    """The peers whose links ended, each refused until a round (see the module docstring). Pure: the caller
+    passes its round."""
 
     def __init__(self, rounds: int) -> None:
         if rounds < 0:
@@ -79,8 +80,7 @@ class Rest:
         self._until: dict[str, int] = {}
 
     def start(self, peer: str, round_: int) -> None:
-        """``peer``'s link was closed after round ``round_``: refuse it until round ``round_ + rounds``
-        ends."""
+        """``peer``'s link ended at round ``round_``: refuse it until round ``round_ + rounds`` ends."""
         if not self.rounds:
             return
         self._until[peer] = round_ + self.rounds
