@@ -2,10 +2,9 @@
 
 A rotating peer closes its *oldest* link. An attacker that dials again every peer that closed its link
 (``"closed"``), or every peer it is not linked to (``"all"``), comes back as the youngest link and is never
-the one closed next; one that drops its own links and dials again (``"refresh"``) starts no rest and would
-come back young. The defences are the rest of a closed link (``[run] rotate_cooldown``) and the age a
-returning link keeps for as long; each form of the attack runs once with them off (the control, which must
-show the attack working) and once with the default.
+the one closed next; one that drops its own links and dials again (``"refresh"``) would come back young.
+The defence is the rest of a link that ended, at both ends (``[run] rotate_cooldown``); each form of the
+attack runs once with it off (the control, which must show the attack working) and once with the default.
 
 Scoring is off so that only links decide who is mixed: the attackers are never evicted, and the measure
 is their share of the honest peers' links after round 4 (``linked`` in the trace rows).
@@ -65,8 +64,8 @@ def test_without_the_attack_attackers_hold_their_share_of_the_network(tmp_path: 
     [
         ("closed", 0.38, 0.32),
         ("all", 0.6, 0.35),
-        # drops and re-dials its own links: only the age a returning link keeps holds it (without it, with
-        # the rest alone, it kept 0.36 of the links)
+        # drops and re-dials its own links: only a rest at the end that did not close the link holds it
+        # (resting only the links a peer closed itself, it kept 0.36 of the links)
         ("refresh", 0.33, 0.31),
     ],
 )
