@@ -96,9 +96,9 @@ class PeerAccess:
     def _may_mix(self, peer_id: str) -> bool:
         """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
         never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected;
-        with ``"chosen"``, while it is connected and this peer chose the link (:attr:`chosen`). Never while
-        its ended link rests (link rotation): over libp2p a resting peer that keeps dialling is connected
-        for the moment its refused connection takes to close, long enough for an announcement."""
+        with ``"chosen"``, while it is connected and this peer chose the link (:attr:`chosen`). With either,
+        never while its ended link rests (link rotation): over libp2p a resting peer that keeps dialling is
+        connected for the moment its refused connection takes to close, long enough for an announcement."""
         if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
             return False
         scope = self.config.mix_scope

@@ -24,8 +24,8 @@ A Byzantine peer runs the same :class:`p2pfl.peer.Peer` code as an honest one; w
   ``redial_s`` seconds, each peer that closed its link (``"closed"``) or every peer it is not linked to
   (``"all"``), so that a rotating peer's oldest-first closing never keeps it out; its own links do not
   rotate. ``"refresh"`` also drops each link it has held ``refresh_rounds`` rounds and dials it again a
-  round later, to come back young before it is the oldest. The defences: the rest of a closed link
-  (p2pfl.protocol.rotation) and the age a link keeps when it comes back (p2pfl.peer_rotation).
+  round later, to come back young before it is the oldest. The defence: the rest of a link that ended, at
+  both ends (p2pfl.protocol.rotation, p2pfl.peer_rotation).
 """
 
 from __future__ import annotations

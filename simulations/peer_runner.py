@@ -155,15 +155,17 @@ class PeerRunner:
             cap_outsider(
                 peer, [self.plan.peer_ids[i] for i in sc.secagg.members], sc.secagg.outsider_share_cap
             )
-        if peer.rotation is not None:  # the simulation's registry: every other peer of the plan
+        # every other peer of the plan: the simulation's registry (rotation) and a re-dialler's targets (only
+        # when needed: at 1,000 peers it is a million entries for nothing)
+        others: dict[str, str] = {}
+        if peer.rotation is not None or self.behaviour is not None:
             others = {pid: self.addr_of(j) for j, pid in enumerate(self.plan.peer_ids) if j != self.me.index}
+        if peer.rotation is not None:
             peer.rotation.candidates = address_candidates(peer.connect, others)
         peer.choose(self.plan.peer_ids[j] for j in self.me.neighbours)  # the topology's links, either end
         if self.behaviour is not None:
             self.behaviour.bind(peer)
-            self.behaviour.addrs = {
-                pid: self.addr_of(j) for j, pid in enumerate(self.plan.peer_ids) if j != self.me.index
-            }
+            self.behaviour.addrs = others
         self.observe.bind(peer)
         if self.evidence is not None:
             self.evidence.bind(peer, self.me.index, self.learner)

@@ -75,7 +75,7 @@ class Rest:
     def __init__(self, rounds: int) -> None:
         if rounds < 0:
             raise ConfigError("peer", "rotate_cooldown", f"must be >= 0, got {rounds}")
-        #: how many of this peer's rounds a closed link rests; 0: off
+        #: how many of this peer's rounds an ended link rests; 0: off
         self.rounds = rounds
         self._until: dict[str, int] = {}
 

@@ -109,8 +109,8 @@ class ConnectionsMixin:
     def set_link_filter(self, link_filter: Callable[[str], bool] | None) -> None:
         """Refuse new connections with peers for which ``link_filter(peer_id)`` is False (or raises), either
         way, counted as ``stats.dropped["link_filter"]``. Unlike the peer filter it leaves their streams on
-        a connection already open and their gossip relayed by others alone: it is for links a link rotation
-        closed (p2pfl.protocol.rotation), not for peers refused outright."""
+        a connection already open and their gossip relayed by others alone: it is for links that ended under
+        link rotation and rest (p2pfl.protocol.rotation), not for peers refused outright."""
         self._link_filter = link_filter
 
     # ---------------------------------------------------------------------------------------- operations
