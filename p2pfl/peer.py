@@ -295,7 +295,8 @@ class Peer(PeerAccess):
         return self.discovery.neighbours()
 
     async def discover(self) -> int:
-        """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
+        """Dial known peers of the network (the registries' and the peer cache's, in a random order) up to
+        ``learning_degree`` learning links; returns how many were added."""
         return await self.discovery.discover()
 
     async def connect(self, addr: str) -> str:

@@ -5,6 +5,8 @@ neighbours: they must not satisfy ``min_neighbours``."""
 from __future__ import annotations
 
 import logging
+import os
+import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,8 @@ class PeerDiscovery:
         may_dial: Callable[[str], bool],
         unexpected: Callable[[str | None, str, Exception], None],
         chose: Callable[[str], None] = lambda peer_id: None,
+        counts: Callable[[str], bool] = lambda peer_id: True,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -49,6 +53,12 @@ class PeerDiscovery:
         self._unexpected = unexpected
         #: told of each peer discovery linked (the peer's chosen links, ``mix_scope = "chosen"``)
         self._chose = chose
+        #: whether a connected peer counts toward ``learning_degree``: with ``mix_scope = "chosen"`` only
+        #: links this peer chose do (a link another peer dialled is not mixed, so it is not a learning link)
+        self._counts = counts
+        #: draws the dial order (p2pfl.discovery.policy.select_dials); seeded from the OS so no member
+        #: can predict it
+        self._rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(16), "big"))
         #: peer ids of the configured registries (the client learns more: registry_ids)
         self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
         self.client: Any = None
@@ -94,31 +104,34 @@ class PeerDiscovery:
             await self.client.run_renewal(task_status=task_status)
 
     async def discover(self) -> int:
-        """Dial known peers of the network (registries first, then the peer cache); returns how many new."""
-        from p2pfl.discovery import dial_record
+        """Dial known peers of the network, in a random order, until ``learning_degree`` learning links
+        are up; returns how many were added. A peer already connected that the draw reaches (it dialled
+        us) is chosen without a dial when only chosen links count."""
+        from p2pfl.discovery import dial_record, select_dials
 
         if self.client is None:
             return 0
         records = await self.client.find_peers()
         connected = set(self.neighbours())
+        linked = {p for p in connected if self._counts(p)}
         registries = self.registry_ids()
-        dialled = 0
-        for record in records:
-            if len(connected) >= self.config.learning_degree:
+        added = 0
+        for record in select_dials(
+            records,
+            own_peer_id=self.identity.peer_id,
+            connected=linked,
+            refused=lambda pid: pid in registries or not self._may_dial(pid),
+            rng=self._rng,
+        ):
+            if len(linked) >= self.config.learning_degree:
                 break
             pid = record.peer_id
-            if (
-                pid in connected
-                or pid == self.identity.peer_id
-                or pid in registries
-                or not self._may_dial(pid)
-            ):
+            if pid not in connected and await dial_record(self._transport(), record) is None:
                 continue
-            if await dial_record(self._transport(), record) is not None:
-                connected.add(pid)
-                self._chose(pid)
-                dialled += 1
-        return dialled
+            linked.add(pid)
+            self._chose(pid)
+            added += 1
+        return added
 
     async def rotation_candidates(self) -> dict[str, Dial]:
         """The network's peers a link rotation may dial (p2pfl.peer_rotation): the registries' records, or

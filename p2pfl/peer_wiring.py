@@ -168,6 +168,10 @@ def export_privacy(peer: Peer) -> None:
 
 def build_discovery(peer: Peer) -> PeerDiscovery:
     """Registry discovery: it never dials an evicted peer or one the access checks refuse."""
+
+    def counts(peer_id: str) -> bool:  # a learning link: with "chosen", only one this peer chose is mixed
+        return peer.config.mix_scope != "chosen" or peer_id in peer.chosen
+
     return PeerDiscovery(
         peer.config,
         peer.identity,
@@ -175,6 +179,7 @@ def build_discovery(peer: Peer) -> PeerDiscovery:
         may_dial=peer._may_dial,
         unexpected=peer.exchange.unexpected,
         chose=lambda peer_id: peer.choose((peer_id,)),
+        counts=counts,
     )
 
 

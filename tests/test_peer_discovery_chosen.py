@@ -86,3 +86,45 @@ def test_the_chosen_set_is_bounded_keeping_static_peers_and_the_newest() -> None
     assert len(peer.chosen) == MAX_CHOSEN + 1  # with the static peer
     peer.choose(iter(["new"]))
     assert peer.chosen == {Identity(bytes([3]) * 32).peer_id, "new"}  # nothing connected: the rest goes
+
+
+def test_with_chosen_links_only_the_peers_it_chose_count_toward_the_degree() -> None:
+    """``mix_scope = "chosen"``: links other peers dialled are not learning links, so discovery still
+    dials up to ``learning_degree`` of its own; an inbound peer the random draw reaches is chosen without
+    a second dial."""
+    transport = _Transport(up={"a", "b", "c", "d", "e"})
+    transport.linked = ["x", "y", "a"]  # three peers dialled us
+    mine: set[str] = set()
+    discovery = PeerDiscovery(
+        PeerConfig(network_id="n", max_neighbours=3, mix_scope="chosen"),
+        Identity(bytes([1]) * 32),
+        lambda: transport,  # type: ignore[arg-type,return-value]
+        may_dial=lambda pid: True,
+        unexpected=lambda *a: None,
+        chose=mine.add,
+        counts=mine.__contains__,
+    )
+    discovery.client = _Client([_Record(p, (f"/memory/{p}",)) for p in ("a", "b", "c", "d", "e")])
+
+    async def main() -> None:
+        assert await discovery.discover() == 3
+        assert len(mine) == 3 and mine <= {"a", "b", "c", "d", "e"}
+        dialled = transport.linked[3:]
+        assert sorted(dialled) == sorted(mine - {"a"})  # a was already linked: chosen, not dialled again
+        assert await discovery.discover() == 0  # the degree is reached
+
+    trio.run(main)
+
+
+def test_counting_every_link_an_inbound_peer_fills_the_degree() -> None:
+    transport = _Transport(up={"a", "b"})
+    transport.linked = ["x", "y"]
+    discovery = PeerDiscovery(
+        PeerConfig(network_id="n", max_neighbours=2),
+        Identity(bytes([1]) * 32),
+        lambda: transport,  # type: ignore[arg-type,return-value]
+        may_dial=lambda pid: True,
+        unexpected=lambda *a: None,
+    )
+    discovery.client = _Client([_Record(p, (f"/memory/{p}",)) for p in ("a", "b")])
+    assert trio.run(discovery.discover) == 0
