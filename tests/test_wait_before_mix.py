@@ -197,8 +197,8 @@ async def test_a_version_gossip_never_delivered_is_pulled_and_mixed_in_its_round
         deaf, lost = peers[0], peers[1]
         announce = deaf.engine.handle_announce
 
-        def lossy(data: bytes, via: str, now: float) -> Any:
-            return [] if via == lost.peer_id else announce(data, via, now)
+        def lossy(data: bytes, via: str, now: float, **kwargs: Any) -> Any:
+            return [] if via == lost.peer_id else announce(data, via, now, **kwargs)
 
         deaf.engine.handle_announce = lossy  # type: ignore[method-assign]
         finish = deaf.engine.finish_round
