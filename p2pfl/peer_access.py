@@ -93,12 +93,25 @@ class PeerAccess:
         if set_groups is not None:
             set_groups(groups, caps)
 
+    def _learning_link(self, peer_id: str) -> bool:
+        """Does a connection with ``peer_id`` count as one of this peer's learning links, toward the degree
+        discovery and link rotation keep: with ``mix_scope = "chosen"`` only a link this peer chose (one
+        another peer dialled is not mixed)."""
+        return self.config.mix_scope != "chosen" or peer_id in self.chosen
+
+    def _listens_only(self) -> bool:
+        """A peer that cannot choose: no static peers, no registries, and nobody named by ``Peer.connect``
+        or ``Peer.choose`` yet. With ``mix_scope = "chosen"`` it mixes every connected peer, since its
+        links are all other peers' choices (a server-like peer that only accepts)."""
+        return not self.chosen and not self.config.bootstrap
+
     def _may_mix(self, peer_id: str) -> bool:
         """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
         never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected;
-        with ``"chosen"``, while it is connected and this peer chose the link (:attr:`chosen`). With either,
-        never while its ended link rests (link rotation): over libp2p a resting peer that keeps dialling is
-        connected for the moment its refused connection takes to close, long enough for an announcement."""
+        with ``"chosen"`` (the default), while it is connected and this peer chose the link (:attr:`chosen`;
+        every connected peer for a peer that :meth:`_listens_only`). With either, never while its ended
+        link rests (link rotation): over libp2p a resting peer that keeps dialling is connected for the
+        moment its refused connection takes to close, long enough for an announcement."""
         if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
             return False
         scope = self.config.mix_scope
@@ -106,7 +119,7 @@ class PeerAccess:
             return True
         if self.rotation is not None and not self.rotation.link_allowed(peer_id):
             return False
-        if scope == "chosen" and peer_id not in self.chosen:
+        if scope == "chosen" and peer_id not in self.chosen and not self._listens_only():
             return False
         return self._transport is None or peer_id in self._transport.connected_peers()
 

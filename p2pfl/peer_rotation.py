@@ -67,6 +67,7 @@ class LinkRotation:
         pinned: Callable[[], frozenset[str]],
         candidates: Candidates | None,
         cooldown: int = 0,
+        ended: Callable[[str], None] = lambda peer_id: None,
     ) -> None:
         self.every = every
         #: the learning links kept
@@ -76,6 +77,9 @@ class LinkRotation:
         self._may_dial = may_dial
         self._disconnect = disconnect
         self._pinned = pinned
+        #: told of each unpinned link that ended otherwise than by this rotation (the peer un-chooses it:
+        #: a neighbour that drops its link and dials back is not the link this peer chose)
+        self._ended = ended
         #: where a rotation finds peers to dial; None: no source (the rotation only trims extra links)
         self.candidates = candidates
         #: peer id -> the round its link was first seen
@@ -123,6 +127,7 @@ class LinkRotation:
                 del self.linked_at[p]
                 if p not in pinned:
                     self.rest.start(p, round_ - 1)
+                    self._ended(p)
         for p in links:
             self.linked_at.setdefault(p, round_)
         return links

@@ -127,20 +127,24 @@ def build_rotation(peer: Peer) -> LinkRotation | None:
         )
 
     async def disconnect(peer_id: str) -> None:
-        peer.chosen.discard(peer_id)  # a link the rotation closed is no longer chosen
+        unchoose(peer_id)  # a link the rotation closed is no longer chosen
         await peer.transport.disconnect(peer_id)
+
+    def unchoose(peer_id: str) -> None:  # (Peer.choose may replace the set: look it up each time)
+        peer.chosen.discard(peer_id)
 
     return LinkRotation(
         every=config.rotate_every,
         degree=config.learning_degree,
         secret=peer.identity.secret_for(b"p2pfl-rotation"),
         me=peer.peer_id,
-        links=peer.neighbours,
+        links=lambda: [p for p in peer.neighbours() if peer._learning_link(p)],
         may_dial=peer._may_dial,
         disconnect=disconnect,
         pinned=lambda: pinned,
         candidates=peer.discovery.rotation_candidates,
         cooldown=config.cooldown_rounds,
+        ended=unchoose,
     )
 
 
@@ -168,10 +172,6 @@ def export_privacy(peer: Peer) -> None:
 
 def build_discovery(peer: Peer) -> PeerDiscovery:
     """Registry discovery: it never dials an evicted peer or one the access checks refuse."""
-
-    def counts(peer_id: str) -> bool:  # a learning link: with "chosen", only one this peer chose is mixed
-        return peer.config.mix_scope != "chosen" or peer_id in peer.chosen
-
     return PeerDiscovery(
         peer.config,
         peer.identity,
@@ -179,7 +179,7 @@ def build_discovery(peer: Peer) -> PeerDiscovery:
         may_dial=peer._may_dial,
         unexpected=peer.exchange.unexpected,
         chose=lambda peer_id: peer.choose((peer_id,)),
-        counts=counts,
+        counts=peer._learning_link,
     )
 
 

@@ -12,8 +12,9 @@ simulated clock (reproducible), run as:
   says: **the reference** every other row's ratio is taken against;
 * ``rotation+F``: the attackers redial in form F (``closed``, ``all``, ``refresh``), with the default rest
   and, as ``rest 0``, without it (``rotate_cooldown = 0``: no rest and no age memory);
-* ``, chosen``: ``mix_scope = "chosen"``, every honest peer mixes only the topology's links (an attacker's
-  own dials then link it, but do not put it in the mix).
+* ``, chosen``: ``mix_scope = "chosen"`` (the library's default since session 36), every honest peer mixes
+  only the links it chose: the topology's, and with rotation the ones its rotation dialled (an attacker's
+  own dials then link it, but do not put it in the mix). Rows without it run ``mix_scope = "connected"``.
 
 Printed: a markdown table of honest accuracy (mean / min, %), the attackers' share of the honest peers'
 links after round 4 and how often they held half or more of a peer's links (``exposed``), each with its
@@ -50,6 +51,9 @@ VARIANTS: tuple[Variant, ...] = (
     ("rotation+all", 2, None, "all", "connected"),
     ("rotation+refresh, rest 0", 2, 0.0, "refresh", "connected"),
     ("rotation+refresh", 2, None, "refresh", "connected"),
+    ("rotation, chosen", 2, None, "off", "chosen"),
+    ("rotation+all, chosen, rest 0", 2, 0.0, "all", "chosen"),
+    ("rotation+refresh, chosen, rest 0", 2, 0.0, "refresh", "chosen"),
 )
 REFERENCE = "rotation"
 

@@ -7,8 +7,10 @@ outcome, and adds to each trace row of :class:`simulations.runner.PeerRunner`:
   ``weight / (own_weight + sum of the weights > 0)`` (0.0: it was a candidate and got no weight);
 * ``evict_reasons``: the peers the round evicted, each with the first word of its reason;
 * ``banned``: the neighbours evicted (banned) at the end of the round, whatever banned them;
-* ``linked``: [links, links to attackers] when the round ended (runs with attackers; with link rotation
-  and ``[attack] redial`` the attackers' share of the links is what the attack fights for).
+* ``linked``: [learning links, those to attackers] when the round ended (runs with attackers): the
+  connected peers the engine's mix filter admits (with ``mix_scope = "chosen"`` the links this peer chose;
+  a resting link is not one). With link rotation and ``[attack] redial`` the attackers' share of them is
+  what the attack fights for.
 
 The peer code is untouched; only the outcome object it returns anyway is read.
 """
@@ -63,7 +65,8 @@ class RoundObserver:
             if reasons:
                 out["evict_reasons"] = reasons
         if self.attackers:
-            links = peer.transport.connected_peers()
+            admits = engine.mix_filter
+            links = [p for p in peer.transport.connected_peers() if admits is None or admits(p)]
             out["linked"] = [len(links), sum(p in self.attackers for p in links)]
         banned = [p for p in self.neighbours if engine.is_evicted(p)]
         if banned:

@@ -25,7 +25,7 @@ from p2pfl.sim.runner import run_scenario
 from p2pfl.sim.scenario import parse_scenario
 from p2pfl.transport.memory import MemoryNetwork
 
-from .test_peer import inline, learner_for, memory_peer, run_all, test_accuracy
+from .test_peer import inline, learner_for, link, memory_peer, run_all, test_accuracy
 
 MEAN = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
 Params = dict[str, npt.NDArray[np.float32]]
@@ -44,8 +44,11 @@ async def _network(
     setup: Callable[[list[Peer]], None] = lambda peers: None,
     partition: str = "iid",
     state_dirs: Mapping[int, Path] | None = None,
+    both_choose: bool = True,
     **cfg: Any,
 ) -> list[Peer]:
+    """``n`` memory peers linked by ``edges`` (a dials b; with ``both_choose`` both ends count the link as
+    chosen, else only the dialling end does) run ``rounds`` rounds."""
     splits = peer_splits("digits", n, partition_kind=partition, seed=3)
     net = MemoryNetwork()
     async with AsyncExitStack() as stack:
@@ -57,7 +60,10 @@ async def _network(
             peers.append(await stack.enter_async_context(peer))
         setup(peers)
         for a, b in edges:
-            await peers[a].connect(f"memory/{peers[b].peer_id}")
+            if both_choose:
+                await link(peers[a], peers[b])
+            else:
+                await peers[a].connect(f"memory/{peers[b].peer_id}")
         with trio.fail_after(600):
             await run_all(peers, rounds)
         for p in peers:  # the test split of peer 0 serves every peer (IID digits)

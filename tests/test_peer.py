@@ -49,11 +49,19 @@ def memory_peer(i: int, learner: Any, net: MemoryNetwork, *, run_sync: Any = Non
     )
 
 
+async def link(a: Peer, b: Peer) -> None:
+    """``a`` dials ``b`` and both count the link as chosen, as a topology both ends agree on does
+    (``mix_scope = "chosen"``, the default: a peer mixes only links it chose)."""
+    await a.connect(f"memory/{b.peer_id}")
+    b.choose((a.peer_id,))
+
+
 async def connect_all(peers: list[Peer]) -> None:
-    """Connect every pair of ``peers`` (a complete graph), each pair once."""
+    """Connect every pair of ``peers`` (a complete graph), each pair dialled once and chosen at both ends
+    (``mix_scope = "chosen"``: each peer mixes only links it chose)."""
     for i, a in enumerate(peers):
         for b in peers[i + 1 :]:
-            await a.connect(f"memory/{b.peer_id}")
+            await link(a, b)
 
 
 @asynccontextmanager
@@ -349,7 +357,10 @@ async def test_a_closed_network_refuses_and_counts_peers_off_its_allow_list() ->
         PeerConfig(
             network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1, allow=allowed
         ),
-        PeerConfig(network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1),
+        # the open peer mixes every connected peer, including one that dialled it ("connected")
+        PeerConfig(
+            network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1, mix_scope="connected"
+        ),
         PeerConfig(network_id="digits", local_steps=5, status_interval_s=0, max_round_wait_s=1),
     ]
     peers = [

@@ -80,6 +80,7 @@ async def test_a_peer_survives_crafted_snapshots_gossip_and_payloads_and_counts_
         h.set_request_handler(SNAPSHOT_PROTOCOL, server.serve_snapshot)
         h.set_request_handler(DELTA_PROTOCOL, server.serve_payload)
         await h.connect(f"memory/{peers[0].peer_id}")
+        peers[0].choose((h.peer_id,))  # a chosen neighbour turned hostile: its inputs reach every handler
         layout = a.layout
         zeros = layout.unflatten(np.zeros(layout.size, np.float32))
         good_payload = encode_tensors(zeros)

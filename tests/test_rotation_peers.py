@@ -65,6 +65,10 @@ def _links(peers: list[Peer]) -> set[frozenset[str]]:
 
 
 async def test_rotation_changes_links_and_keeps_the_degree(autojump_clock: trio.testing.MockClock) -> None:
+    """Every link counts here (``mix_scope = "connected"``). With ``"chosen"`` only a peer's own dials do,
+    and a link both ends chose ends when either end's rotation closes it, so a peer may end a round below
+    the degree until its next top-up (tests/simulations/test_rotation_redial.py runs rotation with
+    ``"chosen"``)."""
     ring = {frozenset((f"{a}", f"{b}")) for a, b in RING}
     peers = await _network(
         8,
@@ -73,6 +77,7 @@ async def test_rotation_changes_links_and_keeps_the_degree(autojump_clock: trio.
         setup=_wire,
         rotate_every=2,
         rotate_degree=2,
+        mix_scope="connected",
         **PLAIN,
     )
     ids = {p.peer_id: str(i) for i, p in enumerate(peers)}
@@ -366,6 +371,7 @@ def test_a_link_that_ends_otherwise_rests_too_unless_pinned() -> None:
     async def never(peer_id: str) -> None:
         raise AssertionError("no close here")
 
+    unchosen: list[str] = []
     rot = LinkRotation(
         every=2,
         degree=2,
@@ -377,6 +383,7 @@ def test_a_link_that_ends_otherwise_rests_too_unless_pinned() -> None:
         pinned=lambda: frozenset({"static"}),
         candidates=None,
         cooldown=4,
+        ended=unchosen.append,
     )
     held[:] = ["a", "b", "static"]
     rot.note_links(1)
@@ -384,6 +391,7 @@ def test_a_link_that_ends_otherwise_rests_too_unless_pinned() -> None:
     rot.round = 3
     rot.note_links(3)
     assert not rot.link_allowed("a") and rot.link_allowed("static") and rot.link_allowed("b")
+    assert unchosen == ["a"]  # chosen no more: if it dials back, the link is its choice, not ours
     rot.round = 6
     assert not rot.link_allowed("a")  # rests through round 2 + 4
     rot.round = 7
@@ -401,7 +409,7 @@ async def test_mix_scope_chosen_mixes_only_the_links_this_peer_dialled_or_chose(
     mixed, took = {}, {}
     for scope in ("connected", "chosen"):
         t0 = trio.current_time()
-        peers = await _network(4, edges, 3, mix_scope=scope, **PLAIN)
+        peers = await _network(4, edges, 3, mix_scope=scope, both_choose=False, **PLAIN)
         took[scope] = trio.current_time() - t0
         mixed[scope] = [r.mixed for r in peers[0].reports]
         assert all(r.neighbours == 3 for r in peers[0].reports)
@@ -433,3 +441,29 @@ async def test_a_resting_peer_is_not_mixed_even_while_connected() -> None:
         assert b.peer_id in a.neighbours() and not a._may_mix(b.peer_id)
         rot.round += 2  # the rest is over
         assert a._may_mix(b.peer_id)
+
+
+async def test_a_peer_that_only_accepts_links_mixes_them_and_one_with_registries_waits_to_choose() -> None:
+    """``mix_scope = "chosen"`` (the default): a peer without static peers or registries that chose nobody
+    mixes every connected peer (all its links are other peers' choices); once it chooses, only those. A
+    peer with registries mixes nobody its discovery has not chosen."""
+    from .test_peer import learner_for, memory_peer
+
+    net = MemoryNetwork()
+    splits = peer_splits("digits", 3, seed=1)
+    registry = f"/ip4/127.0.0.1/tcp/4001/p2p/{Identity(bytes([9]) * 32).peer_id}"
+    async with (
+        memory_peer(0, learner_for(splits[0], 0), net, **PLAIN) as hub,
+        memory_peer(1, learner_for(splits[1], 1), net, **PLAIN) as a,
+        memory_peer(2, learner_for(splits[2], 2), net, **PLAIN) as b,
+    ):
+        assert hub.config.mix_scope == "chosen"
+        await a.connect(f"memory/{hub.peer_id}")
+        await b.connect(f"memory/{hub.peer_id}")
+        assert hub._may_mix(a.peer_id) and hub._may_mix(b.peer_id)  # it only accepts: both
+        assert a._may_mix(hub.peer_id) and not b._may_mix(a.peer_id)  # (a and b are not linked)
+        hub.choose([a.peer_id])
+        assert hub._may_mix(a.peer_id) and not hub._may_mix(b.peer_id)
+        b.config = PeerConfig(network_id="digits", bootstrap=(registry,))
+        b.chosen.clear()
+        assert not b._may_mix(hub.peer_id)  # it has registries: it waits for its discovery's choice

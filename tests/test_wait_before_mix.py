@@ -19,7 +19,7 @@ from p2pfl.protocol.replicas import RoundOutcome
 from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
 
-from .test_peer import inline, learner_for, memory_peer
+from .test_peer import inline, learner_for, link, memory_peer
 
 FEDAVG = AggregationConfig(rule="mean", nnm=False, self_clip_scale=None)
 
@@ -119,7 +119,7 @@ async def _lags(wait_before_mix: bool, n: int = 4, rounds: int = 3) -> list[list
             peer.engine.finish_round = recording  # type: ignore[method-assign]
         for i, a in enumerate(peers):
             for b in peers[i + 1 :]:
-                await a.connect(f"memory/{b.peer_id}")
+                await link(a, b)
         with trio.fail_after(120):
             async with trio.open_nursery() as nursery:
                 for p in peers:
@@ -211,7 +211,7 @@ async def test_a_version_gossip_never_delivered_is_pulled_and_mixed_in_its_round
         deaf.engine.finish_round = recording  # type: ignore[method-assign]
         for i, a in enumerate(peers):
             for b in peers[i + 1 :]:
-                await a.connect(f"memory/{b.peer_id}")
+                await link(a, b)
         with trio.fail_after(300):
             async with trio.open_nursery() as nursery:
                 for p in peers:

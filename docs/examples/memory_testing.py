@@ -54,7 +54,8 @@ async def memory_peers(n: int) -> AsyncIterator[list[p2pfl.Peer]]:
             peers.append(await stack.enter_async_context(peer))
         for i, a in enumerate(peers):
             for b in peers[i + 1 :]:
-                await a.connect(f"memory/{b.peer_id}")
+                await a.connect(f"memory/{b.peer_id}")  # a chose b
+                b.choose([a.peer_id])  # and b chose a: each peer mixes only the links it chose
         yield peers
 
 

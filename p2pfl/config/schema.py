@@ -133,11 +133,12 @@ class PeerConfig:
     #: How often the roster file is re-read and neighbours are asked for a newer roster, and how often
     #: connected peers are re-checked against it (expiry, revocation).
     roster_refresh_s: float = setting(30.0, section="access")
-    #: Whose replicas enter the mix: connected peers ("connected"), every fresh replica ("all"), or only
-    #: connected peers this peer linked to itself ("chosen": static peers, its discovery's and rotation's
-    #: dials, and the peers a host names with ``Peer.choose``): a peer that dials every other one then is
-    #: not in their mixes (docs/learning.md, "Mixing only chosen links").
-    mix_scope: str = setting("connected", section="protocol", sim="run")
+    #: Whose replicas enter the mix: connected peers this peer linked to itself ("chosen": static peers, its
+    #: discovery's and rotation's dials, and the peers a host names with ``Peer.connect``/``Peer.choose``;
+    #: a peer that chose nobody and has no registries mixes every connected peer), every connected peer
+    #: ("connected"), or every fresh replica ("all"). With "chosen" a member that dials every peer is in no
+    #: mix it was not chosen for (docs/learning.md, "Mixing only chosen links").
+    mix_scope: str = setting("chosen", section="protocol", sim="run")
     rollback_margin: float | None = setting(None, section="protocol")
     rollback_warmup: int = setting(5, section="protocol")
     #: Refuse a mix that loses more than this fraction of the freshly trained model's validation accuracy

@@ -58,7 +58,9 @@ def sections(cluster: Cluster, i: int) -> dict[str, dict[str, object]]:
             "round_interval_s": 0.25,
         },
         "learner": {"entry": "p2pfl.sim.entry:digits", "params": {"peer_index": i, "num_peers": N, **DATA}},
-        "protocol": {"max_model_bytes": MAX_MODEL_BYTES},
+        # "connected": the hostile dials in, and the honest peers mix it as if they had chosen it, so its
+        # inputs reach every handler, the fetches included (with the default "chosen" it would be ignored)
+        "protocol": {"max_model_bytes": MAX_MODEL_BYTES, "mix_scope": "connected"},
     }
 
 

@@ -41,6 +41,8 @@ async def test_a_closed_libp2p_network_refuses_outsiders_and_drops_the_revoked(t
         await a.connect(b.listen_addrs[0])
         await b.connect(c.listen_addrs[0])
         await a.connect(c.listen_addrs[0])
+        b.choose((a.peer_id,))  # the members agree on a complete graph (mix_scope = "chosen")
+        c.choose((a.peer_id, b.peer_id))
         for target in (a, b, c):
             with suppress(TransportError):  # the connection is closed right after the Noise handshake
                 await outsider.connect(target.listen_addrs[0])

@@ -15,7 +15,7 @@ from p2pfl.roster import RosterError
 from p2pfl.sim.data import peer_splits
 from p2pfl.transport.memory import MemoryNetwork
 from tests.roster.peers import closed_peer, ident, roster_of, wall_ms, write_roster
-from tests.test_peer import run_all
+from tests.test_peer import link, run_all
 
 
 def memory(net: MemoryNetwork) -> Any:
@@ -37,8 +37,8 @@ async def test_members_learn_together_and_a_non_member_is_refused_and_counted(tm
             await stack.enter_async_context(closed_peer(i, splits[i], memory(net), path)) for i in range(3)
         ]
         outsider = await stack.enter_async_context(closed_peer(3, splits[3], memory(net), None))
-        await peers[0].connect(f"memory/{peers[1].peer_id}")
-        await peers[1].connect(f"memory/{peers[2].peer_id}")
+        await link(peers[0], peers[1])
+        await link(peers[1], peers[2])
         for target in peers:
             with pytest.raises(TransportError, match="refused"):
                 await outsider.connect(f"memory/{target.peer_id}")

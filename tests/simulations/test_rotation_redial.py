@@ -7,7 +7,10 @@ The defence is the rest of a link that ended, at both ends (``[run] rotate_coold
 attack runs once with it off (the control, which must show the attack working) and once with the default.
 
 Scoring is off so that only links decide who is mixed: the attackers are never evicted, and the measure
-is their share of the honest peers' links after round 4 (``linked`` in the trace rows).
+is their share of the honest peers' learning links after round 4 (``linked`` in the trace rows). These
+run with ``mix_scope = "connected"``, where a link dialled to a peer is one of its learning links; with
+the default ``"chosen"`` it is not, and a re-dialling attacker gains nothing even without the rest (the
+last test).
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ from p2pfl.sim.determinism import run_reproducible
 from p2pfl.sim.scenario import parse_scenario
 
 
-def _attackers_linked(tmp_path: Path, redial: str, cooldown: float | None) -> tuple[float, float]:
-    """The attackers' mean share of an honest peer's links, and how often they held half or more."""
-    run: dict[str, Any] = {"seed": 1, "rounds": 20, "transport": "memory", "rotate_every": 2}
+def _attackers_linked(
+    tmp_path: Path, redial: str, cooldown: float | None, scope: str = "connected"
+) -> tuple[float, float]:
+    """The attackers' mean share of an honest peer's learning links, and how often they held half or more."""
+    run: dict[str, Any] = {
+        "seed": 1,
+        "rounds": 20,
+        "transport": "memory",
+        "rotate_every": 2,
+        "mix_scope": scope,
+    }
     if cooldown is not None:
         run["rotate_cooldown"] = cooldown
     sc = parse_scenario(
@@ -35,9 +46,9 @@ def _attackers_linked(tmp_path: Path, redial: str, cooldown: float | None) -> tu
             "attack": {"kind": "gaussian", "sigma": 0.05, "fraction": 0.25, "redial": redial},
             "scoring": {"enabled": False},
         },
-        name=f"redial-{redial}-{cooldown}",
+        name=f"redial-{redial}-{cooldown}-{scope}",
     )
-    out = run_reproducible(sc, tmp_path / f"{redial}-{cooldown}", quiet=True)
+    out = run_reproducible(sc, tmp_path / f"{redial}-{cooldown}-{scope}", quiet=True)
     shares, exposed = [], 0
     for p in out.peers:
         if p["honest"]:
@@ -77,3 +88,16 @@ def test_the_rest_of_a_closed_link_holds_a_redialling_attacker_near_its_share(
     share, exposed = _attackers_linked(tmp_path, redial, None)  # the default rest
     assert share <= defended, (share, share_off)
     assert exposed <= 0.45 and exposed < exposed_off, (exposed, exposed_off)
+
+
+@pytest.mark.parametrize(("redial", "bound"), [("closed", 0.32), ("all", 0.32), ("refresh", 0.31)])
+def test_with_chosen_links_a_redialling_attacker_gains_nothing_even_without_the_rest(
+    tmp_path: Path, redial: str, bound: float
+) -> None:
+    """``mix_scope = "chosen"`` (the default): a link an attacker dials to an honest peer is not one of its
+    learning links, and a chosen link the attacker drops is chosen no more (``refresh`` comes back as a
+    link nobody chose). So re-dialling, rest or no rest, leaves the attackers about their share of the
+    links the honest peers chose (the controls above: 0.38, 0.6 and 0.33 of the links and more)."""
+    share, exposed = _attackers_linked(tmp_path, redial, 0.0, scope="chosen")
+    assert share <= bound, share
+    assert exposed <= 0.35, exposed
