@@ -52,6 +52,7 @@ VARIANTS: tuple[Variant, ...] = (
     ("rotation+refresh, rest 0", 2, 0.0, "refresh", "connected"),
     ("rotation+refresh", 2, None, "refresh", "connected"),
     ("rotation, chosen", 2, None, "off", "chosen"),
+    ("rotation+all, chosen", 2, None, "all", "chosen"),
     ("rotation+all, chosen, rest 0", 2, 0.0, "all", "chosen"),
     ("rotation+refresh, chosen, rest 0", 2, 0.0, "refresh", "chosen"),
 )
