@@ -45,9 +45,10 @@ def _durations(trace: list[dict[str, Any]]) -> list[float]:
 
 
 def link_share(honest: list[dict[str, Any]], after: int = 4) -> dict[str, float | None]:
-    """The attackers' hold on the honest peers' links after round ``after`` (trace rows' ``linked``):
-    ``attacker_share``, their mean share of a peer's links, and ``exposed``, how often they held half or
-    more of them (the fight of ``[attack] redial`` against link rotation). None without such rows."""
+    """The attackers' hold on the honest peers' learning links (the links their mix filter admits) after
+    round ``after`` (trace rows' ``linked``): ``attacker_share``, their mean share of a peer's learning
+    links, and ``exposed``, how often they held half or more of them (the fight of ``[attack] redial``
+    against link rotation and chosen links). None without such rows."""
     shares, exposed = [], 0
     for p in honest:
         for row in p.get("trace", []):
