@@ -199,8 +199,17 @@ def attach_transport(peer: Peer, t: Transport) -> None:
     t.set_request_handler(SNAPSHOT_PROTOCOL, peer.exchange.serve_snapshot)
     if peer._gated() and hasattr(t, "set_peer_filter"):
         t.set_peer_filter(peer._peer_allowed)
-    if peer.rotation is not None and peer.rotation.rest.rounds and hasattr(t, "set_link_filter"):
-        t.set_link_filter(peer.rotation.link_allowed)  # an ended link rests (p2pfl.protocol.rotation)
+    # an ended link rests (p2pfl.protocol.rotation): the transport refuses it from either end. Not with
+    # mix_scope = "chosen": a link another peer dials is not mixed anyway, and over libp2p a refused dial
+    # looks made to the dialler until the refusal arrives after the handshake, so its rotation counted a
+    # link that never was and closed a good one for it (only the end that chose a link rests it there)
+    if (
+        peer.rotation is not None
+        and peer.rotation.rest.rounds
+        and peer.config.mix_scope != "chosen"
+        and hasattr(t, "set_link_filter")
+    ):
+        t.set_link_filter(peer.rotation.link_allowed)
     if peer.access is not None:
         t.set_request_handler(ROSTER_PROTOCOL, peer.access.serve)
     if peer.config.secagg.enabled and peer.secagg is None:  # docs/secagg.md: /p2pfl/secagg/1

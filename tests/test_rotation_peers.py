@@ -197,11 +197,14 @@ def test_the_cooldown_is_counted_in_link_lifetimes() -> None:
     assert rest(rotate_every=2, rotate_cooldown=0) == 0
 
 
+@pytest.mark.parametrize("scope", ["connected", "chosen"])
 async def test_a_peer_neither_dials_nor_accepts_a_link_it_closed_while_it_rests(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, scope: str
 ) -> None:
-    """Every closed link rests: while it does, neither end's rotation or discovery links it again (the
-    closing end refuses it in its transport), and each peer's rests are as many as its recent closes."""
+    """Every closed link rests: while it does, neither end's rotation or discovery links it again, and
+    each peer's rests are as many as its recent closes. With ``mix_scope = "connected"`` the closing end
+    also refuses it in its transport; with ``"chosen"`` the resting peer may dial in, but the link is
+    neither chosen nor mixed."""
     seen: dict[str, list[tuple[int, set[str], set[str]]]] = {}
 
     def setup(peers: list[Peer]) -> None:
@@ -213,18 +216,21 @@ async def test_a_peer_neither_dials_nor_accepts_a_link_it_closed_while_it_rests(
 
             async def after(round_: int, p: Peer = p, rot: Any = rot, rotate: Any = rotate) -> None:
                 resting = {q.peer_id for q in peers if rot.rest.resting(q.peer_id, rot.round)}
-                seen.setdefault(p.peer_id, []).append((round_, resting, set(p.neighbours())))
+                learning = {q for q in p.neighbours() if p._learning_link(q) or p._may_mix(q)}
+                seen.setdefault(p.peer_id, []).append((round_, resting, learning))
                 await rotate(round_)
 
             parts.rotate = after
 
-    peers = await _network(8, RING, 10, setup=setup, rotate_every=1, rotate_degree=2, **PLAIN)
+    peers = await _network(
+        8, RING, 10, setup=setup, rotate_every=1, rotate_degree=2, mix_scope=scope, **PLAIN
+    )
     rests = 0
     for p in peers:
         rot = p.rotation
         assert rot is not None and rot.rest.rounds == 2
         for _round, resting, links in seen[p.peer_id]:
-            assert not resting & links, (resting, links)  # a resting peer is never linked
+            assert not resting & links, (resting, links)  # a resting peer is never a learning link
             rests += len(resting)
     assert rests >= 8  # rotations closed links, and they rested
 
