@@ -118,6 +118,9 @@ class Peer(PeerAccess):
         #: (discovery, rotation, the host), or :meth:`choose` named; ``mix_scope = "chosen"`` mixes only these
         self._static_ids = frozenset(addr_peer_id(a) for a in config.static_peers)
         self.chosen: set[str] = set(self._static_ids)
+        #: whether this peer ever chose a link (static peers, a dial, :meth:`choose`): one that did never
+        #: falls back to mixing every connected peer, even when its chosen links have all ended
+        self.has_chosen = bool(self._static_ids)
         self.engine = build_engine(self)
         self.store = PeerStore(config.state_dir, self.identity, config.network_id)
         self.exchange = build_exchange(self)
@@ -311,6 +314,7 @@ class Peer(PeerAccess):
         stays chosen (it may dial back); past ``MAX_CHOSEN`` only the connected and static ones are kept."""
         ids = tuple(peer_ids)
         self.chosen.update(ids)
+        self.has_chosen = self.has_chosen or bool(ids)
         if len(self.chosen) > MAX_CHOSEN:
             keep = set(self.transport.connected_peers()) if self._transport is not None else set()
             self.chosen = {p for p in self.chosen if p in keep or p in self._static_ids} | set(ids)

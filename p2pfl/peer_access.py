@@ -38,6 +38,8 @@ class PeerAccess:
     rotation: LinkRotation | None
     #: the peers this peer linked to itself (``mix_scope = "chosen"``; see :meth:`Peer.choose`)
     chosen: set[str]
+    #: whether it ever chose one
+    has_chosen: bool
 
     if TYPE_CHECKING:  # the peer's
 
@@ -100,18 +102,19 @@ class PeerAccess:
         return self.config.mix_scope != "chosen" or peer_id in self.chosen
 
     def _listens_only(self) -> bool:
-        """A peer that cannot choose: no static peers, no registries, and nobody named by ``Peer.connect``
-        or ``Peer.choose`` yet. With ``mix_scope = "chosen"`` it mixes every connected peer, since its
-        links are all other peers' choices (a server-like peer that only accepts)."""
-        return not self.chosen and not self.config.bootstrap
+        """A peer that cannot choose: no static peers, no registries, and nobody ever named by
+        ``Peer.connect`` or ``Peer.choose``. With ``mix_scope = "chosen"`` it mixes every connected peer,
+        since its links are all other peers' choices (a server-like peer that only accepts). Once it chose,
+        never again: neighbours that drop every link it chose must not open its mix to whoever dials in."""
+        return not self.has_chosen and not self.config.bootstrap
 
     def _may_mix(self, peer_id: str) -> bool:
         """A replica enters the mix only while the roster admits its peer (a revoked member's last model is
         never mixed, whatever ``mix_scope``) and, with ``mix_scope = "connected"``, while it is connected;
         with ``"chosen"`` (the default), while it is connected and this peer chose the link (:attr:`chosen`;
         every connected peer for a peer that :meth:`_listens_only`). With either, never while its ended
-        link rests (link rotation): over libp2p a resting peer that keeps dialling is connected for the
-        moment its refused connection takes to close, long enough for an announcement."""
+        link rests (link rotation): a resting peer may still be connected, over libp2p for the moment a
+        refused connection takes to close, and with ``"chosen"`` on a link it dialled itself."""
         if self.access is not None and self.access.gate.reason(peer_id, self.access.now_ms()) is not None:
             return False
         scope = self.config.mix_scope

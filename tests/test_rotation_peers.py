@@ -451,8 +451,8 @@ async def test_a_resting_peer_is_not_mixed_even_while_connected() -> None:
 
 async def test_a_peer_that_only_accepts_links_mixes_them_and_one_with_registries_waits_to_choose() -> None:
     """``mix_scope = "chosen"`` (the default): a peer without static peers or registries that chose nobody
-    mixes every connected peer (all its links are other peers' choices); once it chooses, only those. A
-    peer with registries mixes nobody its discovery has not chosen."""
+    mixes every connected peer (all its links are other peers' choices); once it chooses, only those, even
+    after they have all ended. A peer with registries mixes nobody its discovery has not chosen."""
     from .test_peer import learner_for, memory_peer
 
     net = MemoryNetwork()
@@ -470,6 +470,9 @@ async def test_a_peer_that_only_accepts_links_mixes_them_and_one_with_registries
         assert a._may_mix(hub.peer_id) and not b._may_mix(a.peer_id)  # (a and b are not linked)
         hub.choose([a.peer_id])
         assert hub._may_mix(a.peer_id) and not hub._may_mix(b.peer_id)
+        hub.chosen.clear()  # every link it chose ended (e.g. its rotation un-chose them)
+        assert not hub._may_mix(a.peer_id) and not hub._may_mix(b.peer_id)  # it chose once: no fallback
         b.config = PeerConfig(network_id="digits", bootstrap=(registry,))
         b.chosen.clear()
+        b.has_chosen = False
         assert not b._may_mix(hub.peer_id)  # it has registries: it waits for its discovery's choice
