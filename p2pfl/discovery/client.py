@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -104,6 +106,7 @@ class BootstrapClient:
         cache: PeerCache | None = None,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         if identity.peer_id != transport.peer_id:
             raise DiscoveryError("the identity must be the transport's own (registries check the requester)")
@@ -120,6 +123,8 @@ class BootstrapClient:
         self.cache = cache
         self.timeout = timeout
         self._clock = clock
+        #: where a discovery starts in a registry's list and which records it keeps (seeded from the OS)
+        self._rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(16), "big"))
         self._registry_ids: dict[str, str] = {}
         self._last_seq = 0
         #: ttl granted by each registry at the last successful registration (addr -> seconds).
@@ -227,8 +232,23 @@ class BootstrapClient:
         return sum(r is not None for r in results.values())
 
     async def _discover_one(self, registry: str, max_records: int, page_size: int) -> list[PeerRecord] | None:
+        """Up to ``max_records`` of a registry's records, from a random point of its list, wrapping round.
+
+        A registry lists records by peer id, and a peer id is a key's hash its owner can grind: read from
+        the start, a network larger than ``max_records`` would answer every peer with the same smallest
+        ids. From a random point each record is as likely as any other to be read."""
+        start = _random_cursor(self._rng)
+        records = await self._page(registry, max_records, page_size, start, None)
+        if records is None or len(records) >= max_records:
+            return records
+        wrapped = await self._page(registry, max_records - len(records), page_size, None, start)
+        return records + (wrapped or [])  # an empty answer is an answer: a network nobody else is in
+
+    async def _page(
+        self, registry: str, max_records: int, page_size: int, cursor: str | None, until: str | None
+    ) -> list[PeerRecord] | None:
+        """Records listed after ``cursor`` (from the start: None) up to ``until`` (the end: None)."""
         records: list[PeerRecord] = []
-        cursor: str | None = None
         waits = 3  # rate-limit retries per discovery: a registry cannot keep us waiting forever
         while len(records) < max_records:
             fields: dict[str, Any] = {
@@ -259,13 +279,18 @@ class BootstrapClient:
                 return records or None
             for raw in page:
                 try:
-                    records.append(PeerRecord.decode(raw, network_id=self.network_id))
+                    record = PeerRecord.decode(raw, network_id=self.network_id)
                 except RecordError as exc:  # a lying or broken registry: skip the record, count it
                     log.warning(
                         "event=record_rejected registry=%s reason=%s error=%s", registry, exc.reason, exc
                     )
+                    continue
                 except Exception as exc:  # a decoder that is not total: skip the record all the same
                     _log_unexpected(registry, "record", exc)
+                    continue
+                if until is not None and record.peer_id > until:
+                    return records  # wrapped round to where this discovery started
+                records.append(record)
             nxt = resp.get("next")
             if not isinstance(nxt, str) or not page or nxt == cursor:
                 break
@@ -293,7 +318,10 @@ class BootstrapClient:
                 old = best.get(rec.peer_id)
                 if old is None or rec.seq > old.seq:
                     best[rec.peer_id] = rec
-        found = sorted(best.values(), key=lambda r: -r.seq)[:max_records]
+        # which records are kept of more than max_records is drawn, not sorted: seq is the signer's to set
+        found = list(best.values())
+        self._rng.shuffle(found)
+        found = found[:max_records]
         if self.cache is not None and found:
             now = self._clock()
             for rec in found:
@@ -354,3 +382,9 @@ class BootstrapClient:
             self.cache.save()
         except OSError as exc:
             log.warning("event=peer_cache_save_failed path=%s error=%s", self.cache.path, exc)
+
+
+def _random_cursor(rng: random.Random) -> str:
+    """A random point of a registry's list: the peer id of a random key. Peer ids are key hashes of one
+    length, sorted as numbers, so the id of a random key splits them as a uniform point does."""
+    return Identity(rng.randbytes(32)).peer_id

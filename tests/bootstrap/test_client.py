@@ -200,3 +200,32 @@ async def test_status_and_unregister(autojump_clock: trio.abc.Clock) -> None:
         assert reg.total == 0
         raw = await c.transport.request(rt.peer_id, PROTOCOL_ID, b"\xc1", max_response=1 << 16, timeout=1)
         assert decode_message(raw)["error"] == "malformed"
+
+
+async def test_a_large_network_is_sampled_from_a_random_point_not_from_the_smallest_ids(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A registry lists records by peer id, which a member can grind. Read from the start, every discovery
+    of more peers than ``max_records`` returned the same smallest ids; from a random point (wrapping round)
+    each peer is about as likely as any other, and the whole list is still read when it fits."""
+    import random
+
+    net = MemoryNetwork()
+    async with registry(net) as (rt, _), clients(net, range(1, 131), "A", [rt.listen_addrs[0]]) as cs:
+        for c in cs:
+            await c.register()
+        others = sorted(ident(i).peer_id for i in range(2, 131))
+        smallest = set(others[:10])
+        counts = {p: 0 for p in others}
+        trials = 40
+        for seed in range(trials):
+            cs[0]._rng = random.Random(seed)
+            found = await cs[0].discover(max_records=50)
+            ids = [r.peer_id for r in found]
+            assert len(ids) == len(set(ids)) == 50
+            for p in ids:
+                counts[p] += 1
+            assert len(await cs[0].discover()) == 129  # a list that fits is read whole, wrapped or not
+    share_smallest = sum(counts[p] for p in smallest) / (10 * trials)
+    assert 0.2 < share_smallest < 0.6, share_smallest  # 50 of 129: 0.39; from the start it was 1.0
+    assert sum(1 for p in others if counts[p] == 0) < 10  # (from the start: the 79 largest, never)
