@@ -135,7 +135,7 @@ class PeerConfig:
     roster_refresh_s: float = setting(30.0, section="access")
     #: Whose replicas enter the mix: connected peers this peer linked to itself ("chosen": static peers, its
     #: discovery's and rotation's dials, and the peers a host names with ``Peer.connect``/``Peer.choose``;
-    #: a peer that chose nobody and has no registries mixes every connected peer), every connected peer
+    #: a peer that never chose and has no registries mixes every connected peer), every connected peer
     #: ("connected"), or every fresh replica ("all"). With "chosen" a member that dials every peer is in no
     #: mix it was not chosen for (docs/learning.md, "Mixing only chosen links").
     mix_scope: str = setting("chosen", section="protocol", sim="run")
