@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -123,8 +122,8 @@ class BootstrapClient:
         self.cache = cache
         self.timeout = timeout
         self._clock = clock
-        #: where a discovery starts in a registry's list and which records it keeps (seeded from the OS)
-        self._rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(16), "big"))
+        #: where a discovery starts in a registry's list and which records it keeps (the OS's randomness)
+        self._rng = rng if rng is not None else random.SystemRandom()
         self._registry_ids: dict[str, str] = {}
         self._last_seq = 0
         #: ttl granted by each registry at the last successful registration (addr -> seconds).
@@ -277,6 +276,7 @@ class BootstrapClient:
             if not isinstance(page, list):
                 log.info("event=registry_bad_response registry=%s", registry)
                 return records or None
+            before = len(records)
             for raw in page:
                 try:
                     record = PeerRecord.decode(raw, network_id=self.network_id)
@@ -292,7 +292,10 @@ class BootstrapClient:
                     return records  # wrapped round to where this discovery started
                 records.append(record)
             nxt = resp.get("next")
-            if not isinstance(nxt, str) or not page or nxt == cursor:
+            # a page we kept nothing of ends the listing: a registry answering pages of records we reject,
+            # each with a new cursor, would otherwise hold a discovery (and a rotation awaiting its
+            # candidates) forever; every page that goes on adds a record, so max_records bounds the pages
+            if not isinstance(nxt, str) or len(records) == before or nxt == cursor:
                 break
             cursor = nxt
         return records

@@ -229,3 +229,26 @@ async def test_a_large_network_is_sampled_from_a_random_point_not_from_the_small
     share_smallest = sum(counts[p] for p in smallest) / (10 * trials)
     assert 0.2 < share_smallest < 0.6, share_smallest  # 50 of 129: 0.39; from the start it was 1.0
     assert sum(1 for p in others if counts[p] == 0) < 10  # (from the start: the 79 largest, never)
+
+
+async def test_a_registry_paging_rejected_records_forever_cannot_hold_a_discovery(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A hostile registry answers every page with records the client rejects and a new cursor each time.
+    A page the client keeps nothing of ends the listing: before, discovery asked for the next page for
+    ever (here stopped by the registry itself after 500), and a rotation awaiting its candidates with it."""
+    asked = 0
+
+    async def pager(requester: str, data: bytes) -> bytes:
+        nonlocal asked
+        asked += 1
+        return encode_message(
+            {"ok": True, "records": [b"junk", 5], "next": None if asked >= 500 else f"c{asked}"}
+        )
+
+    net = MemoryNetwork()
+    async with net.open(network_id="x", seed=ident(66).seed) as evil:
+        evil.set_request_handler(PROTOCOL_ID, pager)
+        async with clients(net, range(1, 2), "A", [evil.listen_addrs[0]]) as (c,):
+            assert await c.discover() == []
+    assert asked <= 2, asked  # a listing from the random point, and its wrap from the start
