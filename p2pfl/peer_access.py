@@ -122,7 +122,7 @@ class PeerAccess:
             return True
         if self.rotation is not None and not self.rotation.link_allowed(peer_id):
             return False
-        if scope == "chosen" and peer_id not in self.chosen and not self._listens_only():
+        if not self._learning_link(peer_id) and not self._listens_only():
             return False
         return self._transport is None or peer_id in self._transport.connected_peers()
 

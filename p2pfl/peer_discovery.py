@@ -5,7 +5,6 @@ neighbours: they must not satisfy ``min_neighbours``."""
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,9 +55,9 @@ class PeerDiscovery:
         #: whether a connected peer counts toward ``learning_degree``: with ``mix_scope = "chosen"`` only
         #: links this peer chose do (a link another peer dialled is not mixed, so it is not a learning link)
         self._counts = counts
-        #: draws the dial order (p2pfl.discovery.policy.select_dials); seeded from the OS so no member
+        #: draws the dial order (p2pfl.discovery.policy.select_dials) from the OS's randomness, so no member
         #: can predict it
-        self._rng = rng if rng is not None else random.Random(int.from_bytes(os.urandom(16), "big"))
+        self._rng = rng if rng is not None else random.SystemRandom()
         #: peer ids of the configured registries (the client learns more: registry_ids)
         self._registries = frozenset(addr_peer_id(a) for a in config.bootstrap)
         self.client: Any = None

@@ -5,10 +5,11 @@ links, keeping ``rotate_degree`` learning links (0: ``max_neighbours``, the degr
 to). Candidates come from a :data:`Candidates` source: by default the bootstrap registries' records (the
 discovery cache when they are down); a host or a simulation may set its own
 (:attr:`LinkRotation.candidates`). Static peers and secure-aggregation fellows are pinned: their links
-are never closed. Evicted and refused peers are never dialled. A link that ends (closed by either end, or
-lost) rests for ``rotate_cooldown`` link lifetimes (:class:`~p2pfl.protocol.rotation.Rest`): the peer
-neither dials its peer nor accepts a link from it meanwhile (the transport's link filter,
-:meth:`LinkRotation.link_allowed`).
+are never closed. Evicted and refused peers are never dialled. A learning link that ends (closed by either
+end, or lost) rests for ``rotate_cooldown`` link lifetimes (:class:`~p2pfl.protocol.rotation.Rest`): the
+peer neither dials nor mixes its peer meanwhile (:meth:`LinkRotation.link_allowed`), and with ``mix_scope =
+"connected"`` its transport refuses a link from it (the link filter; with ``"chosen"`` a link the other
+peer dials is not mixed anyway).
 """
 
 from __future__ import annotations
@@ -107,14 +108,16 @@ class LinkRotation:
         }
 
     def link_allowed(self, peer_id: str) -> bool:
-        """The transport's link filter: False while ``peer_id``'s ended link rests (its dial is refused;
-        its messages relayed by others still pass)."""
+        """False while ``peer_id``'s ended link rests: it is not dialled nor mixed, and with ``mix_scope =
+        "connected"`` the transport's link filter refuses its dial (its messages relayed by others still
+        pass)."""
         return not self.rest.resting(peer_id, self.round)
 
     def note_links(self, round_: int) -> list[str]:
         """Record links first seen now (at ``round_``); a link that ended otherwise than by this peer's
         rotation (the neighbour's rotation closed it, the neighbour dropped it, the network did) rests
-        too, unless pinned. So both ends of a closed link rest: over libp2p a dial the other end refuses
+        too, unless pinned, and is chosen no more (``ended``). So both ends of a closed learning link rest
+        (with ``mix_scope = "chosen"``, the ends that chose it): over libp2p a dial the other end refuses
         still looks made to the dialler for a moment (the refusal comes after the handshake), and a
         rotation that counted it closed a good link for it; and a neighbour that drops its own link to come
         back young (the ``refresh`` form of the simulation's ``[attack] redial``) is refused as well.

@@ -91,9 +91,9 @@ class PeerConfig:
     rotate_every: int = setting(0, section="peer", sim="run")
     rotate_degree: int = setting(0, section="peer", sim="run")
     #: How long a link that ended rests while rotating, in link lifetimes (``rotate_every * rotate_degree``
-    #: rounds): its peer is neither dialled nor let link back meanwhile, whichever end closed it, so an
-    #: attacker that re-dials whoever closes its link is not kept as the youngest link forever; 0: off
-    #: (p2pfl.protocol.rotation).
+    #: rounds): its peer is neither dialled nor mixed meanwhile, whichever end closed it (and with
+    #: ``mix_scope = "connected"`` not let link back), so an attacker that re-dials whoever closes its link
+    #: is not kept as the youngest link forever; 0: off (p2pfl.protocol.rotation).
     rotate_cooldown: float = setting(1.0, section="peer", sim="run")
     max_neighbours: int = setting(16, section="peer")
     discover_interval_s: float = setting(10.0, section="peer")
