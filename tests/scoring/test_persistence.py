@@ -90,6 +90,9 @@ def test_config_rejects_bad_persistence_fields(field: str, kwargs: dict[str, obj
 #: (p2pfl/scoring/echo.py, tested in test_echo.py) would take their weight on its own; off here so that each
 #: test sees the persistence signal alone
 NO_ECHO = ScoringConfig(echo=False)
+#: a far neighbour's distance ratio: past ``persist_hard`` (4) with a margin, since ``r`` is a ratio of float
+#: sums that lands a few ulps either side of an exact 4 depending on the CPU's vector width
+FAR = 4.25
 
 
 def _rounds(
@@ -127,10 +130,10 @@ def _rounds(
 
 
 def test_a_neighbour_that_stays_far_loses_its_weight_though_each_version_scores_above_bad() -> None:
-    # r = 4: distance score 1/3, cosine and loss clean: combined ~0.8 every single round
+    # r = 4.25: distance score 1/4, cosine and loss clean: combined above bad_score every single round
     scorer = ContributionScorer(NO_ECHO)
     weights: list[float] = []
-    history = _rounds(scorer, {"drift": [4.0]}, rounds=20, weights=weights)
+    history = _rounds(scorer, {"drift": [FAR]}, rounds=20, weights=weights)
     cfg = scorer.config
     assert weights[cfg.founding_rounds + cfg.persist_window - 1 :] == [0.0] * (20 - 8)
     assert all(st["drift"] == "active" for st in history)  # held out, not evicted (persist_evict off)
@@ -140,7 +143,7 @@ def test_a_neighbour_that_stays_far_loses_its_weight_though_each_version_scores_
     weights = []
     _rounds(
         ContributionScorer(ScoringConfig(persistent_distance=False, echo=False)),
-        {"drift": [4.0]},
+        {"drift": [FAR]},
         20,
         weights=weights,
     )
@@ -149,7 +152,7 @@ def test_a_neighbour_that_stays_far_loses_its_weight_though_each_version_scores_
 
 def test_with_persist_evict_a_neighbour_that_stays_far_is_evicted() -> None:
     history = _rounds(
-        ContributionScorer(ScoringConfig(persist_evict=True, echo=False)), {"drift": [4.0]}, rounds=20
+        ContributionScorer(ScoringConfig(persist_evict=True, echo=False)), {"drift": [FAR]}, rounds=20
     )
     assert history[-1]["drift"] == "evicted"
     assert all(st[f"h{k}"] == "active" for st in history for k in range(6))
@@ -188,12 +191,12 @@ def test_documented_limit_an_adaptive_drifter_close_once_per_window_is_not_caugh
     scorer = ContributionScorer(NO_ECHO)
     window = scorer.config.persist_window
     weights: list[float] = []
-    history = _rounds(scorer, {"adaptive": [4.0] * (window - 1) + [1.0]}, rounds=40, weights=weights)
+    history = _rounds(scorer, {"adaptive": [FAR] * (window - 1) + [1.0]}, rounds=40, weights=weights)
     assert all(st["adaptive"] == "active" for st in history)
     assert weights == [1.0] * 40
     # one far version more per window, and each full far window scores 0 and leaves the mix
     weights = []
-    _rounds(ContributionScorer(NO_ECHO), {"greedy": [4.0] * window + [1.0]}, rounds=40, weights=weights)
+    _rounds(ContributionScorer(NO_ECHO), {"greedy": [FAR] * window + [1.0]}, rounds=40, weights=weights)
     assert weights.count(0.0) >= 5
 
 
