@@ -168,6 +168,14 @@ class SnapshotCollector(Collector):
         for reason, n in _merge(snap, self._reasons).items():
             failures.add_metric([reason], n)
         yield failures
+        dropped = CounterMetricFamily(
+            "p2pfl_transport_dropped",
+            "Connections, streams and messages the transport refused before the engine saw them, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in _merge(s.transport_dropped, self._reasons).items():
+            dropped.add_metric([reason], n)
+        yield dropped
         yield _gauge("p2pfl_round", "Rounds done (a resumed peer counts on from its checkpoint).", s.round)
         yield _gauge("p2pfl_model_seq", "Version of the own public model.", s.seq)
         yield from self._neighbours(s)

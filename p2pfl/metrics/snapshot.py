@@ -37,6 +37,9 @@ class Snapshot:
     rejections: dict[str, int] = field(default_factory=dict)
     #: rejections per peer they were counted against (all reasons)
     rejections_by_peer: dict[str, int] = field(default_factory=dict)
+    #: what the transport refused or dropped before the engine saw it, by reason (``TransportStats.dropped``:
+    #: inbound connections past a source's limits, filtered peers, invalid gossip, ...)
+    transport_dropped: dict[str, int] = field(default_factory=dict)
     #: connected learning neighbours and their scoring status (``active``, ``probation``, ...)
     neighbours: dict[str, str] = field(default_factory=dict)
     #: reputation of each neighbour the peer holds a model of or is connected to
@@ -81,6 +84,7 @@ def take_snapshot(peer: Peer) -> Snapshot:
         duplicates=engine.duplicates,
         rejections=dict(engine.rejections),
         rejections_by_peer={p: sum(c.values()) for p, c in engine.rejections_by_peer.items()},
+        transport_dropped=dict(stats.dropped) if stats else {},
         neighbours=status,
         reputation=reputation,
         evicted=len(scorer.evicted()) if scorer is not None else 0,

@@ -153,3 +153,10 @@ def test_neighbour_rejections_never_go_down_when_the_engine_forgets_a_peer() -> 
     third = rejected()
     assert third["12D3KooWp000"] == 4 and third[OTHER] == 11
     assert rejected() == third  # the same snapshot again (a stale scrape) adds nothing
+
+
+def test_transport_drops_are_counted_by_reason() -> None:
+    current = {"transport_dropped": {"inbound_rate": 3, "inbound_handshakes": 1}}
+    s = samples(SnapshotCollector(lambda: snap(**current)))
+    assert s[("p2pfl_transport_dropped_total", (("reason", "inbound_rate"),))] == 3
+    assert s[("p2pfl_transport_dropped_total", (("reason", "inbound_handshakes"),))] == 1

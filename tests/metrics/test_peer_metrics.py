@@ -29,6 +29,7 @@ FAMILIES = {
     "p2pfl_envelopes_duplicate",
     "p2pfl_envelopes_rejected",
     "p2pfl_snapshot_failures",
+    "p2pfl_transport_dropped",
     "p2pfl_round",
     "p2pfl_model_seq",
     "p2pfl_neighbours",

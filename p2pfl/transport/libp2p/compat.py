@@ -24,6 +24,7 @@ from typing import Final, Literal
 
 from libp2p.abc import INetwork
 from libp2p.network.connection.swarm_connection import SwarmConn
+from libp2p.network.swarm import Swarm
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, OutBoundQueueSize
@@ -49,6 +50,7 @@ __all__ = [
     "disable_auto_connector",
     "drop_stale_stream",
     "evict_negative_dial_cache",
+    "gate_inbound_connections",
     "has_pubsub_stream",
     "mesh_members",
     "outbound_queue_lengths",
@@ -81,6 +83,9 @@ REQUIRED_ATTRS: Final[tuple[tuple[type, str], ...]] = (
     (Pubsub, "topic_ids"),  # compat_pubsub: announce_to
     (Pubsub, "get_message_id"),
     (SwarmConn, "direction"),
+    (Swarm, "_handle_inbound_connection"),  # compat_swarm: gate_inbound_connections replaces it
+    (Swarm, "_build_remote_multiaddr"),
+    (Swarm, "upgrade_inbound_raw_conn"),
     (GossipSub, "send_rpc"),
     (GossipSub, "_get_peers_to_send"),
     (GossipSub, "_perform_opportunistic_grafting"),
@@ -108,6 +113,8 @@ REQUIRED_INSTANCE_ATTRS: Final[tuple[tuple[Literal["network", "pubsub", "gossips
     ("network", "auto_connector"),
     ("network", "_negative_peer_cache"),
     ("network", "upgrader"),
+    ("network", "_inbound_limiter"),
+    ("network", "connection_gate"),
     ("pubsub", "peers"),
     ("pubsub", "peer_queues"),
     ("pubsub", "peer_topics"),
@@ -212,5 +219,6 @@ from p2pfl.transport.libp2p.compat_swarm import (  # noqa: E402
     count_wire_bytes,
     disable_auto_connector,
     evict_negative_dial_cache,
+    gate_inbound_connections,
     tcp_socket_of,
 )

@@ -9,19 +9,24 @@ socket, byte counts), not on gossip.
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+from collections.abc import Callable
+from typing import Any, Literal
 
 import trio
 from libp2p.abc import INetConn, INetwork
+from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.rcmgr import Direction
 
 from p2pfl.transport.base import TransportStats
+from p2pfl.transport.inbound import InboundGate
 
 __all__ = [
     "connection_direction",
     "count_wire_bytes",
     "disable_auto_connector",
     "evict_negative_dial_cache",
+    "gate_inbound_connections",
     "tcp_socket_of",
 ]
 
@@ -44,6 +49,65 @@ def evict_negative_dial_cache(network: INetwork, peer_id: str) -> None:
     negative = getattr(network, "_negative_peer_cache", None)
     if negative is not None:
         negative.evict(peer_id)
+
+
+async def _close_quietly(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # a connection we refuse may already be gone
+        await conn.close()
+
+
+def gate_inbound_connections(network: INetwork, gate: InboundGate, drop: Callable[[str], None]) -> None:
+    """Replace the swarm's inbound connection handler with one that holds an inbound slot only while its
+    connection lives, and asks ``gate`` before each handshake (refusals counted with ``drop(reason)``).
+
+    py-libp2p 0.8.1's handler takes one of ``max_connections`` inbound slots per accepted connection and,
+    after the upgrade, waits for the *swarm* to finish before it gives the slot back: every inbound
+    connection ever accepted keeps its slot after it closed, and once ``max_connections`` peers have
+    connected over the host's life it refuses every new inbound connection (measured: a host with
+    ``max_connections = 10`` refused the 11th of 11 connect-and-leave cycles, its slots all still taken).
+    A peer that runs for weeks, or anyone who connects and leaves in a loop, closed its door for good.
+    This handler waits for the connection itself to close (the muxer's ``event_closed``), the swarm's end
+    only as a fallback. The rest is the library's TCP path: the connection gate, then the upgrade."""
+    swarm: Any = network
+    limiter: trio.CapacityLimiter = swarm._inbound_limiter
+
+    async def handle(read_write_closer: Any, maddr: Any) -> None:
+        try:
+            limiter.acquire_nowait()
+        except trio.WouldBlock:
+            drop("inbound_slots")
+            await _close_quietly(read_write_closer)
+            return
+        try:
+            address = getattr(read_write_closer, "get_remote_address", None)
+            remote = address() if address is not None else None
+            host = str(remote[0]) if remote else ""
+            refused = gate.admit(host, trio.current_time())
+            if refused is not None:
+                drop(refused)
+                await _close_quietly(read_write_closer)
+                return
+            try:
+                remote_maddr = swarm._build_remote_multiaddr(read_write_closer)
+                if remote_maddr is not None and not await swarm.connection_gate.is_allowed(remote_maddr):
+                    await _close_quietly(read_write_closer)
+                    return
+                raw_conn = RawConnection(read_write_closer, False)
+                muxed = await swarm.upgrade_inbound_raw_conn(raw_conn, maddr)
+            except Exception:  # a failed handshake ends this connection only
+                await _close_quietly(read_write_closer)
+                return
+            finally:
+                gate.done(host)
+            closed = getattr(muxed, "event_closed", None)
+            if isinstance(closed, trio.Event):
+                await closed.wait()
+            else:
+                await swarm.manager.wait_finished()
+        finally:
+            limiter.release()
+
+    swarm._handle_inbound_connection = handle
 
 
 def connection_direction(conn: INetConn) -> Literal["inbound", "outbound", "unknown"]:

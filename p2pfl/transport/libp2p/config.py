@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from p2pfl.errors import TransportError
+from p2pfl.transport.inbound import InboundLimits
 from p2pfl.transport.libp2p.compat import MAX_RPC_BYTES
 
 __all__ = ["RPC_OVERHEAD", "Libp2pConfig"]
@@ -67,6 +68,15 @@ class Libp2pConfig:
     #: Accepted gossip waiting for the gossip handler; beyond it messages are dropped and counted.
     gossip_backlog: int = 1024
     max_connections: int = 300
+    #: Inbound connections one source (an IPv4 address, an IPv6 /64) may start per second, up to
+    #: ``inbound_burst`` at once, and handshakes it may have in flight (:mod:`p2pfl.transport.inbound`):
+    #: every accepted connection costs us a Noise handshake, and a silent one an inbound slot until the
+    #: handshake times out. Loopback is exempt unless ``inbound_limit_loopback`` (a simulation's peers all
+    #: dial from 127.0.0.1). Refusals count as ``stats.dropped["inbound_rate" | "inbound_handshakes"]``.
+    inbound_rate: float = 4.0
+    inbound_burst: float = 64.0
+    inbound_handshakes: int = 8
+    inbound_limit_loopback: bool = False
     #: Protocol negotiation of a new stream (libp2p's default is 10 s). On a loaded host (32 peer processes on
     #: 2 cores) the median time from opening a request stream to the remote handler was measured at 3.5 s,
     #: the 95th percentile at 10 s: 10 s failed every twentieth snapshot fetch. ``request`` still bounds the
@@ -104,6 +114,15 @@ class Libp2pConfig:
     #: connection is taken for deadlocked and closed (:meth:`Libp2pTransport.abort`).
     stuck_grace_s: float = 5.0
 
+    def inbound_limits(self) -> InboundLimits:
+        """The admission limits of inbound connections these fields describe."""
+        return InboundLimits(
+            rate=self.inbound_rate,
+            burst=self.inbound_burst,
+            handshakes=self.inbound_handshakes,
+            loopback=self.inbound_limit_loopback,
+        )
+
     def validate(self) -> None:
         """Raise ``TransportError`` naming the first inconsistent field."""
         cap = MAX_RPC_BYTES - RPC_OVERHEAD
@@ -117,7 +136,11 @@ class Libp2pConfig:
             raise TransportError("need 0 < mesh_degree_low <= mesh_degree <= mesh_degree_high")
         if self.gossip_lazy_peers is not None and self.gossip_lazy_peers < 0:
             raise TransportError("gossip_lazy_peers must be >= 0 or None")
+        if not (self.inbound_rate > 0 and self.inbound_burst >= 1):
+            raise TransportError("need inbound_rate > 0 and inbound_burst >= 1")
         for name in (
+            "inbound_handshakes",
+            "max_connections",
             "max_request_bytes",
             "max_inbound_streams_per_peer",
             "max_inbound_streams",

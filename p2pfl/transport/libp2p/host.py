@@ -28,6 +28,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2pfl.errors import TransportError
 from p2pfl.transport.base import GossipHandler, GossipValidator, RequestHandler, TransportStats
+from p2pfl.transport.inbound import InboundGate
 from p2pfl.transport.libp2p import compat
 from p2pfl.transport.libp2p.compat_frames import WholeFrameYamux, use_yamux
 from p2pfl.transport.libp2p.compat_noise import BatchedNoiseTransport
@@ -142,6 +143,7 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         network = self._host.get_network()
         compat.disable_auto_connector(network)
         compat.count_wire_bytes(network, self._stats)
+        compat.gate_inbound_connections(network, InboundGate(cfg.inbound_limits()), self._stats.drop)
         network.register_notifee(_FilterNotifee(self))
         self._gossipsub = make_gossipsub(cfg, self._stats)
         self._pubsub = compat.HardenedPubsub(
