@@ -129,6 +129,10 @@ def transport_config() -> Any:
         max_inbound_streams_per_peer=4,
         max_inbound_streams=256,
         max_connections=512,
+        # every peer's first contact: a site behind one NAT address registers all its peers here
+        inbound_rate=16.0,
+        inbound_burst=256.0,
+        inbound_handshakes=32,
     )
 
 

@@ -51,7 +51,11 @@ def libp2p_factory(config: PeerConfig, max_request: Callable[[], int] = lambda: 
     def factory(identity: Identity) -> Any:
         from p2pfl.transport.libp2p import Libp2pConfig, Libp2pTransport
 
-        lib = Libp2pConfig()
+        lib = Libp2pConfig(
+            inbound_rate=float(config.inbound_rate),
+            inbound_burst=float(config.inbound_burst),
+            inbound_handshakes=config.inbound_handshakes,
+        )
         if (cap := max_request()) > lib.max_request_bytes:
             lib = dataclasses.replace(lib, max_request_bytes=cap)
         return Libp2pTransport.open(

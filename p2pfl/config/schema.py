@@ -100,6 +100,12 @@ class PeerConfig:
     bootstrap_ttl: int = setting(120, section="peer")
     advertise: tuple[str, ...] = setting((), section="peer")
     start_timeout_s: float = setting(60.0, section="peer")
+    #: inbound connections one source address (an IPv4 address, an IPv6 /64) may start per second, up to
+    #: ``inbound_burst`` at once, and handshakes it may have in flight; loopback is exempt
+    #: (p2pfl.transport.inbound; libp2p only)
+    inbound_rate: float = setting(4.0, section="peer")
+    inbound_burst: int = setting(64, section="peer")
+    inbound_handshakes: int = setting(8, section="peer")
     #: solo rounds (no neighbour's model in the mix) in a row after which the peer pauses until a neighbour's
     #: version arrives; 0: never pause (p2pfl.protocol.solo)
     solo_rounds: int = setting(SOLO_ROUNDS, section="peer")
@@ -217,6 +223,13 @@ class PeerConfig:
         cool = self.rotate_cooldown
         if not isinstance(cool, int | float) or isinstance(cool, bool) or not 0 <= cool <= 100:
             raise _bad("rotate_cooldown", f"must be a number in [0, 100] (link lifetimes), got {cool!r}")
+        rate = self.inbound_rate
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 < rate < float("inf"):
+            raise _bad("inbound_rate", f"must be a positive number (connections per second), got {rate!r}")
+        for name in ("inbound_burst", "inbound_handshakes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
+                raise _bad(name, f"must be an integer in 1..1000000, got {value!r}")
         if not isinstance(self.min_neighbours, int) or self.min_neighbours < 0:
             raise _bad("min_neighbours", f"must be an integer >= 0, got {self.min_neighbours!r}")
         if not isinstance(self.wait_fraction, int | float) or not 0 <= self.wait_fraction <= 1:

@@ -140,6 +140,8 @@ def test_integers_become_floats_by_declared_type() -> None:
         ({"protocol": {"mix_guard_margin": 2}}, r"^\[protocol\] mix_guard_margin: must be in \(0, 1\]"),
         ({"scoring": {"evict_after": 0}}, r"^\[scoring\] evict_after: must be an integer >= 1"),
         ({"scoring": {"enabled": 1}}, r"^\[scoring\] enabled: expected bool"),
+        ({"peer": {"inbound_rate": 0}}, r"^\[peer\] inbound_rate: must be a positive number"),
+        ({"peer": {"inbound_handshakes": 0}}, r"^\[peer\] inbound_handshakes: must be an integer in 1"),
     ],
 )
 def test_range_errors_name_section_and_key(table: dict[str, dict[str, Any]], message: str) -> None:

@@ -295,6 +295,11 @@ class Libp2pTransport(GossipMixin, StreamsMixin, ConnectionsMixin):
         return self._stats
 
     @property
+    def config(self) -> Libp2pConfig:
+        """The tunables this host was opened with."""
+        return self._config
+
+    @property
     def topic(self) -> str:
         return self._topic
 

@@ -101,3 +101,15 @@ async def test_silent_sockets_from_one_source_hold_at_most_its_handshake_allowan
                     except TransportError:
                         await trio.sleep(0.1)
             assert host.peer_id in peer.connected_peers()
+
+
+async def test_a_peer_config_s_inbound_limits_reach_its_transport() -> None:
+    """``[peer] inbound_*`` (what ``p2pfl peer`` reads) are the limits its libp2p host enforces."""
+    from p2pfl.config.schema import PeerConfig
+    from p2pfl.identity import Identity
+    from p2pfl.peer_wiring import libp2p_factory
+
+    config = PeerConfig(network_id="t", inbound_rate=0.01, inbound_burst=2, inbound_handshakes=5)
+    async with libp2p_factory(config)(Identity(seed(7))) as host:
+        limits = host.config.inbound_limits()
+        assert (limits.rate, limits.burst, limits.handshakes) == (0.01, 2.0, 5)
