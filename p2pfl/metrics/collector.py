@@ -119,6 +119,7 @@ class SnapshotCollector(Collector):
         self._peers = LabelCap(NEIGHBOUR_LABEL_CAP)
         self._rejections = Tally()
         self._reasons = LabelCap(REASON_LABEL_CAP)
+        self._drop_reasons = LabelCap(REASON_LABEL_CAP)
         #: high-water marks of the derived control bytes (a counter never goes down)
         self._control = {"sent": 0, "received": 0}
 
@@ -173,7 +174,7 @@ class SnapshotCollector(Collector):
             "Connections, streams and messages the transport refused before the engine saw them, by reason.",
             labels=["reason"],
         )
-        for reason, n in _merge(s.transport_dropped, self._reasons).items():
+        for reason, n in _merge(s.transport_dropped, self._drop_reasons).items():
             dropped.add_metric([reason], n)
         yield dropped
         yield _gauge("p2pfl_round", "Rounds done (a resumed peer counts on from its checkpoint).", s.round)

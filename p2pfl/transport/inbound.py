@@ -48,7 +48,11 @@ class InboundLimits:
 
 def source_key(host: str) -> str | None:
     """The key a remote address is limited under: the IPv4 address, the IPv6 /64 (an IPv4-mapped IPv6
-    address counts as its IPv4 address); ``None`` for loopback. An unparsable host is its own key."""
+    address counts as its IPv4 address; a link-local one is its own key, scope included: every link's
+    hosts share fe80::/64); ``None`` for loopback and for an unknown address ("": the transport could not
+    read it, which a remote cannot cause). An unparsable host is its own key."""
+    if not host:
+        return None
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -58,6 +62,8 @@ def source_key(host: str) -> str | None:
     if ip.is_loopback:
         return None
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_link_local:
+            return host
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 

@@ -15,7 +15,9 @@ def test_sources_are_ipv4_addresses_and_ipv6_slash_64s_and_loopback_is_none() ->
     assert source_key("2001:db8:1:2::5") == source_key("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert source_key("2001:db8:1:3::5") != source_key("2001:db8:1:2::5")
     assert source_key("::ffff:203.0.113.7") == "203.0.113.7"  # a mapped address is its IPv4 one
-    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("fe80::1%eth0") == "fe80::1%eth0"  # link-local: every link shares fe80::/64
+    assert source_key("fe80::1%eth0") != source_key("fe80::2%eth0")
+    assert source_key("") is None  # unknown (unreadable socket): not one shared bucket
     for loop in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
         assert source_key(loop) is None
     assert source_key("not an address") == "not an address"
