@@ -56,6 +56,10 @@ class EvalResult:
     loss: float
     accuracy: float | None
     samples: int
+    #: how many of the evaluated samples the model assigned to each class (``None``: the learner does not
+    #: say). Scoring uses it to recognise a neighbour whose model answers one class the own data lack
+    #: (p2pfl.scoring.specialist).
+    predicted: tuple[int, ...] | None = None
 
 
 @runtime_checkable
@@ -388,8 +392,10 @@ class NumpySoftmaxLearner:
         with np.errstate(over="ignore", invalid="ignore"):
             logits, _ = self._forward(p, data.x)
             loss = self._softmax_loss(logits, data.y)
-            acc = _fraction(logits.argmax(axis=1) == data.y)
-        return EvalResult(loss=loss, accuracy=acc, samples=len(data))
+            answers = logits.argmax(axis=1)
+            acc = _fraction(answers == data.y)
+        predicted = tuple(int(n) for n in np.bincount(answers, minlength=logits.shape[1]))
+        return EvalResult(loss=loss, accuracy=acc, samples=len(data), predicted=predicted)
 
 
 # TorchLearner lives in p2pfl.learner_torch (which builds on this module); ``from p2pfl.learner import

@@ -159,4 +159,8 @@ class TorchLearner:
                 out = self.module(self.val_x)
                 loss = float(self.loss_fn(out, self.val_y))
                 acc = float((out.argmax(dim=1) == self.val_y).float().mean()) if self.accuracy else None
-            return EvalResult(loss=loss, accuracy=acc, samples=len(self.val_x))
+                predicted = None
+                if self.accuracy and out.ndim == 2:
+                    counts = out.argmax(dim=1).bincount(minlength=out.shape[1])
+                    predicted = tuple(int(n) for n in counts.tolist())
+            return EvalResult(loss=loss, accuracy=acc, samples=len(self.val_x), predicted=predicted)

@@ -49,12 +49,13 @@ async def extra_mixes(
             alone = RoundOutcome([], engine.seq, engine.public_digest, [], {}, [])
             await p.persist(loop.round, alone, {})
             break
-        own_eval, val_losses, own_val = await loop._evaluate(candidates, own)
+        own_eval, val_losses, own_val, specialists = await loop._evaluate(candidates, own)
         outcome = engine.finish_round(
             own,
             trio.current_time(),
             val_losses=val_losses,
             own_val_loss=own_val,
+            val_specialists=specialists,
             candidates=candidates,
             already_published=True,
             round_start=engine.layout.unflatten(start),

@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import trio
 
 from p2pfl.config.schema import derive
-from p2pfl.learner import EvalResult, TrainResult, reset_optimizer
+from p2pfl.learner import EvalResult, ScoringLearner, TrainResult, reset_optimizer
 from p2pfl.peer_mixing import extra_mixes
 from p2pfl.peer_round_parts import SUBSCRIBE_GRACE_S as SUBSCRIBE_GRACE_S  # noqa: PLC0414 (re-export)
 from p2pfl.peer_round_parts import Params as Params  # noqa: PLC0414 (re-export)
@@ -44,6 +45,7 @@ from p2pfl.protocol import Replica, RoundOutcome, ValLossCache
 from p2pfl.protocol.guards import RollbackGuard, RoundDecision, check_trained, decide_round
 from p2pfl.protocol.mixing import MixConfig, MixLedger
 from p2pfl.protocol.pacing import learners, next_round_at
+from p2pfl.scoring.specialist import foreign_class
 from p2pfl.wire import Meta
 
 log = logging.getLogger("p2pfl.peer")
@@ -64,6 +66,7 @@ class RoundLoop(RoundWaits):
         self.val_evaluations = 0
         #: each candidate replica's loss on the own validation split, by its version (see _step)
         self._val_cache = ValLossCache()
+        self._classes: frozenset[int] | None = None
         self._guard_config = guard_config(config)
         self._guard = (
             RollbackGuard(margin=config.rollback_margin, warmup=config.rollback_warmup)
@@ -147,7 +150,7 @@ class RoundLoop(RoundWaits):
             for r in engine.mixing_candidates(trio.current_time())
             if group is None or not group.is_fellow(r.peer)  # a fellow publishes the mean we have
         ]
-        trained_eval, val_losses, own_val = await self._evaluate(candidates, trained)
+        trained_eval, val_losses, own_val, specialists = await self._evaluate(candidates, trained)
         self.round += 1
         private = await self._private_release(trained)
         outcome: RoundOutcome = engine.finish_round(
@@ -159,6 +162,7 @@ class RoundLoop(RoundWaits):
             timestamp_ms=now_ms(),
             val_losses=val_losses,
             own_val_loss=own_val,
+            val_specialists=specialists,
             candidates=candidates,
             **(private.engine_args() if private is not None else {}),
             already_published=published,
@@ -283,28 +287,49 @@ class RoundLoop(RoundWaits):
 
     async def _evaluate(
         self, candidates: Sequence[Replica], trained: Params
-    ) -> tuple[EvalResult | None, dict[str, float] | None, float | None]:
-        """(the trained model's evaluation, the candidates' validation losses, the trained model's loss):
-        what scoring by validation loss and the mix guard need, evaluated in a worker thread."""
+    ) -> tuple[EvalResult | None, dict[str, float] | None, float | None, frozenset[str]]:
+        """(the trained model's evaluation, the candidates' validation losses, the trained model's loss,
+        the candidates whose model answers one class the own split lacks): what scoring by validation loss
+        and the mix guard need, evaluated in a worker thread."""
         learner, config, run_sync = self._p.learner, self._p.config, self._p.run_sync
         if config.scoring_enabled and config.val_scoring and candidates:
             jobs = self._val_cache.plan(candidates)  # on the loop: versions and read-only copies
             layout = self._p.engine.layout
+            share = config.scoring.specialist_share
+            own_classes = self._own_classes() if share is not None else None
 
-            def evaluate_all() -> tuple[list[float], EvalResult]:
+            def evaluate_all() -> tuple[list[float], list[bool], EvalResult]:
                 # the learner gets a writable copy of each read-only job (torch warns on read-only arrays)
-                losses = [learner.evaluate(layout.unflatten(j.vec.copy())).loss for j in jobs]
-                return losses, learner.evaluate(trained)
+                results = [learner.evaluate(layout.unflatten(j.vec.copy())) for j in jobs]
+                specialists = [
+                    share is not None
+                    and own_classes is not None
+                    and math.isfinite(res.loss)
+                    and foreign_class(res.predicted, own_classes, share) is not None
+                    for res in results
+                ]
+                return [res.loss for res in results], specialists, learner.evaluate(trained)
 
-            fresh_losses, evaluated = await run_sync(evaluate_all)
-            self._val_cache.record(jobs, fresh_losses)
+            fresh_losses, fresh_specialists, evaluated = await run_sync(evaluate_all)
+            self._val_cache.record(jobs, fresh_losses, fresh_specialists)
             self.val_evaluations += len(jobs)
             if math.isfinite(evaluated.loss):
-                return evaluated, self._val_cache.losses(candidates), evaluated.loss
-            return evaluated, None, None
+                losses = self._val_cache.losses(candidates)
+                return evaluated, losses, evaluated.loss, self._val_cache.specialists(candidates)
+            return evaluated, None, None, frozenset()
         if config.mix_guard_margin is not None and candidates:
-            return await run_sync(learner.evaluate, trained), None, None
-        return None, None, None
+            return await run_sync(learner.evaluate, trained), None, None, frozenset()
+        return None, None, None, frozenset()
+
+    def _own_classes(self) -> frozenset[int] | None:
+        """The classes of the own validation split (``None``: the learner does not show its labels)."""
+        if self._classes is None:
+            learner = self._p.learner
+            if not isinstance(learner, ScoringLearner):
+                return None
+            _, labels = learner.validation_data()
+            self._classes = frozenset(int(c) for c in np.unique(np.asarray(labels)))
+        return self._classes
 
     async def _guard_round(
         self, trained: Params, trained_eval: EvalResult | None

@@ -93,6 +93,7 @@ def install(records: list[Row]) -> None:
                     "reason": rec.reason,
                     "persist_w": self._persistence_weight(p),
                     "echo_w": self._echo_weight(p),
+                    "specialist": p in kwargs.get("specialists", ()),
                 }
             )
         return out

@@ -82,3 +82,15 @@ def test_a_diverged_round_poisons_the_momentum_until_the_optimizer_is_reset(make
     learner.train(3)
     after = learner.get_params()
     assert _finite(after) and any(not np.array_equal(after[k], good[k]) for k in good)
+
+
+@pytest.mark.parametrize("make", [_numpy_learner, _torch_learner], ids=["numpy", "torch"])
+def test_an_evaluation_counts_the_answers_per_class(make: Any) -> None:
+    """``EvalResult.predicted`` (scoring's specialists): one count per class, summing to the samples, and
+    consistent with the accuracy (a right answer needs the class's count)."""
+    learner = make()
+    learner.train(5)
+    result = learner.evaluate()
+    assert result.predicted is not None and len(result.predicted) == 3
+    assert sum(result.predicted) == result.samples == 64
+    assert all(n >= 0 for n in result.predicted)

@@ -87,11 +87,15 @@ class ValLossCache:
 
     def __init__(self) -> None:
         self._losses: dict[str, tuple[tuple[int, bytes], float]] = {}
+        #: the peers whose evaluated version answers one class the own split lacks (a specialist:
+        #: p2pfl.scoring.specialist), filed under the version like its loss
+        self._specialists: dict[str, tuple[int, bytes]] = {}
 
     def plan(self, candidates: Sequence[Replica]) -> list[EvalJob]:
         """The versions among ``candidates`` not evaluated yet; forgets peers that are no candidates."""
         peers = {r.peer for r in candidates}
         self._losses = {p: v for p, v in self._losses.items() if p in peers}
+        self._specialists = {p: v for p, v in self._specialists.items() if p in peers}
         jobs = []
         for r in candidates:
             if self.version_of(r.peer) != r.version:
@@ -100,10 +104,22 @@ class ValLossCache:
                 jobs.append(EvalJob(r.peer, r.version, vec))
         return jobs
 
-    def record(self, jobs: Sequence[EvalJob], losses: Sequence[float]) -> None:
-        """File each job's loss under the version that was evaluated (``losses[i]`` is ``jobs[i]``'s)."""
-        for job, loss in zip(jobs, losses, strict=True):
+    def record(
+        self, jobs: Sequence[EvalJob], losses: Sequence[float], specialists: Sequence[bool] | None = None
+    ) -> None:
+        """File each job's loss under the version that was evaluated (``losses[i]`` is ``jobs[i]``'s), and
+        whether that version is a specialist's (``specialists[i]``; none without it)."""
+        flags = [False] * len(jobs) if specialists is None else specialists
+        for job, loss, specialist in zip(jobs, losses, flags, strict=True):
             self._losses[job.peer] = (job.version, loss)
+            if specialist:
+                self._specialists[job.peer] = job.version
+            else:
+                self._specialists.pop(job.peer, None)
+
+    def specialists(self, candidates: Sequence[Replica]) -> frozenset[str]:
+        """The candidates whose current version was found a specialist's."""
+        return frozenset(r.peer for r in candidates if self._specialists.get(r.peer) == r.version)
 
     def version_of(self, peer: str) -> tuple[int, bytes] | None:
         entry = self._losses.get(peer)

@@ -95,6 +95,7 @@ class RoundSide(EngineCore):
         timestamp_ms: int = 0,
         val_losses: Mapping[str, float] | None = None,
         own_val_loss: float | None = None,
+        val_specialists: Collection[str] = (),
         candidates: Sequence[Replica] | None = None,
         publish: bool = True,
         published: Mapping[str, npt.NDArray[Any]] | None = None,
@@ -185,6 +186,7 @@ class RoundSide(EngineCore):
                 reference=reference,
                 val_losses=val_losses,
                 own_val_loss=own_val_loss,
+                specialists=val_specialists,
                 extra_step=extra_step,
             )
             weights = share_copies(peers, self._mix_weights(scorer, reps, rejected), copies)
@@ -251,6 +253,7 @@ class RoundSide(EngineCore):
         reference: FloatVec,
         val_losses: Mapping[str, float] | None,
         own_val_loss: float | None,
+        specialists: Collection[str] = (),
         extra_step: bool = False,
     ) -> dict[str, ScoreRecord]:
         """Score each candidate's version not scored yet (each version once) and remember the scores."""
@@ -272,6 +275,7 @@ class RoundSide(EngineCore):
             own_val_loss,
             only=fresh,
             extra_step=extra_step,
+            specialists=specialists,
         )
         for r in reps:
             if r.peer in scores:

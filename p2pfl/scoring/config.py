@@ -163,6 +163,12 @@ class ScoringConfig:
     #: 2; with 0.5, 0 and 1, but the default scenario's sign-flippers were then evicted by 8 of 12 honest
     #: observers (mean round 22) instead of 12 of 12 (round 8; 0.25 keeps that). 0 turns it off.
     loss_floor: float = 0.25
+    #: a neighbour's model that assigns at least this share of the own validation samples to one class the
+    #: own split lacks is a *specialist* (an honest peer holding that class alone answers it to everything:
+    #: p2pfl/scoring/specialist.py); ``None``: nobody is. Its bad scores do not count towards eviction
+    #: while its distance ratio stays below ``specialist_distance``; it still gets no weight from them.
+    specialist_share: float | None = None
+    specialist_distance: float = 8.0
     w_distance: float = 1.0
     w_cosine: float = 0.5
     w_loss: float = 2.0
@@ -440,6 +446,12 @@ class ScoringConfig:
         if not is_real(self.evict_far_against_loss) or not 1.0 <= self.evict_far_against_loss < math.inf:
             bar = self.evict_far_against_loss  # (under the reference itself an honest neighbour counts)
             raise ConfigError("scoring", "evict_far_against_loss", f"must be a number >= 1, got {bar!r}")
+        share = self.specialist_share
+        if share is not None and not (is_real(share) and 0.5 < share <= 1.0):
+            raise ConfigError("scoring", "specialist_share", f"must be None or in (0.5, 1], got {share!r}")
+        if not is_real(self.specialist_distance) or not self.specialist_distance >= 0.0:
+            bound = self.specialist_distance
+            raise ConfigError("scoring", "specialist_distance", f"must be a number >= 0, got {bound!r}")
         for name in ("w_distance", "w_cosine", "w_loss", "loss_floor"):
             value = getattr(self, name)
             if not is_real(value) or not 0.0 <= value < math.inf:

@@ -297,6 +297,7 @@ class ContributionScorer(ScoringSteps):
         *,
         only: Collection[str] | None = None,
         extra_step: bool = False,
+        specialists: Collection[str] = (),
     ) -> dict[str, ScoreRecord]:
         """Score every neighbour once, update reputations, standings and statuses, return the records.
 
@@ -314,6 +315,10 @@ class ContributionScorer(ScoringSteps):
         a clique's mixes agree so closely that an honest bridge's mix sits at ``r`` 3-6 among them
         (issue 16, dumbbell seed 2: 145 of 186 bridge mixes held by the echo, docs/scoring.md). A
         poisoned extra version is still scored, dropped and counted like a trained one.
+
+        ``specialists``: the neighbours whose model answers one class the own validation split lacks
+        (p2pfl.scoring.specialist, found by the caller, who holds the data); with ``specialist_share`` set
+        their bad scores count towards eviction only from ``specialist_distance`` on.
         """
         call = self._prepare(
             own_before,
@@ -323,6 +328,7 @@ class ContributionScorer(ScoringSteps):
             val_losses,
             own_val_loss,
             extra_step=extra_step,
+            specialists=specialists,
         )
         records: dict[str, ScoreRecord] = {}
         young: dict[str, tuple[bool, bool]] = {}  # scored young identities: (passed, hard failure)

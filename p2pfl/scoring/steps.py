@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -55,6 +55,9 @@ class Call:
     extra_step: bool = False
     #: each sane neighbour's group of copies (p2pfl/scoring/copies.py): one group sets a yardstick once
     groups: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: the neighbours whose model answers one class the own validation split lacks
+    #: (p2pfl/scoring/specialist.py), as the caller found them
+    specialists: frozenset[str] = frozenset()
 
 
 class ScoringSteps(TrackerHooks):
@@ -81,6 +84,7 @@ class ScoringSteps(TrackerHooks):
         own_val_loss: float | None,
         *,
         extra_step: bool = False,
+        specialists: Collection[str] = (),
     ) -> Call:
         """Check the shapes, set the absurd models apart and set the yardsticks
         (:mod:`~p2pfl.scoring.references`). Copies count once (:mod:`~p2pfl.scoring.copies`), in trained
@@ -126,6 +130,7 @@ class ScoringSteps(TrackerHooks):
             centre=ctr,
             extra_step=extra_step,
             groups=groups,
+            specialists=frozenset(specialists),
         )
 
     def copies(
@@ -303,7 +308,16 @@ class ScoringSteps(TrackerHooks):
         if (counts or against) and not persistent and cfg.evict_distance is not None:
             far = self._plain(call).get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
             counts, against = counts and far, against if far else ""
+        if (counts or against) and self._specialist_excused(call, p, r_e):
+            counts, against = False, ""
         return counts or bool(against), against, hard
+
+    def _specialist_excused(self, call: Call, p: str, r_e: float) -> bool:
+        """A model that answers one class the own data lack (``call.specialists``) is no eviction evidence
+        while it stays within ``specialist_distance`` (p2pfl/scoring/specialist.py): its loss on the own
+        data says that its data differ. It still scores bad, and so gets no weight in the mix."""
+        cfg = self.config
+        return cfg.specialist_share is not None and p in call.specialists and r_e < cfg.specialist_distance
 
     def _far_against(  # noqa: PLR0917 - _counts' figures
         self, call: Call, p: str, state: PeerState, r: float, s_cos: float | None, loss_evict: float | None
