@@ -28,7 +28,7 @@ import numpy as np
 import trio
 
 from p2pfl.config.schema import derive
-from p2pfl.learner import EvalResult, ScoringLearner, TrainResult, reset_optimizer
+from p2pfl.learner import EvalResult, TrainResult, reset_optimizer
 from p2pfl.peer_mixing import extra_mixes
 from p2pfl.peer_round_parts import SUBSCRIBE_GRACE_S as SUBSCRIBE_GRACE_S  # noqa: PLC0414 (re-export)
 from p2pfl.peer_round_parts import Params as Params  # noqa: PLC0414 (re-export)
@@ -324,10 +324,12 @@ class RoundLoop(RoundWaits):
     def _own_classes(self) -> frozenset[int] | None:
         """The classes of the own validation split (``None``: the learner does not show its labels)."""
         if self._classes is None:
-            learner = self._p.learner
-            if not isinstance(learner, ScoringLearner):
+            # by attribute, not isinstance(ScoringLearner): a wrapper that forwards through __getattr__
+            # (the metrics' timed learner) is no protocol instance from Python 3.12 on
+            validation_data = getattr(self._p.learner, "validation_data", None)
+            if validation_data is None:
                 return None
-            _, labels = learner.validation_data()
+            _, labels = validation_data()
             self._classes = frozenset(int(c) for c in np.unique(np.asarray(labels)))
         return self._classes
 

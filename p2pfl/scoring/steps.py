@@ -308,16 +308,19 @@ class ScoringSteps(TrackerHooks):
         if (counts or against) and not persistent and cfg.evict_distance is not None:
             far = self._plain(call).get(p, math.inf) >= cfg.evict_distance and self.drift.counts(p, r_e)
             counts, against = counts and far, against if far else ""
-        if (counts or against) and self._specialist_excused(call, p, r_e):
+        if (counts or against) and self._specialist_excused(call, p, r):
             counts, against = False, ""
         return counts or bool(against), against, hard
 
-    def _specialist_excused(self, call: Call, p: str, r_e: float) -> bool:
+    def _specialist_excused(self, call: Call, p: str, r: float) -> bool:
         """A model that answers one class the own data lack (``call.specialists``) is no eviction evidence
-        while it stays within ``specialist_distance`` (p2pfl/scoring/specialist.py): its loss on the own
-        data says that its data differ. It still scores bad, and so gets no weight in the mix."""
+        while it stays within ``specialist_distance`` of the eviction spread (p2pfl/scoring/specialist.py):
+        its loss on the own data says that its data differ. A bad score still takes it out of the mix; the
+        far-and-against evidence of a version that is not bad is excused alike."""
         cfg = self.config
-        return cfg.specialist_share is not None and p in call.specialists and r_e < cfg.specialist_distance
+        if cfg.specialist_share is None or p not in call.specialists:
+            return False
+        return self._r_evict(call, p, r) < cfg.specialist_distance
 
     def _far_against(  # noqa: PLR0917 - _counts' figures
         self, call: Call, p: str, state: PeerState, r: float, s_cos: float | None, loss_evict: float | None
