@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from p2pfl.protocol.actions import Action
@@ -86,16 +86,14 @@ class ValLossCache:
     """
 
     def __init__(self) -> None:
-        self._losses: dict[str, tuple[tuple[int, bytes], float]] = {}
-        #: the peers whose evaluated version answers one class the own split lacks (a specialist:
-        #: p2pfl.scoring.specialist), filed under the version like its loss
-        self._specialists: dict[str, tuple[int, bytes]] = {}
+        #: peer -> (the version evaluated, its loss, whether it answers one class the own split lacks: a
+        #: specialist, p2pfl.scoring.specialist)
+        self._losses: dict[str, tuple[tuple[int, bytes], float, bool]] = {}
 
     def plan(self, candidates: Sequence[Replica]) -> list[EvalJob]:
         """The versions among ``candidates`` not evaluated yet; forgets peers that are no candidates."""
         peers = {r.peer for r in candidates}
         self._losses = {p: v for p, v in self._losses.items() if p in peers}
-        self._specialists = {p: v for p, v in self._specialists.items() if p in peers}
         jobs = []
         for r in candidates:
             if self.version_of(r.peer) != r.version:
@@ -111,15 +109,18 @@ class ValLossCache:
         whether that version is a specialist's (``specialists[i]``; none without it)."""
         flags = [False] * len(jobs) if specialists is None else specialists
         for job, loss, specialist in zip(jobs, losses, flags, strict=True):
-            self._losses[job.peer] = (job.version, loss)
-            if specialist:
-                self._specialists[job.peer] = job.version
-            else:
-                self._specialists.pop(job.peer, None)
+            self._losses[job.peer] = (job.version, loss, specialist)
+
+    def _current(self, candidates: Sequence[Replica]) -> Iterator[tuple[str, float, bool]]:
+        """(peer, loss, specialist) of each candidate whose current version was evaluated."""
+        for r in candidates:
+            entry = self._losses.get(r.peer)
+            if entry is not None and entry[0] == r.version:
+                yield r.peer, entry[1], entry[2]
 
     def specialists(self, candidates: Sequence[Replica]) -> frozenset[str]:
         """The candidates whose current version was found a specialist's."""
-        return frozenset(r.peer for r in candidates if self._specialists.get(r.peer) == r.version)
+        return frozenset(peer for peer, _, specialist in self._current(candidates) if specialist)
 
     def version_of(self, peer: str) -> tuple[int, bytes] | None:
         entry = self._losses.get(peer)
@@ -127,9 +128,4 @@ class ValLossCache:
 
     def losses(self, candidates: Sequence[Replica]) -> dict[str, float]:
         """The loss of each candidate's version, where known (a version never evaluated has none)."""
-        out = {}
-        for r in candidates:
-            entry = self._losses.get(r.peer)
-            if entry is not None and entry[0] == r.version:
-                out[r.peer] = entry[1]
-        return out
+        return {peer: loss for peer, loss, _ in self._current(candidates)}

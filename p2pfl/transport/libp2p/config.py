@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from p2pfl.errors import TransportError
+from p2pfl.errors import ConfigError, TransportError
 from p2pfl.transport.inbound import InboundLimits
 from p2pfl.transport.libp2p.compat import MAX_RPC_BYTES
 
@@ -136,10 +136,11 @@ class Libp2pConfig:
             raise TransportError("need 0 < mesh_degree_low <= mesh_degree <= mesh_degree_high")
         if self.gossip_lazy_peers is not None and self.gossip_lazy_peers < 0:
             raise TransportError("gossip_lazy_peers must be >= 0 or None")
-        if not (self.inbound_rate > 0 and self.inbound_burst >= 1):
-            raise TransportError("need inbound_rate > 0 and inbound_burst >= 1")
+        try:
+            self.inbound_limits()  # (InboundLimits checks its own ranges)
+        except ConfigError as exc:
+            raise TransportError(str(exc)) from exc
         for name in (
-            "inbound_handshakes",
             "max_connections",
             "max_request_bytes",
             "max_inbound_streams_per_peer",
