@@ -124,7 +124,7 @@ class PeerAccess:
             return False
         if not self._learning_link(peer_id) and not self._listens_only():
             return False
-        return self._transport is None or peer_id in self._transport.connected_peers()
+        return self._transport is None or self._transport.is_connected(peer_id)
 
 
 def build_access(config: PeerConfig, peer_id: str) -> Access | None:

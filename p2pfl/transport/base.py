@@ -137,6 +137,12 @@ class Transport(Protocol):
 
     def connected_peers(self) -> list[str]: ...
 
+    def is_connected(self, peer_id: str) -> bool:
+        """Whether ``peer_id`` is in :meth:`connected_peers`, without building the list: the mix filter asks
+        it for every neighbour on every pass of a round's wait, and on libp2p the list costs a peer id
+        encoding per connection (a hub with hundreds of links paid that squared)."""
+        ...
+
     def listeners(self) -> list[str]:
         """Connected peers subscribed to our announcements (learners; not e.g. a bootstrap registry)."""
         ...

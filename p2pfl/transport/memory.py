@@ -330,6 +330,9 @@ class MemoryTransport:
     def connected_peers(self) -> list[str]:
         return list(self._neighbours)
 
+    def is_connected(self, peer_id: str) -> bool:
+        return peer_id in self._neighbours
+
     def listeners(self) -> list[str]:
         """Connected peers that receive our announcements: every neighbour of our network (links carry gossip
         at once; gossip never crosses networks, as a libp2p peer of another network never subscribes to our

@@ -189,8 +189,10 @@ async def test_oversize_and_errors() -> None:
             await a.connect(a.listen_addrs[0])
         assert await a.connect(b.listen_addrs[0]) == b.peer_id
         assert a.connected_peers() == [b.peer_id] and b.connected_peers() == [a.peer_id]
+        assert a.is_connected(b.peer_id) and b.is_connected(a.peer_id) and not a.is_connected("memory/nobody")
         await a.disconnect(b.peer_id)
         assert a.connected_peers() == [] and b.connected_peers() == []
+        assert not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id)
     with pytest.raises(TransportError, match="not running"):
         await a.broadcast(b"x")
 

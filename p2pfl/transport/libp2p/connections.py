@@ -156,6 +156,13 @@ class ConnectionsMixin:
     def connected_peers(self) -> list[str]:
         return [str(p) for p in self._host.get_connected_peers() if self._open_connections(p)]
 
+    def is_connected(self, peer_id: str) -> bool:
+        try:
+            pid = ID.from_base58(peer_id)
+        except Exception:  # not a peer id: nobody we are connected to
+            return False
+        return bool(self._open_connections(pid))
+
     def _open_connections(self, pid: ID) -> list[INetConn]:
         """``pid``'s connections that are not closing: the swarm lists a connection until its close is done
         (a yamux GO_AWAY, stream resets and 0.1 s sleeps), and a close cancelled midway never ends it."""

@@ -143,15 +143,18 @@ async def test_connect_errors_and_disconnect() -> None:
             port = s.getsockname()[1]
         with pytest.raises(TransportError, match="dial"):
             await a.connect(f"/ip4/127.0.0.1/tcp/{port}/p2p/{b.peer_id}")
+        assert not a.is_connected(b.peer_id) and not a.is_connected("not a peer id")
         assert await a.connect(b.listen_addrs[0]) == b.peer_id
-        assert a.connected_peers() == [b.peer_id]
+        assert a.connected_peers() == [b.peer_id] and a.is_connected(b.peer_id)
         with trio.fail_after(5):
             while a.peer_id not in b.connected_peers():
                 await trio.sleep(0.01)
+        assert b.is_connected(a.peer_id)
         await a.disconnect(b.peer_id)
         with trio.fail_after(5):
             while a.connected_peers() or b.connected_peers():
                 await trio.sleep(0.01)
+        assert not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id)
 
 
 # ------------------------------------------------------------------------------------------------ gossip
