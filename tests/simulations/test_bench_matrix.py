@@ -213,11 +213,11 @@ def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     simulated clock (``--reproducible``), so that a run is the same on every machine with the same packages.
 
     It asserts the issue's targets where this commit meets them, at the targets themselves: honest mean
-    >= 94 % and minimum >= 90 % under every attack, no honest peer evicted in any cell, sign-flip and
-    Gaussian attackers held (share <= 0.1 after round 10) and every sign-flip pair evicted. (Measured on
-    this commit: 95.1-95.6 / 92.8-93.9.) Not asserted, because not met: the hold target for the attacks
-    that sit inside the honest spread (label-flip, ALIE, IPM, dissensus keep a share of 0.14-0.20, about
-    one row of seven; simulations/benchmarks-matrix.md)."""
+    >= 94 % and minimum >= 90 % under every attack, no honest peer evicted in any cell, sign-flip,
+    Gaussian and ALIE attackers held (largest share <= 0.1 after round 10: 0.00 each) and every sign-flip
+    pair evicted. (Measured on this commit: 95.1-95.6 / 92.8-93.9.) Not asserted, because not met: the hold
+    target for label-flip, IPM and dissensus, which keep a share of 0.14-0.20 here, about one row of seven
+    (ALIE too at 25 %; simulations/benchmarks-matrix.md)."""
     out = tmp_path / "slice.json"
     argv = ["--attack", ",".join(bm.MATRIX_ATTACKS), "--rule", "default", "--dataset", "digits"]
     argv += ["--alpha", "0.3", "--topology", "rr6", "--fraction", "0.2", "--rounds", "40", "--reproducible"]
@@ -234,7 +234,7 @@ def test_ci_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert not r["timed_out"] and r["mean"] >= 0.94 and r["min"] >= 0.90, r
         assert r["false_evictions"] == 0, r
         assert attack == "none" or r["attackers"] == 3, r
-    for attack in ("signflip", "gaussian"):
+    for attack in ("signflip", "gaussian", "alie"):
         assert rows[attack]["share_after_r10"] <= bm.HOLD_SHARE, rows[attack]
     tp, expected = rows["signflip"]["evictions"]
     assert expected == 14 and tp == expected, rows["signflip"]
